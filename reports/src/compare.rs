@@ -1,0 +1,392 @@
+//! Groups runs into cells and compares variants.
+//!
+//! A *group* is everything measured under the same load: (substrate,
+//! scenario, protocol, mode, rate or concurrency). A *cell* is one variant in
+//! a group, summarising all its repetitions:
+//!
+//! - latency percentiles, achieved rps and proxy CPU: the median over
+//!   repetitions (robust against one noisy repetition on a shared machine);
+//! - proxy peak RSS: the largest peak of any repetition (memory limits are
+//!   about the worst case, not the typical one);
+//! - requests, errors, late sends: totals over repetitions.
+//!
+//! "Added latency" compares a cell with the `baseline` variant (no mesh, no
+//! proxy) of the same group in the same record, so both saw the same machine
+//! at the same time.
+
+use std::cmp::Ordering;
+
+use crate::record::{Percentiles, Report, Run};
+
+/// Name of the variant that has nothing between load generator and server.
+pub const BASELINE: &str = "baseline";
+
+/// One variant under one load, summarised over its repetitions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    pub substrate: String,
+    pub scenario: String,
+    pub protocol: String,
+    pub mode: String,
+    pub rate: Option<f64>,
+    pub concurrency: Option<u32>,
+    pub variant: String,
+    /// Number of repetitions summarised.
+    pub repetitions: usize,
+    /// Scheduled-send (coordinated-omission corrected) latency, median per field.
+    pub latency_us: Percentiles,
+    /// Actual-send latency, median per field.
+    pub service_time_us: Percentiles,
+    /// Median achieved requests/s.
+    pub achieved_rps: f64,
+    /// Total completed requests over repetitions.
+    pub requests: u64,
+    /// Total failed requests over repetitions.
+    pub errors: u64,
+    /// Total late sends over repetitions.
+    pub late_sends: u64,
+    /// Largest proxy peak RSS of any repetition, bytes.
+    pub proxy_rss_peak: Option<u64>,
+    /// Median proxy cores per 1000 rps.
+    pub proxy_cpu_per_krps: Option<f64>,
+    /// p50 minus the baseline cell's p50, µs (`None` for the baseline itself
+    /// or when the group has no baseline).
+    pub added_p50_us: Option<f64>,
+    pub added_p99_us: Option<f64>,
+    pub added_p999_us: Option<f64>,
+    /// p50 divided by the baseline cell's p50.
+    pub ratio_p50: Option<f64>,
+    pub ratio_p99: Option<f64>,
+    /// Indices into `Report::runs` of the repetitions summarised here.
+    pub run_indices: Vec<usize>,
+}
+
+impl Cell {
+    /// Failed requests as a fraction of all requests (0 when none completed).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+
+    /// Whether this cell is the no-mesh reference of its group.
+    pub fn is_baseline(&self) -> bool {
+        self.variant == BASELINE
+    }
+
+    /// The group this cell belongs to.
+    pub fn group(&self) -> GroupKey {
+        GroupKey {
+            substrate: self.substrate.clone(),
+            scenario: self.scenario.clone(),
+            protocol: self.protocol.clone(),
+            mode: self.mode.clone(),
+            rate: self.rate,
+            concurrency: self.concurrency,
+        }
+    }
+
+    /// `scenario/variant/load`, the way gates and regressions name a cell.
+    pub fn subject(&self) -> String {
+        format!("{}/{}/{}", self.scenario, self.variant, load_label(self.rate, self.concurrency))
+    }
+}
+
+/// `1000 rps` for open loop, `c=32` for closed loop.
+pub fn load_label(rate: Option<f64>, concurrency: Option<u32>) -> String {
+    match (rate, concurrency) {
+        (Some(r), _) => format!("{} rps", trim_float(r)),
+        (None, Some(c)) => format!("c={c}"),
+        (None, None) => "unspecified load".to_owned(),
+    }
+}
+
+/// `1000` rather than `1000.0`, `2.5` stays `2.5`.
+pub fn trim_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// What was held constant across the variants of a group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupKey {
+    pub substrate: String,
+    pub scenario: String,
+    pub protocol: String,
+    pub mode: String,
+    pub rate: Option<f64>,
+    pub concurrency: Option<u32>,
+}
+
+impl GroupKey {
+    fn of(run: &Run) -> Self {
+        GroupKey {
+            substrate: run.substrate.clone(),
+            scenario: run.scenario.clone(),
+            protocol: run.protocol.clone(),
+            mode: run.mode.clone(),
+            rate: run.rate,
+            concurrency: run.concurrency,
+        }
+    }
+
+    /// Open loop before closed loop, then by rising load.
+    fn load_cmp(&self, other: &Self) -> Ordering {
+        let rank = |k: &Self| (k.rate.is_none(), k.rate.unwrap_or(0.0), k.concurrency.unwrap_or(0));
+        let (a, b) = (rank(self), rank(other));
+        a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
+    }
+
+    /// Human description of the load: `http1, open loop, 1000 rps`.
+    pub fn describe(&self) -> String {
+        let mode = match self.mode.as_str() {
+            "open" => "open loop",
+            "closed" => "closed loop",
+            other => other,
+        };
+        format!("{}, {mode}, {}", self.protocol, load_label(self.rate, self.concurrency))
+    }
+}
+
+/// Variant display order: baseline, then weft variants, then peers, each in
+/// the order they first appear in the record.
+fn variant_class(variant: &str) -> u8 {
+    if variant == BASELINE {
+        0
+    } else if variant == "weft" || variant.starts_with("weft-") {
+        1
+    } else {
+        2
+    }
+}
+
+/// Every variant in the record, in display order (baseline, weft, peers).
+pub fn variants_in_order(report: &Report) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for r in &report.runs {
+        if !seen.contains(&r.variant) {
+            seen.push(r.variant.clone());
+        }
+    }
+    // Stable sort keeps first-appearance order inside each class.
+    seen.sort_by_key(|v| variant_class(v));
+    seen
+}
+
+/// Median of the values; the mean of the middle two for an even count.
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn median_of(runs: &[&Run], f: impl Fn(&Run) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+    median(&mut v)
+}
+
+fn median_percentiles(runs: &[&Run], f: impl Fn(&Run) -> &Percentiles) -> Percentiles {
+    Percentiles {
+        p50: median_of(runs, |r| f(r).p50),
+        p90: median_of(runs, |r| f(r).p90),
+        p99: median_of(runs, |r| f(r).p99),
+        p999: median_of(runs, |r| f(r).p999),
+        p9999: median_of(runs, |r| f(r).p9999),
+        max: median_of(runs, |r| f(r).max),
+        mean: median_of(runs, |r| f(r).mean),
+    }
+}
+
+/// Summarise a report into cells: groups in scenario order (first
+/// appearance), loads rising, variants baseline first, weft, then peers.
+pub fn cells(report: &Report) -> Vec<Cell> {
+    // Collect (group, variant) -> run indices, preserving first appearance.
+    let mut buckets: Vec<(GroupKey, String, Vec<usize>)> = Vec::new();
+    for (i, run) in report.runs.iter().enumerate() {
+        let key = GroupKey::of(run);
+        match buckets.iter_mut().find(|(k, v, _)| *k == key && *v == run.variant) {
+            Some((_, _, idx)) => idx.push(i),
+            None => buckets.push((key, run.variant.clone(), vec![i])),
+        }
+    }
+    let mut out: Vec<Cell> = buckets
+        .into_iter()
+        .map(|(key, variant, idx)| summarise(report, key, variant, idx))
+        .collect();
+
+    let scenario_rank = |s: &str| {
+        report.runs.iter().position(|r| r.scenario == s).unwrap_or(usize::MAX)
+    };
+    let substrate_rank = |s: &str| {
+        report.runs.iter().position(|r| r.substrate == s).unwrap_or(usize::MAX)
+    };
+    let order = variants_in_order(report);
+    let variant_rank = |v: &str| order.iter().position(|o| o == v).unwrap_or(usize::MAX);
+    out.sort_by(|a, b| {
+        let (ga, gb) = (a.group(), b.group());
+        substrate_rank(&a.substrate)
+            .cmp(&substrate_rank(&b.substrate))
+            .then(scenario_rank(&a.scenario).cmp(&scenario_rank(&b.scenario)))
+            .then(a.protocol.cmp(&b.protocol))
+            .then(ga.load_cmp(&gb))
+            .then(variant_rank(&a.variant).cmp(&variant_rank(&b.variant)))
+    });
+
+    // Added latency needs the whole group summarised first.
+    let snapshot = out.clone();
+    for cell in &mut out {
+        if cell.is_baseline() {
+            continue;
+        }
+        let key = cell.group();
+        let Some(base) = snapshot.iter().find(|c| c.is_baseline() && c.group() == key) else {
+            continue;
+        };
+        let (l, b) = (&cell.latency_us, &base.latency_us);
+        cell.added_p50_us = Some(l.p50 - b.p50);
+        cell.added_p99_us = Some(l.p99 - b.p99);
+        cell.added_p999_us = Some(l.p999 - b.p999);
+        cell.ratio_p50 = ratio(l.p50, b.p50);
+        cell.ratio_p99 = ratio(l.p99, b.p99);
+    }
+    out
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -> Cell {
+    let runs: Vec<&Run> = idx.iter().map(|&i| &report.runs[i]).collect();
+    let cpu: Vec<f64> = runs.iter().filter_map(|r| r.proxy_cpu_per_krps()).collect();
+    Cell {
+        substrate: key.substrate,
+        scenario: key.scenario,
+        protocol: key.protocol,
+        mode: key.mode,
+        rate: key.rate,
+        concurrency: key.concurrency,
+        variant,
+        repetitions: runs.len(),
+        latency_us: median_percentiles(&runs, |r| &r.latency_us),
+        service_time_us: median_percentiles(&runs, |r| &r.service_time_us),
+        achieved_rps: median_of(&runs, |r| r.achieved_rps),
+        requests: runs.iter().map(|r| r.requests).sum(),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        late_sends: runs.iter().map(|r| r.late_sends).sum(),
+        proxy_rss_peak: runs.iter().filter_map(|r| r.proxy_rss_peak()).max(),
+        proxy_cpu_per_krps: if cpu.is_empty() { None } else { Some(median(&mut cpu.clone())) },
+        added_p50_us: None,
+        added_p99_us: None,
+        added_p999_us: None,
+        ratio_p50: None,
+        ratio_p99: None,
+        run_indices: idx,
+    }
+}
+
+/// Groups of cells in display order, each group's cells in variant order.
+pub fn groups(cells: &[Cell]) -> Vec<(GroupKey, Vec<&Cell>)> {
+    let mut out: Vec<(GroupKey, Vec<&Cell>)> = Vec::new();
+    for c in cells {
+        let key = c.group();
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(c),
+            None => out.push((key, vec![c])),
+        }
+    }
+    out
+}
+
+/// How one cell changed against the same cell of a stored record.
+/// Percentages are `(current - stored) / stored * 100`: positive is worse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Regression {
+    pub scenario: String,
+    pub variant: String,
+    pub protocol: String,
+    pub mode: String,
+    pub rate: Option<f64>,
+    pub concurrency: Option<u32>,
+    /// `scenario/variant/load`.
+    pub subject: String,
+    pub p50_us: Change,
+    pub p99_us: Change,
+    pub proxy_rss_bytes: Option<Change>,
+    pub proxy_cpu_per_krps: Option<Change>,
+}
+
+/// A stored and a current value of one metric.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Change {
+    pub stored: f64,
+    pub current: f64,
+}
+
+impl Change {
+    /// Percent change, positive when the current value is larger; `None`
+    /// when the stored value is zero (no meaningful relative change).
+    pub fn pct(&self) -> Option<f64> {
+        (self.stored > 0.0).then(|| (self.current - self.stored) / self.stored * 100.0)
+    }
+}
+
+/// Compare every cell of `current` with the matching cell (same substrate,
+/// scenario, protocol, mode, load and variant) of a stored record. Cells
+/// present in only one record are left out; a caller that needs to know
+/// can compare the lengths.
+pub fn versus_stored(current: &Report, stored: &Report) -> Vec<Regression> {
+    let old = cells(stored);
+    cells(current)
+        .into_iter()
+        .filter_map(|c| {
+            let key = c.group();
+            let o = old.iter().find(|o| o.variant == c.variant && o.group() == key)?;
+            let both = |a: Option<f64>, b: Option<f64>| Some(Change { stored: a?, current: b? });
+            Some(Regression {
+                subject: c.subject(),
+                p50_us: Change { stored: o.latency_us.p50, current: c.latency_us.p50 },
+                p99_us: Change { stored: o.latency_us.p99, current: c.latency_us.p99 },
+                proxy_rss_bytes: both(o.proxy_rss_peak.map(|b| b as f64), c.proxy_rss_peak.map(|b| b as f64)),
+                proxy_cpu_per_krps: both(o.proxy_cpu_per_krps, c.proxy_cpu_per_krps),
+                scenario: c.scenario,
+                variant: c.variant,
+                protocol: c.protocol,
+                mode: c.mode,
+                rate: c.rate,
+                concurrency: c.concurrency,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(load_label(Some(1000.0), None), "1000 rps");
+        assert_eq!(load_label(Some(2.5), None), "2.5 rps");
+        assert_eq!(load_label(None, Some(32)), "c=32");
+    }
+}

@@ -1,0 +1,259 @@
+//! `report.html`: one self-contained page (inline CSS, inline SVG, no
+//! scripts, no external URLs) that can be attached to a CI run or mailed.
+
+use std::fmt::Write as _;
+
+use super::charts::{self, Palette};
+use super::{added, cpu, env_lines, errors, load_details, most_demanding, ms, repetitions, rps, rss, LEGEND};
+use crate::compare::{self, Cell, GroupKey};
+use crate::record::Report;
+
+const CSS: &str = r#"
+body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 auto;
+       max-width: 1180px; padding: 1.5rem 2rem 3rem; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.7rem; margin-bottom: .4rem; }
+h2 { margin-top: 2.4rem; border-bottom: 2px solid #d9dde3; padding-bottom: .25rem; }
+h3 { margin: 1.6rem 0 .3rem; font-size: 1.1rem; }
+.env { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: .5rem 0 1rem; }
+.env dt { font-weight: 600; } .env dd { margin: 0; }
+.muted { color: #5f6670; font-size: .92rem; margin: .1rem 0 .6rem; }
+table { border-collapse: collapse; width: 100%; font-size: .88rem; margin: .3rem 0 .8rem; }
+th, td { padding: .32rem .5rem; border-bottom: 1px solid #e3e6ea; text-align: right; white-space: nowrap; }
+th { background: #f3f5f7; font-weight: 600; vertical-align: bottom; white-space: normal; }
+th:first-child, td:first-child { text-align: left; }
+tbody tr:hover { background: #f8fafc; }
+tr.baseline td { color: #555; font-style: italic; }
+.swatch { display: inline-block; width: .75rem; height: .75rem; border-radius: 2px; margin-right: .4rem;
+          vertical-align: -1px; }
+.skipped { border: 2px solid #c62828; background: #fdecea; padding: .6rem 1rem; border-radius: 6px; margin: 1rem 0; }
+.skipped strong { color: #b71c1c; }
+.warn { color: #b71c1c; font-weight: 600; }
+.chart { margin: .4rem 0 1rem; }
+.chart svg { max-width: 100%; height: auto; display: block; }
+details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #0b57d0; }
+.legend dt { font-weight: 600; margin-top: .5rem; } .legend dd { margin-left: 1rem; }
+"#;
+
+/// Render a record as a self-contained HTML page.
+pub fn html(report: &Report) -> String {
+    let cells = compare::cells(report);
+    let groups = compare::groups(&cells);
+    let palette = Palette::new(report);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Weft benchmark report: {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        esc(&report.suite)
+    );
+    let _ = writeln!(out, "<h1>Weft benchmark report: {}</h1>", esc(&report.suite));
+    out.push_str("<dl class=\"env\">\n");
+    for (k, v) in env_lines(report) {
+        let _ = writeln!(out, "<dt>{k}</dt><dd>{}</dd>", esc(&v));
+    }
+    out.push_str("</dl>\n");
+
+    if !report.skipped.is_empty() {
+        out.push_str("<div class=\"skipped\"><strong>⚠ Skipped variants — requested but NOT measured:</strong><ul>\n");
+        for s in &report.skipped {
+            let _ = writeln!(
+                out,
+                "<li><code>{}</code> in scenario <code>{}</code>: {}</li>",
+                esc(&s.variant),
+                esc(&s.scenario),
+                esc(&s.reason)
+            );
+        }
+        out.push_str("</ul></div>\n");
+    }
+    if groups.is_empty() {
+        out.push_str("<p class=\"warn\">No measured runs in this record.</p>\n");
+    }
+
+    // Scenarios in display order; each gets its cross-rate charts, then its groups.
+    let mut scenarios: Vec<(String, String)> = Vec::new();
+    for (k, _) in &groups {
+        let s = (k.substrate.clone(), k.scenario.clone());
+        if !scenarios.contains(&s) {
+            scenarios.push(s);
+        }
+    }
+    for (substrate, scenario) in &scenarios {
+        let mine: Vec<&(GroupKey, Vec<&Cell>)> =
+            groups.iter().filter(|(k, _)| &k.substrate == substrate && &k.scenario == scenario).collect();
+        scenario_section(&mut out, report, &palette, substrate, scenario, &mine);
+    }
+
+    out.push_str("<h2>How to read this</h2>\n<dl class=\"legend\">\n");
+    for (term, text) in LEGEND {
+        let _ = writeln!(out, "<dt>{term}</dt><dd>{}</dd>", inline_code(&esc(text)));
+    }
+    out.push_str("</dl>\n</body>\n</html>\n");
+    out
+}
+
+fn scenario_section(
+    out: &mut String,
+    report: &Report,
+    palette: &Palette,
+    substrate: &str,
+    scenario: &str,
+    groups: &[&(GroupKey, Vec<&Cell>)],
+) {
+    let _ = writeln!(out, "<h2>Scenario <code>{}</code> <small>({})</small></h2>", esc(scenario), esc(substrate));
+    let skipped: Vec<_> = report.skipped.iter().filter(|s| s.scenario == scenario).collect();
+    if !skipped.is_empty() {
+        let list: Vec<String> =
+            skipped.iter().map(|s| format!("<code>{}</code> ({})", esc(&s.variant), esc(&s.reason))).collect();
+        let _ = writeln!(out, "<p class=\"warn\">Not measured in this scenario: {}</p>", list.join("; "));
+    }
+
+    let open: Vec<&(GroupKey, Vec<&Cell>)> = groups.iter().copied().filter(|(k, _)| k.rate.is_some()).collect();
+    if open.len() > 1 {
+        chart(out, charts::added_vs_rate_svg(&open, palette).map(|o| o.map(|svg| ("Added latency vs rate", svg))));
+    }
+    let owned: Vec<(GroupKey, Vec<&Cell>)> = groups.iter().map(|(k, g)| (k.clone(), g.clone())).collect();
+    let top = most_demanding(&owned);
+    if let Some(i) = top {
+        let (k, g) = groups[i];
+        chart(out, charts::resources_svg(k, g, palette).map(|o| o.map(|svg| ("Proxy resources", svg))));
+    }
+
+    for (i, (key, group)) in groups.iter().enumerate() {
+        let _ = writeln!(out, "<h3>{} — {}</h3>", esc(&key.describe()), esc(&repetitions(group)));
+        let details = load_details(report, group);
+        if !details.is_empty() {
+            let _ = writeln!(out, "<p class=\"muted\">{}.</p>", esc(&details));
+        }
+        table(out, group, palette);
+        // The most demanding load is shown; the others are one click away,
+        // which keeps a many-rate suite readable without scripts.
+        let open_attr = if Some(i) == top { " open" } else { "" };
+        let _ = writeln!(out, "<details{open_attr}><summary>Latency by percentile at {}</summary>", esc(&compare::load_label(key.rate, key.concurrency)));
+        chart(out, charts::spectrum_svg(report, key, group, palette).map(|svg| Some(("Latency by percentile", svg))));
+        out.push_str("</details>\n");
+    }
+}
+
+fn chart(out: &mut String, drawn: Result<Option<(&str, String)>, super::RenderError>) {
+    match drawn {
+        Ok(Some((label, svg))) => {
+            let _ = writeln!(out, "<figure class=\"chart\" aria-label=\"{}\">{}</figure>", esc(label), strip_xml_decl(&svg));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = writeln!(out, "<p class=\"warn\">Chart unavailable: {}</p>", esc(&e.to_string()));
+        }
+    }
+}
+
+/// An XML declaration is not allowed inside an HTML document.
+fn strip_xml_decl(svg: &str) -> &str {
+    match svg.strip_prefix("<?xml") {
+        Some(rest) => rest.find("?>").map_or(svg, |i| rest[i + 2..].trim_start()),
+        None => svg,
+    }
+}
+
+fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
+    let late = group.iter().any(|c| c.late_sends > 0);
+    let mixed_reps = group.iter().any(|c| c.repetitions != group[0].repetitions);
+    out.push_str("<table>\n<thead><tr><th>variant</th><th>p50<br>ms</th><th>p90<br>ms</th><th>p99<br>ms</th>\
+                  <th>p99.9<br>ms</th><th>max<br>ms</th><th>added p50</th><th>added p99</th>\
+                  <th>achieved rps</th><th>errors</th>");
+    if late {
+        out.push_str("<th>late sends</th>");
+    }
+    out.push_str("<th>proxy peak RSS<br>MiB</th><th>proxy CPU<br>cores / 1000 rps</th>");
+    if mixed_reps {
+        out.push_str("<th>reps</th>");
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for c in group {
+        let l = &c.latency_us;
+        let color = palette.color(&c.variant);
+        let _ = write!(
+            out,
+            "<tr{}><td><span class=\"swatch\" style=\"background:rgb({},{},{})\"></span>{}</td>",
+            if c.is_baseline() { " class=\"baseline\"" } else { "" },
+            color.0,
+            color.1,
+            color.2,
+            esc(&c.variant)
+        );
+        let mut cols = vec![
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            added(c.added_p50_us, c.ratio_p50),
+            added(c.added_p99_us, c.ratio_p99),
+            rps(c.achieved_rps),
+            errors(c),
+        ];
+        if late {
+            cols.push(c.late_sends.to_string());
+        }
+        cols.extend([rss(c), cpu(c)]);
+        if mixed_reps {
+            cols.push(c.repetitions.to_string());
+        }
+        for v in cols {
+            let _ = write!(out, "<td>{}</td>", esc(&v));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+}
+
+/// Escape text for HTML element content and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+/// Turn the legend's Markdown `code` and *emphasis* into HTML (input is
+/// already escaped and contains no tags).
+fn inline_code(s: &str) -> String {
+    let mut out = String::new();
+    let mut code = false;
+    let mut em = false;
+    for ch in s.chars() {
+        match ch {
+            '`' => {
+                out.push_str(if code { "</code>" } else { "<code>" });
+                code = !code;
+            }
+            '*' if !code => {
+                out.push_str(if em { "</em>" } else { "<em>" });
+                em = !em;
+            }
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(inline_code("the `baseline` is *scheduled*"), "the <code>baseline</code> is <em>scheduled</em>");
+        assert_eq!(strip_xml_decl("<?xml version=\"1.0\"?>\n<svg/>"), "<svg/>");
+    }
+}

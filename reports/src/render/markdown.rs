@@ -1,0 +1,123 @@
+//! `report.md`: the tables, for terminals, pull requests and READMEs.
+
+use std::fmt::Write as _;
+
+use super::{added, cpu, env_lines, errors, load_details, ms, repetitions, rps, rss, LEGEND};
+use crate::compare::{self, Cell};
+use crate::record::Report;
+
+/// Render a record as Markdown.
+pub fn markdown(report: &Report) -> String {
+    let cells = compare::cells(report);
+    let groups = compare::groups(&cells);
+    let mut out = String::new();
+    let _ = writeln!(out, "# Weft benchmark report: {}\n", md(&report.suite));
+    for (k, v) in env_lines(report) {
+        let _ = writeln!(out, "- **{k}:** {}", md(&v));
+    }
+    out.push('\n');
+
+    if !report.skipped.is_empty() {
+        let _ = writeln!(out, "> **⚠ SKIPPED VARIANTS — requested but NOT measured:**");
+        for s in &report.skipped {
+            let _ = writeln!(out, "> - `{}` in scenario `{}`: {}", s.variant, s.scenario, md(&s.reason));
+        }
+        out.push('\n');
+    }
+    if groups.is_empty() {
+        out.push_str("**No measured runs in this record.**\n\n");
+    }
+
+    let mut current_scenario: Option<(String, String)> = None;
+    for (key, group) in &groups {
+        let scen = (key.substrate.clone(), key.scenario.clone());
+        if current_scenario.as_ref() != Some(&scen) {
+            let _ = writeln!(out, "## Scenario `{}` ({})\n", key.scenario, md(&key.substrate));
+            let skipped: Vec<_> = report.skipped.iter().filter(|s| s.scenario == key.scenario).collect();
+            if !skipped.is_empty() {
+                let list: Vec<String> = skipped.iter().map(|s| format!("`{}` ({})", s.variant, md(&s.reason))).collect();
+                let _ = writeln!(out, "**Not measured in this scenario:** {}\n", list.join("; "));
+            }
+            current_scenario = Some(scen);
+        }
+        let _ = writeln!(out, "### {} — {}\n", md(&key.describe()), repetitions(group));
+        let details = load_details(report, group);
+        if !details.is_empty() {
+            let _ = writeln!(out, "{details}.\n");
+        }
+        table(&mut out, group);
+        out.push('\n');
+    }
+
+    out.push_str("## How to read this\n\n");
+    for (term, text) in LEGEND {
+        let _ = writeln!(out, "- **{term}**: {text}");
+    }
+    out
+}
+
+fn table(out: &mut String, group: &[&Cell]) {
+    let late = group.iter().any(|c| c.late_sends > 0);
+    let mixed_reps = group.iter().any(|c| c.repetitions != group[0].repetitions);
+    let mut header = vec![
+        "variant",
+        "p50 (ms)",
+        "p90 (ms)",
+        "p99 (ms)",
+        "p99.9 (ms)",
+        "max (ms)",
+        "added p50",
+        "added p99",
+        "achieved rps",
+        "errors",
+    ];
+    if late {
+        header.push("late sends");
+    }
+    header.extend(["proxy peak RSS (MiB)", "proxy CPU / 1000 rps (cores)"]);
+    if mixed_reps {
+        header.push("reps");
+    }
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let align: Vec<&str> = header.iter().enumerate().map(|(i, _)| if i == 0 { "---" } else { "---:" }).collect();
+    let _ = writeln!(out, "| {} |", align.join(" | "));
+    for c in group {
+        let l = &c.latency_us;
+        let mut row = vec![
+            format!("`{}`", c.variant),
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            added(c.added_p50_us, c.ratio_p50),
+            added(c.added_p99_us, c.ratio_p99),
+            rps(c.achieved_rps),
+            errors(c),
+        ];
+        if late {
+            row.push(c.late_sends.to_string());
+        }
+        row.extend([rss(c), cpu(c)]);
+        if mixed_reps {
+            row.push(c.repetitions.to_string());
+        }
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+}
+
+/// Keep record text from breaking Markdown structure (tables, emphasis).
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '|' | '*' | '_' | '`' | '<' | '>' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
+}

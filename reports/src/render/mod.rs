@@ -1,0 +1,229 @@
+//! Rendering a record for people: Markdown tables, a self-contained HTML
+//! page with inline SVG charts, and a PNG latency chart for READMEs.
+//!
+//! All output is derived from the [`Report`] alone, so it can be re-rendered
+//! from any stored `report.json`.
+
+mod charts;
+mod html;
+mod markdown;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::style::FontStyle;
+
+use crate::compare::{Cell, GroupKey};
+use crate::record::Report;
+
+pub use html::html;
+pub use markdown::markdown;
+
+/// Why a rendering could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{}: cannot write: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("chart drawing failed: {0}")]
+    Chart(String),
+    #[error("the bundled chart font could not be loaded")]
+    Font,
+    #[error("{subject}: {source}")]
+    Histogram { subject: String, source: crate::hist::HistogramError },
+}
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+/// Register the bundled font once, so charts never depend on system fonts
+/// (CI machines and containers often have none).
+fn ensure_font() -> Result<(), RenderError> {
+    static OK: OnceLock<bool> = OnceLock::new();
+    let ok = *OK.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(RenderError::Font)
+    }
+}
+
+/// Write the latency spectrum of the most demanding open-loop group (highest
+/// target rate; closed loop if there is none) as a ~1000x600 PNG.
+pub fn latency_png(report: &Report, path: &Path) -> Result<(), RenderError> {
+    ensure_font()?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}.png",
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "latency".into()),
+        std::process::id()
+    ));
+    let result = charts::spectrum_png(report, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|source| RenderError::Io { path: path.to_owned(), source }));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write `report.md`, `report.html` and `latency.png` into `dir` (created if
+/// missing), each through a temporary file and a rename. `report.json` is
+/// the caller's: see [`crate::io::write_report_json`].
+pub fn write_all(report: &Report, dir: &Path) -> Result<(), RenderError> {
+    std::fs::create_dir_all(dir).map_err(|source| RenderError::Io { path: dir.to_owned(), source })?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        crate::io::write_atomic(&path, text.as_bytes()).map_err(|source| RenderError::Io { path, source })
+    };
+    write("report.md", markdown(report))?;
+    write("report.html", html(report))?;
+    latency_png(report, &dir.join("latency.png"))
+}
+
+/// The group the README chart shows: highest open-loop rate, else highest
+/// closed-loop concurrency; the first such group on ties.
+fn most_demanding(groups: &[(GroupKey, Vec<&Cell>)]) -> Option<usize> {
+    let score = |k: &GroupKey| match (k.rate, k.concurrency) {
+        (Some(r), _) => (1, r),
+        (None, Some(c)) => (0, f64::from(c)),
+        (None, None) => (0, 0.0),
+    };
+    let mut best: Option<(usize, (i32, f64))> = None;
+    for (i, (k, _)) in groups.iter().enumerate() {
+        let s = score(k);
+        if best.is_none_or(|(_, b)| s.0 > b.0 || (s.0 == b.0 && s.1 > b.1)) {
+            best = Some((i, s));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+// Shared number formatting, so Markdown and HTML say the same thing.
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn ms(us: f64) -> String {
+    format!("{:.3}", us / 1000.0)
+}
+
+/// `+0.041 ms (1.52x)`, or `—` for the baseline itself / no baseline.
+fn added(us: Option<f64>, ratio: Option<f64>) -> String {
+    match (us, ratio) {
+        (Some(a), Some(r)) => format!("{:+.3} ms ({r:.2}x)", a / 1000.0),
+        (Some(a), None) => format!("{:+.3} ms", a / 1000.0),
+        _ => "—".to_owned(),
+    }
+}
+
+fn rps(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn errors(c: &Cell) -> String {
+    if c.errors == 0 {
+        "0".to_owned()
+    } else {
+        format!("{} ({:.3}%)", c.errors, c.error_rate() * 100.0)
+    }
+}
+
+fn rss(c: &Cell) -> String {
+    c.proxy_rss_peak.map_or_else(|| "—".to_owned(), |b| format!("{:.1}", b as f64 / MIB))
+}
+
+fn cpu(c: &Cell) -> String {
+    c.proxy_cpu_per_krps.map_or_else(|| "—".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// `medians of 3 repetitions`, or a range when cells differ.
+fn repetitions(cells: &[&Cell]) -> String {
+    let min = cells.iter().map(|c| c.repetitions).min().unwrap_or(0);
+    let max = cells.iter().map(|c| c.repetitions).max().unwrap_or(0);
+    match (min, max) {
+        (1, 1) => "1 repetition (no median)".to_owned(),
+        (a, b) if a == b => format!("medians of {a} repetitions"),
+        (a, b) => format!("medians of {a}–{b} repetitions (per-row counts in the table)"),
+    }
+}
+
+/// What the load of a group looked like, from its first run.
+fn load_details(report: &Report, cells: &[&Cell]) -> String {
+    let Some(run) = cells.first().and_then(|c| c.run_indices.first()).map(|&i| &report.runs[i]) else {
+        return String::new();
+    };
+    let mut s = format!("{} s measured", trim(run.duration_s));
+    if run.warmup_s > 0.0 {
+        s.push_str(&format!(" after {} s warm-up", trim(run.warmup_s)));
+    }
+    s.push_str(&format!(", {} connections, {} B bodies", run.connections, run.body_size));
+    s
+}
+
+fn trim(v: f64) -> String {
+    crate::compare::trim_float((v * 100.0).round() / 100.0)
+}
+
+/// One line per environment fact, shared by both formats.
+fn env_lines(report: &Report) -> Vec<(&'static str, String)> {
+    let e = &report.env;
+    let mut lines = vec![
+        ("Suite", report.suite.clone()),
+        (
+            "Run",
+            if report.finished_at.is_empty() {
+                format!("started {}", report.started_at)
+            } else {
+                format!("{} → {}", report.started_at, report.finished_at)
+            },
+        ),
+        ("Host", format!("{}, {} cores, kernel {}", e.host, e.cores, e.kernel)),
+        ("Build", format!("git {}", e.git_rev)),
+    ];
+    if !e.versions.is_empty() {
+        lines.push(("Versions", e.versions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")));
+    }
+    let substrates: Vec<&str> = {
+        let mut s: Vec<&str> = report.runs.iter().map(|r| r.substrate.as_str()).collect();
+        s.dedup();
+        s.sort_unstable();
+        s.dedup();
+        s
+    };
+    if !substrates.is_empty() {
+        lines.push(("Substrate", substrates.join(", ")));
+    }
+    lines
+}
+
+/// The legend, as (term, explanation) pairs.
+const LEGEND: [(&str, &str); 6] = [
+    (
+        "Latency",
+        "measured from each request's *scheduled* send time to the end of its response. When the \
+         system stalls, requests that should have been sent during the stall count the wait too \
+         (coordinated-omission correction), so tails show what users would see, not just service time.",
+    ),
+    (
+        "Added latency",
+        "the variant's percentile minus the `baseline` variant's percentile (load generator talking \
+         straight to the server, no proxy) in the same group of the same run; the ratio in brackets \
+         is variant ÷ baseline.",
+    ),
+    (
+        "Medians",
+        "latency, achieved rps and CPU are medians over repetitions; errors and late sends are totals; \
+         peak RSS is the largest peak of any repetition.",
+    ),
+    (
+        "Late sends",
+        "open-loop requests sent more than 1 ms after their scheduled time because the generator had \
+         no free connection or CPU; their latency still counts from the scheduled time.",
+    ),
+    ("Proxy peak RSS", "resident memory of all proxy processes of the variant added up, at its highest sample (MiB)."),
+    (
+        "CPU / 1000 rps",
+        "CPU cores kept busy by all proxy processes, per 1000 achieved requests/s (the unit Istio and \
+         Linkerd publish, e.g. 0.2 cores per 1000 rps). Lower is better.",
+    ),
+];
