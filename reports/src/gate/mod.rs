@@ -155,6 +155,7 @@ fn matches(rule: &Rule, c: &Cell) -> bool {
     within(&rule.scenarios, &c.scenario)
         && within(&rule.variants, &c.variant)
         && within(&rule.protocols, &c.protocol)
+        && within(&rule.modes, &c.mode)
         && rule.rates.as_ref().is_none_or(|rs| {
             c.rate.is_some_and(|r| rs.iter().any(|x| (x - r).abs() <= 1e-9 * r.abs().max(1.0)))
         })
@@ -239,6 +240,9 @@ fn filters(rule: &Rule) -> String {
     }
     if let Some(p) = &rule.protocols {
         parts.push(format!("protocols {}", p.join(",")));
+    }
+    if let Some(m) = &rule.modes {
+        parts.push(format!("modes {}", m.join(",")));
     }
     if let Some(r) = &rule.rates {
         parts.push(format!("rates {}", r.iter().map(|x| compare::trim_float(*x)).collect::<Vec<_>>().join(",")));

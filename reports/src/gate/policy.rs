@@ -133,6 +133,8 @@ pub struct Rule {
     pub scenarios: Option<Vec<String>>,
     pub variants: Option<Vec<String>>,
     pub protocols: Option<Vec<String>>,
+    /// `open` or `closed`.
+    pub modes: Option<Vec<String>>,
     pub rates: Option<Vec<f64>>,
     pub concurrencies: Option<Vec<u32>>,
     /// Line of the rule's `[[rule]]` header, for messages.
@@ -178,8 +180,8 @@ fn render_problems(origin: &str, problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("{origin}:{}: {}", p.line, p.message)).collect::<Vec<_>>().join("\n")
 }
 
-const RULE_KEYS: [&str; 9] =
-    ["name", "metric", "max", "scenarios", "variants", "protocols", "rates", "concurrencies", "description"];
+const RULE_KEYS: [&str; 10] =
+    ["name", "metric", "max", "scenarios", "variants", "protocols", "modes", "rates", "concurrencies", "description"];
 
 impl Policy {
     /// Read and validate a policy file.
@@ -196,8 +198,16 @@ impl Policy {
         if !syntax.is_empty() {
             // After a syntax error the recovered document is a guess; report
             // only what the parser itself found.
+            // Recovery often trips again on the rest of a bad line; one
+            // message per line is what a person needs.
+            let mut seen = Vec::new();
             for e in syntax {
-                p.problem(e.span().unwrap_or(0..0), format!("invalid TOML: {}", e.message()));
+                let span = e.span().unwrap_or(0..0);
+                let line = p.line_of(span.start);
+                if !seen.contains(&line) {
+                    seen.push(line);
+                    p.problem(span, format!("invalid TOML: {}", e.message()));
+                }
             }
             return Err(p.into_error(origin));
         }
@@ -266,6 +276,7 @@ impl Parser<'_> {
             scenarios: None,
             variants: None,
             protocols: None,
+            modes: None,
             rates: None,
             concurrencies: None,
             line: self.line_of(span.start),
@@ -294,6 +305,14 @@ impl Parser<'_> {
                 "scenarios" => rule.scenarios = self.strings(value, k),
                 "variants" => rule.variants = self.strings(value, k),
                 "protocols" => rule.protocols = self.strings(value, k),
+                "modes" => {
+                    rule.modes = self.strings(value, k);
+                    for m in rule.modes.iter().flatten() {
+                        if m != "open" && m != "closed" {
+                            self.problem(value.span(), format!("unknown mode `{m}`; modes are `open` and `closed`"));
+                        }
+                    }
+                }
                 "rates" => {
                     rule.rates = self.array(value, k).map(|items| items.iter().filter_map(|v| self.number(v, k)).collect())
                 }

@@ -1,0 +1,80 @@
+mod common;
+
+use common::{report, run, MIB};
+use reports::compare::{cells, versus_stored};
+
+#[test]
+fn medians_over_repetitions_and_totals() {
+    let mut runs = vec![
+        run("s", "weft", 1000.0, 0, 100),
+        run("s", "weft", 1000.0, 1, 300),
+        run("s", "weft", 1000.0, 2, 200),
+    ];
+    runs[1].resources[1].rss_peak_bytes = 30 * MIB;
+    runs[2].errors = 7;
+    let expected_p50 = runs[2].latency_us.p50;
+    let expected_requests: u64 = runs.iter().map(|r| r.requests).sum();
+    let c = cells(&report(runs));
+    assert_eq!(c.len(), 1);
+    let c = &c[0];
+    assert_eq!(c.repetitions, 3);
+    assert_eq!(c.latency_us.p50, expected_p50, "median repetition is the one with p50 ≈ 200 µs");
+    assert_eq!(c.requests, expected_requests);
+    assert_eq!(c.errors, 7);
+    assert_eq!(c.proxy_rss_peak, Some(30 * MIB), "peak RSS is the worst repetition");
+    let cpu = c.proxy_cpu_per_krps.unwrap();
+    assert!((cpu - 0.2).abs() < 1e-9, "cpu per krps {cpu}");
+    assert_eq!(c.run_indices, vec![0, 1, 2]);
+}
+
+#[test]
+fn added_latency_is_against_the_same_groups_baseline() {
+    let runs = vec![
+        run("s", "weft", 1000.0, 0, 250),
+        run("s", "baseline", 1000.0, 0, 200),
+        run("s", "weft", 2000.0, 0, 400), // no baseline at 2000 rps
+        run("s", "baseline", 500.0, 0, 100),
+    ];
+    let (weft_p50, base_p50) = (runs[0].latency_us.p50, runs[1].latency_us.p50);
+    let (weft_p99, base_p99) = (runs[0].latency_us.p99, runs[1].latency_us.p99);
+    let c = cells(&report(runs));
+    let at = |v: &str, rate: f64| c.iter().find(|c| c.variant == v && c.rate == Some(rate)).unwrap();
+    let w = at("weft", 1000.0);
+    assert_eq!(w.added_p50_us, Some(weft_p50 - base_p50));
+    assert_eq!(w.added_p99_us, Some(weft_p99 - base_p99));
+    assert!((w.ratio_p50.unwrap() - weft_p50 / base_p50).abs() < 1e-12);
+    assert!(w.added_p50_us.unwrap() > 30.0 && w.added_p50_us.unwrap() < 70.0);
+    assert_eq!(at("baseline", 1000.0).added_p50_us, None, "the baseline adds nothing to itself");
+    assert_eq!(at("weft", 2000.0).added_p50_us, None, "no baseline in that group");
+    assert_eq!(at("weft", 2000.0).ratio_p99, None);
+}
+
+#[test]
+fn order_is_baseline_then_weft_then_peers_and_rising_rate() {
+    let runs = vec![
+        run("s", "nginx", 1000.0, 0, 300),
+        run("s", "weft-client-only", 1000.0, 0, 230),
+        run("s", "baseline", 1000.0, 0, 200),
+        run("s", "weft", 1000.0, 0, 250),
+        run("s", "baseline", 500.0, 0, 200),
+    ];
+    let order: Vec<(String, f64)> = cells(&report(runs)).iter().map(|c| (c.variant.clone(), c.rate.unwrap())).collect();
+    let expect = [("baseline", 500.0), ("baseline", 1000.0), ("weft-client-only", 1000.0), ("weft", 1000.0), ("nginx", 1000.0)];
+    assert_eq!(order, expect.iter().map(|(v, r)| (v.to_string(), *r)).collect::<Vec<_>>());
+}
+
+#[test]
+fn versus_stored_reports_percent_changes_for_matching_cells() {
+    let stored = report(vec![run("s", "weft", 1000.0, 0, 200), run("s", "weft", 3000.0, 0, 200)]);
+    let mut slower = run("s", "weft", 1000.0, 0, 300);
+    slower.resources[1].rss_peak_bytes = 15 * MIB;
+    let current = report(vec![slower, run("s", "nginx", 1000.0, 0, 200)]);
+    let regs = versus_stored(&current, &stored);
+    assert_eq!(regs.len(), 1, "only weft@1000 is in both records");
+    let r = &regs[0];
+    assert_eq!(r.subject, "s/weft/1000 rps");
+    let p50 = r.p50_us.pct().unwrap();
+    assert!(p50 > 40.0 && p50 < 60.0, "p50 change {p50}");
+    assert!((r.proxy_rss_bytes.unwrap().pct().unwrap() - 50.0).abs() < 1e-9);
+    assert!(r.proxy_cpu_per_krps.unwrap().pct().unwrap().abs() < 1e-9);
+}
