@@ -1,1 +1,200 @@
-//! placeholder
+//! Open-loop HTTP load generator with coordinated-omission-corrected HDR histograms, and the
+//! target server (`serve`) it is calibrated against.
+//!
+//! ```text
+//!  sequencer (OS thread, precise sleep)          closed loop: no sequencer,
+//!    slot i at t0 + i/rate                       each connection re-sends on completion
+//!        │
+//!        ├─ HTTP/1: one shared FIFO ──> N connection tasks, one request in flight each
+//!        └─ HTTP/2: round robin     ──> N connection tasks, many streams each (capped)
+//!                                              │
+//!                     per-task Recorder (HDR: latency from the *scheduled* time,
+//!                     service time from the actual send) ──> merged LoadResult ──> Summary
+//! ```
+//!
+//! A request belongs to the warm-up or the measured window by its scheduled time; warm-up
+//! requests are sent at the same rate but recorded nowhere.
+#![forbid(unsafe_code)]
+
+mod client;
+mod engine;
+mod recorder;
+mod sequencer;
+pub mod serve;
+mod summary;
+mod timing;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use recorder::{new_histogram, HISTOGRAM_HIGHEST_US, HISTOGRAM_LOWEST_US, HISTOGRAM_SIGFIG};
+pub use summary::{decode_histogram, encode_histogram, HistogramCodecError, Percentiles, Summary};
+
+/// Error class keys used in [`LoadResult::errors_by_class`].
+pub mod error_class {
+    /// The target answered 4xx.
+    pub const STATUS_4XX: &str = "status_4xx";
+    /// The target answered 5xx.
+    pub const STATUS_5XX: &str = "status_5xx";
+    /// A TCP connect or HTTP handshake failed (or timed out) while (re)connecting.
+    pub const CONNECT: &str = "connect";
+    /// No complete response within [`LoadConfig::timeout`](crate::LoadConfig::timeout) of the
+    /// send, or the slot was still queued `timeout` after the end of the run.
+    pub const TIMEOUT: &str = "timeout";
+    /// The connection failed under the request: reset, protocol error, early close.
+    pub const IO: &str = "io";
+    /// HTTP/2 open loop only: the slot found the in-flight stream cap full and was not sent.
+    pub const OVERFLOW: &str = "overflow";
+}
+
+/// What to load, how hard and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// `http://HOST:PORT/path?query`: the address connected to and the path requested.
+    pub target: http::Uri,
+    /// Host header (HTTP/1) or `:authority` (HTTP/2) override; explicit-mode proxies route on it.
+    pub host: Option<String>,
+    pub mode: Mode,
+    /// Length of the measured window.
+    pub duration: Duration,
+    /// Run at the same rate first; nothing scheduled in it is recorded.
+    pub warmup: Duration,
+    pub connections: usize,
+    /// h2c with prior knowledge; many streams per connection.
+    pub http2: bool,
+    /// 0 = GET without a body; otherwise POST with this many bytes.
+    pub body_size: usize,
+    /// Per request (and per connect); expiry counts as error class `timeout`.
+    pub timeout: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            target: http::Uri::from_static("http://127.0.0.1:8080/"),
+            host: None,
+            mode: Mode::Open { rate: 100.0 },
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            connections: 16,
+            http2: false,
+            body_size: 0,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LoadConfig {
+    /// Checks every field and reports every problem at once, each naming the bad value.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let mut problems = Vec::new();
+        match self.target.scheme_str() {
+            Some("http") => {}
+            Some(other) => problems.push(format!(
+                "target {}: scheme {other:?} is not supported, use http:// (h2c with --http2)",
+                self.target
+            )),
+            None => problems.push(format!("target {}: missing scheme, use http://HOST:PORT/path", self.target)),
+        }
+        if self.target.authority().is_none() {
+            problems.push(format!("target {}: missing host, use http://HOST:PORT/path", self.target));
+        }
+        if let Some(host) = &self.host {
+            if http::HeaderValue::from_str(host).is_err() || host.parse::<http::uri::Authority>().is_err() {
+                problems.push(format!("host {host:?}: not a valid Host header / authority"));
+            }
+        }
+        match self.mode {
+            Mode::Open { rate } if !(rate.is_finite() && rate > 0.0) => {
+                problems.push(format!("rate {rate}: must be a finite number of requests per second > 0"))
+            }
+            Mode::Closed { concurrency: 0 } => problems.push("concurrency 0: must be at least 1".into()),
+            _ => {}
+        }
+        if self.duration.is_zero() {
+            problems.push("duration 0s: the measured window must be longer than zero".into());
+        }
+        if self.connections == 0 {
+            problems.push("connections 0: must be at least 1".into());
+        }
+        if self.timeout.is_zero() {
+            problems.push("timeout 0s: must be longer than zero".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::Config(problems))
+        }
+    }
+}
+
+/// Open loop (fixed arrival rate, latency corrected for coordinated omission) or closed loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Request i is scheduled at `t0 + i / rate`, whether or not earlier ones have finished.
+    Open { rate: f64 },
+    /// `concurrency` requests in flight, each re-sent as soon as it completes: measures capacity.
+    Closed { concurrency: usize },
+}
+
+/// Live counters for a progress display. Counts only requests scheduled in the measured window.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Finished requests (responses and errors).
+    pub completed: AtomicU64,
+    pub errors: AtomicU64,
+    /// True from the start of [`run`] until the warm-up ends.
+    pub in_warmup: AtomicBool,
+}
+
+/// Failures that stop a run before or while it runs (request failures are counted, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid load configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("cannot resolve target host {host:?}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("target {target} is unreachable before the start ({what}); is the server running?")]
+    Unreachable { target: String, what: String },
+    #[error("load task failed: {0}")]
+    Task(String),
+}
+
+/// The outcome of [`run`]: everything is about the measured window only.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// The configuration this came from (for [`LoadResult::summary`]).
+    pub config: LoadConfig,
+    /// Requests scheduled in the window that finished, successfully or not.
+    pub requests: u64,
+    /// Subset of `requests` that failed; see [`error_class`].
+    pub errors: u64,
+    pub errors_by_class: BTreeMap<String, u64>,
+    /// Requests actually sent more than 1 ms after their scheduled time.
+    pub late_sends: u64,
+    /// Length of the measured window.
+    pub measured: Duration,
+    /// Responses (any status) received during the window, per second of window.
+    pub achieved_rps: f64,
+    /// µs from the SCHEDULED send time to the end of the response, for every response (any
+    /// status) to a request scheduled in the window. Transport failures are not in it.
+    pub latency: hdrhistogram::Histogram<u64>,
+    /// µs from the ACTUAL send to the end of the response, same requests as `latency`.
+    pub service_time: hdrhistogram::Histogram<u64>,
+    /// TCP connections opened, including reconnects.
+    pub connections_opened: u64,
+}
+
+/// Runs the load described by `cfg` and returns the merged measurements of its window.
+///
+/// All connections are opened before the clock starts; if the target cannot be reached then,
+/// this fails with [`LoadError::Unreachable`] instead of reporting a run full of errors.
+pub async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<LoadResult, LoadError> {
+    engine::run(cfg, progress).await
+}

@@ -1,0 +1,303 @@
+//! Wires a run together: connections, sequencer (open loop), connection tasks, recorders.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::client::{H1Conn, H2Conn, Target};
+use crate::error_class;
+use crate::recorder::{merge, Outcome, Recorder};
+use crate::sequencer::{self, Sink, Slot};
+use crate::timing::Window;
+use crate::{LoadConfig, LoadError, LoadResult, Mode, Progress};
+
+/// Sanity cap on HTTP/2 streams in flight over all connections (open loop). A healthy target
+/// never gets near it; past it, slots are counted as error class `overflow` rather than piling
+/// up without bound.
+pub(crate) const H2_MAX_IN_FLIGHT: usize = 16_384;
+
+/// Lead time between opening the connections and the first slot, so every task is waiting.
+const START_LEAD: Duration = Duration::from_millis(10);
+
+/// Closed loop only: pause after a failed connect so a dead target is not hammered in a spin.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
+
+pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<LoadResult, LoadError> {
+    cfg.validate()?;
+    let target = Arc::new(Target::resolve(&cfg).await?);
+    let n = cfg.connections;
+
+    // Open everything before the clock starts: a target that is down is a configuration
+    // problem, not a run full of connect errors.
+    let mut opening = JoinSet::new();
+    for i in 0..n {
+        let target = target.clone();
+        let http2 = cfg.http2;
+        opening.spawn(async move {
+            let conn = if http2 {
+                H2Conn::connect(&target).await.map(Conn::H2)
+            } else {
+                H1Conn::connect(&target).await.map(Conn::H1)
+            };
+            (i, conn)
+        });
+    }
+    let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = opening.join_next().await {
+        let (i, conn) = joined.map_err(|e| LoadError::Task(e.to_string()))?;
+        let conn = conn.map_err(|e| LoadError::Unreachable {
+            target: format!("{} ({})", target.display, target.addr),
+            what: format!("connection {} of {n}: {e}", i + 1),
+        })?;
+        conns[i] = Some(conn);
+    }
+
+    progress.in_warmup.store(!cfg.warmup.is_zero(), Ordering::Relaxed);
+    let window = Window::new(Instant::now() + START_LEAD, cfg.warmup, cfg.duration);
+    // Slots still queued this long after the end are given up as timeouts.
+    let drain_deadline = window.end + cfg.timeout;
+    let mut tasks: JoinSet<Recorder> = JoinSet::new();
+    let mut sequencer = None;
+    let new_recorder = || {
+        let mut r = Recorder::new(window, progress.clone());
+        r.connection_opened();
+        r
+    };
+
+    match cfg.mode {
+        Mode::Open { rate } => {
+            if cfg.http2 {
+                let mut txs = Vec::with_capacity(n);
+                let cap = H2_MAX_IN_FLIGHT.div_ceil(n);
+                for conn in conns {
+                    let (tx, rx) = unbounded_channel();
+                    txs.push(tx);
+                    let Some(Conn::H2(conn)) = conn else { unreachable!("opened as HTTP/2") };
+                    let src = H2Source::Open { rx, cap, drain_deadline };
+                    tasks.spawn(h2_task(target.clone(), conn, src, new_recorder()));
+                }
+                sequencer = Some(sequencer::spawn(rate, window, Sink::RoundRobin(txs), progress.clone()));
+            } else {
+                let (tx, rx) = unbounded_channel();
+                let queue = Arc::new(Mutex::new(rx));
+                for conn in conns {
+                    let Some(Conn::H1(conn)) = conn else { unreachable!("opened as HTTP/1") };
+                    let src = H1Source::Shared { queue: queue.clone(), drain_deadline };
+                    tasks.spawn(h1_task(target.clone(), conn, src, new_recorder()));
+                }
+                sequencer = Some(sequencer::spawn(rate, window, Sink::Shared(tx), progress.clone()));
+            }
+        }
+        Mode::Closed { concurrency } => {
+            let p = progress.clone();
+            tasks.spawn(async move {
+                tokio::time::sleep_until(window.warm_end.into()).await;
+                p.in_warmup.store(false, Ordering::Relaxed);
+                // This task records nothing; an empty recorder merges as a no-op.
+                Recorder::new(window, p)
+            });
+            for (i, conn) in conns.into_iter().enumerate() {
+                // Spread `concurrency` as evenly as possible over the connections.
+                let depth = concurrency / n + usize::from(i < concurrency % n);
+                match conn.expect("opened") {
+                    Conn::H1(conn) => {
+                        // HTTP/1 carries one request at a time: a connection with any share
+                        // of the concurrency just runs back to back.
+                        let src = H1Source::Closed { active: depth > 0, window };
+                        tasks.spawn(h1_task(target.clone(), conn, src, new_recorder()));
+                    }
+                    Conn::H2(conn) => {
+                        let src = H2Source::Closed { depth, window };
+                        tasks.spawn(h2_task(target.clone(), conn, src, new_recorder()));
+                    }
+                }
+            }
+        }
+    }
+    let sequencer = sequencer.transpose().map_err(|e| LoadError::Task(format!("cannot start the sequencer thread: {e}")))?;
+
+    let mut recorders = Vec::with_capacity(n + 1);
+    while let Some(joined) = tasks.join_next().await {
+        recorders.push(joined.map_err(|e| LoadError::Task(e.to_string()))?);
+    }
+    if let Some(handle) = sequencer {
+        // All senders are finished, so the sequencer has already dropped its queues and ended.
+        tokio::task::spawn_blocking(move || handle.join())
+            .await
+            .map_err(|e| LoadError::Task(e.to_string()))?
+            .map_err(|_| LoadError::Task("the sequencer thread panicked".into()))?;
+    }
+    Ok(merge(cfg, recorders))
+}
+
+enum Conn {
+    H1(H1Conn),
+    H2(H2Conn),
+}
+
+enum H1Source {
+    /// Open loop: slots from the sequencer, first free connection takes the oldest.
+    Shared { queue: Arc<Mutex<UnboundedReceiver<Slot>>>, drain_deadline: Instant },
+    /// Closed loop: a new request as soon as the previous one is done, until the window ends.
+    Closed { active: bool, window: Window },
+}
+
+impl H1Source {
+    async fn next(&self) -> Option<Slot> {
+        match self {
+            H1Source::Shared { queue, .. } => queue.lock().await.recv().await,
+            H1Source::Closed { active: true, window } => {
+                let now = Instant::now();
+                (now < window.end).then_some(Slot { scheduled: now })
+            }
+            H1Source::Closed { active: false, .. } => None,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        matches!(self, H1Source::Shared { drain_deadline, .. } if now > *drain_deadline)
+    }
+
+    fn is_closed_loop(&self) -> bool {
+        matches!(self, H1Source::Closed { .. })
+    }
+}
+
+/// One HTTP/1 connection: one request in flight, reconnecting after failures.
+async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Recorder) -> Recorder {
+    let mut conn = Some(conn);
+    loop {
+        // While idle, keep polling the connection so a close by the server is noticed now,
+        // not as a failed request later.
+        let slot = match conn.as_mut() {
+            Some(c) => tokio::select! {
+                biased;
+                slot = src.next() => slot,
+                () = c.closed() => { conn = None; continue; }
+            },
+            None => src.next().await,
+        };
+        let Some(slot) = slot else { break };
+        if src.expired(Instant::now()) {
+            rec.record(slot.scheduled, None, Instant::now(), Outcome::Failed(error_class::TIMEOUT));
+            continue;
+        }
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match H1Conn::connect(&target).await {
+                Ok(c) => {
+                    rec.connection_opened();
+                    c
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reconnect failed");
+                    rec.record(slot.scheduled, None, Instant::now(), Outcome::Failed(error_class::CONNECT));
+                    if src.is_closed_loop() {
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let req = target.request();
+        let sent = Instant::now();
+        // In the closed loop there is no schedule: the send is the start.
+        let scheduled = if src.is_closed_loop() { sent } else { slot.scheduled };
+        let (next, outcome) = match tokio::time::timeout(target.timeout(), c.exchange(req)).await {
+            Ok(r) => r,
+            // The connection's state is unknown after a timeout: drop it.
+            Err(_) => (None, Outcome::Failed(error_class::TIMEOUT)),
+        };
+        rec.record(scheduled, Some(sent), Instant::now(), outcome);
+        conn = next;
+    }
+    rec
+}
+
+enum H2Source {
+    Open { rx: UnboundedReceiver<Slot>, cap: usize, drain_deadline: Instant },
+    Closed { depth: usize, window: Window },
+}
+
+/// One HTTP/2 connection: every slot becomes a stream at once.
+async fn h2_task(target: Arc<Target>, conn: H2Conn, mut src: H2Source, mut rec: Recorder) -> Recorder {
+    let mut conn = Some(conn);
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        let slot = match &mut src {
+            H2Source::Open { rx, .. } => tokio::select! {
+                slot = rx.recv(), if open => match slot {
+                    Some(slot) => slot,
+                    None => { open = false; continue; }
+                },
+                Some((slot, sent, outcome, done)) = in_flight.next() => {
+                    rec.record(slot, Some(sent), done, outcome);
+                    continue;
+                }
+                else => break,
+            },
+            H2Source::Closed { depth, window } => {
+                if in_flight.len() < *depth && Instant::now() < window.end {
+                    Slot { scheduled: Instant::now() }
+                } else if let Some((slot, sent, outcome, done)) = in_flight.next().await {
+                    rec.record(slot, Some(sent), done, outcome);
+                    continue;
+                } else {
+                    break;
+                }
+            }
+        };
+        let now = Instant::now();
+        if let H2Source::Open { cap, drain_deadline, .. } = &src {
+            if now > *drain_deadline {
+                rec.record(slot.scheduled, None, now, Outcome::Failed(error_class::TIMEOUT));
+                continue;
+            }
+            if in_flight.len() >= *cap {
+                rec.record(slot.scheduled, None, now, Outcome::Failed(error_class::OVERFLOW));
+                continue;
+            }
+        }
+        if conn.as_ref().is_none_or(H2Conn::is_closed) {
+            match H2Conn::connect(&target).await {
+                Ok(c) => {
+                    rec.connection_opened();
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reconnect failed");
+                    conn = None;
+                    rec.record(slot.scheduled, None, Instant::now(), Outcome::Failed(error_class::CONNECT));
+                    if matches!(src, H2Source::Closed { .. }) {
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
+                    }
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let req = target.request();
+        let sent = Instant::now();
+        let scheduled = if matches!(src, H2Source::Closed { .. }) { sent } else { slot.scheduled };
+        in_flight.push(stream(c.start(req, target.timeout()), scheduled, sent));
+    }
+    rec
+}
+
+fn stream(
+    response: impl Future<Output = (Outcome, Instant)>,
+    scheduled: Instant,
+    sent: Instant,
+) -> impl Future<Output = (Instant, Instant, Outcome, Instant)> {
+    async move {
+        let (outcome, done) = response.await;
+        (scheduled, sent, outcome, done)
+    }
+}

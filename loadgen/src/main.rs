@@ -1,0 +1,206 @@
+//! `loadgen run` (open/closed-loop load with HDR statistics) and `loadgen serve` (the
+//! calibrated target server).
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use loadgen::serve::ServeConfig;
+use loadgen::{LoadConfig, LoadError, Mode, Progress};
+
+/// Exit status for a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "loadgen", version, about = "Open-loop HTTP load generator and calibrated target server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send load and print corrected latency, service time, rate and errors.
+    Run(RunArgs),
+    /// Serve HTTP/1.1 and h2c with a fixed delay, body size and error share.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("load").required(true).args(["rate", "concurrency"])))]
+struct RunArgs {
+    /// URL to load: http://HOST:PORT/path
+    #[arg(long, env = "LOADGEN_TARGET")]
+    target: String,
+    /// Host header / :authority override (explicit-mode proxies route on it).
+    #[arg(long)]
+    host: Option<String>,
+    /// Open loop: requests per second, latency corrected for coordinated omission.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: requests kept in flight, back to back (maximum throughput).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Measured window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Run at the same rate first, excluded from all statistics.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// TCP connections [default: HTTP/2: 1; HTTP/1: --concurrency in closed loop, 16 in open loop].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// h2c with prior knowledge, many streams per connection.
+    #[arg(long)]
+    http2: bool,
+    /// Request body bytes: 0 sends GET, more sends POST.
+    #[arg(long, default_value_t = 0)]
+    body_size: usize,
+    /// Per request; expiry counts as error class "timeout".
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    timeout: Duration,
+    /// Also write the summary (with histograms) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Runtime worker threads [default: min(cores, 2)].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks one (printed as the first stdout line).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Delay added to every response (not /healthz).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// Response body bytes.
+    #[arg(long, default_value_t = 0)]
+    body_size: usize,
+    /// Fraction of responses answered 503, evenly spread (0.1 = every 10th).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// A problem with what the user asked for: exit 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            let config = e.downcast_ref::<ConfigError>().is_some()
+                || matches!(e.downcast_ref::<LoadError>(), Some(LoadError::Config(_)));
+            ExitCode::from(if config { EXIT_CONFIG } else { 1 })
+        }
+    }
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    if threads == 0 {
+        return Err(ConfigError("threads 0: must be at least 1".into()).into());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let target: http::Uri = args
+        .target
+        .parse()
+        .map_err(|e| ConfigError(format!("target {:?}: not a URL ({e}); use http://HOST:PORT/path", args.target)))?;
+    let mode = match (args.rate, args.concurrency) {
+        (Some(rate), None) => Mode::Open { rate },
+        (None, Some(concurrency)) => Mode::Closed { concurrency },
+        _ => unreachable!("clap enforces exactly one of --rate and --concurrency"),
+    };
+    let connections = args.connections.unwrap_or(match (args.http2, mode) {
+        (true, _) => 1,
+        (false, Mode::Closed { concurrency }) => concurrency.max(1),
+        (false, Mode::Open { .. }) => 16,
+    });
+    let cfg = LoadConfig {
+        target,
+        host: args.host,
+        mode,
+        duration: args.duration,
+        warmup: args.warmup,
+        connections,
+        http2: args.http2,
+        body_size: args.body_size,
+        timeout: args.timeout,
+    };
+    cfg.validate()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let result = runtime(args.threads.unwrap_or(cores.min(2)))?.block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
+    let summary = result.summary();
+    print!("{}", summary.table());
+    if let Some(path) = &args.json {
+        summary.write_json(path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = ServeConfig { delay: args.delay, body_size: args.body_size, error_rate: args.error_rate, threads: args.threads };
+    cfg.validate().map_err(|problems| ConfigError(problems.join("; ")))?;
+    runtime(cfg.threads)?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        // The first stdout line is the contract with tools that start us on port 0.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+        drop(out);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        loadgen::serve::serve(listener, cfg, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,222 @@
+//! Per-task statistics: each sender task owns one [`Recorder`] (no locks on the hot path);
+//! they are merged once at the end.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::timing::{Window, LATE_SEND};
+use crate::{LoadConfig, LoadResult, Progress};
+
+/// Lowest recordable value: 1 µs (a zero-µs sample is recorded as 1).
+pub const HISTOGRAM_LOWEST_US: u64 = 1;
+/// Highest recordable value: 60 s (longer samples are clamped to it).
+pub const HISTOGRAM_HIGHEST_US: u64 = 60_000_000;
+/// Significant decimal digits kept: values are exact to 0.1 %.
+pub const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// A histogram with the crate's fixed bounds: 1 µs to 60 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(HISTOGRAM_LOWEST_US, HISTOGRAM_HIGHEST_US, HISTOGRAM_SIGFIG)
+        .expect("constant histogram bounds are valid")
+}
+
+/// A growable histogram for one task: it only allocates buckets up to the largest value seen,
+/// so hundreds of connections do not each hold a 60 s-wide histogram.
+fn task_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(HISTOGRAM_LOWEST_US, 2 * HISTOGRAM_LOWEST_US, HISTOGRAM_SIGFIG)
+        .expect("constant histogram bounds are valid");
+    h.auto(true);
+    h
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros().min(u128::from(HISTOGRAM_HIGHEST_US)) as u64).max(HISTOGRAM_LOWEST_US)
+}
+
+/// Records `d` in µs, clamped to the fixed bounds. `record` (not `saturating_record`, which
+/// would clamp to the current size) grows the task histogram as needed.
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let v = micros(d);
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A complete response arrived; the status decides whether it is an error.
+    Response(http::StatusCode),
+    /// No response; the value is an [`error_class`](crate::error_class) key.
+    Failed(&'static str),
+}
+
+pub(crate) struct Recorder {
+    window: Window,
+    progress: Arc<Progress>,
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+    by_class: BTreeMap<&'static str, u64>,
+    late_sends: u64,
+    completed_in_window: u64,
+    connections_opened: u64,
+}
+
+impl Recorder {
+    pub fn new(window: Window, progress: Arc<Progress>) -> Self {
+        Self {
+            window,
+            progress,
+            latency: task_histogram(),
+            service: task_histogram(),
+            requests: 0,
+            errors: 0,
+            by_class: BTreeMap::new(),
+            late_sends: 0,
+            completed_in_window: 0,
+            connections_opened: 0,
+        }
+    }
+
+    pub fn connection_opened(&mut self) {
+        self.connections_opened += 1;
+    }
+
+    /// Records one finished request. `sent` is `None` when it never reached the wire.
+    pub fn record(&mut self, scheduled: Instant, sent: Option<Instant>, done: Instant, outcome: Outcome) {
+        if let Outcome::Response(_) = outcome {
+            // Throughput counts completions inside the window whatever their schedule, so a
+            // backlog draining after a stall is not credited to the window twice or never.
+            if self.window.contains_completion(done) {
+                self.completed_in_window += 1;
+            }
+        }
+        if !self.window.measures(scheduled) {
+            return;
+        }
+        self.requests += 1;
+        if let Some(sent) = sent {
+            if sent.saturating_duration_since(scheduled) > LATE_SEND {
+                self.late_sends += 1;
+            }
+        }
+        let class = match outcome {
+            Outcome::Response(status) => {
+                record(&mut self.latency, done.saturating_duration_since(scheduled));
+                record(&mut self.service, done.saturating_duration_since(sent.unwrap_or(scheduled)));
+                if status.is_client_error() {
+                    Some(crate::error_class::STATUS_4XX)
+                } else if status.is_server_error() {
+                    Some(crate::error_class::STATUS_5XX)
+                } else {
+                    None
+                }
+            }
+            Outcome::Failed(class) => Some(class),
+        };
+        if let Some(class) = class {
+            self.errors += 1;
+            *self.by_class.entry(class).or_default() += 1;
+            self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress.completed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Merges the task recorders into the run's result.
+pub(crate) fn merge(config: LoadConfig, recorders: Vec<Recorder>) -> LoadResult {
+    let mut latency = new_histogram();
+    let mut service_time = new_histogram();
+    let mut requests = 0;
+    let mut errors = 0;
+    let mut late_sends = 0;
+    let mut completed = 0;
+    let mut connections_opened = 0;
+    let mut errors_by_class = BTreeMap::new();
+    for r in recorders {
+        latency.add(&r.latency).expect("task histograms never exceed the merged bounds");
+        service_time.add(&r.service).expect("task histograms never exceed the merged bounds");
+        requests += r.requests;
+        errors += r.errors;
+        late_sends += r.late_sends;
+        completed += r.completed_in_window;
+        connections_opened += r.connections_opened;
+        for (class, n) in r.by_class {
+            *errors_by_class.entry(class.to_string()).or_default() += n;
+        }
+    }
+    let measured = config.duration;
+    LoadResult {
+        achieved_rps: completed as f64 / measured.as_secs_f64(),
+        config,
+        requests,
+        errors,
+        errors_by_class,
+        late_sends,
+        measured,
+        latency,
+        service_time,
+        connections_opened,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn window() -> Window {
+        Window::new(Instant::now(), Duration::from_secs(1), Duration::from_secs(2))
+    }
+
+    #[test]
+    fn warmup_and_late_sends_and_classes() {
+        let w = window();
+        let progress = Arc::new(Progress::default());
+        let mut r = Recorder::new(w, progress.clone());
+        let ms = Duration::from_millis;
+        // warm-up request: executed, not recorded, but its completion in the window counts
+        r.record(w.start, Some(w.start), w.warm_end + ms(1), Outcome::Response(StatusCode::OK));
+        // on time
+        let s = w.warm_end + ms(10);
+        r.record(s, Some(s + Duration::from_micros(20)), s + ms(5), Outcome::Response(StatusCode::OK));
+        // late by 3 ms: latency from scheduled, service from sent
+        let s2 = w.warm_end + ms(20);
+        r.record(s2, Some(s2 + ms(3)), s2 + ms(8), Outcome::Response(StatusCode::SERVICE_UNAVAILABLE));
+        r.record(s2, None, s2 + ms(8), Outcome::Failed(crate::error_class::TIMEOUT));
+        r.record(s2, Some(s2), s2 + ms(1), Outcome::Response(StatusCode::NOT_FOUND));
+        let res = merge(LoadConfig { duration: Duration::from_secs(2), ..LoadConfig::default() }, vec![r]);
+        assert_eq!(res.requests, 4);
+        assert_eq!(res.errors, 3);
+        assert_eq!(res.late_sends, 1);
+        assert_eq!(res.errors_by_class.get("status_5xx"), Some(&1));
+        assert_eq!(res.errors_by_class.get("status_4xx"), Some(&1));
+        assert_eq!(res.errors_by_class.get("timeout"), Some(&1));
+        assert_eq!(res.latency.len(), 3);
+        assert_eq!(res.latency.max(), res.latency.highest_equivalent(8_000));
+        assert_eq!(res.service_time.max(), res.service_time.highest_equivalent(5_000));
+        // 4 responses completed inside the window (the timeout is no completion)
+        assert!((res.achieved_rps - 2.0).abs() < 1e-9);
+        assert_eq!(progress.completed.load(Ordering::Relaxed), 4);
+        assert_eq!(progress.errors.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn task_histograms_grow_and_merge_within_bounds() {
+        let w = window();
+        let mut a = Recorder::new(w, Arc::new(Progress::default()));
+        let s = w.warm_end;
+        a.record(s, Some(s), s + Duration::from_secs(120), Outcome::Response(StatusCode::OK));
+        a.record(s, Some(s), s, Outcome::Response(StatusCode::OK));
+        let res = merge(LoadConfig::default(), vec![a]);
+        assert_eq!(res.latency.len(), 2);
+        assert_eq!(res.latency.min(), 1);
+        assert_eq!(res.latency.max(), res.latency.highest_equivalent(HISTOGRAM_HIGHEST_US));
+    }
+}
