@@ -1,0 +1,220 @@
+//! Body wrappers on the request path.
+//!
+//! [`RequestBody`] enforces the request-body limit while streaming (a
+//! declared `Content-Length` is checked before forwarding, in `forward`).
+//! [`ResponseBody`] is either an upstream's body or a short proxy-generated
+//! one; for pooled HTTP/1 upstream connections it hands the connection back
+//! to the pool once the body has been read to the end, because only then is
+//! the connection free for the next request.
+
+use std::{
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::upstream::PooledSender;
+
+/// A downstream request body that fails once more than `limit` bytes flow.
+#[derive(Debug)]
+pub struct RequestBody<B = Incoming> {
+    inner: B,
+    remaining: u64,
+    limit: u64,
+}
+
+/// Why a [`RequestBody`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The body grew past the configured limit while streaming.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Reading from the downstream client failed.
+    #[error("reading the request body failed: {0}")]
+    Downstream(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl<B> RequestBody<B> {
+    /// Wraps `inner`, allowing at most `limit` bytes of data.
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self { inner, remaining: limit, limit }
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        this.remaining = 0;
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: this.limit })));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(RequestBodyError::Downstream(e.into())))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the downstream client receives.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream {
+        body: Incoming,
+        /// Returned to its pool when `body` ends; dropped (closing the
+        /// connection) if the body is abandoned half-read.
+        pooled: Option<PooledSender>,
+        done: bool,
+    },
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    /// A body produced by the proxy itself.
+    pub fn full(bytes: Bytes) -> Self {
+        Self { kind: Kind::Full((!bytes.is_empty()).then_some(bytes)) }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self { kind: Kind::Full(None) }
+    }
+
+    /// An upstream body; `pooled` goes back to its pool when the body ends.
+    pub fn upstream(body: Incoming, pooled: Option<PooledSender>) -> Self {
+        Self { kind: Kind::Upstream { body, pooled, done: false } }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { body, pooled, done } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                match &frame {
+                    None => {
+                        *done = true;
+                        if let Some(p) = pooled.take() {
+                            p.release();
+                        }
+                    }
+                    Some(Err(_)) => {
+                        // The upstream connection is broken: never reuse it.
+                        pooled.take();
+                    }
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { body, done, .. } => *done || body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper may never poll a body it already knows is empty (HEAD, 204,
+        // Content-Length: 0), so completion is also checked here.
+        if let Kind::Upstream { body, pooled, done } = &mut self.kind {
+            if let Some(p) = pooled.take() {
+                if *done || body.is_end_stream() {
+                    p.release();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    #[tokio::test]
+    async fn request_body_within_limit_passes_through() {
+        let body = RequestBody::new(Full::new(Bytes::from_static(b"hello")), 5);
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn request_body_over_limit_fails_mid_stream() {
+        let chunks = futures_util::stream::iter(
+            (0..4).map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"0123456789")))),
+        );
+        let mut body = RequestBody::new(StreamBody::new(chunks), 25);
+        let mut seen = 0;
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(f)) => seen += f.into_data().unwrap().len(),
+                Some(Err(e)) => break e,
+                None => panic!("limit not enforced"),
+            }
+        };
+        assert_eq!(seen, 20);
+        assert!(matches!(err, RequestBodyError::TooLarge { limit: 25 }));
+    }
+
+    #[tokio::test]
+    async fn full_response_body() {
+        let b = ResponseBody::full(Bytes::from_static(b"abc"));
+        assert_eq!(b.size_hint().exact(), Some(3));
+        assert_eq!(&b.collect().await.unwrap().to_bytes()[..], b"abc");
+        assert!(ResponseBody::empty().is_end_stream());
+    }
+}

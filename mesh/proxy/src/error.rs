@@ -1,0 +1,173 @@
+//! Failures the proxy answers itself, and how each becomes a response.
+//!
+//! Every proxy-generated response carries `weft-proxy-error: <reason>` so a
+//! client (or a test, or an operator with curl) can tell an upstream's 502
+//! from the proxy's. A missing route is answered with 502 Bad Gateway rather
+//! than 404: the proxy is a gateway that could not find an upstream, and a 404
+//! would be indistinguishable from the application's own "not found".
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+/// Header naming why the proxy answered instead of an upstream.
+pub static PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error");
+
+/// Why a request was not (fully) forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request's authority.
+    #[error("no route for {authority}")]
+    NoRoute {
+        /// The authority as received, or `<none>` when the request had none.
+        authority: String,
+    },
+    /// The upstream could not be connected to.
+    #[error("connect to upstream {addr} failed: {source}")]
+    Connect {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The upstream did not send a response head within the request timeout.
+    #[error("upstream {addr} did not respond within {}", humantime::format_duration(*.after))]
+    Timeout {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// The configured request timeout.
+        after: Duration,
+    },
+    /// The upstream connection failed (handshake, reset, protocol error).
+    #[error("upstream {addr} failed: {source}")]
+    Upstream {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The request body is (or became, while streaming) larger than allowed.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+}
+
+/// A fieldless mirror of [`ProxyError`], used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// See [`ProxyError::NoRoute`].
+    NoRoute = 0,
+    /// See [`ProxyError::Connect`].
+    Connect = 1,
+    /// See [`ProxyError::Timeout`].
+    Timeout = 2,
+    /// See [`ProxyError::Upstream`].
+    Upstream = 3,
+    /// See [`ProxyError::BodyTooLarge`].
+    BodyTooLarge = 4,
+}
+
+impl ErrorKind {
+    /// Every kind, indexed by its discriminant.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::NoRoute,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Upstream,
+        ErrorKind::BodyTooLarge,
+    ];
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+impl ProxyError {
+    /// The metric label for this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProxyError::NoRoute { .. } => ErrorKind::NoRoute,
+            ProxyError::Connect { .. } => ErrorKind::Connect,
+            ProxyError::Timeout { .. } => ErrorKind::Timeout,
+            ProxyError::Upstream { .. } => ErrorKind::Upstream,
+            ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
+        }
+    }
+
+    /// The status the downstream client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The response sent downstream: status, `weft-proxy-error`, and the
+    /// reason as a plain-text body.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let reason = self.to_string();
+        // Error texts come from our own formats and OS error strings; strip
+        // anything a header value cannot hold rather than drop the header.
+        let header = HeaderValue::from_str(&reason).unwrap_or_else(|_| {
+            let clean: String = reason.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect();
+            HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("proxy error"))
+        });
+        let mut body = reason.into_bytes();
+        body.push(b'\n');
+        let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(PROXY_ERROR_HEADER.clone(), header);
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_headers() {
+        let r = ProxyError::NoRoute { authority: "web:80".into() }.into_response();
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(r.headers()[&PROXY_ERROR_HEADER], "no route for web:80");
+
+        let r = ProxyError::Timeout {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            after: Duration::from_millis(1500),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            r.headers()[&PROXY_ERROR_HEADER],
+            "upstream 127.0.0.1:9 did not respond within 1s 500ms"
+        );
+
+        let r = ProxyError::BodyTooLarge { limit: 10 }.into_response();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn kinds_index_all() {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+}

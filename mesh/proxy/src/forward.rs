@@ -1,0 +1,142 @@
+//! The request path: the proxy's stack, assembled in one place.
+//!
+//! ```text
+//!  downstream request
+//!    │ metrics      start clock; count status class + latency on the way out
+//!    │ limits       declared Content-Length > limit  -> 413
+//!    │ router       authority -> upstream, or 502 "no route for ..."
+//!    │ headers      drop hop-by-hop fields, HTTP/1 target to origin-form
+//!    │ body limit   streamed body crossing the limit -> 413 / reset
+//!    │ timeout      no response head in time        -> 504
+//!    ▼ upstream     pooled h1 / shared h2 connection -> 502 on failure
+//! ```
+//!
+//! Each concern lives in its own module; this file only orders them. Later
+//! layers (discovery, balancing, mTLS, retries) slot in between router and
+//! upstream.
+
+use std::{sync::Arc, time::Instant};
+
+use http::{uri::Uri, Request, Response, Version};
+use hyper::body::Incoming;
+use http_body::Body as _;
+use tracing::debug;
+
+use crate::{
+    body::{RequestBody, ResponseBody},
+    config::Limits,
+    error::ProxyError,
+    headers::strip_hop_by_hop,
+    metrics::{Direction, DirectionMetrics},
+    router::Router,
+};
+
+/// Forwards requests arriving on one listener.
+#[derive(Debug)]
+pub struct Forwarder {
+    direction: Direction,
+    router: Router,
+    limits: Limits,
+    metrics: DirectionMetrics,
+}
+
+impl Forwarder {
+    /// A forwarder for one listener.
+    pub fn new(direction: Direction, router: Router, limits: Limits, metrics: DirectionMetrics) -> Arc<Self> {
+        Arc::new(Self { direction, router, limits, metrics })
+    }
+
+    /// The metrics handles of this listener.
+    pub fn metrics(&self) -> &DirectionMetrics {
+        &self.metrics
+    }
+
+    /// Handles one request; proxy failures become responses, never errors,
+    /// so hyper keeps the downstream connection when it safely can.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let resp = match self.forward(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                debug!(direction = %self.direction, error = %e, "proxy error");
+                self.metrics.record_error(e.kind());
+                e.into_response()
+            }
+        };
+        self.metrics.record_response(resp.status(), start.elapsed());
+        resp
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+        let limit = self.limits.max_request_body_bytes;
+        // hyper exposes a validated Content-Length as the exact size hint.
+        if req.body().size_hint().lower() > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let upstream = self.router.route(&req)?;
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if parts.version != Version::HTTP_2 {
+            to_origin_form(&mut parts);
+        }
+        let req = Request::from_parts(parts, RequestBody::new(body, limit));
+
+        let timeout = self.limits.request_timeout;
+        let mut resp = tokio::time::timeout(timeout, upstream.send(req))
+            .await
+            .map_err(|_| ProxyError::Timeout { addr: upstream.addr(), after: timeout })??;
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
+    }
+}
+
+/// HTTP/1 upstreams get `/path?query`. An absolute-form target (from
+/// clients that treat us as an HTTP proxy) is rewritten, and its authority
+/// replaces `Host` as RFC 9112 §3.2.2 requires of a proxy.
+fn to_origin_form(parts: &mut http::request::Parts) {
+    let Some(authority) = parts.uri.authority() else { return };
+    if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
+        let mut b = Request::get(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_host() {
+        let mut p = parts("http://svc:80/a/b?c=d", Some("stale"));
+        to_origin_form(&mut p);
+        assert_eq!(p.uri, "/a/b?c=d");
+        assert_eq!(p.headers["host"], "svc:80");
+
+        let mut p = parts("http://svc:80", None);
+        to_origin_form(&mut p);
+        assert_eq!(p.uri, "/");
+        assert_eq!(p.headers["host"], "svc:80");
+    }
+
+    #[test]
+    fn origin_form_is_untouched() {
+        let mut p = parts("/already", Some("svc"));
+        to_origin_form(&mut p);
+        assert_eq!(p.uri, "/already");
+        assert_eq!(p.headers["host"], "svc");
+    }
+}

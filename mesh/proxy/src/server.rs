@@ -1,0 +1,117 @@
+//! Downstream listeners: accept, detect HTTP/1 vs HTTP/2 (h2c prior
+//! knowledge), serve with hyper, and drain gracefully on shutdown.
+
+use std::{convert::Infallible, io, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{debug, warn};
+
+use crate::{config::Limits, forward::Forwarder};
+
+/// Lifecycle phases broadcast to every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Accepting and serving.
+    Running,
+    /// Not accepting; in-flight requests finish.
+    Draining,
+    /// Everything stops, including the admin listener.
+    Exiting,
+}
+
+/// The hyper connection builder shared by the proxy listeners.
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers a head larger than its read buffer with 431.
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        // The h2 crate answers an oversized header list with 431 itself.
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+/// Serves one proxy listener until the phase leaves `Running`, then closes
+/// the listening socket (new connections are refused) and waits for the
+/// in-flight connections to finish. The caller bounds the wait.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = phase.wait_for(|p| *p != Phase::Running) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_backoff(e).await;
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "set TCP_NODELAY failed");
+        }
+        let forwarder = Arc::clone(&forwarder);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let mut phase = phase.clone();
+        tokio::spawn(async move {
+            let _open = forwarder.metrics().connection_opened();
+            // Protocol detection waits for the first bytes and has no timer
+            // of its own: a silent client must not hold a socket forever, and
+            // must not hold up a drain.
+            tokio::select! {
+                first = tokio::time::timeout(header_read_timeout, stream.readable()) => {
+                    if !matches!(first, Ok(Ok(()))) {
+                        debug!(%peer, "client sent nothing in time; closing");
+                        return;
+                    }
+                }
+                _ = phase.wait_for(|p| *p != Phase::Running) => return,
+            }
+            let fwd = Arc::clone(&forwarder);
+            let service = service_fn(move |req| {
+                let fwd = Arc::clone(&fwd);
+                async move { Ok::<_, Infallible>(fwd.handle(req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                debug!(%peer, error = %e, "downstream connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Accept errors are mostly per-connection (the peer gave up) and can be
+/// ignored; running out of descriptors is not, and retrying at once would
+/// spin, so back off briefly.
+pub(crate) async fn accept_backoff(e: io::Error) {
+    match e.kind() {
+        io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::Interrupted
+        | io::ErrorKind::WouldBlock => debug!(error = %e, "accept failed"),
+        _ => {
+            warn!(error = %e, "accept failed; backing off");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

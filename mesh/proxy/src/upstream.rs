@@ -1,0 +1,216 @@
+//! Connections to one upstream address: a pool of HTTP/1 connections and one
+//! shared, multiplexed HTTP/2 connection.
+//!
+//! The request path touches no lock. Idle HTTP/1 senders live in a lock-free
+//! bounded queue; a request pops one, and the response body pushes it back
+//! when it has been read to the end (see `body::ResponseBody`). The HTTP/2
+//! sender sits behind an `ArcSwapOption`, read with an atomic load; only
+//! dialing a replacement takes an async mutex, so a burst of requests after a
+//! disconnect opens one connection rather than one each.
+//!
+//! A pooled connection may have been closed by the upstream since it was
+//! parked. hyper hands back a request it did not start writing
+//! (`TrySendError::take_message`), so such a request is retried on another
+//! connection; a request that was (even partly) written is never replayed.
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use http::{Request, Response, Version};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::{
+    body::{RequestBody, RequestBodyError, ResponseBody},
+    error::ProxyError,
+};
+
+/// Idle HTTP/1 connections kept per upstream; more are closed when released.
+pub const DEFAULT_MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+type H1Sender = http1::SendRequest<RequestBody>;
+type H2Sender = http2::SendRequest<RequestBody>;
+
+/// One upstream address and its connections.
+#[derive(Debug)]
+pub struct Upstream {
+    addr: SocketAddr,
+    idle_h1: ArrayQueue<H1Sender>,
+    h2: ArcSwapOption<H2Sender>,
+    h2_dial: tokio::sync::Mutex<()>,
+}
+
+/// An HTTP/1 connection on loan to one response body.
+#[derive(Debug)]
+pub struct PooledSender {
+    upstream: Arc<Upstream>,
+    sender: H1Sender,
+}
+
+impl PooledSender {
+    /// Parks the connection for reuse (or closes it if the pool is full or
+    /// the connection is gone).
+    pub fn release(self) {
+        if !self.sender.is_closed() {
+            // A full pool drops the sender, which closes that connection.
+            let _ = self.upstream.idle_h1.push(self.sender);
+        }
+    }
+}
+
+impl Upstream {
+    /// An upstream with the default idle-pool size.
+    pub fn new(addr: SocketAddr) -> Arc<Self> {
+        Self::with_max_idle(addr, DEFAULT_MAX_IDLE_PER_UPSTREAM)
+    }
+
+    /// An upstream keeping at most `max_idle` idle HTTP/1 connections.
+    pub fn with_max_idle(addr: SocketAddr, max_idle: usize) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            idle_h1: ArrayQueue::new(max_idle.max(1)),
+            h2: ArcSwapOption::empty(),
+            h2_dial: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The upstream's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Idle HTTP/1 connections currently parked.
+    pub fn idle_h1(&self) -> usize {
+        self.idle_h1.len()
+    }
+
+    /// Sends `req` using the same HTTP version it arrived with.
+    ///
+    /// The caller bounds this with the request timeout; dropping the future
+    /// drops the connection it was using, so a timed-out connection is never
+    /// handed to another request.
+    pub async fn send(self: &Arc<Self>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        if req.version() == Version::HTTP_2 {
+            self.send_h2(req).await
+        } else {
+            self.send_h1(req).await
+        }
+    }
+
+    async fn send_h1(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        while let Some(mut sender) = self.idle_h1.pop() {
+            if sender.is_closed() || sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pooled_response(resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Not written: the parked connection had died. Try another.
+                    Some(r) => req = r,
+                    None => return Err(self.http_error(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.dial_h1().await?;
+        sender.ready().await.map_err(|e| self.http_error(e))?;
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(self.pooled_response(resp, sender)),
+            Err(e) => Err(self.http_error(e.into_error())),
+        }
+    }
+
+    fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, sender: H1Sender) -> Response<ResponseBody> {
+        let pooled = PooledSender { upstream: Arc::clone(self), sender };
+        resp.map(|body| ResponseBody::upstream(body, Some(pooled)))
+    }
+
+    async fn send_h2(&self, mut req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        // At most one retry: after a fresh dial, a refused request is an error.
+        for attempt in 0..2 {
+            let current = match self.h2.load_full() {
+                Some(s) if !s.is_closed() => s,
+                stale => self.dial_h2(stale).await?,
+            };
+            let mut sender = H2Sender::clone(&current);
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(|body| ResponseBody::upstream(body, None))),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if attempt == 0 => {
+                        self.h2.compare_and_swap(&Some(current), None);
+                        req = r;
+                    }
+                    _ => return Err(self.http_error(e.into_error())),
+                },
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    /// Replaces the shared HTTP/2 connection unless another task already did.
+    async fn dial_h2(&self, stale: Option<Arc<H2Sender>>) -> Result<Arc<H2Sender>, ProxyError> {
+        let _dialing = self.h2_dial.lock().await;
+        if let Some(s) = self.h2.load_full() {
+            let replaced = !stale.as_ref().is_some_and(|old| Arc::ptr_eq(old, &s));
+            if replaced && !s.is_closed() {
+                return Ok(s);
+            }
+        }
+        let io = self.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| self.http_error(e))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        let sender = Arc::new(sender);
+        self.h2.store(Some(Arc::clone(&sender)));
+        Ok(sender)
+    }
+
+    async fn dial_h1(&self) -> Result<H1Sender, ProxyError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| self.http_error(e))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "upstream h1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {
+        let connect_err = |source: io::Error| ProxyError::Connect { addr: self.addr, source };
+        let stream = TcpStream::connect(self.addr).await.map_err(connect_err)?;
+        // Requests are small and latency-bound; never wait for Nagle.
+        stream.set_nodelay(true).map_err(connect_err)?;
+        Ok(TokioIo::new(stream))
+    }
+
+    /// Classifies a hyper error: our own body-limit error surfaces as 413,
+    /// everything else is an upstream failure.
+    fn http_error(&self, e: hyper::Error) -> ProxyError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if let Some(RequestBodyError::TooLarge { limit }) = err.downcast_ref::<RequestBodyError>() {
+                return ProxyError::BodyTooLarge { limit: *limit };
+            }
+            source = err.source();
+        }
+        ProxyError::Upstream { addr: self.addr, source: e }
+    }
+}
