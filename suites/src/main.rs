@@ -1,1 +1,144 @@
-fn main() {}
+//! `bench`: run a benchmark suite, re-render a report, gate a record, or show a plan.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use suites::commands;
+
+#[derive(Parser)]
+#[command(name = "bench", version, about = "Weft benchmark runner: measures Weft against no mesh, nginx and HAProxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a suite and write report.json/md/html + latency.png (the default command)
+    Run(RunArgs),
+    /// Re-read DIR/report.json and re-render report.md, report.html and latency.png
+    Report {
+        /// A results directory (or a report.json)
+        dir: PathBuf,
+    },
+    /// Check a record against a gate policy: exit 0 pass, 1 a rule failed, 2 bad input
+    Gate {
+        /// A results directory or a report.json
+        #[arg(long, value_name = "DIR|FILE")]
+        results: PathBuf,
+        /// Policy file, e.g. ci/gates.toml
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// A stored record to compare against (regression rules)
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
+    },
+    /// Print the matrix a suite would run and its estimated duration, without running it
+    Plan {
+        /// Suite name (quick, ci, full, or ./suites/NAME.toml) or a path to a suite file
+        #[arg(long, default_value = "quick", value_name = "NAME|PATH")]
+        suite: String,
+    },
+    /// Internal: cleans up after a bench that was killed (started by bench itself)
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Suite name (quick, ci, full, or ./suites/NAME.toml) or a path to a suite file
+    #[arg(long, default_value = "quick", value_name = "NAME|PATH")]
+    suite: String,
+    /// Where the variants run
+    #[arg(long, value_enum, default_value_t = Substrate::Local)]
+    substrate: Substrate,
+    /// Output directory [default: reports/out/<UTC timestamp> under the workspace root, else the current dir]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Substrate {
+    /// Processes on 127.0.0.1
+    Local,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Watchdog)) {
+        // Before anything else: no tracing, no runtime, just the pipe.
+        return code(suites::substrate::proc_guard::watchdog_main());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One TLS provider for the whole process (aws-lc-rs), before any client exists.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match cli.command.unwrap_or(Command::Run(RunArgs { suite: "quick".into(), substrate: Substrate::Local, out: None })) {
+        Command::Run(args) => run(args),
+        Command::Report { dir } => match commands::rerender(&dir) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench report: {e}");
+                code(1)
+            }
+        },
+        Command::Gate { results, policy, baseline } => match commands::gate(&results, &policy, baseline.as_deref()) {
+            Ok(outcome) => {
+                println!("{}", outcome.markdown());
+                code(if outcome.passed { 0 } else { 1 })
+            }
+            Err(e) => {
+                eprintln!("bench gate: {e}");
+                code(2)
+            }
+        },
+        Command::Plan { suite } => match commands::plan_text(&suite) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                code(64)
+            }
+        },
+        Command::Watchdog => unreachable!("handled above"),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let opts = suites::RunOptions {
+        suite: args.suite,
+        substrate: match args.substrate {
+            Substrate::Local => suites::SubstrateKind::Local,
+        },
+        out: args.out,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return code(1);
+        }
+    };
+    match runtime.block_on(suites::run(opts)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            code(e.exit_code())
+        }
+    }
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(c.clamp(0, 255) as u8)
+}

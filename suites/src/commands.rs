@@ -1,0 +1,76 @@
+//! The small subcommands: `bench report`, `bench gate`, `bench plan`.
+
+use std::path::{Path, PathBuf};
+
+use reports::gate::{GateOutcome, Policy, PolicyError};
+use reports::io::ReadError;
+use reports::Report;
+
+use crate::plan;
+use crate::substrate::local::Local;
+use crate::suite::{self, SuiteError};
+
+/// `DIR/report.json` when given a directory, else the file itself.
+pub fn report_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("report.json")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("cannot render into {dir}: {detail}")]
+    Render { dir: PathBuf, detail: String },
+}
+
+/// `bench report DIR`: re-read `DIR/report.json` and re-render report.md,
+/// report.html and latency.png next to it. Returns the Markdown.
+pub fn rerender(dir: &Path) -> Result<String, ReportError> {
+    let path = report_path(dir);
+    let report = reports::io::read_report(&path)?;
+    let out = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    reports::render::write_all(&report, &out).map_err(|e| ReportError::Render { dir: out.clone(), detail: e.to_string() })?;
+    Ok(reports::render::markdown(&report))
+}
+
+/// Bad input to `bench gate` (exit 2): never a pass or a fail.
+#[derive(Debug, thiserror::Error)]
+pub enum GateInputError {
+    #[error(transparent)]
+    Results(ReadError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("--baseline: {0}")]
+    Baseline(ReadError),
+}
+
+/// `bench gate`: check a record against a policy (and a stored baseline).
+pub fn gate(results: &Path, policy: &Path, baseline: Option<&Path>) -> Result<GateOutcome, GateInputError> {
+    let policy = Policy::load(policy)?;
+    let report = reports::io::read_report(&report_path(results)).map_err(GateInputError::Results)?;
+    let stored: Option<Report> = match baseline {
+        Some(b) => Some(reports::io::read_report(&report_path(b)).map_err(GateInputError::Baseline)?),
+        None => None,
+    };
+    Ok(reports::gate::evaluate(&policy, &report, stored.as_ref()))
+}
+
+/// `bench plan`: the matrix, the estimate, and which variants cannot run here.
+pub fn plan_text(suite_spec: &str) -> Result<String, SuiteError> {
+    let suite = suite::resolve(suite_spec)?;
+    let cells = plan::cells(&suite);
+    let mut text = plan::describe(&suite, &cells);
+    let mut variants: Vec<_> = suite.scenarios.iter().flat_map(|s| s.variants.iter().copied()).collect();
+    variants.sort();
+    variants.dedup();
+    for v in variants {
+        if let Err(why) = Local::availability_here(v) {
+            text.push_str(&format!("WARNING: {v} will be skipped: {why}\n"));
+        }
+    }
+    Ok(text)
+}

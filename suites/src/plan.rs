@@ -1,0 +1,161 @@
+//! The plan: a suite expanded into the ordered list of cells to measure.
+//!
+//! ```text
+//! for scenario:            (server started once per scenario)
+//!   for point (rate | concurrency):
+//!     for repetition r:
+//!       for variant in rotate(variants, r):   <- interleaved, rotated
+//! ```
+//!
+//! Variants are interleaved inside each (point, repetition) so that slow
+//! drifts in machine noise (thermal, a neighbour's build) hit all variants
+//! alike, and the order rotates per repetition so no variant always runs
+//! first after the server starts.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::suite::{LoadShape, Suite, Variant};
+
+/// One measured cell of the matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    /// Index into `Suite::scenarios`.
+    pub scenario: usize,
+    /// Open-loop rate (requests/s); `None` for closed loop.
+    pub rate: Option<f64>,
+    /// From 0.
+    pub repetition: u32,
+    pub variant: Variant,
+}
+
+/// Rough cost of starting and tearing down one variant's processes, used
+/// only for the estimate `bench plan` prints.
+const DEPLOY_OVERHEAD: Duration = Duration::from_millis(600);
+/// Rough cost of starting the target server once per scenario.
+const SERVER_OVERHEAD: Duration = Duration::from_millis(400);
+
+/// Expand a suite into cells, in run order.
+pub fn cells(suite: &Suite) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for (si, sc) in suite.scenarios.iter().enumerate() {
+        let points: Vec<Option<f64>> = match &sc.load {
+            LoadShape::Open { rates } => rates.iter().map(|r| Some(*r)).collect(),
+            LoadShape::Closed { .. } => vec![None],
+        };
+        for rate in points {
+            for repetition in 0..sc.repetitions {
+                let n = sc.variants.len();
+                for k in 0..n {
+                    let variant = sc.variants[(k + repetition as usize) % n];
+                    out.push(Cell { scenario: si, rate, repetition, variant });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Estimated wall time of running the whole plan.
+pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
+    let servers = SERVER_OVERHEAD * suite.scenarios.len() as u32;
+    cells.iter().fold(servers, |acc, c| {
+        let sc = &suite.scenarios[c.scenario];
+        acc + sc.warmup + sc.duration + DEPLOY_OVERHEAD
+    })
+}
+
+/// Human label of a cell, also used as the progress-bar message.
+pub fn label(suite: &Suite, cell: &Cell) -> String {
+    let sc = &suite.scenarios[cell.scenario];
+    let point = match (&sc.load, cell.rate) {
+        (_, Some(r)) => format!("{} rps", fmt_rate(r)),
+        (LoadShape::Closed { concurrency }, None) => format!("c={concurrency}"),
+        (LoadShape::Open { .. }, None) => "-".to_string(),
+    };
+    format!("{} {} {} rep {}/{}", sc.name, point, cell.variant, cell.repetition + 1, sc.repetitions)
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r}")
+    }
+}
+
+/// The text `bench plan` prints: one line per cell and the estimate.
+pub fn describe(suite: &Suite, cells: &[Cell]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "suite {} ({}): {}", suite.name, suite.origin, suite.description);
+    for (si, sc) in suite.scenarios.iter().enumerate() {
+        let load = match &sc.load {
+            LoadShape::Open { rates } => {
+                format!("open loop, rates {}", rates.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", "))
+            }
+            LoadShape::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
+        };
+        let _ = writeln!(
+            s,
+            "\nscenario {}: {load}; {} x {} measured after {} warm-up; {} connections; {}; body {} B; server delay {}",
+            sc.name,
+            sc.repetitions,
+            humantime::format_duration(sc.duration),
+            humantime::format_duration(sc.warmup),
+            sc.connections,
+            sc.protocol.as_str(),
+            sc.body_size,
+            humantime::format_duration(sc.server_delay),
+        );
+        for (i, c) in cells.iter().enumerate().filter(|(_, c)| c.scenario == si) {
+            let _ = writeln!(s, "  {:>4}  {}", i + 1, label(suite, c));
+        }
+    }
+    let est = estimate(suite, cells);
+    let _ = writeln!(
+        s,
+        "\n{} cells, estimated {} (measured + warm-up + process start-up)",
+        cells.len(),
+        humantime::format_duration(Duration::from_secs(est.as_secs()))
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::parse;
+
+    #[test]
+    fn variants_interleave_and_rotate_per_repetition() {
+        let suite = parse(
+            "name = \"p\"\n[[scenario]]\nname = \"s\"\nrates = [10, 20]\nrepetitions = 2\nvariants = [\"baseline\", \"weft\", \"nginx\"]\n",
+            "t",
+        )
+        .unwrap();
+        let cells = cells(&suite);
+        assert_eq!(cells.len(), 2 * 2 * 3);
+        let order: Vec<_> = cells.iter().map(|c| (c.rate.unwrap() as u32, c.repetition, c.variant.as_str())).collect();
+        assert_eq!(
+            &order[..6],
+            &[
+                (10, 0, "baseline"),
+                (10, 0, "weft"),
+                (10, 0, "nginx"),
+                (10, 1, "weft"),
+                (10, 1, "nginx"),
+                (10, 1, "baseline"),
+            ]
+        );
+        assert_eq!(order[6], (20, 0, "baseline"));
+    }
+
+    #[test]
+    fn quick_suite_fits_its_budget() {
+        let suite = crate::suite::resolve("quick").unwrap();
+        let cells = cells(&suite);
+        let est = estimate(&suite, &cells);
+        assert!(est < Duration::from_secs(150), "quick suite estimated at {est:?}");
+        assert!(describe(&suite, &cells).contains("http1-small 2000 rps weft rep 1/1"));
+    }
+}

@@ -1,0 +1,436 @@
+//! The runner: plan -> deploy -> load + sample -> one lossless record.
+//!
+//! Results are written into a hidden staging dir beside the requested output
+//! dir and renamed into place only when complete, so an interrupted or
+//! crashed run never leaves a half-written result behind.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use reports::{Report, Resource, Run, Skipped, SCHEMA_VERSION};
+
+use crate::bins::{self, BinError};
+use crate::env;
+use crate::plan::{self, Cell};
+use crate::sampler::Sampler;
+use crate::substrate::{proc_guard, DeployError, Deployment, Local, ScenarioTopology, Substrate};
+use crate::suite::{self, LoadShape, Protocol, Scenario, Suite, SuiteError, Variant};
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubstrateKind {
+    Local,
+}
+
+/// What `bench run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// A suite file path or a suite name (see [`suite::resolve`]).
+    pub suite: String,
+    pub substrate: SubstrateKind,
+    /// Output dir; default `reports/out/<UTC timestamp>` under the workspace
+    /// root (or the current dir outside a workspace).
+    pub out: Option<PathBuf>,
+}
+
+/// A completed run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub out: PathBuf,
+    pub report: Report,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Suite(#[from] SuiteError),
+    #[error("--out {0}: already exists and is not empty; choose another output directory")]
+    OutExists(PathBuf),
+    #[error(transparent)]
+    Bins(#[from] BinError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("interrupted by {0}: stopped every process, wrote no results")]
+    Interrupted(&'static str),
+    #[error("cannot render the report into {dir}: {detail}")]
+    Render { dir: PathBuf, detail: String },
+    #[error("{failed} of {total} cells failed (see the errors above); the results of the others are in {out}")]
+    CellsFailed { failed: usize, total: usize, out: PathBuf },
+}
+
+impl RunError {
+    /// 64 for configuration errors (EX_USAGE), 128+signal when interrupted,
+    /// 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Suite(_) | RunError::OutExists(_) => 64,
+            RunError::Interrupted("SIGINT") => 130,
+            RunError::Interrupted(_) => 143,
+            _ => 1,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// Run a suite end to end and write report.json, report.md, report.html and
+/// latency.png into the output dir.
+pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
+    // Catch signals from the very start, so no child is ever started unguarded.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io_err("install the SIGTERM handler"))?;
+    let suite = suite::resolve(&opts.suite)?;
+    let cells = plan::cells(&suite);
+    let started_at = env::now_rfc3339();
+    let out = match opts.out {
+        Some(o) => o,
+        None => default_out_root().join(env::compact_timestamp(&started_at)),
+    };
+    if out.read_dir().is_ok_and(|mut d| d.next().is_some()) || out.is_file() {
+        return Err(RunError::OutExists(out));
+    }
+
+    proc_guard::start_watchdog();
+    proc_guard::sweep_strays(&std::env::temp_dir());
+    let result = async {
+        let staging = Staging::create(&out)?;
+        let bins = bins::locate()?;
+        let work = tempfile::Builder::new().prefix("weft-bench-").tempdir().map_err(io_err("create the run's temp dir"))?;
+        proc_guard::guard_dir(work.path());
+        let me = std::process::id();
+        let owner = format!("{me} {}\n", proc_guard::start_time(me).unwrap_or(0));
+        std::fs::write(work.path().join("owner"), owner).map_err(io_err("write the run's owner file"))?;
+        let mut substrate = match opts.substrate {
+            SubstrateKind::Local => Local::new(bins, work.path()),
+        };
+        let outcome = tokio::select! {
+            r = execute(&suite, &cells, &mut substrate, started_at) => Ok(r),
+            _ = tokio::signal::ctrl_c() => Err("SIGINT"),
+            _ = sigterm.recv() => Err("SIGTERM"),
+        };
+        // The select dropped any in-flight deployment (killing it); now the
+        // scenario's server, and anything else still registered.
+        substrate.end_scenario().await;
+        proc_guard::kill_all();
+        proc_guard::forget_dir(work.path());
+        drop(work);
+        let (report, failures) = outcome.map_err(|sig| {
+            eprintln!("\nbench: {sig} received, stopping");
+            RunError::Interrupted(sig)
+        })?;
+        let report_dir = staging.path().to_path_buf();
+        reports::io::write_report_json(&report, &report_dir.join("report.json"))
+            .map_err(io_err(format!("write {}", report_dir.join("report.json").display())))?;
+        reports::render::write_all(&report, &report_dir)
+            .map_err(|e| RunError::Render { dir: out.clone(), detail: e.to_string() })?;
+        staging.commit()?;
+        println!("{}", reports::render::markdown(&report));
+        println!("results: {}", out.display());
+        if failures > 0 {
+            return Err(RunError::CellsFailed { failed: failures, total: cells.len(), out: out.clone() });
+        }
+        Ok(RunOutcome { out: out.clone(), report })
+    }
+    .await;
+    proc_guard::stop_watchdog();
+    result
+}
+
+/// Run every cell; returns the report and the number of cells that failed.
+async fn execute<S: Substrate>(suite: &Suite, cells: &[Cell], substrate: &mut S, started_at: String) -> (Report, usize) {
+    let mp = MultiProgress::new();
+    let overall = mp.add(ProgressBar::new(cells.len() as u64));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} cells, {elapsed} elapsed, ~{eta} left")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    overall.set_prefix(format!("suite {}", suite.name));
+    let say = |line: String| {
+        if mp.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = mp.println(line);
+        }
+    };
+    say(format!(
+        "bench: suite {} ({}), {} cells, estimated {}",
+        suite.name,
+        suite.origin,
+        cells.len(),
+        humantime::format_duration(Duration::from_secs(plan::estimate(suite, cells).as_secs()))
+    ));
+
+    let mut runs = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut failures = 0;
+    for (si, scenario) in suite.scenarios.iter().enumerate() {
+        let mine: Vec<(usize, &Cell)> = cells.iter().enumerate().filter(|(_, c)| c.scenario == si).collect();
+        let topo = ScenarioTopology::of(scenario);
+        if let Err(e) = substrate.start_scenario(&topo).await {
+            say(format!("ERROR: scenario {}: the target server did not start: {e}", scenario.name));
+            failures += mine.len();
+            for v in &scenario.variants {
+                skipped.push(skip(scenario, *v, format!("failed: target server did not start: {e}")));
+            }
+            overall.inc(mine.len() as u64);
+            continue;
+        }
+        let mut gone: BTreeSet<Variant> = BTreeSet::new();
+        for (i, cell) in mine {
+            let label = plan::label(suite, cell);
+            if gone.contains(&cell.variant) {
+                overall.inc(1);
+                continue;
+            }
+            let dep = match substrate.deploy(cell.variant, &topo).await {
+                Ok(d) => d,
+                Err(DeployError::Unavailable { reason }) => {
+                    say(format!("WARNING: skipping {} in scenario {}: {reason}", cell.variant, scenario.name));
+                    skipped.push(skip(scenario, cell.variant, reason));
+                    gone.insert(cell.variant);
+                    overall.inc(1);
+                    continue;
+                }
+                Err(e) => {
+                    say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
+                    failures += 1;
+                    record_failure(&mut skipped, scenario, cell.variant, &e.to_string());
+                    overall.inc(1);
+                    continue;
+                }
+            };
+            let measured = measure(&mp, scenario, cell, &label, &dep, substrate.name()).await;
+            substrate.teardown(dep).await;
+            match measured {
+                Ok(run) => {
+                    say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), one_line(&run)));
+                    runs.push(run);
+                }
+                Err(e) => {
+                    say(format!("ERROR: [{}/{}] {label}: load generator failed: {e}", i + 1, cells.len()));
+                    failures += 1;
+                    record_failure(&mut skipped, scenario, cell.variant, &format!("load generator failed: {e}"));
+                }
+            }
+            overall.inc(1);
+        }
+        substrate.end_scenario().await;
+    }
+    overall.finish_and_clear();
+    let report = Report {
+        schema: SCHEMA_VERSION,
+        suite: suite.name.clone(),
+        started_at,
+        finished_at: env::now_rfc3339(),
+        env: env::gather(substrate.versions()),
+        runs,
+        skipped,
+    };
+    (report, failures)
+}
+
+fn skip(s: &Scenario, v: Variant, reason: String) -> Skipped {
+    Skipped { scenario: s.name.clone(), variant: v.as_str().to_string(), reason }
+}
+
+/// Failed cells are listed in `skipped` (once per scenario and variant) so
+/// the report shows them instead of silently missing a row.
+fn record_failure(skipped: &mut Vec<Skipped>, s: &Scenario, v: Variant, why: &str) {
+    if !skipped.iter().any(|k| k.scenario == s.name && k.variant == v.as_str()) {
+        skipped.push(skip(s, v, format!("failed: {why}")));
+    }
+}
+
+/// Load one deployed cell while sampling its components over the measured
+/// window only.
+async fn measure(
+    mp: &MultiProgress,
+    scenario: &Scenario,
+    cell: &Cell,
+    label: &str,
+    dep: &Deployment,
+    substrate: &str,
+) -> Result<Run, loadgen::LoadError> {
+    let mode = match (&scenario.load, cell.rate) {
+        (_, Some(rate)) => loadgen::Mode::Open { rate },
+        (LoadShape::Closed { concurrency }, None) => loadgen::Mode::Closed { concurrency: *concurrency },
+        (LoadShape::Open { .. }, None) => unreachable!("plan gives every open-loop cell a rate"),
+    };
+    let target: http::Uri = format!("http://{}/", dep.target).parse().expect("socket address forms a valid URI");
+    let cfg = loadgen::LoadConfig {
+        target,
+        host: dep.host.clone(),
+        mode,
+        duration: scenario.duration,
+        warmup: scenario.warmup,
+        connections: scenario.connections,
+        http2: scenario.protocol == Protocol::Http2,
+        body_size: scenario.body_size,
+        timeout: scenario.timeout,
+    };
+    let bar = mp.add(match cell.rate {
+        Some(rate) => {
+            let b = ProgressBar::new((rate * scenario.duration.as_secs_f64()).round() as u64);
+            b.set_style(
+                ProgressStyle::with_template("  {msg:40} [{bar:30}] {pos}/{len} req {per_sec}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b
+        }
+        None => {
+            let b = ProgressBar::new_spinner();
+            b.set_style(ProgressStyle::with_template("  {msg:40} {spinner} {pos} req {per_sec}").expect("valid template"));
+            b
+        }
+    });
+    bar.set_message(label.to_string());
+
+    let progress = Arc::new(loadgen::Progress::default());
+    let run = loadgen::run(cfg, progress.clone());
+    tokio::pin!(run);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut sampler: Option<(Sampler, Instant)> = None;
+    let mut resources: Option<Vec<Resource>> = None;
+    let result = loop {
+        tokio::select! {
+            biased;
+            r = &mut run => break r,
+            _ = tick.tick() => {
+                let in_warmup = progress.in_warmup.load(Ordering::Relaxed);
+                if in_warmup {
+                    bar.set_message(format!("{label} (warm-up)"));
+                } else {
+                    bar.set_message(label.to_string());
+                }
+                bar.set_position(progress.completed.load(Ordering::Relaxed));
+                // Sample the measured window only: after warm-up, for `duration`.
+                if sampler.is_none() && resources.is_none() && !in_warmup && started.elapsed() >= scenario.warmup {
+                    sampler = Some((Sampler::start(dep.components.clone()), Instant::now()));
+                }
+                if sampler.as_ref().is_some_and(|(_, t)| t.elapsed() >= scenario.duration) {
+                    let (s, _) = sampler.take().expect("checked");
+                    resources = Some(s.finish().await);
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    mp.remove(&bar);
+    let result = result?;
+    let resources = match (resources, sampler) {
+        (Some(r), _) => r,
+        (None, Some((s, _))) => s.finish().await,
+        (None, None) => Vec::new(),
+    };
+    let s = result.summary();
+    Ok(Run {
+        scenario: scenario.name.clone(),
+        variant: cell.variant.as_str().to_string(),
+        substrate: substrate.to_string(),
+        protocol: s.protocol,
+        mode: s.mode,
+        rate: s.rate,
+        concurrency: s.concurrency,
+        connections: s.connections,
+        body_size: s.body_size,
+        repetition: cell.repetition,
+        duration_s: s.duration_s,
+        warmup_s: s.warmup_s,
+        requests: s.requests,
+        errors: s.errors,
+        errors_by_class: s.errors_by_class,
+        late_sends: s.late_sends,
+        achieved_rps: s.achieved_rps,
+        latency_us: percentiles(s.latency_us),
+        service_time_us: percentiles(s.service_time_us),
+        histogram: s.histogram,
+        service_histogram: s.service_histogram,
+        resources,
+    })
+}
+
+fn percentiles(p: loadgen::Percentiles) -> reports::Percentiles {
+    reports::Percentiles { p50: p.p50, p90: p.p90, p99: p.p99, p999: p.p999, p9999: p.p9999, max: p.max, mean: p.mean }
+}
+
+fn one_line(r: &Run) -> String {
+    let cpu: f64 = r.resources.iter().filter(|x| x.role == "proxy").map(|x| x.cpu_seconds).sum();
+    let mut s = format!(
+        "{} req, {} err, {:.0} rps, p50 {:.2} ms, p99 {:.2} ms",
+        r.requests,
+        r.errors,
+        r.achieved_rps,
+        r.latency_us.p50 / 1000.0,
+        r.latency_us.p99 / 1000.0
+    );
+    if let Some(rss) = r.proxy_rss_peak() {
+        s.push_str(&format!(", proxy cpu {cpu:.2} s, rss {:.1} MiB", rss as f64 / (1024.0 * 1024.0)));
+    }
+    s
+}
+
+/// `<workspace root>/reports/out` when the cwd is inside a cargo workspace,
+/// else `./reports/out`.
+pub fn default_out_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let root = cwd
+        .ancestors()
+        .find(|d| std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]")))
+        .unwrap_or(&cwd)
+        .to_path_buf();
+    root.join("reports").join("out")
+}
+
+/// A hidden sibling of the output dir that becomes it on [`Staging::commit`]
+/// and is removed if dropped before that (error, Ctrl-C, panic). If bench is
+/// killed outright, the watchdog removes it.
+struct Staging {
+    dir: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    fn create(target: &Path) -> Result<Staging, RunError> {
+        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        proc_guard::guard_dir(&dir);
+        Ok(Staging { dir, target: target.to_path_buf(), committed: false })
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn commit(mut self) -> Result<(), RunError> {
+        // An empty target dir (e.g. made by the caller) is replaced.
+        let _ = std::fs::remove_dir(&self.target);
+        std::fs::rename(&self.dir, &self.target)
+            .map_err(io_err(format!("move results from {} to {}", self.dir.display(), self.target.display())))?;
+        self.committed = true;
+        proc_guard::forget_dir(&self.dir);
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            proc_guard::forget_dir(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Resource sampler: CPU and RSS of each component over the measured window.
+//!
+//! Every 250 ms it reads `/proc/<pid>/stat` (utime + stime) and
+//! `/proc/<pid>/status` (VmRSS) for each component's whole process tree, so
+//! a master/worker peer (nginx) counts its workers. CPU seconds are the
+//! difference between the last and the first sample; RSS is the peak and the
+//! mean of the per-sample tree sums.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reports::Resource;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::substrate::Component;
+
+pub const INTERVAL: Duration = Duration::from_millis(250);
+
+/// CPU ticks and RSS bytes of one tree at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Sample {
+    ticks: u64,
+    rss: u64,
+}
+
+#[derive(Default)]
+struct Acc {
+    first: Option<Sample>,
+    last: Sample,
+    peak: u64,
+    rss_sum: u128,
+    samples: u32,
+}
+
+/// A running sampler; [`Sampler::finish`] stops it and returns the records.
+pub struct Sampler {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Vec<Resource>>,
+}
+
+impl Sampler {
+    /// Start sampling now (call at the start of the measured window).
+    pub fn start(components: Vec<Component>) -> Sampler {
+        let (tx, mut rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut accs: Vec<Acc> = components.iter().map(|_| Acc::default()).collect();
+            let mut tick = tokio::time::interval(INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => sample_all(&components, &mut accs),
+                    _ = &mut rx => break,
+                }
+            }
+            // A closing sample so the CPU delta spans the whole window.
+            sample_all(&components, &mut accs);
+            let hz = procfs::ticks_per_second() as f64;
+            components.iter().zip(accs).map(|(c, a)| resource(c, &a, hz)).collect()
+        });
+        Sampler { stop: Some(tx), task }
+    }
+
+    /// Stop (with one final sample) and return one [`Resource`] per component.
+    pub async fn finish(mut self) -> Vec<Resource> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn resource(c: &Component, a: &Acc, hz: f64) -> Resource {
+    let first = a.first.unwrap_or_default();
+    Resource {
+        component: c.name.clone(),
+        role: c.role.as_str().to_string(),
+        rss_peak_bytes: a.peak,
+        rss_mean_bytes: if a.samples == 0 { 0 } else { (a.rss_sum / a.samples as u128) as u64 },
+        cpu_seconds: a.last.ticks.saturating_sub(first.ticks) as f64 / hz,
+        samples: a.samples,
+    }
+}
+
+fn sample_all(components: &[Component], accs: &mut [Acc]) {
+    let tree = children_map();
+    for (c, acc) in components.iter().zip(accs.iter_mut()) {
+        let Some(s) = sample_tree(c.pid, &tree) else { continue };
+        acc.first.get_or_insert(s);
+        acc.last = s;
+        acc.peak = acc.peak.max(s.rss);
+        acc.rss_sum += s.rss as u128;
+        acc.samples += 1;
+    }
+}
+
+/// parent pid -> child pids, for every process visible in /proc.
+fn children_map() -> HashMap<i32, Vec<i32>> {
+    let mut map: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(all) = procfs::process::all_processes() {
+        for p in all.flatten() {
+            if let Ok(stat) = p.stat() {
+                map.entry(stat.ppid).or_default().push(stat.pid);
+            }
+        }
+    }
+    map
+}
+
+/// Sum over `root` and its descendants; `None` if `root` is gone.
+fn sample_tree(root: u32, tree: &HashMap<i32, Vec<i32>>) -> Option<Sample> {
+    let mut total = sample_one(root as i32)?;
+    let mut stack: Vec<i32> = tree.get(&(root as i32)).cloned().unwrap_or_default();
+    while let Some(pid) = stack.pop() {
+        if let Some(s) = sample_one(pid) {
+            total.ticks += s.ticks;
+            total.rss += s.rss;
+        }
+        if let Some(kids) = tree.get(&pid) {
+            stack.extend(kids);
+        }
+    }
+    Some(total)
+}
+
+fn sample_one(pid: i32) -> Option<Sample> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let stat = p.stat().ok()?;
+    // VmRSS is in kB; absent for zombies, which hold no memory.
+    let rss_kb = p.status().ok().and_then(|s| s.vmrss).unwrap_or(0);
+    Some(Sample { ticks: stat.utime + stat.stime, rss: rss_kb * 1024 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::substrate::Role;
+
+    #[tokio::test]
+    async fn samples_own_process_cpu_and_rss() {
+        let me = Component { name: "me".into(), role: Role::Control, pid: std::process::id() };
+        let s = Sampler::start(vec![me]);
+        // Burn some CPU on another thread so the window has something to show.
+        let burn = std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < Duration::from_millis(600) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            x
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let _ = burn.join();
+        let r = s.finish().await;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].role, "control");
+        assert!(r[0].samples >= 3, "{:?}", r[0]);
+        assert!(r[0].rss_peak_bytes > 0 && r[0].rss_mean_bytes <= r[0].rss_peak_bytes, "{:?}", r[0]);
+        assert!(r[0].cpu_seconds > 0.0, "{:?}", r[0]);
+    }
+}

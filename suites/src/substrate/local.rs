@@ -1,0 +1,302 @@
+//! The local substrate: every component is a process on 127.0.0.1 with an
+//! ephemeral port, the proxies addressed explicitly.
+//!
+//! ```text
+//! baseline          loadgen ───────────────────────────────────────────> server
+//! weft              loadgen ─> outbound ─(svc.weft.local)─> inbound ───> server
+//! weft-client-only  loadgen ─> outbound ─(svc.weft.local)──────────────> server
+//! weft-server-only  loadgen ─────────────────────────────> inbound ───> server
+//! nginx | haproxy   loadgen ─> peer (1 worker) ────────────────────────> server
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::peers;
+use super::probe;
+use super::process::Proc;
+use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
+use crate::bins::Binaries;
+use crate::suite::{Protocol, Variant};
+
+/// Authority the outbound proxy routes; what the load generator sends.
+pub const MESH_AUTHORITY: &str = "svc.weft.local";
+
+/// How long a component may take to print its address and answer.
+const READY_PATIENCE: Duration = Duration::from_secs(20);
+/// Time a component gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Peers are handed a port we freed; another process may grab it first.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Processes on this machine.
+pub struct Local {
+    bins: Binaries,
+    work: PathBuf,
+    pids_file: PathBuf,
+    nginx: Option<PathBuf>,
+    haproxy: Option<PathBuf>,
+    server: Option<(Proc, SocketAddr)>,
+    counter: usize,
+}
+
+impl Local {
+    /// `work` is the run's private temp dir (configs, logs, the pid file).
+    pub fn new(bins: Binaries, work: &Path) -> Local {
+        Local {
+            bins,
+            work: work.to_path_buf(),
+            pids_file: work.join("pids"),
+            nginx: peers::find_binary("nginx"),
+            haproxy: peers::find_binary("haproxy"),
+            server: None,
+            counter: 0,
+        }
+    }
+
+    /// Whether `variant` can run with the peers this substrate found.
+    pub fn availability(&self, variant: Variant) -> Result<(), String> {
+        peer_check(variant, self.nginx.is_some(), self.haproxy.is_some())
+    }
+
+    /// Whether `variant` could run on this machine (for `bench plan`).
+    pub fn availability_here(variant: Variant) -> Result<(), String> {
+        peer_check(variant, peers::find_binary("nginx").is_some(), peers::find_binary("haproxy").is_some())
+    }
+
+    fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
+        self.counter += 1;
+        let d = self.work.join(format!("{what}-{}", self.counter));
+        std::fs::create_dir_all(&d).map_err(|source| DeployError::Io { what: format!("create {}", d.display()), source })?;
+        Ok(d)
+    }
+
+    fn server_addr(&self) -> Result<SocketAddr, DeployError> {
+        self.server.as_ref().map(|(_, a)| *a).ok_or_else(|| DeployError::Start {
+            component: "server".into(),
+            detail: "no target server running (start_scenario was not called)".into(),
+        })
+    }
+
+    /// Start one mesh-proxy; returns it with its outbound, inbound (when
+    /// `app` is given) and admin addresses, once `/ready` answers 200.
+    async fn mesh_proxy(
+        &self,
+        name: &str,
+        route: Option<SocketAddr>,
+        app: Option<SocketAddr>,
+    ) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
+        let mut cmd = Command::new(&self.bins.mesh_proxy);
+        cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+        if let Some(r) = route {
+            cmd.arg("--route").arg(format!("{MESH_AUTHORITY}={r}"));
+        }
+        if let Some(a) = app {
+            cmd.arg("--app").arg(a.to_string());
+        }
+        // Same budget as each peer proxy: one worker thread.
+        cmd.args(["--threads", "1"]);
+        let mut p = Proc::spawn(name, cmd, &self.pids_file)?;
+        let outbound = addr(&mut p, "listening outbound ").await?;
+        let inbound = match app {
+            Some(_) => Some(addr(&mut p, "listening inbound ").await?),
+            None => None,
+        };
+        let admin = addr(&mut p, "listening admin ").await?;
+        if let Err(e) = probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await {
+            return Err(ready_error(&mut p, e));
+        }
+        Ok((p, outbound, inbound))
+    }
+
+    /// Start a peer proxy on a port we pick (they cannot report an
+    /// ephemeral one), retrying with a fresh port if it was taken meanwhile.
+    async fn peer(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<(Proc, SocketAddr), DeployError> {
+        let upstream = self.server_addr()?;
+        let name = variant.as_str();
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port().map_err(|source| DeployError::Io { what: "pick a free port".into(), source })?;
+            let listen = SocketAddr::from(([127, 0, 0, 1], port));
+            let dir = self.cell_dir(name)?;
+            let (bin, conf_name, conf) = match variant {
+                Variant::Nginx => (self.nginx.clone(), "nginx.conf", peers::nginx_conf(&dir, listen, upstream, topo.protocol)),
+                _ => (self.haproxy.clone(), "haproxy.cfg", peers::haproxy_conf(listen, upstream, topo.protocol)),
+            };
+            let bin = bin.ok_or_else(|| DeployError::Unavailable { reason: self.availability(variant).unwrap_err() })?;
+            let conf_path = dir.join(conf_name);
+            std::fs::write(&conf_path, conf)
+                .map_err(|source| DeployError::Io { what: format!("write {}", conf_path.display()), source })?;
+            let mut cmd = Command::new(bin);
+            if variant == Variant::Nginx {
+                cmd.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
+            } else {
+                cmd.arg("-db").arg("-f").arg(&conf_path);
+            }
+            let mut p = Proc::spawn(name, cmd, &self.pids_file)?;
+            match wait_listening(&mut p, listen).await {
+                Ok(()) => return Ok((p, listen)),
+                Err(e) => {
+                    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                    let detail = if log.is_empty() { e.to_string() } else { format!("{e}\n    error.log: {}", log.trim()) };
+                    p.stop(Duration::ZERO).await;
+                    last = Some(DeployError::Start { component: name.to_string(), detail });
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+}
+
+impl Substrate for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError> {
+        self.end_scenario().await;
+        let mut cmd = Command::new(&self.bins.loadgen);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--delay")
+            .arg(humantime::format_duration(topo.server_delay).to_string())
+            .arg("--body-size")
+            .arg(topo.body_size.to_string())
+            .arg("--threads")
+            .arg(topo.server_threads.to_string());
+        let mut p = Proc::spawn("server", cmd, &self.pids_file)?;
+        let server = addr(&mut p, "listening on ").await?;
+        if let Err(e) = probe::until_ok(server, None, "/healthz", topo.protocol, READY_PATIENCE).await {
+            return Err(ready_error(&mut p, e));
+        }
+        self.server = Some((p, server));
+        Ok(())
+    }
+
+    async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError> {
+        self.availability(variant).map_err(|reason| DeployError::Unavailable { reason })?;
+        let server = self.server_addr()?;
+        let server_pid = self.server.as_ref().map(|(p, _)| p.pid()).unwrap_or_default();
+        let mut components = vec![Component { name: "server".into(), role: Role::Server, pid: server_pid }];
+        let mut procs = Vec::new();
+        let (target, host) = match variant {
+            Variant::Baseline => (server, None),
+            Variant::Weft => {
+                let (inb, _, inbound) = self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
+                let inbound = inbound.expect("inbound requested");
+                components.push(Component { name: "proxy-inbound".into(), role: Role::Proxy, pid: inb.pid() });
+                procs.push(inb);
+                let (outb, outbound, _) = self.mesh_proxy("proxy-outbound", Some(inbound), None).await?;
+                components.push(Component { name: "proxy-outbound".into(), role: Role::Proxy, pid: outb.pid() });
+                procs.push(outb);
+                (outbound, Some(MESH_AUTHORITY.to_string()))
+            }
+            Variant::WeftClientOnly => {
+                let (outb, outbound, _) = self.mesh_proxy("proxy-outbound", Some(server), None).await?;
+                components.push(Component { name: "proxy-outbound".into(), role: Role::Proxy, pid: outb.pid() });
+                procs.push(outb);
+                (outbound, Some(MESH_AUTHORITY.to_string()))
+            }
+            Variant::WeftServerOnly => {
+                let (inb, _, inbound) = self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
+                components.push(Component { name: "proxy-inbound".into(), role: Role::Proxy, pid: inb.pid() });
+                procs.push(inb);
+                (inbound.expect("inbound requested"), None)
+            }
+            Variant::Nginx | Variant::Haproxy => {
+                let (p, listen) = self.peer(variant, topo).await?;
+                components.push(Component { name: variant.as_str().into(), role: Role::Proxy, pid: p.pid() });
+                procs.push(p);
+                (listen, None)
+            }
+        };
+        // Ready means a real request through the whole chain succeeds.
+        if let Err(e) = probe::until_ok(target, host.as_deref(), "/healthz", topo.protocol, READY_PATIENCE).await {
+            let mut detail = format!("GET /healthz through the {variant} chain: {e}");
+            for p in procs.iter_mut() {
+                if let Some(status) = p.exited() {
+                    detail.push_str(&format!("\n  {} exited ({status})", p.name()));
+                }
+                let tail = p.stderr_tail();
+                if !tail.is_empty() {
+                    detail.push_str(&format!("\n  {} stderr tail:\n{tail}", p.name()));
+                }
+            }
+            return Err(DeployError::Ready { component: variant.as_str().into(), detail });
+        }
+        Ok(Deployment { variant, target, host, components, procs })
+    }
+
+    async fn teardown(&mut self, deployment: Deployment) {
+        // Client side first, so nothing is sent into a half-torn-down chain.
+        for p in deployment.procs.into_iter().rev() {
+            p.stop(STOP_GRACE).await;
+        }
+    }
+
+    async fn end_scenario(&mut self) {
+        if let Some((p, _)) = self.server.take() {
+            p.stop(STOP_GRACE).await;
+        }
+    }
+
+    fn versions(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        if let Some(ver) = self.nginx.as_deref().and_then(peers::nginx_version) {
+            v.insert("nginx".into(), ver);
+        }
+        if let Some(ver) = self.haproxy.as_deref().and_then(peers::haproxy_version) {
+            v.insert("haproxy".into(), ver);
+        }
+        v
+    }
+}
+
+fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String> {
+    match variant {
+        Variant::Nginx if !nginx => {
+            Err("nginx not found in PATH or /usr/sbin; install it (apt-get install nginx) to compare against it".into())
+        }
+        Variant::Haproxy if !haproxy => {
+            Err("haproxy not found in PATH or /usr/sbin; install it (apt-get install haproxy) to compare against it".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Read an address a component printed after `prefix`.
+async fn addr(p: &mut Proc, prefix: &str) -> Result<SocketAddr, DeployError> {
+    let text = p.wait_line(prefix, READY_PATIENCE).await?;
+    text.parse().map_err(|_| p.failure(&format!("printed `{prefix}{text}`, which is not an ip:port")))
+}
+
+fn ready_error(p: &mut Proc, e: String) -> DeployError {
+    match p.failure(&e) {
+        DeployError::Start { component, detail } => DeployError::Ready { component, detail },
+        other => other,
+    }
+}
+
+/// Wait until a peer accepts TCP connections on `listen`, or fails.
+async fn wait_listening(p: &mut Proc, listen: SocketAddr) -> Result<(), DeployError> {
+    let deadline = tokio::time::Instant::now() + READY_PATIENCE;
+    loop {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            return Ok(());
+        }
+        if p.exited().is_some() {
+            return Err(p.failure(&format!("exited before listening on {listen}")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(p.failure(&format!("not listening on {listen} after {READY_PATIENCE:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that was free a moment ago (the listener is dropped on return).
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,117 @@
+//! Substrates: where a variant's processes run.
+//!
+//! ```text
+//!   runner ──start_scenario──> substrate: target server (once per scenario)
+//!          ──deploy(variant)──> Deployment { target, host, components }
+//!          ──teardown────────> nothing it started is left running
+//! ```
+//!
+//! Only the `local` substrate (processes on 127.0.0.1) exists in this build.
+
+pub mod local;
+mod peers;
+pub mod probe;
+pub mod process;
+pub mod proc_guard;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::suite::{Protocol, Scenario, Variant};
+
+pub use local::Local;
+
+/// What a scenario needs from the substrate, independent of the variant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScenarioTopology {
+    pub scenario: String,
+    pub protocol: Protocol,
+    pub body_size: usize,
+    pub server_delay: Duration,
+    pub server_threads: usize,
+}
+
+impl ScenarioTopology {
+    pub fn of(s: &Scenario) -> ScenarioTopology {
+        ScenarioTopology {
+            scenario: s.name.clone(),
+            protocol: s.protocol,
+            body_size: s.body_size,
+            server_delay: s.server_delay,
+            server_threads: s.server_threads,
+        }
+    }
+}
+
+/// What a sampled process is, in the record's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Proxy,
+    Server,
+    Control,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Proxy => "proxy",
+            Role::Server => "server",
+            Role::Control => "control",
+        }
+    }
+}
+
+/// A process (with its descendants) whose CPU and memory are sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Component {
+    pub name: String,
+    pub role: Role,
+    pub pid: u32,
+}
+
+/// A deployed variant: where to send load and what to measure. Dropping it
+/// kills its processes; [`Substrate::teardown`] stops them gracefully.
+pub struct Deployment {
+    pub variant: Variant,
+    /// First hop the load generator connects to.
+    pub target: SocketAddr,
+    /// Host header / :authority to send, when routing depends on it.
+    pub host: Option<String>,
+    /// Processes to sample, the target server included.
+    pub components: Vec<Component>,
+    pub(crate) procs: Vec<process::Proc>,
+}
+
+/// Why a variant could not be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The variant cannot run here at all (e.g. nginx is not installed):
+    /// recorded as skipped, not a failure.
+    #[error("{reason}")]
+    Unavailable { reason: String },
+    #[error("{component} failed to start: {detail}")]
+    Start { component: String, detail: String },
+    #[error("{component} did not become ready: {detail}")]
+    Ready { component: String, detail: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// A place to run variants. Methods are called one at a time by the runner.
+#[allow(async_fn_in_trait)] // used by concrete type from one task; no Send bound needed
+pub trait Substrate {
+    /// `local`, `netns`, `kind`: written into every run record.
+    fn name(&self) -> &'static str;
+    /// Start what every variant of the scenario shares (the target server).
+    async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError>;
+    /// Start one variant in front of the scenario's server and wait until a
+    /// real request through the whole chain succeeds.
+    async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError>;
+    /// Stop a deployment's processes.
+    async fn teardown(&mut self, deployment: Deployment);
+    /// Stop what [`Substrate::start_scenario`] started.
+    async fn end_scenario(&mut self);
+    /// Versions of the things this substrate runs (`nginx`, `haproxy`, ...).
+    fn versions(&self) -> BTreeMap<String, String>;
+}
