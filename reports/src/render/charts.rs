@@ -133,16 +133,23 @@ fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
         return vec![lo];
     }
     let raw = (hi - lo) / target.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let mut t = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    while t <= hi + step * 1e-9 {
-        // Snap to the step grid so labels do not read 0.30000000000000004.
-        out.push((t / step).round() * step);
-        t += step;
-    }
-    out
+    let exp = raw.log10().floor() as i32;
+    let mag = 10f64.powi(exp);
+    let mult = [1u32, 2, 5, 10].into_iter().find(|m| f64::from(*m) * mag >= raw).unwrap_or(10);
+    // Tick k is k*mult*10^exp; dividing by 10^-exp (an exact integer for
+    // small steps) keeps labels like 0.6 from becoming 0.6000000000000001.
+    let at = |k: i64| {
+        let units = (k * i64::from(mult)) as f64;
+        if exp < 0 {
+            units / 10f64.powi(-exp)
+        } else {
+            units * mag
+        }
+    };
+    let step = f64::from(mult) * mag;
+    let first = (lo / step).ceil() as i64;
+    let last = ((hi + step * 1e-9) / step).floor() as i64;
+    (first..=last).map(at).collect()
 }
 
 /// Tick label without trailing zeros: 0.05, 0.5, 5, 50.

@@ -1,0 +1,175 @@
+mod common;
+
+use std::fs;
+
+use common::{healthy, report, run};
+use reports::render::{html, latency_png, markdown, write_all};
+use reports::Report;
+
+fn with_closed_loop() -> Report {
+    let mut r = healthy();
+    for v in ["baseline", "weft-client-only"] {
+        let mut c = run("max-throughput", v, 1.0, 0, if v == "baseline" { 900 } else { 1400 });
+        c.mode = "closed".into();
+        c.rate = None;
+        c.concurrency = Some(16);
+        c.late_sends = 0;
+        r.runs.push(c);
+    }
+    r
+}
+
+#[test]
+fn markdown_has_tables_in_order_with_added_latency() {
+    let r = healthy();
+    let md = markdown(&r);
+    let cells = reports::compare::cells(&r);
+    let weft = cells.iter().find(|c| c.variant == "weft" && c.rate == Some(1000.0)).unwrap();
+
+    assert!(md.starts_with("# Weft benchmark report: quick\n"), "{md}");
+    assert!(md.contains("- **Host:** testhost, 2 cores, kernel 6.1.0-test"));
+    assert!(md.contains("- **Build:** git abc1234"));
+    assert!(md.contains("rustc 1.95.0, weft 0.1.0"));
+    assert!(md.contains("## Scenario `http1-small` (local)"));
+    assert!(md.contains("### http1, open loop, 500 rps — medians of 3 repetitions"));
+    assert!(md.contains("10 s measured after 2 s warm-up, 8 connections, 128 B bodies."));
+    assert!(md.find("500 rps —").unwrap() < md.find("1000 rps —").unwrap(), "rates rise");
+
+    let expected_row = format!(
+        "| `weft` | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | +{:.3} ms ({:.2}x) | +{:.3} ms ({:.2}x) | 999 | 0 | 10.0 | 0.200 |",
+        weft.latency_us.p50 / 1000.0,
+        weft.latency_us.p90 / 1000.0,
+        weft.latency_us.p99 / 1000.0,
+        weft.latency_us.p999 / 1000.0,
+        weft.latency_us.max / 1000.0,
+        weft.added_p50_us.unwrap() / 1000.0,
+        weft.ratio_p50.unwrap(),
+        weft.added_p99_us.unwrap() / 1000.0,
+        weft.ratio_p99.unwrap(),
+    );
+    assert!(md.contains(&expected_row), "missing row {expected_row}\n{md}");
+    assert!(md.contains("| `baseline` | 0.2"), "{md}");
+    assert!(md.contains("| — | — | 999 | 0 | — | — |"), "baseline has no added latency or proxy: {md}");
+
+    // Variant order inside a table: baseline, weft variants, peers.
+    let table = &md[md.find("1000 rps —").unwrap()..];
+    let pos = |v: &str| table.find(&format!("| `{v}` |")).unwrap();
+    assert!(pos("baseline") < pos("weft") && pos("weft") < pos("weft-client-only") && pos("weft-client-only") < pos("nginx"));
+
+    assert!(md.contains("SKIPPED VARIANTS"), "skipped listed loudly");
+    assert!(md.contains("`haproxy` in scenario `http1-small`: haproxy binary not found on PATH"));
+    assert!(md.contains("## How to read this"));
+    assert!(md.contains("coordinated-omission"));
+    assert!(md.contains("**CPU / 1000 rps**"));
+    assert!(!md.contains("| late sends |"), "no late-sends column when there were none");
+}
+
+#[test]
+fn markdown_shows_late_sends_errors_and_closed_loop() {
+    let mut r = with_closed_loop();
+    r.runs[0].late_sends = 12;
+    r.runs[0].errors = 5;
+    let md = markdown(&r);
+    assert!(md.contains("| late sends |"), "{md}");
+    assert!(md.contains("| 5 (0.033%) | 12 |"), "errors with rate, then late sends: {md}");
+    assert!(md.contains("### http1, closed loop, c=16 — 1 repetition (no median)"), "{md}");
+}
+
+fn external_urls(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for scheme in ["http://", "https://", "//"] {
+        for (i, _) in html.match_indices(scheme) {
+            let before = &html[i.saturating_sub(8)..i];
+            let after = &html[i..(i + 30).min(html.len())];
+            let xmlns = before.ends_with("xmlns=\"") && after.starts_with("http://www.w3.org/2000/svg");
+            let in_other = scheme == "//" && (before.ends_with("http:") || before.ends_with("https:"));
+            if !xmlns && !in_other {
+                found.push(format!("{before}{after}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn html_is_self_contained_with_tables_and_charts() {
+    let r = with_closed_loop();
+    let page = html(&r);
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert_eq!(external_urls(&page), Vec::<String>::new());
+    for banned in ["<script", "<link", "<img", "src=", "@import", "url("] {
+        assert!(!page.contains(banned), "page contains {banned}");
+    }
+    assert!(!page.contains("<?xml"), "no XML declarations inside HTML");
+    assert!(page.contains("<style>"));
+    // Spectrum per group (3), added-vs-rate and resources for http1-small, resources for max-throughput.
+    assert_eq!(page.matches("<svg").count(), 6, "{page}");
+    assert!(page.contains("Chart unavailable") == false, "{page}");
+    assert!(page.contains("99.9%"), "nines axis labels");
+    assert!(page.contains("added p50 vs rate"));
+    assert!(page.contains("proxy peak RSS at 1000 rps"));
+    assert!(page.contains("<td>+0."), "added latency cells");
+    assert!(page.contains("haproxy binary not found on PATH"));
+    assert!(page.contains("<details open><summary>Latency by percentile at 1000 rps"));
+}
+
+#[test]
+fn html_escapes_record_text() {
+    let mut r = healthy();
+    r.suite = "<script>alert(1)</script>".into();
+    r.skipped[0].reason = "a & b <c>".into();
+    let page = html(&r);
+    assert!(!page.contains("<script>"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("a &amp; b &lt;c&gt;"));
+}
+
+#[test]
+fn corrupt_histogram_is_reported_in_the_page_and_fails_the_png() {
+    let mut r = healthy();
+    for run in r.runs.iter_mut().filter(|x| x.variant == "nginx" && x.rate == Some(1000.0)) {
+        run.histogram = "bm90IGEgaGlzdG9ncmFt".into();
+    }
+    let page = html(&r);
+    assert!(page.contains("Chart unavailable: http1-small/nginx/1000 rps: histogram is not an HDR"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let err = latency_png(&r, &dir.path().join("latency.png")).unwrap_err();
+    assert!(err.to_string().contains("http1-small/nginx/1000 rps"), "{err}");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no partial or temp file left");
+}
+
+#[test]
+fn latency_png_is_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latency.png");
+    latency_png(&with_closed_loop(), &path).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    assert!(bytes.len() > 10_000, "a real picture, got {} bytes", bytes.len());
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height.
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1000);
+    assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 600);
+}
+
+#[test]
+fn write_all_writes_the_three_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results/run-1");
+    write_all(&healthy(), &out).unwrap();
+    let mut names: Vec<String> =
+        fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["latency.png", "report.html", "report.md"]);
+    assert!(fs::read_to_string(out.join("report.md")).unwrap().contains("| `weft` |"));
+}
+
+#[test]
+fn an_empty_record_still_renders() {
+    let mut r = report(vec![]);
+    r.skipped.push(reports::Skipped { scenario: "s".into(), variant: "nginx".into(), reason: "missing".into() });
+    let dir = tempfile::tempdir().unwrap();
+    write_all(&r, dir.path()).unwrap();
+    assert!(markdown(&r).contains("No measured runs"));
+    assert!(html(&r).contains("No measured runs"));
+    assert_eq!(&fs::read(dir.path().join("latency.png")).unwrap()[..4], b"\x89PNG");
+}
