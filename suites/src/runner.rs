@@ -245,7 +245,12 @@ fn skip(s: &Scenario, v: Variant, reason: String) -> Skipped {
 /// the report shows them instead of silently missing a row.
 fn record_failure(skipped: &mut Vec<Skipped>, s: &Scenario, v: Variant, why: &str) {
     if !skipped.iter().any(|k| k.scenario == s.name && k.variant == v.as_str()) {
-        skipped.push(skip(s, v, format!("failed: {why}")));
+        // One line for the record; the full text went to the terminal.
+        let mut line = why.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+        if line.chars().count() > 400 {
+            line = line.chars().take(400).collect::<String>() + "...";
+        }
+        skipped.push(skip(s, v, format!("failed: {line}")));
     }
 }
 

@@ -141,7 +141,11 @@ impl Local {
                 Ok(()) => return Ok((p, listen)),
                 Err(e) => {
                     let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                    let detail = if log.is_empty() { e.to_string() } else { format!("{e}\n    error.log: {}", log.trim()) };
+                    let e = match e {
+                        DeployError::Start { detail, .. } | DeployError::Ready { detail, .. } => detail,
+                        other => other.to_string(),
+                    };
+                    let detail = if log.is_empty() { e } else { format!("{e}\n    error.log: {}", log.trim()) };
                     p.stop(Duration::ZERO).await;
                     last = Some(DeployError::Start { component: name.to_string(), detail });
                 }

@@ -1,0 +1,67 @@
+//! Helpers shared by the `bench` integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `bench` binary under test.
+pub fn bench_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bench"))
+}
+
+/// The directory holding `loadgen` and `mesh-proxy` for this `bench`, built
+/// through the same module `bench` uses when they are missing or stale.
+/// Panics with the reason when they cannot be had.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let bins = suites::bins::ensure_siblings(&bench_exe()).unwrap_or_else(|e| {
+            panic!("the integration tests need the loadgen and mesh-proxy binaries: {e} (run `cargo build --workspace` first)")
+        });
+        bins.loadgen.parent().expect("binary has a dir").to_path_buf()
+    })
+    .clone()
+}
+
+/// A `bench` command that finds its sibling binaries without rebuilding.
+pub fn bench() -> Command {
+    let mut c = Command::new(bench_exe());
+    c.env("WEFT_BIN_DIR", bin_dir());
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("bench runs")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// How long to wait for things that should happen soon.
+pub fn patience() -> Duration {
+    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+/// Poll `f` until it returns `Some`, or panic after `patience` with `what`.
+pub fn eventually<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > patience {
+            panic!("gave up after {patience:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test file");
+    p
+}

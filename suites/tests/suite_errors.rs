@@ -1,0 +1,69 @@
+//! Bad suite files are rejected with every problem, each located `file:line:col`.
+
+mod common;
+
+use common::*;
+
+const BAD: &str = r#"name = "broken"
+[defaults]
+duration = "0s"
+[[scenario]]
+name = "a"
+rates = [100, -1]
+variants = ["baseline", "linkerd"]
+[[scenario]]
+name = "a"
+rates = [10]
+"#;
+
+#[test]
+fn malformed_suite_reports_every_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "bad.toml", BAD);
+    let p = path.display().to_string();
+    for sub in ["plan", "run"] {
+        let mut cmd = bench_exe_cmd();
+        cmd.args([sub, "--suite", &p]);
+        if sub == "run" {
+            cmd.arg("--out").arg(dir.path().join("out"));
+        }
+        let out = run(&mut cmd);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "bench {sub}: config errors exit 64; stderr:\n{err}");
+        assert!(err.contains(&format!("{p}:3:12: `duration` must be longer than 0")), "{err}");
+        assert!(err.contains(&format!("{p}:6:15: rate must be a positive number")), "{err}");
+        assert!(err.contains(&format!("{p}:7:25: unknown variant `linkerd`")), "{err}");
+        assert!(err.contains(&format!("{p}:9:8: duplicate scenario name `a` (first used on line 5)")), "{err}");
+        assert!(!dir.path().join("out").exists(), "a rejected suite must not create output");
+    }
+}
+
+#[test]
+fn syntax_error_and_unknown_suite_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "syntax.toml", "name = \"x\"\n[[scenario]]\nname = \"a\"\nrates = [1,\n");
+    let out = run(bench_exe_cmd().args(["plan", "--suite"]).arg(&path));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.starts_with(&format!("{}:", path.display())), "{err}");
+
+    let out = run(bench_exe_cmd().args(["plan", "--suite", "no-such-suite"]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("no suite named `no-such-suite`") && err.contains("quick, ci, full"), "{err}");
+}
+
+#[test]
+fn plan_prints_the_matrix_and_estimate_of_the_builtin_suite() {
+    let out = run(bench_exe_cmd().args(["plan", "--suite", "quick"]));
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(s.contains("http1-small 500 rps baseline rep 1/1"), "{s}");
+    assert!(s.contains("max-throughput c=16 haproxy rep 1/1"), "{s}");
+    assert!(s.contains("16 cells, estimated"), "{s}");
+}
+
+/// Suite errors need no sibling binaries, so skip building them.
+fn bench_exe_cmd() -> std::process::Command {
+    std::process::Command::new(bench_exe())
+}
