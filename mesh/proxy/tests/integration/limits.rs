@@ -1,0 +1,148 @@
+//! Request limits and malformed or slow clients; after each, the proxy
+//! keeps serving.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::common::*;
+
+async fn proxy_with_limits(app: &App) -> Proxy {
+    start_proxy(&args(&[
+        "--route",
+        &format!("web.test={}", app.addr),
+        "--max-header-bytes",
+        "8KiB",
+        "--max-request-body-bytes",
+        "1KiB",
+    ]))
+    .await
+}
+
+async fn still_serves(p: &Proxy) {
+    let resp = send_h1(p.outbound, get("/status/200", "web.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let app = start_app().await;
+    let p = proxy_with_limits(&app).await;
+    let big = "a".repeat(20_000);
+
+    let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: {big}\r\n\r\n");
+    // The proxy may answer and close before reading everything we send.
+    let _ = raw.write_all(req.as_bytes()).await;
+    assert_eq!(read_status_line(&mut raw).await, "HTTP/1.1 431 Request Header Fields Too Large");
+    still_serves(&p).await;
+
+    let mut h2 = h2_connect(p.outbound).await;
+    let req = http::Request::get("http://web.test/")
+        .version(http::Version::HTTP_2)
+        .header("x-big", &big)
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send_h2(&mut h2, req).await.expect("h2 answers oversized headers with a response");
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let resp = send_h2(&mut h2, h2_get("/status/200", "web.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "same h2 connection still usable");
+    assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 2, "oversized requests must not reach the app");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let app = start_app().await;
+    let p = proxy_with_limits(&app).await;
+
+    // Declared too large: refused before anything is forwarded.
+    let resp = send_h1(p.outbound, post("/echo", "web.test", vec![b'x'; 2000])).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(proxy_error(&resp).as_deref(), Some("request body exceeds the limit of 1024 bytes"));
+    assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // At the limit exactly: forwarded.
+    let resp = send_h1(p.outbound, post("/echo", "web.test", vec![b'y'; 1024])).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.body().len(), 1024);
+
+    // Streamed (chunked, no length) and crossing the limit mid-way.
+    let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+    raw.write_all(b"POST /echo HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = format!("200\r\n{}\r\n", "z".repeat(0x200));
+    for _ in 0..4 {
+        if raw.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = raw.write_all(b"0\r\n\r\n").await;
+    assert_eq!(read_status_line(&mut raw).await, "HTTP/1.1 413 Payload Too Large");
+
+    // h2 with a declared content-length.
+    let mut h2 = h2_connect(p.outbound).await;
+    let resp = send_h2(&mut h2, h2_post("/echo", "web.test", vec![b'x'; 5000])).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    still_serves(&p).await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    let app = start_app().await;
+    let p = proxy_with_limits(&app).await;
+    for garbage in [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nHost web.test\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"] {
+        let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+        raw.write_all(garbage).await.unwrap();
+        let status = read_status_line(&mut raw).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{:?} -> {status:?}", String::from_utf8_lossy(garbage));
+    }
+    still_serves(&p).await;
+    assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn slow_client_headers_are_cut_off() {
+    let app = start_app().await;
+    let p = start_proxy(&args(&[
+        "--route",
+        &format!("web.test={}", app.addr),
+        "--header-read-timeout",
+        "500ms",
+    ]))
+    .await;
+
+    let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+    let head = b"GET /status/200 HTTP/1.1\r\nHost: web.test\r\nX-Padding: slowly-slowly-slowly-slowly-slowly\r\n\r\n";
+    // One byte every 100 ms: the whole head would take ~9 s, far past 500 ms.
+    let started = tokio::time::Instant::now();
+    let mut cut_off = false;
+    for b in head.iter() {
+        if raw.write_all(&[*b]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        // A closed connection shows up as a readable EOF (or a 408 then EOF).
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), raw.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_off = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(!text.starts_with("HTTP/1.1 200"), "slow client was served: {text}");
+            }
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < patience(), "proxy never disconnected the slow client");
+    }
+    assert!(cut_off, "the whole head was accepted despite the header read timeout");
+    assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 0);
+    still_serves(&p).await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `mesh-proxy` binary on 127.0.0.1 ephemeral
+//! ports, in front of an in-process app server.
+#![forbid(unsafe_code)]
+
+mod common;
+mod forwarding;
+mod lifecycle;
+mod limits;
