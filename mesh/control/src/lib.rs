@@ -1,0 +1,181 @@
+//! Weft's control plane. Today: the identity CA, which certifies workloads
+//! that prove who they are (bootstrap tokens now, Kubernetes TokenReview
+//! later) with short-lived SPIFFE certificates.
+//!
+//! ```text
+//!  CertifyRequest ─> grpc::IdentityService ─> authority::Authority<V: TokenVerifier>
+//!                        (tonic, statuses)        │ identity + trust domain
+//!                                                 │ token::TokenVerifier (BootstrapTokens | DenyAll)
+//!                                                 │ csr::check (parse, signature, SAN)
+//!                                                 └ ca::Ca::issue (rcgen, aws-lc-rs)
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod authority;
+pub mod ca;
+pub mod csr;
+pub mod grpc;
+pub mod token;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_identity::SpiffeId;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::authority::Authority;
+use crate::ca::Ca;
+use crate::grpc::IdentityService;
+use crate::token::{BootstrapTokens, DenyAll, TokenVerifier};
+
+/// Command line of `mesh-control`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "mesh-control", version, about = "Weft control plane: identity CA (gRPC weft.identity.v1.Identity)")]
+pub struct Args {
+    /// Address of the gRPC server (port 0 picks one; the bound address is printed).
+    #[arg(long, env = "WEFT_CONTROL_LISTEN", default_value = "127.0.0.1:8086")]
+    pub listen: SocketAddr,
+    /// Directory holding the generated trust anchor and issuer (created on
+    /// first start, reused after). Not needed with --trust-anchor/--issuer-*.
+    #[arg(long, env = "WEFT_CONTROL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Trust domain of every identity issued: spiffe://<trust-domain>/ns/<ns>/sa/<sa>.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Operator's trust anchor (root) certificate, PEM. Requires --issuer-cert and --issuer-key.
+    #[arg(long, requires_all = ["issuer_cert", "issuer_key"])]
+    pub trust_anchor: Option<PathBuf>,
+    /// Operator's issuer (intermediate) certificate, PEM, signed by the trust anchor.
+    #[arg(long, requires_all = ["trust_anchor", "issuer_key"])]
+    pub issuer_cert: Option<PathBuf>,
+    /// Private key of the issuer certificate, PEM (PKCS#8).
+    #[arg(long, requires_all = ["trust_anchor", "issuer_cert"])]
+    pub issuer_key: Option<PathBuf>,
+    /// Lifetime of issued workload certificates (humantime: 24h, 90m, 5s; at least 1s).
+    #[arg(long, env = "WEFT_CERT_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Duration,
+    /// Bootstrap token file, `<spiffe-id> <token>` per line ('#' comments); without it every request is refused.
+    #[arg(long, env = "WEFT_BOOTSTRAP_TOKENS")]
+    pub bootstrap_tokens: Option<PathBuf>,
+}
+
+/// Why mesh-control stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad configuration; every problem is listed. The binary exits 64.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl Error {
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_))
+    }
+}
+
+/// Validates `args`, loads or generates the CA, binds, prints
+/// `listening grpc <addr>` on stdout, and serves until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let (ca, tokens) = load(&args)?;
+    let listener = TcpListener::bind(args.listen).await.map_err(|source| Error::Bind { addr: args.listen, source })?;
+    let shutdown = shutdown_signal().map_err(Error::Signals)?;
+    match tokens {
+        Some(tokens) => serve(listener, Authority::new(ca, tokens, args.trust_domain, args.cert_lifetime), shutdown).await,
+        None => {
+            tracing::warn!("no --bootstrap-tokens: every certification request will be refused");
+            serve(listener, Authority::new(ca, DenyAll, args.trust_domain, args.cert_lifetime), shutdown).await
+        }
+    }
+}
+
+/// Serves `authority` on `listener` until `shutdown` completes, then drains.
+pub async fn serve<V: TokenVerifier>(
+    listener: TcpListener,
+    authority: Authority<V>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+    // Tools start us on port 0 and read this line for the real address.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening grpc {addr}").and_then(|()| stdout.flush());
+    drop(stdout);
+    tracing::info!(%addr, "serving weft.identity.v1.Identity");
+    Server::builder()
+        .add_service(IdentityService::new(Arc::new(authority)))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Every configuration check, reported together.
+fn load(args: &Args) -> Result<(Ca, Option<BootstrapTokens>), Error> {
+    let mut problems = Vec::new();
+    if SpiffeId::parse(&format!("spiffe://{}/x", args.trust_domain)).is_err() {
+        problems.push(format!(
+            "--trust-domain {:?}: must be 1-255 characters of a-z, 0-9, '.', '-', '_'",
+            args.trust_domain
+        ));
+    }
+    if args.cert_lifetime < Duration::from_secs(1) {
+        problems.push(format!(
+            "--cert-lifetime {}: must be at least 1s",
+            humantime::format_duration(args.cert_lifetime)
+        ));
+    }
+    let byo = match (&args.trust_anchor, &args.issuer_cert, &args.issuer_key) {
+        (Some(a), Some(c), Some(k)) => Some((a, c, k)),
+        (None, None, None) => None,
+        _ => {
+            problems.push("--trust-anchor, --issuer-cert and --issuer-key go together".to_owned());
+            None
+        }
+    };
+    if byo.is_none() && args.data_dir.is_none() {
+        problems.push("--data-dir is required unless --trust-anchor, --issuer-cert and --issuer-key are given".to_owned());
+    }
+    let tokens = args.bootstrap_tokens.as_deref().and_then(|path| {
+        BootstrapTokens::load(path)
+            .map_err(|e| problems.push(format!("--bootstrap-tokens {}:\n    {}", path.display(), e.to_string().replace('\n', "\n    "))))
+            .ok()
+    });
+    let ca = match (byo, &args.data_dir) {
+        _ if !problems.is_empty() => None,
+        (Some((anchor, cert, key)), _) => Ca::load(anchor, cert, key)
+            .map_err(|e| problems.push(format!("--trust-anchor/--issuer-cert/--issuer-key: {e}")))
+            .ok(),
+        (None, Some(dir)) => Ca::load_or_generate(dir, &args.trust_domain)
+            .map_err(|e| problems.push(format!("--data-dir {}: {e}", dir.display())))
+            .ok(),
+        (None, None) => None,
+    };
+    match ca {
+        Some(ca) if problems.is_empty() => Ok((ca, tokens)),
+        _ => Err(Error::Config(problems)),
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
+}
