@@ -334,11 +334,13 @@ pub(super) fn spectrum_png(report: &Report, path: &Path) -> Result<(), RenderErr
 }
 
 /// Added p50 and p99 against target rate, one line per variant, for the
-/// open-loop groups of one scenario. `None` when there is nothing to draw.
+/// open-loop groups of one scenario, with the variants drawn (in legend
+/// order). `None` when there is nothing to draw. The legend is left to the
+/// caller: inside two small panels it would cover the lines.
 pub(super) fn added_vs_rate_svg(
     scenario_groups: &[&(GroupKey, Vec<&Cell>)],
     palette: &Palette,
-) -> Result<Option<String>, RenderError> {
+) -> Result<Option<(String, Vec<String>)>, RenderError> {
     ensure_font()?;
     let mut variants: Vec<&str> = Vec::new();
     for (_, g) in scenario_groups {
@@ -377,7 +379,7 @@ pub(super) fn added_vs_rate_svg(
         draw_xy(&right, "added p99 vs rate", "target rate, requests/s", "added latency, ms", &p99)?;
         root.present().map_err(chart_err)?;
     }
-    Ok(Some(svg))
+    Ok(Some((svg, variants.into_iter().map(str::to_owned).collect())))
 }
 
 /// A line-and-marker chart of (x, y) series on linear axes.
@@ -401,7 +403,7 @@ fn draw_xy<DB: DrawingBackend>(
     let y0 = ys().fold(0.0f64, f64::min);
     let y1 = ys().fold(0.0f64, f64::max);
     let span = (y1 - y0).max(0.01);
-    let yaxis = YAxis::linear(y0 - if y0 < 0.0 { span * 0.08 } else { 0.0 }, y1 + span * 0.35);
+    let yaxis = YAxis::linear(y0 - if y0 < 0.0 { span * 0.08 } else { 0.0 }, y1 + span * 0.1);
     let x_keys = nice_ticks(x0, x1, 5);
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 18))
@@ -425,16 +427,12 @@ fn draw_xy<DB: DrawingBackend>(
         .map_err(chart_err)?;
     for s in series {
         let color = s.color;
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-            .map_err(chart_err)?
-            .label(s.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+        chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(chart_err)?;
         chart
             .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
             .map_err(chart_err)?;
     }
-    legend(&mut chart)
+    Ok(())
 }
 
 /// Proxy peak RSS and CPU per 1000 rps as bars per variant, for one group.
@@ -458,7 +456,7 @@ pub(super) fn resources_svg(key: &GroupKey, group: &[&Cell], palette: &Palette) 
         let (left, right) = root.split_horizontally(480);
         let load = compare::load_label(key.rate, key.concurrency);
         draw_bars(&left, &format!("proxy peak RSS at {load}"), "MiB", &rss, |v| format!("{v:.1}"))?;
-        draw_bars(&right, &format!("proxy CPU per 1000 rps at {load}"), "cores per 1000 rps", &cpu, |v| format!("{v:.3}"))?;
+        draw_bars(&right, &format!("proxy CPU per 1000 rps at {load}"), "cores / 1000 rps", &cpu, |v| format!("{v:.3}"))?;
         root.present().map_err(chart_err)?;
     }
     Ok(Some(svg))

@@ -29,6 +29,7 @@ tr.baseline td { color: #555; font-style: italic; }
 .skipped strong { color: #b71c1c; }
 .warn { color: #b71c1c; font-weight: 600; }
 .chart { margin: .4rem 0 1rem; }
+.keys { display: flex; gap: 1.2rem; font-size: .9rem; margin: .8rem 0 0 1rem; }
 .chart svg { max-width: 100%; height: auto; display: block; }
 details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #0b57d0; }
 .legend dt { font-weight: 600; margin-top: .5rem; } .legend dd { margin-left: 1rem; }
@@ -111,7 +112,25 @@ fn scenario_section(
 
     let open: Vec<&(GroupKey, Vec<&Cell>)> = groups.iter().copied().filter(|(k, _)| k.rate.is_some()).collect();
     if open.len() > 1 {
-        chart(out, charts::added_vs_rate_svg(&open, palette).map(|o| o.map(|svg| ("Added latency vs rate", svg))));
+        match charts::added_vs_rate_svg(&open, palette) {
+            Ok(Some((svg, variants))) => {
+                out.push_str("<div class=\"keys\">");
+                for v in &variants {
+                    let c = palette.color(v);
+                    let _ = write!(
+                        out,
+                        "<span><span class=\"swatch\" style=\"background:rgb({},{},{})\"></span>{}</span>",
+                        c.0,
+                        c.1,
+                        c.2,
+                        esc(v)
+                    );
+                }
+                out.push_str("</div>\n");
+                chart(out, Ok(Some(("Added latency vs rate", svg))));
+            }
+            other => chart(out, other.map(|_| None)),
+        }
     }
     let owned: Vec<(GroupKey, Vec<&Cell>)> = groups.iter().map(|(k, g)| (k.clone(), g.clone())).collect();
     let top = most_demanding(&owned);
