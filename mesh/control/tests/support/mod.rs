@@ -1,0 +1,166 @@
+//! Shared test harness: the real `mesh-control` binary on 127.0.0.1:0, a
+//! bootstrap token file, and an `eventually` poll with patience from
+//! `WEFT_TEST_PATIENCE_SECS`.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use mesh_identity::{Certifier, CertifierConfig, SpiffeId, TrustAnchors};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const TD: &str = "cluster.local";
+
+pub fn patience() -> Duration {
+    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+/// Polls `check` until it returns `Some`, failing the test after the patience.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+pub fn workload(sa: &str) -> SpiffeId {
+    SpiffeId::workload(TD, "default", sa).unwrap()
+}
+
+/// A running mesh-control; killed on drop if still running.
+pub struct ControlPlane {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr_path: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts `mesh-control --listen <listen> <args>`, waiting for its
+    /// `listening grpc` line. `log_dir` receives `stderr.<n>`.
+    pub async fn start(log_dir: &Path, listen: &str, args: &[&str]) -> Self {
+        let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
+        let stderr_path = log_dir.join(format!("stderr.{n}"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-control"))
+            .arg("--listen")
+            .arg(listen)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mesh-control");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(patience(), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("mesh-control did not print its address; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default()))
+            .unwrap()
+            .unwrap_or_else(|| panic!("mesh-control exited; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default()));
+        let addr = line.strip_prefix("listening grpc ").unwrap_or_else(|| panic!("unexpected stdout line {line:?}")).parse().unwrap();
+        Self { child, addr, stderr_path }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn stop(mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("still running") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::time::timeout(patience(), self.child.wait()).await.expect("mesh-control did not exit on SIGTERM").unwrap()
+    }
+}
+
+/// A data dir, a token file and a log dir in one temp dir.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        Self { dir }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn tokens_path(&self) -> PathBuf {
+        self.dir.path().join("tokens")
+    }
+
+    /// Writes the token file: one `<id> token-<sa>` line per identity.
+    pub fn write_tokens(&self, ids: &[&SpiffeId]) {
+        let mut text = String::from("# written by the test\n");
+        for id in ids {
+            text.push_str(&format!("{id} {}\n", token_for(id)));
+        }
+        std::fs::write(self.tokens_path(), text).unwrap();
+    }
+
+    /// mesh-control with this fixture's data dir and tokens.
+    pub async fn start(&self, listen: &str, lifetime: &str) -> ControlPlane {
+        let data = self.data_dir();
+        let tokens = self.tokens_path();
+        ControlPlane::start(
+            &self.logs(),
+            listen,
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--bootstrap-tokens",
+                tokens.to_str().unwrap(),
+                "--trust-domain",
+                TD,
+                "--cert-lifetime",
+                lifetime,
+            ],
+        )
+        .await
+    }
+
+    pub fn anchors(&self) -> TrustAnchors {
+        let pem = std::fs::read(self.data_dir().join("trust-anchor.pem")).unwrap();
+        TrustAnchors::from_pem(TD, &pem).unwrap()
+    }
+}
+
+pub fn token_for(id: &SpiffeId) -> String {
+    format!("token-{}", id.path().replace('/', "-"))
+}
+
+/// A certifier for `id` against `cp`, with short test backoffs.
+pub fn certifier(addr: SocketAddr, id: &SpiffeId) -> Certifier {
+    let mut config = CertifierConfig::new(addr.to_string(), id.clone(), token_for(id));
+    config.connect_timeout = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(3);
+    config.backoff_min = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(500);
+    Certifier::spawn(config).unwrap()
+}
