@@ -104,7 +104,7 @@ fn html_is_self_contained_with_tables_and_charts() {
     assert!(page.contains("<style>"));
     // Spectrum per group (3), added-vs-rate and resources for http1-small, resources for max-throughput.
     assert_eq!(page.matches("<svg").count(), 6, "{page}");
-    assert!(page.contains("Chart unavailable") == false, "{page}");
+    assert!(!page.contains("Chart unavailable"), "{page}");
     assert!(page.contains("99.9%"), "nines axis labels");
     assert!(page.contains("added p50 vs rate"));
     assert!(page.contains("proxy peak RSS at 1000 rps"));

@@ -129,7 +129,8 @@ pub(super) fn spectrum_series(report: &Report, group: &[&Cell], palette: &Palett
 
 /// "Nice" tick values (1, 2, 5 × 10^k steps) covering [lo, hi].
 fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    // Also catches NaN bounds.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / target.max(1) as f64;
@@ -318,7 +319,9 @@ pub(super) fn spectrum_png(report: &Report, path: &Path) -> Result<(), RenderErr
     let cells = compare::cells(report);
     let groups = compare::groups(&cells);
     let palette = Palette::new(report);
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    let backend = super::bitmap_text::BitmapText::new(BitMapBackend::new(path, (1000, 600)), super::FONT)
+        .ok_or(RenderError::Font)?;
+    let root = backend.into_drawing_area();
     match most_demanding(&groups) {
         Some(i) => {
             let (key, group) = &groups[i];
@@ -393,7 +396,7 @@ fn draw_xy<DB: DrawingBackend>(
     let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (mut x0, mut x1) = (xs().fold(f64::INFINITY, f64::min), xs().fold(f64::NEG_INFINITY, f64::max));
-    if !(x1 > x0) {
+    if x1.partial_cmp(&x0) != Some(std::cmp::Ordering::Greater) {
         // A single rate: centre it.
         (x0, x1) = (x0 * 0.5, x0 * 1.5 + 1.0);
     } else {

@@ -4,6 +4,7 @@
 //! All output is derived from the [`Report`] alone, so it can be re-rendered
 //! from any stored `report.json`.
 
+mod bitmap_text;
 mod charts;
 mod html;
 mod markdown;
