@@ -395,6 +395,9 @@ fn draw_xy<DB: DrawingBackend>(
 ) -> Result<(), RenderError> {
     let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    if xs().next().is_none() {
+        return draw_message(area, title, "nothing to plot");
+    }
     let (mut x0, mut x1) = (xs().fold(f64::INFINITY, f64::min), xs().fold(f64::NEG_INFINITY, f64::max));
     if x1.partial_cmp(&x0) != Some(std::cmp::Ordering::Greater) {
         // A single rate: centre it.
