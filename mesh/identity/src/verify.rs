@@ -17,7 +17,7 @@ use crate::spiffe::CertIdentityError;
 use crate::SpiffeId;
 
 /// Why a peer's otherwise valid certificate is not acceptable.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum PeerIdentityError {
     #[error("peer certificate: {0}")]
     NoIdentity(#[from] CertIdentityError),
@@ -25,6 +25,13 @@ pub enum PeerIdentityError {
     Unexpected { expected: SpiffeId, presented: SpiffeId },
     #[error("peer {presented} is outside trust domain {trust_domain}")]
     ForeignTrustDomain { trust_domain: String, presented: SpiffeId },
+}
+
+// rustls prints `OtherError` with `{:?}`; make that the readable message.
+impl fmt::Debug for PeerIdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 fn reject(err: PeerIdentityError) -> rustls::Error {
