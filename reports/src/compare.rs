@@ -314,6 +314,7 @@ pub fn groups(cells: &[Cell]) -> Vec<(GroupKey, Vec<&Cell>)> {
 /// Percentages are `(current - stored) / stored * 100`: positive is worse.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Regression {
+    pub substrate: String,
     pub scenario: String,
     pub variant: String,
     pub protocol: String,
@@ -361,6 +362,7 @@ pub fn versus_stored(current: &Report, stored: &Report) -> Vec<Regression> {
                 p99_us: Change { stored: o.latency_us.p99, current: c.latency_us.p99 },
                 proxy_rss_bytes: both(o.proxy_rss_peak.map(|b| b as f64), c.proxy_rss_peak.map(|b| b as f64)),
                 proxy_cpu_per_krps: both(o.proxy_cpu_per_krps, c.proxy_cpu_per_krps),
+                substrate: c.substrate,
                 scenario: c.scenario,
                 variant: c.variant,
                 protocol: c.protocol,

@@ -122,7 +122,9 @@ pub fn evaluate(policy: &Policy, report: &Report, stored_baseline: Option<&Repor
             let before = rows.len();
             let mut compared = 0;
             for c in &matched {
-                let found = regs.iter().find(|r| r.subject == c.subject() && r.protocol == c.protocol);
+                let found = regs.iter().find(|r| {
+                    r.subject == c.subject() && r.protocol == c.protocol && r.substrate == c.substrate && r.mode == c.mode
+                });
                 match found.and_then(|r| regression_value(rule.metric, r)) {
                     Some(v) => {
                         compared += 1;
