@@ -111,6 +111,11 @@ pub fn server_config(anchors: &TrustAnchors, creds: CredentialsWatch) -> Result<
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(CurrentCert(creds)));
     config.alpn_protocols = vec![ALPN_WEFT.to_vec()];
+    // No resumption: a resumed session would carry the peer's old (possibly
+    // expired or rotated-away) certificate instead of a freshly verified one.
+    // Mesh connections are long-lived and pooled, so full handshakes are rare.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -119,7 +124,8 @@ pub fn server_config(anchors: &TrustAnchors, creds: CredentialsWatch) -> Result<
 /// must equal `server` (the `ServerName` given to `connect` is not used for
 /// verification, any value works; an IP address sends no SNI). Our client
 /// certificate is the latest in `creds`. Build one per destination identity
-/// and reuse it: it carries that identity's session-resumption cache.
+/// and reuse it. Session resumption is off on both sides, so every
+/// connection is a full handshake against current certificates.
 pub fn client_config(anchors: &TrustAnchors, creds: CredentialsWatch, server: SpiffeId) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let verifier = ExpectedServer { roots: Arc::clone(&anchors.roots), expected: server, provider: Arc::clone(&provider) };
@@ -130,6 +136,9 @@ pub fn client_config(anchors: &TrustAnchors, creds: CredentialsWatch, server: Sp
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(CurrentCert(creds)));
     config.alpn_protocols = vec![ALPN_WEFT.to_vec()];
+    // No resumption, as on the server: every connection verifies the peer's
+    // current certificate and presents ours.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 
