@@ -134,7 +134,9 @@ async fn refusals_name_the_reason_and_issue_nothing() {
     let cp = fx.start("127.0.0.1:0", "1h").await;
     let key = WorkloadKey::generate().unwrap();
     let foreign = id("spiffe://evil.example/ns/default/sa/web");
-    let cases: Vec<(&str, SpiffeId, String, Vec<u8>, tonic::Code, &str)> = vec![
+    // (what, identity, token, CSR, expected status, reason in status and log)
+    type Case = (&'static str, SpiffeId, String, Vec<u8>, tonic::Code, &'static str);
+    let cases: Vec<Case> = vec![
         ("wrong token", web.clone(), "token-nope".into(), key.csr_der(&web).unwrap(), tonic::Code::PermissionDenied, "token does not match"),
         ("unknown identity", workload("ghost"), "token-x".into(), key.csr_der(&workload("ghost")).unwrap(), tonic::Code::PermissionDenied, "no bootstrap token is registered"),
         // db's valid token, but the CSR asks for web: impersonation attempt.
