@@ -26,9 +26,16 @@ pub enum BinError {
     #[error("{missing} not found next to bench in {dir}; run `cargo build --release --workspace` (or `cargo run --release --bin bench`, which builds them)")]
     Missing { dir: PathBuf, missing: String },
     #[error("building {what} with `{command}` failed ({status}); see cargo's output above")]
-    Build { what: String, command: String, status: String },
+    Build {
+        what: String,
+        command: String,
+        status: String,
+    },
     #[error("cannot run cargo ({command}): {source}")]
-    Cargo { command: String, source: std::io::Error },
+    Cargo {
+        command: String,
+        source: std::io::Error,
+    },
 }
 
 const NAMES: [&str; 2] = ["loadgen", "mesh-proxy"];
@@ -90,11 +97,24 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
     if manifest.is_file() {
         cmd.arg("--manifest-path").arg(&manifest);
     }
-    let command = format!("cargo build --bins -p loadgen -p mesh-proxy{}", if release { " --release" } else { "" });
-    eprintln!("bench: {} missing or older than bench; running `{command}`", stale.join(" and "));
-    let status = cmd.status().map_err(|source| BinError::Cargo { command: command.clone(), source })?;
+    let command = format!(
+        "cargo build --bins -p loadgen -p mesh-proxy{}",
+        if release { " --release" } else { "" }
+    );
+    eprintln!(
+        "bench: {} missing or older than bench; running `{command}`",
+        stale.join(" and ")
+    );
+    let status = cmd.status().map_err(|source| BinError::Cargo {
+        command: command.clone(),
+        source,
+    })?;
     if !status.success() {
-        return Err(BinError::Build { what: stale.join(" and "), command, status: status.to_string() });
+        return Err(BinError::Build {
+            what: stale.join(" and "),
+            command,
+            status: status.to_string(),
+        });
     }
     match missing(&bins) {
         Some(missing) => Err(BinError::Missing { dir, missing }),
@@ -103,11 +123,19 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
 }
 
 fn in_dir(dir: &Path) -> Binaries {
-    Binaries { loadgen: dir.join("loadgen"), mesh_proxy: dir.join("mesh-proxy") }
+    Binaries {
+        loadgen: dir.join("loadgen"),
+        mesh_proxy: dir.join("mesh-proxy"),
+    }
 }
 
 fn missing(b: &Binaries) -> Option<String> {
-    let m: Vec<&str> = NAMES.iter().zip([&b.loadgen, &b.mesh_proxy]).filter(|(_, p)| !p.is_file()).map(|(n, _)| *n).collect();
+    let m: Vec<&str> = NAMES
+        .iter()
+        .zip([&b.loadgen, &b.mesh_proxy])
+        .filter(|(_, p)| !p.is_file())
+        .map(|(n, _)| *n)
+        .collect();
     (!m.is_empty()).then(|| m.join(" and "))
 }
 

@@ -32,8 +32,15 @@ pub enum ReportError {
 pub fn rerender(dir: &Path) -> Result<String, ReportError> {
     let path = report_path(dir);
     let report = reports::io::read_report(&path)?;
-    let out = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    reports::render::write_all(&report, &out).map_err(|e| ReportError::Render { dir: out.clone(), detail: e.to_string() })?;
+    let out = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    reports::render::write_all(&report, &out).map_err(|e| ReportError::Render {
+        dir: out.clone(),
+        detail: e.to_string(),
+    })?;
     Ok(reports::render::markdown(&report))
 }
 
@@ -49,11 +56,18 @@ pub enum GateInputError {
 }
 
 /// `bench gate`: check a record against a policy (and a stored baseline).
-pub fn gate(results: &Path, policy: &Path, baseline: Option<&Path>) -> Result<GateOutcome, GateInputError> {
+pub fn gate(
+    results: &Path,
+    policy: &Path,
+    baseline: Option<&Path>,
+) -> Result<GateOutcome, GateInputError> {
     let policy = Policy::load(policy)?;
-    let report = reports::io::read_report(&report_path(results)).map_err(GateInputError::Results)?;
+    let report =
+        reports::io::read_report(&report_path(results)).map_err(GateInputError::Results)?;
     let stored: Option<Report> = match baseline {
-        Some(b) => Some(reports::io::read_report(&report_path(b)).map_err(GateInputError::Baseline)?),
+        Some(b) => {
+            Some(reports::io::read_report(&report_path(b)).map_err(GateInputError::Baseline)?)
+        }
         None => None,
     };
     Ok(reports::gate::evaluate(&policy, &report, stored.as_ref()))
@@ -64,7 +78,11 @@ pub fn plan_text(suite_spec: &str) -> Result<String, SuiteError> {
     let suite = suite::resolve(suite_spec)?;
     let cells = plan::cells(&suite);
     let mut text = plan::describe(&suite, &cells);
-    let mut variants: Vec<_> = suite.scenarios.iter().flat_map(|s| s.variants.iter().copied()).collect();
+    let mut variants: Vec<_> = suite
+        .scenarios
+        .iter()
+        .flat_map(|s| s.variants.iter().copied())
+        .collect();
     variants.sort();
     variants.dedup();
     for v in variants {

@@ -10,13 +10,21 @@ use reports::Env;
 pub fn gather(extra_versions: BTreeMap<String, String>) -> Env {
     let git_rev = git_rev(Path::new(env!("CARGO_MANIFEST_DIR")));
     let mut versions = extra_versions;
-    versions.insert("weft".into(), format!("{} ({git_rev})", env!("CARGO_PKG_VERSION")));
+    versions.insert(
+        "weft".into(),
+        format!("{} ({git_rev})", env!("CARGO_PKG_VERSION")),
+    );
     if let Some(rustc) = command_line("rustc", &["-V"]) {
-        versions.insert("rustc".into(), rustc);
+        versions.insert(
+            "rustc".into(),
+            rustc.strip_prefix("rustc ").unwrap_or(&rustc).to_string(),
+        );
     }
     Env {
         host: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
         git_rev,
         versions,
@@ -26,10 +34,21 @@ pub fn gather(extra_versions: BTreeMap<String, String>) -> Env {
 /// `git rev-parse --short HEAD` of the tree at `dir`, `-dirty` if it has
 /// uncommitted changes, `unknown` outside git.
 pub fn git_rev(dir: &Path) -> String {
-    let git = |args: &[&str]| Command::new("git").arg("-C").arg(dir).args(args).output().ok().filter(|o| o.status.success());
-    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else { return "unknown".into() };
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
     let rev = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|o| !o.stdout.is_empty());
     if dirty {
         format!("{rev}-dirty")
     } else {
@@ -38,13 +57,24 @@ pub fn git_rev(dir: &Path) -> String {
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok().filter(|o| o.status.success())?;
-    let s = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_string();
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let s = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .to_string();
     (!s.is_empty()).then_some(s)
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Now, UTC, RFC 3339 to the second (`2026-11-26T13:40:00Z`).
@@ -63,7 +93,10 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(compact_timestamp("2026-11-26T13:40:00Z"), "20261126T134000Z");
+        assert_eq!(
+            compact_timestamp("2026-11-26T13:40:00Z"),
+            "20261126T134000Z"
+        );
         assert!(now_rfc3339().ends_with('Z'));
     }
 

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use suites::commands;
 
 #[derive(Parser)]
-#[command(name = "bench", version, about = "Weft benchmark runner: measures Weft against no mesh, nginx and HAProxy")]
+#[command(
+    name = "bench",
+    version,
+    about = "Weft benchmark runner: measures Weft against no mesh, nginx and HAProxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,13 +77,18 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     // One TLS provider for the whole process (aws-lc-rs), before any client exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    match cli.command.unwrap_or(Command::Run(RunArgs { suite: "quick".into(), substrate: Substrate::Local, out: None })) {
+    match cli.command.unwrap_or(Command::Run(RunArgs {
+        suite: "quick".into(),
+        substrate: Substrate::Local,
+        out: None,
+    })) {
         Command::Run(args) => run(args),
         Command::Report { dir } => match commands::rerender(&dir) {
             Ok(md) => {
@@ -91,7 +100,11 @@ fn main() -> ExitCode {
                 code(1)
             }
         },
-        Command::Gate { results, policy, baseline } => match commands::gate(&results, &policy, baseline.as_deref()) {
+        Command::Gate {
+            results,
+            policy,
+            baseline,
+        } => match commands::gate(&results, &policy, baseline.as_deref()) {
             Ok(outcome) => {
                 println!("{}", outcome.markdown());
                 code(if outcome.passed { 0 } else { 1 })
@@ -123,7 +136,10 @@ fn run(args: RunArgs) -> ExitCode {
         },
         out: args.out,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench: cannot start the async runtime: {e}");

@@ -48,7 +48,12 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
                 let n = sc.variants.len();
                 for k in 0..n {
                     let variant = sc.variants[(k + repetition as usize) % n];
-                    out.push(Cell { scenario: si, rate, repetition, variant });
+                    out.push(Cell {
+                        scenario: si,
+                        rate,
+                        repetition,
+                        variant,
+                    });
                 }
             }
         }
@@ -73,7 +78,14 @@ pub fn label(suite: &Suite, cell: &Cell) -> String {
         (LoadShape::Closed { concurrency }, None) => format!("c={concurrency}"),
         (LoadShape::Open { .. }, None) => "-".to_string(),
     };
-    format!("{} {} {} rep {}/{}", sc.name, point, cell.variant, cell.repetition + 1, sc.repetitions)
+    format!(
+        "{} {} {} rep {}/{}",
+        sc.name,
+        point,
+        cell.variant,
+        cell.repetition + 1,
+        sc.repetitions
+    )
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -87,11 +99,22 @@ fn fmt_rate(r: f64) -> String {
 /// The text `bench plan` prints: one line per cell and the estimate.
 pub fn describe(suite: &Suite, cells: &[Cell]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "suite {} ({}): {}", suite.name, suite.origin, suite.description);
+    let _ = writeln!(
+        s,
+        "suite {} ({}): {}",
+        suite.name, suite.origin, suite.description
+    );
     for (si, sc) in suite.scenarios.iter().enumerate() {
         let load = match &sc.load {
             LoadShape::Open { rates } => {
-                format!("open loop, rates {}", rates.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", "))
+                format!(
+                    "open loop, rates {}",
+                    rates
+                        .iter()
+                        .map(|r| fmt_rate(*r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             LoadShape::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
         };
@@ -135,7 +158,10 @@ mod tests {
         .unwrap();
         let cells = cells(&suite);
         assert_eq!(cells.len(), 2 * 2 * 3);
-        let order: Vec<_> = cells.iter().map(|c| (c.rate.unwrap() as u32, c.repetition, c.variant.as_str())).collect();
+        let order: Vec<_> = cells
+            .iter()
+            .map(|c| (c.rate.unwrap() as u32, c.repetition, c.variant.as_str()))
+            .collect();
         assert_eq!(
             &order[..6],
             &[
@@ -155,7 +181,10 @@ mod tests {
         let suite = crate::suite::resolve("quick").unwrap();
         let cells = cells(&suite);
         let est = estimate(&suite, &cells);
-        assert!(est < Duration::from_secs(150), "quick suite estimated at {est:?}");
+        assert!(
+            est < Duration::from_secs(150),
+            "quick suite estimated at {est:?}"
+        );
         assert!(describe(&suite, &cells).contains("http1-small 2000 rps weft rep 1/1"));
     }
 }

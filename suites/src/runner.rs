@@ -53,13 +53,20 @@ pub enum RunError {
     #[error(transparent)]
     Bins(#[from] BinError),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("interrupted by {0}: stopped every process, wrote no results")]
     Interrupted(&'static str),
     #[error("cannot render the report into {dir}: {detail}")]
     Render { dir: PathBuf, detail: String },
     #[error("{failed} of {total} cells failed (see the errors above); the results of the others are in {out}")]
-    CellsFailed { failed: usize, total: usize, out: PathBuf },
+    CellsFailed {
+        failed: usize,
+        total: usize,
+        out: PathBuf,
+    },
 }
 
 impl RunError {
@@ -102,11 +109,15 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let result = async {
         let staging = Staging::create(&out)?;
         let bins = bins::locate()?;
-        let work = tempfile::Builder::new().prefix("weft-bench-").tempdir().map_err(io_err("create the run's temp dir"))?;
+        let work = tempfile::Builder::new()
+            .prefix("weft-bench-")
+            .tempdir()
+            .map_err(io_err("create the run's temp dir"))?;
         proc_guard::guard_dir(work.path());
         let me = std::process::id();
         let owner = format!("{me} {}\n", proc_guard::start_time(me).unwrap_or(0));
-        std::fs::write(work.path().join("owner"), owner).map_err(io_err("write the run's owner file"))?;
+        std::fs::write(work.path().join("owner"), owner)
+            .map_err(io_err("write the run's owner file"))?;
         let mut substrate = match opts.substrate {
             SubstrateKind::Local => Local::new(bins, work.path()),
         };
@@ -126,17 +137,30 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             RunError::Interrupted(sig)
         })?;
         let report_dir = staging.path().to_path_buf();
-        reports::io::write_report_json(&report, &report_dir.join("report.json"))
-            .map_err(io_err(format!("write {}", report_dir.join("report.json").display())))?;
-        reports::render::write_all(&report, &report_dir)
-            .map_err(|e| RunError::Render { dir: out.clone(), detail: e.to_string() })?;
+        reports::io::write_report_json(&report, &report_dir.join("report.json")).map_err(
+            io_err(format!(
+                "write {}",
+                report_dir.join("report.json").display()
+            )),
+        )?;
+        reports::render::write_all(&report, &report_dir).map_err(|e| RunError::Render {
+            dir: out.clone(),
+            detail: e.to_string(),
+        })?;
         staging.commit()?;
         println!("{}", reports::render::markdown(&report));
         println!("results: {}", out.display());
         if failures > 0 {
-            return Err(RunError::CellsFailed { failed: failures, total: cells.len(), out: out.clone() });
+            return Err(RunError::CellsFailed {
+                failed: failures,
+                total: cells.len(),
+                out: out.clone(),
+            });
         }
-        Ok(RunOutcome { out: out.clone(), report })
+        Ok(RunOutcome {
+            out: out.clone(),
+            report,
+        })
     }
     .await;
     proc_guard::stop_watchdog();
@@ -144,13 +168,20 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
 }
 
 /// Run every cell; returns the report and the number of cells that failed.
-async fn execute<S: Substrate>(suite: &Suite, cells: &[Cell], substrate: &mut S, started_at: String) -> (Report, usize) {
+async fn execute<S: Substrate>(
+    suite: &Suite,
+    cells: &[Cell],
+    substrate: &mut S,
+    started_at: String,
+) -> (Report, usize) {
     let mp = MultiProgress::new();
     let overall = mp.add(ProgressBar::new(cells.len() as u64));
     overall.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} cells, {elapsed} elapsed, ~{eta} left")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} cells, {elapsed} elapsed, ~{eta} left",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     overall.set_prefix(format!("suite {}", suite.name));
     let say = |line: String| {
@@ -172,13 +203,24 @@ async fn execute<S: Substrate>(suite: &Suite, cells: &[Cell], substrate: &mut S,
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut failures = 0;
     for (si, scenario) in suite.scenarios.iter().enumerate() {
-        let mine: Vec<(usize, &Cell)> = cells.iter().enumerate().filter(|(_, c)| c.scenario == si).collect();
+        let mine: Vec<(usize, &Cell)> = cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.scenario == si)
+            .collect();
         let topo = ScenarioTopology::of(scenario);
         if let Err(e) = substrate.start_scenario(&topo).await {
-            say(format!("ERROR: scenario {}: the target server did not start: {e}", scenario.name));
+            say(format!(
+                "ERROR: scenario {}: the target server did not start: {e}",
+                scenario.name
+            ));
             failures += mine.len();
             for v in &scenario.variants {
-                skipped.push(skip(scenario, *v, format!("failed: target server did not start: {e}")));
+                skipped.push(skip(
+                    scenario,
+                    *v,
+                    format!("failed: target server did not start: {e}"),
+                ));
             }
             overall.inc(mine.len() as u64);
             continue;
@@ -193,7 +235,10 @@ async fn execute<S: Substrate>(suite: &Suite, cells: &[Cell], substrate: &mut S,
             let dep = match substrate.deploy(cell.variant, &topo).await {
                 Ok(d) => d,
                 Err(DeployError::Unavailable { reason }) => {
-                    say(format!("WARNING: skipping {} in scenario {}: {reason}", cell.variant, scenario.name));
+                    say(format!(
+                        "WARNING: skipping {} in scenario {}: {reason}",
+                        cell.variant, scenario.name
+                    ));
                     skipped.push(skip(scenario, cell.variant, reason));
                     gone.insert(cell.variant);
                     overall.inc(1);
@@ -211,13 +256,27 @@ async fn execute<S: Substrate>(suite: &Suite, cells: &[Cell], substrate: &mut S,
             substrate.teardown(dep).await;
             match measured {
                 Ok(run) => {
-                    say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), one_line(&run)));
+                    say(format!(
+                        "[{}/{}] {label}: {}",
+                        i + 1,
+                        cells.len(),
+                        one_line(&run)
+                    ));
                     runs.push(run);
                 }
                 Err(e) => {
-                    say(format!("ERROR: [{}/{}] {label}: load generator failed: {e}", i + 1, cells.len()));
+                    say(format!(
+                        "ERROR: [{}/{}] {label}: load generator failed: {e}",
+                        i + 1,
+                        cells.len()
+                    ));
                     failures += 1;
-                    record_failure(&mut skipped, scenario, cell.variant, &format!("load generator failed: {e}"));
+                    record_failure(
+                        &mut skipped,
+                        scenario,
+                        cell.variant,
+                        &format!("load generator failed: {e}"),
+                    );
                 }
             }
             overall.inc(1);
@@ -238,15 +297,27 @@ async fn execute<S: Substrate>(suite: &Suite, cells: &[Cell], substrate: &mut S,
 }
 
 fn skip(s: &Scenario, v: Variant, reason: String) -> Skipped {
-    Skipped { scenario: s.name.clone(), variant: v.as_str().to_string(), reason }
+    Skipped {
+        scenario: s.name.clone(),
+        variant: v.as_str().to_string(),
+        reason,
+    }
 }
 
 /// Failed cells are listed in `skipped` (once per scenario and variant) so
 /// the report shows them instead of silently missing a row.
 fn record_failure(skipped: &mut Vec<Skipped>, s: &Scenario, v: Variant, why: &str) {
-    if !skipped.iter().any(|k| k.scenario == s.name && k.variant == v.as_str()) {
+    if !skipped
+        .iter()
+        .any(|k| k.scenario == s.name && k.variant == v.as_str())
+    {
         // One line for the record; the full text went to the terminal.
-        let mut line = why.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+        let mut line = why
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
         if line.chars().count() > 400 {
             line = line.chars().take(400).collect::<String>() + "...";
         }
@@ -266,10 +337,14 @@ async fn measure(
 ) -> Result<Run, loadgen::LoadError> {
     let mode = match (&scenario.load, cell.rate) {
         (_, Some(rate)) => loadgen::Mode::Open { rate },
-        (LoadShape::Closed { concurrency }, None) => loadgen::Mode::Closed { concurrency: *concurrency },
+        (LoadShape::Closed { concurrency }, None) => loadgen::Mode::Closed {
+            concurrency: *concurrency,
+        },
         (LoadShape::Open { .. }, None) => unreachable!("plan gives every open-loop cell a rate"),
     };
-    let target: http::Uri = format!("http://{}/", dep.target).parse().expect("socket address forms a valid URI");
+    let target: http::Uri = format!("http://{}/", dep.target)
+        .parse()
+        .expect("socket address forms a valid URI");
     let cfg = loadgen::LoadConfig {
         target,
         host: dep.host.clone(),
@@ -293,7 +368,10 @@ async fn measure(
         }
         None => {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("  {msg:40} {spinner} {pos} req {per_sec}").expect("valid template"));
+            b.set_style(
+                ProgressStyle::with_template("  {msg:40} {spinner} {pos} req {per_sec}")
+                    .expect("valid template"),
+            );
             b
         }
     });
@@ -365,11 +443,24 @@ async fn measure(
 }
 
 fn percentiles(p: loadgen::Percentiles) -> reports::Percentiles {
-    reports::Percentiles { p50: p.p50, p90: p.p90, p99: p.p99, p999: p.p999, p9999: p.p9999, max: p.max, mean: p.mean }
+    reports::Percentiles {
+        p50: p.p50,
+        p90: p.p90,
+        p99: p.p99,
+        p999: p.p999,
+        p9999: p.p9999,
+        max: p.max,
+        mean: p.mean,
+    }
 }
 
 fn one_line(r: &Run) -> String {
-    let cpu: f64 = r.resources.iter().filter(|x| x.role == "proxy").map(|x| x.cpu_seconds).sum();
+    let cpu: f64 = r
+        .resources
+        .iter()
+        .filter(|x| x.role == "proxy")
+        .map(|x| x.cpu_seconds)
+        .sum();
     let mut s = format!(
         "{} req, {} err, {:.0} rps, p50 {:.2} ms, p99 {:.2} ms",
         r.requests,
@@ -379,7 +470,10 @@ fn one_line(r: &Run) -> String {
         r.latency_us.p99 / 1000.0
     );
     if let Some(rss) = r.proxy_rss_peak() {
-        s.push_str(&format!(", proxy cpu {cpu:.2} s, rss {:.1} MiB", rss as f64 / (1024.0 * 1024.0)));
+        s.push_str(&format!(
+            ", proxy cpu {cpu:.2} s, rss {:.1} MiB",
+            rss as f64 / (1024.0 * 1024.0)
+        ));
     }
     s
 }
@@ -390,7 +484,10 @@ pub fn default_out_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let root = cwd
         .ancestors()
-        .find(|d| std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]")))
+        .find(|d| {
+            std::fs::read_to_string(d.join("Cargo.toml"))
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+        })
         .unwrap_or(&cwd)
         .to_path_buf();
     root.join("reports").join("out")
@@ -407,13 +504,23 @@ struct Staging {
 
 impl Staging {
     fn create(target: &Path) -> Result<Staging, RunError> {
-        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
         let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
         std::fs::create_dir(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         proc_guard::guard_dir(&dir);
-        Ok(Staging { dir, target: target.to_path_buf(), committed: false })
+        Ok(Staging {
+            dir,
+            target: target.to_path_buf(),
+            committed: false,
+        })
     }
 
     fn path(&self) -> &Path {
@@ -423,8 +530,11 @@ impl Staging {
     fn commit(mut self) -> Result<(), RunError> {
         // An empty target dir (e.g. made by the caller) is replaced.
         let _ = std::fs::remove_dir(&self.target);
-        std::fs::rename(&self.dir, &self.target)
-            .map_err(io_err(format!("move results from {} to {}", self.dir.display(), self.target.display())))?;
+        std::fs::rename(&self.dir, &self.target).map_err(io_err(format!(
+            "move results from {} to {}",
+            self.dir.display(),
+            self.target.display()
+        )))?;
         self.committed = true;
         proc_guard::forget_dir(&self.dir);
         Ok(())

@@ -56,9 +56,16 @@ impl Sampler {
             // A closing sample so the CPU delta spans the whole window.
             sample_all(&components, &mut accs);
             let hz = procfs::ticks_per_second() as f64;
-            components.iter().zip(accs).map(|(c, a)| resource(c, &a, hz)).collect()
+            components
+                .iter()
+                .zip(accs)
+                .map(|(c, a)| resource(c, &a, hz))
+                .collect()
         });
-        Sampler { stop: Some(tx), task }
+        Sampler {
+            stop: Some(tx),
+            task,
+        }
     }
 
     /// Stop (with one final sample) and return one [`Resource`] per component.
@@ -82,7 +89,11 @@ fn resource(c: &Component, a: &Acc, hz: f64) -> Resource {
         component: c.name.clone(),
         role: c.role.as_str().to_string(),
         rss_peak_bytes: a.peak,
-        rss_mean_bytes: if a.samples == 0 { 0 } else { (a.rss_sum / a.samples as u128) as u64 },
+        rss_mean_bytes: if a.samples == 0 {
+            0
+        } else {
+            (a.rss_sum / a.samples as u128) as u64
+        },
         cpu_seconds: a.last.ticks.saturating_sub(first.ticks) as f64 / hz,
         samples: a.samples,
     }
@@ -91,7 +102,9 @@ fn resource(c: &Component, a: &Acc, hz: f64) -> Resource {
 fn sample_all(components: &[Component], accs: &mut [Acc]) {
     let tree = children_map();
     for (c, acc) in components.iter().zip(accs.iter_mut()) {
-        let Some(s) = sample_tree(c.pid, &tree) else { continue };
+        let Some(s) = sample_tree(c.pid, &tree) else {
+            continue;
+        };
         acc.first.get_or_insert(s);
         acc.last = s;
         acc.peak = acc.peak.max(s.rss);
@@ -134,7 +147,10 @@ fn sample_one(pid: i32) -> Option<Sample> {
     let stat = p.stat().ok()?;
     // VmRSS is in kB; absent for zombies, which hold no memory.
     let rss_kb = p.status().ok().and_then(|s| s.vmrss).unwrap_or(0);
-    Some(Sample { ticks: stat.utime + stat.stime, rss: rss_kb * 1024 })
+    Some(Sample {
+        ticks: stat.utime + stat.stime,
+        rss: rss_kb * 1024,
+    })
 }
 
 #[cfg(test)]
@@ -144,7 +160,11 @@ mod tests {
 
     #[tokio::test]
     async fn samples_own_process_cpu_and_rss() {
-        let me = Component { name: "me".into(), role: Role::Control, pid: std::process::id() };
+        let me = Component {
+            name: "me".into(),
+            role: Role::Control,
+            pid: std::process::id(),
+        };
         let s = Sampler::start(vec![me]);
         // Burn some CPU on another thread so the window has something to show.
         let burn = std::thread::spawn(|| {
@@ -161,7 +181,11 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].role, "control");
         assert!(r[0].samples >= 3, "{:?}", r[0]);
-        assert!(r[0].rss_peak_bytes > 0 && r[0].rss_mean_bytes <= r[0].rss_peak_bytes, "{:?}", r[0]);
+        assert!(
+            r[0].rss_peak_bytes > 0 && r[0].rss_mean_bytes <= r[0].rss_peak_bytes,
+            "{:?}",
+            r[0]
+        );
         assert!(r[0].cpu_seconds > 0.0, "{:?}", r[0]);
     }
 }

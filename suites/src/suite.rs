@@ -135,16 +135,26 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {
     #[error("cannot read suite file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no suite named `{name}`: not a file, not ./suites/{name}.toml, and not one of the built-in suites ({})", builtin_names())]
     NotFound { name: String },
     /// One line per problem, each `file:line:col: message`.
     #[error("{}", render_problems(.file, .problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 fn builtin_names() -> String {
-    EMBEDDED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    EMBEDDED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render_problems(file: &str, problems: &[Problem]) -> String {
@@ -206,14 +216,18 @@ pub fn resolve(spec: &str) -> Result<Suite, SuiteError> {
     }
     match EMBEDDED.iter().find(|(n, _)| *n == spec) {
         Some((name, text)) => parse(text, &format!("embedded:{name}")),
-        None => Err(SuiteError::NotFound { name: spec.to_string() }),
+        None => Err(SuiteError::NotFound {
+            name: spec.to_string(),
+        }),
     }
 }
 
 /// Load and validate a suite file.
 pub fn load_file(path: &Path) -> Result<Suite, SuiteError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| SuiteError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&text, &path.display().to_string())
 }
 
@@ -223,10 +237,17 @@ pub fn parse(text: &str, file: &str) -> Result<Suite, SuiteError> {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         SuiteError::Invalid {
             file: file.to_string(),
-            problems: vec![Problem { line, col, message: e.message().trim().to_string() }],
+            problems: vec![Problem {
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }],
         }
     })?;
-    let mut v = Validator { text, problems: Vec::new() };
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+    };
     let suite = v.suite(raw, file);
     if v.problems.is_empty() {
         Ok(suite)
@@ -234,7 +255,10 @@ pub fn parse(text: &str, file: &str) -> Result<Suite, SuiteError> {
         v.problems.sort_by_key(|p| (p.line, p.col));
         // A bad value in [defaults] is found once per scenario inheriting it.
         v.problems.dedup();
-        Err(SuiteError::Invalid { file: file.to_string(), problems: v.problems })
+        Err(SuiteError::Invalid {
+            file: file.to_string(),
+            problems: v.problems,
+        })
     }
 }
 
@@ -261,7 +285,11 @@ const DEFAULT_CONNECTIONS: usize = 8;
 impl Validator<'_> {
     fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
-        self.problems.push(Problem { line, col, message: message.into() });
+        self.problems.push(Problem {
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
     fn suite(&mut self, raw: RawSuite, file: &str) -> Suite {
@@ -281,10 +309,16 @@ impl Validator<'_> {
                 let span = d.span();
                 let d = d.into_inner();
                 if let Some(n) = &d.name {
-                    self.problem(n.span(), "`name` belongs on a [[scenario]], not in [defaults]");
+                    self.problem(
+                        n.span(),
+                        "`name` belongs on a [[scenario]], not in [defaults]",
+                    );
                 }
                 if let Some(n) = &d.description {
-                    self.problem(n.span(), "`description` belongs on a [[scenario]], not in [defaults]");
+                    self.problem(
+                        n.span(),
+                        "`description` belongs on a [[scenario]], not in [defaults]",
+                    );
                 }
                 let _ = span;
                 d
@@ -302,7 +336,13 @@ impl Validator<'_> {
             if let Some(n) = &s.name {
                 if let Some((_, first)) = seen.iter().find(|(k, _)| k == n.get_ref()) {
                     let (line, _) = line_col(self.text, first.start);
-                    self.problem(n.span(), format!("duplicate scenario name `{}` (first used on line {line})", n.get_ref()));
+                    self.problem(
+                        n.span(),
+                        format!(
+                            "duplicate scenario name `{}` (first used on line {line})",
+                            n.get_ref()
+                        ),
+                    );
                 }
                 seen.push((n.get_ref().clone(), n.span()));
             }
@@ -310,12 +350,22 @@ impl Validator<'_> {
                 scenarios.push(sc);
             }
         }
-        Suite { name, description: raw.description, origin: file.to_string(), scenarios }
+        Suite {
+            name,
+            description: raw.description,
+            origin: file.to_string(),
+            scenarios,
+        }
     }
 
     /// Resolve one scenario against the defaults; `None` if it had problems
     /// (which are recorded, so validation carries on with the next one).
-    fn scenario(&mut self, d: &RawSettings, s: RawSettings, span: Range<usize>) -> Option<Scenario> {
+    fn scenario(
+        &mut self,
+        d: &RawSettings,
+        s: RawSettings,
+        span: Range<usize>,
+    ) -> Option<Scenario> {
         let before = self.problems.len();
         let name = match &s.name {
             Some(n) if n.get_ref().trim().is_empty() => {
@@ -328,19 +378,52 @@ impl Validator<'_> {
                 String::new()
             }
         };
-        let description = s.description.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default();
+        let description = s
+            .description
+            .as_ref()
+            .map(|d| d.get_ref().clone())
+            .unwrap_or_default();
 
-        let duration = self.duration(pick(&s.duration, &d.duration), "duration", false).unwrap_or(DEFAULT_DURATION);
-        let warmup = self.duration(pick(&s.warmup, &d.warmup), "warmup", true).unwrap_or(DEFAULT_WARMUP);
-        let timeout = self.duration(pick(&s.timeout, &d.timeout), "timeout", false).unwrap_or(DEFAULT_TIMEOUT);
-        let server_delay = self.duration(pick(&s.server_delay, &d.server_delay), "server_delay", true).unwrap_or_default();
-        let repetitions = self.count(pick(&s.repetitions, &d.repetitions), "repetitions", 1, 1000).unwrap_or(1) as u32;
-        let connections =
-            self.count(pick(&s.connections, &d.connections), "connections", 1, 100_000).unwrap_or(DEFAULT_CONNECTIONS as i64) as usize;
-        let server_threads = self.count(pick(&s.server_threads, &d.server_threads), "server_threads", 1, 1024).unwrap_or(1) as usize;
+        let duration = self
+            .duration(pick(&s.duration, &d.duration), "duration", false)
+            .unwrap_or(DEFAULT_DURATION);
+        let warmup = self
+            .duration(pick(&s.warmup, &d.warmup), "warmup", true)
+            .unwrap_or(DEFAULT_WARMUP);
+        let timeout = self
+            .duration(pick(&s.timeout, &d.timeout), "timeout", false)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let server_delay = self
+            .duration(pick(&s.server_delay, &d.server_delay), "server_delay", true)
+            .unwrap_or_default();
+        let repetitions = self
+            .count(pick(&s.repetitions, &d.repetitions), "repetitions", 1, 1000)
+            .unwrap_or(1) as u32;
+        let connections = self
+            .count(
+                pick(&s.connections, &d.connections),
+                "connections",
+                1,
+                100_000,
+            )
+            .unwrap_or(DEFAULT_CONNECTIONS as i64) as usize;
+        let server_threads = self
+            .count(
+                pick(&s.server_threads, &d.server_threads),
+                "server_threads",
+                1,
+                1024,
+            )
+            .unwrap_or(1) as usize;
         let body_size = match pick(&s.body_size, &d.body_size) {
             Some(b) if *b.get_ref() < 0 || *b.get_ref() > 64 * 1024 * 1024 => {
-                self.problem(b.span(), format!("`body_size` must be between 0 and 67108864 bytes, got {}", b.get_ref()));
+                self.problem(
+                    b.span(),
+                    format!(
+                        "`body_size` must be between 0 and 67108864 bytes, got {}",
+                        b.get_ref()
+                    ),
+                );
                 0
             }
             Some(b) => *b.get_ref() as usize,
@@ -352,7 +435,10 @@ impl Validator<'_> {
                 "http1" => Protocol::Http1,
                 "http2" => Protocol::Http2,
                 other => {
-                    self.problem(p.span(), format!("unknown protocol `{other}`: expected `http1` or `http2`"));
+                    self.problem(
+                        p.span(),
+                        format!("unknown protocol `{other}`: expected `http1` or `http2`"),
+                    );
                     Protocol::Http1
                 }
             },
@@ -401,7 +487,12 @@ impl Validator<'_> {
         })
     }
 
-    fn load_shape(&mut self, d: &RawSettings, s: &RawSettings, span: Range<usize>) -> Option<LoadShape> {
+    fn load_shape(
+        &mut self,
+        d: &RawSettings,
+        s: &RawSettings,
+        span: Range<usize>,
+    ) -> Option<LoadShape> {
         let mode = pick(&s.mode, &d.mode);
         let closed = match mode {
             None => false,
@@ -426,10 +517,18 @@ impl Validator<'_> {
                     None
                 }
                 Some(c) if *c.get_ref() < 1 || *c.get_ref() > 100_000 => {
-                    self.problem(c.span(), format!("`concurrency` must be between 1 and 100000, got {}", c.get_ref()));
+                    self.problem(
+                        c.span(),
+                        format!(
+                            "`concurrency` must be between 1 and 100000, got {}",
+                            c.get_ref()
+                        ),
+                    );
                     None
                 }
-                Some(c) => Some(LoadShape::Closed { concurrency: *c.get_ref() as usize }),
+                Some(c) => Some(LoadShape::Closed {
+                    concurrency: *c.get_ref() as usize,
+                }),
             }
         } else {
             if let Some(c) = &s.concurrency {
@@ -448,29 +547,47 @@ impl Validator<'_> {
                     for r in list.get_ref() {
                         let v = *r.get_ref();
                         if !(v.is_finite() && v > 0.0) {
-                            self.problem(r.span(), format!("rate must be a positive number of requests/s, got {v}"));
+                            self.problem(
+                                r.span(),
+                                format!("rate must be a positive number of requests/s, got {v}"),
+                            );
                             ok = false;
                         } else if v > 10_000_000.0 {
-                            self.problem(r.span(), format!("rate {v} is above the 10000000 requests/s limit"));
+                            self.problem(
+                                r.span(),
+                                format!("rate {v} is above the 10000000 requests/s limit"),
+                            );
                             ok = false;
                         }
                     }
-                    (ok && !list.get_ref().is_empty())
-                        .then(|| LoadShape::Open { rates: list.get_ref().iter().map(|r| *r.get_ref()).collect() })
+                    (ok && !list.get_ref().is_empty()).then(|| LoadShape::Open {
+                        rates: list.get_ref().iter().map(|r| *r.get_ref()).collect(),
+                    })
                 }
             }
         }
     }
 
-    fn duration(&mut self, v: Option<&Spanned<String>>, field: &str, zero_ok: bool) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        v: Option<&Spanned<String>>,
+        field: &str,
+        zero_ok: bool,
+    ) -> Option<Duration> {
         let v = v?;
         match humantime::parse_duration(v.get_ref().trim()) {
             Ok(d) if d.is_zero() && !zero_ok => {
-                self.problem(v.span(), format!("`{field}` must be longer than 0, got \"{}\"", v.get_ref()));
+                self.problem(
+                    v.span(),
+                    format!("`{field}` must be longer than 0, got \"{}\"", v.get_ref()),
+                );
                 None
             }
             Ok(d) if d > Duration::from_secs(24 * 3600) => {
-                self.problem(v.span(), format!("`{field}` = \"{}\" is longer than a day", v.get_ref()));
+                self.problem(
+                    v.span(),
+                    format!("`{field}` = \"{}\" is longer than a day", v.get_ref()),
+                );
                 None
             }
             Ok(d) => Some(d),
@@ -485,7 +602,10 @@ impl Validator<'_> {
         let v = v?;
         let n = *v.get_ref();
         if n < min || n > max {
-            self.problem(v.span(), format!("`{field}` must be between {min} and {max}, got {n}"));
+            self.problem(
+                v.span(),
+                format!("`{field}` must be between {min} and {max}, got {n}"),
+            );
             return None;
         }
         Some(n)
@@ -502,9 +622,10 @@ mod tests {
 
     fn problems(text: &str) -> Vec<String> {
         match parse(text, "t.toml") {
-            Err(SuiteError::Invalid { problems, .. }) => {
-                problems.into_iter().map(|p| format!("{}:{} {}", p.line, p.col, p.message)).collect()
-            }
+            Err(SuiteError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{}:{} {}", p.line, p.col, p.message))
+                .collect(),
             Ok(_) => panic!("expected problems, suite parsed"),
             Err(e) => panic!("unexpected error {e}"),
         }
@@ -573,26 +694,54 @@ warmup = "soon"
 "#,
         );
         let joined = p.join("\n");
-        assert!(joined.contains("3:12 `duration` must be longer than 0"), "{joined}");
+        assert!(
+            joined.contains("3:12 `duration` must be longer than 0"),
+            "{joined}"
+        );
         assert!(joined.contains("4:25 unknown variant `envoy`"), "{joined}");
-        assert!(joined.contains("7:15 rate must be a positive number of requests/s, got -5"), "{joined}");
-        assert!(joined.contains("7:19 rate must be a positive number"), "{joined}");
-        assert!(joined.contains("9:8 duplicate scenario name `a` (first used on line 6)"), "{joined}");
+        assert!(
+            joined.contains("7:15 rate must be a positive number of requests/s, got -5"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("7:19 rate must be a positive number"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("9:8 duplicate scenario name `a` (first used on line 6)"),
+            "{joined}"
+        );
         assert!(joined.contains("11:12 `variants` is empty"), "{joined}");
-        assert!(joined.contains("closed-loop scenario needs `concurrency = N`"), "{joined}");
-        assert!(joined.contains("15:10 `warmup` = \"soon\" is not a duration"), "{joined}");
+        assert!(
+            joined.contains("closed-loop scenario needs `concurrency = N`"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("15:10 `warmup` = \"soon\" is not a duration"),
+            "{joined}"
+        );
         assert_eq!(p.len(), 8, "each problem once: {joined}");
     }
 
     #[test]
     fn unknown_fields_and_syntax_errors_have_a_location() {
-        let e = parse("name = \"x\"\n[[scenario]]\nname = \"a\"\nrate = [1]\n", "f.toml").unwrap_err().to_string();
+        let e = parse(
+            "name = \"x\"\n[[scenario]]\nname = \"a\"\nrate = [1]\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("f.toml:4:1: unknown field `rate`"), "{e}");
-        let e = parse("name = \"x\"\n[[scenario]\n", "f.toml").unwrap_err().to_string();
-        assert!(e.starts_with("f.toml:2:"), "{e}");
-        let e = parse("name = \"x\"\n[[scenario]]\nname = \"a\"\nrates = [1]\nconnections = \"many\"\n", "f.toml")
+        let e = parse("name = \"x\"\n[[scenario]\n", "f.toml")
             .unwrap_err()
             .to_string();
+        assert!(e.starts_with("f.toml:2:"), "{e}");
+        let e = parse(
+            "name = \"x\"\n[[scenario]]\nname = \"a\"\nrates = [1]\nconnections = \"many\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("f.toml:5:"), "{e}");
     }
 
@@ -600,15 +749,27 @@ warmup = "soon"
     fn mode_conflicts_are_reported() {
         let p = problems("name = \"x\"\n[[scenario]]\nname = \"a\"\nmode = \"closed\"\nconcurrency = 0\nrates = [1]\n[[scenario]]\nname = \"b\"\nmode = \"sideways\"\n");
         let joined = p.join("\n");
-        assert!(joined.contains("5:15 `concurrency` must be between 1"), "{joined}");
-        assert!(joined.contains("6:9 `rates` is for open-loop scenarios"), "{joined}");
+        assert!(
+            joined.contains("5:15 `concurrency` must be between 1"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("6:9 `rates` is for open-loop scenarios"),
+            "{joined}"
+        );
         assert!(joined.contains("9:8 unknown mode `sideways`"), "{joined}");
     }
 
     #[test]
     fn missing_scenarios_and_name() {
         let p = problems("description = \"nothing\"\n");
-        assert!(p.iter().any(|p| p.contains("missing top-level `name")), "{p:?}");
-        assert!(p.iter().any(|p| p.contains("no [[scenario]] tables")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.contains("missing top-level `name")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("no [[scenario]] tables")),
+            "{p:?}"
+        );
     }
 }

@@ -31,9 +31,18 @@ fn results() -> PathBuf {
         let dir = tempfile::tempdir().unwrap().keep();
         let suite = write(&dir, "tiny.toml", TINY);
         let out = dir.join("results");
-        let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+        let o = run(bench()
+            .args(["run", "--suite"])
+            .arg(&suite)
+            .arg("--out")
+            .arg(&out));
         if !o.status.success() {
-            return Err(format!("bench run failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr)));
+            return Err(format!(
+                "bench run failed ({}):\nstdout:\n{}\nstderr:\n{}",
+                o.status,
+                text(&o.stdout),
+                text(&o.stderr)
+            ));
         }
         Ok(out)
     })
@@ -65,32 +74,62 @@ fn run_writes_a_complete_record_for_every_variant() {
     assert_eq!(r.schema, 1);
     assert_eq!(report_json(&out)["schema"], 1);
     assert_eq!(r.suite, "tiny");
-    assert!(r.skipped.is_empty(), "nothing should be skipped here: {:?}", r.skipped);
+    assert!(
+        r.skipped.is_empty(),
+        "nothing should be skipped here: {:?}",
+        r.skipped
+    );
     let variants: Vec<&str> = r.runs.iter().map(|x| x.variant.as_str()).collect();
-    assert_eq!(variants, ["baseline", "weft", "weft-client-only", "nginx", "haproxy"]);
+    assert_eq!(
+        variants,
+        ["baseline", "weft", "weft-client-only", "nginx", "haproxy"]
+    );
     for run in &r.runs {
         assert_eq!(run.substrate, "local");
         assert_eq!(run.rate, Some(200.0));
         assert!(run.requests > 0, "{}: no requests", run.variant);
-        assert_eq!(run.errors, 0, "{}: errors {:?}", run.variant, run.errors_by_class);
+        assert_eq!(
+            run.errors, 0,
+            "{}: errors {:?}",
+            run.variant, run.errors_by_class
+        );
         assert!(run.latency_us.p50 > 0.0, "{}", run.variant);
         assert!(!run.histogram.is_empty(), "{}", run.variant);
         let server = run.resources.iter().find(|x| x.role == "server");
-        assert!(server.is_some_and(|s| s.rss_peak_bytes > 0), "{}: server not sampled: {:?}", run.variant, run.resources);
+        assert!(
+            server.is_some_and(|s| s.rss_peak_bytes > 0),
+            "{}: server not sampled: {:?}",
+            run.variant,
+            run.resources
+        );
         let proxies: Vec<_> = run.resources.iter().filter(|x| x.role == "proxy").collect();
         let expected = match run.variant.as_str() {
             "baseline" => 0,
             "weft" => 2,
             _ => 1,
         };
-        assert_eq!(proxies.len(), expected, "{}: {:?}", run.variant, run.resources);
+        assert_eq!(
+            proxies.len(),
+            expected,
+            "{}: {:?}",
+            run.variant,
+            run.resources
+        );
         for p in proxies {
-            assert!(p.rss_peak_bytes > 0 && p.samples > 0, "{}: {p:?}", run.variant);
+            assert!(
+                p.rss_peak_bytes > 0 && p.samples > 0,
+                "{}: {p:?}",
+                run.variant
+            );
             assert!(p.rss_mean_bytes <= p.rss_peak_bytes, "{p:?}");
         }
     }
     for k in ["weft", "nginx", "haproxy"] {
-        assert!(r.env.versions.contains_key(k), "version of {k} missing: {:?}", r.env.versions);
+        assert!(
+            r.env.versions.contains_key(k),
+            "version of {k} missing: {:?}",
+            r.env.versions
+        );
     }
     assert!(r.env.cores >= 1 && !r.env.git_rev.is_empty());
 }
@@ -104,7 +143,10 @@ fn report_rerenders_from_the_record() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("haproxy"), "markdown printed");
     for f in ["report.md", "report.html", "latency.png"] {
-        assert!(dir.path().join(f).metadata().is_ok_and(|m| m.len() > 0), "{f} not re-rendered");
+        assert!(
+            dir.path().join(f).metadata().is_ok_and(|m| m.len() > 0),
+            "{f} not re-rendered"
+        );
     }
     let o = run(bench().arg("report").arg(dir.path().join("missing")));
     assert!(!o.status.success());
@@ -120,23 +162,71 @@ fn gate_exit_codes() {
         "pass.toml",
         "[[rule]]\nname = \"no errors\"\nmetric = \"error_rate\"\nmax = 0.01\nvariants = [\"baseline\", \"weft\"]\n",
     );
-    let o = run(bench().args(["gate", "--results"]).arg(&results).arg("--policy").arg(&pass));
-    assert_eq!(o.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
+    let o = run(bench()
+        .args(["gate", "--results"])
+        .arg(&results)
+        .arg("--policy")
+        .arg(&pass));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     assert!(text(&o.stdout).contains("PASSED"), "{}", text(&o.stdout));
 
     // Nothing answers in a nanosecond: this rule must fail.
-    let fail = write(dir.path(), "fail.toml", "[[rule]]\nname = \"impossible\"\nmetric = \"p50_ms\"\nmax = 0.000001\n");
-    let o = run(bench().args(["gate", "--results"]).arg(results.join("report.json")).arg("--policy").arg(&fail));
-    assert_eq!(o.status.code(), Some(1), "stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
-    assert!(text(&o.stdout).contains("impossible"), "{}", text(&o.stdout));
+    let fail = write(
+        dir.path(),
+        "fail.toml",
+        "[[rule]]\nname = \"impossible\"\nmetric = \"p50_ms\"\nmax = 0.000001\n",
+    );
+    let o = run(bench()
+        .args(["gate", "--results"])
+        .arg(results.join("report.json"))
+        .arg("--policy")
+        .arg(&fail));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).contains("impossible"),
+        "{}",
+        text(&o.stdout)
+    );
 
     let bad = write(dir.path(), "bad.toml", "[[rule]]\nname = \"x\"\nmetric = \"p50_ms\"\n\n[[rule]]\nname = \"y\"\nmetric = \"speed\"\nmax = 1\n");
-    let o = run(bench().args(["gate", "--results"]).arg(&results).arg("--policy").arg(&bad));
+    let o = run(bench()
+        .args(["gate", "--results"])
+        .arg(&results)
+        .arg("--policy")
+        .arg(&bad));
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("{}:2:", bad.display())) || err.contains(&format!("{}:1:", bad.display())), "{err}");
-    assert!(err.contains(&format!("{}:7:", bad.display())), "unknown metric located: {err}");
+    assert!(
+        err.contains(&format!("{}:2:", bad.display()))
+            || err.contains(&format!("{}:1:", bad.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:7:", bad.display())),
+        "unknown metric located: {err}"
+    );
 
-    let o = run(bench().args(["gate", "--results"]).arg(dir.path().join("nope")).arg("--policy").arg(&pass));
-    assert_eq!(o.status.code(), Some(2), "missing results are bad input: {}", text(&o.stderr));
+    let o = run(bench()
+        .args(["gate", "--results"])
+        .arg(dir.path().join("nope"))
+        .arg("--policy")
+        .arg(&pass));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "missing results are bad input: {}",
+        text(&o.stderr)
+    );
 }

@@ -37,7 +37,16 @@ fn snapshot() -> Vec<(ProcId, i32)> {
         .unwrap()
         .flatten()
         .filter_map(|p| p.stat().ok())
-        .map(|s| (ProcId { pid: s.pid, start: s.starttime, comm: s.comm }, s.ppid))
+        .map(|s| {
+            (
+                ProcId {
+                    pid: s.pid,
+                    start: s.starttime,
+                    comm: s.comm,
+                },
+                s.ppid,
+            )
+        })
         .collect()
 }
 
@@ -91,25 +100,64 @@ fn start_long_run() -> Started {
         .spawn()
         .unwrap();
     let root = child.id() as i32;
-    let tree = eventually("bench to start the server, nginx master and worker", patience(), || {
-        let tree = descendants(root);
-        let nginx = tree.iter().filter(|p| p.comm == "nginx").count();
-        let server = tree.iter().any(|p| p.comm == "loadgen");
-        (nginx >= 2 && server).then_some(tree)
-    });
+    let tree = eventually(
+        "bench to start the server, nginx master and worker",
+        patience(),
+        || {
+            let tree = descendants(root);
+            let nginx = tree.iter().filter(|p| p.comm == "nginx").count();
+            let server = tree.iter().any(|p| p.comm == "loadgen");
+            (nginx >= 2 && server).then_some(tree)
+        },
+    );
     // nginx rewrites its title: "nginx: master process /usr/sbin/nginx -p <work dir>/nginx-N ...".
-    let cmdline = |p: &ProcId| procfs::process::Process::new(p.pid).and_then(|x| x.cmdline()).unwrap_or_default().join(" ");
-    let master = tree.iter().find(|p| p.comm == "nginx" && cmdline(p).contains("master process")).expect("nginx master");
+    let cmdline = |p: &ProcId| {
+        procfs::process::Process::new(p.pid)
+            .and_then(|x| x.cmdline())
+            .unwrap_or_default()
+            .join(" ")
+    };
+    let master = tree
+        .iter()
+        .find(|p| p.comm == "nginx" && cmdline(p).contains("master process"))
+        .expect("nginx master");
     let title = cmdline(master);
-    let prefix = title.split_whitespace().skip_while(|a| *a != "-p").nth(1).unwrap_or_default().to_string();
-    let work_dir = Path::new(&prefix).parent().unwrap_or_else(|| panic!("nginx -p points into the work dir: {title}")).to_path_buf();
-    assert!(work_dir.file_name().unwrap().to_string_lossy().starts_with("weft-bench-"), "{work_dir:?}");
+    let prefix = title
+        .split_whitespace()
+        .skip_while(|a| *a != "-p")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let work_dir = Path::new(&prefix)
+        .parent()
+        .unwrap_or_else(|| panic!("nginx -p points into the work dir: {title}"))
+        .to_path_buf();
+    assert!(
+        work_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("weft-bench-"),
+        "{work_dir:?}"
+    );
     // The pid file lists every direct child of the run.
     let pids = std::fs::read_to_string(work_dir.join("pids")).unwrap();
-    for p in tree.iter().filter(|p| p.comm == "loadgen" || (p.comm == "nginx" && p.pid == master.pid)) {
-        assert!(pids.lines().any(|l| l.starts_with(&format!("{} ", p.pid))), "{p:?} missing from pid file:\n{pids}");
+    for p in tree
+        .iter()
+        .filter(|p| p.comm == "loadgen" || (p.comm == "nginx" && p.pid == master.pid))
+    {
+        assert!(
+            pids.lines().any(|l| l.starts_with(&format!("{} ", p.pid))),
+            "{p:?} missing from pid file:\n{pids}"
+        );
     }
-    Started { child, tree, work_dir, out, _tmp: tmp }
+    Started {
+        child,
+        tree,
+        work_dir,
+        out,
+        _tmp: tmp,
+    }
 }
 
 impl Drop for Started {
@@ -127,8 +175,13 @@ fn assert_nothing_left(s: &Started) {
         let left: Vec<_> = s.tree.iter().filter(|p| alive(p)).collect();
         left.is_empty().then_some(())
     });
-    eventually("the run's work dir to be removed", patience(), || (!s.work_dir.exists()).then_some(()));
-    assert!(!s.out.exists(), "an interrupted run must not leave an output dir");
+    eventually("the run's work dir to be removed", patience(), || {
+        (!s.work_dir.exists()).then_some(())
+    });
+    assert!(
+        !s.out.exists(),
+        "an interrupted run must not leave an output dir"
+    );
     let parent = s.out.parent().unwrap();
     let partial: Vec<_> = std::fs::read_dir(parent)
         .unwrap()
@@ -151,7 +204,9 @@ fn sigkill_of_bench_leaves_no_process_and_no_output() {
 fn sigint_stops_every_child_and_writes_nothing() {
     let mut s = start_long_run();
     kill(Pid::from_raw(s.child.id() as i32), Signal::SIGINT).unwrap();
-    let status = eventually("bench to exit after SIGINT", patience(), || s.child.try_wait().unwrap());
+    let status = eventually("bench to exit after SIGINT", patience(), || {
+        s.child.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(130), "Ctrl-C exits 130");
     assert_nothing_left(&s);
 }
@@ -160,7 +215,9 @@ fn sigint_stops_every_child_and_writes_nothing() {
 fn sigterm_stops_every_child_and_writes_nothing() {
     let mut s = start_long_run();
     kill(Pid::from_raw(s.child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = eventually("bench to exit after SIGTERM", patience(), || s.child.try_wait().unwrap());
+    let status = eventually("bench to exit after SIGTERM", patience(), || {
+        s.child.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
     assert_nothing_left(&s);
 }

@@ -29,19 +29,44 @@ fn malformed_suite_reports_every_problem_with_its_line() {
         }
         let out = run(&mut cmd);
         let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "bench {sub}: config errors exit 64; stderr:\n{err}");
-        assert!(err.contains(&format!("{p}:3:12: `duration` must be longer than 0")), "{err}");
-        assert!(err.contains(&format!("{p}:6:15: rate must be a positive number")), "{err}");
-        assert!(err.contains(&format!("{p}:7:25: unknown variant `linkerd`")), "{err}");
-        assert!(err.contains(&format!("{p}:9:8: duplicate scenario name `a` (first used on line 5)")), "{err}");
-        assert!(!dir.path().join("out").exists(), "a rejected suite must not create output");
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "bench {sub}: config errors exit 64; stderr:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("{p}:3:12: `duration` must be longer than 0")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("{p}:6:15: rate must be a positive number")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("{p}:7:25: unknown variant `linkerd`")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{p}:9:8: duplicate scenario name `a` (first used on line 5)"
+            )),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("out").exists(),
+            "a rejected suite must not create output"
+        );
     }
 }
 
 #[test]
 fn syntax_error_and_unknown_suite_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "syntax.toml", "name = \"x\"\n[[scenario]]\nname = \"a\"\nrates = [1,\n");
+    let path = write(
+        dir.path(),
+        "syntax.toml",
+        "name = \"x\"\n[[scenario]]\nname = \"a\"\nrates = [1,\n",
+    );
     let out = run(bench_exe_cmd().args(["plan", "--suite"]).arg(&path));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
@@ -50,7 +75,10 @@ fn syntax_error_and_unknown_suite_name() {
     let out = run(bench_exe_cmd().args(["plan", "--suite", "no-such-suite"]));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
-    assert!(err.contains("no suite named `no-such-suite`") && err.contains("quick, ci, full"), "{err}");
+    assert!(
+        err.contains("no suite named `no-such-suite`") && err.contains("quick, ci, full"),
+        "{err}"
+    );
 }
 
 #[test]

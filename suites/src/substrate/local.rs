@@ -64,21 +64,31 @@ impl Local {
 
     /// Whether `variant` could run on this machine (for `bench plan`).
     pub fn availability_here(variant: Variant) -> Result<(), String> {
-        peer_check(variant, peers::find_binary("nginx").is_some(), peers::find_binary("haproxy").is_some())
+        peer_check(
+            variant,
+            peers::find_binary("nginx").is_some(),
+            peers::find_binary("haproxy").is_some(),
+        )
     }
 
     fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
         self.counter += 1;
         let d = self.work.join(format!("{what}-{}", self.counter));
-        std::fs::create_dir_all(&d).map_err(|source| DeployError::Io { what: format!("create {}", d.display()), source })?;
+        std::fs::create_dir_all(&d).map_err(|source| DeployError::Io {
+            what: format!("create {}", d.display()),
+            source,
+        })?;
         Ok(d)
     }
 
     fn server_addr(&self) -> Result<SocketAddr, DeployError> {
-        self.server.as_ref().map(|(_, a)| *a).ok_or_else(|| DeployError::Start {
-            component: "server".into(),
-            detail: "no target server running (start_scenario was not called)".into(),
-        })
+        self.server
+            .as_ref()
+            .map(|(_, a)| *a)
+            .ok_or_else(|| DeployError::Start {
+                component: "server".into(),
+                detail: "no target server running (start_scenario was not called)".into(),
+            })
     }
 
     /// Start one mesh-proxy; returns it with its outbound, inbound (when
@@ -90,7 +100,14 @@ impl Local {
         app: Option<SocketAddr>,
     ) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
         let mut cmd = Command::new(&self.bins.mesh_proxy);
-        cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+        cmd.args([
+            "--outbound-listen",
+            "127.0.0.1:0",
+            "--inbound-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]);
         if let Some(r) = route {
             cmd.arg("--route").arg(format!("{MESH_AUTHORITY}={r}"));
         }
@@ -106,7 +123,9 @@ impl Local {
             None => None,
         };
         let admin = addr(&mut p, "listening admin ").await?;
-        if let Err(e) = probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await {
+        if let Err(e) =
+            probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
+        {
             return Err(ready_error(&mut p, e));
         }
         Ok((p, outbound, inbound))
@@ -114,25 +133,49 @@ impl Local {
 
     /// Start a peer proxy on a port we pick (they cannot report an
     /// ephemeral one), retrying with a fresh port if it was taken meanwhile.
-    async fn peer(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<(Proc, SocketAddr), DeployError> {
+    async fn peer(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+    ) -> Result<(Proc, SocketAddr), DeployError> {
         let upstream = self.server_addr()?;
         let name = variant.as_str();
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
-            let port = free_port().map_err(|source| DeployError::Io { what: "pick a free port".into(), source })?;
+            let port = free_port().map_err(|source| DeployError::Io {
+                what: "pick a free port".into(),
+                source,
+            })?;
             let listen = SocketAddr::from(([127, 0, 0, 1], port));
             let dir = self.cell_dir(name)?;
             let (bin, conf_name, conf) = match variant {
-                Variant::Nginx => (self.nginx.clone(), "nginx.conf", peers::nginx_conf(&dir, listen, upstream, topo.protocol)),
-                _ => (self.haproxy.clone(), "haproxy.cfg", peers::haproxy_conf(listen, upstream, topo.protocol)),
+                Variant::Nginx => (
+                    self.nginx.clone(),
+                    "nginx.conf",
+                    peers::nginx_conf(&dir, listen, upstream, topo.protocol),
+                ),
+                _ => (
+                    self.haproxy.clone(),
+                    "haproxy.cfg",
+                    peers::haproxy_conf(listen, upstream, topo.protocol),
+                ),
             };
-            let bin = bin.ok_or_else(|| DeployError::Unavailable { reason: self.availability(variant).unwrap_err() })?;
+            let bin = bin.ok_or_else(|| DeployError::Unavailable {
+                reason: self.availability(variant).unwrap_err(),
+            })?;
             let conf_path = dir.join(conf_name);
-            std::fs::write(&conf_path, conf)
-                .map_err(|source| DeployError::Io { what: format!("write {}", conf_path.display()), source })?;
+            std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
+                what: format!("write {}", conf_path.display()),
+                source,
+            })?;
             let mut cmd = Command::new(bin);
             if variant == Variant::Nginx {
-                cmd.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
+                cmd.arg("-p")
+                    .arg(&dir)
+                    .arg("-e")
+                    .arg(dir.join("error.log"))
+                    .arg("-c")
+                    .arg(&conf_path);
             } else {
                 cmd.arg("-db").arg("-f").arg(&conf_path);
             }
@@ -142,12 +185,21 @@ impl Local {
                 Err(e) => {
                     let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
                     let e = match e {
-                        DeployError::Start { detail, .. } | DeployError::Ready { detail, .. } => detail,
+                        DeployError::Start { detail, .. } | DeployError::Ready { detail, .. } => {
+                            detail
+                        }
                         other => other.to_string(),
                     };
-                    let detail = if log.is_empty() { e } else { format!("{e}\n    error.log: {}", log.trim()) };
+                    let detail = if log.is_empty() {
+                        e
+                    } else {
+                        format!("{e}\n    error.log: {}", log.trim())
+                    };
                     p.stop(Duration::ZERO).await;
-                    last = Some(DeployError::Start { component: name.to_string(), detail });
+                    last = Some(DeployError::Start {
+                        component: name.to_string(),
+                        detail,
+                    });
                 }
             }
         }
@@ -172,52 +224,101 @@ impl Substrate for Local {
             .arg(topo.server_threads.to_string());
         let mut p = Proc::spawn("server", cmd, &self.pids_file)?;
         let server = addr(&mut p, "listening on ").await?;
-        if let Err(e) = probe::until_ok(server, None, "/healthz", topo.protocol, READY_PATIENCE).await {
+        if let Err(e) =
+            probe::until_ok(server, None, "/healthz", topo.protocol, READY_PATIENCE).await
+        {
             return Err(ready_error(&mut p, e));
         }
         self.server = Some((p, server));
         Ok(())
     }
 
-    async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError> {
-        self.availability(variant).map_err(|reason| DeployError::Unavailable { reason })?;
+    async fn deploy(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+    ) -> Result<Deployment, DeployError> {
+        self.availability(variant)
+            .map_err(|reason| DeployError::Unavailable { reason })?;
         let server = self.server_addr()?;
-        let server_pid = self.server.as_ref().map(|(p, _)| p.pid()).unwrap_or_default();
-        let mut components = vec![Component { name: "server".into(), role: Role::Server, pid: server_pid }];
+        let server_pid = self
+            .server
+            .as_ref()
+            .map(|(p, _)| p.pid())
+            .unwrap_or_default();
+        let mut components = vec![Component {
+            name: "server".into(),
+            role: Role::Server,
+            pid: server_pid,
+        }];
         let mut procs = Vec::new();
         let (target, host) = match variant {
             Variant::Baseline => (server, None),
             Variant::Weft => {
-                let (inb, _, inbound) = self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
+                let (inb, _, inbound) =
+                    self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
                 let inbound = inbound.expect("inbound requested");
-                components.push(Component { name: "proxy-inbound".into(), role: Role::Proxy, pid: inb.pid() });
+                components.push(Component {
+                    name: "proxy-inbound".into(),
+                    role: Role::Proxy,
+                    pid: inb.pid(),
+                });
                 procs.push(inb);
-                let (outb, outbound, _) = self.mesh_proxy("proxy-outbound", Some(inbound), None).await?;
-                components.push(Component { name: "proxy-outbound".into(), role: Role::Proxy, pid: outb.pid() });
+                let (outb, outbound, _) = self
+                    .mesh_proxy("proxy-outbound", Some(inbound), None)
+                    .await?;
+                components.push(Component {
+                    name: "proxy-outbound".into(),
+                    role: Role::Proxy,
+                    pid: outb.pid(),
+                });
                 procs.push(outb);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftClientOnly => {
-                let (outb, outbound, _) = self.mesh_proxy("proxy-outbound", Some(server), None).await?;
-                components.push(Component { name: "proxy-outbound".into(), role: Role::Proxy, pid: outb.pid() });
+                let (outb, outbound, _) = self
+                    .mesh_proxy("proxy-outbound", Some(server), None)
+                    .await?;
+                components.push(Component {
+                    name: "proxy-outbound".into(),
+                    role: Role::Proxy,
+                    pid: outb.pid(),
+                });
                 procs.push(outb);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftServerOnly => {
-                let (inb, _, inbound) = self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
-                components.push(Component { name: "proxy-inbound".into(), role: Role::Proxy, pid: inb.pid() });
+                let (inb, _, inbound) =
+                    self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
+                components.push(Component {
+                    name: "proxy-inbound".into(),
+                    role: Role::Proxy,
+                    pid: inb.pid(),
+                });
                 procs.push(inb);
                 (inbound.expect("inbound requested"), None)
             }
             Variant::Nginx | Variant::Haproxy => {
                 let (p, listen) = self.peer(variant, topo).await?;
-                components.push(Component { name: variant.as_str().into(), role: Role::Proxy, pid: p.pid() });
+                components.push(Component {
+                    name: variant.as_str().into(),
+                    role: Role::Proxy,
+                    pid: p.pid(),
+                });
                 procs.push(p);
                 (listen, None)
             }
         };
         // Ready means a real request through the whole chain succeeds.
-        if let Err(e) = probe::until_ok(target, host.as_deref(), "/healthz", topo.protocol, READY_PATIENCE).await {
+        if let Err(e) = probe::until_ok(
+            target,
+            host.as_deref(),
+            "/healthz",
+            topo.protocol,
+            READY_PATIENCE,
+        )
+        .await
+        {
             let mut detail = format!("GET /healthz through the {variant} chain: {e}");
             for p in procs.iter_mut() {
                 if let Some(status) = p.exited() {
@@ -228,9 +329,18 @@ impl Substrate for Local {
                     detail.push_str(&format!("\n  {} stderr tail:\n{tail}", p.name()));
                 }
             }
-            return Err(DeployError::Ready { component: variant.as_str().into(), detail });
+            return Err(DeployError::Ready {
+                component: variant.as_str().into(),
+                detail,
+            });
         }
-        Ok(Deployment { variant, target, host, components, procs })
+        Ok(Deployment {
+            variant,
+            target,
+            host,
+            components,
+            procs,
+        })
     }
 
     async fn teardown(&mut self, deployment: Deployment) {
@@ -273,7 +383,11 @@ fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String
 /// Read an address a component printed after `prefix`.
 async fn addr(p: &mut Proc, prefix: &str) -> Result<SocketAddr, DeployError> {
     let text = p.wait_line(prefix, READY_PATIENCE).await?;
-    text.parse().map_err(|_| p.failure(&format!("printed `{prefix}{text}`, which is not an ip:port")))
+    text.parse().map_err(|_| {
+        p.failure(&format!(
+            "printed `{prefix}{text}`, which is not an ip:port"
+        ))
+    })
 }
 
 fn ready_error(p: &mut Proc, e: String) -> DeployError {
@@ -294,7 +408,9 @@ async fn wait_listening(p: &mut Proc, listen: SocketAddr) -> Result<(), DeployEr
             return Err(p.failure(&format!("exited before listening on {listen}")));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(p.failure(&format!("not listening on {listen} after {READY_PATIENCE:?}")));
+            return Err(p.failure(&format!(
+                "not listening on {listen} after {READY_PATIENCE:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

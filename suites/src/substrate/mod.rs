@@ -11,8 +11,8 @@
 pub mod local;
 mod peers;
 pub mod probe;
-pub mod process;
 pub mod proc_guard;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -95,7 +95,10 @@ pub enum DeployError {
     #[error("{component} did not become ready: {detail}")]
     Ready { component: String, detail: String },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 /// A place to run variants. Methods are called one at a time by the runner.
@@ -107,7 +110,11 @@ pub trait Substrate {
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError>;
     /// Start one variant in front of the scenario's server and wait until a
     /// real request through the whole chain succeeds.
-    async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError>;
+    async fn deploy(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+    ) -> Result<Deployment, DeployError>;
     /// Stop a deployment's processes.
     async fn teardown(&mut self, deployment: Deployment);
     /// Stop what [`Substrate::start_scenario`] started.

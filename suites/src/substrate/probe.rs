@@ -14,13 +14,22 @@ use crate::suite::Protocol;
 
 /// GET `path` from `addr` with `Host: host` (or the address). Returns the
 /// status code, or a one-line reason the request failed.
-pub async fn get(addr: SocketAddr, host: Option<&str>, path: &str, protocol: Protocol) -> Result<u16, String> {
+pub async fn get(
+    addr: SocketAddr,
+    host: Option<&str>,
+    path: &str,
+    protocol: Protocol,
+) -> Result<u16, String> {
     let attempt = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(stream);
         let authority = host.map(str::to_string).unwrap_or_else(|| addr.to_string());
-        let uri: http::Uri = format!("http://{authority}{path}").parse().map_err(|e| format!("bad uri: {e}"))?;
+        let uri: http::Uri = format!("http://{authority}{path}")
+            .parse()
+            .map_err(|e| format!("bad uri: {e}"))?;
         let mut req = http::Request::get(uri);
         if protocol == Protocol::Http1 {
             req = req.header(http::header::HOST, &authority);
@@ -28,17 +37,23 @@ pub async fn get(addr: SocketAddr, host: Option<&str>, path: &str, protocol: Pro
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
         let resp = match protocol {
             Protocol::Http1 => {
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP/1 handshake: {e}"))?;
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| format!("HTTP/1 handshake: {e}"))?;
                 tokio::spawn(conn);
-                send.send_request(req).await.map_err(|e| format!("HTTP/1 request: {e}"))?
+                send.send_request(req)
+                    .await
+                    .map_err(|e| format!("HTTP/1 request: {e}"))?
             }
             Protocol::Http2 => {
-                let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(|e| format!("h2c handshake: {e}"))?;
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| format!("h2c handshake: {e}"))?;
                 tokio::spawn(conn);
-                send.send_request(req).await.map_err(|e| format!("h2c request: {e}"))?
+                send.send_request(req)
+                    .await
+                    .map_err(|e| format!("h2c request: {e}"))?
             }
         };
         let status = resp.status().as_u16();

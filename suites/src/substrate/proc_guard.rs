@@ -88,7 +88,8 @@ pub fn spawn(cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|p| p.into_inner())
         .send((cmd, tx))
         .map_err(|_| io::Error::other("child-spawner thread is gone"))?;
-    rx.recv().map_err(|_| io::Error::other("child-spawner thread is gone"))?
+    rx.recv()
+        .map_err(|_| io::Error::other("child-spawner thread is gone"))?
 }
 
 struct Registry {
@@ -98,7 +99,12 @@ struct Registry {
 
 fn registry() -> &'static Mutex<Registry> {
     static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REG.get_or_init(|| Mutex::new(Registry { groups: BTreeSet::new(), watchdog: None }))
+    REG.get_or_init(|| {
+        Mutex::new(Registry {
+            groups: BTreeSet::new(),
+            watchdog: None,
+        })
+    })
 }
 
 fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
@@ -107,7 +113,10 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 
 fn tell_watchdog(reg: &mut Registry, line: &str) {
     if let Some((_, stdin)) = reg.watchdog.as_mut() {
-        if writeln!(stdin, "{line}").and_then(|_| stdin.flush()).is_err() {
+        if writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .is_err()
+        {
             tracing::warn!("the orphan watchdog is gone; children may outlive a SIGKILLed bench");
             reg.watchdog = None;
         }
@@ -167,7 +176,10 @@ pub fn start_watchdog() {
         }
     };
     let mut cmd = Command::new(exe);
-    cmd.arg("__watchdog").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.arg("__watchdog")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     // Its own group so a terminal Ctrl-C (sent to bench's group) leaves it to
     // do its job; deliberately no death signal: it must outlive bench.
     cmd.process_group(0);
@@ -249,21 +261,29 @@ fn ignore_signal(sig: Signal) -> nix::Result<()> {
 /// Start time (clock ticks since boot) of `pid`, to tell a process from a
 /// later one that reused its pid.
 pub fn start_time(pid: u32) -> Option<u64> {
-    procfs::process::Process::new(pid as i32).ok()?.stat().ok().map(|s| s.starttime)
+    procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
 }
 
 /// Kill what earlier runs left behind: for every `weft-bench-*` work dir in
 /// `tmp` whose owning bench is dead, SIGKILL the process groups listed in its
 /// `pids` file (only if the leader's start time still matches) and remove it.
 pub fn sweep_strays(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
     for e in entries.flatten() {
         let dir = e.path();
         let is_ours = e.file_name().to_string_lossy().starts_with("weft-bench-");
         if !is_ours || !dir.is_dir() {
             continue;
         }
-        let Some((owner, owner_start)) = std::fs::read_to_string(dir.join("owner")).ok().and_then(|s| parse_pid_line(&s))
+        let Some((owner, owner_start)) = std::fs::read_to_string(dir.join("owner"))
+            .ok()
+            .and_then(|s| parse_pid_line(&s))
         else {
             continue;
         };
@@ -281,7 +301,10 @@ pub fn sweep_strays(tmp: &Path) {
             }
         }
         if killed > 0 {
-            eprintln!("warning: killed {killed} process group(s) left over by an earlier bench run ({})", dir.display());
+            eprintln!(
+                "warning: killed {killed} process group(s) left over by an earlier bench run ({})",
+                dir.display()
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -304,8 +327,14 @@ mod tests {
         cmd.args(["-c", "sleep 30 & wait"]);
         let mut child = spawn(cmd).unwrap();
         let pid = child.id();
-        let stat = procfs::process::Process::new(pid as i32).unwrap().stat().unwrap();
-        assert_eq!(stat.pgrp, pid as i32, "child must lead its own process group");
+        let stat = procfs::process::Process::new(pid as i32)
+            .unwrap()
+            .stat()
+            .unwrap();
+        assert_eq!(
+            stat.pgrp, pid as i32,
+            "child must lead its own process group"
+        );
         signal_group(pid, Signal::SIGKILL);
         let status = child.wait().unwrap();
         assert!(!status.success());

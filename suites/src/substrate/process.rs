@@ -32,7 +32,9 @@ impl Proc {
     /// Spawn `cmd` (stdout and stderr piped and drained) and append
     /// `<pid> <starttime> <name>` to `pids_file`.
     pub fn spawn(name: &str, mut cmd: Command, pids_file: &Path) -> Result<Proc, DeployError> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = proc_guard::spawn(cmd).map_err(|e| DeployError::Start {
             component: name.to_string(),
@@ -65,7 +67,14 @@ impl Proc {
         let err = child.stderr.take().expect("piped stderr");
         let tail = stderr.clone();
         std::thread::spawn(move || drain_tail(err, &tail));
-        Ok(Proc { name: name.to_string(), child: Some(child), pid, stdout: rx, seen: Vec::new(), stderr })
+        Ok(Proc {
+            name: name.to_string(),
+            child: Some(child),
+            pid,
+            stdout: rx,
+            seen: Vec::new(),
+            stderr,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -78,7 +87,11 @@ impl Proc {
 
     /// Wait for a stdout line starting with `prefix` and return the rest,
     /// trimmed. Fails early if the child exits.
-    pub async fn wait_line(&mut self, prefix: &str, patience: Duration) -> Result<String, DeployError> {
+    pub async fn wait_line(
+        &mut self,
+        prefix: &str,
+        patience: Duration,
+    ) -> Result<String, DeployError> {
         if let Some(rest) = self.seen.iter().find_map(|l| l.strip_prefix(prefix)) {
             return Ok(rest.trim().to_string());
         }
@@ -100,7 +113,9 @@ impl Proc {
                     return Err(self.failure(&format!("exited before printing `{prefix}...`")));
                 }
                 Err(_) => {
-                    return Err(self.failure(&format!("did not print `{prefix}...` within {patience:?}")));
+                    return Err(
+                        self.failure(&format!("did not print `{prefix}...` within {patience:?}"))
+                    );
                 }
             }
         }
@@ -109,7 +124,10 @@ impl Proc {
     /// An error naming this component, its exit status if it died, and the
     /// tail of its stderr.
     pub fn failure(&mut self, what: &str) -> DeployError {
-        let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        let status = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         let mut detail = what.to_string();
         if let Some(s) = status {
             detail.push_str(&format!(" ({s})"));
@@ -118,23 +136,33 @@ impl Proc {
         if !tail.is_empty() {
             detail.push_str(&format!("; stderr tail:\n{tail}"));
         }
-        DeployError::Start { component: self.name.clone(), detail }
+        DeployError::Start {
+            component: self.name.clone(),
+            detail,
+        }
     }
 
     pub fn stderr_tail(&self) -> String {
         let t = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        t.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        t.iter()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// `Some(status)` if the child has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGTERM the group, wait up to `grace` for the leader, then SIGKILL the
     /// group (which also catches workers a master left behind) and reap.
     pub async fn stop(mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         proc_guard::signal_group(self.pid, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {

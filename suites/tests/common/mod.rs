@@ -42,7 +42,10 @@ pub fn text(b: &[u8]) -> String {
 
 /// How long to wait for things that should happen soon.
 pub fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     Duration::from_secs(secs)
 }
 
