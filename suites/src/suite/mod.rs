@@ -1,0 +1,394 @@
+//! Suite files: the scenario model, its TOML shape, and validation.
+//!
+//! A suite file is parsed in two passes. The first (`Raw*` types) keeps the
+//! byte span of every value so that the second pass, validation, can report
+//! *every* problem with `file:line:col`, not just the first one serde meets.
+//! `suites/README.md` documents every field; keep the two in step.
+
+mod validate;
+
+use validate::{RawSuite, Validator};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The suites shipped inside the binary, so `bench` works from any directory.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("quick", include_str!("../../quick.toml")),
+    ("ci", include_str!("../../ci.toml")),
+    ("full", include_str!("../../full.toml")),
+];
+
+/// What sits between the load generator and the target server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Variant {
+    /// No hop at all: the floor every other variant is compared against.
+    Baseline,
+    /// Client-side and server-side sidecars (outbound -> inbound).
+    Weft,
+    /// Only the client-side (outbound) sidecar.
+    WeftClientOnly,
+    /// Only the server-side (inbound) sidecar.
+    WeftServerOnly,
+    /// One nginx reverse-proxy hop.
+    Nginx,
+    /// One HAProxy reverse-proxy hop.
+    Haproxy,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 6] = [
+        Variant::Baseline,
+        Variant::Weft,
+        Variant::WeftClientOnly,
+        Variant::WeftServerOnly,
+        Variant::Nginx,
+        Variant::Haproxy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Baseline => "baseline",
+            Variant::Weft => "weft",
+            Variant::WeftClientOnly => "weft-client-only",
+            Variant::WeftServerOnly => "weft-server-only",
+            Variant::Nginx => "nginx",
+            Variant::Haproxy => "haproxy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Application protocol the load generator speaks to the first hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c).
+    Http2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+        }
+    }
+}
+
+/// How load is offered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoadShape {
+    /// Open loop: each rate (requests/s) is one point of the matrix.
+    Open { rates: Vec<f64> },
+    /// Closed loop: a fixed number of requests in flight, as fast as possible.
+    Closed { concurrency: usize },
+}
+
+/// One validated scenario with every default applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub load: LoadShape,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub repetitions: u32,
+    pub connections: usize,
+    pub protocol: Protocol,
+    pub body_size: usize,
+    pub server_delay: Duration,
+    pub server_threads: usize,
+    pub timeout: Duration,
+    pub variants: Vec<Variant>,
+}
+
+/// A validated suite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suite {
+    pub name: String,
+    pub description: String,
+    /// Where it came from: a path, or `embedded:NAME`.
+    pub origin: String,
+    pub scenarios: Vec<Scenario>,
+}
+
+/// One problem found in a suite file, located by line and column (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Why a suite could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("cannot read suite file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no suite named `{name}`: not a file, not ./suites/{name}.toml, and not one of the built-in suites ({})", builtin_names())]
+    NotFound { name: String },
+    /// One line per problem, each `file:line:col: message`.
+    #[error("{}", render_problems(.file, .problems))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn builtin_names() -> String {
+    EMBEDDED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{file}:{}:{}: {}", p.line, p.col, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---- loading ------------------------------------------------------------------
+
+/// Resolve `--suite`: an existing path, else `./suites/NAME.toml`, else a
+/// built-in suite by name.
+pub fn resolve(spec: &str) -> Result<Suite, SuiteError> {
+    let as_path = Path::new(spec);
+    if as_path.is_file() {
+        return load_file(as_path);
+    }
+    let local = Path::new("suites").join(format!("{spec}.toml"));
+    if !spec.contains('/') && local.is_file() {
+        return load_file(&local);
+    }
+    match EMBEDDED.iter().find(|(n, _)| *n == spec) {
+        Some((name, text)) => parse(text, &format!("embedded:{name}")),
+        None => Err(SuiteError::NotFound {
+            name: spec.to_string(),
+        }),
+    }
+}
+
+/// Load and validate a suite file.
+pub fn load_file(path: &Path) -> Result<Suite, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parse and validate suite text; `file` names it in error messages.
+pub fn parse(text: &str, file: &str) -> Result<Suite, SuiteError> {
+    let raw: RawSuite = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        SuiteError::Invalid {
+            file: file.to_string(),
+            problems: vec![Problem {
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }],
+        }
+    })?;
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+    };
+    let suite = v.suite(raw, file);
+    if v.problems.is_empty() {
+        Ok(suite)
+    } else {
+        v.problems.sort_by_key(|p| (p.line, p.col));
+        // A bad value in [defaults] is found once per scenario inheriting it.
+        v.problems.dedup();
+        Err(SuiteError::Invalid {
+            file: file.to_string(),
+            problems: v.problems,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "t.toml") {
+            Err(SuiteError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{}:{} {}", p.line, p.col, p.message))
+                .collect(),
+            Ok(_) => panic!("expected problems, suite parsed"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn embedded_suites_are_valid() {
+        for (name, text) in EMBEDDED {
+            let s = parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&s.name, name);
+            assert!(!s.scenarios.is_empty());
+        }
+    }
+
+    #[test]
+    fn defaults_are_inherited_and_overridden() {
+        let s = parse(
+            r#"
+name = "x"
+[defaults]
+duration = "3s"
+connections = 4
+variants = ["baseline", "weft"]
+rates = [100]
+[[scenario]]
+name = "a"
+[[scenario]]
+name = "b"
+duration = "1s"
+protocol = "http2"
+mode = "closed"
+concurrency = 2
+"#,
+            "t",
+        )
+        .unwrap();
+        let a = &s.scenarios[0];
+        assert_eq!(a.duration, Duration::from_secs(3));
+        assert_eq!(a.connections, 4);
+        assert_eq!(a.load, LoadShape::Open { rates: vec![100.0] });
+        assert_eq!(a.variants, vec![Variant::Baseline, Variant::Weft]);
+        let b = &s.scenarios[1];
+        assert_eq!(b.duration, Duration::from_secs(1));
+        assert_eq!(b.protocol, Protocol::Http2);
+        assert_eq!(b.load, LoadShape::Closed { concurrency: 2 });
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let p = problems(
+            r#"name = "bad"
+[defaults]
+duration = "0s"
+variants = ["baseline", "envoy"]
+[[scenario]]
+name = "a"
+rates = [100, -5, 0]
+[[scenario]]
+name = "a"
+rates = [10]
+variants = []
+[[scenario]]
+name = "c"
+mode = "closed"
+warmup = "soon"
+"#,
+        );
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("3:12 `duration` must be longer than 0"),
+            "{joined}"
+        );
+        assert!(joined.contains("4:25 unknown variant `envoy`"), "{joined}");
+        assert!(
+            joined.contains("7:15 rate must be a positive number of requests/s, got -5"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("7:19 rate must be a positive number"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("9:8 duplicate scenario name `a` (first used on line 6)"),
+            "{joined}"
+        );
+        assert!(joined.contains("11:12 `variants` is empty"), "{joined}");
+        assert!(
+            joined.contains("closed-loop scenario needs `concurrency = N`"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("15:10 `warmup` = \"soon\" is not a duration"),
+            "{joined}"
+        );
+        assert_eq!(p.len(), 8, "each problem once: {joined}");
+    }
+
+    #[test]
+    fn unknown_fields_and_syntax_errors_have_a_location() {
+        let e = parse(
+            "name = \"x\"\n[[scenario]]\nname = \"a\"\nrate = [1]\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f.toml:4:1: unknown field `rate`"), "{e}");
+        let e = parse("name = \"x\"\n[[scenario]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f.toml:2:"), "{e}");
+        let e = parse(
+            "name = \"x\"\n[[scenario]]\nname = \"a\"\nrates = [1]\nconnections = \"many\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f.toml:5:"), "{e}");
+    }
+
+    #[test]
+    fn mode_conflicts_are_reported() {
+        let p = problems("name = \"x\"\n[[scenario]]\nname = \"a\"\nmode = \"closed\"\nconcurrency = 0\nrates = [1]\n[[scenario]]\nname = \"b\"\nmode = \"sideways\"\n");
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("5:15 `concurrency` must be between 1"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("6:9 `rates` is for open-loop scenarios"),
+            "{joined}"
+        );
+        assert!(joined.contains("9:8 unknown mode `sideways`"), "{joined}");
+    }
+
+    #[test]
+    fn missing_scenarios_and_name() {
+        let p = problems("description = \"nothing\"\n");
+        assert!(
+            p.iter().any(|p| p.contains("missing top-level `name")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("no [[scenario]] tables")),
+            "{p:?}"
+        );
+    }
+}
