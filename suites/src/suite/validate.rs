@@ -80,7 +80,6 @@ impl Validator<'_> {
         };
         let defaults = match raw.defaults {
             Some(d) => {
-                let span = d.span();
                 let d = d.into_inner();
                 if let Some(n) = &d.name {
                     self.problem(
@@ -94,7 +93,6 @@ impl Validator<'_> {
                         "`description` belongs on a [[scenario]], not in [defaults]",
                     );
                 }
-                let _ = span;
                 d
             }
             None => RawSettings::default(),
