@@ -55,6 +55,13 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(|| headers.clone(), |h| strip_hop_by_hop(black_box(h)), criterion::BatchSize::SmallInput)
     });
 
+    let mut clean = typical_headers();
+    clean.remove("connection");
+    clean.remove("keep-alive");
+    c.bench_function("headers/strip_hop_by_hop_none_present", |b| {
+        b.iter_batched_ref(|| clean.clone(), |h| strip_hop_by_hop(black_box(h)), criterion::BatchSize::SmallInput)
+    });
+
     let metrics = Metrics::new();
     let out = metrics.direction(Direction::Outbound).clone();
     c.bench_function("metrics/record_response", |b| {

@@ -16,6 +16,11 @@ const PROXY_CONNECTION: &str = "proxy-connection";
 /// Allocation-free: names listed in `Connection` are looked up by `&str`,
 /// which `http` resolves without building a `HeaderName`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these; one pass of cheap name comparisons
+    // is faster than six hashed removals that find nothing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // A message may carry several Connection lines; `HeaderMap::remove`
     // would return only the first, so each line is read (a cheap refcounted
     // clone) before the field goes.
@@ -33,6 +38,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::UPGRADE);
     strip_te(headers);
+}
+
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name.as_str() == KEEP_ALIVE
+        || name.as_str() == PROXY_CONNECTION
 }
 
 fn remove_connection_listed(headers: &mut HeaderMap, conn: &HeaderValue) {
