@@ -45,23 +45,35 @@ impl Target {
         let addr = tokio::net::lookup_host((lookup, port))
             .await
             .and_then(|mut addrs| {
-                addrs.next().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"))
+                addrs.next().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses")
+                })
             })
-            .map_err(|source| LoadError::Resolve { host: host.to_string(), source })?;
+            .map_err(|source| LoadError::Resolve {
+                host: host.to_string(),
+                source,
+            })?;
         let path = cfg.target.path_and_query().map_or("/", |p| p.as_str());
         let authority_value = cfg.host.clone().unwrap_or_else(|| authority.to_string());
         let uri: Uri = if cfg.http2 {
-            format!("http://{authority_value}{path}").parse().map_err(|e| {
-                LoadError::Config(vec![format!("host {authority_value:?}: cannot form a request URI: {e}")])
-            })?
+            format!("http://{authority_value}{path}")
+                .parse()
+                .map_err(|e| {
+                    LoadError::Config(vec![format!(
+                        "host {authority_value:?}: cannot form a request URI: {e}"
+                    )])
+                })?
         } else {
-            path.parse().expect("a path taken from a valid URI is valid")
+            path.parse()
+                .expect("a path taken from a valid URI is valid")
         };
         let host = if cfg.http2 {
             None
         } else {
             Some(HeaderValue::from_str(&authority_value).map_err(|e| {
-                LoadError::Config(vec![format!("host {authority_value:?}: not a valid header value: {e}")])
+                LoadError::Config(vec![format!(
+                    "host {authority_value:?}: not a valid header value: {e}"
+                )])
             })?)
         };
         let (method, body) = if cfg.body_size == 0 {
@@ -69,7 +81,15 @@ impl Target {
         } else {
             (Method::POST, Bytes::from(vec![b'x'; cfg.body_size]))
         };
-        Ok(Target { addr, display: cfg.target.to_string(), method, uri, host, body, timeout: cfg.timeout })
+        Ok(Target {
+            addr,
+            display: cfg.target.to_string(),
+            method,
+            uri,
+            host,
+            body,
+            timeout: cfg.timeout,
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -109,7 +129,9 @@ async fn with_timeout<T>(
     limit: Duration,
     fut: impl Future<Output = Result<T, ConnectError>>,
 ) -> Result<T, ConnectError> {
-    tokio::time::timeout(limit, fut).await.unwrap_or(Err(ConnectError::Timeout(limit)))
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(ConnectError::Timeout(limit)))
 }
 
 type H1Driver = http1::Connection<TokioIo<TcpStream>, ReqBody>;
@@ -126,7 +148,10 @@ impl H1Conn {
         with_timeout(target.timeout, async {
             let io = target.tcp().await?;
             let (sender, driver) = http1::handshake(io).await?;
-            Ok(H1Conn { sender, driver: Box::pin(driver) })
+            Ok(H1Conn {
+                sender,
+                driver: Box::pin(driver),
+            })
         })
         .await
     }
@@ -157,7 +182,10 @@ impl H1Conn {
     }
 }
 
-async fn h1_exchange(mut sender: http1::SendRequest<ReqBody>, req: Request<ReqBody>) -> (http1::SendRequest<ReqBody>, Outcome) {
+async fn h1_exchange(
+    mut sender: http1::SendRequest<ReqBody>,
+    req: Request<ReqBody>,
+) -> (http1::SendRequest<ReqBody>, Outcome) {
     // hyper's HTTP/1 sender is ready again only after the driver has seen the end of the
     // previous response; waiting here (the driver is polled alongside) avoids "not ready".
     if sender.ready().await.is_err() {
@@ -214,12 +242,17 @@ impl H2Conn {
 
     /// Starts a stream now; the returned future owns everything and yields the outcome and the
     /// time it completed.
-    pub fn start(&mut self, req: Request<ReqBody>, timeout: Duration) -> impl Future<Output = (Outcome, Instant)> + Send + 'static {
+    pub fn start(
+        &mut self,
+        req: Request<ReqBody>,
+        timeout: Duration,
+    ) -> impl Future<Output = (Outcome, Instant)> + Send + 'static {
         let response = self.sender.send_request(req);
         async move {
-            let outcome = tokio::time::timeout(timeout, async { response_outcome(response.await).await })
-                .await
-                .unwrap_or(Outcome::Failed(error_class::TIMEOUT));
+            let outcome =
+                tokio::time::timeout(timeout, async { response_outcome(response.await).await })
+                    .await
+                    .unwrap_or(Outcome::Failed(error_class::TIMEOUT));
             (outcome, Instant::now())
         }
     }

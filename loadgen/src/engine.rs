@@ -58,7 +58,9 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load
         conns[i] = Some(conn);
     }
 
-    progress.in_warmup.store(!cfg.warmup.is_zero(), Ordering::Relaxed);
+    progress
+        .in_warmup
+        .store(!cfg.warmup.is_zero(), Ordering::Relaxed);
     let window = Window::new(Instant::now() + START_LEAD, cfg.warmup, cfg.duration);
     // Slots still queued this long after the end are given up as timeouts.
     let drain_deadline = window.end + cfg.timeout;
@@ -78,20 +80,41 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load
                 for conn in conns {
                     let (tx, rx) = unbounded_channel();
                     txs.push(tx);
-                    let Some(Conn::H2(conn)) = conn else { unreachable!("opened as HTTP/2") };
-                    let src = H2Source::Open { rx, cap, drain_deadline };
+                    let Some(Conn::H2(conn)) = conn else {
+                        unreachable!("opened as HTTP/2")
+                    };
+                    let src = H2Source::Open {
+                        rx,
+                        cap,
+                        drain_deadline,
+                    };
                     tasks.spawn(h2_task(target.clone(), conn, src, new_recorder()));
                 }
-                sequencer = Some(sequencer::spawn(rate, window, Sink::RoundRobin(txs), progress.clone()));
+                sequencer = Some(sequencer::spawn(
+                    rate,
+                    window,
+                    Sink::RoundRobin(txs),
+                    progress.clone(),
+                ));
             } else {
                 let (tx, rx) = unbounded_channel();
                 let queue = Arc::new(Mutex::new(rx));
                 for conn in conns {
-                    let Some(Conn::H1(conn)) = conn else { unreachable!("opened as HTTP/1") };
-                    let src = H1Source::Shared { queue: queue.clone(), drain_deadline };
+                    let Some(Conn::H1(conn)) = conn else {
+                        unreachable!("opened as HTTP/1")
+                    };
+                    let src = H1Source::Shared {
+                        queue: queue.clone(),
+                        drain_deadline,
+                    };
                     tasks.spawn(h1_task(target.clone(), conn, src, new_recorder()));
                 }
-                sequencer = Some(sequencer::spawn(rate, window, Sink::Shared(tx), progress.clone()));
+                sequencer = Some(sequencer::spawn(
+                    rate,
+                    window,
+                    Sink::Shared(tx),
+                    progress.clone(),
+                ));
             }
         }
         Mode::Closed { concurrency } => {
@@ -109,7 +132,10 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load
                     Conn::H1(conn) => {
                         // HTTP/1 carries one request at a time: a connection with any share
                         // of the concurrency just runs back to back.
-                        let src = H1Source::Closed { active: depth > 0, window };
+                        let src = H1Source::Closed {
+                            active: depth > 0,
+                            window,
+                        };
                         tasks.spawn(h1_task(target.clone(), conn, src, new_recorder()));
                     }
                     Conn::H2(conn) => {
@@ -120,7 +146,9 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load
             }
         }
     }
-    let sequencer = sequencer.transpose().map_err(|e| LoadError::Task(format!("cannot start the sequencer thread: {e}")))?;
+    let sequencer = sequencer
+        .transpose()
+        .map_err(|e| LoadError::Task(format!("cannot start the sequencer thread: {e}")))?;
 
     let mut recorders = Vec::with_capacity(n + 1);
     while let Some(joined) = tasks.join_next().await {
@@ -143,7 +171,10 @@ enum Conn {
 
 enum H1Source {
     /// Open loop: slots from the sequencer, first free connection takes the oldest.
-    Shared { queue: Arc<Mutex<UnboundedReceiver<Slot>>>, drain_deadline: Instant },
+    Shared {
+        queue: Arc<Mutex<UnboundedReceiver<Slot>>>,
+        drain_deadline: Instant,
+    },
     /// Closed loop: a new request as soon as the previous one is done, until the window ends.
     Closed { active: bool, window: Window },
 }
@@ -152,7 +183,10 @@ impl H1Source {
     async fn next(&self) -> Option<Slot> {
         match self {
             H1Source::Shared { queue, .. } => queue.lock().await.recv().await,
-            H1Source::Closed { active: true, window } => {
+            H1Source::Closed {
+                active: true,
+                window,
+            } => {
                 let now = Instant::now();
                 (now < window.end).then_some(Slot { scheduled: now })
             }
@@ -185,7 +219,12 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
         };
         let Some(slot) = slot else { break };
         if src.expired(Instant::now()) {
-            rec.record(slot.scheduled, None, Instant::now(), Outcome::Failed(error_class::TIMEOUT));
+            rec.record(
+                slot.scheduled,
+                None,
+                Instant::now(),
+                Outcome::Failed(error_class::TIMEOUT),
+            );
             continue;
         }
         let c = match conn.take() {
@@ -197,7 +236,12 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnect failed");
-                    rec.record(slot.scheduled, None, Instant::now(), Outcome::Failed(error_class::CONNECT));
+                    rec.record(
+                        slot.scheduled,
+                        None,
+                        Instant::now(),
+                        Outcome::Failed(error_class::CONNECT),
+                    );
                     if src.is_closed_loop() {
                         tokio::time::sleep(RECONNECT_PAUSE).await;
                     }
@@ -208,7 +252,11 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
         let req = target.request();
         let sent = Instant::now();
         // In the closed loop there is no schedule: the send is the start.
-        let scheduled = if src.is_closed_loop() { sent } else { slot.scheduled };
+        let scheduled = if src.is_closed_loop() {
+            sent
+        } else {
+            slot.scheduled
+        };
         let (next, outcome) = match tokio::time::timeout(target.timeout(), c.exchange(req)).await {
             Ok(r) => r,
             // The connection's state is unknown after a timeout: drop it.
@@ -221,12 +269,24 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
 }
 
 enum H2Source {
-    Open { rx: UnboundedReceiver<Slot>, cap: usize, drain_deadline: Instant },
-    Closed { depth: usize, window: Window },
+    Open {
+        rx: UnboundedReceiver<Slot>,
+        cap: usize,
+        drain_deadline: Instant,
+    },
+    Closed {
+        depth: usize,
+        window: Window,
+    },
 }
 
 /// One HTTP/2 connection: every slot becomes a stream at once.
-async fn h2_task(target: Arc<Target>, conn: H2Conn, mut src: H2Source, mut rec: Recorder) -> Recorder {
+async fn h2_task(
+    target: Arc<Target>,
+    conn: H2Conn,
+    mut src: H2Source,
+    mut rec: Recorder,
+) -> Recorder {
     let mut conn = Some(conn);
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
@@ -245,7 +305,9 @@ async fn h2_task(target: Arc<Target>, conn: H2Conn, mut src: H2Source, mut rec: 
             },
             H2Source::Closed { depth, window } => {
                 if in_flight.len() < *depth && Instant::now() < window.end {
-                    Slot { scheduled: Instant::now() }
+                    Slot {
+                        scheduled: Instant::now(),
+                    }
                 } else if let Some((slot, sent, outcome, done)) = in_flight.next().await {
                     rec.record(slot, Some(sent), done, outcome);
                     continue;
@@ -255,13 +317,28 @@ async fn h2_task(target: Arc<Target>, conn: H2Conn, mut src: H2Source, mut rec: 
             }
         };
         let now = Instant::now();
-        if let H2Source::Open { cap, drain_deadline, .. } = &src {
+        if let H2Source::Open {
+            cap,
+            drain_deadline,
+            ..
+        } = &src
+        {
             if now > *drain_deadline {
-                rec.record(slot.scheduled, None, now, Outcome::Failed(error_class::TIMEOUT));
+                rec.record(
+                    slot.scheduled,
+                    None,
+                    now,
+                    Outcome::Failed(error_class::TIMEOUT),
+                );
                 continue;
             }
             if in_flight.len() >= *cap {
-                rec.record(slot.scheduled, None, now, Outcome::Failed(error_class::OVERFLOW));
+                rec.record(
+                    slot.scheduled,
+                    None,
+                    now,
+                    Outcome::Failed(error_class::OVERFLOW),
+                );
                 continue;
             }
         }
@@ -274,7 +351,12 @@ async fn h2_task(target: Arc<Target>, conn: H2Conn, mut src: H2Source, mut rec: 
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnect failed");
                     conn = None;
-                    rec.record(slot.scheduled, None, Instant::now(), Outcome::Failed(error_class::CONNECT));
+                    rec.record(
+                        slot.scheduled,
+                        None,
+                        Instant::now(),
+                        Outcome::Failed(error_class::CONNECT),
+                    );
                     if matches!(src, H2Source::Closed { .. }) {
                         tokio::time::sleep(RECONNECT_PAUSE).await;
                     }
@@ -285,19 +367,22 @@ async fn h2_task(target: Arc<Target>, conn: H2Conn, mut src: H2Source, mut rec: 
         let c = conn.as_mut().expect("connected above");
         let req = target.request();
         let sent = Instant::now();
-        let scheduled = if matches!(src, H2Source::Closed { .. }) { sent } else { slot.scheduled };
+        let scheduled = if matches!(src, H2Source::Closed { .. }) {
+            sent
+        } else {
+            slot.scheduled
+        };
         in_flight.push(stream(c.start(req, target.timeout()), scheduled, sent));
     }
     rec
 }
 
-fn stream(
+/// One stream with its times; a single fn so all in-flight futures share one type.
+async fn stream(
     response: impl Future<Output = (Outcome, Instant)>,
     scheduled: Instant,
     sent: Instant,
-) -> impl Future<Output = (Instant, Instant, Outcome, Instant)> {
-    async move {
-        let (outcome, done) = response.await;
-        (scheduled, sent, outcome, done)
-    }
+) -> (Instant, Instant, Outcome, Instant) {
+    let (outcome, done) = response.await;
+    (scheduled, sent, outcome, done)
 }

@@ -96,21 +96,33 @@ impl LoadConfig {
                 "target {}: scheme {other:?} is not supported, use http:// (h2c with --http2)",
                 self.target
             )),
-            None => problems.push(format!("target {}: missing scheme, use http://HOST:PORT/path", self.target)),
+            None => problems.push(format!(
+                "target {}: missing scheme, use http://HOST:PORT/path",
+                self.target
+            )),
         }
         if self.target.authority().is_none() {
-            problems.push(format!("target {}: missing host, use http://HOST:PORT/path", self.target));
+            problems.push(format!(
+                "target {}: missing host, use http://HOST:PORT/path",
+                self.target
+            ));
         }
         if let Some(host) = &self.host {
-            if http::HeaderValue::from_str(host).is_err() || host.parse::<http::uri::Authority>().is_err() {
-                problems.push(format!("host {host:?}: not a valid Host header / authority"));
+            if http::HeaderValue::from_str(host).is_err()
+                || host.parse::<http::uri::Authority>().is_err()
+            {
+                problems.push(format!(
+                    "host {host:?}: not a valid Host header / authority"
+                ));
             }
         }
         match self.mode {
-            Mode::Open { rate } if !(rate.is_finite() && rate > 0.0) => {
-                problems.push(format!("rate {rate}: must be a finite number of requests per second > 0"))
+            Mode::Open { rate } if !(rate.is_finite() && rate > 0.0) => problems.push(format!(
+                "rate {rate}: must be a finite number of requests per second > 0"
+            )),
+            Mode::Closed { concurrency: 0 } => {
+                problems.push("concurrency 0: must be at least 1".into())
             }
-            Mode::Closed { concurrency: 0 } => problems.push("concurrency 0: must be at least 1".into()),
             _ => {}
         }
         if self.duration.is_zero() {

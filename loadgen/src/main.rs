@@ -18,7 +18,11 @@ use loadgen::{LoadConfig, LoadError, Mode, Progress};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "loadgen", version, about = "Open-loop HTTP load generator and calibrated target server")]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Open-loop HTTP load generator and calibrated target server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -144,10 +148,12 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let target: http::Uri = args
-        .target
-        .parse()
-        .map_err(|e| ConfigError(format!("target {:?}: not a URL ({e}); use http://HOST:PORT/path", args.target)))?;
+    let target: http::Uri = args.target.parse().map_err(|e| {
+        ConfigError(format!(
+            "target {:?}: not a URL ({e}); use http://HOST:PORT/path",
+            args.target
+        ))
+    })?;
     let mode = match (args.rate, args.concurrency) {
         (Some(rate), None) => Mode::Open { rate },
         (None, Some(concurrency)) => Mode::Closed { concurrency },
@@ -171,18 +177,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     cfg.validate()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let result = runtime(args.threads.unwrap_or(cores.min(2)))?.block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
+    let result = runtime(args.threads.unwrap_or(cores.min(2)))?
+        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
     let summary = result.summary();
     print!("{}", summary.table());
     if let Some(path) = &args.json {
-        summary.write_json(path).with_context(|| format!("cannot write {}", path.display()))?;
+        summary
+            .write_json(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = ServeConfig { delay: args.delay, body_size: args.body_size, error_rate: args.error_rate, threads: args.threads };
-    cfg.validate().map_err(|problems| ConfigError(problems.join("; ")))?;
+    let cfg = ServeConfig {
+        delay: args.delay,
+        body_size: args.body_size,
+        error_rate: args.error_rate,
+        threads: args.threads,
+    };
+    cfg.validate()
+        .map_err(|problems| ConfigError(problems.join("; ")))?;
     runtime(cfg.threads)?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

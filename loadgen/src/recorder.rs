@@ -27,8 +27,12 @@ pub fn new_histogram() -> Histogram<u64> {
 /// A growable histogram for one task: it only allocates buckets up to the largest value seen,
 /// so hundreds of connections do not each hold a 60 s-wide histogram.
 fn task_histogram() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(HISTOGRAM_LOWEST_US, 2 * HISTOGRAM_LOWEST_US, HISTOGRAM_SIGFIG)
-        .expect("constant histogram bounds are valid");
+    let mut h = Histogram::new_with_bounds(
+        HISTOGRAM_LOWEST_US,
+        2 * HISTOGRAM_LOWEST_US,
+        HISTOGRAM_SIGFIG,
+    )
+    .expect("constant histogram bounds are valid");
     h.auto(true);
     h
 }
@@ -89,7 +93,13 @@ impl Recorder {
     }
 
     /// Records one finished request. `sent` is `None` when it never reached the wire.
-    pub fn record(&mut self, scheduled: Instant, sent: Option<Instant>, done: Instant, outcome: Outcome) {
+    pub fn record(
+        &mut self,
+        scheduled: Instant,
+        sent: Option<Instant>,
+        done: Instant,
+        outcome: Outcome,
+    ) {
         if let Outcome::Response(_) = outcome {
             // Throughput counts completions inside the window whatever their schedule, so a
             // backlog draining after a stall is not credited to the window twice or never.
@@ -109,7 +119,10 @@ impl Recorder {
         let class = match outcome {
             Outcome::Response(status) => {
                 record(&mut self.latency, done.saturating_duration_since(scheduled));
-                record(&mut self.service, done.saturating_duration_since(sent.unwrap_or(scheduled)));
+                record(
+                    &mut self.service,
+                    done.saturating_duration_since(sent.unwrap_or(scheduled)),
+                );
                 if status.is_client_error() {
                     Some(crate::error_class::STATUS_4XX)
                 } else if status.is_server_error() {
@@ -140,8 +153,12 @@ pub(crate) fn merge(config: LoadConfig, recorders: Vec<Recorder>) -> LoadResult 
     let mut connections_opened = 0;
     let mut errors_by_class = BTreeMap::new();
     for r in recorders {
-        latency.add(&r.latency).expect("task histograms never exceed the merged bounds");
-        service_time.add(&r.service).expect("task histograms never exceed the merged bounds");
+        latency
+            .add(&r.latency)
+            .expect("task histograms never exceed the merged bounds");
+        service_time
+            .add(&r.service)
+            .expect("task histograms never exceed the merged bounds");
         requests += r.requests;
         errors += r.errors;
         late_sends += r.late_sends;
@@ -172,7 +189,11 @@ mod tests {
     use http::StatusCode;
 
     fn window() -> Window {
-        Window::new(Instant::now(), Duration::from_secs(1), Duration::from_secs(2))
+        Window::new(
+            Instant::now(),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        )
     }
 
     #[test]
@@ -182,16 +203,47 @@ mod tests {
         let mut r = Recorder::new(w, progress.clone());
         let ms = Duration::from_millis;
         // warm-up request: executed, not recorded, but its completion in the window counts
-        r.record(w.start, Some(w.start), w.warm_end + ms(1), Outcome::Response(StatusCode::OK));
+        r.record(
+            w.start,
+            Some(w.start),
+            w.warm_end + ms(1),
+            Outcome::Response(StatusCode::OK),
+        );
         // on time
         let s = w.warm_end + ms(10);
-        r.record(s, Some(s + Duration::from_micros(20)), s + ms(5), Outcome::Response(StatusCode::OK));
+        r.record(
+            s,
+            Some(s + Duration::from_micros(20)),
+            s + ms(5),
+            Outcome::Response(StatusCode::OK),
+        );
         // late by 3 ms: latency from scheduled, service from sent
         let s2 = w.warm_end + ms(20);
-        r.record(s2, Some(s2 + ms(3)), s2 + ms(8), Outcome::Response(StatusCode::SERVICE_UNAVAILABLE));
-        r.record(s2, None, s2 + ms(8), Outcome::Failed(crate::error_class::TIMEOUT));
-        r.record(s2, Some(s2), s2 + ms(1), Outcome::Response(StatusCode::NOT_FOUND));
-        let res = merge(LoadConfig { duration: Duration::from_secs(2), ..LoadConfig::default() }, vec![r]);
+        r.record(
+            s2,
+            Some(s2 + ms(3)),
+            s2 + ms(8),
+            Outcome::Response(StatusCode::SERVICE_UNAVAILABLE),
+        );
+        r.record(
+            s2,
+            None,
+            s2 + ms(8),
+            Outcome::Failed(crate::error_class::TIMEOUT),
+        );
+        r.record(
+            s2,
+            Some(s2),
+            s2 + ms(1),
+            Outcome::Response(StatusCode::NOT_FOUND),
+        );
+        let res = merge(
+            LoadConfig {
+                duration: Duration::from_secs(2),
+                ..LoadConfig::default()
+            },
+            vec![r],
+        );
         assert_eq!(res.requests, 4);
         assert_eq!(res.errors, 3);
         assert_eq!(res.late_sends, 1);
@@ -200,7 +252,10 @@ mod tests {
         assert_eq!(res.errors_by_class.get("timeout"), Some(&1));
         assert_eq!(res.latency.len(), 3);
         assert_eq!(res.latency.max(), res.latency.highest_equivalent(8_000));
-        assert_eq!(res.service_time.max(), res.service_time.highest_equivalent(5_000));
+        assert_eq!(
+            res.service_time.max(),
+            res.service_time.highest_equivalent(5_000)
+        );
         // 4 responses completed inside the window (the timeout is no completion)
         assert!((res.achieved_rps - 2.0).abs() < 1e-9);
         assert_eq!(progress.completed.load(Ordering::Relaxed), 4);
@@ -212,11 +267,19 @@ mod tests {
         let w = window();
         let mut a = Recorder::new(w, Arc::new(Progress::default()));
         let s = w.warm_end;
-        a.record(s, Some(s), s + Duration::from_secs(120), Outcome::Response(StatusCode::OK));
+        a.record(
+            s,
+            Some(s),
+            s + Duration::from_secs(120),
+            Outcome::Response(StatusCode::OK),
+        );
         a.record(s, Some(s), s, Outcome::Response(StatusCode::OK));
         let res = merge(LoadConfig::default(), vec![a]);
         assert_eq!(res.latency.len(), 2);
         assert_eq!(res.latency.min(), 1);
-        assert_eq!(res.latency.max(), res.latency.highest_equivalent(HISTOGRAM_HIGHEST_US));
+        assert_eq!(
+            res.latency.max(),
+            res.latency.highest_equivalent(HISTOGRAM_HIGHEST_US)
+        );
     }
 }

@@ -48,31 +48,33 @@ pub(crate) fn spawn(
     mut sink: Sink,
     progress: Arc<Progress>,
 ) -> std::io::Result<std::thread::JoinHandle<u64>> {
-    std::thread::Builder::new().name("loadgen-sequencer".into()).spawn(move || {
-        precise_timer_slack();
-        let mut warm = window.warm_end > window.start;
-        let mut released = 0;
-        for i in 0u64.. {
-            let scheduled = window.start + slot_offset(i, rate);
-            if scheduled >= window.end {
-                break;
+    std::thread::Builder::new()
+        .name("loadgen-sequencer".into())
+        .spawn(move || {
+            precise_timer_slack();
+            let mut warm = window.warm_end > window.start;
+            let mut released = 0;
+            for i in 0u64.. {
+                let scheduled = window.start + slot_offset(i, rate);
+                if scheduled >= window.end {
+                    break;
+                }
+                if warm && scheduled >= window.warm_end {
+                    wait_until(window.warm_end);
+                    progress.in_warmup.store(false, Ordering::Relaxed);
+                    warm = false;
+                }
+                // Overdue slots (the thread was descheduled) go out at once, keeping their
+                // scheduled time: the delay is measured, never skipped.
+                wait_until(scheduled);
+                if !sink.release(i, Slot { scheduled }) {
+                    break;
+                }
+                released += 1;
             }
-            if warm && scheduled >= window.warm_end {
-                wait_until(window.warm_end);
-                progress.in_warmup.store(false, Ordering::Relaxed);
-                warm = false;
-            }
-            // Overdue slots (the thread was descheduled) go out at once, keeping their
-            // scheduled time: the delay is measured, never skipped.
-            wait_until(scheduled);
-            if !sink.release(i, Slot { scheduled }) {
-                break;
-            }
-            released += 1;
-        }
-        progress.in_warmup.store(false, Ordering::Relaxed);
-        released
-    })
+            progress.in_warmup.store(false, Ordering::Relaxed);
+            released
+        })
 }
 
 #[cfg(test)]
@@ -103,8 +105,16 @@ mod tests {
     fn round_robin_spreads_evenly_and_stops_when_receivers_go() {
         let start = Instant::now();
         let window = Window::new(start, Duration::ZERO, Duration::from_millis(30));
-        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
-        let h = spawn(1000.0, window, Sink::RoundRobin(txs), Arc::new(Progress::default())).unwrap();
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let h = spawn(
+            1000.0,
+            window,
+            Sink::RoundRobin(txs),
+            Arc::new(Progress::default()),
+        )
+        .unwrap();
         assert_eq!(h.join().unwrap(), 30);
         for rx in &mut rxs {
             let mut n = 0;
@@ -116,7 +126,13 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         drop(rx);
         let window = Window::new(Instant::now(), Duration::ZERO, Duration::from_secs(3600));
-        let h = spawn(1000.0, window, Sink::Shared(tx), Arc::new(Progress::default())).unwrap();
+        let h = spawn(
+            1000.0,
+            window,
+            Sink::Shared(tx),
+            Arc::new(Progress::default()),
+        )
+        .unwrap();
         assert_eq!(h.join().unwrap(), 0);
     }
 }

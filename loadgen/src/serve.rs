@@ -50,7 +50,12 @@ pub struct ServeConfig {
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { delay: Duration::ZERO, body_size: 0, error_rate: 0.0, threads: 1 }
+        Self {
+            delay: Duration::ZERO,
+            body_size: 0,
+            error_rate: 0.0,
+            threads: 1,
+        }
     }
 }
 
@@ -59,7 +64,10 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if !(0.0..=1.0).contains(&self.error_rate) {
-            problems.push(format!("error rate {}: must be a fraction between 0 and 1", self.error_rate));
+            problems.push(format!(
+                "error rate {}: must be a fraction between 0 and 1",
+                self.error_rate
+            ));
         }
         if self.threads == 0 {
             problems.push("threads 0: must be at least 1".into());
@@ -87,9 +95,16 @@ struct State {
 
 /// Serves until `shutdown` resolves, then stops accepting and gives open connections
 /// [`SHUTDOWN_GRACE`] to finish their requests.
-pub async fn serve(listener: TcpListener, cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     if let Err(problems) = cfg.validate() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, problems.join("; ")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            problems.join("; "),
+        ));
     }
     let state = Arc::new(State {
         body: Bytes::from(vec![b'x'; cfg.body_size]),
@@ -99,7 +114,9 @@ pub async fn serve(listener: TcpListener, cfg: ServeConfig, shutdown: impl Futur
         timer: (!cfg.delay.is_zero()).then(DelayTimer::start).transpose()?,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -120,7 +137,11 @@ pub async fn serve(listener: TcpListener, cfg: ServeConfig, shutdown: impl Futur
         }
         let state = state.clone();
         let service = service_fn(move |req| handle(req, state.clone()));
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -128,13 +149,19 @@ pub async fn serve(listener: TcpListener, cfg: ServeConfig, shutdown: impl Futur
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     Ok(())
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/healthz" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
     }
@@ -199,31 +226,36 @@ impl DelayTimer {
     fn start() -> io::Result<Self> {
         let shared = Arc::new((Mutex::new(Deadlines::default()), Condvar::new()));
         let worker = shared.clone();
-        std::thread::Builder::new().name("serve-delay-timer".into()).spawn(move || {
-            precise_timer_slack();
-            let (lock, cvar) = &*worker;
-            let mut d = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while !d.stop {
-                let Some(first) = d.heap.peek().map(|w| w.at) else {
-                    d = cvar.wait(d).unwrap_or_else(|e| e.into_inner());
-                    continue;
-                };
-                let now = Instant::now();
-                if first <= now {
-                    while d.heap.peek().is_some_and(|w| w.at <= now) {
-                        let w = d.heap.pop().expect("peeked");
-                        let _ = w.tx.send(());
+        std::thread::Builder::new()
+            .name("serve-delay-timer".into())
+            .spawn(move || {
+                precise_timer_slack();
+                let (lock, cvar) = &*worker;
+                let mut d = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !d.stop {
+                    let Some(first) = d.heap.peek().map(|w| w.at) else {
+                        d = cvar.wait(d).unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    };
+                    let now = Instant::now();
+                    if first <= now {
+                        while d.heap.peek().is_some_and(|w| w.at <= now) {
+                            let w = d.heap.pop().expect("peeked");
+                            let _ = w.tx.send(());
+                        }
+                    } else if first - now > SPIN {
+                        // Woken early when a sooner deadline arrives (never with a fixed delay).
+                        d = cvar
+                            .wait_timeout(d, first - now - SPIN)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    } else {
+                        drop(d);
+                        crate::timing::wait_until(first);
+                        d = lock.lock().unwrap_or_else(|e| e.into_inner());
                     }
-                } else if first - now > SPIN {
-                    // Woken early when a sooner deadline arrives (never with a fixed delay).
-                    d = cvar.wait_timeout(d, first - now - SPIN).unwrap_or_else(|e| e.into_inner()).0;
-                } else {
-                    drop(d);
-                    crate::timing::wait_until(first);
-                    d = lock.lock().unwrap_or_else(|e| e.into_inner());
                 }
-            }
-        })?;
+            })?;
         Ok(Self { shared })
     }
 
@@ -270,8 +302,13 @@ mod tests {
         for p in [0.1, 0.25, 0.333, 0.01] {
             for start in 1..200u64 {
                 let n = 137u64;
-                let count = (start..start + n).filter(|&k| is_injected_error(k, p)).count() as f64;
-                assert!((count - n as f64 * p).abs() <= 1.0, "p={p} start={start} count={count}");
+                let count = (start..start + n)
+                    .filter(|&k| is_injected_error(k, p))
+                    .count() as f64;
+                assert!(
+                    (count - n as f64 * p).abs() <= 1.0,
+                    "p={p} start={start} count={count}"
+                );
             }
         }
     }

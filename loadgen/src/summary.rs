@@ -33,7 +33,15 @@ impl Percentiles {
             return Self::default();
         }
         let q = |q: f64| h.value_at_quantile(q) as f64;
-        Self { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), p9999: q(0.9999), max: h.max() as f64, mean: h.mean() }
+        Self {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            p9999: q(0.9999),
+            max: h.max() as f64,
+            mean: h.mean(),
+        }
     }
 }
 
@@ -82,14 +90,18 @@ pub enum HistogramCodecError {
 /// HDR V2 deflate + base64 (standard), the encoding of [`Summary::histogram`].
 pub fn encode_histogram(h: &Histogram<u64>) -> Result<String, HistogramCodecError> {
     let mut buf = Vec::new();
-    V2DeflateSerializer::new().serialize(h, &mut buf).map_err(HistogramCodecError::Serialize)?;
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .map_err(HistogramCodecError::Serialize)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
 /// Inverse of [`encode_histogram`] (also reads uncompressed V2).
 pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, HistogramCodecError> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(s.trim())?;
-    Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(HistogramCodecError::Deserialize)
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(HistogramCodecError::Deserialize)
 }
 
 impl LoadResult {
@@ -97,7 +109,11 @@ impl LoadResult {
         let cfg = &self.config;
         let (mode, rate, concurrency) = match cfg.mode {
             Mode::Open { rate } => ("open", Some(rate), None),
-            Mode::Closed { concurrency } => ("closed", None, Some(u32::try_from(concurrency).unwrap_or(u32::MAX))),
+            Mode::Closed { concurrency } => (
+                "closed",
+                None,
+                Some(u32::try_from(concurrency).unwrap_or(u32::MAX)),
+            ),
         };
         // Serializing an in-memory histogram into a Vec cannot fail in practice; an empty
         // string is what a reader would see for "no histogram" if it ever did.
@@ -141,11 +157,21 @@ impl Summary {
     /// Writes pretty JSON to `path` through a temporary file and a rename, so readers never
     /// see a half-written file.
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let name = path.file_name().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display()))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: not a file path", path.display()),
+            )
         })?;
-        let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             serde_json::to_writer_pretty(&mut f, self)?;
@@ -172,8 +198,15 @@ impl Summary {
             self.protocol, self.connections, self.body_size, self.duration_s, self.warmup_s
         );
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "", "p50", "p90", "p99", "p99.9", "p99.99", "max");
-        for (name, p) in [("latency (ms)", &self.latency_us), ("service time (ms)", &self.service_time_us)] {
+        let _ = writeln!(
+            out,
+            "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+        );
+        for (name, p) in [
+            ("latency (ms)", &self.latency_us),
+            ("service time (ms)", &self.service_time_us),
+        ] {
             let ms = |us: f64| format!("{:.3}", us / 1000.0);
             let _ = writeln!(
                 out,
@@ -197,15 +230,27 @@ impl Summary {
                 );
             }
             None => {
-                let _ = writeln!(out, "rate        {:.2} rps achieved (maximum throughput)", self.achieved_rps);
+                let _ = writeln!(
+                    out,
+                    "rate        {:.2} rps achieved (maximum throughput)",
+                    self.achieved_rps
+                );
             }
         }
         let _ = writeln!(out, "requests    {}", self.requests);
-        let _ = writeln!(out, "late sends  {} (sent > 1 ms after their scheduled time)", self.late_sends);
+        let _ = writeln!(
+            out,
+            "late sends  {} (sent > 1 ms after their scheduled time)",
+            self.late_sends
+        );
         let classes = if self.errors_by_class.is_empty() {
             String::new()
         } else {
-            let list: Vec<String> = self.errors_by_class.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let list: Vec<String> = self
+                .errors_by_class
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             format!(" ({})", list.join(", "))
         };
         let _ = writeln!(out, "errors      {}{classes}", self.errors);
@@ -226,12 +271,21 @@ mod tests {
         }
         let p = Percentiles::from_histogram(&h);
         // 3 significant digits: each quantile within 0.1 % of the exact rank value
-        for (got, want) in [(p.p50, 5_000.0), (p.p90, 9_000.0), (p.p99, 9_900.0), (p.p999, 9_990.0), (p.p9999, 9_999.0)] {
+        for (got, want) in [
+            (p.p50, 5_000.0),
+            (p.p90, 9_000.0),
+            (p.p99, 9_900.0),
+            (p.p999, 9_990.0),
+            (p.p9999, 9_999.0),
+        ] {
             assert!((got - want).abs() <= want * 0.001 + 1.0, "{got} vs {want}");
         }
         assert!((p.max - 10_000.0).abs() <= 10.0);
         assert!((p.mean - 5_000.5).abs() < 5.0);
-        assert_eq!(Percentiles::from_histogram(&new_histogram()), Percentiles::default());
+        assert_eq!(
+            Percentiles::from_histogram(&new_histogram()),
+            Percentiles::default()
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ pub(crate) struct Window {
 impl Window {
     pub fn new(start: Instant, warmup: Duration, duration: Duration) -> Self {
         let warm_end = start + warmup;
-        Self { start, warm_end, end: warm_end + duration }
+        Self {
+            start,
+            warm_end,
+            end: warm_end + duration,
+        }
     }
 
     /// Whether a request scheduled at `t` is measured (true) or warm-up / past the end (false).

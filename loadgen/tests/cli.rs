@@ -14,24 +14,65 @@ use nix::sys::signal::{kill, Signal};
 #[test]
 fn config_errors_exit_64_naming_the_value() {
     for (args, needle) in [
-        (vec!["run", "--target", "http://127.0.0.1:1/", "--rate", "0", "--duration", "1s"], "rate 0"),
-        (vec!["run", "--target", "ftp://127.0.0.1:1/", "--rate", "5"], "ftp"),
-        (vec!["run", "--target", "http://127.0.0.1:1/", "--concurrency", "0"], "concurrency 0"),
-        (vec!["run", "--target", "http://127.0.0.1:1/", "--rate", "5", "--duration", "soon"], "soon"),
+        (
+            vec![
+                "run",
+                "--target",
+                "http://127.0.0.1:1/",
+                "--rate",
+                "0",
+                "--duration",
+                "1s",
+            ],
+            "rate 0",
+        ),
+        (
+            vec!["run", "--target", "ftp://127.0.0.1:1/", "--rate", "5"],
+            "ftp",
+        ),
+        (
+            vec![
+                "run",
+                "--target",
+                "http://127.0.0.1:1/",
+                "--concurrency",
+                "0",
+            ],
+            "concurrency 0",
+        ),
+        (
+            vec![
+                "run",
+                "--target",
+                "http://127.0.0.1:1/",
+                "--rate",
+                "5",
+                "--duration",
+                "soon",
+            ],
+            "soon",
+        ),
         (vec!["serve", "--error-rate", "1.5"], "1.5"),
         (vec!["run", "--target", "http://127.0.0.1:1/"], "--rate"),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr:?} does not name {needle:?}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} does not name {needle:?}"
+        );
     }
 }
 
 #[test]
 fn unreachable_target_fails_before_the_start() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = LoadConfig {
         target: format!("http://127.0.0.1:{port}/").parse().unwrap(),
         mode: Mode::Open { rate: 10.0 },
@@ -39,15 +80,28 @@ fn unreachable_target_fails_before_the_start() {
         connections: 2,
         ..LoadConfig::default()
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let started = Instant::now();
-    let err = rt.block_on(loadgen::run(cfg, Arc::new(Progress::default()))).unwrap_err();
+    let err = rt
+        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+        .unwrap_err();
     assert!(matches!(err, LoadError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
 
     let out = Command::new(BIN)
-        .args(["run", "--target", &format!("http://127.0.0.1:{port}/"), "--rate", "10", "--duration", "1s"])
+        .args([
+            "run",
+            "--target",
+            &format!("http://127.0.0.1:{port}/"),
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -77,10 +131,19 @@ fn host_override_and_post_body_reach_the_server() {
         body_size: 70_000,
         ..LoadConfig::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     for http2 in [false, true] {
-        let cfg = LoadConfig { http2, ..cfg.clone() };
-        let r = rt.block_on(loadgen::run(cfg, Arc::new(Progress::default()))).unwrap();
+        let cfg = LoadConfig {
+            http2,
+            ..cfg.clone()
+        };
+        let r = rt
+            .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+            .unwrap();
         assert_eq!(r.errors, 0, "http2={http2}: {:?}", r.errors_by_class);
         assert!(r.requests > 0);
     }
@@ -102,7 +165,9 @@ fn reconnects_when_the_server_closes_every_connection() {
                     s.set_nonblocking(false).unwrap();
                     let mut buf = [0u8; 4096];
                     let _ = s.read(&mut buf);
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
                     served += 1;
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(1)),
@@ -117,10 +182,20 @@ fn reconnects_when_the_server_closes_every_connection() {
         connections: 1,
         ..LoadConfig::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let r = rt.block_on(loadgen::run(cfg, Arc::new(Progress::default()))).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+        .unwrap();
     assert_eq!(r.requests, 20);
     assert_eq!(r.errors, 0, "{:?}", r.errors_by_class);
-    assert!(r.connections_opened >= 20, "opened {}", r.connections_opened);
+    assert!(
+        r.connections_opened >= 20,
+        "opened {}",
+        r.connections_opened
+    );
     drop(handle);
 }

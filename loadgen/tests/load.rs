@@ -11,7 +11,13 @@ use common::{eventually, exclusive, run_binary, Server};
 use loadgen::{LoadConfig, Mode, Progress};
 use nix::sys::signal::{kill, Signal};
 
-fn config(server: &Server, mode: Mode, warmup: Duration, duration: Duration, connections: usize) -> LoadConfig {
+fn config(
+    server: &Server,
+    mode: Mode,
+    warmup: Duration,
+    duration: Duration,
+    connections: usize,
+) -> LoadConfig {
     LoadConfig {
         target: server.url("/").parse().unwrap(),
         host: None,
@@ -26,7 +32,11 @@ fn config(server: &Server, mode: Mode, warmup: Duration, duration: Duration, con
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// 1. A 5 ms target comes back as 5 ms (corrected p50 within +5 %) at exactly the asked rate.
@@ -36,7 +46,16 @@ fn fixed_delay_comes_back_as_that_delay() {
     let server = Server::start(&["--delay", "5ms"]);
     let url = server.url("/");
     let s = run_binary(&[
-        "--target", &url, "--rate", "200", "--duration", "5s", "--warmup", "1s", "--connections", "4",
+        "--target",
+        &url,
+        "--rate",
+        "200",
+        "--duration",
+        "5s",
+        "--warmup",
+        "1s",
+        "--connections",
+        "4",
     ]);
     assert_eq!(s.errors, 0, "{:?}", s.errors_by_class);
     assert_eq!(s.requests, 1000);
@@ -44,24 +63,46 @@ fn fixed_delay_comes_back_as_that_delay() {
     // The +5 % bound measures the tool itself, so it needs optimized code
     // (`cargo test -p loadgen --release`). Unoptimized hyper and tokio alone add ~0.3 ms per
     // round trip (client and server are both this binary); debug builds check +20 %.
-    let limit = if cfg!(debug_assertions) { 6_000.0 } else { 5_250.0 };
-    assert!(p50 >= 5_000.0, "corrected p50 {p50} µs is below the injected 5 ms");
-    assert!(p50 <= limit, "corrected p50 {p50} µs is more than {limit} µs");
-    assert!((s.achieved_rps - 200.0).abs() <= 2.0, "achieved {} rps, asked 200", s.achieved_rps);
+    let limit = if cfg!(debug_assertions) {
+        6_000.0
+    } else {
+        5_250.0
+    };
+    assert!(
+        p50 >= 5_000.0,
+        "corrected p50 {p50} µs is below the injected 5 ms"
+    );
+    assert!(
+        p50 <= limit,
+        "corrected p50 {p50} µs is more than {limit} µs"
+    );
+    assert!(
+        (s.achieved_rps - 200.0).abs() <= 2.0,
+        "achieved {} rps, asked 200",
+        s.achieved_rps
+    );
     assert!(s.service_time_us.p50 >= 5_000.0 && s.service_time_us.p50 <= s.latency_us.p50);
 }
 
 /// 2. A stalled target shows in the corrected latency, not in the service time, and the
-/// backlog is sent afterwards rather than dropped.
+///    backlog is sent afterwards rather than dropped.
 #[test]
 fn stall_shows_in_corrected_latency_not_service_time() {
     let _x = exclusive();
     let server = Server::start(&["--delay", "1ms"]);
     let progress = Arc::new(Progress::default());
-    let cfg = config(&server, Mode::Open { rate: 200.0 }, Duration::from_secs(1), Duration::from_secs(6), 4);
+    let cfg = config(
+        &server,
+        Mode::Open { rate: 200.0 },
+        Duration::from_secs(1),
+        Duration::from_secs(6),
+        4,
+    );
     let rt = runtime();
     let run = rt.spawn(loadgen::run(cfg, progress.clone()));
-    eventually("the warm-up to end", || (!progress.in_warmup.load(Ordering::Relaxed)).then_some(()));
+    eventually("the warm-up to end", || {
+        (!progress.in_warmup.load(Ordering::Relaxed)).then_some(())
+    });
     // These sleeps are the experiment (when and how long the target stalls), not synchronisation.
     std::thread::sleep(Duration::from_secs(2));
     kill(server.pid(), Signal::SIGSTOP).unwrap();
@@ -72,8 +113,16 @@ fn stall_shows_in_corrected_latency_not_service_time() {
     println!("{}", s.table());
     assert_eq!(s.errors, 0, "{:?}", s.errors_by_class);
     assert_eq!(s.requests, 1200);
-    assert!(s.latency_us.p99 >= 500_000.0, "corrected p99 {} µs does not show the 1 s stall", s.latency_us.p99);
-    assert!(s.service_time_us.p99 < 100_000.0, "service p99 {} µs should not show the stall", s.service_time_us.p99);
+    assert!(
+        s.latency_us.p99 >= 500_000.0,
+        "corrected p99 {} µs does not show the 1 s stall",
+        s.latency_us.p99
+    );
+    assert!(
+        s.service_time_us.p99 < 100_000.0,
+        "service p99 {} µs should not show the stall",
+        s.service_time_us.p99
+    );
     // the slots queued during the stall were sent late, and counted as such
     assert!(s.late_sends >= 150, "late sends {}", s.late_sends);
 }
@@ -84,7 +133,16 @@ fn closed_loop_latency_equals_service_time() {
     let _x = exclusive();
     let server = Server::start(&["--delay", "2ms"]);
     let url = server.url("/");
-    let s = run_binary(&["--target", &url, "--concurrency", "4", "--duration", "2s", "--warmup", "500ms"]);
+    let s = run_binary(&[
+        "--target",
+        &url,
+        "--concurrency",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+    ]);
     assert_eq!(s.mode, "closed");
     assert_eq!(s.concurrency, Some(4));
     assert_eq!(s.connections, 4);
@@ -97,7 +155,11 @@ fn closed_loop_latency_equals_service_time() {
     assert_eq!(latency.len(), s.requests);
     assert!(latency == service, "latency and service histograms differ");
     // 4 in flight, each ≥ 2 ms: at most 2000 per second
-    assert!(s.achieved_rps > 0.0 && s.achieved_rps <= 2_000.0, "achieved {}", s.achieved_rps);
+    assert!(
+        s.achieved_rps > 0.0 && s.achieved_rps <= 2_000.0,
+        "achieved {}",
+        s.achieved_rps
+    );
 }
 
 /// 4. `--error-rate 0.1` is every 10th response: the 5xx count is exact to one.
@@ -106,33 +168,68 @@ fn injected_error_rate_is_counted_as_status_5xx() {
     let _x = exclusive();
     let server = Server::start(&["--error-rate", "0.1"]);
     let url = server.url("/");
-    let s = run_binary(&["--target", &url, "--rate", "200", "--duration", "2s", "--warmup", "0s", "--connections", "4"]);
+    let s = run_binary(&[
+        "--target",
+        &url,
+        "--rate",
+        "200",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--connections",
+        "4",
+    ]);
     assert_eq!(s.requests, 400);
     let fivexx = s.errors_by_class.get("status_5xx").copied().unwrap_or(0);
-    assert!(fivexx.abs_diff(s.requests / 10) <= 1, "{fivexx} status_5xx of {} requests", s.requests);
-    assert_eq!(s.errors, fivexx, "only 5xx errors expected: {:?}", s.errors_by_class);
+    assert!(
+        fivexx.abs_diff(s.requests / 10) <= 1,
+        "{fivexx} status_5xx of {} requests",
+        s.requests
+    );
+    assert_eq!(
+        s.errors, fivexx,
+        "only 5xx errors expected: {:?}",
+        s.errors_by_class
+    );
     // error responses are still responses: they are in the latency histogram
     assert_eq!(s.latency_histogram().unwrap().len(), s.requests);
 }
 
 /// 5. HTTP/2: one connection carries many concurrent streams. 500 rps of 20 ms requests need
-/// ~10 in flight; one request at a time could not do more than 50 rps.
+///    ~10 in flight; one request at a time could not do more than 50 rps.
 #[test]
 fn http2_open_loop_multiplexes_one_connection() {
     let _x = exclusive();
     let server = Server::start(&["--delay", "20ms"]);
-    let mut cfg = config(&server, Mode::Open { rate: 500.0 }, Duration::from_millis(500), Duration::from_secs(2), 1);
+    let mut cfg = config(
+        &server,
+        Mode::Open { rate: 500.0 },
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        1,
+    );
     cfg.http2 = true;
     cfg.body_size = 100;
-    let result = runtime().block_on(loadgen::run(cfg, Arc::new(Progress::default()))).unwrap();
+    let result = runtime()
+        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+        .unwrap();
     let s = result.summary();
     println!("{}", s.table());
     assert_eq!(s.protocol, "http2");
     assert_eq!(result.connections_opened, 1);
     assert_eq!(s.errors, 0, "{:?}", s.errors_by_class);
     assert_eq!(s.requests, 1000);
-    assert!((s.achieved_rps - 500.0).abs() <= 10.0, "achieved {}", s.achieved_rps);
-    assert!(s.latency_us.p50 >= 20_000.0 && s.latency_us.p50 < 100_000.0, "p50 {}", s.latency_us.p50);
+    assert!(
+        (s.achieved_rps - 500.0).abs() <= 10.0,
+        "achieved {}",
+        s.achieved_rps
+    );
+    assert!(
+        s.latency_us.p50 >= 20_000.0 && s.latency_us.p50 < 100_000.0,
+        "p50 {}",
+        s.latency_us.p50
+    );
 }
 
 /// 6. The JSON summary round-trips and its histograms decode to the recorded counts.
@@ -140,8 +237,16 @@ fn http2_open_loop_multiplexes_one_connection() {
 fn summary_json_round_trips_with_histograms() {
     let _x = exclusive();
     let server = Server::start(&["--body-size", "512"]);
-    let cfg = config(&server, Mode::Open { rate: 300.0 }, Duration::ZERO, Duration::from_secs(1), 2);
-    let result = runtime().block_on(loadgen::run(cfg, Arc::new(Progress::default()))).unwrap();
+    let cfg = config(
+        &server,
+        Mode::Open { rate: 300.0 },
+        Duration::ZERO,
+        Duration::from_secs(1),
+        2,
+    );
+    let result = runtime()
+        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+        .unwrap();
     let s = result.summary();
     let text = serde_json::to_string(&s).unwrap();
     let back: loadgen::Summary = serde_json::from_str(&text).unwrap();
@@ -150,11 +255,15 @@ fn summary_json_round_trips_with_histograms() {
     assert_eq!(latency.len(), result.latency.len());
     assert_eq!(latency.len(), 300);
     assert!(latency == result.latency);
-    assert_eq!(back.service_time_histogram().unwrap().len(), result.service_time.len());
+    assert_eq!(
+        back.service_time_histogram().unwrap().len(),
+        result.service_time.len()
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
     s.write_json(&path).unwrap();
-    let from_file: loadgen::Summary = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let from_file: loadgen::Summary =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(from_file, s);
     // only the final file is left behind
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -19,7 +19,10 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 }
 
 pub fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     Duration::from_secs(secs)
 }
 
@@ -30,7 +33,11 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "gave up waiting for {what} after {:?}", patience());
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what} after {:?}",
+            patience()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -50,7 +57,9 @@ impl Server {
             .spawn()
             .expect("spawn loadgen serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the first stdout line");
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the first stdout line");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -73,11 +82,14 @@ impl Server {
     /// A minimal blocking HTTP/1.0 GET /healthz.
     pub fn healthz(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) else {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))
+        else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: t\r\n\r\n").is_err() {
+        if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: t\r\n\r\n")
+            .is_err()
+        {
             return false;
         }
         let mut resp = String::new();
@@ -107,6 +119,11 @@ pub fn run_binary(args: &[&str]) -> Summary {
         .expect("spawn loadgen run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("$ loadgen run {}\n{stdout}", args.join(" "));
-    assert!(out.status.success(), "loadgen run failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "loadgen run failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("summary JSON")
 }
