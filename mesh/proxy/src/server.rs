@@ -76,9 +76,11 @@ pub async fn serve_proxy(
             // Protocol detection waits for the first bytes and has no timer
             // of its own: a silent client must not hold a socket forever, and
             // must not hold up a drain.
+            // `peek` waits for real bytes; `readable()` may wake spuriously.
+            let mut first = [0u8; 1];
             tokio::select! {
-                first = tokio::time::timeout(header_read_timeout, stream.readable()) => {
-                    if !matches!(first, Ok(Ok(()))) {
+                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
+                    if !matches!(peeked, Ok(Ok(n)) if n > 0) {
                         debug!(%peer, "client sent nothing in time; closing");
                         return;
                     }

@@ -155,3 +155,27 @@ async fn no_route_dead_upstream_and_timeout() {
     let resp = send_h2(&mut h2, h2_get("/status/202", "slow.test")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn multi_thread_runtime_serves_both_protocols() {
+    let app = start_app().await;
+    let p = start_proxy(&args(&["--threads", "2", "--route", &format!("web.test={}", app.addr)])).await;
+    let mut h2 = h2_connect(p.outbound).await;
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let addr = p.outbound;
+        let mut sender = h2.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!("req {i}");
+            let resp = send_h1(addr, post("/echo", "web.test", body.clone())).await.unwrap();
+            assert_eq!(resp.body(), body.as_bytes());
+            let resp = send_h2(&mut sender, h2_post("/echo", "web.test", body.clone())).await.unwrap();
+            assert_eq!(resp.body(), body.as_bytes());
+        }));
+    }
+    for t in tasks {
+        within("request on the multi-thread proxy", t).await.unwrap();
+    }
+    let resp = send_h2(&mut h2, h2_get("/proto", "web.test")).await.unwrap();
+    assert_eq!(resp.body(), "HTTP/2.0");
+}

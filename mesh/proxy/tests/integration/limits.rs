@@ -143,6 +143,14 @@ async fn slow_client_headers_are_cut_off() {
         assert!(started.elapsed() < patience(), "proxy never disconnected the slow client");
     }
     assert!(cut_off, "the whole head was accepted despite the header read timeout");
+
+    // A client that connects and says nothing is closed too (protocol
+    // detection would otherwise wait for its first byte forever).
+    let mut silent = TcpStream::connect(p.outbound).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = within("silent client disconnected", silent.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF, got {:?}", &buf[..n]);
+
     assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 0);
     still_serves(&p).await;
 }
