@@ -78,7 +78,8 @@ pub enum RunError {
     Signal(#[source] io::Error),
 }
 
-/// Serves until SIGTERM or SIGINT, then drains and returns.
+/// Serves until SIGTERM or SIGINT, then drains and returns. A second signal
+/// during the drain cuts it short.
 ///
 /// Signal handlers are installed before the listeners are announced, so a
 /// signal sent as soon as the addresses are read is a graceful shutdown,
@@ -87,19 +88,47 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
-    serve(config, async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = int.recv() => info!("SIGINT received"),
+    let (first_tx, first) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second) = tokio::sync::oneshot::channel::<()>();
+    let signals = tokio::spawn(async move {
+        for (n, tx) in [(1, first_tx), (2, second_tx)] {
+            tokio::select! {
+                _ = term.recv() => info!(n, "SIGTERM received"),
+                _ = int.recv() => info!(n, "SIGINT received"),
+            }
+            let _ = tx.send(());
         }
-    })
-    .await
+    });
+    let result = serve_until(
+        config,
+        async move {
+            let _ = first.await;
+        },
+        async move {
+            // A dropped sender (signal task gone) must not force anything.
+            if second.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+    )
+    .await;
+    signals.abort();
+    result
 }
 
 /// Binds every listener, prints `listening <name> <ip:port>` per listener on
 /// stdout, serves until `shutdown` completes, then stops accepting, reports
 /// not-ready, and lets in-flight requests finish for up to the drain timeout.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    serve_until(config, shutdown, std::future::pending()).await
+}
+
+/// [`serve`], with `force` ending the drain early when it completes.
+async fn serve_until(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    force: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     config.validate()?;
     let outbound = bind("outbound", config.outbound_listen).await?;
     let inbound = match config.app {
@@ -152,9 +181,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     health.set_ready(false);
     phase_tx.send_replace(Phase::Draining);
     info!(timeout = %humantime::format_duration(config.drain_timeout), "draining in-flight requests");
-    match tokio::time::timeout(config.drain_timeout, futures_util::future::join_all(proxies)).await {
-        Ok(_) => info!("drained"),
-        Err(_) => warn!("drain timeout reached; exiting with requests still in flight"),
+    tokio::select! {
+        drained = tokio::time::timeout(config.drain_timeout, futures_util::future::join_all(proxies)) => match drained {
+            Ok(_) => info!("drained"),
+            Err(_) => warn!("drain timeout reached; exiting with requests still in flight"),
+        },
+        _ = force => warn!("second signal; exiting with requests still in flight"),
     }
     phase_tx.send_replace(Phase::Exiting);
     let _ = admin_task.await;

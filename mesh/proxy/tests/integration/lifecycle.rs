@@ -128,3 +128,23 @@ async fn drain_timeout_bounds_the_wait() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert!(within("client sees the cut", stuck).await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn second_signal_cuts_the_drain_short() {
+    let app = start_app().await;
+    let mut p = start_proxy(&args(&["--route", &format!("web.test={}", app.addr), "--drain-timeout", "60s"])).await;
+    let mut conn = H1::connect(p.outbound).await.unwrap();
+    let stuck = tokio::spawn(async move { conn.send(get("/delay/60000", "web.test")).await });
+    eventually("request reaches the app", || async { (app.in_flight.load(Ordering::SeqCst) == 1).then_some(()) })
+        .await;
+    p.sigterm();
+    eventually("draining", || async {
+        (p.admin_get("/ready").await.0 == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    p.sigterm();
+    // Well within the 60 s drain timeout (patience bounds the wait).
+    let status = p.wait().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(within("client sees the cut", stuck).await.unwrap().is_err());
+}
