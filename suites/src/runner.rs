@@ -95,10 +95,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         .map_err(io_err("install the SIGTERM handler"))?;
     let suite = suite::resolve(&opts.suite)?;
     let cells = plan::cells(&suite);
-    let started_at = env::now_rfc3339();
     let out = match opts.out {
         Some(o) => o,
-        None => default_out_root().join(env::compact_timestamp(&started_at)),
+        None => default_out_root().join(env::compact_timestamp(&env::now_rfc3339())),
     };
     if out.read_dir().is_ok_and(|mut d| d.next().is_some()) || out.is_file() {
         return Err(RunError::OutExists(out));
@@ -122,7 +121,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             SubstrateKind::Local => Local::new(bins, work.path()),
         };
         let outcome = tokio::select! {
-            r = execute(&suite, &cells, &mut substrate, started_at) => Ok(r),
+            r = execute(&suite, &cells, &mut substrate) => Ok(r),
             _ = tokio::signal::ctrl_c() => Err("SIGINT"),
             _ = sigterm.recv() => Err("SIGTERM"),
         };
@@ -172,8 +171,9 @@ async fn execute<S: Substrate>(
     suite: &Suite,
     cells: &[Cell],
     substrate: &mut S,
-    started_at: String,
 ) -> (Report, usize) {
+    // The record's window is the measuring, not the building of binaries before it.
+    let started_at = env::now_rfc3339();
     let mp = MultiProgress::new();
     let overall = mp.add(ProgressBar::new(cells.len() as u64));
     overall.set_style(
@@ -504,6 +504,9 @@ struct Staging {
 
 impl Staging {
     fn create(target: &Path) -> Result<Staging, RunError> {
+        // Absolute, because the watchdog may have to remove it.
+        let target = &std::path::absolute(target)
+            .map_err(io_err(format!("resolve {}", target.display())))?;
         let parent = target
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
