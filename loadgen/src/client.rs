@@ -163,6 +163,18 @@ impl H1Conn {
         let _ = self.driver.as_mut().await;
     }
 
+    /// Waits until the connection can take a request, driving it meanwhile. False when it
+    /// cannot (the server closed it, e.g. after `Connection: close`): reconnect, nothing was
+    /// sent, so nothing failed.
+    pub async fn ready(&mut self) -> bool {
+        let H1Conn { sender, driver } = self;
+        let ready = pin!(sender.ready());
+        matches!(
+            future::select(ready, driver.as_mut()).await,
+            Either::Left((Ok(()), _))
+        )
+    }
+
     /// Sends one request and reads its whole response. Returns the connection if it is still
     /// usable. The caller applies the timeout (dropping the connection with it).
     pub async fn exchange(self, req: Request<ReqBody>) -> (Option<H1Conn>, Outcome) {

@@ -227,7 +227,11 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
             );
             continue;
         }
-        let c = match conn.take() {
+        let usable = match conn.take() {
+            Some(mut c) => c.ready().await.then_some(c),
+            None => None,
+        };
+        let c = match usable {
             Some(c) => c,
             None => match H1Conn::connect(&target).await {
                 Ok(c) => {

@@ -149,53 +149,64 @@ fn host_override_and_post_body_reach_the_server() {
     }
 }
 
+/// A server that answers `Connection: close` forces a reconnect per request; that is
+/// transparent (no errors) in both loops, and every connection is counted.
 #[test]
 fn reconnects_when_the_server_closes_every_connection() {
-    // A server that closes every connection after one response forces reconnects.
+    use std::sync::atomic::{AtomicBool, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let deadline = Instant::now() + Duration::from_secs(10);
-        listener.set_nonblocking(true).unwrap();
-        let mut served = 0;
-        while Instant::now() < deadline && served < 50 {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf);
-                    let _ = s.write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    );
-                    served += 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            listener.set_nonblocking(true).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut buf = [0u8; 4096];
+                        if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
-        }
-    });
-    let cfg = LoadConfig {
-        target: format!("http://{addr}/").parse().unwrap(),
-        mode: Mode::Open { rate: 20.0 },
-        duration: Duration::from_secs(1),
-        warmup: Duration::ZERO,
-        connections: 1,
-        ..LoadConfig::default()
+        })
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let r = rt
-        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
-        .unwrap();
-    assert_eq!(r.requests, 20);
-    assert_eq!(r.errors, 0, "{:?}", r.errors_by_class);
-    assert!(
-        r.connections_opened >= 20,
-        "opened {}",
-        r.connections_opened
-    );
-    drop(handle);
+    for mode in [Mode::Open { rate: 20.0 }, Mode::Closed { concurrency: 1 }] {
+        let cfg = LoadConfig {
+            target: format!("http://{addr}/").parse().unwrap(),
+            mode,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            connections: 1,
+            ..LoadConfig::default()
+        };
+        let r = rt
+            .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+            .unwrap();
+        assert_eq!(r.errors, 0, "{mode:?}: {:?}", r.errors_by_class);
+        assert!(r.requests >= 20, "{mode:?}: {} requests", r.requests);
+        if mode == (Mode::Open { rate: 20.0 }) {
+            assert_eq!(r.requests, 20);
+        }
+        // one connection per request (plus the first, opened before the window)
+        assert!(
+            r.connections_opened >= r.requests,
+            "{mode:?}: opened {} for {}",
+            r.connections_opened,
+            r.requests
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
 }

@@ -268,3 +268,38 @@ fn summary_json_round_trips_with_histograms() {
     // only the final file is left behind
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// A target that never answers: every request ends as `timeout` (sent ones after the timeout,
+/// still-queued ones `timeout` after the end), none is dropped, and the run ends on time.
+#[test]
+fn dead_target_times_out_every_request_and_the_run_still_ends() {
+    let _x = exclusive();
+    let server = Server::start(&[]);
+    kill(server.pid(), Signal::SIGSTOP).unwrap();
+    let mut cfg = config(
+        &server,
+        Mode::Open { rate: 50.0 },
+        Duration::ZERO,
+        Duration::from_secs(1),
+        1,
+    );
+    cfg.timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let result = runtime()
+        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))
+        .unwrap();
+    let elapsed = started.elapsed();
+    kill(server.pid(), Signal::SIGCONT).unwrap();
+    assert_eq!(result.requests, 50);
+    assert_eq!(result.errors, 50);
+    assert_eq!(
+        result.errors_by_class.get("timeout"),
+        Some(&50),
+        "{:?}",
+        result.errors_by_class
+    );
+    assert_eq!(result.latency.len(), 0);
+    assert_eq!(result.achieved_rps, 0.0);
+    // window 1 s + drain 0.3 s + the last sent request's 0.3 s, with generous slack
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
