@@ -36,7 +36,7 @@ fn typical_headers() -> HeaderMap {
 }
 
 fn bench(c: &mut Criterion) {
-    let router = Router::from_routes(&routes(100));
+    let router = Router::from_routes(&routes(100)).expect("plaintext routes");
     let req = Request::get("/api/v1/items?page=2")
         .header("host", "svc-17.ns.svc.cluster.local:8080")
         .body(())

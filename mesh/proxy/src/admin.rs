@@ -20,13 +20,33 @@ use tracing::debug;
 
 use crate::{body::ResponseBody, metrics::Metrics, server::Phase};
 
-/// Readiness as the admin endpoint reports it.
-#[derive(Debug, Clone, Default)]
+/// Readiness as the admin endpoint reports it: listeners bound, not
+/// draining, and (meshed proxies) a workload certificate issued.
+#[derive(Debug, Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    certified: Arc<AtomicBool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(false)
+    }
 }
 
 impl Health {
+    /// Not ready; with `needs_certificate`, also not until
+    /// [`Health::set_certified`]. Once certified a proxy stays so: a failed
+    /// renewal keeps the current certificate.
+    pub fn new(needs_certificate: bool) -> Self {
+        Self { ready: Arc::new(AtomicBool::new(false)), certified: Arc::new(AtomicBool::new(!needs_certificate)) }
+    }
+
+    /// Records that the first workload certificate arrived.
+    pub fn set_certified(&self, certified: bool) {
+        self.certified.store(certified, Ordering::Release);
+    }
+
     /// Marks the proxy ready (listeners bound) or not (draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
@@ -34,7 +54,7 @@ impl Health {
 
     /// Whether `/ready` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.certified.load(Ordering::Acquire)
     }
 }
 
@@ -90,6 +110,9 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
             resp
         }
         "/ready" if health.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" if !health.certified.load(Ordering::Acquire) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no workload certificate yet\n")
+        }
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/live" => text(StatusCode::OK, "live\n"),
         _ => text(StatusCode::NOT_FOUND, "try /metrics, /ready or /live\n"),

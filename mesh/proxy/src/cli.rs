@@ -3,11 +3,12 @@
 //! Values are taken as strings and converted in [`Args::into_config`] so that
 //! every bad value is reported at once, each naming the flag and the value.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
+use mesh_identity::{SpiffeId, TrustAnchors};
 
-use crate::config::{parse_byte_size, Config, ConfigError, Limits, Route};
+use crate::config::{parse_byte_size, Config, ConfigError, Limits, MeshConfig, Plaintext, Route, Secret, TcpForward};
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
 /// application and its peers, and serves metrics and health on an admin port.
@@ -26,10 +27,45 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_ADMIN_LISTEN", default_value = "127.0.0.1:4191")]
     pub admin_listen: String,
 
-    /// Outbound route AUTHORITY=ADDR (repeatable; env: comma separated). The
-    /// request's exact host:port is matched first, then its host alone.
-    #[arg(long = "route", env = "WEFT_PROXY_ROUTE", value_name = "AUTHORITY=ADDR", value_delimiter = ',')]
+    /// Outbound route AUTHORITY=ADDR[@SPIFFE_ID] (repeatable; env: comma
+    /// separated). The request's exact host:port is matched first, then its
+    /// host alone. With @SPIFFE_ID the upstream is a meshed proxy: mTLS
+    /// verifying that identity, HTTP/2 between the proxies.
+    #[arg(long = "route", env = "WEFT_PROXY_ROUTE", value_name = "AUTHORITY=ADDR[@ID]", value_delimiter = ',')]
     pub routes: Vec<String>,
+
+    /// Opaque TCP forward LISTEN=ADDR[@SPIFFE_ID] (repeatable; env: comma
+    /// separated): connections to LISTEN are relayed to ADDR, inside mTLS
+    /// when @SPIFFE_ID names the peer proxy.
+    #[arg(long = "tcp-forward", env = "WEFT_PROXY_TCP_FORWARD", value_name = "LISTEN=ADDR[@ID]", value_delimiter = ',')]
+    pub tcp_forwards: Vec<String>,
+
+    /// This workload's SPIFFE ID (spiffe://TD/ns/NS/sa/SA). Turns on mTLS;
+    /// needs --control, --token-file and --trust-anchor.
+    #[arg(long, env = "WEFT_PROXY_IDENTITY", value_name = "SPIFFE_ID")]
+    pub identity: Option<String>,
+
+    /// mesh-control's identity gRPC address (host:port).
+    #[arg(long, env = "WEFT_PROXY_CONTROL", value_name = "ADDR")]
+    pub control: Option<String>,
+
+    /// File holding the bootstrap token proving --identity (read once at start).
+    #[arg(long, env = "WEFT_PROXY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Trust anchor certificate(s), PEM, of the mesh's trust domain.
+    #[arg(long, env = "WEFT_PROXY_TRUST_ANCHOR", value_name = "PEM")]
+    pub trust_anchor: Option<PathBuf>,
+
+    /// Inbound connections that are not Weft mTLS: allow (forward to --app)
+    /// or deny (HTTP/1 gets 403, others are closed). [default: deny with --identity, else allow]
+    #[arg(long, env = "WEFT_PROXY_INBOUND_PLAINTEXT", value_name = "allow|deny")]
+    pub inbound_plaintext: Option<String>,
+
+    /// Add `weft-client-id: <SPIFFE ID>` to inbound requests from meshed
+    /// peers (the header is always removed from requests arriving from outside).
+    #[arg(long, env = "WEFT_PROXY_FORWARD_CLIENT_IDENTITY")]
+    pub forward_client_identity: bool,
 
     /// Local application address for the inbound listener.
     #[arg(long, env = "WEFT_PROXY_APP", value_name = "ADDR")]
@@ -54,6 +90,11 @@ pub struct Args {
     /// Longest wait for an upstream's response head (then 504).
     #[arg(long, env = "WEFT_PROXY_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,
+
+    /// Inbound: after a client's first byte, how long protocol detection
+    /// may wait for enough bytes; undecided connections are opaque TCP.
+    #[arg(long, env = "WEFT_PROXY_DETECT_TIMEOUT", default_value = "1s")]
+    pub detect_timeout: String,
 
     /// On SIGTERM/SIGINT, how long in-flight requests may take before exiting anyway.
     #[arg(long, env = "WEFT_PROXY_DRAIN_TIMEOUT", default_value = "30s")]
@@ -91,6 +132,24 @@ impl Args {
             }
         }
 
+        for f in &self.tcp_forwards {
+            match f.parse::<TcpForward>() {
+                Ok(fwd) => cfg.tcp_forwards.push(fwd),
+                Err(e) => problems.push(e),
+            }
+        }
+        cfg.mesh = self.mesh_config(&mut problems);
+        cfg.forward_client_identity = self.forward_client_identity;
+        cfg.inbound_plaintext = match &self.inbound_plaintext {
+            Some(p) => p.parse().unwrap_or_else(|e| {
+                problems.push(e);
+                Plaintext::Deny
+            }),
+            // Meshed ports are strict unless told otherwise.
+            None if cfg.mesh.is_some() => Plaintext::Deny,
+            None => Plaintext::Allow,
+        };
+
         match self.threads.parse::<usize>() {
             Ok(n) => cfg.threads = n,
             Err(_) => problems.push(format!("--threads {:?}: not a whole number", self.threads)),
@@ -110,6 +169,7 @@ impl Args {
         let header_read_timeout = duration("--header-read-timeout", &self.header_read_timeout);
         let request_timeout = duration("--request-timeout", &self.request_timeout);
         let drain_timeout = duration("--drain-timeout", &self.drain_timeout);
+        let detect_timeout = duration("--detect-timeout", &self.detect_timeout);
 
         let defaults = Limits::default();
         cfg.limits = Limits {
@@ -119,6 +179,7 @@ impl Args {
             max_request_body_bytes: max_body.unwrap_or(defaults.max_request_body_bytes),
             header_read_timeout: header_read_timeout.unwrap_or(defaults.header_read_timeout),
             request_timeout: request_timeout.unwrap_or(defaults.request_timeout),
+            detect_timeout: detect_timeout.unwrap_or(defaults.detect_timeout),
         };
         if let Some(d) = drain_timeout {
             cfg.drain_timeout = d;
@@ -129,6 +190,77 @@ impl Args {
         }
         ConfigError::from_problems(problems)?;
         Ok(cfg)
+    }
+
+    /// The meshed-mode settings: all four flags or none. Reads the token and
+    /// the trust anchors now, so a bad file is a configuration error.
+    fn mesh_config(&self, problems: &mut Vec<String>) -> Option<MeshConfig> {
+        let given = [
+            ("--identity", self.identity.is_some()),
+            ("--control", self.control.is_some()),
+            ("--token-file", self.token_file.is_some()),
+            ("--trust-anchor", self.trust_anchor.is_some()),
+        ];
+        if given.iter().all(|(_, g)| !g) {
+            return None;
+        }
+        if given.iter().any(|(_, g)| !g) {
+            let missing: Vec<&str> = given.iter().filter(|(_, g)| !g).map(|(f, _)| *f).collect();
+            let present: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect();
+            problems.push(format!(
+                "{} given without {}: meshed mode needs --identity, --control, --token-file and --trust-anchor together",
+                present.join(", "),
+                missing.join(", ")
+            ));
+            return None;
+        }
+        let (id, control, token_file, anchor) = (
+            self.identity.as_deref()?,
+            self.control.as_deref()?,
+            self.token_file.as_ref()?,
+            self.trust_anchor.as_ref()?,
+        );
+        let before = problems.len();
+        let identity = SpiffeId::parse(id).map_err(|e| problems.push(format!("--identity {e}"))).ok();
+        if control.trim().is_empty() {
+            problems.push("--control \"\": need mesh-control's address (host:port)".to_owned());
+        }
+        let token = match std::fs::read(token_file) {
+            Ok(bytes) => {
+                let token = bytes.trim_ascii().to_vec();
+                if token.is_empty() {
+                    problems.push(format!("--token-file {}: the file is empty", token_file.display()));
+                }
+                token
+            }
+            Err(e) => {
+                problems.push(format!("--token-file {}: {e}", token_file.display()));
+                Vec::new()
+            }
+        };
+        let pem = match std::fs::read(anchor) {
+            Ok(pem) => {
+                let domain = identity.as_ref().map_or("cluster.local", |i| i.trust_domain());
+                if let Err(e) = TrustAnchors::from_pem(domain, &pem) {
+                    problems.push(format!("--trust-anchor {}: {e}", anchor.display()));
+                }
+                pem
+            }
+            Err(e) => {
+                problems.push(format!("--trust-anchor {}: {e}", anchor.display()));
+                Vec::new()
+            }
+        };
+        if problems.len() > before {
+            return None;
+        }
+        Some(MeshConfig {
+            identity: identity?,
+            control: control.to_owned(),
+            token: Secret(token),
+            trust_anchor_path: anchor.clone(),
+            trust_anchor_pem: pem,
+        })
     }
 }
 
@@ -166,6 +298,36 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert_eq!(err.problems.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn meshed_flags_go_together_and_files_are_read() {
+        let err = parse(&["--identity", "spiffe://cluster.local/ns/a/sa/b"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--control") && text.contains("--token-file") && text.contains("--trust-anchor"), "{text}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "").unwrap();
+        let anchor = dir.path().join("anchor.pem");
+        std::fs::write(&anchor, "not a pem").unwrap();
+        let err = parse(&[
+            "--identity",
+            "spiffe://cluster.local/ns/a/sa/b",
+            "--control",
+            "127.0.0.1:8086",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--trust-anchor",
+            anchor.to_str().unwrap(),
+            "--inbound-plaintext",
+            "maybe",
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("is empty"), "{text}");
+        assert!(text.contains("anchor.pem"), "{text}");
+        assert!(text.contains("maybe"), "{text}");
     }
 
     #[test]

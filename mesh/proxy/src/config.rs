@@ -3,7 +3,9 @@
 //! Every problem is collected and reported together so an operator fixes a
 //! bad command line in one go rather than one flag per restart.
 
-use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use mesh_identity::SpiffeId;
 
 /// Everything the proxy needs to start. Built from the CLI by
 /// [`crate::cli::Args::into_config`] or directly by embedders and tests.
@@ -25,6 +27,70 @@ pub struct Config {
     pub limits: Limits,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// Local TCP listeners whose bytes go to a fixed address (opaque TCP).
+    pub tcp_forwards: Vec<TcpForward>,
+    /// This workload's identity and how to get certified; `None` runs
+    /// plaintext only.
+    pub mesh: Option<MeshConfig>,
+    /// Whether the inbound listener accepts connections that are not Weft mTLS.
+    pub inbound_plaintext: Plaintext,
+    /// Tell the app who called: add `weft-client-id` to meshed inbound requests.
+    pub forward_client_identity: bool,
+}
+
+/// Meshed mode: who we are, where to get certified, whom to trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// This workload's SPIFFE ID.
+    pub identity: SpiffeId,
+    /// mesh-control's identity gRPC address (`host:port` or `http://...`).
+    pub control: String,
+    /// The bootstrap token, read from `--token-file` at load.
+    pub token: Secret,
+    /// Where the trust anchors came from (for messages).
+    pub trust_anchor_path: PathBuf,
+    /// Trust anchor certificates, PEM, read and checked at load.
+    pub trust_anchor_pem: Vec<u8>,
+}
+
+/// Bytes that must never be printed (tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// The inbound plaintext policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plaintext {
+    /// Plaintext HTTP and TCP are forwarded to the app (unmeshed callers).
+    Allow,
+    /// Only Weft mTLS is accepted; plaintext HTTP/1 gets 403, anything else is closed.
+    Deny,
+}
+
+impl FromStr for Plaintext {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Plaintext::Allow),
+            "deny" => Ok(Plaintext::Deny),
+            other => Err(format!("--inbound-plaintext {other:?}: expected allow or deny")),
+        }
+    }
+}
+
+impl fmt::Display for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Plaintext::Allow => "allow",
+            Plaintext::Deny => "deny",
+        })
+    }
 }
 
 /// Limits applied to every downstream request.
@@ -38,6 +104,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Upper bound from forwarding a request to the upstream's response head.
     pub request_timeout: Duration,
+    /// Inbound: after a client's first byte, how long to wait for enough
+    /// bytes to tell TLS / HTTP / opaque TCP apart (then: opaque).
+    pub detect_timeout: Duration,
 }
 
 /// hyper refuses HTTP/1 read buffers smaller than this (it panics), so the
@@ -51,6 +120,7 @@ impl Default for Limits {
             max_request_body_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            detect_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -66,6 +136,10 @@ impl Default for Config {
             threads: 1,
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
+            tcp_forwards: Vec::new(),
+            mesh: None,
+            inbound_plaintext: Plaintext::Allow,
+            forward_client_identity: false,
         }
     }
 }
@@ -92,6 +166,7 @@ impl Config {
         for (name, d) in [
             ("--header-read-timeout", self.limits.header_read_timeout),
             ("--request-timeout", self.limits.request_timeout),
+            ("--detect-timeout", self.limits.detect_timeout),
         ] {
             if d.is_zero() {
                 problems.push(format!("{name} 0s: must be greater than zero"));
@@ -106,7 +181,85 @@ impl Config {
                 ));
             }
         }
+        let mesh_needed = |what: String| format!("{what}: mTLS needs this proxy's own identity (--identity, --control, --token-file, --trust-anchor)");
+        if self.mesh.is_none() {
+            for route in self.routes.iter().filter(|r| r.identity.is_some()) {
+                problems.push(mesh_needed(format!("--route {route}")));
+            }
+            for fwd in self.tcp_forwards.iter().filter(|f| f.identity.is_some()) {
+                problems.push(mesh_needed(format!("--tcp-forward {fwd}")));
+            }
+            if self.inbound_plaintext == Plaintext::Deny {
+                problems.push(mesh_needed("--inbound-plaintext deny".to_owned()));
+            }
+            if self.forward_client_identity {
+                problems.push(mesh_needed("--forward-client-identity".to_owned()));
+            }
+        }
         ConfigError::from_problems(problems)
+    }
+
+    /// Whether this proxy has (or will get) a workload certificate.
+    pub fn is_meshed(&self) -> bool {
+        self.mesh.is_some()
+    }
+}
+
+/// Splits `ADDR[@SPIFFE_ID]`.
+fn parse_target(flag: &str, whole: &str, target: &str) -> Result<(SocketAddr, Option<SpiffeId>), String> {
+    let (addr, identity) = match target.split_once('@') {
+        Some((a, id)) => (a, Some(id)),
+        None => (target, None),
+    };
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{flag} {whole:?}: {addr:?} is not a socket address (ip:port)"))?;
+    let identity = identity
+        .map(|id| SpiffeId::parse(id).map_err(|e| format!("{flag} {whole:?}: {e}")))
+        .transpose()?;
+    Ok((addr, identity))
+}
+
+fn fmt_target(f: &mut fmt::Formatter<'_>, addr: SocketAddr, identity: Option<&SpiffeId>) -> fmt::Result {
+    write!(f, "{addr}")?;
+    match identity {
+        Some(id) => write!(f, "@{id}"),
+        None => Ok(()),
+    }
+}
+
+/// An opaque TCP forward: connections to `listen` are relayed to `addr`,
+/// inside Weft mTLS when `identity` names the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpForward {
+    /// Local listening address (port 0 picks one; announced on stdout).
+    pub listen: SocketAddr,
+    /// Where the bytes go: the peer's inbound proxy (meshed) or the server itself.
+    pub addr: SocketAddr,
+    /// The peer's expected SPIFFE ID; `None` relays in plaintext.
+    pub identity: Option<SpiffeId>,
+}
+
+impl fmt::Display for TcpForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=", self.listen)?;
+        fmt_target(f, self.addr, self.identity.as_ref())
+    }
+}
+
+impl FromStr for TcpForward {
+    type Err = String;
+
+    /// Parses `LISTEN=ADDR[@SPIFFE_ID]`, e.g. `127.0.0.1:0=127.0.0.1:4143@spiffe://cluster.local/ns/db/sa/db`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (listen, target) = s.split_once('=').ok_or_else(|| {
+            format!("--tcp-forward {s:?}: expected LISTEN=ADDR[@SPIFFE_ID], e.g. 127.0.0.1:5432=10.0.0.7:4143")
+        })?;
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("--tcp-forward {s:?}: {listen:?} is not a socket address (ip:port)"))?;
+        let (addr, identity) = parse_target("--tcp-forward", s, target)?;
+        Ok(TcpForward { listen, addr, identity })
     }
 }
 
@@ -117,33 +270,37 @@ pub struct Route {
     pub authority: String,
     /// Upstream socket address.
     pub addr: SocketAddr,
+    /// The upstream's expected SPIFFE ID: set, the route is meshed (mTLS,
+    /// HTTP/2 between the proxies); unset, plaintext in the request's protocol.
+    pub identity: Option<SpiffeId>,
 }
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.authority, self.addr)
+        write!(f, "{}=", self.authority)?;
+        fmt_target(f, self.addr, self.identity.as_ref())
     }
 }
 
 impl FromStr for Route {
     type Err = String;
 
-    /// Parses `AUTHORITY=ADDR`, e.g. `web.default:80=127.0.0.1:8080`.
+    /// Parses `AUTHORITY=ADDR[@SPIFFE_ID]`, e.g. `web.default:80=127.0.0.1:8080`
+    /// or `web:80=10.0.0.7:4143@spiffe://cluster.local/ns/default/sa/web`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (authority, addr) = s.split_once('=').ok_or_else(|| {
-            format!("--route {s:?}: expected AUTHORITY=ADDR, e.g. web:80=127.0.0.1:8080")
+        let (authority, target) = s.split_once('=').ok_or_else(|| {
+            format!("--route {s:?}: expected AUTHORITY=ADDR[@SPIFFE_ID], e.g. web:80=127.0.0.1:8080")
         })?;
         if authority.is_empty() || authority.parse::<http::uri::Authority>().is_err() {
             return Err(format!(
                 "--route {s:?}: {authority:?} is not a valid authority (host or host:port)"
             ));
         }
-        let addr = addr.parse::<SocketAddr>().map_err(|_| {
-            format!("--route {s:?}: {addr:?} is not a socket address (ip:port)")
-        })?;
+        let (addr, identity) = parse_target("--route", s, target)?;
         Ok(Route {
             authority: authority.to_ascii_lowercase(),
             addr,
+            identity,
         })
     }
 }
@@ -207,6 +364,39 @@ mod tests {
         assert!(e.contains("no-equals"), "{e}");
         let e = "bad host=127.0.0.1:1".parse::<Route>().unwrap_err();
         assert!(e.contains("bad host"), "{e}");
+    }
+
+    #[test]
+    fn route_with_identity() {
+        let r: Route = "web:80=127.0.0.1:4143@spiffe://cluster.local/ns/default/sa/web".parse().unwrap();
+        assert_eq!(r.addr, "127.0.0.1:4143".parse().unwrap());
+        assert_eq!(r.identity.as_ref().map(|i| i.as_str()), Some("spiffe://cluster.local/ns/default/sa/web"));
+        assert_eq!(r.to_string(), "web:80=127.0.0.1:4143@spiffe://cluster.local/ns/default/sa/web");
+        let e = "web=127.0.0.1:1@http://nope".parse::<Route>().unwrap_err();
+        assert!(e.contains("http://nope"), "{e}");
+    }
+
+    #[test]
+    fn tcp_forward_parses() {
+        let f: TcpForward = "127.0.0.1:0=127.0.0.1:9@spiffe://td/ns/a/sa/b".parse().unwrap();
+        assert_eq!(f.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(f.to_string(), "127.0.0.1:0=127.0.0.1:9@spiffe://td/ns/a/sa/b");
+        let f: TcpForward = "127.0.0.1:1=127.0.0.1:2".parse().unwrap();
+        assert!(f.identity.is_none());
+        assert!("x=127.0.0.1:2".parse::<TcpForward>().unwrap_err().contains("\"x\""));
+    }
+
+    #[test]
+    fn meshed_features_need_an_identity() {
+        let cfg = Config {
+            routes: vec!["a=127.0.0.1:1@spiffe://td/ns/a/sa/b".parse().unwrap()],
+            tcp_forwards: vec!["127.0.0.1:0=127.0.0.1:2@spiffe://td/ns/a/sa/b".parse().unwrap()],
+            inbound_plaintext: Plaintext::Deny,
+            forward_client_identity: true,
+            ..Config::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
     }
 
     #[test]

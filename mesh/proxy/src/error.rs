@@ -11,7 +11,7 @@ use std::{io, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::body::ResponseBody;
+use crate::{body::ResponseBody, orig_proto::UpgradeError, refusal::Refusal};
 
 /// Header naming why the proxy answered instead of an upstream.
 pub static PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error");
@@ -55,6 +55,27 @@ pub enum ProxyError {
         /// The configured limit.
         limit: u64,
     },
+    /// A meshed route, but this proxy has no workload certificate yet.
+    #[error("no workload certificate yet; cannot open mTLS to {addr}")]
+    NotCertified {
+        /// Upstream address.
+        addr: SocketAddr,
+    },
+    /// The mTLS handshake with a meshed upstream failed.
+    #[error("mTLS to {addr} ({identity}) refused: {reason}: {detail}")]
+    Tls {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// The SPIFFE ID expected there.
+        identity: String,
+        /// Classified cause.
+        reason: Refusal,
+        /// rustls's words.
+        detail: String,
+    },
+    /// An HTTP/1 request that cannot be carried over the mesh's HTTP/2.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 /// A fieldless mirror of [`ProxyError`], used as a metric label.
@@ -70,16 +91,25 @@ pub enum ErrorKind {
     Upstream = 3,
     /// See [`ProxyError::BodyTooLarge`].
     BodyTooLarge = 4,
+    /// See [`ProxyError::NotCertified`].
+    NotCertified = 5,
+    /// See [`ProxyError::Tls`].
+    Tls = 6,
+    /// See [`ProxyError::Upgrade`].
+    BadRequest = 7,
 }
 
 impl ErrorKind {
     /// Every kind, indexed by its discriminant.
-    pub const ALL: [ErrorKind; 5] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::NoRoute,
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Upstream,
         ErrorKind::BodyTooLarge,
+        ErrorKind::NotCertified,
+        ErrorKind::Tls,
+        ErrorKind::BadRequest,
     ];
 
     /// The `kind` label value.
@@ -90,6 +120,9 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Upstream => "upstream",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::NotCertified => "not_certified",
+            ErrorKind::Tls => "tls",
+            ErrorKind::BadRequest => "bad_request",
         }
     }
 }
@@ -103,15 +136,21 @@ impl ProxyError {
             ProxyError::Timeout { .. } => ErrorKind::Timeout,
             ProxyError::Upstream { .. } => ErrorKind::Upstream,
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
+            ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
+            ProxyError::Tls { .. } => ErrorKind::Tls,
+            ProxyError::Upgrade(_) => ErrorKind::BadRequest,
         }
     }
 
     /// The status the downstream client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::NoRoute { .. }
+            | ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Tls { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::NotCertified { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upgrade(_) => StatusCode::BAD_REQUEST,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }

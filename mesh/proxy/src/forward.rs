@@ -5,10 +5,14 @@
 //!    │ metrics      start clock; count status class + latency on the way out
 //!    │ limits       declared Content-Length > limit  -> 413
 //!    │ router       authority -> upstream, or 502 "no route for ..."
-//!    │ headers      drop hop-by-hop fields, HTTP/1 target to origin-form
+//!    │ headers      drop hop-by-hop fields; inbound: drop any weft-client-id
+//!    │              from outside, restore the peer's HTTP/1 (weft-orig-proto),
+//!    │              add the verified weft-client-id if configured;
+//!    │              HTTP/1 target to origin-form
 //!    │ body limit   streamed body crossing the limit -> 413 / reset
 //!    │ timeout      no response head in time        -> 504
 //!    ▼ upstream     pooled h1 / shared h2 connection -> 502 on failure
+//!                   (meshed: mTLS + HTTP/2 to the peer proxy)
 //! ```
 //!
 //! Each concern lives in its own module; this file only orders them. Later
@@ -17,7 +21,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use http::{uri::Uri, Request, Response, Version};
+use http::{uri::Uri, HeaderName, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use http_body::Body as _;
 use tracing::debug;
@@ -28,8 +32,19 @@ use crate::{
     error::ProxyError,
     headers::strip_hop_by_hop,
     metrics::{Direction, DirectionMetrics},
+    orig_proto,
     router::Router,
 };
+
+/// The verified SPIFFE ID of the meshed client, told to the app when
+/// `--forward-client-identity` is set. Removed from every inbound request
+/// first, so only this proxy can set it.
+pub static CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id");
+
+/// Request extension set by the inbound listener on requests arriving over
+/// Weft mTLS: the client's SPIFFE ID, ready as a header value.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity(pub HeaderValue);
 
 /// Forwards requests arriving on one listener.
 #[derive(Debug)]
@@ -38,12 +53,19 @@ pub struct Forwarder {
     router: Router,
     limits: Limits,
     metrics: DirectionMetrics,
+    forward_client_identity: bool,
 }
 
 impl Forwarder {
     /// A forwarder for one listener.
     pub fn new(direction: Direction, router: Router, limits: Limits, metrics: DirectionMetrics) -> Arc<Self> {
-        Arc::new(Self { direction, router, limits, metrics })
+        Arc::new(Self { direction, router, limits, metrics, forward_client_identity: false })
+    }
+
+    /// The inbound forwarder; with `forward_client_identity`, requests from
+    /// meshed clients carry `weft-client-id`.
+    pub fn inbound(router: Router, limits: Limits, metrics: DirectionMetrics, forward_client_identity: bool) -> Arc<Self> {
+        Arc::new(Self { direction: Direction::Inbound, router, limits, metrics, forward_client_identity })
     }
 
     /// The metrics handles of this listener.
@@ -77,6 +99,15 @@ impl Forwarder {
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if self.direction == Direction::Inbound {
+            parts.headers.remove(&CLIENT_ID_HEADER);
+            orig_proto::restore(&mut parts);
+            if self.forward_client_identity {
+                if let Some(ClientIdentity(id)) = parts.extensions.remove::<ClientIdentity>() {
+                    parts.headers.insert(CLIENT_ID_HEADER.clone(), id);
+                }
+            }
+        }
         if parts.version != Version::HTTP_2 {
             to_origin_form(&mut parts);
         }

@@ -1,13 +1,15 @@
-//! mesh-proxy: Weft's sidecar micro-proxy, forwarding HTTP/1.1 and HTTP/2 between an application and its peers.
+//! mesh-proxy: Weft's sidecar micro-proxy, forwarding HTTP/1.1, HTTP/2 and opaque TCP between an application and its peers, with zero-config mTLS between meshed proxies.
 //!
 //! ```text
-//!            app                                           peer
-//!             │ HTTP/1.1 or h2c                              │
-//!   ┌─────────▼──────────┐                        ┌──────────▼─────────┐
-//!   │ outbound listener  │                        │ inbound listener   │
-//!   │ route by authority │ ─── same protocol ───> │ everything -> app  │
-//!   └────────────────────┘                        └────────────────────┘
+//!            app                                                peer
+//!             │ HTTP/1.1 or h2c                                   │
+//!   ┌─────────▼──────────┐  meshed route: mTLS, ONE h2 conn  ┌──────────▼──────────┐
+//!   │ outbound listener  │ ────────────────────────────────> │ inbound listener    │
+//!   │ route by authority │  plaintext route: same protocol   │ detect -> mTLS/HTTP │
+//!   └────────────────────┘ ────────────────────────────────> │ /TCP -> app         │
+//!   tcp-forward listeners ──(mTLS, ALPN weft-tcp/1)────────> └─────────────────────┘
 //!        admin listener: /metrics (Prometheus), /ready, /live
+//!        identity: key in memory, certified by mesh-control, rotated at 70 %
 //! ```
 //!
 //! One module per concern: [`config`]/[`cli`] (validated at load),
@@ -15,7 +17,11 @@
 //! [`body`] (body limit, pooled response bodies), [`upstream`] (connection
 //! pools), [`error`] (proxy-generated responses), [`metrics`] and
 //! [`histogram`] (lock-free recording), [`forward`] (the stack, assembled),
-//! [`server`] (listeners, graceful drain) and [`admin`].
+//! [`server`] (listeners, graceful drain) and [`admin`]. Mesh: [`identity`]
+//! (certificate, TLS configs), [`inbound`] + [`detect`] (protocol detection,
+//! mTLS termination, plaintext policy), [`orig_proto`] (HTTP/1 over the
+//! proxies' HTTP/2), [`tcp`] (opaque TCP) and [`refusal`] (why a handshake
+//! failed, in words).
 //!
 //! Entry points: [`run`] serves until SIGTERM/SIGINT; [`serve`] takes any
 //! shutdown future, for embedding and tests.
@@ -25,13 +31,19 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod histogram;
+pub mod identity;
+pub mod inbound;
 pub mod metrics;
+pub mod orig_proto;
+pub mod refusal;
 pub mod router;
 pub mod server;
+pub mod tcp;
 pub mod upstream;
 
 use std::{
@@ -44,13 +56,16 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
-pub use crate::config::{Config, ConfigError, Limits, Route};
+pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward};
 use crate::{
     admin::Health,
     forward::Forwarder,
+    identity::{MeshError, MeshTls},
+    inbound::Inbound,
     metrics::{Direction, Metrics},
     router::Router,
     server::Phase,
+    tcp::TcpForwarder,
     upstream::Upstream,
 };
 
@@ -63,13 +78,16 @@ pub enum RunError {
     /// A listener could not be bound.
     #[error("cannot bind the {listener} listener to {addr}: {source} (is the port in use, or the address not local?)")]
     Bind {
-        /// `outbound`, `inbound` or `admin`.
+        /// `outbound`, `inbound`, `tcp` or `admin`.
         listener: &'static str,
         /// The configured address.
         addr: SocketAddr,
         /// The socket error.
         source: io::Error,
     },
+    /// The mesh identity or its TLS configuration could not be set up.
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
     /// Announcing the bound addresses on stdout failed.
     #[error("cannot write the listening addresses to stdout: {0}")]
     Announce(#[source] io::Error),
@@ -135,23 +153,36 @@ async fn serve_until(
         Some(_) => Some(bind("inbound", config.inbound_listen).await?),
         None => None,
     };
+    let mut tcp = Vec::with_capacity(config.tcp_forwards.len());
+    for fwd in &config.tcp_forwards {
+        tcp.push(bind("tcp", fwd.listen).await?);
+    }
     let admin = bind("admin", config.admin_listen).await?;
-    announce(&outbound, inbound.as_ref(), &admin).map_err(RunError::Announce)?;
 
     let metrics = Arc::new(Metrics::new());
-    let health = Health::default();
+    let health = Health::new(config.is_meshed());
+    // Certification starts before the listeners are announced, so a tool
+    // polling /ready sees not-ready until the first certificate, never a gap.
+    let mesh = match &config.mesh {
+        Some(mesh) => Some(MeshTls::start(mesh, metrics.identity().clone(), health.clone())?),
+        None => None,
+    };
+    let outbound_metrics = metrics.direction(Direction::Outbound).clone();
+    let router = Router::meshed(&config.routes, mesh.as_ref().map(|m| (m, &outbound_metrics)))?;
+    let tcp_forwarders = config
+        .tcp_forwards
+        .iter()
+        .map(|f| TcpForwarder::new(f.clone(), mesh.as_ref(), outbound_metrics.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    announce(&outbound, inbound.as_ref(), &tcp, &admin).map_err(RunError::Announce)?;
+
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let builder = Arc::new(server::http_builder(&config.limits));
     let limits = config.limits;
 
     let admin_task = tokio::spawn(admin::serve_admin(admin, Arc::clone(&metrics), health.clone(), phase.clone()));
-    let mut proxies = Vec::with_capacity(2);
-    let outbound_fwd = Forwarder::new(
-        Direction::Outbound,
-        Router::from_routes(&config.routes),
-        limits,
-        metrics.direction(Direction::Outbound).clone(),
-    );
+    let mut proxies = Vec::with_capacity(2 + tcp.len());
+    let outbound_fwd = Forwarder::new(Direction::Outbound, router, limits, outbound_metrics);
     proxies.push(tokio::spawn(server::serve_proxy(
         outbound,
         outbound_fwd,
@@ -160,22 +191,34 @@ async fn serve_until(
         phase.clone(),
     )));
     if let (Some(listener), Some(app)) = (inbound, config.app) {
-        let inbound_fwd = Forwarder::new(
-            Direction::Inbound,
-            Router::single(Upstream::new(app)),
+        let inbound = Arc::new(Inbound {
+            forwarder: Forwarder::inbound(
+                Router::single(Upstream::new(app)),
+                limits,
+                metrics.direction(Direction::Inbound).clone(),
+                config.forward_client_identity,
+            ),
+            builder: Arc::clone(&builder),
             limits,
-            metrics.direction(Direction::Inbound).clone(),
-        );
-        proxies.push(tokio::spawn(server::serve_proxy(
-            listener,
-            inbound_fwd,
-            Arc::clone(&builder),
-            limits.header_read_timeout,
-            phase.clone(),
-        )));
+            app,
+            mesh: mesh.clone(),
+            plaintext: config.inbound_plaintext,
+            metrics: Arc::clone(&metrics),
+        });
+        proxies.push(tokio::spawn(inbound.serve(listener, phase.clone())));
+    }
+    for (listener, fwd) in tcp.into_iter().zip(tcp_forwarders) {
+        proxies.push(tokio::spawn(fwd.serve(listener, phase.clone())));
     }
     health.set_ready(true);
-    info!(routes = config.routes.len(), app = ?config.app, "proxy ready");
+    info!(
+        routes = config.routes.len(),
+        tcp_forwards = config.tcp_forwards.len(),
+        app = ?config.app,
+        identity = ?mesh.as_ref().map(|m| m.identity().to_string()),
+        inbound_plaintext = %config.inbound_plaintext,
+        "proxy listening"
+    );
 
     shutdown.await;
     health.set_ready(false);
@@ -199,12 +242,16 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, R
         .map_err(|source| RunError::Bind { listener, addr, source })
 }
 
-/// Tools bind port 0 and read the real addresses from these lines.
-fn announce(outbound: &TcpListener, inbound: Option<&TcpListener>, admin: &TcpListener) -> io::Result<()> {
+/// Tools bind port 0 and read the real addresses from these lines; `tcp`
+/// lines come in `--tcp-forward` order, and admin is always last.
+fn announce(outbound: &TcpListener, inbound: Option<&TcpListener>, tcp: &[TcpListener], admin: &TcpListener) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "listening outbound {}", outbound.local_addr()?)?;
     if let Some(inbound) = inbound {
         writeln!(out, "listening inbound {}", inbound.local_addr()?)?;
+    }
+    for t in tcp {
+        writeln!(out, "listening tcp {}", t.local_addr()?)?;
     }
     writeln!(out, "listening admin {}", admin.local_addr()?)?;
     out.flush()

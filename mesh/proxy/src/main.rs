@@ -37,8 +37,8 @@ fn main() -> ExitCode {
         }
     };
 
-    // mTLS arrives in a later change; the provider is fixed process-wide now
-    // so no dependency can pick another one first.
+    // mesh-identity passes aws-lc-rs explicitly; installing it process-wide
+    // too means no dependency can pick another provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     match run(config) {

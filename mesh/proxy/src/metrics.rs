@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{error::ErrorKind, histogram::AtomicHistogram};
+use crate::{error::ErrorKind, histogram::AtomicHistogram, refusal::Refusal};
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,12 +59,61 @@ struct DirectionLabels {
     direction: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    direction: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    client_id: String,
+    status_class: &'static str,
+}
+
 /// The process-wide registry plus the per-direction handles.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     outbound: DirectionMetrics,
     inbound: DirectionMetrics,
+    by_client: Family<ClientLabels, Counter>,
+    identity: IdentityMetrics,
+}
+
+/// The workload certificate, as the proxy's own metrics report it.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityMetrics {
+    /// Certificates installed since start (first one and every rotation).
+    pub certificates: Counter,
+    /// Unix time at which the current certificate expires (0: none yet).
+    pub expiry: Gauge,
+}
+
+/// Inbound responses to one meshed client, by status class; resolved once
+/// per connection so a request costs one atomic add.
+#[derive(Debug, Clone)]
+pub struct ClientMetrics {
+    by_status_class: [Counter; STATUS_CLASSES.len()],
+}
+
+impl ClientMetrics {
+    /// Counts one response sent to this client.
+    #[inline]
+    pub fn record(&self, status: StatusCode) {
+        self.by_status_class[status_class(status)].inc();
+    }
+}
+
+fn status_class(status: StatusCode) -> usize {
+    match status.as_u16() {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
 }
 
 /// Handles for one direction; cloning shares the underlying atomics.
@@ -75,6 +124,7 @@ pub struct DirectionMetrics {
     latency: AtomicHistogram,
     connections: Counter,
     open_connections: Gauge,
+    refused: [Counter; Refusal::ALL.len()],
 }
 
 impl Metrics {
@@ -88,6 +138,7 @@ impl Metrics {
         );
         let connections = Family::<DirectionLabels, Counter>::default();
         let open = Family::<DirectionLabels, Gauge>::default();
+        let refused = Family::<RefusalLabels, Counter>::default();
 
         let resolve = |direction: Direction| {
             let d = direction.as_str();
@@ -105,6 +156,11 @@ impl Metrics {
                 latency: latency.get_or_create(&DirectionLabels { direction: d }).clone(),
                 connections: connections.get_or_create(&DirectionLabels { direction: d }).clone(),
                 open_connections: open.get_or_create(&DirectionLabels { direction: d }).clone(),
+                refused: Refusal::ALL.map(|r| {
+                    refused
+                        .get_or_create(&RefusalLabels { direction: d, reason: r.as_label() })
+                        .clone()
+                }),
             }
         };
         let outbound = resolve(Direction::Outbound);
@@ -128,8 +184,46 @@ impl Metrics {
         );
         registry.register("weft_connections", "Downstream connections accepted", connections);
         registry.register("weft_open_connections", "Downstream connections currently open", open);
+        registry.register(
+            "weft_refused_connections",
+            "Connections refused or failed at the mTLS / plaintext-policy gate, by direction and reason",
+            refused,
+        );
+        let by_client = Family::<ClientLabels, Counter>::default();
+        registry.register(
+            "weft_inbound_requests_by_client",
+            "Inbound responses sent to meshed clients, by the client's verified SPIFFE ID and status class",
+            by_client.clone(),
+        );
+        let identity = IdentityMetrics::default();
+        registry.register(
+            "weft_identity_certificates",
+            "Workload certificates installed (the first one and every rotation)",
+            identity.certificates.clone(),
+        );
+        registry.register(
+            "weft_identity_certificate_expiry_timestamp_seconds",
+            "Unix time at which the current workload certificate expires (0 until the first)",
+            identity.expiry.clone(),
+        );
 
-        Self { registry, outbound, inbound }
+        Self { registry, outbound, inbound, by_client, identity }
+    }
+
+    /// Handles for one meshed client's inbound requests.
+    pub fn client(&self, client_id: &str) -> ClientMetrics {
+        ClientMetrics {
+            by_status_class: STATUS_CLASSES.map(|class| {
+                self.by_client
+                    .get_or_create(&ClientLabels { client_id: client_id.to_owned(), status_class: class })
+                    .clone()
+            }),
+        }
+    }
+
+    /// The workload certificate metrics.
+    pub fn identity(&self) -> &IdentityMetrics {
+        &self.identity
     }
 
     /// Handles for one direction.
@@ -158,15 +252,7 @@ impl DirectionMetrics {
     /// Records a response head sent downstream.
     #[inline]
     pub fn record_response(&self, status: StatusCode, elapsed: Duration) {
-        let class = match status.as_u16() {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            500..=599 => 4,
-            _ => 5,
-        };
-        self.by_status_class[class].inc();
+        self.by_status_class[status_class(status)].inc();
         self.latency.observe(elapsed);
     }
 
@@ -174,6 +260,11 @@ impl DirectionMetrics {
     #[inline]
     pub fn record_error(&self, kind: ErrorKind) {
         self.errors[kind as usize].inc();
+    }
+
+    /// Records a connection refused (or failed) at the mTLS / policy gate.
+    pub fn record_refusal(&self, reason: Refusal) {
+        self.refused[reason as usize].inc();
     }
 
     /// Marks a downstream connection open until the guard drops.
@@ -218,6 +309,22 @@ mod tests {
             r#"weft_requests_total{direction="inbound",status_class="2xx"} 0"#,
             r#"weft_proxy_errors_total{direction="outbound",kind="no_route"} 1"#,
             r#"weft_response_latency_seconds_count{direction="outbound"} 3"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn refusals_and_clients() {
+        let m = Metrics::new();
+        m.direction(Direction::Inbound).record_refusal(Refusal::Plaintext);
+        m.client("spiffe://td/ns/a/sa/b").record(StatusCode::OK);
+        let text = m.encode();
+        for line in [
+            r#"weft_refused_connections_total{direction="inbound",reason="plaintext"} 1"#,
+            r#"weft_refused_connections_total{direction="outbound",reason="wrong_identity"} 0"#,
+            r#"weft_inbound_requests_by_client_total{client_id="spiffe://td/ns/a/sa/b",status_class="2xx"} 1"#,
+            "weft_identity_certificates_total 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -10,7 +10,15 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use http::{header, Request};
 
-use crate::{config::Route, error::ProxyError, upstream::Upstream};
+use mesh_identity::SpiffeId;
+
+use crate::{
+    config::Route,
+    error::ProxyError,
+    identity::{MeshError, MeshTls},
+    metrics::DirectionMetrics,
+    upstream::{MeshedPeer, Upstream},
+};
 
 /// DNS names are at most 253 bytes; with a port and brackets this is ample.
 const MAX_AUTHORITY_LEN: usize = 320;
@@ -24,18 +32,39 @@ pub struct Router {
 }
 
 impl Router {
-    /// A table of static routes. Routes naming the same address share one
-    /// [`Upstream`], and so one connection pool.
-    pub fn from_routes(routes: &[Route]) -> Self {
-        let mut by_addr: HashMap<SocketAddr, Arc<Upstream>> = HashMap::new();
-        let routes = routes
-            .iter()
-            .map(|r| {
-                let up = by_addr.entry(r.addr).or_insert_with(|| Upstream::new(r.addr));
-                (r.authority.to_ascii_lowercase().into_boxed_str(), Arc::clone(up))
-            })
-            .collect();
-        Self { routes, all: None }
+    /// A table of plaintext static routes. Routes naming the same address
+    /// share one [`Upstream`], and so one connection pool. Routes with an
+    /// identity need [`Router::meshed`].
+    pub fn from_routes(routes: &[Route]) -> Result<Self, MeshError> {
+        Self::meshed(routes, None)
+    }
+
+    /// A table of static routes; those with an expected identity are meshed
+    /// through `mesh` (refusals counted in `metrics`). Routes naming the same
+    /// (address, identity) share one [`Upstream`]: one pool, one HTTP/2
+    /// connection, one TLS handshake.
+    pub fn meshed(routes: &[Route], mesh: Option<(&Arc<MeshTls>, &DirectionMetrics)>) -> Result<Self, MeshError> {
+        let mut by_target: HashMap<(SocketAddr, Option<SpiffeId>), Arc<Upstream>> = HashMap::new();
+        let mut table = HashMap::with_capacity(routes.len());
+        for r in routes {
+            let key = (r.addr, r.identity.clone());
+            let up = match by_target.get(&key) {
+                Some(up) => Arc::clone(up),
+                None => {
+                    let up = match (&r.identity, mesh) {
+                        (None, _) => Upstream::new(r.addr),
+                        (Some(id), Some((mesh, metrics))) => {
+                            Upstream::meshed(r.addr, MeshedPeer::new(mesh, id.clone(), metrics.clone())?)
+                        }
+                        (Some(id), None) => return Err(MeshError::NotMeshed { route: r.to_string(), identity: id.to_string() }),
+                    };
+                    by_target.insert(key, Arc::clone(&up));
+                    up
+                }
+            };
+            table.insert(r.authority.to_ascii_lowercase().into_boxed_str(), up);
+        }
+        Ok(Self { routes: table, all: None })
     }
 
     /// Sends every request to `upstream`, whatever its authority.
@@ -113,7 +142,7 @@ mod tests {
 
     fn router(routes: &[&str]) -> Router {
         let routes: Vec<Route> = routes.iter().map(|r| r.parse().unwrap()).collect();
-        Router::from_routes(&routes)
+        Router::from_routes(&routes).unwrap()
     }
 
     fn addr_of(r: &Router, authority: &str) -> Option<u16> {
@@ -148,6 +177,13 @@ mod tests {
     fn routes_to_one_address_share_a_pool() {
         let r = router(&["a=127.0.0.1:1", "b=127.0.0.1:1"]);
         assert!(Arc::ptr_eq(r.lookup("a").unwrap(), r.lookup("b").unwrap()));
+    }
+
+    #[test]
+    fn identity_routes_need_a_mesh() {
+        let routes: Vec<Route> = vec!["a=127.0.0.1:1@spiffe://td/ns/a/sa/b".parse().unwrap()];
+        let err = Router::from_routes(&routes).unwrap_err();
+        assert!(err.to_string().contains("spiffe://td/ns/a/sa/b"), "{err}");
     }
 
     #[test]

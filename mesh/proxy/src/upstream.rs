@@ -8,12 +8,17 @@
 //! dialing a replacement takes an async mutex, so a burst of requests after a
 //! disconnect opens one connection rather than one each.
 //!
+//! A meshed upstream (a route with an expected SPIFFE ID) is always spoken
+//! to over the shared HTTP/2 connection, inside mTLS: HTTP/1 requests are
+//! carried as HTTP/2 streams (see `orig_proto`), so one TLS handshake serves
+//! every request to that (address, identity) until the connection ends.
+//!
 //! A pooled connection may have been closed by the upstream since it was
 //! parked. hyper hands back a request it did not start writing
 //! (`TrySendError::take_message`), so such a request is retried on another
 //! connection; a request that was (even partly) written is never replayed.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{fmt, io, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
@@ -23,13 +28,50 @@ use hyper::{
     client::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-use tracing::debug;
+use mesh_identity::SpiffeId;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
+use tracing::{debug, warn};
 
 use crate::{
     body::{RequestBody, RequestBodyError, ResponseBody},
     error::ProxyError,
+    identity::MeshTls,
+    metrics::DirectionMetrics,
+    orig_proto,
+    refusal::{self, Refusal},
 };
+
+/// How to reach a meshed upstream: whom to expect there, and our identity.
+pub struct MeshedPeer {
+    identity: SpiffeId,
+    connector: TlsConnector,
+    mesh: Arc<MeshTls>,
+    metrics: DirectionMetrics,
+}
+
+impl MeshedPeer {
+    /// A peer that must present `identity`; handshake refusals are counted
+    /// in `metrics`.
+    pub fn new(mesh: &Arc<MeshTls>, identity: SpiffeId, metrics: DirectionMetrics) -> Result<Self, crate::identity::MeshError> {
+        let connector = mesh.connector(&identity, mesh_identity::ALPN_WEFT)?;
+        Ok(Self { identity, connector, mesh: Arc::clone(mesh), metrics })
+    }
+
+    /// The SPIFFE ID expected from the peer.
+    pub fn identity(&self) -> &SpiffeId {
+        &self.identity
+    }
+}
+
+impl fmt::Debug for MeshedPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshedPeer").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
 
 /// Idle HTTP/1 connections kept per upstream; more are closed when released.
 pub const DEFAULT_MAX_IDLE_PER_UPSTREAM: usize = 256;
@@ -44,6 +86,7 @@ pub struct Upstream {
     idle_h1: ArrayQueue<H1Sender>,
     h2: ArcSwapOption<H2Sender>,
     h2_dial: tokio::sync::Mutex<()>,
+    meshed: Option<MeshedPeer>,
 }
 
 /// An HTTP/1 connection on loan to one response body.
@@ -77,7 +120,24 @@ impl Upstream {
             idle_h1: ArrayQueue::new(max_idle.max(1)),
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
+            meshed: None,
         })
+    }
+
+    /// A meshed upstream: mTLS to `peer`, every request over one HTTP/2 connection.
+    pub fn meshed(addr: SocketAddr, peer: MeshedPeer) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            idle_h1: ArrayQueue::new(1),
+            h2: ArcSwapOption::empty(),
+            h2_dial: tokio::sync::Mutex::new(()),
+            meshed: Some(peer),
+        })
+    }
+
+    /// The expected SPIFFE ID of a meshed upstream.
+    pub fn peer_identity(&self) -> Option<&SpiffeId> {
+        self.meshed.as_ref().map(MeshedPeer::identity)
     }
 
     /// The upstream's address.
@@ -96,6 +156,14 @@ impl Upstream {
     /// drops the connection it was using, so a timed-out connection is never
     /// handed to another request.
     pub async fn send(self: &Arc<Self>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        if self.meshed.is_some() {
+            let (mut parts, body) = req.into_parts();
+            let downstream = parts.version;
+            orig_proto::upgrade(&mut parts)?;
+            let mut resp = self.send_h2(Request::from_parts(parts, body)).await?;
+            *resp.version_mut() = downstream;
+            return Ok(resp);
+        }
         if req.version() == Version::HTTP_2 {
             self.send_h2(req).await
         } else {
@@ -161,21 +229,65 @@ impl Upstream {
                 return Ok(s);
             }
         }
-        let io = self.connect().await?;
+        let tcp = self.connect().await?;
+        let sender = match &self.meshed {
+            None => self.h2_handshake(tcp).await?,
+            Some(peer) => {
+                let tls = self.tls_connect(peer, tcp.into_inner()).await?;
+                self.h2_handshake(TokioIo::new(tls)).await?
+            }
+        };
+        let sender = Arc::new(sender);
+        self.h2.store(Some(Arc::clone(&sender)));
+        Ok(sender)
+    }
+
+    async fn h2_handshake<T>(&self, io: TokioIo<T>) -> Result<H2Sender, ProxyError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
             .await
             .map_err(|e| self.http_error(e))?;
         let addr = self.addr;
+        let meshed = self.meshed.as_ref().map(|p| (p.identity.clone(), p.metrics.clone()));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "upstream h2 connection ended");
+                // TLS 1.3: a server that refuses our certificate says so
+                // after our side of the handshake, on this connection.
+                match (meshed, tls_error_in(&e)) {
+                    (Some((identity, metrics)), Some(tls)) => {
+                        let reason = refusal::classify(tls);
+                        metrics.record_refusal(reason);
+                        warn!("refused outbound connection to {addr} ({identity}): {reason}: {tls}");
+                    }
+                    _ => debug!(%addr, error = %e, "upstream h2 connection ended"),
+                }
             }
         });
-        let sender = Arc::new(sender);
-        self.h2.store(Some(Arc::clone(&sender)));
         Ok(sender)
+    }
+
+    /// The mTLS handshake; refusals are logged once here, naming the peer
+    /// and the reason, and counted.
+    async fn tls_connect(
+        &self,
+        peer: &MeshedPeer,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProxyError> {
+        if !peer.mesh.is_certified() {
+            peer.metrics.record_refusal(Refusal::NotCertified);
+            return Err(ProxyError::NotCertified { addr: self.addr });
+        }
+        let name = rustls::pki_types::ServerName::from(self.addr.ip());
+        peer.connector.connect(name, tcp).await.map_err(|e| {
+            let reason = refusal::classify_io(&e);
+            peer.metrics.record_refusal(reason);
+            warn!("refused outbound connection to {} ({}): {reason}: {e}", self.addr, peer.identity);
+            ProxyError::Tls { addr: self.addr, identity: peer.identity.to_string(), reason, detail: e.to_string() }
+        })
     }
 
     async fn dial_h1(&self) -> Result<H1Sender, ProxyError> {
@@ -213,4 +325,21 @@ impl Upstream {
         }
         ProxyError::Upstream { addr: self.addr, source: e }
     }
+}
+
+/// The rustls error somewhere in `err`'s source chain, if any.
+fn tls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(tls);
+            }
+        }
+        source = e.source();
+    }
+    None
 }

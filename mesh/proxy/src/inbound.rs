@@ -1,0 +1,252 @@
+//! The inbound listener: detect the protocol, terminate Weft mTLS, apply
+//! the plaintext policy, and hand the connection to HTTP or the TCP relay.
+//!
+//! ```text
+//!  accept ─> detect (first bytes, --detect-timeout)
+//!    ├ TLS ──> mTLS accept (client cert required, any SPIFFE ID of our trust domain)
+//!    │           ├ ALPN weft/1     ─> HTTP (h2 from the peer proxy), client identity known
+//!    │           └ ALPN weft-tcp/1 ─> TCP relay to --app
+//!    ├ HTTP/1, h2c ─> plaintext allowed? HTTP : 403 (HTTP/1) / close
+//!    └ opaque      ─> plaintext allowed? TCP relay to --app : close
+//! ```
+//!
+//! Every refusal is one `refused inbound connection from <peer>: <reason>`
+//! log line and one `weft_refused_connections_total` increment.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
+};
+use mesh_identity::{peer_identity, SpiffeId, ALPN_WEFT};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
+use tracing::{debug, warn};
+
+use crate::{
+    config::{Limits, Plaintext},
+    detect::{detect, Detected, PrefixedIo, Protocol},
+    forward::{ClientIdentity, Forwarder},
+    identity::{MeshTls, ALPN_WEFT_TCP},
+    metrics::Metrics,
+    refusal::{self, Refusal},
+    server::{accept_backoff, Phase},
+    tcp::relay,
+};
+
+/// Everything an inbound connection may need.
+pub struct Inbound {
+    /// The HTTP stack towards the app.
+    pub forwarder: Arc<Forwarder>,
+    /// The hyper connection builder (limits applied).
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Timeouts and sizes.
+    pub limits: Limits,
+    /// The local app (TCP relays go here too).
+    pub app: SocketAddr,
+    /// Our identity; `None`: plaintext only.
+    pub mesh: Option<Arc<MeshTls>>,
+    /// What to do with connections that are not Weft mTLS.
+    pub plaintext: Plaintext,
+    /// For per-client request metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Inbound {
+    /// Accepts until the phase leaves `Running`, then closes the listening
+    /// socket and waits for open connections (the caller bounds the wait).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
+        let graceful = GracefulShutdown::new();
+        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = phase.wait_for(|p| *p != Phase::Running) => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_backoff(e).await;
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(%peer, error = %e, "set TCP_NODELAY failed");
+            }
+            let this = Arc::clone(&self);
+            let watcher = graceful.watcher();
+            let phase = phase.clone();
+            let open = open_tx.clone();
+            tokio::spawn(async move {
+                let _open = open;
+                this.connection(stream, peer, watcher, phase).await;
+            });
+        }
+        drop(listener);
+        drop(open_tx);
+        graceful.shutdown().await;
+        // TCP relays are not hyper connections; each holds a sender.
+        let _ = open_rx.recv().await;
+    }
+
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
+        let _open = self.forwarder.metrics().connection_opened();
+        let limits = &self.limits;
+        // A silent client must not hold a socket forever, nor a drain.
+        let detected = tokio::select! {
+            d = detect(&mut stream, limits.detect_timeout, limits.header_read_timeout, limits.max_header_bytes) => d,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        };
+        let (protocol, prefix) = match detected {
+            Ok(Detected::Protocol(p, prefix)) => (p, prefix),
+            Ok(Detected::Nothing) => {
+                debug!(%peer, "client sent nothing in time; closing");
+                return;
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "reading the first bytes failed");
+                return;
+            }
+        };
+        let io = PrefixedIo::new(prefix, stream);
+        match (protocol, &self.mesh) {
+            (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher).await,
+            (_, _) if self.plaintext == Plaintext::Deny => self.refuse_plaintext(protocol, io, peer).await,
+            (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, None).await,
+            (Protocol::Tls | Protocol::Opaque, _) => self.relay_to_app(io, peer).await,
+        }
+    }
+
+    async fn meshed(&self, mesh: &MeshTls, io: PrefixedIo<TcpStream>, peer: SocketAddr, watcher: Watcher) {
+        let accepted = tokio::time::timeout(self.limits.header_read_timeout, mesh.acceptor().accept(io)).await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = if mesh.is_certified() { refusal::classify_io(&e) } else { Refusal::NotCertified };
+                return self.refused(peer, reason, &e.to_string());
+            }
+            Err(_) => {
+                let within = humantime::format_duration(self.limits.header_read_timeout);
+                return self.refused(peer, Refusal::Handshake, &format!("handshake not completed within {within}"));
+            }
+        };
+        let (_, conn) = tls.get_ref();
+        // The verifier only accepts certificates carrying a SPIFFE ID.
+        let client = peer_identity(conn);
+        match conn.alpn_protocol() {
+            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, client).await,
+            Some(ALPN_WEFT_TCP) => {
+                debug!(%peer, client = ?client, "meshed tcp");
+                self.relay_to_app(tls, peer).await
+            }
+            other => {
+                let alpn = other.map(String::from_utf8_lossy);
+                self.refused(peer, Refusal::Handshake, &format!("unexpected ALPN {alpn:?}"));
+            }
+        }
+    }
+
+    fn refused(&self, peer: SocketAddr, reason: Refusal, detail: &str) {
+        self.forwarder.metrics().record_refusal(reason);
+        warn!("refused inbound connection from {peer}: {reason}: {detail}");
+    }
+
+    async fn serve_http<I>(&self, io: I, peer: SocketAddr, watcher: Watcher, client: Option<SpiffeId>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // Resolved once per connection: a request costs an Arc clone and one
+        // atomic add for the per-client count.
+        let client_metrics = client.as_ref().map(|id| Arc::new(self.metrics.client(id.as_str())));
+        let client_header = client.and_then(|id| HeaderValue::from_str(id.as_str()).ok());
+        let fwd = Arc::clone(&self.forwarder);
+        let service = service_fn(move |mut req| {
+            let fwd = Arc::clone(&fwd);
+            let client_metrics = client_metrics.clone();
+            if let Some(h) = &client_header {
+                req.extensions_mut().insert(ClientIdentity(h.clone()));
+            }
+            async move {
+                let resp = fwd.handle(req).await;
+                if let Some(m) = client_metrics {
+                    m.record(resp.status());
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            debug!(%peer, error = %e, "inbound connection ended with error");
+        }
+    }
+
+    async fn relay_to_app<I>(&self, mut io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut app = match TcpStream::connect(self.app).await {
+            Ok(app) => app,
+            Err(e) => {
+                warn!("inbound tcp from {peer}: connect to app {} failed: {e}", self.app);
+                return;
+            }
+        };
+        let _ = app.set_nodelay(true);
+        if let Err(e) = relay(&mut io, &mut app).await {
+            debug!(%peer, error = %e, "inbound tcp relay ended with error");
+        }
+    }
+
+    /// Plaintext on a strict port: HTTP/1 gets a 403 naming why (cheap, and
+    /// far clearer to a person with curl than a reset); the rest is closed.
+    async fn refuse_plaintext(&self, protocol: Protocol, mut io: PrefixedIo<TcpStream>, peer: SocketAddr) {
+        let what = match protocol {
+            Protocol::Http1 => "HTTP/1",
+            Protocol::Http2 => "HTTP/2 (h2c)",
+            Protocol::Tls => "TLS without Weft identity",
+            Protocol::Opaque => "opaque TCP",
+        };
+        self.refused(peer, Refusal::Plaintext, &format!("{what} on a port that requires Weft mTLS (--inbound-plaintext deny)"));
+        if protocol != Protocol::Http1 {
+            return;
+        }
+        const BODY: &str = "plaintext refused: this port requires Weft mTLS\n";
+        let response = format!(
+            "HTTP/1.1 403 Forbidden\r\nweft-proxy-error: plaintext refused\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        // Bounded: a client that neither reads nor closes gets no more time.
+        let wrote = tokio::time::timeout(self.limits.header_read_timeout.min(std::time::Duration::from_secs(2)), async {
+            io.write_all(response.as_bytes()).await?;
+            io.shutdown().await?;
+            // Closing with unread request bytes would reset the connection
+            // and could destroy the 403 before the client reads it: drain a
+            // bounded amount first.
+            let mut sink = [0u8; 4096];
+            let mut left = 64 * 1024;
+            while left > 0 {
+                let n = io.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                left -= n.min(left);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        if let Ok(Err(e)) = wrote {
+            debug!(%peer, error = %e, "writing the 403 failed");
+        }
+    }
+}
