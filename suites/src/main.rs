@@ -30,8 +30,11 @@ enum Command {
     /// Check a record against a gate policy: exit 0 pass, 1 a rule failed, 2 bad input
     Gate {
         /// A results directory or a report.json
-        #[arg(long, value_name = "DIR|FILE")]
-        results: PathBuf,
+        #[arg(long, value_name = "DIR|FILE", required_unless_present = "results_arg")]
+        results: Option<PathBuf>,
+        /// The same as --results, given positionally
+        #[arg(value_name = "RESULTS", conflicts_with = "results")]
+        results_arg: Option<PathBuf>,
         /// Policy file, e.g. ci/gates.toml
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
@@ -92,7 +95,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Report { dir } => match commands::rerender(&dir) {
             Ok(md) => {
-                println!("{md}");
+                stdout(&md);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -102,11 +105,16 @@ fn main() -> ExitCode {
         },
         Command::Gate {
             results,
+            results_arg,
             policy,
             baseline,
-        } => match commands::gate(&results, &policy, baseline.as_deref()) {
+        } => match commands::gate(
+            &results.or(results_arg).expect("clap requires one"),
+            &policy,
+            baseline.as_deref(),
+        ) {
             Ok(outcome) => {
-                println!("{}", outcome.markdown());
+                stdout(&outcome.markdown());
                 code(if outcome.passed { 0 } else { 1 })
             }
             Err(e) => {
@@ -116,7 +124,7 @@ fn main() -> ExitCode {
         },
         Command::Plan { suite } => match commands::plan_text(&suite) {
             Ok(text) => {
-                print!("{text}");
+                stdout(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -157,4 +165,17 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn code(c: i32) -> ExitCode {
     ExitCode::from(c.clamp(0, 255) as u8)
+}
+
+/// Print a command's result; a closed pipe (`bench gate ... | head`) is not an error.
+fn stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| {
+        if text.ends_with('\n') {
+            Ok(())
+        } else {
+            out.write_all(b"\n")
+        }
+    });
 }

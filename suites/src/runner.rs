@@ -147,8 +147,13 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             detail: e.to_string(),
         })?;
         staging.commit()?;
-        println!("{}", reports::render::markdown(&report));
-        println!("results: {}", out.display());
+        // The results are safely on disk; a closed stdout pipe is not a failure.
+        let summary = format!(
+            "{}\nresults: {}\n",
+            reports::render::markdown(&report),
+            out.display()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), summary.as_bytes());
         if failures > 0 {
             return Err(RunError::CellsFailed {
                 failed: failures,
