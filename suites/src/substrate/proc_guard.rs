@@ -342,6 +342,41 @@ mod tests {
     }
 
     #[test]
+    fn sweep_kills_what_a_dead_run_left_and_spares_live_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut stray = spawn({
+            let mut c = Command::new("sleep");
+            c.arg("30");
+            c
+        })
+        .unwrap();
+        let pid = stray.id();
+        let line = format!("{pid} {} server\n", start_time(pid).unwrap());
+        // A run whose owner is gone (a start time no live process has) ...
+        let dead = tmp.path().join("weft-bench-dead");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("owner"), format!("{} 1\n", std::process::id())).unwrap();
+        std::fs::write(dead.join("pids"), &line).unwrap();
+        // ... and one whose owner (this test) is alive.
+        let live = tmp.path().join("weft-bench-live");
+        std::fs::create_dir(&live).unwrap();
+        let me = std::process::id();
+        std::fs::write(
+            live.join("owner"),
+            format!("{me} {}\n", start_time(me).unwrap()),
+        )
+        .unwrap();
+        std::fs::write(live.join("pids"), &line).unwrap();
+
+        sweep_strays(tmp.path());
+        let status = stray.wait().unwrap();
+        unregister(pid);
+        assert!(!status.success(), "the stray was killed");
+        assert!(!dead.exists(), "the dead run's dir is removed");
+        assert!(live.exists(), "a live run is left alone");
+    }
+
+    #[test]
     fn pid_lines_parse() {
         assert_eq!(parse_pid_line("123 456 nginx"), Some((123, 456)));
         assert_eq!(parse_pid_line("x"), None);
