@@ -166,6 +166,10 @@ pub struct Proxy {
     pub outbound: SocketAddr,
     pub inbound: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// `--tcp-forward` listeners, in order.
+    pub tcp: Vec<SocketAddr>,
+    /// Where stderr goes, when captured (see [`start_proxy_logged`]).
+    pub log: Option<std::path::PathBuf>,
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
@@ -173,17 +177,36 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 /// Starts the binary on ephemeral ports with `extra` args, and reads back the
 /// addresses it announces.
 pub async fn start_proxy(extra: &[String]) -> Proxy {
+    spawn_proxy(extra, None).await
+}
+
+/// [`start_proxy`] with stderr written to `log` at `info` (or
+/// `WEFT_TEST_PROXY_LOG`), for tests that assert on log lines.
+pub async fn start_proxy_logged(extra: &[String], log: &std::path::Path) -> Proxy {
+    spawn_proxy(extra, Some(log)).await
+}
+
+async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>) -> Proxy {
     let mut cmd = Command::new(BIN);
     cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(extra)
-        .env("RUST_LOG", std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    match log {
+        Some(path) => {
+            cmd.env("RUST_LOG", std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()))
+                .stderr(std::fs::File::create(path).expect("create proxy log"));
+        }
+        None => {
+            cmd.env("RUST_LOG", std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".into()))
+                .stderr(Stdio::inherit());
+        }
+    }
     let mut child = cmd.spawn().expect("spawn mesh-proxy");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut outbound, mut inbound, mut admin) = (None, None, None);
+    let mut tcp = Vec::new();
     let wants_inbound = extra.iter().any(|a| a == "--app");
     while admin.is_none() || outbound.is_none() || (wants_inbound && inbound.is_none()) {
         let line = within("proxy announces its listeners", lines.next_line())
@@ -198,12 +221,13 @@ pub async fn start_proxy(extra: &[String]) -> Proxy {
             "outbound" => outbound = Some(addr),
             "inbound" => inbound = Some(addr),
             "admin" => admin = Some(addr),
+            "tcp" => tcp.push(addr),
             other => panic!("unknown listener {other}"),
         }
     }
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Proxy { child, outbound: outbound.unwrap(), inbound, admin: admin.unwrap() }
+    Proxy { child, outbound: outbound.unwrap(), inbound, admin: admin.unwrap(), tcp, log: log.map(Into::into) }
 }
 
 impl Proxy {
@@ -220,6 +244,11 @@ impl Proxy {
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
         let resp = send_h1(self.admin, get(path, "admin")).await.expect("admin reachable");
         (resp.status(), String::from_utf8_lossy(resp.body()).into_owned())
+    }
+
+    /// Everything the proxy logged so far (needs [`start_proxy_logged`]).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("proxy started with start_proxy_logged")).unwrap_or_default()
     }
 
     pub async fn metrics(&self) -> String {

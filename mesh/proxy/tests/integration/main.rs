@@ -6,3 +6,5 @@ mod common;
 mod forwarding;
 mod lifecycle;
 mod limits;
+mod mesh_support;
+mod mtls;
