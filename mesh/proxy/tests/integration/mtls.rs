@@ -232,6 +232,16 @@ async fn traffic(t: &Meshed, duration: Duration, until: impl Fn() -> bool) -> (u
 #[tokio::test]
 async fn rotation_under_continuous_traffic_loses_nothing() {
     let t = meshed("5s", &[]).await;
+    // Without --forward-client-identity the app gets no identity header,
+    // and a spoofed one is still removed.
+    let req = http::Request::get("/headers")
+        .header("host", "web.test")
+        .header("weft-client-id", sa("admin"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let seen = String::from_utf8_lossy(send_h1(t.client.outbound, req).await.unwrap().body()).into_owned();
+    assert!(!seen.contains("weft-client-id"), "{seen}");
+
     let (n, failures) = traffic(&t, Duration::from_secs(30), || true).await;
     assert!(failures.is_empty(), "{} of {n} failed: {failures:#?}", failures.len());
     for p in [&t.client, &t.server] {
