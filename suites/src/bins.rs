@@ -1,4 +1,4 @@
-//! Finding the `loadgen` and `mesh-proxy` binaries `bench` starts.
+//! Finding the `loadgen`, `mesh-proxy` and `mesh-control` binaries `bench` starts.
 //!
 //! They are siblings of `bench` in the cargo target dir. `cargo run --bin
 //! bench` builds only `bench`, so when run under cargo (env `CARGO` set) and
@@ -15,6 +15,7 @@ use std::time::SystemTime;
 pub struct Binaries {
     pub loadgen: PathBuf,
     pub mesh_proxy: PathBuf,
+    pub mesh_control: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,9 @@ pub enum BinError {
     },
 }
 
-const NAMES: [&str; 2] = ["loadgen", "mesh-proxy"];
+const NAMES: [&str; 3] = ["loadgen", "mesh-proxy", "mesh-control"];
+/// The `cargo build` package arguments that produce [`NAMES`].
+const PACKAGES: [&str; 6] = ["-p", "loadgen", "-p", "mesh-proxy", "-p", "mesh-control"];
 
 /// Locate the binaries for the running `bench`.
 pub fn locate() -> Result<Binaries, BinError> {
@@ -62,7 +65,7 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
     let exe_time = mtime(exe);
     let stale: Vec<&str> = NAMES
         .iter()
-        .zip([&bins.loadgen, &bins.mesh_proxy])
+        .zip(bins.paths())
         .filter(|(_, p)| match (mtime(p), exe_time) {
             (None, _) => true,
             (Some(t), Some(e)) => t < e,
@@ -79,7 +82,7 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
             None => {
                 eprintln!(
                     "warning: {} older than bench in {}; results may not match the source (run `cargo build --release --workspace`)",
-                    stale.join(" and "),
+                    stale.join(", "),
                     dir.display()
                 );
                 Ok(bins)
@@ -88,7 +91,7 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
     };
     let release = dir.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--bins", "-p", "loadgen", "-p", "mesh-proxy"]);
+    cmd.args(["build", "--bins"]).args(PACKAGES);
     if release {
         cmd.arg("--release");
     }
@@ -98,12 +101,13 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
         cmd.arg("--manifest-path").arg(&manifest);
     }
     let command = format!(
-        "cargo build --bins -p loadgen -p mesh-proxy{}",
+        "cargo build --bins {}{}",
+        PACKAGES.join(" "),
         if release { " --release" } else { "" }
     );
     eprintln!(
         "bench: {} missing or older than bench; running `{command}`",
-        stale.join(" and ")
+        stale.join(", ")
     );
     let status = cmd.status().map_err(|source| BinError::Cargo {
         command: command.clone(),
@@ -111,7 +115,7 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
     })?;
     if !status.success() {
         return Err(BinError::Build {
-            what: stale.join(" and "),
+            what: stale.join(", "),
             command,
             status: status.to_string(),
         });
@@ -122,21 +126,29 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
     }
 }
 
+impl Binaries {
+    /// In the order of [`NAMES`].
+    fn paths(&self) -> [&PathBuf; 3] {
+        [&self.loadgen, &self.mesh_proxy, &self.mesh_control]
+    }
+}
+
 fn in_dir(dir: &Path) -> Binaries {
     Binaries {
         loadgen: dir.join("loadgen"),
         mesh_proxy: dir.join("mesh-proxy"),
+        mesh_control: dir.join("mesh-control"),
     }
 }
 
 fn missing(b: &Binaries) -> Option<String> {
     let m: Vec<&str> = NAMES
         .iter()
-        .zip([&b.loadgen, &b.mesh_proxy])
+        .zip(b.paths())
         .filter(|(_, p)| !p.is_file())
         .map(|(n, _)| *n)
         .collect();
-    (!m.is_empty()).then(|| m.join(" and "))
+    (!m.is_empty()).then(|| m.join(", "))
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

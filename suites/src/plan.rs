@@ -34,6 +34,9 @@ pub struct Cell {
 const DEPLOY_OVERHEAD: Duration = Duration::from_millis(600);
 /// Rough cost of starting the target server once per scenario.
 const SERVER_OVERHEAD: Duration = Duration::from_millis(400);
+/// Rough cost of starting the control plane (it generates its CA) once per
+/// scenario that has a meshed variant.
+const CONTROL_OVERHEAD: Duration = Duration::from_millis(500);
 
 /// Expand a suite into cells, in run order.
 pub fn cells(suite: &Suite) -> Vec<Cell> {
@@ -63,7 +66,15 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
 
 /// Estimated wall time of running the whole plan.
 pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
-    let servers = SERVER_OVERHEAD * suite.scenarios.len() as u32;
+    let servers = suite.scenarios.iter().fold(Duration::ZERO, |acc, sc| {
+        let control = sc.variants.iter().any(|v| v.needs_control_plane());
+        acc + SERVER_OVERHEAD
+            + if control {
+                CONTROL_OVERHEAD
+            } else {
+                Duration::ZERO
+            }
+    });
     cells.iter().fold(servers, |acc, c| {
         let sc = &suite.scenarios[c.scenario];
         acc + sc.warmup + sc.duration + DEPLOY_OVERHEAD

@@ -2,12 +2,17 @@
 //! ephemeral port, the proxies addressed explicitly.
 //!
 //! ```text
-//! baseline          loadgen ───────────────────────────────────────────> server
-//! weft              loadgen ─> outbound ─(svc.weft.local)─> inbound ───> server
-//! weft-client-only  loadgen ─> outbound ─(svc.weft.local)──────────────> server
-//! weft-server-only  loadgen ─────────────────────────────> inbound ───> server
-//! nginx | haproxy   loadgen ─> peer (1 worker) ────────────────────────> server
+//! baseline          loadgen ───────────────────────────────────────────────> server
+//! weft              loadgen ─> outbound ══(mTLS, h2, svc.weft.local)══> inbound ─> server
+//!                                 └── certified by mesh-control ──┘
+//! weft-plaintext    loadgen ─> outbound ──(plaintext, svc.weft.local)─> inbound ─> server
+//! weft-client-only  loadgen ─> outbound ─(svc.weft.local)──────────────────> server
+//! weft-server-only  loadgen ─────────────────────────────────────> inbound ─> server
+//! nginx | haproxy   loadgen ─> peer (1 worker) ────────────────────────────> server
 //! ```
+//!
+//! One sidecar alone cannot do mTLS (its peer is not meshed), so the one-hop
+//! variants are plaintext; they are what compares with nginx and HAProxy.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -15,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::control::{ControlPlane, CLIENT_ID, SERVER_ID};
 use super::peers;
 use super::probe;
 use super::process::Proc;
@@ -40,7 +46,26 @@ pub struct Local {
     nginx: Option<PathBuf>,
     haproxy: Option<PathBuf>,
     server: Option<(Proc, SocketAddr)>,
+    /// The scenario's control plane, or why it did not start (which fails
+    /// only the variants that need it).
+    control: Option<Result<ControlPlane, DeployError>>,
     counter: usize,
+}
+
+/// One mesh-proxy to start.
+struct Sidecar<'a> {
+    name: &'a str,
+    /// Workload identity (certified by the control plane); `None`: a
+    /// plaintext-only proxy.
+    identity: Option<&'static str>,
+    /// Where [`MESH_AUTHORITY`] goes, and the peer's identity when that is
+    /// a meshed proxy (mTLS + HTTP/2 to it).
+    route: Option<(SocketAddr, Option<&'static str>)>,
+    /// The application behind the inbound listener.
+    app: Option<SocketAddr>,
+    /// Accept plaintext on the inbound listener (meshed proxies refuse it
+    /// by default).
+    inbound_plaintext: bool,
 }
 
 impl Local {
@@ -53,6 +78,7 @@ impl Local {
             nginx: peers::find_binary("nginx"),
             haproxy: peers::find_binary("haproxy"),
             server: None,
+            control: None,
             counter: 0,
         }
     }
@@ -81,6 +107,17 @@ impl Local {
         Ok(d)
     }
 
+    async fn start_control(&mut self) -> Result<ControlPlane, DeployError> {
+        let dir = self.cell_dir("control")?;
+        ControlPlane::start(
+            &self.bins.mesh_control,
+            &dir,
+            &self.pids_file,
+            READY_PATIENCE,
+        )
+        .await
+    }
+
     fn server_addr(&self) -> Result<SocketAddr, DeployError> {
         self.server
             .as_ref()
@@ -91,13 +128,28 @@ impl Local {
             })
     }
 
+    /// The scenario's control plane, for a variant that needs it.
+    fn control_plane(&self) -> Result<&ControlPlane, DeployError> {
+        match &self.control {
+            Some(Ok(cp)) => Ok(cp),
+            Some(Err(e)) => Err(DeployError::Start {
+                component: "control".into(),
+                detail: format!("the scenario's control plane did not start: {e}"),
+            }),
+            None => Err(DeployError::Start {
+                component: "control".into(),
+                detail: "no control plane running (the scenario's topology did not ask for one)"
+                    .into(),
+            }),
+        }
+    }
+
     /// Start one mesh-proxy; returns it with its outbound, inbound (when
-    /// `app` is given) and admin addresses, once `/ready` answers 200.
+    /// `app` is given) and admin addresses, once `/ready` answers 200
+    /// (for a meshed proxy: once it holds its certificate).
     async fn mesh_proxy(
         &self,
-        name: &str,
-        route: Option<SocketAddr>,
-        app: Option<SocketAddr>,
+        s: Sidecar<'_>,
     ) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
         let mut cmd = Command::new(&self.bins.mesh_proxy);
         cmd.args([
@@ -108,17 +160,28 @@ impl Local {
             "--admin-listen",
             "127.0.0.1:0",
         ]);
-        if let Some(r) = route {
-            cmd.arg("--route").arg(format!("{MESH_AUTHORITY}={r}"));
+        if let Some(id) = s.identity {
+            cmd.args(self.control_plane()?.proxy_args(id));
         }
-        if let Some(a) = app {
+        if let Some((addr, peer)) = s.route {
+            let mut route = format!("{MESH_AUTHORITY}={addr}");
+            if let Some(peer) = peer {
+                route.push('@');
+                route.push_str(peer);
+            }
+            cmd.arg("--route").arg(route);
+        }
+        if let Some(a) = s.app {
             cmd.arg("--app").arg(a.to_string());
+        }
+        if s.inbound_plaintext {
+            cmd.args(["--inbound-plaintext", "allow"]);
         }
         // Same budget as each peer proxy: one worker thread.
         cmd.args(["--threads", "1"]);
-        let mut p = Proc::spawn(name, cmd, &self.pids_file)?;
+        let mut p = Proc::spawn(s.name, cmd, &self.pids_file)?;
         let outbound = addr(&mut p, "listening outbound ").await?;
-        let inbound = match app {
+        let inbound = match s.app {
             Some(_) => Some(addr(&mut p, "listening inbound ").await?),
             None => None,
         };
@@ -126,9 +189,31 @@ impl Local {
         if let Err(e) =
             probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
         {
-            return Err(ready_error(&mut p, e));
+            let mut e = ready_error(&mut p, e);
+            if s.identity.is_some() {
+                self.explain_control(&mut e);
+            }
+            return Err(e);
         }
         Ok((p, outbound, inbound))
+    }
+
+    /// A meshed proxy that never got ready most likely never got its
+    /// certificate: add the control plane's state to the error.
+    fn explain_control(&self, e: &mut DeployError) {
+        let (DeployError::Ready { detail, .. } | DeployError::Start { detail, .. }) = e else {
+            return;
+        };
+        if let Some(Ok(cp)) = &self.control {
+            let tail = cp.stderr_tail();
+            if !tail.is_empty() {
+                detail.push_str(&format!(
+                    "
+  control stderr tail:
+{tail}"
+                ));
+            }
+        }
     }
 
     /// Start a peer proxy on a port we pick (they cannot report an
@@ -230,6 +315,9 @@ impl Substrate for Local {
             return Err(ready_error(&mut p, e));
         }
         self.server = Some((p, server));
+        if topo.control_plane {
+            self.control = Some(self.start_control().await);
+        }
         Ok(())
     }
 
@@ -252,60 +340,77 @@ impl Substrate for Local {
             pid: server_pid,
         }];
         let mut procs = Vec::new();
+        // A meshed server sidecar's inbound, which must refuse plaintext.
+        let mut strict_inbound = None;
         let (target, host) = match variant {
             Variant::Baseline => (server, None),
-            Variant::Weft => {
-                let (inb, _, inbound) =
-                    self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
-                let inbound = inbound.expect("inbound requested");
-                components.push(Component {
-                    name: "proxy-inbound".into(),
-                    role: Role::Proxy,
-                    pid: inb.pid(),
-                });
-                procs.push(inb);
-                let (outb, outbound, _) = self
-                    .mesh_proxy("proxy-outbound", Some(inbound), None)
+            Variant::Weft | Variant::WeftPlaintext => {
+                let meshed = variant == Variant::Weft;
+                let (client_id, server_id) = match meshed {
+                    true => (Some(CLIENT_ID), Some(SERVER_ID)),
+                    false => (None, None),
+                };
+                let (inb, _, inbound) = self
+                    .mesh_proxy(Sidecar {
+                        name: "proxy-inbound",
+                        identity: server_id,
+                        route: None,
+                        app: Some(server),
+                        // Meshed: the default strict policy, as deployed.
+                        inbound_plaintext: !meshed,
+                    })
                     .await?;
-                components.push(Component {
-                    name: "proxy-outbound".into(),
-                    role: Role::Proxy,
-                    pid: outb.pid(),
-                });
-                procs.push(outb);
+                let inbound = inbound.expect("inbound requested");
+                keep(&mut components, &mut procs, inb, Role::Proxy);
+                let (outb, outbound, _) = self
+                    .mesh_proxy(Sidecar {
+                        name: "proxy-outbound",
+                        identity: client_id,
+                        route: Some((inbound, server_id)),
+                        app: None,
+                        inbound_plaintext: false,
+                    })
+                    .await?;
+                keep(&mut components, &mut procs, outb, Role::Proxy);
+                if meshed {
+                    components.push(Component {
+                        name: "control".into(),
+                        role: Role::Control,
+                        pid: self.control_plane()?.pid(),
+                    });
+                    strict_inbound = Some(inbound);
+                }
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftClientOnly => {
                 let (outb, outbound, _) = self
-                    .mesh_proxy("proxy-outbound", Some(server), None)
+                    .mesh_proxy(Sidecar {
+                        name: "proxy-outbound",
+                        identity: None,
+                        route: Some((server, None)),
+                        app: None,
+                        inbound_plaintext: false,
+                    })
                     .await?;
-                components.push(Component {
-                    name: "proxy-outbound".into(),
-                    role: Role::Proxy,
-                    pid: outb.pid(),
-                });
-                procs.push(outb);
+                keep(&mut components, &mut procs, outb, Role::Proxy);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftServerOnly => {
-                let (inb, _, inbound) =
-                    self.mesh_proxy("proxy-inbound", None, Some(server)).await?;
-                components.push(Component {
-                    name: "proxy-inbound".into(),
-                    role: Role::Proxy,
-                    pid: inb.pid(),
-                });
-                procs.push(inb);
+                let (inb, _, inbound) = self
+                    .mesh_proxy(Sidecar {
+                        name: "proxy-inbound",
+                        identity: None,
+                        route: None,
+                        app: Some(server),
+                        inbound_plaintext: true,
+                    })
+                    .await?;
+                keep(&mut components, &mut procs, inb, Role::Proxy);
                 (inbound.expect("inbound requested"), None)
             }
             Variant::Nginx | Variant::Haproxy => {
                 let (p, listen) = self.peer(variant, topo).await?;
-                components.push(Component {
-                    name: variant.as_str().into(),
-                    role: Role::Proxy,
-                    pid: p.pid(),
-                });
-                procs.push(p);
+                keep(&mut components, &mut procs, p, Role::Proxy);
                 (listen, None)
             }
         };
@@ -334,6 +439,21 @@ impl Substrate for Local {
                 detail,
             });
         }
+        // The chain answered; make sure it answered over mTLS, not because
+        // the server side silently took plaintext.
+        if let Some(inbound) = strict_inbound {
+            match probe::get(inbound, None, "/healthz", Protocol::Http1).await {
+                Ok(403) => {}
+                other => {
+                    return Err(DeployError::Ready {
+                        component: "proxy-inbound".into(),
+                        detail: format!(
+                            "a plaintext GET /healthz to the meshed server sidecar {inbound} must be refused with 403, got {other:?}: the {variant} cell would not measure mTLS"
+                        ),
+                    })
+                }
+            }
+        }
         Ok(Deployment {
             variant,
             target,
@@ -351,6 +471,9 @@ impl Substrate for Local {
     }
 
     async fn end_scenario(&mut self) {
+        if let Some(Ok(cp)) = self.control.take() {
+            cp.stop(STOP_GRACE).await;
+        }
         if let Some((p, _)) = self.server.take() {
             p.stop(STOP_GRACE).await;
         }
@@ -366,6 +489,16 @@ impl Substrate for Local {
         }
         v
     }
+}
+
+/// Sample `p` as a component of the deployment and stop it with it.
+fn keep(components: &mut Vec<Component>, procs: &mut Vec<Proc>, p: Proc, role: Role) {
+    components.push(Component {
+        name: p.name().to_string(),
+        role,
+        pid: p.pid(),
+    });
+    procs.push(p);
 }
 
 fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String> {

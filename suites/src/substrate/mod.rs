@@ -1,13 +1,14 @@
 //! Substrates: where a variant's processes run.
 //!
 //! ```text
-//!   runner ──start_scenario──> substrate: target server (once per scenario)
+//!   runner ──start_scenario──> substrate: target server, control plane (once per scenario)
 //!          ──deploy(variant)──> Deployment { target, host, components }
 //!          ──teardown────────> nothing it started is left running
 //! ```
 //!
 //! Only the `local` substrate (processes on 127.0.0.1) exists in this build.
 
+pub mod control;
 pub mod local;
 mod peers;
 pub mod probe;
@@ -30,6 +31,9 @@ pub struct ScenarioTopology {
     pub body_size: usize,
     pub server_delay: Duration,
     pub server_threads: usize,
+    /// Some variant's sidecars are certified by the control plane, so the
+    /// scenario needs one running.
+    pub control_plane: bool,
 }
 
 impl ScenarioTopology {
@@ -40,6 +44,7 @@ impl ScenarioTopology {
             body_size: s.body_size,
             server_delay: s.server_delay,
             server_threads: s.server_threads,
+            control_plane: s.variants.iter().any(|v| v.needs_control_plane()),
         }
     }
 }
@@ -106,7 +111,8 @@ pub enum DeployError {
 pub trait Substrate {
     /// `local`, `netns`, `kind`: written into every run record.
     fn name(&self) -> &'static str;
-    /// Start what every variant of the scenario shares (the target server).
+    /// Start what the variants of the scenario share: the target server, and
+    /// the control plane when [`ScenarioTopology::control_plane`].
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError>;
     /// Start one variant in front of the scenario's server and wait until a
     /// real request through the whole chain succeeds.
@@ -117,7 +123,7 @@ pub trait Substrate {
     ) -> Result<Deployment, DeployError>;
     /// Stop a deployment's processes.
     async fn teardown(&mut self, deployment: Deployment);
-    /// Stop what [`Substrate::start_scenario`] started.
+    /// Stop what [`Substrate::start_scenario`] started (also when it failed halfway).
     async fn end_scenario(&mut self);
     /// Versions of the things this substrate runs (`nginx`, `haproxy`, ...).
     fn versions(&self) -> BTreeMap<String, String>;

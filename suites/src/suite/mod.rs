@@ -25,8 +25,13 @@ pub const EMBEDDED: &[(&str, &str)] = &[
 pub enum Variant {
     /// No hop at all: the floor every other variant is compared against.
     Baseline,
-    /// Client-side and server-side sidecars (outbound -> inbound).
+    /// Client-side and server-side sidecars (outbound -> inbound), each
+    /// certified by the control plane, speaking mTLS to each other: the mesh
+    /// as it is deployed.
     Weft,
+    /// The same two sidecars without identities: plaintext between them, no
+    /// control plane. `weft` minus this is the cost of mTLS.
+    WeftPlaintext,
     /// Only the client-side (outbound) sidecar.
     WeftClientOnly,
     /// Only the server-side (inbound) sidecar.
@@ -38,9 +43,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Baseline,
         Variant::Weft,
+        Variant::WeftPlaintext,
         Variant::WeftClientOnly,
         Variant::WeftServerOnly,
         Variant::Nginx,
@@ -51,6 +57,7 @@ impl Variant {
         match self {
             Variant::Baseline => "baseline",
             Variant::Weft => "weft",
+            Variant::WeftPlaintext => "weft-plaintext",
             Variant::WeftClientOnly => "weft-client-only",
             Variant::WeftServerOnly => "weft-server-only",
             Variant::Nginx => "nginx",
@@ -60,6 +67,17 @@ impl Variant {
 
     pub fn parse(s: &str) -> Option<Variant> {
         Variant::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Every variant name, comma separated, for error messages.
+    pub fn names() -> String {
+        Variant::ALL.map(Variant::as_str).join(", ")
+    }
+
+    /// Whether the variant's sidecars get their identities from
+    /// `mesh-control` (so the substrate must run one for its scenario).
+    pub fn needs_control_plane(self) -> bool {
+        matches!(self, Variant::Weft)
     }
 }
 
@@ -256,7 +274,41 @@ mod tests {
             let s = parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(&s.name, name);
             assert!(!s.scenarios.is_empty());
+            // `weft` vs `weft-plaintext` is the cost of mTLS: never one without the other.
+            for sc in &s.scenarios {
+                assert_eq!(
+                    sc.variants.contains(&Variant::Weft),
+                    sc.variants.contains(&Variant::WeftPlaintext),
+                    "{name}: {}",
+                    sc.name
+                );
+            }
         }
+    }
+
+    #[test]
+    fn only_meshed_variants_need_the_control_plane() {
+        let needs: Vec<&str> = Variant::ALL
+            .into_iter()
+            .filter(|v| v.needs_control_plane())
+            .map(Variant::as_str)
+            .collect();
+        assert_eq!(needs, ["weft"]);
+        let s = parse(
+            "name = \"t\"\n[[scenario]]\nname = \"a\"\nrates = [1]\nvariants = [\"baseline\", \"weft-plaintext\"]\n[[scenario]]\nname = \"b\"\nrates = [1]\nvariants = [\"weft\"]\n[[scenario]]\nname = \"c\"\nrates = [1]\n",
+            "t",
+        )
+        .unwrap();
+        let topo: Vec<bool> = s
+            .scenarios
+            .iter()
+            .map(|sc| crate::substrate::ScenarioTopology::of(sc).control_plane)
+            .collect();
+        assert_eq!(
+            topo,
+            [false, true, true],
+            "the default (every variant) includes weft"
+        );
     }
 
     #[test]
@@ -317,7 +369,10 @@ warmup = "soon"
             joined.contains("3:12 `duration` must be longer than 0"),
             "{joined}"
         );
-        assert!(joined.contains("4:25 unknown variant `envoy`"), "{joined}");
+        assert!(
+            joined.contains("4:25 unknown variant `envoy`: expected one of baseline, weft, weft-plaintext, weft-client-only, weft-server-only, nginx, haproxy"),
+            "{joined}"
+        );
         assert!(
             joined.contains("7:15 rate must be a positive number of requests/s, got -5"),
             "{joined}"

@@ -219,18 +219,27 @@ impl Validator<'_> {
             None => Variant::ALL.to_vec(),
             Some(list) => {
                 if list.get_ref().is_empty() {
-                    self.problem(list.span(), "`variants` is empty: list at least one of baseline, weft, weft-client-only, weft-server-only, nginx, haproxy");
+                    self.problem(
+                        list.span(),
+                        format!(
+                            "`variants` is empty: list at least one of {}",
+                            Variant::names()
+                        ),
+                    );
                 }
                 let mut out = Vec::new();
                 for v in list.get_ref() {
                     match Variant::parse(v.get_ref()) {
-                        Some(var) if out.contains(&var) => self.problem(v.span(), format!("variant `{var}` is listed twice")),
+                        Some(var) if out.contains(&var) => {
+                            self.problem(v.span(), format!("variant `{var}` is listed twice"))
+                        }
                         Some(var) => out.push(var),
                         None => self.problem(
                             v.span(),
                             format!(
-                                "unknown variant `{}`: expected one of baseline, weft, weft-client-only, weft-server-only, nginx, haproxy",
-                                v.get_ref()
+                                "unknown variant `{}`: expected one of {}",
+                                v.get_ref(),
+                                Variant::names()
                             ),
                         ),
                     }
