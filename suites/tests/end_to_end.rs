@@ -1,5 +1,6 @@
-//! `bench run` end to end on the local substrate with every kind of hop, then
-//! `bench report` and `bench gate` on its output.
+//! `bench run` end to end on the local substrate with every kind of hop (the
+//! meshed `weft` with its control plane and mTLS, plaintext sidecars, the
+//! peer proxies), then `bench report` and `bench gate` on its output.
 
 mod common;
 
@@ -16,7 +17,7 @@ duration = "1500ms"
 warmup = "500ms"
 connections = 2
 timeout = "5s"
-variants = ["baseline", "weft", "weft-client-only", "nginx", "haproxy"]
+variants = ["baseline", "weft", "weft-plaintext", "weft-client-only", "nginx", "haproxy"]
 [[scenario]]
 name = "h1"
 rates = [200]
@@ -82,7 +83,14 @@ fn run_writes_a_complete_record_for_every_variant() {
     let variants: Vec<&str> = r.runs.iter().map(|x| x.variant.as_str()).collect();
     assert_eq!(
         variants,
-        ["baseline", "weft", "weft-client-only", "nginx", "haproxy"]
+        [
+            "baseline",
+            "weft",
+            "weft-plaintext",
+            "weft-client-only",
+            "nginx",
+            "haproxy"
+        ]
     );
     for run in &r.runs {
         assert_eq!(run.substrate, "local");
@@ -105,7 +113,7 @@ fn run_writes_a_complete_record_for_every_variant() {
         let proxies: Vec<_> = run.resources.iter().filter(|x| x.role == "proxy").collect();
         let expected = match run.variant.as_str() {
             "baseline" => 0,
-            "weft" => 2,
+            "weft" | "weft-plaintext" => 2,
             _ => 1,
         };
         assert_eq!(
@@ -122,6 +130,23 @@ fn run_writes_a_complete_record_for_every_variant() {
                 run.variant
             );
             assert!(p.rss_mean_bytes <= p.rss_peak_bytes, "{p:?}");
+        }
+        // Only the meshed variant runs (and is charged for) the control plane.
+        let control: Vec<_> = run
+            .resources
+            .iter()
+            .filter(|x| x.role == "control")
+            .collect();
+        if run.variant == "weft" {
+            assert_eq!(control.len(), 1, "weft: {:?}", run.resources);
+            assert_eq!(control[0].component, "control");
+            assert!(
+                control[0].rss_peak_bytes > 0 && control[0].samples > 0,
+                "control plane not sampled: {:?}",
+                control[0]
+            );
+        } else {
+            assert!(control.is_empty(), "{}: {control:?}", run.variant);
         }
     }
     for k in ["weft", "nginx", "haproxy"] {

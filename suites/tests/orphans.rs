@@ -12,7 +12,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// Long enough that the test always interrupts it mid-cell; nginx first so
-/// a master *and* its forked worker exist when we strike.
+/// a master *and* its forked worker exist when we strike, and `weft` so the
+/// scenario's control plane (mesh-control) is running too.
 const LONG: &str = r#"
 name = "long"
 [defaults]
@@ -84,8 +85,9 @@ struct Started {
     _tmp: tempfile::TempDir,
 }
 
-/// Start the long suite and wait until the server, an nginx master with its
-/// worker, and the watchdog are all running; record the whole tree.
+/// Start the long suite and wait until the server, the control plane, an
+/// nginx master with its worker, and the watchdog are all running; record
+/// the whole tree.
 fn start_long_run() -> Started {
     let tmp = tempfile::tempdir().unwrap();
     let suite = write(tmp.path(), "long.toml", LONG);
@@ -101,13 +103,14 @@ fn start_long_run() -> Started {
         .unwrap();
     let root = child.id() as i32;
     let tree = eventually(
-        "bench to start the server, nginx master and worker",
+        "bench to start the server, control plane, nginx master and worker",
         patience(),
         || {
             let tree = descendants(root);
             let nginx = tree.iter().filter(|p| p.comm == "nginx").count();
             let server = tree.iter().any(|p| p.comm == "loadgen");
-            (nginx >= 2 && server).then_some(tree)
+            let control = tree.iter().any(|p| p.comm == "mesh-control");
+            (nginx >= 2 && server && control).then_some(tree)
         },
     );
     // nginx rewrites its title: "nginx: master process /usr/sbin/nginx -p <work dir>/nginx-N ...".
@@ -142,10 +145,11 @@ fn start_long_run() -> Started {
     );
     // The pid file lists every direct child of the run.
     let pids = std::fs::read_to_string(work_dir.join("pids")).unwrap();
-    for p in tree
-        .iter()
-        .filter(|p| p.comm == "loadgen" || (p.comm == "nginx" && p.pid == master.pid))
-    {
+    for p in tree.iter().filter(|p| {
+        p.comm == "loadgen"
+            || p.comm == "mesh-control"
+            || (p.comm == "nginx" && p.pid == master.pid)
+    }) {
         assert!(
             pids.lines().any(|l| l.starts_with(&format!("{} ", p.pid))),
             "{p:?} missing from pid file:\n{pids}"

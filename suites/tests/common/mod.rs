@@ -11,14 +11,14 @@ pub fn bench_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bench"))
 }
 
-/// The directory holding `loadgen` and `mesh-proxy` for this `bench`, built
+/// The directory holding `loadgen`, `mesh-proxy` and `mesh-control` for this `bench`, built
 /// through the same module `bench` uses when they are missing or stale.
 /// Panics with the reason when they cannot be had.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let bins = suites::bins::ensure_siblings(&bench_exe()).unwrap_or_else(|e| {
-            panic!("the integration tests need the loadgen and mesh-proxy binaries: {e} (run `cargo build --workspace` first)")
+            panic!("the integration tests need the loadgen, mesh-proxy and mesh-control binaries: {e} (run `cargo build --workspace` first)")
         });
         bins.loadgen.parent().expect("binary has a dir").to_path_buf()
     })
