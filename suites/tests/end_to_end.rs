@@ -255,3 +255,48 @@ fn gate_exit_codes() {
         text(&o.stderr)
     );
 }
+
+/// A control plane that cannot start fails the meshed cells only, with its
+/// own words in the record; the rest of the scenario still runs.
+#[test]
+fn a_broken_control_plane_fails_only_the_meshed_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let bins = dir.path().join("bin");
+    std::fs::create_dir(&bins).unwrap();
+    for b in ["loadgen", "mesh-proxy"] {
+        std::os::unix::fs::symlink(bin_dir().join(b), bins.join(b)).unwrap();
+    }
+    let fake = write(
+        &bins,
+        "mesh-control",
+        "#!/bin/sh\necho 'mesh-control: no CA for you' >&2\nexit 3\n",
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let suite = write(
+        dir.path(),
+        "s.toml",
+        "name = \"s\"\n[defaults]\nduration = \"500ms\"\nwarmup = \"200ms\"\nconnections = 1\nvariants = [\"baseline\", \"weft\", \"weft-plaintext\"]\n[[scenario]]\nname = \"h1\"\nrates = [50]\n",
+    );
+    let out = dir.path().join("results");
+    let o = run(bench()
+        .env("WEFT_BIN_DIR", &bins)
+        .args(["run", "--suite"])
+        .arg(&suite)
+        .arg("--out")
+        .arg(&out));
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "a failed cell exits 1: {err}");
+    assert!(err.contains("no CA for you"), "the cause is shown: {err}");
+    let r = reports::io::read_report(&out.join("report.json")).expect("record written");
+    let ran: Vec<&str> = r.runs.iter().map(|x| x.variant.as_str()).collect();
+    assert_eq!(ran, ["baseline", "weft-plaintext"]);
+    assert!(r.runs.iter().all(|x| x.requests > 0 && x.errors == 0));
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+    assert_eq!(r.skipped[0].variant, "weft");
+    assert!(
+        r.skipped[0].reason.contains("control failed to start")
+            && r.skipped[0].reason.contains("no CA for you"),
+        "{:?}",
+        r.skipped[0]
+    );
+}

@@ -87,7 +87,10 @@ fn plan_prints_the_matrix_and_estimate_of_the_builtin_suite() {
     let s = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(s.contains("http1-small 500 rps baseline rep 1/1"), "{s}");
-    assert!(s.contains("http1-small 500 rps weft-plaintext rep 1/1"), "{s}");
+    assert!(
+        s.contains("http1-small 500 rps weft-plaintext rep 1/1"),
+        "{s}"
+    );
     assert!(s.contains("max-throughput c=16 haproxy rep 1/1"), "{s}");
     assert!(s.contains("18 cells, estimated"), "{s}");
 }

@@ -132,9 +132,17 @@ impl Local {
     fn control_plane(&self) -> Result<&ControlPlane, DeployError> {
         match &self.control {
             Some(Ok(cp)) => Ok(cp),
+            // DeployError is not Clone: every meshed cell of the scenario
+            // gets its own copy of the one start failure.
+            Some(Err(DeployError::Start { detail, .. } | DeployError::Ready { detail, .. })) => {
+                Err(DeployError::Start {
+                    component: "control".into(),
+                    detail: detail.clone(),
+                })
+            }
             Some(Err(e)) => Err(DeployError::Start {
                 component: "control".into(),
-                detail: format!("the scenario's control plane did not start: {e}"),
+                detail: e.to_string(),
             }),
             None => Err(DeployError::Start {
                 component: "control".into(),
