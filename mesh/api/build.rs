@@ -2,7 +2,11 @@
 //! Weft never needs `protoc` installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/weft/identity/v1/identity.proto"];
+    let protos = [
+        "proto/weft/identity/v1/identity.proto",
+        "proto/weft/destination/v1/destination.proto",
+        "proto/weft/policy/v1/policy.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

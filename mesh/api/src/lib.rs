@@ -10,3 +10,19 @@ pub mod identity {
         tonic::include_proto!("weft.identity.v1");
     }
 }
+
+/// `weft.destination.v1`: proxies resolve an authority to a stream of
+/// endpoint-set changes (with each endpoint's identity and protocol hint).
+pub mod destination {
+    pub mod v1 {
+        tonic::include_proto!("weft.destination.v1");
+    }
+}
+
+/// `weft.policy.v1`: outbound routes (Gateway API HTTPRoute/GRPCRoute in a
+/// proxy-friendly form) and inbound authorizations, as streams.
+pub mod policy {
+    pub mod v1 {
+        tonic::include_proto!("weft.policy.v1");
+    }
+}
