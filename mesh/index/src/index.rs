@@ -1,0 +1,229 @@
+//! The index: one store behind a lock, and one watch channel per distinct
+//! lookup. Every write recomputes the views somebody watches and wakes only
+//! those whose value changed.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::model::{Change, Kind, Resource};
+use crate::store::Store;
+use crate::target::{AuthorityError, Target};
+use crate::views::{DestinationView, InboundPolicy, OutboundPolicy, Workload};
+use crate::{destination, inbound, outbound, Config};
+
+/// A lookup that cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    #[error("workload: {0}")]
+    Workload(String),
+}
+
+/// Endpoint sets by authority, as watches: the receiver holds the current
+/// view and wakes when it changes.
+pub trait DiscoverDestination: Clone + Send + Sync + 'static {
+    fn watch_destination(&self, authority: &str) -> Result<watch::Receiver<Arc<DestinationView>>, LookupError>;
+}
+
+/// Outbound and inbound policy, as watches.
+pub trait DiscoverPolicy: Clone + Send + Sync + 'static {
+    /// `client_namespace` selects consumer routes (GAMMA) declared in it.
+    fn watch_outbound(
+        &self,
+        authority: &str,
+        client_namespace: Option<&str>,
+    ) -> Result<watch::Receiver<Arc<OutboundPolicy>>, LookupError>;
+    /// `port` 0 means every port of the workload.
+    fn watch_inbound(&self, workload: Workload, port: u16) -> Result<watch::Receiver<Arc<InboundPolicy>>, LookupError>;
+}
+
+/// Counters and sizes, for metrics and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Objects held, per kind.
+    pub objects: Vec<(Kind, usize)>,
+    /// Writes that changed something.
+    pub changes_applied: u64,
+    /// Distinct watched lookups (many streams may share one).
+    pub watches: usize,
+    /// Views recomputed and found changed (watchers woken).
+    pub views_updated: u64,
+}
+
+/// The discovery index. Cheap to clone; every clone is the same index.
+#[derive(Clone)]
+pub struct Index {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    shared: Mutex<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    store: Store,
+    destinations: Watches<Target, DestinationView>,
+    outbound: Watches<(Target, Option<String>), OutboundPolicy>,
+    inbound: Watches<(Workload, u16), InboundPolicy>,
+    changes_applied: u64,
+    views_updated: u64,
+}
+
+struct Watches<K, V> {
+    by_key: HashMap<K, watch::Sender<Arc<V>>>,
+}
+
+impl<K, V> Default for Watches<K, V> {
+    fn default() -> Self {
+        Self { by_key: HashMap::new() }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: PartialEq> Watches<K, V> {
+    fn watch(&mut self, key: K, compute: impl FnOnce() -> V) -> watch::Receiver<Arc<V>> {
+        if let Some(tx) = self.by_key.get(&key) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(Arc::new(compute()));
+        self.by_key.insert(key, tx);
+        rx
+    }
+
+    /// Recomputes every watched view; forgets lookups nobody watches any more.
+    fn refresh(&mut self, mut compute: impl FnMut(&K) -> V) -> u64 {
+        let mut updated = 0;
+        self.by_key.retain(|key, tx| {
+            if tx.receiver_count() == 0 {
+                return false;
+            }
+            let new = compute(key);
+            tx.send_if_modified(|cur| {
+                let changed = **cur != new;
+                if changed {
+                    *cur = Arc::new(new);
+                    updated += 1;
+                }
+                changed
+            });
+            true
+        });
+        updated
+    }
+}
+
+impl Index {
+    pub fn new(config: Config) -> Self {
+        Self { inner: Arc::new(Inner { config, shared: Mutex::new(Shared::default()) }) }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Applies `changes` atomically: watchers see all of them or none.
+    /// Returns how many changed something.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> usize {
+        let mut shared = self.lock();
+        let applied = changes.into_iter().filter(|c| shared.store.apply(c.clone())).count();
+        if applied > 0 {
+            shared.changes_applied += applied as u64;
+            self.refresh(&mut shared);
+        }
+        applied
+    }
+
+    /// Replaces every object of `kind` with `objects` (a watcher's relist):
+    /// objects not listed are deleted, in the same atomic step.
+    pub fn replace_kind(&self, kind: Kind, objects: Vec<Resource>) -> usize {
+        let mut shared = self.lock();
+        let listed: std::collections::HashSet<_> = objects.iter().map(|o| o.key().clone()).collect();
+        let deletes: Vec<Change> = shared
+            .store
+            .keys(kind)
+            .into_iter()
+            .filter(|k| !listed.contains(k))
+            .map(|k| Change::Delete(kind, k))
+            .collect();
+        let mut applied = 0;
+        for change in deletes.into_iter().chain(objects.into_iter().filter(|o| o.kind() == kind).map(Change::Upsert)) {
+            applied += usize::from(shared.store.apply(change));
+        }
+        if applied > 0 {
+            shared.changes_applied += applied as u64;
+            self.refresh(&mut shared);
+        }
+        applied
+    }
+
+    pub fn stats(&self) -> Stats {
+        let shared = self.lock();
+        Stats {
+            objects: Kind::ALL.iter().map(|k| (*k, shared.store.len(*k))).collect(),
+            changes_applied: shared.changes_applied,
+            watches: shared.destinations.by_key.len() + shared.outbound.by_key.len() + shared.inbound.by_key.len(),
+            views_updated: shared.views_updated,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock left a store that every write keeps
+        // consistent per change; serving it beats taking discovery down.
+        self.inner.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn refresh(&self, shared: &mut Shared) {
+        let config = &self.inner.config;
+        let Shared { store, destinations, outbound, inbound, views_updated, .. } = shared;
+        *views_updated += destinations.refresh(|t| destination::view(store, config, t));
+        *views_updated += outbound.refresh(|(t, ns)| outbound::view(store, config, t, ns.as_deref()));
+        *views_updated += inbound.refresh(|(w, p)| inbound::view(store, config, w, *p));
+    }
+
+    fn parse(&self, authority: &str) -> Result<Target, LookupError> {
+        Ok(Target::parse(authority, &self.inner.config.cluster_domain)?)
+    }
+}
+
+impl DiscoverDestination for Index {
+    fn watch_destination(&self, authority: &str) -> Result<watch::Receiver<Arc<DestinationView>>, LookupError> {
+        let target = self.parse(authority)?;
+        let mut shared = self.lock();
+        let Shared { store, destinations, .. } = &mut *shared;
+        let config = &self.inner.config;
+        Ok(destinations.watch(target.clone(), || destination::view(store, config, &target)))
+    }
+}
+
+impl DiscoverPolicy for Index {
+    fn watch_outbound(
+        &self,
+        authority: &str,
+        client_namespace: Option<&str>,
+    ) -> Result<watch::Receiver<Arc<OutboundPolicy>>, LookupError> {
+        let target = self.parse(authority)?;
+        let mut shared = self.lock();
+        let Shared { store, outbound, .. } = &mut *shared;
+        let config = &self.inner.config;
+        let key = (target, client_namespace.filter(|ns| !ns.is_empty()).map(str::to_owned));
+        Ok(outbound.watch(key.clone(), || outbound::view(store, config, &key.0, key.1.as_deref())))
+    }
+
+    fn watch_inbound(&self, workload: Workload, port: u16) -> Result<watch::Receiver<Arc<InboundPolicy>>, LookupError> {
+        if let Workload::Identity(id) = &workload {
+            if !id.starts_with("spiffe://") {
+                return Err(LookupError::Workload(format!("identity {id:?} is not a SPIFFE ID (spiffe://...)")));
+            }
+        }
+        let mut shared = self.lock();
+        let Shared { store, inbound, .. } = &mut *shared;
+        let config = &self.inner.config;
+        let key = (workload, port);
+        Ok(inbound.watch(key.clone(), || inbound::view(store, config, &key.0, key.1)))
+    }
+}

@@ -1,0 +1,179 @@
+//! The objects the index holds, with the secondary indexes lookups need.
+//! Mutated only through [`Store::apply`]; views are computed from it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::model::{
+    AuthorizationPolicy, Change, EndpointSlice, GrpcRoute, HttpRoute, Kind, Namespace, ObjectKey, ParentRef, Pod,
+    Resource, Service,
+};
+
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    pub namespaces: HashMap<String, Namespace>,
+    pub services: HashMap<ObjectKey, Service>,
+    /// ClusterIP -> Service.
+    pub cluster_ips: HashMap<IpAddr, ObjectKey>,
+    pub slices: HashMap<ObjectKey, EndpointSlice>,
+    /// Service -> its EndpointSlices.
+    pub slices_by_service: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub pods: HashMap<ObjectKey, Pod>,
+    pub http_routes: HashMap<ObjectKey, HttpRoute>,
+    pub grpc_routes: HashMap<ObjectKey, GrpcRoute>,
+    /// Parent Service -> routes attached to it.
+    pub http_routes_by_parent: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub grpc_routes_by_parent: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Sorted so authorizations come out in a stable order.
+    pub authorization_policies: BTreeMap<ObjectKey, AuthorizationPolicy>,
+}
+
+impl Store {
+    /// Applies one change; returns whether anything changed.
+    pub fn apply(&mut self, change: Change) -> bool {
+        match change {
+            Change::Upsert(resource) => self.upsert(resource),
+            Change::Delete(kind, key) => self.delete(kind, &key),
+        }
+    }
+
+    pub fn len(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Namespace => self.namespaces.len(),
+            Kind::Service => self.services.len(),
+            Kind::EndpointSlice => self.slices.len(),
+            Kind::Pod => self.pods.len(),
+            Kind::HttpRoute => self.http_routes.len(),
+            Kind::GrpcRoute => self.grpc_routes.len(),
+            Kind::AuthorizationPolicy => self.authorization_policies.len(),
+        }
+    }
+
+    pub fn keys(&self, kind: Kind) -> Vec<ObjectKey> {
+        match kind {
+            Kind::Namespace => self.namespaces.keys().map(|n| ObjectKey::new("", n.clone())).collect(),
+            Kind::Service => self.services.keys().cloned().collect(),
+            Kind::EndpointSlice => self.slices.keys().cloned().collect(),
+            Kind::Pod => self.pods.keys().cloned().collect(),
+            Kind::HttpRoute => self.http_routes.keys().cloned().collect(),
+            Kind::GrpcRoute => self.grpc_routes.keys().cloned().collect(),
+            Kind::AuthorizationPolicy => self.authorization_policies.keys().cloned().collect(),
+        }
+    }
+
+    fn upsert(&mut self, resource: Resource) -> bool {
+        let kind = resource.kind();
+        let key = resource.key().clone();
+        if self.get(kind, &key).as_ref() == Some(&resource) {
+            return false;
+        }
+        self.delete(kind, &key);
+        match resource {
+            Resource::Namespace(ns) => {
+                self.namespaces.insert(ns.key.name.clone(), ns);
+            }
+            Resource::Service(svc) => {
+                for ip in &svc.cluster_ips {
+                    self.cluster_ips.insert(*ip, key.clone());
+                }
+                self.services.insert(key, svc);
+            }
+            Resource::EndpointSlice(slice) => {
+                self.slices_by_service
+                    .entry(ObjectKey::new(&key.namespace, &slice.service))
+                    .or_default()
+                    .insert(key.clone());
+                self.slices.insert(key, slice);
+            }
+            Resource::Pod(pod) => {
+                self.pods.insert(key, pod);
+            }
+            Resource::HttpRoute(route) => {
+                link(&mut self.http_routes_by_parent, &route.parents, &key);
+                self.http_routes.insert(key, route);
+            }
+            Resource::GrpcRoute(route) => {
+                link(&mut self.grpc_routes_by_parent, &route.parents, &key);
+                self.grpc_routes.insert(key, route);
+            }
+            Resource::AuthorizationPolicy(policy) => {
+                self.authorization_policies.insert(key, policy);
+            }
+        }
+        true
+    }
+
+    fn get(&self, kind: Kind, key: &ObjectKey) -> Option<Resource> {
+        Some(match kind {
+            Kind::Namespace => Resource::Namespace(self.namespaces.get(&key.name)?.clone()),
+            Kind::Service => Resource::Service(self.services.get(key)?.clone()),
+            Kind::EndpointSlice => Resource::EndpointSlice(self.slices.get(key)?.clone()),
+            Kind::Pod => Resource::Pod(self.pods.get(key)?.clone()),
+            Kind::HttpRoute => Resource::HttpRoute(self.http_routes.get(key)?.clone()),
+            Kind::GrpcRoute => Resource::GrpcRoute(self.grpc_routes.get(key)?.clone()),
+            Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(self.authorization_policies.get(key)?.clone()),
+        })
+    }
+
+    fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::Namespace => self.namespaces.remove(&key.name).is_some(),
+            Kind::Service => match self.services.remove(key) {
+                Some(svc) => {
+                    for ip in &svc.cluster_ips {
+                        // Another Service may have taken the IP over meanwhile.
+                        if self.cluster_ips.get(ip) == Some(key) {
+                            self.cluster_ips.remove(ip);
+                        }
+                    }
+                    true
+                }
+                None => false,
+            },
+            Kind::EndpointSlice => match self.slices.remove(key) {
+                Some(slice) => {
+                    unlink_one(&mut self.slices_by_service, &ObjectKey::new(&key.namespace, &slice.service), key);
+                    true
+                }
+                None => false,
+            },
+            Kind::Pod => self.pods.remove(key).is_some(),
+            Kind::HttpRoute => match self.http_routes.remove(key) {
+                Some(route) => {
+                    unlink(&mut self.http_routes_by_parent, &route.parents, key);
+                    true
+                }
+                None => false,
+            },
+            Kind::GrpcRoute => match self.grpc_routes.remove(key) {
+                Some(route) => {
+                    unlink(&mut self.grpc_routes_by_parent, &route.parents, key);
+                    true
+                }
+                None => false,
+            },
+            Kind::AuthorizationPolicy => self.authorization_policies.remove(key).is_some(),
+        }
+    }
+}
+
+fn link(by_parent: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parents: &[ParentRef], route: &ObjectKey) {
+    for parent in parents {
+        by_parent.entry(parent.service.clone()).or_default().insert(route.clone());
+    }
+}
+
+fn unlink(by_parent: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parents: &[ParentRef], route: &ObjectKey) {
+    for parent in parents {
+        unlink_one(by_parent, &parent.service, route);
+    }
+}
+
+fn unlink_one(map: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parent: &ObjectKey, child: &ObjectKey) {
+    if let Some(children) = map.get_mut(parent) {
+        children.remove(child);
+        if children.is_empty() {
+            map.remove(parent);
+        }
+    }
+}
