@@ -1,0 +1,369 @@
+//! The index through its public API: synthetic objects in, views out.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use mesh_index::model::*;
+use mesh_index::views::Client;
+use mesh_index::{Config, DefaultPolicy, DiscoverDestination, DiscoverPolicy, Index, ProtocolHint, Workload};
+
+const TD: &str = "cluster.local";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16, Protocol)]) -> Resource {
+    Resource::Service(Service {
+        key: ObjectKey::new(ns, name),
+        cluster_ips: vec![ip(cluster_ip)],
+        ports: ports.iter().map(|(n, p, proto)| ServicePort { name: (*n).into(), port: *p, protocol: *proto }).collect(),
+        failure_accrual: FailureAccrual::default(),
+    })
+}
+
+/// A slice of `service` whose endpoints are (ip, pod name, ready).
+fn slice(ns: &str, name: &str, service: &str, ports: &[(&str, u16)], eps: &[(&str, &str, bool)]) -> Resource {
+    Resource::EndpointSlice(EndpointSlice {
+        key: ObjectKey::new(ns, name),
+        service: service.into(),
+        ports: ports.iter().map(|(n, p)| SlicePort { name: (*n).into(), port: *p }).collect(),
+        endpoints: eps
+            .iter()
+            .map(|(a, pod, ready)| SliceEndpoint {
+                addresses: vec![ip(a)],
+                ready: *ready,
+                pod: (!pod.is_empty()).then(|| ObjectKey::new(ns, *pod)),
+                node: Some("node-1".into()),
+                zone: None,
+            })
+            .collect(),
+    })
+}
+
+fn pod(ns: &str, name: &str, sa: &str, addr: &str, inject: Option<bool>) -> Resource {
+    Resource::Pod(Pod {
+        key: ObjectKey::new(ns, name),
+        service_account: sa.into(),
+        inject,
+        has_proxy: false,
+        ips: vec![ip(addr)],
+    })
+}
+
+fn up(r: Resource) -> Change {
+    Change::Upsert(r)
+}
+
+fn shop() -> Index {
+    let index = Index::new(Config::default());
+    index.apply([
+        up(service("shop", "web", "10.96.0.10", &[("http", 80, Protocol::Http1), ("db", 5432, Protocol::Opaque)])),
+        up(slice(
+            "shop",
+            "web-abc",
+            "web",
+            &[("http", 8080), ("db", 15432)],
+            &[("10.0.0.1", "web-1", true), ("10.0.0.2", "web-2", true), ("10.0.0.3", "web-3", false)],
+        )),
+        up(pod("shop", "web-1", "web", "10.0.0.1", Some(true))),
+        up(pod("shop", "web-2", "", "10.0.0.2", None)),
+    ]);
+    index
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn every_authority_form_finds_the_same_ready_endpoints() {
+    let index = shop();
+    for authority in ["web.shop.svc.cluster.local:80", "web.shop.svc:80", "web.shop:80", "10.96.0.10:80"] {
+        let view = index.watch_destination(authority).unwrap().borrow().clone();
+        assert!(view.exists, "{authority}");
+        let addrs: Vec<_> = view.endpoints.keys().copied().collect();
+        // 10.0.0.3 is not ready.
+        assert_eq!(addrs, [addr("10.0.0.1:8080"), addr("10.0.0.2:8080")], "{authority}");
+    }
+}
+
+#[test]
+fn endpoints_carry_pod_identity_only_when_meshed() {
+    let index = shop();
+    let view = index.watch_destination("web.shop:80").unwrap().borrow().clone();
+    let meshed = &view.endpoints[&addr("10.0.0.1:8080")];
+    assert_eq!(meshed.identity.as_deref(), Some("spiffe://cluster.local/ns/shop/sa/web"));
+    assert_eq!(meshed.hint, ProtocolHint::H2);
+    assert_eq!(meshed.labels["pod"], "web-1");
+    assert_eq!(meshed.labels["serviceaccount"], "web");
+    assert_eq!(meshed.labels["node"], "node-1");
+    let unmeshed = &view.endpoints[&addr("10.0.0.2:8080")];
+    assert_eq!(unmeshed.identity, None);
+    assert_eq!(unmeshed.hint, ProtocolHint::Unknown);
+
+    // Opaque port: meshed endpoints are hinted opaque.
+    let db = index.watch_destination("web.shop:5432").unwrap().borrow().clone();
+    assert_eq!(db.endpoints[&addr("10.0.0.1:15432")].hint, ProtocolHint::Opaque);
+
+    // Namespace-wide injection meshes web-2 (default service account).
+    index.apply([up(Resource::Namespace(Namespace {
+        key: ObjectKey::new("", "shop"),
+        inject: Some(true),
+        ..Namespace::default()
+    }))]);
+    let view = index.watch_destination("web.shop:80").unwrap().borrow().clone();
+    assert_eq!(
+        view.endpoints[&addr("10.0.0.2:8080")].identity.as_deref(),
+        Some("spiffe://cluster.local/ns/shop/sa/default")
+    );
+    // ...but a pod that opts out stays out.
+    index.apply([up(pod("shop", "web-2", "", "10.0.0.2", Some(false)))]);
+    assert_eq!(index.watch_destination("web.shop:80").unwrap().borrow().endpoints[&addr("10.0.0.2:8080")].identity, None);
+}
+
+#[test]
+fn unknown_services_ports_and_addresses() {
+    let index = shop();
+    for authority in ["nope.shop:80", "web.shop:81", "10.9.9.9:80", "example.com:443", "www.example.com:443"] {
+        let view = index.watch_destination(authority).unwrap().borrow().clone();
+        assert!(!view.exists && view.endpoints.is_empty(), "{authority}");
+    }
+    assert!(index.watch_destination("web.shop").is_err());
+    // A pod address resolves to that one endpoint.
+    let view = index.watch_destination("10.0.0.1:8080").unwrap().borrow().clone();
+    assert!(view.exists);
+    assert_eq!(view.endpoints.keys().copied().collect::<Vec<_>>(), [addr("10.0.0.1:8080")]);
+    assert!(view.endpoints[&addr("10.0.0.1:8080")].identity.is_some());
+}
+
+#[tokio::test]
+async fn watchers_wake_on_changes_and_see_a_service_appear() {
+    let index = shop();
+    let mut web = index.watch_destination("web.shop:80").unwrap();
+    let mut later = index.watch_destination("api.shop:80").unwrap();
+    assert!(!later.borrow_and_update().exists);
+    web.borrow_and_update();
+
+    // An unrelated write does not wake the web watcher.
+    index.apply([up(service("shop", "api", "10.96.0.11", &[("", 80, Protocol::Detect)]))]);
+    assert!(!web.has_changed().unwrap());
+    assert!(later.has_changed().unwrap());
+    let api = later.borrow_and_update().clone();
+    assert!(api.exists && api.endpoints.is_empty());
+
+    // The not-ready endpoint becomes ready.
+    index.apply([up(slice(
+        "shop",
+        "web-abc",
+        "web",
+        &[("http", 8080), ("db", 15432)],
+        &[("10.0.0.1", "web-1", true), ("10.0.0.2", "web-2", true), ("10.0.0.3", "web-3", true)],
+    ))]);
+    web.changed().await.unwrap();
+    assert_eq!(web.borrow_and_update().endpoints.len(), 3);
+
+    // Deleting the slice empties the set; deleting the Service makes it unknown.
+    index.apply([Change::Delete(Kind::EndpointSlice, ObjectKey::new("shop", "web-abc"))]);
+    web.changed().await.unwrap();
+    let v = web.borrow_and_update().clone();
+    assert!(v.exists && v.endpoints.is_empty());
+    index.apply([Change::Delete(Kind::Service, ObjectKey::new("shop", "web"))]);
+    web.changed().await.unwrap();
+    assert!(!web.borrow_and_update().exists);
+    // The ClusterIP no longer resolves either.
+    assert!(!index.watch_destination("10.96.0.10:80").unwrap().borrow().exists);
+}
+
+#[test]
+fn replace_kind_deletes_what_a_relist_does_not_hold() {
+    let index = shop();
+    let n = index.replace_kind(Kind::Pod, vec![pod("shop", "web-1", "web", "10.0.0.1", Some(true))]);
+    assert_eq!(n, 1, "only web-2 is deleted; web-1 is unchanged");
+    let stats = index.stats();
+    assert!(stats.objects.contains(&(Kind::Pod, 1)));
+    assert!(stats.objects.contains(&(Kind::Service, 1)));
+}
+
+fn backend(ns: &str, name: &str, port: Option<u16>, weight: u32) -> BackendRef {
+    BackendRef { service: ObjectKey::new(ns, name), port, weight, unsupported: None, filters: Vec::new() }
+}
+
+fn http_route(ns: &str, name: &str, created: i64, parent: (&str, &str, Option<u16>), backends: Vec<BackendRef>) -> Resource {
+    Resource::HttpRoute(HttpRoute {
+        key: ObjectKey::new(ns, name),
+        created,
+        parents: vec![ParentRef { service: ObjectKey::new(parent.0, parent.1), port: parent.2 }],
+        rules: vec![HttpRule {
+            name: None,
+            matches: vec![HttpMatch { path: Some(PathMatch::Prefix("/api".into())), ..HttpMatch::default() }],
+            filters: Vec::new(),
+            backends,
+            timeouts: Timeouts { request_ms: Some(10_000), backend_request_ms: Some(2_000) },
+            retry: Some(Retry {
+                http_statuses: vec![(500, 599)],
+                grpc_codes: Vec::new(),
+                max_retries: 2,
+                backoff_ms: None,
+                budget: RetryBudget::default(),
+            }),
+        }],
+    })
+}
+
+#[test]
+fn outbound_routes_resolve_backends_and_order_oldest_first() {
+    let index = shop();
+    index.apply([
+        up(service("shop", "web-v2", "10.96.0.12", &[("http", 80, Protocol::Http1)])),
+        up(http_route(
+            "shop",
+            "split",
+            200,
+            ("shop", "web", Some(80)),
+            vec![
+                backend("shop", "web", Some(80), 90),
+                backend("shop", "web-v2", Some(80), 10),
+                backend("shop", "ghost", Some(80), 1),
+                backend("shop", "web-v2", None, 1),
+                backend("shop", "web-v2", Some(81), 1),
+            ],
+        )),
+        up(http_route("shop", "older", 100, ("shop", "web", None), vec![])),
+        // Attached to another port: not ours.
+        up(http_route("shop", "db-only", 50, ("shop", "web", Some(5432)), vec![])),
+    ]);
+    let policy = index.watch_outbound("web.shop.svc.cluster.local:80", None).unwrap().borrow().clone();
+    assert!(policy.exists);
+    assert_eq!(policy.service.authority, "web.shop.svc.cluster.local:80");
+    assert_eq!(policy.protocol, Protocol::Http1);
+    assert_eq!(policy.failure_accrual.consecutive_failures, 7);
+    let names: Vec<_> = policy.http_routes.iter().map(|r| r.meta.key.name.as_str()).collect();
+    assert_eq!(names, ["older", "split"]);
+    let rule = &policy.http_routes[1].rules[0];
+    assert_eq!(rule.timeouts.backend_request_ms, Some(2_000));
+    assert_eq!(rule.retry.as_ref().unwrap().max_retries, 2);
+    let backends: Vec<_> = rule.backends.iter().map(|b| (b.backend.authority.as_str(), b.weight, b.backend.invalid.is_some())).collect();
+    assert_eq!(
+        backends,
+        [
+            ("web.shop.svc.cluster.local:80", 90, false),
+            ("web-v2.shop.svc.cluster.local:80", 10, false),
+            ("ghost.shop.svc.cluster.local:80", 1, true),
+            ("web-v2.shop.svc.cluster.local:0", 1, true),
+            ("web-v2.shop.svc.cluster.local:81", 1, true),
+        ]
+    );
+    // By ClusterIP, same policy.
+    assert_eq!(*index.watch_outbound("10.96.0.10:80", None).unwrap().borrow().clone(), *policy);
+    // Unknown target.
+    assert!(!index.watch_outbound("nope.shop:80", None).unwrap().borrow().exists);
+}
+
+#[tokio::test]
+async fn consumer_routes_apply_to_their_namespace_only_and_backends_heal() {
+    let index = shop();
+    index.apply([
+        up(http_route("shop", "producer", 1, ("shop", "web", None), vec![backend("shop", "web-v2", Some(80), 1)])),
+        up(http_route("client", "consumer", 2, ("shop", "web", None), vec![])),
+    ]);
+    let names = |ns: Option<&str>| -> Vec<String> {
+        index.watch_outbound("web.shop:80", ns).unwrap().borrow().http_routes.iter().map(|r| r.meta.key.name.clone()).collect()
+    };
+    assert_eq!(names(None), ["producer"]);
+    assert_eq!(names(Some("other")), ["producer"]);
+    assert_eq!(names(Some("client")), ["consumer"]);
+
+    // The backend Service appears: the watched policy turns valid.
+    let mut rx = index.watch_outbound("web.shop:80", None).unwrap();
+    assert!(rx.borrow_and_update().http_routes[0].rules[0].backends[0].backend.invalid.is_some());
+    index.apply([up(service("shop", "web-v2", "10.96.0.12", &[("http", 80, Protocol::Http1)]))]);
+    rx.changed().await.unwrap();
+    assert_eq!(rx.borrow_and_update().http_routes[0].rules[0].backends[0].backend.invalid, None);
+}
+
+fn authz(ns: &str, name: &str, target: PolicyTarget, ports: Vec<PortRef>, clients: Clients) -> Resource {
+    Resource::AuthorizationPolicy(AuthorizationPolicy { key: ObjectKey::new(ns, name), target, ports, clients })
+}
+
+const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+const FRONT: &str = "spiffe://cluster.local/ns/front/sa/ui";
+const OTHER: &str = "spiffe://cluster.local/ns/other/sa/x";
+
+#[test]
+fn inbound_default_allow_then_namespace_default_deny() {
+    let index = shop();
+    let by_id = || index.watch_inbound(Workload::Identity(WEB.into()), 8080).unwrap().borrow().clone();
+    let p = by_id();
+    assert!(!p.explicit);
+    assert_eq!(p.default_policy, DefaultPolicy::AllUnauthenticated);
+    assert_eq!(p.protocol, Protocol::Http1);
+    assert_eq!(p.services, BTreeSet::from(["web.shop.svc.cluster.local:80".to_owned()]));
+    assert!(p.allows(Client::Plaintext, TD) && p.allows(Client::Meshed(OTHER), TD));
+
+    index.apply([up(Resource::Namespace(Namespace {
+        key: ObjectKey::new("", "shop"),
+        default_inbound_policy: Some(DefaultPolicy::Deny),
+        inject: None,
+    }))]);
+    let p = by_id();
+    assert_eq!(p.default_policy, DefaultPolicy::Deny);
+    assert!(!p.allows(Client::Plaintext, TD) && !p.allows(Client::Meshed(FRONT), TD));
+
+    // Same answer by pod IP.
+    let p = index.watch_inbound(Workload::Ip(ip("10.0.0.1")), 8080).unwrap().borrow().clone();
+    assert_eq!(p.default_policy, DefaultPolicy::Deny);
+    assert!(p.authorizations.is_empty());
+
+    // A mesh-wide default from the control plane's flag.
+    let strict = Index::new(Config { default_inbound_policy: DefaultPolicy::AllAuthenticated, ..Config::default() });
+    let p = strict.watch_inbound(Workload::Identity(WEB.into()), 8080).unwrap().borrow().clone();
+    assert!(!p.allows(Client::Plaintext, TD) && p.allows(Client::Meshed(OTHER), TD));
+}
+
+#[test]
+fn inbound_policies_allow_identities_and_namespaces_on_their_ports() {
+    let index = shop();
+    index.apply([
+        up(authz(
+            "shop",
+            "front-to-web",
+            PolicyTarget::Service("web".into()),
+            vec![PortRef::Name("http".into())],
+            Clients { identities: BTreeSet::from([FRONT.to_owned()]), ..Clients::default() },
+        )),
+        up(authz(
+            "shop",
+            "ops-anything",
+            PolicyTarget::Namespace,
+            vec![],
+            Clients { namespaces: BTreeSet::from(["ops".to_owned()]), ..Clients::default() },
+        )),
+        up(authz(
+            "shop",
+            "db-plaintext",
+            PolicyTarget::Service("web".into()),
+            vec![PortRef::Number(5432)],
+            Clients { unauthenticated: true, ..Clients::default() },
+        )),
+    ]);
+    let http = index.watch_inbound(Workload::Identity(WEB.into()), 8080).unwrap().borrow().clone();
+    assert!(http.explicit);
+    let names: Vec<_> = http.authorizations.iter().map(|a| a.meta.key.name.as_str()).collect();
+    assert_eq!(names, ["front-to-web", "ops-anything"]);
+    assert!(http.allows(Client::Meshed(FRONT), TD));
+    assert!(http.allows(Client::Meshed("spiffe://cluster.local/ns/ops/sa/any"), TD));
+    assert!(!http.allows(Client::Meshed(OTHER), TD), "explicit policies replace the default allow");
+    assert!(!http.allows(Client::Meshed("spiffe://elsewhere/ns/ops/sa/any"), TD), "foreign trust domain");
+    assert!(!http.allows(Client::Plaintext, TD));
+
+    let db = index.watch_inbound(Workload::Identity(WEB.into()), 15432).unwrap().borrow().clone();
+    assert_eq!(db.protocol, Protocol::Opaque);
+    assert!(db.allows(Client::Plaintext, TD));
+    assert!(!db.allows(Client::Meshed(FRONT), TD));
+
+    // A port no Service backs keeps the default.
+    let other = index.watch_inbound(Workload::Identity(WEB.into()), 9999).unwrap().borrow().clone();
+    assert!(!other.explicit && other.allows(Client::Plaintext, TD));
+    assert!(index.watch_inbound(Workload::Identity("web".into()), 80).is_err());
+}
