@@ -1,4 +1,8 @@
-//! `weft.identity.v1.Identity` over tonic, wrapping the [`Authority`].
+//! gRPC services: `weft.identity.v1.Identity` (here, wrapping the
+//! [`Authority`]), and the discovery services generic over the index traits.
+
+pub mod destination;
+pub mod policy;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
-//! Weft's control plane. Today: the identity CA, which certifies workloads
-//! that prove who they are (bootstrap tokens now, Kubernetes TokenReview
-//! later) with short-lived SPIFFE certificates.
+//! Weft's control plane: the identity CA, which certifies workloads that
+//! prove who they are (bootstrap tokens now, Kubernetes TokenReview later)
+//! with short-lived SPIFFE certificates; and destination + policy discovery
+//! over the `mesh-index` index, fed by a manifests directory or Kubernetes.
 //!
 //! ```text
 //!  CertifyRequest ─> grpc::IdentityService ─> authority::Authority<V: TokenVerifier>
@@ -8,12 +9,17 @@
 //!                                                 │ token::TokenVerifier (BootstrapTokens | DenyAll)
 //!                                                 │ csr::check (parse, signature, SAN)
 //!                                                 └ ca::Ca::issue (rcgen, aws-lc-rs)
+//!
+//!  discovery::manifests (dir, polled) ─┐                 ┌─ grpc::destination::DestinationService<D: DiscoverDestination>
+//!  discovery::kubernetes (watchers)  ──┴─> mesh_index::Index ─┴─ grpc::policy::PolicyService<P: DiscoverPolicy>
+//!       (discovery::{convert, gateway, authz}: k8s objects -> index model)
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod authority;
 pub mod ca;
 pub mod csr;
+pub mod discovery;
 pub mod grpc;
 pub mod token;
 
@@ -29,15 +35,27 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use mesh_index::{DefaultPolicy, Index};
+
 use crate::authority::Authority;
 use crate::ca::Ca;
+use crate::discovery::manifests::Manifests;
+use crate::grpc::destination::DestinationService;
+use crate::grpc::policy::PolicyService;
 use crate::grpc::IdentityService;
 use crate::token::{BootstrapTokens, DenyAll, TokenVerifier};
 
 /// Command line of `mesh-control`.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "mesh-control", version, about = "Weft control plane: identity CA (gRPC weft.identity.v1.Identity)")]
+#[command(
+    name = "mesh-control",
+    version,
+    args_conflicts_with_subcommands = true,
+    about = "Weft control plane: identity CA and destination/policy discovery (gRPC weft.identity.v1, weft.destination.v1, weft.policy.v1)"
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address of the gRPC server (port 0 picks one; the bound address is printed).
     #[arg(long, env = "WEFT_CONTROL_LISTEN", default_value = "127.0.0.1:8086")]
     pub listen: SocketAddr,
@@ -63,6 +81,40 @@ pub struct Args {
     /// Bootstrap token file, `<spiffe-id> <token>` per line ('#' comments); without it every request is refused.
     #[arg(long, env = "WEFT_BOOTSTRAP_TOKENS")]
     pub bootstrap_tokens: Option<PathBuf>,
+    /// Where Services, endpoints, routes and policies come from.
+    #[arg(long, env = "WEFT_CONTROL_BACKEND", value_enum, default_value_t = Backend::Manifests)]
+    pub backend: Backend,
+    /// Directory of Kubernetes YAML manifests (*.yaml, *.yml, recursive),
+    /// hot-reloaded; for --backend manifests. Without it discovery knows
+    /// nothing and proxies forward as if unmeshed.
+    #[arg(long, env = "WEFT_CONTROL_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
+    /// How often the manifests directory is checked for changes (at least 10ms).
+    #[arg(long, env = "WEFT_CONTROL_MANIFESTS_POLL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub manifests_poll: Duration,
+    /// DNS domain of Services: <svc>.<ns>.svc.<cluster-domain>.
+    #[arg(long, env = "WEFT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Inbound default for namespaces without the weft.io/default-inbound-policy
+    /// annotation: allow (= all-unauthenticated), all-authenticated or deny.
+    #[arg(long, env = "WEFT_DEFAULT_INBOUND_POLICY", default_value = "all-unauthenticated")]
+    pub default_inbound_policy: DefaultPolicy,
+}
+
+/// Subcommands (the default, no subcommand, runs the control plane).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print the AuthorizationPolicy CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
+}
+
+/// Discovery backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// A directory of manifests (--manifests); the default for local and netns substrates.
+    Manifests,
+    /// The Kubernetes API (in-cluster config or KUBECONFIG).
+    Kubernetes,
 }
 
 /// Why mesh-control stopped.
@@ -77,6 +129,10 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("Kubernetes client (in-cluster config or KUBECONFIG): {0}")]
+    Kube(#[from] kube::Error),
+    #[error("printing the CRD: {0}")]
+    Crd(String),
 }
 
 impl Error {
@@ -85,25 +141,75 @@ impl Error {
     }
 }
 
-/// Validates `args`, loads or generates the CA, binds, prints
-/// `listening grpc <addr>` on stdout, and serves until SIGTERM or SIGINT.
+/// Validates `args`, loads or generates the CA, starts the discovery backend,
+/// binds, prints `listening grpc <addr>` on stdout, and serves until SIGTERM
+/// or SIGINT. `crd` prints the CRD instead.
 pub async fn run(args: Args) -> Result<(), Error> {
+    if let Some(Command::Crd) = args.command {
+        let yaml = discovery::authz::crd_yaml().map_err(Error::Crd)?;
+        let mut stdout = std::io::stdout().lock();
+        return writeln!(stdout, "{yaml}").map_err(|e| Error::Crd(e.to_string()));
+    }
     let (ca, tokens) = load(&args)?;
+    let index = Index::new(mesh_index::Config {
+        cluster_domain: args.cluster_domain.clone(),
+        trust_domain: args.trust_domain.clone(),
+        default_inbound_policy: args.default_inbound_policy,
+    });
+    let backend = start_backend(&args, &index).await?;
     let listener = TcpListener::bind(args.listen).await.map_err(|source| Error::Bind { addr: args.listen, source })?;
     let shutdown = shutdown_signal().map_err(Error::Signals)?;
-    match tokens {
-        Some(tokens) => serve(listener, Authority::new(ca, tokens, args.trust_domain, args.cert_lifetime), shutdown).await,
+    let served = match tokens {
+        Some(tokens) => {
+            serve(listener, Authority::new(ca, tokens, args.trust_domain, args.cert_lifetime), index, shutdown).await
+        }
         None => {
             tracing::warn!("no --bootstrap-tokens: every certification request will be refused");
-            serve(listener, Authority::new(ca, DenyAll, args.trust_domain, args.cert_lifetime), shutdown).await
+            serve(listener, Authority::new(ca, DenyAll, args.trust_domain, args.cert_lifetime), index, shutdown).await
+        }
+    };
+    if let Some(task) = backend {
+        task.abort();
+    }
+    served
+}
+
+/// Loads the backend's initial state into `index` (so the first answers are
+/// complete) and spawns the task that follows changes.
+async fn start_backend(args: &Args, index: &Index) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    match (args.backend, &args.manifests) {
+        (Backend::Manifests, None) => {
+            tracing::info!("no --manifests: discovery answers \"unknown\" for every authority");
+            Ok(None)
+        }
+        (Backend::Manifests, Some(dir)) => {
+            let mut manifests = Manifests::new(dir, index.clone());
+            let report = manifests
+                .scan()
+                .map_err(|e| Error::Config(vec![format!("--manifests {}: {e}", dir.display())]))?;
+            tracing::info!(
+                dir = %dir.display(),
+                files = report.files,
+                objects = report.changes,
+                problems = report.errors.len(),
+                "manifests loaded"
+            );
+            Ok(Some(tokio::spawn(manifests.run(args.manifests_poll, std::future::pending()))))
+        }
+        (Backend::Kubernetes, _) => {
+            let client = kube::Client::try_default().await?;
+            tracing::info!("following the Kubernetes API");
+            Ok(Some(tokio::spawn(discovery::kubernetes::run(client, index.clone(), std::future::pending()))))
         }
     }
 }
 
-/// Serves `authority` on `listener` until `shutdown` completes, then drains.
+/// Serves identity (`authority`) and discovery (`index`) on `listener` until
+/// `shutdown` completes, then drains.
 pub async fn serve<V: TokenVerifier>(
     listener: TcpListener,
     authority: Authority<V>,
+    index: Index,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
@@ -111,9 +217,11 @@ pub async fn serve<V: TokenVerifier>(
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening grpc {addr}").and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(%addr, "serving weft.identity.v1.Identity");
+    tracing::info!(%addr, "serving weft.identity.v1.Identity, weft.destination.v1.Destination, weft.policy.v1.Policy");
     Server::builder()
         .add_service(IdentityService::new(Arc::new(authority)))
+        .add_service(DestinationService::new(index.clone()))
+        .add_service(PolicyService::new(index))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     tracing::info!("shut down");
@@ -143,6 +251,27 @@ fn load(args: &Args) -> Result<(Ca, Option<BootstrapTokens>), Error> {
             None
         }
     };
+    if args.cluster_domain.is_empty()
+        || !args.cluster_domain.trim_end_matches('.').split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        problems.push(format!("--cluster-domain {:?}: must be a DNS name like cluster.local", args.cluster_domain));
+    }
+    if args.manifests_poll < Duration::from_millis(10) {
+        problems.push(format!(
+            "--manifests-poll {}: must be at least 10ms",
+            humantime::format_duration(args.manifests_poll)
+        ));
+    }
+    match (&args.backend, &args.manifests) {
+        (Backend::Kubernetes, Some(dir)) => problems.push(format!(
+            "--manifests {}: only with --backend manifests (the Kubernetes backend reads the API)",
+            dir.display()
+        )),
+        (Backend::Manifests, Some(dir)) if !dir.is_dir() => {
+            problems.push(format!("--manifests {}: not a directory", dir.display()))
+        }
+        _ => {}
+    }
     if byo.is_none() && args.data_dir.is_none() {
         problems.push("--data-dir is required unless --trust-anchor, --issuer-cert and --issuer-key are given".to_owned());
     }
