@@ -60,14 +60,9 @@ fn fixed_delay_comes_back_as_that_delay() {
     assert_eq!(s.errors, 0, "{:?}", s.errors_by_class);
     assert_eq!(s.requests, 1000);
     let p50 = s.latency_us.p50;
-    // The +5 % bound measures the tool itself, so it needs optimized code
-    // (`cargo test -p loadgen --release`). Unoptimized hyper and tokio alone add ~0.3 ms per
-    // round trip (client and server are both this binary); debug builds check +20 %.
-    let limit = if cfg!(debug_assertions) {
-        6_000.0
-    } else {
-        5_250.0
-    };
+    // The +5 % bound measures the tool itself; the workspace's dev profile
+    // optimizes loadgen, hyper and tokio so debug test builds can hold it too.
+    let limit = 5_250.0;
     assert!(
         p50 >= 5_000.0,
         "corrected p50 {p50} µs is below the injected 5 ms"
