@@ -47,6 +47,8 @@ pub struct Cell {
     pub late_sends: u64,
     /// Largest proxy peak RSS of any repetition, bytes.
     pub proxy_rss_peak: Option<u64>,
+    /// Largest control-plane peak RSS of any repetition, bytes (`None` without one).
+    pub control_rss_peak: Option<u64>,
     /// Median proxy cores per 1000 rps.
     pub proxy_cpu_per_krps: Option<f64>,
     /// p50 minus the baseline cell's p50, µs (`None` for the baseline itself
@@ -287,6 +289,7 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
         errors: runs.iter().map(|r| r.errors).sum(),
         late_sends: runs.iter().map(|r| r.late_sends).sum(),
         proxy_rss_peak: runs.iter().filter_map(|r| r.proxy_rss_peak()).max(),
+        control_rss_peak: runs.iter().filter_map(|r| r.control_rss_peak()).max(),
         proxy_cpu_per_krps: if cpu.is_empty() { None } else { Some(median(&mut cpu.clone())) },
         added_p50_us: None,
         added_p99_us: None,

@@ -57,7 +57,7 @@ pub struct Run {
     /// Scenario name within the suite (e.g. `http1-small`).
     pub scenario: String,
     /// What was between the load generator and the server:
-    /// `baseline`, `weft`, `weft-client-only`, `weft-server-only`, `nginx`, `haproxy`, ...
+    /// `baseline`, `weft` (mTLS), `weft-plaintext`, `weft-client-only`, `weft-server-only`, `nginx`, `haproxy`, ...
     pub variant: String,
     /// Substrate the cell ran on: `local`, `netns`, `kind`.
     pub substrate: String,
@@ -162,6 +162,20 @@ impl Run {
             return None;
         }
         Some(cpu / self.duration_s / (self.achieved_rps / 1000.0))
+    }
+
+    /// Peak RSS summed over `control` resources (the control plane), bytes;
+    /// `None` if the variant ran without one.
+    pub fn control_rss_peak(&self) -> Option<u64> {
+        let mut any = false;
+        let sum = self
+            .resources
+            .iter()
+            .filter(|r| r.role == "control")
+            .inspect(|_| any = true)
+            .map(|r| r.rss_peak_bytes)
+            .sum();
+        any.then_some(sum)
     }
 
     /// Peak RSS summed over `proxy` resources, bytes; `None` if there are none.

@@ -173,3 +173,27 @@ fn an_empty_record_still_renders() {
     assert!(html(&r).contains("No measured runs"));
     assert_eq!(&fs::read(dir.path().join("latency.png")).unwrap()[..4], b"\x89PNG");
 }
+
+#[test]
+fn control_plane_memory_gets_its_own_column_only_where_it_ran() {
+    let mut r = healthy();
+    let md_without = markdown(&r);
+    assert!(!md_without.contains("control plane RSS"), "no control plane, no column");
+    for run in r.runs.iter_mut().filter(|x| x.variant == "weft") {
+        run.resources.push(reports::Resource {
+            component: "control".into(),
+            role: "control".into(),
+            rss_peak_bytes: 12 * 1024 * 1024,
+            rss_mean_bytes: 12 * 1024 * 1024,
+            cpu_seconds: 0.0,
+            samples: 4,
+        });
+    }
+    let md = markdown(&r);
+    assert!(md.contains("| control plane RSS (MiB) |"), "{md}");
+    let weft_row = md.lines().find(|l| l.starts_with("| `weft` |")).unwrap();
+    assert!(weft_row.ends_with("| 12.0 |"), "{weft_row}");
+    let baseline_row = md.lines().find(|l| l.starts_with("| `baseline` |")).unwrap();
+    assert!(baseline_row.ends_with("| — |"), "{baseline_row}");
+    assert!(html(&r).contains("control plane RSS"));
+}

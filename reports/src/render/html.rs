@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::charts::{self, Palette};
-use super::{added, cpu, env_lines, errors, load_details, most_demanding, ms, repetitions, rps, rss, LEGEND};
+use super::{added, control_rss, cpu, env_lines, errors, load_details, most_demanding, ms, repetitions, rps, rss, LEGEND};
 use crate::compare::{self, Cell, GroupKey};
 use crate::record::Report;
 
@@ -182,6 +182,7 @@ fn strip_xml_decl(svg: &str) -> &str {
 fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
     let late = group.iter().any(|c| c.late_sends > 0);
     let mixed_reps = group.iter().any(|c| c.repetitions != group[0].repetitions);
+    let control = group.iter().any(|c| c.control_rss_peak.is_some());
     out.push_str("<table>\n<thead><tr><th>variant</th><th>p50<br>ms</th><th>p90<br>ms</th><th>p99<br>ms</th>\
                   <th>p99.9<br>ms</th><th>max<br>ms</th><th>added p50</th><th>added p99</th>\
                   <th>achieved rps</th><th>errors</th>");
@@ -189,6 +190,9 @@ fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
         out.push_str("<th>late sends</th>");
     }
     out.push_str("<th>proxy peak RSS<br>MiB</th><th>proxy CPU<br>cores / 1000 rps</th>");
+    if control {
+        out.push_str("<th>control plane RSS<br>MiB</th>");
+    }
     if mixed_reps {
         out.push_str("<th>reps</th>");
     }
@@ -220,6 +224,9 @@ fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
             cols.push(c.late_sends.to_string());
         }
         cols.extend([rss(c), cpu(c)]);
+        if control {
+            cols.push(control_rss(c));
+        }
         if mixed_reps {
             cols.push(c.repetitions.to_string());
         }

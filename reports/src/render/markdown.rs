@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{added, cpu, env_lines, errors, load_details, ms, repetitions, rps, rss, LEGEND};
+use super::{added, control_rss, cpu, env_lines, errors, load_details, ms, repetitions, rps, rss, LEGEND};
 use crate::compare::{self, Cell};
 use crate::record::Report;
 
@@ -59,6 +59,7 @@ pub fn markdown(report: &Report) -> String {
 fn table(out: &mut String, group: &[&Cell]) {
     let late = group.iter().any(|c| c.late_sends > 0);
     let mixed_reps = group.iter().any(|c| c.repetitions != group[0].repetitions);
+    let control = group.iter().any(|c| c.control_rss_peak.is_some());
     let mut header = vec![
         "variant",
         "p50 (ms)",
@@ -75,6 +76,9 @@ fn table(out: &mut String, group: &[&Cell]) {
         header.push("late sends");
     }
     header.extend(["proxy peak RSS (MiB)", "proxy CPU / 1000 rps (cores)"]);
+    if control {
+        header.push("control plane RSS (MiB)");
+    }
     if mixed_reps {
         header.push("reps");
     }
@@ -99,6 +103,9 @@ fn table(out: &mut String, group: &[&Cell]) {
             row.push(c.late_sends.to_string());
         }
         row.extend([rss(c), cpu(c)]);
+        if control {
+            row.push(control_rss(c));
+        }
         if mixed_reps {
             row.push(c.repetitions.to_string());
         }

@@ -133,6 +133,10 @@ fn rss(c: &Cell) -> String {
     c.proxy_rss_peak.map_or_else(|| "—".to_owned(), |b| format!("{:.1}", b as f64 / MIB))
 }
 
+fn control_rss(c: &Cell) -> String {
+    c.control_rss_peak.map_or_else(|| "—".to_owned(), |b| format!("{:.1}", b as f64 / MIB))
+}
+
 fn cpu(c: &Cell) -> String {
     c.proxy_cpu_per_krps.map_or_else(|| "—".to_owned(), |v| format!("{v:.3}"))
 }
@@ -198,7 +202,7 @@ fn env_lines(report: &Report) -> Vec<(&'static str, String)> {
 }
 
 /// The legend, as (term, explanation) pairs.
-const LEGEND: [(&str, &str); 6] = [
+const LEGEND: [(&str, &str); 7] = [
     (
         "Latency",
         "measured from each request's *scheduled* send time to the end of its response. When the \
@@ -222,6 +226,11 @@ const LEGEND: [(&str, &str); 6] = [
          no free connection or CPU; their latency still counts from the scheduled time.",
     ),
     ("Proxy peak RSS", "resident memory of all proxy processes of the variant added up, at its highest sample (MiB)."),
+    (
+        "Control plane RSS",
+        "peak resident memory of the control plane (mesh-control) in cells whose variant runs one (`weft`, \
+         mTLS); not included in the proxy columns.",
+    ),
     (
         "CPU / 1000 rps",
         "CPU cores kept busy by all proxy processes, per 1000 achieved requests/s (the unit Istio and \
