@@ -386,7 +386,10 @@ fn backends(route_ns: &str, refs: &[HttpBackendRef], at: &str, grpc: bool, p: &m
 
 fn check_regex(pattern: &str, at: &str, p: &mut Problems) {
     if let Err(e) = regex::Regex::new(pattern) {
-        p.push(format!("{at}: regex {pattern:?} does not compile: {e}"));
+        // The crate's message is a multi-line drawing; its last line says what is wrong.
+        let text = e.to_string();
+        let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim_start_matches("error: ");
+        p.push(format!("{at}: regex {pattern:?} does not compile: {why}"));
     }
 }
 

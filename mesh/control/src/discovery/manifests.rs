@@ -273,7 +273,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Resource>, Vec<Manifest
         let head: Head = match serde_saphyr::from_str(&doc) {
             Ok(h) => h,
             Err(e) => {
-                errors.push(yaml_error(&e, start, path, "not a Kubernetes object"));
+                errors.push(yaml_error(&e, start, path, "invalid YAML"));
                 continue;
             }
         };
@@ -283,20 +283,20 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Resource>, Vec<Manifest
             continue;
         };
         let converted = match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Namespace") => typed::<core::Namespace>(&doc, start, path).map(|o| convert::namespace(&o)),
-            ("v1", "Service") => typed::<core::Service>(&doc, start, path).map(|o| convert::service(&o)),
-            ("v1", "Pod") => typed::<core::Pod>(&doc, start, path).map(|o| convert::pod(&o)),
+            ("v1", "Namespace") => typed::<core::Namespace>(&doc, start, path, &kind).map(|o| convert::namespace(&o)),
+            ("v1", "Service") => typed::<core::Service>(&doc, start, path, &kind).map(|o| convert::service(&o)),
+            ("v1", "Pod") => typed::<core::Pod>(&doc, start, path, &kind).map(|o| convert::pod(&o)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                typed::<discovery::EndpointSlice>(&doc, start, path).map(|o| convert::endpoint_slice(&o))
+                typed::<discovery::EndpointSlice>(&doc, start, path, &kind).map(|o| convert::endpoint_slice(&o))
             }
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-                typed::<gateway::HTTPRoute>(&doc, start, path).map(|o| gateway::http_route(&o))
+                typed::<gateway::HTTPRoute>(&doc, start, path, &kind).map(|o| gateway::http_route(&o))
             }
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1alpha2", "GRPCRoute") => {
-                typed::<gateway::GRPCRoute>(&doc, start, path).map(|o| gateway::grpc_route(&o))
+                typed::<gateway::GRPCRoute>(&doc, start, path, &kind).map(|o| gateway::grpc_route(&o))
             }
             ("policy.weft.io/v1alpha1", "AuthorizationPolicy") => {
-                typed::<authz::AuthorizationPolicy>(&doc, start, path).map(|o| authz::authorization_policy(&o))
+                typed::<authz::AuthorizationPolicy>(&doc, start, path, &kind).map(|o| authz::authorization_policy(&o))
             }
             _ => {
                 tracing::debug!("{}:{line}: ignoring {api_version} {kind}", path.display());
@@ -316,8 +316,8 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Resource>, Vec<Manifest
     }
 }
 
-fn typed<T: DeserializeOwned>(doc: &str, start: u64, path: &Path) -> Result<T, ManifestError> {
-    serde_saphyr::from_str(doc).map_err(|e| yaml_error(&e, start, path, "invalid"))
+fn typed<T: DeserializeOwned>(doc: &str, start: u64, path: &Path, kind: &str) -> Result<T, ManifestError> {
+    serde_saphyr::from_str(doc).map_err(|e| yaml_error(&e, start, path, &format!("invalid {kind}")))
 }
 
 /// A serde-saphyr error at its file line, without the library's own
