@@ -218,10 +218,17 @@ pub async fn serve<V: TokenVerifier>(
     let _ = writeln!(stdout, "listening grpc {addr}").and_then(|()| stdout.flush());
     drop(stdout);
     tracing::info!(%addr, "serving weft.identity.v1.Identity, weft.destination.v1.Destination, weft.policy.v1.Policy");
+    // Watch streams never finish on their own; end them when shutdown starts
+    // so the drain completes (proxies reconnect and resume from a full set).
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = close.send(true);
+    };
     Server::builder()
         .add_service(IdentityService::new(Arc::new(authority)))
-        .add_service(DestinationService::new(index.clone()))
-        .add_service(PolicyService::new(index))
+        .add_service(DestinationService::new(index.clone(), closing.clone()))
+        .add_service(PolicyService::new(index, closing))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     tracing::info!("shut down");

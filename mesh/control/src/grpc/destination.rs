@@ -18,11 +18,14 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct DestinationService<D> {
     discover: D,
+    closing: watch::Receiver<bool>,
 }
 
 impl<D: DiscoverDestination> DestinationService<D> {
-    pub fn new(discover: D) -> DestinationServer<Self> {
-        DestinationServer::new(Self { discover })
+    /// Streams end once `closing` turns true, so a graceful shutdown is not
+    /// held up by watches that would otherwise never finish.
+    pub fn new(discover: D, closing: watch::Receiver<bool>) -> DestinationServer<Self> {
+        DestinationServer::new(Self { discover, closing })
     }
 }
 
@@ -36,12 +39,13 @@ impl<D: DiscoverDestination> Destination for DestinationService<D> {
         let api::GetDestination { authority, context_token } = request.into_inner();
         let rx = self.discover.watch_destination(&authority).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%authority, %context_token, "Destination.Get");
-        Ok(Response::new(Box::pin(updates(rx))))
+        Ok(Response::new(Box::pin(updates(rx, self.closing.clone()))))
     }
 }
 
 struct State {
     rx: watch::Receiver<Arc<DestinationView>>,
+    closing: watch::Receiver<bool>,
     /// What the client has been told; None before the first message.
     sent: Option<Arc<DestinationView>>,
     pending: VecDeque<api::Update>,
@@ -49,20 +53,36 @@ struct State {
 
 /// The first message is the whole current set; then one message per kind of
 /// change (removes before adds, so a moved endpoint never appears twice).
-pub fn updates(rx: watch::Receiver<Arc<DestinationView>>) -> impl Stream<Item = Result<api::Update, Status>> + Send {
-    futures_util::stream::unfold(State { rx, sent: None, pending: VecDeque::new() }, |mut st| async move {
+pub fn updates(
+    rx: watch::Receiver<Arc<DestinationView>>,
+    closing: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<api::Update, Status>> + Send {
+    let state = State { rx, closing, sent: None, pending: VecDeque::new() };
+    futures_util::stream::unfold(state, |mut st| async move {
         loop {
+            if *st.closing.borrow() {
+                return None;
+            }
             if let Some(update) = st.pending.pop_front() {
                 return Some((Ok(update), st));
             }
-            if st.sent.is_some() && st.rx.changed().await.is_err() {
-                return None; // the index is gone: end the stream, the client reconnects
+            if st.sent.is_some() && !changed(&mut st.rx, &mut st.closing).await {
+                return None; // shutting down, or the index is gone: the client reconnects
             }
             let view = st.rx.borrow_and_update().clone();
             st.pending = diff(st.sent.as_deref(), &view);
             st.sent = Some(view);
         }
     })
+}
+
+/// Waits for a change; false when the stream should end instead.
+pub(crate) async fn changed<T>(rx: &mut watch::Receiver<T>, closing: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        changed = rx.changed() => changed.is_ok(),
+        // An error here means the server is gone too.
+        _ = closing.wait_for(|closing| *closing) => false,
+    }
 }
 
 /// Messages that take a client from `old` (None: nothing yet) to `new`.
@@ -174,13 +194,21 @@ mod tests {
     #[tokio::test]
     async fn stream_starts_with_the_full_set_then_follows() {
         let (tx, rx) = watch::channel(Arc::new(view(true, &[("10.0.0.1:80", None)])));
-        let mut s = Box::pin(updates(rx));
+        let (close, closing) = watch::channel(false);
+        let mut s = Box::pin(updates(rx, closing.clone()));
         let first = s.next().await.unwrap().unwrap();
         assert!(matches!(first.update, Some(U::Add(ref a)) if a.endpoints.len() == 1));
         tx.send(Arc::new(view(true, &[("10.0.0.2:80", None)]))).unwrap();
         assert!(matches!(s.next().await.unwrap().unwrap().update, Some(U::Remove(_))));
         assert!(matches!(s.next().await.unwrap().unwrap().update, Some(U::Add(_))));
         drop(tx);
+        assert!(s.next().await.is_none());
+
+        // Shutting down ends a stream that is waiting for changes.
+        let (_tx, rx) = watch::channel(Arc::new(view(true, &[("10.0.0.1:80", None)])));
+        let mut s = Box::pin(updates(rx, closing));
+        assert!(s.next().await.is_some());
+        close.send(true).unwrap();
         assert!(s.next().await.is_none());
     }
 }

@@ -13,17 +13,21 @@ use mesh_index::route::{self as r, Backend, HttpFilter, WeightedBackend};
 use mesh_index::views::{Authorization, Meta};
 use mesh_index::{DiscoverPolicy, InboundPolicy, OutboundPolicy, Workload};
 use tokio::sync::watch;
+
+use super::destination::changed;
 use tonic::{Request, Response, Status};
 
 /// The gRPC face of a [`DiscoverPolicy`].
 #[derive(Debug, Clone)]
 pub struct PolicyService<P> {
     discover: P,
+    closing: watch::Receiver<bool>,
 }
 
 impl<P: DiscoverPolicy> PolicyService<P> {
-    pub fn new(discover: P) -> PolicyServer<Self> {
-        PolicyServer::new(Self { discover })
+    /// Streams end once `closing` turns true (see `DestinationService::new`).
+    pub fn new(discover: P, closing: watch::Receiver<bool>) -> PolicyServer<Self> {
+        PolicyServer::new(Self { discover, closing })
     }
 }
 
@@ -45,7 +49,7 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
             .watch_outbound(&authority, ns.as_deref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%authority, client_ns = ?ns, "Policy.WatchOutbound");
-        Ok(Response::new(Box::pin(follow(rx, |p| outbound(p)))))
+        Ok(Response::new(Box::pin(follow(rx, self.closing.clone(), outbound))))
     }
 
     async fn watch_inbound(&self, request: Request<api::InboundPort>) -> Result<Response<Self::WatchInboundStream>, Status> {
@@ -60,7 +64,7 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
         };
         let port = u16::try_from(port).map_err(|_| Status::invalid_argument(format!("port {port} is not in 0..=65535")))?;
         let rx = self.discover.watch_inbound(workload, port).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(Box::pin(follow(rx, |p| inbound(p)))))
+        Ok(Response::new(Box::pin(follow(rx, self.closing.clone(), inbound))))
     }
 }
 
@@ -80,17 +84,21 @@ fn ip(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 /// The current value first, then one message per change.
-fn follow<V, T>(rx: watch::Receiver<Arc<V>>, convert: fn(&V) -> T) -> impl Stream<Item = Result<T, Status>> + Send
+fn follow<V, T>(
+    rx: watch::Receiver<Arc<V>>,
+    closing: watch::Receiver<bool>,
+    convert: fn(&V) -> T,
+) -> impl Stream<Item = Result<T, Status>> + Send
 where
     V: Send + Sync + 'static,
     T: Send + 'static,
 {
-    futures_util::stream::unfold((rx, true), move |(mut rx, first)| async move {
-        if !first && rx.changed().await.is_err() {
+    futures_util::stream::unfold((rx, closing, true), move |(mut rx, mut closing, first)| async move {
+        if *closing.borrow() || (!first && !changed(&mut rx, &mut closing).await) {
             return None;
         }
         let msg = convert(&rx.borrow_and_update());
-        Some((Ok(msg), (rx, false)))
+        Some((Ok(msg), (rx, closing, false)))
     })
 }
 

@@ -1,0 +1,244 @@
+//! The real `mesh-control --manifests DIR` binary, through tonic clients:
+//! Destination.Get streams the initial set and then edits of the directory;
+//! Policy.WatchOutbound serves a weighted HTTPRoute; WatchInbound follows a
+//! namespace's default.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use mesh_api::destination::v1::destination_client::DestinationClient;
+use mesh_api::destination::v1::{update::Update as U, GetDestination, ProtocolHint};
+use mesh_api::policy::v1::policy_client::PolicyClient;
+use mesh_api::policy::v1::{inbound_port, DefaultPolicy, InboundPort, OutboundTarget};
+use support::{patience, ControlPlane, Fixture};
+use tonic::Streaming;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn web(addrs: &[&str]) -> String {
+    let eps: Vec<String> =
+        addrs.iter().map(|a| format!("- addresses: [{a}]\n  targetRef: {{kind: Pod, name: web-{}}}", a.rsplit('.').next().unwrap())).collect();
+    let pods: Vec<String> = addrs
+        .iter()
+        .map(|a| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web-{}, namespace: shop}}\nspec: {{serviceAccountName: web, containers: [{{name: app}}, {{name: weft-proxy}}]}}\nstatus: {{podIP: {a}}}\n",
+                a.rsplit('.').next().unwrap()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{clusterIP: 10.96.0.10, ports: [{{name: http, port: 80, appProtocol: http}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080}}]
+endpoints:
+{}
+{}",
+        eps.join("\n"),
+        pods.join("")
+    )
+}
+
+const SPLIT: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web-v2, namespace: shop}
+spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary, namespace: shop}
+spec:
+  parentRefs: [{group: core, kind: Service, name: web, port: 80}]
+  rules:
+  - backendRefs: [{name: web, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]
+    timeouts: {request: 5s}
+";
+
+fn addr_of(a: &mesh_api::destination::v1::SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = match a.ip.len() {
+        4 => <[u8; 4]>::try_from(a.ip.as_slice()).unwrap().into(),
+        _ => <[u8; 16]>::try_from(a.ip.as_slice()).unwrap().into(),
+    };
+    SocketAddr::new(ip, a.port as u16)
+}
+
+async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(patience(), stream.message())
+        .await
+        .expect("no update within the patience")
+        .expect("stream error")
+        .expect("stream ended")
+}
+
+async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+async fn start(manifests: &Path, fixture: &Fixture) -> ControlPlane {
+    let data = fixture.data_dir();
+    ControlPlane::start(
+        &fixture.logs(),
+        "127.0.0.1:0",
+        &["--data-dir", data.to_str().unwrap(), "--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn destination_streams_the_set_then_directory_edits() {
+    let fixture = Fixture::new();
+    let manifests = fixture.dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write(&manifests, "web.yaml", &web(&["127.0.0.1", "127.0.0.2"]));
+    let cp = start(&manifests, &fixture).await;
+    let mut client = DestinationClient::new(channel(cp.addr).await);
+
+    let get = |authority: &str| GetDestination { authority: authority.into(), context_token: r#"{"ns":"test"}"#.into() };
+    let mut stream = client.get(get("web.shop.svc.cluster.local:80")).await.unwrap().into_inner();
+    let Some(U::Add(first)) = next(&mut stream).await.update else { panic!("first message must be the full set") };
+    let mut addrs: Vec<SocketAddr> = first.endpoints.iter().map(|e| addr_of(e.addr.as_ref().unwrap())).collect();
+    addrs.sort();
+    assert_eq!(addrs, ["127.0.0.1:8080".parse().unwrap(), "127.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+    for e in &first.endpoints {
+        assert_eq!(e.identity, "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(e.protocol_hint, ProtocolHint::H2 as i32);
+        assert_eq!(e.weight, 10_000);
+        assert_eq!(e.labels["service"], "web");
+    }
+
+    // Remove 127.0.0.2, add 127.0.0.3: a Remove then an Add.
+    write(&manifests, "web.yaml", &web(&["127.0.0.1", "127.0.0.3"]));
+    let Some(U::Remove(removed)) = next(&mut stream).await.update else { panic!("expected a Remove") };
+    assert_eq!(removed.addrs.iter().map(addr_of).collect::<Vec<_>>(), ["127.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+    let Some(U::Add(added)) = next(&mut stream).await.update else { panic!("expected an Add") };
+    let added: Vec<_> = added.endpoints.iter().map(|e| addr_of(e.addr.as_ref().unwrap())).collect();
+    assert_eq!(added, ["127.0.0.3:8080".parse::<SocketAddr>().unwrap()]);
+
+    // The ClusterIP resolves to the same Service.
+    let mut by_ip = client.get(get("10.96.0.10:80")).await.unwrap().into_inner();
+    let Some(U::Add(set)) = next(&mut by_ip).await.update else { panic!() };
+    assert_eq!(set.endpoints.len(), 2);
+
+    // Unknown authority: NoEndpoints{exists:false}, then it appears.
+    let mut later = client.get(get("web-v2.shop:80")).await.unwrap().into_inner();
+    assert_eq!(next(&mut later).await.update, Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: false })));
+    write(&manifests, "split.yaml", SPLIT);
+    assert_eq!(next(&mut later).await.update, Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: true })));
+
+    // Deleting the file empties the Service's set.
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    let update = next(&mut stream).await.update;
+    assert_eq!(update, Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: false })));
+
+    // A malformed authority is refused.
+    let err = client.get(get("web.shop")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(cp.stop().await.success());
+}
+
+#[tokio::test]
+async fn policy_serves_weighted_routes_and_inbound_defaults() {
+    let fixture = Fixture::new();
+    let manifests = fixture.dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write(&manifests, "web.yaml", &web(&["127.0.0.1"]));
+    write(&manifests, "split.yaml", SPLIT);
+    let cp = start(&manifests, &fixture).await;
+    let mut client = PolicyClient::new(channel(cp.addr).await);
+
+    let target = OutboundTarget { authority: "web.shop:80".into(), context_token: String::new() };
+    let mut outbound = client.watch_outbound(target).await.unwrap().into_inner();
+    let policy = next(&mut outbound).await;
+    assert!(policy.exists);
+    assert_eq!(policy.service.as_ref().unwrap().authority, "web.shop.svc.cluster.local:80");
+    assert_eq!(policy.protocol, mesh_api::policy::v1::Protocol::Http1 as i32);
+    assert_eq!(policy.failure_accrual.as_ref().unwrap().consecutive_failures, 7);
+    let rule = &policy.http_routes[0].rules[0];
+    let backends: Vec<(String, u32, String)> = rule
+        .backends
+        .iter()
+        .map(|b| {
+            let be = b.backend.as_ref().unwrap();
+            (be.authority.clone(), b.weight, be.invalid.clone())
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("web.shop.svc.cluster.local:80".to_owned(), 90, String::new()),
+            ("web-v2.shop.svc.cluster.local:80".to_owned(), 10, String::new())
+        ]
+    );
+    assert_eq!(rule.timeouts.as_ref().unwrap().request_ms, 5_000);
+
+    // Removing the route streams a policy without it.
+    std::fs::remove_file(manifests.join("split.yaml")).unwrap();
+    let policy = next(&mut outbound).await;
+    assert!(policy.exists && policy.http_routes.is_empty());
+
+    // Inbound: default allow, then a namespace default deny.
+    let port = InboundPort {
+        workload: Some(inbound_port::Workload::Identity("spiffe://cluster.local/ns/shop/sa/web".into())),
+        port: 8080,
+    };
+    let mut inbound = client.watch_inbound(port).await.unwrap().into_inner();
+    let p = next(&mut inbound).await;
+    assert_eq!(p.default_policy, DefaultPolicy::AllUnauthenticated as i32);
+    assert!(!p.explicit && p.authorizations.len() == 1 && p.authorizations[0].allow_plaintext);
+    assert_eq!(p.services, ["web.shop.svc.cluster.local:80"]);
+    write(
+        &manifests,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {weft.io/default-inbound-policy: deny}}\n",
+    );
+    let p = next(&mut inbound).await;
+    assert_eq!(p.default_policy, DefaultPolicy::Deny as i32);
+    assert!(p.authorizations.is_empty());
+
+    // Then an explicit policy.
+    write(
+        &manifests,
+        "authz.yaml",
+        "apiVersion: policy.weft.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: front, namespace: shop}\nspec:\n  targetRef: {kind: Service, name: web}\n  from: {namespaces: [front]}\n",
+    );
+    let p = next(&mut inbound).await;
+    assert!(p.explicit);
+    assert_eq!(p.authorizations[0].namespaces, ["front"]);
+    assert_eq!(p.authorizations[0].meta.as_ref().unwrap().name, "front");
+
+    let err = client.watch_inbound(InboundPort { workload: None, port: 1 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(cp.stop().await.success());
+}
+
+#[tokio::test]
+async fn config_errors_exit_64_and_crd_prints() {
+    let fixture = Fixture::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-control"))
+        .args(["--data-dir", fixture.data_dir().to_str().unwrap(), "--manifests", "/nonexistent/weft", "--cluster-domain", "bad domain"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--manifests /nonexistent/weft: not a directory"), "{stderr}");
+    assert!(stderr.contains("--cluster-domain \"bad domain\""), "{stderr}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-control")).arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("kind: CustomResourceDefinition") && yaml.contains("name: authorizationpolicies.policy.weft.io"), "{yaml}");
+    assert!(yaml.contains("x-kubernetes-int-or-string: true"), "{yaml}");
+}
