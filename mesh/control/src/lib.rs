@@ -21,6 +21,7 @@ pub mod ca;
 pub mod csr;
 pub mod discovery;
 pub mod grpc;
+pub mod propagation;
 pub mod token;
 
 use std::future::Future;

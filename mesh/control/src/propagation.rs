@@ -1,0 +1,237 @@
+//! Measurement harness (numbers, not assertions): how long a manifests edit
+//! takes to reach a `Destination.Get` stream, and mesh-control's RSS with a
+//! large index. Runs the real binary on 127.0.0.1:0 against a scratch
+//! directory of `services` Services with `endpoints_per_service` endpoints
+//! each (addresses in 127.0.0.0/8, written as data, never dialed).
+//!
+//! Called by `tests/propagation.rs` (ignored by default:
+//! `cargo test -p mesh-control --release --test propagation -- --ignored --nocapture`)
+//! and meant for `bench` to call with the binary it built.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mesh_api::destination::v1::destination_client::DestinationClient;
+use mesh_api::destination::v1::GetDestination;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct PropagationConfig {
+    /// The `mesh-control` binary.
+    pub binary: PathBuf,
+    pub services: usize,
+    pub endpoints_per_service: usize,
+    /// Edits measured, each to a different watched Service.
+    pub changes: usize,
+    /// `--manifests-poll` of the control plane.
+    pub poll: Duration,
+    /// Longest wait for any one step.
+    pub patience: Duration,
+}
+
+impl PropagationConfig {
+    /// The brief's scale: 1000 Services, 2000 endpoints, 20 changes, 250ms poll.
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            services: 1000,
+            endpoints_per_service: 2,
+            changes: 20,
+            poll: Duration::from_millis(250),
+            patience: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What was measured.
+#[derive(Debug, Clone)]
+pub struct PropagationReport {
+    pub services: usize,
+    pub endpoints: usize,
+    /// Start of the process until it listened (includes the initial load).
+    pub startup: Duration,
+    /// Edit (rename into place) until the watching stream's next message.
+    pub samples: Vec<Duration>,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    /// mesh-control's VmRSS after the edits, KiB.
+    pub rss_kib: u64,
+}
+
+impl std::fmt::Display for PropagationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} services / {} endpoints: startup {:.0} ms; propagation over {} changes p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS {:.1} MiB",
+            self.services,
+            self.endpoints,
+            self.startup.as_secs_f64() * 1e3,
+            self.samples.len(),
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3,
+            self.rss_kib as f64 / 1024.0
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PropagationError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("mesh-control: {0}")]
+    ControlPlane(String),
+    #[error("gRPC: {0}")]
+    Grpc(#[from] tonic::Status),
+    #[error("connecting: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PropagationError {
+    let what = what.into();
+    move |source| PropagationError::Io { what, source }
+}
+
+/// Service `i`'s manifest; `generation` shifts its first endpoint's address.
+fn manifest(i: usize, endpoints: usize, generation: usize) -> String {
+    let ip = |n: usize| format!("127.{}.{}.{}", 100 + (n >> 16) % 100, (n >> 8) & 0xff, n & 0xff);
+    let mut eps = String::new();
+    for e in 0..endpoints {
+        let n = if e == 0 { 1_000_000 + i * 64 + generation } else { i * endpoints + e };
+        eps.push_str(&format!("- addresses: [\"{}\"]\n", ip(n)));
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec: {{clusterIP: \"{}\", ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-{i}-1, namespace: bench, labels: {{kubernetes.io/service-name: svc-{i}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{eps}",
+        ip(500_000 + i)
+    )
+}
+
+fn write(dir: &Path, i: usize, text: &str) -> Result<(), PropagationError> {
+    let tmp = dir.join(format!(".svc-{i}.tmp"));
+    std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, dir.join(format!("svc-{i}.yaml"))).map_err(io("renaming a manifest"))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs the measurement; the scratch directory and the process are gone when it returns.
+pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, PropagationError> {
+    let scratch = tempfile::tempdir().map_err(io("creating a scratch directory"))?;
+    let dir = scratch.path().join("manifests");
+    std::fs::create_dir(&dir).map_err(io("creating the manifests directory"))?;
+    for i in 0..cfg.services {
+        write(&dir, i, &manifest(i, cfg.endpoints_per_service, 0))?;
+    }
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&cfg.binary)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(scratch.path().join("data"))
+        .arg("--manifests")
+        .arg(&dir)
+        .arg("--manifests-poll")
+        .arg(format!("{}ms", cfg.poll.as_millis()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io(format!("starting {}", cfg.binary.display())))?;
+    let stdout = child.stdout.take().ok_or_else(|| PropagationError::ControlPlane("no stdout".into()))?;
+    let line = tokio::time::timeout(cfg.patience, BufReader::new(stdout).lines().next_line())
+        .await
+        .map_err(|_| PropagationError::Timeout("the listening line".into()))?
+        .map_err(io("reading mesh-control's stdout"))?
+        .ok_or_else(|| PropagationError::ControlPlane("exited before listening".into()))?;
+    let startup = started.elapsed();
+    let addr: SocketAddr = line
+        .strip_prefix("listening grpc ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| PropagationError::ControlPlane(format!("unexpected stdout line {line:?}")))?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| PropagationError::ControlPlane(e.to_string()))?
+        .connect()
+        .await?;
+    let mut client = DestinationClient::new(channel);
+
+    // Watch `changes` Services spread over the index, each with its first message read.
+    let changes = cfg.changes.min(cfg.services);
+    let watched: Vec<usize> = (0..changes).map(|k| k * cfg.services / changes.max(1)).collect();
+    let mut streams = Vec::new();
+    for &i in &watched {
+        let request = GetDestination { authority: format!("svc-{i}.bench.svc.cluster.local:80"), context_token: String::new() };
+        let mut stream = client.get(request).await?.into_inner();
+        tokio::time::timeout(cfg.patience, stream.message())
+            .await
+            .map_err(|_| PropagationError::Timeout(format!("svc-{i}'s initial set")))??;
+        streams.push(stream);
+    }
+
+    let mut samples = Vec::new();
+    for (k, (&i, stream)) in watched.iter().zip(&mut streams).enumerate() {
+        // Spread the edits over the poll period, so samples are not all taken
+        // right after a scan (which would measure the worst case only).
+        let phase = cfg.poll.mul_f64((k as f64 * 0.618_033_988_75).fract());
+        tokio::time::sleep(phase).await;
+        write(&dir, i, &manifest(i, cfg.endpoints_per_service, k + 1))?;
+        let t0 = Instant::now();
+        tokio::time::timeout(cfg.patience, stream.message())
+            .await
+            .map_err(|_| PropagationError::Timeout(format!("svc-{i}'s update")))??;
+        samples.push(t0.elapsed());
+    }
+    let rss_kib = child.id().and_then(rss_kib).unwrap_or(0);
+    let _ = child.kill().await;
+
+    let mut sorted = samples.clone();
+    sorted.sort();
+    Ok(PropagationReport {
+        services: cfg.services,
+        endpoints: cfg.services * cfg.endpoints_per_service,
+        startup,
+        p50: percentile(&sorted, 50.0),
+        p99: percentile(&sorted, 99.0),
+        max: sorted.last().copied().unwrap_or_default(),
+        samples,
+        rss_kib,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let d: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 50.0), Duration::from_millis(10));
+        assert_eq!(percentile(&d, 99.0), Duration::from_millis(20));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn manifests_parse_and_edits_change_one_address() {
+        let a = super::super::discovery::manifests::parse_file(Path::new("a.yaml"), &manifest(7, 2, 0)).unwrap();
+        let b = super::super::discovery::manifests::parse_file(Path::new("a.yaml"), &manifest(7, 2, 1)).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0], b[0], "the Service is unchanged");
+        assert_ne!(a[1], b[1], "the slice changed");
+    }
+}
