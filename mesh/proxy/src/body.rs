@@ -18,12 +18,19 @@ use hyper::body::Incoming;
 
 use crate::upstream::PooledSender;
 
-/// A downstream request body that fails once more than `limit` bytes flow.
+/// A downstream request body that fails once more than `limit` bytes flow,
+/// or a body already buffered in memory (a request that may be retried).
 #[derive(Debug)]
 pub struct RequestBody<B = Incoming> {
-    inner: B,
+    inner: Inner<B>,
     remaining: u64,
     limit: u64,
+}
+
+#[derive(Debug)]
+enum Inner<B> {
+    Stream(B),
+    Buffered(Option<Bytes>),
 }
 
 /// Why a [`RequestBody`] stopped.
@@ -43,7 +50,13 @@ pub enum RequestBodyError {
 impl<B> RequestBody<B> {
     /// Wraps `inner`, allowing at most `limit` bytes of data.
     pub fn new(inner: B, limit: u64) -> Self {
-        Self { inner, remaining: limit, limit }
+        Self { inner: Inner::Stream(inner), remaining: limit, limit }
+    }
+
+    /// A body whose bytes are already here (each retry gets a cheap clone).
+    pub fn buffered(bytes: Bytes) -> Self {
+        let len = bytes.len() as u64;
+        Self { inner: Inner::Buffered((!bytes.is_empty()).then_some(bytes)), remaining: 0, limit: len }
     }
 }
 
@@ -60,7 +73,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let inner = match &mut this.inner {
+            Inner::Stream(inner) => inner,
+            Inner::Buffered(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
@@ -78,11 +95,17 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Stream(inner) => inner.is_end_stream(),
+            Inner::Buffered(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Stream(inner) => inner.size_hint(),
+            Inner::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

@@ -67,6 +67,18 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_FORWARD_CLIENT_IDENTITY")]
     pub forward_client_identity: bool,
 
+    /// mesh-control's Destination gRPC address (may equal --control).
+    /// Authorities without a --route are resolved through it, balanced
+    /// (P2C over peak-EWMA latency) and routed by their outbound policy.
+    #[arg(long, env = "WEFT_PROXY_DESTINATION", value_name = "ADDR")]
+    pub destination: Option<String>,
+
+    /// mesh-control's Policy gRPC address (may equal --control): outbound
+    /// routes, retries and timeouts (with --destination), and who may reach
+    /// --app (403 for HTTP, closed for TCP). Without it: any meshed identity.
+    #[arg(long, env = "WEFT_PROXY_POLICY", value_name = "ADDR")]
+    pub policy: Option<String>,
+
     /// Local application address for the inbound listener.
     #[arg(long, env = "WEFT_PROXY_APP", value_name = "ADDR")]
     pub app: Option<String>,
@@ -140,6 +152,8 @@ impl Args {
         }
         cfg.mesh = self.mesh_config(&mut problems);
         cfg.forward_client_identity = self.forward_client_identity;
+        cfg.destination = self.destination.clone();
+        cfg.policy = self.policy.clone();
         cfg.inbound_plaintext = match &self.inbound_plaintext {
             Some(p) => p.parse().unwrap_or_else(|e| {
                 problems.push(e);

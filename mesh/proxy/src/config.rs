@@ -36,6 +36,12 @@ pub struct Config {
     pub inbound_plaintext: Plaintext,
     /// Tell the app who called: add `weft-client-id` to meshed inbound requests.
     pub forward_client_identity: bool,
+    /// mesh-control's Destination gRPC address: authorities without a
+    /// static route are resolved and balanced through it.
+    pub destination: Option<String>,
+    /// mesh-control's Policy gRPC address: outbound routes (with
+    /// `destination`) and the inbound authorization policy of `--app`'s port.
+    pub policy: Option<String>,
 }
 
 /// Meshed mode: who we are, where to get certified, whom to trust.
@@ -140,6 +146,8 @@ impl Default for Config {
             mesh: None,
             inbound_plaintext: Plaintext::Allow,
             forward_client_identity: false,
+            destination: None,
+            policy: None,
         }
     }
 }
@@ -181,6 +189,13 @@ impl Config {
                 ));
             }
         }
+        for (flag, addr) in [("--destination", &self.destination), ("--policy", &self.policy)] {
+            if let Some(a) = addr {
+                if let Err(e) = check_grpc_addr(a) {
+                    problems.push(format!("{flag} {a:?}: {e}"));
+                }
+            }
+        }
         let mesh_needed = |what: String| format!("{what}: mTLS needs this proxy's own identity (--identity, --control, --token-file, --trust-anchor)");
         if self.mesh.is_none() {
             for route in self.routes.iter().filter(|r| r.identity.is_some()) {
@@ -202,6 +217,17 @@ impl Config {
     /// Whether this proxy has (or will get) a workload certificate.
     pub fn is_meshed(&self) -> bool {
         self.mesh.is_some()
+    }
+}
+
+/// A control-plane address: `host:port` or `http://host:port`.
+fn check_grpc_addr(addr: &str) -> Result<(), String> {
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let uri: http::Uri = uri.parse().map_err(|_| "not an address (expected host:port)".to_owned())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) if a.port_u16().is_some() && !a.host().is_empty() => Ok(()),
+        (Some("http"), _) => Err("needs host and port, e.g. 127.0.0.1:8086".to_owned()),
+        _ => Err("only plaintext http:// gRPC is supported".to_owned()),
     }
 }
 

@@ -76,6 +76,46 @@ pub enum ProxyError {
     /// An HTTP/1 request that cannot be carried over the mesh's HTTP/2.
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
+    /// Discovery knows the Service, but it has no ready endpoints (or the
+    /// control plane has not answered yet).
+    #[error("no endpoints for {authority}{why}")]
+    NoEndpoints {
+        /// The Service authority.
+        authority: String,
+        /// Extra words, e.g. "; the control plane has not answered yet".
+        why: &'static str,
+    },
+    /// Every endpoint is out of rotation after consecutive failures.
+    #[error("all {endpoints} endpoint(s) of {authority} are failing (out of rotation after consecutive failures)")]
+    Unavailable {
+        /// The Service authority.
+        authority: String,
+        /// How many endpoints it has.
+        endpoints: usize,
+    },
+    /// The Service has routes, and none matches the request (Gateway API: 404).
+    #[error("no route of {authority} matches {method} {path}")]
+    NoRouteMatch {
+        /// The Service authority.
+        authority: String,
+        /// Request method.
+        method: http::Method,
+        /// Request path.
+        path: String,
+    },
+    /// The matched rule has no usable backend (Gateway API: 500).
+    #[error("route {rule} of {authority}: {reason}")]
+    NoBackend {
+        /// The Service authority.
+        authority: String,
+        /// Which rule.
+        rule: String,
+        /// Why no backend can take the request.
+        reason: String,
+    },
+    /// Reading a request body kept for retries failed.
+    #[error("reading the request body failed: {0}")]
+    RequestBody(String),
 }
 
 /// A fieldless mirror of [`ProxyError`], used as a metric label.
@@ -95,13 +135,21 @@ pub enum ErrorKind {
     NotCertified = 5,
     /// See [`ProxyError::Tls`].
     Tls = 6,
-    /// See [`ProxyError::Upgrade`].
+    /// See [`ProxyError::Upgrade`] and [`ProxyError::RequestBody`].
     BadRequest = 7,
+    /// See [`ProxyError::NoEndpoints`].
+    NoEndpoints = 8,
+    /// See [`ProxyError::Unavailable`].
+    Unavailable = 9,
+    /// See [`ProxyError::NoRouteMatch`].
+    RouteNotFound = 10,
+    /// See [`ProxyError::NoBackend`].
+    NoBackend = 11,
 }
 
 impl ErrorKind {
     /// Every kind, indexed by its discriminant.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::NoRoute,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -110,6 +158,10 @@ impl ErrorKind {
         ErrorKind::NotCertified,
         ErrorKind::Tls,
         ErrorKind::BadRequest,
+        ErrorKind::NoEndpoints,
+        ErrorKind::Unavailable,
+        ErrorKind::RouteNotFound,
+        ErrorKind::NoBackend,
     ];
 
     /// The `kind` label value.
@@ -123,6 +175,10 @@ impl ErrorKind {
             ErrorKind::NotCertified => "not_certified",
             ErrorKind::Tls => "tls",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NoEndpoints => "no_endpoints",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::RouteNotFound => "route_not_found",
+            ErrorKind::NoBackend => "no_backend",
         }
     }
 }
@@ -138,7 +194,11 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
             ProxyError::Tls { .. } => ErrorKind::Tls,
-            ProxyError::Upgrade(_) => ErrorKind::BadRequest,
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => ErrorKind::BadRequest,
+            ProxyError::NoEndpoints { .. } => ErrorKind::NoEndpoints,
+            ProxyError::Unavailable { .. } => ErrorKind::Unavailable,
+            ProxyError::NoRouteMatch { .. } => ErrorKind::RouteNotFound,
+            ProxyError::NoBackend { .. } => ErrorKind::NoBackend,
         }
     }
 
@@ -149,8 +209,12 @@ impl ProxyError {
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::Tls { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::NotCertified { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upgrade(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotCertified { .. } | ProxyError::NoEndpoints { .. } | ProxyError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRouteMatch { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }

@@ -33,6 +33,7 @@ use crate::{
     headers::strip_hop_by_hop,
     metrics::{Direction, DirectionMetrics},
     orig_proto,
+    outbound::Outbound,
     router::Router,
 };
 
@@ -54,18 +55,25 @@ pub struct Forwarder {
     limits: Limits,
     metrics: DirectionMetrics,
     forward_client_identity: bool,
+    /// Authorities without a static route, resolved through discovery.
+    discovered: Option<Arc<Outbound>>,
 }
 
 impl Forwarder {
     /// A forwarder for one listener.
     pub fn new(direction: Direction, router: Router, limits: Limits, metrics: DirectionMetrics) -> Arc<Self> {
-        Arc::new(Self { direction, router, limits, metrics, forward_client_identity: false })
+        Arc::new(Self { direction, router, limits, metrics, forward_client_identity: false, discovered: None })
+    }
+
+    /// The outbound forwarder: static routes first, then `discovered`.
+    pub fn outbound(router: Router, discovered: Option<Arc<Outbound>>, limits: Limits, metrics: DirectionMetrics) -> Arc<Self> {
+        Arc::new(Self { direction: Direction::Outbound, router, limits, metrics, forward_client_identity: false, discovered })
     }
 
     /// The inbound forwarder; with `forward_client_identity`, requests from
     /// meshed clients carry `weft-client-id`.
     pub fn inbound(router: Router, limits: Limits, metrics: DirectionMetrics, forward_client_identity: bool) -> Arc<Self> {
-        Arc::new(Self { direction: Direction::Inbound, router, limits, metrics, forward_client_identity })
+        Arc::new(Self { direction: Direction::Inbound, router, limits, metrics, forward_client_identity, discovered: None })
     }
 
     /// The metrics handles of this listener.
@@ -95,7 +103,12 @@ impl Forwarder {
         if req.body().size_hint().lower() > limit {
             return Err(ProxyError::BodyTooLarge { limit });
         }
-        let upstream = self.router.route(&req)?;
+        // Static routes win; the rest go through discovery when it is on.
+        let upstream = match (self.router.route(&req), &self.discovered) {
+            (Ok(up), _) => Some(up),
+            (Err(_), Some(_)) => None,
+            (Err(e), None) => return Err(e),
+        };
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -112,6 +125,12 @@ impl Forwarder {
             to_origin_form(&mut parts);
         }
         let req = Request::from_parts(parts, RequestBody::new(body, limit));
+        let Some(upstream) = upstream else {
+            let discovered = self.discovered.as_ref().expect("checked with the route");
+            let mut resp = discovered.send(req).await?;
+            strip_hop_by_hop(resp.headers_mut());
+            return Ok(resp);
+        };
 
         let timeout = self.limits.request_timeout;
         let mut resp = tokio::time::timeout(timeout, upstream.send(req))

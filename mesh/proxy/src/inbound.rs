@@ -13,7 +13,14 @@
 //! Every refusal is one `refused inbound connection from <peer>: <reason>`
 //! log line and one `weft_refused_connections_total` increment.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use http::HeaderValue;
 use hyper::service::service_fn;
@@ -33,11 +40,13 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
+    authz::{Authz, Traffic},
     config::{Limits, Plaintext},
     detect::{detect, Detected, PrefixedIo, Protocol},
     forward::{ClientIdentity, Forwarder},
     identity::{MeshTls, ALPN_WEFT_TCP},
     metrics::Metrics,
+    policy::Verdict,
     refusal::{self, Refusal},
     server::{accept_backoff, Phase},
     tcp::relay,
@@ -59,6 +68,9 @@ pub struct Inbound {
     pub plaintext: Plaintext,
     /// For per-client request metrics.
     pub metrics: Arc<Metrics>,
+    /// The authorization policy of the app's port (`--policy`); `None`:
+    /// any meshed identity, plaintext per `plaintext`.
+    pub authz: Option<Arc<Authz>>,
 }
 
 impl Inbound {
@@ -119,11 +131,18 @@ impl Inbound {
             }
         };
         let io = PrefixedIo::new(prefix, stream);
+        // Once an authorization policy is loaded it decides about plaintext
+        // clients too (HTTP: 403 per request; TCP: closed).
+        let policy_loaded = self.authz.as_ref().is_some_and(|a| a.verdict(None).is_some());
         match (protocol, &self.mesh) {
             (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher).await,
-            (_, _) if self.plaintext == Plaintext::Deny => self.refuse_plaintext(protocol, io, peer).await,
+            (_, _) if !policy_loaded && self.plaintext == Plaintext::Deny => self.refuse_plaintext(protocol, io, peer).await,
             (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, None).await,
-            (Protocol::Tls | Protocol::Opaque, _) => self.relay_to_app(io, peer).await,
+            (Protocol::Tls | Protocol::Opaque, _) => {
+                if self.tcp_allowed(None, peer) {
+                    self.relay_to_app(io, peer).await
+                }
+            }
         }
     }
 
@@ -147,11 +166,26 @@ impl Inbound {
             Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, client).await,
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
-                self.relay_to_app(tls, peer).await
+                if self.tcp_allowed(client.as_ref(), peer) {
+                    self.relay_to_app(tls, peer).await
+                }
             }
             other => {
                 let alpn = other.map(String::from_utf8_lossy);
                 self.refused(peer, Refusal::Handshake, &format!("unexpected ALPN {alpn:?}"));
+            }
+        }
+    }
+
+    /// The authorization verdict for a TCP connection (counted and logged
+    /// when refused).
+    fn tcp_allowed(&self, client: Option<&SpiffeId>, peer: SocketAddr) -> bool {
+        let Some(authz) = &self.authz else { return true };
+        match authz.verdict(client) {
+            None | Some(Verdict::Allow) => true,
+            Some(v) => {
+                authz.refused(Traffic::Tcp, v, client, peer, true);
+                false
             }
         }
     }
@@ -168,16 +202,30 @@ impl Inbound {
         // Resolved once per connection: a request costs an Arc clone and one
         // atomic add for the per-client count.
         let client_metrics = client.as_ref().map(|id| Arc::new(self.metrics.client(id.as_str())));
-        let client_header = client.and_then(|id| HeaderValue::from_str(id.as_str()).ok());
+        let client_header = client.as_ref().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
         let fwd = Arc::clone(&self.forwarder);
+        let authz = self.authz.clone().map(|a| (a, Arc::new(client), Arc::new(AtomicBool::new(false))));
         let service = service_fn(move |mut req| {
             let fwd = Arc::clone(&fwd);
             let client_metrics = client_metrics.clone();
             if let Some(h) = &client_header {
                 req.extensions_mut().insert(ClientIdentity(h.clone()));
             }
+            // Judged per request: a policy change applies to open connections.
+            let denied = authz.as_ref().and_then(|(a, client, logged)| {
+                let v = a.verdict(client.as_ref().as_ref()).filter(|v| *v != Verdict::Allow)?;
+                let first = !logged.swap(true, Ordering::Relaxed);
+                a.refused(Traffic::Http, v, client.as_ref().as_ref(), peer, first);
+                Some(a.forbidden(v, client.as_ref().as_ref()))
+            });
             async move {
-                let resp = fwd.handle(req).await;
+                let resp = match denied {
+                    Some(resp) => {
+                        fwd.metrics().record_response(resp.status(), std::time::Duration::ZERO);
+                        resp
+                    }
+                    None => fwd.handle(req).await,
+                };
                 if let Some(m) = client_metrics {
                     m.record(resp.status());
                 }

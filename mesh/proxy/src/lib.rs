@@ -27,11 +27,15 @@
 //! shutdown future, for embedding and tests.
 #![forbid(unsafe_code)]
 
+pub mod accrual;
 pub mod admin;
+pub mod authz;
+pub mod balance;
 pub mod body;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod discovery;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -40,7 +44,10 @@ pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod orig_proto;
+pub mod outbound;
+pub mod policy;
 pub mod refusal;
+pub mod retry;
 pub mod router;
 pub mod server;
 pub mod tcp;
@@ -59,6 +66,8 @@ use tracing::{info, warn};
 pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward};
 use crate::{
     admin::Health,
+    authz::Authz,
+    outbound::Outbound,
     forward::Forwarder,
     identity::{MeshError, MeshTls},
     inbound::Inbound,
@@ -91,6 +100,9 @@ pub enum RunError {
     /// Announcing the bound addresses on stdout failed.
     #[error("cannot write the listening addresses to stdout: {0}")]
     Announce(#[source] io::Error),
+    /// A control-plane address could not be used.
+    #[error(transparent)]
+    Discovery(#[from] discovery::grpc::AddressError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] io::Error),
@@ -169,6 +181,7 @@ async fn serve_until(
     };
     let outbound_metrics = metrics.direction(Direction::Outbound).clone();
     let router = Router::meshed(&config.routes, mesh.as_ref().map(|m| (m, &outbound_metrics)))?;
+    let (discovered, authz) = discovery_sources(&config, mesh.as_ref(), &metrics, &outbound_metrics)?;
     let tcp_forwarders = config
         .tcp_forwards
         .iter()
@@ -182,7 +195,7 @@ async fn serve_until(
 
     let admin_task = tokio::spawn(admin::serve_admin(admin, Arc::clone(&metrics), health.clone(), phase.clone()));
     let mut proxies = Vec::with_capacity(2 + tcp.len());
-    let outbound_fwd = Forwarder::new(Direction::Outbound, router, limits, outbound_metrics);
+    let outbound_fwd = Forwarder::outbound(router, discovered, limits, outbound_metrics);
     proxies.push(tokio::spawn(server::serve_proxy(
         outbound,
         outbound_fwd,
@@ -204,6 +217,7 @@ async fn serve_until(
             mesh: mesh.clone(),
             plaintext: config.inbound_plaintext,
             metrics: Arc::clone(&metrics),
+            authz,
         });
         proxies.push(tokio::spawn(inbound.serve(listener, phase.clone())));
     }
@@ -217,6 +231,8 @@ async fn serve_until(
         app = ?config.app,
         identity = ?mesh.as_ref().map(|m| m.identity().to_string()),
         inbound_plaintext = %config.inbound_plaintext,
+        destination = ?config.destination,
+        policy = ?config.policy,
         "proxy listening"
     );
 
@@ -234,6 +250,42 @@ async fn serve_until(
     phase_tx.send_replace(Phase::Exiting);
     let _ = admin_task.await;
     Ok(())
+}
+
+/// The discovered outbound path (`--destination`, with `--policy` routes)
+/// and the inbound authorization (`--policy` and `--app`).
+fn discovery_sources(
+    config: &Config,
+    mesh: Option<&Arc<MeshTls>>,
+    metrics: &Metrics,
+    outbound_metrics: &metrics::DirectionMetrics,
+) -> Result<(Option<Arc<Outbound>>, Option<Arc<Authz>>), RunError> {
+    use discovery::grpc::{GrpcDestination, GrpcPolicy, Workload};
+    let context = mesh.map_or_else(String::new, |m| format!("{{\"identity\":\"{}\"}}", m.identity()));
+    let workload = match (mesh, config.inbound_listen.ip()) {
+        (Some(m), _) => Some(Workload::Identity(m.identity().to_string())),
+        (None, ip) if !ip.is_unspecified() => Some(Workload::Ip(ip)),
+        (None, _) => None,
+    };
+    let policy = match &config.policy {
+        Some(addr) => Some(GrpcPolicy::new(addr, context.clone(), workload)?),
+        None => None,
+    };
+    let discovered = match &config.destination {
+        Some(addr) => Some(Outbound::new(
+            GrpcDestination::new(addr, context)?,
+            policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
+            mesh.cloned(),
+            outbound_metrics.clone(),
+            config.limits,
+        )),
+        None => None,
+    };
+    let authz = match (&policy, config.app) {
+        (Some(p), Some(app)) => Some(Authz::start(p.as_ref(), app.port(), metrics)),
+        _ => None,
+    };
+    Ok((discovered, authz))
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {

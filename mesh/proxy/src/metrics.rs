@@ -66,6 +66,12 @@ struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    protocol: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientLabels {
     client_id: String,
     status_class: &'static str,
@@ -79,6 +85,7 @@ pub struct Metrics {
     inbound: DirectionMetrics,
     by_client: Family<ClientLabels, Counter>,
     identity: IdentityMetrics,
+    authz_denied: Family<AuthzLabels, Counter>,
 }
 
 /// The workload certificate, as the proxy's own metrics report it.
@@ -207,7 +214,22 @@ impl Metrics {
             identity.expiry.clone(),
         );
 
-        Self { registry, outbound, inbound, by_client, identity }
+        let authz_denied = Family::<AuthzLabels, Counter>::default();
+        registry.register(
+            "weft_inbound_authz_denied",
+            "Inbound requests (protocol=http, answered 403) and connections (protocol=tcp, closed) \
+             refused by the authorization policy, by reason (unauthorized: a meshed client no \
+             authorization names; unauthenticated: a plaintext client)",
+            authz_denied.clone(),
+        );
+
+        Self { registry, outbound, inbound, by_client, identity, authz_denied }
+    }
+
+    /// The counter of authorization refusals for `protocol` (`http`, `tcp`)
+    /// and `reason`; resolve once, increment per refusal.
+    pub fn authz_denied(&self, protocol: &'static str, reason: &'static str) -> Counter {
+        self.authz_denied.get_or_create(&AuthzLabels { protocol, reason }).clone()
     }
 
     /// Handles for one meshed client's inbound requests.

@@ -1,0 +1,169 @@
+//! Inbound authorization: the policy for this workload's port, kept current
+//! from a [`PolicySource`], and what a refusal looks like.
+//!
+//! ```text
+//!  meshed HTTP request    ─ verdict(client id) ─ deny: 403 + weft-proxy-error
+//!  meshed TCP connection  ─ verdict(client id) ─ deny: connection closed
+//!  plaintext HTTP / TCP   ─ verdict(None)      ─ deny: 403 / closed
+//! ```
+//!
+//! Every refusal increments `weft_inbound_authz_denied_total{protocol,reason}`
+//! and logs one line naming the client, the port and the reason (HTTP: once
+//! per connection, so a client hammering a closed door does not flood the
+//! log). Until the first policy arrives the proxy behaves as without one
+//! (`--inbound-plaintext`, any meshed identity): the control plane being
+//! slow to answer must not take the workload down.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use mesh_identity::SpiffeId;
+use prometheus_client::metrics::counter::Counter;
+use tracing::warn;
+
+use crate::{
+    body::ResponseBody,
+    discovery::PolicySource,
+    error::PROXY_ERROR_HEADER,
+    metrics::Metrics,
+    policy::{InboundPolicy, Verdict},
+};
+
+/// The inbound policy of one port, and its refusal counters.
+#[derive(Debug)]
+pub struct Authz {
+    port: u16,
+    current: ArcSwapOption<InboundPolicy>,
+    /// [http, tcp] x [unauthorized, unauthenticated].
+    denied: [[Counter; 2]; 2],
+}
+
+/// Which kind of traffic was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// An HTTP request (answered 403).
+    Http = 0,
+    /// A TCP connection (closed).
+    Tcp = 1,
+}
+
+impl Authz {
+    /// Watches `port`'s policy in `source`.
+    pub fn start(source: &dyn PolicySource, port: u16, metrics: &Metrics) -> Arc<Self> {
+        let this = Arc::new(Self::new(port, metrics));
+        let mut rx = source.inbound(port);
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            loop {
+                let current = rx.borrow_and_update().clone();
+                let Some(this) = weak.upgrade() else { return };
+                if current.is_some() {
+                    this.current.store(current);
+                }
+                drop(this);
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        this
+    }
+
+    /// Without a source: `set` installs policies (tests, embedding).
+    pub fn new(port: u16, metrics: &Metrics) -> Self {
+        let c = |p, r| metrics.authz_denied(p, r);
+        Self {
+            port,
+            current: ArcSwapOption::empty(),
+            denied: [
+                [c("http", "unauthorized"), c("http", "unauthenticated")],
+                [c("tcp", "unauthorized"), c("tcp", "unauthenticated")],
+            ],
+        }
+    }
+
+    /// Installs a policy.
+    pub fn set(&self, policy: InboundPolicy) {
+        self.current.store(Some(Arc::new(policy)));
+    }
+
+    /// The verdict for `client` (`None`: plaintext); `None` before the
+    /// first policy.
+    #[inline]
+    pub fn verdict(&self, client: Option<&SpiffeId>) -> Option<Verdict> {
+        self.current.load().as_ref().map(|p| p.authorize(client))
+    }
+
+    /// Counts a refusal, and logs it when `log` (once per connection).
+    pub fn refused(&self, traffic: Traffic, verdict: Verdict, client: Option<&SpiffeId>, peer: SocketAddr, log: bool) {
+        let reason = match verdict {
+            Verdict::Allow => return,
+            Verdict::Unauthorized => 0,
+            Verdict::Unauthenticated => 1,
+        };
+        self.denied[traffic as usize][reason].inc();
+        if log {
+            let who = client.map_or_else(|| "plaintext client".to_owned(), |id| id.to_string());
+            let what = match traffic {
+                Traffic::Http => "request(s) answered 403",
+                Traffic::Tcp => "connection closed",
+            };
+            warn!(
+                "denied inbound {} from {who} at {peer} to port {}: {}; {what}",
+                match traffic {
+                    Traffic::Http => "http",
+                    Traffic::Tcp => "tcp",
+                },
+                self.port,
+                verdict.as_label()
+            );
+        }
+    }
+
+    /// The 403 an unauthorized HTTP request gets.
+    pub fn forbidden(&self, verdict: Verdict, client: Option<&SpiffeId>) -> Response<ResponseBody> {
+        let who = client.map_or("a plaintext client", SpiffeId::as_str);
+        let reason = format!("{}: {who} may not reach port {} (authorization policy)", verdict.as_label(), self.port);
+        let mut resp = Response::new(ResponseBody::full(Bytes::from(format!("{reason}\n"))));
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+        if let Ok(v) = HeaderValue::from_str(&reason) {
+            resp.headers_mut().insert(PROXY_ERROR_HEADER.clone(), v);
+        }
+        resp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Authorization;
+
+    #[test]
+    fn verdicts_and_counters() {
+        let metrics = Metrics::new();
+        let a = Authz::new(8080, &metrics);
+        let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
+        assert_eq!(a.verdict(Some(&web)), None, "no policy yet");
+        a.set(InboundPolicy {
+            authorizations: vec![Authorization { identities: [web.to_string()].into(), ..Default::default() }],
+            default: "deny".into(),
+        });
+        assert_eq!(a.verdict(Some(&web)), Some(Verdict::Allow));
+        let other = SpiffeId::parse("spiffe://td/ns/a/sa/other").unwrap();
+        let v = a.verdict(Some(&other)).unwrap();
+        assert_eq!(v, Verdict::Unauthorized);
+        a.refused(Traffic::Http, v, Some(&other), "127.0.0.1:1".parse().unwrap(), true);
+        let resp = a.forbidden(v, Some(&other));
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.headers()[&PROXY_ERROR_HEADER].to_str().unwrap().contains("sa/other"));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"weft_inbound_authz_denied_total{protocol="http",reason="unauthorized"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! The discovered outbound path: authorities without a static `--route`
+//! are resolved through Destination and routed by their outbound policy.
+//!
+//! ```text
+//!  authority ─> Service (policy watch)  ── rule by precedence (404: none)
+//!                 │ request filters: headers, rewrite; redirect -> 3xx
+//!                 │ weighted backend pick (500: none usable)
+//!                 ▼
+//!               BackendSet (Destination watch) ── Balancer: P2C + peak EWMA,
+//!                 │                                failure accrual
+//!                 ▼ attempt (backend timeout) ──> retry? status/error,
+//!                   idempotent, body buffered, attempts left, budget
+//!                 ▼ response filters
+//! ```
+//!
+//! Services and backend sets are created on first use and kept; their
+//! watch tasks copy each update into lock-free cells (`ArcSwap`), so a
+//! request only loads pointers. Only a request for an authority seen for
+//! the first time waits, bounded, for the control plane's first answer.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::{
+    balance::{Balancer, PickError},
+    body::{RequestBody, RequestBodyError, ResponseBody},
+    config::Limits,
+    discovery::{DestinationSource, Endpoint, EndpointSet, PolicySource, ProtocolHint},
+    error::ProxyError,
+    identity::MeshTls,
+    metrics::DirectionMetrics,
+    policy::{
+        route::{apply_rewrite, redirect_location, Filter},
+        OutboundPolicy,
+    },
+    retry::{is_idempotent, MAX_RETRY_BODY_BYTES},
+    upstream::{MeshedPeer, Upstream},
+};
+
+/// How long a request for a never-seen authority waits for the control
+/// plane's first answer (then: 503 for endpoints, the default route for policy).
+pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// Makes the connections of a discovered endpoint.
+#[derive(Debug, Clone)]
+struct Connect {
+    mesh: Option<Arc<MeshTls>>,
+    metrics: DirectionMetrics,
+}
+
+impl Connect {
+    fn upstream(&self, authority: &str, ep: &Endpoint) -> Option<Arc<Upstream>> {
+        match (&ep.identity, ep.hint, &self.mesh) {
+            (Some(id), ProtocolHint::H2 | ProtocolHint::Opaque, Some(mesh)) => {
+                match MeshedPeer::new(mesh, id.clone(), self.metrics.clone()) {
+                    Ok(peer) => Some(Upstream::meshed(ep.addr, peer)),
+                    Err(e) => {
+                        warn!("{authority}: endpoint {} ({id}) left out: {e}", ep.addr);
+                        None
+                    }
+                }
+            }
+            (Some(id), _, None) => {
+                debug!("{authority}: endpoint {} is meshed ({id}) but this proxy has no identity; plaintext", ep.addr);
+                Some(Upstream::new(ep.addr))
+            }
+            _ => Some(Upstream::new(ep.addr)),
+        }
+    }
+}
+
+/// What Destination said about an authority, in a lock-free cell.
+#[derive(Debug)]
+struct BackendSet {
+    authority: Arc<str>,
+    balancer: Balancer,
+    /// `None` until the first answer; then whether the Service exists.
+    exists: ArcSwapOption<bool>,
+    first: tokio::sync::watch::Receiver<Option<Arc<EndpointSet>>>,
+    deadline: Instant,
+    connect: Connect,
+}
+
+impl BackendSet {
+    /// Applies one resolution. An unknown `ip:port` authority is forwarded
+    /// to itself, as it would be without a control plane.
+    fn apply(&self, set: &EndpointSet, connect: &Connect) {
+        let own = (!set.exists && set.endpoints.is_empty())
+            .then(|| self.authority.parse::<SocketAddr>().ok())
+            .flatten();
+        match own {
+            Some(addr) => self.balancer.update(&[Endpoint::plain(addr)], |e| connect.upstream(&self.authority, e)),
+            None => self.balancer.update(&set.endpoints, |e| connect.upstream(&self.authority, e)),
+        }
+        self.exists.store(Some(Arc::new(set.exists || own.is_some())));
+        debug!(authority = %self.authority, endpoints = set.endpoints.len(), exists = set.exists, "endpoints updated");
+    }
+
+    async fn pick(&self, avoid: Option<SocketAddr>) -> Result<crate::balance::Pick, ProxyError> {
+        if self.exists.load().is_none() {
+            // Requests wait for the control plane's first answer until
+            // FIRST_ANSWER_WAIT after the authority was first seen; later
+            // ones fail fast until it answers.
+            let mut rx = self.first.clone();
+            let _ = tokio::time::timeout_at(self.deadline, rx.wait_for(Option::is_some)).await;
+            // The watch task may be a step behind the channel: apply here
+            // (applying the same set twice keeps the same endpoints).
+            if self.exists.load().is_none() {
+                let current = rx.borrow().clone();
+                if let Some(set) = current {
+                    self.apply(&set, &self.connect);
+                }
+            }
+        }
+        match self.balancer.pick(avoid) {
+            Ok(p) => Ok(p),
+            Err(PickError::AllEjected { endpoints }) => {
+                Err(ProxyError::Unavailable { authority: self.authority.to_string(), endpoints })
+            }
+            Err(PickError::NoEndpoints) => Err(match self.exists.load().as_deref() {
+                None => ProxyError::NoEndpoints {
+                    authority: self.authority.to_string(),
+                    why: "; the control plane has not answered yet",
+                },
+                Some(true) => ProxyError::NoEndpoints { authority: self.authority.to_string(), why: "" },
+                Some(false) => ProxyError::NoRoute { authority: self.authority.to_string() },
+            }),
+        }
+    }
+}
+
+/// One target authority's outbound policy.
+#[derive(Debug)]
+struct Service {
+    authority: Arc<str>,
+    current: ArcSwapOption<OutboundPolicy>,
+    default: Arc<OutboundPolicy>,
+    deadline: Instant,
+    first: Option<tokio::sync::watch::Receiver<Option<Arc<OutboundPolicy>>>>,
+}
+
+impl Service {
+    async fn policy(&self) -> Arc<OutboundPolicy> {
+        if let Some(p) = self.current.load_full() {
+            return p;
+        }
+        let Some(rx) = &self.first else { return Arc::clone(&self.default) };
+        let mut rx = rx.clone();
+        let _ = tokio::time::timeout_at(self.deadline, rx.wait_for(Option::is_some)).await;
+        let got = rx.borrow().clone();
+        match got {
+            Some(p) => p,
+            None => {
+                // No answer: the default route until one comes (the watch
+                // task replaces it), and no more waiting.
+                self.current.compare_and_swap(&None::<Arc<OutboundPolicy>>, Some(Arc::clone(&self.default)));
+                Arc::clone(&self.default)
+            }
+        }
+    }
+}
+
+/// Resolves, routes, balances and retries requests to discovered authorities.
+pub struct Outbound {
+    destination: Arc<dyn DestinationSource>,
+    policy: Option<Arc<dyn PolicySource>>,
+    services: ArcSwap<HashMap<Arc<str>, Arc<Service>>>,
+    backends: ArcSwap<HashMap<Arc<str>, Arc<BackendSet>>>,
+    inserting: std::sync::Mutex<()>,
+    connect: Connect,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("services", &self.services.load().len())
+            .field("backends", &self.backends.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    /// The discovered path; `mesh` makes meshed endpoints mTLS peers.
+    pub fn new(
+        destination: Arc<dyn DestinationSource>,
+        policy: Option<Arc<dyn PolicySource>>,
+        mesh: Option<Arc<MeshTls>>,
+        metrics: DirectionMetrics,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            destination,
+            policy,
+            services: ArcSwap::from_pointee(HashMap::new()),
+            backends: ArcSwap::from_pointee(HashMap::new()),
+            inserting: std::sync::Mutex::new(()),
+            connect: Connect { mesh, metrics },
+            limits,
+        })
+    }
+
+    fn service(&self, key: &str) -> Arc<Service> {
+        if let Some(s) = self.services.load().get(key) {
+            return Arc::clone(s);
+        }
+        let _guard = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.services.load().get(key) {
+            return Arc::clone(s);
+        }
+        let key: Arc<str> = Arc::from(key);
+        let first = self.policy.as_ref().map(|p| p.outbound(&key));
+        let svc = Arc::new(Service {
+            authority: Arc::clone(&key),
+            current: ArcSwapOption::empty(),
+            default: Arc::new(OutboundPolicy::default_for(&key)),
+            deadline: Instant::now() + FIRST_ANSWER_WAIT,
+            first: first.clone(),
+        });
+        if let Some(mut rx) = first {
+            let weak = Arc::downgrade(&svc);
+            tokio::spawn(async move {
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    let Some(svc) = weak.upgrade() else { return };
+                    if current.is_some() {
+                        svc.current.store(current);
+                    }
+                    drop(svc);
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut next = HashMap::clone(&self.services.load());
+        next.insert(key, Arc::clone(&svc));
+        self.services.store(Arc::new(next));
+        svc
+    }
+
+    fn backend(&self, authority: &str) -> Arc<BackendSet> {
+        if let Some(b) = self.backends.load().get(authority) {
+            return Arc::clone(b);
+        }
+        let _guard = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = self.backends.load().get(authority) {
+            return Arc::clone(b);
+        }
+        let key: Arc<str> = Arc::from(authority);
+        let mut rx = self.destination.resolve(&key);
+        let set = Arc::new(BackendSet {
+            authority: Arc::clone(&key),
+            balancer: Balancer::new(),
+            exists: ArcSwapOption::empty(),
+            first: rx.clone(),
+            deadline: Instant::now() + FIRST_ANSWER_WAIT,
+            connect: self.connect.clone(),
+        });
+        let weak = Arc::downgrade(&set);
+        tokio::spawn(async move {
+            loop {
+                let current = rx.borrow_and_update().clone();
+                let Some(set) = weak.upgrade() else { return };
+                if let Some(eps) = current {
+                    set.apply(&eps, &set.connect);
+                }
+                drop(set);
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut next = HashMap::clone(&self.backends.load());
+        next.insert(key, Arc::clone(&set));
+        self.backends.store(Arc::new(next));
+        set
+    }
+
+    /// Forwards a request whose (static-route-less) authority is `authority`.
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        let svc = match crate::router::request_authority(&req) {
+            Some(authority) => self.service(&normalize(authority)),
+            None => return Err(ProxyError::NoRoute { authority: "<none>".to_owned() }),
+        };
+        let key: &str = &svc.authority;
+        let policy = svc.policy().await;
+        let table = match &policy.grpc_routes {
+            Some(grpc) if is_grpc(&req) => grpc,
+            _ => &policy.routes,
+        };
+        let Some((rule, matched)) = table.select(&req) else {
+            return Err(ProxyError::NoRouteMatch {
+                authority: key.to_owned(),
+                method: req.method().clone(),
+                path: req.uri().path().to_owned(),
+            });
+        };
+        let (mut parts, body) = req.into_parts();
+        let backend = rule.pick_backend();
+        let filters = rule.filters.iter().chain(backend.iter().flat_map(|b| b.filters.iter()));
+        for f in filters.clone() {
+            match f {
+                Filter::RequestHeaders(m) => m.apply(&mut parts.headers),
+                Filter::Rewrite(rw) => apply_rewrite(rw, &mut parts, matched),
+                Filter::Redirect(r) => {
+                    let probe = Request::from_parts(parts, ());
+                    let location = redirect_location(r, &probe, key, matched);
+                    return Ok(redirect(r.status, &location));
+                }
+                Filter::ResponseHeaders(_) => {}
+            }
+        }
+        let no_backend = |reason: String| ProxyError::NoBackend { authority: key.to_string(), rule: rule.name.clone(), reason };
+        let backend = backend.ok_or_else(|| no_backend("no backend with a weight above 0".to_owned()))?;
+        if let Some(why) = &backend.invalid {
+            return Err(no_backend(format!("backend {}: {why}", backend.authority)));
+        }
+        let set = self.backend(&backend.authority);
+        set.balancer.set_accrual(policy.accrual);
+
+        // Retried requests need their body again: only small, complete ones
+        // are kept (MAX_RETRY_BODY_BYTES); others go once.
+        let retry = rule.retry.as_ref().filter(|_| is_idempotent(&parts.method));
+        let (replay, mut body) = match retry {
+            Some(_) if body.size_hint().upper().is_some_and(|n| n <= MAX_RETRY_BODY_BYTES) => {
+                let bytes = body.collect().await.map_err(|e| match e {
+                    RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+                    other => ProxyError::RequestBody(other.to_string()),
+                })?;
+                (Some(bytes.to_bytes()), None)
+            }
+            _ => (None, Some(body)),
+        };
+        let retry = retry.filter(|_| replay.is_some());
+        if let Some(r) = retry {
+            r.budget.deposit();
+        }
+
+        let deadline = rule.timeouts.request.map(|d| Instant::now() + d);
+        let per_attempt = rule.timeouts.backend_request.unwrap_or(self.limits.request_timeout);
+        let mut retries = 0u32;
+        let mut last: Option<SocketAddr> = None;
+        let mut resp = loop {
+            // A retry goes elsewhere when there is anywhere else to go.
+            let pick = set.pick(last).await?;
+            let upstream = Arc::clone(pick.handle().upstream());
+            let attempt_body = match &replay {
+                Some(bytes) => RequestBody::buffered(Bytes::clone(bytes)),
+                None => body.take().expect("a streamed body is sent once"),
+            };
+            let req = attempt_request(&parts, attempt_body);
+            let limit = match deadline {
+                Some(d) => per_attempt.min(d.saturating_duration_since(Instant::now())),
+                None => per_attempt,
+            };
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(limit, upstream.send(req)).await;
+            let rtt = started.elapsed();
+            let (result, retryable) = match outcome {
+                Ok(Ok(resp)) => {
+                    let failed = resp.status().is_server_error();
+                    let ejected = set.balancer.finish(pick, Some(rtt), !failed);
+                    log_ejection(&set.authority, upstream.addr(), ejected);
+                    let again = retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
+                    (Ok(resp), again)
+                }
+                Ok(Err(e)) => {
+                    // The client's own body errors say nothing about the endpoint.
+                    let endpoint_failed = !matches!(e, ProxyError::BodyTooLarge { .. } | ProxyError::Upgrade(_));
+                    if endpoint_failed {
+                        let ejected = set.balancer.finish(pick, None, false);
+                        log_ejection(&set.authority, upstream.addr(), ejected);
+                    }
+                    (Err(e), endpoint_failed)
+                }
+                Err(_) => {
+                    let ejected = set.balancer.finish(pick, None, false);
+                    log_ejection(&set.authority, upstream.addr(), ejected);
+                    (Err(ProxyError::Timeout { addr: upstream.addr(), after: limit }), true)
+                }
+            };
+            let again = match retry {
+                Some(r) if retryable && retries < r.max_retries => {
+                    let time_left = deadline.is_none_or(|d| Instant::now() + r.backoff < d);
+                    time_left && r.budget.try_withdraw()
+                }
+                _ => false,
+            };
+            if !again {
+                break result?;
+            }
+            retries += 1;
+            last = Some(upstream.addr());
+            debug!(authority = %key, retries, "retrying");
+            if let Some(r) = retry {
+                if !r.backoff.is_zero() {
+                    tokio::time::sleep(r.backoff).await;
+                }
+            }
+        };
+        for f in filters {
+            if let Filter::ResponseHeaders(m) = f {
+                m.apply(resp.headers_mut());
+            }
+        }
+        Ok(resp)
+    }
+}
+
+fn log_ejection(authority: &str, addr: SocketAddr, ejected: Option<Duration>) {
+    if let Some(backoff) = ejected {
+        warn!(
+            "endpoint {addr} of {authority} taken out of rotation for {} after consecutive failures",
+            humantime::format_duration(Duration::from_millis(backoff.as_millis() as u64))
+        );
+    }
+}
+
+/// A fresh request head for one attempt (extensions are not carried: the
+/// upstream never reads them).
+fn attempt_request(parts: &http::request::Parts, body: RequestBody) -> Request<RequestBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The Destination key of an authority: lower-case `host:port` (port 80
+/// when the request named none), without userinfo. Borrowed when already so.
+pub fn normalize(authority: &str) -> Cow<'_, str> {
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+        }
+        None => false,
+    };
+    let lower = !authority.bytes().any(|b| b.is_ascii_uppercase());
+    match (has_port, lower) {
+        (true, true) => Cow::Borrowed(authority),
+        (true, false) => Cow::Owned(authority.to_ascii_lowercase()),
+        (false, _) => Cow::Owned(format!("{}:80", authority.to_ascii_lowercase())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

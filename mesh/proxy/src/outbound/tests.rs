@@ -1,0 +1,213 @@
+//! The discovered path against real in-process servers on 127.0.0.1, with
+//! endpoints and policy from the in-memory source.
+
+use std::{
+    convert::Infallible,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+
+use super::*;
+use crate::{
+    discovery::memory::MemorySource,
+    metrics::{Direction, Metrics},
+    policy::route::{Backend, PathMatch, Redirect, RouteMatch, RouteTable, Rule},
+    retry::{BudgetConfig, RetryPolicy},
+};
+
+/// A server answering `status` (or 200) and counting requests.
+struct Server {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    fail: Arc<std::sync::atomic::AtomicU16>,
+}
+
+async fn server() -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let fail = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let (h, f) = (hits.clone(), fail.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (h, f) = (h.clone(), f.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let code = match f.load(Ordering::SeqCst) {
+                        0 => 200,
+                        c => c,
+                    };
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    Server { addr, hits, fail }
+}
+
+fn outbound(src: &Arc<MemorySource>) -> Arc<Outbound> {
+    let metrics = Metrics::new();
+    Outbound::new(
+        src.clone(),
+        Some(src.clone()),
+        None,
+        metrics.direction(Direction::Outbound).clone(),
+        Limits::default(),
+    )
+}
+
+fn set(addrs: &[SocketAddr]) -> EndpointSet {
+    EndpointSet { exists: true, endpoints: addrs.iter().map(|a| Endpoint::plain(*a)).collect() }
+}
+
+async fn get(o: &Outbound, host: &str, path: &str) -> Result<Response<ResponseBody>, ProxyError> {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(RequestBody::buffered(Bytes::new()))
+        .unwrap();
+    o.send(req).await
+}
+
+fn policy(rules: Vec<Rule>) -> OutboundPolicy {
+    OutboundPolicy { routes: RouteTable::new(rules), grpc_routes: None, accrual: Default::default() }
+}
+
+#[tokio::test]
+async fn weighted_split_redirect_and_no_match() {
+    let (a, b) = (server().await, server().await);
+    let src = MemorySource::new();
+    src.set_endpoints("a:80", set(&[a.addr]));
+    src.set_endpoints("b:80", set(&[b.addr]));
+    src.set_outbound(
+        "web:80",
+        policy(vec![
+            Rule {
+                matches: vec![RouteMatch { path: Some(PathMatch::Prefix("/api".into())), ..Default::default() }],
+                backends: vec![
+                    Backend { authority: "a:80".into(), weight: 90, ..Default::default() },
+                    Backend { authority: "b:80".into(), weight: 10, ..Default::default() },
+                ],
+                ..Rule::default()
+            },
+            Rule {
+                matches: vec![RouteMatch { path: Some(PathMatch::Exact("/old".into())), ..Default::default() }],
+                filters: vec![Filter::Redirect(Redirect {
+                    scheme: None,
+                    hostname: Some("new".into()),
+                    path: None,
+                    port: None,
+                    status: StatusCode::MOVED_PERMANENTLY,
+                })],
+                ..Rule::default()
+            },
+        ]),
+    );
+    let o = outbound(&src);
+    for _ in 0..1000 {
+        assert_eq!(get(&o, "web", "/api/x").await.unwrap().status(), StatusCode::OK);
+    }
+    let share = a.hits.load(Ordering::SeqCst) as f64 / 1000.0;
+    assert!((0.85..=0.95).contains(&share), "{share}");
+    let r = get(&o, "web", "/old").await.unwrap();
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()[header::LOCATION], "http://new/old");
+    let e = get(&o, "web", "/elsewhere").await.unwrap_err();
+    assert_eq!(e.status(), StatusCode::NOT_FOUND);
+}
+
+fn retry_policy(ratio: f32, min_per_sec: u32, consecutive_failures: u32) -> OutboundPolicy {
+    let retry = Arc::new(RetryPolicy::new(
+        3,
+        vec![(503, 503)],
+        BudgetConfig { ratio, min_per_sec, ttl: Duration::from_secs(10) },
+    ));
+    OutboundPolicy {
+        accrual: crate::policy::AccrualConfig { consecutive_failures, ..Default::default() },
+        ..policy(vec![Rule {
+            backends: vec![Backend { authority: "svc:80".into(), weight: 1, ..Default::default() }],
+            retry: Some(retry),
+            ..Rule::default()
+        }])
+    }
+}
+
+#[tokio::test]
+async fn retries_recover_a_flaky_backend() {
+    let (good, bad) = (server().await, server().await);
+    bad.fail.store(503, Ordering::SeqCst);
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[good.addr, bad.addr]));
+    // Accrual off: every failure must be saved by a retry alone.
+    src.set_outbound("svc:80", retry_policy(0.5, 10, 0));
+    let o = outbound(&src);
+    for _ in 0..100 {
+        assert_eq!(get(&o, "svc:80", "/").await.unwrap().status(), StatusCode::OK);
+    }
+    assert!(bad.hits.load(Ordering::SeqCst) > 0, "the flaky endpoint was tried");
+}
+
+#[tokio::test]
+async fn retries_stay_within_the_budget() {
+    let (a, b) = (server().await, server().await);
+    a.fail.store(503, Ordering::SeqCst);
+    b.fail.store(503, Ordering::SeqCst);
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[a.addr, b.addr]));
+    src.set_outbound("svc:80", retry_policy(0.2, 1, 0));
+    let o = outbound(&src);
+    let n = 300;
+    for _ in 0..n {
+        assert_eq!(get(&o, "svc:80", "/").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let sent = a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst);
+    // 20 % of the requests plus the floor (1/s over the 10 s window).
+    assert!(sent <= n + n / 5 + 10, "{sent} requests reached the backends for {n}");
+    assert!(sent >= n + n / 5, "the budget was used: {sent}");
+}
+
+#[tokio::test]
+async fn removed_endpoints_get_nothing_and_unknown_authorities_fail() {
+    let (a, b) = (server().await, server().await);
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[a.addr, b.addr]));
+    let o = outbound(&src);
+    for _ in 0..20 {
+        get(&o, "svc", "/").await.unwrap();
+    }
+    src.set_endpoints("svc:80", set(&[b.addr]));
+    tokio::task::yield_now().await;
+    let before = a.hits.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        get(&o, "svc", "/").await.unwrap();
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), before);
+
+    src.set_endpoints("gone:80", EndpointSet { exists: false, endpoints: vec![] });
+    assert_eq!(get(&o, "gone", "/").await.unwrap_err().status(), StatusCode::BAD_GATEWAY);
+    src.set_endpoints("empty:80", EndpointSet { exists: true, endpoints: vec![] });
+    assert_eq!(get(&o, "empty", "/").await.unwrap_err().status(), StatusCode::SERVICE_UNAVAILABLE);
+    // An unknown ip:port goes to itself.
+    let direct = a.addr.to_string();
+    src.set_endpoints(&direct, EndpointSet { exists: false, endpoints: vec![] });
+    assert_eq!(get(&o, &direct, "/").await.unwrap().status(), StatusCode::OK);
+}
+
+#[test]
+fn authorities_are_normalized() {
+    assert_eq!(normalize("web.ns:80"), "web.ns:80");
+    assert!(matches!(normalize("web.ns:80"), Cow::Borrowed(_)));
+    assert_eq!(normalize("Web.NS"), "web.ns:80");
+    assert_eq!(normalize("u@web:8080"), "web:8080");
+    assert_eq!(normalize("[::1]:81"), "[::1]:81");
+    assert_eq!(normalize("[::1]"), "[::1]:80");
+}

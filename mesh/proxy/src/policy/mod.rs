@@ -1,0 +1,183 @@
+//! Policy in the proxy's own terms, independent of how it was delivered
+//! (gRPC from mesh-control, or an in-memory source in tests).
+//!
+//! ```text
+//!  OutboundPolicy (per target authority)     InboundPolicy (per inbound port)
+//!   ├ RouteTable: rules by precedence          ├ default: allow | deny
+//!   │   matches, filters, weighted backends,   ├ authorizations: identities,
+//!   │   timeouts, retries (+ budget)           │   namespaces, any meshed
+//!   └ failure accrual parameters               └ unauthenticated (plaintext) allowed?
+//! ```
+
+pub mod route;
+
+use std::{collections::HashSet, time::Duration};
+
+use mesh_identity::SpiffeId;
+
+pub use self::route::RouteTable;
+
+/// When an endpoint is taken out of balancing, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccrualConfig {
+    /// Consecutive failures (connect errors, upstream errors, timeouts, 5xx)
+    /// that take an endpoint out.
+    pub consecutive_failures: u32,
+    /// First time out; doubles per failed probe.
+    pub min_backoff: Duration,
+    /// Longest time out.
+    pub max_backoff: Duration,
+    /// Random extra added to each backoff, as a fraction of it.
+    pub jitter: f64,
+}
+
+impl AccrualConfig {
+    /// `consecutive_failures: 0` turns accrual off.
+    pub fn enabled(&self) -> bool {
+        self.consecutive_failures > 0
+    }
+}
+
+impl Default for AccrualConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 7,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            jitter: 0.25,
+        }
+    }
+}
+
+/// What an outbound target's policy says.
+#[derive(Debug, Clone)]
+pub struct OutboundPolicy {
+    /// Its HTTP routes (a single default rule to the target itself when it
+    /// has none).
+    pub routes: RouteTable,
+    /// Its gRPC routes, when it has any: they govern gRPC requests
+    /// (`content-type: application/grpc*`), `routes` the rest.
+    pub grpc_routes: Option<RouteTable>,
+    /// Failure accrual for the target's endpoints.
+    pub accrual: AccrualConfig,
+}
+
+impl OutboundPolicy {
+    /// Everything to `authority`'s own endpoints, default accrual.
+    pub fn default_for(authority: &str) -> Self {
+        Self { routes: RouteTable::default_for(authority), grpc_routes: None, accrual: AccrualConfig::default() }
+    }
+}
+
+/// Whether a client is let in, and why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed.
+    Allow,
+    /// A meshed client that no authorization names.
+    Unauthorized,
+    /// A plaintext (unauthenticated) client that no authorization allows.
+    Unauthenticated,
+}
+
+impl Verdict {
+    /// The `reason` metric label (and log words).
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Unauthorized => "unauthorized",
+            Verdict::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+/// Clients one authorization (an AuthorizationPolicy, or the default) allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authorization {
+    /// Exact SPIFFE IDs.
+    pub identities: HashSet<String>,
+    /// Namespaces of client identities (`spiffe://td/ns/<ns>/sa/...`).
+    pub namespaces: HashSet<String>,
+    /// Every meshed client.
+    pub any_meshed: bool,
+    /// Plaintext (unauthenticated) clients.
+    pub allow_plaintext: bool,
+    /// `kind namespace/name` of where it came from, for logs.
+    pub name: String,
+}
+
+impl Authorization {
+    fn allows(&self, client: Option<&SpiffeId>) -> bool {
+        match client {
+            None => self.allow_plaintext,
+            Some(id) => {
+                self.any_meshed
+                    || self.identities.contains(id.as_str())
+                    || id.namespace_and_service_account().is_some_and(|(ns, _)| self.namespaces.contains(ns))
+            }
+        }
+    }
+}
+
+/// Who may reach one inbound port: a client is allowed if and only if at
+/// least one authorization matches it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundPolicy {
+    /// The allowing authorizations; empty denies everyone.
+    pub authorizations: Vec<Authorization>,
+    /// The default in force (`allow`, `all-authenticated`, `deny`), for logs.
+    pub default: String,
+}
+
+impl InboundPolicy {
+    /// Judges a client: `None` is a plaintext one.
+    pub fn authorize(&self, client: Option<&SpiffeId>) -> Verdict {
+        if self.authorizations.iter().any(|a| a.allows(client)) {
+            Verdict::Allow
+        } else if client.is_some() {
+            Verdict::Unauthorized
+        } else {
+            Verdict::Unauthenticated
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn inbound_authorization() {
+        let named = InboundPolicy {
+            authorizations: vec![Authorization {
+                identities: ["spiffe://td/ns/a/sa/web".to_owned()].into(),
+                namespaces: ["ops".to_owned()].into(),
+                ..Authorization::default()
+            }],
+            default: "deny".into(),
+        };
+        assert_eq!(named.authorize(Some(&id("spiffe://td/ns/a/sa/web"))), Verdict::Allow);
+        assert_eq!(named.authorize(Some(&id("spiffe://td/ns/ops/sa/anything"))), Verdict::Allow);
+        assert_eq!(named.authorize(Some(&id("spiffe://td/ns/a/sa/other"))), Verdict::Unauthorized);
+        assert_eq!(named.authorize(None), Verdict::Unauthenticated);
+
+        let all = InboundPolicy {
+            authorizations: vec![Authorization { any_meshed: true, allow_plaintext: true, ..Default::default() }],
+            default: "allow".into(),
+        };
+        assert_eq!(all.authorize(Some(&id("spiffe://td/ns/a/sa/other"))), Verdict::Allow);
+        assert_eq!(all.authorize(None), Verdict::Allow);
+
+        let meshed = InboundPolicy {
+            authorizations: vec![Authorization { any_meshed: true, ..Default::default() }],
+            default: "all-authenticated".into(),
+        };
+        assert_eq!(meshed.authorize(Some(&id("spiffe://td/ns/x/sa/y"))), Verdict::Allow);
+        assert_eq!(meshed.authorize(None), Verdict::Unauthenticated);
+        assert_eq!(InboundPolicy::default().authorize(Some(&id("spiffe://td/ns/x/sa/y"))), Verdict::Unauthorized);
+    }
+}
