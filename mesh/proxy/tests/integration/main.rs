@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod discovery;
+mod discovery_support;
 mod forwarding;
 mod lifecycle;
 mod limits;

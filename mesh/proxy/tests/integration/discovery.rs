@@ -1,0 +1,231 @@
+//! Discovery through the real binary: `--destination` / `--policy` pointed
+//! at an in-test gRPC control plane; balancing, traffic split, retries and
+//! their budget, endpoint churn, a control-plane outage, and inbound
+//! authorization between meshed proxies.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use mesh_api::policy::v1 as pol;
+
+use crate::{common::*, discovery_support::*, mesh_support::*};
+
+async fn proxy_with(ctl: &FakeControl, extra: &[&str]) -> Proxy {
+    let mut a = args(&["--destination", &ctl.addr().to_string(), "--policy", &ctl.addr().to_string()]);
+    a.extend(args(extra));
+    start_proxy(&a).await
+}
+
+/// Sends `n` GETs for `host` over `conns` keep-alive connections; returns
+/// the statuses in order of completion.
+async fn load(proxy: &Proxy, host: &str, n: usize, conns: usize) -> Vec<StatusCode> {
+    let per = n.div_ceil(conns);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (addr, host) = (proxy.outbound, host.to_owned());
+        let count = per.min(n - (c * per).min(n));
+        tasks.push(tokio::spawn(async move {
+            let mut conn = H1::connect(addr).await.unwrap();
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                out.push(conn.send(get("/", &host)).await.unwrap().status());
+            }
+            out
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(within("load finishes", t).await.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn p2c_sends_most_requests_to_the_fast_replicas() {
+    let ctl = FakeControl::start().await;
+    let fast1 = Replica::start(Duration::ZERO).await;
+    let fast2 = Replica::start(Duration::ZERO).await;
+    let slow = Replica::start(Duration::from_millis(50)).await;
+    ctl.state.set_endpoints("web.test:80", &[fast1.addr, fast2.addr, slow.addr]);
+    let proxy = proxy_with(&ctl, &[]).await;
+    let statuses = load(&proxy, "web.test", 600, 4).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    let (f1, f2, s) = (fast1.hits(), fast2.hits(), slow.hits());
+    let fast_share = (f1 + f2) as f64 / (f1 + f2 + s) as f64;
+    assert!(fast_share >= 0.8, "fast {f1}+{f2}, slow {s}: {fast_share:.3}");
+    assert!(f1 > 50 && f2 > 50, "both fast replicas used: {f1} {f2}");
+}
+
+#[tokio::test]
+async fn weighted_split_90_10_stays_within_3_percent() {
+    let ctl = FakeControl::start().await;
+    let (a, b) = (Replica::start(Duration::ZERO).await, Replica::start(Duration::ZERO).await);
+    ctl.state.set_endpoints("a.test:80", &[a.addr]);
+    ctl.state.set_endpoints("b.test:80", &[b.addr]);
+    ctl.state.set_outbound(
+        "web.test:80",
+        one_rule(pol::HttpRule { backends: vec![backend("a.test:80", 90), backend("b.test:80", 10)], ..Default::default() }, 7),
+    );
+    let proxy = proxy_with(&ctl, &[]).await;
+    let n = 5000;
+    let statuses = load(&proxy, "web.test", n, 4).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    let share = a.hits() as f64 / n as f64;
+    assert!((0.87..=0.93).contains(&share), "a got {} of {n} ({share:.3}), b {}", a.hits(), b.hits());
+    assert_eq!(a.hits() + b.hits(), n);
+}
+
+fn retry_rule(ratio: f64, min_per_sec: u32, ttl_ms: u64) -> pol::HttpRule {
+    pol::HttpRule {
+        retry: Some(pol::Retry {
+            http_statuses: vec![pol::StatusRange { start: 503, end: 503 }],
+            max_retries: 3,
+            budget: Some(pol::RetryBudget { retry_ratio: ratio, min_retries_per_second: min_per_sec, ttl_ms }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn retries_recover_a_flaky_backend_and_respect_the_budget() {
+    let ctl = FakeControl::start().await;
+    let good = Replica::start(Duration::ZERO).await;
+    let flaky = Replica::start(Duration::ZERO).await;
+    flaky.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    ctl.state.set_endpoints("web.test:80", &[good.addr, flaky.addr]);
+    // Accrual off: only retries can hide the flaky replica.
+    ctl.state.set_outbound("web.test:80", one_rule(retry_rule(0.5, 10, 10_000), 0));
+    let down = Replica::start(Duration::ZERO).await;
+    down.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    ctl.state.set_endpoints("down.test:80", &[down.addr]);
+    let (ratio, floor, ttl) = (0.2, 2u32, Duration::from_secs(1));
+    ctl.state.set_outbound("down.test:80", one_rule(retry_rule(ratio, floor, ttl.as_millis() as u64), 0));
+    let proxy = proxy_with(&ctl, &[]).await;
+
+    let statuses = load(&proxy, "web.test", 300, 2).await;
+    let failed = statuses.iter().filter(|s| **s != StatusCode::OK).count();
+    assert_eq!(failed, 0, "retries hide the flaky replica");
+    assert!(flaky.hits() > 0, "the flaky replica was tried");
+
+    // A backend failing every request: retries stay within the budget.
+    let n = 1000;
+    let started = Instant::now();
+    let statuses = load(&proxy, "down.test", n, 2).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert!(statuses.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+    let bound = n as f64 * (1.0 + ratio) + f64::from(floor) * (secs + ttl.as_secs_f64());
+    let hits = down.hits();
+    assert!(hits as f64 <= bound, "{hits} requests reached the backend for {n} (bound {bound:.0})");
+    assert!(hits > n, "some retries were made: {hits}");
+}
+
+#[tokio::test]
+async fn endpoint_changes_apply_within_a_second() {
+    let ctl = FakeControl::start().await;
+    let (a, b, c) = (
+        Replica::start(Duration::ZERO).await,
+        Replica::start(Duration::ZERO).await,
+        Replica::start(Duration::ZERO).await,
+    );
+    ctl.state.set_endpoints("web.test:80", &[a.addr, b.addr]);
+    let proxy = proxy_with(&ctl, &[]).await;
+    let mut conn = H1::connect(proxy.outbound).await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
+    }
+    assert!(a.hits() > 0 && b.hits() > 0);
+
+    // Remove a, add c.
+    ctl.state.set_endpoints("web.test:80", &[b.addr, c.addr]);
+    let changed = Instant::now();
+    let mut a_after_1s = None;
+    let deadline = changed + patience();
+    while c.hits() == 0 || changed.elapsed() < Duration::from_millis(1500) {
+        assert!(Instant::now() < deadline, "c never received a request");
+        assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
+        if a_after_1s.is_none() && changed.elapsed() >= Duration::from_secs(1) {
+            a_after_1s = Some(a.hits());
+        }
+    }
+    assert_eq!(Some(a.hits()), a_after_1s, "the removed endpoint got requests more than 1 s after the change");
+    assert!(c.hits() > 0);
+}
+
+#[tokio::test]
+async fn control_plane_outage_never_fails_requests() {
+    let ctl = FakeControl::start().await;
+    let (a, b) = (Replica::start(Duration::ZERO).await, Replica::start(Duration::ZERO).await);
+    ctl.state.set_endpoints("web.test:80", &[a.addr, b.addr]);
+    ctl.state.set_outbound("web.test:80", one_rule(pol::HttpRule::default(), 7));
+    let proxy = proxy_with(&ctl, &[]).await;
+    let mut conn = H1::connect(proxy.outbound).await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
+    }
+    let runner = {
+        let addr = proxy.outbound;
+        tokio::spawn(async move {
+            let mut conn = H1::connect(addr).await.unwrap();
+            let mut failures = 0;
+            let until = Instant::now() + Duration::from_secs(3);
+            let mut sent = 0;
+            while Instant::now() < until && sent < 20_000 {
+                if !conn.send(get("/", "web.test")).await.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    failures += 1;
+                }
+                sent += 1;
+            }
+            (sent, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await; // let traffic flow before the outage
+    ctl.kill();
+    let (sent, failures) = within("traffic during the outage", runner).await.unwrap();
+    assert_eq!(failures, 0, "{failures} of {sent} requests failed during the outage");
+    assert!(sent > 100, "traffic flowed: {sent}");
+    // The proxy keeps serving from the last state afterwards, too.
+    assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn authorization_policy_allows_one_identity_and_refuses_another() {
+    let (alice, mallory, server_id) = (sa("alice"), sa("mallory"), sa("server"));
+    let m = MeshDir::new(&[&alice, &mallory, &server_id]);
+    let cp = m.control("127.0.0.1:0", "1h").await;
+    let ctl = FakeControl::start().await;
+    ctl.state.set_inbound(
+        &server_id,
+        pol::InboundPolicy {
+            default_policy: pol::DefaultPolicy::Deny as i32,
+            explicit: true,
+            authorizations: vec![pol::Authorization { identities: vec![alice.clone()], ..Default::default() }],
+            ..Default::default()
+        },
+    );
+    let app = start_app().await;
+    let server = m
+        .proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string(), "--policy", &ctl.addr().to_string()]))
+        .await;
+    let route = format!("web.test={}@{server_id}", server.inbound.unwrap());
+    let a = m.proxy("alice", &alice, cp.addr, &args(&["--route", &route])).await;
+    let b = m.proxy("mallory", &mallory, cp.addr, &args(&["--route", &route])).await;
+    for p in [&server, &a, &b] {
+        ready(p).await;
+    }
+    eventually("alice allowed", || async {
+        let r = send_h1(a.outbound, get("/", "web.test")).await.ok()?;
+        (r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let r = send_h1(b.outbound, get("/", "web.test")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let why = proxy_error(&r).unwrap();
+    assert!(why.contains("unauthorized") && why.contains("sa/mallory"), "{why}");
+    let metrics = server.metrics().await;
+    let denied = metric(&metrics, r#"weft_inbound_authz_denied_total{protocol="http",reason="unauthorized"}"#);
+    assert!(denied >= Some(1.0), "{metrics}");
+    let log = server.stderr();
+    assert!(log.contains("denied inbound http from spiffe://cluster.local/ns/default/sa/mallory"), "{log}");
+    cp.stop().await;
+}
