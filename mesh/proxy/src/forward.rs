@@ -15,9 +15,11 @@
 //!                   (meshed: mTLS + HTTP/2 to the peer proxy)
 //! ```
 //!
-//! Each concern lives in its own module; this file only orders them. Later
-//! layers (discovery, balancing, mTLS, retries) slot in between router and
-//! upstream.
+//! Each concern lives in its own module; this file only orders them. An
+//! outbound authority without a static route goes, after the same header
+//! and body handling, to the discovered path (`outbound`: routes, weighted
+//! backends, P2C balancing, retries, per-route timeouts) instead of the
+//! single static upstream.
 
 use std::{sync::Arc, time::Instant};
 

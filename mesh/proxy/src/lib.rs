@@ -21,7 +21,12 @@
 //! (certificate, TLS configs), [`inbound`] + [`detect`] (protocol detection,
 //! mTLS termination, plaintext policy), [`orig_proto`] (HTTP/1 over the
 //! proxies' HTTP/2), [`tcp`] (opaque TCP) and [`refusal`] (why a handshake
-//! failed, in words).
+//! failed, in words). Discovery: [`discovery`] (Destination / Policy
+//! sources behind watch-style traits: gRPC, in-memory), [`outbound`] (the
+//! discovered path: routes, weighted backends, retries), [`policy`] (routes
+//! and authorizations in the proxy's terms), [`balance`] (P2C over peak
+//! EWMA), [`accrual`] (failure accrual), [`retry`] (retry budget) and
+//! [`authz`] (inbound authorization).
 //!
 //! Entry points: [`run`] serves until SIGTERM/SIGINT; [`serve`] takes any
 //! shutdown future, for embedding and tests.
@@ -252,6 +257,9 @@ async fn serve_until(
     Ok(())
 }
 
+/// The discovered outbound path and the inbound authorization, when configured.
+type Discovered = (Option<Arc<Outbound>>, Option<Arc<Authz>>);
+
 /// The discovered outbound path (`--destination`, with `--policy` routes)
 /// and the inbound authorization (`--policy` and `--app`).
 fn discovery_sources(
@@ -259,7 +267,7 @@ fn discovery_sources(
     mesh: Option<&Arc<MeshTls>>,
     metrics: &Metrics,
     outbound_metrics: &metrics::DirectionMetrics,
-) -> Result<(Option<Arc<Outbound>>, Option<Arc<Authz>>), RunError> {
+) -> Result<Discovered, RunError> {
     use discovery::grpc::{GrpcDestination, GrpcPolicy, Workload};
     let context = mesh.map_or_else(String::new, |m| format!("{{\"identity\":\"{}\"}}", m.identity()));
     let workload = match (mesh, config.inbound_listen.ip()) {

@@ -329,7 +329,7 @@ impl RouteTable {
         let default = RouteMatch::default();
         let key = |&(r, m): &(usize, Option<usize>)| m.map_or(&default, |m| &rules[r].matches[m]).precedence();
         // Stable: equal precedence keeps the configured order.
-        order.sort_by(|a, b| key(b).cmp(&key(a)));
+        order.sort_by_key(|e| std::cmp::Reverse(key(e)));
         Self { rules, order }
     }
 
