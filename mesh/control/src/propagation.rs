@@ -176,7 +176,8 @@ pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, Propa
     let watched: Vec<usize> = (0..changes).map(|k| k * cfg.services / changes.max(1)).collect();
     let mut streams = Vec::new();
     for &i in &watched {
-        let request = GetDestination { authority: format!("svc-{i}.bench.svc.cluster.local:80"), context_token: String::new() };
+        let request =
+            GetDestination { authority: format!("svc-{i}.bench.svc.cluster.local:80"), context_token: String::new() };
         let mut stream = client.get(request).await?.into_inner();
         tokio::time::timeout(cfg.patience, stream.message())
             .await

@@ -22,8 +22,10 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 fn web(addrs: &[&str]) -> String {
-    let eps: Vec<String> =
-        addrs.iter().map(|a| format!("- addresses: [{a}]\n  targetRef: {{kind: Pod, name: web-{}}}", a.rsplit('.').next().unwrap())).collect();
+    let eps: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("- addresses: [{a}]\n  targetRef: {{kind: Pod, name: web-{}}}", a.rsplit('.').next().unwrap()))
+        .collect();
     let pods: Vec<String> = addrs
         .iter()
         .map(|a| {
@@ -106,7 +108,8 @@ async fn destination_streams_the_set_then_directory_edits() {
     let cp = start(&manifests, &fixture).await;
     let mut client = DestinationClient::new(channel(cp.addr).await);
 
-    let get = |authority: &str| GetDestination { authority: authority.into(), context_token: r#"{"ns":"test"}"#.into() };
+    let get =
+        |authority: &str| GetDestination { authority: authority.into(), context_token: r#"{"ns":"test"}"#.into() };
     let mut stream = client.get(get("web.shop.svc.cluster.local:80")).await.unwrap().into_inner();
     let Some(U::Add(first)) = next(&mut stream).await.update else { panic!("first message must be the full set") };
     let mut addrs: Vec<SocketAddr> = first.endpoints.iter().map(|e| addr_of(e.addr.as_ref().unwrap())).collect();
@@ -122,7 +125,10 @@ async fn destination_streams_the_set_then_directory_edits() {
     // Remove 127.0.0.2, add 127.0.0.3: a Remove then an Add.
     write(&manifests, "web.yaml", &web(&["127.0.0.1", "127.0.0.3"]));
     let Some(U::Remove(removed)) = next(&mut stream).await.update else { panic!("expected a Remove") };
-    assert_eq!(removed.addrs.iter().map(addr_of).collect::<Vec<_>>(), ["127.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(
+        removed.addrs.iter().map(addr_of).collect::<Vec<_>>(),
+        ["127.0.0.2:8080".parse::<SocketAddr>().unwrap()]
+    );
     let Some(U::Add(added)) = next(&mut stream).await.update else { panic!("expected an Add") };
     let added: Vec<_> = added.endpoints.iter().map(|e| addr_of(e.addr.as_ref().unwrap())).collect();
     assert_eq!(added, ["127.0.0.3:8080".parse::<SocketAddr>().unwrap()]);
@@ -134,9 +140,15 @@ async fn destination_streams_the_set_then_directory_edits() {
 
     // Unknown authority: NoEndpoints{exists:false}, then it appears.
     let mut later = client.get(get("web-v2.shop:80")).await.unwrap().into_inner();
-    assert_eq!(next(&mut later).await.update, Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: false })));
+    assert_eq!(
+        next(&mut later).await.update,
+        Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: false }))
+    );
     write(&manifests, "split.yaml", SPLIT);
-    assert_eq!(next(&mut later).await.update, Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: true })));
+    assert_eq!(
+        next(&mut later).await.update,
+        Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: true }))
+    );
 
     // Deleting the file empties the Service's set.
     std::fs::remove_file(manifests.join("web.yaml")).unwrap();
@@ -228,7 +240,14 @@ async fn policy_serves_weighted_routes_and_inbound_defaults() {
 async fn config_errors_exit_64_and_crd_prints() {
     let fixture = Fixture::new();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-control"))
-        .args(["--data-dir", fixture.data_dir().to_str().unwrap(), "--manifests", "/nonexistent/weft", "--cluster-domain", "bad domain"])
+        .args([
+            "--data-dir",
+            fixture.data_dir().to_str().unwrap(),
+            "--manifests",
+            "/nonexistent/weft",
+            "--cluster-domain",
+            "bad domain",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -239,6 +258,9 @@ async fn config_errors_exit_64_and_crd_prints() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-control")).arg("crd").output().unwrap();
     assert!(out.status.success());
     let yaml = String::from_utf8_lossy(&out.stdout);
-    assert!(yaml.contains("kind: CustomResourceDefinition") && yaml.contains("name: authorizationpolicies.policy.weft.io"), "{yaml}");
+    assert!(
+        yaml.contains("kind: CustomResourceDefinition") && yaml.contains("name: authorizationpolicies.policy.weft.io"),
+        "{yaml}"
+    );
     assert!(yaml.contains("x-kubernetes-int-or-string: true"), "{yaml}");
 }

@@ -101,7 +101,11 @@ spec:
 fn http_route_matches_filters_weights_timeouts_retries() {
     let rs = parse(ROUTE);
     let Resource::HttpRoute(route) = &rs[0] else { panic!() };
-    assert_eq!(route.parents, [ParentRef { service: ObjectKey::new("shop", "web"), port: Some(80) }], "Gateway parents ignored");
+    assert_eq!(
+        route.parents,
+        [ParentRef { service: ObjectKey::new("shop", "web"), port: Some(80) }],
+        "Gateway parents ignored"
+    );
     let rule = &route.rules[0];
     assert_eq!(rule.matches.len(), 2);
     let m = &rule.matches[0];
@@ -199,7 +203,9 @@ spec:
 #[test]
 fn problems_are_reported_with_file_and_line() {
     // Syntax error on line 4 of the second document (file line 7).
-    let e = errors("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: [oops\n");
+    let e = errors(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: [oops\n",
+    );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("bad.yaml:7: "), "{e:?}");
 
@@ -268,7 +274,11 @@ async fn directory_hot_reload_keeps_the_last_good_file() {
     }));
 
     // Edited file.
-    write(dir.path(), "web.yaml", &format!("{}---\n{}", service("web", "10.96.0.10"), slice("web", &["127.0.0.1", "127.0.0.2"])));
+    write(
+        dir.path(),
+        "web.yaml",
+        &format!("{}---\n{}", service("web", "10.96.0.10"), slice("web", &["127.0.0.1", "127.0.0.2"])),
+    );
     support::eventually("edit applied", || async { (endpoints(&index, "web.shop:80").len() == 2).then_some(()) }).await;
 
     // New file, in a subdirectory.

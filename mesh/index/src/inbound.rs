@@ -35,7 +35,8 @@ pub(crate) fn view(store: &Store, config: &Config, workload: &Workload, port: u1
     }
     if workload_ns.is_none() {
         if let Workload::Ip(ip) = workload {
-            let mut pods: Vec<&ObjectKey> = store.pods.iter().filter(|(_, p)| p.ips.contains(ip)).map(|(k, _)| k).collect();
+            let mut pods: Vec<&ObjectKey> =
+                store.pods.iter().filter(|(_, p)| p.ips.contains(ip)).map(|(k, _)| k).collect();
             pods.sort();
             workload_ns = pods.first().map(|k| k.namespace.clone());
         }

@@ -33,7 +33,8 @@ impl Target {
     pub fn parse(authority: &str, cluster_domain: &str) -> Result<Self, AuthorityError> {
         let err = |reason| AuthorityError { authority: authority.to_owned(), reason };
         let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-            let (host, port) = rest.split_once("]:").ok_or_else(|| err("an IPv6 address needs the form [addr]:port"))?;
+            let (host, port) =
+                rest.split_once("]:").ok_or_else(|| err("an IPv6 address needs the form [addr]:port"))?;
             (host, port)
         } else {
             authority.rsplit_once(':').ok_or_else(|| err("a port is required (host:port)"))?
@@ -92,19 +93,35 @@ mod tests {
 
     #[test]
     fn addresses_and_external_names() {
-        assert_eq!(Target::parse("10.1.2.3:80", "cluster.local").unwrap(), Target::Addr("10.1.2.3:80".parse().unwrap()));
+        assert_eq!(
+            Target::parse("10.1.2.3:80", "cluster.local").unwrap(),
+            Target::Addr("10.1.2.3:80".parse().unwrap())
+        );
         assert_eq!(Target::parse("[::1]:443", "cluster.local").unwrap(), Target::Addr("[::1]:443".parse().unwrap()));
         assert_eq!(
             Target::parse("www.example.com:443", "cluster.local").unwrap(),
             Target::External { host: "www.example.com".into(), port: 443 }
         );
         // Another cluster's domain is not ours.
-        assert!(matches!(Target::parse("web.shop.svc.other.local:80", "cluster.local").unwrap(), Target::External { .. }));
+        assert!(matches!(
+            Target::parse("web.shop.svc.other.local:80", "cluster.local").unwrap(),
+            Target::External { .. }
+        ));
     }
 
     #[test]
     fn malformed() {
-        for a in ["web.shop", "web.shop:", "web.shop:http", ":80", "web.shop:0", "web.shop:70000", "[::1:80", "[zz]:80", "a..b:80"] {
+        for a in [
+            "web.shop",
+            "web.shop:",
+            "web.shop:http",
+            ":80",
+            "web.shop:0",
+            "web.shop:70000",
+            "[::1:80",
+            "[zz]:80",
+            "a..b:80",
+        ] {
             assert!(Target::parse(a, "cluster.local").is_err(), "{a} should not parse");
         }
     }

@@ -17,7 +17,10 @@ fn service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16, Protocol
     Resource::Service(Service {
         key: ObjectKey::new(ns, name),
         cluster_ips: vec![ip(cluster_ip)],
-        ports: ports.iter().map(|(n, p, proto)| ServicePort { name: (*n).into(), port: *p, protocol: *proto }).collect(),
+        ports: ports
+            .iter()
+            .map(|(n, p, proto)| ServicePort { name: (*n).into(), port: *p, protocol: *proto })
+            .collect(),
         failure_accrual: FailureAccrual::default(),
     })
 }
@@ -119,7 +122,10 @@ fn endpoints_carry_pod_identity_only_when_meshed() {
     );
     // ...but a pod that opts out stays out.
     index.apply([up(pod("shop", "web-2", "", "10.0.0.2", Some(false)))]);
-    assert_eq!(index.watch_destination("web.shop:80").unwrap().borrow().endpoints[&addr("10.0.0.2:8080")].identity, None);
+    assert_eq!(
+        index.watch_destination("web.shop:80").unwrap().borrow().endpoints[&addr("10.0.0.2:8080")].identity,
+        None
+    );
 }
 
 #[test]
@@ -189,7 +195,13 @@ fn backend(ns: &str, name: &str, port: Option<u16>, weight: u32) -> BackendRef {
     BackendRef { service: ObjectKey::new(ns, name), port, weight, unsupported: None, filters: Vec::new() }
 }
 
-fn http_route(ns: &str, name: &str, created: i64, parent: (&str, &str, Option<u16>), backends: Vec<BackendRef>) -> Resource {
+fn http_route(
+    ns: &str,
+    name: &str,
+    created: i64,
+    parent: (&str, &str, Option<u16>),
+    backends: Vec<BackendRef>,
+) -> Resource {
     Resource::HttpRoute(HttpRoute {
         key: ObjectKey::new(ns, name),
         created,
@@ -243,7 +255,8 @@ fn outbound_routes_resolve_backends_and_order_oldest_first() {
     let rule = &policy.http_routes[1].rules[0];
     assert_eq!(rule.timeouts.backend_request_ms, Some(2_000));
     assert_eq!(rule.retry.as_ref().unwrap().max_retries, 2);
-    let backends: Vec<_> = rule.backends.iter().map(|b| (b.backend.authority.as_str(), b.weight, b.backend.invalid.is_some())).collect();
+    let backends: Vec<_> =
+        rule.backends.iter().map(|b| (b.backend.authority.as_str(), b.weight, b.backend.invalid.is_some())).collect();
     assert_eq!(
         backends,
         [
@@ -268,7 +281,14 @@ async fn consumer_routes_apply_to_their_namespace_only_and_backends_heal() {
         up(http_route("client", "consumer", 2, ("shop", "web", None), vec![])),
     ]);
     let names = |ns: Option<&str>| -> Vec<String> {
-        index.watch_outbound("web.shop:80", ns).unwrap().borrow().http_routes.iter().map(|r| r.meta.key.name.clone()).collect()
+        index
+            .watch_outbound("web.shop:80", ns)
+            .unwrap()
+            .borrow()
+            .http_routes
+            .iter()
+            .map(|r| r.meta.key.name.clone())
+            .collect()
     };
     assert_eq!(names(None), ["producer"]);
     assert_eq!(names(Some("other")), ["producer"]);

@@ -102,7 +102,10 @@ pub fn authorization_policy(policy: &AuthorizationPolicy) -> Result<Resource, Co
     let mut p = Problems::new("AuthorizationPolicy", meta);
     let spec = &policy.spec;
     if !matches!(spec.target_ref.group.as_deref(), None | Some("" | "core")) {
-        p.push(format!("spec.targetRef.group: {:?} is not \"\" or core", spec.target_ref.group.as_deref().unwrap_or("")));
+        p.push(format!(
+            "spec.targetRef.group: {:?} is not \"\" or core",
+            spec.target_ref.group.as_deref().unwrap_or("")
+        ));
     }
     let target = match (spec.target_ref.kind.as_str(), spec.target_ref.name.as_deref()) {
         ("Service", Some(name)) if !name.is_empty() => PolicyTarget::Service(name.to_owned()),
@@ -125,13 +128,17 @@ pub fn authorization_policy(policy: &AuthorizationPolicy) -> Result<Resource, Co
             },
             PortSpec::Name(s) if s.is_empty() => p.push(format!("spec.ports[{i}]: empty port name")),
             // Numbers written as strings ("80") still mean ports by number.
-            PortSpec::Name(s) => ports.push(s.parse::<u16>().map_or_else(|_| PortRef::Name(s.clone()), PortRef::Number)),
+            PortSpec::Name(s) => {
+                ports.push(s.parse::<u16>().map_or_else(|_| PortRef::Name(s.clone()), PortRef::Number))
+            }
         }
     }
     let from = &spec.from;
     for (i, id) in from.identities.iter().enumerate() {
         if mesh_identity::SpiffeId::parse(id).is_err() {
-            p.push(format!("spec.from.identities[{i}]: {id:?} is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)"));
+            p.push(format!(
+                "spec.from.identities[{i}]: {id:?} is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)"
+            ));
         }
     }
     for (i, ns) in from.namespaces.iter().enumerate() {

@@ -102,7 +102,11 @@ pub fn namespace(ns: &core::Namespace) -> Result<Resource, ConvertError> {
         v.parse::<DefaultPolicy>().map_err(|e| problems.push(format!("annotation {DEFAULT_INBOUND_POLICY}: {e}"))).ok()
     });
     let inject = inject(annotation(meta, INJECT), INJECT, &mut problems);
-    let ns = model::Namespace { key: ObjectKey::new("", meta.name.clone().unwrap_or_default()), default_inbound_policy, inject };
+    let ns = model::Namespace {
+        key: ObjectKey::new("", meta.name.clone().unwrap_or_default()),
+        default_inbound_policy,
+        inject,
+    };
     problems.finish(Resource::Namespace(ns))
 }
 
@@ -185,7 +189,8 @@ fn port_ranges(value: &str, problems: &mut Problems) -> Vec<(u16, u16)> {
         };
         match parsed {
             Some((lo, hi)) if lo >= 1 && lo <= hi => ranges.push((lo, hi)),
-            _ => problems.push(format!("annotation {OPAQUE_PORTS}: {part:?} is not a port or a range lo-hi in 1..=65535")),
+            _ => problems
+                .push(format!("annotation {OPAQUE_PORTS}: {part:?} is not a port or a range lo-hi in 1..=65535")),
         }
     }
     ranges
@@ -276,8 +281,7 @@ pub fn endpoint_slice(slice: &discovery::EndpointSlice) -> Result<Resource, Conv
     let meta = &slice.metadata;
     let mut problems = Problems::new("EndpointSlice", meta);
     require_name(meta, &mut problems);
-    let service =
-        meta.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned().unwrap_or_default();
+    let service = meta.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned().unwrap_or_default();
     let mut ports = Vec::new();
     for (i, p) in slice.ports.iter().flatten().enumerate() {
         match p.port.map(u16::try_from) {

@@ -308,9 +308,11 @@ const GRPC_CODES: [&str; 17] = [
 fn grpc_codes(value: &str, p: &mut Problems) -> Vec<u32> {
     let mut out = Vec::new();
     for part in value.split(',').map(|s| s.trim().to_ascii_lowercase().replace('_', "-")).filter(|s| !s.is_empty()) {
-        let code = part.parse::<u32>().ok().filter(|c| *c <= 16).or_else(|| {
-            GRPC_CODES.iter().position(|n| *n == part).map(|i| i as u32)
-        });
+        let code = part
+            .parse::<u32>()
+            .ok()
+            .filter(|c| *c <= 16)
+            .or_else(|| GRPC_CODES.iter().position(|n| *n == part).map(|i| i as u32));
         match code {
             Some(c) if c != 0 => out.push(c),
             _ => p.push(format!(
@@ -434,7 +436,12 @@ fn header_modifier(f: Option<&HttpHeaderFilter>, at: &str, p: &mut Problems) -> 
     r::HeaderModifier { set: pairs(&f.set), add: pairs(&f.add), remove: f.remove.clone() }
 }
 
-fn path_modifier(m: Option<&HttpPathModifier>, at: &str, prefix_only: Option<bool>, p: &mut Problems) -> Option<r::PathModifier> {
+fn path_modifier(
+    m: Option<&HttpPathModifier>,
+    at: &str,
+    prefix_only: Option<bool>,
+    p: &mut Problems,
+) -> Option<r::PathModifier> {
     let m = m?;
     match (m.type_.as_str(), &m.replace_full_path, &m.replace_prefix_match) {
         ("ReplaceFullPath", Some(path), _) => Some(r::PathModifier::ReplaceFullPath(path.clone())),
@@ -452,16 +459,20 @@ fn path_modifier(m: Option<&HttpPathModifier>, at: &str, prefix_only: Option<boo
 }
 
 /// `prefix_only`: whether every match of the rule is a path prefix (None for backend filters).
-fn filters(list: &[HttpRouteFilter], at: &str, grpc: bool, prefix_only: Option<bool>, p: &mut Problems) -> Vec<HttpFilter> {
+fn filters(
+    list: &[HttpRouteFilter],
+    at: &str,
+    grpc: bool,
+    prefix_only: Option<bool>,
+    p: &mut Problems,
+) -> Vec<HttpFilter> {
     let mut out = Vec::new();
     for (i, f) in list.iter().enumerate() {
         let at = format!("{at}[{i}]");
         match f.type_.as_str() {
-            "RequestHeaderModifier" => out.push(HttpFilter::RequestHeaderModifier(header_modifier(
-                f.request_header_modifier.as_ref(),
-                &at,
-                p,
-            ))),
+            "RequestHeaderModifier" => {
+                out.push(HttpFilter::RequestHeaderModifier(header_modifier(f.request_header_modifier.as_ref(), &at, p)))
+            }
             "ResponseHeaderModifier" => out.push(HttpFilter::ResponseHeaderModifier(header_modifier(
                 f.response_header_modifier.as_ref(),
                 &at,
@@ -481,13 +492,10 @@ fn filters(list: &[HttpRouteFilter], at: &str, grpc: bool, prefix_only: Option<b
                     }
                 };
                 let port = rr.port.and_then(|n| {
-                    u16::try_from(n)
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .or_else(|| {
-                            p.push(format!("{at}.requestRedirect.port: {n} is not in 1..=65535"));
-                            None
-                        })
+                    u16::try_from(n).ok().filter(|n| *n > 0).or_else(|| {
+                        p.push(format!("{at}.requestRedirect.port: {n} is not in 1..=65535"));
+                        None
+                    })
                 });
                 if let Some(s) = rr.scheme.as_deref().filter(|s| !matches!(*s, "http" | "https")) {
                     p.push(format!("{at}.requestRedirect.scheme: {s:?} is not http or https"));
@@ -524,7 +532,13 @@ fn filters(list: &[HttpRouteFilter], at: &str, grpc: bool, prefix_only: Option<b
     out
 }
 
-fn retry_from(rule: Option<&HttpRouteRetry>, grpc: bool, d: &RouteDefaults, at: &str, p: &mut Problems) -> Option<Retry> {
+fn retry_from(
+    rule: Option<&HttpRouteRetry>,
+    grpc: bool,
+    d: &RouteDefaults,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Retry> {
     let (http_statuses, max_retries, backoff_ms) = match rule {
         Some(rr) => {
             let mut statuses = Vec::new();
@@ -567,10 +581,9 @@ fn retry_from(rule: Option<&HttpRouteRetry>, grpc: bool, d: &RouteDefaults, at: 
 fn timeouts(t: Option<&HttpRouteTimeouts>, d: &RouteDefaults, at: &str, p: &mut Problems) -> Timeouts {
     let Some(t) = t else { return d.timeouts };
     let mut parse = |v: &Option<String>, field: &str, default: Option<u64>| match v {
-        Some(v) => parse_duration_ms(v)
-            .map_err(|e| p.push(format!("{at}.timeouts.{field}: {e}")))
-            .ok()
-            .filter(|ms| *ms > 0), // Gateway API: 0s disables the timeout
+        Some(v) => {
+            parse_duration_ms(v).map_err(|e| p.push(format!("{at}.timeouts.{field}: {e}"))).ok().filter(|ms| *ms > 0)
+        } // Gateway API: 0s disables the timeout
         None => default,
     };
     let out = Timeouts {
@@ -623,8 +636,7 @@ pub fn http_route(route: &HTTPRoute) -> Result<Resource, ConvertError> {
                 method: m.method.as_ref().map(|m| m.to_ascii_uppercase()),
             });
         }
-        let prefix_only =
-            matches.iter().all(|m| matches!(m.path, None | Some(PathMatch::Prefix(_))));
+        let prefix_only = matches.iter().all(|m| matches!(m.path, None | Some(PathMatch::Prefix(_))));
         rules.push(model::HttpRule {
             name: rule.name.clone(),
             filters: filters(&rule.filters, &format!("{at}.filters"), false, Some(prefix_only), &mut p),
@@ -670,7 +682,10 @@ pub fn grpc_route(route: &GRPCRoute) -> Result<Resource, ConvertError> {
                 }
                 model::GrpcMethodMatch { service, method, regex }
             });
-            matches.push(model::GrpcMatch { method, headers: value_matches(&m.headers, &format!("{at}.headers"), &mut p) });
+            matches.push(model::GrpcMatch {
+                method,
+                headers: value_matches(&m.headers, &format!("{at}.headers"), &mut p),
+            });
         }
         rules.push(model::GrpcRule {
             name: rule.name.clone(),

@@ -80,8 +80,16 @@ fn object_key(kind: Kind, meta: &ObjectMeta) -> ObjectKey {
 /// unreachable, a CRD not installed) are logged and retried with backoff.
 pub async fn run(client: Client, index: Index, shutdown: impl std::future::Future<Output = ()>) {
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(follow(Api::<core::Namespace>::all(client.clone()), index.clone(), KindSync::new(Kind::Namespace, convert::namespace)));
-    tasks.spawn(follow(Api::<core::Service>::all(client.clone()), index.clone(), KindSync::new(Kind::Service, convert::service)));
+    tasks.spawn(follow(
+        Api::<core::Namespace>::all(client.clone()),
+        index.clone(),
+        KindSync::new(Kind::Namespace, convert::namespace),
+    ));
+    tasks.spawn(follow(
+        Api::<core::Service>::all(client.clone()),
+        index.clone(),
+        KindSync::new(Kind::Service, convert::service),
+    ));
     tasks.spawn(follow(
         Api::<discovery::EndpointSlice>::all(client.clone()),
         index.clone(),

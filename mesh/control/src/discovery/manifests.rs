@@ -83,13 +83,7 @@ pub struct Manifests {
 
 impl Manifests {
     pub fn new(dir: impl Into<PathBuf>, index: Index) -> Self {
-        Self {
-            dir: dir.into(),
-            index,
-            files: BTreeMap::new(),
-            applied: HashMap::new(),
-            metrics: Arc::default(),
-        }
+        Self { dir: dir.into(), index, files: BTreeMap::new(), applied: HashMap::new(), metrics: Arc::default() }
     }
 
     pub fn metrics(&self) -> Arc<ManifestsMetrics> {
@@ -115,7 +109,9 @@ impl Manifests {
                 Some(state) if state.stamp == stamp => state,
                 previous => {
                     let parsed = std::fs::read_to_string(&path)
-                        .map_err(|e| vec![ManifestError { path: path.clone(), line: 1, message: format!("reading: {e}") }])
+                        .map_err(|e| {
+                            vec![ManifestError { path: path.clone(), line: 1, message: format!("reading: {e}") }]
+                        })
                         .and_then(|text| parse_file(&path, &text));
                     match parsed {
                         Ok(resources) => FileState { stamp, resources },
@@ -159,7 +155,9 @@ impl Manifests {
             .filter(|id| !merged.contains_key(*id))
             .map(|(kind, key)| Change::Delete(*kind, key.clone()))
             .collect();
-        changes.extend(merged.iter().filter(|(id, r)| self.applied.get(*id) != Some(*r)).map(|(_, r)| Change::Upsert(r.clone())));
+        changes.extend(
+            merged.iter().filter(|(id, r)| self.applied.get(*id) != Some(*r)).map(|(_, r)| Change::Upsert(r.clone())),
+        );
         if !changes.is_empty() {
             report.changes = self.index.apply(changes);
             self.metrics.reloads.fetch_add(1, Ordering::Relaxed);

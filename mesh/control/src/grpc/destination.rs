@@ -99,12 +99,8 @@ pub fn diff(old: Option<&DestinationView>, new: &DestinationView) -> VecDeque<ap
     let old = old.unwrap_or(&empty);
     let removed: Vec<api::SocketAddr> =
         old.endpoints.keys().filter(|a| !new.endpoints.contains_key(a)).map(|a| socket_addr(*a)).collect();
-    let added: Vec<api::Endpoint> = new
-        .endpoints
-        .iter()
-        .filter(|(a, e)| old.endpoints.get(a) != Some(e))
-        .map(|(_, e)| endpoint(e))
-        .collect();
+    let added: Vec<api::Endpoint> =
+        new.endpoints.iter().filter(|(a, e)| old.endpoints.get(a) != Some(e)).map(|(_, e)| endpoint(e)).collect();
     if !removed.is_empty() {
         out.push_back(api::Update { update: Some(U::Remove(api::Remove { addrs: removed })) });
     }

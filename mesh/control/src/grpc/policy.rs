@@ -52,7 +52,10 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
         Ok(Response::new(Box::pin(follow(rx, self.closing.clone(), outbound))))
     }
 
-    async fn watch_inbound(&self, request: Request<api::InboundPort>) -> Result<Response<Self::WatchInboundStream>, Status> {
+    async fn watch_inbound(
+        &self,
+        request: Request<api::InboundPort>,
+    ) -> Result<Response<Self::WatchInboundStream>, Status> {
         let api::InboundPort { workload, port } = request.into_inner();
         use api::inbound_port::Workload as W;
         let workload = match workload {
@@ -62,7 +65,8 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
             })?),
             None => return Err(Status::invalid_argument("workload: give identity or pod_ip")),
         };
-        let port = u16::try_from(port).map_err(|_| Status::invalid_argument(format!("port {port} is not in 0..=65535")))?;
+        let port =
+            u16::try_from(port).map_err(|_| Status::invalid_argument(format!("port {port} is not in 0..=65535")))?;
         let rx = self.discover.watch_inbound(workload, port).map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(Box::pin(follow(rx, self.closing.clone(), inbound))))
     }
@@ -238,7 +242,8 @@ fn header_match(h: &r::ValueMatch) -> api::HeaderMatch {
 }
 
 fn header_modifier(m: &r::HeaderModifier) -> api::HeaderModifier {
-    let headers = |l: &[(String, String)]| l.iter().map(|(n, v)| api::Header { name: n.clone(), value: v.clone() }).collect();
+    let headers =
+        |l: &[(String, String)]| l.iter().map(|(n, v)| api::Header { name: n.clone(), value: v.clone() }).collect();
     api::HeaderModifier { set: headers(&m.set), add: headers(&m.add), remove: m.remove.clone() }
 }
 

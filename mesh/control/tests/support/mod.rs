@@ -72,10 +72,21 @@ impl ControlPlane {
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(patience(), lines.next_line())
             .await
-            .unwrap_or_else(|_| panic!("mesh-control did not print its address; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "mesh-control did not print its address; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                )
+            })
             .unwrap()
-            .unwrap_or_else(|| panic!("mesh-control exited; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default()));
-        let addr = line.strip_prefix("listening grpc ").unwrap_or_else(|| panic!("unexpected stdout line {line:?}")).parse().unwrap();
+            .unwrap_or_else(|| {
+                panic!("mesh-control exited; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default())
+            });
+        let addr = line
+            .strip_prefix("listening grpc ")
+            .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"))
+            .parse()
+            .unwrap();
         Self { child, addr, stderr_path }
     }
 
@@ -87,7 +98,10 @@ impl ControlPlane {
     pub async fn stop(mut self) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id().expect("still running") as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        tokio::time::timeout(patience(), self.child.wait()).await.expect("mesh-control did not exit on SIGTERM").unwrap()
+        tokio::time::timeout(patience(), self.child.wait())
+            .await
+            .expect("mesh-control did not exit on SIGTERM")
+            .unwrap()
     }
 }
 
