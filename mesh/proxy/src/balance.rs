@@ -17,7 +17,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -217,16 +217,23 @@ impl Balancer {
             .ok_or(PickError::AllEjected { endpoints: n })
     }
 
+    /// Records an outcome without ending the pick (a TCP connection keeps
+    /// counting as in flight until it closes); see [`Balancer::finish`].
+    pub fn observe(&self, pick: &Pick, rtt: Option<Duration>, success: bool) -> Option<Duration> {
+        if let Some(rtt) = rtt {
+            pick.handle.observe(rtt);
+        }
+        let ejected = pick.handle.accrual.record(success, &self.accrual.load());
+        pick.done.store(true, Ordering::Relaxed);
+        ejected
+    }
+
     /// Records the outcome of `pick`: the response head's arrival (`rtt`,
     /// `None` for a failure without response) and whether it counts as a
     /// success for failure accrual. Returns the backoff when this outcome
     /// took the endpoint out of rotation.
-    pub fn finish(&self, mut pick: Pick, rtt: Option<Duration>, success: bool) -> Option<Duration> {
-        pick.done = true;
-        if let Some(rtt) = rtt {
-            pick.handle.observe(rtt);
-        }
-        pick.handle.accrual.record(success, &self.accrual.load())
+    pub fn finish(&self, pick: Pick, rtt: Option<Duration>, success: bool) -> Option<Duration> {
+        self.observe(&pick, rtt, success)
     }
 }
 
@@ -235,7 +242,7 @@ impl Balancer {
 pub struct Pick {
     handle: Arc<EndpointHandle>,
     probe: bool,
-    done: bool,
+    done: AtomicBool,
 }
 
 impl Pick {
@@ -246,7 +253,7 @@ impl Pick {
             Admit::No => return None,
         };
         h.pending.fetch_add(1, Ordering::Relaxed);
-        Some(Self { handle: Arc::clone(h), probe, done: false })
+        Some(Self { handle: Arc::clone(h), probe, done: AtomicBool::new(false) })
     }
 
     /// The chosen endpoint.
@@ -263,7 +270,7 @@ impl Pick {
 impl Drop for Pick {
     fn drop(&mut self) {
         self.handle.pending.fetch_sub(1, Ordering::Relaxed);
-        if self.probe && !self.done {
+        if self.probe && !self.done.load(Ordering::Relaxed) {
             self.handle.accrual.abandon_probe();
         }
     }

@@ -8,7 +8,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
-use crate::config::{parse_byte_size, Config, ConfigError, Limits, MeshConfig, Plaintext, Route, Secret, TcpForward};
+use crate::config::{
+    parse_byte_size, Config, ConfigError, Limits, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
+};
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
 /// application and its peers, and serves metrics and health on an admin port.
@@ -39,6 +41,12 @@ pub struct Args {
     /// when @SPIFFE_ID names the peer proxy.
     #[arg(long = "tcp-forward", env = "WEFT_PROXY_TCP_FORWARD", value_name = "LISTEN=ADDR[@ID]", value_delimiter = ',')]
     pub tcp_forwards: Vec<String>,
+
+    /// Opaque TCP to a Service LISTEN=AUTHORITY (repeatable; env: comma
+    /// separated): connections to LISTEN are balanced over AUTHORITY's
+    /// endpoints from --destination, meshed ones inside mTLS.
+    #[arg(long = "tcp-service", env = "WEFT_PROXY_TCP_SERVICE", value_name = "LISTEN=AUTHORITY", value_delimiter = ',')]
+    pub tcp_services: Vec<String>,
 
     /// This workload's SPIFFE ID (spiffe://TD/ns/NS/sa/SA). Turns on mTLS;
     /// needs --control, --token-file and --trust-anchor.
@@ -147,6 +155,12 @@ impl Args {
         for f in &self.tcp_forwards {
             match f.parse::<TcpForward>() {
                 Ok(fwd) => cfg.tcp_forwards.push(fwd),
+                Err(e) => problems.push(e),
+            }
+        }
+        for t in &self.tcp_services {
+            match t.parse::<TcpService>() {
+                Ok(svc) => cfg.tcp_services.push(svc),
                 Err(e) => problems.push(e),
             }
         }

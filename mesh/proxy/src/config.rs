@@ -29,6 +29,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Local TCP listeners whose bytes go to a fixed address (opaque TCP).
     pub tcp_forwards: Vec<TcpForward>,
+    /// Local TCP listeners balanced over a Service's endpoints.
+    pub tcp_services: Vec<TcpService>,
     /// This workload's identity and how to get certified; `None` runs
     /// plaintext only.
     pub mesh: Option<MeshConfig>,
@@ -143,6 +145,7 @@ impl Default for Config {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
             tcp_forwards: Vec::new(),
+            tcp_services: Vec::new(),
             mesh: None,
             inbound_plaintext: Plaintext::Allow,
             forward_client_identity: false,
@@ -194,6 +197,11 @@ impl Config {
                 if let Err(e) = check_grpc_addr(a) {
                     problems.push(format!("{flag} {a:?}: {e}"));
                 }
+            }
+        }
+        if self.destination.is_none() {
+            for svc in &self.tcp_services {
+                problems.push(format!("--tcp-service {svc}: needs --destination to resolve {:?}", svc.authority));
             }
         }
         let mesh_needed = |what: String| format!("{what}: mTLS needs this proxy's own identity (--identity, --control, --token-file, --trust-anchor)");
@@ -286,6 +294,43 @@ impl FromStr for TcpForward {
             .map_err(|_| format!("--tcp-forward {s:?}: {listen:?} is not a socket address (ip:port)"))?;
         let (addr, identity) = parse_target("--tcp-forward", s, target)?;
         Ok(TcpForward { listen, addr, identity })
+    }
+}
+
+/// A discovered opaque TCP forward: connections to `listen` are balanced
+/// over the endpoints of `authority` (needs `--destination`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpService {
+    /// Local listening address (port 0 picks one; announced on stdout).
+    pub listen: SocketAddr,
+    /// The Service authority (`host:port`, lower-case) resolved through Destination.
+    pub authority: String,
+}
+
+impl fmt::Display for TcpService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.listen, self.authority)
+    }
+}
+
+impl FromStr for TcpService {
+    type Err = String;
+
+    /// Parses `LISTEN=AUTHORITY`, e.g. `127.0.0.1:5432=db.prod.svc.cluster.local:5432`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (listen, authority) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--tcp-service {s:?}: expected LISTEN=AUTHORITY, e.g. 127.0.0.1:5432=db.prod:5432"))?;
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("--tcp-service {s:?}: {listen:?} is not a socket address (ip:port)"))?;
+        let ok = authority
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.port_u16().is_some() && !a.host().is_empty() && !authority.contains('@'));
+        if !ok {
+            return Err(format!("--tcp-service {s:?}: {authority:?} is not host:port"));
+        }
+        Ok(TcpService { listen, authority: authority.to_ascii_lowercase() })
     }
 }
 
@@ -410,6 +455,15 @@ mod tests {
         let f: TcpForward = "127.0.0.1:1=127.0.0.1:2".parse().unwrap();
         assert!(f.identity.is_none());
         assert!("x=127.0.0.1:2".parse::<TcpForward>().unwrap_err().contains("\"x\""));
+    }
+
+    #[test]
+    fn tcp_service_parses_and_needs_destination() {
+        let t: TcpService = "127.0.0.1:0=DB.prod:5432".parse().unwrap();
+        assert_eq!(t.authority, "db.prod:5432");
+        assert!("127.0.0.1:0=db".parse::<TcpService>().unwrap_err().contains("\"db\""));
+        let cfg = Config { tcp_services: vec![t], ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("--destination"));
     }
 
     #[test]

@@ -68,7 +68,7 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
-pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward};
+pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward, TcpService};
 use crate::{
     admin::Health,
     authz::Authz,
@@ -174,6 +174,10 @@ async fn serve_until(
     for fwd in &config.tcp_forwards {
         tcp.push(bind("tcp", fwd.listen).await?);
     }
+    let mut tcp_services = Vec::with_capacity(config.tcp_services.len());
+    for svc in &config.tcp_services {
+        tcp_services.push(bind("tcp-service", svc.listen).await?);
+    }
     let admin = bind("admin", config.admin_listen).await?;
 
     let metrics = Arc::new(Metrics::new());
@@ -192,7 +196,15 @@ async fn serve_until(
         .iter()
         .map(|f| TcpForwarder::new(f.clone(), mesh.as_ref(), outbound_metrics.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    announce(&outbound, inbound.as_ref(), &tcp, &admin).map_err(RunError::Announce)?;
+    let service_forwarders: Vec<_> = match &discovered {
+        Some(outbound) => config
+            .tcp_services
+            .iter()
+            .map(|s| TcpForwarder::service(s.clone(), Arc::clone(outbound), mesh.as_ref(), outbound_metrics.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    announce(&outbound, inbound.as_ref(), &tcp, &tcp_services, &admin).map_err(RunError::Announce)?;
 
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let builder = Arc::new(server::http_builder(&config.limits));
@@ -226,7 +238,7 @@ async fn serve_until(
         });
         proxies.push(tokio::spawn(inbound.serve(listener, phase.clone())));
     }
-    for (listener, fwd) in tcp.into_iter().zip(tcp_forwarders) {
+    for (listener, fwd) in tcp.into_iter().zip(tcp_forwarders).chain(tcp_services.into_iter().zip(service_forwarders)) {
         proxies.push(tokio::spawn(fwd.serve(listener, phase.clone())));
     }
     health.set_ready(true);
@@ -303,8 +315,15 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, R
 }
 
 /// Tools bind port 0 and read the real addresses from these lines; `tcp`
-/// lines come in `--tcp-forward` order, and admin is always last.
-fn announce(outbound: &TcpListener, inbound: Option<&TcpListener>, tcp: &[TcpListener], admin: &TcpListener) -> io::Result<()> {
+/// lines come in `--tcp-forward` order, `tcp-service` lines in
+/// `--tcp-service` order, and admin is always last.
+fn announce(
+    outbound: &TcpListener,
+    inbound: Option<&TcpListener>,
+    tcp: &[TcpListener],
+    tcp_services: &[TcpListener],
+    admin: &TcpListener,
+) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "listening outbound {}", outbound.local_addr()?)?;
     if let Some(inbound) = inbound {
@@ -312,6 +331,9 @@ fn announce(outbound: &TcpListener, inbound: Option<&TcpListener>, tcp: &[TcpLis
     }
     for t in tcp {
         writeln!(out, "listening tcp {}", t.local_addr()?)?;
+    }
+    for t in tcp_services {
+        writeln!(out, "listening tcp-service {}", t.local_addr()?)?;
     }
     writeln!(out, "listening admin {}", admin.local_addr()?)?;
     out.flush()

@@ -84,9 +84,9 @@ impl Connect {
 
 /// What Destination said about an authority, in a lock-free cell.
 #[derive(Debug)]
-struct BackendSet {
+pub(crate) struct BackendSet {
     authority: Arc<str>,
-    balancer: Balancer,
+    pub(crate) balancer: Balancer,
     /// `None` until the first answer; then whether the Service exists.
     exists: ArcSwapOption<bool>,
     first: tokio::sync::watch::Receiver<Option<Arc<EndpointSet>>>,
@@ -109,7 +109,7 @@ impl BackendSet {
         debug!(authority = %self.authority, endpoints = set.endpoints.len(), exists = set.exists, "endpoints updated");
     }
 
-    async fn pick(&self, avoid: Option<SocketAddr>) -> Result<crate::balance::Pick, ProxyError> {
+    pub(crate) async fn pick(&self, avoid: Option<SocketAddr>) -> Result<crate::balance::Pick, ProxyError> {
         if self.exists.load().is_none() {
             // Requests wait for the control plane's first answer until
             // FIRST_ANSWER_WAIT after the authority was first seen; later
@@ -252,7 +252,7 @@ impl Outbound {
         svc
     }
 
-    fn backend(&self, authority: &str) -> Arc<BackendSet> {
+    pub(crate) fn backend(&self, authority: &str) -> Arc<BackendSet> {
         if let Some(b) = self.backends.load().get(authority) {
             return Arc::clone(b);
         }

@@ -20,8 +20,11 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
+use mesh_identity::SpiffeId;
+
 use crate::{
-    config::TcpForward,
+    config::{TcpForward, TcpService},
+    outbound::Outbound,
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
     metrics::DirectionMetrics,
     refusal::{self, Refusal},
@@ -40,11 +43,17 @@ where
     tokio::io::copy_bidirectional(a, b).await
 }
 
-/// One `--tcp-forward` and what it needs to reach its target.
+/// One `--tcp-forward` (a fixed address) or `--tcp-service` (a Service's
+/// endpoints, balanced per connection) and what it needs to reach them.
 pub struct TcpForwarder {
-    forward: TcpForward,
-    tls: Option<(TlsConnector, Arc<MeshTls>)>,
+    listen: SocketAddr,
+    target: Target,
     metrics: DirectionMetrics,
+}
+
+enum Target {
+    Fixed { addr: SocketAddr, identity: Option<SpiffeId>, tls: Option<(TlsConnector, Arc<MeshTls>)> },
+    Service { authority: String, outbound: Arc<Outbound>, mesh: Option<Arc<MeshTls>> },
 }
 
 impl TcpForwarder {
@@ -57,7 +66,22 @@ impl TcpForwarder {
                 return Err(MeshError::NotMeshed { route: format!("--tcp-forward {forward}"), identity: id.to_string() })
             }
         };
-        Ok(Arc::new(Self { forward, tls, metrics }))
+        let target = Target::Fixed { addr: forward.addr, identity: forward.identity, tls };
+        Ok(Arc::new(Self { listen: forward.listen, target, metrics }))
+    }
+
+    /// Connections to `service.listen` are spread over the endpoints of
+    /// `service.authority` (power of two choices over connect latency and
+    /// open connections, with failure accrual); meshed endpoints get mTLS
+    /// with ALPN weft-tcp/1.
+    pub fn service(
+        service: TcpService,
+        outbound: Arc<Outbound>,
+        mesh: Option<&Arc<MeshTls>>,
+        metrics: DirectionMetrics,
+    ) -> Arc<Self> {
+        let target = Target::Service { authority: service.authority, outbound, mesh: mesh.cloned() };
+        Arc::new(Self { listen: service.listen, target, metrics })
     }
 
     /// Accepts until the phase leaves `Running`, then waits for the open
@@ -90,54 +114,132 @@ impl TcpForwarder {
         let _ = open_rx.recv().await;
     }
 
-    async fn connection(&self, mut client: TcpStream, peer: SocketAddr) {
+    async fn connection(&self, client: TcpStream, peer: SocketAddr) {
         let _open = self.metrics.connection_opened();
         let _ = client.set_nodelay(true);
-        let target = self.forward.addr;
+        match &self.target {
+            Target::Fixed { addr, identity, tls } => {
+                let tls = tls.as_ref().map(|(c, m)| (c, m.as_ref()));
+                self.dial_and_relay(client, peer, *addr, identity.as_ref(), tls).await;
+            }
+            Target::Service { authority, outbound, mesh } => {
+                let set = outbound.backend(&crate::outbound::normalize(authority));
+                let pick = match set.pick(None).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!("tcp service {}: {e}; closing {peer}", self.listen);
+                        return;
+                    }
+                };
+                let ep = pick.handle().endpoint().clone();
+                let connector = match (&ep.identity, mesh) {
+                    (Some(id), Some(mesh)) => match mesh.connector(id, ALPN_WEFT_TCP) {
+                        Ok(c) => Some((c, mesh.as_ref())),
+                        Err(e) => {
+                            warn!("tcp service {}: endpoint {} ({id}): {e}; closing {peer}", self.listen, ep.addr);
+                            return;
+                        }
+                    },
+                    _ => None,
+                };
+                let started = std::time::Instant::now();
+                let tls = connector.as_ref().map(|(c, m)| (c, *m));
+                // The pick (and its in-flight count) lives as long as the
+                // connection: P2C weighs open connections.
+                let connected = self.dial(peer, ep.addr, ep.identity.as_ref(), tls).await;
+                let ejected = set.balancer.observe(&pick, Some(started.elapsed()), connected.is_some());
+                if let Some(backoff) = ejected {
+                    warn!("endpoint {} of {authority} taken out of rotation for {backoff:?} after consecutive failures", ep.addr);
+                }
+                if let Some(upstream) = connected {
+                    self.relay(client, peer, ep.addr, ep.identity.as_ref(), upstream).await;
+                }
+                drop(pick);
+            }
+        }
+    }
+
+    async fn dial_and_relay(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        target: SocketAddr,
+        identity: Option<&SpiffeId>,
+        tls: Option<(&TlsConnector, &MeshTls)>,
+    ) {
+        if let Some(upstream) = self.dial(peer, target, identity, tls).await {
+            self.relay(client, peer, target, identity, upstream).await;
+        }
+    }
+
+    /// Connects (and with `tls`, handshakes); failures are logged here.
+    async fn dial(
+        &self,
+        peer: SocketAddr,
+        target: SocketAddr,
+        identity: Option<&SpiffeId>,
+        tls: Option<(&TlsConnector, &MeshTls)>,
+    ) -> Option<Upstream> {
         let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                warn!("tcp forward {}: connect to {target} failed: {e}; closing {peer}", self.forward.listen);
-                return;
+                warn!("tcp forward {}: connect to {target} failed: {e}; closing {peer}", self.listen);
+                return None;
             }
             Err(_) => {
-                warn!("tcp forward {}: connect to {target} timed out; closing {peer}", self.forward.listen);
-                return;
+                warn!("tcp forward {}: connect to {target} timed out; closing {peer}", self.listen);
+                return None;
             }
         };
         let _ = upstream.set_nodelay(true);
-        let Some((connector, mesh)) = &self.tls else {
-            if let Err(e) = relay(&mut client, &mut { upstream }).await {
-                debug!(%peer, %target, error = %e, "tcp relay ended with error");
-            }
-            return;
+        let Some((connector, mesh)) = tls else {
+            return Some(Upstream::Plain(upstream));
         };
-        let identity = self.forward.identity.as_ref().map(ToString::to_string).unwrap_or_default();
+        let identity = identity.map(ToString::to_string).unwrap_or_default();
         if !mesh.is_certified() {
             self.metrics.record_refusal(Refusal::NotCertified);
             warn!("refused outbound connection to {target} ({identity}): {}", Refusal::NotCertified);
-            return;
+            return None;
         }
         let name = rustls::pki_types::ServerName::from(target.ip());
-        let mut tls = match connector.connect(name, upstream).await {
-            Ok(tls) => tls,
+        match connector.connect(name, upstream).await {
+            Ok(tls) => Some(Upstream::Tls(Box::new(tls))),
             Err(e) => {
                 let reason = refusal::classify_io(&e);
                 self.metrics.record_refusal(reason);
                 warn!("refused outbound connection to {target} ({identity}): {reason}: {e}");
-                return;
-            }
-        };
-        if let Err(e) = relay(&mut client, &mut tls).await {
-            // TLS 1.3: the server's verdict on our certificate arrives
-            // after our handshake completed, as the first thing read.
-            let reason = refusal::classify_io(&e);
-            if reason != Refusal::Handshake {
-                self.metrics.record_refusal(reason);
-                warn!("refused outbound connection to {target} ({identity}): {reason}: {e}");
-            } else {
-                debug!(%peer, %target, error = %e, "tcp relay ended with error");
+                None
             }
         }
     }
+
+    async fn relay(&self, mut client: TcpStream, peer: SocketAddr, target: SocketAddr, identity: Option<&SpiffeId>, upstream: Upstream) {
+        match upstream {
+            Upstream::Plain(mut s) => {
+                if let Err(e) = relay(&mut client, &mut s).await {
+                    debug!(%peer, %target, error = %e, "tcp relay ended with error");
+                }
+            }
+            Upstream::Tls(mut tls) => {
+                if let Err(e) = relay(&mut client, &mut *tls).await {
+                    // TLS 1.3: the server's verdict on our certificate arrives
+                    // after our handshake completed, as the first thing read.
+                    let reason = refusal::classify_io(&e);
+                    if reason != Refusal::Handshake {
+                        let identity = identity.map(ToString::to_string).unwrap_or_default();
+                        self.metrics.record_refusal(reason);
+                        warn!("refused outbound connection to {target} ({identity}): {reason}: {e}");
+                    } else {
+                        debug!(%peer, %target, error = %e, "tcp relay ended with error");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connected upstream, plain or inside Weft mTLS.
+enum Upstream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }

@@ -168,6 +168,8 @@ pub struct Proxy {
     pub admin: SocketAddr,
     /// `--tcp-forward` listeners, in order.
     pub tcp: Vec<SocketAddr>,
+    /// `--tcp-service` listeners, in order.
+    pub tcp_service: Vec<SocketAddr>,
     /// Where stderr goes, when captured (see [`start_proxy_logged`]).
     pub log: Option<std::path::PathBuf>,
 }
@@ -207,6 +209,7 @@ async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>) -> Proxy {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut outbound, mut inbound, mut admin) = (None, None, None);
     let mut tcp = Vec::new();
+    let mut tcp_service = Vec::new();
     let wants_inbound = extra.iter().any(|a| a == "--app");
     while admin.is_none() || outbound.is_none() || (wants_inbound && inbound.is_none()) {
         let line = within("proxy announces its listeners", lines.next_line())
@@ -222,12 +225,21 @@ async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>) -> Proxy {
             "inbound" => inbound = Some(addr),
             "admin" => admin = Some(addr),
             "tcp" => tcp.push(addr),
+            "tcp-service" => tcp_service.push(addr),
             other => panic!("unknown listener {other}"),
         }
     }
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Proxy { child, outbound: outbound.unwrap(), inbound, admin: admin.unwrap(), tcp, log: log.map(Into::into) }
+    Proxy {
+        child,
+        outbound: outbound.unwrap(),
+        inbound,
+        admin: admin.unwrap(),
+        tcp,
+        tcp_service,
+        log: log.map(Into::into),
+    }
 }
 
 impl Proxy {

@@ -229,3 +229,45 @@ async fn authorization_policy_allows_one_identity_and_refuses_another() {
     assert!(log.contains("denied inbound http from spiffe://cluster.local/ns/default/sa/mallory"), "{log}");
     cp.stop().await;
 }
+
+/// A TCP server echoing every byte, counting connections.
+async fn echo_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, conns, task)
+}
+
+#[tokio::test]
+async fn opaque_tcp_is_balanced_per_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ctl = FakeControl::start().await;
+    let (a, a_conns, _ta) = echo_server().await;
+    let (b, b_conns, _tb) = echo_server().await;
+    ctl.state.set_endpoints("db.test:5432", &[a, b]);
+    let proxy = proxy_with(&ctl, &["--tcp-service", "127.0.0.1:0=db.test:5432"]).await;
+    let listen = proxy.tcp_service[0];
+    // Held open: each open connection weighs on its endpoint's cost.
+    let mut held = Vec::new();
+    for i in 0..20u8 {
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(&[i; 3]).await.unwrap();
+        let mut back = [0u8; 3];
+        within("echo through the tcp service", s.read_exact(&mut back)).await.unwrap();
+        assert_eq!(back, [i; 3]);
+        held.push(s);
+    }
+    let (na, nb) = (a_conns.load(std::sync::atomic::Ordering::SeqCst), b_conns.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(na + nb, 20);
+    assert!(na >= 5 && nb >= 5, "connections spread over both endpoints: {na} / {nb}");
+}
