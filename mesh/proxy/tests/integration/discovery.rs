@@ -271,3 +271,26 @@ async fn opaque_tcp_is_balanced_per_connection() {
     assert_eq!(na + nb, 20);
     assert!(na >= 5 && nb >= 5, "connections spread over both endpoints: {na} / {nb}");
 }
+
+#[tokio::test]
+async fn discovered_meshed_endpoints_are_reached_over_mtls() {
+    let (client_id, server_id) = (sa("client"), sa("server"));
+    let m = MeshDir::new(&[&client_id, &server_id]);
+    let cp = m.control("127.0.0.1:0", "1h").await;
+    let app = start_app().await;
+    let server = m
+        .proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string(), "--forward-client-identity"]))
+        .await;
+    let ctl = FakeControl::start().await;
+    let inbound = server.inbound.unwrap();
+    ctl.state.set_identity(inbound, &server_id);
+    ctl.state.set_endpoints("web.test:80", &[inbound]);
+    let client = m.proxy("client", &client_id, cp.addr, &args(&["--destination", &ctl.addr().to_string()])).await;
+    ready(&server).await;
+    ready(&client).await;
+    let r = send_h1(client.outbound, get("/headers", "web.test")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", proxy_error(&r));
+    let seen = String::from_utf8_lossy(r.body()).into_owned();
+    assert!(seen.contains(&format!("weft-client-id: {client_id}")), "the app learns the verified caller:\n{seen}");
+    cp.stop().await;
+}

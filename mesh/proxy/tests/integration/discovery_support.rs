@@ -37,6 +37,8 @@ type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
 #[derive(Default)]
 pub struct State {
     endpoints: Mutex<HashMap<String, watch::Sender<Option<Vec<SocketAddr>>>>>,
+    /// SPIFFE IDs of meshed endpoint addresses (served with hint H2).
+    identities: Mutex<HashMap<SocketAddr, String>>,
     outbound: Mutex<HashMap<String, watch::Sender<Option<pol::OutboundPolicy>>>>,
     inbound: Mutex<HashMap<String, watch::Sender<Option<pol::InboundPolicy>>>>,
     /// Destination.Get calls received.
@@ -51,6 +53,11 @@ impl State {
     /// The (unmeshed) endpoints of `authority`; unset authorities are unknown.
     pub fn set_endpoints(&self, authority: &str, addrs: &[SocketAddr]) {
         slot(&self.endpoints, authority).send_replace(Some(addrs.to_vec()));
+    }
+
+    /// Marks `addr` as a meshed endpoint (a peer proxy's inbound) with `identity`.
+    pub fn set_identity(&self, addr: SocketAddr, identity: &str) {
+        self.identities.lock().unwrap().insert(addr, identity.to_owned());
     }
 
     pub fn set_outbound(&self, authority: &str, p: pol::OutboundPolicy) {
@@ -71,12 +78,22 @@ fn pb_addr(a: SocketAddr) -> dst::SocketAddr {
     dst::SocketAddr { ip, port: u32::from(a.port()) }
 }
 
-fn add(addrs: &[SocketAddr]) -> dst::Update {
+fn add(addrs: &[SocketAddr], ids: &HashMap<SocketAddr, String>) -> dst::Update {
     dst::Update {
         update: Some(dst::update::Update::Add(dst::Add {
             endpoints: addrs
                 .iter()
-                .map(|a| dst::Endpoint { addr: Some(pb_addr(*a)), weight: 10_000, ..Default::default() })
+                .map(|a| {
+                    let identity = ids.get(a).cloned().unwrap_or_default();
+                    let hint = if identity.is_empty() { dst::ProtocolHint::Unknown } else { dst::ProtocolHint::H2 };
+                    dst::Endpoint {
+                        addr: Some(pb_addr(*a)),
+                        weight: 10_000,
+                        identity,
+                        protocol_hint: hint as i32,
+                        ..Default::default()
+                    }
+                })
                 .collect(),
         })),
     }
@@ -92,10 +109,13 @@ impl dst::destination_server::Destination for Svc {
     async fn get(&self, req: tonic::Request<dst::GetDestination>) -> Result<tonic::Response<Self::GetStream>, tonic::Status> {
         self.0.gets.fetch_add(1, Ordering::SeqCst);
         let rx = slot(&self.0.endpoints, &req.into_inner().authority).subscribe();
+        let ids = self.0.identities.lock().unwrap().clone();
         // Deltas against what this stream has sent, as the real one does.
         type St = (watch::Receiver<Option<Vec<SocketAddr>>>, Option<Vec<SocketAddr>>, VecDeque<dst::Update>);
         let init: St = (rx, None, VecDeque::new());
-        let stream = futures_util::stream::unfold(init, |(mut rx, mut sent, mut queue)| async move {
+        let stream = futures_util::stream::unfold(init, move |(mut rx, mut sent, mut queue)| {
+            let ids = ids.clone();
+            async move {
             loop {
                 if let Some(u) = queue.pop_front() {
                     return Some((Ok(u), (rx, sent, queue)));
@@ -110,7 +130,7 @@ impl dst::destination_server::Destination for Svc {
                 match (&sent, &now) {
                     (None, None) => queue.push_back(no_endpoints(false)),
                     (_, Some(v)) if v.is_empty() => queue.push_back(no_endpoints(true)),
-                    (None, Some(new)) => queue.push_back(add(new)),
+                    (None, Some(new)) => queue.push_back(add(new, &ids)),
                     (Some(old), Some(new)) => {
                         let gone: Vec<_> = old.iter().filter(|a| !new.contains(a)).map(|a| pb_addr(*a)).collect();
                         if !gone.is_empty() {
@@ -118,12 +138,13 @@ impl dst::destination_server::Destination for Svc {
                         }
                         let fresh: Vec<_> = new.iter().filter(|a| !old.contains(a)).copied().collect();
                         if !fresh.is_empty() {
-                            queue.push_back(add(&fresh));
+                            queue.push_back(add(&fresh, &ids));
                         }
                     }
                     (Some(_), None) => {}
                 }
                 sent = Some(now.unwrap_or_default());
+            }
             }
         });
         Ok(tonic::Response::new(Box::pin(stream)))
