@@ -294,3 +294,44 @@ async fn discovered_meshed_endpoints_are_reached_over_mtls() {
     assert!(seen.contains(&format!("weft-client-id: {client_id}")), "the app learns the verified caller:\n{seen}");
     cp.stop().await;
 }
+
+fn slice(name: &str, service: &str, port: u16) -> String {
+    format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: test, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n- addresses: [127.0.0.1]\n"
+    )
+}
+
+/// The real mesh-control serving a manifests directory: the wire contract
+/// end to end (canonical backend authorities, deltas, weights).
+#[tokio::test]
+async fn real_control_plane_manifests_split_and_balance() {
+    let m = MeshDir::new(&[]);
+    let manifests = m.path("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let (a1, a2, b) = (
+        Replica::start(Duration::ZERO).await,
+        Replica::start(Duration::ZERO).await,
+        Replica::start(Duration::ZERO).await,
+    );
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: test}\nspec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web-v2, namespace: test}\nspec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: canary, namespace: test}\nspec:\n  parentRefs: [{group: core, kind: Service, name: web, port: 80}]\n  rules:\n  - backendRefs: [{name: web, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]\n",
+    );
+    yaml.push_str(&slice("web-1", "web", a1.addr.port()));
+    yaml.push_str(&slice("web-2", "web", a2.addr.port()));
+    yaml.push_str(&slice("web-v2-1", "web-v2", b.addr.port()));
+    std::fs::write(manifests.join("web.yaml"), yaml).unwrap();
+    let cp = m
+        .control_with("127.0.0.1:0", "1h", &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]))
+        .await;
+    let cp_addr = cp.addr.to_string();
+    let proxy = start_proxy(&args(&["--destination", &cp_addr, "--policy", &cp_addr])).await;
+    let n = 2000;
+    let statuses = load(&proxy, "web.test", n, 4).await;
+    let bad = statuses.iter().filter(|s| **s != StatusCode::OK).count();
+    assert_eq!(bad, 0, "{bad} of {n} failed");
+    let v1 = a1.hits() + a2.hits();
+    let share = v1 as f64 / n as f64;
+    assert!((0.86..=0.94).contains(&share), "web {v1} (split {} / {}), web-v2 {}: {share:.3}", a1.hits(), a2.hits(), b.hits());
+    assert!(a1.hits() > 100 && a2.hits() > 100, "both web endpoints used: {} {}", a1.hits(), a2.hits());
+    cp.stop().await;
+}

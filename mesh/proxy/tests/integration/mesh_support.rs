@@ -78,6 +78,11 @@ impl MeshDir {
 
     /// mesh-control on `listen` with this dir's CA and tokens.
     pub async fn control(&self, listen: &str, lifetime: &str) -> Control {
+        self.control_with(listen, lifetime, &[]).await
+    }
+
+    /// [`MeshDir::control`] with more arguments (e.g. `--manifests DIR`).
+    pub async fn control_with(&self, listen: &str, lifetime: &str, extra: &[String]) -> Control {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let log = self.path(&format!("control.{n}.log"));
         let mut child = Command::new(control_bin())
@@ -86,6 +91,7 @@ impl MeshDir {
             .arg(self.path("data"))
             .arg("--bootstrap-tokens")
             .arg(self.path("tokens"))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
