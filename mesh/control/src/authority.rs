@@ -47,7 +47,12 @@ impl Refusal {
             Self::ForeignTrustDomain { .. } | Self::Token(TokenError::UnknownIdentity | TokenError::Mismatch) => {
                 RefusalKind::PermissionDenied
             }
-            Self::Token(TokenError::NotConfigured) => RefusalKind::PermissionDenied,
+            Self::Token(
+                TokenError::NotConfigured
+                | TokenError::NotAuthenticated(_)
+                | TokenError::AudienceMismatch { .. }
+                | TokenError::IdentityMismatch { .. },
+            ) => RefusalKind::PermissionDenied,
             Self::Token(TokenError::Unavailable(_)) => RefusalKind::Unavailable,
             Self::Ca(_) => RefusalKind::Internal,
         }

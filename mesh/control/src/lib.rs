@@ -1,12 +1,14 @@
 //! Weft's control plane: the identity CA, which certifies workloads that
-//! prove who they are (bootstrap tokens now, Kubernetes TokenReview later)
-//! with short-lived SPIFFE certificates; and destination + policy discovery
+//! prove who they are (a bootstrap token in local modes, a ServiceAccount
+//! token checked by Kubernetes TokenReview in a cluster) with short-lived
+//! SPIFFE certificates; and destination + policy discovery
 //! over the `mesh-index` index, fed by a manifests directory or Kubernetes.
 //!
 //! ```text
 //!  CertifyRequest ─> grpc::IdentityService ─> authority::Authority<V: TokenVerifier>
 //!                        (tonic, statuses)        │ identity + trust domain
-//!                                                 │ token::TokenVerifier (BootstrapTokens | DenyAll)
+//!                                                 │ token::TokenVerifier (BootstrapTokens | DenyAll
+//!                                                 │   | tokenreview::TokenReviewVerifier)
 //!                                                 │ csr::check (parse, signature, SAN)
 //!                                                 └ ca::Ca::issue (rcgen, aws-lc-rs)
 //!
@@ -23,6 +25,7 @@ pub mod discovery;
 pub mod grpc;
 pub mod propagation;
 pub mod token;
+pub mod tokenreview;
 
 use std::future::Future;
 use std::io::Write;
@@ -45,6 +48,7 @@ use crate::grpc::destination::DestinationService;
 use crate::grpc::policy::PolicyService;
 use crate::grpc::IdentityService;
 use crate::token::{BootstrapTokens, DenyAll, TokenVerifier};
+use crate::tokenreview::{TokenReviewConfig, TokenReviewVerifier, DEFAULT_AUDIENCE};
 
 /// Command line of `mesh-control`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -79,9 +83,19 @@ pub struct Args {
     /// Lifetime of issued workload certificates (humantime: 24h, 90m, 5s; at least 1s).
     #[arg(long, env = "WEFT_CERT_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
     pub cert_lifetime: Duration,
+    /// How Certify callers prove their identity: `bootstrap` (a token from
+    /// --bootstrap-tokens; local and netns substrates) or `kubernetes` (the
+    /// pod's ServiceAccount token, checked with a TokenReview).
+    #[arg(long, env = "WEFT_IDENTITY_VERIFIER", value_enum, default_value_t = IdentityVerifier::Bootstrap)]
+    pub identity_verifier: IdentityVerifier,
     /// Bootstrap token file, `<spiffe-id> <token>` per line ('#' comments); without it every request is refused.
+    /// Only with --identity-verifier bootstrap.
     #[arg(long, env = "WEFT_BOOTSTRAP_TOKENS")]
     pub bootstrap_tokens: Option<PathBuf>,
+    /// Audience ServiceAccount tokens must be issued for (the injector mounts a
+    /// projected token with it). Only with --identity-verifier kubernetes. [default: weft]
+    #[arg(long, env = "WEFT_TOKEN_AUDIENCE", value_name = "AUDIENCE")]
+    pub token_audience: Option<String>,
     /// Where Services, endpoints, routes and policies come from.
     #[arg(long, env = "WEFT_CONTROL_BACKEND", value_enum, default_value_t = Backend::Manifests)]
     pub backend: Backend,
@@ -118,6 +132,22 @@ pub enum Backend {
     Kubernetes,
 }
 
+/// Proof-of-identity source for Certify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdentityVerifier {
+    /// Per-workload tokens from --bootstrap-tokens, written by the substrate.
+    Bootstrap,
+    /// ServiceAccount tokens checked by Kubernetes TokenReview (in-cluster config or KUBECONFIG).
+    Kubernetes,
+}
+
+/// The verifier `run` serves with, chosen by the flags.
+enum Verifier {
+    Bootstrap(BootstrapTokens),
+    Kubernetes { audience: String },
+    None,
+}
+
 /// Why mesh-control stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -151,22 +181,38 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let mut stdout = std::io::stdout().lock();
         return writeln!(stdout, "{yaml}").map_err(|e| Error::Crd(e.to_string()));
     }
-    let (ca, tokens) = load(&args)?;
+    let (ca, verifier) = load(&args)?;
     let index = Index::new(mesh_index::Config {
         cluster_domain: args.cluster_domain.clone(),
         trust_domain: args.trust_domain.clone(),
         default_inbound_policy: args.default_inbound_policy,
     });
-    let backend = start_backend(&args, &index).await?;
+    // One client (one connection pool, one credential refresher) for every
+    // user of the API, made before anything is started so a missing
+    // kubeconfig fails early.
+    let mut client = None;
+    if matches!(verifier, Verifier::Kubernetes { .. }) {
+        kube_client(&mut client).await?;
+    }
+    let backend = start_backend(&args, &index, &mut client).await?;
     let listener = TcpListener::bind(args.listen).await.map_err(|source| Error::Bind { addr: args.listen, source })?;
     let shutdown = shutdown_signal().map_err(Error::Signals)?;
-    let served = match tokens {
-        Some(tokens) => {
-            serve(listener, Authority::new(ca, tokens, args.trust_domain, args.cert_lifetime), index, shutdown).await
+    let (trust_domain, lifetime) = (args.trust_domain, args.cert_lifetime);
+    let served = match verifier {
+        Verifier::Bootstrap(tokens) => {
+            serve(listener, Authority::new(ca, tokens, trust_domain, lifetime), index, shutdown).await
         }
-        None => {
+        Verifier::Kubernetes { audience } => {
+            // Made above, before anything started: this only clones it.
+            let client = kube_client(&mut client).await?;
+            let config = TokenReviewConfig { audience, trust_domain: trust_domain.clone(), ..TokenReviewConfig::default() };
+            tracing::info!(audience = %config.audience, "verifying ServiceAccount tokens with Kubernetes TokenReview");
+            let reviews = TokenReviewVerifier::new(client, config);
+            serve(listener, Authority::new(ca, reviews, trust_domain, lifetime), index, shutdown).await
+        }
+        Verifier::None => {
             tracing::warn!("no --bootstrap-tokens: every certification request will be refused");
-            serve(listener, Authority::new(ca, DenyAll, args.trust_domain, args.cert_lifetime), index, shutdown).await
+            serve(listener, Authority::new(ca, DenyAll, trust_domain, lifetime), index, shutdown).await
         }
     };
     if let Some(task) = backend {
@@ -177,7 +223,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
 /// Loads the backend's initial state into `index` (so the first answers are
 /// complete) and spawns the task that follows changes.
-async fn start_backend(args: &Args, index: &Index) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+async fn start_backend(
+    args: &Args,
+    index: &Index,
+    client: &mut Option<kube::Client>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
     match (args.backend, &args.manifests) {
         (Backend::Manifests, None) => {
             tracing::info!("no --manifests: discovery answers \"unknown\" for every authority");
@@ -198,11 +248,22 @@ async fn start_backend(args: &Args, index: &Index) -> Result<Option<tokio::task:
             Ok(Some(tokio::spawn(manifests.run(args.manifests_poll, std::future::pending()))))
         }
         (Backend::Kubernetes, _) => {
-            let client = kube::Client::try_default().await?;
+            let client = kube_client(client).await?;
             tracing::info!("following the Kubernetes API");
             Ok(Some(tokio::spawn(discovery::kubernetes::run(client, index.clone(), std::future::pending()))))
         }
     }
+}
+
+/// The shared Kubernetes client, created (in-cluster config or KUBECONFIG)
+/// on first use.
+async fn kube_client(client: &mut Option<kube::Client>) -> Result<kube::Client, Error> {
+    if let Some(client) = client {
+        return Ok(client.clone());
+    }
+    let created = kube::Client::try_default().await?;
+    *client = Some(created.clone());
+    Ok(created)
 }
 
 /// Serves identity (`authority`) and discovery (`index`) on `listener` until
@@ -237,7 +298,7 @@ pub async fn serve<V: TokenVerifier>(
 }
 
 /// Every configuration check, reported together.
-fn load(args: &Args) -> Result<(Ca, Option<BootstrapTokens>), Error> {
+fn load(args: &Args) -> Result<(Ca, Verifier), Error> {
     let mut problems = Vec::new();
     if SpiffeId::parse(&format!("spiffe://{}/x", args.trust_domain)).is_err() {
         problems.push(format!(
@@ -283,11 +344,40 @@ fn load(args: &Args) -> Result<(Ca, Option<BootstrapTokens>), Error> {
     if byo.is_none() && args.data_dir.is_none() {
         problems.push("--data-dir is required unless --trust-anchor, --issuer-cert and --issuer-key are given".to_owned());
     }
-    let tokens = args.bootstrap_tokens.as_deref().and_then(|path| {
-        BootstrapTokens::load(path)
-            .map_err(|e| problems.push(format!("--bootstrap-tokens {}:\n    {}", path.display(), e.to_string().replace('\n', "\n    "))))
-            .ok()
-    });
+    let verifier = match (args.identity_verifier, &args.bootstrap_tokens, &args.token_audience) {
+        (IdentityVerifier::Bootstrap, tokens, audience) => {
+            if let Some(audience) = audience {
+                problems.push(format!(
+                    "--token-audience {audience:?}: only with --identity-verifier kubernetes (bootstrap tokens have no audience)"
+                ));
+            }
+            match tokens.as_deref().map(|path| (path, BootstrapTokens::load(path))) {
+                Some((_, Ok(tokens))) => Verifier::Bootstrap(tokens),
+                Some((path, Err(e))) => {
+                    problems.push(format!(
+                        "--bootstrap-tokens {}:\n    {}",
+                        path.display(),
+                        e.to_string().replace('\n', "\n    ")
+                    ));
+                    Verifier::None
+                }
+                None => Verifier::None,
+            }
+        }
+        (IdentityVerifier::Kubernetes, tokens, audience) => {
+            if let Some(path) = tokens {
+                problems.push(format!(
+                    "--bootstrap-tokens {}: only with --identity-verifier bootstrap (kubernetes checks ServiceAccount tokens with TokenReview)",
+                    path.display()
+                ));
+            }
+            let audience = audience.clone().unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
+            if audience.is_empty() || audience.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(format!("--token-audience {audience:?}: must be a non-empty audience without whitespace, e.g. weft"));
+            }
+            Verifier::Kubernetes { audience }
+        }
+    };
     let ca = match (byo, &args.data_dir) {
         _ if !problems.is_empty() => None,
         (Some((anchor, cert, key)), _) => Ca::load(anchor, cert, key)
@@ -299,7 +389,7 @@ fn load(args: &Args) -> Result<(Ca, Option<BootstrapTokens>), Error> {
         (None, None) => None,
     };
     match ca {
-        Some(ca) if problems.is_empty() => Ok((ca, tokens)),
+        Some(ca) if problems.is_empty() => Ok((ca, verifier)),
         _ => Err(Error::Config(problems)),
     }
 }

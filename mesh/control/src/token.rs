@@ -1,6 +1,6 @@
 //! Proof of identity. `TokenVerifier` is the seam: the bootstrap-token file
-//! (local and netns substrates) is implemented here; a Kubernetes
-//! TokenReview verifier implements the same trait later.
+//! (local and netns substrates) is implemented here; the Kubernetes
+//! TokenReview verifier is in `tokenreview`.
 //!
 //! Bootstrap token file format (written by the substrate), one entry a line:
 //!
@@ -36,6 +36,19 @@ pub enum TokenError {
     Mismatch,
     #[error("no token verifier is configured (start mesh-control with --bootstrap-tokens)")]
     NotConfigured,
+    /// The Kubernetes API did not authenticate the token (expired, deleted
+    /// pod or ServiceAccount, not a token at all); its reason is carried.
+    #[error("the Kubernetes API did not authenticate the token: {0}")]
+    NotAuthenticated(String),
+    /// The token was not issued for the audience mesh-control asks for.
+    #[error(
+        "the token is not for audience {audience:?} (the injector mounts a projected ServiceAccount token \
+         with that audience; see --token-audience): {detail}"
+    )]
+    AudienceMismatch { audience: String, detail: String },
+    /// The token is genuine but proves someone else.
+    #[error("the token proves {proven}, not this identity")]
+    IdentityMismatch { proven: String },
     /// The verifier could not decide (e.g. token source unreadable); the
     /// caller may retry.
     #[error("token verifier unavailable: {0}")]
