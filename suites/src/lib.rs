@@ -17,6 +17,7 @@ pub mod bins;
 pub mod commands;
 pub mod env;
 pub mod plan;
+pub mod propagation;
 pub mod runner;
 pub mod sampler;
 pub mod substrate;

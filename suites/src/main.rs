@@ -51,6 +51,25 @@ enum Command {
     /// Internal: cleans up after a bench that was killed (started by bench itself)
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
+    /// Internal: one discovery propagation measurement (started by bench itself)
+    #[command(name = "__propagation", hide = true)]
+    Propagation(PropagationArgs),
+}
+
+#[derive(clap::Args)]
+struct PropagationArgs {
+    /// The mesh-control binary to measure
+    #[arg(long, value_name = "PATH")]
+    mesh_control: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    #[arg(long, default_value_t = 2)]
+    endpoints_per_service: usize,
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+    /// mesh-control's --manifests-poll
+    #[arg(long, default_value = "250ms")]
+    poll: String,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +152,38 @@ fn main() -> ExitCode {
             }
         },
         Command::Watchdog => unreachable!("handled above"),
+        Command::Propagation(args) => propagation(args),
+    }
+}
+
+fn propagation(args: PropagationArgs) -> ExitCode {
+    let poll = match humantime::parse_duration(&args.poll) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            eprintln!("bench __propagation: --poll {:?} is not a duration above 0 like 250ms", args.poll);
+            return code(64);
+        }
+    };
+    let child = suites::propagation::ChildArgs {
+        mesh_control: args.mesh_control,
+        services: args.services,
+        endpoints_per_service: args.endpoints_per_service,
+        changes: args.changes,
+        poll,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench __propagation: cannot start the async runtime: {e}");
+            return code(1);
+        }
+    };
+    match runtime.block_on(suites::propagation::child_main(child)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench __propagation: {e}");
+            code(1)
+        }
     }
 }
 

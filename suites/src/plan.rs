@@ -37,6 +37,14 @@ const SERVER_OVERHEAD: Duration = Duration::from_millis(400);
 /// Rough cost of starting the control plane (it generates its CA) once per
 /// scenario that has a meshed variant.
 const CONTROL_OVERHEAD: Duration = Duration::from_millis(500);
+/// Rough cost of one more server replica (and, for `weft`, its sidecar).
+const REPLICA_OVERHEAD: Duration = Duration::from_millis(300);
+/// Rough fixed cost of one propagation measurement (writing the manifests,
+/// starting the control plane, opening the watches) ...
+const PROPAGATION_OVERHEAD: Duration = Duration::from_millis(1500);
+/// ... plus per edit: on average half the 250 ms poll of spreading the
+/// edits over the poll period, and half a poll until it is seen.
+const PROPAGATION_PER_CHANGE: Duration = Duration::from_millis(250);
 
 /// Expand a suite into cells, in run order.
 pub fn cells(suite: &Suite) -> Vec<Cell> {
@@ -44,7 +52,7 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
     for (si, sc) in suite.scenarios.iter().enumerate() {
         let points: Vec<Option<f64>> = match &sc.load {
             LoadShape::Open { rates } => rates.iter().map(|r| Some(*r)).collect(),
-            LoadShape::Closed { .. } => vec![None],
+            LoadShape::Closed { .. } | LoadShape::Propagation(_) => vec![None],
         };
         for rate in points {
             for repetition in 0..sc.repetitions {
@@ -67,8 +75,12 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
 /// Estimated wall time of running the whole plan.
 pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
     let servers = suite.scenarios.iter().fold(Duration::ZERO, |acc, sc| {
+        if matches!(sc.load, LoadShape::Propagation(_)) {
+            return acc;
+        }
         let control = sc.variants.iter().any(|v| v.needs_control_plane());
         acc + SERVER_OVERHEAD
+            + REPLICA_OVERHEAD * (sc.replicas as u32 - 1)
             + if control {
                 CONTROL_OVERHEAD
             } else {
@@ -77,7 +89,18 @@ pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
     });
     cells.iter().fold(servers, |acc, c| {
         let sc = &suite.scenarios[c.scenario];
-        acc + sc.warmup + sc.duration + DEPLOY_OVERHEAD
+        match &sc.load {
+            LoadShape::Propagation(p) => {
+                acc + PROPAGATION_OVERHEAD + PROPAGATION_PER_CHANGE * p.changes as u32
+            }
+            _ => {
+                let sidecars = match c.variant {
+                    Variant::Weft => REPLICA_OVERHEAD * (sc.replicas as u32 - 1),
+                    _ => Duration::ZERO,
+                };
+                acc + sc.warmup + sc.duration + DEPLOY_OVERHEAD + sidecars
+            }
+        }
     })
 }
 
@@ -87,6 +110,18 @@ pub fn label(suite: &Suite, cell: &Cell) -> String {
     let point = match (&sc.load, cell.rate) {
         (_, Some(r)) => format!("{} rps", fmt_rate(r)),
         (LoadShape::Closed { concurrency }, None) => format!("c={concurrency}"),
+        (LoadShape::Propagation(p), None) => {
+            // The control plane alone: no variant in the label.
+            return format!(
+                "{} propagation {} svc/{} ep x{} rep {}/{}",
+                sc.name,
+                p.services,
+                p.endpoints,
+                p.changes,
+                cell.repetition + 1,
+                sc.repetitions
+            );
+        }
         (LoadShape::Open { .. }, None) => "-".to_string(),
     };
     format!(
@@ -128,10 +163,29 @@ pub fn describe(suite: &Suite, cells: &[Cell]) -> String {
                 )
             }
             LoadShape::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
+            LoadShape::Propagation(p) => {
+                let _ = writeln!(
+                    s,
+                    "\nscenario {}: discovery propagation, {} Services / {} endpoints, {} edits; {} repetition(s); mesh-control alone",
+                    sc.name, p.services, p.endpoints, p.changes, sc.repetitions
+                );
+                for (i, c) in cells.iter().enumerate().filter(|(_, c)| c.scenario == si) {
+                    let _ = writeln!(s, "  {:>4}  {}", i + 1, label(suite, c));
+                }
+                continue;
+            }
+        };
+        let replicas = match (sc.replicas, sc.slow_replica_delay) {
+            (1, _) => String::new(),
+            (n, None) => format!("; {n} server replicas"),
+            (n, Some(d)) => format!(
+                "; {n} server replicas, the last one with delay {}",
+                humantime::format_duration(d)
+            ),
         };
         let _ = writeln!(
             s,
-            "\nscenario {}: {load}; {} x {} measured after {} warm-up; {} connections; {}; body {} B; server delay {}",
+            "\nscenario {}: {load}; {} x {} measured after {} warm-up; {} connections; {}; body {} B; server delay {}{replicas}",
             sc.name,
             sc.repetitions,
             humantime::format_duration(sc.duration),

@@ -16,6 +16,7 @@ use reports::{Report, Resource, Run, Skipped, SCHEMA_VERSION};
 use crate::bins::{self, BinError};
 use crate::env;
 use crate::plan::{self, Cell};
+use crate::propagation::{self as prop, PropagationFile, PropagationResult};
 use crate::sampler::Sampler;
 use crate::substrate::{proc_guard, DeployError, Deployment, Local, ScenarioTopology, Substrate};
 use crate::suite::{self, LoadShape, Protocol, Scenario, Suite, SuiteError, Variant};
@@ -117,11 +118,15 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         let owner = format!("{me} {}\n", proc_guard::start_time(me).unwrap_or(0));
         std::fs::write(work.path().join("owner"), owner)
             .map_err(io_err("write the run's owner file"))?;
+        let harness = Harness {
+            mesh_control: bins.mesh_control.clone(),
+            work: work.path().to_path_buf(),
+        };
         let mut substrate = match opts.substrate {
             SubstrateKind::Local => Local::new(bins, work.path()),
         };
         let outcome = tokio::select! {
-            r = execute(&suite, &cells, &mut substrate) => Ok(r),
+            r = execute(&suite, &cells, &mut substrate, &harness) => Ok(r),
             _ = tokio::signal::ctrl_c() => Err("SIGINT"),
             _ = sigterm.recv() => Err("SIGTERM"),
         };
@@ -131,7 +136,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         proc_guard::kill_all();
         proc_guard::forget_dir(work.path());
         drop(work);
-        let (report, failures) = outcome.map_err(|sig| {
+        let (report, propagation, failures) = outcome.map_err(|sig| {
             eprintln!("\nbench: {sig} received, stopping");
             RunError::Interrupted(sig)
         })?;
@@ -146,10 +151,21 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             dir: out.clone(),
             detail: e.to_string(),
         })?;
+        let mut extra = String::new();
+        if !propagation.is_empty() {
+            let path = report_dir.join("propagation.json");
+            extra = format!("\n{}", prop::table(&propagation));
+            let file = PropagationFile {
+                schema: 1,
+                suite: suite.name.clone(),
+                results: propagation,
+            };
+            prop::write_json(&file, &path).map_err(io_err(format!("write {}", path.display())))?;
+        }
         staging.commit()?;
         // The results are safely on disk; a closed stdout pipe is not a failure.
         let summary = format!(
-            "{}\nresults: {}\n",
+            "{}{extra}\nresults: {}\n",
             reports::render::markdown(&report),
             out.display()
         );
@@ -171,12 +187,21 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     result
 }
 
-/// Run every cell; returns the report and the number of cells that failed.
+/// What propagation scenarios need: the control plane binary they measure
+/// and the run's temp dir (whose removal the watchdog guarantees).
+struct Harness {
+    mesh_control: PathBuf,
+    work: PathBuf,
+}
+
+/// Run every cell; returns the report, the propagation measurements and the
+/// number of cells that failed.
 async fn execute<S: Substrate>(
     suite: &Suite,
     cells: &[Cell],
     substrate: &mut S,
-) -> (Report, usize) {
+    harness: &Harness,
+) -> (Report, Vec<PropagationResult>, usize) {
     // The record's window is the measuring, not the building of binaries before it.
     let started_at = env::now_rfc3339();
     let mp = MultiProgress::new();
@@ -205,6 +230,7 @@ async fn execute<S: Substrate>(
     ));
 
     let mut runs = Vec::new();
+    let mut propagation = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut failures = 0;
     for (si, scenario) in suite.scenarios.iter().enumerate() {
@@ -213,6 +239,57 @@ async fn execute<S: Substrate>(
             .enumerate()
             .filter(|(_, c)| c.scenario == si)
             .collect();
+        if let LoadShape::Propagation(shape) = scenario.load {
+            // No server, no variants: the harness starts its own control plane.
+            for (i, cell) in mine {
+                let label = plan::label(suite, cell);
+                let bar = mp.add(ProgressBar::new_spinner());
+                bar.set_message(label.clone());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                let dir = harness.work.join(format!("propagation-{i}"));
+                let r = match std::fs::create_dir_all(&dir) {
+                    Ok(()) => {
+                        prop::measure_in_child(
+                            &harness.mesh_control,
+                            shape,
+                            &dir,
+                            &harness.work.join("pids"),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(prop::PropagationError::Child(format!(
+                        "create {}: {e}",
+                        dir.display()
+                    ))),
+                };
+                bar.finish_and_clear();
+                mp.remove(&bar);
+                match r {
+                    Ok(mut r) => {
+                        r.scenario = scenario.name.clone();
+                        r.repetition = cell.repetition;
+                        say(format!(
+                            "[{}/{}] {label}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, startup {:.0} ms, control rss {:.1} MiB",
+                            i + 1,
+                            cells.len(),
+                            r.p50_ms,
+                            r.p99_ms,
+                            r.max_ms,
+                            r.startup_ms,
+                            r.control_rss_bytes as f64 / (1024.0 * 1024.0)
+                        ));
+                        propagation.push(r);
+                    }
+                    Err(e) => {
+                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
+                        failures += 1;
+                        record_failure(&mut skipped, scenario, cell.variant, &e.to_string());
+                    }
+                }
+                overall.inc(1);
+            }
+            continue;
+        }
         let topo = ScenarioTopology::of(scenario);
         if let Err(e) = substrate.start_scenario(&topo).await {
             say(format!(
@@ -298,7 +375,7 @@ async fn execute<S: Substrate>(
         runs,
         skipped,
     };
-    (report, failures)
+    (report, propagation, failures)
 }
 
 fn skip(s: &Scenario, v: Variant, reason: String) -> Skipped {
@@ -346,6 +423,7 @@ async fn measure(
             concurrency: *concurrency,
         },
         (LoadShape::Open { .. }, None) => unreachable!("plan gives every open-loop cell a rate"),
+        (LoadShape::Propagation(_), _) => unreachable!("propagation cells are not load cells"),
     };
     let target: http::Uri = format!("http://{}/", dep.target)
         .parse()

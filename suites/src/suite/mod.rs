@@ -79,6 +79,19 @@ impl Variant {
     pub fn needs_control_plane(self) -> bool {
         matches!(self, Variant::Weft)
     }
+
+    /// Whether the variant may run in a scenario with several server
+    /// replicas: `weft` balances over them (Destination), nginx and HAProxy
+    /// round-robin over them, `baseline` is the floor (replica 0 alone). The
+    /// static-route variants (`--route AUTHORITY=ADDR`) reach exactly one
+    /// address, so a row of theirs would silently measure something else
+    /// than its neighbours.
+    pub fn spreads_over_replicas(self) -> bool {
+        matches!(
+            self,
+            Variant::Baseline | Variant::Weft | Variant::Nginx | Variant::Haproxy
+        )
+    }
 }
 
 impl fmt::Display for Variant {
@@ -111,6 +124,20 @@ pub enum LoadShape {
     Open { rates: Vec<f64> },
     /// Closed loop: a fixed number of requests in flight, as fast as possible.
     Closed { concurrency: usize },
+    /// No load: the control plane's discovery propagation (a manifests edit
+    /// until a `Destination.Get` stream sees it) at `services` Services with
+    /// `endpoints` endpoints in all, over `changes` edits.
+    Propagation(PropagationShape),
+}
+
+/// The scale of a propagation measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PropagationShape {
+    pub services: usize,
+    /// In all, spread evenly: a multiple of `services`.
+    pub endpoints: usize,
+    /// Edits measured, each to a different Service (at most `services`).
+    pub changes: usize,
 }
 
 /// One validated scenario with every default applied.
@@ -127,6 +154,11 @@ pub struct Scenario {
     pub body_size: usize,
     pub server_delay: Duration,
     pub server_threads: usize,
+    /// Target server replicas (each behind its own sidecar for `weft`).
+    pub replicas: usize,
+    /// The last replica answers after this delay instead of `server_delay`
+    /// (`None`: every replica is alike).
+    pub slow_replica_delay: Option<Duration>,
     pub timeout: Duration,
     pub variants: Vec<Variant>,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{line_col, LoadShape, Problem, Protocol, Scenario, Suite, Variant};
+use super::{line_col, LoadShape, Problem, PropagationShape, Protocol, Scenario, Suite, Variant};
 
 // ---- first pass: raw, spanned -------------------------------------------------
 
@@ -43,6 +43,11 @@ struct RawSettings {
     server_threads: Option<Spanned<i64>>,
     timeout: Option<Spanned<String>>,
     variants: Option<Spanned<Vec<Spanned<String>>>>,
+    replicas: Option<Spanned<i64>>,
+    slow_replica_delay: Option<Spanned<String>>,
+    services: Option<Spanned<i64>>,
+    endpoints: Option<Spanned<i64>>,
+    changes: Option<Spanned<i64>>,
 }
 
 pub(super) struct Validator<'a> {
@@ -55,6 +60,12 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 const DEFAULT_WARMUP: Duration = Duration::from_secs(2);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECTIONS: usize = 8;
+/// The propagation harness's scale (mesh-control's measured numbers use it).
+const DEFAULT_SERVICES: i64 = 1000;
+const DEFAULT_ENDPOINTS: i64 = 2000;
+const DEFAULT_CHANGES: i64 = 20;
+/// Each replica is a server plus, for `weft`, a sidecar: keep it sane.
+const MAX_REPLICAS: i64 = 64;
 
 impl Validator<'_> {
     fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -187,6 +198,26 @@ impl Validator<'_> {
                 1024,
             )
             .unwrap_or(1) as usize;
+        let replicas = self
+            .count(pick(&s.replicas, &d.replicas), "replicas", 1, MAX_REPLICAS)
+            .unwrap_or(1) as usize;
+        let slow_replica_delay = self
+            .duration(
+                pick(&s.slow_replica_delay, &d.slow_replica_delay),
+                "slow_replica_delay",
+                true,
+            )
+            .filter(|d| !d.is_zero());
+        // Like `rates` under mode = "closed": a scenario's own setting that
+        // cannot apply is an error, an inherited one is simply unused.
+        if let (Some(own), 1) = (&s.slow_replica_delay, replicas) {
+            if slow_replica_delay.is_some() {
+                self.problem(
+                    own.span(),
+                    "`slow_replica_delay` needs `replicas` of 2 or more (the last replica is the slow one)",
+                );
+            }
+        }
         let body_size = match pick(&s.body_size, &d.body_size) {
             Some(b) if *b.get_ref() < 0 || *b.get_ref() > 64 * 1024 * 1024 => {
                 self.problem(
@@ -248,9 +279,27 @@ impl Validator<'_> {
             }
         };
         let load = self.load_shape(d, &s, span);
+        if matches!(load, Some(LoadShape::Propagation(_))) {
+            // No server, no variants: the harness runs its own control plane.
+            for (key, own) in [
+                ("variants", s.variants.as_ref().map(|v| v.span())),
+                ("replicas", s.replicas.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = own {
+                    self.problem(span, format!("`{key}` has no meaning for mode = \"propagation\" (it measures the control plane alone)"));
+                }
+            }
+        } else if replicas > 1 {
+            self.static_variants_over_replicas(&s, d, &variants);
+        }
         if self.problems.len() > before {
             return None;
         }
+        // A propagation measurement is of Weft's control plane alone.
+        let variants = match load {
+            Some(LoadShape::Propagation(_)) => vec![Variant::Weft],
+            _ => variants,
+        };
         Some(Scenario {
             name,
             description,
@@ -263,9 +312,58 @@ impl Validator<'_> {
             body_size,
             server_delay,
             server_threads,
+            replicas,
+            slow_replica_delay,
             timeout,
             variants,
         })
+    }
+
+    /// With several replicas, a static-route variant would reach one of them
+    /// only: say so where the variant (or the `replicas` making it wrong) is.
+    fn static_variants_over_replicas(
+        &mut self,
+        s: &RawSettings,
+        d: &RawSettings,
+        variants: &[Variant],
+    ) {
+        let allowed: Vec<&str> = Variant::ALL
+            .into_iter()
+            .filter(|v| v.spreads_over_replicas())
+            .map(Variant::as_str)
+            .collect();
+        let why = |v: &str| {
+            format!(
+                "variant `{v}` routes statically to one address and cannot spread over `replicas`; with replicas > 1 use {}",
+                allowed.join(", ")
+            )
+        };
+        match pick(&s.variants, &d.variants) {
+            Some(list) => {
+                for v in list.get_ref() {
+                    if Variant::parse(v.get_ref()).is_some_and(|v| !v.spreads_over_replicas()) {
+                        self.problem(v.span(), why(v.get_ref()));
+                    }
+                }
+            }
+            None => {
+                let bad: Vec<&str> = variants
+                    .iter()
+                    .filter(|v| !v.spreads_over_replicas())
+                    .map(|v| v.as_str())
+                    .collect();
+                if let Some(r) = pick(&s.replicas, &d.replicas) {
+                    self.problem(
+                        r.span(),
+                        format!(
+                            "`replicas` > 1 with the default variants, which include {} (static routes to one address); list `variants` from {}",
+                            bad.join(", "),
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn load_shape(
@@ -275,17 +373,33 @@ impl Validator<'_> {
         span: Range<usize>,
     ) -> Option<LoadShape> {
         let mode = pick(&s.mode, &d.mode);
-        let closed = match mode {
-            None => false,
+        let (closed, propagation) = match mode {
+            None => (false, false),
             Some(m) => match m.get_ref().as_str() {
-                "open" => false,
-                "closed" => true,
+                "open" => (false, false),
+                "closed" => (true, false),
+                "propagation" => (false, true),
                 other => {
-                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate) or `closed` (fixed concurrency)"));
+                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency) or `propagation` (control plane discovery latency)"));
                     return None;
                 }
             },
         };
+        if propagation {
+            return self.propagation_shape(d, s);
+        }
+        for (key, own) in [
+            ("services", &s.services),
+            ("endpoints", &s.endpoints),
+            ("changes", &s.changes),
+        ] {
+            if let Some(v) = own {
+                self.problem(
+                    v.span(),
+                    format!("`{key}` is for mode = \"propagation\" scenarios"),
+                );
+            }
+        }
         // A scenario's own `rates`/`concurrency` conflict with the other mode;
         // ones inherited from [defaults] are simply not used.
         if closed {
@@ -347,6 +461,44 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+
+    fn propagation_shape(&mut self, d: &RawSettings, s: &RawSettings) -> Option<LoadShape> {
+        for (key, own) in [("rates", &s.rates.as_ref().map(|r| r.span())), ("concurrency", &s.concurrency.as_ref().map(|c| c.span()))] {
+            if let Some(span) = own {
+                self.problem(span.clone(), format!("`{key}` is for load scenarios; this one has mode = \"propagation\" (it offers no load)"));
+            }
+        }
+        let services = self.count(pick(&s.services, &d.services), "services", 1, 100_000);
+        let endpoints = self.count(pick(&s.endpoints, &d.endpoints), "endpoints", 1, 1_000_000);
+        let changes = self.count(pick(&s.changes, &d.changes), "changes", 1, 10_000);
+        let (services, endpoints, changes) = (
+            services.unwrap_or(DEFAULT_SERVICES),
+            endpoints.unwrap_or(DEFAULT_ENDPOINTS),
+            changes.unwrap_or(DEFAULT_CHANGES),
+        );
+        let mut ok = true;
+        if endpoints % services != 0 {
+            let at = pick(&s.endpoints, &d.endpoints).or(pick(&s.services, &d.services));
+            self.problem(
+                at.map(|v| v.span()).unwrap_or(0..0),
+                format!("`endpoints` ({endpoints}) must be a multiple of `services` ({services}): every Service gets the same number"),
+            );
+            ok = false;
+        }
+        if changes > services {
+            let at = pick(&s.changes, &d.changes).or(pick(&s.services, &d.services));
+            self.problem(
+                at.map(|v| v.span()).unwrap_or(0..0),
+                format!("`changes` ({changes}) may not exceed `services` ({services}): each edit goes to a different Service"),
+            );
+            ok = false;
+        }
+        ok.then_some(LoadShape::Propagation(PropagationShape {
+            services: services as usize,
+            endpoints: endpoints as usize,
+            changes: changes as usize,
+        }))
     }
 
     fn duration(

@@ -1,0 +1,241 @@
+//! `mode = "propagation"` scenarios: how long a manifests edit takes to reach
+//! a `Destination.Get` stream, and mesh-control's RSS at that scale, measured
+//! by mesh-control's own harness (`mesh_control::propagation::measure`).
+//!
+//! ```text
+//!  runner ──Proc::spawn──> bench __propagation ...   (own process group, watchdog-registered,
+//!     ▲                       │                       TMPDIR = a dir inside the run's temp dir)
+//!     │                       └─> measure() ──> mesh-control --manifests <scratch>  (same group)
+//!     └── "propagation {json}" on its stdout
+//! ```
+//!
+//! The harness runs in a child `bench` rather than in-process because the
+//! harness's mesh-control and scratch directory must die with the run like
+//! every other process: the child leads its own process group (which its
+//! mesh-control inherits), so the watchdog's group kill and temp-dir removal
+//! cover both, however bench dies.
+//!
+//! The results go to `propagation.json` beside `report.json` (the record's
+//! schema has no place for them) and into a table printed after the run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::substrate::process::Proc;
+use crate::suite::PropagationShape;
+
+/// The stdout line prefix carrying the child's JSON result.
+const LINE: &str = "propagation ";
+/// The control plane's `--manifests-poll` (mesh-control's default).
+pub const POLL: Duration = Duration::from_millis(250);
+/// Longest the harness waits for any one step.
+const STEP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One propagation measurement, as written to `propagation.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PropagationResult {
+    pub scenario: String,
+    /// From 0.
+    pub repetition: u32,
+    pub services: usize,
+    pub endpoints: usize,
+    pub changes: usize,
+    /// mesh-control's `--manifests-poll`, ms.
+    pub poll_ms: f64,
+    /// Process start until listening, the initial load of every manifest included, ms.
+    pub startup_ms: f64,
+    /// Edit (rename into place) until the watching stream's next message, ms, in edit order.
+    pub samples_ms: Vec<f64>,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// mesh-control's VmRSS after the edits.
+    pub control_rss_bytes: u64,
+}
+
+/// `propagation.json`: every measurement of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PropagationFile {
+    /// Bumped when a field changes meaning.
+    pub schema: u32,
+    pub suite: String,
+    pub results: Vec<PropagationResult>,
+}
+
+/// What `bench __propagation` is asked to measure.
+#[derive(Clone, Debug)]
+pub struct ChildArgs {
+    pub mesh_control: PathBuf,
+    pub services: usize,
+    pub endpoints_per_service: usize,
+    pub changes: usize,
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PropagationError {
+    #[error(transparent)]
+    Measure(#[from] mesh_control::propagation::PropagationError),
+    #[error("{0}")]
+    Child(String),
+}
+
+/// Body of `bench __propagation`: measure and print one `propagation {json}` line.
+pub async fn child_main(args: ChildArgs) -> Result<(), PropagationError> {
+    let mut cfg = mesh_control::propagation::PropagationConfig::new(&args.mesh_control);
+    cfg.services = args.services;
+    cfg.endpoints_per_service = args.endpoints_per_service;
+    cfg.changes = args.changes;
+    cfg.poll = args.poll;
+    cfg.patience = STEP_PATIENCE;
+    let r = mesh_control::propagation::measure(&cfg).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let result = PropagationResult {
+        // The parent knows the scenario; the child only measures.
+        scenario: String::new(),
+        repetition: 0,
+        services: r.services,
+        endpoints: r.endpoints,
+        changes: r.samples.len(),
+        poll_ms: ms(args.poll),
+        startup_ms: ms(r.startup),
+        samples_ms: r.samples.iter().map(|d| ms(*d)).collect(),
+        p50_ms: ms(r.p50),
+        p99_ms: ms(r.p99),
+        max_ms: ms(r.max),
+        control_rss_bytes: r.rss_kib * 1024,
+    };
+    let json = serde_json::to_string(&result).expect("plain data serializes");
+    println!("{LINE}{json}");
+    Ok(())
+}
+
+/// Run one measurement in a supervised child `bench`; `dir` (inside the
+/// run's temp dir) becomes its TMPDIR, so the harness's scratch manifests
+/// live where the watchdog cleans up.
+pub async fn measure_in_child(
+    mesh_control: &Path,
+    shape: PropagationShape,
+    dir: &Path,
+    pids_file: &Path,
+) -> Result<PropagationResult, PropagationError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| PropagationError::Child(format!("cannot find the bench executable: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__propagation")
+        .arg("--mesh-control")
+        .arg(mesh_control)
+        .arg("--services")
+        .arg(shape.services.to_string())
+        .arg("--endpoints-per-service")
+        .arg((shape.endpoints / shape.services).to_string())
+        .arg("--changes")
+        .arg(shape.changes.to_string())
+        .arg("--poll")
+        .arg(humantime::format_duration(POLL).to_string())
+        .env("TMPDIR", dir);
+    let mut p = Proc::spawn("propagation", cmd, pids_file)
+        .map_err(|e| PropagationError::Child(e.to_string()))?;
+    // Generous: writing the manifests, start-up, one patience per edit at worst.
+    let patience = STEP_PATIENCE * 2 + POLL * 4 * shape.changes as u32;
+    let line = p
+        .wait_line(LINE, patience)
+        .await
+        .map_err(|e| PropagationError::Child(e.to_string()));
+    let line = match line {
+        Ok(l) => l,
+        Err(e) => {
+            p.stop(Duration::from_secs(1)).await;
+            return Err(e);
+        }
+    };
+    p.stop(Duration::from_secs(3)).await;
+    serde_json::from_str(&line).map_err(|e| {
+        PropagationError::Child(format!("printed an unreadable result ({e}): {line}"))
+    })
+}
+
+/// Markdown table of the measurements, printed after a run.
+pub fn table(results: &[PropagationResult]) -> String {
+    let mut s = String::from(
+        "## Discovery propagation (manifests edit -> Destination stream)\n\n\
+         | scenario | rep | services | endpoints | edits | poll | startup | p50 | p99 | max | control RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.0} ms | {:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |",
+            r.scenario,
+            r.repetition + 1,
+            r.services,
+            r.endpoints,
+            r.changes,
+            r.poll_ms,
+            r.startup_ms,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.control_rss_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    s
+}
+
+/// Write `propagation.json`.
+pub fn write_json(file: &PropagationFile, path: &Path) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(file).expect("plain data serializes");
+    std::fs::write(path, text + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PropagationResult {
+        PropagationResult {
+            scenario: "discovery".into(),
+            repetition: 0,
+            services: 1000,
+            endpoints: 2000,
+            changes: 2,
+            poll_ms: 250.0,
+            startup_ms: 150.0,
+            samples_ms: vec![100.0, 200.0],
+            p50_ms: 100.0,
+            p99_ms: 200.0,
+            max_ms: 200.0,
+            control_rss_bytes: 30 * 1024 * 1024,
+        }
+    }
+
+    #[test]
+    fn table_has_a_row_per_result() {
+        let t = table(&[sample()]);
+        assert!(
+            t.contains(
+                "| discovery | 1 | 1000 | 2000 | 2 | 250 ms | 150 ms | 100.0 ms | 200.0 ms | 200.0 ms | 30.0 MiB |"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn file_round_trips() {
+        let f = PropagationFile {
+            schema: 1,
+            suite: "s".into(),
+            results: vec![sample()],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("propagation.json");
+        write_json(&f, &p).unwrap();
+        let back: PropagationFile =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+}
