@@ -55,6 +55,11 @@ impl ControlPlane {
     /// Starts `mesh-control --listen <listen> <args>`, waiting for its
     /// `listening grpc` line. `log_dir` receives `stderr.<n>`.
     pub async fn start(log_dir: &Path, listen: &str, args: &[&str]) -> Self {
+        Self::start_with_env(log_dir, listen, args, &[]).await
+    }
+
+    /// [`Self::start`] with extra environment variables (e.g. KUBECONFIG).
+    pub async fn start_with_env(log_dir: &Path, listen: &str, args: &[&str], env: &[(&str, &Path)]) -> Self {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let stderr_path = log_dir.join(format!("stderr.{n}"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -63,6 +68,7 @@ impl ControlPlane {
             .arg(listen)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
