@@ -2,14 +2,23 @@
 //! ephemeral port, the proxies addressed explicitly.
 //!
 //! ```text
-//! baseline          loadgen ───────────────────────────────────────────────> server
-//! weft              loadgen ─> outbound ══(mTLS, h2, svc.weft.local)══> inbound ─> server
-//!                                 └── certified by mesh-control ──┘
+//! baseline          loadgen ───────────────────────────────────────────────> server (replica 0)
+//! weft              loadgen ─> outbound ══(mTLS, h2)══> inbound i ─> server i   (each replica)
+//!                    Host: svc.bench.svc.cluster.local
+//!                                 └─ certified by, and resolving svc through, mesh-control ─┘
 //! weft-plaintext    loadgen ─> outbound ──(plaintext, svc.weft.local)─> inbound ─> server
 //! weft-client-only  loadgen ─> outbound ─(svc.weft.local)──────────────────> server
 //! weft-server-only  loadgen ─────────────────────────────────────> inbound ─> server
-//! nginx | haproxy   loadgen ─> peer (1 worker) ────────────────────────────> server
+//! nginx | haproxy   loadgen ─> peer (1 worker, round robin) ────────────────> server i
 //! ```
+//!
+//! `weft` finds the replicas the way it would in a cluster: the substrate
+//! writes a Service and one EndpointSlice per replica into the control
+//! plane's manifests directory (see `manifests`) and the client sidecar
+//! resolves the Service through Destination, balancing with P2C over
+//! peak-EWMA. The other Weft variants keep static `--route`s: they are the
+//! no-control-plane comparisons, and (reaching one address) run with one
+//! replica only.
 //!
 //! One sidecar alone cannot do mTLS (its peer is not meshed), so the one-hop
 //! variants are plaintext; they are what compares with nginx and HAProxy.
@@ -21,6 +30,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::control::{ControlPlane, CLIENT_ID, SERVER_ID};
+use super::manifests;
 use super::peers;
 use super::probe;
 use super::process::Proc;
@@ -28,7 +38,8 @@ use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrat
 use crate::bins::Binaries;
 use crate::suite::{Protocol, Variant};
 
-/// Authority the outbound proxy routes; what the load generator sends.
+/// Authority the static-route variants' outbound proxy routes; what the
+/// load generator sends them. (`weft` sends [`manifests::AUTHORITY`].)
 pub const MESH_AUTHORITY: &str = "svc.weft.local";
 
 /// How long a component may take to print its address and answer.
@@ -45,7 +56,8 @@ pub struct Local {
     pids_file: PathBuf,
     nginx: Option<PathBuf>,
     haproxy: Option<PathBuf>,
-    server: Option<(Proc, SocketAddr)>,
+    /// The scenario's target server replicas, in order.
+    servers: Vec<(Proc, SocketAddr)>,
     /// The scenario's control plane, or why it did not start (which fails
     /// only the variants that need it).
     control: Option<Result<ControlPlane, DeployError>>,
@@ -66,6 +78,9 @@ struct Sidecar<'a> {
     /// Accept plaintext on the inbound listener (meshed proxies refuse it
     /// by default).
     inbound_plaintext: bool,
+    /// Resolve authorities through the control plane's Destination API and
+    /// follow its Policy API (meshed proxies only).
+    discovery: bool,
 }
 
 impl Local {
@@ -77,7 +92,7 @@ impl Local {
             pids_file: work.join("pids"),
             nginx: peers::find_binary("nginx"),
             haproxy: peers::find_binary("haproxy"),
-            server: None,
+            servers: Vec::new(),
             control: None,
             counter: 0,
         }
@@ -118,14 +133,15 @@ impl Local {
         .await
     }
 
-    fn server_addr(&self) -> Result<SocketAddr, DeployError> {
-        self.server
-            .as_ref()
-            .map(|(_, a)| *a)
-            .ok_or_else(|| DeployError::Start {
+    /// Every replica's address; replica 0 first.
+    fn server_addrs(&self) -> Result<Vec<SocketAddr>, DeployError> {
+        if self.servers.is_empty() {
+            return Err(DeployError::Start {
                 component: "server".into(),
                 detail: "no target server running (start_scenario was not called)".into(),
-            })
+            });
+        }
+        Ok(self.servers.iter().map(|(_, a)| *a).collect())
     }
 
     /// The scenario's control plane, for a variant that needs it.
@@ -170,6 +186,9 @@ impl Local {
         ]);
         if let Some(id) = s.identity {
             cmd.args(self.control_plane()?.proxy_args(id));
+        }
+        if s.discovery {
+            cmd.args(self.control_plane()?.discovery_args());
         }
         if let Some((addr, peer)) = s.route {
             let mut route = format!("{MESH_AUTHORITY}={addr}");
@@ -231,7 +250,7 @@ impl Local {
         variant: Variant,
         topo: &ScenarioTopology,
     ) -> Result<(Proc, SocketAddr), DeployError> {
-        let upstream = self.server_addr()?;
+        let upstreams = self.server_addrs()?;
         let name = variant.as_str();
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -245,12 +264,12 @@ impl Local {
                 Variant::Nginx => (
                     self.nginx.clone(),
                     "nginx.conf",
-                    peers::nginx_conf(&dir, listen, upstream, topo.protocol),
+                    peers::nginx_conf(&dir, listen, &upstreams, topo.protocol),
                 ),
                 _ => (
                     self.haproxy.clone(),
                     "haproxy.cfg",
-                    peers::haproxy_conf(listen, upstream, topo.protocol),
+                    peers::haproxy_conf(listen, &upstreams, topo.protocol),
                 ),
             };
             let bin = bin.ok_or_else(|| DeployError::Unavailable {
@@ -307,22 +326,33 @@ impl Substrate for Local {
 
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError> {
         self.end_scenario().await;
-        let mut cmd = Command::new(&self.bins.loadgen);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--delay")
-            .arg(humantime::format_duration(topo.server_delay).to_string())
-            .arg("--body-size")
-            .arg(topo.body_size.to_string())
-            .arg("--threads")
-            .arg(topo.server_threads.to_string());
-        let mut p = Proc::spawn("server", cmd, &self.pids_file)?;
-        let server = addr(&mut p, "listening on ").await?;
-        if let Err(e) =
-            probe::until_ok(server, None, "/healthz", topo.protocol, READY_PATIENCE).await
-        {
-            return Err(ready_error(&mut p, e));
+        for i in 0..topo.replicas {
+            // The last replica is the slow one, so replica 0 (the baseline's) is a normal one.
+            let delay = match topo.slow_replica_delay {
+                Some(slow) if i + 1 == topo.replicas && topo.replicas > 1 => slow,
+                _ => topo.server_delay,
+            };
+            let name = match topo.replicas {
+                1 => "server".to_string(),
+                _ => format!("server-{i}"),
+            };
+            let mut cmd = Command::new(&self.bins.loadgen);
+            cmd.args(["serve", "--listen", "127.0.0.1:0"])
+                .arg("--delay")
+                .arg(humantime::format_duration(delay).to_string())
+                .arg("--body-size")
+                .arg(topo.body_size.to_string())
+                .arg("--threads")
+                .arg(topo.server_threads.to_string());
+            let mut p = Proc::spawn(&name, cmd, &self.pids_file)?;
+            let server = addr(&mut p, "listening on ").await?;
+            if let Err(e) =
+                probe::until_ok(server, None, "/healthz", topo.protocol, READY_PATIENCE).await
+            {
+                return Err(ready_error(&mut p, e));
+            }
+            self.servers.push((p, server));
         }
-        self.server = Some((p, server));
         if topo.control_plane {
             self.control = Some(self.start_control().await);
         }
@@ -336,36 +366,73 @@ impl Substrate for Local {
     ) -> Result<Deployment, DeployError> {
         self.availability(variant)
             .map_err(|reason| DeployError::Unavailable { reason })?;
-        let server = self.server_addr()?;
-        let server_pid = self
-            .server
-            .as_ref()
-            .map(|(p, _)| p.pid())
-            .unwrap_or_default();
-        let mut components = vec![Component {
-            name: "server".into(),
-            role: Role::Server,
-            pid: server_pid,
-        }];
+        let servers = self.server_addrs()?;
+        // Replica 0: where the single-address variants go.
+        let server = servers[0];
+        let mut components: Vec<Component> = self
+            .servers
+            .iter()
+            .map(|(p, _)| Component {
+                name: p.name().to_string(),
+                role: Role::Server,
+                pid: p.pid(),
+            })
+            .collect();
         let mut procs = Vec::new();
-        // A meshed server sidecar's inbound, which must refuse plaintext.
-        let mut strict_inbound = None;
+        // Meshed server sidecars' inbounds, which must refuse plaintext.
+        let mut strict_inbound = Vec::new();
         let (target, host) = match variant {
             Variant::Baseline => (server, None),
-            Variant::Weft | Variant::WeftPlaintext => {
-                let meshed = variant == Variant::Weft;
-                let (client_id, server_id) = match meshed {
-                    true => (Some(CLIENT_ID), Some(SERVER_ID)),
-                    false => (None, None),
-                };
+            Variant::Weft => {
+                // One server sidecar per replica, published as the Service's
+                // endpoints; the client sidecar finds them through Destination.
+                for (i, app) in servers.iter().enumerate() {
+                    let name = match servers.len() {
+                        1 => "proxy-inbound".to_string(),
+                        _ => format!("proxy-inbound-{i}"),
+                    };
+                    let (inb, _, inbound) = self
+                        .mesh_proxy(Sidecar {
+                            name: &name,
+                            identity: Some(SERVER_ID),
+                            route: None,
+                            app: Some(*app),
+                            // The default strict policy, as deployed.
+                            inbound_plaintext: false,
+                            discovery: true,
+                        })
+                        .await?;
+                    keep(&mut components, &mut procs, inb, Role::Proxy);
+                    strict_inbound.push(inbound.expect("inbound requested"));
+                }
+                self.control_plane()?.publish_endpoints(&strict_inbound)?;
+                let (outb, outbound, _) = self
+                    .mesh_proxy(Sidecar {
+                        name: "proxy-outbound",
+                        identity: Some(CLIENT_ID),
+                        route: None,
+                        app: None,
+                        inbound_plaintext: false,
+                        discovery: true,
+                    })
+                    .await?;
+                keep(&mut components, &mut procs, outb, Role::Proxy);
+                components.push(Component {
+                    name: "control".into(),
+                    role: Role::Control,
+                    pid: self.control_plane()?.pid(),
+                });
+                (outbound, Some(manifests::AUTHORITY.to_string()))
+            }
+            Variant::WeftPlaintext => {
                 let (inb, _, inbound) = self
                     .mesh_proxy(Sidecar {
                         name: "proxy-inbound",
-                        identity: server_id,
+                        identity: None,
                         route: None,
                         app: Some(server),
-                        // Meshed: the default strict policy, as deployed.
-                        inbound_plaintext: !meshed,
+                        inbound_plaintext: true,
+                        discovery: false,
                     })
                     .await?;
                 let inbound = inbound.expect("inbound requested");
@@ -373,21 +440,14 @@ impl Substrate for Local {
                 let (outb, outbound, _) = self
                     .mesh_proxy(Sidecar {
                         name: "proxy-outbound",
-                        identity: client_id,
-                        route: Some((inbound, server_id)),
+                        identity: None,
+                        route: Some((inbound, None)),
                         app: None,
                         inbound_plaintext: false,
+                        discovery: false,
                     })
                     .await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
-                if meshed {
-                    components.push(Component {
-                        name: "control".into(),
-                        role: Role::Control,
-                        pid: self.control_plane()?.pid(),
-                    });
-                    strict_inbound = Some(inbound);
-                }
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftClientOnly => {
@@ -398,6 +458,7 @@ impl Substrate for Local {
                         route: Some((server, None)),
                         app: None,
                         inbound_plaintext: false,
+                        discovery: false,
                     })
                     .await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
@@ -411,6 +472,7 @@ impl Substrate for Local {
                         route: None,
                         app: Some(server),
                         inbound_plaintext: true,
+                        discovery: false,
                     })
                     .await?;
                 keep(&mut components, &mut procs, inb, Role::Proxy);
@@ -449,7 +511,7 @@ impl Substrate for Local {
         }
         // The chain answered; make sure it answered over mTLS, not because
         // the server side silently took plaintext.
-        if let Some(inbound) = strict_inbound {
+        for inbound in strict_inbound {
             match probe::get(inbound, None, "/healthz", Protocol::Http1).await {
                 Ok(403) => {}
                 other => {
@@ -482,7 +544,7 @@ impl Substrate for Local {
         if let Some(Ok(cp)) = self.control.take() {
             cp.stop(STOP_GRACE).await;
         }
-        if let Some((p, _)) = self.server.take() {
+        for (p, _) in self.servers.drain(..) {
             p.stop(STOP_GRACE).await;
         }
     }

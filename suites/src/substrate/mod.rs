@@ -10,6 +10,7 @@
 
 pub mod control;
 pub mod local;
+pub mod manifests;
 mod peers;
 pub mod probe;
 pub mod proc_guard;
@@ -31,6 +32,10 @@ pub struct ScenarioTopology {
     pub body_size: usize,
     pub server_delay: Duration,
     pub server_threads: usize,
+    /// Target server replicas.
+    pub replicas: usize,
+    /// The last replica's delay instead of `server_delay`.
+    pub slow_replica_delay: Option<Duration>,
     /// Some variant's sidecars are certified by the control plane, so the
     /// scenario needs one running.
     pub control_plane: bool,
@@ -44,6 +49,8 @@ impl ScenarioTopology {
             body_size: s.body_size,
             server_delay: s.server_delay,
             server_threads: s.server_threads,
+            replicas: s.replicas,
+            slow_replica_delay: s.slow_replica_delay,
             control_plane: s.variants.iter().any(|v| v.needs_control_plane()),
         }
     }
@@ -111,7 +118,7 @@ pub enum DeployError {
 pub trait Substrate {
     /// `local`, `netns`, `kind`: written into every run record.
     fn name(&self) -> &'static str;
-    /// Start what the variants of the scenario share: the target server, and
+    /// Start what the variants of the scenario share: the target server(s), and
     /// the control plane when [`ScenarioTopology::control_plane`].
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError>;
     /// Start one variant in front of the scenario's server and wait until a

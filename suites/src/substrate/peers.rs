@@ -2,7 +2,9 @@
 //!
 //! Fairness: each peer gets exactly one worker thread, like each Weft proxy,
 //! keeps upstream connections alive and reuses them, and logs nothing per
-//! request.
+//! request. With several server replicas both balance round robin (their
+//! default; neither knows latency), against which `weft`'s P2C over
+//! peak-EWMA is measured.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,14 +52,19 @@ pub fn haproxy_version(bin: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-/// An nginx config for one reverse-proxy hop; all paths inside `dir`.
+/// An nginx config for one reverse-proxy hop to `upstreams` (round robin);
+/// all paths inside `dir`.
 pub fn nginx_conf(
     dir: &Path,
     listen: SocketAddr,
-    upstream: SocketAddr,
+    upstreams: &[SocketAddr],
     protocol: Protocol,
 ) -> String {
     let d = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|u| format!("        server {u};\n"))
+        .collect();
     let http2 = if protocol == Protocol::Http2 {
         " http2"
     } else {
@@ -89,8 +96,7 @@ http {{
     keepalive_timeout 300s;
 
     upstream backend {{
-        server {upstream};
-        keepalive 64;
+{servers}        keepalive 64;
         keepalive_requests 10000000;
         keepalive_timeout 300s;
     }}
@@ -109,8 +115,14 @@ http {{
     )
 }
 
-/// An HAProxy config for one reverse-proxy hop (run in the foreground, `-db`).
-pub fn haproxy_conf(listen: SocketAddr, upstream: SocketAddr, protocol: Protocol) -> String {
+/// An HAProxy config for one reverse-proxy hop to `upstreams` (round
+/// robin; run in the foreground, `-db`).
+pub fn haproxy_conf(listen: SocketAddr, upstreams: &[SocketAddr], protocol: Protocol) -> String {
+    let servers: String = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("    server app{i} {u}\n"))
+        .collect();
     let proto = if protocol == Protocol::Http2 {
         " proto h2"
     } else {
@@ -137,8 +149,8 @@ frontend bench_in
     default_backend bench_app
 
 backend bench_app
-    server app {upstream}
-"#
+    balance roundrobin
+{servers}"#
     )
 }
 
@@ -150,17 +162,33 @@ mod tests {
     fn configs_have_one_worker_and_keepalive() {
         let l: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         let u: SocketAddr = "127.0.0.1:2000".parse().unwrap();
-        let n = nginx_conf(Path::new("/tmp/x"), l, u, Protocol::Http2);
+        let n = nginx_conf(Path::new("/tmp/x"), l, &[u], Protocol::Http2);
         assert!(n.contains("worker_processes 1;"));
         assert!(n.contains("listen 127.0.0.1:1000 http2;"));
         assert!(n.contains("server 127.0.0.1:2000;"));
         assert!(n.contains("keepalive 64;"));
         assert!(n.contains("proxy_set_header Connection \"\";"));
-        let h = haproxy_conf(l, u, Protocol::Http2);
+        let h = haproxy_conf(l, &[u], Protocol::Http2);
         assert!(h.contains("nbthread 1"));
         assert!(h.contains("bind 127.0.0.1:1000 proto h2"));
         assert!(h.contains("http-reuse always"));
-        assert!(!haproxy_conf(l, u, Protocol::Http1).contains("proto h2"));
+        assert!(h.contains("    server app0 127.0.0.1:2000\n"), "{h}");
+        assert!(!haproxy_conf(l, &[u], Protocol::Http1).contains("proto h2"));
+    }
+
+    #[test]
+    fn every_replica_is_an_upstream() {
+        let l: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let us: Vec<SocketAddr> = (1..=3)
+            .map(|i| format!("127.0.0.1:200{i}").parse().unwrap())
+            .collect();
+        let n = nginx_conf(Path::new("/tmp/x"), l, &us, Protocol::Http1);
+        let h = haproxy_conf(l, &us, Protocol::Http1);
+        for (i, u) in us.iter().enumerate() {
+            assert!(n.contains(&format!("        server {u};\n")), "{n}");
+            assert!(h.contains(&format!("    server app{i} {u}\n")), "{h}");
+        }
+        assert!(h.contains("balance roundrobin"));
     }
 
     #[test]
