@@ -205,7 +205,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         Verifier::Kubernetes { audience } => {
             // Made above, before anything started: this only clones it.
             let client = kube_client(&mut client).await?;
-            let config = TokenReviewConfig { audience, trust_domain: trust_domain.clone(), ..TokenReviewConfig::default() };
+            let config =
+                TokenReviewConfig { audience, trust_domain: trust_domain.clone(), ..TokenReviewConfig::default() };
             tracing::info!(audience = %config.audience, "verifying ServiceAccount tokens with Kubernetes TokenReview");
             let reviews = TokenReviewVerifier::new(client, config);
             serve(listener, Authority::new(ca, reviews, trust_domain, lifetime), index, shutdown).await

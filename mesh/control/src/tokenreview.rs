@@ -49,7 +49,11 @@ pub struct TokenReviewConfig {
 
 impl Default for TokenReviewConfig {
     fn default() -> Self {
-        Self { audience: DEFAULT_AUDIENCE.to_owned(), trust_domain: "cluster.local".to_owned(), timeout: Duration::from_secs(5) }
+        Self {
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            trust_domain: "cluster.local".to_owned(),
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -78,7 +82,10 @@ impl TokenReviewVerifier {
 
     async fn review(&self, token: &str) -> Result<TokenReviewStatus, TokenError> {
         let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: Some(vec![self.config.audience.clone()]) },
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: Some(vec![self.config.audience.clone()]),
+            },
             ..TokenReview::default()
         };
         let answer = tokio::time::timeout(self.config.timeout, self.api.create(&PostParams::default(), &review))
@@ -90,7 +97,9 @@ impl TokenReviewVerifier {
                 ))
             })?
             .map_err(api_error)?;
-        answer.status.ok_or_else(|| TokenError::Unavailable("the Kubernetes API answered a TokenReview without a status".to_owned()))
+        answer.status.ok_or_else(|| {
+            TokenError::Unavailable("the Kubernetes API answered a TokenReview without a status".to_owned())
+        })
     }
 }
 
@@ -101,7 +110,9 @@ impl TokenVerifier for TokenReviewVerifier {
         let token = std::str::from_utf8(token)
             .ok()
             .filter(|t| !t.is_empty() && !t.chars().any(|c| c.is_whitespace() || c.is_control()))
-            .ok_or_else(|| TokenError::NotAuthenticated("the token is empty or not a ServiceAccount token (JWT)".to_owned()))?;
+            .ok_or_else(|| {
+                TokenError::NotAuthenticated("the token is empty or not a ServiceAccount token (JWT)".to_owned())
+            })?;
         let status = self.review(token).await?;
         judge(&status, identity, &self.config)
     }
@@ -122,14 +133,15 @@ pub fn judge(status: &TokenReviewStatus, identity: &SpiffeId, config: &TokenRevi
     // for among those asked; one that ignores our request returns none, and
     // the token may then be meant for someone else.
     let audiences = status.audiences.as_deref().unwrap_or_default();
-    if !audiences.iter().any(|a| *a == config.audience) {
+    if !audiences.contains(&config.audience) {
         return Err(TokenError::AudienceMismatch {
             audience: config.audience.clone(),
             detail: format!("the API server authenticated the token for audiences {audiences:?}"),
         });
     }
     let username = status.user.as_ref().and_then(|u| u.username.as_deref()).unwrap_or_default();
-    let proven = service_account_identity(username, &config.trust_domain).map_err(|proven| TokenError::IdentityMismatch { proven })?;
+    let proven = service_account_identity(username, &config.trust_domain)
+        .map_err(|proven| TokenError::IdentityMismatch { proven })?;
     if proven == *identity {
         Ok(())
     } else {
@@ -146,7 +158,8 @@ fn service_account_identity(username: &str, trust_domain: &str) -> Result<Spiffe
     if ns.is_empty() || sa.is_empty() || sa.contains(':') {
         return Err(not_sa());
     }
-    SpiffeId::workload(trust_domain, ns, sa).map_err(|e| format!("ServiceAccount {ns}/{sa}, which is no SPIFFE ID: {e}"))
+    SpiffeId::workload(trust_domain, ns, sa)
+        .map_err(|e| format!("ServiceAccount {ns}/{sa}, which is no SPIFFE ID: {e}"))
 }
 
 fn api_error(e: kube::Error) -> TokenError {
@@ -194,10 +207,15 @@ mod tests {
         let config = TokenReviewConfig::default();
         let web = id("spiffe://cluster.local/ns/shop/sa/web");
         let other = judge(&status(true, "system:serviceaccount:shop:api", &["weft"], None), &web, &config);
-        assert_eq!(other, Err(TokenError::IdentityMismatch { proven: "spiffe://cluster.local/ns/shop/sa/api".to_owned() }));
+        assert_eq!(
+            other,
+            Err(TokenError::IdentityMismatch { proven: "spiffe://cluster.local/ns/shop/sa/api".to_owned() })
+        );
         let ns = judge(&status(true, "system:serviceaccount:front:web", &["weft"], None), &web, &config);
         assert!(matches!(ns, Err(TokenError::IdentityMismatch { .. })), "{ns:?}");
-        for user in ["alice", "system:serviceaccount:shop", "system:serviceaccount::web", "system:serviceaccount:a:b:c", ""] {
+        for user in
+            ["alice", "system:serviceaccount:shop", "system:serviceaccount::web", "system:serviceaccount:a:b:c", ""]
+        {
             let r = judge(&status(true, user, &["weft"], None), &web, &config);
             let Err(TokenError::IdentityMismatch { proven }) = r else { panic!("{user:?}: {r:?}") };
             assert!(proven.contains("not a ServiceAccount"), "{proven}");

@@ -76,7 +76,9 @@ impl FakeApi {
             // Connections live in this set, so aborting the task closes them too.
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (tokens, seen) = (tokens.clone(), recorded.clone());
                 connections.spawn(async move {
                     if stall {
@@ -85,7 +87,9 @@ impl FakeApi {
                         return std::future::pending::<()>().await;
                     }
                     let service = hyper::service::service_fn(move |req| answer(req, tokens.clone(), seen.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -150,7 +154,12 @@ async fn answer(
         return Ok(api_status(StatusCode::BAD_REQUEST, "BadRequest", "not a TokenReview"));
     };
     let requested = review.spec.audiences.clone().unwrap_or_default();
-    seen.lock().unwrap().push(Seen { path, authorization, token: review.spec.token.clone(), audiences: requested.clone() });
+    seen.lock().unwrap().push(Seen {
+        path,
+        authorization,
+        token: review.spec.token.clone(),
+        audiences: requested.clone(),
+    });
     let token = review.spec.token.clone().unwrap_or_default();
     review.status = Some(match tokens.get(token.as_str()) {
         Some(Token::Http(code)) => {
@@ -192,7 +201,10 @@ const TOKENS: &[(&str, Token)] = &[
     ("tok-web", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["weft"] }),
     ("tok-api", Token::Valid { username: "system:serviceaccount:shop:api", audiences: &["weft"] }),
     // The pod's ordinary API token: genuine, but for the API server only.
-    ("tok-web-api-audience", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["https://kubernetes.default.svc"] }),
+    (
+        "tok-web-api-audience",
+        Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["https://kubernetes.default.svc"] },
+    ),
     ("tok-mesh-audience", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["mesh"] }),
     ("tok-alice", Token::Valid { username: "alice", audiences: &["weft"] }),
     ("tok-forbidden", Token::Http(StatusCode::FORBIDDEN)),
@@ -251,22 +263,35 @@ async fn wrong_tokens_are_refused_with_permission_denied() {
     let authority = authority(&fx, api.client(), config());
     let web = shop("web");
     // (what, identity, token, the refusal expected)
-    let cases: Vec<(&str, SpiffeId, &str, fn(&TokenError) -> bool)> = vec![
-        ("another ServiceAccount's token", web.clone(), "tok-api", |e| {
-            matches!(e, TokenError::IdentityMismatch { proven } if proven == "spiffe://cluster.local/ns/shop/sa/api")
-        }),
+    type Case = (&'static str, SpiffeId, &'static str, fn(&TokenError) -> bool);
+    let cases: Vec<Case> = vec![
+        (
+            "another ServiceAccount's token",
+            web.clone(),
+            "tok-api",
+            |e| matches!(e, TokenError::IdentityMismatch { proven } if proven == "spiffe://cluster.local/ns/shop/sa/api"),
+        ),
         ("same SA name, other namespace", SpiffeId::workload(TD, "front", "web").unwrap(), "tok-web", |e| {
             matches!(e, TokenError::IdentityMismatch { .. })
         }),
-        ("a user's token", web.clone(), "tok-alice", |e| {
-            matches!(e, TokenError::IdentityMismatch { proven } if proven.contains("\"alice\""))
-        }),
-        ("unauthenticated", web.clone(), "tok-forged", |e| {
-            matches!(e, TokenError::NotAuthenticated(why) if why.contains("invalid bearer token"))
-        }),
-        ("the pod's API-server token", web.clone(), "tok-web-api-audience", |e| {
-            matches!(e, TokenError::AudienceMismatch { audience, detail } if audience == "weft" && detail.contains("kubernetes.default.svc"))
-        }),
+        (
+            "a user's token",
+            web.clone(),
+            "tok-alice",
+            |e| matches!(e, TokenError::IdentityMismatch { proven } if proven.contains("\"alice\"")),
+        ),
+        (
+            "unauthenticated",
+            web.clone(),
+            "tok-forged",
+            |e| matches!(e, TokenError::NotAuthenticated(why) if why.contains("invalid bearer token")),
+        ),
+        (
+            "the pod's API-server token",
+            web.clone(),
+            "tok-web-api-audience",
+            |e| matches!(e, TokenError::AudienceMismatch { audience, detail } if audience == "weft" && detail.contains("kubernetes.default.svc")),
+        ),
         ("not a JWT", web.clone(), "two words", |e| matches!(e, TokenError::NotAuthenticated(_))),
     ];
     for (what, id, token, expected) in &cases {
@@ -331,7 +356,11 @@ current-context: fake
 async fn grpc_certify(addr: SocketAddr, id: &SpiffeId, token: &str) -> Result<(), tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let key = WorkloadKey::generate().unwrap();
-    let request = CertifyRequest { identity: id.to_string(), token: token.as_bytes().to_vec(), csr_der: key.csr_der(id).unwrap() };
+    let request = CertifyRequest {
+        identity: id.to_string(),
+        token: token.as_bytes().to_vec(),
+        csr_der: key.csr_der(id).unwrap(),
+    };
     let resp = IdentityClient::new(channel).certify(request).await?.into_inner();
     assert_eq!(SpiffeId::from_cert_der(&resp.leaf_der).unwrap(), *id);
     Ok(())
@@ -384,7 +413,10 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
     assert!(log.contains("verifying ServiceAccount tokens with Kubernetes TokenReview"), "{log}");
     let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused certification")).collect();
     for (_, _, reason) in cases {
-        assert!(refusals.iter().any(|l| l.contains(web.as_str()) && l.contains(reason)), "no log line with {reason:?}:\n{log}");
+        assert!(
+            refusals.iter().any(|l| l.contains(web.as_str()) && l.contains(reason)),
+            "no log line with {reason:?}:\n{log}"
+        );
     }
     assert_eq!(log.matches("issued certificate").count(), 1, "only the right token was certified:\n{log}");
     assert!(tokio::time::timeout(patience(), cp.stop()).await.unwrap().success());
@@ -405,8 +437,14 @@ async fn verifier_flags_are_validated_together() {
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let (code, err) =
-        run(&["--identity-verifier", "kubernetes", "--bootstrap-tokens", fx.tokens_path().to_str().unwrap(), "--token-audience", "a b"]);
+    let (code, err) = run(&[
+        "--identity-verifier",
+        "kubernetes",
+        "--bootstrap-tokens",
+        fx.tokens_path().to_str().unwrap(),
+        "--token-audience",
+        "a b",
+    ]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--bootstrap-tokens") && err.contains("only with --identity-verifier bootstrap"), "{err}");
     assert!(err.contains("--token-audience \"a b\""), "both problems reported: {err}");
