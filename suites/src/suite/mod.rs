@@ -306,8 +306,11 @@ mod tests {
             let s = parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(&s.name, name);
             assert!(!s.scenarios.is_empty());
-            // `weft` vs `weft-plaintext` is the cost of mTLS: never one without the other.
-            for sc in &s.scenarios {
+            // `weft` vs `weft-plaintext` is the cost of mTLS: never one without
+            // the other where both can run (one replica; a load scenario).
+            for sc in s.scenarios.iter().filter(|sc| {
+                sc.replicas == 1 && !matches!(sc.load, LoadShape::Propagation(_))
+            }) {
                 assert_eq!(
                     sc.variants.contains(&Variant::Weft),
                     sc.variants.contains(&Variant::WeftPlaintext),
@@ -464,6 +467,91 @@ warmup = "soon"
             "{joined}"
         );
         assert!(joined.contains("9:8 unknown mode `sideways`"), "{joined}");
+    }
+
+    #[test]
+    fn replicas_and_a_slow_replica() {
+        let s = parse(
+            "name = \"r\"\n[defaults]\nslow_replica_delay = \"20ms\"\nrates = [1]\n[[scenario]]\nname = \"one\"\n[[scenario]]\nname = \"three\"\nreplicas = 3\nslow_replica_delay = \"50ms\"\nvariants = [\"baseline\", \"weft\", \"nginx\", \"haproxy\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.scenarios[0].replicas, 1, "the default");
+        assert_eq!(
+            s.scenarios[0].slow_replica_delay,
+            Some(Duration::from_millis(20)),
+            "inherited, unused with one replica"
+        );
+        assert_eq!(s.scenarios[1].replicas, 3);
+        assert_eq!(
+            s.scenarios[1].slow_replica_delay,
+            Some(Duration::from_millis(50))
+        );
+        let topo = crate::substrate::ScenarioTopology::of(&s.scenarios[1]);
+        assert_eq!((topo.replicas, topo.slow_replica_delay), (3, Some(Duration::from_millis(50))));
+    }
+
+    #[test]
+    fn replica_problems_are_located() {
+        let p = problems(
+            r#"name = "r"
+[defaults]
+rates = [1]
+[[scenario]]
+name = "a"
+replicas = 0
+[[scenario]]
+name = "b"
+slow_replica_delay = "50ms"
+[[scenario]]
+name = "c"
+replicas = 2
+variants = ["weft", "weft-plaintext"]
+[[scenario]]
+name = "d"
+replicas = 2
+slow_replica_delay = "slow"
+"#,
+        );
+        let joined = p.join("\n");
+        assert!(joined.contains("6:12 `replicas` must be between 1 and 64, got 0"), "{joined}");
+        assert!(joined.contains("9:22 `slow_replica_delay` needs `replicas` of 2 or more"), "{joined}");
+        assert!(joined.contains("13:21 variant `weft-plaintext` routes statically to one address"), "{joined}");
+        assert!(joined.contains("16:12 `replicas` > 1 with the default variants, which include weft-plaintext, weft-client-only, weft-server-only"), "{joined}");
+        assert!(joined.contains("17:22 `slow_replica_delay` = \"slow\" is not a duration"), "{joined}");
+        assert_eq!(p.len(), 5, "{joined}");
+    }
+
+    #[test]
+    fn propagation_scenarios() {
+        let s = parse(
+            "name = \"p\"\n[defaults]\nrates = [1]\nvariants = [\"baseline\"]\n[[scenario]]\nname = \"d\"\nmode = \"propagation\"\n[[scenario]]\nname = \"e\"\nmode = \"propagation\"\nservices = 10\nendpoints = 30\nchanges = 4\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            s.scenarios[0].load,
+            LoadShape::Propagation(PropagationShape { services: 1000, endpoints: 2000, changes: 20 })
+        );
+        assert_eq!(
+            s.scenarios[1].load,
+            LoadShape::Propagation(PropagationShape { services: 10, endpoints: 30, changes: 4 })
+        );
+        assert_eq!(s.scenarios[1].variants, [Variant::Weft], "the control plane alone");
+        let cells = crate::plan::cells(&s);
+        assert_eq!(cells.len(), 2);
+        assert_eq!(crate::plan::label(&s, &cells[1]), "e propagation 10 svc/30 ep x4 rep 1/1");
+
+        let p = problems(
+            "name = \"p\"\n[[scenario]]\nname = \"a\"\nmode = \"propagation\"\nservices = 3\nendpoints = 7\nchanges = 5\nrates = [1]\nvariants = [\"weft\"]\n[[scenario]]\nname = \"b\"\nrates = [1]\nservices = 2\n",
+        );
+        let joined = p.join("\n");
+        assert!(joined.contains("6:13 `endpoints` (7) must be a multiple of `services` (3)"), "{joined}");
+        assert!(joined.contains("7:11 `changes` (5) may not exceed `services` (3)"), "{joined}");
+        assert!(joined.contains("8:9 `rates` is for load scenarios"), "{joined}");
+        assert!(joined.contains("9:12 `variants` has no meaning for mode = \"propagation\""), "{joined}");
+        assert!(joined.contains("13:12 `services` is for mode = \"propagation\" scenarios"), "{joined}");
+        assert_eq!(p.len(), 5, "{joined}");
     }
 
     #[test]

@@ -279,7 +279,8 @@ impl Validator<'_> {
             }
         };
         let load = self.load_shape(d, &s, span);
-        if matches!(load, Some(LoadShape::Propagation(_))) {
+        let propagation = pick(&s.mode, &d.mode).is_some_and(|m| m.get_ref() == "propagation");
+        if propagation {
             // No server, no variants: the harness runs its own control plane.
             for (key, own) in [
                 ("variants", s.variants.as_ref().map(|v| v.span())),
@@ -296,9 +297,9 @@ impl Validator<'_> {
             return None;
         }
         // A propagation measurement is of Weft's control plane alone.
-        let variants = match load {
-            Some(LoadShape::Propagation(_)) => vec![Variant::Weft],
-            _ => variants,
+        let variants = match propagation {
+            true => vec![Variant::Weft],
+            false => variants,
         };
         Some(Scenario {
             name,
