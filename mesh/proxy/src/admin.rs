@@ -66,19 +66,11 @@ pub async fn serve_admin(
     mut phase: watch::Receiver<Phase>,
 ) {
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = phase.wait_for(|p| *p == Phase::Exiting) => break,
-            accepted = listener.accept() => accepted,
+        let Some((stream, peer)) =
+            crate::server::accept_until(&listener, &mut phase, |p| *p == Phase::Exiting).await
+        else {
+            break;
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                crate::server::accept_backoff(e).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let metrics = Arc::clone(&metrics);
         let health = health.clone();
         tokio::spawn(async move {

@@ -48,7 +48,7 @@ use crate::{
     metrics::Metrics,
     policy::Verdict,
     refusal::{self, Refusal},
-    server::{accept_backoff, Phase},
+    server::{accept_next, Phase},
     tcp::relay,
 };
 
@@ -80,21 +80,9 @@ impl Inbound {
         let graceful = GracefulShutdown::new();
         let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
         loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = phase.wait_for(|p| *p != Phase::Running) => break,
-                accepted = listener.accept() => accepted,
+            let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
+                break;
             };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    accept_backoff(e).await;
-                    continue;
-                }
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                debug!(%peer, error = %e, "set TCP_NODELAY failed");
-            }
             let this = Arc::clone(&self);
             let watcher = graceful.watcher();
             let phase = phase.clone();

@@ -1,14 +1,17 @@
 //! Downstream listeners: accept, detect HTTP/1 vs HTTP/2 (h2c prior
 //! knowledge), serve with hyper, and drain gracefully on shutdown.
 
-use std::{convert::Infallible, io, sync::Arc, time::Duration};
+use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tracing::{debug, warn};
 
 use crate::{config::Limits, forward::Forwarder};
@@ -52,21 +55,9 @@ pub async fn serve_proxy(
 ) {
     let graceful = GracefulShutdown::new();
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = phase.wait_for(|p| *p != Phase::Running) => break,
-            accepted = listener.accept() => accepted,
+        let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
+            break;
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                accept_backoff(e).await;
-                continue;
-            }
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(%peer, error = %e, "set TCP_NODELAY failed");
-        }
         let forwarder = Arc::clone(&forwarder);
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
@@ -100,6 +91,40 @@ pub async fn serve_proxy(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The next connection of `listener` (TCP_NODELAY set), or `None` once the
+/// phase leaves `Running`. Every traffic listener's accept loop goes through here.
+pub(crate) async fn accept_next(
+    listener: &TcpListener,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<(TcpStream, SocketAddr)> {
+    accept_until(listener, phase, |p| *p != Phase::Running).await
+}
+
+/// [`accept_next`] with the phase that stops accepting chosen by the caller
+/// (the admin listener keeps answering `/ready` while traffic drains).
+pub(crate) async fn accept_until(
+    listener: &TcpListener,
+    phase: &mut watch::Receiver<Phase>,
+    stop: impl Fn(&Phase) -> bool,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = phase.wait_for(&stop) => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(%peer, error = %e, "set TCP_NODELAY failed");
+                }
+                return Some((stream, peer));
+            }
+            Err(e) => accept_backoff(e).await,
+        }
+    }
 }
 
 /// Accept errors are mostly per-connection (the peer gave up) and can be

@@ -28,7 +28,7 @@ use crate::{
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
     metrics::DirectionMetrics,
     refusal::{self, Refusal},
-    server::{accept_backoff, Phase},
+    server::{accept_next, Phase},
 };
 
 /// Bound on connecting to the forward's target.
@@ -89,17 +89,8 @@ impl TcpForwarder {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
         let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
         loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = phase.wait_for(|p| *p != Phase::Running) => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    accept_backoff(e).await;
-                    continue;
-                }
+            let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
+                break;
             };
             let this = Arc::clone(&self);
             let open = open_tx.clone();
@@ -142,12 +133,14 @@ impl TcpForwarder {
                     },
                     _ => None,
                 };
-                let started = std::time::Instant::now();
                 let tls = connector.as_ref().map(|(c, m)| (c, *m));
                 // The pick (and its in-flight count) lives as long as the
-                // connection: P2C weighs open connections.
+                // connection: P2C weighs open connections. Connect time is
+                // not fed into the estimate: for long-lived connections it
+                // says little about load, and one slow handshake (peak EWMA)
+                // would outweigh many open connections on the other endpoint.
                 let connected = self.dial(peer, ep.addr, ep.identity.as_ref(), tls).await;
-                let ejected = set.balancer.observe(&pick, Some(started.elapsed()), connected.is_some());
+                let ejected = set.balancer.observe(&pick, None, connected.is_some());
                 if let Some(backoff) = ejected {
                     warn!("endpoint {} of {authority} taken out of rotation for {backoff:?} after consecutive failures", ep.addr);
                 }
