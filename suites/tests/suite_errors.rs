@@ -92,7 +92,11 @@ fn plan_prints_the_matrix_and_estimate_of_the_builtin_suite() {
         "{s}"
     );
     assert!(s.contains("max-throughput c=16 haproxy rep 1/1"), "{s}");
-    assert!(s.contains("18 cells, estimated"), "{s}");
+    assert!(
+        s.contains("discovery-propagation propagation 1000 svc/2000 ep x20 rep 1/1"),
+        "{s}"
+    );
+    assert!(s.contains("19 cells, estimated"), "{s}");
 }
 
 /// Suite errors need no sibling binaries, so skip building them.
