@@ -225,3 +225,70 @@ fn sigterm_stops_every_child_and_writes_nothing() {
     assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
     assert_nothing_left(&s);
 }
+
+/// So many edits that the test always strikes mid-measurement.
+const LONG_PROPAGATION: &str = r#"
+name = "long-propagation"
+[[scenario]]
+name = "p"
+mode = "propagation"
+services = 2000
+endpoints = 2000
+changes = 2000
+"#;
+
+/// A propagation cell's harness runs in a `bench __propagation` child with
+/// its own mesh-control and scratch manifests: SIGKILL of bench takes both.
+#[test]
+fn sigkill_during_propagation_leaves_no_control_plane_and_no_scratch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = write(tmp.path(), "long.toml", LONG_PROPAGATION);
+    let out = tmp.path().join("results");
+    let child = bench()
+        .args(["run", "--suite"])
+        .arg(&suite)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = child.id() as i32;
+    let (tree, control) = eventually(
+        "bench to start the propagation harness and its mesh-control",
+        patience(),
+        || {
+            let tree = descendants(root);
+            let control = tree.iter().find(|p| p.comm == "mesh-control")?.clone();
+            Some((tree, control))
+        },
+    );
+    let cmdline = procfs::process::Process::new(control.pid)
+        .and_then(|x| x.cmdline())
+        .unwrap_or_default();
+    let manifests = cmdline
+        .iter()
+        .skip_while(|a| *a != "--manifests")
+        .nth(1)
+        .unwrap_or_else(|| panic!("mesh-control runs with --manifests: {cmdline:?}"));
+    // <work dir>/propagation-N/<harness scratch>/manifests
+    let work_dir = Path::new(manifests)
+        .ancestors()
+        .find(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("weft-bench-"))
+        })
+        .unwrap_or_else(|| panic!("the harness's scratch is inside the run's work dir: {manifests}"))
+        .to_path_buf();
+    let mut s = Started {
+        child,
+        tree,
+        work_dir,
+        out,
+        _tmp: tmp,
+    };
+    kill(Pid::from_raw(root), Signal::SIGKILL).unwrap();
+    s.child.wait().unwrap();
+    assert_nothing_left(&s);
+    assert!(!alive(&control), "{control:?}");
+}
