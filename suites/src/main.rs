@@ -160,7 +160,10 @@ fn propagation(args: PropagationArgs) -> ExitCode {
     let poll = match humantime::parse_duration(&args.poll) {
         Ok(d) if !d.is_zero() => d,
         _ => {
-            eprintln!("bench __propagation: --poll {:?} is not a duration above 0 like 250ms", args.poll);
+            eprintln!(
+                "bench __propagation: --poll {:?} is not a duration above 0 like 250ms",
+                args.poll
+            );
             return code(64);
         }
     };
@@ -171,7 +174,10 @@ fn propagation(args: PropagationArgs) -> ExitCode {
         changes: args.changes,
         poll,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench __propagation: cannot start the async runtime: {e}");

@@ -154,9 +154,8 @@ pub async fn measure_in_child(
         }
     };
     p.stop(Duration::from_secs(3)).await;
-    serde_json::from_str(&line).map_err(|e| {
-        PropagationError::Child(format!("printed an unreadable result ({e}): {line}"))
-    })
+    serde_json::from_str(&line)
+        .map_err(|e| PropagationError::Child(format!("printed an unreadable result ({e}): {line}")))
 }
 
 /// Markdown table of the measurements, printed after a run.

@@ -115,7 +115,8 @@ fn weft_reaches_three_replicas_through_discovery() {
     assert!(p.samples_ms.iter().all(|s| *s > 0.0), "{p:?}");
     assert!(p.control_rss_bytes > 0, "{p:?}");
     assert!(
-        stdout.contains("## Discovery propagation") && stdout.contains("| propagation | 1 | 20 | 40 | 3 |"),
+        stdout.contains("## Discovery propagation")
+            && stdout.contains("| propagation | 1 | 20 | 40 | 3 |"),
         "{stdout}"
     );
 }
@@ -151,7 +152,13 @@ fn substrate_manifests_are_accepted_by_mesh_control() {
     .unwrap();
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut child = Command::new(bin_dir().join("mesh-control"))
-        .args(["--listen", "127.0.0.1:0", "--manifests-poll", "50ms", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--manifests-poll",
+            "50ms",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .arg("--bootstrap-tokens")
         .arg(&tokens)
@@ -186,7 +193,10 @@ fn substrate_manifests_are_accepted_by_mesh_control() {
     let seen = wait_for("mesh-control applies the manifests", &|l| {
         l.contains("manifests applied")
     });
-    let applied = seen.iter().find(|l| l.contains("manifests applied")).unwrap();
+    let applied = seen
+        .iter()
+        .find(|l| l.contains("manifests applied"))
+        .unwrap();
     assert!(applied.contains("files=2"), "{applied}");
     let problems: Vec<&String> = seen
         .iter()

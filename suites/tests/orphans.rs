@@ -278,7 +278,9 @@ fn sigkill_during_propagation_leaves_no_control_plane_and_no_scratch() {
             d.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("weft-bench-"))
         })
-        .unwrap_or_else(|| panic!("the harness's scratch is inside the run's work dir: {manifests}"))
+        .unwrap_or_else(|| {
+            panic!("the harness's scratch is inside the run's work dir: {manifests}")
+        })
         .to_path_buf();
     let mut s = Started {
         child,

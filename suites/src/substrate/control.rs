@@ -72,7 +72,8 @@ impl ControlPlane {
         write_private(&tokens, &table).map_err(io(format!("write {}", tokens.display())))?;
         let data = dir.join("data");
         let manifests = dir.join("manifests");
-        std::fs::create_dir_all(&manifests).map_err(io(format!("create {}", manifests.display())))?;
+        std::fs::create_dir_all(&manifests)
+            .map_err(io(format!("create {}", manifests.display())))?;
         manifests::write(&manifests, "service.yaml", &manifests::service())
             .map_err(io(format!("write {}", manifests.display())))?;
 
@@ -112,12 +113,15 @@ impl ControlPlane {
     /// (replacing the previous cell's); the control plane picks them up on
     /// its next poll.
     pub fn publish_endpoints(&self, inbound: &[SocketAddr]) -> Result<(), DeployError> {
-        manifests::write(&self.manifests, "endpoints.yaml", &manifests::endpoints(inbound)).map_err(
-            |source| DeployError::Io {
-                what: format!("write {}", self.manifests.join("endpoints.yaml").display()),
-                source,
-            },
+        manifests::write(
+            &self.manifests,
+            "endpoints.yaml",
+            &manifests::endpoints(inbound),
         )
+        .map_err(|source| DeployError::Io {
+            what: format!("write {}", self.manifests.join("endpoints.yaml").display()),
+            source,
+        })
     }
 
     /// The `mesh-proxy` flags that make it resolve authorities through this
@@ -125,7 +129,12 @@ impl ControlPlane {
     /// routes, inbound authorization).
     pub fn discovery_args(&self) -> Vec<OsString> {
         let addr: OsString = self.addr.to_string().into();
-        vec!["--destination".into(), addr.clone(), "--policy".into(), addr]
+        vec![
+            "--destination".into(),
+            addr.clone(),
+            "--policy".into(),
+            addr,
+        ]
     }
 
     pub fn pid(&self) -> u32 {

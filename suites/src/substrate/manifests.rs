@@ -71,7 +71,9 @@ spec:
 /// One meshed Pod and one EndpointSlice per replica; `inbound[i]` is replica
 /// i's server sidecar.
 pub fn endpoints(inbound: &[SocketAddr]) -> String {
-    let mut s = String::from("# written by bench: one meshed Pod and one EndpointSlice per server replica\n");
+    let mut s = String::from(
+        "# written by bench: one meshed Pod and one EndpointSlice per server replica\n",
+    );
     for (i, addr) in inbound.iter().enumerate() {
         let ip = addr.ip();
         let port = addr.port();
@@ -154,18 +156,28 @@ mod tests {
             format!("{AUTHORITY}:{SERVICE_PORT}"),
             format!("{CLUSTER_IP}:{SERVICE_PORT}"),
         ] {
-            let view = index.watch_destination(&authority).unwrap().borrow().clone();
+            let view = index
+                .watch_destination(&authority)
+                .unwrap()
+                .borrow()
+                .clone();
             assert!(view.exists, "{authority}");
             let got: Vec<SocketAddr> = view.endpoints.keys().copied().collect();
             assert_eq!(got, replicas, "{authority}");
             for ep in view.endpoints.values() {
-                assert_eq!(ep.identity.as_deref(), Some(super::super::control::SERVER_ID));
+                assert_eq!(
+                    ep.identity.as_deref(),
+                    Some(super::super::control::SERVER_ID)
+                );
                 assert_eq!(ep.hint, ProtocolHint::H2);
             }
         }
 
         let inbound = index
-            .watch_inbound(Workload::Identity(super::super::control::SERVER_ID.into()), 40999)
+            .watch_inbound(
+                Workload::Identity(super::super::control::SERVER_ID.into()),
+                40999,
+            )
             .unwrap()
             .borrow()
             .clone();
@@ -181,6 +193,9 @@ mod tests {
             .unwrap()
             .borrow()
             .clone();
-        assert_eq!(view.endpoints.keys().copied().collect::<Vec<_>>(), replicas[..1]);
+        assert_eq!(
+            view.endpoints.keys().copied().collect::<Vec<_>>(),
+            replicas[..1]
+        );
     }
 }

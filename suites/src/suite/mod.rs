@@ -308,9 +308,11 @@ mod tests {
             assert!(!s.scenarios.is_empty());
             // `weft` vs `weft-plaintext` is the cost of mTLS: never one without
             // the other where both can run (one replica; a load scenario).
-            for sc in s.scenarios.iter().filter(|sc| {
-                sc.replicas == 1 && !matches!(sc.load, LoadShape::Propagation(_))
-            }) {
+            for sc in s
+                .scenarios
+                .iter()
+                .filter(|sc| sc.replicas == 1 && !matches!(sc.load, LoadShape::Propagation(_)))
+            {
                 assert_eq!(
                     sc.variants.contains(&Variant::Weft),
                     sc.variants.contains(&Variant::WeftPlaintext),
@@ -488,7 +490,10 @@ warmup = "soon"
             Some(Duration::from_millis(50))
         );
         let topo = crate::substrate::ScenarioTopology::of(&s.scenarios[1]);
-        assert_eq!((topo.replicas, topo.slow_replica_delay), (3, Some(Duration::from_millis(50))));
+        assert_eq!(
+            (topo.replicas, topo.slow_replica_delay),
+            (3, Some(Duration::from_millis(50)))
+        );
     }
 
     #[test]
@@ -514,11 +519,23 @@ slow_replica_delay = "slow"
 "#,
         );
         let joined = p.join("\n");
-        assert!(joined.contains("6:12 `replicas` must be between 1 and 64, got 0"), "{joined}");
-        assert!(joined.contains("9:22 `slow_replica_delay` needs `replicas` of 2 or more"), "{joined}");
-        assert!(joined.contains("13:21 variant `weft-plaintext` routes statically to one address"), "{joined}");
+        assert!(
+            joined.contains("6:12 `replicas` must be between 1 and 64, got 0"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("9:22 `slow_replica_delay` needs `replicas` of 2 or more"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("13:21 variant `weft-plaintext` routes statically to one address"),
+            "{joined}"
+        );
         assert!(joined.contains("16:12 `replicas` > 1 with the default variants, which include weft-plaintext, weft-client-only, weft-server-only"), "{joined}");
-        assert!(joined.contains("17:22 `slow_replica_delay` = \"slow\" is not a duration"), "{joined}");
+        assert!(
+            joined.contains("17:22 `slow_replica_delay` = \"slow\" is not a duration"),
+            "{joined}"
+        );
         assert_eq!(p.len(), 5, "{joined}");
     }
 
@@ -531,26 +548,56 @@ slow_replica_delay = "slow"
         .unwrap();
         assert_eq!(
             s.scenarios[0].load,
-            LoadShape::Propagation(PropagationShape { services: 1000, endpoints: 2000, changes: 20 })
+            LoadShape::Propagation(PropagationShape {
+                services: 1000,
+                endpoints: 2000,
+                changes: 20
+            })
         );
         assert_eq!(
             s.scenarios[1].load,
-            LoadShape::Propagation(PropagationShape { services: 10, endpoints: 30, changes: 4 })
+            LoadShape::Propagation(PropagationShape {
+                services: 10,
+                endpoints: 30,
+                changes: 4
+            })
         );
-        assert_eq!(s.scenarios[1].variants, [Variant::Weft], "the control plane alone");
+        assert_eq!(
+            s.scenarios[1].variants,
+            [Variant::Weft],
+            "the control plane alone"
+        );
         let cells = crate::plan::cells(&s);
         assert_eq!(cells.len(), 2);
-        assert_eq!(crate::plan::label(&s, &cells[1]), "e propagation 10 svc/30 ep x4 rep 1/1");
+        assert_eq!(
+            crate::plan::label(&s, &cells[1]),
+            "e propagation 10 svc/30 ep x4 rep 1/1"
+        );
 
         let p = problems(
             "name = \"p\"\n[[scenario]]\nname = \"a\"\nmode = \"propagation\"\nservices = 3\nendpoints = 7\nchanges = 5\nrates = [1]\nvariants = [\"weft\"]\n[[scenario]]\nname = \"b\"\nrates = [1]\nservices = 2\n",
         );
         let joined = p.join("\n");
-        assert!(joined.contains("6:13 `endpoints` (7) must be a multiple of `services` (3)"), "{joined}");
-        assert!(joined.contains("7:11 `changes` (5) may not exceed `services` (3)"), "{joined}");
-        assert!(joined.contains("8:9 `rates` is for load scenarios"), "{joined}");
-        assert!(joined.contains("9:12 `variants` has no meaning for mode = \"propagation\""), "{joined}");
-        assert!(joined.contains("13:12 `services` is for mode = \"propagation\" scenarios"), "{joined}");
+        assert!(
+            joined.contains("6:13 `endpoints` (7) must be a multiple of `services` (3)"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("7:11 `changes` (5) may not exceed `services` (3)"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("8:9 `rates` is for load scenarios"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("9:12 `variants` has no meaning for mode = \"propagation\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("13:12 `services` is for mode = \"propagation\" scenarios"),
+            "{joined}"
+        );
         assert_eq!(p.len(), 5, "{joined}");
     }
 

@@ -465,7 +465,10 @@ impl Validator<'_> {
     }
 
     fn propagation_shape(&mut self, d: &RawSettings, s: &RawSettings) -> Option<LoadShape> {
-        for (key, own) in [("rates", &s.rates.as_ref().map(|r| r.span())), ("concurrency", &s.concurrency.as_ref().map(|c| c.span()))] {
+        for (key, own) in [
+            ("rates", &s.rates.as_ref().map(|r| r.span())),
+            ("concurrency", &s.concurrency.as_ref().map(|c| c.span())),
+        ] {
             if let Some(span) = own {
                 self.problem(span.clone(), format!("`{key}` is for load scenarios; this one has mode = \"propagation\" (it offers no load)"));
             }
