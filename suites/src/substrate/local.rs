@@ -70,9 +70,9 @@ struct Sidecar<'a> {
     /// Workload identity (certified by the control plane); `None`: a
     /// plaintext-only proxy.
     identity: Option<&'static str>,
-    /// Where [`MESH_AUTHORITY`] goes, and the peer's identity when that is
-    /// a meshed proxy (mTLS + HTTP/2 to it).
-    route: Option<(SocketAddr, Option<&'static str>)>,
+    /// A static route: where [`MESH_AUTHORITY`] goes, in plaintext (the
+    /// meshed `weft` path is discovered instead).
+    route: Option<SocketAddr>,
     /// The application behind the inbound listener.
     app: Option<SocketAddr>,
     /// Accept plaintext on the inbound listener (meshed proxies refuse it
@@ -190,13 +190,8 @@ impl Local {
         if s.discovery {
             cmd.args(self.control_plane()?.discovery_args());
         }
-        if let Some((addr, peer)) = s.route {
-            let mut route = format!("{MESH_AUTHORITY}={addr}");
-            if let Some(peer) = peer {
-                route.push('@');
-                route.push_str(peer);
-            }
-            cmd.arg("--route").arg(route);
+        if let Some(addr) = s.route {
+            cmd.arg("--route").arg(format!("{MESH_AUTHORITY}={addr}"));
         }
         if let Some(a) = s.app {
             cmd.arg("--app").arg(a.to_string());
@@ -441,7 +436,7 @@ impl Substrate for Local {
                     .mesh_proxy(Sidecar {
                         name: "proxy-outbound",
                         identity: None,
-                        route: Some((inbound, None)),
+                        route: Some(inbound),
                         app: None,
                         inbound_plaintext: false,
                         discovery: false,
@@ -455,7 +450,7 @@ impl Substrate for Local {
                     .mesh_proxy(Sidecar {
                         name: "proxy-outbound",
                         identity: None,
-                        route: Some((server, None)),
+                        route: Some(server),
                         app: None,
                         inbound_plaintext: false,
                         discovery: false,
