@@ -105,8 +105,11 @@ fn stall_shows_in_corrected_latency_not_service_time() {
     eventually("the warm-up to end", || {
         (!progress.in_warmup.load(Ordering::Relaxed)).then_some(())
     });
-    // These sleeps are the experiment (when and how long the target stalls), not synchronisation.
-    std::thread::sleep(Duration::from_secs(2));
+    // Stall once ~2 s of the measured window (400 requests at 200 rps) are done.
+    eventually("400 measured requests before the stall", || {
+        (progress.completed.load(Ordering::Relaxed) >= 400).then_some(())
+    });
+    // This sleep is the experiment (how long the target stalls), not synchronisation.
     kill(server.pid(), Signal::SIGSTOP).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     kill(server.pid(), Signal::SIGCONT).unwrap();

@@ -136,10 +136,10 @@ fn substrate_manifests_are_accepted_by_mesh_control() {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("manifests");
     std::fs::create_dir(&m).unwrap();
-    let replicas: Vec<SocketAddr> = ["127.0.0.1:41001", "127.0.0.1:41002", "127.0.0.1:41003"]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
+    // Real bound addresses, held for the test, as the substrate would list them.
+    let listeners: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let replicas: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     manifests::write(&m, "service.yaml", &manifests::service()).unwrap();
     manifests::write(&m, "endpoints.yaml", &manifests::endpoints(&replicas)).unwrap();
 

@@ -4,9 +4,8 @@
 //! directory of `services` Services with `endpoints_per_service` endpoints
 //! each (addresses in 127.0.0.0/8, written as data, never dialed).
 //!
-//! Called by `tests/propagation.rs` (ignored by default:
-//! `cargo test -p mesh-control --release --test propagation -- --ignored --nocapture`)
-//! and meant for `bench` to call with the binary it built.
+//! Called by `bench` (the `propagation` scenario mode, e.g. in suites/quick.toml)
+//! with the binary it built; suites/tests/discovery.rs runs it on every ci/test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
