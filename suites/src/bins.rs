@@ -1,4 +1,4 @@
-//! Finding the `loadgen`, `mesh-proxy` and `mesh-control` binaries `bench` starts.
+//! Finding the `loadgen`, `mesh-proxy`, `mesh-control` and `weft` binaries `bench` starts.
 //!
 //! They are siblings of `bench` in the cargo target dir. `cargo run --bin
 //! bench` builds only `bench`, so when run under cargo (env `CARGO` set) and
@@ -16,6 +16,8 @@ pub struct Binaries {
     pub loadgen: PathBuf,
     pub mesh_proxy: PathBuf,
     pub mesh_control: PathBuf,
+    /// `weft init` installs the netns substrate's interception rules.
+    pub weft: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +41,18 @@ pub enum BinError {
     },
 }
 
-const NAMES: [&str; 3] = ["loadgen", "mesh-proxy", "mesh-control"];
+const NAMES: [&str; 4] = ["loadgen", "mesh-proxy", "mesh-control", "weft"];
 /// The `cargo build` package arguments that produce [`NAMES`].
-const PACKAGES: [&str; 6] = ["-p", "loadgen", "-p", "mesh-proxy", "-p", "mesh-control"];
+const PACKAGES: [&str; 8] = [
+    "-p",
+    "loadgen",
+    "-p",
+    "mesh-proxy",
+    "-p",
+    "mesh-control",
+    "-p",
+    "mesh-init",
+];
 
 /// Locate the binaries for the running `bench`.
 pub fn locate() -> Result<Binaries, BinError> {
@@ -128,8 +139,8 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
 
 impl Binaries {
     /// In the order of [`NAMES`].
-    fn paths(&self) -> [&PathBuf; 3] {
-        [&self.loadgen, &self.mesh_proxy, &self.mesh_control]
+    fn paths(&self) -> [&PathBuf; 4] {
+        [&self.loadgen, &self.mesh_proxy, &self.mesh_control, &self.weft]
     }
 }
 
@@ -138,6 +149,7 @@ fn in_dir(dir: &Path) -> Binaries {
         loadgen: dir.join("loadgen"),
         mesh_proxy: dir.join("mesh-proxy"),
         mesh_control: dir.join("mesh-control"),
+        weft: dir.join("weft"),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `bench`: run a benchmark suite, re-render a report, gate a record, or show a plan.
+//! `bench`: run a benchmark suite, re-render a report, gate a record, show a
+//! plan, or clean up after a crashed run.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ enum Command {
         #[arg(long, default_value = "quick", value_name = "NAME|PATH")]
         suite: String,
     },
+    /// Remove what crashed or killed runs left: their processes, temp dirs and
+    /// network namespaces (a new run does this too; live runs are left alone)
+    Clean,
     /// Internal: cleans up after a bench that was killed (started by bench itself)
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -89,6 +93,9 @@ struct RunArgs {
 enum Substrate {
     /// Processes on 127.0.0.1
     Local,
+    /// Pods as Linux network namespaces on a node bridge, with transparent
+    /// interception (iptables + SO_ORIGINAL_DST); needs root
+    Netns,
 }
 
 fn main() -> ExitCode {
@@ -151,6 +158,7 @@ fn main() -> ExitCode {
                 code(64)
             }
         },
+        Command::Clean => clean(),
         Command::Watchdog => unreachable!("handled above"),
         Command::Propagation(args) => propagation(args),
     }
@@ -198,6 +206,7 @@ fn run(args: RunArgs) -> ExitCode {
         suite: args.suite,
         substrate: match args.substrate {
             Substrate::Local => suites::SubstrateKind::Local,
+            Substrate::Netns => suites::SubstrateKind::Netns,
         },
         out: args.out,
     };
@@ -216,6 +225,28 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => {
             eprintln!("bench: {e}");
             code(e.exit_code())
+        }
+    }
+}
+
+fn clean() -> ExitCode {
+    suites::substrate::proc_guard::sweep_strays(&std::env::temp_dir());
+    match suites::substrate::netns::clean() {
+        Ok(removed) if removed.is_empty() => {
+            stdout("bench clean: nothing left over");
+            ExitCode::SUCCESS
+        }
+        Ok(removed) => {
+            stdout(&format!(
+                "bench clean: removed {} network namespace(s): {}",
+                removed.len(),
+                removed.join(", ")
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench clean: {e}");
+            code(1)
         }
     }
 }

@@ -18,13 +18,15 @@ use crate::env;
 use crate::plan::{self, Cell};
 use crate::propagation::{self as prop, PropagationFile, PropagationResult};
 use crate::sampler::Sampler;
-use crate::substrate::{proc_guard, DeployError, Deployment, Local, ScenarioTopology, Substrate};
+use crate::substrate::netns::{enter, net};
+use crate::substrate::{proc_guard, DeployError, Deployment, Local, Netns, ScenarioTopology, Substrate};
 use crate::suite::{self, LoadShape, Protocol, Scenario, Suite, SuiteError, Variant};
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubstrateKind {
     Local,
+    Netns,
 }
 
 /// What `bench run` was asked to do.
@@ -58,6 +60,10 @@ pub enum RunError {
         what: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    NotPermitted(String),
+    #[error("the {substrate} substrate could not start: {detail}")]
+    Substrate { substrate: &'static str, detail: String },
     #[error("interrupted by {0}: stopped every process, wrote no results")]
     Interrupted(&'static str),
     #[error("cannot render the report into {dir}: {detail}")]
@@ -76,6 +82,8 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Suite(_) | RunError::OutExists(_) => 64,
+            // EX_NOPERM
+            RunError::NotPermitted(_) => 77,
             RunError::Interrupted("SIGINT") => 130,
             RunError::Interrupted(_) => 143,
             _ => 1,
@@ -94,6 +102,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     // Catch signals from the very start, so no child is ever started unguarded.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io_err("install the SIGTERM handler"))?;
+    if opts.substrate == SubstrateKind::Netns {
+        // Before reading or building anything: a run that cannot start
+        // should say so at once.
+        net::require_root().map_err(RunError::NotPermitted)?;
+    }
     let suite = suite::resolve(&opts.suite)?;
     let cells = plan::cells(&suite);
     let out = match opts.out {
@@ -122,23 +135,28 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             mesh_control: bins.mesh_control.clone(),
             work: work.path().to_path_buf(),
         };
-        let mut substrate = match opts.substrate {
-            SubstrateKind::Local => Local::new(bins, work.path()),
+        let outcome = match opts.substrate {
+            SubstrateKind::Local => {
+                let substrate = Local::new(bins, work.path());
+                drive(substrate, &suite, &cells, &harness, &mut sigterm).await
+            }
+            SubstrateKind::Netns => match Netns::new(bins, work.path()) {
+                Ok(substrate) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
+                Err(e) => Err(Err(RunError::Substrate {
+                    substrate: "netns",
+                    detail: e.to_string(),
+                })),
+            },
         };
-        let outcome = tokio::select! {
-            r = execute(&suite, &cells, &mut substrate, &harness) => Ok(r),
-            _ = tokio::signal::ctrl_c() => Err("SIGINT"),
-            _ = sigterm.recv() => Err("SIGTERM"),
-        };
-        // The select dropped any in-flight deployment (killing it); now the
-        // scenario's server, and anything else still registered.
-        substrate.end_scenario().await;
         proc_guard::kill_all();
         proc_guard::forget_dir(work.path());
         drop(work);
-        let (report, propagation, failures) = outcome.map_err(|sig| {
-            eprintln!("\nbench: {sig} received, stopping");
-            RunError::Interrupted(sig)
+        let (report, propagation, failures) = outcome.map_err(|e| match e {
+            Ok(sig) => {
+                eprintln!("\nbench: {sig} received, stopping");
+                RunError::Interrupted(sig)
+            }
+            Err(e) => e,
         })?;
         let report_dir = staging.path().to_path_buf();
         reports::io::write_report_json(&report, &report_dir.join("report.json")).map_err(
@@ -185,6 +203,30 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     .await;
     proc_guard::stop_watchdog();
     result
+}
+
+/// What [`drive`] ends with: the results, or the signal that interrupted
+/// the run (`Ok`), or why the substrate could not run at all (`Err`).
+type Driven = Result<(Report, Vec<PropagationResult>, usize), Result<&'static str, RunError>>;
+
+/// Run every cell on `substrate` until done or interrupted, then stop what
+/// the substrate still runs. Dropping the substrate removes what it made.
+async fn drive<S: Substrate>(
+    mut substrate: S,
+    suite: &Suite,
+    cells: &[Cell],
+    harness: &Harness,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> Driven {
+    let outcome = tokio::select! {
+        r = execute(suite, cells, &mut substrate, harness) => Ok(r),
+        _ = tokio::signal::ctrl_c() => Err(Ok("SIGINT")),
+        _ = sigterm.recv() => Err(Ok("SIGTERM")),
+    };
+    // The select dropped any in-flight deployment (killing it); now the
+    // scenario's server, and anything else still registered.
+    substrate.end_scenario().await;
+    outcome
 }
 
 /// What propagation scenarios need: the control plane binary they measure
@@ -461,7 +503,7 @@ async fn measure(
     bar.set_message(label.to_string());
 
     let progress = Arc::new(loadgen::Progress::default());
-    let run = loadgen::run(cfg, progress.clone());
+    let run = load(cfg, progress.clone(), dep.load_from.as_deref());
     tokio::pin!(run);
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -523,6 +565,24 @@ async fn measure(
         service_histogram: s.service_histogram,
         resources,
     })
+}
+
+/// Threads of the load generator's runtime inside a pod (bench's own
+/// runtime has one per core; so does this one, on a 2-core machine).
+const POD_LOAD_THREADS: usize = 2;
+
+/// Run the load from bench itself, or from inside a pod's network namespace.
+async fn load(
+    cfg: loadgen::LoadConfig,
+    progress: Arc<loadgen::Progress>,
+    netns: Option<&Path>,
+) -> Result<loadgen::LoadResult, loadgen::LoadError> {
+    match netns {
+        None => loadgen::run(cfg, progress).await,
+        Some(ns) => enter::run_in(ns, POD_LOAD_THREADS, move || loadgen::run(cfg, progress))
+            .await
+            .unwrap_or_else(|e| Err(loadgen::LoadError::Task(e.to_string()))),
+    }
 }
 
 fn percentiles(p: loadgen::Percentiles) -> reports::Percentiles {

@@ -38,6 +38,31 @@ const WORKLOADS: [(&str, &str); 2] = [(CLIENT_ID, "client"), (SERVER_ID, "server
 /// rotation never shows up in the measurements.
 const CERT_LIFETIME: &str = "24h";
 
+/// Where and how a substrate runs its control plane.
+pub struct ControlOptions<'a> {
+    /// mesh-control's gRPC listen address (port 0: any).
+    pub listen: SocketAddr,
+    /// The Service's ClusterIP written into the manifests.
+    pub cluster_ip: &'a str,
+    /// The network namespace to start it in (a `/run/netns/NAME` path).
+    pub netns: Option<&'a Path>,
+    /// Proxies run as this uid (transparent interception exempts it), so
+    /// their token and trust anchor must be readable by it.
+    pub proxy_uid: Option<u32>,
+}
+
+impl ControlOptions<'_> {
+    /// The local substrate's: loopback, run as `bench`'s own user.
+    pub fn local() -> ControlOptions<'static> {
+        ControlOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster_ip: manifests::CLUSTER_IP,
+            netns: None,
+            proxy_uid: None,
+        }
+    }
+}
+
 /// A running `mesh-control` and what a proxy needs to be certified by it.
 pub struct ControlPlane {
     proc: Proc,
@@ -57,6 +82,7 @@ impl ControlPlane {
         dir: &Path,
         pids_file: &Path,
         patience: Duration,
+        opts: ControlOptions<'_>,
     ) -> Result<ControlPlane, DeployError> {
         let io = |what: String| move |source| DeployError::Io { what, source };
         let mut table = String::from("# written by bench for one scenario; random per run\n");
@@ -74,11 +100,14 @@ impl ControlPlane {
         let manifests = dir.join("manifests");
         std::fs::create_dir_all(&manifests)
             .map_err(io(format!("create {}", manifests.display())))?;
-        manifests::write(&manifests, "service.yaml", &manifests::service())
+        let service = manifests::service(opts.cluster_ip, manifests::DEFAULT_INBOUND_POLICY);
+        manifests::write(&manifests, "service.yaml", &service)
             .map_err(io(format!("write {}", manifests.display())))?;
 
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--trust-domain", TRUST_DOMAIN])
+        cmd.arg("--listen")
+            .arg(opts.listen.to_string())
+            .args(["--trust-domain", TRUST_DOMAIN])
             .args(["--cert-lifetime", CERT_LIFETIME])
             .arg("--data-dir")
             .arg(&data)
@@ -86,19 +115,23 @@ impl ControlPlane {
             .arg(&tokens)
             .arg("--manifests")
             .arg(&manifests);
-        let mut proc = Proc::spawn("control", cmd, pids_file)?;
+        let mut proc = Proc::spawn_in("control", cmd, pids_file, opts.netns)?;
         let text = proc.wait_line("listening grpc ", patience).await?;
         let addr: SocketAddr = text.parse().map_err(|_| {
             proc.failure(&format!(
                 "printed `listening grpc {text}`, which is not an ip:port"
             ))
         })?;
-        let trust_anchor = data.join("trust-anchor.pem");
+        let mut trust_anchor = data.join("trust-anchor.pem");
         if !trust_anchor.is_file() {
             return Err(proc.failure(&format!(
                 "serves on {addr} but wrote no {}",
                 trust_anchor.display()
             )));
+        }
+        if let Some(uid) = opts.proxy_uid {
+            trust_anchor = share_with(uid, dir, &trust_anchor, &token_files)
+                .map_err(io(format!("share the proxies' credentials in {} with uid {uid}", dir.display())))?;
         }
         Ok(ControlPlane {
             proc,
@@ -141,6 +174,11 @@ impl ControlPlane {
         self.proc.pid()
     }
 
+    /// The directory mesh-control polls for manifests.
+    pub fn manifests_dir(&self) -> &Path {
+        &self.manifests
+    }
+
     /// The `mesh-proxy` flags that make it the workload `identity`
     /// (one of [`CLIENT_ID`], [`SERVER_ID`]), certified by this control plane.
     pub fn proxy_args(&self, identity: &str) -> Vec<OsString> {
@@ -169,6 +207,34 @@ impl ControlPlane {
     pub async fn stop(self, grace: Duration) {
         self.proc.stop(grace).await;
     }
+}
+
+/// Make what proxies running as `uid` read reachable by it: the directories
+/// on the way traversable (not listable), each token owned by `uid` (still
+/// 0600), and a world-readable copy of the trust anchor (public data, but
+/// mesh-control keeps it next to the CA key). Returns the copy's path.
+fn share_with(
+    uid: u32,
+    dir: &Path,
+    trust_anchor: &Path,
+    token_files: &[(&'static str, PathBuf)],
+) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Some(dir);
+    // The control dir and the run's work dir above it.
+    for _ in 0..2 {
+        let Some(p) = d else { break };
+        let mode = std::fs::metadata(p)?.permissions().mode();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o111))?;
+        d = p.parent();
+    }
+    for (_, f) in token_files {
+        std::os::unix::fs::chown(f, Some(uid), Some(uid))?;
+    }
+    let shared = dir.join("trust-anchor.pem");
+    std::fs::copy(trust_anchor, &shared)?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644))?;
+    Ok(shared)
 }
 
 /// 128 random bits, hex: unguessable, and safe on one whitespace-split line.

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::control::{ControlPlane, CLIENT_ID, SERVER_ID};
+use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
 use super::manifests;
 use super::peers;
 use super::probe;
@@ -43,9 +43,9 @@ use crate::suite::{Protocol, Variant};
 pub const MESH_AUTHORITY: &str = "svc.weft.local";
 
 /// How long a component may take to print its address and answer.
-const READY_PATIENCE: Duration = Duration::from_secs(20);
+pub(super) const READY_PATIENCE: Duration = Duration::from_secs(20);
 /// Time a component gets to exit after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Peers are handed a port we freed; another process may grab it first.
 const PORT_ATTEMPTS: usize = 3;
 
@@ -129,6 +129,7 @@ impl Local {
             &dir,
             &self.pids_file,
             READY_PATIENCE,
+            ControlOptions::local(),
         )
         .await
     }
@@ -524,6 +525,7 @@ impl Substrate for Local {
             target,
             host,
             components,
+            load_from: None,
             procs,
         })
     }
@@ -557,7 +559,7 @@ impl Substrate for Local {
 }
 
 /// Sample `p` as a component of the deployment and stop it with it.
-fn keep(components: &mut Vec<Component>, procs: &mut Vec<Proc>, p: Proc, role: Role) {
+pub(super) fn keep(components: &mut Vec<Component>, procs: &mut Vec<Proc>, p: Proc, role: Role) {
     components.push(Component {
         name: p.name().to_string(),
         role,
@@ -566,7 +568,7 @@ fn keep(components: &mut Vec<Component>, procs: &mut Vec<Proc>, p: Proc, role: R
     procs.push(p);
 }
 
-fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String> {
+pub(super) fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String> {
     match variant {
         Variant::Nginx if !nginx => {
             Err("nginx not found in PATH or /usr/sbin; install it (apt-get install nginx) to compare against it".into())
@@ -579,7 +581,7 @@ fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String
 }
 
 /// Read an address a component printed after `prefix`.
-async fn addr(p: &mut Proc, prefix: &str) -> Result<SocketAddr, DeployError> {
+pub(super) async fn addr(p: &mut Proc, prefix: &str) -> Result<SocketAddr, DeployError> {
     let text = p.wait_line(prefix, READY_PATIENCE).await?;
     text.parse().map_err(|_| {
         p.failure(&format!(
@@ -588,7 +590,7 @@ async fn addr(p: &mut Proc, prefix: &str) -> Result<SocketAddr, DeployError> {
     })
 }
 
-fn ready_error(p: &mut Proc, e: String) -> DeployError {
+pub(super) fn ready_error(p: &mut Proc, e: String) -> DeployError {
     match p.failure(&e) {
         DeployError::Start { component, detail } => DeployError::Ready { component, detail },
         other => other,
@@ -596,7 +598,7 @@ fn ready_error(p: &mut Proc, e: String) -> DeployError {
 }
 
 /// Wait until a peer accepts TCP connections on `listen`, or fails.
-async fn wait_listening(p: &mut Proc, listen: SocketAddr) -> Result<(), DeployError> {
+pub(super) async fn wait_listening(p: &mut Proc, listen: SocketAddr) -> Result<(), DeployError> {
     let deadline = tokio::time::Instant::now() + READY_PATIENCE;
     loop {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {

@@ -34,16 +34,22 @@ pub const SERVICE: &str = "svc";
 /// The Service port clients address (the default HTTP port, so a Host
 /// without a port means it).
 pub const SERVICE_PORT: u16 = 80;
-/// Written as data only, never dialed: loopback so no lookup by address can
-/// ever leave the machine.
+/// The local substrate's ClusterIP: written as data only, never dialed;
+/// loopback so no lookup by address can ever leave the machine. (The netns
+/// substrate gives the Service a real virtual IP instead.)
 pub const CLUSTER_IP: &str = "127.96.0.1";
+/// The namespace default of the bench's Service: any meshed client, no
+/// plaintext, as in a mesh with authorization turned on.
+pub const DEFAULT_INBOUND_POLICY: &str = "all-authenticated";
 /// What the load generator sends as Host for the discovered `weft` path.
 pub const AUTHORITY: &str = "svc.bench.svc.cluster.local";
 /// ServiceAccount of the server replicas (their sidecars' identity).
 pub const SERVER_ACCOUNT: &str = "server";
 
-/// The Namespace and the Service: fixed for a scenario.
-pub fn service() -> String {
+/// The Namespace (with its default inbound policy, e.g.
+/// [`DEFAULT_INBOUND_POLICY`] or `all-unauthenticated`) and the Service at
+/// `cluster_ip` (e.g. [`CLUSTER_IP`]): fixed for a scenario.
+pub fn service(cluster_ip: &str, default_inbound_policy: &str) -> String {
     format!(
         "# written by bench: the Service every server replica backs
 apiVersion: v1
@@ -51,7 +57,7 @@ kind: Namespace
 metadata:
   name: {NAMESPACE}
   annotations:
-    weft.io/default-inbound-policy: all-authenticated
+    weft.io/default-inbound-policy: {default_inbound_policy}
 ---
 apiVersion: v1
 kind: Service
@@ -59,7 +65,7 @@ metadata:
   name: {SERVICE}
   namespace: {NAMESPACE}
 spec:
-  clusterIP: \"{CLUSTER_IP}\"
+  clusterIP: \"{cluster_ip}\"
   ports:
   - name: http
     port: {SERVICE_PORT}
@@ -143,7 +149,7 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        write(dir.path(), "service.yaml", &service()).unwrap();
+        write(dir.path(), "service.yaml", &service(CLUSTER_IP, DEFAULT_INBOUND_POLICY)).unwrap();
         write(dir.path(), "endpoints.yaml", &endpoints(&replicas)).unwrap();
 
         let index = mesh_index::Index::new(mesh_index::Config::default());

@@ -6,11 +6,14 @@
 //!          ──teardown────────> nothing it started is left running
 //! ```
 //!
-//! Only the `local` substrate (processes on 127.0.0.1) exists in this build.
+//! Two substrates exist: `local` (processes on 127.0.0.1, proxies addressed
+//! explicitly) and `netns` (pods as network namespaces on a node bridge,
+//! transparent interception; needs root). `kind` is planned.
 
 pub mod control;
 pub mod local;
 pub mod manifests;
+pub mod netns;
 mod peers;
 pub mod probe;
 pub mod proc_guard;
@@ -23,6 +26,7 @@ use std::time::Duration;
 use crate::suite::{Protocol, Scenario, Variant};
 
 pub use local::Local;
+pub use netns::Netns;
 
 /// What a scenario needs from the substrate, independent of the variant.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +96,9 @@ pub struct Deployment {
     pub host: Option<String>,
     /// Processes to sample, the target server included.
     pub components: Vec<Component>,
+    /// The network namespace (a `/run/netns/NAME` path) the load must be
+    /// sent from; `None`: bench's own.
+    pub load_from: Option<std::path::PathBuf>,
     pub(crate) procs: Vec<process::Proc>,
 }
 

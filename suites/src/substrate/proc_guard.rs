@@ -25,6 +25,14 @@
 //! exits, not the process. Tokio's blocking-pool threads exit when idle, which
 //! would kill our servers mid-run. All children are therefore forked by one
 //! dedicated spawner thread that lives as long as `bench` ([`spawn`]).
+//!
+//! The same thread starts processes inside network namespaces
+//! ([`spawn_in`]): it enters the namespace with `setns(2)` (per thread),
+//! forks, and returns to the host namespace. The child inherits the
+//! namespace at fork, so `Command::uid` still works (a `pre_exec` setns would
+//! run after the uid change, without the privilege to enter). Namespaces the
+//! run creates are registered too ([`guard_netns`]): the watchdog deletes
+//! them if `bench` dies.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeSet;
@@ -38,7 +46,9 @@ use std::sync::{Mutex, OnceLock};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+/// A command, the network namespace to start it in (`None`: bench's own),
+/// and where to send the result.
+type SpawnRequest = (Command, Option<PathBuf>, mpsc::Sender<io::Result<Child>>);
 
 fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
@@ -48,8 +58,18 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
         std::thread::Builder::new()
             .name("weft-spawner".into())
             .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(spawn_here(&mut cmd));
+                // Where to come back to after starting a child in a namespace.
+                let home = std::fs::File::open("/proc/thread-self/ns/net");
+                for (mut cmd, netns, reply) in rx {
+                    let result = match (&netns, &home) {
+                        (None, _) => spawn_here(&mut cmd),
+                        (Some(ns), Ok(home)) => spawn_in_netns(&mut cmd, ns, home),
+                        (Some(_), Err(e)) => Err(io::Error::new(
+                            e.kind(),
+                            format!("cannot open this thread's network namespace: {e}"),
+                        )),
+                    };
+                    let _ = reply.send(result);
                 }
             })
             .expect("cannot start the child-spawner thread");
@@ -78,15 +98,42 @@ fn spawn_here(cmd: &mut Command) -> io::Result<Child> {
     Ok(child)
 }
 
+/// Enter `ns` (a `/run/netns/NAME` file), fork `cmd` there, and return to
+/// `home` whatever happened: the spawner thread must stay in the host
+/// namespace for the next request.
+fn spawn_in_netns(cmd: &mut Command, ns: &Path, home: &std::fs::File) -> io::Result<Child> {
+    use nix::sched::{setns, CloneFlags};
+    let target = std::fs::File::open(ns)
+        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", ns.display())))?;
+    setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| {
+        io::Error::other(format!("enter network namespace {}: {e}", ns.display()))
+    })?;
+    let child = spawn_here(cmd);
+    if let Err(e) = setns(home, CloneFlags::CLONE_NEWNET) {
+        // Every later child would start in the wrong namespace: stop here.
+        panic!("cannot return the spawner thread to the host network namespace: {e}");
+    }
+    child
+}
+
 /// Spawn `cmd` as the leader of a new process group, with the parent-death
 /// signal set, from the long-lived spawner thread; the group is registered
 /// with the watchdog. Callers must [`unregister`] after reaping it.
 pub fn spawn(cmd: Command) -> io::Result<Child> {
+    spawn_request(cmd, None)
+}
+
+/// [`spawn`], inside the network namespace `netns` (a `/run/netns/NAME` path).
+pub fn spawn_in(cmd: Command, netns: &Path) -> io::Result<Child> {
+    spawn_request(cmd, Some(netns.to_path_buf()))
+}
+
+fn spawn_request(cmd: Command, netns: Option<PathBuf>) -> io::Result<Child> {
     let (tx, rx) = mpsc::channel();
     spawner()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .send((cmd, tx))
+        .send((cmd, netns, tx))
         .map_err(|_| io::Error::other("child-spawner thread is gone"))?;
     rx.recv()
         .map_err(|_| io::Error::other("child-spawner thread is gone"))?
@@ -146,6 +193,17 @@ pub fn guard_dir(dir: &Path) {
 /// The directory was completed or removed by `bench` itself.
 pub fn forget_dir(dir: &Path) {
     with_registry(|r| tell_watchdog(r, &format!("-dir {}", dir.display())));
+}
+
+/// Ask the watchdog to delete the network namespace `name` (and kill what
+/// runs in it) if `bench` dies before [`forget_netns`].
+pub fn guard_netns(name: &str) {
+    with_registry(|r| tell_watchdog(r, &format!("+netns {name}")));
+}
+
+/// The namespace was deleted by `bench` itself.
+pub fn forget_netns(name: &str) {
+    with_registry(|r| tell_watchdog(r, &format!("-netns {name}")));
 }
 
 /// Send `sig` to every member of process group `pgid`; a group that no
@@ -213,6 +271,7 @@ pub fn watchdog_main() -> i32 {
     let _ = ignore_signal(Signal::SIGINT);
     let mut groups = BTreeSet::new();
     let mut dirs = BTreeSet::new();
+    let mut namespaces = BTreeSet::new();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         match line.split_once(' ') {
@@ -232,6 +291,12 @@ pub fn watchdog_main() -> i32 {
             Some(("-dir", d)) => {
                 dirs.remove(&PathBuf::from(d));
             }
+            Some(("+netns", n)) => {
+                namespaces.insert(n.to_string());
+            }
+            Some(("-netns", n)) => {
+                namespaces.remove(n);
+            }
             _ => {}
         }
     }
@@ -241,11 +306,17 @@ pub fn watchdog_main() -> i32 {
     for d in &dirs {
         let _ = std::fs::remove_dir_all(d);
     }
-    if !groups.is_empty() || !dirs.is_empty() {
+    for n in &namespaces {
+        if let Err(e) = super::netns::net::destroy(n) {
+            eprintln!("bench watchdog: {e}");
+        }
+    }
+    if !groups.is_empty() || !dirs.is_empty() || !namespaces.is_empty() {
         eprintln!(
-            "bench watchdog: bench exited without cleaning up; killed {} process group(s), removed {} dir(s)",
+            "bench watchdog: bench exited without cleaning up; killed {} process group(s), removed {} dir(s) and {} network namespace(s)",
             groups.len(),
-            dirs.len()
+            dirs.len(),
+            namespaces.len()
         );
     }
     0

@@ -31,12 +31,27 @@ pub struct Proc {
 impl Proc {
     /// Spawn `cmd` (stdout and stderr piped and drained) and append
     /// `<pid> <starttime> <name>` to `pids_file`.
-    pub fn spawn(name: &str, mut cmd: Command, pids_file: &Path) -> Result<Proc, DeployError> {
+    pub fn spawn(name: &str, cmd: Command, pids_file: &Path) -> Result<Proc, DeployError> {
+        Proc::spawn_in(name, cmd, pids_file, None)
+    }
+
+    /// [`Proc::spawn`] inside the network namespace `netns` (a
+    /// `/run/netns/NAME` path) when given.
+    pub fn spawn_in(
+        name: &str,
+        mut cmd: Command,
+        pids_file: &Path,
+        netns: Option<&Path>,
+    ) -> Result<Proc, DeployError> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let mut child = proc_guard::spawn(cmd).map_err(|e| DeployError::Start {
+        let spawned = match netns {
+            Some(ns) => proc_guard::spawn_in(cmd, ns),
+            None => proc_guard::spawn(cmd),
+        };
+        let mut child = spawned.map_err(|e| DeployError::Start {
             component: name.to_string(),
             detail: format!("cannot run {program}: {e}"),
         })?;

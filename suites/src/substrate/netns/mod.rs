@@ -1,0 +1,588 @@
+//! The netns substrate: a cluster network on one machine. Every pod is a
+//! network namespace on a per-run node bridge (see [`net`]); Services have
+//! virtual IPs; meshed pods get `weft init`'s iptables rules and a sidecar
+//! that reads the original destination, so the load generator (the app)
+//! just sends to the Service VIP and never knows the mesh is there.
+//!
+//! ```text
+//!  client-N pod                          node (bridge, Service DNAT)          server-i pods
+//!  loadgen ──> 198.19.0.1:80 ─────────────────── DNAT ─────────────────────> :8080 app   baseline
+//!  loadgen ─iptables─> outbound 4140 ══ mTLS to pod IP:8080 ═══ iptables ─> inbound 4143 ─> :8080   weft
+//!              (uid 2102 proxy, resolves the VIP through mesh-control)
+//!  weft-plaintext / -client-only / -server-only: the same sidecars without
+//!  identity; unknown to Destination, traffic keeps its original destination
+//!  (the VIP), so the node's DNAT balances it as in `baseline`.
+//!  nginx | haproxy: in the client pod on 127.0.0.1:8000, upstreams the pod IPs
+//!  control pod: mesh-control on <pod IP>:8086, manifests written by bench
+//! ```
+//!
+//! Server pods (and the control pod) live for a scenario; each deployed
+//! variant gets a fresh client pod, and the server pods' interception rules
+//! are installed for meshed variants and removed (`weft init --cleanup`)
+//! at teardown. Load and probes run inside the client pod ([`enter`]).
+
+pub mod enter;
+pub mod net;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
+use super::local::{addr, keep, peer_check, ready_error, READY_PATIENCE, STOP_GRACE};
+use super::manifests;
+use super::peers;
+use super::probe;
+use super::process::Proc;
+use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
+use crate::bins::Binaries;
+use crate::suite::{Protocol, Variant};
+use net::{Network, Pod, RunId};
+
+/// The uid sidecars run as: `weft init` exempts its traffic from
+/// interception (Linkerd's proxy uses 2102 as well).
+pub const PROXY_UID: u32 = 2102;
+/// The port every target server replica listens on in its pod.
+pub const APP_PORT: u16 = 8080;
+/// The Service's virtual IP (the other half of 198.18.0.0/15 from pods).
+pub const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+/// Sidecar ports (the proxy's defaults).
+pub const OUTBOUND_PORT: u16 = 4140;
+pub const INBOUND_PORT: u16 = 4143;
+pub const ADMIN_PORT: u16 = 4191;
+/// mesh-control's gRPC port in the control pod.
+pub const CONTROL_PORT: u16 = 8086;
+/// Where a peer proxy listens inside the client pod.
+const PEER_PORT: u16 = 8000;
+
+/// Pods in network namespaces on one node.
+pub struct Netns {
+    bins: Binaries,
+    work: PathBuf,
+    pids_file: PathBuf,
+    nginx: Option<PathBuf>,
+    haproxy: Option<PathBuf>,
+    net: Network,
+    /// The scenario's target server replicas and their pods.
+    servers: Vec<(Proc, Pod)>,
+    control: Option<Result<(ControlPlane, Pod), DeployError>>,
+    /// The deployed variant's pod and rules (one at a time).
+    active: Option<Cell>,
+    counter: usize,
+}
+
+/// One deployed variant's own pod and what to undo at teardown.
+struct Cell {
+    client: Pod,
+    /// Pods where this variant installed interception rules.
+    intercepted: Vec<Pod>,
+}
+
+impl Netns {
+    /// Sweep what dead runs left, then create this run's node namespace.
+    /// `work` is the run's private temp dir.
+    pub fn new(bins: Binaries, work: &Path) -> Result<Netns, DeployError> {
+        net::require_root().map_err(|reason| DeployError::Start {
+            component: "netns".into(),
+            detail: reason,
+        })?;
+        let (removed, errors) = net::sweep();
+        if !removed.is_empty() {
+            eprintln!(
+                "warning: removed {} network namespace(s) left over by an earlier bench run: {}",
+                removed.len(),
+                removed.join(", ")
+            );
+        }
+        if let Some(e) = errors.into_iter().next() {
+            return Err(net_err("remove an earlier run's namespaces", e));
+        }
+        let net = Network::create(RunId::current()).map_err(|e| net_err("create the node", e))?;
+        Ok(Netns {
+            bins,
+            work: work.to_path_buf(),
+            pids_file: work.join("pids"),
+            nginx: peers::find_binary("nginx"),
+            haproxy: peers::find_binary("haproxy"),
+            net,
+            servers: Vec::new(),
+            control: None,
+            active: None,
+            counter: 0,
+        })
+    }
+
+    /// The node namespace's name.
+    pub fn node(&self) -> &str {
+        self.net.node()
+    }
+
+    /// The scenario's server pods, replica 0 first.
+    pub fn server_pods(&self) -> Vec<Pod> {
+        self.servers.iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Add a pod with nothing in it (for callers that bring their own app,
+    /// such as an unmeshed client in tests).
+    pub fn add_pod(&mut self, name: &str) -> Result<Pod, DeployError> {
+        self.net
+            .add_pod(name)
+            .map_err(|e| net_err(&format!("create pod {name}"), e))
+    }
+
+    /// The scenario's control plane manifests directory, when one runs.
+    pub fn manifests_dir(&self) -> Option<&Path> {
+        match &self.control {
+            Some(Ok((cp, _))) => Some(cp.manifests_dir()),
+            _ => None,
+        }
+    }
+
+    fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
+        self.counter += 1;
+        let d = self.work.join(format!("{what}-{}", self.counter));
+        std::fs::create_dir_all(&d).map_err(|source| DeployError::Io {
+            what: format!("create {}", d.display()),
+            source,
+        })?;
+        Ok(d)
+    }
+
+    fn control_plane(&self) -> Result<&ControlPlane, DeployError> {
+        match &self.control {
+            Some(Ok((cp, _))) => Ok(cp),
+            Some(Err(e)) => Err(DeployError::Start {
+                component: "control".into(),
+                detail: e.to_string(),
+            }),
+            None => Err(DeployError::Start {
+                component: "control".into(),
+                detail: "no control plane running (the scenario's topology did not ask for one)".into(),
+            }),
+        }
+    }
+
+    async fn start_control(&mut self) -> Result<(ControlPlane, Pod), DeployError> {
+        let dir = self.cell_dir("control")?;
+        let pod = self.add_pod("control")?;
+        let vip = SERVICE_VIP.to_string();
+        let cp = ControlPlane::start(
+            &self.bins.mesh_control,
+            &dir,
+            &self.pids_file,
+            READY_PATIENCE,
+            ControlOptions {
+                listen: pod.addr(CONTROL_PORT),
+                cluster_ip: &vip,
+                netns: Some(&pod.ns_path()),
+                proxy_uid: Some(PROXY_UID),
+            },
+        )
+        .await?;
+        let endpoints: Vec<SocketAddr> = self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
+        cp.publish_endpoints(&endpoints)?;
+        Ok((cp, pod))
+    }
+
+    /// Install `weft init`'s interception rules in `pod`.
+    fn intercept(&self, pod: &Pod) -> Result<(), DeployError> {
+        let uid = PROXY_UID.to_string();
+        let weft = self.bins.weft.to_string_lossy().into_owned();
+        net::exec_in(&pod.ns, &weft, &["init", "--proxy-uid", &uid], None)
+            .map(|_| ())
+            .map_err(|e| DeployError::Start {
+                component: format!("weft init in {}", pod.name),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Remove them again (the pod outlives the variant).
+    fn release(&self, pod: &Pod) {
+        let weft = self.bins.weft.to_string_lossy().into_owned();
+        if let Err(e) = net::exec_in(&pod.ns, &weft, &["init", "--cleanup"], None) {
+            eprintln!("bench: removing the interception rules in {}: {e}", pod.name);
+        }
+    }
+
+    /// Start a transparent sidecar in `pod` as [`PROXY_UID`]; meshed (with
+    /// identity and discovery) when `identity` is given. Returns once its
+    /// `/ready` answers (for a meshed one: once it holds its certificate).
+    async fn sidecar(&self, pod: &Pod, identity: Option<&'static str>, inbound_plaintext: bool) -> Result<Proc, DeployError> {
+        let mut cmd = Command::new(&self.bins.mesh_proxy);
+        cmd.arg("--transparent")
+            .args(["--outbound-listen", &format!("127.0.0.1:{OUTBOUND_PORT}")])
+            .args(["--inbound-listen", &format!("0.0.0.0:{INBOUND_PORT}")])
+            .args(["--admin-listen", &format!("0.0.0.0:{ADMIN_PORT}")])
+            // Same budget as each peer proxy: one worker thread.
+            .args(["--threads", "1"]);
+        if let Some(id) = identity {
+            let cp = self.control_plane()?;
+            cmd.args(cp.proxy_args(id))
+                .args(cp.discovery_args())
+                .arg("--forward-client-identity");
+        }
+        if inbound_plaintext {
+            cmd.args(["--inbound-plaintext", "allow"]);
+        }
+        cmd.uid(PROXY_UID).gid(PROXY_UID);
+        let name = format!("proxy-{}", pod.name);
+        let mut p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
+        let admin = addr(&mut p, "listening admin ").await?;
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin.port()));
+        let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
+            probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = ready {
+            let mut e = ready_error(&mut p, e);
+            if identity.is_some() {
+                self.explain_control(&mut e);
+            }
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    fn explain_control(&self, e: &mut DeployError) {
+        let (DeployError::Ready { detail, .. } | DeployError::Start { detail, .. }) = e else {
+            return;
+        };
+        if let Some(Ok((cp, _))) = &self.control {
+            let tail = cp.stderr_tail();
+            if !tail.is_empty() {
+                detail.push_str(&format!("\n  control stderr tail:\n{tail}"));
+            }
+        }
+    }
+
+    /// A peer proxy in the client pod on 127.0.0.1:[`PEER_PORT`], balancing
+    /// over the server pods.
+    async fn peer(&mut self, variant: Variant, topo: &ScenarioTopology, client: &Pod) -> Result<(Proc, SocketAddr), DeployError> {
+        let upstreams: Vec<SocketAddr> = self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
+        let listen = SocketAddr::from(([127, 0, 0, 1], PEER_PORT));
+        let name = variant.as_str();
+        let dir = self.cell_dir(name)?;
+        let (bin, conf_name, conf) = match variant {
+            Variant::Nginx => (self.nginx.clone(), "nginx.conf", peers::nginx_conf(&dir, listen, &upstreams, topo.protocol)),
+            _ => (self.haproxy.clone(), "haproxy.cfg", peers::haproxy_conf(listen, &upstreams, topo.protocol)),
+        };
+        let bin = bin.ok_or_else(|| DeployError::Unavailable {
+            reason: peer_check(variant, self.nginx.is_some(), self.haproxy.is_some()).unwrap_err(),
+        })?;
+        let conf_path = dir.join(conf_name);
+        std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
+            what: format!("write {}", conf_path.display()),
+            source,
+        })?;
+        let mut cmd = Command::new(bin);
+        if variant == Variant::Nginx {
+            cmd.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
+        } else {
+            cmd.arg("-db").arg("-f").arg(&conf_path);
+        }
+        let mut p = Proc::spawn_in(name, cmd, &self.pids_file, Some(&client.ns_path()))?;
+        let waited = enter::run_in(&client.ns_path(), 1, move || async move {
+            let deadline = tokio::time::Instant::now() + READY_PATIENCE;
+            while tokio::time::Instant::now() < deadline {
+                if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            false
+        })
+        .await;
+        if !matches!(waited, Ok(true)) {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            return Err(p.failure(&format!("not listening on {listen} in pod {} after {READY_PATIENCE:?}; error.log: {}", client.name, log.trim())));
+        }
+        Ok((p, listen))
+    }
+
+    /// Deploy `variant` into `cell` (the client pod is already there).
+    async fn deploy_into(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+        cell: &mut Cell,
+        components: &mut Vec<Component>,
+        procs: &mut Vec<Proc>,
+    ) -> Result<(SocketAddr, Option<String>), DeployError> {
+        let vip = SocketAddr::from((SERVICE_VIP, manifests::SERVICE_PORT));
+        let host = Some(manifests::AUTHORITY.to_string());
+        let servers = self.server_pods();
+        // (server sidecars meshed?, server plaintext allowed, client sidecar meshed?)
+        let (server_side, client_side) = match variant {
+            Variant::Baseline => (None, None),
+            Variant::Weft => (Some((Some(SERVER_ID), false)), Some(Some(CLIENT_ID))),
+            Variant::WeftPlaintext => (Some((None, true)), Some(None)),
+            Variant::WeftClientOnly => (None, Some(None)),
+            Variant::WeftServerOnly => (Some((None, true)), None),
+            Variant::Nginx | Variant::Haproxy => {
+                let client = cell.client.clone();
+                let (p, listen) = self.peer(variant, topo, &client).await?;
+                keep(components, procs, p, Role::Proxy);
+                return Ok((listen, None));
+            }
+        };
+        if let Some((identity, plaintext)) = server_side {
+            for pod in &servers {
+                // Rules first: the sidecar is what they redirect to, and no
+                // request is in flight between variants.
+                cell.intercepted.push(pod.clone());
+                self.intercept(pod)?;
+                let p = self.sidecar(pod, identity, plaintext).await?;
+                keep(components, procs, p, Role::Proxy);
+            }
+        }
+        if let Some(identity) = client_side {
+            let client = cell.client.clone();
+            cell.intercepted.push(client.clone());
+            self.intercept(&client)?;
+            let p = self.sidecar(&client, identity, false).await?;
+            keep(components, procs, p, Role::Proxy);
+        }
+        if variant == Variant::Weft {
+            components.push(Component {
+                name: "control".into(),
+                role: Role::Control,
+                pid: self.control_plane()?.pid(),
+            });
+        }
+        Ok((vip, host))
+    }
+
+    /// A meshed server pod must refuse plaintext, or the `weft` cell would
+    /// not be measuring mTLS: ask from the node, which nothing intercepts.
+    async fn check_strict(&self, variant: Variant) -> Result<(), DeployError> {
+        for pod in self.server_pods() {
+            let target = pod.addr(APP_PORT);
+            let node = net::ns_path(self.net.node());
+            let got = enter::run_in(&node, 1, move || async move {
+                probe::get(target, None, "/healthz", Protocol::Http1).await
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if got != Ok(403) {
+                return Err(DeployError::Ready {
+                    component: format!("proxy-{}", pod.name),
+                    detail: format!(
+                        "a plaintext GET /healthz from the node to the meshed server pod {target} must be refused with 403, got {got:?}: the {variant} cell would not measure mTLS"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn end_cell(&mut self, cell: Cell) {
+        for pod in &cell.intercepted {
+            if pod.name != cell.client.name {
+                self.release(pod);
+            }
+        }
+        if let Err(e) = self.net.remove_pod(&cell.client.name) {
+            eprintln!("bench: {e}");
+        }
+    }
+}
+
+impl Substrate for Netns {
+    fn name(&self) -> &'static str {
+        "netns"
+    }
+
+    async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError> {
+        self.end_scenario().await;
+        let mut endpoints = Vec::new();
+        for i in 0..topo.replicas {
+            let delay = match topo.slow_replica_delay {
+                Some(slow) if i + 1 == topo.replicas && topo.replicas > 1 => slow,
+                _ => topo.server_delay,
+            };
+            let name = match topo.replicas {
+                1 => "server".to_string(),
+                _ => format!("server-{i}"),
+            };
+            let pod = self.add_pod(&name)?;
+            let mut cmd = Command::new(&self.bins.loadgen);
+            cmd.args(["serve", "--listen", &format!("0.0.0.0:{APP_PORT}")])
+                .arg("--delay")
+                .arg(humantime::format_duration(delay).to_string())
+                .arg("--body-size")
+                .arg(topo.body_size.to_string())
+                .arg("--threads")
+                .arg(topo.server_threads.to_string());
+            let mut p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
+            addr(&mut p, "listening on ").await?;
+            let target = pod.addr(APP_PORT);
+            let protocol = topo.protocol;
+            let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
+                probe::until_ok(target, None, "/healthz", protocol, READY_PATIENCE).await
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(e) = ready {
+                return Err(ready_error(&mut p, e));
+            }
+            endpoints.push(target);
+            self.servers.push((p, pod));
+        }
+        self.net
+            .set_service(SERVICE_VIP, manifests::SERVICE_PORT, &endpoints)
+            .map_err(|e| net_err("program the Service VIP", e))?;
+        if topo.control_plane {
+            self.control = Some(self.start_control().await);
+        }
+        Ok(())
+    }
+
+    async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError> {
+        peer_check(variant, self.nginx.is_some(), self.haproxy.is_some())
+            .map_err(|reason| DeployError::Unavailable { reason })?;
+        if self.servers.is_empty() {
+            return Err(DeployError::Start {
+                component: "server".into(),
+                detail: "no target server running (start_scenario was not called)".into(),
+            });
+        }
+        self.counter += 1;
+        let client = self.add_pod(&format!("client-{}", self.counter))?;
+        let mut cell = Cell {
+            client,
+            intercepted: Vec::new(),
+        };
+        let mut components: Vec<Component> = self
+            .servers
+            .iter()
+            .map(|(p, _)| Component {
+                name: p.name().to_string(),
+                role: Role::Server,
+                pid: p.pid(),
+            })
+            .collect();
+        let mut procs = Vec::new();
+        let deployed = self.deploy_into(variant, topo, &mut cell, &mut components, &mut procs).await;
+        let (target, host) = match deployed {
+            Ok(t) => t,
+            Err(e) => {
+                drop(procs);
+                self.end_cell(cell);
+                return Err(e);
+            }
+        };
+        // Ready means a real request from the client pod through the whole chain succeeds.
+        let protocol = topo.protocol;
+        let probe_host = host.clone();
+        let ready = enter::run_in(&cell.client.ns_path(), 1, move || async move {
+            probe::until_ok(target, probe_host.as_deref(), "/healthz", protocol, READY_PATIENCE).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let checked = match ready {
+            Err(e) => {
+                let mut detail = format!("GET /healthz from pod {} through the {variant} chain: {e}", cell.client.name);
+                for p in procs.iter_mut() {
+                    if let Some(status) = p.exited() {
+                        detail.push_str(&format!("\n  {} exited ({status})", p.name()));
+                    }
+                    let tail = p.stderr_tail();
+                    if !tail.is_empty() {
+                        detail.push_str(&format!("\n  {} stderr tail:\n{tail}", p.name()));
+                    }
+                }
+                Err(DeployError::Ready {
+                    component: variant.as_str().into(),
+                    detail,
+                })
+            }
+            Ok(()) if variant == Variant::Weft => self.check_strict(variant).await,
+            Ok(()) => Ok(()),
+        };
+        if let Err(e) = checked {
+            drop(procs);
+            self.end_cell(cell);
+            return Err(e);
+        }
+        let deployment = Ok(Deployment {
+            variant,
+            target,
+            host,
+            components,
+            load_from: Some(cell.client.ns_path()),
+            procs,
+        });
+        self.active = Some(cell);
+        deployment
+    }
+
+    async fn teardown(&mut self, deployment: Deployment) {
+        // Client side first, so nothing is sent into a half-torn-down chain.
+        for p in deployment.procs.into_iter().rev() {
+            p.stop(STOP_GRACE).await;
+        }
+        if let Some(cell) = self.active.take() {
+            self.end_cell(cell);
+        }
+    }
+
+    async fn end_scenario(&mut self) {
+        // A deployment dropped mid-run (Ctrl-C) killed its processes; its pod goes here.
+        if let Some(cell) = self.active.take() {
+            self.end_cell(cell);
+        }
+        if let Some(Ok((cp, pod))) = self.control.take() {
+            cp.stop(STOP_GRACE).await;
+            let _ = self.net.remove_pod(&pod.name);
+        }
+        for (p, pod) in std::mem::take(&mut self.servers) {
+            p.stop(STOP_GRACE).await;
+            if let Err(e) = self.net.remove_pod(&pod.name) {
+                eprintln!("bench: {e}");
+            }
+        }
+    }
+
+    fn versions(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        if let Some(ver) = self.nginx.as_deref().and_then(peers::nginx_version) {
+            v.insert("nginx".into(), ver);
+        }
+        if let Some(ver) = self.haproxy.as_deref().and_then(peers::haproxy_version) {
+            v.insert("haproxy".into(), ver);
+        }
+        v
+    }
+}
+
+fn net_err(what: &str, e: net::NetError) -> DeployError {
+    DeployError::Start {
+        component: "netns".into(),
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// `bench clean`: remove every Weft namespace (and what runs in it) whose
+/// run is over. Returns what was removed.
+pub fn clean() -> Result<Vec<String>, String> {
+    let names = net::list_ours();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!(
+            "{} Weft network namespace(s) exist ({}); removing them needs root",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    let (removed, errors) = net::sweep();
+    match errors.into_iter().next() {
+        Some(e) => Err(e.to_string()),
+        None => Ok(removed),
+    }
+}
+

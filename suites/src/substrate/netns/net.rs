@@ -1,0 +1,433 @@
+//! Network namespaces, veths, addresses and the node's Service NAT, through
+//! the `ip` and `iptables` tools (iproute2, iptables).
+//!
+//! ```text
+//!  host namespace: only the named namespaces themselves (/run/netns/weft-<run>-*)
+//!
+//!  weft-<run>-node            weft-<run>-<pod> (one per pod)
+//!  ┌──────────────────────┐   ┌───────────────────────────┐
+//!  │ br0 198.18.0.1/16    │   │ eth0 198.18.0.N/16        │
+//!  │  ├ vp2 ══════════════╪═══╡ default via 198.18.0.1    │
+//!  │  ├ vp3 ...           │   │ lo                        │
+//!  │ ip_forward = 1       │   └───────────────────────────┘
+//!  │ nat: VIP:port -> pod IP:port (DNAT, random per replica, like
+//!  │      kube-proxy), masquerade DNATed flows (hairpin on one bridge)
+//!  └──────────────────────┘
+//! ```
+//!
+//! Every name carries the run id (`<pid>-<start time>` of the `bench` that
+//! made it), so a sweep can tell a live run's namespaces from a dead one's
+//! and never touches anything else.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use std::io::Write as _;
+
+/// Every namespace Weft's netns substrate creates starts with this.
+pub const PREFIX: &str = "weft-";
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+/// The node's bridge address: every pod's default gateway.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Pods and the gateway share this prefix length (198.18.0.0/16).
+const POD_PREFIX_LEN: u8 = 16;
+/// Service virtual IPs come from the other half of 198.18.0.0/15.
+pub const SERVICE_NET: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
+
+/// Who owns a set of namespaces: a `bench` process, told apart from a later
+/// process that reused its pid by its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunId {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl RunId {
+    /// This process.
+    pub fn current() -> RunId {
+        let pid = std::process::id();
+        RunId {
+            pid,
+            start: crate::substrate::proc_guard::start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the owning process is still running.
+    pub fn alive(&self) -> bool {
+        crate::substrate::proc_guard::start_time(self.pid) == Some(self.start)
+    }
+
+    /// The namespace name of `what` (`node`, `server-0`, ...) in this run.
+    pub fn ns_name(&self, what: &str) -> String {
+        format!("{PREFIX}{self}-{what}")
+    }
+
+    /// The run a namespace name belongs to, if it is one of ours.
+    pub fn of_ns_name(name: &str) -> Option<RunId> {
+        let rest = name.strip_prefix(PREFIX)?;
+        let mut it = rest.splitn(3, '-');
+        let pid = it.next()?.parse().ok()?;
+        let start = it.next()?.parse().ok()?;
+        it.next().filter(|w| !w.is_empty())?;
+        Some(RunId { pid, start })
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.pid, self.start)
+    }
+}
+
+/// A failed `ip` / `iptables` / `sysctl` command, with what it said.
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed: {detail}")]
+pub struct NetError {
+    pub command: String,
+    pub detail: String,
+}
+
+/// The file that names a namespace (what `setns` opens).
+pub fn ns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Run a tool to completion; stdin is `input` when given.
+pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, NetError> {
+    let command = format!("{program} {}", args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| NetError {
+        command: command.clone(),
+        detail: match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("{program} not found (install iproute2 and iptables)")
+            }
+            _ => e.to_string(),
+        },
+    })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| NetError {
+        command: command.clone(),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if detail.is_empty() {
+            detail = out.status.to_string();
+        }
+        return Err(NetError { command, detail });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip <args>`.
+pub fn ip(args: &[&str]) -> Result<(), NetError> {
+    run("ip", args, None).map(|_| ())
+}
+
+/// Run `program args` inside namespace `ns` (`ip netns exec`), for short
+/// tools (iptables, sysctl, `weft init`); long-lived processes go through
+/// the spawner instead (see `proc_guard::spawn_in`).
+pub fn exec_in(ns: &str, program: &str, args: &[&str], input: Option<&str>) -> Result<String, NetError> {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    run("ip", &all, input)
+}
+
+/// Names of the existing namespaces that start with [`PREFIX`].
+pub fn list_ours() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Pids of the processes whose network namespace is `name`.
+pub fn pids_in(name: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(ns_path(name)) else {
+        return Vec::new();
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev())
+        })
+        .collect()
+}
+
+/// SIGKILL everything running in `name`, then delete it (its interfaces go
+/// with it). A namespace that is already gone is not an error.
+pub fn destroy(name: &str) -> Result<(), NetError> {
+    if !ns_path(name).exists() {
+        return Ok(());
+    }
+    for pid in pids_in(name) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    match ip(&["netns", "del", name]) {
+        Ok(()) => Ok(()),
+        Err(_) if !ns_path(name).exists() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delete every Weft namespace whose run is over (its `bench` is gone);
+/// returns the names removed. Live runs' namespaces and names that are not
+/// ours are left alone.
+pub fn sweep() -> (Vec<String>, Vec<NetError>) {
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for name in list_ours() {
+        let Some(run) = RunId::of_ns_name(&name) else {
+            continue;
+        };
+        if run.alive() {
+            continue;
+        }
+        match destroy(&name) {
+            Ok(()) => removed.push(name),
+            Err(e) => errors.push(e),
+        }
+    }
+    (removed, errors)
+}
+
+/// Why this process cannot create namespaces, if it cannot.
+pub fn require_root() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!(
+            "the netns substrate needs root: it creates network namespaces, veths and iptables rules (running as uid {}); run bench as root, or use --substrate local",
+            nix::unistd::geteuid()
+        ));
+    }
+    for tool in ["ip", "iptables", "iptables-restore"] {
+        if which(tool).is_none() {
+            return Err(format!(
+                "the netns substrate needs `{tool}` (Debian packages iproute2 and iptables); it is not in PATH"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// One pod: a namespace with `eth0` on the node's bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    /// Short name (`server-0`, `client-3`, `control`).
+    pub name: String,
+    /// Namespace name (`weft-<run>-<name>`).
+    pub ns: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Pod {
+    pub fn ns_path(&self) -> PathBuf {
+        ns_path(&self.ns)
+    }
+
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip, port))
+    }
+}
+
+/// The run's node namespace and its pods. Dropping it deletes them all.
+pub struct Network {
+    run: RunId,
+    node: String,
+    pods: Vec<Pod>,
+    /// Host part of the next pod address (198.18.0.0/16: 2..=65534).
+    next_host: u32,
+}
+
+impl Network {
+    /// Create the node namespace: bridge, forwarding, the hairpin masquerade.
+    pub fn create(run: RunId) -> Result<Network, NetError> {
+        let node = run.ns_name("node");
+        let net = Network {
+            run,
+            node: node.clone(),
+            pods: Vec::new(),
+            next_host: 2,
+        };
+        add_ns(&node)?;
+        let gw = format!("{GATEWAY}/{POD_PREFIX_LEN}");
+        ip(&["-n", &node, "link", "set", "lo", "up"])?;
+        ip(&["-n", &node, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &node, "addr", "add", &gw, "dev", "br0"])?;
+        ip(&["-n", &node, "link", "set", "br0", "up"])?;
+        exec_in(&node, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"], None)?;
+        // Client and server share the bridge: a DNATed reply would go straight
+        // back over L2 without being un-NATed, so DNATed flows are masqueraded
+        // (what kube-proxy does for hairpin traffic).
+        exec_in(
+            &node,
+            "iptables-restore",
+            &["--noflush"],
+            Some(
+                "*nat\n:WEFT-SERVICES - [0:0]\n\
+                 -A PREROUTING -m comment --comment \"weft: Service VIPs\" -j WEFT-SERVICES\n\
+                 -A POSTROUTING -m conntrack --ctstate DNAT -m comment --comment \"weft: hairpin\" -j MASQUERADE\n\
+                 COMMIT\n",
+            ),
+        )?;
+        Ok(net)
+    }
+
+    pub fn run(&self) -> RunId {
+        self.run
+    }
+
+    /// The node namespace's name (where Service NAT lives).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Create a pod: a namespace with `eth0` (a veth into the node's bridge),
+    /// the next free address, and a default route via the node.
+    pub fn add_pod(&mut self, name: &str) -> Result<Pod, NetError> {
+        if self.next_host > 65_534 {
+            return Err(NetError {
+                command: format!("add pod {name}"),
+                detail: "198.18.0.0/16 is exhausted".into(),
+            });
+        }
+        let host = self.next_host;
+        self.next_host += 1;
+        let addr = Ipv4Addr::from(u32::from(GATEWAY) - 1 + host);
+        let pod = Pod {
+            name: name.to_string(),
+            ns: self.run.ns_name(name),
+            ip: addr,
+        };
+        add_ns(&pod.ns)?;
+        // Registered before any interface exists, so a failure halfway is
+        // still cleaned up on drop.
+        self.pods.push(pod.clone());
+        let peer = format!("vp{host}");
+        let cidr = format!("{addr}/{POD_PREFIX_LEN}");
+        let gw = GATEWAY.to_string();
+        let n = self.node.as_str();
+        let p = pod.ns.as_str();
+        ip(&["-n", n, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", p])?;
+        ip(&["-n", n, "link", "set", &peer, "master", "br0", "up"])?;
+        ip(&["-n", p, "link", "set", "lo", "up"])?;
+        ip(&["-n", p, "addr", "add", &cidr, "dev", "eth0"])?;
+        ip(&["-n", p, "link", "set", "eth0", "up"])?;
+        ip(&["-n", p, "route", "add", "default", "via", &gw])?;
+        Ok(pod)
+    }
+
+    /// Delete a pod (and whatever still runs in it).
+    pub fn remove_pod(&mut self, name: &str) -> Result<(), NetError> {
+        let Some(i) = self.pods.iter().position(|p| p.name == name) else {
+            return Ok(());
+        };
+        let pod = self.pods.remove(i);
+        let r = destroy(&pod.ns);
+        crate::substrate::proc_guard::forget_netns(&pod.ns);
+        r
+    }
+
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+
+    /// Point Service `vip:port` at `endpoints` in the node's NAT (replacing
+    /// every earlier Service rule): each new connection picks one endpoint
+    /// uniformly at random, as kube-proxy's iptables mode does.
+    pub fn set_service(&self, vip: Ipv4Addr, port: u16, endpoints: &[SocketAddr]) -> Result<(), NetError> {
+        let mut rules = String::from("*nat\n:WEFT-SERVICES - [0:0]\n");
+        let n = endpoints.len();
+        for (i, ep) in endpoints.iter().enumerate() {
+            let pick = match n - i {
+                1 => String::new(),
+                left => format!("-m statistic --mode random --probability {:.6} ", 1.0 / left as f64),
+            };
+            rules.push_str(&format!(
+                "-A WEFT-SERVICES -d {vip}/32 -p tcp --dport {port} {pick}-m comment --comment \"weft: endpoint {i}\" -j DNAT --to-destination {ep}\n"
+            ));
+        }
+        rules.push_str("COMMIT\n");
+        exec_in(&self.node, "iptables-restore", &["--noflush"], Some(&rules)).map(|_| ())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for pod in self.pods.drain(..).rev() {
+            if let Err(e) = destroy(&pod.ns) {
+                eprintln!("bench: {e}");
+            }
+            crate::substrate::proc_guard::forget_netns(&pod.ns);
+        }
+        if let Err(e) = destroy(&self.node) {
+            eprintln!("bench: {e}");
+        }
+        crate::substrate::proc_guard::forget_netns(&self.node);
+    }
+}
+
+/// `ip netns add`, guarded by the watchdog from the moment it exists.
+fn add_ns(name: &str) -> Result<(), NetError> {
+    crate::substrate::proc_guard::guard_netns(name);
+    ip(&["netns", "add", name])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_run_and_parse_back() {
+        let run = RunId { pid: 4242, start: 987654 };
+        let name = run.ns_name("server-0");
+        assert_eq!(name, "weft-4242-987654-server-0");
+        assert_eq!(RunId::of_ns_name(&name), Some(run));
+        for other in ["weft-t99-a", "weft-4242", "weft-4242-x-node", "weft-1-2-", "other-1-2-node", "weft-bench-xyz"] {
+            assert_eq!(RunId::of_ns_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_dead_run_is_told_from_a_live_one() {
+        let me = RunId::current();
+        assert!(me.alive());
+        assert!(!RunId { start: me.start + 1, ..me }.alive());
+    }
+}
