@@ -2,7 +2,8 @@
 //! a fixed response body, a precise injected delay and a deterministic share of 503s.
 //!
 //! `GET /healthz` answers 200 at once (no delay, never an error, not counted) for readiness
-//! checks. Every other request is read to the end and answered after `delay`.
+//! checks; `GET /headers` answers at once with the request's headers, one `name: value` per
+//! line (what reached the app through the hops in front of it). Every other request is read to the end and answered after `delay`.
 //!
 //! Error spread: request n (counting from 1, per server) is answered 503 exactly when
 //! `floor(n·P) > floor((n−1)·P)`. With P = 0.1 that is every 10th request; any run of N
@@ -165,6 +166,9 @@ async fn handle(
     if req.uri().path() == "/healthz" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
     }
+    if req.uri().path() == "/headers" {
+        return Ok(Response::new(Full::new(echo_headers(&req))));
+    }
     let arrived = Instant::now();
     let n = state.served.fetch_add(1, Ordering::Relaxed) + 1;
     let mut body = req.into_body();
@@ -182,6 +186,19 @@ async fn handle(
         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
     Ok(resp)
+}
+
+/// The request's headers as `name: value` lines: what reached the app
+/// after every hop in front of it (e.g. a mesh's client-identity header).
+fn echo_headers<B>(req: &Request<B>) -> Bytes {
+    let mut out = String::new();
+    for (name, value) in req.headers() {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        out.push('\n');
+    }
+    Bytes::from(out)
 }
 
 /// A timer with µs precision for many concurrent waits: one OS thread sleeps (with a 1 µs
@@ -291,6 +308,19 @@ impl Drop for DelayTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_are_echoed_one_per_line() {
+        let req = Request::get("/headers")
+            .header("host", "svc")
+            .header("weft-client-id", "spiffe://td/ns/a/sa/b")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            echo_headers(&req),
+            Bytes::from("host: svc\nweft-client-id: spiffe://td/ns/a/sa/b\n")
+        );
+    }
 
     #[test]
     fn injected_errors_are_evenly_spread() {

@@ -4,7 +4,7 @@
 //! ```text
 //!  host namespace: only the named namespaces themselves (/run/netns/weft-<run>-*)
 //!
-//!  weft-<run>-node            weft-<run>-<pod> (one per pod)
+//!  weft-<run>-<k>-node        weft-<run>-<k>-<pod> (one per pod; k: the network's number in its process)
 //!  ┌──────────────────────┐   ┌───────────────────────────┐
 //!  │ br0 198.18.0.1/16    │   │ eth0 198.18.0.N/16        │
 //!  │  ├ vp2 ══════════════╪═══╡ default via 198.18.0.1    │
@@ -269,6 +269,8 @@ impl Pod {
 /// The run's node namespace and its pods. Dropping it deletes them all.
 pub struct Network {
     run: RunId,
+    /// Tells apart networks of one process (tests build several at once).
+    instance: usize,
     node: String,
     pods: Vec<Pod>,
     /// Host part of the next pod address (198.18.0.0/16: 2..=65534).
@@ -278,9 +280,12 @@ pub struct Network {
 impl Network {
     /// Create the node namespace: bridge, forwarding, the hairpin masquerade.
     pub fn create(run: RunId) -> Result<Network, NetError> {
-        let node = run.ns_name("node");
+        static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = run.ns_name(&format!("{instance}-node"));
         let net = Network {
             run,
+            instance,
             node: node.clone(),
             pods: Vec::new(),
             next_host: 2,
@@ -332,7 +337,7 @@ impl Network {
         let addr = Ipv4Addr::from(u32::from(GATEWAY) - 1 + host);
         let pod = Pod {
             name: name.to_string(),
-            ns: self.run.ns_name(name),
+            ns: self.run.ns_name(&format!("{}-{name}", self.instance)),
             ip: addr,
         };
         add_ns(&pod.ns)?;
