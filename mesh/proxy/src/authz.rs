@@ -14,7 +14,11 @@
 //! (`--inbound-plaintext`, any meshed identity): the control plane being
 //! slow to answer must not take the workload down.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -137,6 +141,36 @@ impl Authz {
     }
 }
 
+/// `--transparent` inbound: connections arrive for any application port,
+/// so the policy is watched per port, from the first connection to that
+/// port on, and kept (a connection costs one map lookup under a lock).
+pub struct AuthzByPort {
+    source: Arc<dyn PolicySource>,
+    metrics: Arc<Metrics>,
+    ports: Mutex<HashMap<u16, Arc<Authz>>>,
+}
+
+impl std::fmt::Debug for AuthzByPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ports = self.ports.lock().map(|p| p.len()).unwrap_or_default();
+        f.debug_struct("AuthzByPort").field("ports", &ports).finish_non_exhaustive()
+    }
+}
+
+impl AuthzByPort {
+    /// Watches nothing yet; [`AuthzByPort::port`] starts the watches.
+    pub fn new(source: Arc<dyn PolicySource>, metrics: Arc<Metrics>) -> Self {
+        Self { source, metrics, ports: Mutex::new(HashMap::new()) }
+    }
+
+    /// The authorization of `port`, its watch started on first use. Until
+    /// its first policy arrives it gives no verdict, as [`Authz`] does.
+    pub fn port(&self, port: u16) -> Arc<Authz> {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(ports.entry(port).or_insert_with(|| Authz::start(self.source.as_ref(), port, &self.metrics)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +199,38 @@ mod tests {
             text.contains(r#"weft_inbound_authz_denied_total{protocol="http",reason="unauthorized"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn per_port_authorizations_are_watched_lazily_and_kept() {
+        use crate::discovery::memory::MemorySource;
+        let source = MemorySource::new();
+        let metrics = Arc::new(Metrics::new());
+        let by_port = AuthzByPort::new(source.clone(), Arc::clone(&metrics));
+        let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
+        let a = by_port.port(8080);
+        assert!(Arc::ptr_eq(&a, &by_port.port(8080)), "one watch per port");
+        assert_eq!(a.verdict(Some(&web)), None, "no policy yet");
+        source.set_inbound(9090, InboundPolicy { authorizations: vec![], default: "deny".into() });
+        source.set_inbound(
+            8080,
+            InboundPolicy {
+                authorizations: vec![Authorization { identities: [web.to_string()].into(), ..Default::default() }],
+                default: "deny".into(),
+            },
+        );
+        let b = by_port.port(9090);
+        for _ in 0..100 {
+            if a.verdict(Some(&web)).is_some() && b.verdict(Some(&web)).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(a.verdict(Some(&web)), Some(Verdict::Allow), "port 8080's policy");
+        assert_eq!(b.verdict(Some(&web)), Some(Verdict::Unauthorized), "port 9090's policy");
+        assert!(b.forbidden(Verdict::Unauthorized, Some(&web)).headers()[&PROXY_ERROR_HEADER]
+            .to_str()
+            .unwrap()
+            .contains("port 9090"));
     }
 }

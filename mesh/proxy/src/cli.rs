@@ -21,7 +21,9 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_OUTBOUND_LISTEN", default_value = "127.0.0.1:4140")]
     pub outbound_listen: String,
 
-    /// Listener for inbound requests, forwarded to --app. Only started with --app.
+    /// Listener for inbound requests, forwarded to --app (or, with
+    /// --transparent, to each connection's original destination). Only
+    /// started with --app or --transparent.
     #[arg(long, env = "WEFT_PROXY_INBOUND_LISTEN", default_value = "0.0.0.0:4143")]
     pub inbound_listen: String,
 
@@ -87,9 +89,21 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_POLICY", value_name = "ADDR")]
     pub policy: Option<String>,
 
-    /// Local application address for the inbound listener.
+    /// Local application address for the inbound listener (not with --transparent).
     #[arg(long, env = "WEFT_PROXY_APP", value_name = "ADDR")]
     pub app: Option<String>,
+
+    /// Transparent mode, behind the iptables REDIRECT rules of `weft init`:
+    /// each connection goes to its original destination (SO_ORIGINAL_DST),
+    /// not to the Host header (outbound) or --app (inbound; --app and
+    /// --route are then configuration errors). Outbound: HTTP/1 and h2 are
+    /// resolved as `ip:port` through --destination (else sent straight to
+    /// the original destination), anything else (or a client silent for
+    /// --detect-timeout) is relayed as opaque TCP. Connections whose
+    /// original destination is one of this proxy's own ports, or that were
+    /// not redirected, are closed and counted (reason loop / no_original_dst).
+    #[arg(long, env = "WEFT_PROXY_TRANSPARENT")]
+    pub transparent: bool,
 
     /// Runtime worker threads; 1 runs everything on one thread.
     #[arg(long, env = "WEFT_PROXY_THREADS", default_value = "1")]
@@ -113,6 +127,8 @@ pub struct Args {
 
     /// Inbound: after a client's first byte, how long protocol detection
     /// may wait for enough bytes; undecided connections are opaque TCP.
+    /// Transparent outbound: also how long a silent client is waited for
+    /// before its connection is relayed as opaque TCP (server speaks first).
     #[arg(long, env = "WEFT_PROXY_DETECT_TIMEOUT", default_value = "1s")]
     pub detect_timeout: String,
 
@@ -168,6 +184,7 @@ impl Args {
         cfg.forward_client_identity = self.forward_client_identity;
         cfg.destination = self.destination.clone();
         cfg.policy = self.policy.clone();
+        cfg.transparent = self.transparent;
         cfg.inbound_plaintext = match &self.inbound_plaintext {
             Some(p) => p.parse().unwrap_or_else(|e| {
                 problems.push(e);
@@ -377,5 +394,22 @@ mod tests {
         assert_eq!(cfg.app, Some("127.0.0.1:3".parse().unwrap()));
         assert_eq!(cfg.threads, 2);
         assert_eq!(cfg.limits.max_request_body_bytes, 1024);
+    }
+
+    #[test]
+    fn transparent_needs_no_app_and_refuses_app_and_routes() {
+        let cfg = parse(&["--transparent", "--destination", "127.0.0.1:8086"]).unwrap();
+        assert!(cfg.transparent);
+        assert_eq!(cfg.app, None);
+        assert!(!parse(&[]).unwrap().transparent, "off by default");
+
+        let err = parse(&["--transparent", "--app", "127.0.0.1:8080", "--route", "web:80=127.0.0.1:1"]).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 2, "{text}");
+        assert!(text.contains("--app 127.0.0.1:8080: not used with --transparent"), "{text}");
+        assert!(text.contains("--route web:80=127.0.0.1:1: not used with --transparent"), "{text}");
+        // Explicit TCP listeners stay usable next to transparent mode.
+        let cfg = parse(&["--transparent", "--tcp-forward", "127.0.0.1:0=127.0.0.1:5432"]).unwrap();
+        assert_eq!(cfg.tcp_forwards.len(), 1);
     }
 }

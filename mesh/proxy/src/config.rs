@@ -42,8 +42,13 @@ pub struct Config {
     /// static route are resolved and balanced through it.
     pub destination: Option<String>,
     /// mesh-control's Policy gRPC address: outbound routes (with
-    /// `destination`) and the inbound authorization policy of `--app`'s port.
+    /// `destination`) and the inbound authorization policy of `--app`'s port
+    /// (transparent: of each original destination's port).
     pub policy: Option<String>,
+    /// Behind iptables `REDIRECT` rules (`weft init`): each connection goes
+    /// to its original destination (`SO_ORIGINAL_DST`) instead of the Host
+    /// header (outbound) or `app` (inbound, which then needs no `app`).
+    pub transparent: bool,
 }
 
 /// Meshed mode: who we are, where to get certified, whom to trust.
@@ -151,6 +156,7 @@ impl Default for Config {
             forward_client_identity: false,
             destination: None,
             policy: None,
+            transparent: false,
         }
     }
 }
@@ -202,6 +208,20 @@ impl Config {
         if self.destination.is_none() {
             for svc in &self.tcp_services {
                 problems.push(format!("--tcp-service {svc}: needs --destination to resolve {:?}", svc.authority));
+            }
+        }
+        if self.transparent {
+            if let Some(app) = self.app {
+                problems.push(format!(
+                    "--app {app}: not used with --transparent (each inbound connection goes to its original \
+                     destination, the pod IP and app port it was sent to); remove --app"
+                ));
+            }
+            for route in &self.routes {
+                problems.push(format!(
+                    "--route {route}: not used with --transparent (requests go to their connection's original \
+                     destination, resolved through --destination, not by Host); remove --route"
+                ));
             }
         }
         let mesh_needed = |what: String| format!("{what}: mTLS needs this proxy's own identity (--identity, --control, --token-file, --trust-anchor)");

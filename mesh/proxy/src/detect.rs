@@ -34,8 +34,11 @@ pub enum Protocol {
 pub enum Detected {
     /// The protocol and the bytes read so far.
     Protocol(Protocol, Bytes),
-    /// The peer closed or sent nothing within the timeout.
+    /// The peer closed without sending anything.
     Nothing,
+    /// The peer sent nothing within the silent timeout (still open): a
+    /// server-speaks-first protocol, or an idle client.
+    Silent,
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -80,8 +83,9 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Reads until the protocol is known. A peer that sends nothing within
-/// `silent_timeout` (or closes) gives [`Detected::Nothing`]; one that sent
+/// Reads until the protocol is known. A peer that closes without a byte
+/// gives [`Detected::Nothing`], one that sends nothing within
+/// `silent_timeout` [`Detected::Silent`]; one that sent
 /// something undecidable within `detect_timeout` is opaque.
 pub async fn detect<S: AsyncRead + Unpin>(
     io: &mut S,
@@ -108,7 +112,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
                 }
             }
             Ok(Err(e)) => return Err(e),
-            Err(_) if buf.is_empty() => return Ok(Detected::Nothing),
+            Err(_) if buf.is_empty() => return Ok(Detected::Silent),
             Err(_) => return Ok(Detected::Protocol(Protocol::Opaque, buf.freeze())),
         }
     }
@@ -215,12 +219,14 @@ mod tests {
     async fn silence_and_partial_bytes_time_out() {
         let (mut client, mut server) = tokio::io::duplex(64);
         let short = Duration::from_millis(50);
-        assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Nothing));
+        assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Silent));
         use tokio::io::AsyncWriteExt;
         client.write_all(b"HELLO").await.unwrap();
         assert!(matches!(
             detect(&mut server, short, short, 8192).await.unwrap(),
             Detected::Protocol(Protocol::Opaque, b) if &b[..] == b"HELLO"
         ));
+        drop(client);
+        assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Nothing));
     }
 }

@@ -37,6 +37,7 @@ use crate::{
     orig_proto,
     outbound::Outbound,
     router::Router,
+    upstream::Upstream,
 };
 
 /// The verified SPIFFE ID of the meshed client, told to the app when
@@ -87,7 +88,22 @@ impl Forwarder {
     /// so hyper keeps the downstream connection when it safely can.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
-        let resp = match self.forward(req).await {
+        let result = self.forward(req).await;
+        self.respond(start, result)
+    }
+
+    /// [`Forwarder::handle`] for a `--transparent` connection: the target
+    /// was decided once for the connection (its original destination), so
+    /// there is no routing by authority; `Host` is passed on unchanged.
+    pub async fn handle_via(&self, req: Request<Incoming>, via: &Via) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let result = self.forward_via(req, via).await;
+        self.respond(start, result)
+    }
+
+    #[inline]
+    fn respond(&self, start: Instant, result: Result<Response<ResponseBody>, ProxyError>) -> Response<ResponseBody> {
+        let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 debug!(direction = %self.direction, error = %e, "proxy error");
@@ -100,18 +116,49 @@ impl Forwarder {
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
-        let limit = self.limits.max_request_body_bytes;
-        // hyper exposes a validated Content-Length as the exact size hint.
-        if req.body().size_hint().lower() > limit {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
+        self.check_declared_size(&req)?;
         // Static routes win; the rest go through discovery when it is on.
         let upstream = match (self.router.route(&req), &self.discovered) {
             (Ok(up), _) => Some(up),
             (Err(_), Some(_)) => None,
             (Err(e), None) => return Err(e),
         };
+        let req = self.prepare(req);
+        let Some(upstream) = upstream else {
+            let discovered = self.discovered.as_ref().expect("checked with the route");
+            let mut resp = discovered.send(req).await?;
+            strip_hop_by_hop(resp.headers_mut());
+            return Ok(resp);
+        };
+        self.send_upstream(upstream, req).await
+    }
 
+    async fn forward_via(&self, req: Request<Incoming>, via: &Via) -> Result<Response<ResponseBody>, ProxyError> {
+        self.check_declared_size(&req)?;
+        let req = self.prepare(req);
+        match via {
+            Via::Upstream(upstream) => self.send_upstream(upstream, req).await,
+            Via::Discovered(target) => {
+                let mut resp = target.send(req).await?;
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }
+        }
+    }
+
+    #[inline]
+    fn check_declared_size(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
+        let limit = self.limits.max_request_body_bytes;
+        // hyper exposes a validated Content-Length as the exact size hint.
+        if req.body().size_hint().lower() > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        Ok(())
+    }
+
+    /// Header handling both directions share, and the body limit.
+    #[inline]
+    fn prepare(&self, req: Request<Incoming>) -> Request<RequestBody> {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if self.direction == Direction::Inbound {
@@ -126,14 +173,11 @@ impl Forwarder {
         if parts.version != Version::HTTP_2 {
             to_origin_form(&mut parts);
         }
-        let req = Request::from_parts(parts, RequestBody::new(body, limit));
-        let Some(upstream) = upstream else {
-            let discovered = self.discovered.as_ref().expect("checked with the route");
-            let mut resp = discovered.send(req).await?;
-            strip_hop_by_hop(resp.headers_mut());
-            return Ok(resp);
-        };
+        Request::from_parts(parts, RequestBody::new(body, self.limits.max_request_body_bytes))
+    }
 
+    #[inline]
+    async fn send_upstream(&self, upstream: &Arc<Upstream>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
         let timeout = self.limits.request_timeout;
         let mut resp = tokio::time::timeout(timeout, upstream.send(req))
             .await
@@ -141,6 +185,19 @@ impl Forwarder {
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp)
     }
+}
+
+/// Where a `--transparent` connection's requests go, decided once per
+/// connection from its original destination.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// One upstream: the original destination itself, plaintext in the
+    /// request's own protocol (outbound without --destination), or the app
+    /// (inbound).
+    Upstream(Arc<Upstream>),
+    /// The discovered path for the original destination's `ip:port`:
+    /// Destination endpoints, Policy routes, balancing, retries, mTLS.
+    Discovered(crate::outbound::Target),
 }
 
 /// HTTP/1 upstreams get `/path?query`. An absolute-form target (from

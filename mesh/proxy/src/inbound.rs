@@ -10,6 +10,12 @@
 //!    └ opaque      ─> plaintext allowed? TCP relay to --app : close
 //! ```
 //!
+//! With `--transparent` there is no `--app`: each connection goes to its
+//! original destination (the pod IP and app port the peer dialed, before
+//! iptables redirected it here), and its authorization policy is that
+//! port's. A destination port that is one of the proxy's own, or a
+//! connection that was not redirected, is refused first (orig_dst::Gate).
+//!
 //! Every refusal is one `refused inbound connection from <peer>: <reason>`
 //! log line and one `weft_refused_connections_total` increment.
 
@@ -40,16 +46,18 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
-    authz::{Authz, Traffic},
+    authz::{Authz, AuthzByPort, Traffic},
     config::{Limits, Plaintext},
     detect::{detect, Detected, PrefixedIo, Protocol},
-    forward::{ClientIdentity, Forwarder},
+    forward::{ClientIdentity, Forwarder, Via},
     identity::{MeshTls, ALPN_WEFT_TCP},
     metrics::Metrics,
+    orig_dst::Gate,
     policy::Verdict,
     refusal::{self, Refusal},
     server::{accept_next, Phase},
     tcp::relay,
+    transparent::DirectUpstreams,
 };
 
 /// Everything an inbound connection may need.
@@ -60,17 +68,52 @@ pub struct Inbound {
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     /// Timeouts and sizes.
     pub limits: Limits,
-    /// The local app (TCP relays go here too).
-    pub app: SocketAddr,
+    /// Where connections go: `--app`, or each one's original destination.
+    pub app: App,
     /// Our identity; `None`: plaintext only.
     pub mesh: Option<Arc<MeshTls>>,
     /// What to do with connections that are not Weft mTLS.
     pub plaintext: Plaintext,
     /// For per-client request metrics.
     pub metrics: Arc<Metrics>,
-    /// The authorization policy of the app's port (`--policy`); `None`:
-    /// any meshed identity, plaintext per `plaintext`.
-    pub authz: Option<Arc<Authz>>,
+}
+
+/// The application behind the inbound listener.
+pub enum App {
+    /// `--app`: every connection goes there. `authz` is the authorization
+    /// policy of its port (`--policy`); `None`: any meshed identity,
+    /// plaintext per `--inbound-plaintext`.
+    Fixed {
+        /// The app's address.
+        addr: SocketAddr,
+        /// Its port's policy.
+        authz: Option<Arc<Authz>>,
+    },
+    /// `--transparent`: each connection's original destination.
+    OriginalDst(Box<OriginalDstApp>),
+}
+
+/// Transparent inbound: the gate, the app upstreams, the per-port policies.
+pub struct OriginalDstApp {
+    gate: Gate,
+    upstreams: DirectUpstreams,
+    authz: Option<AuthzByPort>,
+}
+
+impl OriginalDstApp {
+    /// `gate` refuses own ports and unredirected connections; `authz`
+    /// (`--policy`) judges each destination port by its own policy.
+    pub fn new(gate: Gate, authz: Option<AuthzByPort>) -> Self {
+        Self { gate, upstreams: DirectUpstreams::default(), authz }
+    }
+}
+
+/// Where one connection goes, decided when it is accepted.
+struct Target {
+    app: SocketAddr,
+    /// Transparent: the app upstream for HTTP (else the forwarder's own).
+    via: Option<Via>,
+    authz: Option<Arc<Authz>>,
 }
 
 impl Inbound {
@@ -99,8 +142,23 @@ impl Inbound {
         let _ = open_rx.recv().await;
     }
 
+    fn target(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Target> {
+        match &self.app {
+            App::Fixed { addr, authz } => Some(Target { app: *addr, via: None, authz: authz.clone() }),
+            App::OriginalDst(t) => {
+                let dst = t.gate.admit(stream, peer)?;
+                Some(Target {
+                    app: dst,
+                    via: Some(Via::Upstream(t.upstreams.get(dst))),
+                    authz: t.authz.as_ref().map(|a| a.port(dst.port())),
+                })
+            }
+        }
+    }
+
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
         let _open = self.forwarder.metrics().connection_opened();
+        let Some(target) = self.target(&stream, peer) else { return };
         let limits = &self.limits;
         // A silent client must not hold a socket forever, nor a drain.
         let detected = tokio::select! {
@@ -109,7 +167,7 @@ impl Inbound {
         };
         let (protocol, prefix) = match detected {
             Ok(Detected::Protocol(p, prefix)) => (p, prefix),
-            Ok(Detected::Nothing) => {
+            Ok(Detected::Nothing | Detected::Silent) => {
                 debug!(%peer, "client sent nothing in time; closing");
                 return;
             }
@@ -121,20 +179,20 @@ impl Inbound {
         let io = PrefixedIo::new(prefix, stream);
         // Once an authorization policy is loaded it decides about plaintext
         // clients too (HTTP: 403 per request; TCP: closed).
-        let policy_loaded = self.authz.as_ref().is_some_and(|a| a.verdict(None).is_some());
+        let policy_loaded = target.authz.as_ref().is_some_and(|a| a.verdict(None).is_some());
         match (protocol, &self.mesh) {
-            (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher).await,
+            (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher, target).await,
             (_, _) if !policy_loaded && self.plaintext == Plaintext::Deny => self.refuse_plaintext(protocol, io, peer).await,
-            (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, None).await,
+            (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, None, target).await,
             (Protocol::Tls | Protocol::Opaque, _) => {
-                if self.tcp_allowed(None, peer) {
-                    self.relay_to_app(io, peer).await
+                if tcp_allowed(target.authz.as_deref(), None, peer) {
+                    self.relay_to_app(io, peer, target.app).await
                 }
             }
         }
     }
 
-    async fn meshed(&self, mesh: &MeshTls, io: PrefixedIo<TcpStream>, peer: SocketAddr, watcher: Watcher) {
+    async fn meshed(&self, mesh: &MeshTls, io: PrefixedIo<TcpStream>, peer: SocketAddr, watcher: Watcher, target: Target) {
         let accepted = tokio::time::timeout(self.limits.header_read_timeout, mesh.acceptor().accept(io)).await;
         let tls = match accepted {
             Ok(Ok(tls)) => tls,
@@ -151,11 +209,11 @@ impl Inbound {
         // The verifier only accepts certificates carrying a SPIFFE ID.
         let client = peer_identity(conn);
         match conn.alpn_protocol() {
-            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, client).await,
+            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, client, target).await,
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
-                if self.tcp_allowed(client.as_ref(), peer) {
-                    self.relay_to_app(tls, peer).await
+                if tcp_allowed(target.authz.as_deref(), client.as_ref(), peer) {
+                    self.relay_to_app(tls, peer, target.app).await
                 }
             }
             other => {
@@ -165,25 +223,12 @@ impl Inbound {
         }
     }
 
-    /// The authorization verdict for a TCP connection (counted and logged
-    /// when refused).
-    fn tcp_allowed(&self, client: Option<&SpiffeId>, peer: SocketAddr) -> bool {
-        let Some(authz) = &self.authz else { return true };
-        match authz.verdict(client) {
-            None | Some(Verdict::Allow) => true,
-            Some(v) => {
-                authz.refused(Traffic::Tcp, v, client, peer, true);
-                false
-            }
-        }
-    }
-
     fn refused(&self, peer: SocketAddr, reason: Refusal, detail: &str) {
         self.forwarder.metrics().record_refusal(reason);
         warn!("refused inbound connection from {peer}: {reason}: {detail}");
     }
 
-    async fn serve_http<I>(&self, io: I, peer: SocketAddr, watcher: Watcher, client: Option<SpiffeId>)
+    async fn serve_http<I>(&self, io: I, peer: SocketAddr, watcher: Watcher, client: Option<SpiffeId>, target: Target)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -192,9 +237,11 @@ impl Inbound {
         let client_metrics = client.as_ref().map(|id| Arc::new(self.metrics.client(id.as_str())));
         let client_header = client.as_ref().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
         let fwd = Arc::clone(&self.forwarder);
-        let authz = self.authz.clone().map(|a| (a, Arc::new(client), Arc::new(AtomicBool::new(false))));
+        let authz = target.authz.map(|a| (a, Arc::new(client), Arc::new(AtomicBool::new(false))));
+        let via = target.via.map(Arc::new);
         let service = service_fn(move |mut req| {
             let fwd = Arc::clone(&fwd);
+            let via = via.clone();
             let client_metrics = client_metrics.clone();
             if let Some(h) = &client_header {
                 req.extensions_mut().insert(ClientIdentity(h.clone()));
@@ -212,7 +259,10 @@ impl Inbound {
                         fwd.metrics().record_response(resp.status(), std::time::Duration::ZERO);
                         resp
                     }
-                    None => fwd.handle(req).await,
+                    None => match via {
+                        None => fwd.handle(req).await,
+                        Some(via) => fwd.handle_via(req, &via).await,
+                    },
                 };
                 if let Some(m) = client_metrics {
                     m.record(resp.status());
@@ -226,14 +276,14 @@ impl Inbound {
         }
     }
 
-    async fn relay_to_app<I>(&self, mut io: I, peer: SocketAddr)
+    async fn relay_to_app<I>(&self, mut io: I, peer: SocketAddr, addr: SocketAddr)
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut app = match TcpStream::connect(self.app).await {
+        let mut app = match TcpStream::connect(addr).await {
             Ok(app) => app,
             Err(e) => {
-                warn!("inbound tcp from {peer}: connect to app {} failed: {e}", self.app);
+                warn!("inbound tcp from {peer}: connect to app {addr} failed: {e}");
                 return;
             }
         };
@@ -283,6 +333,19 @@ impl Inbound {
         .await;
         if let Ok(Err(e)) = wrote {
             debug!(%peer, error = %e, "writing the 403 failed");
+        }
+    }
+}
+
+/// The authorization verdict for a TCP connection (counted and logged when
+/// refused); no policy: allowed.
+fn tcp_allowed(authz: Option<&Authz>, client: Option<&SpiffeId>, peer: SocketAddr) -> bool {
+    let Some(authz) = authz else { return true };
+    match authz.verdict(client) {
+        None | Some(Verdict::Allow) => true,
+        Some(v) => {
+            authz.refused(Traffic::Tcp, v, client, peer, true);
+            false
         }
     }
 }

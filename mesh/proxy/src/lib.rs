@@ -26,7 +26,9 @@
 //! discovered path: routes, weighted backends, retries), [`policy`] (routes
 //! and authorizations in the proxy's terms), [`balance`] (P2C over peak
 //! EWMA), [`accrual`] (failure accrual), [`retry`] (retry budget) and
-//! [`authz`] (inbound authorization).
+//! [`authz`] (inbound authorization). Interception (`--transparent`):
+//! [`orig_dst`] (SO_ORIGINAL_DST, loop refusal) and [`transparent`] (the
+//! outbound listener behind iptables REDIRECT; inbound lives in [`inbound`]).
 //!
 //! Entry points: [`run`] serves until SIGTERM/SIGINT; [`serve`] takes any
 //! shutdown future, for embedding and tests.
@@ -48,6 +50,7 @@ pub mod histogram;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
+pub mod orig_dst;
 pub mod orig_proto;
 pub mod outbound;
 pub mod policy;
@@ -56,6 +59,7 @@ pub mod retry;
 pub mod router;
 pub mod server;
 pub mod tcp;
+pub mod transparent;
 pub mod upstream;
 
 use std::{
@@ -71,15 +75,17 @@ use tracing::{info, warn};
 pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward, TcpService};
 use crate::{
     admin::Health,
-    authz::Authz,
+    authz::{Authz, AuthzByPort},
     outbound::Outbound,
     forward::Forwarder,
     identity::{MeshError, MeshTls},
-    inbound::Inbound,
+    inbound::{App, Inbound, OriginalDstApp},
     metrics::{Direction, Metrics},
+    orig_dst::{Gate, OwnListeners},
     router::Router,
     server::Phase,
-    tcp::TcpForwarder,
+    tcp::{OriginalDstRelay, TcpForwarder},
+    transparent::TransparentOutbound,
     upstream::Upstream,
 };
 
@@ -166,9 +172,9 @@ async fn serve_until(
 ) -> Result<(), RunError> {
     config.validate()?;
     let outbound = bind("outbound", config.outbound_listen).await?;
-    let inbound = match config.app {
-        Some(_) => Some(bind("inbound", config.inbound_listen).await?),
-        None => None,
+    let inbound = match config.app.is_some() || config.transparent {
+        true => Some(bind("inbound", config.inbound_listen).await?),
+        false => None,
     };
     let mut tcp = Vec::with_capacity(config.tcp_forwards.len());
     for fwd in &config.tcp_forwards {
@@ -210,20 +216,50 @@ async fn serve_until(
     let builder = Arc::new(server::http_builder(&config.limits));
     let limits = config.limits;
 
+    // Transparent mode refuses connections whose original destination is
+    // one of these (a client dialing the proxy directly, or a loop).
+    let own = {
+        let mut own = vec![outbound.local_addr(), admin.local_addr()];
+        own.extend(inbound.iter().chain(&tcp).chain(&tcp_services).map(TcpListener::local_addr));
+        OwnListeners::new(own.into_iter().filter_map(Result::ok))
+    };
+
     let admin_task = tokio::spawn(admin::serve_admin(admin, Arc::clone(&metrics), health.clone(), phase.clone()));
     let mut proxies = Vec::with_capacity(2 + tcp.len());
-    let outbound_fwd = Forwarder::outbound(router, discovered, limits, outbound_metrics);
-    proxies.push(tokio::spawn(server::serve_proxy(
-        outbound,
-        outbound_fwd,
-        Arc::clone(&builder),
-        limits.header_read_timeout,
-        phase.clone(),
-    )));
-    if let (Some(listener), Some(app)) = (inbound, config.app) {
+    if config.transparent {
+        let listen = outbound.local_addr().unwrap_or(config.outbound_listen);
+        let gate = Gate::new(Direction::Outbound, own.clone(), outbound_metrics.clone());
+        let tcp = OriginalDstRelay::new(listen, discovered.clone(), mesh.clone(), outbound_metrics.clone());
+        let forwarder = Forwarder::outbound(router, discovered.clone(), limits, outbound_metrics);
+        let transparent = TransparentOutbound::new(gate, forwarder, discovered, tcp, Arc::clone(&builder), limits);
+        proxies.push(tokio::spawn(transparent.serve(outbound, phase.clone())));
+    } else {
+        let outbound_fwd = Forwarder::outbound(router, discovered, limits, outbound_metrics);
+        proxies.push(tokio::spawn(server::serve_proxy(
+            outbound,
+            outbound_fwd,
+            Arc::clone(&builder),
+            limits.header_read_timeout,
+            phase.clone(),
+        )));
+    }
+    let app = match (config.app, authz) {
+        (Some(addr), InboundAuthz::AppPort(authz)) => Some(App::Fixed { addr, authz }),
+        (None, InboundAuthz::PerPort(authz)) if config.transparent => {
+            let gate = Gate::new(Direction::Inbound, own, metrics.direction(Direction::Inbound).clone());
+            Some(App::OriginalDst(Box::new(OriginalDstApp::new(gate, authz))))
+        }
+        _ => None,
+    };
+    if let (Some(listener), Some(app)) = (inbound, app) {
+        // Transparent inbound forwards through `Via`, never by route.
+        let router = match &app {
+            App::Fixed { addr, .. } => Router::single(Upstream::new(*addr)),
+            App::OriginalDst(_) => Router::from_routes(&[])?,
+        };
         let inbound = Arc::new(Inbound {
             forwarder: Forwarder::inbound(
-                Router::single(Upstream::new(app)),
+                router,
                 limits,
                 metrics.direction(Direction::Inbound).clone(),
                 config.forward_client_identity,
@@ -234,7 +270,6 @@ async fn serve_until(
             mesh: mesh.clone(),
             plaintext: config.inbound_plaintext,
             metrics: Arc::clone(&metrics),
-            authz,
         });
         proxies.push(tokio::spawn(inbound.serve(listener, phase.clone())));
     }
@@ -246,6 +281,7 @@ async fn serve_until(
         routes = config.routes.len(),
         tcp_forwards = config.tcp_forwards.len(),
         app = ?config.app,
+        transparent = config.transparent,
         identity = ?mesh.as_ref().map(|m| m.identity().to_string()),
         inbound_plaintext = %config.inbound_plaintext,
         destination = ?config.destination,
@@ -269,15 +305,23 @@ async fn serve_until(
     Ok(())
 }
 
+/// The inbound authorization policy, when `--policy` is given.
+enum InboundAuthz {
+    /// `--app`'s port.
+    AppPort(Option<Arc<Authz>>),
+    /// `--transparent`: each original destination's port.
+    PerPort(Option<AuthzByPort>),
+}
+
 /// The discovered outbound path and the inbound authorization, when configured.
-type Discovered = (Option<Arc<Outbound>>, Option<Arc<Authz>>);
+type Discovered = (Option<Arc<Outbound>>, InboundAuthz);
 
 /// The discovered outbound path (`--destination`, with `--policy` routes)
-/// and the inbound authorization (`--policy` and `--app`).
+/// and the inbound authorization (`--policy` with `--app` or `--transparent`).
 fn discovery_sources(
     config: &Config,
     mesh: Option<&Arc<MeshTls>>,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     outbound_metrics: &metrics::DirectionMetrics,
 ) -> Result<Discovered, RunError> {
     use discovery::grpc::{GrpcDestination, GrpcPolicy, Workload};
@@ -302,8 +346,12 @@ fn discovery_sources(
         None => None,
     };
     let authz = match (&policy, config.app) {
-        (Some(p), Some(app)) => Some(Authz::start(p.as_ref(), app.port(), metrics)),
-        _ => None,
+        (Some(p), _) if config.transparent => {
+            InboundAuthz::PerPort(Some(AuthzByPort::new(Arc::clone(p) as Arc<dyn discovery::PolicySource>, Arc::clone(metrics))))
+        }
+        (None, _) if config.transparent => InboundAuthz::PerPort(None),
+        (Some(p), Some(app)) => InboundAuthz::AppPort(Some(Authz::start(p.as_ref(), app.port(), metrics))),
+        _ => InboundAuthz::AppPort(None),
     };
     Ok((discovered, authz))
 }

@@ -193,7 +193,8 @@ impl Metrics {
         registry.register("weft_open_connections", "Downstream connections currently open", open);
         registry.register(
             "weft_refused_connections",
-            "Connections refused or failed at the mTLS / plaintext-policy gate, by direction and reason",
+            "Connections refused or failed at the mTLS / plaintext-policy gate, or (--transparent) \
+             refused for their original destination (loop, no_original_dst), by direction and reason",
             refused,
         );
         let by_client = Family::<ClientLabels, Counter>::default();
@@ -284,7 +285,8 @@ impl DirectionMetrics {
         self.errors[kind as usize].inc();
     }
 
-    /// Records a connection refused (or failed) at the mTLS / policy gate.
+    /// Records a connection refused (or failed) at the mTLS / policy gate,
+    /// or for its original destination.
     pub fn record_refusal(&self, reason: Refusal) {
         self.refused[reason as usize].inc();
     }

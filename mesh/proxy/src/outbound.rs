@@ -296,6 +296,17 @@ impl Outbound {
             Some(authority) => self.service(&normalize(authority)),
             None => return Err(ProxyError::NoRoute { authority: "<none>".to_owned() }),
         };
+        self.send_service(&svc, req).await
+    }
+
+    /// The discovered target `authority` (e.g. a transparent connection's
+    /// original destination `ip:port`), looked up once: its requests go
+    /// through [`Target::send`] without another lookup.
+    pub fn target(self: &Arc<Self>, authority: &str) -> Target {
+        Target { service: self.service(&normalize(authority)), outbound: Arc::clone(self) }
+    }
+
+    async fn send_service(&self, svc: &Service, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
         let key: &str = &svc.authority;
         let policy = svc.policy().await;
         let table = match &policy.grpc_routes {
@@ -418,6 +429,27 @@ impl Outbound {
             }
         }
         Ok(resp)
+    }
+}
+
+/// A discovered authority resolved once, for every request of one
+/// transparent connection.
+#[derive(Debug, Clone)]
+pub struct Target {
+    outbound: Arc<Outbound>,
+    service: Arc<Service>,
+}
+
+impl Target {
+    /// Routes, balances and retries `req` as [`Outbound::send`] does for
+    /// this target's authority, whatever the request's `Host`.
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        self.outbound.send_service(&self.service, req).await
+    }
+
+    /// The Destination key (`host:port`, lower-case).
+    pub fn authority(&self) -> &str {
+        &self.service.authority
     }
 }
 

@@ -1,5 +1,6 @@
 //! Why a connection did not make it through the mTLS / plaintext-policy
-//! gate, in words an operator can act on and as a metric label.
+//! gate (or, in `--transparent` mode, the original-destination check), in
+//! words an operator can act on and as a metric label.
 //!
 //! Handshake failures arrive as `io::Error`s wrapping a `rustls::Error`;
 //! mesh-identity's own identity checks arrive as a `PeerIdentityError`
@@ -30,11 +31,17 @@ pub enum Refusal {
     Handshake = 6,
     /// This proxy has no certificate yet, so it cannot take part.
     NotCertified = 7,
+    /// `--transparent`: the original destination is one of this proxy's
+    /// own listeners (a client dialed the proxy port, or a redirect loop).
+    Loop = 8,
+    /// `--transparent`: the connection has no original destination (it was
+    /// not redirected by iptables).
+    NoOriginalDst = 9,
 }
 
 impl Refusal {
     /// Every reason, indexed by its discriminant.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::Plaintext,
         Refusal::UnknownCa,
         Refusal::Expired,
@@ -43,6 +50,8 @@ impl Refusal {
         Refusal::PeerRefused,
         Refusal::Handshake,
         Refusal::NotCertified,
+        Refusal::Loop,
+        Refusal::NoOriginalDst,
     ];
 
     /// The metric label.
@@ -56,6 +65,8 @@ impl Refusal {
             Refusal::PeerRefused => "peer_refused",
             Refusal::Handshake => "handshake",
             Refusal::NotCertified => "not_certified",
+            Refusal::Loop => "loop",
+            Refusal::NoOriginalDst => "no_original_dst",
         }
     }
 
@@ -70,6 +81,8 @@ impl Refusal {
             Refusal::PeerRefused => "refused by peer",
             Refusal::Handshake => "TLS handshake failed",
             Refusal::NotCertified => "this proxy has no certificate yet",
+            Refusal::Loop => "redirect loop",
+            Refusal::NoOriginalDst => "no original destination",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Opaque TCP: outbound `--tcp-forward` listeners and the relay both
-//! directions share.
+//! Opaque TCP: outbound `--tcp-forward` / `--tcp-service` listeners, the
+//! transparent outbound relay to a connection's original destination, and
+//! the relay both directions share.
 //!
 //! ```text
 //!  client ──tcp──> LISTEN ──(mTLS, ALPN weft-tcp/1)──> peer inbound ──tcp──> app
@@ -46,9 +47,8 @@ where
 /// One `--tcp-forward` (a fixed address) or `--tcp-service` (a Service's
 /// endpoints, balanced per connection) and what it needs to reach them.
 pub struct TcpForwarder {
-    listen: SocketAddr,
+    dialer: Dialer,
     target: Target,
-    metrics: DirectionMetrics,
 }
 
 enum Target {
@@ -67,7 +67,7 @@ impl TcpForwarder {
             }
         };
         let target = Target::Fixed { addr: forward.addr, identity: forward.identity, tls };
-        Ok(Arc::new(Self { listen: forward.listen, target, metrics }))
+        Ok(Arc::new(Self { dialer: Dialer { listen: forward.listen, metrics }, target }))
     }
 
     /// Connections to `service.listen` are spread over the endpoints of
@@ -81,7 +81,7 @@ impl TcpForwarder {
         metrics: DirectionMetrics,
     ) -> Arc<Self> {
         let target = Target::Service { authority: service.authority, outbound, mesh: mesh.cloned() };
-        Arc::new(Self { listen: service.listen, target, metrics })
+        Arc::new(Self { dialer: Dialer { listen: service.listen, metrics }, target })
     }
 
     /// Accepts until the phase leaves `Running`, then waits for the open
@@ -106,60 +106,108 @@ impl TcpForwarder {
     }
 
     async fn connection(&self, client: TcpStream, peer: SocketAddr) {
-        let _open = self.metrics.connection_opened();
+        let _open = self.dialer.metrics.connection_opened();
         let _ = client.set_nodelay(true);
         match &self.target {
             Target::Fixed { addr, identity, tls } => {
                 let tls = tls.as_ref().map(|(c, m)| (c, m.as_ref()));
-                self.dial_and_relay(client, peer, *addr, identity.as_ref(), tls).await;
+                self.dialer.dial_and_relay(client, peer, *addr, identity.as_ref(), tls).await;
             }
             Target::Service { authority, outbound, mesh } => {
-                let set = outbound.backend(&crate::outbound::normalize(authority));
-                let pick = match set.pick(None).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        warn!("tcp service {}: {e}; closing {peer}", self.listen);
-                        return;
-                    }
-                };
-                let ep = pick.handle().endpoint().clone();
-                let connector = match (&ep.identity, mesh) {
-                    (Some(id), Some(mesh)) => match mesh.connector(id, ALPN_WEFT_TCP) {
-                        Ok(c) => Some((c, mesh.as_ref())),
-                        Err(e) => {
-                            warn!("tcp service {}: endpoint {} ({id}): {e}; closing {peer}", self.listen, ep.addr);
-                            return;
-                        }
-                    },
-                    _ => None,
-                };
-                let tls = connector.as_ref().map(|(c, m)| (c, *m));
-                // The pick (and its in-flight count) lives as long as the
-                // connection: P2C weighs open connections. Connect time is
-                // not fed into the estimate: for long-lived connections it
-                // says little about load, and one slow handshake (peak EWMA)
-                // would outweigh many open connections on the other endpoint.
-                let connected = self.dial(peer, ep.addr, ep.identity.as_ref(), tls).await;
-                let ejected = set.balancer.observe(&pick, None, connected.is_some());
-                if let Some(backoff) = ejected {
-                    warn!("endpoint {} of {authority} taken out of rotation for {backoff:?} after consecutive failures", ep.addr);
-                }
-                if let Some(upstream) = connected {
-                    self.relay(client, peer, ep.addr, ep.identity.as_ref(), upstream).await;
-                }
-                drop(pick);
+                let authority = crate::outbound::normalize(authority);
+                self.dialer.balanced(client, peer, &authority, outbound, mesh.as_ref()).await;
             }
         }
     }
+}
 
-    async fn dial_and_relay(
+/// Transparent outbound opaque TCP: each connection goes to its original
+/// destination, resolved as `ip:port` through Destination when discovery is
+/// on (meshed endpoints inside mTLS with ALPN weft-tcp/1, unknown ones
+/// straight to the destination), else relayed there in plaintext.
+pub struct OriginalDstRelay {
+    dialer: Dialer,
+    outbound: Option<Arc<Outbound>>,
+    mesh: Option<Arc<MeshTls>>,
+}
+
+impl OriginalDstRelay {
+    /// `listen` (the outbound listener) names the relay in log lines.
+    pub fn new(listen: SocketAddr, outbound: Option<Arc<Outbound>>, mesh: Option<Arc<MeshTls>>, metrics: DirectionMetrics) -> Self {
+        Self { dialer: Dialer { listen, metrics }, outbound, mesh }
+    }
+
+    /// Relays `client` (bytes already read put back in front) to `dst`.
+    pub async fn relay<C>(&self, client: C, peer: SocketAddr, dst: SocketAddr)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        match &self.outbound {
+            Some(outbound) => self.dialer.balanced(client, peer, &dst.to_string(), outbound, self.mesh.as_ref()).await,
+            None => self.dialer.dial_and_relay(client, peer, dst, None, None).await,
+        }
+    }
+}
+
+/// Dialing and relaying, shared by every TCP path; `listen` names the
+/// listener in log lines.
+struct Dialer {
+    listen: SocketAddr,
+    metrics: DirectionMetrics,
+}
+
+impl Dialer {
+    /// One endpoint of `authority` (already normalized) per connection.
+    async fn balanced<C>(&self, client: C, peer: SocketAddr, authority: &str, outbound: &Outbound, mesh: Option<&Arc<MeshTls>>)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let set = outbound.backend(authority);
+        let pick = match set.pick(None).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("tcp service {}: {e}; closing {peer}", self.listen);
+                return;
+            }
+        };
+        let ep = pick.handle().endpoint().clone();
+        let connector = match (&ep.identity, mesh) {
+            (Some(id), Some(mesh)) => match mesh.connector(id, ALPN_WEFT_TCP) {
+                Ok(c) => Some((c, mesh.as_ref())),
+                Err(e) => {
+                    warn!("tcp service {}: endpoint {} ({id}): {e}; closing {peer}", self.listen, ep.addr);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let tls = connector.as_ref().map(|(c, m)| (c, *m));
+        // The pick (and its in-flight count) lives as long as the
+        // connection: P2C weighs open connections. Connect time is not fed
+        // into the estimate: for long-lived connections it says little
+        // about load, and one slow handshake (peak EWMA) would outweigh many
+        // open connections on the other endpoint.
+        let connected = self.dial(peer, ep.addr, ep.identity.as_ref(), tls).await;
+        let ejected = set.balancer.observe(&pick, None, connected.is_some());
+        if let Some(backoff) = ejected {
+            warn!("endpoint {} of {authority} taken out of rotation for {backoff:?} after consecutive failures", ep.addr);
+        }
+        if let Some(upstream) = connected {
+            self.relay(client, peer, ep.addr, ep.identity.as_ref(), upstream).await;
+        }
+        drop(pick);
+    }
+
+    async fn dial_and_relay<C>(
         &self,
-        client: TcpStream,
+        client: C,
         peer: SocketAddr,
         target: SocketAddr,
         identity: Option<&SpiffeId>,
         tls: Option<(&TlsConnector, &MeshTls)>,
-    ) {
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
         if let Some(upstream) = self.dial(peer, target, identity, tls).await {
             self.relay(client, peer, target, identity, upstream).await;
         }
@@ -206,7 +254,10 @@ impl TcpForwarder {
         }
     }
 
-    async fn relay(&self, mut client: TcpStream, peer: SocketAddr, target: SocketAddr, identity: Option<&SpiffeId>, upstream: Upstream) {
+    async fn relay<C>(&self, mut client: C, peer: SocketAddr, target: SocketAddr, identity: Option<&SpiffeId>, upstream: Upstream)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
         match upstream {
             Upstream::Plain(mut s) => {
                 if let Err(e) = relay(&mut client, &mut s).await {

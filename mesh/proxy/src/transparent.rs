@@ -1,0 +1,213 @@
+//! `--transparent` outbound: the listener iptables `REDIRECT`s the pod's
+//! outbound TCP to. Every decision is made once per connection.
+//!
+//! ```text
+//!  accept ─> original destination (orig_dst::Gate: loop / not redirected -> close)
+//!         ─> detect (first bytes; silent for --detect-timeout -> opaque)
+//!              ├ HTTP/1, h2c ─> hyper ─> Via: discovered "ip:port" (Destination + Policy:
+//!              │                          routes, balancing, retries, mTLS to meshed endpoints)
+//!              │                     or the destination itself (no --destination)
+//!              └ TLS, opaque ─> TCP: discovered "ip:port" (meshed: mTLS weft-tcp/1)
+//!                               or a plain relay to the destination
+//! ```
+//!
+//! Requests are counted by the same outbound [`Forwarder`] as explicit
+//! ones; `Host` is passed on unchanged (it names the service to the app,
+//! not the hop).
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
+use tracing::debug;
+
+use crate::{
+    config::Limits,
+    detect::{detect, Detected, PrefixedIo, Protocol},
+    forward::{Forwarder, Via},
+    orig_dst::Gate,
+    outbound::Outbound,
+    server::{accept_next, Phase},
+    tcp::OriginalDstRelay,
+    upstream::Upstream,
+};
+
+/// Plaintext upstreams by address, shared by every connection to one
+/// destination (one HTTP/1 pool, one HTTP/2 connection each).
+#[derive(Debug, Default)]
+pub struct DirectUpstreams {
+    by_addr: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
+}
+
+/// Past this many destinations, the ones no connection uses any more are
+/// forgotten (their idle connections closed) before another is added.
+const MAX_DIRECT_UPSTREAMS: usize = 1024;
+
+impl DirectUpstreams {
+    /// The upstream for `addr` (taken once per connection, not per request).
+    pub fn get(&self, addr: SocketAddr) -> Arc<Upstream> {
+        let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(up) = map.get(&addr) {
+            return Arc::clone(up);
+        }
+        if map.len() >= MAX_DIRECT_UPSTREAMS {
+            // Still referenced: a connection or a pooled response holds it.
+            map.retain(|_, up| Arc::strong_count(up) > 1);
+        }
+        let up = Upstream::new(addr);
+        map.insert(addr, Arc::clone(&up));
+        up
+    }
+
+    /// Destinations currently remembered.
+    pub fn len(&self) -> usize {
+        self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no destination is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The transparent outbound listener.
+pub struct TransparentOutbound {
+    gate: Gate,
+    forwarder: Arc<Forwarder>,
+    discovered: Option<Arc<Outbound>>,
+    direct: DirectUpstreams,
+    tcp: OriginalDstRelay,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: Limits,
+}
+
+impl TransparentOutbound {
+    /// `forwarder` is the outbound one (its metrics count these requests);
+    /// `discovered` resolves destinations (else they are dialed directly);
+    /// `tcp` relays opaque connections.
+    pub fn new(
+        gate: Gate,
+        forwarder: Arc<Forwarder>,
+        discovered: Option<Arc<Outbound>>,
+        tcp: OriginalDstRelay,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self { gate, forwarder, discovered, direct: DirectUpstreams::default(), tcp, builder, limits })
+    }
+
+    /// Accepts until the phase leaves `Running`, then closes the listening
+    /// socket and waits for open connections (the caller bounds the wait).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
+        let graceful = GracefulShutdown::new();
+        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+        loop {
+            let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
+                break;
+            };
+            let this = Arc::clone(&self);
+            let watcher = graceful.watcher();
+            let phase = phase.clone();
+            let open = open_tx.clone();
+            tokio::spawn(async move {
+                let _open = open;
+                this.connection(stream, peer, watcher, phase).await;
+            });
+        }
+        drop(listener);
+        drop(open_tx);
+        graceful.shutdown().await;
+        // TCP relays are not hyper connections; each holds a sender.
+        let _ = open_rx.recv().await;
+    }
+
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
+        let _open = self.forwarder.metrics().connection_opened();
+        let Some(dst) = self.gate.admit(&stream, peer) else { return };
+        let limits = &self.limits;
+        // A client silent for the detect timeout may be waiting for the
+        // server to speak first (SMTP, MySQL, ...): relay it as bytes.
+        let detected = tokio::select! {
+            d = detect(&mut stream, limits.detect_timeout, limits.detect_timeout, limits.max_header_bytes) => d,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        };
+        let (protocol, prefix) = match detected {
+            Ok(Detected::Protocol(p, prefix)) => (p, prefix),
+            Ok(Detected::Silent) => (Protocol::Opaque, Bytes::new()),
+            Ok(Detected::Nothing) => {
+                debug!(%peer, %dst, "client closed before sending anything");
+                return;
+            }
+            Err(e) => {
+                debug!(%peer, %dst, error = %e, "reading the first bytes failed");
+                return;
+            }
+        };
+        let io = PrefixedIo::new(prefix, stream);
+        match protocol {
+            Protocol::Http1 | Protocol::Http2 => self.serve_http(io, peer, dst, watcher).await,
+            Protocol::Tls | Protocol::Opaque => self.tcp.relay(io, peer, dst).await,
+        }
+    }
+
+    /// Where this connection's requests go.
+    fn via(&self, dst: SocketAddr) -> Via {
+        match &self.discovered {
+            Some(outbound) => Via::Discovered(outbound.target(&dst.to_string())),
+            None => Via::Upstream(self.direct.get(dst)),
+        }
+    }
+
+    async fn serve_http<I>(&self, io: I, peer: SocketAddr, dst: SocketAddr, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let via = Arc::new(self.via(dst));
+        let fwd = Arc::clone(&self.forwarder);
+        let service = service_fn(move |req| {
+            let fwd = Arc::clone(&fwd);
+            let via = Arc::clone(&via);
+            async move { Ok::<_, Infallible>(fwd.handle_via(req, &via).await) }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            debug!(%peer, %dst, error = %e, "transparent outbound connection ended with error");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_upstreams_are_shared_and_bounded() {
+        let direct = DirectUpstreams::default();
+        let a: SocketAddr = "198.18.0.2:8080".parse().unwrap();
+        let held = direct.get(a);
+        assert!(Arc::ptr_eq(&held, &direct.get(a)), "one upstream (one pool) per destination");
+        for port in 1..=MAX_DIRECT_UPSTREAMS as u16 {
+            direct.get(SocketAddr::new(a.ip(), port));
+        }
+        // The cap was reached: unused destinations were forgotten, the held one kept.
+        assert!(direct.len() <= 2, "{}", direct.len());
+        assert!(Arc::ptr_eq(&held, &direct.get(a)));
+    }
+}
