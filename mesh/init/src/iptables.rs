@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 
 use crate::rules::{Installed, Rules};
 
-const NOT_ROOT: &str = "weft init must run as root (CAP_NET_ADMIN) inside the pod's network namespace";
+const NOT_ROOT: &str =
+    "weft init must run as root (CAP_NET_ADMIN) inside the pod's network namespace";
 
 /// Why installing or removing the rules failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,11 @@ pub enum InitError {
     #[error("running `{binary}`: {source}")]
     Run { binary: String, source: io::Error },
     #[error("`{binary} -t nat` failed ({status}): {stderr}")]
-    Save { binary: String, status: String, stderr: String },
+    Save {
+        binary: String,
+        status: String,
+        stderr: String,
+    },
     #[error("`{binary} --noflush` refused the rules ({status}): {stderr}{}", failed_line(.line))]
     Restore {
         binary: String,
@@ -67,7 +72,10 @@ pub struct Iptables {
 
 impl Iptables {
     pub fn new(iptables: &Path) -> Self {
-        let name = iptables.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "iptables".into());
+        let name = iptables
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "iptables".into());
         Self {
             save: iptables.with_file_name(format!("{name}-save")),
             restore: iptables.with_file_name(format!("{name}-restore")),
@@ -78,7 +86,13 @@ impl Iptables {
     fn installed(&self) -> Result<Installed, InitError> {
         let output = run(&self.save, &["-t", "nat"], None)?;
         if !output.status.success() {
-            return Err(classify(&self.save, &output, |binary, status, stderr| InitError::Save { binary, status, stderr }));
+            return Err(classify(&self.save, &output, |binary, status, stderr| {
+                InitError::Save {
+                    binary,
+                    status,
+                    stderr,
+                }
+            }));
         }
         Ok(Installed::parse(&String::from_utf8_lossy(&output.stdout)))
     }
@@ -91,40 +105,73 @@ impl Iptables {
         if output.status.success() {
             return Ok(());
         }
-        Err(classify(&self.restore, &output, |binary, status, stderr| {
-            let line = named_line(&stderr).and_then(|n| Some((n, script.lines().nth(n.checked_sub(1)?)?.to_owned())));
-            InitError::Restore { binary, status, stderr, line }
-        }))
+        Err(classify(
+            &self.restore,
+            &output,
+            |binary, status, stderr| {
+                let line = named_line(&stderr)
+                    .and_then(|n| Some((n, script.lines().nth(n.checked_sub(1)?)?.to_owned())));
+                InitError::Restore {
+                    binary,
+                    status,
+                    stderr,
+                    line,
+                }
+            },
+        ))
     }
 }
 
-fn run(binary: &Path, args: &[&str], input: Option<&str>) -> Result<std::process::Output, InitError> {
+fn run(
+    binary: &Path,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<std::process::Output, InitError> {
     let shown = binary.display().to_string();
     let mut child = Command::new(binary)
         .args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => InitError::NotFound { binary: shown.clone() },
-            _ => InitError::Run { binary: shown.clone(), source },
+            io::ErrorKind::NotFound => InitError::NotFound {
+                binary: shown.clone(),
+            },
+            _ => InitError::Run {
+                binary: shown.clone(),
+                source,
+            },
         })?;
     // Write on another thread: iptables-restore may fail and exit before it
     // reads everything, and a large script must not deadlock on full pipes.
     let writer = match (input, child.stdin.take()) {
         (Some(input), Some(mut stdin)) => {
             let input = input.to_owned();
-            Some(std::thread::spawn(move || stdin.write_all(input.as_bytes())))
+            Some(std::thread::spawn(move || {
+                stdin.write_all(input.as_bytes())
+            }))
         }
         _ => None,
     };
-    let output = child.wait_with_output().map_err(|source| InitError::Run { binary: shown.clone(), source })?;
+    let output = child.wait_with_output().map_err(|source| InitError::Run {
+        binary: shown.clone(),
+        source,
+    })?;
     if let Some(writer) = writer {
-        let written = writer.join().unwrap_or_else(|_| Err(io::Error::other("stdin writer panicked")));
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("stdin writer panicked")));
         // A broken pipe after a failure is explained by the failure itself.
         if let (Err(source), true) = (written, output.status.success()) {
-            return Err(InitError::Run { binary: shown, source });
+            return Err(InitError::Run {
+                binary: shown,
+                source,
+            });
         }
     }
     Ok(output)
@@ -141,7 +188,10 @@ fn classify(
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     let binary = binary.display().to_string();
     let lower = stderr.to_ascii_lowercase();
-    if lower.contains("permission denied") || lower.contains("must be root") || lower.contains("operation not permitted") {
+    if lower.contains("permission denied")
+        || lower.contains("must be root")
+        || lower.contains("operation not permitted")
+    {
         return InitError::NotPermitted { binary, stderr };
     }
     let status = match output.status.code() {
@@ -154,14 +204,23 @@ fn classify(
 /// The input line number in iptables-restore's "Error occurred at line: N"
 /// (nft and legacy) or "line N failed" (older legacy).
 fn named_line(stderr: &str) -> Option<usize> {
-    let number = |s: &str| s.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+    let number = |s: &str| {
+        s.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
     if let Some((_, rest)) = stderr.split_once("at line:") {
         return number(rest);
     }
     stderr.match_indices("line ").find_map(|(at, _)| {
         let rest = &stderr[at + "line ".len()..];
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        rest[digits..].starts_with(" failed").then(|| number(rest)).flatten()
+        rest[digits..]
+            .starts_with(" failed")
+            .then(|| number(rest))
+            .flatten()
     })
 }
 
@@ -212,7 +271,9 @@ pub struct CleanupSummary {
 impl fmt::Display for CleanupSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.jumps_removed == 0 && self.chains_removed.is_empty() {
-            return f.write_str("weft init --cleanup: no weft rules in the nat table, nothing to remove");
+            return f.write_str(
+                "weft init --cleanup: no weft rules in the nat table, nothing to remove",
+            );
         }
         write!(
             f,
@@ -254,7 +315,10 @@ pub fn cleanup(iptables: &Path) -> Result<CleanupSummary, InitError> {
         return Ok(CleanupSummary::default());
     };
     iptables.restore(&script)?;
-    Ok(CleanupSummary { jumps_removed: installed.jumps.len(), chains_removed: installed.chains })
+    Ok(CleanupSummary {
+        jumps_removed: installed.jumps.len(),
+        chains_removed: installed.chains,
+    })
 }
 
 #[cfg(test)]
@@ -268,7 +332,10 @@ mod tests {
         assert_eq!(plain.restore, PathBuf::from("iptables-restore"));
         let legacy = Iptables::new(Path::new("/usr/sbin/iptables-legacy"));
         assert_eq!(legacy.save, PathBuf::from("/usr/sbin/iptables-legacy-save"));
-        assert_eq!(legacy.restore, PathBuf::from("/usr/sbin/iptables-legacy-restore"));
+        assert_eq!(
+            legacy.restore,
+            PathBuf::from("/usr/sbin/iptables-legacy-restore")
+        );
     }
 
     #[test]
@@ -281,16 +348,26 @@ mod tests {
 
     #[test]
     fn a_missing_iptables_says_which_binary_and_what_to_install() {
-        let err = apply(Path::new("/nonexistent/weft-test/iptables"), &Rules::default()).unwrap_err();
+        let err = apply(
+            Path::new("/nonexistent/weft-test/iptables"),
+            &Rules::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 69);
         let message = err.to_string();
-        assert!(message.contains("/nonexistent/weft-test/iptables-save"), "{message}");
+        assert!(
+            message.contains("/nonexistent/weft-test/iptables-save"),
+            "{message}"
+        );
         assert!(message.contains("iptables package"), "{message}");
     }
 
     #[test]
     fn bad_rules_are_refused_before_running_anything() {
-        let rules = Rules { inbound_port: 4140, ..Rules::default() };
+        let rules = Rules {
+            inbound_port: 4140,
+            ..Rules::default()
+        };
         let err = apply(Path::new("/nonexistent/weft-test/iptables"), &rules).unwrap_err();
         assert_eq!(err.exit_code(), 64, "{err}");
     }

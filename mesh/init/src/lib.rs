@@ -52,10 +52,20 @@ pub struct InitArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub inbound_port: u16,
     /// The uid the proxy runs as: its own connections are not redirected
-    #[arg(long, env = "WEFT_INIT_PROXY_UID", default_value_t = 2102, value_name = "UID")]
+    #[arg(
+        long,
+        env = "WEFT_INIT_PROXY_UID",
+        default_value_t = 2102,
+        value_name = "UID"
+    )]
     pub proxy_uid: u32,
     /// Inbound ports that reach the app directly: comma separated ports or ranges (4190-4191); "" for none
-    #[arg(long, env = "WEFT_INIT_SKIP_INBOUND_PORTS", default_value = "4190,4191", value_name = "PORTS")]
+    #[arg(
+        long,
+        env = "WEFT_INIT_SKIP_INBOUND_PORTS",
+        default_value = "4190,4191",
+        value_name = "PORTS"
+    )]
     pub skip_inbound_ports: PortList,
     /// Outbound destination ports that bypass the proxy: comma separated ports or ranges
     #[arg(long, env = "WEFT_INIT_SKIP_OUTBOUND_PORTS", value_name = "PORTS")]
@@ -64,7 +74,12 @@ pub struct InitArgs {
     #[arg(long, env = "WEFT_INIT_SKIP_OUTBOUND_CIDRS", value_name = "CIDRS")]
     pub skip_outbound_cidrs: Option<CidrList>,
     /// The iptables to use, a name on PATH or a path (e.g. iptables-legacy); its -save and -restore siblings are run
-    #[arg(long, env = "WEFT_INIT_IPTABLES", default_value = "iptables", value_name = "PATH_OR_NAME")]
+    #[arg(
+        long,
+        env = "WEFT_INIT_IPTABLES",
+        default_value = "iptables",
+        value_name = "PATH_OR_NAME"
+    )]
     pub iptables: PathBuf,
     /// Print the iptables-restore input and change nothing
     #[arg(long, env = "WEFT_INIT_DRY_RUN")]

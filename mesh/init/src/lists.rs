@@ -111,7 +111,9 @@ impl FromStr for PortRange {
         match s.split_once('-') {
             None => Self::single(parse_port(s)?),
             Some((first, last)) => {
-                let side = |text: &str| parse_port(text.trim()).map_err(|_| ListError::NotARange(s.to_owned()));
+                let side = |text: &str| {
+                    parse_port(text.trim()).map_err(|_| ListError::NotARange(s.to_owned()))
+                };
                 let (first, last) = (side(first)?, side(last)?);
                 Self::new(first, last).map_err(|_| ListError::ReversedRange(s.to_owned()))
             }
@@ -121,7 +123,10 @@ impl FromStr for PortRange {
 
 /// Splits a comma separated list; an empty (or all blank) value is the empty
 /// list, so `--skip-inbound-ports ""` turns the default skips off.
-fn parse_list<T>(s: &str, item: impl Fn(&str) -> Result<T, ListError>) -> Result<Vec<T>, ListError> {
+fn parse_list<T>(
+    s: &str,
+    item: impl Fn(&str) -> Result<T, ListError>,
+) -> Result<Vec<T>, ListError> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -168,16 +173,21 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, ListError> {
             reason: e.to_string(),
         })?
     } else {
-        let addr = s.parse::<std::net::Ipv4Addr>().map_err(|e| ListError::NotACidr {
-            value: s.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let addr = s
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|e| ListError::NotACidr {
+                value: s.to_owned(),
+                reason: e.to_string(),
+            })?;
         Ipv4Net::from(addr)
     };
     // iptables would silently mask `10.1.2.3/8` to 10.0.0.0/8; that is far
     // more often a typo (a wrong prefix length) than what was meant.
     if net.trunc() != net {
-        return Err(ListError::HostBitsSet { value: s.to_owned(), network: net.trunc() });
+        return Err(ListError::HostBitsSet {
+            value: s.to_owned(),
+            network: net.trunc(),
+        });
     }
     Ok(net)
 }
@@ -205,13 +215,20 @@ mod tests {
     use super::*;
 
     fn ports(s: &str) -> Result<Vec<(u16, u16)>, ListError> {
-        s.parse::<PortList>().map(|l| l.0.iter().map(|r| (r.first(), r.last())).collect())
+        s.parse::<PortList>()
+            .map(|l| l.0.iter().map(|r| (r.first(), r.last())).collect())
     }
 
     #[test]
     fn ports_and_ranges_parse() {
-        assert_eq!(ports("4190,4191").unwrap(), vec![(4190, 4190), (4191, 4191)]);
-        assert_eq!(ports(" 80 , 8000-8100,65535").unwrap(), vec![(80, 80), (8000, 8100), (65535, 65535)]);
+        assert_eq!(
+            ports("4190,4191").unwrap(),
+            vec![(4190, 4190), (4191, 4191)]
+        );
+        assert_eq!(
+            ports(" 80 , 8000-8100,65535").unwrap(),
+            vec![(80, 80), (8000, 8100), (65535, 65535)]
+        );
         assert_eq!(ports("1-1").unwrap(), vec![(1, 1)]);
         assert_eq!(ports("").unwrap(), vec![]);
         assert_eq!(ports("  ").unwrap(), vec![]);
@@ -220,14 +237,29 @@ mod tests {
     #[test]
     fn bad_ports_are_refused_naming_the_entry() {
         assert_eq!(ports("0").unwrap_err(), ListError::NotAPort("0".into()));
-        assert_eq!(ports("80,65536").unwrap_err(), ListError::NotAPort("65536".into()));
-        assert_eq!(ports("http").unwrap_err(), ListError::NotAPort("http".into()));
+        assert_eq!(
+            ports("80,65536").unwrap_err(),
+            ListError::NotAPort("65536".into())
+        );
+        assert_eq!(
+            ports("http").unwrap_err(),
+            ListError::NotAPort("http".into())
+        );
         assert_eq!(ports("+80").unwrap_err(), ListError::NotAPort("+80".into()));
         assert_eq!(ports("-5").unwrap_err(), ListError::NotARange("-5".into()));
         assert_eq!(ports("9-").unwrap_err(), ListError::NotARange("9-".into()));
-        assert_eq!(ports("1-2-3").unwrap_err(), ListError::NotARange("1-2-3".into()));
-        assert_eq!(ports("1-70000").unwrap_err(), ListError::NotARange("1-70000".into()));
-        assert_eq!(ports("4191-4190").unwrap_err(), ListError::ReversedRange("4191-4190".into()));
+        assert_eq!(
+            ports("1-2-3").unwrap_err(),
+            ListError::NotARange("1-2-3".into())
+        );
+        assert_eq!(
+            ports("1-70000").unwrap_err(),
+            ListError::NotARange("1-70000".into())
+        );
+        assert_eq!(
+            ports("4191-4190").unwrap_err(),
+            ListError::ReversedRange("4191-4190".into())
+        );
         assert_eq!(ports("80,,81").unwrap_err(), ListError::EmptyEntry);
         assert_eq!(ports("80,").unwrap_err(), ListError::EmptyEntry);
         let message = ports("4191-4190").unwrap_err().to_string();
@@ -251,14 +283,26 @@ mod tests {
 
     #[test]
     fn bad_cidrs_are_refused_naming_the_entry() {
-        for bad in ["10.0.0.0/33", "10.0.0/8", "fd00::/8", "example.com", "10.0.0.0/"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "fd00::/8",
+            "example.com",
+            "10.0.0.0/",
+        ] {
             match parse_cidr(bad) {
                 Err(ListError::NotACidr { value, .. }) => assert_eq!(value, bad),
                 other => panic!("{bad}: {other:?}"),
             }
         }
         let err = parse_cidr("10.1.2.3/8").unwrap_err();
-        assert_eq!(err.to_string(), "`10.1.2.3/8` has host bits set: the network is 10.0.0.0/8");
-        assert_eq!("10.0.0.0/8,,".parse::<CidrList>().unwrap_err(), ListError::EmptyEntry);
+        assert_eq!(
+            err.to_string(),
+            "`10.1.2.3/8` has host bits set: the network is 10.0.0.0/8"
+        );
+        assert_eq!(
+            "10.0.0.0/8,,".parse::<CidrList>().unwrap_err(),
+            ListError::EmptyEntry
+        );
     }
 }

@@ -19,10 +19,8 @@ pub const OUTBOUND_CHAIN: &str = "WEFT_OUTBOUND";
 
 /// The jumps into the Weft chains, written exactly as `iptables-save` prints
 /// them back, so a later run recognises its own jump and leaves it alone.
-const INBOUND_JUMP: &str =
-    r#"-A PREROUTING -p tcp -m comment --comment "weft: inbound TCP goes through WEFT_INBOUND" -j WEFT_INBOUND"#;
-const OUTBOUND_JUMP: &str =
-    r#"-A OUTPUT -p tcp -m comment --comment "weft: outbound TCP goes through WEFT_OUTBOUND" -j WEFT_OUTBOUND"#;
+const INBOUND_JUMP: &str = r#"-A PREROUTING -p tcp -m comment --comment "weft: inbound TCP goes through WEFT_INBOUND" -j WEFT_INBOUND"#;
+const OUTBOUND_JUMP: &str = r#"-A OUTPUT -p tcp -m comment --comment "weft: outbound TCP goes through WEFT_OUTBOUND" -j WEFT_OUTBOUND"#;
 
 /// iptables' multiport match takes at most 15 ports (a range counts twice).
 const MULTIPORT_SLOTS: usize = 15;
@@ -74,10 +72,13 @@ impl Rules {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.outbound_port == 0 {
-            problems.push("outbound port 0: the proxy's outbound listener needs a real port".to_owned());
+            problems.push(
+                "outbound port 0: the proxy's outbound listener needs a real port".to_owned(),
+            );
         }
         if self.inbound_port == 0 {
-            problems.push("inbound port 0: the proxy's inbound listener needs a real port".to_owned());
+            problems
+                .push("inbound port 0: the proxy's inbound listener needs a real port".to_owned());
         }
         if self.outbound_port != 0 && self.outbound_port == self.inbound_port {
             problems.push(format!(
@@ -117,8 +118,19 @@ impl Rules {
             let _ = writeln!(out, ":{chain} - [0:0]");
         }
 
-        rule(&mut out, INBOUND_CHAIN, "-i lo", "loopback is not intercepted", "RETURN");
-        multiport(&mut out, INBOUND_CHAIN, &self.skip_inbound_ports, "skip-inbound-ports");
+        rule(
+            &mut out,
+            INBOUND_CHAIN,
+            "-i lo",
+            "loopback is not intercepted",
+            "RETURN",
+        );
+        multiport(
+            &mut out,
+            INBOUND_CHAIN,
+            &self.skip_inbound_ports,
+            "skip-inbound-ports",
+        );
         rule(
             &mut out,
             INBOUND_CHAIN,
@@ -134,11 +146,34 @@ impl Rules {
             "traffic of the proxy itself",
             "RETURN",
         );
-        rule(&mut out, OUTBOUND_CHAIN, "-o lo", "loopback is not intercepted", "RETURN");
-        rule(&mut out, OUTBOUND_CHAIN, "-d 127.0.0.0/8", "loopback is not intercepted", "RETURN");
-        multiport(&mut out, OUTBOUND_CHAIN, &self.skip_outbound_ports, "skip-outbound-ports");
+        rule(
+            &mut out,
+            OUTBOUND_CHAIN,
+            "-o lo",
+            "loopback is not intercepted",
+            "RETURN",
+        );
+        rule(
+            &mut out,
+            OUTBOUND_CHAIN,
+            "-d 127.0.0.0/8",
+            "loopback is not intercepted",
+            "RETURN",
+        );
+        multiport(
+            &mut out,
+            OUTBOUND_CHAIN,
+            &self.skip_outbound_ports,
+            "skip-outbound-ports",
+        );
         for cidr in &self.skip_outbound_cidrs {
-            rule(&mut out, OUTBOUND_CHAIN, &format!("-d {cidr}"), "skip-outbound-cidrs", "RETURN");
+            rule(
+                &mut out,
+                OUTBOUND_CHAIN,
+                &format!("-d {cidr}"),
+                "skip-outbound-cidrs",
+                "RETURN",
+            );
         }
         rule(
             &mut out,
@@ -149,12 +184,17 @@ impl Rules {
         );
 
         let mut jumps = JumpChanges::default();
-        for (ours, chain) in [(INBOUND_JUMP, INBOUND_CHAIN), (OUTBOUND_JUMP, OUTBOUND_CHAIN)] {
+        for (ours, chain) in [
+            (INBOUND_JUMP, INBOUND_CHAIN),
+            (OUTBOUND_JUMP, OUTBOUND_CHAIN),
+        ] {
             let builtin = ours.split_whitespace().nth(1).expect("-A CHAIN");
             let present: Vec<&String> = installed
                 .jumps
                 .iter()
-                .filter(|line| rule_chain(line) == Some(builtin) && jump_target(line) == Some(chain))
+                .filter(|line| {
+                    rule_chain(line) == Some(builtin) && jump_target(line) == Some(chain)
+                })
                 .collect();
             // Keep our own jump if it is there (its position in the chain
             // stays put); drop duplicates and jumps in any other form (an
@@ -193,7 +233,10 @@ pub(crate) struct JumpChanges {
 }
 
 fn rule(out: &mut String, chain: &str, matches: &str, comment: &str, target: &str) {
-    let _ = writeln!(out, "-A {chain} {matches} -m comment --comment \"weft: {comment}\" -j {target}");
+    let _ = writeln!(
+        out,
+        "-A {chain} {matches} -m comment --comment \"weft: {comment}\" -j {target}"
+    );
 }
 
 fn multiport(out: &mut String, chain: &str, ports: &[PortRange], comment: &str) {
@@ -331,7 +374,10 @@ COMMIT
             proxy_uid: 1337,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: ports("25,3306-3307"),
-            skip_outbound_cidrs: "10.96.0.0/12,169.254.169.254".parse::<crate::CidrList>().unwrap().0,
+            skip_outbound_cidrs: "10.96.0.0/12,169.254.169.254"
+                .parse::<crate::CidrList>()
+                .unwrap()
+                .0,
         };
         let expected = r#"# weft init: transparent TCP interception for the mesh proxy (iptables-restore --noflush input)
 *nat
@@ -360,7 +406,10 @@ COMMIT
         let mut list: Vec<String> = (1000..1014).map(|p| p.to_string()).collect();
         list.push("2000-2010".into());
         list.extend((3000..3020).map(|p| p.to_string()));
-        let rules = Rules { skip_inbound_ports: ports(&list.join(",")), ..Rules::default() };
+        let rules = Rules {
+            skip_inbound_ports: ports(&list.join(",")),
+            ..Rules::default()
+        };
         let lines: Vec<String> = rules
             .render()
             .lines()
@@ -368,12 +417,19 @@ COMMIT
             .map(|l| l.split_whitespace().nth(7).unwrap().to_owned())
             .collect();
         let first: Vec<String> = (1000..1014).map(|p| p.to_string()).collect();
-        let second: Vec<String> =
-            std::iter::once("2000:2010".to_owned()).chain((3000..3013).map(|p| p.to_string())).collect();
+        let second: Vec<String> = std::iter::once("2000:2010".to_owned())
+            .chain((3000..3013).map(|p| p.to_string()))
+            .collect();
         let third: Vec<String> = (3013..3020).map(|p| p.to_string()).collect();
-        assert_eq!(lines, vec![first.join(","), second.join(","), third.join(",")]);
+        assert_eq!(
+            lines,
+            vec![first.join(","), second.join(","), third.join(",")]
+        );
         for line in &lines {
-            let slots: usize = line.split(',').map(|p| if p.contains(':') { 2 } else { 1 }).sum();
+            let slots: usize = line
+                .split(',')
+                .map(|p| if p.contains(':') { 2 } else { 1 })
+                .sum();
             assert!(slots <= 15, "{line}");
         }
     }
@@ -431,9 +487,21 @@ COMMIT
     fn reapplying_keeps_one_jump_each_and_drops_the_rest() {
         let installed = Installed::parse(SAVED);
         let rendered = Rules::default().render_for(&installed);
-        assert_eq!(rendered.jumps, JumpChanges { added: 0, kept: 2, removed: 2 });
-        let jump_lines: Vec<&str> =
-            rendered.script.lines().filter(|l| l.starts_with("-D") || l.starts_with("-A PREROUTING") || l.starts_with("-A OUTPUT")).collect();
+        assert_eq!(
+            rendered.jumps,
+            JumpChanges {
+                added: 0,
+                kept: 2,
+                removed: 2
+            }
+        );
+        let jump_lines: Vec<&str> = rendered
+            .script
+            .lines()
+            .filter(|l| {
+                l.starts_with("-D") || l.starts_with("-A PREROUTING") || l.starts_with("-A OUTPUT")
+            })
+            .collect();
         assert_eq!(
             jump_lines,
             vec![
@@ -443,7 +511,14 @@ COMMIT
         );
         // A second run on a clean install changes no jump at all.
         let clean = Installed::parse(&format!("*nat\n:WEFT_INBOUND - [0:0]\n:WEFT_OUTBOUND - [0:0]\n{INBOUND_JUMP}\n{OUTBOUND_JUMP}\nCOMMIT\n"));
-        assert_eq!(Rules::default().render_for(&clean).jumps, JumpChanges { added: 0, kept: 2, removed: 0 });
+        assert_eq!(
+            Rules::default().render_for(&clean).jumps,
+            JumpChanges {
+                added: 0,
+                kept: 2,
+                removed: 0
+            }
+        );
     }
 
     #[test]
@@ -458,9 +533,20 @@ COMMIT
     #[test]
     fn problems_are_all_reported() {
         assert!(Rules::default().problems().is_empty());
-        let rules = Rules { outbound_port: 0, inbound_port: 0, ..Rules::default() };
+        let rules = Rules {
+            outbound_port: 0,
+            inbound_port: 0,
+            ..Rules::default()
+        };
         assert_eq!(rules.problems().len(), 2);
-        let rules = Rules { outbound_port: 4143, ..Rules::default() };
-        assert!(rules.problems()[0].contains("both 4143"), "{:?}", rules.problems());
+        let rules = Rules {
+            outbound_port: 4143,
+            ..Rules::default()
+        };
+        assert!(
+            rules.problems()[0].contains("both 4143"),
+            "{:?}",
+            rules.problems()
+        );
     }
 }

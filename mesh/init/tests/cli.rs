@@ -1,0 +1,116 @@
+//! The `weft` command line without touching iptables: `--dry-run` output,
+//! environment variables, and bad values (exit 64 naming flag and value).
+//! No root needed.
+
+use std::process::{Command, Output};
+
+use mesh_init::Rules;
+
+/// `weft init --dry-run ...` with an iptables that does not exist, which
+/// proves a dry run never calls it.
+fn dry_run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "init",
+            "--dry-run",
+            "--iptables",
+            "/nonexistent/weft-test/iptables",
+        ])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running weft")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dry_run_prints_the_restore_input_and_runs_nothing() {
+    assert_eq!(stdout(&dry_run(&[], &[])), Rules::default().render());
+    assert_eq!(
+        stdout(&dry_run(&["--cleanup"], &[])),
+        Rules::cleanup_script()
+    );
+}
+
+#[test]
+fn flags_and_environment_set_the_rules() {
+    let expected = Rules {
+        outbound_port: 15001,
+        inbound_port: 15006,
+        proxy_uid: 1337,
+        skip_inbound_ports: Vec::new(),
+        skip_outbound_ports: "25,3306-3307".parse::<mesh_init::PortList>().unwrap().0,
+        skip_outbound_cidrs: "10.96.0.0/12".parse::<mesh_init::CidrList>().unwrap().0,
+    }
+    .render();
+    let by_flags = dry_run(
+        &[
+            "--outbound-port=15001",
+            "--inbound-port=15006",
+            "--proxy-uid=1337",
+            "--skip-inbound-ports=",
+            "--skip-outbound-ports=25,3306-3307",
+            "--skip-outbound-cidrs=10.96.0.0/12",
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&by_flags), expected);
+    let by_env = dry_run(
+        &["--skip-inbound-ports="],
+        &[
+            ("WEFT_INIT_OUTBOUND_PORT", "15001"),
+            ("WEFT_INIT_INBOUND_PORT", "15006"),
+            ("WEFT_INIT_PROXY_UID", "1337"),
+            ("WEFT_INIT_SKIP_OUTBOUND_PORTS", "25,3306-3307"),
+            ("WEFT_INIT_SKIP_OUTBOUND_CIDRS", "10.96.0.0/12"),
+        ],
+    );
+    assert_eq!(stdout(&by_env), expected);
+}
+
+#[test]
+fn bad_values_exit_64_naming_the_flag_and_the_value() {
+    let cases: &[(&str, &str)] = &[
+        ("--outbound-port", "0"),
+        ("--inbound-port", "70000"),
+        ("--proxy-uid", "-1"),
+        ("--skip-inbound-ports", "4190,abc"),
+        ("--skip-inbound-ports", "4191-4190"),
+        ("--skip-outbound-ports", "1-70000"),
+        ("--skip-outbound-cidrs", "10.0.0.0/33"),
+        ("--skip-outbound-cidrs", "10.1.2.3/8"),
+    ];
+    for (flag, value) in cases {
+        let out = dry_run(&[&format!("{flag}={value}")], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{flag}={value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(value),
+            "{flag}={value}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{flag}={value} printed rules");
+    }
+    let out = dry_run(&[], &[("WEFT_INIT_SKIP_OUTBOUND_PORTS", "http")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--skip-outbound-ports") && stderr.contains("http"),
+        "{stderr}"
+    );
+
+    // Valid one by one, wrong together.
+    let out = dry_run(&["--outbound-port=4143"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("both 4143"), "{stderr}");
+}

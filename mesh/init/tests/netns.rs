@@ -1,0 +1,529 @@
+//! `weft init` for real: the `weft` binary installs its rules in a network
+//! namespace made for the test, and real connections show where they land
+//! (SO_ORIGINAL_DST on the redirected ones). Needs root (namespaces,
+//! iptables); CI runs as root.
+//!
+//! Each test makes its own namespaces `weft-t<pid>-<what>`, joined by a veth
+//! pair with addresses from 198.18.<x>.0/24 (x unique per test); a Drop guard
+//! removes them, also when the test panics. Nothing touches the host's own
+//! namespace. Sockets are made by test threads that entered a namespace with
+//! setns(2): a socket stays in the namespace it was created in.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{getsockopt, sockopt, SockaddrIn};
+
+const PROXY_UID: &str = "2102";
+
+fn patience() -> Duration {
+    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it creates network namespaces and installs iptables rules in them (run `cargo test -p mesh-init` as root; CI does)"
+    );
+}
+
+fn cmd(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"))
+}
+
+#[track_caller]
+fn ok(program: &str, args: &[&str]) -> String {
+    let out = cmd(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace that is removed (with every process in it) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(what: &str) -> Self {
+        let name = format!("weft-t{}-{what}", std::process::id());
+        // A namespace left by a crashed earlier run with the same pid.
+        let _ = cmd("ip", &["netns", "del", &name]);
+        ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread inside this namespace; sockets it makes stay in
+    /// the namespace after it returns.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = Path::new("/run/netns").join(&self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .expect("setns into the test namespace");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn exec(&self, program: &str, args: &[&str]) -> Output {
+        let mut all = vec!["netns", "exec", &self.name, program];
+        all.extend_from_slice(args);
+        cmd("ip", &all)
+    }
+
+    fn weft(&self, args: &[&str]) -> Output {
+        let mut all = vec!["init"];
+        all.extend_from_slice(args);
+        self.exec(env!("CARGO_BIN_EXE_weft"), &all)
+    }
+
+    #[track_caller]
+    fn weft_ok(&self, args: &[&str]) -> String {
+        let out = self.weft(args);
+        assert!(
+            out.status.success(),
+            "weft init {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn nat(&self, save: &str) -> String {
+        let out = self.exec(save, &["-t", "nat"]);
+        assert!(
+            out.status.success(),
+            "{save}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Pod namespace A (where rules go) and peer B, veth `eth0` in each,
+/// A = 198.18.<x>.1, B = 198.18.<x>.2.
+struct Pair {
+    a: Netns,
+    b: Netns,
+    a_ip: Ipv4Addr,
+    b_ip: Ipv4Addr,
+}
+
+impl Pair {
+    fn new(what: &str, x: u8) -> Self {
+        let a = Netns::new(&format!("{what}a"));
+        let b = Netns::new(&format!("{what}b"));
+        ok(
+            "ip",
+            &[
+                "-n", &a.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+                "netns", &b.name,
+            ],
+        );
+        for (ns, host) in [(&a, 1), (&b, 2)] {
+            ok(
+                "ip",
+                &[
+                    "-n",
+                    &ns.name,
+                    "addr",
+                    "add",
+                    &format!("198.18.{x}.{host}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            ok("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
+        }
+        Pair {
+            a,
+            b,
+            a_ip: Ipv4Addr::new(198, 18, x, 1),
+            b_ip: Ipv4Addr::new(198, 18, x, 2),
+        }
+    }
+}
+
+fn listen(ns: &Netns, addr: impl Into<SocketAddr>) -> TcpListener {
+    let addr = addr.into();
+    let listener = ns
+        .run(|| TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", ns.name));
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+fn connect(ns: &Netns, addr: impl Into<SocketAddr>) -> std::io::Result<TcpStream> {
+    let addr = addr.into();
+    ns.run(|| TcpStream::connect_timeout(&addr, patience()))
+}
+
+/// The next connection on `listener`, polled until the patience runs out.
+#[track_caller]
+fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    let deadline = Instant::now() + patience();
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                stream.set_nonblocking(false).unwrap();
+                return (stream, peer);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!(
+                "{what}: no connection arrived on {:?}: {e}",
+                listener.local_addr()
+            ),
+        }
+    }
+}
+
+/// Whether a connection is waiting. Callers ask only after the client's
+/// connect() returned: the handshake is done by then, so a connection that
+/// went to this listener is already queued.
+fn pending(listener: &TcpListener) -> bool {
+    match listener.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+fn original_dst(stream: &TcpStream) -> SocketAddrV4 {
+    let raw = getsockopt(stream, sockopt::OriginalDst).expect("getsockopt(SO_ORIGINAL_DST)");
+    SocketAddrV4::from(SockaddrIn::from(raw))
+}
+
+/// Sends a line through a fresh connection and reads it on the other end,
+/// so a connection is known to carry data, not just to have been accepted.
+#[track_caller]
+fn carries_data(client: &mut TcpStream, server: &mut TcpStream) {
+    client.write_all(b"weft\n").unwrap();
+    server.set_read_timeout(Some(patience())).unwrap();
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"weft\n");
+}
+
+#[test]
+fn outbound_tcp_lands_on_the_proxy_with_its_original_destination_except_proxy_uid_and_loopback() {
+    require_root();
+    let pair = Pair::new("o", 71);
+    let (a, b) = (&pair.a, &pair.b);
+    let outbound = listen(a, (Ipv4Addr::LOCALHOST, 4140));
+    let peer_8080 = listen(b, (Ipv4Addr::UNSPECIFIED, 8080));
+    let loopback = listen(a, (Ipv4Addr::LOCALHOST, 0));
+    let pod_ip_port = listen(a, (Ipv4Addr::UNSPECIFIED, 0));
+
+    let summary = a.weft_ok(&[]);
+    assert!(summary.contains("2 added"), "{summary}");
+
+    // The app (root, any uid but the proxy's) dials B:80, where nothing
+    // listens: the connection is the proxy's, which learns B:80.
+    let mut client = connect(a, (pair.b_ip, 80)).expect("redirected connect to B:80");
+    let (mut server, _) = accept(&outbound, "A -> B:80");
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.b_ip, 80));
+    carries_data(&mut client, &mut server);
+
+    // Same for B:8080 while B really listens there: still the proxy's.
+    let _client = connect(a, (pair.b_ip, 8080)).expect("redirected connect to B:8080");
+    let (server, _) = accept(&outbound, "A -> B:8080 as root");
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.b_ip, 8080));
+    assert!(
+        !pending(&peer_8080),
+        "root's connection to B:8080 must go to the proxy, not to B"
+    );
+
+    // The proxy's own uid goes straight to B:8080.
+    let dial = format!("exec 3<>/dev/tcp/{}/8080 && echo weft >&3", pair.b_ip);
+    let out = a.exec(
+        "setpriv",
+        &[
+            &format!("--reuid={PROXY_UID}"),
+            &format!("--regid={PROXY_UID}"),
+            "--clear-groups",
+            "bash",
+            "-c",
+            &dial,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "uid {PROXY_UID} dialing B:8080: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut at_b, from) = accept(&peer_8080, "A as the proxy uid -> B:8080");
+    assert_eq!(from.ip(), pair.a_ip);
+    let mut line = [0u8; 5];
+    at_b.set_read_timeout(Some(patience())).unwrap();
+    at_b.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"weft\n");
+    assert!(
+        !pending(&outbound),
+        "the proxy's own connection must not be redirected to itself"
+    );
+
+    // Loopback, by 127.0.0.1 or by the pod's own address, stays put.
+    let mut client = connect(a, loopback.local_addr().unwrap()).expect("loopback connect");
+    let (mut server, _) = accept(&loopback, "A -> 127.0.0.1");
+    carries_data(&mut client, &mut server);
+    let port = pod_ip_port.local_addr().unwrap().port();
+    let _client = connect(a, (pair.a_ip, port)).expect("connect to the pod's own address");
+    accept(&pod_ip_port, "A -> its own pod address");
+    assert!(
+        !pending(&outbound),
+        "loopback traffic must not be redirected"
+    );
+}
+
+#[test]
+fn inbound_tcp_lands_on_the_proxy_with_its_original_destination_except_skipped_ports() {
+    require_root();
+    let pair = Pair::new("i", 72);
+    let (a, b) = (&pair.a, &pair.b);
+    let inbound = listen(a, (Ipv4Addr::UNSPECIFIED, 4143));
+    let admin = listen(a, (Ipv4Addr::UNSPECIFIED, 4191));
+
+    a.weft_ok(&[]);
+
+    let mut client = connect(b, (pair.a_ip, 8080)).expect("B -> A:8080");
+    let (mut server, from) = accept(&inbound, "B -> A:8080");
+    assert_eq!(from.ip(), pair.b_ip);
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.a_ip, 8080));
+    carries_data(&mut client, &mut server);
+
+    // 4191 (admin) is skipped: it reaches its own listener.
+    let mut client = connect(b, (pair.a_ip, 4191)).expect("B -> A:4191");
+    let (mut server, _) = accept(&admin, "B -> A:4191");
+    carries_data(&mut client, &mut server);
+    assert!(
+        !pending(&inbound),
+        "a skipped port must not reach the proxy"
+    );
+
+    // 4190 is skipped too and nothing listens there: refused, not redirected.
+    let err = connect(b, (pair.a_ip, 4190)).expect_err("B -> A:4190 has no listener");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    assert!(!pending(&inbound));
+}
+
+/// The lines of a saved nat table that jump from `chain` to `target`.
+fn jumps(save: &str, chain: &str, target: &str) -> usize {
+    save.lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")) && l.ends_with(&format!(" -j {target}")))
+        .count()
+}
+
+fn idempotent_and_removable(iptables: &str, what: &str) {
+    require_root();
+    let ns = Netns::new(what);
+    let save = format!("{iptables}-save");
+    let iptables_bin = Command::new(iptables).arg("--version").output();
+    assert!(
+        iptables_bin.is_ok_and(|o| o.status.success()),
+        "this test needs `{iptables}` (the iptables package) on PATH"
+    );
+    let run = |args: &[&str]| {
+        let mut all = vec!["--iptables", iptables];
+        all.extend_from_slice(args);
+        ns.weft_ok(&all)
+    };
+    // Someone else's rule in the same table: weft must leave it alone.
+    ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            iptables,
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "lo",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let foreign = "-A POSTROUTING -o lo -j ACCEPT";
+
+    let first = run(&[]);
+    assert!(
+        first.contains("2 added, 0 already present, 0 removed"),
+        "{first}"
+    );
+    let after_first = ns.nat(&save);
+    let second = run(&[]);
+    assert!(
+        second.contains("0 added, 2 already present, 0 removed"),
+        "{second}"
+    );
+    let after_second = ns.nat(&save);
+    for table in [&after_first, &after_second] {
+        assert_eq!(jumps(table, "PREROUTING", "WEFT_INBOUND"), 1, "{table}");
+        assert_eq!(jumps(table, "OUTPUT", "WEFT_OUTBOUND"), 1, "{table}");
+        assert!(table.contains(foreign), "{table}");
+    }
+    let weft_lines = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains("WEFT"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(weft_lines(&after_first), weft_lines(&after_second));
+
+    // A hand-made duplicate jump is collapsed back to one.
+    let dup = [
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "tcp",
+        "-j",
+        "WEFT_INBOUND",
+    ];
+    ok(
+        "ip",
+        &[&["netns", "exec", ns.name.as_str(), iptables][..], &dup[..]].concat(),
+    );
+    let third = run(&[]);
+    assert!(
+        third.contains("0 added, 2 already present, 1 removed"),
+        "{third}"
+    );
+    assert_eq!(jumps(&ns.nat(&save), "PREROUTING", "WEFT_INBOUND"), 1);
+
+    // Other settings replace the chain contents, still one jump each.
+    run(&[
+        "--inbound-port",
+        "5143",
+        "--skip-outbound-cidrs",
+        "192.0.2.0/24",
+    ]);
+    let changed = ns.nat(&save);
+    assert!(
+        changed.contains("--to-ports 5143") && !changed.contains("--to-ports 4143"),
+        "{changed}"
+    );
+    assert!(changed.contains("-d 192.0.2.0/24"), "{changed}");
+    assert_eq!(
+        jumps(&changed, "PREROUTING", "WEFT_INBOUND"),
+        1,
+        "{changed}"
+    );
+
+    let removed = run(&["--cleanup"]);
+    assert!(removed.contains("removed 2 jump(s)"), "{removed}");
+    let clean = ns.nat(&save);
+    assert!(
+        !clean.contains("WEFT") && !clean.contains("weft"),
+        "{clean}"
+    );
+    assert!(clean.contains(foreign), "{clean}");
+    let again = run(&["--cleanup"]);
+    assert!(again.contains("nothing to remove"), "{again}");
+}
+
+#[test]
+fn init_twice_keeps_one_jump_each_and_cleanup_removes_every_weft_rule() {
+    idempotent_and_removable("iptables", "idem");
+}
+
+#[test]
+fn the_same_holds_with_iptables_legacy() {
+    idempotent_and_removable("iptables-legacy", "leg");
+}
+
+/// The test binary may sit under a directory other users cannot enter
+/// (/root); uid 2102 runs a copy in a world-readable scratch directory.
+struct ScratchCopy(PathBuf);
+
+impl Drop for ScratchCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn without_root_it_says_it_must_run_as_root_and_exits_77() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let ns = Netns::new("nr");
+    let dir = ScratchCopy(std::env::temp_dir().join(format!("weft-t{}-bin", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let weft = dir.0.join("weft");
+    std::fs::copy(env!("CARGO_BIN_EXE_weft"), &weft).unwrap();
+    std::fs::set_permissions(&weft, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    for iptables in ["iptables", "iptables-legacy"] {
+        let out = ns.exec(
+            "setpriv",
+            &[
+                &format!("--reuid={PROXY_UID}"),
+                &format!("--regid={PROXY_UID}"),
+                "--clear-groups",
+                weft.to_str().unwrap(),
+                "init",
+                "--iptables",
+                iptables,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(77), "{iptables}: {stderr}");
+        assert!(
+            stderr.contains(
+                "weft init must run as root (CAP_NET_ADMIN) inside the pod's network namespace"
+            ),
+            "{iptables}: {stderr}"
+        );
+    }
+    let table = ns.nat("iptables-save");
+    assert!(!table.contains("WEFT"), "{table}");
+}
