@@ -288,6 +288,9 @@ impl fmt::Display for CleanupSummary {
 /// `iptables-restore --noflush` transaction: the Weft chains are created or
 /// replaced, and each jump into them is added only if it is not already
 /// there. Running it again with other rules replaces the old ones.
+///
+/// The jumps are read before the transaction, so two runs racing in one
+/// namespace could both add one; any later run collapses them back to one.
 pub fn apply(iptables: &Path, rules: &Rules) -> Result<Summary, InitError> {
     let problems = rules.problems();
     if !problems.is_empty() {
