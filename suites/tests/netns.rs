@@ -27,6 +27,13 @@ use suites::suite::{Protocol, Variant};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/bench/sa/client";
 
+/// Every netns run starts by sweeping dead runs' namespaces, which would
+/// race with a test that inspects what a killed run left: one test at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn require_root(what: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -53,6 +60,14 @@ fn topology(control_plane: bool) -> ScenarioTopology {
         slow_replica_delay: None,
         control_plane,
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A netns substrate in this process, on the workspace's binaries.
@@ -99,7 +114,7 @@ struct Capture {
 impl Capture {
     fn start(ns: &str, file: PathBuf) -> Capture {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-i", "eth0", "-U", "-s", "0", "-Z", "root", "-w"])
+            .args(["netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", "eth0", "-U", "-s", "0", "-Z", "root", "-w"])
             .arg(&file)
             .arg("tcp")
             .stdout(Stdio::null())
@@ -140,9 +155,14 @@ fn counter(page: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unmodified_client_is_transparently_meshed() {
+#[test]
+fn an_unmodified_client_is_transparently_meshed() {
     require_root("the transparent-proxy test");
+    let _serial = serial();
+    runtime().block_on(an_unmodified_client_is_transparently_meshed_async());
+}
+
+async fn an_unmodified_client_is_transparently_meshed_async() {
     let work = tempfile::Builder::new().prefix("weft-t-").tempdir().unwrap();
     let mut sub = substrate(work.path());
     let topo = topology(true);
@@ -204,9 +224,14 @@ async fn an_unmodified_client_is_transparently_meshed() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext() {
+#[test]
+fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext() {
     require_root("the plaintext-policy test");
+    let _serial = serial();
+    runtime().block_on(an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext_async());
+}
+
+async fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext_async() {
     let work = tempfile::Builder::new().prefix("weft-t-").tempdir().unwrap();
     let mut sub = substrate(work.path());
     let topo = topology(true);
@@ -271,6 +296,7 @@ rates = [100]
 #[test]
 fn bench_runs_a_suite_on_netns_and_leaves_nothing() {
     require_root("`bench run --substrate netns`");
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let suite = write(dir.path(), "small.toml", SMALL);
     let out = dir.path().join("out");
@@ -375,6 +401,7 @@ fn watchdog_of(pid: u32) -> Option<u32> {
 #[test]
 fn killing_bench_leaves_no_namespace_or_process_once_its_watchdog_ran() {
     require_root("the netns kill -9 test");
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (mut child, names, pids) = strike_ready(dir.path());
     kill9(child.id());
@@ -387,6 +414,7 @@ fn killing_bench_leaves_no_namespace_or_process_once_its_watchdog_ran() {
 #[test]
 fn bench_clean_removes_what_a_crashed_run_left() {
     require_root("the netns crash + bench clean test");
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (mut child, names, pids) = strike_ready(dir.path());
     // The worst case: bench and its watchdog die together, so nothing
@@ -413,6 +441,7 @@ fn bench_clean_removes_what_a_crashed_run_left() {
 #[test]
 fn netns_without_root_fails_at_once_and_says_why() {
     require_root("the not-root test (it drops to uid 2102 itself)");
+    let _serial = serial();
     // A copy any user can run: the workspace may sit under a private home.
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("bench");
