@@ -160,13 +160,19 @@ impl Inbound {
         let _open = self.forwarder.metrics().connection_opened();
         let Some(target) = self.target(&stream, peer) else { return };
         let limits = &self.limits;
-        // A silent client must not hold a socket forever, nor a drain.
+        // A silent client must not hold a socket forever, nor a drain. In
+        // transparent mode it may be a plaintext client of a
+        // server-speaks-first app port (anything may be redirected here):
+        // after --detect-timeout it is opaque TCP, as outbound.
+        let transparent = matches!(self.app, App::OriginalDst(_));
+        let silent = if transparent { limits.detect_timeout } else { limits.header_read_timeout };
         let detected = tokio::select! {
-            d = detect(&mut stream, limits.detect_timeout, limits.header_read_timeout, limits.max_header_bytes) => d,
+            d = detect(&mut stream, limits.detect_timeout, silent, limits.max_header_bytes) => d,
             _ = phase.wait_for(|p| *p != Phase::Running) => return,
         };
         let (protocol, prefix) = match detected {
             Ok(Detected::Protocol(p, prefix)) => (p, prefix),
+            Ok(Detected::Silent) if transparent => (Protocol::Opaque, bytes::Bytes::new()),
             Ok(Detected::Nothing | Detected::Silent) => {
                 debug!(%peer, "client sent nothing in time; closing");
                 return;

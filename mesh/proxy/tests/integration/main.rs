@@ -1,5 +1,6 @@
 //! Integration tests: the real `mesh-proxy` binary on 127.0.0.1 ephemeral
-//! ports, in front of an in-process app server.
+//! ports, in front of an in-process app server; `transparent` runs it in
+//! network namespaces behind `weft init`'s iptables rules (needs root).
 #![forbid(unsafe_code)]
 
 mod common;
@@ -10,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod mesh_support;
 mod mtls;
+mod transparent;

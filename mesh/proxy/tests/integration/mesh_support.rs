@@ -26,28 +26,37 @@ pub fn sa(name: &str) -> String {
     format!("spiffe://{TD}/ns/default/sa/{name}")
 }
 
-/// `mesh-control`, next to the `mesh-proxy` under test. cargo only builds a
-/// package's own binaries for its tests, so it is built here once per run
-/// (a no-op when up to date), with the same profile.
+/// `mesh-control`, next to the `mesh-proxy` under test.
 fn control_bin() -> &'static Path {
     static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
-    BIN_PATH.get_or_init(|| {
-        let dir = Path::new(BIN).parent().expect("binary dir");
-        let path = dir.join("mesh-control");
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "-q", "-p", "mesh-control", "--bin", "mesh-control"])
-                .arg("--manifest-path")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml"));
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo to build mesh-control");
-            assert!(status.success(), "building mesh-control failed: {status}");
+    BIN_PATH.get_or_init(|| sibling_bin("mesh-control", "mesh-control"))
+}
+
+/// `weft` (mesh-init's `weft init`), next to the `mesh-proxy` under test.
+pub fn weft_bin() -> &'static Path {
+    static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
+    BIN_PATH.get_or_init(|| sibling_bin("mesh-init", "weft"))
+}
+
+/// Another workspace package's binary, next to the `mesh-proxy` under test.
+/// cargo only builds a package's own binaries for its tests, so it is built
+/// here once per run (a no-op when up to date), with the same profile.
+fn sibling_bin(package: &str, bin: &str) -> PathBuf {
+    let dir = Path::new(BIN).parent().expect("binary dir");
+    let path = dir.join(bin);
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", package, "--bin", bin])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml"));
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
         }
-        assert!(path.is_file(), "{} missing: run `cargo build -p mesh-control`", path.display());
-        path
-    })
+        let status = cmd.status().unwrap_or_else(|e| panic!("run cargo to build {bin}: {e}"));
+        assert!(status.success(), "building {bin} failed: {status}");
+    }
+    assert!(path.is_file(), "{} missing: run `cargo build -p {package} --bin {bin}`", path.display());
+    path
 }
 
 /// A CA data dir, bootstrap tokens and logs in one temp dir.
@@ -83,9 +92,22 @@ impl MeshDir {
 
     /// [`MeshDir::control`] with more arguments (e.g. `--manifests DIR`).
     pub async fn control_with(&self, listen: &str, lifetime: &str, extra: &[String]) -> Control {
+        self.control_in(&[], listen, lifetime, extra).await
+    }
+
+    /// [`MeshDir::control_with`] run through `wrapper` (e.g. `ip netns exec NS`).
+    pub async fn control_in(&self, wrapper: &[String], listen: &str, lifetime: &str, extra: &[String]) -> Control {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let log = self.path(&format!("control.{n}.log"));
-        let mut child = Command::new(control_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(control_bin());
+                cmd
+            }
+            None => Command::new(control_bin()),
+        };
+        let mut child = cmd
             .args(["--listen", listen, "--trust-domain", TD, "--cert-lifetime", lifetime])
             .arg("--data-dir")
             .arg(self.path("data"))

@@ -1,0 +1,484 @@
+//! `--transparent` for real: two pod namespaces joined by a veth, the
+//! iptables rules of the real `weft init` installed in each, the real
+//! mesh-control, and two real proxies running as the proxy uid. The apps
+//! and clients know nothing of the mesh: they dial pod IPs and Service
+//! ClusterIPs. Needs root (namespaces, iptables); CI runs as root.
+//!
+//! ```text
+//!  client ns  198.18.X.1                          server ns  198.18.X.2
+//!  curl ─(OUTPUT REDIRECT)─> :4140 proxy ══mTLS══> (PREROUTING REDIRECT) :4143 proxy ─> app :8080 / :7000
+//!                                       └─plain─> :9090 (unknown to the control plane; skip-inbound)
+//!                                                  mesh-control 198.18.X.2:<ephemeral> (skip-inbound)
+//! ```
+//!
+//! Sockets of the test itself (apps, raw clients) are made by threads that
+//! entered a namespace with setns(2): a socket stays in the namespace it was
+//! created in. Namespaces (and every process in them) go in Drop guards.
+
+use std::{
+    convert::Infallible,
+    fs::File,
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command},
+};
+
+use crate::{common::*, mesh_support::*};
+
+const PROXY_UID: &str = "2102";
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it creates network namespaces, installs iptables rules in them with `weft init` \
+         and runs the proxies as uid {PROXY_UID} (run `cargo test -p mesh-proxy` as root; CI does)"
+    );
+}
+
+#[track_caller]
+fn ok(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace removed, with every process in it, on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(what: &str) -> Self {
+        let name = format!("weft-t{}-{what}", std::process::id());
+        // Left over by a crashed earlier run with the same pid.
+        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread inside this namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = Path::new("/run/netns").join(&self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// `ip netns exec NAME` in front of a command.
+    fn wrapper(&self) -> Vec<String> {
+        args(&["ip", "netns", "exec", &self.name])
+    }
+
+    fn listen(&self, addr: &str) -> TcpListener {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let l = self.run(|| std::net::TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", self.name));
+        l.set_nonblocking(true).unwrap();
+        TcpListener::from_std(l).unwrap()
+    }
+
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let s = self.run(|| std::net::TcpStream::connect_timeout(&addr, patience()))?;
+        s.set_nonblocking(true)?;
+        TcpStream::from_std(s)
+    }
+
+    /// `weft init ARGS` in this namespace.
+    fn weft_init(&self, extra: &[&str]) {
+        let weft = weft_bin().to_str().unwrap().to_owned();
+        let mut a = vec!["netns", "exec", &self.name, &weft, "init"];
+        a.extend_from_slice(extra);
+        ok("ip", &a);
+    }
+
+    /// curl in this namespace as root (so its connections are redirected);
+    /// (exit ok, stdout, stderr).
+    async fn curl(&self, extra: &[&str], url: &str) -> Output {
+        let max = patience().as_secs().to_string();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl", "-sS", "--max-time", &max])
+            .args(extra)
+            .arg(url)
+            .output();
+        within("curl", out).await.expect("run curl")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Pod namespaces `c` (198.18.X.1) and `s` (198.18.X.2), a veth `eth0` in
+/// each; ClusterIPs 198.19.X.0/24 are routed out of the client's eth0 (the
+/// OUTPUT rule redirects them before they leave).
+struct Pods {
+    client: Netns,
+    server: Netns,
+    x: u8,
+}
+
+impl Pods {
+    fn new(what: &str, x: u8) -> Self {
+        let client = Netns::new(&format!("{what}c"));
+        let server = Netns::new(&format!("{what}s"));
+        ok("ip", &["-n", &client.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &server.name]);
+        for (ns, host) in [(&client, 1), (&server, 2)] {
+            ok("ip", &["-n", &ns.name, "addr", "add", &format!("198.18.{x}.{host}/24"), "dev", "eth0"]);
+            ok("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
+        }
+        ok("ip", &["-n", &client.name, "route", "add", &format!("198.19.{x}.0/24"), "dev", "eth0"]);
+        Pods { client, server, x }
+    }
+
+    fn client_ip(&self) -> IpAddr {
+        format!("198.18.{}.1", self.x).parse().unwrap()
+    }
+
+    fn server_ip(&self) -> IpAddr {
+        format!("198.18.{}.2", self.x).parse().unwrap()
+    }
+}
+
+/// A proxy in a namespace, as the proxy uid, on the ports `weft init`
+/// redirects to (4140, 4143) and the admin port 4191.
+struct NsProxy {
+    _child: Child,
+    log: PathBuf,
+}
+
+impl NsProxy {
+    async fn start(ns: &Netns, log: PathBuf, extra: &[String]) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "setpriv"])
+            .args([&format!("--reuid={PROXY_UID}"), &format!("--regid={PROXY_UID}"), "--clear-groups", BIN])
+            .args(["--transparent", "--outbound-listen", "127.0.0.1:4140", "--inbound-listen", "0.0.0.0:4143"])
+            .args(["--admin-listen", "127.0.0.1:4191", "--detect-timeout", "300ms"])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mesh-proxy in the namespace");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l.starts_with("listening admin")) {
+            let line = within("proxy announces its listeners", lines.next_line()).await.unwrap();
+            let line = line.unwrap_or_else(|| panic!("proxy exited: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+            seen.push(line);
+        }
+        // Transparent mode has an inbound listener without --app.
+        assert_eq!(
+            seen,
+            ["listening outbound 127.0.0.1:4140", "listening inbound 0.0.0.0:4143", "listening admin 127.0.0.1:4191"]
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { _child: child, log }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// One HTTP/1 GET from inside `ns`; (status, body).
+async fn ns_get(ns: &Netns, addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let stream = ns.connect(addr).unwrap_or_else(|e| panic!("connect {addr} in {}: {e}", ns.name));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = within("admin response", sender.send_request(get(path, "admin"))).await.unwrap();
+    let status = resp.status();
+    let body = within("admin body", resp.into_body().collect()).await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn admin() -> SocketAddr {
+    "127.0.0.1:4191".parse().unwrap()
+}
+
+async fn ns_metrics(ns: &Netns) -> String {
+    let (status, body) = ns_get(ns, admin(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    body
+}
+
+async fn ns_ready(ns: &Netns) {
+    eventually("proxy ready", || async {
+        let stream = ns.connect(admin()).ok()?;
+        drop(stream);
+        (ns_get(ns, admin(), "/ready").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+fn requests(metrics: &str, direction: &str) -> f64 {
+    metric(metrics, &format!(r#"weft_requests_total{{direction="{direction}",status_class="2xx"}}"#)).unwrap_or(0.0)
+}
+
+/// An HTTP app answering `peer=<ip>` and its request headers, one per line.
+fn http_app(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let svc = service_fn(move |req: Request<Incoming>| async move {
+                let mut lines: Vec<String> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                    .collect();
+                lines.sort();
+                let body = format!("peer={}\nversion={:?}\n{}\n", peer.ip(), req.version(), lines.join("\n"));
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    })
+}
+
+/// A server-speaks-first TCP app: a banner, then every byte echoed. The
+/// peers it saw are recorded.
+fn banner_app(listener: TcpListener) -> (Arc<Mutex<Vec<IpAddr>>>, tokio::task::JoinHandle<()>) {
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&peers);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            seen.lock().unwrap().push(peer.ip());
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                if w.write_all(b"HELLO weft\n").await.is_ok() {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    (peers, task)
+}
+
+/// Reads until `want` bytes arrived (or the stream ends).
+async fn read_n(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match within("bytes from the banner app", stream.read(&mut buf[got..])).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    buf.truncate(got);
+    buf
+}
+
+/// Lets the proxy uid read what it needs of a MeshDir: tokens, the trust
+/// anchor (the CA's keys stay 0600).
+fn readable_by_proxy(m: &MeshDir) {
+    let set = |p: PathBuf, mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    set(m.dir.path().to_owned(), 0o755);
+    for entry in std::fs::read_dir(m.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("token.") {
+            set(path, 0o644);
+        }
+    }
+    set(m.path("data"), 0o711);
+    set(m.anchor(), 0o644);
+}
+
+fn pod(name: &str, sa: &str, ip: IpAddr) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: test, annotations: {{weft.io/inject: enabled}}}}\n\
+         spec: {{serviceAccountName: {sa}, containers: [{{name: app, image: app}}]}}\nstatus: {{podIP: {ip}}}\n"
+    )
+}
+
+fn service(name: &str, cluster_ip: &str, port_name: &str, port: u16, target: u16, pod_ip: IpAddr, annotations: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: test, annotations: {{{annotations}}}}}\n\
+         spec: {{clusterIP: {cluster_ip}, ports: [{{name: {port_name}, port: {port}, targetPort: {target}}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: test, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: {port_name}, port: {target}}}]\n\
+         endpoints:\n- addresses: [{pod_ip}]\n  targetRef: {{kind: Pod, name: server, namespace: test}}\n"
+    )
+}
+
+/// Plain clients in the client namespace reach apps in the server
+/// namespace through both transparent proxies: HTTP/1 and h2 to a pod IP
+/// and to a Service ClusterIP over mTLS (the app learns the client's
+/// SPIFFE ID), a server-speaks-first TCP protocol inside mTLS, a
+/// destination the control plane does not know in plaintext, and a
+/// connection straight to the outbound port refused as a loop.
+#[tokio::test]
+async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
+    require_root();
+    weft_bin();
+    let pods = Pods::new("tp", 143);
+    let (x, client_ip, server_ip) = (pods.x, pods.client_ip(), pods.server_ip());
+    let _web = http_app(pods.server.listen("0.0.0.0:8080"));
+    let _unknown = http_app(pods.server.listen("0.0.0.0:9090"));
+    let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
+
+    let (client_id, server_id) = ("spiffe://cluster.local/ns/test/sa/client", "spiffe://cluster.local/ns/test/sa/server");
+    let m = MeshDir::new(&[client_id, server_id]);
+    let manifests = m.path("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let mut yaml = pod("client", "client", client_ip) + &pod("server", "server", server_ip);
+    yaml += &service("web", &format!("198.19.{x}.10"), "http", 80, 8080, server_ip, "");
+    yaml += &service("db", &format!("198.19.{x}.11"), "tcp", 7000, 7000, server_ip, "config.weft.io/opaque-ports: \"7000\"");
+    std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
+    let cp = m
+        .control_in(
+            &pods.server.wrapper(),
+            &format!("{server_ip}:0"),
+            "1h",
+            &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]),
+        )
+        .await;
+    readable_by_proxy(&m);
+
+    // The control plane and the unknown app are reached without the server's proxy.
+    pods.server.weft_init(&["--skip-inbound-ports", &format!("4190,4191,9090,{}", cp.addr.port())]);
+    pods.client.weft_init(&[]);
+
+    let ctl = cp.addr.to_string();
+    let mut common = args(&["--destination", &ctl, "--policy", &ctl]);
+    let mut client_args = m.identity_args(client_id, cp.addr);
+    client_args.append(&mut common.clone());
+    let mut server_args = m.identity_args(server_id, cp.addr);
+    server_args.append(&mut common);
+    server_args.push("--forward-client-identity".into());
+    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args).await;
+    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args).await;
+    ns_ready(&pods.client).await;
+    ns_ready(&pods.server).await;
+
+    // (a) HTTP to the pod IP and to the ClusterIP, HTTP/1 and h2: mTLS
+    // between the proxies, the app sees the client's identity, Host unchanged.
+    let cases = [
+        (vec![], format!("http://{server_ip}:8080/headers"), format!("host: {server_ip}:8080"), "HTTP/1.1"),
+        (vec!["--http2-prior-knowledge"], format!("http://{server_ip}:8080/headers"), String::new(), "HTTP/2.0"),
+        (vec![], format!("http://198.19.{x}.10/headers"), format!("host: 198.19.{x}.10"), "HTTP/1.1"),
+    ];
+    for (flags, url, host, version) in &cases {
+        let out = pods.client.curl(flags, url).await;
+        let body = String::from_utf8_lossy(&out.stdout);
+        let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
+        assert!(out.status.success(), "{}", diag());
+        assert!(body.contains(&format!("weft-client-id: {client_id}")), "the app learns the verified caller: {}", diag());
+        assert!(body.contains(&format!("peer={server_ip}\n")), "delivered by the server's proxy: {}", diag());
+        // h2 from curl carries no Host; the server's proxy restores HTTP/1
+        // requests (weft-orig-proto) with their own Host.
+        assert!(body.contains(host.as_str()), "Host passed unchanged: {}", diag());
+        assert!(body.contains(&format!("version={version}")), "{}", diag());
+    }
+    let (cm, sm) = (ns_metrics(&pods.client).await, ns_metrics(&pods.server).await);
+    assert_eq!(requests(&cm, "outbound"), 3.0, "client proxy counts every request outbound:\n{cm}");
+    assert_eq!(requests(&sm, "inbound"), 3.0, "server proxy counts every request inbound:\n{sm}");
+
+    // (b) A server-speaks-first protocol: the client sends nothing, so after
+    // --detect-timeout it is opaque TCP, inside mTLS (weft-tcp/1) to the
+    // server's proxy, which relays it to the app.
+    let mut db = pods.client.connect(SocketAddr::new(server_ip, 7000)).unwrap();
+    assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n", "banner through both proxies\n{}", client.stderr());
+    db.write_all(b"ping\x00\xff\n").await.unwrap();
+    assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
+    drop(db);
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip], "the app was reached by the server's proxy");
+
+    // (c) Straight to the outbound port: refused as a loop, counted, and the
+    // proxy goes on serving.
+    let before = ns_metrics(&pods.client).await;
+    let loops = |text: &str| metric(text, r#"weft_refused_connections_total{direction="outbound",reason="loop"}"#).unwrap_or(0.0);
+    let mut direct = pods.client.connect("127.0.0.1:4140".parse().unwrap()).unwrap();
+    let _ = direct.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let _ = within("the proxy closes a loop", direct.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "nothing is answered: {}", String::from_utf8_lossy(&rest));
+    let after = ns_metrics(&pods.client).await;
+    assert_eq!(loops(&after) - loops(&before), 1.0, "{after}");
+    assert!(client.stderr().contains("redirect loop"), "{}", client.stderr());
+
+    // (d) A destination the control plane does not know: plaintext, straight
+    // to the original destination (no identity header, the client's own IP).
+    let out = pods.client.curl(&[], &format!("http://{server_ip}:9090/headers")).await;
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), client.stderr());
+    assert!(body.contains(&format!("peer={client_ip}\n")) && !body.contains("weft-client-id"), "{body}");
+    let cm = ns_metrics(&pods.client).await;
+    assert_eq!(requests(&cm, "outbound"), 4.0, "{cm}");
+    assert_eq!(requests(&ns_metrics(&pods.server).await, "inbound"), 3.0, "the server's proxy was not on the path");
+    cp.stop().await;
+}
+
+/// Without a control plane: plaintext-only transparent proxies forward
+/// each request to its original destination in its own protocol, inbound
+/// to the app port the client dialed (no --app), and opaque TCP is
+/// relayed as is.
+#[tokio::test]
+async fn transparent_proxies_without_a_control_plane_forward_to_the_original_destination() {
+    require_root();
+    weft_bin();
+    let pods = Pods::new("tq", 144);
+    let server_ip = pods.server_ip();
+    let _web = http_app(pods.server.listen("0.0.0.0:8080"));
+    let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
+    let dir = tempfile::tempdir().unwrap();
+    pods.server.weft_init(&[]);
+    pods.client.weft_init(&[]);
+    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &[]).await;
+    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &[]).await;
+    ns_ready(&pods.client).await;
+    ns_ready(&pods.server).await;
+
+    for flags in [vec![], vec!["--http2-prior-knowledge"]] {
+        let out = pods.client.curl(&flags, &format!("http://{server_ip}:8080/headers")).await;
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}\n{}\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
+        assert!(body.contains(&format!("peer={server_ip}\n")), "through the server's proxy: {body}");
+        let expected = if flags.is_empty() { "version=HTTP/1.1" } else { "version=HTTP/2.0" };
+        assert!(body.contains(expected), "the request's own protocol, {expected}: {body}");
+    }
+    assert_eq!(requests(&ns_metrics(&pods.client).await, "outbound"), 2.0);
+    assert_eq!(requests(&ns_metrics(&pods.server).await, "inbound"), 2.0);
+
+    let mut db = pods.client.connect(SocketAddr::new(server_ip, 7000)).unwrap();
+    assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n");
+    db.write_all(b"\x00\xffbinary\n").await.unwrap();
+    assert_eq!(read_n(&mut db, 9).await, b"\x00\xffbinary\n");
+    drop(db);
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip]);
+}
