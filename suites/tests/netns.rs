@@ -412,6 +412,23 @@ fn killing_bench_leaves_no_namespace_or_process_once_its_watchdog_ran() {
 }
 
 #[test]
+fn ctrl_c_removes_every_namespace_and_process_before_bench_exits() {
+    require_root("the netns Ctrl-C test");
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, names, pids) = strike_ready(dir.path());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted by SIGINT");
+    // bench itself cleaned up before exiting: nothing to wait for.
+    assert!(all_gone(&names, &pids), "left after Ctrl-C: {names:?} / {pids:?}");
+    assert!(!dir.path().join("out").exists(), "no results written");
+}
+
+#[test]
 fn bench_clean_removes_what_a_crashed_run_left() {
     require_root("the netns crash + bench clean test");
     let _serial = serial();
