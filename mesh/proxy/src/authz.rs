@@ -25,11 +25,13 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use mesh_identity::SpiffeId;
 use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::{
     body::ResponseBody,
-    discovery::PolicySource,
+    discovery::{InboundWatch, PolicySource},
+    outbound::FIRST_ANSWER_WAIT,
     error::PROXY_ERROR_HEADER,
     metrics::Metrics,
     policy::{InboundPolicy, Verdict},
@@ -42,6 +44,9 @@ pub struct Authz {
     current: ArcSwapOption<InboundPolicy>,
     /// [http, tcp] x [unauthorized, unauthenticated].
     denied: [[Counter; 2]; 2],
+    /// The watch (from [`Authz::start`]) and until when [`Authz::loaded`]
+    /// waits for its first answer.
+    first: Option<(InboundWatch, Instant)>,
 }
 
 /// Which kind of traffic was refused.
@@ -56,8 +61,8 @@ pub enum Traffic {
 impl Authz {
     /// Watches `port`'s policy in `source`.
     pub fn start(source: &dyn PolicySource, port: u16, metrics: &Metrics) -> Arc<Self> {
-        let this = Arc::new(Self::new(port, metrics));
         let mut rx = source.inbound(port);
+        let this = Arc::new(Self { first: Some((rx.clone(), Instant::now() + FIRST_ANSWER_WAIT)), ..Self::new(port, metrics) });
         let weak = Arc::downgrade(&this);
         tokio::spawn(async move {
             loop {
@@ -85,6 +90,25 @@ impl Authz {
                 [c("http", "unauthorized"), c("http", "unauthenticated")],
                 [c("tcp", "unauthorized"), c("tcp", "unauthenticated")],
             ],
+            first: None,
+        }
+    }
+
+    /// Waits for the first policy, at most until [`FIRST_ANSWER_WAIT`]
+    /// after the watch started (then: no verdict, as before any policy).
+    /// A transparent proxy starts a port's watch on that port's first
+    /// connection, which must not slip in before the policy is known.
+    pub async fn loaded(&self) {
+        if self.current.load().is_some() {
+            return;
+        }
+        let Some((rx, deadline)) = &self.first else { return };
+        let mut rx = rx.clone();
+        let _ = tokio::time::timeout_at(*deadline, rx.wait_for(Option::is_some)).await;
+        // The watch task may be a step behind the channel: install here.
+        let got = rx.borrow().clone();
+        if let Some(policy) = got {
+            self.current.compare_and_swap(&None::<Arc<InboundPolicy>>, Some(policy));
         }
     }
 
@@ -211,6 +235,10 @@ mod tests {
         let a = by_port.port(8080);
         assert!(Arc::ptr_eq(&a, &by_port.port(8080)), "one watch per port");
         assert_eq!(a.verdict(Some(&web)), None, "no policy yet");
+        let waiting = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.loaded().await })
+        };
         source.set_inbound(9090, InboundPolicy { authorizations: vec![], default: "deny".into() });
         source.set_inbound(
             8080,
@@ -219,7 +247,13 @@ mod tests {
                 default: "deny".into(),
             },
         );
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiting)
+            .await
+            .expect("loaded() returns once the first policy arrives")
+            .unwrap();
+        assert!(a.verdict(Some(&web)).is_some(), "loaded");
         let b = by_port.port(9090);
+        b.loaded().await;
         for _ in 0..100 {
             if a.verdict(Some(&web)).is_some() && b.verdict(Some(&web)).is_some() {
                 break;

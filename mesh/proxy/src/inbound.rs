@@ -165,6 +165,10 @@ impl Inbound {
         // server-speaks-first app port (anything may be redirected here):
         // after --detect-timeout it is opaque TCP, as outbound.
         let transparent = matches!(self.app, App::OriginalDst(_));
+        if let (true, Some(authz)) = (transparent, &target.authz) {
+            // The port's watch may have started with this connection.
+            authz.loaded().await;
+        }
         let silent = if transparent { limits.detect_timeout } else { limits.header_read_timeout };
         let detected = tokio::select! {
             d = detect(&mut stream, limits.detect_timeout, silent, limits.max_header_bytes) => d,

@@ -340,8 +340,9 @@ fn service(name: &str, cluster_ip: &str, port_name: &str, port: u16, target: u16
 /// namespace through both transparent proxies: HTTP/1 and h2 to a pod IP
 /// and to a Service ClusterIP over mTLS (the app learns the client's
 /// SPIFFE ID), a server-speaks-first TCP protocol inside mTLS, a
-/// destination the control plane does not know in plaintext, and a
-/// connection straight to the outbound port refused as a loop.
+/// destination the control plane does not know in plaintext, a
+/// connection straight to the outbound port refused as a loop, and a port
+/// whose own authorization policy refuses the client.
 #[tokio::test]
 async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     require_root();
@@ -351,6 +352,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let _web = http_app(pods.server.listen("0.0.0.0:8080"));
     let _unknown = http_app(pods.server.listen("0.0.0.0:9090"));
     let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
+    let (vault_peers, _vault) = banner_app(pods.server.listen("0.0.0.0:7001"));
 
     let (client_id, server_id) = ("spiffe://cluster.local/ns/test/sa/client", "spiffe://cluster.local/ns/test/sa/server");
     let m = MeshDir::new(&[client_id, server_id]);
@@ -359,6 +361,11 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let mut yaml = pod("client", "client", client_ip) + &pod("server", "server", server_ip);
     yaml += &service("web", &format!("198.19.{x}.10"), "http", 80, 8080, server_ip, "");
     yaml += &service("db", &format!("198.19.{x}.11"), "tcp", 7000, 7000, server_ip, "config.weft.io/opaque-ports: \"7000\"");
+    // Only another workload may reach port 7001: the server's proxy judges
+    // each original destination port by its own policy.
+    yaml += &service("vault", &format!("198.19.{x}.12"), "tcp", 7001, 7001, server_ip, "");
+    yaml += "---\napiVersion: policy.weft.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: vault, namespace: test}\n\
+             spec:\n  targetRef: {kind: Service, name: vault}\n  from: {identities: [\"spiffe://cluster.local/ns/test/sa/other\"]}\n";
     std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
     let cp = m
         .control_in(
@@ -441,6 +448,18 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let cm = ns_metrics(&pods.client).await;
     assert_eq!(requests(&cm, "outbound"), 4.0, "{cm}");
     assert_eq!(requests(&ns_metrics(&pods.server).await, "inbound"), 3.0, "the server's proxy was not on the path");
+
+    // (e) Port 7001's policy names someone else: the meshed connection is
+    // closed by the server's proxy before it reaches the app, and counted.
+    let mut vault = pods.client.connect(SocketAddr::new(server_ip, 7001)).unwrap();
+    let mut got = Vec::new();
+    let _ = within("the server's proxy closes an unauthorized connection", vault.read_to_end(&mut got)).await;
+    assert!(got.is_empty(), "no banner: {}", String::from_utf8_lossy(&got));
+    let sm = ns_metrics(&pods.server).await;
+    let denied = r#"weft_inbound_authz_denied_total{protocol="tcp",reason="unauthorized"}"#;
+    assert_eq!(metric(&sm, denied), Some(1.0), "{sm}");
+    assert!(vault_peers.lock().unwrap().is_empty(), "the app never saw it");
+    assert!(server.stderr().contains("to port 7001: unauthorized"), "{}", server.stderr());
     cp.stop().await;
 }
 
