@@ -85,7 +85,8 @@ pub struct Args {
 
     /// mesh-control's Policy gRPC address (may equal --control): outbound
     /// routes, retries and timeouts (with --destination), and who may reach
-    /// --app (403 for HTTP, closed for TCP). Without it: any meshed identity.
+    /// --app (with --transparent: each original destination port; 403 for
+    /// HTTP, closed for TCP). Without it: any meshed identity.
     #[arg(long, env = "WEFT_PROXY_POLICY", value_name = "ADDR")]
     pub policy: Option<String>,
 
@@ -127,8 +128,8 @@ pub struct Args {
 
     /// Inbound: after a client's first byte, how long protocol detection
     /// may wait for enough bytes; undecided connections are opaque TCP.
-    /// Transparent outbound: also how long a silent client is waited for
-    /// before its connection is relayed as opaque TCP (server speaks first).
+    /// Transparent mode (both listeners): also how long a silent client is
+    /// waited for before its connection is opaque TCP (server speaks first).
     #[arg(long, env = "WEFT_PROXY_DETECT_TIMEOUT", default_value = "1s")]
     pub detect_timeout: String,
 
