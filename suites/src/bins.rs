@@ -140,7 +140,12 @@ pub fn ensure_siblings(exe: &Path) -> Result<Binaries, BinError> {
 impl Binaries {
     /// In the order of [`NAMES`].
     fn paths(&self) -> [&PathBuf; 4] {
-        [&self.loadgen, &self.mesh_proxy, &self.mesh_control, &self.weft]
+        [
+            &self.loadgen,
+            &self.mesh_proxy,
+            &self.mesh_control,
+            &self.weft,
+        ]
     }
 }
 

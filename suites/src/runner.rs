@@ -19,7 +19,9 @@ use crate::plan::{self, Cell};
 use crate::propagation::{self as prop, PropagationFile, PropagationResult};
 use crate::sampler::Sampler;
 use crate::substrate::netns::{enter, net};
-use crate::substrate::{proc_guard, DeployError, Deployment, Local, Netns, ScenarioTopology, Substrate};
+use crate::substrate::{
+    proc_guard, DeployError, Deployment, Local, Netns, ScenarioTopology, Substrate,
+};
 use crate::suite::{self, LoadShape, Protocol, Scenario, Suite, SuiteError, Variant};
 
 /// Where to run.
@@ -63,7 +65,10 @@ pub enum RunError {
     #[error("{0}")]
     NotPermitted(String),
     #[error("the {substrate} substrate could not start: {detail}")]
-    Substrate { substrate: &'static str, detail: String },
+    Substrate {
+        substrate: &'static str,
+        detail: String,
+    },
     #[error("interrupted by {0}: stopped every process, wrote no results")]
     Interrupted(&'static str),
     #[error("cannot render the report into {dir}: {detail}")]

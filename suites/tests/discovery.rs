@@ -137,10 +137,16 @@ fn substrate_manifests_are_accepted_by_mesh_control() {
     let m = dir.path().join("manifests");
     std::fs::create_dir(&m).unwrap();
     // Real bound addresses, held for the test, as the substrate would list them.
-    let listeners: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     let replicas: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    manifests::write(&m, "service.yaml", &manifests::service(manifests::CLUSTER_IP, manifests::DEFAULT_INBOUND_POLICY)).unwrap();
+    manifests::write(
+        &m,
+        "service.yaml",
+        &manifests::service(manifests::CLUSTER_IP, manifests::DEFAULT_INBOUND_POLICY),
+    )
+    .unwrap();
     manifests::write(&m, "endpoints.yaml", &manifests::endpoints(&replicas)).unwrap();
 
     // As the substrate runs it (a token file too, so no warning is expected at all).

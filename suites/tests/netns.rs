@@ -114,7 +114,21 @@ struct Capture {
 impl Capture {
     fn start(ns: &str, file: PathBuf) -> Capture {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", "eth0", "-U", "-s", "0", "-Z", "root", "-w"])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                "eth0",
+                "-U",
+                "-s",
+                "0",
+                "-Z",
+                "root",
+                "-w",
+            ])
             .arg(&file)
             .arg("tcp")
             .stdout(Stdio::null())
@@ -125,7 +139,10 @@ impl Capture {
         let stderr = child.stderr.take().unwrap();
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(first.contains("listening on"), "tcpdump did not start: {first}");
+        assert!(
+            first.contains("listening on"),
+            "tcpdump did not start: {first}"
+        );
         std::thread::spawn(move || lines.for_each(drop));
         Capture { child, file }
     }
@@ -163,10 +180,15 @@ fn an_unmodified_client_is_transparently_meshed() {
 }
 
 async fn an_unmodified_client_is_transparently_meshed_async() {
-    let work = tempfile::Builder::new().prefix("weft-t-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("weft-t-")
+        .tempdir()
+        .unwrap();
     let mut sub = substrate(work.path());
     let topo = topology(true);
-    sub.start_scenario(&topo).await.expect("servers and control plane start");
+    sub.start_scenario(&topo)
+        .await
+        .expect("servers and control plane start");
     let server = sub.server_pods()[0].clone();
     let vip_url = format!("http://{SERVICE_VIP}/headers");
     let marker = format!("weft-canary-{}", std::process::id());
@@ -174,19 +196,32 @@ async fn an_unmodified_client_is_transparently_meshed_async() {
 
     // Without the mesh the marker is on the server pod's wire: the capture
     // sees plaintext when there is plaintext to see.
-    let dep = sub.deploy(Variant::Baseline, &topo).await.expect("baseline deploys");
+    let dep = sub
+        .deploy(Variant::Baseline, &topo)
+        .await
+        .expect("baseline deploys");
     let client = ns_name(dep.load_from.as_deref().unwrap());
     let cap = Capture::start(&server.ns, work.path().join("baseline.pcap"));
     let (code, body) = curl(&client, &vip_url, &[&marker_header]);
     let bytes = cap.finish();
     assert_eq!(code, 200, "baseline via the VIP: {body}");
     assert!(body.contains(&marker), "the app got the request: {body}");
-    assert!(!body.contains("weft-client-id"), "no mesh in baseline: {body}");
-    assert!(contains(&bytes, marker.as_bytes()), "baseline capture ({} bytes) must show the marker", bytes.len());
+    assert!(
+        !body.contains("weft-client-id"),
+        "no mesh in baseline: {body}"
+    );
+    assert!(
+        contains(&bytes, marker.as_bytes()),
+        "baseline capture ({} bytes) must show the marker",
+        bytes.len()
+    );
     sub.teardown(dep).await;
 
     // With the mesh: the same curl, nothing told about any proxy.
-    let dep = sub.deploy(Variant::Weft, &topo).await.expect("weft deploys");
+    let dep = sub
+        .deploy(Variant::Weft, &topo)
+        .await
+        .expect("weft deploys");
     let client = ns_name(dep.load_from.as_deref().unwrap());
     let cap = Capture::start(&server.ns, work.path().join("weft.pcap"));
     let mut answers = Vec::new();
@@ -202,20 +237,45 @@ async fn an_unmodified_client_is_transparently_meshed_async() {
             "the app sees the client's identity: {body}"
         );
     }
-    assert!(bytes.len() > 1000, "the capture saw the traffic ({} bytes)", bytes.len());
-    assert!(!contains(&bytes, marker.as_bytes()), "the server pod's wire carries the marker in plaintext");
-    assert!(!contains(&bytes, b"x-weft-canary"), "the server pod's wire carries a plaintext header name");
+    assert!(
+        bytes.len() > 1000,
+        "the capture saw the traffic ({} bytes)",
+        bytes.len()
+    );
+    assert!(
+        !contains(&bytes, marker.as_bytes()),
+        "the server pod's wire carries the marker in plaintext"
+    );
+    assert!(
+        !contains(&bytes, b"x-weft-canary"),
+        "the server pod's wire carries a plaintext header name"
+    );
 
     // Both sidecars counted the requests (their admin ports, from inside each pod).
     let (_, client_page) = curl(&client, "http://127.0.0.1:4191/metrics", &[]);
     let (_, server_page) = curl(&server.ns, "http://127.0.0.1:4191/metrics", &[]);
-    let out_2xx = counter(&client_page, r#"weft_requests_total{direction="outbound",status_class="2xx"}"#);
-    let in_2xx = counter(&server_page, r#"weft_requests_total{direction="inbound",status_class="2xx"}"#);
-    assert!(out_2xx >= 5.0, "client sidecar outbound 2xx = {out_2xx}:\n{client_page}");
-    assert!(in_2xx >= 5.0, "server sidecar inbound 2xx = {in_2xx}:\n{server_page}");
+    let out_2xx = counter(
+        &client_page,
+        r#"weft_requests_total{direction="outbound",status_class="2xx"}"#,
+    );
+    let in_2xx = counter(
+        &server_page,
+        r#"weft_requests_total{direction="inbound",status_class="2xx"}"#,
+    );
+    assert!(
+        out_2xx >= 5.0,
+        "client sidecar outbound 2xx = {out_2xx}:\n{client_page}"
+    );
+    assert!(
+        in_2xx >= 5.0,
+        "server sidecar inbound 2xx = {in_2xx}:\n{server_page}"
+    );
 
     sub.teardown(dep).await;
-    assert!(!net::ns_path(&client).exists(), "the client pod goes with its variant");
+    assert!(
+        !net::ns_path(&client).exists(),
+        "the client pod goes with its variant"
+    );
     sub.end_scenario().await;
     let node = sub.node().to_string();
     drop(sub);
@@ -228,25 +288,41 @@ async fn an_unmodified_client_is_transparently_meshed_async() {
 fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext() {
     require_root("the plaintext-policy test");
     let _serial = serial();
-    runtime().block_on(an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext_async());
+    runtime().block_on(
+        an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext_async(),
+    );
 }
 
 async fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext_async() {
-    let work = tempfile::Builder::new().prefix("weft-t-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("weft-t-")
+        .tempdir()
+        .unwrap();
     let mut sub = substrate(work.path());
     let topo = topology(true);
-    sub.start_scenario(&topo).await.expect("servers and control plane start");
-    let dep = sub.deploy(Variant::Weft, &topo).await.expect("weft deploys");
+    sub.start_scenario(&topo)
+        .await
+        .expect("servers and control plane start");
+    let dep = sub
+        .deploy(Variant::Weft, &topo)
+        .await
+        .expect("weft deploys");
     let plain = sub.add_pod("plain").expect("an unmeshed pod");
     let server = sub.server_pods()[0].clone();
     let direct = format!("http://{}/healthz", server.addr(APP_PORT));
     let vip = format!("http://{SERVICE_VIP}/healthz");
-    let manifests_dir = sub.manifests_dir().expect("control plane runs").to_path_buf();
+    let manifests_dir = sub
+        .manifests_dir()
+        .expect("control plane runs")
+        .to_path_buf();
 
     // The namespace default is all-authenticated: plaintext is refused.
     for url in [&direct, &vip] {
         let (code, body) = curl(&plain.ns, url, &[]);
-        assert_eq!(code, 403, "plaintext to the meshed server ({url}) under all-authenticated: {body}");
+        assert_eq!(
+            code, 403,
+            "plaintext to the meshed server ({url}) under all-authenticated: {body}"
+        );
     }
 
     // Policy allows unauthenticated clients: the same pod gets through.
@@ -323,16 +399,35 @@ fn bench_runs_a_suite_on_netns_and_leaves_nothing() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let runs = report["runs"].as_array().expect("runs");
-    let variants: Vec<&str> = runs.iter().map(|r| r["variant"].as_str().unwrap()).collect();
-    for v in ["baseline", "weft", "weft-plaintext", "weft-client-only", "weft-server-only", "nginx"] {
+    let variants: Vec<&str> = runs
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    for v in [
+        "baseline",
+        "weft",
+        "weft-plaintext",
+        "weft-client-only",
+        "weft-server-only",
+        "nginx",
+    ] {
         assert!(variants.contains(&v), "{v} ran: {variants:?}");
     }
     for r in runs {
         assert_eq!(r["substrate"], "netns", "{r}");
         assert_eq!(r["errors"], 0, "{}: {}", r["variant"], r["errors_by_class"]);
-        assert!(r["requests"].as_u64().unwrap() >= 90, "{}: {}", r["variant"], r["requests"]);
+        assert!(
+            r["requests"].as_u64().unwrap() >= 90,
+            "{}: {}",
+            r["variant"],
+            r["requests"]
+        );
     }
-    assert!(namespaces_of(pid).is_empty(), "left behind: {:?}", namespaces_of(pid));
+    assert!(
+        namespaces_of(pid).is_empty(),
+        "left behind: {:?}",
+        namespaces_of(pid)
+    );
 }
 
 /// Long enough to strike mid-cell, with a meshed variant so proxies,
@@ -378,12 +473,17 @@ fn strike_ready(dir: &Path) -> (std::process::Child, Vec<String>, Vec<u32>) {
 
 fn all_gone(names: &[String], pids: &[u32]) -> bool {
     let ns_left = names.iter().any(|n| net::ns_path(n).exists());
-    let procs_left = pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists());
+    let procs_left = pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists());
     !ns_left && !procs_left
 }
 
 fn kill9(pid: u32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// bench's watchdog (`bench __watchdog`, its child).
@@ -393,7 +493,8 @@ fn watchdog_of(pid: u32) -> Option<u32> {
         .flatten()
         .find(|p| {
             p.stat().is_ok_and(|s| s.ppid == pid as i32)
-                && p.cmdline().is_ok_and(|c| c.iter().any(|a| a == "__watchdog"))
+                && p.cmdline()
+                    .is_ok_and(|c| c.iter().any(|a| a == "__watchdog"))
         })
         .map(|p| p.pid as u32)
 }
@@ -406,9 +507,11 @@ fn killing_bench_leaves_no_namespace_or_process_once_its_watchdog_ran() {
     let (mut child, names, pids) = strike_ready(dir.path());
     kill9(child.id());
     let _ = child.wait();
-    eventually("the watchdog removed every namespace and process", patience(), || {
-        all_gone(&names, &pids).then_some(())
-    });
+    eventually(
+        "the watchdog removed every namespace and process",
+        patience(),
+        || all_gone(&names, &pids).then_some(()),
+    );
 }
 
 #[test]
@@ -424,7 +527,10 @@ fn ctrl_c_removes_every_namespace_and_process_before_bench_exits() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted by SIGINT");
     // bench itself cleaned up before exiting: nothing to wait for.
-    assert!(all_gone(&names, &pids), "left after Ctrl-C: {names:?} / {pids:?}");
+    assert!(
+        all_gone(&names, &pids),
+        "left after Ctrl-C: {names:?} / {pids:?}"
+    );
     assert!(!dir.path().join("out").exists(), "no results written");
 }
 
@@ -442,17 +548,29 @@ fn bench_clean_removes_what_a_crashed_run_left() {
     let _ = child.wait();
     // Children die with bench (death signal); the namespaces stay.
     eventually("bench's children gone", patience(), || {
-        pids.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists()).then_some(())
+        pids.iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .then_some(())
     });
-    assert!(names.iter().any(|n| net::ns_path(n).exists()), "namespaces outlive a killed bench and watchdog: {names:?}");
+    assert!(
+        names.iter().any(|n| net::ns_path(n).exists()),
+        "namespaces outlive a killed bench and watchdog: {names:?}"
+    );
     let out = run(bench().arg("clean"));
     assert!(out.status.success(), "bench clean: {}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(said.contains("removed"), "{said}");
-    assert!(all_gone(&names, &pids), "left after bench clean: {names:?} / {pids:?}");
+    assert!(
+        all_gone(&names, &pids),
+        "left after bench clean: {names:?} / {pids:?}"
+    );
     // Nothing left to do the second time.
     let again = run(bench().arg("clean"));
-    assert!(!text(&again.stdout).contains(&names[0]), "{}", text(&again.stdout));
+    assert!(
+        !text(&again.stdout).contains(&names[0]),
+        "{}",
+        text(&again.stdout)
+    );
 }
 
 #[test]
@@ -469,13 +587,32 @@ fn netns_without_root_fails_at_once_and_says_why() {
     let out = Command::new("setpriv")
         .args(["--reuid=2102", "--regid=2102", "--clear-groups"])
         .arg(&exe)
-        .args(["run", "--substrate", "netns", "--suite", "quick", "--out", "/nonexistent/never"])
+        .args([
+            "run",
+            "--substrate",
+            "netns",
+            "--suite",
+            "quick",
+            "--out",
+            "/nonexistent/never",
+        ])
         .current_dir(dir.path())
         .output()
         .expect("setpriv (util-linux) runs");
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(77), "exit code for missing privilege: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "exit code for missing privilege: {err}"
+    );
     assert!(err.contains("needs root"), "{err}");
-    assert!(err.contains("--substrate local"), "says what to do instead: {err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "fails at once, took {:?}", started.elapsed());
+    assert!(
+        err.contains("--substrate local"),
+        "says what to do instead: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails at once, took {:?}",
+        started.elapsed()
+    );
 }

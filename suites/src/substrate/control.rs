@@ -130,8 +130,11 @@ impl ControlPlane {
             )));
         }
         if let Some(uid) = opts.proxy_uid {
-            trust_anchor = share_with(uid, dir, &trust_anchor, &token_files)
-                .map_err(io(format!("share the proxies' credentials in {} with uid {uid}", dir.display())))?;
+            trust_anchor =
+                share_with(uid, dir, &trust_anchor, &token_files).map_err(io(format!(
+                    "share the proxies' credentials in {} with uid {uid}",
+                    dir.display()
+                )))?;
         }
         Ok(ControlPlane {
             proc,

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
 use super::manifests;
-use super::peers;
+use super::peers::Peers;
 use super::probe;
 use super::process::Proc;
 use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
@@ -54,8 +54,7 @@ pub struct Local {
     bins: Binaries,
     work: PathBuf,
     pids_file: PathBuf,
-    nginx: Option<PathBuf>,
-    haproxy: Option<PathBuf>,
+    peers: Peers,
     /// The scenario's target server replicas, in order.
     servers: Vec<(Proc, SocketAddr)>,
     /// The scenario's control plane, or why it did not start (which fails
@@ -90,8 +89,7 @@ impl Local {
             bins,
             work: work.to_path_buf(),
             pids_file: work.join("pids"),
-            nginx: peers::find_binary("nginx"),
-            haproxy: peers::find_binary("haproxy"),
+            peers: Peers::find(),
             servers: Vec::new(),
             control: None,
             counter: 0,
@@ -100,16 +98,12 @@ impl Local {
 
     /// Whether `variant` can run with the peers this substrate found.
     pub fn availability(&self, variant: Variant) -> Result<(), String> {
-        peer_check(variant, self.nginx.is_some(), self.haproxy.is_some())
+        self.peers.check(variant)
     }
 
     /// Whether `variant` could run on this machine (for `bench plan`).
     pub fn availability_here(variant: Variant) -> Result<(), String> {
-        peer_check(
-            variant,
-            peers::find_binary("nginx").is_some(),
-            peers::find_binary("haproxy").is_some(),
-        )
+        Peers::find().check(variant)
     }
 
     fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
@@ -256,37 +250,9 @@ impl Local {
             })?;
             let listen = SocketAddr::from(([127, 0, 0, 1], port));
             let dir = self.cell_dir(name)?;
-            let (bin, conf_name, conf) = match variant {
-                Variant::Nginx => (
-                    self.nginx.clone(),
-                    "nginx.conf",
-                    peers::nginx_conf(&dir, listen, &upstreams, topo.protocol),
-                ),
-                _ => (
-                    self.haproxy.clone(),
-                    "haproxy.cfg",
-                    peers::haproxy_conf(listen, &upstreams, topo.protocol),
-                ),
-            };
-            let bin = bin.ok_or_else(|| DeployError::Unavailable {
-                reason: self.availability(variant).unwrap_err(),
-            })?;
-            let conf_path = dir.join(conf_name);
-            std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
-                what: format!("write {}", conf_path.display()),
-                source,
-            })?;
-            let mut cmd = Command::new(bin);
-            if variant == Variant::Nginx {
-                cmd.arg("-p")
-                    .arg(&dir)
-                    .arg("-e")
-                    .arg(dir.join("error.log"))
-                    .arg("-c")
-                    .arg(&conf_path);
-            } else {
-                cmd.arg("-db").arg("-f").arg(&conf_path);
-            }
+            let cmd = self
+                .peers
+                .command(variant, &dir, listen, &upstreams, topo.protocol)?;
             let mut p = Proc::spawn(name, cmd, &self.pids_file)?;
             match wait_listening(&mut p, listen).await {
                 Ok(()) => return Ok((p, listen)),
@@ -323,23 +289,7 @@ impl Substrate for Local {
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError> {
         self.end_scenario().await;
         for i in 0..topo.replicas {
-            // The last replica is the slow one, so replica 0 (the baseline's) is a normal one.
-            let delay = match topo.slow_replica_delay {
-                Some(slow) if i + 1 == topo.replicas && topo.replicas > 1 => slow,
-                _ => topo.server_delay,
-            };
-            let name = match topo.replicas {
-                1 => "server".to_string(),
-                _ => format!("server-{i}"),
-            };
-            let mut cmd = Command::new(&self.bins.loadgen);
-            cmd.args(["serve", "--listen", "127.0.0.1:0"])
-                .arg("--delay")
-                .arg(humantime::format_duration(delay).to_string())
-                .arg("--body-size")
-                .arg(topo.body_size.to_string())
-                .arg("--threads")
-                .arg(topo.server_threads.to_string());
+            let (name, cmd) = server_command(&self.bins.loadgen, topo, i, "127.0.0.1:0");
             let mut p = Proc::spawn(&name, cmd, &self.pids_file)?;
             let server = addr(&mut p, "listening on ").await?;
             if let Err(e) =
@@ -490,20 +440,11 @@ impl Substrate for Local {
         )
         .await
         {
-            let mut detail = format!("GET /healthz through the {variant} chain: {e}");
-            for p in procs.iter_mut() {
-                if let Some(status) = p.exited() {
-                    detail.push_str(&format!("\n  {} exited ({status})", p.name()));
-                }
-                let tail = p.stderr_tail();
-                if !tail.is_empty() {
-                    detail.push_str(&format!("\n  {} stderr tail:\n{tail}", p.name()));
-                }
-            }
-            return Err(DeployError::Ready {
-                component: variant.as_str().into(),
-                detail,
-            });
+            return Err(chain_failure(
+                variant,
+                format!("GET /healthz through the {variant} chain: {e}"),
+                &mut procs,
+            ));
         }
         // The chain answered; make sure it answered over mTLS, not because
         // the server side silently took plaintext.
@@ -547,14 +488,54 @@ impl Substrate for Local {
     }
 
     fn versions(&self) -> BTreeMap<String, String> {
-        let mut v = BTreeMap::new();
-        if let Some(ver) = self.nginx.as_deref().and_then(peers::nginx_version) {
-            v.insert("nginx".into(), ver);
+        self.peers.versions()
+    }
+}
+
+/// Replica `i` of the scenario's target server, listening on `listen`: its
+/// component name and its `loadgen serve` command. The last replica is the
+/// slow one, so replica 0 (the single-address variants') is a normal one.
+pub(super) fn server_command(
+    loadgen: &Path,
+    topo: &ScenarioTopology,
+    i: usize,
+    listen: &str,
+) -> (String, Command) {
+    let delay = match topo.slow_replica_delay {
+        Some(slow) if i + 1 == topo.replicas && topo.replicas > 1 => slow,
+        _ => topo.server_delay,
+    };
+    let name = match topo.replicas {
+        1 => "server".to_string(),
+        _ => format!("server-{i}"),
+    };
+    let mut cmd = Command::new(loadgen);
+    cmd.args(["serve", "--listen", listen])
+        .arg("--delay")
+        .arg(humantime::format_duration(delay).to_string())
+        .arg("--body-size")
+        .arg(topo.body_size.to_string())
+        .arg("--threads")
+        .arg(topo.server_threads.to_string());
+    (name, cmd)
+}
+
+/// A chain that never answered: why, and every process's exit status and
+/// stderr tail.
+pub(super) fn chain_failure(variant: Variant, why: String, procs: &mut [Proc]) -> DeployError {
+    let mut detail = why;
+    for p in procs.iter_mut() {
+        if let Some(status) = p.exited() {
+            detail.push_str(&format!("\n  {} exited ({status})", p.name()));
         }
-        if let Some(ver) = self.haproxy.as_deref().and_then(peers::haproxy_version) {
-            v.insert("haproxy".into(), ver);
+        let tail = p.stderr_tail();
+        if !tail.is_empty() {
+            detail.push_str(&format!("\n  {} stderr tail:\n{tail}", p.name()));
         }
-        v
+    }
+    DeployError::Ready {
+        component: variant.as_str().into(),
+        detail,
     }
 }
 
@@ -566,18 +547,6 @@ pub(super) fn keep(components: &mut Vec<Component>, procs: &mut Vec<Proc>, p: Pr
         pid: p.pid(),
     });
     procs.push(p);
-}
-
-pub(super) fn peer_check(variant: Variant, nginx: bool, haproxy: bool) -> Result<(), String> {
-    match variant {
-        Variant::Nginx if !nginx => {
-            Err("nginx not found in PATH or /usr/sbin; install it (apt-get install nginx) to compare against it".into())
-        }
-        Variant::Haproxy if !haproxy => {
-            Err("haproxy not found in PATH or /usr/sbin; install it (apt-get install haproxy) to compare against it".into())
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Read an address a component printed after `prefix`.

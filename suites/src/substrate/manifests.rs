@@ -149,7 +149,12 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        write(dir.path(), "service.yaml", &service(CLUSTER_IP, DEFAULT_INBOUND_POLICY)).unwrap();
+        write(
+            dir.path(),
+            "service.yaml",
+            &service(CLUSTER_IP, DEFAULT_INBOUND_POLICY),
+        )
+        .unwrap();
         write(dir.path(), "endpoints.yaml", &endpoints(&replicas)).unwrap();
 
         let index = mesh_index::Index::new(mesh_index::Config::default());

@@ -6,11 +6,104 @@
 //! default; neither knows latency), against which `weft`'s P2C over
 //! peak-EWMA is measured.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::suite::Protocol;
+use super::DeployError;
+use crate::suite::{Protocol, Variant};
+
+/// The peer proxies installed on this machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub nginx: Option<PathBuf>,
+    pub haproxy: Option<PathBuf>,
+}
+
+impl Peers {
+    pub fn find() -> Peers {
+        Peers {
+            nginx: find_binary("nginx"),
+            haproxy: find_binary("haproxy"),
+        }
+    }
+
+    /// Whether `variant` can run with these peers (Weft variants always can).
+    pub fn check(&self, variant: Variant) -> Result<(), String> {
+        match variant {
+            Variant::Nginx if self.nginx.is_none() => {
+                Err("nginx not found in PATH or /usr/sbin; install it (apt-get install nginx) to compare against it".into())
+            }
+            Variant::Haproxy if self.haproxy.is_none() => {
+                Err("haproxy not found in PATH or /usr/sbin; install it (apt-get install haproxy) to compare against it".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Their versions, for the record's environment.
+    pub fn versions(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        if let Some(ver) = self.nginx.as_deref().and_then(nginx_version) {
+            v.insert("nginx".into(), ver);
+        }
+        if let Some(ver) = self.haproxy.as_deref().and_then(haproxy_version) {
+            v.insert("haproxy".into(), ver);
+        }
+        v
+    }
+
+    /// Write `variant`'s config (one hop on `listen` to `upstreams`) into
+    /// `dir` and return the command that runs it in the foreground; nginx
+    /// logs its errors to `dir/error.log`.
+    pub fn command(
+        &self,
+        variant: Variant,
+        dir: &Path,
+        listen: SocketAddr,
+        upstreams: &[SocketAddr],
+        protocol: Protocol,
+    ) -> Result<Command, DeployError> {
+        self.check(variant)
+            .map_err(|reason| DeployError::Unavailable { reason })?;
+        let (bin, conf_name, conf) = match variant {
+            Variant::Nginx => (
+                &self.nginx,
+                "nginx.conf",
+                nginx_conf(dir, listen, upstreams, protocol),
+            ),
+            Variant::Haproxy => (
+                &self.haproxy,
+                "haproxy.cfg",
+                haproxy_conf(listen, upstreams, protocol),
+            ),
+            other => {
+                return Err(DeployError::Start {
+                    component: other.as_str().into(),
+                    detail: "not a peer proxy".into(),
+                })
+            }
+        };
+        let conf_path = dir.join(conf_name);
+        std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
+            what: format!("write {}", conf_path.display()),
+            source,
+        })?;
+        let mut cmd = Command::new(bin.as_ref().expect("checked above"));
+        if variant == Variant::Nginx {
+            cmd.arg("-p")
+                .arg(dir)
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-c")
+                .arg(&conf_path);
+        } else {
+            cmd.arg("-db").arg("-f").arg(&conf_path);
+        }
+        Ok(cmd)
+    }
+}
 
 /// Look for `name` on PATH, then in the sbin dirs Debian-likes put daemons in
 /// (often missing from a non-root PATH).

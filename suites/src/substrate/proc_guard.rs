@@ -105,9 +105,8 @@ fn spawn_in_netns(cmd: &mut Command, ns: &Path, home: &std::fs::File) -> io::Res
     use nix::sched::{setns, CloneFlags};
     let target = std::fs::File::open(ns)
         .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", ns.display())))?;
-    setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| {
-        io::Error::other(format!("enter network namespace {}: {e}", ns.display()))
-    })?;
+    setns(&target, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| io::Error::other(format!("enter network namespace {}: {e}", ns.display())))?;
     let child = spawn_here(cmd);
     if let Err(e) = setns(home, CloneFlags::CLONE_NEWNET) {
         // Every later child would start in the wrong namespace: stop here.

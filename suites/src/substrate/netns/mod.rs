@@ -31,9 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
-use super::local::{addr, keep, peer_check, ready_error, READY_PATIENCE, STOP_GRACE};
+use super::local::{
+    addr, chain_failure, keep, ready_error, server_command, READY_PATIENCE, STOP_GRACE,
+};
 use super::manifests;
-use super::peers;
+use super::peers::Peers;
 use super::probe;
 use super::process::Proc;
 use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
@@ -62,8 +64,7 @@ pub struct Netns {
     bins: Binaries,
     work: PathBuf,
     pids_file: PathBuf,
-    nginx: Option<PathBuf>,
-    haproxy: Option<PathBuf>,
+    peers: Peers,
     net: Network,
     /// The scenario's target server replicas and their pods.
     servers: Vec<(Proc, Pod)>,
@@ -104,8 +105,7 @@ impl Netns {
             bins,
             work: work.to_path_buf(),
             pids_file: work.join("pids"),
-            nginx: peers::find_binary("nginx"),
-            haproxy: peers::find_binary("haproxy"),
+            peers: Peers::find(),
             net,
             servers: Vec::new(),
             control: None,
@@ -159,7 +159,8 @@ impl Netns {
             }),
             None => Err(DeployError::Start {
                 component: "control".into(),
-                detail: "no control plane running (the scenario's topology did not ask for one)".into(),
+                detail: "no control plane running (the scenario's topology did not ask for one)"
+                    .into(),
             }),
         }
     }
@@ -181,7 +182,8 @@ impl Netns {
             },
         )
         .await?;
-        let endpoints: Vec<SocketAddr> = self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
+        let endpoints: Vec<SocketAddr> =
+            self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
         cp.publish_endpoints(&endpoints)?;
         Ok((cp, pod))
     }
@@ -202,14 +204,22 @@ impl Netns {
     fn release(&self, pod: &Pod) {
         let weft = self.bins.weft.to_string_lossy().into_owned();
         if let Err(e) = net::exec_in(&pod.ns, &weft, &["init", "--cleanup"], None) {
-            eprintln!("bench: removing the interception rules in {}: {e}", pod.name);
+            eprintln!(
+                "bench: removing the interception rules in {}: {e}",
+                pod.name
+            );
         }
     }
 
     /// Start a transparent sidecar in `pod` as [`PROXY_UID`]; meshed (with
     /// identity and discovery) when `identity` is given. Returns once its
     /// `/ready` answers (for a meshed one: once it holds its certificate).
-    async fn sidecar(&self, pod: &Pod, identity: Option<&'static str>, inbound_plaintext: bool) -> Result<Proc, DeployError> {
+    async fn sidecar(
+        &self,
+        pod: &Pod,
+        identity: Option<&'static str>,
+        inbound_plaintext: bool,
+    ) -> Result<Proc, DeployError> {
         let mut cmd = Command::new(&self.bins.mesh_proxy);
         cmd.arg("--transparent")
             .args(["--outbound-listen", &format!("127.0.0.1:{OUTBOUND_PORT}")])
@@ -260,29 +270,20 @@ impl Netns {
 
     /// A peer proxy in the client pod on 127.0.0.1:[`PEER_PORT`], balancing
     /// over the server pods.
-    async fn peer(&mut self, variant: Variant, topo: &ScenarioTopology, client: &Pod) -> Result<(Proc, SocketAddr), DeployError> {
-        let upstreams: Vec<SocketAddr> = self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
+    async fn peer(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+        client: &Pod,
+    ) -> Result<(Proc, SocketAddr), DeployError> {
+        let upstreams: Vec<SocketAddr> =
+            self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
         let listen = SocketAddr::from(([127, 0, 0, 1], PEER_PORT));
         let name = variant.as_str();
         let dir = self.cell_dir(name)?;
-        let (bin, conf_name, conf) = match variant {
-            Variant::Nginx => (self.nginx.clone(), "nginx.conf", peers::nginx_conf(&dir, listen, &upstreams, topo.protocol)),
-            _ => (self.haproxy.clone(), "haproxy.cfg", peers::haproxy_conf(listen, &upstreams, topo.protocol)),
-        };
-        let bin = bin.ok_or_else(|| DeployError::Unavailable {
-            reason: peer_check(variant, self.nginx.is_some(), self.haproxy.is_some()).unwrap_err(),
-        })?;
-        let conf_path = dir.join(conf_name);
-        std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
-            what: format!("write {}", conf_path.display()),
-            source,
-        })?;
-        let mut cmd = Command::new(bin);
-        if variant == Variant::Nginx {
-            cmd.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
-        } else {
-            cmd.arg("-db").arg("-f").arg(&conf_path);
-        }
+        let cmd = self
+            .peers
+            .command(variant, &dir, listen, &upstreams, topo.protocol)?;
         let mut p = Proc::spawn_in(name, cmd, &self.pids_file, Some(&client.ns_path()))?;
         let waited = enter::run_in(&client.ns_path(), 1, move || async move {
             let deadline = tokio::time::Instant::now() + READY_PATIENCE;
@@ -297,7 +298,11 @@ impl Netns {
         .await;
         if !matches!(waited, Ok(true)) {
             let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-            return Err(p.failure(&format!("not listening on {listen} in pod {} after {READY_PATIENCE:?}; error.log: {}", client.name, log.trim())));
+            return Err(p.failure(&format!(
+                "not listening on {listen} in pod {} after {READY_PATIENCE:?}; error.log: {}",
+                client.name,
+                log.trim()
+            )));
         }
         Ok((p, listen))
     }
@@ -399,23 +404,9 @@ impl Substrate for Netns {
         self.end_scenario().await;
         let mut endpoints = Vec::new();
         for i in 0..topo.replicas {
-            let delay = match topo.slow_replica_delay {
-                Some(slow) if i + 1 == topo.replicas && topo.replicas > 1 => slow,
-                _ => topo.server_delay,
-            };
-            let name = match topo.replicas {
-                1 => "server".to_string(),
-                _ => format!("server-{i}"),
-            };
+            let (name, cmd) =
+                server_command(&self.bins.loadgen, topo, i, &format!("0.0.0.0:{APP_PORT}"));
             let pod = self.add_pod(&name)?;
-            let mut cmd = Command::new(&self.bins.loadgen);
-            cmd.args(["serve", "--listen", &format!("0.0.0.0:{APP_PORT}")])
-                .arg("--delay")
-                .arg(humantime::format_duration(delay).to_string())
-                .arg("--body-size")
-                .arg(topo.body_size.to_string())
-                .arg("--threads")
-                .arg(topo.server_threads.to_string());
             let mut p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
             addr(&mut p, "listening on ").await?;
             let target = pod.addr(APP_PORT);
@@ -440,8 +431,13 @@ impl Substrate for Netns {
         Ok(())
     }
 
-    async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError> {
-        peer_check(variant, self.nginx.is_some(), self.haproxy.is_some())
+    async fn deploy(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+    ) -> Result<Deployment, DeployError> {
+        self.peers
+            .check(variant)
             .map_err(|reason| DeployError::Unavailable { reason })?;
         if self.servers.is_empty() {
             return Err(DeployError::Start {
@@ -465,7 +461,9 @@ impl Substrate for Netns {
             })
             .collect();
         let mut procs = Vec::new();
-        let deployed = self.deploy_into(variant, topo, &mut cell, &mut components, &mut procs).await;
+        let deployed = self
+            .deploy_into(variant, topo, &mut cell, &mut components, &mut procs)
+            .await;
         let (target, host) = match deployed {
             Ok(t) => t,
             Err(e) => {
@@ -478,27 +476,26 @@ impl Substrate for Netns {
         let protocol = topo.protocol;
         let probe_host = host.clone();
         let ready = enter::run_in(&cell.client.ns_path(), 1, move || async move {
-            probe::until_ok(target, probe_host.as_deref(), "/healthz", protocol, READY_PATIENCE).await
+            probe::until_ok(
+                target,
+                probe_host.as_deref(),
+                "/healthz",
+                protocol,
+                READY_PATIENCE,
+            )
+            .await
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
         let checked = match ready {
-            Err(e) => {
-                let mut detail = format!("GET /healthz from pod {} through the {variant} chain: {e}", cell.client.name);
-                for p in procs.iter_mut() {
-                    if let Some(status) = p.exited() {
-                        detail.push_str(&format!("\n  {} exited ({status})", p.name()));
-                    }
-                    let tail = p.stderr_tail();
-                    if !tail.is_empty() {
-                        detail.push_str(&format!("\n  {} stderr tail:\n{tail}", p.name()));
-                    }
-                }
-                Err(DeployError::Ready {
-                    component: variant.as_str().into(),
-                    detail,
-                })
-            }
+            Err(e) => Err(chain_failure(
+                variant,
+                format!(
+                    "GET /healthz from pod {} through the {variant} chain: {e}",
+                    cell.client.name
+                ),
+                &mut procs,
+            )),
             Ok(()) if variant == Variant::Weft => self.check_strict(variant).await,
             Ok(()) => Ok(()),
         };
@@ -547,14 +544,7 @@ impl Substrate for Netns {
     }
 
     fn versions(&self) -> BTreeMap<String, String> {
-        let mut v = BTreeMap::new();
-        if let Some(ver) = self.nginx.as_deref().and_then(peers::nginx_version) {
-            v.insert("nginx".into(), ver);
-        }
-        if let Some(ver) = self.haproxy.as_deref().and_then(peers::haproxy_version) {
-            v.insert("haproxy".into(), ver);
-        }
-        v
+        self.peers.versions()
     }
 }
 
@@ -585,4 +575,3 @@ pub fn clean() -> Result<Vec<String>, String> {
         None => Ok(removed),
     }
 }
-

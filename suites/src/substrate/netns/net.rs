@@ -141,7 +141,12 @@ pub fn ip(args: &[&str]) -> Result<(), NetError> {
 /// Run `program args` inside namespace `ns` (`ip netns exec`), for short
 /// tools (iptables, sysctl, `weft init`); long-lived processes go through
 /// the spawner instead (see `proc_guard::spawn_in`).
-pub fn exec_in(ns: &str, program: &str, args: &[&str], input: Option<&str>) -> Result<String, NetError> {
+pub fn exec_in(
+    ns: &str,
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<String, NetError> {
     let mut all = vec!["netns", "exec", ns, program];
     all.extend_from_slice(args);
     run("ip", &all, input)
@@ -296,7 +301,12 @@ impl Network {
         ip(&["-n", &node, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &node, "addr", "add", &gw, "dev", "br0"])?;
         ip(&["-n", &node, "link", "set", "br0", "up"])?;
-        exec_in(&node, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"], None)?;
+        exec_in(
+            &node,
+            "sysctl",
+            &["-q", "-w", "net.ipv4.ip_forward=1"],
+            None,
+        )?;
         // Client and server share the bridge: a DNATed reply would go straight
         // back over L2 without being un-NATed, so DNATed flows are masqueraded
         // (what kube-proxy does for hairpin traffic).
@@ -349,7 +359,9 @@ impl Network {
         let gw = GATEWAY.to_string();
         let n = self.node.as_str();
         let p = pod.ns.as_str();
-        ip(&["-n", n, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", p])?;
+        ip(&[
+            "-n", n, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", p,
+        ])?;
         ip(&["-n", n, "link", "set", &peer, "master", "br0", "up"])?;
         ip(&["-n", p, "link", "set", "lo", "up"])?;
         ip(&["-n", p, "addr", "add", &cidr, "dev", "eth0"])?;
@@ -376,13 +388,21 @@ impl Network {
     /// Point Service `vip:port` at `endpoints` in the node's NAT (replacing
     /// every earlier Service rule): each new connection picks one endpoint
     /// uniformly at random, as kube-proxy's iptables mode does.
-    pub fn set_service(&self, vip: Ipv4Addr, port: u16, endpoints: &[SocketAddr]) -> Result<(), NetError> {
+    pub fn set_service(
+        &self,
+        vip: Ipv4Addr,
+        port: u16,
+        endpoints: &[SocketAddr],
+    ) -> Result<(), NetError> {
         let mut rules = String::from("*nat\n:WEFT-SERVICES - [0:0]\n");
         let n = endpoints.len();
         for (i, ep) in endpoints.iter().enumerate() {
             let pick = match n - i {
                 1 => String::new(),
-                left => format!("-m statistic --mode random --probability {:.6} ", 1.0 / left as f64),
+                left => format!(
+                    "-m statistic --mode random --probability {:.6} ",
+                    1.0 / left as f64
+                ),
             };
             rules.push_str(&format!(
                 "-A WEFT-SERVICES -d {vip}/32 -p tcp --dport {port} {pick}-m comment --comment \"weft: endpoint {i}\" -j DNAT --to-destination {ep}\n"
@@ -420,11 +440,21 @@ mod tests {
 
     #[test]
     fn names_carry_the_run_and_parse_back() {
-        let run = RunId { pid: 4242, start: 987654 };
+        let run = RunId {
+            pid: 4242,
+            start: 987654,
+        };
         let name = run.ns_name("server-0");
         assert_eq!(name, "weft-4242-987654-server-0");
         assert_eq!(RunId::of_ns_name(&name), Some(run));
-        for other in ["weft-t99-a", "weft-4242", "weft-4242-x-node", "weft-1-2-", "other-1-2-node", "weft-bench-xyz"] {
+        for other in [
+            "weft-t99-a",
+            "weft-4242",
+            "weft-4242-x-node",
+            "weft-1-2-",
+            "other-1-2-node",
+            "weft-bench-xyz",
+        ] {
             assert_eq!(RunId::of_ns_name(other), None, "{other}");
         }
     }
@@ -433,6 +463,10 @@ mod tests {
     fn a_dead_run_is_told_from_a_live_one() {
         let me = RunId::current();
         assert!(me.alive());
-        assert!(!RunId { start: me.start + 1, ..me }.alive());
+        assert!(!RunId {
+            start: me.start + 1,
+            ..me
+        }
+        .alive());
     }
 }
