@@ -34,14 +34,14 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::{
         conn::auto,
-        graceful::{GracefulShutdown, Watcher},
+        graceful::Watcher,
     },
 };
 use mesh_identity::{peer_identity, SpiffeId, ALPN_WEFT};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, watch},
+    sync::watch,
 };
 use tracing::{debug, warn};
 
@@ -55,7 +55,7 @@ use crate::{
     orig_dst::Gate,
     policy::Verdict,
     refusal::{self, Refusal},
-    server::{accept_next, Phase},
+    server::{serve_connections, Phase},
     tcp::relay,
     transparent::DirectUpstreams,
 };
@@ -119,27 +119,12 @@ struct Target {
 impl Inbound {
     /// Accepts until the phase leaves `Running`, then closes the listening
     /// socket and waits for open connections (the caller bounds the wait).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
-        let graceful = GracefulShutdown::new();
-        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-        loop {
-            let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
-                break;
-            };
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, phase: watch::Receiver<Phase>) {
+        serve_connections(listener, phase, |stream, peer, watcher, phase| {
             let this = Arc::clone(&self);
-            let watcher = graceful.watcher();
-            let phase = phase.clone();
-            let open = open_tx.clone();
-            tokio::spawn(async move {
-                let _open = open;
-                this.connection(stream, peer, watcher, phase).await;
-            });
-        }
-        drop(listener);
-        drop(open_tx);
-        graceful.shutdown().await;
-        // TCP relays are not hyper connections; each holds a sender.
-        let _ = open_rx.recv().await;
+            async move { this.connection(stream, peer, watcher, phase).await }
+        })
+        .await;
     }
 
     fn target(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Target> {

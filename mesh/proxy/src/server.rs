@@ -6,11 +6,14 @@ use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{mpsc, watch},
 };
 use tracing::{debug, warn};
 
@@ -91,6 +94,33 @@ pub async fn serve_proxy(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Accept from `listener` until the phase leaves `Running`, handing each
+/// connection to `handle` on its own task, then close the listening socket
+/// and wait until every connection is done: hyper connections drain
+/// gracefully through their [`Watcher`], and every task (TCP relays
+/// included) holds a sender of a channel whose close says all are gone.
+/// The caller bounds the wait.
+pub(crate) async fn serve_connections<F, Fut>(listener: TcpListener, mut phase: watch::Receiver<Phase>, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr, Watcher, watch::Receiver<Phase>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    while let Some((stream, peer)) = accept_next(&listener, &mut phase).await {
+        let connection = handle(stream, peer, graceful.watcher(), phase.clone());
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            connection.await;
+        });
+    }
+    drop(listener);
+    drop(open_tx);
+    graceful.shutdown().await;
+    let _ = open_rx.recv().await;
 }
 
 /// The next connection of `listener` (TCP_NODELAY set), or `None` once the

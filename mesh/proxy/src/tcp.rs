@@ -16,7 +16,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, watch},
+    sync::watch,
 };
 use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
@@ -29,7 +29,7 @@ use crate::{
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
     metrics::DirectionMetrics,
     refusal::{self, Refusal},
-    server::{accept_next, Phase},
+    server::{serve_connections, Phase},
 };
 
 /// Bound on connecting to the forward's target.
@@ -86,23 +86,12 @@ impl TcpForwarder {
 
     /// Accepts until the phase leaves `Running`, then waits for the open
     /// relays to finish (the caller bounds the wait).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
-        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-        loop {
-            let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
-                break;
-            };
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, phase: watch::Receiver<Phase>) {
+        serve_connections(listener, phase, |stream, peer, _, _| {
             let this = Arc::clone(&self);
-            let open = open_tx.clone();
-            tokio::spawn(async move {
-                let _open = open;
-                this.connection(stream, peer).await;
-            });
-        }
-        drop(listener);
-        drop(open_tx);
-        // Every relay holds a sender; recv() yields None once all are gone.
-        let _ = open_rx.recv().await;
+            async move { this.connection(stream, peer).await }
+        })
+        .await;
     }
 
     async fn connection(&self, client: TcpStream, peer: SocketAddr) {
