@@ -263,7 +263,7 @@ fn a_broken_control_plane_fails_only_the_meshed_cells() {
     let dir = tempfile::tempdir().unwrap();
     let bins = dir.path().join("bin");
     std::fs::create_dir(&bins).unwrap();
-    for b in ["loadgen", "mesh-proxy"] {
+    for b in ["loadgen", "mesh-proxy", "weft"] {
         std::os::unix::fs::symlink(bin_dir().join(b), bins.join(b)).unwrap();
     }
     let fake = write(
