@@ -9,15 +9,14 @@
 //! namespace. Sockets are made by test threads that entered a namespace with
 //! setns(2): a socket stays in the namespace it was created in.
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
 use nix::sys::socket::{getsockopt, sockopt, SockaddrIn};
+use weft_testkit::TestNetns;
 
 const PROXY_UID: &str = "2102";
 
@@ -55,44 +54,17 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A network namespace that is removed (with every process in it) on drop.
-struct Netns {
-    name: String,
+/// The test namespaces (created and removed by `weft_testkit::TestNetns`)
+/// and what these tests do in them.
+type Netns = TestNetns;
+
+trait NetnsExt {
+    fn weft(&self, args: &[&str]) -> Output;
+    fn weft_ok(&self, args: &[&str]) -> String;
+    fn nat(&self, save: &str) -> String;
 }
 
-impl Netns {
-    fn new(what: &str) -> Self {
-        let name = format!("weft-t{}-{what}", std::process::id());
-        // A namespace left by a crashed earlier run with the same pid.
-        let _ = cmd("ip", &["netns", "del", &name]);
-        ok("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a thread inside this namespace; sockets it makes stay in
-    /// the namespace after it returns.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = Path::new("/run/netns").join(&self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
-                    .expect("setns into the test namespace");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    fn exec(&self, program: &str, args: &[&str]) -> Output {
-        let mut all = vec!["netns", "exec", &self.name, program];
-        all.extend_from_slice(args);
-        cmd("ip", &all)
-    }
-
+impl NetnsExt for Netns {
     fn weft(&self, args: &[&str]) -> Output {
         let mut all = vec!["init"];
         all.extend_from_slice(args);
@@ -119,27 +91,6 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
     fs::File,
     net::{IpAddr, SocketAddr},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Output, Stdio},
     sync::{Arc, Mutex},
 };
@@ -38,6 +38,8 @@ use tokio::{
     net::{TcpListener, TcpStream},
     process::{Child, Command},
 };
+
+use weft_testkit::TestNetns;
 
 use crate::{common::*, mesh_support::*};
 
@@ -61,36 +63,19 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A network namespace removed, with every process in it, on drop.
-struct Netns {
-    name: String,
+/// The test's pod namespaces (created and removed by
+/// `weft_testkit::TestNetns`) and what the tests do in them.
+type Netns = TestNetns;
+
+trait NetnsExt {
+    fn wrapper(&self) -> Vec<String>;
+    fn listen(&self, addr: &str) -> TcpListener;
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream>;
+    fn weft_init(&self, extra: &[&str]);
+    async fn curl(&self, extra: &[&str], url: &str) -> Output;
 }
 
-impl Netns {
-    fn new(what: &str) -> Self {
-        let name = format!("weft-t{}-{what}", std::process::id());
-        // Left over by a crashed earlier run with the same pid.
-        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
-        ok("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = Path::new("/run/netns").join(&self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
+impl NetnsExt for Netns {
     /// `ip netns exec NAME` in front of a command.
     fn wrapper(&self) -> Vec<String> {
         args(&["ip", "netns", "exec", &self.name])
@@ -130,16 +115,6 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", &self.name]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            }
-        }
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 /// Pod namespaces `c` (198.18.X.1) and `s` (198.18.X.2), a veth `eth0` in
 /// each; ClusterIPs 198.19.X.0/24 are routed out of the client's eth0 (the
