@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt, SockaddrIn};
-use weft_testkit::TestNetns;
+use weft_testkit::{run_ok as ok, TestNetns};
 
 const PROXY_UID: &str = "2102";
 
@@ -35,24 +35,7 @@ fn require_root() {
     );
 }
 
-fn cmd(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"))
-}
 
-#[track_caller]
-fn ok(program: &str, args: &[&str]) -> String {
-    let out = cmd(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The test namespaces (created and removed by `weft_testkit::TestNetns`)
 /// and what these tests do in them.

@@ -39,7 +39,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use weft_testkit::TestNetns;
+use weft_testkit::{run_ok as ok, TestNetns};
 
 use crate::{common::*, mesh_support::*};
 
@@ -53,15 +53,6 @@ fn require_root() {
     );
 }
 
-#[track_caller]
-fn ok(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The test's pod namespaces (created and removed by
 /// `weft_testkit::TestNetns`) and what the tests do in them.
