@@ -104,8 +104,16 @@ async fn retries_recover_a_flaky_backend_and_respect_the_budget() {
     let proxy = proxy_with(&ctl, &[]).await;
 
     let statuses = load(&proxy, "web.test", 300, 2).await;
-    let failed = statuses.iter().filter(|s| **s != StatusCode::OK).count();
-    assert_eq!(failed, 0, "retries hide the flaky replica");
+    let failed: Vec<(usize, StatusCode)> =
+        statuses.iter().enumerate().filter(|(_, s)| **s != StatusCode::OK).map(|(i, s)| (i, *s)).collect();
+    // Which requests (by order) and what they got: a failure here once
+    // (2 of 300, full suite under load) left no trace of why.
+    assert!(
+        failed.is_empty(),
+        "retries hide the flaky replica; failed (request index, status): {failed:?}; good {} hits, flaky {} hits",
+        good.hits(),
+        flaky.hits()
+    );
     assert!(flaky.hits() > 0, "the flaky replica was tried");
 
     // A backend failing every request: retries stay within the budget.
