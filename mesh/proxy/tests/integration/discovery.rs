@@ -103,6 +103,21 @@ async fn retries_recover_a_flaky_backend_and_respect_the_budget() {
     ctl.state.set_outbound("down.test:80", one_rule(retry_rule(ratio, floor, ttl.as_millis() as u64), 0));
     let proxy = proxy_with(&ctl, &[]).await;
 
+    // Until the Policy stream's first answer arrives (up to 3 s on a loaded
+    // machine) requests take the default route, without retries. Wait until
+    // a request that reached the flaky replica still came back 200: the
+    // retry rule is in force.
+    eventually("the retry rule in force", || {
+        let proxy = &proxy;
+        let flaky = &flaky;
+        async move {
+            let before = flaky.hits();
+            let ok = load(proxy, "web.test", 1, 1).await[0] == StatusCode::OK;
+            (ok && flaky.hits() > before).then_some(())
+        }
+    })
+    .await;
+
     let statuses = load(&proxy, "web.test", 300, 2).await;
     let failed: Vec<(usize, StatusCode)> =
         statuses.iter().enumerate().filter(|(_, s)| **s != StatusCode::OK).map(|(i, s)| (i, *s)).collect();
