@@ -338,6 +338,16 @@ pub fn start_time(pid: u32) -> Option<u64> {
         .map(|s| s.starttime)
 }
 
+/// Whether the process `pid` that started at `start` still runs: a later
+/// process that reused the pid does not count, nor does a zombie (killed,
+/// not yet reaped by its parent).
+pub fn is_running(pid: u32, start: u64) -> bool {
+    procfs::process::Process::new(pid as i32)
+        .ok()
+        .and_then(|p| p.stat().ok())
+        .is_some_and(|s| s.starttime == start && s.state != 'Z')
+}
+
 /// Kill what earlier runs left behind: for every `weft-bench-*` work dir in
 /// `tmp` whose owning bench is dead, SIGKILL the process groups listed in its
 /// `pids` file (only if the leader's start time still matches) and remove it.
@@ -357,7 +367,7 @@ pub fn sweep_strays(tmp: &Path) {
         else {
             continue;
         };
-        if start_time(owner) == Some(owner_start) {
+        if is_running(owner, owner_start) {
             continue; // a live run (maybe a parallel one): not ours to touch
         }
         let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
@@ -444,6 +454,24 @@ mod tests {
         assert!(!status.success(), "the stray was killed");
         assert!(!dead.exists(), "the dead run's dir is removed");
         assert!(live.exists(), "a live run is left alone");
+    }
+
+    #[test]
+    fn a_killed_unreaped_process_is_not_running() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time(pid).unwrap();
+        assert!(is_running(pid, start));
+        assert!(!is_running(pid, start + 1), "another process with the same pid");
+        nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        // Not reaped yet: a zombie, with its stat still there.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while is_running(pid, start) {
+            assert!(std::time::Instant::now() < deadline, "still running after SIGKILL");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(start_time(pid), Some(start), "a zombie until reaped");
+        child.wait().unwrap();
     }
 
     #[test]

@@ -55,9 +55,10 @@ impl RunId {
         }
     }
 
-    /// Whether the owning process is still running.
+    /// Whether the owning process is still running (a killed one that is
+    /// not reaped yet is not).
     pub fn alive(&self) -> bool {
-        crate::substrate::proc_guard::start_time(self.pid) == Some(self.start)
+        crate::substrate::proc_guard::is_running(self.pid, self.start)
     }
 
     /// The namespace name of `what` (`node`, `server-0`, ...) in this run.
