@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  client ns  198.18.X.1                          server ns  198.18.X.2
-//!  curl ─(OUTPUT REDIRECT)─> :4140 proxy ══mTLS══> (PREROUTING REDIRECT) :4143 proxy ─> app :8080 / :7000
+//!  curl ─(OUTPUT REDIRECT)─> outbound proxy ══mTLS══> (PREROUTING REDIRECT) inbound proxy ─> app :8080 / :7000
+//!  (the proxies listen on ephemeral ports; `weft init` is given them)
 //!                                       └─plain─> :9090 (unknown to the control plane; skip-inbound)
 //!                                                  mesh-control 198.18.X.2:<ephemeral> (skip-inbound)
 //! ```
@@ -138,20 +139,26 @@ impl Pods {
     }
 }
 
-/// A proxy in a namespace, as the proxy uid, on the ports `weft init`
-/// redirects to (4140, 4143) and the admin port 4191.
+/// A proxy in a namespace, as the proxy uid, on ephemeral ports that
+/// `weft init` is then told to redirect to.
 struct NsProxy {
     _child: Child,
     log: PathBuf,
+    /// Where its outbound listener is (127.0.0.1, ephemeral).
+    outbound: SocketAddr,
+    /// Its admin listener, skipped by the inbound redirect.
+    admin: SocketAddr,
 }
 
 impl NsProxy {
-    async fn start(ns: &Netns, log: PathBuf, extra: &[String]) -> Self {
+    /// Start the proxy, read its listeners back, then install `weft init`'s
+    /// rules for those ports in `ns`, also leaving `skip_inbound` ports alone.
+    async fn start(ns: &Netns, log: PathBuf, extra: &[String], skip_inbound: &[u16]) -> Self {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "setpriv"])
             .args([&format!("--reuid={PROXY_UID}"), &format!("--regid={PROXY_UID}"), "--clear-groups", BIN])
-            .args(["--transparent", "--outbound-listen", "127.0.0.1:4140", "--inbound-listen", "0.0.0.0:4143"])
-            .args(["--admin-listen", "127.0.0.1:4191", "--detect-timeout", "300ms"])
+            .args(["--transparent", "--outbound-listen", "127.0.0.1:0", "--inbound-listen", "0.0.0.0:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--detect-timeout", "300ms"])
             .args(extra)
             .env("RUST_LOG", std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -167,13 +174,27 @@ impl NsProxy {
             let line = line.unwrap_or_else(|| panic!("proxy exited: {}", std::fs::read_to_string(&log).unwrap_or_default()));
             seen.push(line);
         }
-        // Transparent mode has an inbound listener without --app.
-        assert_eq!(
-            seen,
-            ["listening outbound 127.0.0.1:4140", "listening inbound 0.0.0.0:4143", "listening admin 127.0.0.1:4191"]
-        );
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { _child: child, log }
+        // Transparent mode has an inbound listener without --app.
+        let addr = |name: &str| -> SocketAddr {
+            let prefix = format!("listening {name} ");
+            seen.iter()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}...` line in {seen:?}"))
+                .parse()
+                .unwrap()
+        };
+        let (outbound, inbound, admin) = (addr("outbound"), addr("inbound"), addr("admin"));
+        let skip: Vec<String> = std::iter::once(admin.port()).chain(skip_inbound.iter().copied()).map(|p| p.to_string()).collect();
+        ns.weft_init(&[
+            "--outbound-port",
+            &outbound.port().to_string(),
+            "--inbound-port",
+            &inbound.port().to_string(),
+            "--skip-inbound-ports",
+            &skip.join(","),
+        ]);
+        Self { _child: child, log, outbound, admin }
     }
 
     fn stderr(&self) -> String {
@@ -192,21 +213,17 @@ async fn ns_get(ns: &Netns, addr: SocketAddr, path: &str) -> (StatusCode, String
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn admin() -> SocketAddr {
-    "127.0.0.1:4191".parse().unwrap()
-}
-
-async fn ns_metrics(ns: &Netns) -> String {
-    let (status, body) = ns_get(ns, admin(), "/metrics").await;
+async fn ns_metrics(ns: &Netns, proxy: &NsProxy) -> String {
+    let (status, body) = ns_get(ns, proxy.admin, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     body
 }
 
-async fn ns_ready(ns: &Netns) {
+async fn ns_ready(ns: &Netns, proxy: &NsProxy) {
     eventually("proxy ready", || async {
-        let stream = ns.connect(admin()).ok()?;
+        let stream = ns.connect(proxy.admin).ok()?;
         drop(stream);
-        (ns_get(ns, admin(), "/ready").await.0 == StatusCode::OK).then_some(())
+        (ns_get(ns, proxy.admin, "/ready").await.0 == StatusCode::OK).then_some(())
     })
     .await;
 }
@@ -344,8 +361,6 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     readable_by_proxy(&m);
 
     // The control plane and the unknown app are reached without the server's proxy.
-    pods.server.weft_init(&["--skip-inbound-ports", &format!("4190,4191,9090,{}", cp.addr.port())]);
-    pods.client.weft_init(&[]);
 
     let ctl = cp.addr.to_string();
     let mut common = args(&["--destination", &ctl, "--policy", &ctl]);
@@ -354,10 +369,11 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let mut server_args = m.identity_args(server_id, cp.addr);
     server_args.append(&mut common);
     server_args.push("--forward-client-identity".into());
-    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args).await;
-    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args).await;
-    ns_ready(&pods.client).await;
-    ns_ready(&pods.server).await;
+    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args, &[]).await;
+    // The control plane and the unknown app are reached without the server's proxy.
+    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args, &[9090, cp.addr.port()]).await;
+    ns_ready(&pods.client, &client).await;
+    ns_ready(&pods.server, &server).await;
 
     // (a) HTTP to the pod IP and to the ClusterIP, HTTP/1 and h2: mTLS
     // between the proxies, the app sees the client's identity, Host unchanged.
@@ -378,7 +394,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
         assert!(body.contains(host.as_str()), "Host passed unchanged: {}", diag());
         assert!(body.contains(&format!("version={version}")), "{}", diag());
     }
-    let (cm, sm) = (ns_metrics(&pods.client).await, ns_metrics(&pods.server).await);
+    let (cm, sm) = (ns_metrics(&pods.client, &client).await, ns_metrics(&pods.server, &server).await);
     assert_eq!(requests(&cm, "outbound"), 3.0, "client proxy counts every request outbound:\n{cm}");
     assert_eq!(requests(&sm, "inbound"), 3.0, "server proxy counts every request inbound:\n{sm}");
 
@@ -394,14 +410,14 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
 
     // (c) Straight to the outbound port: refused as a loop, counted, and the
     // proxy goes on serving.
-    let before = ns_metrics(&pods.client).await;
+    let before = ns_metrics(&pods.client, &client).await;
     let loops = |text: &str| metric(text, r#"weft_refused_connections_total{direction="outbound",reason="loop"}"#).unwrap_or(0.0);
-    let mut direct = pods.client.connect("127.0.0.1:4140".parse().unwrap()).unwrap();
+    let mut direct = pods.client.connect(client.outbound).unwrap();
     let _ = direct.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let mut rest = Vec::new();
     let _ = within("the proxy closes a loop", direct.read_to_end(&mut rest)).await;
     assert!(rest.is_empty(), "nothing is answered: {}", String::from_utf8_lossy(&rest));
-    let after = ns_metrics(&pods.client).await;
+    let after = ns_metrics(&pods.client, &client).await;
     assert_eq!(loops(&after) - loops(&before), 1.0, "{after}");
     assert!(client.stderr().contains("redirect loop"), "{}", client.stderr());
 
@@ -411,9 +427,9 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), client.stderr());
     assert!(body.contains(&format!("peer={client_ip}\n")) && !body.contains("weft-client-id"), "{body}");
-    let cm = ns_metrics(&pods.client).await;
+    let cm = ns_metrics(&pods.client, &client).await;
     assert_eq!(requests(&cm, "outbound"), 4.0, "{cm}");
-    assert_eq!(requests(&ns_metrics(&pods.server).await, "inbound"), 3.0, "the server's proxy was not on the path");
+    assert_eq!(requests(&ns_metrics(&pods.server, &server).await, "inbound"), 3.0, "the server's proxy was not on the path");
 
     // (e) Port 7001's policy names someone else: the meshed connection is
     // closed by the server's proxy before it reaches the app, and counted.
@@ -421,7 +437,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let mut got = Vec::new();
     let _ = within("the server's proxy closes an unauthorized connection", vault.read_to_end(&mut got)).await;
     assert!(got.is_empty(), "no banner: {}", String::from_utf8_lossy(&got));
-    let sm = ns_metrics(&pods.server).await;
+    let sm = ns_metrics(&pods.server, &server).await;
     let denied = r#"weft_inbound_authz_denied_total{protocol="tcp",reason="unauthorized"}"#;
     assert_eq!(metric(&sm, denied), Some(1.0), "{sm}");
     assert!(vault_peers.lock().unwrap().is_empty(), "the app never saw it");
@@ -442,12 +458,10 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
     let _web = http_app(pods.server.listen("0.0.0.0:8080"));
     let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
     let dir = tempfile::tempdir().unwrap();
-    pods.server.weft_init(&[]);
-    pods.client.weft_init(&[]);
-    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &[]).await;
-    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &[]).await;
-    ns_ready(&pods.client).await;
-    ns_ready(&pods.server).await;
+    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &[], &[]).await;
+    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &[], &[]).await;
+    ns_ready(&pods.client, &client).await;
+    ns_ready(&pods.server, &server).await;
 
     for flags in [vec![], vec!["--http2-prior-knowledge"]] {
         let out = pods.client.curl(&flags, &format!("http://{server_ip}:8080/headers")).await;
@@ -457,8 +471,8 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
         let expected = if flags.is_empty() { "version=HTTP/1.1" } else { "version=HTTP/2.0" };
         assert!(body.contains(expected), "the request's own protocol, {expected}: {body}");
     }
-    assert_eq!(requests(&ns_metrics(&pods.client).await, "outbound"), 2.0);
-    assert_eq!(requests(&ns_metrics(&pods.server).await, "inbound"), 2.0);
+    assert_eq!(requests(&ns_metrics(&pods.client, &client).await, "outbound"), 2.0);
+    assert_eq!(requests(&ns_metrics(&pods.server, &server).await, "inbound"), 2.0);
 
     let mut db = pods.client.connect(SocketAddr::new(server_ip, 7000)).unwrap();
     assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n");
