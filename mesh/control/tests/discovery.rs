@@ -39,7 +39,7 @@ fn web(addrs: &[&str]) -> String {
         "apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: shop}}
-spec: {{clusterIP: 10.96.0.10, ports: [{{name: http, port: 80, appProtocol: http}}]}}
+spec: {{clusterIP: 198.19.0.10, ports: [{{name: http, port: 80, appProtocol: http}}]}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -57,7 +57,7 @@ endpoints:
 const SPLIT: &str = "apiVersion: v1
 kind: Service
 metadata: {name: web-v2, namespace: shop}
-spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}
+spec: {clusterIP: 198.19.0.11, ports: [{name: http, port: 80}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -104,7 +104,7 @@ async fn destination_streams_the_set_then_directory_edits() {
     let fixture = Fixture::new();
     let manifests = fixture.dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
-    write(&manifests, "web.yaml", &web(&["127.0.0.1", "127.0.0.2"]));
+    write(&manifests, "web.yaml", &web(&["198.18.0.1", "198.18.0.2"]));
     let cp = start(&manifests, &fixture).await;
     let mut client = DestinationClient::new(channel(cp.addr).await);
 
@@ -114,7 +114,7 @@ async fn destination_streams_the_set_then_directory_edits() {
     let Some(U::Add(first)) = next(&mut stream).await.update else { panic!("first message must be the full set") };
     let mut addrs: Vec<SocketAddr> = first.endpoints.iter().map(|e| addr_of(e.addr.as_ref().unwrap())).collect();
     addrs.sort();
-    assert_eq!(addrs, ["127.0.0.1:8080".parse().unwrap(), "127.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(addrs, ["198.18.0.1:8080".parse().unwrap(), "198.18.0.2:8080".parse::<SocketAddr>().unwrap()]);
     for e in &first.endpoints {
         assert_eq!(e.identity, "spiffe://cluster.local/ns/shop/sa/web");
         assert_eq!(e.protocol_hint, ProtocolHint::H2 as i32);
@@ -122,19 +122,19 @@ async fn destination_streams_the_set_then_directory_edits() {
         assert_eq!(e.labels["service"], "web");
     }
 
-    // Remove 127.0.0.2, add 127.0.0.3: a Remove then an Add.
-    write(&manifests, "web.yaml", &web(&["127.0.0.1", "127.0.0.3"]));
+    // Remove 198.18.0.2, add 198.18.0.3: a Remove then an Add.
+    write(&manifests, "web.yaml", &web(&["198.18.0.1", "198.18.0.3"]));
     let Some(U::Remove(removed)) = next(&mut stream).await.update else { panic!("expected a Remove") };
     assert_eq!(
         removed.addrs.iter().map(addr_of).collect::<Vec<_>>(),
-        ["127.0.0.2:8080".parse::<SocketAddr>().unwrap()]
+        ["198.18.0.2:8080".parse::<SocketAddr>().unwrap()]
     );
     let Some(U::Add(added)) = next(&mut stream).await.update else { panic!("expected an Add") };
     let added: Vec<_> = added.endpoints.iter().map(|e| addr_of(e.addr.as_ref().unwrap())).collect();
-    assert_eq!(added, ["127.0.0.3:8080".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(added, ["198.18.0.3:8080".parse::<SocketAddr>().unwrap()]);
 
     // The ClusterIP resolves to the same Service.
-    let mut by_ip = client.get(get("10.96.0.10:80")).await.unwrap().into_inner();
+    let mut by_ip = client.get(get("198.19.0.10:80")).await.unwrap().into_inner();
     let Some(U::Add(set)) = next(&mut by_ip).await.update else { panic!() };
     assert_eq!(set.endpoints.len(), 2);
 
@@ -166,7 +166,7 @@ async fn policy_serves_weighted_routes_and_inbound_defaults() {
     let fixture = Fixture::new();
     let manifests = fixture.dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
-    write(&manifests, "web.yaml", &web(&["127.0.0.1"]));
+    write(&manifests, "web.yaml", &web(&["198.18.0.1"]));
     write(&manifests, "split.yaml", SPLIT);
     let cp = start(&manifests, &fixture).await;
     let mut client = PolicyClient::new(channel(cp.addr).await);

@@ -15,7 +15,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop, annotations: {config.weft.io/opaque-ports: "5432"}}
 spec:
-  clusterIP: 10.96.0.10
+  clusterIP: 198.19.0.10
   ports: [{name: http, port: 80, appProtocol: http}, {name: db, port: 5432}]
 ---
 apiVersion: discovery.k8s.io/v1
@@ -24,16 +24,16 @@ metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: we
 addressType: IPv4
 ports: [{name: http, port: 8080}, {name: db, port: 15432}]
 endpoints:
-- addresses: [127.0.0.1]
+- addresses: [198.18.0.1]
   targetRef: {kind: Pod, name: web-a}
-- addresses: [127.0.0.2]
+- addresses: [198.18.0.2]
   conditions: {ready: false}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: web-a, namespace: shop, annotations: {weft.io/inject: enabled}}
 spec: {serviceAccountName: web, containers: [{name: app}]}
-status: {podIP: 127.0.0.1}
+status: {podIP: 198.18.0.1}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -53,7 +53,7 @@ fn core_objects_convert_and_unknown_kinds_are_skipped() {
     let rs = parse(SHOP);
     assert_eq!(rs.len(), 3, "Deployment is ignored");
     let Resource::Service(svc) = &rs[0] else { panic!("{:?}", rs[0]) };
-    assert_eq!(svc.cluster_ips, ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(svc.cluster_ips, ["198.19.0.10".parse::<std::net::IpAddr>().unwrap()]);
     assert_eq!(svc.ports[0].protocol, Protocol::Http1);
     assert_eq!(svc.ports[1].protocol, Protocol::Opaque);
     let Resource::EndpointSlice(slice) = &rs[1] else { panic!() };
@@ -260,13 +260,13 @@ fn slice(service: &str, addrs: &[&str]) -> String {
 #[tokio::test]
 async fn directory_hot_reload_keeps_the_last_good_file() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "web.yaml", &format!("{}---\n{}", service("web", "10.96.0.10"), slice("web", &["127.0.0.1"])));
+    write(dir.path(), "web.yaml", &format!("{}---\n{}", service("web", "198.19.0.10"), slice("web", &["198.18.0.1"])));
     let index = Index::new(Config::default());
     let mut manifests = Manifests::new(dir.path(), index.clone());
     let metrics = manifests.metrics();
     let report = manifests.scan().unwrap();
     assert_eq!((report.files, report.changes), (1, 2));
-    assert_eq!(endpoints(&index, "web.shop:80"), ["127.0.0.1:8080"]);
+    assert_eq!(endpoints(&index, "web.shop:80"), ["198.18.0.1:8080"]);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(manifests.run(Duration::from_millis(50), async move {
@@ -277,13 +277,13 @@ async fn directory_hot_reload_keeps_the_last_good_file() {
     write(
         dir.path(),
         "web.yaml",
-        &format!("{}---\n{}", service("web", "10.96.0.10"), slice("web", &["127.0.0.1", "127.0.0.2"])),
+        &format!("{}---\n{}", service("web", "198.19.0.10"), slice("web", &["198.18.0.1", "198.18.0.2"])),
     );
     support::eventually("edit applied", || async { (endpoints(&index, "web.shop:80").len() == 2).then_some(()) }).await;
 
     // New file, in a subdirectory.
     std::fs::create_dir(dir.path().join("more")).unwrap();
-    write(&dir.path().join("more"), "api.yml", &service("api", "10.96.0.11"));
+    write(&dir.path().join("more"), "api.yml", &service("api", "198.19.0.11"));
     support::eventually("new file applied", || async {
         index.watch_destination("api.shop:80").unwrap().borrow().exists.then_some(())
     })
@@ -304,9 +304,9 @@ async fn directory_hot_reload_keeps_the_last_good_file() {
     })
     .await;
     // Fixing the broken file applies it.
-    write(dir.path(), "web.yaml", &format!("{}---\n{}", service("web", "10.96.0.10"), slice("web", &["127.0.0.3"])));
+    write(dir.path(), "web.yaml", &format!("{}---\n{}", service("web", "198.19.0.10"), slice("web", &["198.18.0.3"])));
     support::eventually("fix applied", || async {
-        (endpoints(&index, "web.shop:80") == ["127.0.0.3:8080"]).then_some(())
+        (endpoints(&index, "web.shop:80") == ["198.18.0.3:8080"]).then_some(())
     })
     .await;
     // Routes follow too.
