@@ -147,10 +147,10 @@ impl Capture {
         Capture { child, file }
     }
 
-    /// Stop and return the captured bytes.
+    /// Stop and return the captured bytes. Every request whose response
+    /// came back has crossed the interface; tcpdump in immediate mode has
+    /// them and writes them (-U) before it exits on SIGINT.
     fn finish(mut self) -> Vec<u8> {
-        // Let the last segments reach the file (-U flushes per packet).
-        std::thread::sleep(Duration::from_millis(300));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,

@@ -3,6 +3,7 @@
 //! their budget, endpoint churn, a control-plane outage, and inbound
 //! authorization between meshed proxies.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -186,8 +187,10 @@ async fn control_plane_outage_never_fails_requests() {
     for _ in 0..50 {
         assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
     }
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let runner = {
         let addr = proxy.outbound;
+        let progress = Arc::clone(&progress);
         tokio::spawn(async move {
             let mut conn = H1::connect(addr).await.unwrap();
             let mut failures = 0;
@@ -198,11 +201,17 @@ async fn control_plane_outage_never_fails_requests() {
                     failures += 1;
                 }
                 sent += 1;
+                progress.store(sent, std::sync::atomic::Ordering::Relaxed);
             }
             (sent, failures)
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await; // let traffic flow before the outage
+    // Traffic is flowing before the outage.
+    eventually("100 requests before the outage", || {
+        let progress = Arc::clone(&progress);
+        async move { (progress.load(std::sync::atomic::Ordering::Relaxed) >= 100).then_some(()) }
+    })
+    .await;
     ctl.kill();
     let (sent, failures) = within("traffic during the outage", runner).await.unwrap();
     assert_eq!(failures, 0, "{failures} of {sent} requests failed during the outage");
