@@ -161,18 +161,18 @@ fn reconnects_when_the_server_closes_every_connection() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             use std::io::{Read, Write};
-            listener.set_nonblocking(true).unwrap();
+            // Blocking accept; the test wakes it with one last connection
+            // after setting `stop`.
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
-                        s.set_nonblocking(false).unwrap();
                         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                         let mut buf = [0u8; 4096];
                         if matches!(s.read(&mut buf), Ok(n) if n > 0) {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
                         }
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(e) => panic!("accept: {e}"),
                 }
             }
         })
@@ -208,5 +208,6 @@ fn reconnects_when_the_server_closes_every_connection() {
         );
     }
     stop.store(true, Ordering::Relaxed);
+    drop(std::net::TcpStream::connect(addr));
     server.join().unwrap();
 }

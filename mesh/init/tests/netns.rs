@@ -13,7 +13,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt, SockaddrIn};
 use weft_testkit::{run_ok as ok, TestNetns};
@@ -138,21 +138,21 @@ fn connect(ns: &Netns, addr: impl Into<SocketAddr>) -> std::io::Result<TcpStream
 /// The next connection on `listener`, polled until the patience runs out.
 #[track_caller]
 fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
-    let deadline = Instant::now() + patience();
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                stream.set_nonblocking(false).unwrap();
-                return (stream, peer);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!(
-                "{what}: no connection arrived on {:?}: {e}",
-                listener.local_addr()
-            ),
-        }
+    // A blocking accept bounded by SO_RCVTIMEO (Linux applies it to
+    // accept); then back to non-blocking for `pending`.
+    listener.set_nonblocking(false).unwrap();
+    socket2::SockRef::from(listener)
+        .set_read_timeout(Some(patience()))
+        .unwrap();
+    let accepted = listener.accept();
+    listener.set_nonblocking(true).unwrap();
+    match accepted {
+        Ok((stream, peer)) => (stream, peer),
+        Err(e) => panic!(
+            "{what}: no connection arrived on {:?} within {:?}: {e}",
+            listener.local_addr(),
+            patience()
+        ),
     }
 }
 
