@@ -1,6 +1,10 @@
 //! Test-only helpers shared by Weft's crates: a network namespace that a
-//! root test creates, works in, and always removes.
+//! root test creates, works in, and always removes; and waiting for
+//! something that should happen ([`eventually`]).
 #![forbid(unsafe_code)]
+
+mod wait;
+pub use wait::{eventually, eventually_async, eventually_for, patience};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loadgen::Summary;
 
@@ -18,29 +18,8 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     LOAD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(secs)
-}
-
-/// Polls `f` every 10 ms until it returns `Some`, or panics after the patience.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + patience();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what} after {:?}",
-            patience()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use weft_testkit::{eventually, patience};
 
 /// A `loadgen serve` process; killed (after a SIGCONT, in case a test stopped it) on drop.
 pub struct Server {

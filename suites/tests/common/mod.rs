@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 /// The `bench` binary under test.
 pub fn bench_exe() -> PathBuf {
@@ -40,28 +39,9 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// How long to wait for things that should happen soon.
-pub fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(secs)
-}
-
-/// Poll `f` until it returns `Some`, or panic after `patience` with `what`.
-pub fn eventually<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > patience {
-            panic!("gave up after {patience:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// `eventually(what, patience, check)`: waits with an explicit patience.
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use weft_testkit::{eventually_for as eventually, patience};
 
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -3,7 +3,6 @@
 //! `WEFT_TEST_PATIENCE_SECS`.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -15,26 +14,8 @@ use tokio::process::{Child, Command};
 
 pub const TD: &str = "cluster.local";
 
-pub fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    Duration::from_secs(secs)
-}
-
-/// Polls `check` until it returns `Some`, failing the test after the patience.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + patience();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use weft_testkit::{eventually_async as eventually, patience};
 
 pub fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()

@@ -26,30 +26,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-/// How long any wait in these tests may take; raise on slow machines.
-pub fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(secs)
-}
-
-/// Polls `check` until it returns `Some`, failing the test after `patience()`.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + patience();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use weft_testkit::{eventually_async as eventually, patience};
 
 /// Bounds any single await by `patience()`.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
