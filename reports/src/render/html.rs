@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::charts::{self, Palette};
-use super::{added, control_rss, cpu, env_lines, errors, load_details, most_demanding, ms, repetitions, rps, rss, LEGEND};
+use super::{env_lines, load_details, most_demanding, repetitions, Columns, LEGEND};
 use crate::compare::{self, Cell, GroupKey};
 use crate::record::Report;
 
@@ -180,25 +180,20 @@ fn strip_xml_decl(svg: &str) -> &str {
 }
 
 fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
-    let late = group.iter().any(|c| c.late_sends > 0);
-    let mixed_reps = group.iter().any(|c| c.repetitions != group[0].repetitions);
-    let control = group.iter().any(|c| c.control_rss_peak.is_some());
-    out.push_str("<table>\n<thead><tr><th>variant</th><th>p50<br>ms</th><th>p90<br>ms</th><th>p99<br>ms</th>\
-                  <th>p99.9<br>ms</th><th>max<br>ms</th><th>added p50</th><th>added p99</th>\
-                  <th>achieved rps</th><th>errors</th>");
-    if late {
-        out.push_str("<th>late sends</th>");
-    }
-    out.push_str("<th>proxy peak RSS<br>MiB</th><th>proxy CPU<br>cores / 1000 rps</th>");
-    if control {
-        out.push_str("<th>control plane RSS<br>MiB</th>");
-    }
-    if mixed_reps {
-        out.push_str("<th>reps</th>");
+    let columns = Columns::of(group);
+    out.push_str("<table>\n<thead><tr><th>variant</th>");
+    for (name, unit) in columns.headers() {
+        match unit {
+            Some(unit) => {
+                let _ = write!(out, "<th>{}<br>{}</th>", esc(name), esc(unit));
+            }
+            None => {
+                let _ = write!(out, "<th>{}</th>", esc(name));
+            }
+        }
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for c in group {
-        let l = &c.latency_us;
         let color = palette.color(&c.variant);
         let _ = write!(
             out,
@@ -209,28 +204,7 @@ fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
             color.2,
             esc(&c.variant)
         );
-        let mut cols = vec![
-            ms(l.p50),
-            ms(l.p90),
-            ms(l.p99),
-            ms(l.p999),
-            ms(l.max),
-            added(c.added_p50_us, c.ratio_p50),
-            added(c.added_p99_us, c.ratio_p99),
-            rps(c.achieved_rps),
-            errors(c),
-        ];
-        if late {
-            cols.push(c.late_sends.to_string());
-        }
-        cols.extend([rss(c), cpu(c)]);
-        if control {
-            cols.push(control_rss(c));
-        }
-        if mixed_reps {
-            cols.push(c.repetitions.to_string());
-        }
-        for v in cols {
+        for v in columns.row(c) {
             let _ = write!(out, "<td>{}</td>", esc(&v));
         }
         out.push_str("</tr>\n");

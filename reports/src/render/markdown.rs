@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{added, control_rss, cpu, env_lines, errors, load_details, ms, repetitions, rps, rss, LEGEND};
+use super::{env_lines, load_details, repetitions, Columns, LEGEND};
 use crate::compare::{self, Cell};
 use crate::record::Report;
 
@@ -57,59 +57,19 @@ pub fn markdown(report: &Report) -> String {
 }
 
 fn table(out: &mut String, group: &[&Cell]) {
-    let late = group.iter().any(|c| c.late_sends > 0);
-    let mixed_reps = group.iter().any(|c| c.repetitions != group[0].repetitions);
-    let control = group.iter().any(|c| c.control_rss_peak.is_some());
-    let mut header = vec![
-        "variant",
-        "p50 (ms)",
-        "p90 (ms)",
-        "p99 (ms)",
-        "p99.9 (ms)",
-        "max (ms)",
-        "added p50",
-        "added p99",
-        "achieved rps",
-        "errors",
-    ];
-    if late {
-        header.push("late sends");
-    }
-    header.extend(["proxy peak RSS (MiB)", "proxy CPU / 1000 rps (cores)"]);
-    if control {
-        header.push("control plane RSS (MiB)");
-    }
-    if mixed_reps {
-        header.push("reps");
-    }
+    let columns = Columns::of(group);
+    let header: Vec<String> = std::iter::once("variant".to_owned())
+        .chain(columns.headers().into_iter().map(|(name, unit)| match unit {
+            Some(unit) => format!("{name} ({unit})"),
+            None => name.to_owned(),
+        }))
+        .collect();
     let _ = writeln!(out, "| {} |", header.join(" | "));
-    let align: Vec<&str> = header.iter().enumerate().map(|(i, _)| if i == 0 { "---" } else { "---:" }).collect();
+    let align: Vec<&str> = (0..header.len()).map(|i| if i == 0 { "---" } else { "---:" }).collect();
     let _ = writeln!(out, "| {} |", align.join(" | "));
     for c in group {
-        let l = &c.latency_us;
-        let mut row = vec![
-            format!("`{}`", c.variant),
-            ms(l.p50),
-            ms(l.p90),
-            ms(l.p99),
-            ms(l.p999),
-            ms(l.max),
-            added(c.added_p50_us, c.ratio_p50),
-            added(c.added_p99_us, c.ratio_p99),
-            rps(c.achieved_rps),
-            errors(c),
-        ];
-        if late {
-            row.push(c.late_sends.to_string());
-        }
-        row.extend([rss(c), cpu(c)]);
-        if control {
-            row.push(control_rss(c));
-        }
-        if mixed_reps {
-            row.push(c.repetitions.to_string());
-        }
-        let _ = writeln!(out, "| {} |", row.join(" | "));
+        let row = columns.row(c);
+        let _ = writeln!(out, "| `{}` | {} |", c.variant, row.join(" | "));
     }
 }
 

@@ -96,6 +96,78 @@ fn most_demanding(groups: &[(GroupKey, Vec<&Cell>)]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// The columns of one group's table after `variant`, and each cell's values
+/// in them: Markdown and HTML show the same table. Optional columns appear
+/// only when some row has something to say in them.
+struct Columns {
+    late: bool,
+    control: bool,
+    mixed_reps: bool,
+}
+
+impl Columns {
+    fn of(group: &[&Cell]) -> Columns {
+        Columns {
+            late: group.iter().any(|c| c.late_sends > 0),
+            control: group.iter().any(|c| c.control_rss_peak.is_some()),
+            mixed_reps: group.iter().any(|c| c.repetitions != group[0].repetitions),
+        }
+    }
+
+    /// Each column's name and, where it has one, its unit.
+    fn headers(&self) -> Vec<(&'static str, Option<&'static str>)> {
+        let mut h = vec![
+            ("p50", Some("ms")),
+            ("p90", Some("ms")),
+            ("p99", Some("ms")),
+            ("p99.9", Some("ms")),
+            ("max", Some("ms")),
+            ("added p50", None),
+            ("added p99", None),
+            ("achieved rps", None),
+            ("errors", None),
+        ];
+        if self.late {
+            h.push(("late sends", None));
+        }
+        h.extend([("proxy peak RSS", Some("MiB")), ("proxy CPU / 1000 rps", Some("cores"))]);
+        if self.control {
+            h.push(("control plane RSS", Some("MiB")));
+        }
+        if self.mixed_reps {
+            h.push(("reps", None));
+        }
+        h
+    }
+
+    /// One cell's values, in the order of [`Columns::headers`].
+    fn row(&self, c: &Cell) -> Vec<String> {
+        let l = &c.latency_us;
+        let mut row = vec![
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            added(c.added_p50_us, c.ratio_p50),
+            added(c.added_p99_us, c.ratio_p99),
+            rps(c.achieved_rps),
+            errors(c),
+        ];
+        if self.late {
+            row.push(c.late_sends.to_string());
+        }
+        row.extend([rss(c), cpu(c)]);
+        if self.control {
+            row.push(control_rss(c));
+        }
+        if self.mixed_reps {
+            row.push(c.repetitions.to_string());
+        }
+        row
+    }
+}
+
 // Shared number formatting, so Markdown and HTML say the same thing.
 
 const MIB: f64 = 1024.0 * 1024.0;
