@@ -82,6 +82,45 @@ struct Sidecar<'a> {
     discovery: bool,
 }
 
+impl<'a> Sidecar<'a> {
+    /// A meshed proxy: identity from the control plane, strict inbound
+    /// (the default policy, as deployed), targets found through Destination.
+    fn meshed(name: &'a str, identity: &'static str, app: Option<SocketAddr>) -> Sidecar<'a> {
+        Sidecar {
+            name,
+            identity: Some(identity),
+            route: None,
+            app,
+            inbound_plaintext: false,
+            discovery: true,
+        }
+    }
+
+    /// A plaintext server sidecar in front of `app`.
+    fn plaintext_inbound(app: SocketAddr) -> Sidecar<'static> {
+        Sidecar {
+            name: "proxy-inbound",
+            identity: None,
+            route: None,
+            app: Some(app),
+            inbound_plaintext: true,
+            discovery: false,
+        }
+    }
+
+    /// A plaintext client sidecar that routes [`MESH_AUTHORITY`] to `route`.
+    fn plaintext_outbound(route: SocketAddr) -> Sidecar<'static> {
+        Sidecar {
+            name: "proxy-outbound",
+            identity: None,
+            route: Some(route),
+            app: None,
+            inbound_plaintext: false,
+            discovery: false,
+        }
+    }
+}
+
 impl Local {
     /// `work` is the run's private temp dir (configs, logs, the pid file).
     pub fn new(bins: Binaries, work: &Path) -> Local {
@@ -338,29 +377,14 @@ impl Substrate for Local {
                         _ => format!("proxy-inbound-{i}"),
                     };
                     let (inb, _, inbound) = self
-                        .mesh_proxy(Sidecar {
-                            name: &name,
-                            identity: Some(SERVER_ID),
-                            route: None,
-                            app: Some(*app),
-                            // The default strict policy, as deployed.
-                            inbound_plaintext: false,
-                            discovery: true,
-                        })
+                        .mesh_proxy(Sidecar::meshed(&name, SERVER_ID, Some(*app)))
                         .await?;
                     keep(&mut components, &mut procs, inb, Role::Proxy);
                     strict_inbound.push(inbound.expect("inbound requested"));
                 }
                 self.control_plane()?.publish_endpoints(&strict_inbound)?;
                 let (outb, outbound, _) = self
-                    .mesh_proxy(Sidecar {
-                        name: "proxy-outbound",
-                        identity: Some(CLIENT_ID),
-                        route: None,
-                        app: None,
-                        inbound_plaintext: false,
-                        discovery: true,
-                    })
+                    .mesh_proxy(Sidecar::meshed("proxy-outbound", CLIENT_ID, None))
                     .await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
                 components.push(Component {
@@ -371,56 +395,23 @@ impl Substrate for Local {
                 (outbound, Some(manifests::AUTHORITY.to_string()))
             }
             Variant::WeftPlaintext => {
-                let (inb, _, inbound) = self
-                    .mesh_proxy(Sidecar {
-                        name: "proxy-inbound",
-                        identity: None,
-                        route: None,
-                        app: Some(server),
-                        inbound_plaintext: true,
-                        discovery: false,
-                    })
-                    .await?;
+                let (inb, _, inbound) = self.mesh_proxy(Sidecar::plaintext_inbound(server)).await?;
                 let inbound = inbound.expect("inbound requested");
                 keep(&mut components, &mut procs, inb, Role::Proxy);
                 let (outb, outbound, _) = self
-                    .mesh_proxy(Sidecar {
-                        name: "proxy-outbound",
-                        identity: None,
-                        route: Some(inbound),
-                        app: None,
-                        inbound_plaintext: false,
-                        discovery: false,
-                    })
+                    .mesh_proxy(Sidecar::plaintext_outbound(inbound))
                     .await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftClientOnly => {
-                let (outb, outbound, _) = self
-                    .mesh_proxy(Sidecar {
-                        name: "proxy-outbound",
-                        identity: None,
-                        route: Some(server),
-                        app: None,
-                        inbound_plaintext: false,
-                        discovery: false,
-                    })
-                    .await?;
+                let (outb, outbound, _) =
+                    self.mesh_proxy(Sidecar::plaintext_outbound(server)).await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftServerOnly => {
-                let (inb, _, inbound) = self
-                    .mesh_proxy(Sidecar {
-                        name: "proxy-inbound",
-                        identity: None,
-                        route: None,
-                        app: Some(server),
-                        inbound_plaintext: true,
-                        discovery: false,
-                    })
-                    .await?;
+                let (inb, _, inbound) = self.mesh_proxy(Sidecar::plaintext_inbound(server)).await?;
                 keep(&mut components, &mut procs, inb, Role::Proxy);
                 (inbound.expect("inbound requested"), None)
             }
