@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::rules::{Installed, Rules};
+use crate::rules::{Family, Installed, Rules};
 
 const NOT_ROOT: &str =
     "weft init must run as root (CAP_NET_ADMIN) inside the pod's network namespace";
@@ -18,8 +18,8 @@ pub enum InitError {
     /// The rules themselves are wrong; nothing was run.
     #[error("invalid settings: {}", .0.join("; "))]
     Config(Vec<String>),
-    #[error("`{binary}` was not found: weft init needs the iptables package (iptables-save and iptables-restore) in its image, or --iptables naming an installed iptables")]
-    NotFound { binary: String },
+    #[error("`{binary}` was not found: weft init needs the iptables package ({tool}-save and {tool}-restore) in its image, or --iptables naming an installed iptables{}", ipv6_hint(*.family))]
+    NotFound { binary: String, tool: &'static str, family: Family },
     #[error("{NOT_ROOT} ({binary}: {stderr})")]
     NotPermitted { binary: String, stderr: String },
     #[error("running `{binary}`: {source}")]
@@ -38,6 +38,13 @@ pub enum InitError {
         /// The input line iptables-restore named, with its number.
         line: Option<(usize, String)>,
     },
+}
+
+fn ipv6_hint(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "",
+        Family::V6 => " (IPv6 is enabled in this network namespace, so its TCP must be intercepted too; --ipv6 off skips it where the pod has no IPv6 traffic)",
+    }
 }
 
 fn failed_line(line: &Option<(usize, String)>) -> String {
@@ -62,29 +69,48 @@ impl InitError {
 }
 
 /// The `iptables-save` and `iptables-restore` that go with an `iptables`
-/// (a name looked up on PATH, or a path): `iptables-legacy` gives
-/// `iptables-legacy-save`, `/sbin/iptables` gives `/sbin/iptables-save`.
+/// (a name looked up on PATH, or a path) for one address family:
+/// `iptables-legacy` gives `iptables-legacy-save` (IPv4) and
+/// `ip6tables-legacy-save` (IPv6), `/sbin/iptables` gives `/sbin/iptables-save`
+/// and `/sbin/ip6tables-save`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iptables {
     pub save: PathBuf,
     pub restore: PathBuf,
+    pub family: Family,
 }
 
 impl Iptables {
-    pub fn new(iptables: &Path) -> Self {
+    /// `None` when `iptables` is not named `iptables...`, so its IPv6
+    /// sibling cannot be told.
+    pub fn new(iptables: &Path, family: Family) -> Option<Self> {
         let name = iptables
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "iptables".into());
-        Self {
+        let name = match family {
+            Family::V4 => name,
+            Family::V6 => format!("ip6tables{}", name.strip_prefix("iptables")?),
+        };
+        Some(Self {
             save: iptables.with_file_name(format!("{name}-save")),
             restore: iptables.with_file_name(format!("{name}-restore")),
-        }
+            family,
+        })
+    }
+
+    fn for_family(iptables: &Path, family: Family) -> Result<Self, InitError> {
+        Self::new(iptables, family).ok_or_else(|| {
+            InitError::Config(vec![format!(
+                "--iptables {}: the IPv6 rules need its ip6tables sibling, which only an iptables named `iptables...` has; name one, or pass --ipv6 off",
+                iptables.display()
+            )])
+        })
     }
 
     /// The Weft parts of the nat table as it is now.
     fn installed(&self) -> Result<Installed, InitError> {
-        let output = run(&self.save, &["-t", "nat"], None)?;
+        let output = run(&self.save, self.family, &["-t", "nat"], None)?;
         if !output.status.success() {
             return Err(classify(&self.save, &output, |binary, status, stderr| {
                 InitError::Save {
@@ -101,7 +127,7 @@ impl Iptables {
         tracing::debug!(restore = %self.restore.display(), "iptables-restore input:\n{script}");
         // --wait: iptables-legacy holds a lock that a concurrent iptables
         // call (a CNI plugin, kube-proxy) may have; nft ignores it.
-        let output = run(&self.restore, &["--noflush", "--wait"], Some(script))?;
+        let output = run(&self.restore, self.family, &["--noflush", "--wait"], Some(script))?;
         if output.status.success() {
             return Ok(());
         }
@@ -124,6 +150,7 @@ impl Iptables {
 
 fn run(
     binary: &Path,
+    family: Family,
     args: &[&str],
     input: Option<&str>,
 ) -> Result<std::process::Output, InitError> {
@@ -141,6 +168,8 @@ fn run(
         .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => InitError::NotFound {
                 binary: shown.clone(),
+                tool: family.tool(),
+                family,
             },
             _ => InitError::Run {
                 binary: shown.clone(),
@@ -224,9 +253,10 @@ fn named_line(stderr: &str) -> Option<usize> {
     })
 }
 
-/// What [`apply`] did.
+/// What [`apply`] did in one address family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    pub family: Family,
     pub rules: Rules,
     /// Jumps into the Weft chains added, kept as they were, and removed
     /// (duplicates, or jumps in another form than this weft writes).
@@ -247,13 +277,14 @@ impl fmt::Display for Summary {
         let r = &self.rules;
         write!(
             f,
-            "weft init: nat table: inbound TCP -> :{} (skipped ports: {}); outbound TCP -> :{} (not uid {} or loopback; skipped ports: {}; skipped CIDRs: {}); jumps: {} added, {} already present, {} removed",
+            "weft init: {} nat table: inbound TCP -> :{} (skipped ports: {}); outbound TCP -> :{} (not uid {} or loopback; skipped ports: {}; skipped CIDRs: {}); jumps: {} added, {} already present, {} removed",
+            self.family,
             r.inbound_port,
             list(&r.skip_inbound_ports),
             r.outbound_port,
             r.proxy_uid,
             list(&r.skip_outbound_ports),
-            list(&r.skip_outbound_cidrs),
+            list(&self.cidrs()),
             self.jumps_added,
             self.jumps_kept,
             self.jumps_removed,
@@ -261,9 +292,18 @@ impl fmt::Display for Summary {
     }
 }
 
-/// What [`cleanup`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl Summary {
+    /// The skipped CIDRs of this family.
+    fn cidrs(&self) -> Vec<ipnet::IpNet> {
+        let v6 = self.family == Family::V6;
+        self.rules.skip_outbound_cidrs.iter().filter(|c| matches!(c, ipnet::IpNet::V6(_)) == v6).copied().collect()
+    }
+}
+
+/// What [`cleanup`] removed in one address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CleanupSummary {
+    pub family: Family,
     pub jumps_removed: usize,
     pub chains_removed: Vec<String>,
 }
@@ -271,36 +311,41 @@ pub struct CleanupSummary {
 impl fmt::Display for CleanupSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.jumps_removed == 0 && self.chains_removed.is_empty() {
-            return f.write_str(
-                "weft init --cleanup: no weft rules in the nat table, nothing to remove",
+            return write!(
+                f,
+                "weft init --cleanup: no weft rules in the {} nat table, nothing to remove",
+                self.family
             );
         }
         write!(
             f,
-            "weft init --cleanup: removed {} jump(s) and chain(s) {} from the nat table",
+            "weft init --cleanup: removed {} jump(s) and chain(s) {} from the {} nat table",
             self.jumps_removed,
             list(&self.chains_removed),
+            self.family,
         )
     }
 }
 
-/// Installs `rules` in the current network namespace's nat table in one
-/// `iptables-restore --noflush` transaction: the Weft chains are created or
+/// Installs `rules` in the current network namespace's nat table of one
+/// address family (`iptables`, or its `ip6tables` sibling for IPv6) in one
+/// `-restore --noflush` transaction: the Weft chains are created or
 /// replaced, and each jump into them is added only if it is not already
 /// there. Running it again with other rules replaces the old ones.
 ///
 /// The jumps are read before the transaction, so two runs racing in one
 /// namespace could both add one; any later run collapses them back to one.
-pub fn apply(iptables: &Path, rules: &Rules) -> Result<Summary, InitError> {
+pub fn apply(iptables: &Path, family: Family, rules: &Rules) -> Result<Summary, InitError> {
     let problems = rules.problems();
     if !problems.is_empty() {
         return Err(InitError::Config(problems));
     }
-    let iptables = Iptables::new(iptables);
+    let iptables = Iptables::for_family(iptables, family)?;
     let installed = iptables.installed()?;
-    let rendered = rules.render_for(&installed);
+    let rendered = rules.render_for(family, &installed);
     iptables.restore(&rendered.script)?;
     Ok(Summary {
+        family,
         rules: rules.clone(),
         jumps_added: rendered.jumps.added,
         jumps_kept: rendered.jumps.kept,
@@ -309,16 +354,18 @@ pub fn apply(iptables: &Path, rules: &Rules) -> Result<Summary, InitError> {
 }
 
 /// Removes every jump into the Weft chains and the chains themselves from
-/// the current network namespace's nat table; nothing else is touched.
-/// Without Weft rules installed it changes nothing and succeeds.
-pub fn cleanup(iptables: &Path) -> Result<CleanupSummary, InitError> {
-    let iptables = Iptables::new(iptables);
+/// the current network namespace's nat table of one address family;
+/// nothing else is touched. Without Weft rules installed it changes nothing
+/// and succeeds.
+pub fn cleanup(iptables: &Path, family: Family) -> Result<CleanupSummary, InitError> {
+    let iptables = Iptables::for_family(iptables, family)?;
     let installed = iptables.installed()?;
     let Some(script) = installed.cleanup_script() else {
-        return Ok(CleanupSummary::default());
+        return Ok(CleanupSummary { family, jumps_removed: 0, chains_removed: Vec::new() });
     };
     iptables.restore(&script)?;
     Ok(CleanupSummary {
+        family,
         jumps_removed: installed.jumps.len(),
         chains_removed: installed.chains,
     })
@@ -330,10 +377,18 @@ mod tests {
 
     #[test]
     fn siblings_follow_the_iptables_name() {
-        let plain = Iptables::new(Path::new("iptables"));
+        let plain = Iptables::new(Path::new("iptables"), Family::V4).unwrap();
         assert_eq!(plain.save, PathBuf::from("iptables-save"));
         assert_eq!(plain.restore, PathBuf::from("iptables-restore"));
-        let legacy = Iptables::new(Path::new("/usr/sbin/iptables-legacy"));
+        let plain6 = Iptables::new(Path::new("iptables"), Family::V6).unwrap();
+        assert_eq!(plain6.save, PathBuf::from("ip6tables-save"));
+        let legacy6 = Iptables::new(Path::new("/usr/sbin/iptables-legacy"), Family::V6).unwrap();
+        assert_eq!(legacy6.restore, PathBuf::from("/usr/sbin/ip6tables-legacy-restore"));
+        assert_eq!(Iptables::new(Path::new("/opt/ipt"), Family::V6), None);
+        let err = apply(Path::new("/opt/ipt"), Family::V6, &Rules::default()).unwrap_err();
+        assert_eq!(err.exit_code(), 64, "{err}");
+        assert!(err.to_string().contains("--ipv6 off"), "{err}");
+        let legacy = Iptables::new(Path::new("/usr/sbin/iptables-legacy"), Family::V4).unwrap();
         assert_eq!(legacy.save, PathBuf::from("/usr/sbin/iptables-legacy-save"));
         assert_eq!(
             legacy.restore,
@@ -353,6 +408,7 @@ mod tests {
     fn a_missing_iptables_says_which_binary_and_what_to_install() {
         let err = apply(
             Path::new("/nonexistent/weft-test/iptables"),
+            Family::V4,
             &Rules::default(),
         )
         .unwrap_err();
@@ -363,6 +419,12 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("iptables package"), "{message}");
+        let err = apply(Path::new("/nonexistent/weft-test/iptables"), Family::V6, &Rules::default())
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 69);
+        let message = err.to_string();
+        assert!(message.contains("/nonexistent/weft-test/ip6tables-save"), "{message}");
+        assert!(message.contains("--ipv6 off"), "{message}");
     }
 
     #[test]
@@ -371,7 +433,7 @@ mod tests {
             inbound_port: 4140,
             ..Rules::default()
         };
-        let err = apply(Path::new("/nonexistent/weft-test/iptables"), &rules).unwrap_err();
+        let err = apply(Path::new("/nonexistent/weft-test/iptables"), Family::V4, &rules).unwrap_err();
         assert_eq!(err.exit_code(), 64, "{err}");
     }
 }

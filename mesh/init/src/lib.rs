@@ -15,6 +15,10 @@
 //!                                                  the proxy reads SO_ORIGINAL_DST)
 //! ```
 //!
+//! The same rules go into ip6tables when the namespace has IPv6 (`--ipv6
+//! auto`, the default): a dual-stack pod's IPv6 TCP must not bypass the
+//! proxy and its authorization.
+//!
 //! [`Rules::render`] is the `iptables-restore` input; [`apply`] installs it
 //! atomically and idempotently, [`cleanup`] removes it.
 #![forbid(unsafe_code)]
@@ -28,8 +32,25 @@ use std::path::PathBuf;
 
 pub use crate::iptables::{apply, cleanup, CleanupSummary, InitError, Iptables, Summary};
 pub use crate::lists::{parse_cidr, CidrList, ListError, PortList, PortRange};
-pub use crate::rules::{Rules, INBOUND_CHAIN, OUTBOUND_CHAIN};
-pub use ipnet::Ipv4Net;
+pub use crate::rules::{Family, Rules, INBOUND_CHAIN, OUTBOUND_CHAIN};
+pub use ipnet::IpNet;
+
+/// Whether the IPv6 rules are installed too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ipv6Mode {
+    /// When IPv6 is enabled in the namespace (net.ipv6.conf.all.disable_ipv6 = 0).
+    Auto,
+    /// Always (ip6tables must work).
+    On,
+    /// Never: IPv6 TCP is not intercepted.
+    Off,
+}
+
+/// Whether the current network namespace has IPv6 enabled: a kernel without
+/// IPv6 has no `/proc/sys/net/ipv6`.
+pub fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "0")
+}
 
 /// `weft init`'s command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,7 +91,7 @@ pub struct InitArgs {
     /// Outbound destination ports that bypass the proxy: comma separated ports or ranges
     #[arg(long, env = "WEFT_INIT_SKIP_OUTBOUND_PORTS", value_name = "PORTS")]
     pub skip_outbound_ports: Option<PortList>,
-    /// Outbound destinations that bypass the proxy: comma separated IPv4 CIDRs or addresses
+    /// Outbound destinations that bypass the proxy: comma separated IPv4 or IPv6 CIDRs or addresses
     #[arg(long, env = "WEFT_INIT_SKIP_OUTBOUND_CIDRS", value_name = "CIDRS")]
     pub skip_outbound_cidrs: Option<CidrList>,
     /// The iptables to use, a name on PATH or a path (e.g. iptables-legacy); its -save and -restore siblings are run
@@ -81,7 +102,10 @@ pub struct InitArgs {
         value_name = "PATH_OR_NAME"
     )]
     pub iptables: PathBuf,
-    /// Print the iptables-restore input and change nothing
+    /// Install the same rules for IPv6 (through ip6tables): auto = when IPv6 is enabled in the namespace
+    #[arg(long, env = "WEFT_INIT_IPV6", value_enum, default_value_t = Ipv6Mode::Auto, value_name = "MODE")]
+    pub ipv6: Ipv6Mode,
+    /// Print the iptables-restore input (and the ip6tables-restore input after it) and change nothing
     #[arg(long, env = "WEFT_INIT_DRY_RUN")]
     pub dry_run: bool,
     /// Remove the Weft rules (the jumps and the WEFT_* chains) instead of installing them
@@ -100,15 +124,39 @@ impl InitArgs {
             skip_outbound_cidrs: self.skip_outbound_cidrs.clone().unwrap_or_default().0,
         }
     }
+
+    /// The address families whose rules this run installs or removes.
+    pub fn families(&self) -> Vec<Family> {
+        let v6 = match self.ipv6 {
+            Ipv6Mode::On => true,
+            Ipv6Mode::Off => false,
+            Ipv6Mode::Auto => ipv6_enabled(),
+        };
+        let mut families = vec![Family::V4];
+        if v6 {
+            families.push(Family::V6);
+        }
+        families
+    }
 }
 
 /// What `weft init` did, printed on stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// `--dry-run`: the restore input that would be applied.
+    /// `--dry-run`: the restore input that would be applied, per family.
     DryRun(String),
-    Installed(Summary),
-    Removed(CleanupSummary),
+    Installed(Vec<Summary>),
+    Removed(Vec<CleanupSummary>),
+}
+
+fn lines<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str("\n")?;
+        }
+        item.fmt(f)?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for Outcome {
@@ -117,8 +165,8 @@ impl fmt::Display for Outcome {
             // The script already ends with a newline; print it verbatim so
             // it can be piped into iptables-restore.
             Outcome::DryRun(script) => f.write_str(script.trim_end_matches('\n')),
-            Outcome::Installed(summary) => summary.fmt(f),
-            Outcome::Removed(summary) => summary.fmt(f),
+            Outcome::Installed(summaries) => lines(f, summaries),
+            Outcome::Removed(summaries) => lines(f, summaries),
         }
     }
 }
@@ -130,10 +178,12 @@ pub fn run(args: &InitArgs) -> Result<Outcome, InitError> {
     if !problems.is_empty() {
         return Err(InitError::Config(problems));
     }
+    let families = args.families();
     match (args.cleanup, args.dry_run) {
-        (true, true) => Ok(Outcome::DryRun(Rules::cleanup_script())),
-        (true, false) => cleanup(&args.iptables).map(Outcome::Removed),
-        (false, true) => Ok(Outcome::DryRun(rules.render())),
-        (false, false) => apply(&args.iptables, &rules).map(Outcome::Installed),
+        (true, true) => Ok(Outcome::DryRun(families.iter().map(|_| Rules::cleanup_script()).collect())),
+        (true, false) => families.iter().map(|&f| cleanup(&args.iptables, f)).collect::<Result<_, _>>().map(Outcome::Removed),
+        (false, true) => Ok(Outcome::DryRun(families.iter().map(|&f| rules.render(f)).collect())),
+        // IPv4 first: an IPv6 failure leaves IPv4 intercepted and says why.
+        (false, false) => families.iter().map(|&f| apply(&args.iptables, f, &rules)).collect::<Result<_, _>>().map(Outcome::Installed),
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 /// Why a list value was refused. Clap puts the flag and the whole value in
 /// front of this, so each message names only the offending entry.
@@ -21,7 +21,7 @@ pub enum ListError {
     #[error("`{value}` is not an IPv4 CIDR like 10.0.0.0/8 or an IPv4 address: {reason}")]
     NotACidr { value: String, reason: String },
     #[error("`{value}` has host bits set: the network is {network}")]
-    HostBitsSet { value: String, network: Ipv4Net },
+    HostBitsSet { value: String, network: IpNet },
 }
 
 /// One port or an inclusive range of ports, never containing port 0.
@@ -161,25 +161,18 @@ impl fmt::Display for PortList {
     }
 }
 
-/// Parses one IPv4 network; a bare address means that host (`/32`).
-pub fn parse_cidr(s: &str) -> Result<Ipv4Net, ListError> {
+/// Parses one IPv4 or IPv6 network; a bare address means that host (`/32`,
+/// `/128`).
+pub fn parse_cidr(s: &str) -> Result<IpNet, ListError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(ListError::EmptyEntry);
     }
+    let not_a_cidr = |reason: String| ListError::NotACidr { value: s.to_owned(), reason };
     let net = if s.contains('/') {
-        s.parse::<Ipv4Net>().map_err(|e| ListError::NotACidr {
-            value: s.to_owned(),
-            reason: e.to_string(),
-        })?
+        s.parse::<IpNet>().map_err(|e| not_a_cidr(e.to_string()))?
     } else {
-        let addr = s
-            .parse::<std::net::Ipv4Addr>()
-            .map_err(|e| ListError::NotACidr {
-                value: s.to_owned(),
-                reason: e.to_string(),
-            })?;
-        Ipv4Net::from(addr)
+        IpNet::from(s.parse::<std::net::IpAddr>().map_err(|e| not_a_cidr(e.to_string()))?)
     };
     // iptables would silently mask `10.1.2.3/8` to 10.0.0.0/8; that is far
     // more often a typo (a wrong prefix length) than what was meant.
@@ -192,9 +185,10 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, ListError> {
     Ok(net)
 }
 
-/// A comma separated list of IPv4 CIDRs, as given on the command line.
+/// A comma separated list of IPv4 and IPv6 CIDRs, as given on the command
+/// line; each family's rules get that family's entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CidrList(pub Vec<Ipv4Net>);
+pub struct CidrList(pub Vec<IpNet>);
 
 impl FromStr for CidrList {
     type Err = ListError;
@@ -276,8 +270,11 @@ mod tests {
 
     #[test]
     fn cidrs_parse() {
-        let list: CidrList = "10.0.0.0/8, 192.0.2.7,0.0.0.0/0".parse().unwrap();
-        assert_eq!(list.to_string(), "10.0.0.0/8,192.0.2.7/32,0.0.0.0/0");
+        let list: CidrList = "10.0.0.0/8, 192.0.2.7,0.0.0.0/0,2001:db8::/32,2001:db8::7".parse().unwrap();
+        assert_eq!(
+            list.to_string(),
+            "10.0.0.0/8,192.0.2.7/32,0.0.0.0/0,2001:db8::/32,2001:db8::7/128"
+        );
         assert_eq!("".parse::<CidrList>().unwrap(), CidrList::default());
     }
 
@@ -286,7 +283,7 @@ mod tests {
         for bad in [
             "10.0.0.0/33",
             "10.0.0/8",
-            "fd00::/8",
+            "fd00::/129",
             "example.com",
             "10.0.0.0/",
         ] {
@@ -299,6 +296,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`10.1.2.3/8` has host bits set: the network is 10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_cidr("2001:db8::1/32").unwrap_err().to_string(),
+            "`2001:db8::1/32` has host bits set: the network is 2001:db8::/32"
         );
         assert_eq!(
             "10.0.0.0/8,,".parse::<CidrList>().unwrap_err(),

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::lists::PortRange;
 
@@ -25,7 +25,52 @@ const OUTBOUND_JUMP: &str = r#"-A OUTPUT -p tcp -m comment --comment "weft: outb
 /// iptables' multiport match takes at most 15 ports (a range counts twice).
 const MULTIPORT_SLOTS: usize = 15;
 
-const HEADER: &str = "# weft init: transparent TCP interception for the mesh proxy (iptables-restore --noflush input)\n";
+/// An address family: IPv4 rules go through iptables, IPv6 rules through
+/// ip6tables. A dual-stack pod needs both, or its IPv6 TCP would bypass the
+/// proxy (and inbound authorization with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// `iptables` or `ip6tables`: the tool family of this address family.
+    pub fn tool(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// The loopback network, whose traffic is never intercepted.
+    fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.0/8",
+            Family::V6 => "::1/128",
+        }
+    }
+
+    fn holds(self, net: &IpNet) -> bool {
+        matches!((self, net), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+fn header(family: Family) -> String {
+    format!(
+        "# weft init: transparent TCP interception for the mesh proxy, {family} ({}-restore --noflush input)\n",
+        family.tool()
+    )
+}
 
 /// What to intercept and where to send it. `Default` is what `weft init`
 /// installs with no flags.
@@ -43,8 +88,9 @@ pub struct Rules {
     pub skip_inbound_ports: Vec<PortRange>,
     /// Outbound destination ports that bypass the proxy.
     pub skip_outbound_ports: Vec<PortRange>,
-    /// Outbound destinations that bypass the proxy.
-    pub skip_outbound_cidrs: Vec<Ipv4Net>,
+    /// Outbound destinations that bypass the proxy (each family's rules
+    /// take that family's entries).
+    pub skip_outbound_cidrs: Vec<IpNet>,
 }
 
 impl Default for Rules {
@@ -89,11 +135,12 @@ impl Rules {
         problems
     }
 
-    /// The complete `iptables-restore --noflush` input for a namespace that
-    /// has no Weft rules yet (and what `--dry-run` prints). On a namespace
-    /// that has them, [`crate::apply`] leaves out the jumps already present.
-    pub fn render(&self) -> String {
-        self.render_for(&Installed::default()).script
+    /// The complete `iptables-restore --noflush` (IPv4) or
+    /// `ip6tables-restore --noflush` (IPv6) input for a namespace that has
+    /// no Weft rules yet (and what `--dry-run` prints). On a namespace that
+    /// has them, [`crate::apply`] leaves out the jumps already present.
+    pub fn render(&self, family: Family) -> String {
+        self.render_for(family, &Installed::default()).script
     }
 
     /// The `iptables-restore --noflush` input that removes what
@@ -109,8 +156,8 @@ impl Rules {
 
     /// The script that brings a namespace in state `installed` to exactly
     /// these rules with one jump each.
-    pub(crate) fn render_for(&self, installed: &Installed) -> Rendered {
-        let mut out = String::from(HEADER);
+    pub(crate) fn render_for(&self, family: Family, installed: &Installed) -> Rendered {
+        let mut out = header(family);
         out.push_str("*nat\n");
         // Declaring a chain creates it, or flushes it if it exists: the new
         // contents replace the old in the same transaction.
@@ -156,7 +203,7 @@ impl Rules {
         rule(
             &mut out,
             OUTBOUND_CHAIN,
-            "-d 127.0.0.0/8",
+            &format!("-d {}", family.loopback()),
             "loopback is not intercepted",
             "RETURN",
         );
@@ -166,7 +213,7 @@ impl Rules {
             &self.skip_outbound_ports,
             "skip-outbound-ports",
         );
-        for cidr in &self.skip_outbound_cidrs {
+        for cidr in self.skip_outbound_cidrs.iter().filter(|c| family.holds(c)) {
             rule(
                 &mut out,
                 OUTBOUND_CHAIN,
@@ -341,7 +388,7 @@ impl Installed {
 mod tests {
     use super::*;
 
-    const DEFAULT_SCRIPT: &str = r#"# weft init: transparent TCP interception for the mesh proxy (iptables-restore --noflush input)
+    const DEFAULT_SCRIPT: &str = r#"# weft init: transparent TCP interception for the mesh proxy, IPv4 (iptables-restore --noflush input)
 *nat
 :WEFT_INBOUND - [0:0]
 :WEFT_OUTBOUND - [0:0]
@@ -363,7 +410,27 @@ COMMIT
 
     #[test]
     fn default_rules_render_exactly() {
-        assert_eq!(Rules::default().render(), DEFAULT_SCRIPT);
+        assert_eq!(Rules::default().render(Family::V4), DEFAULT_SCRIPT);
+    }
+
+    #[test]
+    fn ipv6_rules_are_the_same_with_ipv6_loopback_and_cidrs() {
+        let rules = Rules {
+            skip_outbound_cidrs: "10.96.0.0/12,2001:db8::/32".parse::<crate::CidrList>().unwrap().0,
+            ..Rules::default()
+        };
+        let v4 = rules.render(Family::V4);
+        let v6 = rules.render(Family::V6);
+        assert!(v6.starts_with("# weft init: transparent TCP interception for the mesh proxy, IPv6 (ip6tables-restore --noflush input)\n"), "{v6}");
+        assert!(v6.contains("-A WEFT_OUTBOUND -d ::1/128 -m comment"), "{v6}");
+        assert!(v6.contains("-A WEFT_OUTBOUND -d 2001:db8::/32 -m comment"), "{v6}");
+        assert!(!v6.contains("10.96.0.0/12") && !v6.contains("127.0.0.0/8"), "{v6}");
+        assert!(v4.contains("-d 10.96.0.0/12") && !v4.contains("2001:db8"), "{v4}");
+        // Apart from the header, the loopback and the CIDRs, the same rules.
+        let same = |s: &str| -> Vec<String> {
+            s.lines().skip(1).filter(|l| !l.contains(" -d ")).map(str::to_owned).collect()
+        };
+        assert_eq!(same(&v4), same(&v6));
     }
 
     #[test]
@@ -379,7 +446,7 @@ COMMIT
                 .unwrap()
                 .0,
         };
-        let expected = r#"# weft init: transparent TCP interception for the mesh proxy (iptables-restore --noflush input)
+        let expected = r#"# weft init: transparent TCP interception for the mesh proxy, IPv4 (iptables-restore --noflush input)
 *nat
 :WEFT_INBOUND - [0:0]
 :WEFT_OUTBOUND - [0:0]
@@ -396,7 +463,7 @@ COMMIT
 -A OUTPUT -p tcp -m comment --comment "weft: outbound TCP goes through WEFT_OUTBOUND" -j WEFT_OUTBOUND
 COMMIT
 "#;
-        assert_eq!(rules.render(), expected);
+        assert_eq!(rules.render(Family::V4), expected);
     }
 
     #[test]
@@ -411,7 +478,7 @@ COMMIT
             ..Rules::default()
         };
         let lines: Vec<String> = rules
-            .render()
+            .render(Family::V4)
             .lines()
             .filter(|l| l.contains("--dports"))
             .map(|l| l.split_whitespace().nth(7).unwrap().to_owned())
@@ -486,7 +553,7 @@ COMMIT
     #[test]
     fn reapplying_keeps_one_jump_each_and_drops_the_rest() {
         let installed = Installed::parse(SAVED);
-        let rendered = Rules::default().render_for(&installed);
+        let rendered = Rules::default().render_for(Family::V4, &installed);
         assert_eq!(
             rendered.jumps,
             JumpChanges {
@@ -512,7 +579,7 @@ COMMIT
         // A second run on a clean install changes no jump at all.
         let clean = Installed::parse(&format!("*nat\n:WEFT_INBOUND - [0:0]\n:WEFT_OUTBOUND - [0:0]\n{INBOUND_JUMP}\n{OUTBOUND_JUMP}\nCOMMIT\n"));
         assert_eq!(
-            Rules::default().render_for(&clean).jumps,
+            Rules::default().render_for(Family::V4, &clean).jumps,
             JumpChanges {
                 added: 0,
                 kept: 2,

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use mesh_init::Rules;
+use mesh_init::{Family, Rules};
 
 /// `weft init --dry-run ...` with an iptables that does not exist, which
 /// proves a dry run never calls it.
@@ -35,9 +35,16 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn dry_run_prints_the_restore_input_and_runs_nothing() {
-    assert_eq!(stdout(&dry_run(&[], &[])), Rules::default().render());
+    let v4 = Rules::default().render(Family::V4);
+    let v6 = Rules::default().render(Family::V6);
+    assert_eq!(stdout(&dry_run(&["--ipv6=off"], &[])), v4);
+    assert_eq!(stdout(&dry_run(&["--ipv6=on"], &[])), format!("{v4}{v6}"));
+    assert_eq!(stdout(&dry_run(&[], &[("WEFT_INIT_IPV6", "on")])), format!("{v4}{v6}"));
+    // auto: IPv6 rules exactly when this namespace has IPv6 enabled.
+    let auto = if mesh_init::ipv6_enabled() { format!("{v4}{v6}") } else { v4.clone() };
+    assert_eq!(stdout(&dry_run(&[], &[])), auto);
     assert_eq!(
-        stdout(&dry_run(&["--cleanup"], &[])),
+        stdout(&dry_run(&["--cleanup", "--ipv6=off"], &[])),
         Rules::cleanup_script()
     );
 }
@@ -52,7 +59,7 @@ fn flags_and_environment_set_the_rules() {
         skip_outbound_ports: "25,3306-3307".parse::<mesh_init::PortList>().unwrap().0,
         skip_outbound_cidrs: "10.96.0.0/12".parse::<mesh_init::CidrList>().unwrap().0,
     }
-    .render();
+    .render(Family::V4);
     let by_flags = dry_run(
         &[
             "--outbound-port=15001",
@@ -61,6 +68,7 @@ fn flags_and_environment_set_the_rules() {
             "--skip-inbound-ports=",
             "--skip-outbound-ports=25,3306-3307",
             "--skip-outbound-cidrs=10.96.0.0/12",
+            "--ipv6=off",
         ],
         &[],
     );
@@ -68,6 +76,7 @@ fn flags_and_environment_set_the_rules() {
     let by_env = dry_run(
         &["--skip-inbound-ports="],
         &[
+            ("WEFT_INIT_IPV6", "off"),
             ("WEFT_INIT_OUTBOUND_PORT", "15001"),
             ("WEFT_INIT_INBOUND_PORT", "15006"),
             ("WEFT_INIT_PROXY_UID", "1337"),
@@ -89,6 +98,7 @@ fn bad_values_exit_64_naming_the_flag_and_the_value() {
         ("--skip-outbound-ports", "1-70000"),
         ("--skip-outbound-cidrs", "10.0.0.0/33"),
         ("--skip-outbound-cidrs", "10.1.2.3/8"),
+        ("--ipv6", "maybe"),
     ];
     for (flag, value) in cases {
         let out = dry_run(&[&format!("{flag}={value}")], &[]);

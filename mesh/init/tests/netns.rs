@@ -461,3 +461,75 @@ fn without_root_it_says_it_must_run_as_root_and_exits_77() {
     let table = ns.nat("iptables-save");
     assert!(!table.contains("WEFT"), "{table}");
 }
+
+/// A = 2001:2:0:<x>::1, B = 2001:2:0:<x>::2 (the IPv6 benchmarking prefix,
+/// RFC 5180), on the same veth pair as IPv4.
+fn v6(x: u8, host: u16) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(x), 0, 0, 0, host)
+}
+
+#[test]
+fn ipv6_tcp_is_intercepted_too_so_a_dual_stack_pod_cannot_bypass_the_proxy() {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+    require_root();
+    let x = 73;
+    let pair = Pair::new("six", x);
+    let (a, b) = (&pair.a, &pair.b);
+    for (ns, host) in [(a, 1), (b, 2)] {
+        // nodad: usable at once, no duplicate address detection wait.
+        ok("ip", &["-n", &ns.name, "addr", "add", &format!("{}/64", v6(x, host)), "dev", "eth0", "nodad"]);
+    }
+    let bind_v6_only = |ns: &Netns, addr: SocketAddrV6| {
+        let socket = ns
+            .run(|| socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None))
+            .unwrap();
+        socket.set_only_v6(true).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&SocketAddr::V6(addr).into()).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        socket.listen(16).unwrap();
+        let listener: TcpListener = socket.into();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    };
+    let outbound6 = bind_v6_only(a, SocketAddrV6::new(Ipv6Addr::LOCALHOST, 4140, 0, 0));
+    let inbound6 = bind_v6_only(a, SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 4143, 0, 0));
+    let loopback6 = bind_v6_only(a, SocketAddrV6::new(Ipv6Addr::LOCALHOST, 0, 0, 0));
+
+    let summary = a.weft_ok(&["--ipv6", "on"]);
+    assert!(summary.contains("IPv4 nat table") && summary.contains("IPv6 nat table"), "{summary}");
+    let save6 = a.nat("ip6tables-save");
+    assert_eq!(jumps(&save6, "PREROUTING", "WEFT_INBOUND"), 1, "{save6}");
+    assert!(save6.contains("-d ::1/128"), "{save6}");
+
+    let original_dst6 = |s: &TcpStream| {
+        socket2::SockRef::from(s)
+            .original_dst_v6()
+            .expect("getsockopt(IP6T_SO_ORIGINAL_DST)")
+            .as_socket()
+            .expect("an IPv6 socket address")
+    };
+
+    // A's app dials [B]:80: the proxy's outbound listener gets it.
+    let mut client = connect(a, (v6(x, 2), 80)).expect("redirected connect to [B]:80");
+    let (mut server, _) = accept(&outbound6, "A -> [B]:80");
+    assert_eq!(original_dst6(&server), SocketAddr::from((v6(x, 2), 80)));
+    carries_data(&mut client, &mut server);
+
+    // B dials [A]:8080: the proxy's inbound listener gets it.
+    let mut client = connect(b, (v6(x, 1), 8080)).expect("[B] -> [A]:8080");
+    let (mut server, from) = accept(&inbound6, "[B] -> [A]:8080");
+    assert_eq!(from.ip(), std::net::IpAddr::V6(v6(x, 2)));
+    assert_eq!(original_dst6(&server), SocketAddr::from((v6(x, 1), 8080)));
+    carries_data(&mut client, &mut server);
+
+    // ::1 stays put.
+    let mut client = connect(a, loopback6.local_addr().unwrap()).expect("[::1] connect");
+    let (mut server, _) = accept(&loopback6, "A -> [::1]");
+    carries_data(&mut client, &mut server);
+    assert!(!pending(&outbound6), "IPv6 loopback must not be redirected");
+
+    let removed = a.weft_ok(&["--cleanup", "--ipv6", "on"]);
+    assert!(removed.contains("from the IPv6 nat table"), "{removed}");
+    let clean6 = a.nat("ip6tables-save");
+    assert!(!clean6.contains("WEFT"), "{clean6}");
+}
