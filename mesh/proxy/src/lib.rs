@@ -70,7 +70,7 @@ use std::{
 };
 
 use tokio::{net::TcpListener, sync::watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward, TcpService};
 use crate::{
@@ -185,6 +185,15 @@ async fn serve_until(
         tcp_services.push(bind("tcp-service", svc.listen).await?);
     }
     let admin = bind("admin", config.admin_listen).await?;
+    // A dual-stack pod's IPv6 TCP is redirected (ip6tables, `weft init`) to
+    // the same ports on ::1 and ::.
+    let (outbound6, inbound6) = match (config.transparent, &inbound) {
+        (true, Some(inbound)) => (
+            bind_v6_twin("outbound", outbound.local_addr().unwrap_or(config.outbound_listen))?,
+            bind_v6_twin("inbound", inbound.local_addr().unwrap_or(config.inbound_listen))?,
+        ),
+        _ => (None, None),
+    };
 
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(config.is_meshed());
@@ -220,7 +229,15 @@ async fn serve_until(
     // one of these (a client dialing the proxy directly, or a loop).
     let own = {
         let mut own = vec![outbound.local_addr(), admin.local_addr()];
-        own.extend(inbound.iter().chain(&tcp).chain(&tcp_services).map(TcpListener::local_addr));
+        own.extend(
+            inbound
+                .iter()
+                .chain(&outbound6)
+                .chain(&inbound6)
+                .chain(&tcp)
+                .chain(&tcp_services)
+                .map(TcpListener::local_addr),
+        );
         OwnListeners::new(own.into_iter().filter_map(Result::ok))
     };
 
@@ -232,6 +249,9 @@ async fn serve_until(
         let tcp = OriginalDstRelay::new(listen, discovered.clone(), mesh.clone(), outbound_metrics.clone());
         let forwarder = Forwarder::outbound(router, discovered.clone(), limits, outbound_metrics);
         let transparent = TransparentOutbound::new(gate, forwarder, discovered, tcp, Arc::clone(&builder), limits);
+        if let Some(listener) = outbound6 {
+            proxies.push(tokio::spawn(Arc::clone(&transparent).serve(listener, phase.clone())));
+        }
         proxies.push(tokio::spawn(transparent.serve(outbound, phase.clone())));
     } else {
         let outbound_fwd = Forwarder::outbound(router, discovered, limits, outbound_metrics);
@@ -271,6 +291,9 @@ async fn serve_until(
             plaintext: config.inbound_plaintext,
             metrics: Arc::clone(&metrics),
         });
+        if let Some(listener6) = inbound6 {
+            proxies.push(tokio::spawn(Arc::clone(&inbound).serve(listener6, phase.clone())));
+        }
         proxies.push(tokio::spawn(inbound.serve(listener, phase.clone())));
     }
     for (listener, fwd) in tcp.into_iter().zip(tcp_forwarders).chain(tcp_services.into_iter().zip(service_forwarders)) {
@@ -360,6 +383,48 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, R
     TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { listener, addr, source })
+}
+
+/// The IPv6 twin of a bound transparent listener: `127.0.0.1:P` gets
+/// `[::1]:P`, `0.0.0.0:P` gets `[::]:P` (IPv6 only; the IPv4 listener keeps
+/// IPv4), P being the port the IPv4 listener got. None for other addresses
+/// or a namespace without IPv6.
+fn bind_v6_twin(listener: &'static str, v4: SocketAddr) -> Result<Option<TcpListener>, RunError> {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+    let ip = match v4 {
+        SocketAddr::V4(a) if a.ip().is_loopback() => Ipv6Addr::LOCALHOST,
+        SocketAddr::V4(a) if a.ip().is_unspecified() => Ipv6Addr::UNSPECIFIED,
+        _ => return Ok(None),
+    };
+    let addr = SocketAddr::V6(SocketAddrV6::new(ip, v4.port(), 0, 0));
+    // A kernel without IPv6 refuses the socket itself (EAFNOSUPPORT).
+    let socket = match socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, Some(socket2::Protocol::TCP)) {
+        Ok(socket) => socket,
+        Err(e) => {
+            debug!(%addr, listener, error = %e, "no IPv6 sockets here; IPv4 only");
+            return Ok(None);
+        }
+    };
+    let bound = (|| {
+        socket.set_only_v6(true)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    })();
+    match bound {
+        Ok(l) => {
+            info!(%addr, listener, "listening on the IPv6 twin too");
+            Ok(Some(l))
+        }
+        // IPv6 disabled in this namespace (no ::1): nothing can be redirected to it.
+        Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+            debug!(%addr, listener, error = %e, "no IPv6 address here; IPv4 only");
+            Ok(None)
+        }
+        Err(source) => Err(RunError::Bind { listener, addr, source }),
+    }
 }
 
 /// Tools bind port 0 and read the real addresses from these lines; `tcp`

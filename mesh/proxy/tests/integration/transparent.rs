@@ -481,3 +481,40 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
     drop(db);
     assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip]);
 }
+
+/// A dual-stack pod: `weft init` redirects IPv6 TCP too (ip6tables) and the
+/// proxies listen on the IPv6 twins of their listeners ([::1] outbound, [::]
+/// inbound), so a client dialing an IPv6 pod address goes through both
+/// proxies exactly as over IPv4, instead of around them.
+#[tokio::test]
+async fn transparent_proxies_carry_ipv6_too() {
+    require_root();
+    weft_bin();
+    let x = 145;
+    let pods = Pods::new("t6", x);
+    // 2001:2::/48 is IPv6's benchmarking prefix (RFC 5180); nodad: usable at once.
+    let v6 = |host: u16| -> IpAddr { std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(x), 0, 0, 0, host).into() };
+    for (ns, host) in [(&pods.client, 1), (&pods.server, 2)] {
+        ok("ip", &["-n", &ns.name, "addr", "add", &format!("{}/64", v6(host)), "dev", "eth0", "nodad"]);
+    }
+    let server_ip = v6(2);
+    // [::] without IPV6_V6ONLY: the app takes both families.
+    let _web = http_app(pods.server.listen("[::]:8080"));
+    let dir = tempfile::tempdir().unwrap();
+    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &[], &[]).await;
+    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &[], &[]).await;
+    ns_ready(&pods.client, &client).await;
+    ns_ready(&pods.server, &server).await;
+    for (ns, proxy) in [(&pods.client, &client), (&pods.server, &server)] {
+        let nat6 = ok("ip", &["netns", "exec", &ns.name, "ip6tables-save", "-t", "nat"]);
+        assert!(nat6.contains("-j WEFT_OUTBOUND") && nat6.contains("-j WEFT_INBOUND"), "weft init's IPv6 rules: {nat6}");
+        assert!(proxy.stderr().contains("listening on the IPv6 twin too"), "{}", proxy.stderr());
+    }
+
+    let out = pods.client.curl(&["-g"], &format!("http://[{server_ip}]:8080/headers")).await;
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
+    assert!(body.contains(&format!("peer={server_ip}\n")), "through the server's proxy: {body}");
+    assert_eq!(requests(&ns_metrics(&pods.client, &client).await, "outbound"), 1.0, "the client's proxy carried it");
+    assert_eq!(requests(&ns_metrics(&pods.server, &server).await, "inbound"), 1.0, "the server's proxy carried it");
+}
