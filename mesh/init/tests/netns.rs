@@ -13,20 +13,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt, SockaddrIn};
-use weft_testkit::{run_ok as ok, TestNetns};
+use weft_testkit::{patience, run_ok as ok, TestNetns};
 
 const PROXY_UID: &str = "2102";
-
-fn patience() -> Duration {
-    let secs = std::env::var("WEFT_TEST_PATIENCE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(secs)
-}
 
 fn require_root() {
     assert!(
@@ -34,8 +25,6 @@ fn require_root() {
         "this test needs root: it creates network namespaces and installs iptables rules in them (run `cargo test -p mesh-init` as root; CI does)"
     );
 }
-
-
 
 /// The test namespaces (created and removed by `weft_testkit::TestNetns`)
 /// and what these tests do in them.
