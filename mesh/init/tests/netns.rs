@@ -451,7 +451,7 @@ fn without_root_it_says_it_must_run_as_root_and_exits_77() {
     assert!(!table.contains("WEFT"), "{table}");
 }
 
-/// A = 2001:2:0:<x>::1, B = 2001:2:0:<x>::2 (the IPv6 benchmarking prefix,
+/// A = 2001:2:0:<x, in hex>::1, B = ...::2 (the IPv6 benchmarking prefix,
 /// RFC 5180), on the same veth pair as IPv4.
 fn v6(x: u8, host: u16) -> std::net::Ipv6Addr {
     std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(x), 0, 0, 0, host)
