@@ -518,3 +518,79 @@ async fn transparent_proxies_carry_ipv6_too() {
     assert_eq!(requests(&ns_metrics(&pods.client, &client).await, "outbound"), 1.0, "the client's proxy carried it");
     assert_eq!(requests(&ns_metrics(&pods.server, &server).await, "inbound"), 1.0, "the server's proxy carried it");
 }
+
+/// Dual-stack pods known to the control plane: a plain client dialing the
+/// server's IPv6 pod address or an IPv6 ClusterIP is resolved through
+/// Destination as `[addr]:port` and carried over mTLS between the proxies,
+/// so the app learns the caller's identity, exactly as over IPv4.
+#[tokio::test]
+async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
+    require_root();
+    weft_bin();
+    let x = 146;
+    let pods = Pods::new("t6m", x);
+    let v6 = |host: u16| -> IpAddr { std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(x), 0, 0, 0, host).into() };
+    for (ns, host) in [(&pods.client, 1), (&pods.server, 2)] {
+        ok("ip", &["-n", &ns.name, "addr", "add", &format!("{}/64", v6(host)), "dev", "eth0", "nodad"]);
+    }
+    // The IPv6 ClusterIP range leaves by eth0 (redirected before it does).
+    let cluster6 = std::net::Ipv6Addr::new(0x2001, 2, 1, u16::from(x), 0, 0, 0, 0x10);
+    ok("ip", &["-n", &pods.client.name, "-6", "route", "add", &format!("2001:2:1:{:x}::/64", x), "dev", "eth0"]);
+    let (client_ip, server_ip, server6) = (pods.client_ip(), pods.server_ip(), v6(2));
+    let _web = http_app(pods.server.listen("[::]:8080"));
+
+    let (client_id, server_id) = ("spiffe://cluster.local/ns/test/sa/client", "spiffe://cluster.local/ns/test/sa/server");
+    let m = MeshDir::new(&[client_id, server_id]);
+    let manifests = m.path("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let dual_pod = |name: &str, v4: IpAddr, v6: IpAddr| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: test, annotations: {{weft.io/inject: enabled}}}}\n\
+             spec: {{serviceAccountName: {name}, containers: [{{name: app, image: app}}]}}\n\
+             status: {{podIP: \"{v4}\", podIPs: [{{ip: \"{v4}\"}}, {{ip: \"{v6}\"}}]}}\n"
+        )
+    };
+    let mut yaml = dual_pod("client", client_ip, v6(1)) + &dual_pod("server", server_ip, server6);
+    yaml += &format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: test}}\n\
+         spec: {{clusterIPs: [\"{cluster6}\"], ipFamilies: [IPv6], ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: web-1, namespace: test, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv6\nports: [{{name: http, port: 8080}}]\n\
+         endpoints:\n- addresses: [\"{server6}\"]\n  targetRef: {{kind: Pod, name: server, namespace: test}}\n"
+    );
+    std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
+    let cp = m
+        .control_in(
+            &pods.server.wrapper(),
+            &format!("{server_ip}:0"),
+            "1h",
+            &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]),
+        )
+        .await;
+    readable_by_proxy(&m);
+    let ctl = cp.addr.to_string();
+    let common = args(&["--destination", &ctl, "--policy", &ctl]);
+    let mut client_args = m.identity_args(client_id, cp.addr);
+    client_args.extend(common.iter().cloned());
+    let mut server_args = m.identity_args(server_id, cp.addr);
+    server_args.extend(common);
+    server_args.push("--forward-client-identity".into());
+    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args, &[]).await;
+    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args, &[cp.addr.port()]).await;
+    ns_ready(&pods.client, &client).await;
+    ns_ready(&pods.server, &server).await;
+
+    for url in [format!("http://[{server6}]:8080/headers"), format!("http://[{cluster6}]/headers")] {
+        let out = pods.client.curl(&["-g"], &url).await;
+        let body = String::from_utf8_lossy(&out.stdout);
+        let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
+        assert!(out.status.success(), "{}", diag());
+        assert!(body.contains(&format!("weft-client-id: {client_id}")), "mTLS between the proxies, the app learns the caller: {}", diag());
+        assert!(body.contains(&format!("peer={server6}\n")), "delivered by the server's proxy over IPv6: {}", diag());
+    }
+    let (cm, sm) = (ns_metrics(&pods.client, &client).await, ns_metrics(&pods.server, &server).await);
+    assert_eq!(requests(&cm, "outbound"), 2.0, "{cm}");
+    assert_eq!(requests(&sm, "inbound"), 2.0, "{sm}");
+    cp.stop().await;
+}
