@@ -137,6 +137,17 @@ impl Pods {
     fn server_ip(&self) -> IpAddr {
         format!("198.18.{}.2", self.x).parse().unwrap()
     }
+
+    /// Makes both pods dual-stack: (client, server) = 2001:2:0:X::1 and ::2
+    /// (X in hex; 2001:2::/48 is IPv6's benchmarking prefix, RFC 5180).
+    fn add_ipv6(&self) -> (IpAddr, IpAddr) {
+        let v6 = |host: u16| -> IpAddr { std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(self.x), 0, 0, 0, host).into() };
+        for (ns, host) in [(&self.client, 1), (&self.server, 2)] {
+            // nodad: usable at once, no duplicate address detection wait.
+            ok("ip", &["-n", &ns.name, "addr", "add", &format!("{}/64", v6(host)), "dev", "eth0", "nodad"]);
+        }
+        (v6(1), v6(2))
+    }
 }
 
 /// A proxy in a namespace, as the proxy uid, on ephemeral ports that
@@ -301,6 +312,41 @@ fn readable_by_proxy(m: &MeshDir) {
     set(m.anchor(), 0o644);
 }
 
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/test/sa/client";
+const SERVER_ID: &str = "spiffe://cluster.local/ns/test/sa/server";
+
+/// mesh-control in the server pod, serving `yaml` as its manifests, and
+/// both pods' proxies (identities `client` and `server`, Destination and
+/// Policy from it), ready. The server's proxy leaves the control plane's
+/// port and `skip_inbound` alone.
+async fn meshed_pods(pods: &Pods, m: &MeshDir, yaml: &str, skip_inbound: &[u16]) -> (Control, NsProxy, NsProxy) {
+    let manifests = m.path("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
+    let cp = m
+        .control_in(
+            &pods.server.wrapper(),
+            &format!("{}:0", pods.server_ip()),
+            "1h",
+            &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]),
+        )
+        .await;
+    readable_by_proxy(m);
+    let ctl = cp.addr.to_string();
+    let common = args(&["--destination", &ctl, "--policy", &ctl]);
+    let mut client_args = m.identity_args(CLIENT_ID, cp.addr);
+    client_args.extend(common.iter().cloned());
+    let mut server_args = m.identity_args(SERVER_ID, cp.addr);
+    server_args.extend(common);
+    server_args.push("--forward-client-identity".into());
+    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args, &[]).await;
+    let skip: Vec<u16> = skip_inbound.iter().copied().chain([cp.addr.port()]).collect();
+    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args, &skip).await;
+    ns_ready(&pods.client, &client).await;
+    ns_ready(&pods.server, &server).await;
+    (cp, client, server)
+}
+
 fn pod(name: &str, sa: &str, ip: IpAddr) -> String {
     format!(
         "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: test, annotations: {{weft.io/inject: enabled}}}}\n\
@@ -337,10 +383,8 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
     let (vault_peers, _vault) = banner_app(pods.server.listen("0.0.0.0:7001"));
 
-    let (client_id, server_id) = ("spiffe://cluster.local/ns/test/sa/client", "spiffe://cluster.local/ns/test/sa/server");
+    let (client_id, server_id) = (CLIENT_ID, SERVER_ID);
     let m = MeshDir::new(&[client_id, server_id]);
-    let manifests = m.path("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
     let mut yaml = pod("client", "client", client_ip) + &pod("server", "server", server_ip);
     yaml += &service("web", &format!("198.19.{x}.10"), "http", 80, 8080, server_ip, "");
     yaml += &service("db", &format!("198.19.{x}.11"), "tcp", 7000, 7000, server_ip, "config.weft.io/opaque-ports: \"7000\"");
@@ -349,31 +393,8 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     yaml += &service("vault", &format!("198.19.{x}.12"), "tcp", 7001, 7001, server_ip, "");
     yaml += "---\napiVersion: policy.weft.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: vault, namespace: test}\n\
              spec:\n  targetRef: {kind: Service, name: vault}\n  from: {identities: [\"spiffe://cluster.local/ns/test/sa/other\"]}\n";
-    std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
-    let cp = m
-        .control_in(
-            &pods.server.wrapper(),
-            &format!("{server_ip}:0"),
-            "1h",
-            &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]),
-        )
-        .await;
-    readable_by_proxy(&m);
-
     // The control plane and the unknown app are reached without the server's proxy.
-
-    let ctl = cp.addr.to_string();
-    let mut common = args(&["--destination", &ctl, "--policy", &ctl]);
-    let mut client_args = m.identity_args(client_id, cp.addr);
-    client_args.append(&mut common.clone());
-    let mut server_args = m.identity_args(server_id, cp.addr);
-    server_args.append(&mut common);
-    server_args.push("--forward-client-identity".into());
-    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args, &[]).await;
-    // The control plane and the unknown app are reached without the server's proxy.
-    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args, &[9090, cp.addr.port()]).await;
-    ns_ready(&pods.client, &client).await;
-    ns_ready(&pods.server, &server).await;
+    let (cp, client, server) = meshed_pods(&pods, &m, &yaml, &[9090]).await;
 
     // (a) HTTP to the pod IP and to the ClusterIP, HTTP/1 and h2: mTLS
     // between the proxies, the app sees the client's identity, Host unchanged.
@@ -490,14 +511,8 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
 async fn transparent_proxies_carry_ipv6_too() {
     require_root();
     weft_bin();
-    let x = 145;
-    let pods = Pods::new("t6", x);
-    // 2001:2::/48 is IPv6's benchmarking prefix (RFC 5180); nodad: usable at once.
-    let v6 = |host: u16| -> IpAddr { std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(x), 0, 0, 0, host).into() };
-    for (ns, host) in [(&pods.client, 1), (&pods.server, 2)] {
-        ok("ip", &["-n", &ns.name, "addr", "add", &format!("{}/64", v6(host)), "dev", "eth0", "nodad"]);
-    }
-    let server_ip = v6(2);
+    let pods = Pods::new("t6", 145);
+    let (_, server_ip) = pods.add_ipv6();
     // [::] without IPV6_V6ONLY: the app takes both families.
     let _web = http_app(pods.server.listen("[::]:8080"));
     let dir = tempfile::tempdir().unwrap();
@@ -529,20 +544,15 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     weft_bin();
     let x = 146;
     let pods = Pods::new("t6m", x);
-    let v6 = |host: u16| -> IpAddr { std::net::Ipv6Addr::new(0x2001, 2, 0, u16::from(x), 0, 0, 0, host).into() };
-    for (ns, host) in [(&pods.client, 1), (&pods.server, 2)] {
-        ok("ip", &["-n", &ns.name, "addr", "add", &format!("{}/64", v6(host)), "dev", "eth0", "nodad"]);
-    }
+    let (client6, server6) = pods.add_ipv6();
     // The IPv6 ClusterIP range leaves by eth0 (redirected before it does).
     let cluster6 = std::net::Ipv6Addr::new(0x2001, 2, 1, u16::from(x), 0, 0, 0, 0x10);
     ok("ip", &["-n", &pods.client.name, "-6", "route", "add", &format!("2001:2:1:{:x}::/64", x), "dev", "eth0"]);
-    let (client_ip, server_ip, server6) = (pods.client_ip(), pods.server_ip(), v6(2));
+    let (client_ip, server_ip) = (pods.client_ip(), pods.server_ip());
     let _web = http_app(pods.server.listen("[::]:8080"));
 
-    let (client_id, server_id) = ("spiffe://cluster.local/ns/test/sa/client", "spiffe://cluster.local/ns/test/sa/server");
-    let m = MeshDir::new(&[client_id, server_id]);
-    let manifests = m.path("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
+    let client_id = CLIENT_ID;
+    let m = MeshDir::new(&[CLIENT_ID, SERVER_ID]);
     let dual_pod = |name: &str, v4: IpAddr, v6: IpAddr| {
         format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: test, annotations: {{weft.io/inject: enabled}}}}\n\
@@ -550,7 +560,7 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
              status: {{podIP: \"{v4}\", podIPs: [{{ip: \"{v4}\"}}, {{ip: \"{v6}\"}}]}}\n"
         )
     };
-    let mut yaml = dual_pod("client", client_ip, v6(1)) + &dual_pod("server", server_ip, server6);
+    let mut yaml = dual_pod("client", client_ip, client6) + &dual_pod("server", server_ip, server6);
     yaml += &format!(
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: test}}\n\
          spec: {{clusterIPs: [\"{cluster6}\"], ipFamilies: [IPv6], ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n\
@@ -559,27 +569,7 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
          addressType: IPv6\nports: [{{name: http, port: 8080}}]\n\
          endpoints:\n- addresses: [\"{server6}\"]\n  targetRef: {{kind: Pod, name: server, namespace: test}}\n"
     );
-    std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
-    let cp = m
-        .control_in(
-            &pods.server.wrapper(),
-            &format!("{server_ip}:0"),
-            "1h",
-            &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]),
-        )
-        .await;
-    readable_by_proxy(&m);
-    let ctl = cp.addr.to_string();
-    let common = args(&["--destination", &ctl, "--policy", &ctl]);
-    let mut client_args = m.identity_args(client_id, cp.addr);
-    client_args.extend(common.iter().cloned());
-    let mut server_args = m.identity_args(server_id, cp.addr);
-    server_args.extend(common);
-    server_args.push("--forward-client-identity".into());
-    let client = NsProxy::start(&pods.client, m.path("client.log"), &client_args, &[]).await;
-    let server = NsProxy::start(&pods.server, m.path("server.log"), &server_args, &[cp.addr.port()]).await;
-    ns_ready(&pods.client, &client).await;
-    ns_ready(&pods.server, &server).await;
+    let (cp, client, server) = meshed_pods(&pods, &m, &yaml, &[]).await;
 
     for url in [format!("http://[{server6}]:8080/headers"), format!("http://[{cluster6}]/headers")] {
         let out = pods.client.curl(&["-g"], &url).await;
