@@ -550,6 +550,7 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     ok("ip", &["-n", &pods.client.name, "-6", "route", "add", &format!("2001:2:1:{:x}::/64", x), "dev", "eth0"]);
     let (client_ip, server_ip) = (pods.client_ip(), pods.server_ip());
     let _web = http_app(pods.server.listen("[::]:8080"));
+    let (banner_peers, _banner) = banner_app(pods.server.listen("[::]:7000"));
 
     let client_id = CLIENT_ID;
     let m = MeshDir::new(&[CLIENT_ID, SERVER_ID]);
@@ -582,5 +583,14 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     let (cm, sm) = (ns_metrics(&pods.client, &client).await, ns_metrics(&pods.server, &server).await);
     assert_eq!(requests(&cm, "outbound"), 2.0, "{cm}");
     assert_eq!(requests(&sm, "inbound"), 2.0, "{sm}");
+
+    // A server-speaks-first protocol to the IPv6 pod address: opaque TCP
+    // inside mTLS (weft-tcp/1), relayed by the server's proxy.
+    let mut db = pods.client.connect(SocketAddr::new(server6, 7000)).unwrap();
+    assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n", "banner through both proxies\n{}", client.stderr());
+    db.write_all(b"ping\x00\xff\n").await.unwrap();
+    assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
+    drop(db);
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server6], "the app was reached by the server's proxy");
     cp.stop().await;
 }
