@@ -76,6 +76,21 @@ fn substrate(work: &Path) -> Netns {
     Netns::new(bins, work).unwrap_or_else(|e| panic!("netns substrate: {e}"))
 }
 
+/// A netns substrate in a fresh work dir (dropped after it) with the
+/// scenario's server pod and control plane running.
+async fn started() -> (tempfile::TempDir, Netns, ScenarioTopology) {
+    let work = tempfile::Builder::new()
+        .prefix("weft-t-")
+        .tempdir()
+        .unwrap();
+    let mut sub = substrate(work.path());
+    let topo = topology(true);
+    sub.start_scenario(&topo)
+        .await
+        .expect("servers and control plane start");
+    (work, sub, topo)
+}
+
 /// `ip netns exec NS program args`, output as text; panics on failure.
 fn exec_in(ns: &str, program: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ip")
@@ -180,15 +195,7 @@ fn an_unmodified_client_is_transparently_meshed() {
 }
 
 async fn an_unmodified_client_is_transparently_meshed_async() {
-    let work = tempfile::Builder::new()
-        .prefix("weft-t-")
-        .tempdir()
-        .unwrap();
-    let mut sub = substrate(work.path());
-    let topo = topology(true);
-    sub.start_scenario(&topo)
-        .await
-        .expect("servers and control plane start");
+    let (work, mut sub, topo) = started().await;
     let server = sub.server_pods()[0].clone();
     let vip_url = format!("http://{SERVICE_VIP}/headers");
     let marker = format!("weft-canary-{}", std::process::id());
@@ -294,15 +301,7 @@ fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext() 
 }
 
 async fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaintext_async() {
-    let work = tempfile::Builder::new()
-        .prefix("weft-t-")
-        .tempdir()
-        .unwrap();
-    let mut sub = substrate(work.path());
-    let topo = topology(true);
-    sub.start_scenario(&topo)
-        .await
-        .expect("servers and control plane start");
+    let (_work, mut sub, topo) = started().await;
     let dep = sub
         .deploy(Variant::Weft, &topo)
         .await

@@ -85,13 +85,11 @@ struct Started {
     _tmp: tempfile::TempDir,
 }
 
-/// Start the long suite and wait until the server, the control plane, an
-/// nginx master with its worker, and the watchdog are all running; record
-/// the whole tree.
-fn start_long_run() -> Started {
-    let tmp = tempfile::tempdir().unwrap();
-    let suite = write(tmp.path(), "long.toml", LONG);
-    let out = tmp.path().join("results");
+/// `bench run` of `suite` (written into `dir`), quiet; its child and the
+/// results directory it was given.
+fn spawn_run(dir: &Path, suite: &str) -> (Child, PathBuf) {
+    let suite = write(dir, "long.toml", suite);
+    let out = dir.join("results");
     let child = bench()
         .args(["run", "--suite"])
         .arg(&suite)
@@ -101,6 +99,15 @@ fn start_long_run() -> Started {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    (child, out)
+}
+
+/// Start the long suite and wait until the server, the control plane, an
+/// nginx master with its worker, and the watchdog are all running; record
+/// the whole tree.
+fn start_long_run() -> Started {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, out) = spawn_run(tmp.path(), LONG);
     let root = child.id() as i32;
     let tree = eventually(
         "bench to start the server, control plane, nginx master and worker",
@@ -242,17 +249,7 @@ changes = 2000
 #[test]
 fn sigkill_during_propagation_leaves_no_control_plane_and_no_scratch() {
     let tmp = tempfile::tempdir().unwrap();
-    let suite = write(tmp.path(), "long.toml", LONG_PROPAGATION);
-    let out = tmp.path().join("results");
-    let child = bench()
-        .args(["run", "--suite"])
-        .arg(&suite)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (child, out) = spawn_run(tmp.path(), LONG_PROPAGATION);
     let root = child.id() as i32;
     let (tree, control) = eventually(
         "bench to start the propagation harness and its mesh-control",

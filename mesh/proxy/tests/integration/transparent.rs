@@ -297,6 +297,16 @@ async fn read_n(stream: &mut TcpStream, want: usize) -> Vec<u8> {
     buf
 }
 
+/// A client in `ns` that says nothing until a [`banner_app`] at `addr`
+/// greets it, then has bytes echoed: what a server-speaks-first protocol
+/// looks like to the client proxy (opaque TCP after --detect-timeout).
+async fn banner_through_proxies(ns: &Netns, addr: SocketAddr, client: &NsProxy) {
+    let mut db = ns.connect(addr).unwrap();
+    assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n", "banner through both proxies\n{}", client.stderr());
+    db.write_all(b"ping\x00\xff\n").await.unwrap();
+    assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
+}
+
 /// Lets the proxy uid read what it needs of a MeshDir: tokens, the trust
 /// anchor (the CA's keys stay 0600).
 fn readable_by_proxy(m: &MeshDir) {
@@ -422,11 +432,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     // (b) A server-speaks-first protocol: the client sends nothing, so after
     // --detect-timeout it is opaque TCP, inside mTLS (weft-tcp/1) to the
     // server's proxy, which relays it to the app.
-    let mut db = pods.client.connect(SocketAddr::new(server_ip, 7000)).unwrap();
-    assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n", "banner through both proxies\n{}", client.stderr());
-    db.write_all(b"ping\x00\xff\n").await.unwrap();
-    assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
-    drop(db);
+    banner_through_proxies(&pods.client, SocketAddr::new(server_ip, 7000), &client).await;
     assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip], "the app was reached by the server's proxy");
 
     // (c) Straight to the outbound port: refused as a loop, counted, and the
@@ -586,11 +592,7 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
 
     // A server-speaks-first protocol to the IPv6 pod address: opaque TCP
     // inside mTLS (weft-tcp/1), relayed by the server's proxy.
-    let mut db = pods.client.connect(SocketAddr::new(server6, 7000)).unwrap();
-    assert_eq!(read_n(&mut db, 11).await, b"HELLO weft\n", "banner through both proxies\n{}", client.stderr());
-    db.write_all(b"ping\x00\xff\n").await.unwrap();
-    assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
-    drop(db);
+    banner_through_proxies(&pods.client, SocketAddr::new(server6, 7000), &client).await;
     assert_eq!(banner_peers.lock().unwrap().as_slice(), [server6], "the app was reached by the server's proxy");
     cp.stop().await;
 }
