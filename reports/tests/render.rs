@@ -197,3 +197,31 @@ fn control_plane_memory_gets_its_own_column_only_where_it_ran() {
     assert!(baseline_row.ends_with("| — |"), "{baseline_row}");
     assert!(html(&r).contains("control plane RSS"));
 }
+
+/// The memory and CPU bar charts name every variant under its bar; with
+/// seven variants in a half-width chart the names would overlap, so they go
+/// in two staggered rows (alternating), each name once per chart.
+#[test]
+fn bar_chart_names_every_variant_without_overlap() {
+    let variants = ["baseline", "weft", "weft-plaintext", "weft-client-only", "weft-server-only", "nginx", "haproxy"];
+    let runs = variants.iter().map(|v| run("http1-small", v, 2000.0, 0, 250)).collect();
+    let page = html(&report(runs));
+    // plotters writes `<text x=".." y=".." ... text-anchor="middle" ...>\nNAME\n</text>`
+    // for a bar's name (chart legends are left-anchored).
+    let label_y = |name: &str| -> Vec<i64> {
+        page.match_indices(&format!(">\n{name}\n</text>"))
+            .map(|(at, _)| &page[page[..at].rfind("<text").unwrap()..at])
+            .filter(|tag| tag.contains("text-anchor=\"middle\""))
+            .map(|tag| tag.split(" y=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let rows: Vec<Vec<i64>> = variants[1..].iter().map(|v| label_y(v)).collect();
+    for (v, ys) in variants[1..].iter().zip(&rows) {
+        assert_eq!(ys.len(), 2, "{v} named once under each of the two bar charts: {ys:?}");
+    }
+    let (even, odd) = (rows[0][0], rows[1][0]);
+    assert!(odd > even, "alternate names sit lower: {rows:?}");
+    for (i, ys) in rows.iter().enumerate() {
+        assert_eq!(ys[0], if i % 2 == 0 { even } else { odd }, "{rows:?}");
+    }
+}

@@ -25,13 +25,20 @@ pub fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
 
 /// Polls `check` until it returns `Some`, panicking after `patience` with `what`.
 #[track_caller]
-pub fn eventually_for<T>(what: &str, patience: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn eventually_for<T>(
+    what: &str,
+    patience: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + patience;
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "gave up after {patience:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {patience:?} waiting for: {what}"
+        );
         std::thread::sleep(POLL);
     }
 }

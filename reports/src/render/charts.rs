@@ -486,13 +486,14 @@ fn draw_bars<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(Ticked::new(0.0..n, keys), Ticked::new(yaxis.range(), yaxis.key_points()))
         .map_err(chart_err)?;
-    let name = |x: &f64| bars.get(x.floor() as usize).map(|b| b.0.clone()).unwrap_or_default();
+    // Variant names are drawn below (staggered when they would overlap).
+    let no_name = |_: &f64| String::new();
     let y_fmt = |v: &f64| yaxis.label(*v);
     chart
         .configure_mesh()
         .disable_x_mesh()
         .y_desc(y_desc)
-        .x_label_formatter(&name)
+        .x_label_formatter(&no_name)
         .y_label_formatter(&y_fmt)
         .bold_line_style(BLACK.mix(0.12))
         .light_line_style(TRANSPARENT)
@@ -525,6 +526,39 @@ fn draw_bars<DB: DrawingBackend>(
                     .map_err(chart_err)?;
             }
         }
+    }
+    bar_names(area, &chart, bars)
+}
+
+/// Each bar's variant name under it, in two staggered rows when the
+/// longest name is wider than a bar's slot (seven variants in a half-width
+/// chart), so no two names overlap.
+fn bar_names<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &ChartContext<'_, DB, Cartesian2d<Ticked, Ticked>>,
+    bars: &[(String, RGBColor, Option<f64>)],
+) -> Result<(), RenderError> {
+    let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    let base = area.get_base_pixel();
+    let at = |x: f64| {
+        let (px, py) = chart.backend_coord(&(x, 0.0));
+        (px - base.0, py - base.1)
+    };
+    let slot = at(1.0).0 - at(0.0).0;
+    let widest = bars
+        .iter()
+        .map(|b| area.estimate_text_size(&b.0, &style).map(|(w, _)| w as i32))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(chart_err)?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let stagger = widest + 6 > slot;
+    for (i, (name, _, _)) in bars.iter().enumerate() {
+        let (px, py) = at(i as f64 + 0.5);
+        let row = if stagger && i % 2 == 1 { 16 } else { 0 };
+        area.draw(&Text::new(name.clone(), (px, py + 6 + row), style.clone()))
+            .map_err(chart_err)?;
     }
     Ok(())
 }

@@ -130,7 +130,7 @@ impl Columns {
         if self.late {
             h.push(("late sends", None));
         }
-        h.extend([("proxy peak RSS", Some("MiB")), ("proxy CPU / 1000 rps", Some("cores"))]);
+        h.extend([("proxy peak RSS", Some("MiB")), ("proxy CPU", Some("cores / 1000 rps"))]);
         if self.control {
             h.push(("control plane RSS", Some("MiB")));
         }
