@@ -307,6 +307,18 @@ async fn banner_through_proxies(ns: &Netns, addr: SocketAddr, client: &NsProxy) 
     assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
 }
 
+/// A client-pod connection to `addr` that the server's proxy closes
+/// unanswered because the port's policy refuses the client, counted once.
+async fn refused_by_policy(pods: &Pods, addr: SocketAddr, server: &NsProxy) {
+    let mut conn = pods.client.connect(addr).unwrap();
+    let mut got = Vec::new();
+    let _ = within("the server's proxy closes an unauthorized connection", conn.read_to_end(&mut got)).await;
+    assert!(got.is_empty(), "no banner: {}", String::from_utf8_lossy(&got));
+    let sm = ns_metrics(&pods.server, server).await;
+    let denied = r#"weft_inbound_authz_denied_total{protocol="tcp",reason="unauthorized"}"#;
+    assert_eq!(metric(&sm, denied), Some(1.0), "{sm}");
+}
+
 /// Lets the proxy uid read what it needs of a MeshDir: tokens, the trust
 /// anchor (the CA's keys stay 0600).
 fn readable_by_proxy(m: &MeshDir) {
@@ -460,13 +472,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
 
     // (e) Port 7001's policy names someone else: the meshed connection is
     // closed by the server's proxy before it reaches the app, and counted.
-    let mut vault = pods.client.connect(SocketAddr::new(server_ip, 7001)).unwrap();
-    let mut got = Vec::new();
-    let _ = within("the server's proxy closes an unauthorized connection", vault.read_to_end(&mut got)).await;
-    assert!(got.is_empty(), "no banner: {}", String::from_utf8_lossy(&got));
-    let sm = ns_metrics(&pods.server, &server).await;
-    let denied = r#"weft_inbound_authz_denied_total{protocol="tcp",reason="unauthorized"}"#;
-    assert_eq!(metric(&sm, denied), Some(1.0), "{sm}");
+    refused_by_policy(&pods, SocketAddr::new(server_ip, 7001), &server).await;
     assert!(vault_peers.lock().unwrap().is_empty(), "the app never saw it");
     assert!(server.stderr().contains("to port 7001: unauthorized"), "{}", server.stderr());
     cp.stop().await;
@@ -557,6 +563,7 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     let (client_ip, server_ip) = (pods.client_ip(), pods.server_ip());
     let _web = http_app(pods.server.listen("[::]:8080"));
     let (banner_peers, _banner) = banner_app(pods.server.listen("[::]:7000"));
+    let (vault_peers, _vault) = banner_app(pods.server.listen("[::]:7001"));
 
     let client_id = CLIENT_ID;
     let m = MeshDir::new(&[CLIENT_ID, SERVER_ID]);
@@ -574,6 +581,18 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
          ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
          metadata: {{name: web-1, namespace: test, labels: {{kubernetes.io/service-name: web}}}}\n\
          addressType: IPv6\nports: [{{name: http, port: 8080}}]\n\
+         endpoints:\n- addresses: [\"{server6}\"]\n  targetRef: {{kind: Pod, name: server, namespace: test}}\n"
+    );
+    // Only another workload may reach port 7001 (Service vault's policy);
+    // the server's proxy judges each original destination port by its own.
+    yaml += "---\napiVersion: policy.weft.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: vault, namespace: test}\n\
+             spec:\n  targetRef: {kind: Service, name: vault}\n  from: {identities: [\"spiffe://cluster.local/ns/test/sa/other\"]}\n";
+    yaml += &format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: vault, namespace: test}}\n\
+         spec: {{clusterIPs: [\"2001:2:1:{x:x}::12\"], ipFamilies: [IPv6], ports: [{{name: tcp, port: 7001, targetPort: 7001}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: vault-1, namespace: test, labels: {{kubernetes.io/service-name: vault}}}}\n\
+         addressType: IPv6\nports: [{{name: tcp, port: 7001}}]\n\
          endpoints:\n- addresses: [\"{server6}\"]\n  targetRef: {{kind: Pod, name: server, namespace: test}}\n"
     );
     let (cp, client, server) = meshed_pods(&pods, &m, &yaml, &[]).await;
@@ -594,5 +613,10 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     // inside mTLS (weft-tcp/1), relayed by the server's proxy.
     banner_through_proxies(&pods.client, SocketAddr::new(server6, 7000), &client).await;
     assert_eq!(banner_peers.lock().unwrap().as_slice(), [server6], "the app was reached by the server's proxy");
+
+    // Port 7001's own policy refuses this client over IPv6 too: closed by
+    // the server's proxy before the app, and counted.
+    refused_by_policy(&pods, SocketAddr::new(server6, 7001), &server).await;
+    assert!(vault_peers.lock().unwrap().is_empty(), "the app never saw it");
     cp.stop().await;
 }
