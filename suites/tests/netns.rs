@@ -259,8 +259,13 @@ async fn an_unmodified_client_is_transparently_meshed_async() {
     );
 
     // Both sidecars counted the requests (their admin ports, from inside each pod).
-    let (_, client_page) = curl(&client, "http://127.0.0.1:4191/metrics", &[]);
-    let (_, server_page) = curl(&server.ns, "http://127.0.0.1:4191/metrics", &[]);
+    let metrics = |ns: &str| {
+        let admin = sub
+            .sidecar_admin(ns)
+            .unwrap_or_else(|| panic!("a sidecar in {ns}"));
+        curl(ns, &format!("http://{admin}/metrics"), &[]).1
+    };
+    let (client_page, server_page) = (metrics(&client), metrics(&server.ns));
     let out_2xx = counter(
         &client_page,
         r#"weft_requests_total{direction="outbound",status_class="2xx"}"#,

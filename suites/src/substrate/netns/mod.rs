@@ -7,7 +7,8 @@
 //! ```text
 //!  client-N pod                          node (bridge, Service DNAT)          server-i pods
 //!  loadgen ──> 198.19.0.1:80 ─────────────────── DNAT ─────────────────────> :8080 app   baseline
-//!  loadgen ─iptables─> outbound 4140 ══ mTLS to pod IP:8080 ═══ iptables ─> inbound 4143 ─> :8080   weft
+//!  loadgen ─iptables─> outbound ══ mTLS to pod IP:8080 ═══ iptables ─> inbound ─> :8080   weft
+//!              (sidecar ports are ephemeral; `weft init` is told them)
 //!              (uid 2102 proxy, resolves the VIP through mesh-control)
 //!  weft-plaintext / -client-only / -server-only: the same sidecars without
 //!  identity; unknown to Destination, traffic keeps its original destination
@@ -50,10 +51,6 @@ pub const PROXY_UID: u32 = 2102;
 pub const APP_PORT: u16 = 8080;
 /// The Service's virtual IP (the other half of 198.18.0.0/15 from pods).
 pub const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-/// Sidecar ports (the proxy's defaults).
-pub const OUTBOUND_PORT: u16 = 4140;
-pub const INBOUND_PORT: u16 = 4143;
-pub const ADMIN_PORT: u16 = 4191;
 /// mesh-control's gRPC port in the control pod.
 pub const CONTROL_PORT: u16 = 8086;
 /// Where a peer proxy listens inside the client pod.
@@ -79,6 +76,17 @@ struct Cell {
     client: Pod,
     /// Pods where this variant installed interception rules.
     intercepted: Vec<Pod>,
+    /// Each sidecar's admin listener by its pod's namespace name, as
+    /// reached from inside the pod (loopback).
+    admins: BTreeMap<String, SocketAddr>,
+}
+
+/// Where a sidecar listens, as it announced (ephemeral ports, which
+/// `weft init` is then told to redirect to).
+struct SidecarPorts {
+    outbound: u16,
+    inbound: u16,
+    admin: u16,
 }
 
 impl Netns {
@@ -130,6 +138,13 @@ impl Netns {
         self.net
             .add_pod(name)
             .map_err(|e| net_err(&format!("create pod {name}"), e))
+    }
+
+    /// The admin listener (`/metrics`, `/ready`) of the deployed variant's
+    /// sidecar in the pod whose network namespace is `ns`, reachable from
+    /// inside that pod.
+    pub fn sidecar_admin(&self, ns: &str) -> Option<SocketAddr> {
+        self.active.as_ref()?.admins.get(ns).copied()
     }
 
     /// The scenario's control plane manifests directory, when one runs.
@@ -188,11 +203,28 @@ impl Netns {
         Ok((cp, pod))
     }
 
-    /// Install `weft init`'s interception rules in `pod`.
-    fn intercept(&self, pod: &Pod) -> Result<(), DeployError> {
-        let uid = PROXY_UID.to_string();
+    /// Install `weft init`'s interception rules in `pod`, redirecting to
+    /// the sidecar's `ports` and leaving its admin port alone.
+    fn intercept(&self, pod: &Pod, ports: &SidecarPorts) -> Result<(), DeployError> {
+        let (uid, outbound, inbound, admin) = (
+            PROXY_UID.to_string(),
+            ports.outbound.to_string(),
+            ports.inbound.to_string(),
+            ports.admin.to_string(),
+        );
         let weft = self.bins.weft.to_string_lossy().into_owned();
-        net::exec_in(&pod.ns, &weft, &["init", "--proxy-uid", &uid], None)
+        let args = [
+            "init",
+            "--proxy-uid",
+            &uid,
+            "--outbound-port",
+            &outbound,
+            "--inbound-port",
+            &inbound,
+            "--skip-inbound-ports",
+            &admin,
+        ];
+        net::exec_in(&pod.ns, &weft, &args, None)
             .map(|_| ())
             .map_err(|e| DeployError::Start {
                 component: format!("weft init in {}", pod.name),
@@ -211,20 +243,21 @@ impl Netns {
         }
     }
 
-    /// Start a transparent sidecar in `pod` as [`PROXY_UID`]; meshed (with
-    /// identity and discovery) when `identity` is given. Returns once its
-    /// `/ready` answers (for a meshed one: once it holds its certificate).
+    /// Start a transparent sidecar in `pod` as [`PROXY_UID`] on ephemeral
+    /// ports; meshed (with identity and discovery) when `identity` is given.
+    /// Returns once its `/ready` answers (for a meshed one: once it holds
+    /// its certificate), with the ports it announced.
     async fn sidecar(
         &self,
         pod: &Pod,
         identity: Option<&'static str>,
         inbound_plaintext: bool,
-    ) -> Result<Proc, DeployError> {
+    ) -> Result<(Proc, SidecarPorts), DeployError> {
         let mut cmd = Command::new(&self.bins.mesh_proxy);
         cmd.arg("--transparent")
-            .args(["--outbound-listen", &format!("127.0.0.1:{OUTBOUND_PORT}")])
-            .args(["--inbound-listen", &format!("0.0.0.0:{INBOUND_PORT}")])
-            .args(["--admin-listen", &format!("0.0.0.0:{ADMIN_PORT}")])
+            .args(["--outbound-listen", "127.0.0.1:0"])
+            .args(["--inbound-listen", "0.0.0.0:0"])
+            .args(["--admin-listen", "0.0.0.0:0"])
             // Same budget as each peer proxy: one worker thread.
             .args(["--threads", "1"]);
         if let Some(id) = identity {
@@ -239,8 +272,15 @@ impl Netns {
         cmd.uid(PROXY_UID).gid(PROXY_UID);
         let name = format!("proxy-{}", pod.name);
         let mut p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
-        let admin = addr(&mut p, "listening admin ").await?;
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin.port()));
+        let outbound = addr(&mut p, "listening outbound ").await?.port();
+        let inbound = addr(&mut p, "listening inbound ").await?.port();
+        let admin = addr(&mut p, "listening admin ").await?.port();
+        let ports = SidecarPorts {
+            outbound,
+            inbound,
+            admin,
+        };
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin));
         let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
             probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
         })
@@ -253,7 +293,7 @@ impl Netns {
             }
             return Err(e);
         }
-        Ok(p)
+        Ok((p, ports))
     }
 
     fn explain_control(&self, e: &mut DeployError) {
@@ -335,20 +375,14 @@ impl Netns {
         };
         if let Some((identity, plaintext)) = server_side {
             for pod in &servers {
-                // Rules first: the sidecar is what they redirect to, and no
-                // request is in flight between variants.
-                cell.intercepted.push(pod.clone());
-                self.intercept(pod)?;
-                let p = self.sidecar(pod, identity, plaintext).await?;
-                keep(components, procs, p, Role::Proxy);
+                self.mesh_pod(pod, identity, plaintext, cell, components, procs)
+                    .await?;
             }
         }
         if let Some(identity) = client_side {
             let client = cell.client.clone();
-            cell.intercepted.push(client.clone());
-            self.intercept(&client)?;
-            let p = self.sidecar(&client, identity, false).await?;
-            keep(components, procs, p, Role::Proxy);
+            self.mesh_pod(&client, identity, false, cell, components, procs)
+                .await?;
         }
         if variant == Variant::Weft {
             components.push(Component {
@@ -358,6 +392,29 @@ impl Netns {
             });
         }
         Ok((vip, host))
+    }
+
+    /// A sidecar in `pod`, then the rules that redirect the pod's TCP to
+    /// the ports it announced (no connection is redirected to a port
+    /// nothing listens on; no request is in flight between variants).
+    async fn mesh_pod(
+        &self,
+        pod: &Pod,
+        identity: Option<&'static str>,
+        inbound_plaintext: bool,
+        cell: &mut Cell,
+        components: &mut Vec<Component>,
+        procs: &mut Vec<Proc>,
+    ) -> Result<(), DeployError> {
+        let (p, ports) = self.sidecar(pod, identity, inbound_plaintext).await?;
+        keep(components, procs, p, Role::Proxy);
+        cell.intercepted.push(pod.clone());
+        self.intercept(pod, &ports)?;
+        cell.admins.insert(
+            pod.ns.clone(),
+            SocketAddr::from(([127, 0, 0, 1], ports.admin)),
+        );
+        Ok(())
     }
 
     /// A meshed server pod must refuse plaintext, or the `weft` cell would
@@ -450,6 +507,7 @@ impl Substrate for Netns {
         let mut cell = Cell {
             client,
             intercepted: Vec::new(),
+            admins: BTreeMap::new(),
         };
         let mut components: Vec<Component> = self
             .servers
