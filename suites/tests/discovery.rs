@@ -189,7 +189,7 @@ fn substrate_manifests_are_accepted_by_mesh_control() {
     });
     let mut seen: Vec<String> = Vec::new();
     let mut wait_for = |what: &str, pred: &dyn Fn(&str) -> bool| -> Vec<String> {
-        eventually(what, patience(), || {
+        eventually_for(what, patience(), || {
             while let Ok(l) = rx.try_recv() {
                 seen.push(l);
             }

@@ -337,7 +337,7 @@ async fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaint
     )
     .unwrap();
     for url in [&direct, &vip] {
-        eventually(&format!("plaintext to {url} allowed"), patience(), || {
+        eventually_for(&format!("plaintext to {url} allowed"), patience(), || {
             (curl(&plain.ns, url, &[]).0 == 200).then_some(())
         });
     }
@@ -349,7 +349,7 @@ async fn an_unmeshed_pod_reaches_a_meshed_server_only_where_policy_allows_plaint
         &manifests::service(&SERVICE_VIP.to_string(), manifests::DEFAULT_INBOUND_POLICY),
     )
     .unwrap();
-    eventually("plaintext refused again", patience(), || {
+    eventually_for("plaintext refused again", patience(), || {
         (curl(&plain.ns, &direct, &[]).0 == 403).then_some(())
     });
     // The meshed client is not affected by any of it.
@@ -463,7 +463,7 @@ fn strike_ready(dir: &Path) -> (std::process::Child, Vec<String>, Vec<u32>) {
         .unwrap();
     let pid = child.id();
     // Servers, control, both sidecars: at least a client pod with a proxy in it.
-    let (names, pids) = eventually("the weft cell running in its pods", patience() * 2, || {
+    let (names, pids) = eventually_for("the weft cell running in its pods", patience() * 2, || {
         let names = namespaces_of(pid);
         let client = names.iter().find(|n| n.contains("-client-"))?;
         if net::pids_in(client).is_empty() {
@@ -511,7 +511,7 @@ fn killing_bench_leaves_no_namespace_or_process_once_its_watchdog_ran() {
     let (mut child, names, pids) = strike_ready(dir.path());
     kill9(child.id());
     let _ = child.wait();
-    eventually(
+    eventually_for(
         "the watchdog removed every namespace and process",
         patience(),
         || all_gone(&names, &pids).then_some(()),
@@ -552,7 +552,7 @@ fn bench_clean_removes_what_a_crashed_run_left() {
     // Not reaped until the end: a killed bench may sit as a zombie for a
     // while (its parent busy), and must count as dead all the same.
     // Children die with bench (death signal); the namespaces stay.
-    eventually("bench's children gone", patience(), || {
+    eventually_for("bench's children gone", patience(), || {
         pids.iter()
             .all(|p| !Path::new(&format!("/proc/{p}")).exists())
             .then_some(())

@@ -109,7 +109,7 @@ fn start_long_run() -> Started {
     let tmp = tempfile::tempdir().unwrap();
     let (child, out) = spawn_run(tmp.path(), LONG);
     let root = child.id() as i32;
-    let tree = eventually(
+    let tree = eventually_for(
         "bench to start the server, control plane, nginx master and worker",
         patience(),
         || {
@@ -182,11 +182,11 @@ impl Drop for Started {
 }
 
 fn assert_nothing_left(s: &Started) {
-    eventually("every process bench started to be gone", patience(), || {
+    eventually_for("every process bench started to be gone", patience(), || {
         let left: Vec<_> = s.tree.iter().filter(|p| alive(p)).collect();
         left.is_empty().then_some(())
     });
-    eventually("the run's work dir to be removed", patience(), || {
+    eventually_for("the run's work dir to be removed", patience(), || {
         (!s.work_dir.exists()).then_some(())
     });
     assert!(
@@ -215,7 +215,7 @@ fn sigkill_of_bench_leaves_no_process_and_no_output() {
 fn sigint_stops_every_child_and_writes_nothing() {
     let mut s = start_long_run();
     kill(Pid::from_raw(s.child.id() as i32), Signal::SIGINT).unwrap();
-    let status = eventually("bench to exit after SIGINT", patience(), || {
+    let status = eventually_for("bench to exit after SIGINT", patience(), || {
         s.child.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(130), "Ctrl-C exits 130");
@@ -226,7 +226,7 @@ fn sigint_stops_every_child_and_writes_nothing() {
 fn sigterm_stops_every_child_and_writes_nothing() {
     let mut s = start_long_run();
     kill(Pid::from_raw(s.child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = eventually("bench to exit after SIGTERM", patience(), || {
+    let status = eventually_for("bench to exit after SIGTERM", patience(), || {
         s.child.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
@@ -251,7 +251,7 @@ fn sigkill_during_propagation_leaves_no_control_plane_and_no_scratch() {
     let tmp = tempfile::tempdir().unwrap();
     let (child, out) = spawn_run(tmp.path(), LONG_PROPAGATION);
     let root = child.id() as i32;
-    let (tree, control) = eventually(
+    let (tree, control) = eventually_for(
         "bench to start the propagation harness and its mesh-control",
         patience(),
         || {

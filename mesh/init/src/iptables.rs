@@ -18,8 +18,8 @@ pub enum InitError {
     /// The rules themselves are wrong; nothing was run.
     #[error("invalid settings: {}", .0.join("; "))]
     Config(Vec<String>),
-    #[error("`{binary}` was not found: weft init needs the iptables package ({tool}-save and {tool}-restore) in its image, or --iptables naming an installed iptables{}", ipv6_hint(*.family))]
-    NotFound { binary: String, tool: &'static str, family: Family },
+    #[error("`{binary}` was not found: weft init needs the iptables package ({tool}-save and {tool}-restore) in its image, or --iptables naming an installed iptables{hint}", tool = .family.tool(), hint = ipv6_hint(*.family))]
+    NotFound { binary: String, family: Family },
     #[error("{NOT_ROOT} ({binary}: {stderr})")]
     NotPermitted { binary: String, stderr: String },
     #[error("running `{binary}`: {source}")]
@@ -43,7 +43,7 @@ pub enum InitError {
 fn ipv6_hint(family: Family) -> &'static str {
     match family {
         Family::V4 => "",
-        Family::V6 => " (IPv6 is enabled in this network namespace, so its TCP must be intercepted too; --ipv6 off skips it where the pod has no IPv6 traffic)",
+        Family::V6 => " (for the IPv6 rules, which keep a dual-stack pod's IPv6 TCP from bypassing the proxy; --ipv6 off skips them where the pod has no IPv6 traffic)",
     }
 }
 
@@ -168,7 +168,6 @@ fn run(
         .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => InitError::NotFound {
                 binary: shown.clone(),
-                tool: family.tool(),
                 family,
             },
             _ => InitError::Run {
@@ -295,8 +294,7 @@ impl fmt::Display for Summary {
 impl Summary {
     /// The skipped CIDRs of this family.
     fn cidrs(&self) -> Vec<ipnet::IpNet> {
-        let v6 = self.family == Family::V6;
-        self.rules.skip_outbound_cidrs.iter().filter(|c| matches!(c, ipnet::IpNet::V6(_)) == v6).copied().collect()
+        self.rules.skip_outbound_cidrs.iter().filter(|c| self.family.holds(c)).copied().collect()
     }
 }
 

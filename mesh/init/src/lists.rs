@@ -18,7 +18,7 @@ pub enum ListError {
     NotARange(String),
     #[error("range `{0}` ends before it starts: write it low-high")]
     ReversedRange(String),
-    #[error("`{value}` is not an IPv4 CIDR like 10.0.0.0/8 or an IPv4 address: {reason}")]
+    #[error("`{value}` is not a CIDR like 10.0.0.0/8 or 2001:db8::/32, nor an IP address: {reason}")]
     NotACidr { value: String, reason: String },
     #[error("`{value}` has host bits set: the network is {network}")]
     HostBitsSet { value: String, network: IpNet },

@@ -51,7 +51,8 @@ impl Family {
         }
     }
 
-    fn holds(self, net: &IpNet) -> bool {
+    /// Whether `net` is of this family.
+    pub(crate) fn holds(self, net: &IpNet) -> bool {
         matches!((self, net), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))
     }
 }

@@ -545,14 +545,10 @@ fn bar_names<DB: DrawingBackend>(
         (px - base.0, py - base.1)
     };
     let slot = at(1.0).0 - at(0.0).0;
-    let widest = bars
-        .iter()
-        .map(|b| area.estimate_text_size(&b.0, &style).map(|(w, _)| w as i32))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(chart_err)?
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+    let mut widest = 0;
+    for (name, _, _) in bars {
+        widest = widest.max(area.estimate_text_size(name, &style).map_err(chart_err)?.0 as i32);
+    }
     let stagger = widest + 6 > slot;
     for (i, (name, _, _)) in bars.iter().enumerate() {
         let (px, py) = at(i as f64 + 0.5);

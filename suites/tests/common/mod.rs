@@ -39,9 +39,8 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `eventually(what, patience, check)`: waits with an explicit patience.
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use weft_testkit::{eventually_for as eventually, patience};
+pub use weft_testkit::{eventually_for, patience};
 
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
