@@ -307,6 +307,19 @@ async fn banner_through_proxies(ns: &Netns, addr: SocketAddr, client: &NsProxy) 
     assert_eq!(read_n(&mut db, 7).await, b"ping\x00\xff\n");
 }
 
+/// curl `url` from the client pod through both meshed proxies: it must
+/// succeed over mTLS (the app sees the client's identity) and be delivered
+/// by the server's proxy (the app's peer is `server_ip`). The body.
+async fn meshed_get(pods: &Pods, flags: &[&str], url: &str, server_ip: IpAddr, client: &NsProxy, server: &NsProxy) -> String {
+    let out = pods.client.curl(flags, url).await;
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
+    assert!(out.status.success(), "{}", diag());
+    assert!(body.contains(&format!("weft-client-id: {CLIENT_ID}")), "mTLS between the proxies, the app learns the caller: {}", diag());
+    assert!(body.contains(&format!("peer={server_ip}\n")), "delivered by the server's proxy: {}", diag());
+    body
+}
+
 /// A client-pod connection to `addr` that the server's proxy closes
 /// unanswered because the port's policy refuses the client, counted once.
 async fn refused_by_policy(pods: &Pods, addr: SocketAddr, server: &NsProxy) {
@@ -405,8 +418,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
     let (vault_peers, _vault) = banner_app(pods.server.listen("0.0.0.0:7001"));
 
-    let (client_id, server_id) = (CLIENT_ID, SERVER_ID);
-    let m = MeshDir::new(&[client_id, server_id]);
+    let m = MeshDir::new(&[CLIENT_ID, SERVER_ID]);
     let mut yaml = pod("client", "client", client_ip) + &pod("server", "server", server_ip);
     yaml += &service("web", &format!("198.19.{x}.10"), "http", 80, 8080, server_ip, "");
     yaml += &service("db", &format!("198.19.{x}.11"), "tcp", 7000, 7000, server_ip, "config.weft.io/opaque-ports: \"7000\"");
@@ -426,16 +438,11 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
         (vec![], format!("http://198.19.{x}.10/headers"), format!("host: 198.19.{x}.10"), "HTTP/1.1"),
     ];
     for (flags, url, host, version) in &cases {
-        let out = pods.client.curl(flags, url).await;
-        let body = String::from_utf8_lossy(&out.stdout);
-        let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
-        assert!(out.status.success(), "{}", diag());
-        assert!(body.contains(&format!("weft-client-id: {client_id}")), "the app learns the verified caller: {}", diag());
-        assert!(body.contains(&format!("peer={server_ip}\n")), "delivered by the server's proxy: {}", diag());
+        let body = meshed_get(&pods, flags, url, server_ip, &client, &server).await;
         // h2 from curl carries no Host; the server's proxy restores HTTP/1
         // requests (weft-orig-proto) with their own Host.
-        assert!(body.contains(host.as_str()), "Host passed unchanged: {}", diag());
-        assert!(body.contains(&format!("version={version}")), "{}", diag());
+        assert!(body.contains(host.as_str()), "Host passed unchanged: {url}: {body}");
+        assert!(body.contains(&format!("version={version}")), "{url}: {body}");
     }
     let (cm, sm) = (ns_metrics(&pods.client, &client).await, ns_metrics(&pods.server, &server).await);
     assert_eq!(requests(&cm, "outbound"), 3.0, "client proxy counts every request outbound:\n{cm}");
@@ -565,7 +572,6 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     let (banner_peers, _banner) = banner_app(pods.server.listen("[::]:7000"));
     let (vault_peers, _vault) = banner_app(pods.server.listen("[::]:7001"));
 
-    let client_id = CLIENT_ID;
     let m = MeshDir::new(&[CLIENT_ID, SERVER_ID]);
     let dual_pod = |name: &str, v4: IpAddr, v6: IpAddr| {
         format!(
@@ -598,12 +604,7 @@ async fn transparent_proxies_mesh_ipv6_pods_over_mtls() {
     let (cp, client, server) = meshed_pods(&pods, &m, &yaml, &[]).await;
 
     for url in [format!("http://[{server6}]:8080/headers"), format!("http://[{cluster6}]/headers")] {
-        let out = pods.client.curl(&["-g"], &url).await;
-        let body = String::from_utf8_lossy(&out.stdout);
-        let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
-        assert!(out.status.success(), "{}", diag());
-        assert!(body.contains(&format!("weft-client-id: {client_id}")), "mTLS between the proxies, the app learns the caller: {}", diag());
-        assert!(body.contains(&format!("peer={server6}\n")), "delivered by the server's proxy over IPv6: {}", diag());
+        meshed_get(&pods, &["-g"], &url, server6, &client, &server).await;
     }
     let (cm, sm) = (ns_metrics(&pods.client, &client).await, ns_metrics(&pods.server, &server).await);
     assert_eq!(requests(&cm, "outbound"), 2.0, "{cm}");
