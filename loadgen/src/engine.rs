@@ -15,7 +15,7 @@ use crate::error_class;
 use crate::recorder::{merge, Outcome, Recorder};
 use crate::sequencer::{self, Sink, Slot};
 use crate::timing::Window;
-use crate::{LoadConfig, LoadError, LoadResult, Mode, Progress};
+use crate::{LoadConfig, LoadError, Mode, Progress};
 
 /// Sanity cap on HTTP/2 streams in flight over all connections (open loop). A healthy target
 /// never gets near it; past it, slots are counted as error class `overflow` rather than piling
@@ -28,7 +28,7 @@ const START_LEAD: Duration = Duration::from_millis(10);
 /// Closed loop only: pause after a failed connect so a dead target is not hammered in a spin.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 
-pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<LoadResult, LoadError> {
+pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<record::Load, LoadError> {
     cfg.validate()?;
     let target = Arc::new(Target::resolve(&cfg).await?);
     let n = cfg.connections;
@@ -161,7 +161,7 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load
             .map_err(|e| LoadError::Task(e.to_string()))?
             .map_err(|_| LoadError::Task("the sequencer thread panicked".into()))?;
     }
-    Ok(merge(cfg, recorders))
+    Ok(merge(recorders).into_load(&cfg)?)
 }
 
 enum Conn {

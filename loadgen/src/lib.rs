@@ -9,7 +9,7 @@
 //!        └─ HTTP/2: round robin     ──> N connection tasks, many streams each (capped)
 //!                                              │
 //!                     per-task Recorder (HDR: latency from the *scheduled* time,
-//!                     service time from the actual send) ──> merged LoadResult ──> Summary
+//!                     service time from the actual send) ──> merged ──> record::Load
 //! ```
 //!
 //! A request belongs to the warm-up or the measured window by its scheduled time; warm-up
@@ -24,15 +24,16 @@ pub mod serve;
 mod summary;
 mod timing;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use recorder::{new_histogram, HISTOGRAM_HIGHEST_US, HISTOGRAM_LOWEST_US, HISTOGRAM_SIGFIG};
-pub use summary::{decode_histogram, encode_histogram, HistogramCodecError, Percentiles, Summary};
+/// What a run produces and `--json` writes: the record crate's [`Load`].
+pub use record::{Load, Percentiles};
+pub use summary::table;
 
-/// Error class keys used in [`LoadResult::errors_by_class`].
+/// Error class keys used in [`Load::errors_by_class`].
 pub mod error_class {
     /// The target answered 4xx.
     pub const STATUS_4XX: &str = "status_4xx";
@@ -176,37 +177,18 @@ pub enum LoadError {
     Unreachable { target: String, what: String },
     #[error("load task failed: {0}")]
     Task(String),
+    #[error("cannot record the run's histograms: {0}")]
+    Histogram(#[from] record::HistogramError),
 }
 
-/// The outcome of [`run`]: everything is about the measured window only.
-#[derive(Debug, Clone)]
-pub struct LoadResult {
-    /// The configuration this came from (for [`LoadResult::summary`]).
-    pub config: LoadConfig,
-    /// Requests scheduled in the window that finished, successfully or not.
-    pub requests: u64,
-    /// Subset of `requests` that failed; see [`error_class`].
-    pub errors: u64,
-    pub errors_by_class: BTreeMap<String, u64>,
-    /// Requests actually sent more than 1 ms after their scheduled time.
-    pub late_sends: u64,
-    /// Length of the measured window.
-    pub measured: Duration,
-    /// Responses (any status) received during the window, per second of window.
-    pub achieved_rps: f64,
-    /// µs from the SCHEDULED send time to the end of the response, for every response (any
-    /// status) to a request scheduled in the window. Transport failures are not in it.
-    pub latency: hdrhistogram::Histogram<u64>,
-    /// µs from the ACTUAL send to the end of the response, same requests as `latency`.
-    pub service_time: hdrhistogram::Histogram<u64>,
-    /// TCP connections opened, including reconnects.
-    pub connections_opened: u64,
-}
-
-/// Runs the load described by `cfg` and returns the merged measurements of its window.
+/// Runs the load described by `cfg` and returns the record of its measured window: the
+/// load asked for, counts, rates, and the latency (µs from the *scheduled* send time to the
+/// end of the response, for every response of any status to a request scheduled in the
+/// window; transport failures are counted, not timed) and service-time (from the *actual*
+/// send) histograms with their percentiles.
 ///
 /// All connections are opened before the clock starts; if the target cannot be reached then,
 /// this fails with [`LoadError::Unreachable`] instead of reporting a run full of errors.
-pub async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<LoadResult, LoadError> {
+pub async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load, LoadError> {
     engine::run(cfg, progress).await
 }

@@ -69,7 +69,8 @@ struct RunArgs {
     /// Per request; expiry counts as error class "timeout".
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     timeout: Duration,
-    /// Also write the summary (with histograms) as JSON to this file.
+    /// Also write the run's record (`record::Load`, histograms included; the fields of a
+    /// report.json run) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
     /// Runtime worker threads [default: min(cores, 2)].
@@ -177,13 +178,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     cfg.validate()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let result = runtime(args.threads.unwrap_or(cores.min(2)))?
+    let load = runtime(args.threads.unwrap_or(cores.min(2)))?
         .block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
-    let summary = result.summary();
-    print!("{}", summary.table());
+    print!("{}", loadgen::table(&load));
     if let Some(path) = &args.json {
-        summary
-            .write_json(path)
+        record::io::write_json(&load, path)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::timing::{Window, LATE_SEND};
-use crate::{LoadConfig, LoadResult, Progress};
+use crate::{LoadConfig, Mode, Progress};
 
 /// Lowest recordable value: 1 µs (a zero-µs sample is recorded as 1).
 pub const HISTOGRAM_LOWEST_US: u64 = 1;
@@ -142,44 +142,75 @@ impl Recorder {
     }
 }
 
-/// Merges the task recorders into the run's result.
-pub(crate) fn merge(config: LoadConfig, recorders: Vec<Recorder>) -> LoadResult {
-    let mut latency = new_histogram();
-    let mut service_time = new_histogram();
-    let mut requests = 0;
-    let mut errors = 0;
-    let mut late_sends = 0;
-    let mut completed = 0;
-    let mut connections_opened = 0;
-    let mut errors_by_class = BTreeMap::new();
+/// The task recorders merged, histograms still in memory.
+pub(crate) struct Merged {
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_class: BTreeMap<String, u64>,
+    pub late_sends: u64,
+    /// Responses completed inside the window, whatever their schedule.
+    pub completed: u64,
+    pub connections_opened: u64,
+    pub latency: Histogram<u64>,
+    pub service_time: Histogram<u64>,
+}
+
+/// Merges the task recorders.
+pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
+    let mut m = Merged {
+        requests: 0,
+        errors: 0,
+        errors_by_class: BTreeMap::new(),
+        late_sends: 0,
+        completed: 0,
+        connections_opened: 0,
+        latency: new_histogram(),
+        service_time: new_histogram(),
+    };
     for r in recorders {
-        latency
-            .add(&r.latency)
-            .expect("task histograms never exceed the merged bounds");
-        service_time
-            .add(&r.service)
-            .expect("task histograms never exceed the merged bounds");
-        requests += r.requests;
-        errors += r.errors;
-        late_sends += r.late_sends;
-        completed += r.completed_in_window;
-        connections_opened += r.connections_opened;
+        m.latency.add(&r.latency).expect("task histograms never exceed the merged bounds");
+        m.service_time.add(&r.service).expect("task histograms never exceed the merged bounds");
+        m.requests += r.requests;
+        m.errors += r.errors;
+        m.late_sends += r.late_sends;
+        m.completed += r.completed_in_window;
+        m.connections_opened += r.connections_opened;
         for (class, n) in r.by_class {
-            *errors_by_class.entry(class.to_string()).or_default() += n;
+            *m.errors_by_class.entry(class.to_string()).or_default() += n;
         }
     }
-    let measured = config.duration;
-    LoadResult {
-        achieved_rps: completed as f64 / measured.as_secs_f64(),
-        config,
-        requests,
-        errors,
-        errors_by_class,
-        late_sends,
-        measured,
-        latency,
-        service_time,
-        connections_opened,
+    m
+}
+
+impl Merged {
+    /// The record of the run: the load `cfg` asked for and what was measured.
+    pub fn into_load(self, cfg: &LoadConfig) -> Result<record::Load, record::HistogramError> {
+        let (mode, rate, concurrency) = match cfg.mode {
+            Mode::Open { rate } => ("open", Some(rate), None),
+            Mode::Closed { concurrency } => ("closed", None, Some(u32::try_from(concurrency).unwrap_or(u32::MAX))),
+        };
+        let mut load = record::Load {
+            protocol: if cfg.http2 { "http2" } else { "http1" }.into(),
+            mode: mode.into(),
+            rate,
+            concurrency,
+            connections: u32::try_from(cfg.connections).unwrap_or(u32::MAX),
+            body_size: cfg.body_size as u64,
+            duration_s: cfg.duration.as_secs_f64(),
+            warmup_s: cfg.warmup.as_secs_f64(),
+            requests: self.requests,
+            errors: self.errors,
+            errors_by_class: self.errors_by_class,
+            late_sends: self.late_sends,
+            achieved_rps: self.completed as f64 / cfg.duration.as_secs_f64(),
+            connections_opened: self.connections_opened,
+            latency_us: record::Percentiles::default(),
+            service_time_us: record::Percentiles::default(),
+            histogram: String::new(),
+            service_histogram: String::new(),
+        };
+        load.set_histograms(&self.latency, &self.service_time)?;
+        Ok(load)
     }
 }
 
@@ -237,16 +268,11 @@ mod tests {
             s2 + ms(1),
             Outcome::Response(StatusCode::NOT_FOUND),
         );
-        let res = merge(
-            LoadConfig {
-                duration: Duration::from_secs(2),
-                ..LoadConfig::default()
-            },
-            vec![r],
-        );
-        assert_eq!(res.requests, 4);
-        assert_eq!(res.errors, 3);
-        assert_eq!(res.late_sends, 1);
+        let cfg = LoadConfig {
+            duration: Duration::from_secs(2),
+            ..LoadConfig::default()
+        };
+        let res = merge(vec![r]);
         assert_eq!(res.errors_by_class.get("status_5xx"), Some(&1));
         assert_eq!(res.errors_by_class.get("status_4xx"), Some(&1));
         assert_eq!(res.errors_by_class.get("timeout"), Some(&1));
@@ -256,10 +282,17 @@ mod tests {
             res.service_time.max(),
             res.service_time.highest_equivalent(5_000)
         );
-        // 4 responses completed inside the window (the timeout is no completion)
-        assert!((res.achieved_rps - 2.0).abs() < 1e-9);
         assert_eq!(progress.completed.load(Ordering::Relaxed), 4);
         assert_eq!(progress.errors.load(Ordering::Relaxed), 3);
+        let (latency, service) = (res.latency.clone(), res.service_time.clone());
+        let load = res.into_load(&cfg).unwrap();
+        // 4 responses completed inside the window (the timeout is no completion)
+        assert!((load.achieved_rps - 2.0).abs() < 1e-9);
+        assert_eq!((load.requests, load.errors, load.late_sends), (4, 3, 1));
+        assert_eq!(load.latency_histogram().unwrap(), latency);
+        assert_eq!(load.service_time_histogram().unwrap(), service);
+        assert_eq!(load.latency_us, record::Percentiles::from_histogram(&latency));
+        assert_eq!((load.mode.as_str(), load.rate, load.duration_s), ("open", Some(100.0), 2.0));
     }
 
     #[test]
@@ -274,7 +307,7 @@ mod tests {
             Outcome::Response(StatusCode::OK),
         );
         a.record(s, Some(s), s, Outcome::Response(StatusCode::OK));
-        let res = merge(LoadConfig::default(), vec![a]);
+        let res = merge(vec![a]);
         assert_eq!(res.latency.len(), 2);
         assert_eq!(res.latency.min(), 1);
         assert_eq!(

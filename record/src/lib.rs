@@ -3,12 +3,28 @@
 //! every reader (compare, render, gate, export) takes as is.
 //!
 //! ```text
-//!   loadgen ──> Load ─┐
-//!   propagation ──────┼──> Report (schema 2) ──> report.json ──> compare / render / gate
-//!   conformance ──────┘
+//!   loadgen::run ──> Load ──(+ scenario, variant, resources)──> Run ─┐
+//!   propagation harness ──> Propagation ────────────────────────────┼──> Report (schema 2)
+//!   bench conformance ──> TestResult ───────────────────────────────┘        │
+//!                                                     io::write_report_json  ▼
+//!                        compare / render / gate <── io::read_report <── report.json
+//!                                                    (schema 1 migrated)
 //! ```
+//!
+//! Histograms travel as HDR V2 deflate + base64 strings ([`hist`]), so a
+//! record is plain JSON and still lossless. Every field is documented in
+//! `reports/SCHEMA.md`.
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod hist;
+pub mod io;
+pub mod load;
+pub mod propagation;
+pub mod report;
 
 pub use conformance::{Status, TestResult};
+pub use hist::HistogramError;
+pub use load::{Load, Percentiles};
+pub use propagation::Propagation;
+pub use report::{Env, Report, Resource, Run, Skipped, SCHEMA_VERSION};

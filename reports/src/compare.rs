@@ -13,10 +13,84 @@
 //! "Added latency" compares a cell with the `baseline` variant (no mesh, no
 //! proxy) of the same group in the same record, so both saw the same machine
 //! at the same time.
+//!
+//! [`Comparison::of`] does all of this once per report; every renderer and
+//! the gate read that one comparison instead of re-deriving it.
 
 use std::cmp::Ordering;
 
-use crate::record::{Percentiles, Report, Run};
+use crate::{Percentiles, Report, Run};
+
+/// Everything derived from one report, computed once: the cells, their
+/// groups, and the report itself for what is shown as recorded.
+#[derive(Clone, Debug)]
+pub struct Comparison<'r> {
+    pub report: &'r Report,
+    /// Every cell, in display order (see [`cells`]).
+    pub cells: Vec<Cell>,
+    /// The groups in display order, each with its cells' indices into `cells`.
+    groups: Vec<(GroupKey, Vec<usize>)>,
+}
+
+impl<'r> Comparison<'r> {
+    /// Summarise `report`: cells, groups, added latency.
+    pub fn of(report: &'r Report) -> Comparison<'r> {
+        let cells = cells(report);
+        let mut groups: Vec<(GroupKey, Vec<usize>)> = Vec::new();
+        for (i, c) in cells.iter().enumerate() {
+            let key = c.group();
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        Comparison { report, cells, groups }
+    }
+
+    /// Groups in display order, each group's cells in variant order.
+    pub fn groups(&self) -> Vec<(GroupKey, Vec<&Cell>)> {
+        self.groups.iter().map(|(k, members)| (k.clone(), members.iter().map(|&i| &self.cells[i]).collect())).collect()
+    }
+
+    /// The report's load runs that a cell summarises.
+    pub fn runs_of<'a>(&'a self, cell: &'a Cell) -> impl Iterator<Item = &'r Run> + 'a {
+        cell.run_indices.iter().map(|&i| &self.report.runs[i])
+    }
+
+    /// Every variant in the report, in display order (baseline, weft, peers).
+    pub fn variants(&self) -> Vec<String> {
+        variants_in_order(self.report)
+    }
+
+    /// Compare every cell with the matching cell (same substrate, scenario,
+    /// protocol, mode, load and variant) of a stored record. Cells present in
+    /// only one record are left out; a caller that needs to know can compare
+    /// the lengths.
+    pub fn versus(&self, stored: &Comparison<'_>) -> Vec<Regression> {
+        self.cells
+            .iter()
+            .filter_map(|c| {
+                let key = c.group();
+                let o = stored.cells.iter().find(|o| o.variant == c.variant && o.group() == key)?;
+                let both = |a: Option<f64>, b: Option<f64>| Some(Change { stored: a?, current: b? });
+                Some(Regression {
+                    subject: c.subject(),
+                    p50_us: Change { stored: o.latency_us.p50, current: c.latency_us.p50 },
+                    p99_us: Change { stored: o.latency_us.p99, current: c.latency_us.p99 },
+                    proxy_rss_bytes: both(o.proxy_rss_peak.map(|b| b as f64), c.proxy_rss_peak.map(|b| b as f64)),
+                    proxy_cpu_per_krps: both(o.proxy_cpu_per_krps, c.proxy_cpu_per_krps),
+                    substrate: c.substrate.clone(),
+                    scenario: c.scenario.clone(),
+                    variant: c.variant.clone(),
+                    protocol: c.protocol.clone(),
+                    mode: c.mode.clone(),
+                    rate: c.rate,
+                    concurrency: c.concurrency,
+                })
+            })
+            .collect()
+    }
+}
 
 /// Name of the variant that has nothing between load generator and server.
 pub const BASELINE: &str = "baseline";
@@ -130,10 +204,10 @@ impl GroupKey {
         GroupKey {
             substrate: run.substrate.clone(),
             scenario: run.scenario.clone(),
-            protocol: run.protocol.clone(),
-            mode: run.mode.clone(),
-            rate: run.rate,
-            concurrency: run.concurrency,
+            protocol: run.load.protocol.clone(),
+            mode: run.load.mode.clone(),
+            rate: run.load.rate,
+            concurrency: run.load.concurrency,
         }
     }
 
@@ -211,9 +285,9 @@ fn median_percentiles(runs: &[&Run], f: impl Fn(&Run) -> &Percentiles) -> Percen
     }
 }
 
-/// Summarise a report into cells: groups in scenario order (first
+/// Summarise a report into cells (what [`Comparison::of`] does first): groups in scenario order (first
 /// appearance), loads rising, variants baseline first, weft, then peers.
-pub fn cells(report: &Report) -> Vec<Cell> {
+fn cells(report: &Report) -> Vec<Cell> {
     // Collect (group, variant) -> run indices, preserving first appearance.
     let mut buckets: Vec<(GroupKey, String, Vec<usize>)> = Vec::new();
     for (i, run) in report.runs.iter().enumerate() {
@@ -282,12 +356,12 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
         concurrency: key.concurrency,
         variant,
         repetitions: runs.len(),
-        latency_us: median_percentiles(&runs, |r| &r.latency_us),
-        service_time_us: median_percentiles(&runs, |r| &r.service_time_us),
-        achieved_rps: median_of(&runs, |r| r.achieved_rps),
-        requests: runs.iter().map(|r| r.requests).sum(),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        late_sends: runs.iter().map(|r| r.late_sends).sum(),
+        latency_us: median_percentiles(&runs, |r| &r.load.latency_us),
+        service_time_us: median_percentiles(&runs, |r| &r.load.service_time_us),
+        achieved_rps: median_of(&runs, |r| r.load.achieved_rps),
+        requests: runs.iter().map(|r| r.load.requests).sum(),
+        errors: runs.iter().map(|r| r.load.errors).sum(),
+        late_sends: runs.iter().map(|r| r.load.late_sends).sum(),
         proxy_rss_peak: runs.iter().filter_map(|r| r.proxy_rss_peak()).max(),
         control_rss_peak: runs.iter().filter_map(|r| r.control_rss_peak()).max(),
         proxy_cpu_per_krps: if cpu.is_empty() { None } else { Some(median(&mut cpu.clone())) },
@@ -298,19 +372,6 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
         ratio_p99: None,
         run_indices: idx,
     }
-}
-
-/// Groups of cells in display order, each group's cells in variant order.
-pub fn groups(cells: &[Cell]) -> Vec<(GroupKey, Vec<&Cell>)> {
-    let mut out: Vec<(GroupKey, Vec<&Cell>)> = Vec::new();
-    for c in cells {
-        let key = c.group();
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(c),
-            None => out.push((key, vec![c])),
-        }
-    }
-    out
 }
 
 /// How one cell changed against the same cell of a stored record.
@@ -345,36 +406,6 @@ impl Change {
     pub fn pct(&self) -> Option<f64> {
         (self.stored > 0.0).then(|| (self.current - self.stored) / self.stored * 100.0)
     }
-}
-
-/// Compare every cell of `current` with the matching cell (same substrate,
-/// scenario, protocol, mode, load and variant) of a stored record. Cells
-/// present in only one record are left out; a caller that needs to know
-/// can compare the lengths.
-pub fn versus_stored(current: &Report, stored: &Report) -> Vec<Regression> {
-    let old = cells(stored);
-    cells(current)
-        .into_iter()
-        .filter_map(|c| {
-            let key = c.group();
-            let o = old.iter().find(|o| o.variant == c.variant && o.group() == key)?;
-            let both = |a: Option<f64>, b: Option<f64>| Some(Change { stored: a?, current: b? });
-            Some(Regression {
-                subject: c.subject(),
-                p50_us: Change { stored: o.latency_us.p50, current: c.latency_us.p50 },
-                p99_us: Change { stored: o.latency_us.p99, current: c.latency_us.p99 },
-                proxy_rss_bytes: both(o.proxy_rss_peak.map(|b| b as f64), c.proxy_rss_peak.map(|b| b as f64)),
-                proxy_cpu_per_krps: both(o.proxy_cpu_per_krps, c.proxy_cpu_per_krps),
-                substrate: c.substrate,
-                scenario: c.scenario,
-                variant: c.variant,
-                protocol: c.protocol,
-                mode: c.mode,
-                rate: c.rate,
-                concurrency: c.concurrency,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! Weft's result records and everything that reads them: comparisons, gates,
-//! and rendering (Markdown, HTML, SVG/PNG charts).
+//! Everything that reads Weft's result record: comparisons, gates, and
+//! rendering (Markdown, HTML, SVG/PNG charts). The record itself is the
+//! `record` crate, re-exported here.
 //!
 //! ```text
-//!   report.json ──io::read_report──> Report ──compare::cells──> Vec<Cell>
-//!                                      │                          │
-//!                                      │            ┌─────────────┼──────────────┐
-//!                                      │            ▼             ▼              ▼
-//!                                      │     render::markdown  render::html   gate::evaluate
-//!                                      │            (tables)   (+ SVG charts)  (ci/gates.toml)
-//!                                      └──hist::decode──> HDR histograms ──> latency spectrum
+//!   report.json ──io::read_report──> Report ──Comparison::of──> Comparison (computed once)
+//!   (schema 1 migrated)                                              │
+//!                                  ┌─────────────────┬───────────────┼───────────────┐
+//!                                  ▼                 ▼               ▼               ▼
+//!                           render::markdown   render::html   render::latency_png  gate::evaluate
+//!                                                (+ SVG charts)                     (ci/gates.toml)
 //! ```
 //!
 //! Nothing here measures anything: every function reads a [`Report`], so a
@@ -17,9 +17,10 @@
 
 pub mod compare;
 pub mod gate;
-pub mod hist;
 pub mod io;
-pub mod record;
 pub mod render;
 
-pub use record::{Env, Percentiles, Report, Resource, Run, Skipped, SCHEMA_VERSION};
+/// The record types, as `reports::record::...` for callers that name the module.
+pub use ::record;
+pub use record::hist;
+pub use record::{Env, Load, Percentiles, Propagation, Report, Resource, Run, Skipped, Status, TestResult, SCHEMA_VERSION};

@@ -1,7 +1,12 @@
 mod common;
 
 use common::{report, run, MIB};
-use reports::compare::{cells, versus_stored};
+use reports::compare::{Cell, Comparison};
+use reports::Report;
+
+fn cells(r: &Report) -> Vec<Cell> {
+    Comparison::of(r).cells
+}
 
 #[test]
 fn medians_over_repetitions_and_totals() {
@@ -11,9 +16,9 @@ fn medians_over_repetitions_and_totals() {
         run("s", "weft", 1000.0, 2, 200),
     ];
     runs[1].resources[1].rss_peak_bytes = 30 * MIB;
-    runs[2].errors = 7;
-    let expected_p50 = runs[2].latency_us.p50;
-    let expected_requests: u64 = runs.iter().map(|r| r.requests).sum();
+    runs[2].load.errors = 7;
+    let expected_p50 = runs[2].load.latency_us.p50;
+    let expected_requests: u64 = runs.iter().map(|r| r.load.requests).sum();
     let c = cells(&report(runs));
     assert_eq!(c.len(), 1);
     let c = &c[0];
@@ -35,8 +40,8 @@ fn added_latency_is_against_the_same_groups_baseline() {
         run("s", "weft", 2000.0, 0, 400), // no baseline at 2000 rps
         run("s", "baseline", 500.0, 0, 100),
     ];
-    let (weft_p50, base_p50) = (runs[0].latency_us.p50, runs[1].latency_us.p50);
-    let (weft_p99, base_p99) = (runs[0].latency_us.p99, runs[1].latency_us.p99);
+    let (weft_p50, base_p50) = (runs[0].load.latency_us.p50, runs[1].load.latency_us.p50);
+    let (weft_p99, base_p99) = (runs[0].load.latency_us.p99, runs[1].load.latency_us.p99);
     let c = cells(&report(runs));
     let at = |v: &str, rate: f64| c.iter().find(|c| c.variant == v && c.rate == Some(rate)).unwrap();
     let w = at("weft", 1000.0);
@@ -69,7 +74,7 @@ fn versus_stored_reports_percent_changes_for_matching_cells() {
     let mut slower = run("s", "weft", 1000.0, 0, 300);
     slower.resources[1].rss_peak_bytes = 15 * MIB;
     let current = report(vec![slower, run("s", "nginx", 1000.0, 0, 200)]);
-    let regs = versus_stored(&current, &stored);
+    let regs = Comparison::of(&current).versus(&Comparison::of(&stored));
     assert_eq!(regs.len(), 1, "only weft@1000 is in both records");
     let r = &regs[0];
     assert_eq!(r.subject, "s/weft/1000 rps");
@@ -77,4 +82,22 @@ fn versus_stored_reports_percent_changes_for_matching_cells() {
     assert!(p50 > 40.0 && p50 < 60.0, "p50 change {p50}");
     assert!((r.proxy_rss_bytes.unwrap().pct().unwrap() - 50.0).abs() < 1e-9);
     assert!(r.proxy_cpu_per_krps.unwrap().pct().unwrap().abs() < 1e-9);
+}
+
+#[test]
+fn groups_hold_each_load_once_in_display_order() {
+    let r = report(vec![
+        run("s", "weft", 1000.0, 0, 250),
+        run("s", "baseline", 1000.0, 0, 200),
+        run("s", "weft", 500.0, 0, 240),
+        run("s", "weft", 1000.0, 1, 260),
+    ]);
+    let cmp = Comparison::of(&r);
+    let groups = cmp.groups();
+    let shape: Vec<(Option<f64>, Vec<&str>)> =
+        groups.iter().map(|(k, cells)| (k.rate, cells.iter().map(|c| c.variant.as_str()).collect())).collect();
+    assert_eq!(shape, vec![(Some(500.0), vec!["weft"]), (Some(1000.0), vec!["baseline", "weft"])]);
+    let weft = groups[1].1[1];
+    let reps: Vec<u32> = cmp.runs_of(weft).map(|run| run.repetition).collect();
+    assert_eq!(reps, [0, 1]);
 }

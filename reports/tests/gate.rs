@@ -3,7 +3,15 @@ mod common;
 use std::path::Path;
 
 use common::{healthy, report, run, MIB};
-use reports::gate::{evaluate, Policy, PolicyError};
+use reports::compare::Comparison;
+use reports::gate::{GateOutcome, Policy, PolicyError};
+use reports::Report;
+
+/// The gate over a record (and a stored one), each compared once.
+fn evaluate(policy: &Policy, current: &Report, stored: Option<&Report>) -> GateOutcome {
+    let stored = stored.map(Comparison::of);
+    reports::gate::evaluate(policy, &Comparison::of(current), stored.as_ref())
+}
 
 const POLICY: &str = r#"
 [[rule]]
@@ -47,11 +55,11 @@ fn healthy_record_passes_with_regressions_skipped_without_baseline() {
 #[test]
 fn bad_record_fails_exactly_the_bad_rows() {
     let mut r = healthy();
-    for run in r.runs.iter_mut().filter(|x| x.variant == "weft" && x.rate == Some(1000.0)) {
+    for run in r.runs.iter_mut().filter(|x| x.variant == "weft" && x.load.rate == Some(1000.0)) {
         // 2.2 ms median: about 2 ms added.
         *run = common::run("http1-small", "weft", 1000.0, run.repetition, 2200);
     }
-    for run in r.runs.iter_mut().filter(|x| x.variant == "nginx" && x.rate == Some(500.0)) {
+    for run in r.runs.iter_mut().filter(|x| x.variant == "nginx" && x.load.rate == Some(500.0)) {
         run.resources[1].rss_peak_bytes = 40 * MIB;
     }
     let out = evaluate(&policy(), &r, None);
@@ -76,7 +84,7 @@ fn bad_record_fails_exactly_the_bad_rows() {
 fn regression_rules_use_the_stored_baseline() {
     let stored = healthy();
     let mut current = healthy();
-    for run in current.runs.iter_mut().filter(|x| x.variant == "weft" && x.rate == Some(500.0)) {
+    for run in current.runs.iter_mut().filter(|x| x.variant == "weft" && x.load.rate == Some(500.0)) {
         *run = common::run("http1-small", "weft", 500.0, run.repetition, 400); // +60 % p50
     }
     let out = evaluate(&policy(), &current, Some(&stored));

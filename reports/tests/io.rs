@@ -13,7 +13,7 @@ fn write_then_read_round_trips() {
     assert_eq!(read_report(&path).unwrap(), r);
     let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("report.json")], "no temp files left behind");
-    assert!(fs::read_to_string(&path).unwrap().contains("\n  \"schema\": 1,"), "pretty JSON");
+    assert!(fs::read_to_string(&path).unwrap().contains("\n  \"schema\": 2,"), "pretty JSON");
 }
 
 #[test]
@@ -43,15 +43,90 @@ fn wrong_field_type_names_its_line() {
 }
 
 #[test]
-fn schema_2_is_refused_clearly() {
+fn unknown_schemas_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future.json");
-    fs::write(&path, "{\n  \"schema\": 2,\n  \"something\": \"new\"\n}\n").unwrap();
-    let err = read_report(&path).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, ReadError::Schema { .. }), "{err:?}");
-    assert!(msg.starts_with(&format!("{}:2:3: schema version 2 is not supported", path.display())), "{msg}");
-    assert!(msg.contains("reads schema 1"), "{msg}");
+    for (found, text) in [("3", "3"), ("0", "0"), ("\"2\"", "\"2\"")] {
+        fs::write(&path, format!("{{\n  \"schema\": {text},\n  \"something\": \"new\"\n}}\n")).unwrap();
+        let err = read_report(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ReadError::Schema { .. }), "{err:?}");
+        assert!(msg.starts_with(&format!("{}:2:3: schema version {found} is not supported", path.display())), "{msg}");
+        assert!(msg.contains("reads schemas 1..=2 (writes 2)"), "{msg}");
+    }
+}
+
+#[test]
+fn a_wrong_type_in_a_runs_own_field_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let mut value = serde_json::to_value(common::report(vec![common::run("s", "weft", 10.0, 0, 100)])).unwrap();
+    value["runs"][0]["repetition"] = "first".into();
+    let json = serde_json::to_string_pretty(&value).unwrap();
+    let line = json.lines().position(|l| l.contains("\"first\"")).unwrap() + 1;
+    fs::write(&path, json).unwrap();
+    let msg = read_report(&path).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}:{line}:", path.display())), "{msg}");
+}
+
+/// A schema-1 record: the same runs, no `propagation` or `conformance`, and
+/// its propagation results in `propagation.json` beside it.
+#[test]
+fn schema_1_records_are_migrated_with_their_propagation_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let current = common::report(vec![common::run("s", "weft", 10.0, 0, 100)]);
+    let mut v1 = serde_json::to_value(&current).unwrap();
+    v1["schema"] = 1.into();
+    let obj = v1.as_object_mut().unwrap();
+    obj.remove("propagation");
+    obj.remove("conformance");
+    obj["runs"][0].as_object_mut().unwrap().remove("connections_opened");
+    fs::write(&path, serde_json::to_string_pretty(&v1).unwrap()).unwrap();
+
+    let read = read_report(&path).unwrap();
+    assert_eq!(read.schema, 2, "migrated in memory");
+    assert!(read.propagation.is_empty() && read.conformance.is_empty());
+    assert_eq!(read.runs[0].load.connections_opened, 0, "not kept by schema 1");
+    let mut expected = current.clone();
+    expected.runs[0].load.connections_opened = 0;
+    assert_eq!(read, expected);
+
+    fs::write(
+        dir.path().join("propagation.json"),
+        r#"{"schema": 1, "suite": "quick", "results": [{"scenario": "discovery", "repetition": 0,
+            "services": 20, "endpoints": 40, "changes": 2, "poll_ms": 250.0, "startup_ms": 90.5,
+            "samples_ms": [120.0, 240.0], "p50_ms": 120.0, "p99_ms": 240.0, "max_ms": 240.0,
+            "control_rss_bytes": 31457280}]}"#,
+    )
+    .unwrap();
+    let read = read_report(&path).unwrap();
+    assert_eq!(read.propagation.len(), 1);
+    let p = &read.propagation[0];
+    assert_eq!((p.scenario.as_str(), p.services, p.samples_ms.as_slice()), ("discovery", 20, &[120.0, 240.0][..]));
+
+    // Written back, it is a schema-2 record that holds the propagation itself.
+    fs::remove_file(dir.path().join("propagation.json")).unwrap();
+    write_report_json(&read, &path).unwrap();
+    let again = read_report(&path).unwrap();
+    assert_eq!(again, read);
+
+    // A broken propagation.json beside a schema-1 record is named, not ignored.
+    v1["schema"] = 1.into();
+    fs::write(&path, serde_json::to_string_pretty(&v1).unwrap()).unwrap();
+    fs::write(dir.path().join("propagation.json"), "{\"results\": [1]}").unwrap();
+    let msg = read_report(&path).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}:1:", dir.path().join("propagation.json").display())), "{msg}");
+}
+
+/// A schema-2 record ignores a stray `propagation.json`: its own field is the truth.
+#[test]
+fn schema_2_records_do_not_read_propagation_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    write_report_json(&common::healthy(), &path).unwrap();
+    fs::write(dir.path().join("propagation.json"), "not json").unwrap();
+    assert_eq!(read_report(&path).unwrap(), common::healthy());
 }
 
 #[test]

@@ -3,17 +3,26 @@ mod common;
 use std::fs;
 
 use common::{healthy, report, run};
-use reports::render::{html, latency_png, markdown, write_all};
+use reports::compare::Comparison;
+use reports::render::{latency_png, write_all};
 use reports::Report;
+
+fn markdown(r: &Report) -> String {
+    reports::render::markdown(&Comparison::of(r))
+}
+
+fn html(r: &Report) -> String {
+    reports::render::html(&Comparison::of(r))
+}
 
 fn with_closed_loop() -> Report {
     let mut r = healthy();
     for v in ["baseline", "weft-client-only"] {
         let mut c = run("max-throughput", v, 1.0, 0, if v == "baseline" { 900 } else { 1400 });
-        c.mode = "closed".into();
-        c.rate = None;
-        c.concurrency = Some(16);
-        c.late_sends = 0;
+        c.load.mode = "closed".into();
+        c.load.rate = None;
+        c.load.concurrency = Some(16);
+        c.load.late_sends = 0;
         r.runs.push(c);
     }
     r
@@ -23,7 +32,7 @@ fn with_closed_loop() -> Report {
 fn markdown_has_tables_in_order_with_added_latency() {
     let r = healthy();
     let md = markdown(&r);
-    let cells = reports::compare::cells(&r);
+    let cells = Comparison::of(&r).cells;
     let weft = cells.iter().find(|c| c.variant == "weft" && c.rate == Some(1000.0)).unwrap();
 
     assert!(md.starts_with("# Weft benchmark report: quick\n"), "{md}");
@@ -67,8 +76,8 @@ fn markdown_has_tables_in_order_with_added_latency() {
 #[test]
 fn markdown_shows_late_sends_errors_and_closed_loop() {
     let mut r = with_closed_loop();
-    r.runs[0].late_sends = 12;
-    r.runs[0].errors = 5;
+    r.runs[0].load.late_sends = 12;
+    r.runs[0].load.errors = 5;
     let md = markdown(&r);
     assert!(md.contains("| late sends |"), "{md}");
     assert!(md.contains("| 5 (0.033%) | 12 |"), "errors with rate, then late sends: {md}");
@@ -127,13 +136,13 @@ fn html_escapes_record_text() {
 #[test]
 fn corrupt_histogram_is_reported_in_the_page_and_fails_the_png() {
     let mut r = healthy();
-    for run in r.runs.iter_mut().filter(|x| x.variant == "nginx" && x.rate == Some(1000.0)) {
-        run.histogram = "bm90IGEgaGlzdG9ncmFt".into();
+    for run in r.runs.iter_mut().filter(|x| x.variant == "nginx" && x.load.rate == Some(1000.0)) {
+        run.load.histogram = "bm90IGEgaGlzdG9ncmFt".into();
     }
     let page = html(&r);
     assert!(page.contains("Chart unavailable: http1-small/nginx/1000 rps: histogram is not an HDR"), "{page}");
     let dir = tempfile::tempdir().unwrap();
-    let err = latency_png(&r, &dir.path().join("latency.png")).unwrap_err();
+    let err = latency_png(&Comparison::of(&r), &dir.path().join("latency.png")).unwrap_err();
     assert!(err.to_string().contains("http1-small/nginx/1000 rps"), "{err}");
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no partial or temp file left");
 }
@@ -142,7 +151,7 @@ fn corrupt_histogram_is_reported_in_the_page_and_fails_the_png() {
 fn latency_png_is_a_png() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("latency.png");
-    latency_png(&with_closed_loop(), &path).unwrap();
+    latency_png(&Comparison::of(&with_closed_loop()), &path).unwrap();
     let bytes = fs::read(&path).unwrap();
     assert!(bytes.len() > 10_000, "a real picture, got {} bytes", bytes.len());
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
@@ -155,7 +164,8 @@ fn latency_png_is_a_png() {
 fn write_all_writes_the_three_files_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results/run-1");
-    write_all(&healthy(), &out).unwrap();
+    let written = write_all(&healthy(), &out).unwrap();
+    assert_eq!(written.latency_png, Some(out.join("latency.png")));
     let mut names: Vec<String> =
         fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -164,14 +174,22 @@ fn write_all_writes_the_three_files_only() {
 }
 
 #[test]
-fn an_empty_record_still_renders() {
+fn a_record_without_load_runs_renders_without_a_chart() {
     let mut r = report(vec![]);
     r.skipped.push(reports::Skipped { scenario: "s".into(), variant: "nginx".into(), reason: "missing".into() });
     let dir = tempfile::tempdir().unwrap();
-    write_all(&r, dir.path()).unwrap();
-    assert!(markdown(&r).contains("No measured runs"));
-    assert!(html(&r).contains("No measured runs"));
-    assert_eq!(&fs::read(dir.path().join("latency.png")).unwrap()[..4], b"\x89PNG");
+    // A chart from an earlier render of the same directory must not outlive its data.
+    fs::write(dir.path().join("latency.png"), b"stale").unwrap();
+    let written = write_all(&r, dir.path()).unwrap();
+    assert_eq!(written.latency_png, None);
+    assert!(!dir.path().join("latency.png").exists());
+    let note = "No load runs in this record, so no latency tables or charts (latency.png is not written).";
+    assert!(written.markdown.contains(note), "{}", written.markdown);
+    assert_eq!(fs::read_to_string(dir.path().join("report.md")).unwrap(), written.markdown);
+    assert!(html(&r).contains(note));
+    let err = latency_png(&Comparison::of(&r), &dir.path().join("latency.png")).unwrap_err();
+    assert!(matches!(err, reports::render::RenderError::NoLoadRuns), "{err}");
+    assert!(!dir.path().join("latency.png").exists());
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use reports::compare::Comparison;
 use reports::gate::{GateOutcome, Policy, PolicyError};
 use reports::io::ReadError;
 use reports::Report;
@@ -27,8 +28,10 @@ pub enum ReportError {
     Render { dir: PathBuf, detail: String },
 }
 
-/// `bench report DIR`: re-read `DIR/report.json` and re-render report.md,
-/// report.html and latency.png next to it. Returns the Markdown.
+/// `bench report DIR`: re-read `DIR/report.json` (a schema-1 record is
+/// migrated, its `propagation.json` folded in) and re-render report.md,
+/// report.html and latency.png (when it has load runs) next to it. Returns
+/// the Markdown.
 pub fn rerender(dir: &Path) -> Result<String, ReportError> {
     let path = report_path(dir);
     let report = reports::io::read_report(&path)?;
@@ -37,11 +40,11 @@ pub fn rerender(dir: &Path) -> Result<String, ReportError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    reports::render::write_all(&report, &out).map_err(|e| ReportError::Render {
+    let written = reports::render::write_all(&report, &out).map_err(|e| ReportError::Render {
         dir: out.clone(),
         detail: e.to_string(),
     })?;
-    Ok(reports::render::markdown(&report))
+    Ok(written.markdown)
 }
 
 /// Bad input to `bench gate` (exit 2): never a pass or a fail.
@@ -70,7 +73,12 @@ pub fn gate(
         }
         None => None,
     };
-    Ok(reports::gate::evaluate(&policy, &report, stored.as_ref()))
+    let stored = stored.as_ref().map(Comparison::of);
+    Ok(reports::gate::evaluate(
+        &policy,
+        &Comparison::of(&report),
+        stored.as_ref(),
+    ))
 }
 
 /// `bench plan`: the matrix, the estimate, and which variants cannot run here.

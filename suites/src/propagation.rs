@@ -15,15 +15,14 @@
 //! mesh-control inherits), so the watchdog's group kill and temp-dir removal
 //! cover both, however bench dies.
 //!
-//! The results go to `propagation.json` beside `report.json` (the record's
-//! schema has no place for them) and into a table printed after the run.
+//! The results go into the report (`Report::propagation`, schema 2), which
+//! the renderers show as a table.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use record::Propagation;
 
 use crate::substrate::process::Proc;
 use crate::suite::PropagationShape;
@@ -34,37 +33,6 @@ const LINE: &str = "propagation ";
 pub const POLL: Duration = Duration::from_millis(250);
 /// Longest the harness waits for any one step.
 const STEP_PATIENCE: Duration = Duration::from_secs(30);
-
-/// One propagation measurement, as written to `propagation.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PropagationResult {
-    pub scenario: String,
-    /// From 0.
-    pub repetition: u32,
-    pub services: usize,
-    pub endpoints: usize,
-    pub changes: usize,
-    /// mesh-control's `--manifests-poll`, ms.
-    pub poll_ms: f64,
-    /// Process start until listening, the initial load of every manifest included, ms.
-    pub startup_ms: f64,
-    /// Edit (rename into place) until the watching stream's next message, ms, in edit order.
-    pub samples_ms: Vec<f64>,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    /// mesh-control's VmRSS after the edits.
-    pub control_rss_bytes: u64,
-}
-
-/// `propagation.json`: every measurement of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PropagationFile {
-    /// Bumped when a field changes meaning.
-    pub schema: u32,
-    pub suite: String,
-    pub results: Vec<PropagationResult>,
-}
 
 /// What `bench __propagation` is asked to measure.
 #[derive(Clone, Debug)]
@@ -94,7 +62,7 @@ pub async fn child_main(args: ChildArgs) -> Result<(), PropagationError> {
     cfg.patience = STEP_PATIENCE;
     let r = mesh_control::propagation::measure(&cfg).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let result = PropagationResult {
+    let result = Propagation {
         // The parent knows the scenario; the child only measures.
         scenario: String::new(),
         repetition: 0,
@@ -122,7 +90,7 @@ pub async fn measure_in_child(
     shape: PropagationShape,
     dir: &Path,
     pids_file: &Path,
-) -> Result<PropagationResult, PropagationError> {
+) -> Result<Propagation, PropagationError> {
     let exe = std::env::current_exe()
         .map_err(|e| PropagationError::Child(format!("cannot find the bench executable: {e}")))?;
     let mut cmd = Command::new(exe);
@@ -156,85 +124,4 @@ pub async fn measure_in_child(
     p.stop(Duration::from_secs(3)).await;
     serde_json::from_str(&line)
         .map_err(|e| PropagationError::Child(format!("printed an unreadable result ({e}): {line}")))
-}
-
-/// Markdown table of the measurements, printed after a run.
-pub fn table(results: &[PropagationResult]) -> String {
-    let mut s = String::from(
-        "## Discovery propagation (manifests edit -> Destination stream)\n\n\
-         | scenario | rep | services | endpoints | edits | poll | startup | p50 | p99 | max | control RSS |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for r in results {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {:.0} ms | {:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |",
-            r.scenario,
-            r.repetition + 1,
-            r.services,
-            r.endpoints,
-            r.changes,
-            r.poll_ms,
-            r.startup_ms,
-            r.p50_ms,
-            r.p99_ms,
-            r.max_ms,
-            r.control_rss_bytes as f64 / (1024.0 * 1024.0)
-        );
-    }
-    s
-}
-
-/// Write `propagation.json`.
-pub fn write_json(file: &PropagationFile, path: &Path) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(file).expect("plain data serializes");
-    std::fs::write(path, text + "\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> PropagationResult {
-        PropagationResult {
-            scenario: "discovery".into(),
-            repetition: 0,
-            services: 1000,
-            endpoints: 2000,
-            changes: 2,
-            poll_ms: 250.0,
-            startup_ms: 150.0,
-            samples_ms: vec![100.0, 200.0],
-            p50_ms: 100.0,
-            p99_ms: 200.0,
-            max_ms: 200.0,
-            control_rss_bytes: 30 * 1024 * 1024,
-        }
-    }
-
-    #[test]
-    fn table_has_a_row_per_result() {
-        let t = table(&[sample()]);
-        assert!(
-            t.contains(
-                "| discovery | 1 | 1000 | 2000 | 2 | 250 ms | 150 ms | 100.0 ms | 200.0 ms | 200.0 ms | 30.0 MiB |"
-            ),
-            "{t}"
-        );
-    }
-
-    #[test]
-    fn file_round_trips() {
-        let f = PropagationFile {
-            schema: 1,
-            suite: "s".into(),
-            results: vec![sample()],
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("propagation.json");
-        write_json(&f, &p).unwrap();
-        let back: PropagationFile =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        assert_eq!(back, f);
-    }
 }

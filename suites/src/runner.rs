@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use reports::{Report, Resource, Run, Skipped, SCHEMA_VERSION};
+use record::{Propagation, Report, Resource, Run, Skipped};
 
 use crate::bins::{self, BinError};
 use crate::env;
 use crate::plan::{self, Cell};
-use crate::propagation::{self as prop, PropagationFile, PropagationResult};
+use crate::propagation as prop;
 use crate::sampler::Sampler;
 use crate::substrate::netns::{enter, net};
 use crate::substrate::{
@@ -101,8 +101,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
-/// Run a suite end to end and write report.json, report.md, report.html and
-/// latency.png into the output dir.
+/// Run a suite end to end and write report.json (load runs and propagation
+/// measurements), report.md, report.html and latency.png into the output dir.
 pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     // Catch signals from the very start, so no child is ever started unguarded.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -156,7 +156,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         proc_guard::kill_all();
         proc_guard::forget_dir(work.path());
         drop(work);
-        let (report, propagation, failures) = outcome.map_err(|e| match e {
+        let (report, failures) = outcome.map_err(|e| match e {
             Ok(sig) => {
                 eprintln!("\nbench: {sig} received, stopping");
                 RunError::Interrupted(sig)
@@ -170,28 +170,14 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                 report_dir.join("report.json").display()
             )),
         )?;
-        reports::render::write_all(&report, &report_dir).map_err(|e| RunError::Render {
-            dir: out.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut extra = String::new();
-        if !propagation.is_empty() {
-            let path = report_dir.join("propagation.json");
-            extra = format!("\n{}", prop::table(&propagation));
-            let file = PropagationFile {
-                schema: 1,
-                suite: suite.name.clone(),
-                results: propagation,
-            };
-            prop::write_json(&file, &path).map_err(io_err(format!("write {}", path.display())))?;
-        }
+        let written =
+            reports::render::write_all(&report, &report_dir).map_err(|e| RunError::Render {
+                dir: out.clone(),
+                detail: e.to_string(),
+            })?;
         staging.commit()?;
         // The results are safely on disk; a closed stdout pipe is not a failure.
-        let summary = format!(
-            "{}{extra}\nresults: {}\n",
-            reports::render::markdown(&report),
-            out.display()
-        );
+        let summary = format!("{}\nresults: {}\n", written.markdown, out.display());
         let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), summary.as_bytes());
         if failures > 0 {
             return Err(RunError::CellsFailed {
@@ -212,7 +198,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
 
 /// What [`drive`] ends with: the results, or the signal that interrupted
 /// the run (`Ok`), or why the substrate could not run at all (`Err`).
-type Driven = Result<(Report, Vec<PropagationResult>, usize), Result<&'static str, RunError>>;
+type Driven = Result<(Report, usize), Result<&'static str, RunError>>;
 
 /// Run every cell on `substrate` until done or interrupted, then stop what
 /// the substrate still runs. Dropping the substrate removes what it made.
@@ -241,14 +227,14 @@ struct Harness {
     work: PathBuf,
 }
 
-/// Run every cell; returns the report, the propagation measurements and the
-/// number of cells that failed.
+/// Run every cell; returns the report (load runs and propagation
+/// measurements) and the number of cells that failed.
 async fn execute<S: Substrate>(
     suite: &Suite,
     cells: &[Cell],
     substrate: &mut S,
     harness: &Harness,
-) -> (Report, Vec<PropagationResult>, usize) {
+) -> (Report, usize) {
     // The record's window is the measuring, not the building of binaries before it.
     let started_at = env::now_rfc3339();
     let mp = MultiProgress::new();
@@ -277,7 +263,7 @@ async fn execute<S: Substrate>(
     ));
 
     let mut runs = Vec::new();
-    let mut propagation = Vec::new();
+    let mut propagation: Vec<Propagation> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut failures = 0;
     for (si, scenario) in suite.scenarios.iter().enumerate() {
@@ -413,16 +399,12 @@ async fn execute<S: Substrate>(
         substrate.end_scenario().await;
     }
     overall.finish_and_clear();
-    let report = Report {
-        schema: SCHEMA_VERSION,
-        suite: suite.name.clone(),
-        started_at,
-        finished_at: env::now_rfc3339(),
-        env: env::gather(substrate.versions()),
-        runs,
-        skipped,
-    };
-    (report, propagation, failures)
+    let mut report = Report::new(&suite.name, started_at, env::gather(substrate.versions()));
+    report.finished_at = env::now_rfc3339();
+    report.runs = runs;
+    report.skipped = skipped;
+    report.propagation = propagation;
+    (report, failures)
 }
 
 fn skip(s: &Scenario, v: Variant, reason: String) -> Skipped {
@@ -545,29 +527,12 @@ async fn measure(
         (None, Some((s, _))) => s.finish().await,
         (None, None) => Vec::new(),
     };
-    let s = result.summary();
     Ok(Run {
         scenario: scenario.name.clone(),
         variant: cell.variant.as_str().to_string(),
         substrate: substrate.to_string(),
-        protocol: s.protocol,
-        mode: s.mode,
-        rate: s.rate,
-        concurrency: s.concurrency,
-        connections: s.connections,
-        body_size: s.body_size,
         repetition: cell.repetition,
-        duration_s: s.duration_s,
-        warmup_s: s.warmup_s,
-        requests: s.requests,
-        errors: s.errors,
-        errors_by_class: s.errors_by_class,
-        late_sends: s.late_sends,
-        achieved_rps: s.achieved_rps,
-        latency_us: percentiles(s.latency_us),
-        service_time_us: percentiles(s.service_time_us),
-        histogram: s.histogram,
-        service_histogram: s.service_histogram,
+        load: result,
         resources,
     })
 }
@@ -581,24 +546,12 @@ async fn load(
     cfg: loadgen::LoadConfig,
     progress: Arc<loadgen::Progress>,
     netns: Option<&Path>,
-) -> Result<loadgen::LoadResult, loadgen::LoadError> {
+) -> Result<record::Load, loadgen::LoadError> {
     match netns {
         None => loadgen::run(cfg, progress).await,
         Some(ns) => enter::run_in(ns, POD_LOAD_THREADS, move || loadgen::run(cfg, progress))
             .await
             .unwrap_or_else(|e| Err(loadgen::LoadError::Task(e.to_string()))),
-    }
-}
-
-fn percentiles(p: loadgen::Percentiles) -> reports::Percentiles {
-    reports::Percentiles {
-        p50: p.p50,
-        p90: p.p90,
-        p99: p.p99,
-        p999: p.p999,
-        p9999: p.p9999,
-        max: p.max,
-        mean: p.mean,
     }
 }
 
@@ -609,13 +562,14 @@ fn one_line(r: &Run) -> String {
         .filter(|x| x.role == "proxy")
         .map(|x| x.cpu_seconds)
         .sum();
+    let l = &r.load;
     let mut s = format!(
         "{} req, {} err, {:.0} rps, p50 {:.2} ms, p99 {:.2} ms",
-        r.requests,
-        r.errors,
-        r.achieved_rps,
-        r.latency_us.p50 / 1000.0,
-        r.latency_us.p99 / 1000.0
+        l.requests,
+        l.errors,
+        l.achieved_rps,
+        l.latency_us.p50 / 1000.0,
+        l.latency_us.p99 / 1000.0
     );
     if let Some(rss) = r.proxy_rss_peak() {
         s.push_str(&format!(

@@ -59,8 +59,8 @@ fn weft_reaches_three_replicas_through_discovery() {
         .iter()
         .find(|run| run.variant == "weft")
         .unwrap_or_else(|| panic!("no weft run; skipped: {:?}", r.skipped));
-    assert!(weft.requests > 0, "{weft:?}");
-    assert_eq!(weft.errors, 0, "{:?}", weft.errors_by_class);
+    assert!(weft.load.requests > 0, "{weft:?}");
+    assert_eq!(weft.load.errors, 0, "{:?}", weft.load.errors_by_class);
     let names = |run: &reports::Run, role: &str| -> Vec<String> {
         let mut v: Vec<String> = run
             .resources
@@ -87,8 +87,8 @@ fn weft_reaches_three_replicas_through_discovery() {
     for peer in ["baseline", "nginx", "haproxy"] {
         match r.runs.iter().find(|run| run.variant == peer) {
             Some(run) => {
-                assert!(run.requests > 0, "{peer}: {run:?}");
-                assert_eq!(run.errors, 0, "{peer}: {:?}", run.errors_by_class);
+                assert!(run.load.requests > 0, "{peer}: {run:?}");
+                assert_eq!(run.load.errors, 0, "{peer}: {:?}", run.load.errors_by_class);
             }
             None => assert!(
                 r.skipped
@@ -100,13 +100,13 @@ fn weft_reaches_three_replicas_through_discovery() {
         }
     }
 
-    let prop: suites::propagation::PropagationFile = serde_json::from_str(
-        &std::fs::read_to_string(out.join("propagation.json")).expect("propagation.json"),
-    )
-    .expect("propagation.json parses");
-    assert_eq!(prop.suite, "replicas");
-    assert_eq!(prop.results.len(), 1, "{prop:?}");
-    let p = &prop.results[0];
+    // Propagation is part of the record (schema 2), not a file of its own.
+    assert!(
+        !out.join("propagation.json").exists(),
+        "propagation.json is no longer written"
+    );
+    assert_eq!(r.propagation.len(), 1, "{:?}", r.propagation);
+    let p = &r.propagation[0];
     assert_eq!(
         (p.scenario.as_str(), p.services, p.endpoints, p.changes),
         ("propagation", 20, 40, 3)
@@ -119,6 +119,9 @@ fn weft_reaches_three_replicas_through_discovery() {
             && stdout.contains("| propagation | 1 | 20 | 40 | 3 |"),
         "{stdout}"
     );
+    // Rendered from report.json, like every other table.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| propagation | 1 | 20 | 40 | 3 |"), "{md}");
 }
 
 /// A mesh-control child that is killed when the test ends, however it ends.

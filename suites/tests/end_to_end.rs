@@ -72,8 +72,8 @@ fn run_writes_a_complete_record_for_every_variant() {
     assert!(leftovers.is_empty(), "staging dirs left: {leftovers:?}");
 
     let r = reports::io::read_report(&out.join("report.json")).expect("record parses");
-    assert_eq!(r.schema, 1);
-    assert_eq!(report_json(&out)["schema"], 1);
+    assert_eq!(r.schema, 2);
+    assert_eq!(report_json(&out)["schema"], 2);
     assert_eq!(r.suite, "tiny");
     assert!(
         r.skipped.is_empty(),
@@ -94,15 +94,15 @@ fn run_writes_a_complete_record_for_every_variant() {
     );
     for run in &r.runs {
         assert_eq!(run.substrate, "local");
-        assert_eq!(run.rate, Some(200.0));
-        assert!(run.requests > 0, "{}: no requests", run.variant);
+        assert_eq!(run.load.rate, Some(200.0));
+        assert!(run.load.requests > 0, "{}: no requests", run.variant);
         assert_eq!(
-            run.errors, 0,
+            run.load.errors, 0,
             "{}: errors {:?}",
-            run.variant, run.errors_by_class
+            run.variant, run.load.errors_by_class
         );
-        assert!(run.latency_us.p50 > 0.0, "{}", run.variant);
-        assert!(!run.histogram.is_empty(), "{}", run.variant);
+        assert!(run.load.latency_us.p50 > 0.0, "{}", run.variant);
+        assert!(!run.load.histogram.is_empty(), "{}", run.variant);
         let server = run.resources.iter().find(|x| x.role == "server");
         assert!(
             server.is_some_and(|s| s.rss_peak_bytes > 0),
@@ -290,7 +290,7 @@ fn a_broken_control_plane_fails_only_the_meshed_cells() {
     let r = reports::io::read_report(&out.join("report.json")).expect("record written");
     let ran: Vec<&str> = r.runs.iter().map(|x| x.variant.as_str()).collect();
     assert_eq!(ran, ["baseline", "weft-plaintext"]);
-    assert!(r.runs.iter().all(|x| x.requests > 0 && x.errors == 0));
+    assert!(r.runs.iter().all(|x| x.load.requests > 0 && x.load.errors == 0));
     assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
     assert_eq!(r.skipped[0].variant, "weft");
     assert!(

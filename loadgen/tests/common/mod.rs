@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use loadgen::Summary;
+use loadgen::Load;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 
@@ -85,8 +85,8 @@ impl Drop for Server {
     }
 }
 
-/// Runs `loadgen run ARGS --json FILE`, prints its table and returns the parsed summary.
-pub fn run_binary(args: &[&str]) -> Summary {
+/// Runs `loadgen run ARGS --json FILE`, prints its table and returns the parsed record.
+pub fn run_binary(args: &[&str]) -> Load {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("summary.json");
     let out = Command::new(BIN)
@@ -104,5 +104,5 @@ pub fn run_binary(args: &[&str]) -> Summary {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("summary JSON")
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("record JSON")
 }

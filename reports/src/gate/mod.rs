@@ -10,8 +10,7 @@ mod policy;
 
 pub use policy::{Metric, Policy, PolicyError, Problem, Rule};
 
-use crate::compare::{self, Cell, Regression};
-use crate::record::Report;
+use crate::compare::{self, Cell, Comparison, Regression};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -93,11 +92,11 @@ fn cell_text(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Check every rule of `policy` against `report` (and `stored_baseline` for
-/// regression rules).
-pub fn evaluate(policy: &Policy, report: &Report, stored_baseline: Option<&Report>) -> GateOutcome {
-    let cells = compare::cells(report);
-    let regressions = stored_baseline.map(|s| compare::versus_stored(report, s));
+/// Check every rule of `policy` against a report's comparison (and a stored
+/// baseline's, for regression rules).
+pub fn evaluate(policy: &Policy, current: &Comparison<'_>, stored_baseline: Option<&Comparison<'_>>) -> GateOutcome {
+    let cells = &current.cells;
+    let regressions = stored_baseline.map(|s| current.versus(s));
     let mut rows = Vec::new();
     for rule in &policy.rules {
         let allowed = format!("≤ {}", rule.metric.format(rule.max));

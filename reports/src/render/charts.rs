@@ -10,8 +10,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{ensure_font, most_demanding, RenderError};
-use crate::compare::{self, Cell, GroupKey};
-use crate::record::Report;
+use crate::compare::{self, Cell, Comparison, GroupKey};
 
 const FONT: &str = "sans-serif";
 
@@ -76,8 +75,8 @@ pub(super) struct Series {
 pub(super) struct Palette(Vec<String>);
 
 impl Palette {
-    pub fn new(report: &Report) -> Self {
-        Palette(compare::variants_in_order(report))
+    pub fn new(cmp: &Comparison<'_>) -> Self {
+        Palette(cmp.variants())
     }
 
     pub fn color(&self, variant: &str) -> RGBColor {
@@ -102,10 +101,10 @@ impl Palette {
 
 /// Latency by percentile for each cell of a group, from the stored HDR
 /// histograms (all repetitions merged). x is in "nines": -log10(1 - q).
-pub(super) fn spectrum_series(report: &Report, group: &[&Cell], palette: &Palette) -> Result<Vec<Series>, RenderError> {
+pub(super) fn spectrum_series(cmp: &Comparison<'_>, group: &[&Cell], palette: &Palette) -> Result<Vec<Series>, RenderError> {
     let mut out = Vec::new();
     for c in group {
-        let encoded = c.run_indices.iter().map(|&i| report.runs[i].histogram.as_str());
+        let encoded = cmp.runs_of(c).map(|r| r.load.histogram.as_str());
         let hist = crate::hist::merge(encoded)
             .map_err(|source| RenderError::Histogram { subject: c.subject(), source })?;
         if hist.is_empty() {
@@ -301,9 +300,9 @@ pub(super) fn spectrum_title(key: &GroupKey) -> String {
 }
 
 /// The spectrum of one group as an SVG document string.
-pub(super) fn spectrum_svg(report: &Report, key: &GroupKey, group: &[&Cell], palette: &Palette) -> Result<String, RenderError> {
+pub(super) fn spectrum_svg(cmp: &Comparison<'_>, key: &GroupKey, group: &[&Cell], palette: &Palette) -> Result<String, RenderError> {
     ensure_font()?;
-    let series = spectrum_series(report, group, palette)?;
+    let series = spectrum_series(cmp, group, palette)?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 460)).into_drawing_area();
@@ -315,24 +314,15 @@ pub(super) fn spectrum_svg(report: &Report, key: &GroupKey, group: &[&Cell], pal
 
 /// The README chart: the most demanding group's spectrum as a PNG at `path`
 /// (whose extension must be `.png`: the encoder picks the format from it).
-pub(super) fn spectrum_png(report: &Report, path: &Path) -> Result<(), RenderError> {
-    let cells = compare::cells(report);
-    let groups = compare::groups(&cells);
-    let palette = Palette::new(report);
+pub(super) fn spectrum_png(cmp: &Comparison<'_>, path: &Path) -> Result<(), RenderError> {
+    let groups = cmp.groups();
+    let palette = Palette::new(cmp);
+    let (key, group) = &groups[most_demanding(&groups).ok_or(RenderError::NoLoadRuns)?];
+    let series = spectrum_series(cmp, group, &palette)?;
     let backend = super::bitmap_text::BitmapText::new(BitMapBackend::new(path, (1000, 600)), super::FONT)
         .ok_or(RenderError::Font)?;
     let root = backend.into_drawing_area();
-    match most_demanding(&groups) {
-        Some(i) => {
-            let (key, group) = &groups[i];
-            let series = spectrum_series(report, group, &palette)?;
-            draw_spectrum(&root, &format!("Latency by percentile — {}", spectrum_title(key)), &series)?;
-        }
-        None => {
-            root.fill(&WHITE).map_err(chart_err)?;
-            draw_message(&root, "Latency by percentile", "no measured runs in this record")?;
-        }
-    }
+    draw_spectrum(&root, &format!("Latency by percentile — {}", spectrum_title(key)), &series)?;
     root.present().map_err(chart_err)
 }
 

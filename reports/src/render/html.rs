@@ -4,9 +4,11 @@
 use std::fmt::Write as _;
 
 use super::charts::{self, Palette};
-use super::{env_lines, load_details, most_demanding, repetitions, Columns, LEGEND};
-use crate::compare::{self, Cell, GroupKey};
-use crate::record::Report;
+use super::{
+    env_lines, load_details, most_demanding, propagation_row, repetitions, Columns, LEGEND, NO_LOAD_RUNS,
+    PROPAGATION_HEADERS, PROPAGATION_TITLE,
+};
+use crate::compare::{self, Cell, Comparison, GroupKey};
 
 const CSS: &str = r#"
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 auto;
@@ -36,10 +38,10 @@ details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #0b57d0; }
 "#;
 
 /// Render a record as a self-contained HTML page.
-pub fn html(report: &Report) -> String {
-    let cells = compare::cells(report);
-    let groups = compare::groups(&cells);
-    let palette = Palette::new(report);
+pub fn html(cmp: &Comparison<'_>) -> String {
+    let report = cmp.report;
+    let groups = cmp.groups();
+    let palette = Palette::new(cmp);
     let mut out = String::new();
     let _ = write!(
         out,
@@ -69,7 +71,7 @@ pub fn html(report: &Report) -> String {
         out.push_str("</ul></div>\n");
     }
     if groups.is_empty() {
-        out.push_str("<p class=\"warn\">No measured runs in this record.</p>\n");
+        let _ = writeln!(out, "<p class=\"warn\">{}</p>", esc(NO_LOAD_RUNS));
     }
 
     // Scenarios in display order; each gets its cross-rate charts, then its groups.
@@ -83,7 +85,23 @@ pub fn html(report: &Report) -> String {
     for (substrate, scenario) in &scenarios {
         let mine: Vec<&(GroupKey, Vec<&Cell>)> =
             groups.iter().filter(|(k, _)| &k.substrate == substrate && &k.scenario == scenario).collect();
-        scenario_section(&mut out, report, &palette, substrate, scenario, &mine);
+        scenario_section(&mut out, cmp, &palette, substrate, scenario, &mine);
+    }
+
+    if !report.propagation.is_empty() {
+        let _ = writeln!(out, "<h2>{}</h2>\n<table>\n<thead><tr>", esc(PROPAGATION_TITLE));
+        for h in PROPAGATION_HEADERS {
+            let _ = write!(out, "<th>{}</th>", esc(h));
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+        for p in &report.propagation {
+            out.push_str("<tr>");
+            for v in propagation_row(p) {
+                let _ = write!(out, "<td>{}</td>", esc(&v));
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody>\n</table>\n");
     }
 
     out.push_str("<h2>How to read this</h2>\n<dl class=\"legend\">\n");
@@ -96,14 +114,14 @@ pub fn html(report: &Report) -> String {
 
 fn scenario_section(
     out: &mut String,
-    report: &Report,
+    cmp: &Comparison<'_>,
     palette: &Palette,
     substrate: &str,
     scenario: &str,
     groups: &[&(GroupKey, Vec<&Cell>)],
 ) {
     let _ = writeln!(out, "<h2>Scenario <code>{}</code> <small>({})</small></h2>", esc(scenario), esc(substrate));
-    let skipped: Vec<_> = report.skipped.iter().filter(|s| s.scenario == scenario).collect();
+    let skipped: Vec<_> = cmp.report.skipped.iter().filter(|s| s.scenario == scenario).collect();
     if !skipped.is_empty() {
         // The reasons are in the box at the top; here the names suffice.
         let list: Vec<String> = skipped.iter().map(|s| format!("<code>{}</code>", esc(&s.variant))).collect();
@@ -145,7 +163,7 @@ fn scenario_section(
 
     for (i, (key, group)) in groups.iter().enumerate() {
         let _ = writeln!(out, "<h3>{} — {}</h3>", esc(&key.describe()), esc(&repetitions(group)));
-        let details = load_details(report, group);
+        let details = load_details(cmp, group);
         if !details.is_empty() {
             let _ = writeln!(out, "<p class=\"muted\">{}.</p>", esc(&details));
         }
@@ -154,7 +172,7 @@ fn scenario_section(
         // which keeps a many-rate suite readable without scripts.
         let open_attr = if Some(i) == top { " open" } else { "" };
         let _ = writeln!(out, "<details{open_attr}><summary>Latency by percentile at {}</summary>", esc(&compare::load_label(key.rate, key.concurrency)));
-        chart(out, charts::spectrum_svg(report, key, group, palette).map(|svg| Some(("Latency by percentile", svg))));
+        chart(out, charts::spectrum_svg(cmp, key, group, palette).map(|svg| Some(("Latency by percentile", svg))));
         out.push_str("</details>\n");
     }
 }

@@ -2,14 +2,16 @@
 
 use std::fmt::Write as _;
 
-use super::{env_lines, load_details, repetitions, Columns, LEGEND};
-use crate::compare::{self, Cell};
-use crate::record::Report;
+use super::{
+    env_lines, load_details, propagation_row, repetitions, Columns, LEGEND, NO_LOAD_RUNS, PROPAGATION_HEADERS,
+    PROPAGATION_TITLE,
+};
+use crate::compare::{Cell, Comparison};
 
 /// Render a record as Markdown.
-pub fn markdown(report: &Report) -> String {
-    let cells = compare::cells(report);
-    let groups = compare::groups(&cells);
+pub fn markdown(cmp: &Comparison<'_>) -> String {
+    let report = cmp.report;
+    let groups = cmp.groups();
     let mut out = String::new();
     let _ = writeln!(out, "# Weft benchmark report: {}\n", md(&report.suite));
     for (k, v) in env_lines(report) {
@@ -25,7 +27,7 @@ pub fn markdown(report: &Report) -> String {
         out.push('\n');
     }
     if groups.is_empty() {
-        out.push_str("**No measured runs in this record.**\n\n");
+        let _ = writeln!(out, "**{NO_LOAD_RUNS}**\n");
     }
 
     let mut current_scenario: Option<(String, String)> = None;
@@ -41,11 +43,24 @@ pub fn markdown(report: &Report) -> String {
             current_scenario = Some(scen);
         }
         let _ = writeln!(out, "### {} — {}\n", md(&key.describe()), repetitions(group));
-        let details = load_details(report, group);
+        let details = load_details(cmp, group);
         if !details.is_empty() {
             let _ = writeln!(out, "{details}.\n");
         }
         table(&mut out, group);
+        out.push('\n');
+    }
+
+    if !report.propagation.is_empty() {
+        let _ = writeln!(out, "## {PROPAGATION_TITLE}\n");
+        let _ = writeln!(out, "| {} |", PROPAGATION_HEADERS.join(" | "));
+        let align: Vec<&str> = (0..PROPAGATION_HEADERS.len()).map(|i| if i == 0 { "---" } else { "---:" }).collect();
+        let _ = writeln!(out, "| {} |", align.join(" | "));
+        for p in &report.propagation {
+            let mut row = propagation_row(p);
+            row[0] = md(&row[0]);
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
         out.push('\n');
     }
 

@@ -1,8 +1,9 @@
 //! Rendering a record for people: Markdown tables, a self-contained HTML
 //! page with inline SVG charts, and a PNG latency chart for READMEs.
 //!
-//! All output is derived from the [`Report`] alone, so it can be re-rendered
-//! from any stored `report.json`.
+//! All output is derived from one [`Comparison`] of a [`Report`], computed
+//! once and shared by every format, so it can be re-rendered from any stored
+//! `report.json` and the formats never disagree.
 
 mod bitmap_text;
 mod charts;
@@ -14,8 +15,8 @@ use std::sync::OnceLock;
 
 use plotters::style::FontStyle;
 
-use crate::compare::{Cell, GroupKey};
-use crate::record::Report;
+use crate::compare::{Cell, Comparison, GroupKey};
+use crate::Report;
 
 pub use html::html;
 pub use markdown::markdown;
@@ -31,6 +32,8 @@ pub enum RenderError {
     Font,
     #[error("{subject}: {source}")]
     Histogram { subject: String, source: crate::hist::HistogramError },
+    #[error("the record has no load runs, so there is no latency to chart")]
+    NoLoadRuns,
 }
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -49,14 +52,18 @@ fn ensure_font() -> Result<(), RenderError> {
 
 /// Write the latency spectrum of the most demanding open-loop group (highest
 /// target rate; closed loop if there is none) as a ~1000x600 PNG.
-pub fn latency_png(report: &Report, path: &Path) -> Result<(), RenderError> {
+/// [`RenderError::NoLoadRuns`] when the record has none (e.g. conformance only).
+pub fn latency_png(cmp: &Comparison<'_>, path: &Path) -> Result<(), RenderError> {
+    if cmp.cells.is_empty() {
+        return Err(RenderError::NoLoadRuns);
+    }
     ensure_font()?;
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}.png",
         path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "latency".into()),
         std::process::id()
     ));
-    let result = charts::spectrum_png(report, &tmp)
+    let result = charts::spectrum_png(cmp, &tmp)
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|source| RenderError::Io { path: path.to_owned(), source }));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -64,19 +71,54 @@ pub fn latency_png(report: &Report, path: &Path) -> Result<(), RenderError> {
     result
 }
 
-/// Write `report.md`, `report.html` and `latency.png` into `dir` (created if
-/// missing), each through a temporary file and a rename. `report.json` is
-/// the caller's: see [`crate::io::write_report_json`].
-pub fn write_all(report: &Report, dir: &Path) -> Result<(), RenderError> {
+/// What [`write_all`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    /// The text of `report.md` (to print after a run without rendering twice).
+    pub markdown: String,
+    /// `latency.png`, or `None` when the record has no load runs: then no
+    /// chart is written (a stale one from an earlier render is removed) and
+    /// `report.md` / `report.html` say so.
+    pub latency_png: Option<PathBuf>,
+}
+
+/// Write `report.md`, `report.html` and (when the record has load runs)
+/// `latency.png` into `dir` (created if missing), each through a temporary
+/// file and a rename. `report.json` is the caller's: see
+/// [`crate::io::write_report_json`]. Works for any record: load runs,
+/// propagation, conformance results, or any mix.
+pub fn write_all(report: &Report, dir: &Path) -> Result<Written, RenderError> {
+    write_compared(&Comparison::of(report), dir)
+}
+
+/// [`write_all`] for a comparison already made.
+pub fn write_compared(cmp: &Comparison<'_>, dir: &Path) -> Result<Written, RenderError> {
     std::fs::create_dir_all(dir).map_err(|source| RenderError::Io { path: dir.to_owned(), source })?;
-    let write = |name: &str, text: String| {
+    let write = |name: &str, text: &str| {
         let path = dir.join(name);
         crate::io::write_atomic(&path, text.as_bytes()).map_err(|source| RenderError::Io { path, source })
     };
-    write("report.md", markdown(report))?;
-    write("report.html", html(report))?;
-    latency_png(report, &dir.join("latency.png"))
+    let md = markdown(cmp);
+    write("report.md", &md)?;
+    write("report.html", &html(cmp))?;
+    let png = dir.join(LATENCY_PNG);
+    let latency_png = if cmp.cells.is_empty() {
+        match std::fs::remove_file(&png) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RenderError::Io { path: png, source: e }),
+            _ => None,
+        }
+    } else {
+        latency_png(cmp, &png)?;
+        Some(png)
+    };
+    Ok(Written { markdown: md, latency_png })
 }
+
+/// File name of the README chart in a results directory.
+pub const LATENCY_PNG: &str = "latency.png";
+
+/// The note both formats show when there is no chart to draw.
+const NO_LOAD_RUNS: &str = "No load runs in this record, so no latency tables or charts (latency.png is not written).";
 
 /// The group the README chart shows: highest open-loop rate, else highest
 /// closed-loop concurrency; the first such group on ties.
@@ -225,15 +267,16 @@ fn repetitions(cells: &[&Cell]) -> String {
 }
 
 /// What the load of a group looked like, from its first run.
-fn load_details(report: &Report, cells: &[&Cell]) -> String {
-    let Some(run) = cells.first().and_then(|c| c.run_indices.first()).map(|&i| &report.runs[i]) else {
+fn load_details(cmp: &Comparison<'_>, cells: &[&Cell]) -> String {
+    let Some(run) = cells.first().and_then(|c| cmp.runs_of(c).next()) else {
         return String::new();
     };
-    let mut s = format!("{} s measured", trim(run.duration_s));
-    if run.warmup_s > 0.0 {
-        s.push_str(&format!(" after {} s warm-up", trim(run.warmup_s)));
+    let l = &run.load;
+    let mut s = format!("{} s measured", trim(l.duration_s));
+    if l.warmup_s > 0.0 {
+        s.push_str(&format!(" after {} s warm-up", trim(l.warmup_s)));
     }
-    s.push_str(&format!(", {} connections, {} B bodies", run.connections, run.body_size));
+    s.push_str(&format!(", {} connections, {} B bodies", l.connections, l.body_size));
     s
 }
 
@@ -261,8 +304,8 @@ fn env_lines(report: &Report) -> Vec<(&'static str, String)> {
         lines.push(("Versions", e.versions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")));
     }
     let substrates: Vec<&str> = {
-        let mut s: Vec<&str> = report.runs.iter().map(|r| r.substrate.as_str()).collect();
-        s.dedup();
+        let runs = report.runs.iter().map(|r| r.substrate.as_str());
+        let mut s: Vec<&str> = runs.chain(report.conformance.iter().map(|t| t.substrate.as_str())).collect();
         s.sort_unstable();
         s.dedup();
         s
@@ -271,6 +314,30 @@ fn env_lines(report: &Report) -> Vec<(&'static str, String)> {
         lines.push(("Substrate", substrates.join(", ")));
     }
     lines
+}
+
+/// Title of the propagation section, in both formats.
+const PROPAGATION_TITLE: &str = "Discovery propagation (manifests edit → Destination stream)";
+
+/// Columns of the propagation table; [`propagation_row`] fills them.
+const PROPAGATION_HEADERS: [&str; 11] =
+    ["scenario", "rep", "services", "endpoints", "edits", "poll", "startup", "p50", "p99", "max", "control RSS"];
+
+/// One propagation measurement as table cells (repetitions counted from 1).
+fn propagation_row(p: &crate::Propagation) -> Vec<String> {
+    vec![
+        p.scenario.clone(),
+        (p.repetition + 1).to_string(),
+        p.services.to_string(),
+        p.endpoints.to_string(),
+        p.changes.to_string(),
+        format!("{:.0} ms", p.poll_ms),
+        format!("{:.0} ms", p.startup_ms),
+        format!("{:.1} ms", p.p50_ms),
+        format!("{:.1} ms", p.p99_ms),
+        format!("{:.1} ms", p.max_ms),
+        format!("{:.1} MiB", p.control_rss_bytes as f64 / MIB),
+    ]
 }
 
 /// The legend, as (term, explanation) pairs.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use reports::{Env, Percentiles, Report, Resource, Run, Skipped, SCHEMA_VERSION};
+use reports::{Env, Load, Percentiles, Report, Resource, Run, Skipped, SCHEMA_VERSION};
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -68,24 +68,27 @@ pub fn run(scenario: &str, variant: &str, rate: f64, repetition: u32, p50_us: u6
         scenario: scenario.into(),
         variant: variant.into(),
         substrate: "local".into(),
-        protocol: "http1".into(),
-        mode: "open".into(),
-        rate: Some(rate),
-        concurrency: None,
-        connections: 8,
-        body_size: 128,
         repetition,
-        duration_s,
-        warmup_s: 2.0,
-        requests: (achieved * duration_s) as u64,
-        errors: 0,
-        errors_by_class: BTreeMap::new(),
-        late_sends: 0,
-        achieved_rps: achieved,
-        latency_us: percentiles(&h),
-        service_time_us: percentiles(&h),
-        histogram: reports::hist::encode(&h).unwrap(),
-        service_histogram: reports::hist::encode(&h).unwrap(),
+        load: Load {
+            protocol: "http1".into(),
+            mode: "open".into(),
+            rate: Some(rate),
+            concurrency: None,
+            connections: 8,
+            body_size: 128,
+            duration_s,
+            warmup_s: 2.0,
+            requests: (achieved * duration_s) as u64,
+            errors: 0,
+            errors_by_class: BTreeMap::new(),
+            late_sends: 0,
+            achieved_rps: achieved,
+            connections_opened: 8,
+            latency_us: percentiles(&h),
+            service_time_us: percentiles(&h),
+            histogram: reports::hist::encode(&h).unwrap(),
+            service_histogram: reports::hist::encode(&h).unwrap(),
+        },
         resources,
     }
 }
@@ -105,6 +108,8 @@ pub fn report(runs: Vec<Run>) -> Report {
         },
         runs,
         skipped: vec![],
+        propagation: vec![],
+        conformance: vec![],
     }
 }
 

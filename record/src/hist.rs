@@ -1,5 +1,6 @@
-//! The histogram encoding used in records: HDR V2 *deflate* serialization,
-//! base64 (standard alphabet), values in microseconds.
+//! The one histogram codec of the record: HDR V2 *deflate* serialization,
+//! base64 (standard alphabet), values in microseconds. loadgen encodes with
+//! it; compare and render decode and merge with it.
 
 use std::io::Cursor;
 
@@ -7,7 +8,7 @@ use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-/// Why a stored histogram could not be read back.
+/// Why a histogram could not be encoded, read back or merged.
 #[derive(Debug, thiserror::Error)]
 pub enum HistogramError {
     #[error("histogram is empty (the record has no histogram for this run)")]
@@ -64,23 +65,40 @@ pub fn merge<'a>(encoded: impl IntoIterator<Item = &'a str>) -> Result<Histogram
 mod tests {
     use super::*;
 
+    fn histogram() -> Histogram<u64> {
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()
+    }
+
     #[test]
     fn round_trip_and_merge() {
-        let mut a = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        let mut b = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        let (mut a, mut b) = (histogram(), histogram());
         for v in 1..=1000u64 {
             a.record(v).unwrap();
             b.record(v * 10).unwrap();
         }
         let (ea, eb) = (encode(&a).unwrap(), encode(&b).unwrap());
         let back = decode(&ea).unwrap();
-        assert_eq!(back.len(), 1000);
-        assert_eq!(back.value_at_quantile(0.5), a.value_at_quantile(0.5));
+        assert_eq!(back, a);
         let m = merge([ea.as_str(), eb.as_str()]).unwrap();
         assert_eq!(m.len(), 2000);
         assert!(m.max() >= 9990);
+    }
+
+    #[test]
+    fn rejects_garbage_and_absence() {
         assert!(matches!(decode(""), Err(HistogramError::Missing)));
-        assert!(matches!(decode("!!!"), Err(HistogramError::Base64(_))));
-        assert!(matches!(decode("AAAA"), Err(HistogramError::Decode(_))));
+        assert!(matches!(merge([]), Err(HistogramError::Missing)));
+        assert!(matches!(decode("not base64!"), Err(HistogramError::Base64(_))));
+        // Valid base64, not a histogram.
+        assert!(matches!(decode("aGVsbG8="), Err(HistogramError::Decode(_))));
+    }
+
+    #[test]
+    fn extreme_values_survive() {
+        let mut h = histogram();
+        for v in [1u64, 7, 5_000, 5_001, 60_000_000] {
+            h.record_n(v, 3).unwrap();
+        }
+        assert_eq!(decode(&encode(&h).unwrap()).unwrap(), h);
     }
 }

@@ -1,0 +1,167 @@
+//! The report: one `report.json` per `bench run` (or `bench conformance`).
+//!
+//! Field meanings are documented here and in `reports/SCHEMA.md`; the two
+//! must agree.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conformance::TestResult;
+use crate::load::Load;
+use crate::propagation::Propagation;
+
+/// Version of the record layout written by this build. Bump on any change a
+/// reader of an older record would misread, and teach [`crate::io`] to
+/// migrate the older one.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// A whole run of the harness: the environment, then what was measured and
+/// checked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// Always [`SCHEMA_VERSION`] once read or written by this build (older
+    /// records are migrated on reading).
+    pub schema: u32,
+    /// Suite name (the `name` field of the suite file, e.g. `quick`; `conformance`
+    /// for `bench conformance`).
+    pub suite: String,
+    /// UTC start of the run, RFC 3339 (e.g. `2026-11-26T13:40:00Z`).
+    pub started_at: String,
+    /// UTC end of the run, RFC 3339.
+    #[serde(default)]
+    pub finished_at: String,
+    /// Where the numbers were measured.
+    pub env: Env,
+    /// Load runs: one entry per (scenario, variant, rate, repetition) cell, in run order.
+    #[serde(default)]
+    pub runs: Vec<Run>,
+    /// Variants that were requested but could not run (e.g. a peer proxy
+    /// binary is missing), and cells that failed. Never silently dropped.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// Discovery propagation runs, one per (scenario, repetition).
+    #[serde(default)]
+    pub propagation: Vec<Propagation>,
+    /// Conformance results, one per (test, substrate, variant).
+    #[serde(default)]
+    pub conformance: Vec<TestResult>,
+}
+
+impl Report {
+    /// An empty report of this build's schema: push runs, propagation and
+    /// conformance results into it, set `finished_at`, then write it with
+    /// [`crate::io::write_report_json`].
+    pub fn new(suite: impl Into<String>, started_at: impl Into<String>, env: Env) -> Report {
+        Report {
+            schema: SCHEMA_VERSION,
+            suite: suite.into(),
+            started_at: started_at.into(),
+            finished_at: String::new(),
+            env,
+            runs: Vec::new(),
+            skipped: Vec::new(),
+            propagation: Vec::new(),
+            conformance: Vec::new(),
+        }
+    }
+}
+
+/// The machine and build a record was measured on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Env {
+    /// Host name.
+    pub host: String,
+    /// Logical CPUs available to the run.
+    pub cores: usize,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// `git rev-parse --short HEAD` of the tree that was built, `unknown` outside git;
+    /// suffixed `-dirty` when the tree had uncommitted changes.
+    pub git_rev: String,
+    /// Versions of the things measured: `weft`, `nginx`, `haproxy`, `rustc`, ...
+    pub versions: BTreeMap<String, String>,
+}
+
+/// One measured cell: where and what was loaded, loadgen's [`Load`] as it
+/// came out of the engine, and the resources the system under test used.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Run {
+    /// Scenario name within the suite (e.g. `http1-small`).
+    pub scenario: String,
+    /// What was between the load generator and the server:
+    /// `baseline`, `weft` (mTLS), `weft-plaintext`, `weft-client-only`, `weft-server-only`, `nginx`, `haproxy`, ...
+    pub variant: String,
+    /// Substrate the cell ran on: `local`, `netns`, `kind`.
+    pub substrate: String,
+    /// Repetition index, from 0.
+    pub repetition: u32,
+    /// The load and everything measured of it; its fields sit at the same
+    /// level as the ones above in JSON.
+    #[serde(flatten)]
+    pub load: Load,
+    /// One entry per sampled process of the system under test.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+}
+
+/// Resource use of one process during the measured window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Resource {
+    /// Component name, unique within the run: `proxy-outbound`, `proxy-inbound`,
+    /// `nginx`, `haproxy`, `server`, `control`, ...
+    pub component: String,
+    /// What it is: `proxy` (a mesh or peer proxy hop, the thing compared),
+    /// `server` (the target app), or `control` (control plane).
+    pub role: String,
+    /// Largest resident set size seen, bytes (for multi-process peers: the sum over
+    /// the process tree at each sample).
+    pub rss_peak_bytes: u64,
+    /// Mean resident set size over the samples, bytes.
+    pub rss_mean_bytes: u64,
+    /// CPU seconds (user + system) used during the measured window.
+    pub cpu_seconds: f64,
+    /// Number of samples taken (every 250 ms).
+    #[serde(default)]
+    pub samples: u32,
+}
+
+/// A requested variant that did not run, with the reason.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    pub scenario: String,
+    pub variant: String,
+    pub reason: String,
+}
+
+impl Run {
+    /// Proxy CPU per 1000 rps: cores kept busy by all `proxy` resources
+    /// (CPU-seconds / measured seconds) per 1000 achieved requests/s, the unit
+    /// Istio and Linkerd publish ("0.2 vCPU per 1000 rps"). `None` when no
+    /// proxy was sampled or no requests completed.
+    pub fn proxy_cpu_per_krps(&self) -> Option<f64> {
+        let l = &self.load;
+        if l.duration_s <= 0.0 || l.achieved_rps <= 0.0 || !self.resources.iter().any(|r| r.role == "proxy") {
+            return None;
+        }
+        let cpu: f64 = self.resources.iter().filter(|r| r.role == "proxy").map(|r| r.cpu_seconds).sum();
+        Some(cpu / l.duration_s / (l.achieved_rps / 1000.0))
+    }
+
+    /// Peak RSS summed over `control` resources (the control plane), bytes;
+    /// `None` if the variant ran without one.
+    pub fn control_rss_peak(&self) -> Option<u64> {
+        self.rss_peak_of("control")
+    }
+
+    /// Peak RSS summed over `proxy` resources, bytes; `None` if there are none.
+    pub fn proxy_rss_peak(&self) -> Option<u64> {
+        self.rss_peak_of("proxy")
+    }
+
+    fn rss_peak_of(&self, role: &str) -> Option<u64> {
+        let mut of_role = self.resources.iter().filter(|r| r.role == role).peekable();
+        of_role.peek()?;
+        Some(of_role.map(|r| r.rss_peak_bytes).sum())
+    }
+}
