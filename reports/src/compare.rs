@@ -19,21 +19,26 @@
 
 use std::cmp::Ordering;
 
+use crate::conformance::Matrix;
 use crate::{Percentiles, Report, Run};
 
 /// Everything derived from one report, computed once: the cells, their
-/// groups, and the report itself for what is shown as recorded.
+/// groups, the conformance matrix, and the report itself for what is shown
+/// as recorded.
 #[derive(Clone, Debug)]
 pub struct Comparison<'r> {
     pub report: &'r Report,
-    /// Every cell, in display order (see [`cells`]).
+    /// Every cell, in display order: substrates and scenarios as they first
+    /// appear, loads rising, variants baseline first, weft, then peers.
     pub cells: Vec<Cell>,
     /// The groups in display order, each with its cells' indices into `cells`.
     groups: Vec<(GroupKey, Vec<usize>)>,
+    /// Conformance results as tests × (substrate, variant).
+    pub conformance: Matrix<'r>,
 }
 
 impl<'r> Comparison<'r> {
-    /// Summarise `report`: cells, groups, added latency.
+    /// Summarise `report`: cells, groups, added latency, conformance matrix.
     pub fn of(report: &'r Report) -> Comparison<'r> {
         let cells = cells(report);
         let mut groups: Vec<(GroupKey, Vec<usize>)> = Vec::new();
@@ -44,7 +49,7 @@ impl<'r> Comparison<'r> {
                 None => groups.push((key, vec![i])),
             }
         }
-        Comparison { report, cells, groups }
+        Comparison { report, cells, groups, conformance: Matrix::of(&report.conformance) }
     }
 
     /// Groups in display order, each group's cells in variant order.

@@ -1,6 +1,12 @@
-//! Everything that reads Weft's result record: comparisons, gates, and
-//! rendering (Markdown, HTML, SVG/PNG charts). The record itself is the
-//! `record` crate, re-exported here.
+//! Everything that reads Weft's result record: comparisons, the conformance
+//! matrix, gates, and rendering (Markdown, HTML, SVG/PNG charts). The record
+//! itself is the `record` crate, re-exported here.
+//!
+//! To publish a record (e.g. from `bench conformance`): fill a
+//! [`Report`] (`Report::new`, then `runs`, `propagation` or `conformance`),
+//! write it with [`io::write_report_json`], render it with
+//! [`render::write_all`], and check it with [`gate::evaluate`] over a
+//! [`compare::Comparison`].
 //!
 //! ```text
 //!   report.json ──io::read_report──> Report ──Comparison::of──> Comparison (computed once)
@@ -16,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod conformance;
 pub mod gate;
 pub mod io;
 pub mod render;

@@ -108,6 +108,12 @@ pub fn evaluate(policy: &Policy, current: &Comparison<'_>, stored_baseline: Opti
             passed,
             skipped,
         };
+        if rule.metric.is_conformance() {
+            rows.extend(conformance_rows(rule, current).into_iter().map(|(subject, measured, passed)| {
+                row(subject, measured, passed, false)
+            }));
+            continue;
+        }
         let matched: Vec<&Cell> = cells.iter().filter(|c| matches(rule, c) && applies(rule.metric, c)).collect();
         if matched.is_empty() {
             rows.push(row(filters(rule), "matched nothing".to_owned(), false, false));
@@ -149,6 +155,50 @@ pub fn evaluate(policy: &Policy, current: &Comparison<'_>, stored_baseline: Opti
         }
     }
     GateOutcome::new(rows)
+}
+
+/// A conformance rule's rows, one per (substrate, variant) column it selects:
+/// (subject, measured, passed). A record without conformance results, a
+/// rule selecting no column, or a column where no test passed or failed
+/// (all skipped or not applicable) fails: nothing was shown to conform.
+fn conformance_rows(rule: &Rule, current: &Comparison<'_>) -> Vec<(String, String, bool)> {
+    let m = &current.conformance;
+    if m.is_empty() {
+        return vec![(
+            "conformance".to_owned(),
+            "no conformance results in this record (run `bench conformance` to make some)".to_owned(),
+            false,
+        )];
+    }
+    let within = |v: &str| rule.variants.as_ref().is_none_or(|l| l.iter().any(|x| x == v));
+    let mut out = Vec::new();
+    for (i, column) in m.columns.iter().enumerate().filter(|(_, c)| within(&c.variant)) {
+        let subject = format!("conformance/{}/{}", column.substrate, column.variant);
+        let counts = m.counts(i);
+        if counts.checked() == 0 {
+            let measured = format!("no test passed or failed ({})", counts.describe());
+            out.push((subject, measured, false));
+            continue;
+        }
+        let status = if rule.metric == Metric::ConformanceFailures { crate::Status::Fail } else { crate::Status::Skipped };
+        let names: Vec<&str> = m
+            .with_status(status)
+            .into_iter()
+            .filter(|(c, _)| *c == column)
+            .map(|(_, t)| t.name.as_str())
+            .collect();
+        let v = names.len() as f64;
+        let mut measured = format!("{} ({})", rule.metric.format(v), counts.describe());
+        if !names.is_empty() {
+            measured = format!("{measured}: {}", names.join(", "));
+        }
+        out.push((subject, measured, v <= rule.max));
+    }
+    if out.is_empty() {
+        let variants: Vec<String> = m.columns.iter().map(|c| format!("{}/{}", c.substrate, c.variant)).collect();
+        out.push((filters(rule), format!("matched nothing (conformance columns: {})", variants.join(", ")), false));
+    }
+    out
 }
 
 fn matches(rule: &Rule, c: &Cell) -> bool {
@@ -217,6 +267,7 @@ fn value(metric: Metric, c: &Cell) -> Result<f64, &'static str> {
         Metric::RegressionP50Pct | Metric::RegressionP99Pct | Metric::RegressionRssPct | Metric::RegressionCpuPct => {
             Err("needs a stored baseline")
         }
+        Metric::ConformanceFailures | Metric::ConformanceSkipped => Err("counts conformance results, not load cells"),
     }
 }
 

@@ -41,10 +41,14 @@ pub enum Metric {
     RegressionP99Pct,
     RegressionRssPct,
     RegressionCpuPct,
+    /// Conformance tests that failed, per (substrate, variant) column.
+    ConformanceFailures,
+    /// Conformance tests that were skipped (not run), per column.
+    ConformanceSkipped,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 19] = [
         Metric::AddedP50Ms,
         Metric::AddedP99Ms,
         Metric::AddedP999Ms,
@@ -62,6 +66,8 @@ impl Metric {
         Metric::RegressionP99Pct,
         Metric::RegressionRssPct,
         Metric::RegressionCpuPct,
+        Metric::ConformanceFailures,
+        Metric::ConformanceSkipped,
     ];
 
     /// The name used in policy files.
@@ -84,6 +90,8 @@ impl Metric {
             Metric::RegressionP99Pct => "regression_p99_pct",
             Metric::RegressionRssPct => "regression_rss_pct",
             Metric::RegressionCpuPct => "regression_cpu_pct",
+            Metric::ConformanceFailures => "conformance_failures",
+            Metric::ConformanceSkipped => "conformance_skipped",
         }
     }
 
@@ -99,6 +107,11 @@ impl Metric {
         )
     }
 
+    /// Whether the metric counts conformance results rather than load cells.
+    pub fn is_conformance(self) -> bool {
+        matches!(self, Metric::ConformanceFailures | Metric::ConformanceSkipped)
+    }
+
     /// Format a value of this metric with its unit.
     pub fn format(self, v: f64) -> String {
         match self {
@@ -112,6 +125,7 @@ impl Metric {
             Metric::RegressionP50Pct | Metric::RegressionP99Pct | Metric::RegressionRssPct | Metric::RegressionCpuPct => {
                 format!("{v:+.1}%")
             }
+            Metric::ConformanceFailures | Metric::ConformanceSkipped => format!("{v:.0}"),
         }
     }
 }
@@ -345,7 +359,26 @@ impl Parser<'_> {
             self.problem(span.clone(), format!("{rule_desc} is missing `metric`"));
         }
         if max.is_none() && !t.contains_key("max") {
-            self.problem(span, format!("{rule_desc} is missing `max` (the largest allowed value)"));
+            self.problem(span.clone(), format!("{rule_desc} is missing `max` (the largest allowed value)"));
+        }
+        if metric.is_some_and(Metric::is_conformance) {
+            let load_only = [
+                ("scenarios", rule.scenarios.is_some()),
+                ("protocols", rule.protocols.is_some()),
+                ("modes", rule.modes.is_some()),
+                ("rates", rule.rates.is_some()),
+                ("concurrencies", rule.concurrencies.is_some()),
+            ];
+            for (key, set) in load_only {
+                if set {
+                    let m = metric.expect("checked");
+                    let at = t.get(key).map_or(span.clone(), |v| v.span());
+                    self.problem(
+                        at,
+                        format!("{rule_desc}: `{key}` does not apply to metric `{m}`; only `variants` selects conformance results"),
+                    );
+                }
+            }
         }
         if self.problems.len() != before {
             return None;

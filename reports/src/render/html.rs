@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 
 use super::charts::{self, Palette};
 use super::{
-    env_lines, load_details, most_demanding, propagation_row, repetitions, Columns, LEGEND, NO_LOAD_RUNS,
-    PROPAGATION_HEADERS, PROPAGATION_TITLE,
+    conformance_notes, env_lines, legend, load_details, most_demanding, propagation_row, repetitions, Columns,
+    CONFORMANCE_TITLE, NO_LOAD_RUNS, PROPAGATION_HEADERS, PROPAGATION_TITLE,
 };
 use crate::compare::{self, Cell, Comparison, GroupKey};
+use crate::conformance::{cell_word, Matrix};
+use crate::Status;
 
 const CSS: &str = r#"
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 auto;
@@ -35,6 +37,10 @@ tr.baseline td { color: #555; font-style: italic; }
 .chart svg { max-width: 100%; height: auto; display: block; }
 details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #0b57d0; }
 .legend dt { font-weight: 600; margin-top: .5rem; } .legend dd { margin-left: 1rem; }
+table.conformance td { text-align: center; } table.conformance td:nth-child(2) { text-align: left; }
+td.pass { background: #e6f4ea; color: #1e6b34; } td.fail { background: #fdecea; color: #b71c1c; font-weight: 700; }
+td.na { background: #f1f3f4; color: #5f6670; } td.skipped { background: #fff4e0; color: #8a5300; }
+td.none { color: #9aa0a6; }
 "#;
 
 /// Render a record as a self-contained HTML page.
@@ -104,8 +110,12 @@ pub fn html(cmp: &Comparison<'_>) -> String {
         out.push_str("</tbody>\n</table>\n");
     }
 
+    if !cmp.conformance.is_empty() {
+        conformance(&mut out, &cmp.conformance);
+    }
+
     out.push_str("<h2>How to read this</h2>\n<dl class=\"legend\">\n");
-    for (term, text) in LEGEND {
+    for (term, text) in legend(cmp) {
         let _ = writeln!(out, "<dt>{term}</dt><dd>{}</dd>", inline_code(&esc(text)));
     }
     out.push_str("</dl>\n</body>\n</html>\n");
@@ -174,6 +184,50 @@ fn scenario_section(
         let _ = writeln!(out, "<details{open_attr}><summary>Latency by percentile at {}</summary>", esc(&compare::load_label(key.rate, key.concurrency)));
         chart(out, charts::spectrum_svg(cmp, key, group, palette).map(|svg| Some(("Latency by percentile", svg))));
         out.push_str("</details>\n");
+    }
+}
+
+/// The matrix with a class per outcome, each column's totals, then the
+/// failures (expected vs observed) and the reasons for the rest.
+fn conformance(out: &mut String, m: &Matrix<'_>) {
+    let _ = writeln!(out, "<h2>{}</h2>", esc(CONFORMANCE_TITLE));
+    out.push_str("<table class=\"conformance\">\n<thead><tr><th>test</th><th>GAMMA feature</th>");
+    for c in &m.columns {
+        let _ = write!(out, "<th>{}</th>", esc(&m.label(c)));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for row in &m.rows {
+        let _ = write!(out, "<tr><td><code>{}</code></td><td>{}</td>", esc(row.name), esc(row.feature.unwrap_or("")));
+        for cell in &row.cells {
+            let (class, word) = match cell.map(|t| t.status) {
+                Some(Status::Pass) => ("pass", cell_word(Status::Pass)),
+                Some(Status::Fail) => ("fail", cell_word(Status::Fail)),
+                Some(Status::NotApplicable) => ("na", cell_word(Status::NotApplicable)),
+                Some(Status::Skipped) => ("skipped", cell_word(Status::Skipped)),
+                None => ("none", "—"),
+            };
+            let _ = write!(out, "<td class=\"{class}\">{word}</td>");
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n<ul>\n");
+    for (i, c) in m.columns.iter().enumerate() {
+        let counts = m.counts(i);
+        let _ = writeln!(
+            out,
+            "<li><strong>{}</strong>: {} ({} tests)</li>",
+            esc(&m.label(c)),
+            esc(&counts.describe()),
+            counts.total()
+        );
+    }
+    out.push_str("</ul>\n");
+    for (heading, notes) in conformance_notes(m) {
+        let _ = writeln!(out, "<h3>{}</h3>\n<ul>", esc(heading));
+        for n in notes {
+            let _ = writeln!(out, "<li><code>{}</code> on {}: {}</li>", esc(&n.test), esc(&n.column), esc(&n.text));
+        }
+        out.push_str("</ul>\n");
     }
 }
 

@@ -3,10 +3,12 @@
 use std::fmt::Write as _;
 
 use super::{
-    env_lines, load_details, propagation_row, repetitions, Columns, LEGEND, NO_LOAD_RUNS, PROPAGATION_HEADERS,
-    PROPAGATION_TITLE,
+    conformance_notes, env_lines, legend, load_details, propagation_row, repetitions, Columns, CONFORMANCE_TITLE,
+    NO_LOAD_RUNS, PROPAGATION_HEADERS, PROPAGATION_TITLE,
 };
 use crate::compare::{Cell, Comparison};
+use crate::conformance::{cell_word, Matrix};
+use crate::Status;
 
 /// Render a record as Markdown.
 pub fn markdown(cmp: &Comparison<'_>) -> String {
@@ -64,11 +66,53 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
         out.push('\n');
     }
 
+    if !cmp.conformance.is_empty() {
+        conformance(&mut out, &cmp.conformance);
+    }
+
     out.push_str("## How to read this\n\n");
-    for (term, text) in LEGEND {
+    for (term, text) in legend(cmp) {
         let _ = writeln!(out, "- **{term}**: {text}");
     }
     out
+}
+
+/// The matrix (tests × substrates), each column's totals, then what failed
+/// and why the rest did not run.
+fn conformance(out: &mut String, m: &Matrix<'_>) {
+    let _ = writeln!(out, "## {CONFORMANCE_TITLE}\n");
+    let header: Vec<String> = ["test".to_owned(), "GAMMA feature".to_owned()]
+        .into_iter()
+        .chain(m.columns.iter().map(|c| md(&m.label(c))))
+        .collect();
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let align: Vec<&str> = (0..header.len()).map(|i| if i < 2 { "---" } else { ":---:" }).collect();
+    let _ = writeln!(out, "| {} |", align.join(" | "));
+    for row in &m.rows {
+        let cells: Vec<&str> = row
+            .cells
+            .iter()
+            .map(|c| match c.map(|t| t.status) {
+                Some(Status::Fail) => "**FAIL**",
+                Some(s) => cell_word(s),
+                None => "—",
+            })
+            .collect();
+        let _ = writeln!(out, "| `{}` | {} | {} |", md(row.name), md(row.feature.unwrap_or("")), cells.join(" | "));
+    }
+    out.push('\n');
+    for (i, c) in m.columns.iter().enumerate() {
+        let counts = m.counts(i);
+        let _ = writeln!(out, "- **{}**: {} ({} tests)", md(&m.label(c)), counts.describe(), counts.total());
+    }
+    out.push('\n');
+    for (heading, notes) in conformance_notes(m) {
+        let _ = writeln!(out, "### {heading}\n");
+        for n in notes {
+            let _ = writeln!(out, "- `{}` on {}: {}", md(&n.test), md(&n.column), md(&n.text));
+        }
+        out.push('\n');
+    }
 }
 
 fn table(out: &mut String, group: &[&Cell]) {

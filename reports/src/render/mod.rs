@@ -340,8 +340,77 @@ fn propagation_row(p: &crate::Propagation) -> Vec<String> {
     ]
 }
 
-/// The legend, as (term, explanation) pairs.
-const LEGEND: [(&str, &str); 7] = [
+/// The legend for what the record holds, as (term, explanation) pairs.
+fn legend(cmp: &Comparison<'_>) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if !cmp.cells.is_empty() {
+        out.extend(LOAD_LEGEND);
+    }
+    if !cmp.conformance.is_empty() {
+        out.extend(CONFORMANCE_LEGEND);
+    }
+    out
+}
+
+const CONFORMANCE_LEGEND: [(&str, &str); 2] = [
+    (
+        "Conformance",
+        "each test deploys its own topology on the substrate, sends real requests through the mesh and \
+         checks what comes back. `pass`: every check held; `FAIL`: one did not (expected and observed are \
+         listed under the matrix); `n/a`: the substrate cannot express the test (never a pass); \
+         `skipped`: not run, with the reason; `—`: not run on that substrate.",
+    ),
+    (
+        "GAMMA feature",
+        "the Gateway API mesh conformance feature the test is modelled on; empty for mesh behaviours \
+         beyond routing (mTLS, authorization, retries, ...).",
+    ),
+];
+
+/// Title of the conformance section, in both formats.
+const CONFORMANCE_TITLE: &str = "Conformance";
+
+/// One line under the conformance matrix: a test on a column and what to
+/// say about it. Unescaped: each format escapes.
+struct Note {
+    test: String,
+    column: String,
+    text: String,
+}
+
+/// The lists under the matrix, as (heading, notes): failures with expected
+/// vs observed, then not-applicable and skipped results with their reasons.
+/// Empty lists are left out.
+fn conformance_notes(m: &crate::conformance::Matrix<'_>) -> Vec<(&'static str, Vec<Note>)> {
+    use crate::Status;
+    let notes = |status: Status, text: &dyn Fn(&crate::TestResult) -> String| -> Vec<Note> {
+        m.with_status(status)
+            .into_iter()
+            .map(|(c, t)| Note { test: t.name.clone(), column: m.label(c), text: text(t) })
+            .collect()
+    };
+    let reason = |t: &crate::TestResult| t.reason.clone().unwrap_or_else(|| "(no reason recorded)".to_owned());
+    let failure = |t: &crate::TestResult| {
+        let mut parts = Vec::new();
+        if let Some(r) = &t.reason {
+            parts.push(r.clone());
+        }
+        parts.push(format!("expected: {}", t.expected.as_deref().unwrap_or("(not recorded)")));
+        parts.push(format!("observed: {}", t.observed.as_deref().unwrap_or("(not recorded)")));
+        parts.join("; ")
+    };
+    [
+        ("Failures (expected vs observed)", notes(Status::Fail, &failure)),
+        ("Not applicable", notes(Status::NotApplicable, &reason)),
+        ("Skipped", notes(Status::Skipped, &reason)),
+    ]
+    .into_iter()
+    .filter(|(_, n)| !n.is_empty())
+    .collect()
+}
+
+/// The load legend, as (term, explanation) pairs.
+const LOAD_LEGEND: [(&str, &str); 7] = [
     (
         "Latency",
         "measured from each request's *scheduled* send time to the end of its response. When the \

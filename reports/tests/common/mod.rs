@@ -134,3 +134,42 @@ pub fn healthy() -> Report {
     });
     r
 }
+
+/// One conformance result; failures get an expected and an observed value,
+/// n/a and skipped a reason.
+pub fn test_result(name: &str, substrate: &str, variant: &str, status: reports::Status) -> reports::TestResult {
+    use reports::Status;
+    reports::TestResult {
+        name: name.into(),
+        feature: name.starts_with("Mesh").then(|| name.to_owned()),
+        substrate: substrate.into(),
+        variant: variant.into(),
+        status,
+        duration_s: 1.25,
+        reason: match status {
+            Status::Pass => None,
+            Status::Fail => Some("wrong backend".into()),
+            Status::NotApplicable => Some(format!("{substrate} has no ClusterIP interception")),
+            Status::Skipped => Some("filtered out by --only".into()),
+        },
+        expected: (status == Status::Fail).then(|| "backend v2 for path /v2".into()),
+        observed: (status == Status::Fail).then(|| "backend v1 | 200".into()),
+    }
+}
+
+/// A conformance-only record (no load runs): three tests on local and netns,
+/// one failing, one not applicable on local, one skipped on netns.
+pub fn conformance_only() -> Report {
+    use reports::Status;
+    let mut r = report(vec![]);
+    r.suite = "conformance".into();
+    r.conformance = vec![
+        test_result("MeshBasic", "local", "weft", Status::Pass),
+        test_result("MeshClusterIPMatching", "local", "weft", Status::NotApplicable),
+        test_result("MtlsByDefault", "local", "weft", Status::Pass),
+        test_result("MeshBasic", "netns", "weft", Status::Pass),
+        test_result("MeshClusterIPMatching", "netns", "weft", Status::Fail),
+        test_result("MtlsByDefault", "netns", "weft", Status::Skipped),
+    ];
+    r
+}
