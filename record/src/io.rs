@@ -92,9 +92,14 @@ fn parse_versioned(text: &str, path: &Path) -> Result<(Report, u32), ReadError> 
         return Err(ReadError::Schema { path: path.to_owned(), line, column, found });
     };
     let mut report: Report = serde_json::from_str(text).map_err(|e| {
+        let whole = parse_error(path, &e, 0, text);
         // A run's load fields are flattened, so serde places their errors at
-        // the end of the run; find the field's own position instead.
-        locate_in_runs(text, path).unwrap_or_else(|| parse_error(path, &e, 0, text))
+        // the end of the run; find the field's own position instead, unless
+        // serde's error comes first in the file (then it is the first fault).
+        match locate_in_runs(text, path) {
+            Some(load) if position(&load) < position(&whole) => load,
+            _ => whole,
+        }
     })?;
     // Schema 1 -> 2: the same runs, skipped and env; `propagation` and
     // `conformance` did not exist (their defaults, empty, are right) and
@@ -106,6 +111,13 @@ fn parse_versioned(text: &str, path: &Path) -> Result<(Report, u32), ReadError> 
 fn parse_error(path: &Path, e: &serde_json::Error, offset: usize, text: &str) -> ReadError {
     let (line, column) = shift(text, offset, e.line().max(1), e.column().max(1));
     ReadError::Parse { path: path.to_owned(), line, column, message: strip_position(&e.to_string()) }
+}
+
+fn position(e: &ReadError) -> (usize, usize) {
+    match e {
+        ReadError::Parse { line, column, .. } | ReadError::Schema { line, column, .. } => (*line, *column),
+        ReadError::Io { .. } => (usize::MAX, usize::MAX),
+    }
 }
 
 /// The first run whose load fields do not parse, as an error at that field.

@@ -51,7 +51,8 @@ pub struct Load {
     pub concurrency: Option<u32>,
     /// Connections the load generator opened before the clock started.
     pub connections: u32,
-    /// Request body size in bytes (0: GET without a body).
+    /// Request body size in bytes (0: GET without a body); `bench` scenarios
+    /// have the server answer with bodies of the same size.
     pub body_size: u64,
     /// Length of the measured window in seconds (warm-up excluded).
     pub duration_s: f64,

@@ -56,6 +56,31 @@ fn unknown_schemas_are_refused_clearly() {
     }
 }
 
+/// Two faults: the one earlier in the file is named, whichever kind it is.
+#[test]
+fn the_first_fault_in_the_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let runs = vec![common::run("s", "weft", 10.0, 0, 100), common::run("s", "weft", 10.0, 1, 100)];
+    let mut value = serde_json::to_value(common::report(runs)).unwrap();
+    value["runs"][0]["repetition"] = "first".into();
+    value["runs"][1]["errors"] = "some".into();
+    let json = serde_json::to_string_pretty(&value).unwrap();
+    let line = json.lines().position(|l| l.contains("\"first\"")).unwrap() + 1;
+    fs::write(&path, &json).unwrap();
+    let msg = read_report(&path).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}:{line}:", path.display())), "{msg}");
+
+    value["runs"][0]["repetition"] = 0.into();
+    value["runs"][0]["late_sends"] = "late".into();
+    value["runs"][1]["repetition"] = "second".into();
+    let json = serde_json::to_string_pretty(&value).unwrap();
+    let line = json.lines().position(|l| l.contains("\"late\"")).unwrap() + 1;
+    fs::write(&path, &json).unwrap();
+    let msg = read_report(&path).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}:{line}:", path.display())), "{msg}");
+}
+
 #[test]
 fn a_wrong_type_in_a_runs_own_field_names_its_line() {
     let dir = tempfile::tempdir().unwrap();
