@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod echo;
 mod engine;
 mod recorder;
 mod sequencer;

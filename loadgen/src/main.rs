@@ -95,6 +95,19 @@ struct ServeArgs {
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Echo mode: answer every request with JSON of what arrived (method, path, query,
+    /// headers, protocol, body length, this replica); see loadgen::echo for the knobs.
+    #[arg(long, requires = "name")]
+    echo: bool,
+    /// Echo mode: the workload this replica belongs to.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Echo mode: its namespace.
+    #[arg(long, value_name = "NS", default_value = "")]
+    namespace: String,
+    /// Echo mode: its pod name [default: NAME].
+    #[arg(long, value_name = "POD")]
+    pod: Option<String>,
 }
 
 /// A problem with what the user asked for: exit 64.
@@ -194,6 +207,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_size: args.body_size,
         error_rate: args.error_rate,
         threads: args.threads,
+        echo: args.echo.then(|| loadgen::echo::Replica {
+            pod: args.pod.clone().or(args.name.clone()).unwrap_or_default(),
+            name: args.name.clone().unwrap_or_default(),
+            namespace: args.namespace.clone(),
+        }),
     };
     cfg.validate()
         .map_err(|problems| ConfigError(problems.join("; ")))?;

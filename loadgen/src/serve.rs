@@ -5,6 +5,10 @@
 //! checks; `GET /headers` answers at once with the request's headers, one `name: value` per
 //! line (what reached the app through the hops in front of it). Every other request is read to the end and answered after `delay`.
 //!
+//! With [`ServeConfig::echo`] (`loadgen serve --echo --name ...`) every request but `/healthz`
+//! is answered by [`crate::echo`] instead: a JSON account of what arrived and which replica
+//! answered, with per-request status, delay and response-header knobs.
+//!
 //! Error spread: request n (counting from 1, per server) is answered 503 exactly when
 //! `floor(n·P) > floor((n−1)·P)`. With P = 0.1 that is every 10th request; any run of N
 //! consecutive requests holds floor(N·P) or ceil(N·P) errors — no randomness to average out.
@@ -28,6 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::echo::{self, EchoBody, Replica};
 use crate::timing::{precise_timer_slack, SPIN};
 
 /// How long open connections get to finish after shutdown is asked for.
@@ -47,6 +52,9 @@ pub struct ServeConfig {
     /// Runtime worker threads; used by whoever builds the runtime (the `loadgen` binary),
     /// [`serve`] itself runs on the current one.
     pub threads: usize,
+    /// Echo mode: answer with what arrived (see [`crate::echo`]), naming this replica;
+    /// `delay`, `body_size` and `error_rate` then do not apply.
+    pub echo: Option<Replica>,
 }
 
 impl Default for ServeConfig {
@@ -56,6 +64,7 @@ impl Default for ServeConfig {
             body_size: 0,
             error_rate: 0.0,
             threads: 1,
+            echo: None,
         }
     }
 }
@@ -92,6 +101,7 @@ struct State {
     error_rate: f64,
     served: AtomicU64,
     timer: Option<DelayTimer>,
+    echo: Option<Replica>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and gives open connections
@@ -112,7 +122,10 @@ pub async fn serve(
         delay: cfg.delay,
         error_rate: cfg.error_rate,
         served: AtomicU64::new(0),
-        timer: (!cfg.delay.is_zero()).then(DelayTimer::start).transpose()?,
+        timer: (!cfg.delay.is_zero() && cfg.echo.is_none())
+            .then(DelayTimer::start)
+            .transpose()?,
+        echo: cfg.echo,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -159,15 +172,22 @@ pub async fn serve(
     Ok(())
 }
 
+fn whole(body: Bytes) -> Response<EchoBody> {
+    Response::new(EchoBody::Left(Full::new(body)))
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<EchoBody>, Infallible> {
     if req.uri().path() == "/healthz" {
-        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+        return Ok(whole(Bytes::from_static(b"ok\n")));
+    }
+    if let Some(replica) = &state.echo {
+        return Ok(echo::respond(req, replica).await);
     }
     if req.uri().path() == "/headers" {
-        return Ok(Response::new(Full::new(echo_headers(&req))));
+        return Ok(whole(echo_headers(&req)));
     }
     let arrived = Instant::now();
     let n = state.served.fetch_add(1, Ordering::Relaxed) + 1;
@@ -181,7 +201,7 @@ async fn handle(
     if let Some(timer) = &state.timer {
         timer.sleep_until(arrived + state.delay).await;
     }
-    let mut resp = Response::new(Full::new(state.body.clone()));
+    let mut resp = whole(state.body.clone());
     if is_injected_error(n, state.error_rate) {
         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
