@@ -69,14 +69,16 @@ pub struct ControlPlane {
     addr: SocketAddr,
     trust_anchor: PathBuf,
     /// Token file per workload identity.
-    token_files: Vec<(&'static str, PathBuf)>,
+    token_files: Vec<(String, PathBuf)>,
     /// The directory mesh-control polls for manifests.
     manifests: PathBuf,
 }
 
 impl ControlPlane {
     /// Write fresh tokens into `dir`, start `mesh-control` on an ephemeral
-    /// port and wait until it serves (its CA is on disk by then).
+    /// port and wait until it serves (its CA is on disk by then). The
+    /// workloads are the bench's client and server, and the manifests hold
+    /// the bench's Service (see `manifests`).
     pub async fn start(
         bin: &Path,
         dir: &Path,
@@ -84,15 +86,42 @@ impl ControlPlane {
         patience: Duration,
         opts: ControlOptions<'_>,
     ) -> Result<ControlPlane, DeployError> {
+        let ids: Vec<String> = WORKLOADS.iter().map(|(id, _)| id.to_string()).collect();
+        let service = manifests::service(opts.cluster_ip, manifests::DEFAULT_INBOUND_POLICY);
+        Self::start_for(
+            bin,
+            dir,
+            pids_file,
+            patience,
+            opts,
+            &ids,
+            &[("service.yaml", &service)],
+        )
+        .await
+    }
+
+    /// [`ControlPlane::start`] for any set of workload identities
+    /// (`spiffe://cluster.local/ns/<ns>/sa/<sa>`, each given a fresh token)
+    /// with the manifest files `initial` (name, YAML) in place before it
+    /// starts; `cluster_ip` in `opts` is not used.
+    pub async fn start_for(
+        bin: &Path,
+        dir: &Path,
+        pids_file: &Path,
+        patience: Duration,
+        opts: ControlOptions<'_>,
+        identities: &[String],
+        initial: &[(&str, &str)],
+    ) -> Result<ControlPlane, DeployError> {
         let io = |what: String| move |source| DeployError::Io { what, source };
         let mut table = String::from("# written by bench for one scenario; random per run\n");
         let mut token_files = Vec::new();
-        for (id, short) in WORKLOADS {
+        for id in identities {
             let token = random_token().map_err(io("read /dev/urandom".into()))?;
             table.push_str(&format!("{id} {token}\n"));
-            let file = dir.join(format!("{short}.token"));
+            let file = dir.join(format!("{}.token", token_file_stem(id)));
             write_private(&file, &token).map_err(io(format!("write {}", file.display())))?;
-            token_files.push((id, file));
+            token_files.push((id.clone(), file));
         }
         let tokens = dir.join("bootstrap-tokens");
         write_private(&tokens, &table).map_err(io(format!("write {}", tokens.display())))?;
@@ -100,9 +129,10 @@ impl ControlPlane {
         let manifests = dir.join("manifests");
         std::fs::create_dir_all(&manifests)
             .map_err(io(format!("create {}", manifests.display())))?;
-        let service = manifests::service(opts.cluster_ip, manifests::DEFAULT_INBOUND_POLICY);
-        manifests::write(&manifests, "service.yaml", &service)
-            .map_err(io(format!("write {}", manifests.display())))?;
+        for (name, text) in initial {
+            manifests::write(&manifests, name, text)
+                .map_err(io(format!("write {}", manifests.join(name).display())))?;
+        }
 
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
@@ -220,7 +250,7 @@ fn share_with(
     uid: u32,
     dir: &Path,
     trust_anchor: &Path,
-    token_files: &[(&'static str, PathBuf)],
+    token_files: &[(String, PathBuf)],
 ) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let mut d = Some(dir);
@@ -238,6 +268,25 @@ fn share_with(
     std::fs::copy(trust_anchor, &shared)?;
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644))?;
     Ok(shared)
+}
+
+/// `client` / `server` for the bench's own workloads (the names the
+/// module docs list), else `<ns>-<sa>` from the SPIFFE ID's path.
+fn token_file_stem(id: &str) -> String {
+    if let Some((_, short)) = WORKLOADS.iter().find(|(w, _)| *w == id) {
+        return short.to_string();
+    }
+    let path = id.rsplit_once("/ns/").map_or(id, |(_, p)| p);
+    path.replace("/sa/", "-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// 128 random bits, hex: unguessable, and safe on one whitespace-split line.
@@ -278,6 +327,17 @@ mod tests {
             write_private(&p, &b).is_err(),
             "an existing file is never reused"
         );
+    }
+
+    #[test]
+    fn token_files_are_named_after_the_workload() {
+        assert_eq!(token_file_stem(CLIENT_ID), "client");
+        assert_eq!(
+            token_file_stem("spiffe://cluster.local/ns/gamma/sa/echo-v1"),
+            "gamma-echo-v1"
+        );
+        // Never a path outside the control dir.
+        assert_eq!(token_file_stem("spiffe://td/ns/a/sa/b/../c"), "a-b____c");
     }
 
     #[test]

@@ -51,9 +51,9 @@ const PORT_ATTEMPTS: usize = 3;
 
 /// Processes on this machine.
 pub struct Local {
-    bins: Binaries,
+    pub(super) bins: Binaries,
     work: PathBuf,
-    pids_file: PathBuf,
+    pub(super) pids_file: PathBuf,
     peers: Peers,
     /// The scenario's target server replicas, in order.
     servers: Vec<(Proc, SocketAddr)>,
@@ -64,28 +64,30 @@ pub struct Local {
 }
 
 /// One mesh-proxy to start.
-struct Sidecar<'a> {
-    name: &'a str,
+pub(super) struct Sidecar<'a> {
+    pub(super) name: &'a str,
     /// Workload identity (certified by the control plane); `None`: a
     /// plaintext-only proxy.
-    identity: Option<&'static str>,
+    pub(super) identity: Option<&'a str>,
     /// A static route: where [`MESH_AUTHORITY`] goes, in plaintext (the
     /// meshed `weft` path is discovered instead).
-    route: Option<SocketAddr>,
+    pub(super) route: Option<SocketAddr>,
     /// The application behind the inbound listener.
-    app: Option<SocketAddr>,
+    pub(super) app: Option<SocketAddr>,
     /// Accept plaintext on the inbound listener (meshed proxies refuse it
     /// by default).
-    inbound_plaintext: bool,
+    pub(super) inbound_plaintext: bool,
     /// Resolve authorities through the control plane's Destination API and
     /// follow its Policy API (meshed proxies only).
-    discovery: bool,
+    pub(super) discovery: bool,
+    /// Tell the app who called (`weft-client-id`) on requests over mTLS.
+    pub(super) forward_client_identity: bool,
 }
 
 impl<'a> Sidecar<'a> {
     /// A meshed proxy: identity from the control plane, strict inbound
     /// (the default policy, as deployed), targets found through Destination.
-    fn meshed(name: &'a str, identity: &'static str, app: Option<SocketAddr>) -> Sidecar<'a> {
+    pub(super) fn meshed(name: &'a str, identity: &'a str, app: Option<SocketAddr>) -> Sidecar<'a> {
         Sidecar {
             name,
             identity: Some(identity),
@@ -93,6 +95,7 @@ impl<'a> Sidecar<'a> {
             app,
             inbound_plaintext: false,
             discovery: true,
+            forward_client_identity: false,
         }
     }
 
@@ -105,6 +108,7 @@ impl<'a> Sidecar<'a> {
             app: Some(app),
             inbound_plaintext: true,
             discovery: false,
+            forward_client_identity: false,
         }
     }
 
@@ -117,6 +121,7 @@ impl<'a> Sidecar<'a> {
             app: None,
             inbound_plaintext: false,
             discovery: false,
+            forward_client_identity: false,
         }
     }
 }
@@ -145,7 +150,7 @@ impl Local {
         Peers::find().check(variant)
     }
 
-    fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
+    pub(super) fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
         self.counter += 1;
         let d = self.work.join(format!("{what}-{}", self.counter));
         std::fs::create_dir_all(&d).map_err(|source| DeployError::Io {
@@ -202,56 +207,24 @@ impl Local {
         }
     }
 
-    /// Start one mesh-proxy; returns it with its outbound, inbound (when
-    /// `app` is given) and admin addresses, once `/ready` answers 200
-    /// (for a meshed proxy: once it holds its certificate).
+    /// Start one mesh-proxy (see [`start_proxy`]); a meshed one that never
+    /// gets ready has the control plane's stderr added to the error.
     async fn mesh_proxy(
         &self,
         s: Sidecar<'_>,
     ) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
-        let mut cmd = Command::new(&self.bins.mesh_proxy);
-        cmd.args([
-            "--outbound-listen",
-            "127.0.0.1:0",
-            "--inbound-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ]);
-        if let Some(id) = s.identity {
-            cmd.args(self.control_plane()?.proxy_args(id));
-        }
-        if s.discovery {
-            cmd.args(self.control_plane()?.discovery_args());
-        }
-        if let Some(addr) = s.route {
-            cmd.arg("--route").arg(format!("{MESH_AUTHORITY}={addr}"));
-        }
-        if let Some(a) = s.app {
-            cmd.arg("--app").arg(a.to_string());
-        }
-        if s.inbound_plaintext {
-            cmd.args(["--inbound-plaintext", "allow"]);
-        }
-        // Same budget as each peer proxy: one worker thread.
-        cmd.args(["--threads", "1"]);
-        let mut p = Proc::spawn(s.name, cmd, &self.pids_file)?;
-        let outbound = addr(&mut p, "listening outbound ").await?;
-        let inbound = match s.app {
-            Some(_) => Some(addr(&mut p, "listening inbound ").await?),
-            None => None,
+        let meshed = s.identity.is_some();
+        let control = match meshed || s.discovery {
+            true => Some(self.control_plane()?),
+            false => None,
         };
-        let admin = addr(&mut p, "listening admin ").await?;
-        if let Err(e) =
-            probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
-        {
-            let mut e = ready_error(&mut p, e);
-            if s.identity.is_some() {
+        match start_proxy(&self.bins, &self.pids_file, control, s).await {
+            Err(mut e) if meshed => {
                 self.explain_control(&mut e);
+                Err(e)
             }
-            return Err(e);
+            other => other,
         }
-        Ok((p, outbound, inbound))
     }
 
     /// A meshed proxy that never got ready most likely never got its
@@ -481,6 +454,67 @@ impl Substrate for Local {
     fn versions(&self) -> BTreeMap<String, String> {
         self.peers.versions()
     }
+}
+
+/// Start one mesh-proxy on ephemeral 127.0.0.1 ports (certified by, and
+/// discovering through, `control` when the sidecar asks for it); returns it
+/// with its outbound, inbound (when `app` is given) and admin addresses,
+/// once `/ready` answers 200 (for a meshed proxy: once it holds its
+/// certificate).
+pub(super) async fn start_proxy(
+    bins: &Binaries,
+    pids_file: &Path,
+    control: Option<&ControlPlane>,
+    s: Sidecar<'_>,
+) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
+    let needs_control = |what: &str| DeployError::Start {
+        component: s.name.to_string(),
+        detail: format!("{what} needs a control plane, and none is running"),
+    };
+    let mut cmd = Command::new(&bins.mesh_proxy);
+    cmd.args([
+        "--outbound-listen",
+        "127.0.0.1:0",
+        "--inbound-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(id) = s.identity {
+        cmd.args(control.ok_or_else(|| needs_control(id))?.proxy_args(id));
+    }
+    if s.discovery {
+        cmd.args(
+            control
+                .ok_or_else(|| needs_control("discovery"))?
+                .discovery_args(),
+        );
+    }
+    if let Some(addr) = s.route {
+        cmd.arg("--route").arg(format!("{MESH_AUTHORITY}={addr}"));
+    }
+    if let Some(a) = s.app {
+        cmd.arg("--app").arg(a.to_string());
+    }
+    if s.inbound_plaintext {
+        cmd.args(["--inbound-plaintext", "allow"]);
+    }
+    if s.forward_client_identity {
+        cmd.arg("--forward-client-identity");
+    }
+    // Same budget as each peer proxy: one worker thread.
+    cmd.args(["--threads", "1"]);
+    let mut p = Proc::spawn(s.name, cmd, pids_file)?;
+    let outbound = addr(&mut p, "listening outbound ").await?;
+    let inbound = match s.app {
+        Some(_) => Some(addr(&mut p, "listening inbound ").await?),
+        None => None,
+    };
+    let admin = addr(&mut p, "listening admin ").await?;
+    if let Err(e) = probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await {
+        return Err(ready_error(&mut p, e));
+    }
+    Ok((p, outbound, inbound))
 }
 
 /// Replica `i` of the scenario's target server, listening on `listen`: its

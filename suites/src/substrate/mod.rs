@@ -10,6 +10,7 @@
 //! explicitly) and `netns` (pods as network namespaces on a node bridge,
 //! transparent interception; needs root). `kind` is planned.
 
+pub mod cluster;
 pub mod control;
 pub mod local;
 pub mod manifests;

@@ -1,0 +1,590 @@
+//! The conformance capability of a substrate: deploy a small cluster
+//! (namespaces, Services, workloads of echo servers with or without
+//! sidecars, extra manifests such as HTTPRoutes) and reach it "from pod X".
+//!
+//! ```text
+//!  ClusterSpec ──MeshCluster::deploy_cluster(spec, mode)──> Cluster
+//!                                                             │ dial(from, to) -> Dial { connect, authority, netns }
+//!                                                             │ send(from, to, Req) -> Reply (HTTP/1, h2c, gRPC)
+//!                                                             │ apply(file, yaml) / remove(file): live manifest edits
+//!                                                             └ teardown(): nothing it started survives
+//! ```
+//!
+//! A substrate only has to *build* a [`Cluster`]: fill in its pods and
+//! Services and say how apps reach them ([`Interception`]); dialing,
+//! sending and manifest edits are shared. `local` implements it
+//! (`cluster::local`); `netns` does not yet (see [`MeshCluster`]).
+
+mod local;
+pub mod send;
+pub mod yaml;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::control::ControlPlane;
+use super::process::Proc;
+use super::DeployError;
+
+pub use send::{Proto, Reply, Req};
+
+/// The trust domain of every workload identity.
+pub const TRUST_DOMAIN: &str = super::control::TRUST_DOMAIN;
+
+/// A namespace and its default inbound authorization, if set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceSpec {
+    pub name: String,
+    /// `weft.io/default-inbound-policy`, e.g. `all-authenticated`.
+    pub default_inbound_policy: Option<String>,
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: String,
+    pub port: u16,
+    /// The pod port it forwards to (where the app listens in a cluster).
+    pub target_port: u16,
+    /// `appProtocol`, e.g. `http`, `grpc`.
+    pub app_protocol: Option<String>,
+}
+
+/// A Service selecting the pods of some workloads of its namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<PortSpec>,
+    /// Workload names (same namespace) whose pods back it.
+    pub selects: Vec<String>,
+}
+
+/// A Deployment: `replicas` pods running the echo server (`loadgen serve
+/// --echo`), each meshed (with a sidecar and identity
+/// `spiffe://cluster.local/ns/<ns>/sa/<service_account>`) or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub replicas: usize,
+    /// Gets a sidecar in [`MeshMode::Weft`] (never in [`MeshMode::Baseline`]).
+    pub meshed: bool,
+}
+
+/// What a test deploys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub namespaces: Vec<NamespaceSpec>,
+    pub services: Vec<ServiceSpec>,
+    pub workloads: Vec<WorkloadSpec>,
+    /// Extra manifests (HTTPRoute, GRPCRoute, AuthorizationPolicy, ...):
+    /// (file name, YAML), in the control plane's directory before any
+    /// sidecar starts.
+    pub manifests: Vec<(String, String)>,
+}
+
+impl ClusterSpec {
+    /// Every problem at once: unknown namespaces, workloads a Service
+    /// selects that do not exist, duplicate names, zero replicas.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let ns_known = |ns: &str| self.namespaces.iter().any(|n| n.name == ns);
+        for w in &self.workloads {
+            if !ns_known(&w.namespace) {
+                problems.push(format!(
+                    "workload {}: namespace {} is not declared",
+                    w.name, w.namespace
+                ));
+            }
+            if w.replicas == 0 {
+                problems.push(format!("workload {}: replicas must be at least 1", w.name));
+            }
+            if self
+                .workloads
+                .iter()
+                .filter(|o| o.name == w.name && o.namespace == w.namespace)
+                .count()
+                > 1
+            {
+                problems.push(format!(
+                    "workload {}/{} is declared twice",
+                    w.namespace, w.name
+                ));
+            }
+        }
+        for s in &self.services {
+            if !ns_known(&s.namespace) {
+                problems.push(format!(
+                    "service {}: namespace {} is not declared",
+                    s.name, s.namespace
+                ));
+            }
+            for sel in &s.selects {
+                if !self
+                    .workloads
+                    .iter()
+                    .any(|w| &w.name == sel && w.namespace == s.namespace)
+                {
+                    problems.push(format!(
+                        "service {}/{} selects workload {sel}, which is not declared in its namespace",
+                        s.namespace, s.name
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// What sits between the apps: the mesh, or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshMode {
+    /// Meshed workloads get a sidecar; mesh-control serves the manifests.
+    Weft,
+    /// No sidecars, no control plane: clients reach a Service's endpoints
+    /// directly (what the routing tests must fail against).
+    Baseline,
+}
+
+impl MeshMode {
+    /// The record's `variant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshMode::Weft => "weft",
+            MeshMode::Baseline => "baseline",
+        }
+    }
+}
+
+/// How an app's connection finds the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interception {
+    /// `local`: the app addresses its sidecar's outbound listener and names
+    /// the target in `Host` / `:authority`; nothing intercepts a connection
+    /// to a ClusterIP.
+    Explicit,
+    /// `netns` (and a cluster): the app dials the ClusterIP or pod IP from
+    /// its own network namespace and the sidecar intercepts it.
+    Transparent,
+}
+
+/// One pod of a deployed cluster.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub workload: String,
+    pub service_account: String,
+    /// Has a sidecar.
+    pub meshed: bool,
+    /// The pod IP (`127.0.0.1` on `local`).
+    pub ip: IpAddr,
+    /// Where its echo server is reached by a direct, unmeshed connection.
+    pub app: SocketAddr,
+    /// The port its EndpointSlices list: on `local` the sidecar's inbound
+    /// listener (or the app's when unmeshed), in a cluster the target port.
+    pub endpoint_port: u16,
+    /// The sidecar's outbound listener (explicit interception only).
+    pub outbound: Option<SocketAddr>,
+    /// The pod's network namespace (a `/run/netns/NAME` path), if it has one.
+    pub netns: Option<PathBuf>,
+}
+
+/// One Service of a deployed cluster.
+#[derive(Clone, Debug)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub namespace: String,
+    pub cluster_ip: IpAddr,
+    pub ports: Vec<PortSpec>,
+    /// Indexes into [`Cluster::pods`].
+    pub pods: Vec<usize>,
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum To {
+    /// A Service port by name (`<name>.<ns>.svc.cluster.local:<port>`).
+    Service {
+        name: String,
+        namespace: String,
+        port: u16,
+    },
+    /// A Service port by ClusterIP.
+    ClusterIp {
+        name: String,
+        namespace: String,
+        port: u16,
+    },
+    /// A pod by its address (`<pod IP>:<endpoint port>`), bypassing Services.
+    Pod { name: String },
+}
+
+impl To {
+    pub fn service(name: &str, namespace: &str, port: u16) -> To {
+        To::Service {
+            name: name.into(),
+            namespace: namespace.into(),
+            port,
+        }
+    }
+    pub fn cluster_ip(name: &str, namespace: &str, port: u16) -> To {
+        To::ClusterIp {
+            name: name.into(),
+            namespace: namespace.into(),
+            port,
+        }
+    }
+    pub fn pod(name: &str) -> To {
+        To::Pod { name: name.into() }
+    }
+}
+
+impl std::fmt::Display for To {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            To::Service {
+                name,
+                namespace,
+                port,
+            } => write!(f, "{name}.{namespace}:{port}"),
+            To::ClusterIp {
+                name,
+                namespace,
+                port,
+            } => write!(f, "ClusterIP of {name}.{namespace}:{port}"),
+            To::Pod { name } => write!(f, "pod {name}"),
+        }
+    }
+}
+
+/// How to open a connection "from a pod" to a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dial {
+    /// The address to connect to.
+    pub connect: SocketAddr,
+    /// `Host` / `:authority` to send (unless the request overrides it).
+    pub authority: String,
+    /// The network namespace to connect from; `None`: bench's own.
+    pub netns: Option<PathBuf>,
+    /// The request goes through the source pod's sidecar.
+    pub via_sidecar: bool,
+}
+
+/// Why a request cannot be sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// The substrate cannot express it (e.g. dialing a ClusterIP where
+    /// nothing intercepts): the test is not applicable here.
+    #[error("{0}")]
+    NotExpressible(String),
+    /// The test names something its topology does not have.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// A deployed cluster. Dropping it kills what it started;
+/// [`Cluster::teardown`] stops it gracefully.
+pub struct Cluster {
+    pub substrate: &'static str,
+    pub mode: MeshMode,
+    pub interception: Interception,
+    pub pods: Vec<PodInfo>,
+    pub services: Vec<ServiceInfo>,
+    /// The control plane's manifests directory (none in baseline).
+    manifests_dir: Option<PathBuf>,
+    /// Round robin over a Service's pods when there is no mesh to balance.
+    next: AtomicUsize,
+    /// Stopped in reverse order: start servers before their clients.
+    procs: Vec<Proc>,
+    control: Option<ControlPlane>,
+    /// Run after every process is stopped (e.g. deleting namespaces).
+    cleanup: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// Time a process gets to exit after SIGTERM at teardown.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    /// An empty cluster for a substrate to fill in.
+    pub fn new(substrate: &'static str, mode: MeshMode, interception: Interception) -> Cluster {
+        Cluster {
+            substrate,
+            mode,
+            interception,
+            pods: Vec::new(),
+            services: Vec::new(),
+            manifests_dir: None,
+            next: AtomicUsize::new(0),
+            procs: Vec::new(),
+            control: None,
+            cleanup: Vec::new(),
+        }
+    }
+
+    /// Keep `p` running until teardown.
+    pub(crate) fn keep(&mut self, p: Proc) {
+        self.procs.push(p);
+    }
+
+    pub(crate) fn set_control(&mut self, cp: ControlPlane) {
+        self.manifests_dir = Some(cp.manifests_dir().to_path_buf());
+        self.control = Some(cp);
+    }
+
+    /// Run `f` at teardown (or drop), after the processes are gone.
+    pub fn on_teardown(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.cleanup.push(Box::new(f));
+    }
+
+    pub fn pod(&self, name: &str) -> Result<&PodInfo, DialError> {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| DialError::Unknown(format!("no pod {name} in this topology")))
+    }
+
+    pub fn service(&self, name: &str, namespace: &str) -> Result<&ServiceInfo, DialError> {
+        self.services
+            .iter()
+            .find(|s| s.name == name && s.namespace == namespace)
+            .ok_or_else(|| {
+                DialError::Unknown(format!("no Service {name}.{namespace} in this topology"))
+            })
+    }
+
+    /// How pod `from` reaches `to`.
+    pub fn dial(&self, from: &str, to: &To) -> Result<Dial, DialError> {
+        let src = self.pod(from)?;
+        let sidecar = self.mode == MeshMode::Weft && src.meshed;
+        let service_port =
+            |name: &str, ns: &str, port: u16| -> Result<(&ServiceInfo, &PortSpec), DialError> {
+                let svc = self.service(name, ns)?;
+                let p = svc.ports.iter().find(|p| p.port == port).ok_or_else(|| {
+                    DialError::Unknown(format!("Service {name}.{ns} has no port {port}"))
+                })?;
+                Ok((svc, p))
+            };
+        match self.interception {
+            Interception::Transparent => {
+                let connect = match to {
+                    To::Service {
+                        name,
+                        namespace,
+                        port,
+                    }
+                    | To::ClusterIp {
+                        name,
+                        namespace,
+                        port,
+                    } => {
+                        let (svc, _) = service_port(name, namespace, *port)?;
+                        SocketAddr::new(svc.cluster_ip, *port)
+                    }
+                    To::Pod { name } => {
+                        let p = self.pod(name)?;
+                        SocketAddr::new(p.ip, p.endpoint_port)
+                    }
+                };
+                let authority = match to {
+                    To::Service {
+                        name,
+                        namespace,
+                        port,
+                    } => {
+                        format!("{name}.{namespace}.svc.{TRUST_DOMAIN}:{port}")
+                    }
+                    _ => connect.to_string(),
+                };
+                Ok(Dial {
+                    connect,
+                    authority,
+                    netns: src.netns.clone(),
+                    via_sidecar: sidecar,
+                })
+            }
+            Interception::Explicit => {
+                if let To::ClusterIp { .. } = to {
+                    return Err(DialError::NotExpressible(format!(
+                        "{}: proxies are addressed explicitly (the target is named in Host), so nothing intercepts a connection to a ClusterIP",
+                        self.substrate
+                    )));
+                }
+                let (authority, direct) = match to {
+                    To::Service {
+                        name,
+                        namespace,
+                        port,
+                    } => {
+                        let (svc, _) = service_port(name, namespace, *port)?;
+                        let authority = format!("{name}.{namespace}.svc.{TRUST_DOMAIN}:{port}");
+                        // Without a sidecar the client picks an endpoint itself,
+                        // in turn, as kube-proxy would.
+                        let direct = match svc.pods.len() {
+                            0 => None,
+                            n => Some(
+                                &self.pods[svc.pods[self.next.fetch_add(1, Ordering::Relaxed) % n]],
+                            ),
+                        };
+                        (authority, direct)
+                    }
+                    To::Pod { name } => {
+                        let p = self.pod(name)?;
+                        (SocketAddr::new(p.ip, p.endpoint_port).to_string(), Some(p))
+                    }
+                    To::ClusterIp { .. } => unreachable!("refused above"),
+                };
+                let connect = match (sidecar, src.outbound, direct) {
+                    (true, Some(outbound), _) => outbound,
+                    (true, None, _) => {
+                        return Err(DialError::Unknown(format!(
+                            "pod {from} is meshed but has no outbound listener"
+                        )))
+                    }
+                    (false, _, Some(p)) => p.app,
+                    (false, _, None) => {
+                        return Err(DialError::Unknown(format!(
+                            "{to} has no endpoints to reach without a mesh"
+                        )))
+                    }
+                };
+                Ok(Dial {
+                    connect,
+                    authority,
+                    netns: src.netns.clone(),
+                    via_sidecar: sidecar,
+                })
+            }
+        }
+    }
+
+    /// Send `req` from pod `from` to `to`. `Err` only when the request
+    /// could not be expressed; a failed exchange is a [`Reply`] with
+    /// [`Reply::error`] set.
+    pub async fn send(&self, from: &str, to: &To, req: &Req) -> Result<Reply, DialError> {
+        let dial = self.dial(from, to)?;
+        Ok(send::send(&dial, req).await)
+    }
+
+    /// Write (or replace) manifest `file` in the control plane's directory;
+    /// it applies on the control plane's next poll. In baseline there is no
+    /// control plane and nothing to apply.
+    pub fn apply(&self, file: &str, yaml: &str) -> std::io::Result<()> {
+        match &self.manifests_dir {
+            Some(dir) => super::manifests::write(dir, file, yaml),
+            None => Ok(()),
+        }
+    }
+
+    /// Remove manifest `file` (its objects are deleted on the next poll).
+    pub fn remove(&self, file: &str) -> std::io::Result<()> {
+        match &self.manifests_dir {
+            Some(dir) => match std::fs::remove_file(dir.join(file)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// The control plane's stderr tail, for failure messages.
+    pub fn control_log(&self) -> String {
+        self.control
+            .as_ref()
+            .map(|c| c.stderr_tail())
+            .unwrap_or_default()
+    }
+
+    /// Stop every process (clients first), the control plane last, then
+    /// run the cleanup hooks.
+    pub async fn teardown(mut self) {
+        for p in std::mem::take(&mut self.procs).into_iter().rev() {
+            p.stop(STOP_GRACE).await;
+        }
+        if let Some(cp) = self.control.take() {
+            cp.stop(STOP_GRACE).await;
+        }
+        for f in std::mem::take(&mut self.cleanup) {
+            f();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Procs and the control plane kill their process groups on drop;
+        // they must be gone before the cleanup hooks run.
+        self.procs.clear();
+        self.control.take();
+        for f in std::mem::take(&mut self.cleanup) {
+            f();
+        }
+    }
+}
+
+/// A substrate that can deploy conformance topologies.
+///
+/// What an implementation must provide (this is the whole contract):
+/// - start every workload's pods: an echo server per pod (`loadgen serve
+///   --echo --name <workload> --namespace <ns> --pod <pod>`) and, in
+///   [`MeshMode::Weft`] for meshed workloads, a sidecar with identity
+///   `spiffe://cluster.local/ns/<ns>/sa/<service account>` (certified by a
+///   mesh-control started with [`ControlPlane::start_for`] on those
+///   identities and the manifests from [`yaml::render`] plus
+///   [`ClusterSpec::manifests`]), resolving and following policy through it;
+/// - fill a [`Cluster`] ([`Cluster::new`]) with every pod ([`PodInfo`]:
+///   `ip`, `app`, `endpoint_port`, and `outbound` for explicit or `netns`
+///   for transparent interception) and Service ([`ServiceInfo`] with a
+///   ClusterIP a pod can dial when transparent), hand it the processes
+///   ([`Cluster::keep`]), the control plane ([`Cluster::set_control`]) and
+///   any cleanup ([`Cluster::on_teardown`]);
+/// - return only once the mesh is ready: every sidecar `/ready` and every
+///   meshed pod able to reach every pod address through its sidecar.
+///
+/// [`MeshMode::Baseline`] deploys the same pods with no sidecar and no
+/// control plane; clients reach endpoints directly (on a node with
+/// Service NAT: the ClusterIP, as without a mesh).
+#[allow(async_fn_in_trait)] // used through a concrete type from one task
+pub trait MeshCluster {
+    /// `local`, `netns`, `kind`.
+    fn name(&self) -> &'static str;
+    /// Deploy `spec` and wait until it is ready.
+    async fn deploy_cluster(
+        &mut self,
+        spec: &ClusterSpec,
+        mode: MeshMode,
+    ) -> Result<Cluster, DeployError>;
+}
+
+impl MeshCluster for super::Netns {
+    fn name(&self) -> &'static str {
+        "netns"
+    }
+
+    async fn deploy_cluster(
+        &mut self,
+        _spec: &ClusterSpec,
+        _mode: MeshMode,
+    ) -> Result<Cluster, DeployError> {
+        Err(DeployError::Unavailable {
+            reason: "the netns substrate does not implement conformance topologies yet (MeshCluster::deploy_cluster)"
+                .into(),
+        })
+    }
+}
+
+/// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
+pub fn identity(namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}")
+}
+
+#[cfg(test)]
+mod tests;
