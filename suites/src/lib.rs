@@ -15,6 +15,7 @@
 
 pub mod bins;
 pub mod commands;
+pub mod conformance;
 pub mod env;
 pub mod plan;
 pub mod propagation;

@@ -49,6 +49,9 @@ enum Command {
         #[arg(long, default_value = "quick", value_name = "NAME|PATH")]
         suite: String,
     },
+    /// Check mesh behaviour (Gateway API mesh routing, ...): each test deploys its own
+    /// topology and asserts on real requests; exit 0 all pass or not-applicable, 1 a test failed
+    Conformance(ConformanceArgs),
     /// Remove what crashed or killed runs left: their processes, temp dirs and
     /// network namespaces (a new run does this too; live runs are left alone)
     Clean,
@@ -87,6 +90,49 @@ struct RunArgs {
     /// Output directory [default: reports/out/<UTC timestamp> under the workspace root, else the current dir]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ConformanceArgs {
+    /// Where the tests run
+    #[arg(long, value_enum, default_value_t = ConformanceSubstrate::Local)]
+    substrate: ConformanceSubstrate,
+    /// Only tests whose name contains PATTERN (any case; `*` matches anything)
+    #[arg(long, value_name = "PATTERN")]
+    only: Option<String>,
+    /// What is under test: the mesh, or no mesh at all (the tests must fail there)
+    #[arg(long, value_enum, default_value_t = ConformanceVariant::Weft)]
+    variant: ConformanceVariant,
+    /// Also write DIR/conformance.json
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// List the selected tests and exit; deploys nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Time one test may take, deployment and teardown included
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = humantime::parse_duration)]
+    test_timeout: std::time::Duration,
+    /// Time an expectation may take to come true (e.g. a new route to propagate)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    patience: std::time::Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConformanceSubstrate {
+    /// Processes on 127.0.0.1, sidecars addressed explicitly
+    Local,
+    /// Pods as network namespaces with transparent interception; needs root
+    Netns,
+    /// A kind cluster (planned: the substrate does not exist yet)
+    Kind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConformanceVariant {
+    /// Meshed workloads get Weft sidecars and a control plane
+    Weft,
+    /// No mesh: clients reach the Services' endpoints directly
+    Baseline,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -158,6 +204,7 @@ fn main() -> ExitCode {
                 code(64)
             }
         },
+        Command::Conformance(args) => conformance(args),
         Command::Clean => clean(),
         Command::Watchdog => unreachable!("handled above"),
         Command::Propagation(args) => propagation(args),
@@ -224,6 +271,47 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e}");
+            code(e.exit_code())
+        }
+    }
+}
+
+fn conformance(args: ConformanceArgs) -> ExitCode {
+    use suites::conformance::command::{self, Where};
+    use suites::substrate::cluster::MeshMode;
+    let opts = command::Options {
+        substrate: match args.substrate {
+            ConformanceSubstrate::Local => Where::Local,
+            ConformanceSubstrate::Netns => Where::Netns,
+            ConformanceSubstrate::Kind => Where::Kind,
+        },
+        only: args.only,
+        mode: match args.variant {
+            ConformanceVariant::Weft => MeshMode::Weft,
+            ConformanceVariant::Baseline => MeshMode::Baseline,
+        },
+        out: args.out,
+        dry_run: args.dry_run,
+        test_timeout: args.test_timeout,
+        patience: args.patience,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench conformance: cannot start the async runtime: {e}");
+            return code(1);
+        }
+    };
+    match runtime.block_on(command::run(opts)) {
+        Ok(outcome) => {
+            stdout(&outcome.text);
+            code(outcome.exit_code())
+        }
+        Err(e) => {
+            eprintln!("bench conformance: {e}");
             code(e.exit_code())
         }
     }

@@ -1,0 +1,216 @@
+//! `bench conformance [--substrate local|netns|kind] [--only PATTERN]
+//! [--variant weft|baseline] [--out DIR] [--dry-run]`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use record::{Status, TestResult};
+
+use super::{registry, run, select, Test};
+use crate::bins;
+use crate::substrate::cluster::{MeshCluster, MeshMode};
+use crate::substrate::netns::net;
+use crate::substrate::{proc_guard, Local, Netns};
+
+/// Where the tests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Where {
+    Local,
+    Netns,
+    /// Planned: no kind substrate exists yet.
+    Kind,
+}
+
+impl Where {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Where::Local => "local",
+            Where::Netns => "netns",
+            Where::Kind => "kind",
+        }
+    }
+}
+
+/// What `bench conformance` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub substrate: Where,
+    /// Only tests whose name matches (substring or `*` glob, any case).
+    pub only: Option<String>,
+    pub mode: MeshMode,
+    /// Where `conformance.json` is written, when given.
+    pub out: Option<PathBuf>,
+    /// List the selected tests; deploy nothing.
+    pub dry_run: bool,
+    pub test_timeout: Duration,
+    pub patience: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("--substrate kind: the kind substrate does not exist yet (only local and netns do); `--dry-run` lists the tests it would run")]
+    NoKind,
+    #[error("--only {0:?} matches no test; `bench conformance --dry-run` lists them")]
+    NoTests(String),
+    #[error("{0}")]
+    NotPermitted(String),
+    #[error(transparent)]
+    Bins(#[from] bins::BinError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the {substrate} substrate could not start: {detail}")]
+    Substrate {
+        substrate: &'static str,
+        detail: String,
+    },
+    #[error("every selected test was skipped on {0}: nothing was checked")]
+    AllSkipped(&'static str),
+    #[error("interrupted by {0}: stopped every process")]
+    Interrupted(&'static str),
+}
+
+impl CommandError {
+    /// 64 usage, 77 not permitted, 128+signal interrupted, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CommandError::NoKind | CommandError::NoTests(_) => 64,
+            CommandError::NotPermitted(_) => 77,
+            CommandError::Interrupted("SIGINT") => 130,
+            CommandError::Interrupted(_) => 143,
+            _ => 1,
+        }
+    }
+}
+
+/// What a run produced: the results and the table printed for them.
+pub struct Outcome {
+    pub results: Vec<TestResult>,
+    pub text: String,
+}
+
+impl Outcome {
+    /// 1 if any test failed, else 0.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.results.iter().any(|r| r.status == Status::Fail))
+    }
+}
+
+/// The selected tests as a table (for `--dry-run`).
+pub fn listing(tests: &[Test], substrate: Where) -> String {
+    let mut s = format!(
+        "{} conformance test(s) for --substrate {}:\n\n",
+        tests.len(),
+        substrate.as_str()
+    );
+    s.push_str("| test | feature | checks |\n|---|---|---|\n");
+    for t in tests {
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t.name,
+            t.feature.unwrap_or("—"),
+            t.about
+        ));
+    }
+    if substrate == Where::Kind {
+        s.push_str("\nThe kind substrate does not exist yet: these would run once it does.\n");
+    }
+    s
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CommandError {
+    let what = what.into();
+    move |source| CommandError::Io { what, source }
+}
+
+/// Run (or list) the selected tests.
+pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io_err("install the SIGTERM handler"))?;
+    let tests = select(registry(), opts.only.as_deref());
+    if tests.is_empty() {
+        return Err(CommandError::NoTests(opts.only.clone().unwrap_or_default()));
+    }
+    if opts.dry_run {
+        return Ok(Outcome {
+            results: Vec::new(),
+            text: listing(&tests, opts.substrate),
+        });
+    }
+    match opts.substrate {
+        Where::Kind => return Err(CommandError::NoKind),
+        Where::Netns => net::require_root().map_err(CommandError::NotPermitted)?,
+        Where::Local => {}
+    }
+    run::set_patience(opts.patience);
+    proc_guard::start_watchdog();
+    proc_guard::sweep_strays(&std::env::temp_dir());
+    let result = async {
+        let bins = bins::locate()?;
+        let work = tempfile::Builder::new()
+            .prefix("weft-bench-")
+            .tempdir()
+            .map_err(io_err("create the run's temp dir"))?;
+        proc_guard::guard_dir(work.path());
+        let me = std::process::id();
+        let owner = format!("{me} {}\n", proc_guard::start_time(me).unwrap_or(0));
+        std::fs::write(work.path().join("owner"), owner)
+            .map_err(io_err("write the run's owner file"))?;
+        let progress = run::progress(tests.len());
+        let results = match opts.substrate {
+            Where::Local => {
+                let mut s = Local::new(bins, work.path());
+                drive(&mut s, &tests, &opts, &progress, &mut sigterm).await
+            }
+            Where::Netns => match Netns::new(bins, work.path()) {
+                Ok(mut s) => drive(&mut s, &tests, &opts, &progress, &mut sigterm).await,
+                Err(e) => Err(CommandError::Substrate {
+                    substrate: "netns",
+                    detail: e.to_string(),
+                }),
+            },
+            Where::Kind => unreachable!("refused above"),
+        };
+        progress.finish_and_clear();
+        proc_guard::kill_all();
+        proc_guard::forget_dir(work.path());
+        drop(work);
+        let results = results?;
+        if results.iter().all(|r| r.status == Status::Skipped) {
+            eprint!("{}", run::table(&results));
+            return Err(CommandError::AllSkipped(opts.substrate.as_str()));
+        }
+        if let Some(out) = &opts.out {
+            write_results(out, &results)?;
+        }
+        let text = run::table(&results);
+        Ok(Outcome { results, text })
+    }
+    .await;
+    proc_guard::stop_watchdog();
+    result
+}
+
+async fn drive<S: MeshCluster>(
+    substrate: &mut S,
+    tests: &[Test],
+    opts: &Options,
+    progress: &indicatif::ProgressBar,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> Result<Vec<TestResult>, CommandError> {
+    tokio::select! {
+        r = run::run_all(substrate, tests, opts.mode, opts.test_timeout, progress) => Ok(r),
+        _ = tokio::signal::ctrl_c() => Err(CommandError::Interrupted("SIGINT")),
+        _ = sigterm.recv() => Err(CommandError::Interrupted("SIGTERM")),
+    }
+}
+
+/// `DIR/conformance.json`: the results, until the record's schema 2 holds them.
+fn write_results(dir: &Path, results: &[TestResult]) -> Result<(), CommandError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let path = dir.join("conformance.json");
+    let text = serde_json::to_string_pretty(results).expect("results always serialize");
+    std::fs::write(&path, text + "\n").map_err(io_err(format!("write {}", path.display())))
+}
