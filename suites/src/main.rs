@@ -103,7 +103,7 @@ struct ConformanceArgs {
     /// What is under test: the mesh, or no mesh at all (the tests must fail there)
     #[arg(long, value_enum, default_value_t = ConformanceVariant::Weft)]
     variant: ConformanceVariant,
-    /// Also write DIR/conformance.json
+    /// Where report.json/md/html go [default: reports/out/<UTC timestamp>-conformance under the workspace root]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// List the selected tests and exit; deploys nothing

@@ -27,9 +27,19 @@ fn conformance(args: &[&str]) -> (Option<i32>, Vec<TestResult>, String, String) 
         .args(args)
         .arg("--out")
         .arg(out.path()));
-    let results = std::fs::read_to_string(out.path().join("conformance.json"))
-        .map(|t| serde_json::from_str(&t).expect("conformance.json holds TestResults"))
-        .unwrap_or_default();
+    let results = match out.path().join("report.json").exists() {
+        true => {
+            let report = reports::io::read_report(&out.path().join("report.json"))
+                .expect("a schema-2 report");
+            assert_eq!(report.suite, "conformance");
+            assert!(report.runs.is_empty());
+            for f in ["report.md", "report.html"] {
+                assert!(out.path().join(f).is_file(), "{f} written");
+            }
+            report.conformance
+        }
+        false => Vec::new(),
+    };
     (o.status.code(), results, text(&o.stdout), text(&o.stderr))
 }
 

@@ -1,16 +1,17 @@
 //! `bench conformance [--substrate local|netns|kind] [--only PATTERN]
 //! [--variant weft|baseline] [--out DIR] [--dry-run]`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use record::{Status, TestResult};
+use record::{Report, Status, TestResult};
 
 use super::{registry, run, select, Test};
-use crate::bins;
 use crate::substrate::cluster::{MeshCluster, MeshMode};
 use crate::substrate::netns::net;
 use crate::substrate::{proc_guard, Local, Netns};
+use crate::{bins, env};
 
 /// Where the tests run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +39,8 @@ pub struct Options {
     /// Only tests whose name matches (substring or `*` glob, any case).
     pub only: Option<String>,
     pub mode: MeshMode,
-    /// Where `conformance.json` is written, when given.
+    /// Where report.json, report.md and report.html go [default:
+    /// reports/out/<UTC timestamp>-conformance under the workspace root].
     pub out: Option<PathBuf>,
     /// List the selected tests; deploy nothing.
     pub dry_run: bool,
@@ -68,15 +70,19 @@ pub enum CommandError {
     },
     #[error("every selected test was skipped on {0}: nothing was checked")]
     AllSkipped(&'static str),
-    #[error("interrupted by {0}: stopped every process")]
+    #[error("interrupted by {0}: stopped every process, wrote no results")]
     Interrupted(&'static str),
+    #[error("{0} exists and is not empty; give --out a new directory")]
+    OutExists(PathBuf),
+    #[error("cannot render the report into {dir}: {detail}")]
+    Render { dir: PathBuf, detail: String },
 }
 
 impl CommandError {
     /// 64 usage, 77 not permitted, 128+signal interrupted, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CommandError::NoKind | CommandError::NoTests(_) => 64,
+            CommandError::NoKind | CommandError::NoTests(_) | CommandError::OutExists(_) => 64,
             CommandError::NotPermitted(_) => 77,
             CommandError::Interrupted("SIGINT") => 130,
             CommandError::Interrupted(_) => 143,
@@ -85,10 +91,12 @@ impl CommandError {
     }
 }
 
-/// What a run produced: the results and the table printed for them.
+/// What a run produced: the results, the table printed for them, and
+/// where the report went (none for `--dry-run`).
 pub struct Outcome {
     pub results: Vec<TestResult>,
     pub text: String,
+    pub out: Option<PathBuf>,
 }
 
 impl Outcome {
@@ -137,6 +145,7 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
         return Ok(Outcome {
             results: Vec::new(),
             text: listing(&tests, opts.substrate),
+            out: None,
         });
     }
     match opts.substrate {
@@ -144,7 +153,18 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
         Where::Netns => net::require_root().map_err(CommandError::NotPermitted)?,
         Where::Local => {}
     }
+    let out = match &opts.out {
+        Some(o) => o.clone(),
+        None => crate::runner::default_out_root().join(format!(
+            "{}-conformance",
+            env::compact_timestamp(&env::now_rfc3339())
+        )),
+    };
+    if out.read_dir().is_ok_and(|mut d| d.next().is_some()) || out.is_file() {
+        return Err(CommandError::OutExists(out));
+    }
     run::set_patience(opts.patience);
+    let started_at = env::now_rfc3339();
     proc_guard::start_watchdog();
     proc_guard::sweep_strays(&std::env::temp_dir());
     let result = async {
@@ -182,11 +202,16 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
             eprint!("{}", run::table(&results));
             return Err(CommandError::AllSkipped(opts.substrate.as_str()));
         }
-        if let Some(out) = &opts.out {
-            write_results(out, &results)?;
-        }
-        let text = run::table(&results);
-        Ok(Outcome { results, text })
+        let mut report = Report::new("conformance", started_at, env::gather(BTreeMap::new()));
+        report.conformance = results.clone();
+        report.finished_at = env::now_rfc3339();
+        write_report(&out, &report)?;
+        let text = format!("{}\nresults: {}\n", run::table(&results), out.display());
+        Ok(Outcome {
+            results,
+            text,
+            out: Some(out),
+        })
     }
     .await;
     proc_guard::stop_watchdog();
@@ -207,10 +232,17 @@ async fn drive<S: MeshCluster>(
     }
 }
 
-/// `DIR/conformance.json`: the results, until the record's schema 2 holds them.
-fn write_results(dir: &Path, results: &[TestResult]) -> Result<(), CommandError> {
+/// `report.json` (schema 2, the results in `conformance`), `report.md` and
+/// `report.html` into `dir`.
+fn write_report(dir: &Path, report: &Report) -> Result<(), CommandError> {
     std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
-    let path = dir.join("conformance.json");
-    let text = serde_json::to_string_pretty(results).expect("results always serialize");
-    std::fs::write(&path, text + "\n").map_err(io_err(format!("write {}", path.display())))
+    let json = dir.join("report.json");
+    reports::io::write_report_json(report, &json)
+        .map_err(io_err(format!("write {}", json.display())))?;
+    reports::render::write_all(report, dir)
+        .map(|_| ())
+        .map_err(|e| CommandError::Render {
+            dir: dir.to_path_buf(),
+            detail: e.to_string(),
+        })
 }
