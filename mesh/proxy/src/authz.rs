@@ -47,6 +47,10 @@ pub struct Authz {
     /// The watch (from [`Authz::start`]) and until when [`Authz::loaded`]
     /// waits for its first answer.
     first: Option<(InboundWatch, Instant)>,
+    /// `false` with `--disable authz` (conformance testing only): the
+    /// policy is still watched (it names the port's protocol) but gives no
+    /// verdict, as before any policy arrives.
+    enforce: bool,
 }
 
 /// Which kind of traffic was refused.
@@ -59,10 +63,15 @@ pub enum Traffic {
 }
 
 impl Authz {
-    /// Watches `port`'s policy in `source`.
-    pub fn start(source: &dyn PolicySource, port: u16, metrics: &Metrics) -> Arc<Self> {
+    /// Watches `port`'s policy in `source`; `enforce: false` never gives a
+    /// verdict (`--disable authz`).
+    pub fn start(source: &dyn PolicySource, port: u16, metrics: &Metrics, enforce: bool) -> Arc<Self> {
         let mut rx = source.inbound(port);
-        let this = Arc::new(Self { first: Some((rx.clone(), Instant::now() + FIRST_ANSWER_WAIT)), ..Self::new(port, metrics) });
+        let this = Arc::new(Self {
+            first: Some((rx.clone(), Instant::now() + FIRST_ANSWER_WAIT)),
+            enforce,
+            ..Self::new(port, metrics)
+        });
         let weak = Arc::downgrade(&this);
         tokio::spawn(async move {
             loop {
@@ -91,6 +100,7 @@ impl Authz {
                 [c("tcp", "unauthorized"), c("tcp", "unauthenticated")],
             ],
             first: None,
+            enforce: true,
         }
     }
 
@@ -118,10 +128,18 @@ impl Authz {
     }
 
     /// The verdict for `client` (`None`: plaintext); `None` before the
-    /// first policy.
+    /// first policy, and always when not enforced.
     #[inline]
     pub fn verdict(&self, client: Option<&SpiffeId>) -> Option<Verdict> {
+        if !self.enforce {
+            return None;
+        }
         self.current.load().as_ref().map(|p| p.authorize(client))
+    }
+
+    /// The port's current policy, enforced or not.
+    pub fn policy(&self) -> Option<Arc<InboundPolicy>> {
+        self.current.load_full()
     }
 
     /// Counts a refusal, and logs it when `log` (once per connection).
@@ -172,6 +190,7 @@ pub struct AuthzByPort {
     source: Arc<dyn PolicySource>,
     metrics: Arc<Metrics>,
     ports: Mutex<HashMap<u16, Arc<Authz>>>,
+    enforce: bool,
 }
 
 impl std::fmt::Debug for AuthzByPort {
@@ -182,16 +201,17 @@ impl std::fmt::Debug for AuthzByPort {
 }
 
 impl AuthzByPort {
-    /// Watches nothing yet; [`AuthzByPort::port`] starts the watches.
-    pub fn new(source: Arc<dyn PolicySource>, metrics: Arc<Metrics>) -> Self {
-        Self { source, metrics, ports: Mutex::new(HashMap::new()) }
+    /// Watches nothing yet; [`AuthzByPort::port`] starts the watches;
+    /// `enforce: false` (`--disable authz`) watches without verdicts.
+    pub fn new(source: Arc<dyn PolicySource>, metrics: Arc<Metrics>, enforce: bool) -> Self {
+        Self { source, metrics, ports: Mutex::new(HashMap::new()), enforce }
     }
 
     /// The authorization of `port`, its watch started on first use. Until
     /// its first policy arrives it gives no verdict, as [`Authz`] does.
     pub fn port(&self, port: u16) -> Arc<Authz> {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(ports.entry(port).or_insert_with(|| Authz::start(self.source.as_ref(), port, &self.metrics)))
+        Arc::clone(ports.entry(port).or_insert_with(|| Authz::start(self.source.as_ref(), port, &self.metrics, self.enforce)))
     }
 }
 
@@ -230,7 +250,7 @@ mod tests {
         use crate::discovery::memory::MemorySource;
         let source = MemorySource::new();
         let metrics = Arc::new(Metrics::new());
-        let by_port = AuthzByPort::new(source.clone(), Arc::clone(&metrics));
+        let by_port = AuthzByPort::new(source.clone(), Arc::clone(&metrics), true);
         let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
         let a = by_port.port(8080);
         assert!(Arc::ptr_eq(&a, &by_port.port(8080)), "one watch per port");
@@ -266,5 +286,23 @@ mod tests {
             .to_str()
             .unwrap()
             .contains("port 9090"));
+    }
+
+    #[tokio::test]
+    async fn disabled_authz_watches_but_never_refuses() {
+        use crate::discovery::memory::MemorySource;
+        let source = MemorySource::new();
+        let metrics = Metrics::new();
+        source.set_inbound(8080, InboundPolicy { authorizations: vec![], default: "deny".into() });
+        let on = Authz::start(source.as_ref(), 8080, &metrics, true);
+        let off = Authz::start(source.as_ref(), 8080, &metrics, false);
+        on.loaded().await;
+        off.loaded().await;
+        let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
+        assert_eq!(on.verdict(Some(&web)), Some(Verdict::Unauthorized));
+        assert_eq!(on.verdict(None), Some(Verdict::Unauthenticated));
+        assert!(off.policy().is_some(), "still watched");
+        assert_eq!(off.verdict(Some(&web)), None, "no verdict: allowed as before any policy");
+        assert_eq!(off.verdict(None), None);
     }
 }

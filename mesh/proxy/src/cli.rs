@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Limits, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Disabled, Limits, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -136,6 +136,13 @@ pub struct Args {
     /// On SIGTERM/SIGINT, how long in-flight requests may take before exiting anyway.
     #[arg(long, env = "WEFT_PROXY_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: String,
+
+    /// FOR CONFORMANCE TESTING ONLY: switch mesh features off, a comma
+    /// separated list of routes, authz, retries, timeouts (see
+    /// `config::Disabled`). Hidden from --help: a production proxy never
+    /// sets it, and each switch logs a warning at startup.
+    #[arg(long, env = "WEFT_PROXY_DISABLE", value_name = "FEATURES", hide = true)]
+    pub disable: Option<String>,
 }
 
 impl Args {
@@ -186,6 +193,12 @@ impl Args {
         cfg.destination = self.destination.clone();
         cfg.policy = self.policy.clone();
         cfg.transparent = self.transparent;
+        if let Some(d) = &self.disable {
+            match d.parse::<Disabled>() {
+                Ok(d) => cfg.disabled = d,
+                Err(e) => problems.push(e),
+            }
+        }
         cfg.inbound_plaintext = match &self.inbound_plaintext {
             Some(p) => p.parse().unwrap_or_else(|e| {
                 problems.push(e);
@@ -395,6 +408,20 @@ mod tests {
         assert_eq!(cfg.app, Some("127.0.0.1:3".parse().unwrap()));
         assert_eq!(cfg.threads, 2);
         assert_eq!(cfg.limits.max_request_body_bytes, 1024);
+    }
+
+    #[test]
+    fn disable_takes_a_list_of_features_and_is_hidden() {
+        assert!(!parse(&[]).unwrap().disabled.any(), "everything on by default");
+        let cfg = parse(&["--disable", "routes,authz"]).unwrap();
+        assert!(cfg.disabled.routes && cfg.disabled.authz && !cfg.disabled.retries && !cfg.disabled.timeouts);
+        assert_eq!(cfg.disabled.to_string(), "routes,authz");
+        let cfg = parse(&["--disable", "retries, timeouts"]).unwrap();
+        assert!(cfg.disabled.retries && cfg.disabled.timeouts && !cfg.disabled.routes);
+        let err = parse(&["--disable", "routes,mtls"]).unwrap_err().to_string();
+        assert!(err.contains("\"mtls\"") && err.contains("conformance testing only"), "{err}");
+        let help = <Args as clap::CommandFactory>::command().render_help().to_string();
+        assert!(!help.contains("--disable"), "{help}");
     }
 
     #[test]

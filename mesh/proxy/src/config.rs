@@ -49,6 +49,72 @@ pub struct Config {
     /// to its original destination (`SO_ORIGINAL_DST`) instead of the Host
     /// header (outbound) or `app` (inbound, which then needs no `app`).
     pub transparent: bool,
+    /// Features switched off for conformance testing (`--disable`); all
+    /// on by default. Never for production.
+    pub disabled: Disabled,
+}
+
+/// Mesh features switched off with `--disable` (env `WEFT_PROXY_DISABLE`),
+/// for conformance testing only: the conformance suite runs once with each
+/// feature off and expects the tests of that feature to fail, which shows
+/// the tests can fail. The proxy logs a warning per switch at startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Disabled {
+    /// Outbound routes ignored: every request to a Service goes to the
+    /// Service itself (plain balancing), no matches, filters, splits,
+    /// redirects, per-route timeouts or retries.
+    pub routes: bool,
+    /// Inbound authorization policy not enforced: as before any policy
+    /// arrives (any meshed client; plaintext per `--inbound-plaintext`).
+    pub authz: bool,
+    /// Route retries never happen.
+    pub retries: bool,
+    /// Route timeouts (`request`, `backendRequest`) ignored; only
+    /// `--request-timeout` bounds an attempt.
+    pub timeouts: bool,
+}
+
+impl Disabled {
+    /// The feature names `--disable` takes.
+    pub const NAMES: [&'static str; 4] = ["routes", "authz", "retries", "timeouts"];
+
+    /// Whether anything is switched off.
+    pub fn any(&self) -> bool {
+        self.routes || self.authz || self.retries || self.timeouts
+    }
+}
+
+impl fmt::Display for Disabled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = [self.routes, self.authz, self.retries, self.timeouts];
+        let names: Vec<&str> = Self::NAMES.iter().zip(on).filter(|(_, off)| *off).map(|(n, _)| *n).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for Disabled {
+    type Err = String;
+
+    /// Parses a comma-separated list such as `routes,retries` (empty: none).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut d = Disabled::default();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "routes" => d.routes = true,
+                "authz" => d.authz = true,
+                "retries" => d.retries = true,
+                "timeouts" => d.timeouts = true,
+                other => {
+                    return Err(format!(
+                        "--disable {s:?}: unknown feature {other:?} (expected a comma-separated list of {}; \
+                         for conformance testing only)",
+                        Self::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(d)
+    }
 }
 
 /// Meshed mode: who we are, where to get certified, whom to trust.
@@ -157,6 +223,7 @@ impl Default for Config {
             destination: None,
             policy: None,
             transparent: false,
+            disabled: Disabled::default(),
         }
     }
 }

@@ -72,7 +72,7 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, info, warn};
 
-pub use crate::config::{Config, ConfigError, Limits, MeshConfig, Plaintext, Route, TcpForward, TcpService};
+pub use crate::config::{Config, ConfigError, Disabled, Limits, MeshConfig, Plaintext, Route, TcpForward, TcpService};
 use crate::{
     admin::Health,
     authz::{Authz, AuthzByPort},
@@ -171,6 +171,19 @@ async fn serve_until(
     force: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
+    if config.disabled.any() {
+        for feature in config.disabled.to_string().split(',') {
+            warn!(
+                "TESTING ONLY: --disable {feature}: this proxy does NOT apply {} (conformance testing switch; never use in production)",
+                match feature {
+                    "routes" => "outbound routes (every request goes to the Service itself)",
+                    "authz" => "inbound authorization policy (any meshed client is let in)",
+                    "retries" => "route retries",
+                    _ => "route timeouts",
+                }
+            );
+        }
+    }
     let outbound = bind("outbound", config.outbound_listen).await?;
     let inbound = match config.app.is_some() || config.transparent {
         true => Some(bind("inbound", config.inbound_listen).await?),
@@ -309,6 +322,7 @@ async fn serve_until(
         inbound_plaintext = %config.inbound_plaintext,
         destination = ?config.destination,
         policy = ?config.policy,
+        disabled = %config.disabled,
         "proxy listening"
     );
 
@@ -365,15 +379,17 @@ fn discovery_sources(
             mesh.cloned(),
             outbound_metrics.clone(),
             config.limits,
+            config.disabled,
         )),
         None => None,
     };
+    let enforce = !config.disabled.authz;
     let authz = match (&policy, config.app) {
         (Some(p), _) if config.transparent => {
-            InboundAuthz::PerPort(Some(AuthzByPort::new(Arc::clone(p) as Arc<dyn discovery::PolicySource>, Arc::clone(metrics))))
+            InboundAuthz::PerPort(Some(AuthzByPort::new(Arc::clone(p) as Arc<dyn discovery::PolicySource>, Arc::clone(metrics), enforce)))
         }
         (None, _) if config.transparent => InboundAuthz::PerPort(None),
-        (Some(p), Some(app)) => InboundAuthz::AppPort(Some(Authz::start(p.as_ref(), app.port(), metrics))),
+        (Some(p), Some(app)) => InboundAuthz::AppPort(Some(Authz::start(p.as_ref(), app.port(), metrics, enforce))),
         _ => InboundAuthz::AppPort(None),
     };
     Ok((discovered, authz))

@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 use crate::{
     balance::{Balancer, PickError},
     body::{RequestBody, RequestBodyError, ResponseBody},
-    config::Limits,
+    config::{Disabled, Limits},
     discovery::{DestinationSource, Endpoint, EndpointSet, PolicySource, ProtocolHint},
     error::ProxyError,
     identity::MeshTls,
@@ -150,9 +150,18 @@ struct Service {
     default: Arc<OutboundPolicy>,
     deadline: Instant,
     first: Option<tokio::sync::watch::Receiver<Option<Arc<OutboundPolicy>>>>,
+    disabled: Disabled,
 }
 
 impl Service {
+    /// The policy as the proxy applies it: `--disable`d features taken out.
+    fn effective(&self, policy: Arc<OutboundPolicy>) -> Arc<OutboundPolicy> {
+        match policy.without(self.disabled, &self.authority) {
+            Some(p) => Arc::new(p),
+            None => policy,
+        }
+    }
+
     async fn policy(&self) -> Arc<OutboundPolicy> {
         if let Some(p) = self.current.load_full() {
             return p;
@@ -162,7 +171,7 @@ impl Service {
         let _ = tokio::time::timeout_at(self.deadline, rx.wait_for(Option::is_some)).await;
         let got = rx.borrow().clone();
         match got {
-            Some(p) => p,
+            Some(p) => self.effective(p),
             None => {
                 // No answer: the default route until one comes (the watch
                 // task replaces it), and no more waiting.
@@ -182,6 +191,7 @@ pub struct Outbound {
     inserting: std::sync::Mutex<()>,
     connect: Connect,
     limits: Limits,
+    disabled: Disabled,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -194,13 +204,15 @@ impl std::fmt::Debug for Outbound {
 }
 
 impl Outbound {
-    /// The discovered path; `mesh` makes meshed endpoints mTLS peers.
+    /// The discovered path; `mesh` makes meshed endpoints mTLS peers;
+    /// `disabled` takes features out of every policy (conformance testing).
     pub fn new(
         destination: Arc<dyn DestinationSource>,
         policy: Option<Arc<dyn PolicySource>>,
         mesh: Option<Arc<MeshTls>>,
         metrics: DirectionMetrics,
         limits: Limits,
+        disabled: Disabled,
     ) -> Arc<Self> {
         Arc::new(Self {
             destination,
@@ -210,6 +222,7 @@ impl Outbound {
             inserting: std::sync::Mutex::new(()),
             connect: Connect { mesh, metrics },
             limits,
+            disabled,
         })
     }
 
@@ -229,6 +242,7 @@ impl Outbound {
             default: Arc::new(OutboundPolicy::default_for(&key)),
             deadline: Instant::now() + FIRST_ANSWER_WAIT,
             first: first.clone(),
+            disabled: self.disabled,
         });
         if let Some(mut rx) = first {
             let weak = Arc::downgrade(&svc);
@@ -236,8 +250,8 @@ impl Outbound {
                 loop {
                     let current = rx.borrow_and_update().clone();
                     let Some(svc) = weak.upgrade() else { return };
-                    if current.is_some() {
-                        svc.current.store(current);
+                    if let Some(p) = current {
+                        svc.current.store(Some(svc.effective(p)));
                     }
                     drop(svc);
                     if rx.changed().await.is_err() {

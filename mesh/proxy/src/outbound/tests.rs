@@ -26,6 +26,8 @@ struct Server {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     fail: Arc<std::sync::atomic::AtomicU16>,
+    /// Milliseconds to wait before answering.
+    delay: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn server() -> Server {
@@ -33,10 +35,11 @@ async fn server() -> Server {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let fail = Arc::new(std::sync::atomic::AtomicU16::new(0));
-    let (h, f) = (hits.clone(), fail.clone());
+    let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (h, f, d) = (hits.clone(), fail.clone(), delay.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let (h, f) = (h.clone(), f.clone());
+            let (h, f, d) = (h.clone(), f.clone(), d.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |_req: Request<Incoming>| {
                     h.fetch_add(1, Ordering::SeqCst);
@@ -46,13 +49,17 @@ async fn server() -> Server {
                     };
                     let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
                     *r.status_mut() = StatusCode::from_u16(code).unwrap();
-                    async move { Ok::<_, Infallible>(r) }
+                    let wait = Duration::from_millis(d.load(Ordering::SeqCst));
+                    async move {
+                        tokio::time::sleep(wait).await;
+                        Ok::<_, Infallible>(r)
+                    }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
             });
         }
     });
-    Server { addr, hits, fail }
+    Server { addr, hits, fail, delay }
 }
 
 fn outbound(src: &Arc<MemorySource>) -> Arc<Outbound> {
@@ -61,6 +68,10 @@ fn outbound(src: &Arc<MemorySource>) -> Arc<Outbound> {
 
 /// Without a policy source every authority takes the default route at once.
 fn outbound_with(src: &Arc<MemorySource>, policy: bool) -> Arc<Outbound> {
+    outbound_disabled(src, policy, Disabled::default())
+}
+
+fn outbound_disabled(src: &Arc<MemorySource>, policy: bool, disabled: Disabled) -> Arc<Outbound> {
     let metrics = Metrics::new();
     Outbound::new(
         src.clone(),
@@ -68,6 +79,7 @@ fn outbound_with(src: &Arc<MemorySource>, policy: bool) -> Arc<Outbound> {
         None,
         metrics.direction(Direction::Outbound).clone(),
         Limits::default(),
+        disabled,
     )
 }
 
@@ -215,4 +227,71 @@ fn authorities_are_normalized() {
     assert_eq!(normalize("u@web:8080"), "web:8080");
     assert_eq!(normalize("[::1]:81"), "[::1]:81");
     assert_eq!(normalize("[::1]"), "[::1]:80");
+}
+
+#[tokio::test]
+async fn disabled_routes_send_everything_to_the_service() {
+    let (web, a) = (server().await, server().await);
+    let src = MemorySource::new();
+    src.set_endpoints("web:80", set(&[web.addr]));
+    src.set_endpoints("a:80", set(&[a.addr]));
+    src.set_outbound(
+        "web:80",
+        policy(vec![Rule {
+            matches: vec![RouteMatch { path: Some(PathMatch::Exact("/only".into())), ..Default::default() }],
+            backends: vec![Backend { authority: "a:80".into(), weight: 1, ..Default::default() }],
+            ..Rule::default()
+        }]),
+    );
+    let on = outbound(&src);
+    assert_eq!(get(&on, "web", "/only").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1, "the route sent it to a");
+    assert_eq!(get(&on, "web", "/other").await.unwrap_err().status(), StatusCode::NOT_FOUND);
+
+    let off = outbound_disabled(&src, true, Disabled { routes: true, ..Default::default() });
+    for path in ["/only", "/other"] {
+        assert_eq!(get(&off, "web", path).await.unwrap().status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1, "routes ignored: nothing more for a");
+    assert_eq!(web.hits.load(Ordering::SeqCst), 2, "both went to the Service itself");
+}
+
+#[tokio::test]
+async fn disabled_retries_send_each_request_once() {
+    let bad = server().await;
+    bad.fail.store(503, Ordering::SeqCst);
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[bad.addr]));
+    // A budget far above what 10 requests can use, accrual off.
+    src.set_outbound("svc:80", retry_policy(10.0, 100, 0));
+    let on = outbound(&src);
+    for _ in 0..10 {
+        assert_eq!(get(&on, "svc", "/").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(bad.hits.swap(0, Ordering::SeqCst), 40, "1 attempt + 3 retries each");
+    let off = outbound_disabled(&src, true, Disabled { retries: true, ..Default::default() });
+    for _ in 0..10 {
+        assert_eq!(get(&off, "svc", "/").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 10, "retries off: one attempt each");
+}
+
+#[tokio::test]
+async fn disabled_timeouts_leave_only_the_request_timeout() {
+    let slow = server().await;
+    slow.delay.store(300, Ordering::SeqCst);
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[slow.addr]));
+    src.set_outbound(
+        "svc:80",
+        policy(vec![Rule {
+            backends: vec![Backend { authority: "svc:80".into(), weight: 1, ..Default::default() }],
+            timeouts: crate::policy::route::Timeouts { request: None, backend_request: Some(Duration::from_millis(20)) },
+            ..Rule::default()
+        }]),
+    );
+    let on = outbound(&src);
+    assert_eq!(get(&on, "svc", "/").await.unwrap_err().status(), StatusCode::GATEWAY_TIMEOUT);
+    let off = outbound_disabled(&src, true, Disabled { timeouts: true, ..Default::default() });
+    assert_eq!(get(&off, "svc", "/").await.unwrap().status(), StatusCode::OK);
 }

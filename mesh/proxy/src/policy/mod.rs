@@ -16,6 +16,7 @@ use std::{collections::HashSet, time::Duration};
 use mesh_identity::SpiffeId;
 
 pub use self::route::RouteTable;
+use crate::config::Disabled;
 
 /// When an endpoint is taken out of balancing, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +67,37 @@ impl OutboundPolicy {
     /// Everything to `authority`'s own endpoints, default accrual.
     pub fn default_for(authority: &str) -> Self {
         Self { routes: RouteTable::default_for(authority), grpc_routes: None, accrual: AccrualConfig::default() }
+    }
+
+    /// This policy with the `--disable`d features taken out (conformance
+    /// testing only): without routes, every request goes to `authority`
+    /// itself; without retries or timeouts, rules keep their matches,
+    /// filters and backends but lose those. `None`: nothing to change.
+    pub fn without(&self, disabled: Disabled, authority: &str) -> Option<Self> {
+        if disabled.routes {
+            return Some(Self { routes: RouteTable::default_for(authority), grpc_routes: None, accrual: self.accrual });
+        }
+        if !disabled.retries && !disabled.timeouts {
+            return None;
+        }
+        let strip = |t: &RouteTable| {
+            RouteTable::new(
+                t.rules()
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        if disabled.retries {
+                            r.retry = None;
+                        }
+                        if disabled.timeouts {
+                            r.timeouts = route::Timeouts::default();
+                        }
+                        r
+                    })
+                    .collect(),
+            )
+        };
+        Some(Self { routes: strip(&self.routes), grpc_routes: self.grpc_routes.as_ref().map(strip), accrual: self.accrual })
     }
 }
 
@@ -145,6 +177,46 @@ impl InboundPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disabled_features_leave_the_policy() {
+        use route::{Backend, Filter, HeaderModifier, Rule, Timeouts};
+        use std::sync::Arc;
+        let rule = Rule {
+            filters: vec![Filter::RequestHeaders(HeaderModifier::default())],
+            backends: vec![Backend { authority: "other:80".into(), weight: 1, ..Default::default() }],
+            timeouts: Timeouts { request: Some(Duration::from_millis(5)), backend_request: Some(Duration::from_millis(1)) },
+            retry: Some(Arc::new(crate::retry::RetryPolicy::new(2, vec![(503, 503)], Default::default()))),
+            ..Rule::default()
+        };
+        let p = OutboundPolicy {
+            routes: RouteTable::new(vec![rule.clone()]),
+            grpc_routes: Some(RouteTable::new(vec![rule])),
+            accrual: AccrualConfig { consecutive_failures: 3, ..Default::default() },
+        };
+        assert!(p.without(Disabled::default(), "web:80").is_none());
+
+        let off = p.without(Disabled { routes: true, ..Default::default() }, "web:80").unwrap();
+        let only = &off.routes.rules()[0];
+        assert_eq!(off.routes.rules().len(), 1);
+        assert_eq!(only.backends[0].authority, "web:80", "straight to the Service");
+        assert!(only.filters.is_empty() && only.retry.is_none() && only.timeouts == Timeouts::default());
+        assert!(off.grpc_routes.is_none());
+        assert_eq!(off.accrual.consecutive_failures, 3, "balancing settings stay");
+
+        let off = p.without(Disabled { retries: true, ..Default::default() }, "web:80").unwrap();
+        for t in [&off.routes, off.grpc_routes.as_ref().unwrap()] {
+            let r = &t.rules()[0];
+            assert!(r.retry.is_none());
+            assert_eq!(r.timeouts.request, Some(Duration::from_millis(5)), "timeouts kept");
+            assert_eq!(r.backends[0].authority, "other:80", "routes kept");
+            assert_eq!(r.filters.len(), 1);
+        }
+        let off = p.without(Disabled { timeouts: true, ..Default::default() }, "web:80").unwrap();
+        let r = &off.routes.rules()[0];
+        assert_eq!(r.timeouts, Timeouts::default());
+        assert!(r.retry.is_some(), "retries kept");
+    }
 
     fn id(s: &str) -> SpiffeId {
         SpiffeId::parse(s).unwrap()
