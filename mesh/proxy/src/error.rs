@@ -116,6 +116,10 @@ pub enum ProxyError {
     /// Reading a request body kept for retries failed.
     #[error("reading the request body failed: {0}")]
     RequestBody(String),
+    /// The upstream answered `101 Switching Protocols` to a request that
+    /// asked for no upgrade the proxy passed on.
+    #[error("the upstream switched protocols (101) without an upgrade request it could honour")]
+    UnrequestedUpgrade,
 }
 
 /// A fieldless mirror of [`ProxyError`], used as a metric label.
@@ -127,7 +131,7 @@ pub enum ErrorKind {
     Connect = 1,
     /// See [`ProxyError::Timeout`].
     Timeout = 2,
-    /// See [`ProxyError::Upstream`].
+    /// See [`ProxyError::Upstream`] and [`ProxyError::UnrequestedUpgrade`].
     Upstream = 3,
     /// See [`ProxyError::BodyTooLarge`].
     BodyTooLarge = 4,
@@ -190,7 +194,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => ErrorKind::NoRoute,
             ProxyError::Connect { .. } => ErrorKind::Connect,
             ProxyError::Timeout { .. } => ErrorKind::Timeout,
-            ProxyError::Upstream { .. } => ErrorKind::Upstream,
+            ProxyError::Upstream { .. } | ProxyError::UnrequestedUpgrade => ErrorKind::Upstream,
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
             ProxyError::Tls { .. } => ErrorKind::Tls,
@@ -208,6 +212,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::UnrequestedUpgrade
             | ProxyError::Tls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NotCertified { .. } | ProxyError::NoEndpoints { .. } | ProxyError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -5,6 +5,7 @@
 //!    │ metrics      start clock; count status class + latency on the way out
 //!    │ limits       declared Content-Length > limit  -> 413
 //!    │ router       authority -> upstream, or 502 "no route for ..."
+//!    │ upgrade      an HTTP/1.1 Upgrade (not h2c) is kept aside, spliced after a 101
 //!    │ headers      drop hop-by-hop fields; inbound: drop any weft-client-id
 //!    │              from outside, restore the peer's HTTP/1 (weft-orig-proto),
 //!    │              add the verified weft-client-id if configured;
@@ -37,6 +38,7 @@ use crate::{
     orig_proto,
     outbound::Outbound,
     router::Router,
+    upgrade,
     upstream::Upstream,
 };
 
@@ -123,27 +125,22 @@ impl Forwarder {
             (Err(_), Some(_)) => None,
             (Err(e), None) => return Err(e),
         };
-        let req = self.prepare(req);
-        let Some(upstream) = upstream else {
-            let discovered = self.discovered.as_ref().expect("checked with the route");
-            let mut resp = discovered.send(req).await?;
-            strip_hop_by_hop(resp.headers_mut());
-            return Ok(resp);
+        let (req, pending) = self.prepare(req);
+        let resp = match upstream {
+            Some(upstream) => self.send_upstream(upstream, req).await?,
+            None => self.discovered.as_ref().expect("checked with the route").send(req).await?,
         };
-        self.send_upstream(upstream, req).await
+        upgrade::finish(pending, resp)
     }
 
     async fn forward_via(&self, req: Request<Incoming>, via: &Via) -> Result<Response<ResponseBody>, ProxyError> {
         self.check_declared_size(&req)?;
-        let req = self.prepare(req);
-        match via {
-            Via::Upstream(upstream) => self.send_upstream(upstream, req).await,
-            Via::Discovered(target) => {
-                let mut resp = target.send(req).await?;
-                strip_hop_by_hop(resp.headers_mut());
-                Ok(resp)
-            }
-        }
+        let (req, pending) = self.prepare(req);
+        let resp = match via {
+            Via::Upstream(upstream) => self.send_upstream(upstream, req).await?,
+            Via::Discovered(target) => target.send(req).await?,
+        };
+        upgrade::finish(pending, resp)
     }
 
     #[inline]
@@ -156,11 +153,17 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Header handling both directions share, and the body limit.
+    /// Header handling both directions share, and the body limit. An
+    /// upgrade the request asks for is taken out first and put back after
+    /// the hop-by-hop fields are gone (see `upgrade`).
     #[inline]
-    fn prepare(&self, req: Request<Incoming>) -> Request<RequestBody> {
+    fn prepare(&self, mut req: Request<Incoming>) -> (Request<RequestBody>, Option<upgrade::Pending>) {
+        let pending = upgrade::take(&mut req);
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(p) = &pending {
+            upgrade::restore_request(&mut parts.headers, p);
+        }
         if self.direction == Direction::Inbound {
             parts.headers.remove(&CLIENT_ID_HEADER);
             orig_proto::restore(&mut parts);
@@ -173,17 +176,15 @@ impl Forwarder {
         if parts.version != Version::HTTP_2 {
             to_origin_form(&mut parts);
         }
-        Request::from_parts(parts, RequestBody::new(body, self.limits.max_request_body_bytes))
+        (Request::from_parts(parts, RequestBody::new(body, self.limits.max_request_body_bytes)), pending)
     }
 
     #[inline]
     async fn send_upstream(&self, upstream: &Arc<Upstream>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
         let timeout = self.limits.request_timeout;
-        let mut resp = tokio::time::timeout(timeout, upstream.send(req))
+        tokio::time::timeout(timeout, upstream.send(req))
             .await
-            .map_err(|_| ProxyError::Timeout { addr: upstream.addr(), after: timeout })??;
-        strip_hop_by_hop(resp.headers_mut());
-        Ok(resp)
+            .map_err(|_| ProxyError::Timeout { addr: upstream.addr(), after: timeout })?
     }
 }
 

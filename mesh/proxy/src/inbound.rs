@@ -265,7 +265,7 @@ impl Inbound {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn).await {
             debug!(%peer, error = %e, "inbound connection ended with error");
         }

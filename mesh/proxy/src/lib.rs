@@ -16,7 +16,8 @@
 //! [`router`] (authority -> upstream), [`headers`] (hop-by-hop removal),
 //! [`body`] (body limit, pooled response bodies), [`upstream`] (connection
 //! pools), [`error`] (proxy-generated responses), [`metrics`] and
-//! [`histogram`] (lock-free recording), [`forward`] (the stack, assembled),
+//! [`histogram`] (lock-free recording), [`upgrade`] (HTTP/1.1 Upgrade,
+//! WebSocket, spliced after a 101), [`forward`] (the stack, assembled),
 //! [`server`] (listeners, graceful drain) and [`admin`]. Mesh: [`identity`]
 //! (certificate, TLS configs), [`inbound`] + [`detect`] (protocol detection,
 //! mTLS termination, plaintext policy), [`orig_proto`] (HTTP/1 over the
@@ -60,6 +61,7 @@ pub mod router;
 pub mod server;
 pub mod tcp;
 pub mod transparent;
+pub mod upgrade;
 pub mod upstream;
 
 use std::{
@@ -362,7 +364,7 @@ fn discovery_sources(
     outbound_metrics: &metrics::DirectionMetrics,
 ) -> Result<Discovered, RunError> {
     use discovery::grpc::{GrpcDestination, GrpcPolicy, Workload};
-    let context = mesh.map_or_else(String::new, |m| format!("{{\"identity\":\"{}\"}}", m.identity()));
+    let context = mesh.map_or_else(String::new, |m| context_token(m.identity()));
     let workload = match (mesh, config.inbound_listen.ip()) {
         (Some(m), _) => Some(Workload::Identity(m.identity().to_string())),
         (None, ip) if !ip.is_unspecified() => Some(Workload::Ip(ip)),
@@ -393,6 +395,16 @@ fn discovery_sources(
         _ => InboundAuthz::AppPort(None),
     };
     Ok((discovered, authz))
+}
+
+/// Who is asking, for Destination and Policy: the identity and its
+/// namespace (the control plane picks consumer routes by the namespace).
+/// SPIFFE IDs hold no characters JSON would need escaped.
+fn context_token(id: &mesh_identity::SpiffeId) -> String {
+    match id.namespace_and_service_account() {
+        Some((ns, _)) => format!("{{\"ns\":\"{ns}\",\"identity\":\"{id}\"}}"),
+        None => format!("{{\"identity\":\"{id}\"}}"),
+    }
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
@@ -466,4 +478,18 @@ fn announce(
     }
     writeln!(out, "listening admin {}", admin.local_addr()?)?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_token_names_the_namespace_for_consumer_routes() {
+        let id = mesh_identity::SpiffeId::parse("spiffe://cluster.local/ns/gamma-consumer/sa/consumer").unwrap();
+        assert_eq!(
+            context_token(&id),
+            r#"{"ns":"gamma-consumer","identity":"spiffe://cluster.local/ns/gamma-consumer/sa/consumer"}"#
+        );
+    }
 }

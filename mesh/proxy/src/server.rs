@@ -86,7 +86,7 @@ pub async fn serve_proxy(
                 let fwd = Arc::clone(&fwd);
                 async move { Ok::<_, Infallible>(fwd.handle(req).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }

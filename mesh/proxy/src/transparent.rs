@@ -171,7 +171,7 @@ impl TransparentOutbound {
             let via = Arc::clone(&via);
             async move { Ok::<_, Infallible>(fwd.handle_via(req, &via).await) }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn).await {
             debug!(%peer, %dst, error = %e, "transparent outbound connection ended with error");
         }

@@ -43,6 +43,7 @@ use crate::{
     metrics::DirectionMetrics,
     orig_proto,
     refusal::{self, Refusal},
+    upgrade,
 };
 
 /// How to reach a meshed upstream: whom to expect there, and our identity.
@@ -156,6 +157,9 @@ impl Upstream {
     /// drops the connection it was using, so a timed-out connection is never
     /// handed to another request.
     pub async fn send(self: &Arc<Self>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        if upgrade::is_upgrade_request(&req) {
+            return self.send_upgrade(req).await;
+        }
         if self.meshed.is_some() {
             let (mut parts, body) = req.into_parts();
             let downstream = parts.version;
@@ -191,6 +195,38 @@ impl Upstream {
             Ok(resp) => Ok(self.pooled_response(resp, sender)),
             Err(e) => Err(self.http_error(e.into_error())),
         }
+    }
+
+    /// An upgrade request gets a connection of its own, never pooled nor
+    /// multiplexed: after a 101 it belongs to the upgraded protocol. Meshed:
+    /// inside its own mTLS, HTTP/1.1 (see `upgrade` for why not the shared
+    /// HTTP/2 connection).
+    async fn send_upgrade(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        let tcp = self.connect().await?;
+        let mut sender = match &self.meshed {
+            None => self.h1_upgradable(tcp).await?,
+            Some(peer) => {
+                let tls = self.tls_connect(peer, tcp.into_inner()).await?;
+                self.h1_upgradable(TokioIo::new(tls)).await?
+            }
+        };
+        sender.ready().await.map_err(|e| self.http_error(e))?;
+        let resp = sender.send_request(req).await.map_err(|e| self.http_error(e))?;
+        Ok(resp.map(|body| ResponseBody::upstream(body, None)))
+    }
+
+    async fn h1_upgradable<T>(&self, io: TokioIo<T>) -> Result<H1Sender, ProxyError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(|e| self.http_error(e))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(%addr, error = %e, "upstream upgrade connection ended");
+            }
+        });
+        Ok(sender)
     }
 
     fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, sender: H1Sender) -> Response<ResponseBody> {

@@ -12,3 +12,4 @@ mod limits;
 mod mesh_support;
 mod mtls;
 mod transparent;
+mod websocket;
