@@ -74,9 +74,19 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
 
 /// The client's namespace from a context token like `{"ns":"shop"}`; tokens
 /// are free-form, so anything else means "unknown".
+/// The client's namespace (for consumer routes): the token's `"ns"`, else
+/// the namespace of its `"identity"` (`spiffe://<td>/ns/<ns>/sa/<sa>`).
 fn client_namespace(token: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(token).ok()?;
-    value.get("ns")?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    if let Some(ns) = value.get("ns").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+        return Some(ns.to_owned());
+    }
+    let id = value.get("identity")?.as_str()?;
+    let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["ns", ns, "sa", _] if !ns.is_empty() => Some((*ns).to_owned()),
+        _ => None,
+    }
 }
 
 fn ip(bytes: &[u8]) -> Option<IpAddr> {
@@ -342,6 +352,12 @@ mod tests {
         assert_eq!(client_namespace("ns:shop"), None);
         assert_eq!(client_namespace(""), None);
         assert_eq!(client_namespace(r#"{"ns":""}"#), None);
+        // Proxies that only name their identity still get consumer routes.
+        assert_eq!(
+            client_namespace(r#"{"identity":"spiffe://cluster.local/ns/gamma-consumer/sa/consumer"}"#).as_deref(),
+            Some("gamma-consumer")
+        );
+        assert_eq!(client_namespace(r#"{"identity":"spiffe://cluster.local/other"}"#), None);
     }
 
     #[test]
