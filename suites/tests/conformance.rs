@@ -158,6 +158,64 @@ fn kind_is_refused_but_lists_its_tests() {
     assert!(text(&o.stderr).contains("NoSuchTest"));
 }
 
+/// Direct children of `pid`: (pid, start time, command name).
+fn children(pid: u32) -> Vec<(i32, u64, String)> {
+    procfs::process::all_processes()
+        .unwrap()
+        .flatten()
+        .filter_map(|p| p.stat().ok())
+        .filter(|s| s.ppid == pid as i32)
+        .map(|s| (s.pid, s.starttime, s.comm))
+        .collect()
+}
+
+#[test]
+fn sigint_mid_test_stops_every_process_and_writes_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    let out = tempfile::tempdir().unwrap();
+    let results = out.path().join("results");
+    let mut child = bench()
+        .args(["conformance", "--only", "MeshHTTPRouteTimeouts", "--out"])
+        .arg(&results)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = eventually_for(
+        "bench conformance to start a control plane and sidecars",
+        patience(),
+        || {
+            let kids = children(child.id());
+            let has = |c: &str| kids.iter().any(|(_, _, comm)| comm == c);
+            (has("mesh-control") && has("mesh-proxy") && has("loadgen")).then_some(kids)
+        },
+    );
+    kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let status = eventually_for("bench to exit after SIGINT", patience(), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(130), "Ctrl-C exits 130");
+    eventually_for("every process of the test to be gone", patience(), || {
+        let alive: Vec<_> = started
+            .iter()
+            .filter(|(pid, start, _)| {
+                procfs::process::Process::new(*pid)
+                    .and_then(|p| p.stat())
+                    .is_ok_and(|s| s.starttime == *start && s.state != 'Z')
+            })
+            .collect();
+        alive.is_empty().then_some(())
+    });
+    assert!(
+        !results.join("report.json").exists(),
+        "an interrupted run writes no results"
+    );
+}
+
 #[test]
 fn netns_needs_root() {
     let o = run(bench().args(["conformance", "--substrate", "netns", "--only", "MeshBasic"]));

@@ -40,7 +40,7 @@ pub async fn run_all<S: MeshCluster>(
     for t in tests {
         progress.set_message(t.name);
         let r = run_one(substrate, t, mode, timeout).await;
-        progress.println(format!(
+        let line = format!(
             "{:<15} {:<50} {:>6.1}s{}",
             r.status.as_str(),
             r.name,
@@ -49,7 +49,12 @@ pub async fn run_all<S: MeshCluster>(
                 .as_ref()
                 .map(|x| format!("  {}", first_line(x)))
                 .unwrap_or_default()
-        ));
+        );
+        // Not a terminal (CI, a pipe): the bar is hidden, the lines are not.
+        match progress.is_hidden() {
+            true => eprintln!("{line}"),
+            false => progress.println(line),
+        }
         progress.inc(1);
         results.push(r);
     }

@@ -58,7 +58,7 @@ pub fn tests() -> Vec<Test> {
         test!(
             "MeshHTTPRouteSimpleSameNamespace",
             Some("Mesh"),
-            "a route on Service echo sending everything to echo-v1 is followed for every request",
+            "a route on Service echo sending everything to echo-v1 is followed for every request, and so is a live edit of it to echo-v2",
             same_namespace_topology,
             same_namespace
         ),
@@ -232,37 +232,61 @@ async fn consumer(c: &Cluster) -> Verdict {
     expect::all(c, &cases, patience()).await
 }
 
-fn same_namespace_topology() -> ClusterSpec {
-    topo::with(&http_route(
-        "echo-to-v1",
+/// The route sending everything for `echo` to `backend`.
+fn to_one(backend: &str) -> String {
+    http_route(
+        "echo-to-one",
         NS,
         "echo",
         Some(HTTP),
-        &format!("  -\n{}", backends(&[("echo-v1", HTTP, None)])),
-    ))
+        &format!("  -\n{}", backends(&[(backend, HTTP, None)])),
+    )
 }
 
+fn same_namespace_topology() -> ClusterSpec {
+    topo::with(&to_one("echo-v1"))
+}
+
+/// The route is followed for every request, and an edit of it (to echo-v2)
+/// is followed too, without redeploying anything.
 async fn same_namespace(c: &Cluster) -> Verdict {
-    let case = Case {
-        name: "every request to echo goes to echo-v1",
-        from: CLIENT,
-        to: svc("echo", HTTP),
-        req: Req::get("/"),
-        expect: Expect::ok("echo-v1"),
-    };
-    match expect::eventually(c, &case, patience()).await {
-        Verdict::Pass => {}
-        other => return other,
+    for (backend, edit) in [("echo-v1", false), ("echo-v2", true)] {
+        if edit {
+            if let Err(e) = c.apply("routes.yaml", &to_one(backend)) {
+                return Verdict::Fail(crate::conformance::Failure {
+                    reason: format!("cannot edit the route: {e}"),
+                    expected: "the manifest rewritten".into(),
+                    observed: e.to_string(),
+                });
+            }
+        }
+        let case = Case {
+            name: if edit {
+                "after the route is edited, every request goes to echo-v2"
+            } else {
+                "every request to echo goes to echo-v1"
+            },
+            from: CLIENT,
+            to: svc("echo", HTTP),
+            req: Req::get("/"),
+            expect: Expect::ok(backend),
+        };
+        match expect::eventually(c, &case, patience()).await {
+            Verdict::Pass => {}
+            other => return other,
+        }
+        // Once followed, always: without the route half would go elsewhere.
+        match expect::distribution(c, CLIENT, &case.to, &case.req, 20).await {
+            Ok(counts) if counts.len() == 1 && counts.contains_key(backend) => {}
+            Ok(counts) => {
+                return Verdict::Fail(crate::conformance::Failure {
+                    reason: format!("{}: some of 20 requests did not reach {backend}", case.name),
+                    expected: format!("{backend}: 20"),
+                    observed: expect::show(&counts),
+                })
+            }
+            Err(e) => return expect::dial_verdict(case.name, e),
+        }
     }
-    // Once followed, always: without the route half would reach echo-v2.
-    match expect::distribution(c, CLIENT, &case.to, &case.req, 20).await {
-        Ok(counts) if counts.len() == 1 && counts.contains_key("echo-v1") => Verdict::Pass,
-        Ok(counts) => Verdict::Fail(crate::conformance::Failure {
-            reason: "after the route took effect, some requests to echo did not reach echo-v1"
-                .into(),
-            expected: "echo-v1: 20".into(),
-            observed: expect::show(&counts),
-        }),
-        Err(e) => expect::dial_verdict(case.name, e),
-    }
+    Verdict::Pass
 }
