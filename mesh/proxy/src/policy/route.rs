@@ -359,13 +359,30 @@ impl RouteTable {
     }
 }
 
-/// Builds the `Location` of a redirect for a request to `authority`.
+/// `host[:port]` (userinfo dropped) -> (host, port).
+fn host_and_port(authority: &str) -> (&str, Option<u16>) {
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => (h, p.parse().ok()),
+        _ => (authority, None),
+    }
+}
+
+/// Builds the `Location` of a redirect for a request to the Service port
+/// `authority` (`host:port`; in transparent mode the original destination).
+///
+/// Gateway API `HTTPRequestRedirectFilter`: an empty hostname keeps the
+/// request's own (its `Host` / `:authority`, falling back to `authority`);
+/// an empty port is the scheme's well-known port when the scheme is set,
+/// else the listener's, which for a mesh is the Service port; a port that
+/// is the scheme's default (http 80, https 443) is left out.
 pub fn redirect_location<B>(r: &Redirect, req: &Request<B>, authority: &str, matched: Option<&RouteMatch>) -> String {
     let scheme = r.scheme.as_deref().unwrap_or("http");
-    let (req_host, req_port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => (h, p.parse::<u16>().ok()),
-        _ => (authority, None),
-    };
+    let (service_host, req_port) = host_and_port(authority);
+    let req_host = crate::router::request_authority(req)
+        .map(|a| host_and_port(a).0)
+        .filter(|h| !h.is_empty())
+        .unwrap_or(service_host);
     let host = r.hostname.as_deref().unwrap_or(req_host);
     // RFC 9110: a scheme's default port is left out.
     let port = r.port.or(if r.scheme.is_some() { None } else { req_port });
@@ -539,6 +556,28 @@ mod tests {
         assert_eq!(redirect_location(&r, &q, "web.ns:80", Some(&m)), "https://web.ns/new/x?a=1");
         let r2 = Redirect { scheme: None, hostname: Some("other".into()), path: None, port: None, status: StatusCode::FOUND };
         assert_eq!(redirect_location(&r2, &q, "web.ns:8080", Some(&m)), "http://other:8080/old/x?a=1");
+
+        // No hostname: the request's Host, not the address it was sent to
+        // (transparent mode routes by the ClusterIP); the Service's port.
+        let keep = |scheme: Option<&str>, port: Option<u16>| Redirect {
+            scheme: scheme.map(Into::into),
+            hostname: None,
+            path: None,
+            port,
+            status: StatusCode::FOUND,
+        };
+        let q = req("GET", "/p", &[("host", "echo.gamma.svc.cluster.local:80")]);
+        assert_eq!(redirect_location(&keep(Some("https"), None), &q, "198.19.0.1:80", None), "https://echo.gamma.svc.cluster.local/p");
+        assert_eq!(redirect_location(&keep(None, Some(8083)), &q, "198.19.0.1:80", None), "http://echo.gamma.svc.cluster.local:8083/p");
+        assert_eq!(redirect_location(&keep(None, None), &q, "198.19.0.1:8080", None), "http://echo.gamma.svc.cluster.local:8080/p");
+        // Default ports are left out; a non-default one with a scheme stays.
+        assert_eq!(redirect_location(&keep(Some("http"), Some(80)), &q, "198.19.0.1:80", None), "http://echo.gamma.svc.cluster.local/p");
+        assert_eq!(redirect_location(&keep(Some("https"), Some(443)), &q, "198.19.0.1:80", None), "https://echo.gamma.svc.cluster.local/p");
+        assert_eq!(redirect_location(&keep(Some("https"), Some(8443)), &q, "198.19.0.1:80", None), "https://echo.gamma.svc.cluster.local:8443/p");
+        assert_eq!(redirect_location(&keep(Some("http"), None), &q, "198.19.0.1:8080", None), "http://echo.gamma.svc.cluster.local/p");
+        // No Host at all: the authority's host.
+        let bare = req("GET", "/p", &[]);
+        assert_eq!(redirect_location(&keep(None, None), &bare, "web.ns:80", None), "http://web.ns/p");
     }
 
     #[test]
