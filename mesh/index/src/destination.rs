@@ -57,6 +57,27 @@ fn endpoint_view(store: &Store, config: &Config, addr: SocketAddr) -> Destinatio
     DestinationView::default()
 }
 
+/// The protocol of the Service port an endpoint address (pod IP and target
+/// port) backs, whether or not it is ready; `None` for an unknown address.
+/// Several Service ports backed by one address that disagree: Detect.
+pub(crate) fn endpoint_protocol(store: &Store, addr: SocketAddr) -> Option<Protocol> {
+    let mut found: Option<Protocol> = None;
+    for (key, slice) in &store.slices {
+        let Some(svc) = store.services.get(&ObjectKey::new(&key.namespace, &slice.service)) else { continue };
+        if !slice.endpoints.iter().any(|ep| ep.addresses.contains(&addr.ip())) {
+            continue;
+        }
+        for slice_port in slice.ports.iter().filter(|p| p.port == addr.port()) {
+            let Some(sport) = svc.ports.iter().find(|p| p.name == slice_port.name) else { continue };
+            found = Some(match found {
+                Some(p) if p != sport.protocol => Protocol::Detect,
+                _ => sport.protocol,
+            });
+        }
+    }
+    found
+}
+
 pub(crate) fn service_port<'s>(store: &'s Store, key: &ObjectKey, port: u16) -> Option<(&'s Service, &'s ServicePort)> {
     let svc = store.services.get(key)?;
     let sport = svc.ports.iter().find(|p| p.port == port)?;

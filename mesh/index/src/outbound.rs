@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::destination::service_port;
+use crate::destination::{endpoint_protocol, service_port};
 use crate::model::{BackendRef, Kind, ObjectKey, ParentRef};
 use crate::route::{Backend, GrpcRule, HttpRule, WeightedBackend};
 use crate::store::Store;
@@ -16,7 +16,12 @@ pub(crate) fn view(store: &Store, config: &Config, target: &Target, client_ns: O
         Target::Service { service, port } => (service.clone(), *port),
         Target::Addr(addr) => match store.cluster_ips.get(&addr.ip()) {
             Some(service) => (service.clone(), addr.port()),
-            None => return OutboundPolicy::default(),
+            // A pod address: no routes (they attach to Services), but the
+            // protocol of the port it backs (an opaque port skips detection).
+            None => {
+                let protocol = endpoint_protocol(store, *addr).unwrap_or_default();
+                return OutboundPolicy { protocol, ..OutboundPolicy::default() };
+            }
         },
         Target::External { .. } => return OutboundPolicy::default(),
     };

@@ -64,7 +64,8 @@ pub struct OutboundGrpcRoute {
 /// The outbound policy of one Service port.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OutboundPolicy {
-    /// False: not a known Service port; every other field is empty.
+    /// False: not a known Service port; every other field is empty but
+    /// `protocol` for a pod address (the protocol of the port it backs).
     pub exists: bool,
     pub service: Backend,
     pub protocol: Protocol,

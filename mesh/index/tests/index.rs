@@ -387,3 +387,20 @@ fn inbound_policies_allow_identities_and_namespaces_on_their_ports() {
     assert!(!other.explicit && other.allows(Client::Plaintext, TD));
     assert!(index.watch_inbound(Workload::Identity("web".into()), 80).is_err());
 }
+
+#[test]
+fn a_pod_address_has_no_routes_but_the_protocol_of_its_port() {
+    let index = shop();
+    // By pod IP and target port: not a Service (no routes), but opaque.
+    let db = index.watch_outbound("10.0.0.1:15432", None).unwrap().borrow().clone();
+    assert!(!db.exists);
+    assert_eq!(db.protocol, Protocol::Opaque);
+    assert!(db.http_routes.is_empty());
+    let web = index.watch_outbound("10.0.0.3:8080", None).unwrap().borrow().clone();
+    assert_eq!(web.protocol, Protocol::Http1, "readiness does not matter");
+    let unknown = index.watch_outbound("10.0.0.9:15432", None).unwrap().borrow().clone();
+    assert_eq!(unknown.protocol, Protocol::Detect);
+    // Through the ClusterIP it is the Service port itself.
+    let svc = index.watch_outbound("10.96.0.10:5432", None).unwrap().borrow().clone();
+    assert!(svc.exists && svc.protocol == Protocol::Opaque);
+}

@@ -229,6 +229,7 @@ mod tests {
         a.set(InboundPolicy {
             authorizations: vec![Authorization { identities: [web.to_string()].into(), ..Default::default() }],
             default: "deny".into(),
+            ..Default::default()
         });
         assert_eq!(a.verdict(Some(&web)), Some(Verdict::Allow));
         let other = SpiffeId::parse("spiffe://td/ns/a/sa/other").unwrap();
@@ -259,12 +260,13 @@ mod tests {
             let a = Arc::clone(&a);
             tokio::spawn(async move { a.loaded().await })
         };
-        source.set_inbound(9090, InboundPolicy { authorizations: vec![], default: "deny".into() });
+        source.set_inbound(9090, InboundPolicy { authorizations: vec![], default: "deny".into(), ..Default::default() });
         source.set_inbound(
             8080,
             InboundPolicy {
                 authorizations: vec![Authorization { identities: [web.to_string()].into(), ..Default::default() }],
                 default: "deny".into(),
+                ..Default::default()
             },
         );
         tokio::time::timeout(std::time::Duration::from_secs(2), waiting)
@@ -293,7 +295,7 @@ mod tests {
         use crate::discovery::memory::MemorySource;
         let source = MemorySource::new();
         let metrics = Metrics::new();
-        source.set_inbound(8080, InboundPolicy { authorizations: vec![], default: "deny".into() });
+        source.set_inbound(8080, InboundPolicy { authorizations: vec![], default: "deny".into(), ..Default::default() });
         let on = Authz::start(source.as_ref(), 8080, &metrics, true);
         let off = Authz::start(source.as_ref(), 8080, &metrics, false);
         on.loaded().await;

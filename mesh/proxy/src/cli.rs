@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Disabled, Limits, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -133,6 +133,14 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_DETECT_TIMEOUT", default_value = "1s")]
     pub detect_timeout: String,
 
+    /// --transparent: destination ports relayed as opaque TCP at once,
+    /// without waiting for the client's first bytes (server-speaks-first
+    /// protocols), e.g. 3306,5000-5010; empty for none. Ports the control
+    /// plane marks opaque (Service appProtocol, `config.weft.io/opaque-ports`)
+    /// skip detection too.
+    #[arg(long, env = "WEFT_PROXY_OPAQUE_PORTS", value_name = "PORTS", default_value = OpaquePorts::DEFAULT)]
+    pub opaque_ports: String,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take before exiting anyway.
     #[arg(long, env = "WEFT_PROXY_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: String,
@@ -193,6 +201,10 @@ impl Args {
         cfg.destination = self.destination.clone();
         cfg.policy = self.policy.clone();
         cfg.transparent = self.transparent;
+        match self.opaque_ports.parse::<OpaquePorts>() {
+            Ok(p) => cfg.opaque_ports = p,
+            Err(e) => problems.push(e),
+        }
         if let Some(d) = &self.disable {
             match d.parse::<Disabled>() {
                 Ok(d) => cfg.disabled = d,

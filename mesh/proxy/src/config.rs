@@ -52,6 +52,56 @@ pub struct Config {
     /// Features switched off for conformance testing (`--disable`); all
     /// on by default. Never for production.
     pub disabled: Disabled,
+    /// `--transparent`: destination ports whose connections skip protocol
+    /// detection (opaque TCP at once), besides those discovery names.
+    pub opaque_ports: OpaquePorts,
+}
+
+/// Ports known to carry opaque TCP (`--opaque-ports`): with
+/// `--transparent`, connections to them are relayed without waiting for
+/// the client's first bytes, so a server-speaks-first protocol gets no
+/// detection delay even without a control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpaquePorts(pub Vec<(u16, u16)>);
+
+impl OpaquePorts {
+    /// Linkerd's default opaque ports: SMTP (25, 587), MySQL (3306), Galera
+    /// (4444), PostgreSQL (5432), Redis (6379), Elasticsearch transport
+    /// (9300), memcached (11211). Server-speaks-first protocols, or ones
+    /// where detection is known to misfire.
+    pub const DEFAULT: &'static str = "25,587,3306,4444,5432,6379,9300,11211";
+
+    /// Whether `port` is one of them.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
+    }
+}
+
+impl Default for OpaquePorts {
+    fn default() -> Self {
+        Self::DEFAULT.parse().expect("the default list parses")
+    }
+}
+
+impl FromStr for OpaquePorts {
+    type Err = String;
+
+    /// Parses `3306,5000-5010` (empty: none).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
+                (Ok(lo), Ok(hi)) if lo > 0 && lo <= hi => out.push((lo, hi)),
+                _ => {
+                    return Err(format!(
+                        "--opaque-ports {s:?}: {part:?} is not a port or a range lo-hi in 1..=65535 (e.g. 3306,5000-5010)"
+                    ))
+                }
+            }
+        }
+        Ok(Self(out))
+    }
 }
 
 /// Mesh features switched off with `--disable` (env `WEFT_PROXY_DISABLE`),
@@ -224,6 +274,7 @@ impl Default for Config {
             policy: None,
             transparent: false,
             disabled: Disabled::default(),
+            opaque_ports: OpaquePorts::default(),
         }
     }
 }
@@ -564,6 +615,18 @@ mod tests {
         };
         let err = cfg.validate().unwrap_err();
         assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn opaque_ports() {
+        let d = OpaquePorts::default();
+        assert!(d.contains(3306) && d.contains(25) && !d.contains(80) && !d.contains(8080));
+        let p: OpaquePorts = "7000, 5000-5010".parse().unwrap();
+        assert!(p.contains(7000) && p.contains(5005) && !p.contains(5011) && !p.contains(3306));
+        assert!("".parse::<OpaquePorts>().unwrap().0.is_empty());
+        for bad in ["0", "9-3", "http", "70000"] {
+            assert!(bad.parse::<OpaquePorts>().unwrap_err().contains(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -93,6 +93,23 @@ pub async fn detect<S: AsyncRead + Unpin>(
     silent_timeout: Duration,
     max_line: usize,
 ) -> io::Result<Detected> {
+    detect_with(io, detect_timeout, silent_timeout, |buf| classify(buf, max_line)).await
+}
+
+/// [`detect`] for an opaque port: only TLS (a peer proxy's handshake) is
+/// told apart, from the first byte; anything else is opaque at once, never
+/// waited on for an HTTP request line.
+pub async fn detect_tls<S: AsyncRead + Unpin>(io: &mut S, silent_timeout: Duration) -> io::Result<Detected> {
+    let first = |buf: &[u8]| buf.first().map(|&b| if b == 0x16 { Protocol::Tls } else { Protocol::Opaque });
+    detect_with(io, silent_timeout, silent_timeout, first).await
+}
+
+async fn detect_with<S: AsyncRead + Unpin>(
+    io: &mut S,
+    detect_timeout: Duration,
+    silent_timeout: Duration,
+    classify: impl Fn(&[u8]) -> Option<Protocol>,
+) -> io::Result<Detected> {
     let mut buf = BytesMut::with_capacity(1024);
     // The detection clock starts with the first byte, not the connection.
     let mut deadline = tokio::time::Instant::now() + silent_timeout;
@@ -107,7 +124,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
             // Closed after a partial prefix: whatever it is, it is not HTTP or TLS.
             Ok(Ok(0)) => return Ok(Detected::Protocol(Protocol::Opaque, buf.freeze())),
             Ok(Ok(_)) => {
-                if let Some(p) = classify(&buf, max_line) {
+                if let Some(p) = classify(&buf) {
                     return Ok(Detected::Protocol(p, buf.freeze()));
                 }
             }
@@ -213,6 +230,21 @@ mod tests {
         let mut got = vec![0u8; 20];
         io.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\nre");
+    }
+
+    #[tokio::test]
+    async fn opaque_ports_only_tell_tls_apart() {
+        use tokio::io::AsyncWriteExt;
+        let t = Duration::from_secs(5);
+        let (mut client, mut server) = tokio::io::duplex(64);
+        // An HTTP-looking prefix is not waited on: opaque at once.
+        client.write_all(b"GE").await.unwrap();
+        assert!(matches!(detect_tls(&mut server, t).await.unwrap(), Detected::Protocol(Protocol::Opaque, b) if &b[..] == b"GE"));
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(&[0x16, 0x03]).await.unwrap();
+        assert!(matches!(detect_tls(&mut server, t).await.unwrap(), Detected::Protocol(Protocol::Tls, _)));
+        let (_client, mut server) = tokio::io::duplex(64);
+        assert!(matches!(detect_tls(&mut server, Duration::from_millis(20)).await.unwrap(), Detected::Silent));
     }
 
     #[tokio::test]

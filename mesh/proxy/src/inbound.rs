@@ -47,8 +47,8 @@ use tracing::{debug, warn};
 
 use crate::{
     authz::{Authz, AuthzByPort, Traffic},
-    config::{Limits, Plaintext},
-    detect::{detect, Detected, PrefixedIo, Protocol},
+    config::{Limits, OpaquePorts, Plaintext},
+    detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
     forward::{ClientIdentity, Forwarder, Via},
     identity::{MeshTls, ALPN_WEFT_TCP},
     metrics::Metrics,
@@ -98,13 +98,15 @@ pub struct OriginalDstApp {
     gate: Gate,
     upstreams: DirectUpstreams,
     authz: Option<AuthzByPort>,
+    opaque_ports: OpaquePorts,
 }
 
 impl OriginalDstApp {
     /// `gate` refuses own ports and unredirected connections; `authz`
-    /// (`--policy`) judges each destination port by its own policy.
-    pub fn new(gate: Gate, authz: Option<AuthzByPort>) -> Self {
-        Self { gate, upstreams: DirectUpstreams::default(), authz }
+    /// (`--policy`) judges each destination port by its own policy (which
+    /// also says whether the port is opaque, as `opaque_ports` do).
+    pub fn new(gate: Gate, authz: Option<AuthzByPort>, opaque_ports: OpaquePorts) -> Self {
+        Self { gate, upstreams: DirectUpstreams::default(), authz, opaque_ports }
     }
 }
 
@@ -114,6 +116,8 @@ struct Target {
     /// Transparent: the app upstream for HTTP (else the forwarder's own).
     via: Option<Via>,
     authz: Option<Arc<Authz>>,
+    /// Transparent: the destination port is opaque (no HTTP detection).
+    opaque_port: bool,
 }
 
 impl Inbound {
@@ -129,13 +133,14 @@ impl Inbound {
 
     fn target(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Target> {
         match &self.app {
-            App::Fixed { addr, authz } => Some(Target { app: *addr, via: None, authz: authz.clone() }),
+            App::Fixed { addr, authz } => Some(Target { app: *addr, via: None, authz: authz.clone(), opaque_port: false }),
             App::OriginalDst(t) => {
                 let dst = t.gate.admit(stream, peer)?;
                 Some(Target {
                     app: dst,
                     via: Some(Via::Upstream(t.upstreams.get(dst))),
                     authz: t.authz.as_ref().map(|a| a.port(dst.port())),
+                    opaque_port: t.opaque_ports.contains(dst.port()),
                 })
             }
         }
@@ -155,8 +160,19 @@ impl Inbound {
             authz.loaded().await;
         }
         let silent = if transparent { limits.detect_timeout } else { limits.header_read_timeout };
+        // An opaque port: only a peer proxy's TLS is told apart (it speaks
+        // first, at once); plaintext bytes are relayed without waiting for
+        // an HTTP request line. A silent plaintext client still waits
+        // --detect-timeout: nothing tells it from a peer yet to speak.
+        let opaque = target.opaque_port || target.authz.as_ref().and_then(|a| a.policy()).is_some_and(|p| p.opaque);
+        let detecting = async {
+            match opaque {
+                true => detect_tls(&mut stream, silent).await,
+                false => detect(&mut stream, limits.detect_timeout, silent, limits.max_header_bytes).await,
+            }
+        };
         let detected = tokio::select! {
-            d = detect(&mut stream, limits.detect_timeout, silent, limits.max_header_bytes) => d,
+            d = detecting => d,
             _ = phase.wait_for(|p| *p != Phase::Running) => return,
         };
         let (protocol, prefix) = match detected {

@@ -74,7 +74,7 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, info, warn};
 
-pub use crate::config::{Config, ConfigError, Disabled, Limits, MeshConfig, Plaintext, Route, TcpForward, TcpService};
+pub use crate::config::{Config, ConfigError, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, TcpForward, TcpService};
 use crate::{
     admin::Health,
     authz::{Authz, AuthzByPort},
@@ -263,7 +263,8 @@ async fn serve_until(
         let gate = Gate::new(Direction::Outbound, own.clone(), outbound_metrics.clone());
         let tcp = OriginalDstRelay::new(listen, discovered.clone(), mesh.clone(), outbound_metrics.clone());
         let forwarder = Forwarder::outbound(router, discovered.clone(), limits, outbound_metrics);
-        let transparent = TransparentOutbound::new(gate, forwarder, discovered, tcp, Arc::clone(&builder), limits);
+        let transparent =
+            TransparentOutbound::new(gate, forwarder, discovered, tcp, Arc::clone(&builder), limits, config.opaque_ports.clone());
         if let Some(listener) = outbound6 {
             proxies.push(tokio::spawn(Arc::clone(&transparent).serve(listener, phase.clone())));
         }
@@ -282,7 +283,7 @@ async fn serve_until(
         (Some(addr), InboundAuthz::AppPort(authz)) => Some(App::Fixed { addr, authz }),
         (None, InboundAuthz::PerPort(authz)) if config.transparent => {
             let gate = Gate::new(Direction::Inbound, own, metrics.direction(Direction::Inbound).clone());
-            Some(App::OriginalDst(Box::new(OriginalDstApp::new(gate, authz))))
+            Some(App::OriginalDst(Box::new(OriginalDstApp::new(gate, authz, config.opaque_ports.clone()))))
         }
         _ => None,
     };

@@ -461,6 +461,12 @@ impl Target {
         self.outbound.send_service(&self.service, req).await
     }
 
+    /// Whether the control plane says this target is an opaque TCP port
+    /// (waits, bounded, for its first policy answer; no policy: no).
+    pub async fn opaque(&self) -> bool {
+        self.service.policy().await.opaque
+    }
+
     /// The Destination key (`host:port`, lower-case).
     pub fn authority(&self) -> &str {
         &self.service.authority

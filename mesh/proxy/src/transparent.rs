@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  accept ─> original destination (orig_dst::Gate: loop / not redirected -> close)
+//!         ─> opaque port (--opaque-ports, or discovery says so)? TCP at once
 //!         ─> detect (first bytes; silent for --detect-timeout -> opaque)
 //!              ├ HTTP/1, h2c ─> hyper ─> Via: discovered "ip:port" (Destination + Policy:
 //!              │                          routes, balancing, retries, mTLS to meshed endpoints)
@@ -39,7 +40,7 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    config::Limits,
+    config::{Limits, OpaquePorts},
     detect::{detect, Detected, PrefixedIo, Protocol},
     forward::{Forwarder, Via},
     orig_dst::Gate,
@@ -96,12 +97,14 @@ pub struct TransparentOutbound {
     tcp: OriginalDstRelay,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
+    opaque_ports: OpaquePorts,
 }
 
 impl TransparentOutbound {
     /// `forwarder` is the outbound one (its metrics count these requests);
     /// `discovered` resolves destinations (else they are dialed directly);
-    /// `tcp` relays opaque connections.
+    /// `tcp` relays opaque connections, at once for `opaque_ports` and the
+    /// ports discovery marks opaque.
     pub fn new(
         gate: Gate,
         forwarder: Arc<Forwarder>,
@@ -109,8 +112,21 @@ impl TransparentOutbound {
         tcp: OriginalDstRelay,
         builder: Arc<auto::Builder<TokioExecutor>>,
         limits: Limits,
+        opaque_ports: OpaquePorts,
     ) -> Arc<Self> {
-        Arc::new(Self { gate, forwarder, discovered, direct: DirectUpstreams::default(), tcp, builder, limits })
+        Arc::new(Self { gate, forwarder, discovered, direct: DirectUpstreams::default(), tcp, builder, limits, opaque_ports })
+    }
+
+    /// An opaque destination skips detection: a server-speaks-first
+    /// protocol's client waits for nothing but the connection itself.
+    async fn is_opaque(&self, dst: SocketAddr) -> bool {
+        if self.opaque_ports.contains(dst.port()) {
+            return true;
+        }
+        match &self.discovered {
+            Some(outbound) => outbound.target(&dst.to_string()).opaque().await,
+            None => false,
+        }
     }
 
     /// Accepts until the phase leaves `Running`, then closes the listening
@@ -126,6 +142,10 @@ impl TransparentOutbound {
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
         let _open = self.forwarder.metrics().connection_opened();
         let Some(dst) = self.gate.admit(&stream, peer) else { return };
+        if self.is_opaque(dst).await {
+            debug!(%peer, %dst, "opaque port: relayed without protocol detection");
+            return self.tcp.relay(stream, peer, dst).await;
+        }
         let limits = &self.limits;
         // A client silent for the detect timeout may be waiting for the
         // server to speak first (SMTP, MySQL, ...): relay it as bytes.

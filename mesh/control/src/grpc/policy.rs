@@ -146,7 +146,7 @@ fn backend(b: &Backend) -> api::Backend {
 
 pub fn outbound(p: &OutboundPolicy) -> api::OutboundPolicy {
     if !p.exists {
-        return api::OutboundPolicy { exists: false, ..api::OutboundPolicy::default() };
+        return api::OutboundPolicy { exists: false, protocol: protocol(p.protocol), ..api::OutboundPolicy::default() };
     }
     let fa = &p.failure_accrual;
     api::OutboundPolicy {

@@ -96,7 +96,7 @@ async fn get(o: &Outbound, host: &str, path: &str) -> Result<Response<ResponseBo
 }
 
 fn policy(rules: Vec<Rule>) -> OutboundPolicy {
-    OutboundPolicy { routes: RouteTable::new(rules), grpc_routes: None, accrual: Default::default() }
+    OutboundPolicy { routes: RouteTable::new(rules), grpc_routes: None, accrual: Default::default(), opaque: false }
 }
 
 #[tokio::test]

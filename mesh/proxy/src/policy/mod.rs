@@ -61,12 +61,16 @@ pub struct OutboundPolicy {
     pub grpc_routes: Option<RouteTable>,
     /// Failure accrual for the target's endpoints.
     pub accrual: AccrualConfig,
+    /// The target is an opaque TCP port (Service port `appProtocol` or the
+    /// `config.weft.io/opaque-ports` annotation; a pod address: the port it
+    /// backs): connections to it skip protocol detection.
+    pub opaque: bool,
 }
 
 impl OutboundPolicy {
     /// Everything to `authority`'s own endpoints, default accrual.
     pub fn default_for(authority: &str) -> Self {
-        Self { routes: RouteTable::default_for(authority), grpc_routes: None, accrual: AccrualConfig::default() }
+        Self { routes: RouteTable::default_for(authority), grpc_routes: None, accrual: AccrualConfig::default(), opaque: false }
     }
 
     /// This policy with the `--disable`d features taken out (conformance
@@ -75,7 +79,7 @@ impl OutboundPolicy {
     /// filters and backends but lose those. `None`: nothing to change.
     pub fn without(&self, disabled: Disabled, authority: &str) -> Option<Self> {
         if disabled.routes {
-            return Some(Self { routes: RouteTable::default_for(authority), grpc_routes: None, accrual: self.accrual });
+            return Some(Self { routes: RouteTable::default_for(authority), grpc_routes: None, ..self.clone() });
         }
         if !disabled.retries && !disabled.timeouts {
             return None;
@@ -97,7 +101,7 @@ impl OutboundPolicy {
                     .collect(),
             )
         };
-        Some(Self { routes: strip(&self.routes), grpc_routes: self.grpc_routes.as_ref().map(strip), accrual: self.accrual })
+        Some(Self { routes: strip(&self.routes), grpc_routes: self.grpc_routes.as_ref().map(strip), ..self.clone() })
     }
 }
 
@@ -159,6 +163,9 @@ pub struct InboundPolicy {
     pub authorizations: Vec<Authorization>,
     /// The default in force (`allow`, `all-authenticated`, `deny`), for logs.
     pub default: String,
+    /// The port is opaque TCP (every Service port it backs says so): a
+    /// plaintext client's bytes are relayed without HTTP detection.
+    pub opaque: bool,
 }
 
 impl InboundPolicy {
@@ -193,6 +200,7 @@ mod tests {
             routes: RouteTable::new(vec![rule.clone()]),
             grpc_routes: Some(RouteTable::new(vec![rule])),
             accrual: AccrualConfig { consecutive_failures: 3, ..Default::default() },
+            opaque: false,
         };
         assert!(p.without(Disabled::default(), "web:80").is_none());
 
@@ -231,6 +239,7 @@ mod tests {
                 ..Authorization::default()
             }],
             default: "deny".into(),
+            ..Default::default()
         };
         assert_eq!(named.authorize(Some(&id("spiffe://td/ns/a/sa/web"))), Verdict::Allow);
         assert_eq!(named.authorize(Some(&id("spiffe://td/ns/ops/sa/anything"))), Verdict::Allow);
@@ -240,6 +249,7 @@ mod tests {
         let all = InboundPolicy {
             authorizations: vec![Authorization { any_meshed: true, allow_plaintext: true, ..Default::default() }],
             default: "allow".into(),
+            ..Default::default()
         };
         assert_eq!(all.authorize(Some(&id("spiffe://td/ns/a/sa/other"))), Verdict::Allow);
         assert_eq!(all.authorize(None), Verdict::Allow);
@@ -247,6 +257,7 @@ mod tests {
         let meshed = InboundPolicy {
             authorizations: vec![Authorization { any_meshed: true, ..Default::default() }],
             default: "all-authenticated".into(),
+            ..Default::default()
         };
         assert_eq!(meshed.authorize(Some(&id("spiffe://td/ns/x/sa/y"))), Verdict::Allow);
         assert_eq!(meshed.authorize(None), Verdict::Unauthenticated);

@@ -169,7 +169,8 @@ impl NsProxy {
             .args(["netns", "exec", &ns.name, "setpriv"])
             .args([&format!("--reuid={PROXY_UID}"), &format!("--regid={PROXY_UID}"), "--clear-groups", BIN])
             .args(["--transparent", "--outbound-listen", "127.0.0.1:0", "--inbound-listen", "0.0.0.0:0"])
-            .args(["--admin-listen", "127.0.0.1:0", "--detect-timeout", "300ms"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(if extra.iter().any(|a| a == "--detect-timeout") { &[][..] } else { &["--detect-timeout", "300ms"][..] })
             .args(extra)
             .env("RUST_LOG", std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -355,6 +356,11 @@ const SERVER_ID: &str = "spiffe://cluster.local/ns/test/sa/server";
 /// Policy from it), ready. The server's proxy leaves the control plane's
 /// port and `skip_inbound` alone.
 async fn meshed_pods(pods: &Pods, m: &MeshDir, yaml: &str, skip_inbound: &[u16]) -> (Control, NsProxy, NsProxy) {
+    meshed_pods_with(pods, m, yaml, skip_inbound, &[]).await
+}
+
+/// [`meshed_pods`] with `extra` arguments for both proxies.
+async fn meshed_pods_with(pods: &Pods, m: &MeshDir, yaml: &str, skip_inbound: &[u16], extra: &[&str]) -> (Control, NsProxy, NsProxy) {
     let manifests = m.path("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     std::fs::write(manifests.join("pods.yaml"), yaml).unwrap();
@@ -368,7 +374,8 @@ async fn meshed_pods(pods: &Pods, m: &MeshDir, yaml: &str, skip_inbound: &[u16])
         .await;
     readable_by_proxy(m);
     let ctl = cp.addr.to_string();
-    let common = args(&["--destination", &ctl, "--policy", &ctl]);
+    let mut common = args(&["--destination", &ctl, "--policy", &ctl]);
+    common.extend(args(extra));
     let mut client_args = m.identity_args(CLIENT_ID, cp.addr);
     client_args.extend(common.iter().cloned());
     let mut server_args = m.identity_args(SERVER_ID, cp.addr);
@@ -482,6 +489,48 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     refused_by_policy(&pods, SocketAddr::new(server_ip, 7001), &server).await;
     assert!(vault_peers.lock().unwrap().is_empty(), "the app never saw it");
     assert!(server.stderr().contains("to port 7001: unauthorized"), "{}", server.stderr());
+    cp.stop().await;
+}
+
+/// Ports the control plane marks opaque skip protocol detection on both
+/// proxies: with `--detect-timeout` far beyond the test's patience, a
+/// server-speaks-first app's banner still arrives, by ClusterIP and by pod
+/// IP, because neither proxy waits for the silent client. And a WebSocket
+/// to a ClusterIP crosses both transparent proxies over mTLS.
+#[tokio::test]
+async fn transparent_opaque_ports_skip_detection_and_websockets_cross() {
+    require_root();
+    weft_bin();
+    let pods = Pods::new("to", 147);
+    let (x, client_ip, server_ip) = (pods.x, pods.client_ip(), pods.server_ip());
+    let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
+    let chat = crate::websocket::ws_app_on(pods.server.listen("0.0.0.0:8081"));
+
+    let m = MeshDir::new(&[CLIENT_ID, SERVER_ID]);
+    let mut yaml = pod("client", "client", client_ip) + &pod("server", "server", server_ip);
+    yaml += &service("db", &format!("198.19.{x}.11"), "tcp", 7000, 7000, server_ip, "config.weft.io/opaque-ports: \"7000\"");
+    yaml += &service("chat", &format!("198.19.{x}.13"), "http", 80, 8081, server_ip, "");
+    // Detection that waited would outlast every wait of this test.
+    let (cp, client, server) = meshed_pods_with(&pods, &m, &yaml, &[], &["--detect-timeout", "1h"]).await;
+
+    for addr in [format!("198.19.{x}.11:7000"), format!("{server_ip}:7000")] {
+        banner_through_proxies(&pods.client, addr.parse().unwrap(), &client).await;
+    }
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip, server_ip], "both delivered by the server's proxy");
+    assert!(
+        metric(&ns_metrics(&pods.server, &server).await, r#"weft_inbound_authz_denied_total{protocol="tcp",reason="unauthorized"}"#)
+            .unwrap_or(0.0)
+            == 0.0
+    );
+
+    let stream = pods.client.connect(format!("198.19.{x}.13:80").parse().unwrap()).unwrap();
+    let mut ws = crate::websocket::ws_handshake(stream, &format!("198.19.{x}.13"), "/chat")
+        .await
+        .unwrap_or_else(|e| panic!("handshake: {e}\n--- client\n{}\n--- server\n{}", client.stderr(), server.stderr()));
+    crate::websocket::round_trips(&mut ws, "transparent").await;
+    crate::websocket::client_closes(ws).await;
+    let seen = chat.upgrades.lock().unwrap()[0].clone();
+    assert_eq!(seen["weft-client-id"], CLIENT_ID, "mTLS between the proxies");
     cp.stop().await;
 }
 

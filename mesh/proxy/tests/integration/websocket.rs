@@ -27,9 +27,9 @@ use crate::{common::*, discovery_support::*, mesh_support::*};
 /// An HTTP/1.1 app that accepts WebSocket upgrades (echoing every message;
 /// `close-me` makes it close first) and answers `/headers` with the
 /// request's header lines. Records the head of every upgrade request.
-struct WsApp {
-    addr: SocketAddr,
-    upgrades: Arc<Mutex<Vec<HeaderMap>>>,
+pub struct WsApp {
+    pub addr: SocketAddr,
+    pub upgrades: Arc<Mutex<Vec<HeaderMap>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,7 +40,11 @@ impl Drop for WsApp {
 }
 
 async fn ws_app() -> WsApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    ws_app_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// [`ws_app`] on a listener of the caller's (e.g. in a pod namespace).
+pub fn ws_app_on(listener: TcpListener) -> WsApp {
     let addr = listener.local_addr().unwrap();
     let upgrades = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&upgrades);
@@ -102,11 +106,15 @@ fn ws_respond(mut req: Request<Incoming>, seen: &Mutex<Vec<HeaderMap>>) -> Respo
         .unwrap()
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// A WebSocket handshake for `ws://{host}{path}` through the proxy at `proxy`.
 async fn ws_connect(proxy: SocketAddr, host: &str, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let tcp = TcpStream::connect(proxy).await.unwrap();
+    ws_handshake(TcpStream::connect(proxy).await.unwrap(), host, path).await
+}
+
+/// A WebSocket handshake for `ws://{host}{path}` on a connected stream.
+pub async fn ws_handshake(tcp: TcpStream, host: &str, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let (ws, resp) = within("websocket handshake", tokio_tungstenite::client_async(format!("ws://{host}{path}"), tcp)).await?;
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     Ok(ws)
@@ -122,7 +130,7 @@ async fn ws_refused(proxy: SocketAddr, host: &str, path: &str) -> StatusCode {
 }
 
 /// Text and binary messages out and back, in order.
-async fn round_trips(ws: &mut Ws, marker: &str) {
+pub async fn round_trips(ws: &mut Ws, marker: &str) {
     for i in 0..5 {
         let text = format!("{marker}-{i}");
         within("send", ws.send(Message::text(text.clone()))).await.unwrap();
@@ -137,7 +145,7 @@ async fn round_trips(ws: &mut Ws, marker: &str) {
 
 /// The client closes: its close frame crosses both proxies and the app's
 /// reply comes back before the stream ends.
-async fn client_closes(mut ws: Ws) {
+pub async fn client_closes(mut ws: Ws) {
     within("close", ws.close(None)).await.unwrap();
     loop {
         match within("close reply", ws.next()).await {

@@ -28,8 +28,10 @@ fn ms(v: u64) -> Option<Duration> {
 /// The outbound policy of `authority`, and what had to be left out.
 pub fn outbound(authority: &str, msg: pol::OutboundPolicy) -> (OutboundPolicy, Vec<String>) {
     let mut problems = Vec::new();
+    let opaque = msg.protocol == pol::Protocol::Opaque as i32;
     if !msg.exists {
-        return (OutboundPolicy::default_for(authority), problems);
+        // A pod address may still name its port's protocol.
+        return (OutboundPolicy { opaque, ..OutboundPolicy::default_for(authority) }, problems);
     }
     // The Service's canonical authority, resolved through Destination.
     let service = msg
@@ -102,7 +104,7 @@ pub fn outbound(authority: &str, msg: pol::OutboundPolicy) -> (OutboundPolicy, V
         }
     }
     let grpc_routes = (!grpc_rules.is_empty()).then(|| RouteTable::new(grpc_rules));
-    (OutboundPolicy { routes, grpc_routes, accrual }, problems)
+    (OutboundPolicy { routes, grpc_routes, accrual, opaque }, problems)
 }
 
 fn meta_name(m: Option<&pol::Meta>) -> String {
@@ -296,6 +298,7 @@ pub fn inbound(msg: pol::InboundPolicy) -> InboundPolicy {
     };
     let default = if msg.explicit { format!("{default} (overridden by AuthorizationPolicy)") } else { default.to_owned() };
     InboundPolicy {
+        opaque: msg.protocol == pol::Protocol::Opaque as i32,
         authorizations: msg
             .authorizations
             .into_iter()
