@@ -100,7 +100,8 @@ struct ConformanceArgs {
     /// Only tests whose name contains PATTERN (any case; `*` matches anything)
     #[arg(long, value_name = "PATTERN")]
     only: Option<String>,
-    /// What is under test: the mesh, or no mesh at all (the tests must fail there)
+    /// What is under test: the mesh, the mesh with one feature switched off, or no mesh
+    /// at all (the tests of what is missing must fail there)
     #[arg(long, value_enum, default_value_t = ConformanceVariant::Weft)]
     variant: ConformanceVariant,
     /// Where report.json/md/html go [default: reports/out/<UTC timestamp>-conformance under the workspace root]
@@ -131,6 +132,14 @@ enum ConformanceSubstrate {
 enum ConformanceVariant {
     /// Meshed workloads get Weft sidecars and a control plane
     Weft,
+    /// Weft with routes ignored (sidecars started with the testing-only --disable routes)
+    WeftNoRoutes,
+    /// Weft without inbound authorization (--disable authz)
+    WeftNoAuthz,
+    /// Weft without retries (--disable retries)
+    WeftNoRetries,
+    /// Weft ignoring route timeouts (--disable timeouts)
+    WeftNoTimeouts,
     /// No mesh: clients reach the Services' endpoints directly
     Baseline,
 }
@@ -278,7 +287,7 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn conformance(args: ConformanceArgs) -> ExitCode {
     use suites::conformance::command::{self, Where};
-    use suites::substrate::cluster::MeshMode;
+    use suites::substrate::cluster::{Feature, MeshMode};
     let opts = command::Options {
         substrate: match args.substrate {
             ConformanceSubstrate::Local => Where::Local,
@@ -288,6 +297,10 @@ fn conformance(args: ConformanceArgs) -> ExitCode {
         only: args.only,
         mode: match args.variant {
             ConformanceVariant::Weft => MeshMode::Weft,
+            ConformanceVariant::WeftNoRoutes => MeshMode::WeftWithout(Feature::Routes),
+            ConformanceVariant::WeftNoAuthz => MeshMode::WeftWithout(Feature::Authz),
+            ConformanceVariant::WeftNoRetries => MeshMode::WeftWithout(Feature::Retries),
+            ConformanceVariant::WeftNoTimeouts => MeshMode::WeftWithout(Feature::Timeouts),
             ConformanceVariant::Baseline => MeshMode::Baseline,
         },
         out: args.out,

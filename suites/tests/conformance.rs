@@ -1,6 +1,7 @@
 //! `bench conformance` through the real binaries: the suite passes on
 //! `local` (or is not applicable, with the reason), the same tests fail
-//! against the no-mesh baseline, and unusable substrates are refused.
+//! against the no-mesh baseline and with the feature they test switched off
+//! in the proxies, and unusable substrates are refused.
 
 mod common;
 
@@ -129,6 +130,40 @@ fn without_a_mesh_every_routing_test_fails() {
             _ => panic!("{} must fail without a mesh: {r:?}", r.name),
         }
     }
+}
+
+/// Run the suite with `variant` and require that exactly the tests in
+/// `still_pass` pass; every other one fails (or is not applicable on local).
+fn only_these_pass(variant: &str, still_pass: &[&str]) {
+    let (code, results, stdout, stderr) = conformance(&["--variant", variant, "--patience", "2s"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(results.len(), listed_tests().len(), "{stdout}{stderr}");
+    for r in &results {
+        assert_eq!(r.variant, variant);
+        let want = if still_pass.contains(&r.name.as_str()) {
+            Status::Pass
+        } else if NOT_APPLICABLE_ON_LOCAL.contains(&r.name.as_str()) {
+            Status::NotApplicable
+        } else {
+            Status::Fail
+        };
+        assert_eq!(r.status, want, "{} with {variant}: {r:?}", r.name);
+    }
+}
+
+#[test]
+fn with_routes_ignored_every_route_test_fails() {
+    // MeshBasic needs no route: delivery and identity still work.
+    only_these_pass("weft-no-routes", &["MeshBasic"]);
+}
+
+#[test]
+fn with_route_timeouts_ignored_the_timeouts_test_fails() {
+    let mut others: Vec<String> = listed_tests();
+    others
+        .retain(|n| n != "MeshHTTPRouteTimeouts" && !NOT_APPLICABLE_ON_LOCAL.contains(&n.as_str()));
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    only_these_pass("weft-no-timeouts", &others);
 }
 
 #[test]

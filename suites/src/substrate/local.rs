@@ -82,6 +82,9 @@ pub(super) struct Sidecar<'a> {
     pub(super) discovery: bool,
     /// Tell the app who called (`weft-client-id`) on requests over mTLS.
     pub(super) forward_client_identity: bool,
+    /// Testing only: mesh features this proxy must not apply
+    /// (`--disable`, e.g. `routes`), so conformance tests can show they fail.
+    pub(super) disable: Option<&'static str>,
 }
 
 impl<'a> Sidecar<'a> {
@@ -96,6 +99,7 @@ impl<'a> Sidecar<'a> {
             inbound_plaintext: false,
             discovery: true,
             forward_client_identity: false,
+            disable: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl<'a> Sidecar<'a> {
             inbound_plaintext: true,
             discovery: false,
             forward_client_identity: false,
+            disable: None,
         }
     }
 
@@ -122,6 +127,7 @@ impl<'a> Sidecar<'a> {
             inbound_plaintext: false,
             discovery: false,
             forward_client_identity: false,
+            disable: None,
         }
     }
 }
@@ -501,6 +507,9 @@ pub(super) async fn start_proxy(
     }
     if s.forward_client_identity {
         cmd.arg("--forward-client-identity");
+    }
+    if let Some(features) = s.disable {
+        cmd.arg("--disable").arg(features);
     }
     // Same budget as each peer proxy: one worker thread.
     cmd.args(["--threads", "1"]);

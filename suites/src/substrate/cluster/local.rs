@@ -79,9 +79,9 @@ impl MeshCluster for Local {
                     detail,
                 })?;
         }
-        let meshed = |w: &super::WorkloadSpec| mode == MeshMode::Weft && w.meshed;
+        let meshed = |w: &super::WorkloadSpec| mode.meshed() && w.meshed;
         let control = match mode {
-            MeshMode::Weft => {
+            MeshMode::Weft | MeshMode::WeftWithout(_) => {
                 let dir = self.cell_dir("cluster")?;
                 let mut ids: Vec<String> = spec
                     .workloads
@@ -116,12 +116,13 @@ impl MeshCluster for Local {
         };
         for (w, pod, app) in apps {
             let (endpoint_port, outbound) = if meshed(w) {
-                let cp = control.as_ref().expect("a control plane in Weft mode");
+                let cp = control.as_ref().expect("a control plane when meshed");
                 let id = super::identity(&w.namespace, &w.service_account);
                 let name = format!("sidecar {}/{pod}", w.namespace);
                 // The app learns who called: tests can see the mesh's mTLS identity.
                 let sidecar = Sidecar {
                     forward_client_identity: true,
+                    disable: mode.disabled().map(|f| f.as_str()),
                     ..Sidecar::meshed(&name, &id, Some(app))
                 };
                 let (p, outbound, inbound) =
@@ -188,11 +189,22 @@ impl MeshCluster for Local {
     }
 }
 
-/// Every meshed pod reaches every pod address through its sidecar (so the
-/// control plane has served the topology), within [`READY_PATIENCE`].
+/// Every meshed pod reaches every Service-backing pod's address through its
+/// sidecar (so the control plane has served the topology), within
+/// [`READY_PATIENCE`].
 async fn ready(cluster: &Cluster) -> Result<(), DeployError> {
+    // Only pods some Service selects are endpoints the control plane knows
+    // (and so meshed destinations); another pod's address is unknown to it
+    // and is reached in plaintext, which its sidecar may refuse.
+    let endpoints: Vec<&PodInfo> = cluster
+        .pods
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| cluster.services.iter().any(|s| s.pods.contains(i)))
+        .map(|(_, p)| p)
+        .collect();
     for src in cluster.pods.iter().filter(|p| p.meshed) {
-        for dst in &cluster.pods {
+        for dst in &endpoints {
             let outbound = src
                 .outbound
                 .expect("a meshed local pod has an outbound listener");

@@ -71,7 +71,7 @@ pub struct WorkloadSpec {
     pub namespace: String,
     pub service_account: String,
     pub replicas: usize,
-    /// Gets a sidecar in [`MeshMode::Weft`] (never in [`MeshMode::Baseline`]).
+    /// Gets a sidecar when the mode is meshed (never in [`MeshMode::Baseline`]).
     pub meshed: bool,
 }
 
@@ -144,22 +144,64 @@ impl ClusterSpec {
     }
 }
 
-/// What sits between the apps: the mesh, or nothing.
+/// What sits between the apps: the mesh, the mesh with one feature
+/// switched off, or nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MeshMode {
     /// Meshed workloads get a sidecar; mesh-control serves the manifests.
     Weft,
+    /// As [`MeshMode::Weft`], every sidecar started with `--disable
+    /// <feature>` (a testing-only switch): the tests of that feature must fail.
+    WeftWithout(Feature),
     /// No sidecars, no control plane: clients reach a Service's endpoints
     /// directly (what the routing tests must fail against).
     Baseline,
 }
 
+/// A mesh feature the proxy can switch off for testing (`mesh-proxy --disable`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    Routes,
+    Authz,
+    Retries,
+    Timeouts,
+}
+
+impl Feature {
+    /// The name `mesh-proxy --disable` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Routes => "routes",
+            Feature::Authz => "authz",
+            Feature::Retries => "retries",
+            Feature::Timeouts => "timeouts",
+        }
+    }
+}
+
 impl MeshMode {
-    /// The record's `variant`.
+    /// The record's `variant`: `weft`, `weft-no-routes`, ..., `baseline`.
     pub fn as_str(self) -> &'static str {
         match self {
             MeshMode::Weft => "weft",
+            MeshMode::WeftWithout(Feature::Routes) => "weft-no-routes",
+            MeshMode::WeftWithout(Feature::Authz) => "weft-no-authz",
+            MeshMode::WeftWithout(Feature::Retries) => "weft-no-retries",
+            MeshMode::WeftWithout(Feature::Timeouts) => "weft-no-timeouts",
             MeshMode::Baseline => "baseline",
+        }
+    }
+
+    /// Meshed workloads get sidecars and there is a control plane.
+    pub fn meshed(self) -> bool {
+        self != MeshMode::Baseline
+    }
+
+    /// What the sidecars are told to switch off.
+    pub fn disabled(self) -> Option<Feature> {
+        match self {
+            MeshMode::WeftWithout(f) => Some(f),
+            _ => None,
         }
     }
 }
@@ -364,7 +406,7 @@ impl Cluster {
     /// How pod `from` reaches `to`.
     pub fn dial(&self, from: &str, to: &To) -> Result<Dial, DialError> {
         let src = self.pod(from)?;
-        let sidecar = self.mode == MeshMode::Weft && src.meshed;
+        let sidecar = self.mode.meshed() && src.meshed;
         let service_port =
             |name: &str, ns: &str, port: u16| -> Result<(&ServiceInfo, &PortSpec), DialError> {
                 let svc = self.service(name, ns)?;
@@ -547,7 +589,8 @@ impl Drop for Cluster {
 ///   ([`Cluster::keep`]), the control plane ([`Cluster::set_control`]) and
 ///   any cleanup ([`Cluster::on_teardown`]);
 /// - return only once the mesh is ready: every sidecar `/ready` and every
-///   meshed pod able to reach every pod address through its sidecar.
+///   meshed pod able to reach the address of every pod a Service selects
+///   through its sidecar.
 ///
 /// [`MeshMode::Baseline`] deploys the same pods with no sidecar and no
 /// control plane; clients reach endpoints directly (on a node with

@@ -232,3 +232,16 @@ fn transparent_topologies_list_target_ports() {
     assert!(yaml.contains("- name: grpc\n  port: 7070\n"), "{yaml}");
     assert!(yaml.contains("podIP: \"198.18.0.11\""), "{yaml}");
 }
+
+#[test]
+fn modes_name_the_variant_and_the_switched_off_feature() {
+    assert_eq!(MeshMode::Weft.as_str(), "weft");
+    assert_eq!(MeshMode::Baseline.as_str(), "baseline");
+    let no_routes = MeshMode::WeftWithout(Feature::Routes);
+    assert_eq!(no_routes.as_str(), "weft-no-routes");
+    assert_eq!(no_routes.disabled().map(Feature::as_str), Some("routes"));
+    assert!(no_routes.meshed() && MeshMode::Weft.meshed() && !MeshMode::Baseline.meshed());
+    // A switched-off feature still deploys the mesh: the client uses its sidecar.
+    let c = local(MeshMode::WeftWithout(Feature::Timeouts));
+    assert!(c.dial("client-0", &To::service("web", "a", 80)).unwrap().via_sidecar);
+}
