@@ -17,7 +17,7 @@ pub fn tests() -> Vec<Test> {
         test!(
             "MeshHTTPRouteMatching",
             Some("Mesh"),
-            "path exact, prefix (by path element) and regex, method and header matches pick the rule, with Gateway API precedence",
+            "path exact, prefix (by path element) and regex, method and header matches, and matches ORed within a rule, pick the rule with Gateway API precedence; no match: 404",
             matching_topology,
             matching
         ),
@@ -73,6 +73,12 @@ fn matching_topology() -> ClusterSpec {
             "    - path:\n        type: PathPrefix\n        value: /headers\n      headers:\n      - name: version\n        value: two\n",
             "one-header",
             "echo-v1",
+        ),
+        // Two matches in one rule: either one selects it.
+        rule(
+            "    - path:\n        type: PathPrefix\n        value: /v2\n    - headers:\n      - name: lane\n        value: fast\n",
+            "either",
+            "echo-v2",
         ),
         rule(
             "    - headers:\n      - name: version\n        type: RegularExpression\n        value: \"^v[0-9]+$\"\n",
@@ -166,6 +172,34 @@ async fn matching(c: &Cluster) -> Verdict {
             "/headers",
         ),
         case(
+            "one of two matches: the path",
+            Req::get("/v2"),
+            "echo-v2",
+            "either",
+            "/v2",
+        ),
+        case(
+            "a prefix with a trailing slash",
+            Req::get("/v2/"),
+            "echo-v2",
+            "either",
+            "/v2/",
+        ),
+        case(
+            "a prefix's sub-path",
+            Req::get("/v2/example"),
+            "echo-v2",
+            "either",
+            "/v2/example",
+        ),
+        case(
+            "one of two matches: the header",
+            Req::get("/").header("lane", "fast"),
+            "echo-v2",
+            "either",
+            "/",
+        ),
+        case(
             "header regex",
             Req::get("/anything").header("version", "v42"),
             "echo-v2",
@@ -177,6 +211,11 @@ async fn matching(c: &Cluster) -> Verdict {
         // Element-wise prefix: /prefixes is not under /prefix; /exact/ is not /exact.
         ("a prefix is matched by path element", Req::get("/prefixes")),
         ("exact is exact", Req::get("/exact/")),
+        ("/v2example is not under /v2", Req::get("/v2example")),
+        (
+            "a prefix matches from the start",
+            Req::get("/foo/v2/example"),
+        ),
         ("a regex must match the whole path", Req::get("/regex/12a")),
         (
             "a header regex must match the whole value",

@@ -243,5 +243,9 @@ fn modes_name_the_variant_and_the_switched_off_feature() {
     assert!(no_routes.meshed() && MeshMode::Weft.meshed() && !MeshMode::Baseline.meshed());
     // A switched-off feature still deploys the mesh: the client uses its sidecar.
     let c = local(MeshMode::WeftWithout(Feature::Timeouts));
-    assert!(c.dial("client-0", &To::service("web", "a", 80)).unwrap().via_sidecar);
+    assert!(
+        c.dial("client-0", &To::service("web", "a", 80))
+            .unwrap()
+            .via_sidecar
+    );
 }
