@@ -12,10 +12,12 @@
 //!
 //! A substrate only has to *build* a [`Cluster`]: fill in its pods and
 //! Services and say how apps reach them ([`Interception`]); dialing,
-//! sending and manifest edits are shared. `local` implements it
-//! (`cluster::local`); `netns` does not yet (see [`MeshCluster`]).
+//! sending and manifest edits are shared. `local` implements it with
+//! explicit proxies (`cluster::local`), `netns` with pods as network
+//! namespaces, ClusterIPs and transparent interception (`cluster::netns`).
 
 mod local;
+mod netns;
 pub mod send;
 pub mod yaml;
 
@@ -605,23 +607,6 @@ pub trait MeshCluster {
         spec: &ClusterSpec,
         mode: MeshMode,
     ) -> Result<Cluster, DeployError>;
-}
-
-impl MeshCluster for super::Netns {
-    fn name(&self) -> &'static str {
-        "netns"
-    }
-
-    async fn deploy_cluster(
-        &mut self,
-        _spec: &ClusterSpec,
-        _mode: MeshMode,
-    ) -> Result<Cluster, DeployError> {
-        Err(DeployError::Unavailable {
-            reason: "the netns substrate does not implement conformance topologies yet (MeshCluster::deploy_cluster)"
-                .into(),
-        })
-    }
 }
 
 /// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.

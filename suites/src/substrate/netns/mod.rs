@@ -24,12 +24,11 @@
 
 pub mod enter;
 pub mod net;
+pub mod sidecar;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
 use super::local::{
@@ -58,9 +57,9 @@ const PEER_PORT: u16 = 8000;
 
 /// Pods in network namespaces on one node.
 pub struct Netns {
-    bins: Binaries,
+    pub(super) bins: Binaries,
     work: PathBuf,
-    pids_file: PathBuf,
+    pub(super) pids_file: PathBuf,
     peers: Peers,
     net: Network,
     /// The scenario's target server replicas and their pods.
@@ -79,14 +78,6 @@ struct Cell {
     /// Each sidecar's admin listener by its pod's namespace name, as
     /// reached from inside the pod (loopback).
     admins: BTreeMap<String, SocketAddr>,
-}
-
-/// Where a sidecar listens, as it announced (ephemeral ports, which
-/// `weft init` is then told to redirect to).
-struct SidecarPorts {
-    outbound: u16,
-    inbound: u16,
-    admin: u16,
 }
 
 impl Netns {
@@ -155,7 +146,7 @@ impl Netns {
         }
     }
 
-    fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
+    pub(super) fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
         self.counter += 1;
         let d = self.work.join(format!("{what}-{}", self.counter));
         std::fs::create_dir_all(&d).map_err(|source| DeployError::Io {
@@ -201,111 +192,6 @@ impl Netns {
             self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
         cp.publish_endpoints(&endpoints)?;
         Ok((cp, pod))
-    }
-
-    /// Install `weft init`'s interception rules in `pod`, redirecting to
-    /// the sidecar's `ports` and leaving its admin port alone.
-    fn intercept(&self, pod: &Pod, ports: &SidecarPorts) -> Result<(), DeployError> {
-        let (uid, outbound, inbound, admin) = (
-            PROXY_UID.to_string(),
-            ports.outbound.to_string(),
-            ports.inbound.to_string(),
-            ports.admin.to_string(),
-        );
-        let weft = self.bins.weft.to_string_lossy().into_owned();
-        let args = [
-            "init",
-            "--proxy-uid",
-            &uid,
-            "--outbound-port",
-            &outbound,
-            "--inbound-port",
-            &inbound,
-            "--skip-inbound-ports",
-            &admin,
-        ];
-        net::exec_in(&pod.ns, &weft, &args, None)
-            .map(|_| ())
-            .map_err(|e| DeployError::Start {
-                component: format!("weft init in {}", pod.name),
-                detail: e.to_string(),
-            })
-    }
-
-    /// Remove them again (the pod outlives the variant).
-    fn release(&self, pod: &Pod) {
-        let weft = self.bins.weft.to_string_lossy().into_owned();
-        if let Err(e) = net::exec_in(&pod.ns, &weft, &["init", "--cleanup"], None) {
-            eprintln!(
-                "bench: removing the interception rules in {}: {e}",
-                pod.name
-            );
-        }
-    }
-
-    /// Start a transparent sidecar in `pod` as [`PROXY_UID`] on ephemeral
-    /// ports; meshed (with identity and discovery) when `identity` is given.
-    /// Returns once its `/ready` answers (for a meshed one: once it holds
-    /// its certificate), with the ports it announced.
-    async fn sidecar(
-        &self,
-        pod: &Pod,
-        identity: Option<&'static str>,
-        inbound_plaintext: bool,
-    ) -> Result<(Proc, SidecarPorts), DeployError> {
-        let mut cmd = Command::new(&self.bins.mesh_proxy);
-        cmd.arg("--transparent")
-            .args(["--outbound-listen", "127.0.0.1:0"])
-            .args(["--inbound-listen", "0.0.0.0:0"])
-            .args(["--admin-listen", "0.0.0.0:0"])
-            // Same budget as each peer proxy: one worker thread.
-            .args(["--threads", "1"]);
-        if let Some(id) = identity {
-            let cp = self.control_plane()?;
-            cmd.args(cp.proxy_args(id))
-                .args(cp.discovery_args())
-                .arg("--forward-client-identity");
-        }
-        if inbound_plaintext {
-            cmd.args(["--inbound-plaintext", "allow"]);
-        }
-        cmd.uid(PROXY_UID).gid(PROXY_UID);
-        let name = format!("proxy-{}", pod.name);
-        let mut p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
-        let outbound = addr(&mut p, "listening outbound ").await?.port();
-        let inbound = addr(&mut p, "listening inbound ").await?.port();
-        let admin = addr(&mut p, "listening admin ").await?.port();
-        let ports = SidecarPorts {
-            outbound,
-            inbound,
-            admin,
-        };
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-        let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
-            probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        if let Err(e) = ready {
-            let mut e = ready_error(&mut p, e);
-            if identity.is_some() {
-                self.explain_control(&mut e);
-            }
-            return Err(e);
-        }
-        Ok((p, ports))
-    }
-
-    fn explain_control(&self, e: &mut DeployError) {
-        let (DeployError::Ready { detail, .. } | DeployError::Start { detail, .. }) = e else {
-            return;
-        };
-        if let Some(Ok((cp, _))) = &self.control {
-            let tail = cp.stderr_tail();
-            if !tail.is_empty() {
-                detail.push_str(&format!("\n  control stderr tail:\n{tail}"));
-            }
-        }
     }
 
     /// A peer proxy in the client pod on 127.0.0.1:[`PEER_PORT`], balancing
@@ -406,14 +292,16 @@ impl Netns {
         components: &mut Vec<Component>,
         procs: &mut Vec<Proc>,
     ) -> Result<(), DeployError> {
-        let (p, ports) = self.sidecar(pod, identity, inbound_plaintext).await?;
+        let mesh = match identity {
+            Some(id) => Some((self.control_plane()?, id)),
+            None => None,
+        };
+        let (p, ports) =
+            sidecar::start(&self.bins, &self.pids_file, pod, mesh, inbound_plaintext).await?;
         keep(components, procs, p, Role::Proxy);
         cell.intercepted.push(pod.clone());
-        self.intercept(pod, &ports)?;
-        cell.admins.insert(
-            pod.ns.clone(),
-            SocketAddr::from(([127, 0, 0, 1], ports.admin)),
-        );
+        sidecar::intercept(&self.bins, pod, &ports)?;
+        cell.admins.insert(pod.ns.clone(), ports.admin_addr());
         Ok(())
     }
 
@@ -443,7 +331,7 @@ impl Netns {
     fn end_cell(&mut self, cell: Cell) {
         for pod in &cell.intercepted {
             if pod.name != cell.client.name {
-                self.release(pod);
+                sidecar::release(&self.bins, pod);
             }
         }
         if let Err(e) = self.net.remove_pod(&cell.client.name) {

@@ -37,6 +37,13 @@ const POD_PREFIX_LEN: u8 = 16;
 /// Service virtual IPs come from the other half of 198.18.0.0/15.
 pub const SERVICE_NET: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
 
+/// The `k`-th Service's ClusterIP (from 0): 198.19.0.1, 198.19.0.2, ...
+/// `None` once 198.19.0.0/16 is used up.
+pub fn service_ip(k: usize) -> Option<Ipv4Addr> {
+    let host = u32::try_from(k).ok()?.checked_add(1)?;
+    (host < 65_535).then(|| Ipv4Addr::from(u32::from(SERVICE_NET) + host))
+}
+
 /// Who owns a set of namespaces: a `bench` process, told apart from a later
 /// process that reused its pid by its start time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,9 +402,46 @@ impl Network {
         port: u16,
         endpoints: &[SocketAddr],
     ) -> Result<(), NetError> {
-        let mut rules = String::from("*nat\n:WEFT-SERVICES - [0:0]\n");
-        let n = endpoints.len();
-        for (i, ep) in endpoints.iter().enumerate() {
+        self.set_services(&[ServiceNat {
+            vip,
+            port,
+            endpoints: endpoints.to_vec(),
+        }])
+    }
+
+    /// [`Network::set_service`] for several Service ports at once, in one
+    /// `iptables-restore` (replacing every earlier Service rule).
+    pub fn set_services(&self, services: &[ServiceNat]) -> Result<(), NetError> {
+        exec_in(
+            &self.node,
+            "iptables-restore",
+            &["--noflush"],
+            Some(&nat_rules(services)),
+        )
+        .map(|_| ())
+    }
+}
+
+/// One Service port in the node's NAT: `vip:port` to one of `endpoints`
+/// (pod IP and target port) per new connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceNat {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// The `iptables-restore` input for `services`: the WEFT-SERVICES chain
+/// rebuilt, each port's endpoints picked uniformly (endpoint i of n with
+/// probability 1/(n-i), the last one unconditionally). A port with no
+/// endpoint gets no rule: the node has no route to the ClusterIP, so its
+/// connections fail at once (host unreachable), as kube-proxy rejects them.
+fn nat_rules(services: &[ServiceNat]) -> String {
+    let mut rules = String::from("*nat\n:WEFT-SERVICES - [0:0]\n");
+    for s in services {
+        let (vip, port) = (s.vip, s.port);
+        let n = s.endpoints.len();
+        for (i, ep) in s.endpoints.iter().enumerate() {
             let pick = match n - i {
                 1 => String::new(),
                 left => format!(
@@ -409,9 +453,9 @@ impl Network {
                 "-A WEFT-SERVICES -d {vip}/32 -p tcp --dport {port} {pick}-m comment --comment \"weft: endpoint {i}\" -j DNAT --to-destination {ep}\n"
             ));
         }
-        rules.push_str("COMMIT\n");
-        exec_in(&self.node, "iptables-restore", &["--noflush"], Some(&rules)).map(|_| ())
     }
+    rules.push_str("COMMIT\n");
+    rules
 }
 
 impl Drop for Network {
@@ -458,6 +502,54 @@ mod tests {
         ] {
             assert_eq!(RunId::of_ns_name(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn service_rules_pick_each_endpoint_uniformly() {
+        let ep = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let rules = nat_rules(&[
+            ServiceNat {
+                vip: Ipv4Addr::new(198, 19, 0, 1),
+                port: 80,
+                endpoints: vec![ep("198.18.0.2:8080"), ep("198.18.0.3:8080")],
+            },
+            ServiceNat {
+                vip: Ipv4Addr::new(198, 19, 0, 1),
+                port: 7070,
+                endpoints: vec![ep("198.18.0.2:7070")],
+            },
+            ServiceNat {
+                vip: Ipv4Addr::new(198, 19, 0, 2),
+                port: 80,
+                endpoints: Vec::new(),
+            },
+        ]);
+        let lines: Vec<&str> = rules.lines().collect();
+        assert_eq!(lines.len(), 6, "{rules}");
+        assert_eq!(lines[..2], ["*nat", ":WEFT-SERVICES - [0:0]"]);
+        assert!(
+            lines[2].contains("-d 198.19.0.1/32 -p tcp --dport 80 -m statistic --mode random --probability 0.500000")
+                && lines[2].ends_with("--to-destination 198.18.0.2:8080"),
+            "{rules}"
+        );
+        assert!(
+            !lines[3].contains("statistic") && lines[3].ends_with("198.18.0.3:8080"),
+            "{rules}"
+        );
+        assert!(
+            lines[4].contains("--dport 7070") && lines[4].ends_with("198.18.0.2:7070"),
+            "{rules}"
+        );
+        assert!(!rules.contains("198.19.0.2"), "no endpoint, no rule: {rules}");
+        assert_eq!(lines[5], "COMMIT");
+    }
+
+    #[test]
+    fn service_ips_stay_in_their_half() {
+        assert_eq!(service_ip(0), Some(Ipv4Addr::new(198, 19, 0, 1)));
+        assert_eq!(service_ip(255), Some(Ipv4Addr::new(198, 19, 1, 0)));
+        assert_eq!(service_ip(65_533), Some(Ipv4Addr::new(198, 19, 255, 254)));
+        assert_eq!(service_ip(65_534), None);
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! A transparent sidecar in a pod, shared by the benchmark's cells and the
+//! conformance clusters: `mesh-proxy --transparent` as [`PROXY_UID`] on
+//! ephemeral ports, then `weft init`'s iptables rules pointing at the ports
+//! it announced (so no connection is ever redirected to a port nothing
+//! listens on).
+
+use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use super::net::{self, Pod};
+use super::{enter, PROXY_UID};
+use crate::bins::Binaries;
+use crate::substrate::control::ControlPlane;
+use crate::substrate::local::{addr, ready_error, READY_PATIENCE};
+use crate::substrate::process::Proc;
+use crate::substrate::{probe, DeployError};
+use crate::suite::Protocol;
+
+/// Where a sidecar listens, as it announced (ephemeral ports, which
+/// `weft init` is then told to redirect to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SidecarPorts {
+    pub outbound: u16,
+    pub inbound: u16,
+    pub admin: u16,
+}
+
+impl SidecarPorts {
+    /// The admin listener (`/ready`, `/metrics`) as reached from inside
+    /// the pod.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin))
+    }
+}
+
+/// Start a transparent sidecar in `pod` as [`PROXY_UID`] on ephemeral
+/// ports; meshed when `mesh` gives the control plane and the workload
+/// identity (certified by it, discovering through it, telling the app who
+/// called), else a plaintext proxy. Returns once its `/ready` answers (for
+/// a meshed one: once it holds its certificate), with the ports it
+/// announced.
+pub async fn start(
+    bins: &Binaries,
+    pids_file: &Path,
+    pod: &Pod,
+    mesh: Option<(&ControlPlane, &str)>,
+    inbound_plaintext: bool,
+) -> Result<(Proc, SidecarPorts), DeployError> {
+    let mut cmd = Command::new(&bins.mesh_proxy);
+    cmd.arg("--transparent")
+        .args(["--outbound-listen", "127.0.0.1:0"])
+        .args(["--inbound-listen", "0.0.0.0:0"])
+        .args(["--admin-listen", "0.0.0.0:0"])
+        // Same budget as each peer proxy: one worker thread.
+        .args(["--threads", "1"]);
+    if let Some((cp, id)) = mesh {
+        cmd.args(cp.proxy_args(id))
+            .args(cp.discovery_args())
+            .arg("--forward-client-identity");
+    }
+    if inbound_plaintext {
+        cmd.args(["--inbound-plaintext", "allow"]);
+    }
+    cmd.uid(PROXY_UID).gid(PROXY_UID);
+    let name = format!("proxy-{}", pod.name);
+    let mut p = Proc::spawn_in(&name, cmd, pids_file, Some(&pod.ns_path()))?;
+    let outbound = addr(&mut p, "listening outbound ").await?.port();
+    let inbound = addr(&mut p, "listening inbound ").await?.port();
+    let admin = addr(&mut p, "listening admin ").await?.port();
+    let ports = SidecarPorts {
+        outbound,
+        inbound,
+        admin,
+    };
+    let admin = ports.admin_addr();
+    let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
+        probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = ready {
+        let mut e = ready_error(&mut p, e);
+        if let (Some((cp, _)), DeployError::Ready { detail, .. }) = (mesh, &mut e) {
+            let tail = cp.stderr_tail();
+            if !tail.is_empty() {
+                detail.push_str(&format!("\n  control stderr tail:\n{tail}"));
+            }
+        }
+        return Err(e);
+    }
+    Ok((p, ports))
+}
+
+/// Install `weft init`'s interception rules in `pod`, redirecting to the
+/// sidecar's `ports` and leaving its admin port alone.
+pub fn intercept(bins: &Binaries, pod: &Pod, ports: &SidecarPorts) -> Result<(), DeployError> {
+    let (uid, outbound, inbound, admin) = (
+        PROXY_UID.to_string(),
+        ports.outbound.to_string(),
+        ports.inbound.to_string(),
+        ports.admin.to_string(),
+    );
+    let weft = bins.weft.to_string_lossy().into_owned();
+    let args = [
+        "init",
+        "--proxy-uid",
+        &uid,
+        "--outbound-port",
+        &outbound,
+        "--inbound-port",
+        &inbound,
+        "--skip-inbound-ports",
+        &admin,
+    ];
+    net::exec_in(&pod.ns, &weft, &args, None)
+        .map(|_| ())
+        .map_err(|e| DeployError::Start {
+            component: format!("weft init in {}", pod.name),
+            detail: e.to_string(),
+        })
+}
+
+/// Remove them again (`weft init --cleanup`), for a pod that outlives its
+/// sidecar.
+pub fn release(bins: &Binaries, pod: &Pod) {
+    let weft = bins.weft.to_string_lossy().into_owned();
+    if let Err(e) = net::exec_in(&pod.ns, &weft, &["init", "--cleanup"], None) {
+        eprintln!(
+            "bench: removing the interception rules in {}: {e}",
+            pod.name
+        );
+    }
+}
