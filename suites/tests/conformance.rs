@@ -1,18 +1,19 @@
 //! `bench conformance` through the real binaries: the suite passes on
-//! `local` (or is not applicable, with the reason), the same tests fail
-//! against the no-mesh baseline and with the feature they test switched off
-//! in the proxies, and unusable substrates are refused.
+//! `local` (or is not applicable, with the reason) and on `netns` (as root),
+//! the same tests fail against the no-mesh baseline and with the feature
+//! they test switched off in the proxies, unusable substrates are refused,
+//! and a netns run leaves no namespace or process behind.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
 
 use common::*;
 use record::{Status, TestResult};
+use suites::substrate::netns::net;
 
-/// Tests that fail today because of a mesh defect (logged in the team's
-/// mesh-defects list with what was sent, expected and observed). Each must
-/// still fail: once the mesh is fixed, this test says so and the entry goes.
 /// Tests that fail today because of a mesh defect (logged in the team's
 /// mesh-defects list with what was sent, expected and observed), as
 /// `(test, defect)`. Each must still fail: once the mesh is fixed, this
@@ -30,20 +31,26 @@ fn conformance(args: &[&str]) -> (Option<i32>, Vec<TestResult>, String, String) 
         .args(args)
         .arg("--out")
         .arg(out.path()));
-    let results = match out.path().join("report.json").exists() {
+    let results = results_in(out.path());
+    (o.status.code(), results, text(&o.stdout), text(&o.stderr))
+}
+
+/// The results of the report `bench conformance` wrote into `out`, if it
+/// wrote one (with its Markdown and HTML beside it).
+fn results_in(out: &Path) -> Vec<TestResult> {
+    match out.join("report.json").exists() {
         true => {
-            let report = reports::io::read_report(&out.path().join("report.json"))
-                .expect("a schema-2 report");
+            let report =
+                reports::io::read_report(&out.join("report.json")).expect("a schema-2 report");
             assert_eq!(report.suite, "conformance");
             assert!(report.runs.is_empty());
             for f in ["report.md", "report.html"] {
-                assert!(out.path().join(f).is_file(), "{f} written");
+                assert!(out.join(f).is_file(), "{f} written");
             }
             report.conformance
         }
         false => Vec::new(),
-    };
-    (o.status.code(), results, text(&o.stdout), text(&o.stderr))
+    }
 }
 
 fn by_name(results: &[TestResult]) -> BTreeMap<&str, &TestResult> {
@@ -253,20 +260,235 @@ fn sigint_mid_test_stops_every_process_and_writes_nothing() {
     );
 }
 
+// netns: pods as network namespaces on a node bridge, Services as ClusterIPs
+// with the node's NAT, meshed pods intercepted by `weft init`'s rules. These
+// tests need root; without it they fail and say so (they never pass).
+
+/// Mesh defects only transparent interception shows (logged in the team's
+/// mesh-defects list), as `(test, defect)`. Each must still fail on netns:
+/// once the mesh is fixed, this test says so and the entry goes. (The
+/// Redirect* tests were here until e5afac4: a redirect's Location named the
+/// ClusterIP, not the request's Host.)
+const KNOWN_MESH_DEFECTS_ON_NETNS: &[(&str, &str)] = &[];
+
+/// One netns run at a time: each starts by sweeping dead runs' namespaces,
+/// which would race with a test that watches a killed run's go.
+fn netns_serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn require_root(what: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{what} needs root: it creates network namespaces, veths and iptables rules (CI runs as root; run `sudo ci/test`, or this test as root)"
+    );
+}
+
+/// The network namespaces still there that a `bench` with this pid made
+/// (their names carry its run id).
+fn namespaces_of(pid: u32) -> Vec<String> {
+    net::list_ours()
+        .into_iter()
+        .filter(|n| net::RunId::of_ns_name(n).is_some_and(|r| r.pid == pid))
+        .collect()
+}
+
+/// `bench conformance --substrate netns <args> --out <out>`, started, its
+/// output captured (else discarded).
+fn netns_suite(args: &[&str], out: &Path, capture: bool) -> std::process::Child {
+    let io = || match capture {
+        true => Stdio::piped(),
+        false => Stdio::null(),
+    };
+    bench()
+        .args(["conformance", "--substrate", "netns"])
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .stdout(io())
+        .stderr(io())
+        .spawn()
+        .expect("bench runs")
+}
+
 #[test]
-fn netns_needs_root() {
-    let o = run(bench().args(["conformance", "--substrate", "netns", "--only", "MeshBasic"]));
-    if nix::unistd::geteuid().is_root() {
-        // Until the netns substrate deploys conformance topologies, it says
-        // so and fails; when it does, this becomes the netns suite run.
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-        assert!(
-            text(&o.stderr).contains("does not implement conformance topologies yet"),
-            "{}",
-            text(&o.stderr)
+fn every_test_passes_on_netns_and_leaves_no_namespace() {
+    require_root("`bench conformance --substrate netns`");
+    let _serial = netns_serial();
+    let out = tempfile::tempdir().unwrap();
+    let child = netns_suite(&[], out.path(), true);
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    let left = namespaces_of(pid);
+    assert!(left.is_empty(), "left by the finished run: {left:?}");
+    let results = results_in(out.path());
+    assert_eq!(
+        results.len(),
+        listed_tests().len(),
+        "one result per test\n{stdout}{stderr}"
+    );
+    let mut problems = Vec::new();
+    for r in &results {
+        assert_eq!(
+            (r.substrate.as_str(), r.variant.as_str()),
+            ("netns", "weft")
         );
-        return;
+        assert!(r.duration_s > 0.0, "{r:?}");
+        let known = KNOWN_MESH_DEFECTS_ON_NETNS
+            .iter()
+            .find(|(n, _)| *n == r.name);
+        match (r.status, known) {
+            // Nothing is not-applicable here: netns has ClusterIPs to match.
+            (Status::Pass, None) => {}
+            (Status::Fail, Some(_)) if r.expected.is_some() && r.observed.is_some() => {}
+            (Status::Pass, Some((_, defect))) => problems.push(format!(
+                "{} passes on netns now: the mesh defect ({defect}) is fixed; remove it from KNOWN_MESH_DEFECTS_ON_NETNS",
+                r.name
+            )),
+            _ => problems.push(format!(
+                "{}: {} — {}\n  expected: {}\n  observed: {}",
+                r.name,
+                r.status.as_str(),
+                r.reason.as_deref().unwrap_or(""),
+                r.expected.as_deref().unwrap_or(""),
+                r.observed.as_deref().unwrap_or("")
+            )),
+        }
     }
+    assert!(problems.is_empty(), "{}\n\n{stdout}", problems.join("\n"));
+    let want = i32::from(!KNOWN_MESH_DEFECTS_ON_NETNS.is_empty());
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "exit status 1 exactly when a test fails\n{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn without_a_mesh_every_routing_test_fails_on_netns() {
+    require_root("`bench conformance --substrate netns --variant baseline`");
+    let _serial = netns_serial();
+    let out = tempfile::tempdir().unwrap();
+    // Short patience: in baseline nothing will ever become true.
+    let child = netns_suite(
+        &["--variant", "baseline", "--patience", "2s"],
+        out.path(),
+        true,
+    );
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(namespaces_of(pid).is_empty(), "{:?}", namespaces_of(pid));
+    let results = results_in(out.path());
+    assert_eq!(results.len(), listed_tests().len(), "{stdout}{stderr}");
+    for r in &results {
+        assert_eq!(
+            (r.substrate.as_str(), r.variant.as_str()),
+            ("netns", "baseline")
+        );
+        assert_eq!(
+            r.status,
+            Status::Fail,
+            "{} must fail without a mesh: {r:?}",
+            r.name
+        );
+        assert!(r.expected.is_some() && r.observed.is_some(), "{r:?}");
+    }
+}
+
+/// Start the netns suite and wait until a test's pods run: the client pod's
+/// namespace with its echo server and sidecar in it. Returns bench and the
+/// processes seen in its pods.
+fn strike_netns_suite(out: &Path) -> (std::process::Child, Vec<u32>) {
+    let child = netns_suite(&[], out, false);
+    let pid = child.id();
+    let pids = eventually_for(
+        "a conformance cluster running in its pods",
+        patience() * 2,
+        || {
+            let names = namespaces_of(pid);
+            let client = names.iter().find(|n| n.ends_with("-gamma-client-0"))?;
+            if net::pids_in(client).len() < 2 {
+                return None;
+            }
+            Some(
+                names
+                    .iter()
+                    .flat_map(|n| net::pids_in(n))
+                    .collect::<Vec<u32>>(),
+            )
+        },
+    );
+    (child, pids)
+}
+
+fn gone(pids: &[u32]) -> bool {
+    pids.iter()
+        .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+}
+
+#[test]
+fn ctrl_c_mid_netns_suite_removes_every_pod_before_bench_exits() {
+    require_root("the netns conformance Ctrl-C test");
+    let _serial = netns_serial();
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("out");
+    let (mut child, pids) = strike_netns_suite(&report);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted by SIGINT");
+    // bench cleaned up before exiting: nothing to wait for.
+    let left = namespaces_of(child.id());
+    assert!(left.is_empty(), "namespaces left after Ctrl-C: {left:?}");
+    assert!(gone(&pids), "processes left after Ctrl-C: {pids:?}");
+    assert!(!report.exists(), "no results written");
+}
+
+#[test]
+fn killing_bench_mid_netns_suite_leaves_no_pod_once_its_watchdog_ran() {
+    require_root("the netns conformance kill -9 test");
+    let _serial = netns_serial();
+    let out = tempfile::tempdir().unwrap();
+    let (mut child, pids) = strike_netns_suite(&out.path().join("out"));
+    let pid = child.id();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.wait();
+    eventually_for(
+        "the watchdog removed every namespace and process",
+        patience(),
+        || (namespaces_of(pid).is_empty() && gone(&pids)).then_some(()),
+    );
+}
+
+#[test]
+fn netns_refuses_a_user_who_is_not_root() {
+    // Root drops to the sidecars' uid to see it; others see it first hand.
+    let o = if nix::unistd::geteuid().is_root() {
+        // A copy any user can run: the workspace may sit under a private home.
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("bench");
+        std::fs::copy(bench_exe(), &exe).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::process::Command::new("setpriv")
+            .args(["--reuid=2102", "--regid=2102", "--clear-groups"])
+            .arg(&exe)
+            .args(["conformance", "--substrate", "netns", "--only", "MeshBasic"])
+            .current_dir(dir.path())
+            .output()
+            .expect("setpriv (util-linux) runs")
+    } else {
+        run(bench().args(["conformance", "--substrate", "netns", "--only", "MeshBasic"]))
+    };
     assert_eq!(o.status.code(), Some(77), "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains("needs root"),

@@ -117,7 +117,9 @@ impl MeshCluster for Netns {
         let Some(control_pod) = control_pod else {
             return Ok(cluster);
         };
-        let cp = self.start_cluster_control(spec, &cluster, &control_pod).await?;
+        let cp = self
+            .start_cluster_control(spec, &cluster, &control_pod)
+            .await?;
         for (info, (pod, _)) in cluster.pods.clone().iter().zip(&pods) {
             if !info.meshed {
                 continue;
@@ -289,7 +291,9 @@ async fn ready(cluster: &Cluster) -> Result<(), DeployError> {
             for (name, target) in targets {
                 probe::until_ok(target, None, "/healthz", Protocol::Http1, READY_PATIENCE)
                     .await
-                    .map_err(|e| format!("GET /healthz to pod {name} ({target}) through it: {e}"))?;
+                    .map_err(|e| {
+                        format!("GET /healthz to pod {name} ({target}) through it: {e}")
+                    })?;
             }
             Ok::<(), String>(())
         })

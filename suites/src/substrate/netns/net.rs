@@ -540,7 +540,10 @@ mod tests {
             lines[4].contains("--dport 7070") && lines[4].ends_with("198.18.0.2:7070"),
             "{rules}"
         );
-        assert!(!rules.contains("198.19.0.2"), "no endpoint, no rule: {rules}");
+        assert!(
+            !rules.contains("198.19.0.2"),
+            "no endpoint, no rule: {rules}"
+        );
         assert_eq!(lines[5], "COMMIT");
     }
 

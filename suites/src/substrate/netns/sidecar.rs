@@ -4,8 +4,8 @@
 //! it announced (so no connection is ever redirected to a port nothing
 //! listens on).
 
-use std::os::unix::process::CommandExt;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
