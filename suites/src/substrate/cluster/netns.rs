@@ -69,7 +69,7 @@ impl MeshCluster for Netns {
                     namespace: w.namespace.clone(),
                     workload: w.name.clone(),
                     service_account: w.service_account.clone(),
-                    meshed: mode == MeshMode::Weft && w.meshed,
+                    meshed: mode.meshed() && w.meshed,
                     ip: IpAddr::V4(pod.ip),
                     app: pod.addr(ports[0]),
                     endpoint_port: ports[0],
@@ -99,13 +99,13 @@ impl MeshCluster for Netns {
         network
             .set_services(&nat(&cluster))
             .map_err(|e| net_err("program the Services' ClusterIPs", e))?;
-        let control_pod = match mode {
-            MeshMode::Weft => Some(
+        let control_pod = match mode.meshed() {
+            true => Some(
                 network
                     .add_pod("control")
                     .map_err(|e| net_err("create the control plane's pod", e))?,
             ),
-            MeshMode::Baseline => None,
+            false => None,
         };
         // From here on the cluster owns the network: whatever fails, its
         // namespaces go with it.
@@ -125,8 +125,16 @@ impl MeshCluster for Netns {
                 continue;
             }
             let id = super::identity(&info.namespace, &info.service_account);
-            let (p, ports) =
-                sidecar::start(&self.bins, &self.pids_file, pod, Some((&cp, &id)), false).await?;
+            let disable = mode.disabled().map(|f| f.as_str());
+            let (p, ports) = sidecar::start(
+                &self.bins,
+                &self.pids_file,
+                pod,
+                Some((&cp, &id)),
+                false,
+                disable,
+            )
+            .await?;
             cluster.keep(p);
             sidecar::intercept(&self.bins, pod, &ports)?;
         }
@@ -276,16 +284,21 @@ fn nat(cluster: &Cluster) -> Vec<ServiceNat> {
     rules
 }
 
-/// Every meshed pod reaches every pod address through its sidecar (so its
-/// identity is certified and the control plane serves the topology),
-/// within [`READY_PATIENCE`].
+/// Every meshed pod reaches every Service-backing pod's address through its
+/// sidecar (so its identity is certified and the control plane serves the
+/// topology), within [`READY_PATIENCE`]. Other pods are no endpoint the
+/// control plane knows, so a sidecar reaches them in plaintext, which theirs
+/// may refuse (as on `local`).
 async fn ready(cluster: &Cluster) -> Result<(), DeployError> {
+    let targets: Vec<(String, SocketAddr)> = cluster
+        .pods
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| cluster.services.iter().any(|s| s.pods.contains(i)))
+        .map(|(_, p)| (p.name.clone(), SocketAddr::new(p.ip, p.endpoint_port)))
+        .collect();
     for src in cluster.pods.iter().filter(|p| p.meshed) {
-        let targets: Vec<(String, SocketAddr)> = cluster
-            .pods
-            .iter()
-            .map(|p| (p.name.clone(), SocketAddr::new(p.ip, p.endpoint_port)))
-            .collect();
+        let targets = targets.clone();
         let ns = src.netns.clone().expect("every netns pod has a namespace");
         let reached = enter::run_in(&ns, 1, move || async move {
             for (name, target) in targets {

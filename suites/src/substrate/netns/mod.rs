@@ -296,8 +296,15 @@ impl Netns {
             Some(id) => Some((self.control_plane()?, id)),
             None => None,
         };
-        let (p, ports) =
-            sidecar::start(&self.bins, &self.pids_file, pod, mesh, inbound_plaintext).await?;
+        let (p, ports) = sidecar::start(
+            &self.bins,
+            &self.pids_file,
+            pod,
+            mesh,
+            inbound_plaintext,
+            None,
+        )
+        .await?;
         keep(components, procs, p, Role::Proxy);
         cell.intercepted.push(pod.clone());
         sidecar::intercept(&self.bins, pod, &ports)?;

@@ -38,15 +38,17 @@ impl SidecarPorts {
 /// Start a transparent sidecar in `pod` as [`PROXY_UID`] on ephemeral
 /// ports; meshed when `mesh` gives the control plane and the workload
 /// identity (certified by it, discovering through it, telling the app who
-/// called), else a plaintext proxy. Returns once its `/ready` answers (for
-/// a meshed one: once it holds its certificate), with the ports it
-/// announced.
+/// called), else a plaintext proxy. `disable` (testing only) names mesh
+/// features it must not apply (`mesh-proxy --disable`). Returns once its
+/// `/ready` answers (for a meshed one: once it holds its certificate), with
+/// the ports it announced.
 pub async fn start(
     bins: &Binaries,
     pids_file: &Path,
     pod: &Pod,
     mesh: Option<(&ControlPlane, &str)>,
     inbound_plaintext: bool,
+    disable: Option<&str>,
 ) -> Result<(Proc, SidecarPorts), DeployError> {
     let mut cmd = Command::new(&bins.mesh_proxy);
     cmd.arg("--transparent")
@@ -62,6 +64,9 @@ pub async fn start(
     }
     if inbound_plaintext {
         cmd.args(["--inbound-plaintext", "allow"]);
+    }
+    if let Some(features) = disable {
+        cmd.arg("--disable").arg(features);
     }
     cmd.uid(PROXY_UID).gid(PROXY_UID);
     let name = format!("proxy-{}", pod.name);
