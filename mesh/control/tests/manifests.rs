@@ -103,7 +103,7 @@ fn http_route_matches_filters_weights_timeouts_retries() {
     let Resource::HttpRoute(route) = &rs[0] else { panic!() };
     assert_eq!(
         route.parents,
-        [ParentRef { service: ObjectKey::new("shop", "web"), port: Some(80) }],
+        [ParentRef { service: ObjectKey::new("shop", "web"), port: Some(80), port_name: None }],
         "Gateway parents ignored"
     );
     let rule = &route.rules[0];

@@ -283,6 +283,8 @@ pub struct ParentRef {
     pub service: ObjectKey,
     /// None: every port of the Service.
     pub port: Option<u16>,
+    /// `sectionName`: the Service port's name (GAMMA); None: any.
+    pub port_name: Option<String>,
 }
 
 /// A route's backendRef before resolution against the index.

@@ -28,10 +28,11 @@ pub(crate) fn view(store: &Store, config: &Config, target: &Target, client_ns: O
     let Some((svc, sport)) = service_port(store, &key, port) else {
         return OutboundPolicy::default();
     };
-    let http_keys = attached(store.http_routes_by_parent.get(&key), &key, port, client_ns, |k| {
+    let port_name = sport.name.as_str();
+    let http_keys = attached(store.http_routes_by_parent.get(&key), &key, (port, port_name), client_ns, |k| {
         store.http_routes.get(k).map(|r| (r.created, r.parents.as_slice()))
     });
-    let grpc_keys = attached(store.grpc_routes_by_parent.get(&key), &key, port, client_ns, |k| {
+    let grpc_keys = attached(store.grpc_routes_by_parent.get(&key), &key, (port, port_name), client_ns, |k| {
         store.grpc_routes.get(k).map(|r| (r.created, r.parents.as_slice()))
     });
     let http_routes = http_keys
@@ -66,14 +67,15 @@ pub(crate) fn view(store: &Store, config: &Config, target: &Target, client_ns: O
     }
 }
 
-/// Routes attached to `service:port`, oldest first. GAMMA: a route in the
+/// Routes attached to `service:port` (a parentRef naming the Service, and
+/// its `port` and `sectionName` when given), oldest first. GAMMA: a route in the
 /// Service's own namespace (producer route) applies to every client; a route
 /// in the client's namespace (consumer route) applies to that namespace's
 /// clients only, and when there is one, it replaces the producer routes.
 fn attached<'s>(
     candidates: Option<&BTreeSet<ObjectKey>>,
     service: &ObjectKey,
-    port: u16,
+    (port, port_name): (u16, &str),
     client_ns: Option<&str>,
     lookup: impl Fn(&ObjectKey) -> Option<(i64, &'s [ParentRef])>,
 ) -> Vec<ObjectKey> {
@@ -81,7 +83,12 @@ fn attached<'s>(
     let mut consumer = Vec::new();
     for key in candidates.into_iter().flatten() {
         let Some((created, parents)) = lookup(key) else { continue };
-        if !parents.iter().any(|p| &p.service == service && p.port.is_none_or(|p| p == port)) {
+        let to_this_port = |p: &ParentRef| {
+            &p.service == service
+                && p.port.is_none_or(|p| p == port)
+                && p.port_name.as_deref().is_none_or(|n| n == port_name)
+        };
+        if !parents.iter().any(to_this_port) {
             continue;
         }
         if key.namespace == service.namespace {

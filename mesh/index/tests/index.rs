@@ -205,7 +205,7 @@ fn http_route(
     Resource::HttpRoute(HttpRoute {
         key: ObjectKey::new(ns, name),
         created,
-        parents: vec![ParentRef { service: ObjectKey::new(parent.0, parent.1), port: parent.2 }],
+        parents: vec![ParentRef { service: ObjectKey::new(parent.0, parent.1), port: parent.2, port_name: None }],
         rules: vec![HttpRule {
             name: None,
             matches: vec![HttpMatch { path: Some(PathMatch::Prefix("/api".into())), ..HttpMatch::default() }],
@@ -403,4 +403,20 @@ fn a_pod_address_has_no_routes_but_the_protocol_of_its_port() {
     // Through the ClusterIP it is the Service port itself.
     let svc = index.watch_outbound("10.96.0.10:5432", None).unwrap().borrow().clone();
     assert!(svc.exists && svc.protocol == Protocol::Opaque);
+}
+
+#[test]
+fn a_parent_ref_section_name_is_a_service_port_name() {
+    let index = shop();
+    let by_name = |name: &str, section: &str| {
+        let Resource::HttpRoute(mut r) = http_route("shop", name, 1, ("shop", "web", None), vec![]) else { unreachable!() };
+        r.parents[0].port_name = Some(section.to_owned());
+        up(Resource::HttpRoute(r))
+    };
+    index.apply([by_name("http-only", "http"), by_name("db-only", "db"), by_name("nothing", "nope")]);
+    let names = |authority: &str| -> Vec<String> {
+        index.watch_outbound(authority, None).unwrap().borrow().http_routes.iter().map(|r| r.meta.key.name.clone()).collect()
+    };
+    assert_eq!(names("web.shop:80"), ["http-only"]);
+    assert_eq!(names("web.shop:5432"), ["db-only"]);
 }

@@ -225,6 +225,51 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status a gRPC client gets instead of [`ProxyError::status`]
+    /// (GRPCRoute: no rule matches is UNIMPLEMENTED, an unusable backend
+    /// UNAVAILABLE).
+    pub fn grpc_code(&self) -> u32 {
+        const INTERNAL: u32 = 13;
+        const UNAVAILABLE: u32 = 14;
+        match self {
+            ProxyError::NoRouteMatch { .. } => 12, // UNIMPLEMENTED
+            ProxyError::Timeout { .. } => 4,       // DEADLINE_EXCEEDED
+            ProxyError::BodyTooLarge { .. } => 8,  // RESOURCE_EXHAUSTED
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => INTERNAL,
+            ProxyError::NoRoute { .. }
+            | ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnrequestedUpgrade
+            | ProxyError::Tls { .. }
+            | ProxyError::NotCertified { .. }
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::Unavailable { .. }
+            | ProxyError::NoBackend { .. } => UNAVAILABLE,
+        }
+    }
+
+    /// The response a gRPC client gets: trailers-only (HTTP 200, the status
+    /// in `grpc-status` / `grpc-message`), plus `weft-proxy-error`.
+    pub fn into_grpc_response(self) -> Response<ResponseBody> {
+        let code = self.grpc_code();
+        let mut resp = self.into_response();
+        *resp.status_mut() = StatusCode::OK;
+        *resp.body_mut() = ResponseBody::empty();
+        let h = resp.headers_mut();
+        // grpc-message is percent-encoded: '%' and anything outside printable ASCII.
+        let message: String = h[&PROXY_ERROR_HEADER]
+            .as_bytes()
+            .iter()
+            .map(|&b| if (0x20..0x7f).contains(&b) && b != b'%' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            h.insert("grpc-message", v);
+        }
+        resp
+    }
+
     /// The response sent downstream: status, `weft-proxy-error`, and the
     /// reason as a plain-text body.
     pub fn into_response(self) -> Response<ResponseBody> {
@@ -270,6 +315,20 @@ mod tests {
 
         let r = ProxyError::BodyTooLarge { limit: 10 }.into_response();
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn grpc_clients_get_grpc_statuses() {
+        let e = ProxyError::NoRouteMatch { authority: "svc:80".into(), method: http::Method::POST, path: "/a.B/C".into() };
+        let r = e.into_grpc_response();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "12");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert!(r.headers()["grpc-message"].to_str().unwrap().contains("/a.B/C"));
+        let e = ProxyError::NoBackend { authority: "svc:80".into(), rule: "r".into(), reason: "100% gone".into() };
+        let r = e.into_grpc_response();
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert!(r.headers()["grpc-message"].to_str().unwrap().contains("100%25 gone"));
     }
 
     #[test]

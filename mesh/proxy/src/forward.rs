@@ -90,8 +90,9 @@ impl Forwarder {
     /// so hyper keeps the downstream connection when it safely can.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
+        let grpc = is_grpc(&req);
         let result = self.forward(req).await;
-        self.respond(start, result)
+        self.respond(start, result, grpc)
     }
 
     /// [`Forwarder::handle`] for a `--transparent` connection: the target
@@ -99,18 +100,25 @@ impl Forwarder {
     /// there is no routing by authority; `Host` is passed on unchanged.
     pub async fn handle_via(&self, req: Request<Incoming>, via: &Via) -> Response<ResponseBody> {
         let start = Instant::now();
+        let grpc = is_grpc(&req);
         let result = self.forward_via(req, via).await;
-        self.respond(start, result)
+        self.respond(start, result, grpc)
     }
 
+    /// A proxy failure becomes an HTTP error response, or for a gRPC
+    /// request a gRPC status a gRPC client understands.
     #[inline]
-    fn respond(&self, start: Instant, result: Result<Response<ResponseBody>, ProxyError>) -> Response<ResponseBody> {
+    fn respond(&self, start: Instant, result: Result<Response<ResponseBody>, ProxyError>, grpc: bool) -> Response<ResponseBody> {
         let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 debug!(direction = %self.direction, error = %e, "proxy error");
                 self.metrics.record_error(e.kind());
-                e.into_response()
+                if grpc {
+                    e.into_grpc_response()
+                } else {
+                    e.into_response()
+                }
             }
         };
         self.metrics.record_response(resp.status(), start.elapsed());
@@ -199,6 +207,13 @@ pub enum Via {
     /// The discovered path for the original destination's `ip:port`:
     /// Destination endpoints, Policy routes, balancing, retries, mTLS.
     Discovered(crate::outbound::Target),
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc*`).
+pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// HTTP/1 upstreams get `/path?query`. An absolute-form target (from

@@ -324,7 +324,7 @@ impl Outbound {
         let key: &str = &svc.authority;
         let policy = svc.policy().await;
         let table = match &policy.grpc_routes {
-            Some(grpc) if is_grpc(&req) => grpc,
+            Some(grpc) if crate::forward::is_grpc(&req) => grpc,
             _ => &policy.routes,
         };
         let Some((rule, matched)) = table.select(&req) else {
@@ -501,12 +501,6 @@ fn redirect(status: StatusCode, location: &str) -> Response<ResponseBody> {
     }
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     resp
-}
-
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The Destination key of an authority: lower-case `host:port` (port 80

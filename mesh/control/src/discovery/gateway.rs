@@ -341,7 +341,9 @@ fn parents(route_ns: &str, refs: &[ParentReference], p: &mut Problems) -> Vec<Pa
             },
         };
         let ns = parent.namespace.clone().unwrap_or_else(|| route_ns.to_owned());
-        out.push(ParentRef { service: ObjectKey::new(ns, &parent.name), port });
+        // GAMMA: a Service parent's sectionName is the name of one of its ports.
+        let port_name = parent.section_name.clone().filter(|n| !n.is_empty());
+        out.push(ParentRef { service: ObjectKey::new(ns, &parent.name), port, port_name });
     }
     out
 }
@@ -409,9 +411,13 @@ fn string_match(type_: Option<&str>, value: &str, at: &str, p: &mut Problems) ->
     }
 }
 
-fn value_matches(list: &[NameValueMatch], at: &str, p: &mut Problems) -> Vec<ValueMatch> {
+/// Gateway API: of entries with equivalent names only the first counts
+/// (header names are case-insensitive, query parameter names are not).
+fn value_matches(list: &[NameValueMatch], at: &str, case_insensitive: bool, p: &mut Problems) -> Vec<ValueMatch> {
+    let same = |a: &str, b: &str| if case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b };
     list.iter()
         .enumerate()
+        .filter(|(i, m)| !list[..*i].iter().any(|earlier| same(&earlier.name, &m.name)))
         .map(|(i, m)| {
             let at = format!("{at}[{i}]");
             if m.name.is_empty() {
@@ -631,8 +637,8 @@ pub fn http_route(route: &HTTPRoute) -> Result<Resource, ConvertError> {
             });
             matches.push(model::HttpMatch {
                 path,
-                headers: value_matches(&m.headers, &format!("{at}.headers"), &mut p),
-                query_params: value_matches(&m.query_params, &format!("{at}.queryParams"), &mut p),
+                headers: value_matches(&m.headers, &format!("{at}.headers"), true, &mut p),
+                query_params: value_matches(&m.query_params, &format!("{at}.queryParams"), false, &mut p),
                 method: m.method.as_ref().map(|m| m.to_ascii_uppercase()),
             });
         }
@@ -684,7 +690,7 @@ pub fn grpc_route(route: &GRPCRoute) -> Result<Resource, ConvertError> {
             });
             matches.push(model::GrpcMatch {
                 method,
-                headers: value_matches(&m.headers, &format!("{at}.headers"), &mut p),
+                headers: value_matches(&m.headers, &format!("{at}.headers"), true, &mut p),
             });
         }
         rules.push(model::GrpcRule {
@@ -697,4 +703,22 @@ pub fn grpc_route(route: &GRPCRoute) -> Result<Resource, ConvertError> {
         });
     }
     p.finish(Resource::GrpcRoute(model::GrpcRoute { created: created(meta), key, parents, rules }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_match_of_a_name_counts() {
+        let meta = kube::api::ObjectMeta { name: Some("r".into()), namespace: Some("ns".into()), ..Default::default() };
+        let mut p = Problems::new("HTTPRoute", &meta);
+        let m = |name: &str, value: &str| NameValueMatch { type_: None, name: name.into(), value: value.into() };
+        let list = [m("X-Version", "1"), m("x-version", "2"), m("other", "3")];
+        let headers = value_matches(&list, "h", true, &mut p);
+        let seen: Vec<_> = headers.iter().map(|v| (v.name.as_str(), &v.value)).collect();
+        assert_eq!(seen, [("X-Version", &StringMatch::Exact("1".into())), ("other", &StringMatch::Exact("3".into()))]);
+        // Query parameter names are case-sensitive: both kept.
+        assert_eq!(value_matches(&list, "q", false, &mut p).len(), 3);
+    }
 }

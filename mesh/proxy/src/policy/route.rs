@@ -86,6 +86,10 @@ pub struct RouteMatch {
     /// Query parameter conditions (names are exact; values compared raw,
     /// without percent-decoding).
     pub query: Vec<(String, ValueMatch)>,
+    /// A GRPCRoute match: characters of the service and of the method it
+    /// names exactly (0 for any, or a regex). GRPCRoute precedence is by
+    /// these, then header matches, not by the path match's kind.
+    pub grpc: Option<(usize, usize)>,
 }
 
 impl RouteMatch {
@@ -126,17 +130,22 @@ impl RouteMatch {
         true
     }
 
-    /// Gateway API precedence, larger first: exact path, then regex, then
-    /// the longest prefix; then a method; then more headers; then more
-    /// query parameters. Ties keep the configured order.
-    fn precedence(&self) -> (u8, usize, bool, usize, usize) {
+    /// Gateway API precedence, larger first. HTTPRoute: exact path, then
+    /// regex, then the longest prefix; then a method; then more headers;
+    /// then more query parameters. GRPCRoute: more characters of exactly
+    /// matched service, then of method, then more headers. Ties keep the
+    /// configured order (routes oldest first, rules in order).
+    fn precedence(&self) -> (u8, usize, usize, usize, usize) {
+        if let Some((service, method)) = self.grpc {
+            return (0, service, method, self.headers.len(), 0);
+        }
         let (kind, len) = match &self.path {
             Some(PathMatch::Exact(p)) => (3, p.len()),
             Some(PathMatch::Regex(r)) => (2, r.as_str().len()),
             Some(PathMatch::Prefix(p)) => (1, p.trim_end_matches('/').len()),
             None => (1, 0),
         };
-        (kind, len, self.method.is_some(), self.headers.len(), self.query.len())
+        (kind, len, usize::from(self.method.is_some()), self.headers.len(), self.query.len())
     }
 }
 
@@ -326,7 +335,9 @@ impl RouteTable {
                 order.push((r, Some(m)));
             }
         }
-        let default = RouteMatch::default();
+        // A rule without matches ranks as the weakest match of its table's kind.
+        let grpc = rules.iter().flat_map(|r| &r.matches).any(|m| m.grpc.is_some());
+        let default = RouteMatch { grpc: grpc.then_some((0, 0)), ..RouteMatch::default() };
         let key = |&(r, m): &(usize, Option<usize>)| m.map_or(&default, |m| &rules[r].matches[m]).precedence();
         // Stable: equal precedence keeps the configured order.
         order.sort_by_key(|e| std::cmp::Reverse(key(e)));
@@ -508,6 +519,29 @@ mod tests {
         assert_eq!(picked(&t, &req("GET", "/a/x?w=1&v=12", &[])).as_deref(), Some("query"));
         assert_eq!(picked(&t, &req("GET", "/a/x?v=no", &[])).as_deref(), Some("prefix-a"));
         assert_eq!(picked(&t, &req("GET", "/ab", &[])).as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn grpc_precedence_is_service_then_method_then_headers() {
+        let grpc = |name: &str, path: PathMatch, chars: (usize, usize), headers: usize| {
+            let headers = (0..headers).map(|i| (HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(), ValueMatch::Exact("1".into()))).collect();
+            rule(name, vec![RouteMatch { path: Some(path), headers, grpc: Some(chars), ..Default::default() }])
+        };
+        let t = RouteTable::new(vec![
+            // Method only (a regex on the path), listed first.
+            grpc("method-only", PathMatch::regex("/[^/]+/Get").unwrap(), (0, 3), 0),
+            grpc("service-only", PathMatch::Prefix("/pkg.Svc".into()), (7, 0), 0),
+            grpc("service-only-header", PathMatch::Prefix("/pkg.Svc".into()), (7, 0), 1),
+            grpc("exact", PathMatch::Exact("/pkg.Svc/Get".into()), (7, 3), 0),
+            rule("any", vec![]),
+        ]);
+        let r = |path: &str, h: &[(&str, &str)]| req("POST", path, h);
+        assert_eq!(picked(&t, &r("/pkg.Svc/Get", &[])).as_deref(), Some("exact"));
+        assert_eq!(picked(&t, &r("/pkg.Svc/Put", &[("x-h0", "1")])).as_deref(), Some("service-only-header"));
+        assert_eq!(picked(&t, &r("/pkg.Svc/Put", &[])).as_deref(), Some("service-only"));
+        // A matching service outranks a matching method.
+        assert_eq!(picked(&t, &r("/other.Svc/Get", &[])).as_deref(), Some("method-only"));
+        assert_eq!(picked(&t, &r("/other.Svc/Put", &[])).as_deref(), Some("any"), "a rule without matches comes last");
     }
 
     #[test]

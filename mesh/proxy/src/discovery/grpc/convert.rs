@@ -162,11 +162,16 @@ fn http_match(m: pol::HttpMatch) -> Result<RouteMatch, String> {
             Ok((q.name.clone(), value_match(&q.name, exact, regex)?))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(RouteMatch { path, method, headers: header_matches(m.headers)?, query })
+    Ok(RouteMatch { path, method, headers: header_matches(m.headers)?, query, grpc: None })
 }
 
-/// gRPC method matches become path matches on `/<service>/<method>`.
+/// gRPC method matches become path matches on `/<service>/<method>`,
+/// ranked by the characters of what they name exactly (GRPCRoute precedence).
 fn grpc_match(m: pol::GrpcMatch) -> Result<RouteMatch, String> {
+    let chars = match &m.method {
+        Some(mm) if !mm.regex => (mm.service.len(), mm.method.len()),
+        _ => (0, 0),
+    };
     let path = match m.method {
         None => None,
         Some(mm) if mm.regex => {
@@ -183,7 +188,7 @@ fn grpc_match(m: pol::GrpcMatch) -> Result<RouteMatch, String> {
             (true, true) => None,
         },
     };
-    Ok(RouteMatch { path, method: None, headers: header_matches(m.headers)?, query: Vec::new() })
+    Ok(RouteMatch { path, method: None, headers: header_matches(m.headers)?, query: Vec::new(), grpc: Some(chars) })
 }
 
 fn header_list(list: Vec<pol::Header>, problems: &mut Vec<String>, rule: &str) -> Vec<(HeaderName, HeaderValue)> {
