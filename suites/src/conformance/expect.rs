@@ -35,6 +35,8 @@ pub struct Expect {
     pub query: Option<Option<String>>,
     /// `Host` / `:authority` the echo server saw.
     pub authority: Option<String>,
+    /// The protocol the echo server was spoken to in (`HTTP/1.1`, `HTTP/2.0`).
+    pub proto: Option<&'static str>,
     /// Request headers the echo server saw, by name: the exact list of
     /// values in order.
     pub request_headers: Vec<(&'static str, Vec<String>)>,
@@ -66,6 +68,11 @@ impl Expect {
 
     pub fn path(mut self, p: &str) -> Expect {
         self.path = Some(p.into());
+        self
+    }
+
+    pub fn proto(mut self, p: &'static str) -> Expect {
+        self.proto = Some(p);
         self
     }
 
@@ -131,6 +138,9 @@ impl Expect {
         if let Some(a) = &self.authority {
             parts.push(format!("backend saw authority {a}"));
         }
+        if let Some(p) = self.proto {
+            parts.push(format!("backend spoken to in {p}"));
+        }
         for (n, v) in &self.request_headers {
             parts.push(format!("backend saw {n}: {}", v.join(", ")));
         }
@@ -167,6 +177,7 @@ impl Expect {
             || self.path.is_some()
             || self.query.is_some()
             || self.authority.is_some()
+            || self.proto.is_some()
             || !self.request_headers.is_empty()
             || !self.absent_request_headers.is_empty();
         match (&r.echo, needs_echo) {
@@ -185,6 +196,11 @@ impl Expect {
                 if let Some(q) = &self.query {
                     if &e.query != q {
                         m.push(format!("backend saw query {:?} (expected {q:?})", e.query));
+                    }
+                }
+                if let Some(p) = self.proto {
+                    if e.proto != p {
+                        m.push(format!("backend spoken to in {} (expected {p})", e.proto));
                     }
                 }
                 if let Some(a) = &self.authority {

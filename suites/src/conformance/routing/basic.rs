@@ -9,14 +9,14 @@ use crate::conformance::topology::{
     self as topo, backends, http_route, svc, CLIENT, CONSUMER, CONSUMER_NS, HTTP, HTTP_ALT, NS,
 };
 use crate::conformance::{Test, Verdict};
-use crate::substrate::cluster::{identity, Cluster, ClusterSpec, Req, To};
+use crate::substrate::cluster::{identity, Cluster, ClusterSpec, Proto, Req, To};
 
 pub fn tests() -> Vec<Test> {
     vec![
         test!(
             "MeshBasic",
             Some("Mesh"),
-            "a request to a Service reaches one of its pods through the mesh, which tells the app the caller's mTLS identity",
+            "HTTP/1.1 and h2c requests to a Service reach its pod through the mesh in the protocol the client spoke, and the app is told the caller's mTLS identity",
             topo::base,
             basic
         ),
@@ -69,13 +69,19 @@ async fn basic(c: &Cluster) -> Verdict {
     let client_id = identity(NS, "client");
     let mut cases = Vec::new();
     for backend in ["echo-v1", "echo-v2"] {
-        cases.push(Case {
-            name: "to the Service of one workload",
-            from: CLIENT,
-            to: svc(backend, HTTP),
-            req: Req::get("/"),
-            expect: Expect::ok(backend).saw("weft-client-id", &[&client_id]),
-        });
+        // Between the sidecars everything is HTTP/2; the app must get the
+        // protocol the client spoke.
+        for (proto, seen) in [(Proto::Http1, "HTTP/1.1"), (Proto::H2c, "HTTP/2.0")] {
+            cases.push(Case {
+                name: "to the Service of one workload",
+                from: CLIENT,
+                to: svc(backend, HTTP),
+                req: Req::get("/").proto(proto),
+                expect: Expect::ok(backend)
+                    .proto(seen)
+                    .saw("weft-client-id", &[&client_id]),
+            });
+        }
     }
     expect::all(c, &cases, patience()).await
 }
