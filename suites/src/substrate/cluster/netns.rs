@@ -125,16 +125,13 @@ impl MeshCluster for Netns {
                 continue;
             }
             let id = super::identity(&info.namespace, &info.service_account);
-            let disable = mode.disabled().map(|f| f.as_str());
-            let (p, ports) = sidecar::start(
-                &self.bins,
-                &self.pids_file,
-                pod,
-                Some((&cp, &id)),
-                false,
-                disable,
-            )
-            .await?;
+            let opts = sidecar::Options {
+                discovery: Some(&cp),
+                identity: Some(&id),
+                inbound_plaintext: false,
+                disable: mode.disabled().map(|f| f.as_str()),
+            };
+            let (p, ports) = sidecar::start(&self.bins, &self.pids_file, pod, opts).await?;
             cluster.keep(p);
             sidecar::intercept(&self.bins, pod, &ports)?;
         }

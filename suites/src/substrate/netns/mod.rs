@@ -292,19 +292,17 @@ impl Netns {
         components: &mut Vec<Component>,
         procs: &mut Vec<Proc>,
     ) -> Result<(), DeployError> {
-        let mesh = match identity {
-            Some(id) => Some((self.control_plane()?, id)),
+        let discovery = match identity {
+            Some(_) => Some(self.control_plane()?),
             None => None,
         };
-        let (p, ports) = sidecar::start(
-            &self.bins,
-            &self.pids_file,
-            pod,
-            mesh,
+        let opts = sidecar::Options {
+            discovery,
+            identity,
             inbound_plaintext,
-            None,
-        )
-        .await?;
+            disable: None,
+        };
+        let (p, ports) = sidecar::start(&self.bins, &self.pids_file, pod, opts).await?;
         keep(components, procs, p, Role::Proxy);
         cell.intercepted.push(pod.clone());
         sidecar::intercept(&self.bins, pod, &ports)?;

@@ -35,20 +35,30 @@ impl SidecarPorts {
     }
 }
 
+/// What a sidecar is told.
+#[derive(Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Resolve targets through this control plane's Destination API and
+    /// follow its Policy API; `None`: forward to the original destination.
+    pub discovery: Option<&'a ControlPlane>,
+    /// The workload identity, certified by `discovery`'s control plane
+    /// (mTLS, and the app told who called); `None`: plaintext only.
+    pub identity: Option<&'a str>,
+    /// Accept plaintext on the inbound listener (meshed sidecars refuse it).
+    pub inbound_plaintext: bool,
+    /// Testing only: mesh features it must not apply (`mesh-proxy --disable`).
+    pub disable: Option<&'a str>,
+}
+
 /// Start a transparent sidecar in `pod` as [`PROXY_UID`] on ephemeral
-/// ports; meshed when `mesh` gives the control plane and the workload
-/// identity (certified by it, discovering through it, telling the app who
-/// called), else a plaintext proxy. `disable` (testing only) names mesh
-/// features it must not apply (`mesh-proxy --disable`). Returns once its
-/// `/ready` answers (for a meshed one: once it holds its certificate), with
-/// the ports it announced.
+/// ports, as `opts` says. Returns once its `/ready` answers (for one with
+/// an identity: once it holds its certificate), with the ports it
+/// announced.
 pub async fn start(
     bins: &Binaries,
     pids_file: &Path,
     pod: &Pod,
-    mesh: Option<(&ControlPlane, &str)>,
-    inbound_plaintext: bool,
-    disable: Option<&str>,
+    opts: Options<'_>,
 ) -> Result<(Proc, SidecarPorts), DeployError> {
     let mut cmd = Command::new(&bins.mesh_proxy);
     cmd.arg("--transparent")
@@ -57,15 +67,16 @@ pub async fn start(
         .args(["--admin-listen", "0.0.0.0:0"])
         // Same budget as each peer proxy: one worker thread.
         .args(["--threads", "1"]);
-    if let Some((cp, id)) = mesh {
-        cmd.args(cp.proxy_args(id))
-            .args(cp.discovery_args())
-            .arg("--forward-client-identity");
+    if let Some(cp) = opts.discovery {
+        if let Some(id) = opts.identity {
+            cmd.args(cp.proxy_args(id)).arg("--forward-client-identity");
+        }
+        cmd.args(cp.discovery_args());
     }
-    if inbound_plaintext {
+    if opts.inbound_plaintext {
         cmd.args(["--inbound-plaintext", "allow"]);
     }
-    if let Some(features) = disable {
+    if let Some(features) = opts.disable {
         cmd.arg("--disable").arg(features);
     }
     cmd.uid(PROXY_UID).gid(PROXY_UID);
@@ -87,7 +98,7 @@ pub async fn start(
     .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(e) = ready {
         let mut e = ready_error(&mut p, e);
-        if let (Some((cp, _)), DeployError::Ready { detail, .. }) = (mesh, &mut e) {
+        if let (Some(cp), DeployError::Ready { detail, .. }) = (opts.discovery, &mut e) {
             let tail = cp.stderr_tail();
             if !tail.is_empty() {
                 detail.push_str(&format!("\n  control stderr tail:\n{tail}"));
