@@ -54,6 +54,10 @@ use crate::{
 /// plane's first answer (then: 503 for endpoints, the default route for policy).
 pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(3);
 
+/// How many times one request may go to another endpoint after a refused
+/// connection (nothing was sent; not counted as retries).
+const MAX_CONNECT_RETRIES: u32 = 2;
+
 /// Makes the connections of a discovered endpoint.
 #[derive(Debug, Clone)]
 struct Connect {
@@ -368,6 +372,8 @@ impl Outbound {
                 })?;
                 (Some(bytes.to_bytes()), None)
             }
+            // Nothing to keep: a refused connection can go elsewhere.
+            _ if body.size_hint().exact() == Some(0) => (Some(Bytes::new()), None),
             _ => (None, Some(body)),
         };
         let retry = retry.filter(|_| replay.is_some());
@@ -378,6 +384,7 @@ impl Outbound {
         let deadline = rule.timeouts.request.map(|d| Instant::now() + d);
         let per_attempt = rule.timeouts.backend_request.unwrap_or(self.limits.request_timeout);
         let mut retries = 0u32;
+        let mut connect_retries = 0u32;
         let mut last: Option<SocketAddr> = None;
         let mut resp = loop {
             // A retry goes elsewhere when there is anywhere else to go.
@@ -418,6 +425,17 @@ impl Outbound {
                     (Err(ProxyError::Timeout { addr: upstream.addr(), after: limit }), true)
                 }
             };
+            // A connection that was refused carried nothing: another
+            // endpoint gets the request, whatever the retry policy and
+            // outside its budget (an endpoint going away, e.g. a pod
+            // terminating before its removal reached us, fails nothing).
+            let refused = matches!(result, Err(ProxyError::Connect { .. }));
+            if refused && replay.is_some() && connect_retries < MAX_CONNECT_RETRIES && set.balancer.endpoints().len() > 1 {
+                connect_retries += 1;
+                last = Some(upstream.addr());
+                debug!(authority = %key, endpoint = %upstream.addr(), "connect refused; trying another endpoint");
+                continue;
+            }
             let again = match retry {
                 Some(r) if retryable && retries < r.max_retries => {
                     let time_left = deadline.is_none_or(|d| Instant::now() + r.backoff < d);

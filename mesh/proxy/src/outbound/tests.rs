@@ -295,3 +295,30 @@ async fn disabled_timeouts_leave_only_the_request_timeout() {
     let off = outbound_disabled(&src, true, Disabled { timeouts: true, ..Default::default() });
     assert_eq!(get(&off, "svc", "/").await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_refused_connection_goes_to_another_endpoint_without_a_retry_policy() {
+    let live = server().await;
+    let gone = dead_addr().await;
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[live.addr, gone]));
+    // No retry policy at all; accrual off so the dead endpoint stays in rotation.
+    src.set_outbound(
+        "svc:80",
+        OutboundPolicy {
+            accrual: crate::policy::AccrualConfig { consecutive_failures: 0, ..Default::default() },
+            ..policy(vec![Rule::to_service("svc:80")])
+        },
+    );
+    let o = outbound(&src);
+    for _ in 0..50 {
+        assert_eq!(get(&o, "svc", "/").await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 50, "every request answered by the live endpoint");
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
