@@ -226,15 +226,7 @@ async fn authorization_policy_allows_one_identity_and_refuses_another() {
     let m = MeshDir::new(&[&alice, &mallory, &server_id]);
     let cp = m.control("127.0.0.1:0", "1h").await;
     let ctl = FakeControl::start().await;
-    ctl.state.set_inbound(
-        &server_id,
-        pol::InboundPolicy {
-            default_policy: pol::DefaultPolicy::Deny as i32,
-            explicit: true,
-            authorizations: vec![pol::Authorization { identities: vec![alice.clone()], ..Default::default() }],
-            ..Default::default()
-        },
-    );
+    ctl.state.set_inbound(&server_id, only(&alice));
     let app = start_app().await;
     let server = m
         .proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string(), "--policy", &ctl.addr().to_string()]))

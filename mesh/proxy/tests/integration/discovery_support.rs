@@ -342,6 +342,16 @@ pub fn backend(authority: &str, weight: u32) -> pol::WeightedBackend {
     }
 }
 
+/// An inbound policy letting in `identity` only (AuthorizationPolicy, default deny).
+pub fn only(identity: &str) -> pol::InboundPolicy {
+    pol::InboundPolicy {
+        default_policy: pol::DefaultPolicy::Deny as i32,
+        explicit: true,
+        authorizations: vec![pol::Authorization { identities: vec![identity.to_owned()], ..Default::default() }],
+        ..Default::default()
+    }
+}
+
 /// An outbound policy with one rule.
 pub fn one_rule(rule: pol::HttpRule, consecutive_failures: u32) -> pol::OutboundPolicy {
     pol::OutboundPolicy {

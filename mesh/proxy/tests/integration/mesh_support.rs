@@ -175,6 +175,30 @@ impl Control {
     }
 }
 
+/// A meshed server proxy in front of `app` (plus `server_extra`), a
+/// recording [`Relay`] to its inbound listener, and a meshed client proxy
+/// routing `web.test` through the relay (plus what `client_extra` makes of
+/// the relay's address); both ready. Identities `client` and `server`.
+pub async fn server_relay_client(
+    m: &MeshDir,
+    control: SocketAddr,
+    app: SocketAddr,
+    server_extra: &[String],
+    client_extra: impl FnOnce(SocketAddr) -> Vec<String>,
+) -> (Proxy, Relay, Proxy) {
+    let (client_id, server_id) = (sa("client"), sa("server"));
+    let mut extra = args(&["--app", &app.to_string()]);
+    extra.extend_from_slice(server_extra);
+    let server = m.proxy("server", &server_id, control, &extra).await;
+    let relay = Relay::start(server.inbound.unwrap()).await;
+    let mut extra = args(&["--route", &format!("web.test={}@{server_id}", relay.addr)]);
+    extra.extend(client_extra(relay.addr));
+    let client = m.proxy("client", &client_id, control, &extra).await;
+    ready(&server).await;
+    ready(&client).await;
+    (server, relay, client)
+}
+
 /// Waits for the proxy's /ready to answer 200.
 pub async fn ready(p: &Proxy) {
     eventually("proxy ready (certified)", || async {

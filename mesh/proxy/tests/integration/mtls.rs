@@ -28,25 +28,10 @@ async fn meshed(lifetime: &str, server_extra: &[&str]) -> Meshed {
     let m = MeshDir::new(&[&client_id, &server_id]);
     let cp = m.control("127.0.0.1:0", lifetime).await;
     let app = start_app().await;
-    let mut extra = args(&["--app", &app.addr.to_string()]);
-    extra.extend(args(server_extra));
-    let server = m.proxy("server", &server_id, cp.addr, &extra).await;
-    let relay = Relay::start(server.inbound.unwrap()).await;
-    let client = m
-        .proxy(
-            "client",
-            &client_id,
-            cp.addr,
-            &args(&[
-                "--route",
-                &format!("web.test={}@{server_id}", relay.addr),
-                "--tcp-forward",
-                &format!("127.0.0.1:0={}@{server_id}", relay.addr),
-            ]),
-        )
-        .await;
-    ready(&server).await;
-    ready(&client).await;
+    let (server, relay, client) = server_relay_client(&m, cp.addr, app.addr, &args(server_extra), |relay| {
+        args(&["--tcp-forward", &format!("127.0.0.1:0={relay}@{server_id}")])
+    })
+    .await;
     Meshed { m, cp: Some(cp), app, server, relay, client }
 }
 

@@ -173,25 +173,9 @@ async fn websocket_crosses_both_proxies_over_mtls_and_plaintext_routes() {
     let m = MeshDir::new(&[&client_id, &server_id]);
     let cp = m.control("127.0.0.1:0", "1h").await;
     let app = ws_app().await;
-    let server = m
-        .proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string(), "--forward-client-identity"]))
-        .await;
-    let relay = Relay::start(server.inbound.unwrap()).await;
-    let client = m
-        .proxy(
-            "client",
-            &client_id,
-            cp.addr,
-            &args(&[
-                "--route",
-                &format!("web.test={}@{server_id}", relay.addr),
-                "--route",
-                &format!("plain.test={}", app.addr),
-            ]),
-        )
-        .await;
-    ready(&server).await;
-    ready(&client).await;
+    let plain = format!("plain.test={}", app.addr);
+    let (_server, relay, client) =
+        server_relay_client(&m, cp.addr, app.addr, &args(&["--forward-client-identity"]), |_| args(&["--route", &plain])).await;
 
     // Meshed: both proxies, mTLS between them.
     let marker = "weft-ws-marker-5d1e";
@@ -246,15 +230,7 @@ async fn websocket_upgrades_are_routed_and_authorized() {
     let m = MeshDir::new(&[&alice, &mallory, &server_id]);
     let cp = m.control("127.0.0.1:0", "1h").await;
     let ctl = FakeControl::start().await;
-    ctl.state.set_inbound(
-        &server_id,
-        pol::InboundPolicy {
-            default_policy: pol::DefaultPolicy::Deny as i32,
-            explicit: true,
-            authorizations: vec![pol::Authorization { identities: vec![alice.clone()], ..Default::default() }],
-            ..Default::default()
-        },
-    );
+    ctl.state.set_inbound(&server_id, only(&alice));
     let app = ws_app().await;
     let server = m
         .proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string(), "--policy", &ctl.addr().to_string()]))
