@@ -31,7 +31,7 @@ endpoints:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: web-a, namespace: shop, annotations: {weft.io/inject: enabled}}
+metadata: {name: web-a, namespace: shop, annotations: {weft.io/inject: enabled, config.weft.io/opaque-ports: "3306,5000-5010"}}
 spec: {serviceAccountName: web, containers: [{name: app}]}
 status: {podIP: 198.18.0.1}
 ---
@@ -62,6 +62,7 @@ fn core_objects_convert_and_unknown_kinds_are_skipped() {
     assert_eq!(slice.endpoints[0].pod, Some(ObjectKey::new("shop", "web-a")));
     let Resource::Pod(pod) = &rs[2] else { panic!() };
     assert_eq!((pod.service_account.as_str(), pod.inject), ("web", Some(true)));
+    assert_eq!(pod.opaque_ports, [(3306, 3306), (5000, 5010)]);
 }
 
 const ROUTE: &str = r#"

@@ -57,6 +57,17 @@ fn endpoint_view(store: &Store, config: &Config, addr: SocketAddr) -> Destinatio
     DestinationView::default()
 }
 
+/// The protocol an endpoint speaks on its target port: the Service port's,
+/// or opaque when its pod's `config.weft.io/opaque-ports` says so.
+pub(crate) fn port_protocol(store: &Store, sport: &ServicePort, ep: &SliceEndpoint, target_port: u16) -> Protocol {
+    let pod_opaque = ep.pod.as_ref().and_then(|k| store.pods.get(k)).is_some_and(|p| p.is_opaque(target_port));
+    if pod_opaque {
+        Protocol::Opaque
+    } else {
+        sport.protocol
+    }
+}
+
 /// The protocol of the Service port an endpoint address (pod IP and target
 /// port) backs, whether or not it is ready; `None` for an unknown address.
 /// Several Service ports backed by one address that disagree: Detect.
@@ -64,14 +75,13 @@ pub(crate) fn endpoint_protocol(store: &Store, addr: SocketAddr) -> Option<Proto
     let mut found: Option<Protocol> = None;
     for (key, slice) in &store.slices {
         let Some(svc) = store.services.get(&ObjectKey::new(&key.namespace, &slice.service)) else { continue };
-        if !slice.endpoints.iter().any(|ep| ep.addresses.contains(&addr.ip())) {
-            continue;
-        }
+        let Some(ep) = slice.endpoints.iter().find(|ep| ep.addresses.contains(&addr.ip())) else { continue };
         for slice_port in slice.ports.iter().filter(|p| p.port == addr.port()) {
             let Some(sport) = svc.ports.iter().find(|p| p.name == slice_port.name) else { continue };
+            let protocol = port_protocol(store, sport, ep, addr.port());
             found = Some(match found {
-                Some(p) if p != sport.protocol => Protocol::Detect,
-                _ => sport.protocol,
+                Some(p) if p != protocol => Protocol::Detect,
+                _ => protocol,
             });
         }
     }
@@ -104,7 +114,7 @@ fn endpoint(
     addr: SocketAddr,
 ) -> Endpoint {
     let identity = pod_identity(store, config, ep);
-    let hint = match (&identity, sport.protocol) {
+    let hint = match (&identity, port_protocol(store, sport, ep, addr.port())) {
         (None, _) => ProtocolHint::Unknown,
         (Some(_), Protocol::Opaque) => ProtocolHint::Opaque,
         (Some(_), _) => ProtocolHint::H2,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::destination::pod_identity;
+use crate::destination::{pod_identity, port_protocol};
 use crate::model::{Clients, DefaultPolicy, Kind, ObjectKey, PolicyTarget, PortRef, Protocol};
 use crate::store::Store;
 use crate::target::canonical_authority;
@@ -24,12 +24,13 @@ pub(crate) fn view(store: &Store, config: &Config, workload: &Workload, port: u1
             let Some(sport) = svc.ports.iter().find(|p| p.name == slice_port.name) else { continue };
             // Readiness does not matter: an unready pod still gets traffic
             // from probes and stragglers, and must enforce the same policy.
-            let is_ours = slice.endpoints.iter().any(|ep| match workload {
+            let ours = slice.endpoints.iter().find(|ep| match workload {
                 Workload::Ip(ip) => ep.addresses.contains(ip),
                 Workload::Identity(id) => pod_identity(store, config, ep).as_deref() == Some(id.as_str()),
             });
-            if is_ours {
-                backed.insert((svc_key.clone(), sport.port), (sport.name.clone(), sport.protocol));
+            if let Some(ep) = ours {
+                let protocol = port_protocol(store, sport, ep, slice_port.port);
+                backed.insert((svc_key.clone(), sport.port), (sport.name.clone(), protocol));
             }
         }
     }

@@ -241,6 +241,16 @@ pub struct Pod {
     /// Whether a `weft-proxy` container is present (the injector added it).
     pub has_proxy: bool,
     pub ips: Vec<IpAddr>,
+    /// Pod annotation `config.weft.io/opaque-ports`: container ports (the
+    /// Services' target ports) that carry opaque TCP, inclusive ranges.
+    pub opaque_ports: Vec<(u16, u16)>,
+}
+
+impl Pod {
+    /// Whether the pod's annotation marks `port` opaque.
+    pub fn is_opaque(&self, port: u16) -> bool {
+        self.opaque_ports.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
+    }
 }
 
 /// Who an AuthorizationPolicy lets in.

@@ -51,6 +51,7 @@ fn pod(ns: &str, name: &str, sa: &str, addr: &str, inject: Option<bool>) -> Reso
         inject,
         has_proxy: false,
         ips: vec![ip(addr)],
+        opaque_ports: Vec::new(),
     })
 }
 
@@ -419,4 +420,23 @@ fn a_parent_ref_section_name_is_a_service_port_name() {
     };
     assert_eq!(names("web.shop:80"), ["http-only"]);
     assert_eq!(names("web.shop:5432"), ["db-only"]);
+}
+
+#[test]
+fn a_pod_annotation_makes_its_port_opaque() {
+    let index = shop();
+    // web-1's own annotation marks its target port 8080 opaque (the Service
+    // port says http).
+    let Resource::Pod(mut web1) = pod("shop", "web-1", "web", "10.0.0.1", Some(true)) else { unreachable!() };
+    web1.opaque_ports = vec![(8080, 8080)];
+    index.apply([up(Resource::Pod(web1))]);
+    let view = index.watch_destination("web.shop:80").unwrap().borrow().clone();
+    assert_eq!(view.endpoints[&addr("10.0.0.1:8080")].hint, ProtocolHint::Opaque);
+    assert_eq!(view.endpoints[&addr("10.0.0.2:8080")].hint, ProtocolHint::Unknown, "unmeshed web-2 unaffected");
+    let by_pod_ip = index.watch_outbound("10.0.0.1:8080", None).unwrap().borrow().clone();
+    assert_eq!(by_pod_ip.protocol, Protocol::Opaque);
+    let inbound = index.watch_inbound(Workload::Ip(ip("10.0.0.1")), 8080).unwrap().borrow().clone();
+    assert_eq!(inbound.protocol, Protocol::Opaque);
+    let other = index.watch_inbound(Workload::Ip(ip("10.0.0.2")), 8080).unwrap().borrow().clone();
+    assert_eq!(other.protocol, Protocol::Http1);
 }

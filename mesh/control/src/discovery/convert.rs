@@ -7,7 +7,8 @@
 //!   all-authenticated | deny; `weft.io/inject`: enabled | disabled.
 //! - Pod `weft.io/inject`: enabled | disabled. A pod is meshed when it runs a
 //!   `weft-proxy` container (the injector's), or when its annotation (else its
-//!   namespace's) says `enabled`.
+//!   namespace's) says `enabled`. Pod `config.weft.io/opaque-ports`:
+//!   "3306,5000-5010" (its container ports, i.e. the Services' target ports).
 //! - Service `config.weft.io/opaque-ports`: "3306,5000-5010" (Service ports);
 //!   `balancer.weft.io/failure-accrual`: consecutive | disabled, with
 //!   `...-consecutive-max-failures`, `...-consecutive-min-penalty`,
@@ -131,7 +132,8 @@ pub fn pod(pod: &core::Pod) -> Result<Resource, ConvertError> {
         }
     }
     let inject = inject(annotation(meta, INJECT), INJECT, &mut problems);
-    problems.finish(Resource::Pod(model::Pod { key: key(meta), service_account, inject, has_proxy, ips }))
+    let opaque_ports = annotation(meta, OPAQUE_PORTS).map(|v| port_ranges(v, &mut problems)).unwrap_or_default();
+    problems.finish(Resource::Pod(model::Pod { key: key(meta), service_account, inject, has_proxy, ips, opaque_ports }))
 }
 
 pub fn service(svc: &core::Service) -> Result<Resource, ConvertError> {
