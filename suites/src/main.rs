@@ -140,6 +140,8 @@ enum ConformanceVariant {
     WeftNoRetries,
     /// Weft ignoring route timeouts (--disable timeouts)
     WeftNoTimeouts,
+    /// Weft with sidecars that have no identity: plaintext between them
+    WeftNoMtls,
     /// No mesh: clients reach the Services' endpoints directly
     Baseline,
 }
@@ -301,6 +303,7 @@ fn conformance(args: ConformanceArgs) -> ExitCode {
             ConformanceVariant::WeftNoAuthz => MeshMode::WeftWithout(Feature::Authz),
             ConformanceVariant::WeftNoRetries => MeshMode::WeftWithout(Feature::Retries),
             ConformanceVariant::WeftNoTimeouts => MeshMode::WeftWithout(Feature::Timeouts),
+            ConformanceVariant::WeftNoMtls => MeshMode::WeftNoMtls,
             ConformanceVariant::Baseline => MeshMode::Baseline,
         },
         out: args.out,

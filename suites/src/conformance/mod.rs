@@ -17,6 +17,7 @@
 
 pub mod command;
 pub mod expect;
+pub mod mesh;
 pub mod routing;
 pub mod run;
 pub mod topology;
@@ -72,7 +73,9 @@ impl std::fmt::Debug for Test {
 
 /// Every test, in the order they run.
 pub fn registry() -> Vec<Test> {
-    routing::tests()
+    let mut t = routing::tests();
+    t.extend(mesh::tests());
+    t
 }
 
 /// The tests whose name contains `pattern` (case-insensitive; `*` matches

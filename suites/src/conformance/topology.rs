@@ -49,6 +49,7 @@ fn workload(name: &str, ns: &str) -> WorkloadSpec {
         service_account: name.into(),
         replicas: 1,
         meshed: true,
+        app: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ pub fn base() -> ClusterSpec {
             workload("consumer", CONSUMER_NS),
         ],
         manifests: Vec::new(),
+        mesh: Default::default(),
     }
 }
 

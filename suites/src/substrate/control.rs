@@ -72,6 +72,78 @@ pub struct ControlPlane {
     token_files: Vec<(String, PathBuf)>,
     /// The directory mesh-control polls for manifests.
     manifests: PathBuf,
+    restart: Restart,
+}
+
+/// How to start a stopped [`ControlPlane`] again.
+#[derive(Clone, Debug)]
+pub struct Restart {
+    bin: PathBuf,
+    dir: PathBuf,
+    pids_file: PathBuf,
+    patience: Duration,
+    listen: SocketAddr,
+    netns: Option<PathBuf>,
+    proxy_uid: Option<u32>,
+    token_files: Vec<(String, PathBuf)>,
+    cert_lifetime: Option<Duration>,
+}
+
+impl Restart {
+    /// Start mesh-control (first start or again) and wait until it serves.
+    pub async fn start(mut self) -> Result<ControlPlane, DeployError> {
+        let io = |what: String| move |source| DeployError::Io { what, source };
+        let data = self.dir.join("data");
+        let manifests = self.dir.join("manifests");
+        let lifetime = self
+            .cert_lifetime
+            .map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_else(|| CERT_LIFETIME.to_string());
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--listen")
+            .arg(self.listen.to_string())
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .arg("--cert-lifetime")
+            .arg(lifetime)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--bootstrap-tokens")
+            .arg(self.dir.join("bootstrap-tokens"))
+            .arg("--manifests")
+            .arg(&manifests);
+        let mut proc = Proc::spawn_in("control", cmd, &self.pids_file, self.netns.as_deref())?;
+        let text = proc.wait_line("listening grpc ", self.patience).await?;
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            proc.failure(&format!(
+                "printed `listening grpc {text}`, which is not an ip:port"
+            ))
+        })?;
+        let mut trust_anchor = data.join("trust-anchor.pem");
+        if !trust_anchor.is_file() {
+            return Err(proc.failure(&format!(
+                "serves on {addr} but wrote no {}",
+                trust_anchor.display()
+            )));
+        }
+        if let Some(uid) = self.proxy_uid {
+            trust_anchor = share_with(uid, &self.dir, &trust_anchor, &self.token_files).map_err(
+                io(format!(
+                    "share the proxies' credentials in {} with uid {uid}",
+                    self.dir.display()
+                )),
+            )?;
+        }
+        // Started again, it must come back where the proxies look for it.
+        self.listen = addr;
+        Ok(ControlPlane {
+            proc,
+            addr,
+            trust_anchor,
+            token_files: self.token_files.clone(),
+            manifests,
+            restart: self,
+        })
+    }
 }
 
 impl ControlPlane {
@@ -113,6 +185,22 @@ impl ControlPlane {
         identities: &[String],
         initial: &[(&str, &str)],
     ) -> Result<ControlPlane, DeployError> {
+        Self::start_with(bin, dir, pids_file, patience, opts, identities, initial, None).await
+    }
+
+    /// [`ControlPlane::start_for`] issuing certificates for `cert_lifetime`
+    /// (default 24h): the conformance suite's rotation test asks for seconds.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        pids_file: &Path,
+        patience: Duration,
+        opts: ControlOptions<'_>,
+        identities: &[String],
+        initial: &[(&str, &str)],
+        cert_lifetime: Option<Duration>,
+    ) -> Result<ControlPlane, DeployError> {
         let io = |what: String| move |source| DeployError::Io { what, source };
         let mut table = String::from("# written by bench for one scenario; random per run\n");
         let mut token_files = Vec::new();
@@ -125,7 +213,6 @@ impl ControlPlane {
         }
         let tokens = dir.join("bootstrap-tokens");
         write_private(&tokens, &table).map_err(io(format!("write {}", tokens.display())))?;
-        let data = dir.join("data");
         let manifests = dir.join("manifests");
         std::fs::create_dir_all(&manifests)
             .map_err(io(format!("create {}", manifests.display())))?;
@@ -133,46 +220,27 @@ impl ControlPlane {
             manifests::write(&manifests, name, text)
                 .map_err(io(format!("write {}", manifests.join(name).display())))?;
         }
-
-        let mut cmd = Command::new(bin);
-        cmd.arg("--listen")
-            .arg(opts.listen.to_string())
-            .args(["--trust-domain", TRUST_DOMAIN])
-            .args(["--cert-lifetime", CERT_LIFETIME])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--bootstrap-tokens")
-            .arg(&tokens)
-            .arg("--manifests")
-            .arg(&manifests);
-        let mut proc = Proc::spawn_in("control", cmd, pids_file, opts.netns)?;
-        let text = proc.wait_line("listening grpc ", patience).await?;
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            proc.failure(&format!(
-                "printed `listening grpc {text}`, which is not an ip:port"
-            ))
-        })?;
-        let mut trust_anchor = data.join("trust-anchor.pem");
-        if !trust_anchor.is_file() {
-            return Err(proc.failure(&format!(
-                "serves on {addr} but wrote no {}",
-                trust_anchor.display()
-            )));
-        }
-        if let Some(uid) = opts.proxy_uid {
-            trust_anchor =
-                share_with(uid, dir, &trust_anchor, &token_files).map_err(io(format!(
-                    "share the proxies' credentials in {} with uid {uid}",
-                    dir.display()
-                )))?;
-        }
-        Ok(ControlPlane {
-            proc,
-            addr,
-            trust_anchor,
+        let restart = Restart {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            pids_file: pids_file.to_path_buf(),
+            patience,
+            listen: opts.listen,
+            netns: opts.netns.map(Path::to_path_buf),
+            proxy_uid: opts.proxy_uid,
             token_files,
-            manifests,
-        })
+            cert_lifetime,
+        };
+        restart.start().await
+    }
+
+    /// Stop it (SIGTERM, then SIGKILL after `grace`) and return how to
+    /// start it again ([`Restart::start`]): same address, CA, tokens and
+    /// manifests, as a restarted control plane pod would have.
+    pub async fn stop_for_restart(self, grace: Duration) -> Restart {
+        let restart = self.restart;
+        self.proc.stop(grace).await;
+        restart
     }
 
     /// Publish the server replicas' sidecars as the Service's endpoints

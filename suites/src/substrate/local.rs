@@ -85,6 +85,11 @@ pub(super) struct Sidecar<'a> {
     /// Testing only: mesh features this proxy must not apply
     /// (`--disable`, e.g. `routes`), so conformance tests can show they fail.
     pub(super) disable: Option<&'static str>,
+    /// Where the inbound listener binds [default: 127.0.0.1:0].
+    pub(super) inbound_listen: Option<SocketAddr>,
+    /// Opaque TCP listeners on 127.0.0.1:0, one per authority
+    /// (`--tcp-service`), in order.
+    pub(super) tcp_services: Vec<String>,
 }
 
 impl<'a> Sidecar<'a> {
@@ -100,6 +105,8 @@ impl<'a> Sidecar<'a> {
             discovery: true,
             forward_client_identity: false,
             disable: None,
+            inbound_listen: None,
+            tcp_services: Vec::new(),
         }
     }
 
@@ -114,6 +121,8 @@ impl<'a> Sidecar<'a> {
             discovery: false,
             forward_client_identity: false,
             disable: None,
+            inbound_listen: None,
+            tcp_services: Vec::new(),
         }
     }
 
@@ -128,6 +137,8 @@ impl<'a> Sidecar<'a> {
             discovery: false,
             forward_client_identity: false,
             disable: None,
+            inbound_listen: None,
+            tcp_services: Vec::new(),
         }
     }
 }
@@ -229,7 +240,7 @@ impl Local {
                 self.explain_control(&mut e);
                 Err(e)
             }
-            other => other,
+            other => other.map(|s| (s.proc, s.outbound, s.inbound)),
         }
     }
 
@@ -472,20 +483,18 @@ pub(super) async fn start_proxy(
     pids_file: &Path,
     control: Option<&ControlPlane>,
     s: Sidecar<'_>,
-) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
+) -> Result<Started, DeployError> {
     let needs_control = |what: &str| DeployError::Start {
         component: s.name.to_string(),
         detail: format!("{what} needs a control plane, and none is running"),
     };
     let mut cmd = Command::new(&bins.mesh_proxy);
-    cmd.args([
-        "--outbound-listen",
-        "127.0.0.1:0",
-        "--inbound-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let inbound_listen = s
+        .inbound_listen
+        .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+    cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen"])
+        .arg(inbound_listen)
+        .args(["--admin-listen", "127.0.0.1:0"]);
     if let Some(id) = s.identity {
         cmd.args(control.ok_or_else(|| needs_control(id))?.proxy_args(id));
     }
@@ -511,6 +520,9 @@ pub(super) async fn start_proxy(
     if let Some(features) = s.disable {
         cmd.arg("--disable").arg(features);
     }
+    for authority in &s.tcp_services {
+        cmd.arg("--tcp-service").arg(format!("127.0.0.1:0={authority}"));
+    }
     // Same budget as each peer proxy: one worker thread.
     cmd.args(["--threads", "1"]);
     let mut p = Proc::spawn(s.name, cmd, pids_file)?;
@@ -523,7 +535,35 @@ pub(super) async fn start_proxy(
     if let Err(e) = probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await {
         return Err(ready_error(&mut p, e));
     }
-    Ok((p, outbound, inbound))
+    // Printed before the admin line, in --tcp-service order.
+    let mut tcp_services = Vec::new();
+    for text in p.seen_lines("listening tcp-service ") {
+        match text.parse() {
+            Ok(a) => tcp_services.push(a),
+            Err(_) => {
+                return Err(p.failure(&format!(
+                    "printed `listening tcp-service {text}`, which is not an ip:port"
+                )))
+            }
+        }
+    }
+    Ok(Started {
+        proc: p,
+        outbound,
+        inbound,
+        admin,
+        tcp_services,
+    })
+}
+
+/// A started mesh-proxy and its listeners.
+pub(super) struct Started {
+    pub(super) proc: Proc,
+    pub(super) outbound: SocketAddr,
+    pub(super) inbound: Option<SocketAddr>,
+    pub(super) admin: SocketAddr,
+    /// One per `--tcp-service`, in order.
+    pub(super) tcp_services: Vec<SocketAddr>,
 }
 
 /// Replica `i` of the scenario's target server, listening on `listen`: its

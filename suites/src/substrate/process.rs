@@ -92,6 +92,16 @@ impl Proc {
         })
     }
 
+    /// What follows `prefix` on every stdout line read so far (by
+    /// [`Proc::wait_line`]), in order: for a prefix printed several times.
+    pub fn seen_lines(&self, prefix: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }

@@ -16,21 +16,26 @@
 //! explicit proxies (`cluster::local`), `netns` with pods as network
 //! namespaces, ClusterIPs and transparent interception (`cluster::netns`).
 
+pub mod apps;
 mod local;
 mod netns;
+mod ops;
 pub mod send;
 pub mod yaml;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::control::ControlPlane;
 use super::process::Proc;
 use super::DeployError;
 
-pub use send::{Proto, Reply, Req};
+pub use ops::{sum_samples as ops_sum, AppRestart, Capture, OpError, Role, TOPOLOGY_FILE};
+pub use apps::AppKind;
+pub use send::{Proto, Reply, Req, TcpSession, WsSession};
 
 /// The trust domain of every workload identity.
 pub const TRUST_DOMAIN: &str = super::control::TRUST_DOMAIN;
@@ -75,6 +80,8 @@ pub struct WorkloadSpec {
     pub replicas: usize,
     /// Gets a sidecar when the mode is meshed (never in [`MeshMode::Baseline`]).
     pub meshed: bool,
+    /// What each pod runs as its app (the echo server unless a test asks).
+    pub app: AppKind,
 }
 
 /// What a test deploys.
@@ -87,6 +94,15 @@ pub struct ClusterSpec {
     /// (file name, YAML), in the control plane's directory before any
     /// sidecar starts.
     pub manifests: Vec<(String, String)>,
+    /// What the test needs of the mesh (e.g. a short certificate lifetime).
+    pub mesh: MeshOptions,
+}
+
+/// Mesh-wide settings a test needs of its deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshOptions {
+    /// mesh-control's `--cert-lifetime` (default 24h).
+    pub cert_lifetime: Option<Duration>,
 }
 
 impl ClusterSpec {
@@ -155,6 +171,9 @@ pub enum MeshMode {
     /// As [`MeshMode::Weft`], every sidecar started with `--disable
     /// <feature>` (a testing-only switch): the tests of that feature must fail.
     WeftWithout(Feature),
+    /// As [`MeshMode::Weft`], but sidecars have no identity: no
+    /// certificates, plaintext between sidecars (the mTLS tests must fail).
+    WeftNoMtls,
     /// No sidecars, no control plane: clients reach a Service's endpoints
     /// directly (what the routing tests must fail against).
     Baseline,
@@ -190,6 +209,7 @@ impl MeshMode {
             MeshMode::WeftWithout(Feature::Authz) => "weft-no-authz",
             MeshMode::WeftWithout(Feature::Retries) => "weft-no-retries",
             MeshMode::WeftWithout(Feature::Timeouts) => "weft-no-timeouts",
+            MeshMode::WeftNoMtls => "weft-no-mtls",
             MeshMode::Baseline => "baseline",
         }
     }
@@ -197,6 +217,11 @@ impl MeshMode {
     /// Meshed workloads get sidecars and there is a control plane.
     pub fn meshed(self) -> bool {
         self != MeshMode::Baseline
+    }
+
+    /// Sidecars have workload identities and speak mTLS to each other.
+    pub fn mtls(self) -> bool {
+        self != MeshMode::WeftNoMtls
     }
 
     /// What the sidecars are told to switch off.
@@ -238,6 +263,9 @@ pub struct PodInfo {
     pub endpoint_port: u16,
     /// The sidecar's outbound listener (explicit interception only).
     pub outbound: Option<SocketAddr>,
+    /// The sidecar's admin listener (`/metrics`, `/ready`), reached from
+    /// inside the pod (its `netns`); `None` without a sidecar.
+    pub admin: Option<SocketAddr>,
     /// The pod's network namespace (a `/run/netns/NAME` path), if it has one.
     pub netns: Option<PathBuf>,
 }
@@ -348,8 +376,19 @@ pub struct Cluster {
     /// Round robin over a Service's pods when there is no mesh to balance.
     next: AtomicUsize,
     /// Stopped in reverse order: start servers before their clients.
-    procs: Vec<Proc>,
-    control: Option<ControlPlane>,
+    procs: Mutex<Vec<ops::Kept>>,
+    control: Mutex<Option<ControlPlane>>,
+    /// How to start a stopped control plane again.
+    control_restart: Mutex<Option<super::control::Restart>>,
+    /// How to start a pod's app again after [`Cluster::kill_app`], by pod.
+    app_restarts: Vec<(String, AppRestart)>,
+    /// The namespaces, for [`Cluster::publish_topology`].
+    namespaces: Vec<NamespaceSpec>,
+    /// Pods taken out of their Services' endpoints (terminating).
+    terminating: Mutex<Vec<String>>,
+    /// Explicit interception: a meshed pod's opaque TCP listener for a
+    /// Service port, as (pod, Service, namespace, port, listener).
+    tcp_listeners: Vec<(String, String, String, u16, SocketAddr)>,
     /// Run after every process is stopped (e.g. deleting namespaces).
     cleanup: Vec<Box<dyn FnOnce() + Send>>,
 }
@@ -368,20 +407,44 @@ impl Cluster {
             services: Vec::new(),
             manifests_dir: None,
             next: AtomicUsize::new(0),
-            procs: Vec::new(),
-            control: None,
+            procs: Mutex::new(Vec::new()),
+            control: Mutex::new(None),
+            control_restart: Mutex::new(None),
+            app_restarts: Vec::new(),
+            namespaces: Vec::new(),
+            terminating: Mutex::new(Vec::new()),
+            tcp_listeners: Vec::new(),
             cleanup: Vec::new(),
         }
     }
 
     /// Keep `p` running until teardown.
-    pub(crate) fn keep(&mut self, p: Proc) {
-        self.procs.push(p);
+    pub fn keep(&mut self, p: Proc) {
+        self.keep_for(None, p);
+    }
+
+    /// Keep `p`, pod `pod`'s sidecar or app, running until teardown (or
+    /// until a test stops it: [`Cluster::terminate_pod`], [`Cluster::kill_app`]).
+    pub(crate) fn keep_pod(&mut self, pod: &str, role: Role, p: Proc) {
+        self.keep_for(Some((pod.to_string(), role)), p);
+    }
+
+    fn keep_for(&mut self, pod: Option<(String, Role)>, proc: Proc) {
+        self.procs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ops::Kept { pod, proc });
+    }
+
+    /// How to start pod `pod`'s app again, on the same address, after
+    /// [`Cluster::kill_app`].
+    pub(crate) fn set_app_restart(&mut self, pod: &str, restart: AppRestart) {
+        self.app_restarts.push((pod.to_string(), restart));
     }
 
     pub(crate) fn set_control(&mut self, cp: ControlPlane) {
         self.manifests_dir = Some(cp.manifests_dir().to_path_buf());
-        self.control = Some(cp);
+        *self.control.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(cp);
     }
 
     /// Run `f` at teardown (or drop), after the processes are gone.
@@ -493,7 +556,9 @@ impl Cluster {
                             "pod {from} is meshed but has no outbound listener"
                         )))
                     }
-                    (false, _, Some(p)) => p.app,
+                    // As in a cluster: the pod's address, where a meshed
+                    // pod's sidecar receives (and may refuse plaintext).
+                    (false, _, Some(p)) => SocketAddr::new(p.ip, p.endpoint_port),
                     (false, _, None) => {
                         return Err(DialError::Unknown(format!(
                             "{to} has no endpoints to reach without a mesh"
@@ -516,6 +581,84 @@ impl Cluster {
     pub async fn send(&self, from: &str, to: &To, req: &Req) -> Result<Reply, DialError> {
         let dial = self.dial(from, to)?;
         Ok(send::send(&dial, req).await)
+    }
+
+    /// Explicit interception: pod `pod`'s sidecar relays opaque TCP from
+    /// `listener` to Service port `service.namespace:port`.
+    pub(crate) fn set_tcp_listener(
+        &mut self,
+        pod: &str,
+        service: &str,
+        namespace: &str,
+        port: u16,
+        listener: SocketAddr,
+    ) {
+        self.tcp_listeners.push((
+            pod.into(),
+            service.into(),
+            namespace.into(),
+            port,
+            listener,
+        ));
+    }
+
+    /// How pod `from` opens a raw TCP connection to `to`: as [`Cluster::dial`]
+    /// except that, explicitly intercepted, a meshed pod connects to its
+    /// sidecar's opaque TCP listener for that Service port.
+    pub fn dial_tcp(&self, from: &str, to: &To) -> Result<Dial, DialError> {
+        let mut dial = self.dial(from, to)?;
+        if self.interception == Interception::Explicit && dial.via_sidecar {
+            let To::Service {
+                name,
+                namespace,
+                port,
+            } = to
+            else {
+                return Err(DialError::NotExpressible(format!(
+                    "{}: opaque TCP listeners are per Service port; {to} is not one",
+                    self.substrate
+                )));
+            };
+            let listener = self
+                .tcp_listeners
+                .iter()
+                .find(|(p, s, n, q, _)| p == from && s == name && n == namespace && q == port)
+                .map(|t| t.4)
+                .ok_or_else(|| {
+                    DialError::Unknown(format!(
+                        "pod {from} has no opaque TCP listener for {to} (its Service selects no TCP app)"
+                    ))
+                })?;
+            dial.connect = listener;
+        }
+        Ok(dial)
+    }
+
+    /// A raw TCP session from pod `from` to `to` (see [`send::tcp`]).
+    pub async fn tcp(
+        &self,
+        from: &str,
+        to: &To,
+        server_first: bool,
+        payload: &[u8],
+    ) -> Result<TcpSession, DialError> {
+        let dial = self.dial_tcp(from, to)?;
+        Ok(send::tcp(&dial, server_first, payload).await)
+    }
+
+    /// A WebSocket session from pod `from` to `to` (`ws://<authority><path>`):
+    /// the app's greeting, then `messages` text and one binary message of
+    /// `binary_len` bytes echoed back.
+    pub async fn websocket(
+        &self,
+        from: &str,
+        to: &To,
+        path: &str,
+        messages: usize,
+        binary_len: usize,
+    ) -> Result<WsSession, DialError> {
+        let dial = self.dial(from, to)?;
+        Ok(send::websocket(&dial, path, messages, binary_len).await)
     }
 
     /// Write (or replace) manifest `file` in the control plane's directory;
@@ -542,6 +685,8 @@ impl Cluster {
     /// The control plane's stderr tail, for failure messages.
     pub fn control_log(&self) -> String {
         self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|c| c.stderr_tail())
             .unwrap_or_default()
@@ -550,10 +695,12 @@ impl Cluster {
     /// Stop every process (clients first), the control plane last, then
     /// run the cleanup hooks.
     pub async fn teardown(mut self) {
-        for p in std::mem::take(&mut self.procs).into_iter().rev() {
-            p.stop(STOP_GRACE).await;
+        let procs = std::mem::take(self.procs.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for k in procs.into_iter().rev() {
+            k.proc.stop(STOP_GRACE).await;
         }
-        if let Some(cp) = self.control.take() {
+        let cp = self.control.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(cp) = cp {
             cp.stop(STOP_GRACE).await;
         }
         for f in std::mem::take(&mut self.cleanup) {
@@ -566,8 +713,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Procs and the control plane kill their process groups on drop;
         // they must be gone before the cleanup hooks run.
-        self.procs.clear();
-        self.control.take();
+        self.procs.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        self.control.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         for f in std::mem::take(&mut self.cleanup) {
             f();
         }
@@ -592,7 +739,30 @@ impl Drop for Cluster {
 ///   any cleanup ([`Cluster::on_teardown`]);
 /// - return only once the mesh is ready: every sidecar `/ready` and every
 ///   meshed pod able to reach the address of every pod a Service selects
-///   through its sidecar.
+///   through its sidecar (a 403 from the destination's authorization policy
+///   counts as reached).
+///
+/// What the mesh-behaviour tests need on top (`ops.rs`; without it they are
+/// not-applicable or fail, never pass):
+/// - a workload's `app`: [`AppKind::WebSocket`] pods serve
+///   [`apps::serve_websocket`], [`AppKind::TcpEcho`] and [`AppKind::Banner`]
+///   pods [`apps::serve_tcp`] on the app's address instead of the echo
+///   server (readiness through the mesh is then not probed with HTTP);
+///   with transparent interception a client reaches them at the ClusterIP
+///   (explicit: [`Cluster::set_tcp_listener`] per meshed pod and port);
+/// - every pod's `admin` (its sidecar's admin listener, reachable from the
+///   pod's `netns`) and `ip` / `endpoint_port` where its sidecar receives
+///   (tcpdump captures `tcp port <endpoint_port> and host <ip>`: on `lo`
+///   without a netns, on `any` inside it);
+/// - in [`MeshMode::WeftNoMtls`] sidecars without identity (plaintext
+///   between them, inbound plaintext allowed), `--forward-client-identity`
+///   otherwise; mesh-control with `ClusterSpec::mesh.cert_lifetime`
+///   ([`ControlPlane::start_with`]);
+/// - each pod's processes handed over with [`Cluster::keep_pod`] (sidecar
+///   and app) and how to restart its app on the same address with
+///   [`Cluster::set_app_restart`];
+/// - the topology written with [`Cluster::publish_topology`] (after
+///   [`Cluster::set_control`]), so terminating a pod can rewrite it.
 ///
 /// [`MeshMode::Baseline`] deploys the same pods with no sidecar and no
 /// control plane; clients reach endpoints directly (on a node with

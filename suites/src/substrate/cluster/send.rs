@@ -274,3 +274,198 @@ async fn attempt(dial: &Dial, req: &Req) -> Result<Reply, String> {
         error: None,
     })
 }
+
+/// What a WebSocket session through a [`Dial`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct WsSession {
+    /// The server app's first message ([`super::apps::greeting`]).
+    pub greeting: String,
+    /// Messages sent and echoed back unchanged, in order.
+    pub echoed: usize,
+    /// Why the session stopped early.
+    pub error: Option<String>,
+}
+
+/// Open `ws://<authority><path>` as `dial` says, read the greeting, send
+/// `messages` text messages and one binary one of `binary_len` bytes, each
+/// waiting for its echo, then close. Never fails: see [`WsSession::error`].
+pub async fn websocket(dial: &Dial, path: &str, messages: usize, binary_len: usize) -> WsSession {
+    let run = {
+        let (dial, path) = (dial.clone(), path.to_string());
+        move || ws_session(dial, path, messages, binary_len)
+    };
+    let session = match &dial.netns {
+        None => tokio::time::timeout(Duration::from_secs(10), run()).await,
+        Some(ns) => match super::super::netns::enter::run_in(ns, 1, move || async move {
+            tokio::time::timeout(Duration::from_secs(10), run()).await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return WsSession {
+                    error: Some(e.to_string()),
+                    ..WsSession::default()
+                }
+            }
+        },
+    };
+    session.unwrap_or_else(|_| WsSession {
+        error: Some("the WebSocket session did not finish within 10s".into()),
+        ..WsSession::default()
+    })
+}
+
+async fn ws_session(dial: Dial, path: String, messages: usize, binary_len: usize) -> WsSession {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut s = WsSession::default();
+    let tcp = match tokio::net::TcpStream::connect(dial.connect).await {
+        Ok(t) => t,
+        Err(e) => {
+            s.error = Some(format!("connect {}: {e}", dial.connect));
+            return s;
+        }
+    };
+    let url = format!("ws://{}{path}", dial.authority);
+    let mut ws = match tokio_tungstenite::client_async(url.as_str(), tcp).await {
+        Ok((ws, _)) => ws,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            s.error = Some(format!(
+                "handshake for {url} answered {} {}",
+                resp.status(),
+                body.trim()
+            ));
+            return s;
+        }
+        Err(e) => {
+            s.error = Some(format!("handshake for {url}: {e}"));
+            return s;
+        }
+    };
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) => s.greeting = t.to_string(),
+        other => {
+            s.error = Some(format!("no greeting from the app: {other:?}"));
+            return s;
+        }
+    }
+    let mut out: Vec<Message> = (0..messages)
+        .map(|i| Message::text(format!("message {i}")))
+        .collect();
+    out.push(Message::binary(
+        (0..binary_len).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+    ));
+    for m in out {
+        if let Err(e) = ws.send(m.clone()).await {
+            s.error = Some(format!("send: {e}"));
+            return s;
+        }
+        match ws.next().await {
+            Some(Ok(got)) if got == m => s.echoed += 1,
+            other => {
+                s.error = Some(format!(
+                    "message {} came back as {:?}",
+                    s.echoed,
+                    other.map(|r| r.map(|m| m.len()))
+                ));
+                return s;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    s
+}
+
+/// What a raw TCP session through a [`Dial`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct TcpSession {
+    /// The server's first line, when it speaks first.
+    pub banner: Option<String>,
+    /// From connected to the banner's last byte.
+    pub banner_after: Option<Duration>,
+    /// Whether the payload came back byte for byte.
+    pub echoed: bool,
+    pub error: Option<String>,
+}
+
+/// Connect as `dial` says; when `server_first`, read the server's first
+/// line (timing it) before sending anything; then send `payload` and read
+/// it back. Never fails: see [`TcpSession::error`].
+pub async fn tcp(dial: &Dial, server_first: bool, payload: &[u8]) -> TcpSession {
+    let run = {
+        let (dial, payload) = (dial.clone(), payload.to_vec());
+        move || tcp_session(dial, server_first, payload)
+    };
+    let session = match &dial.netns {
+        None => tokio::time::timeout(Duration::from_secs(10), run()).await,
+        Some(ns) => match super::super::netns::enter::run_in(ns, 1, move || async move {
+            tokio::time::timeout(Duration::from_secs(10), run()).await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return TcpSession {
+                    error: Some(e.to_string()),
+                    ..TcpSession::default()
+                }
+            }
+        },
+    };
+    session.unwrap_or_else(|_| TcpSession {
+        error: Some("the TCP session did not finish within 10s".into()),
+        ..TcpSession::default()
+    })
+}
+
+async fn tcp_session(dial: Dial, server_first: bool, payload: Vec<u8>) -> TcpSession {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpSession::default();
+    let mut stream = match tokio::net::TcpStream::connect(dial.connect).await {
+        Ok(t) => t,
+        Err(e) => {
+            s.error = Some(format!("connect {}: {e}", dial.connect));
+            return s;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let connected = std::time::Instant::now();
+    let mut buf = Vec::new();
+    if server_first {
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => buf.push(byte[0]),
+                Ok(_) => {
+                    s.error = Some(format!(
+                        "closed after {:?} of banner",
+                        String::from_utf8_lossy(&buf)
+                    ));
+                    return s;
+                }
+                Err(e) => {
+                    s.error = Some(format!("reading the banner: {e}"));
+                    return s;
+                }
+            }
+        }
+        s.banner_after = Some(connected.elapsed());
+        s.banner = Some(String::from_utf8_lossy(&buf).into_owned());
+    }
+    if let Err(e) = stream.write_all(&payload).await {
+        s.error = Some(format!("send: {e}"));
+        return s;
+    }
+    let mut back = vec![0u8; payload.len()];
+    match stream.read_exact(&mut back).await {
+        Ok(_) => s.echoed = back == payload,
+        Err(e) => s.error = Some(format!("reading the echo: {e}")),
+    }
+    s
+}

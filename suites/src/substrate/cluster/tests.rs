@@ -20,6 +20,7 @@ fn spec() -> ClusterSpec {
         service_account: name.into(),
         replicas: 1,
         meshed,
+        app: Default::default(),
     };
     ClusterSpec {
         namespaces: vec![ns("a")],
@@ -44,6 +45,7 @@ fn spec() -> ClusterSpec {
         }],
         workloads: vec![w("client", true), w("web", true), w("plain", false)],
         manifests: Vec::new(),
+        mesh: Default::default(),
     }
 }
 
@@ -58,6 +60,7 @@ fn pod(name: &str, workload: &str, meshed: bool, port: u16) -> PodInfo {
         app: SocketAddr::from(([127, 0, 0, 1], port + 1000)),
         endpoint_port: port,
         outbound: meshed.then(|| SocketAddr::from(([127, 0, 0, 1], port + 2000))),
+        admin: meshed.then(|| SocketAddr::from(([127, 0, 0, 1], port + 3000))),
         netns: None,
     }
 }
@@ -132,6 +135,8 @@ fn explicit_mesh_dials_the_sidecar_and_names_the_target() {
     ));
 }
 
+/// Without a sidecar a client connects to the pod's address, where a meshed
+/// pod's sidecar receives (and may refuse it), as in a cluster.
 #[test]
 fn without_a_sidecar_the_client_takes_the_endpoints_in_turn() {
     for (c, from) in [
@@ -141,7 +146,8 @@ fn without_a_sidecar_the_client_takes_the_endpoints_in_turn() {
         let picks: Vec<SocketAddr> = (0..4)
             .map(|_| c.dial(from, &To::service("web", "a", 80)).unwrap().connect)
             .collect();
-        let (web0, web1) = (c.pods[1].app, c.pods[2].app);
+        let at = |p: &PodInfo| SocketAddr::new(p.ip, p.endpoint_port);
+        let (web0, web1) = (at(&c.pods[1]), at(&c.pods[2]));
         assert_eq!(picks, vec![web0, web1, web0, web1], "from {from}");
         let d = c.dial(from, &To::pod("web-1")).unwrap();
         assert_eq!(d.connect, web1);
