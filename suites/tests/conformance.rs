@@ -19,10 +19,7 @@ use suites::substrate::netns::net;
 /// `(test, defect)`. Each must still fail: once the mesh is fixed, this
 /// test says so and the entry goes. (MeshConsumerRoute was here until
 /// 8c8690d.)
-const KNOWN_MESH_DEFECTS: &[(&str, &str)] = &[(
-    "MeshGracefulShutdown",
-    "a terminating replica's sidecar refuses new connections at once and the client's sidecar returns the connect error (502) instead of sending the request to another endpoint",
-)];
+const KNOWN_MESH_DEFECTS: &[(&str, &str)] = &[];
 
 /// The mesh-behaviour tests (beyond routing).
 const MESH_BEHAVIOURS: &[&str] = &[
