@@ -14,17 +14,22 @@
 //!                  target ports, ClusterIPs, as EndpointSlices would list them) + the test's
 //! ```
 //!
-//! Every pod runs one echo server per target port of the Services that
-//! select it ([`APP_PORT`] when none does). The cluster owns its network:
-//! its namespaces (and whatever still runs in them) go at teardown, when it
-//! is dropped, or through the watchdog if `bench` dies.
+//! Every pod's app listens on each target port of the Services that select
+//! it ([`APP_PORT`] when none does): echo servers (one process group per
+//! pod, handed over with [`Cluster::keep_pod`] and restartable), or a
+//! WebSocket / raw TCP app served by `bench` from listeners bound inside the
+//! pod. Sidecars hand over their admin address (reached from inside the
+//! pod). The cluster owns its network: its namespaces (and whatever still
+//! runs in them) go at teardown, when it is dropped, or through the
+//! watchdog if `bench` dies.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::{
-    yaml, AppKind, Cluster, ClusterSpec, Interception, MeshCluster, MeshMode, PodInfo, ServiceInfo,
-    WorkloadSpec,
+    yaml, AppKind, Cluster, ClusterSpec, Interception, MeshCluster, MeshMode, PodInfo, Role,
+    ServiceInfo, WorkloadSpec, TOPOLOGY_FILE,
 };
 use crate::substrate::control::{ControlOptions, ControlPlane};
 use crate::substrate::local::{addr, ready_error, READY_PATIENCE};
@@ -33,9 +38,6 @@ use crate::substrate::netns::{enter, sidecar, Netns, APP_PORT, CONTROL_PORT, PRO
 use crate::substrate::process::Proc;
 use crate::substrate::{probe, DeployError};
 use crate::suite::Protocol;
-
-/// The file the topology's own objects are written to.
-const TOPOLOGY_FILE: &str = "topology.yaml";
 
 impl MeshCluster for Netns {
     fn name(&self) -> &'static str {
@@ -51,19 +53,6 @@ impl MeshCluster for Netns {
             component: "topology".into(),
             detail: problems.join("; "),
         })?;
-        if let Some(w) = spec.workloads.iter().find(|w| w.app != AppKind::Echo) {
-            return Err(DeployError::Unavailable {
-                reason: format!(
-                    "netns: pod apps other than the echo server ({:?} for workload {}) are not implemented on this substrate yet",
-                    w.app, w.name
-                ),
-            });
-        }
-        if !mode.mtls() {
-            return Err(DeployError::Unavailable {
-                reason: "netns: sidecars without identity (weft-no-mtls) are not implemented on this substrate yet".into(),
-            });
-        }
         let mut cluster = Cluster::new("netns", mode, Interception::Transparent);
         let mut network =
             Network::create(RunId::current()).map_err(|e| net_err("create the node", e))?;
@@ -87,12 +76,11 @@ impl MeshCluster for Netns {
                     app: pod.addr(ports[0]),
                     endpoint_port: ports[0],
                     outbound: None,
-                    // Not yet handed over: the behaviour tests that read a
-                    // sidecar's metrics say so (not applicable).
+                    // Set once its sidecar has announced it.
                     admin: None,
                     netns: Some(pod.ns_path()),
                 });
-                pods.push((pod, ports.clone()));
+                pods.push((pod, ports.clone(), w.app));
             }
         }
         for (k, s) in spec.services.iter().enumerate() {
@@ -127,72 +115,112 @@ impl MeshCluster for Netns {
         // namespaces go with it.
         cluster.on_teardown(move || drop(network));
 
-        for (p, _) in self.start_echo_servers(&cluster, &pods).await? {
-            cluster.keep(p);
-        }
+        self.start_apps(&mut cluster, &pods).await?;
         let Some(control_pod) = control_pod else {
             return Ok(cluster);
         };
         let cp = self
             .start_cluster_control(spec, &cluster, &control_pod)
             .await?;
-        for (info, (pod, _)) in cluster.pods.clone().iter().zip(&pods) {
+        for (i, (pod, _, _)) in pods.iter().enumerate() {
+            let info = &cluster.pods[i];
             if !info.meshed {
                 continue;
             }
             let id = super::identity(&info.namespace, &info.service_account);
-            let opts = sidecar::Options {
-                discovery: Some(&cp),
-                identity: Some(&id),
-                inbound_plaintext: false,
-                disable: mode.disabled().map(|f| f.as_str()),
+            let opts = match mode.mtls() {
+                true => sidecar::Options {
+                    discovery: Some(&cp),
+                    identity: Some(&id),
+                    inbound_plaintext: false,
+                    disable: mode.disabled().map(|f| f.as_str()),
+                },
+                // Discovery without identity: endpoints are reached in
+                // plaintext and the inbound side accepts plaintext.
+                false => sidecar::Options {
+                    discovery: Some(&cp),
+                    identity: None,
+                    inbound_plaintext: true,
+                    disable: mode.disabled().map(|f| f.as_str()),
+                },
             };
             let (p, ports) = sidecar::start(&self.bins, &self.pids_file, pod, opts).await?;
-            cluster.keep(p);
+            let name = info.name.clone();
+            cluster.pods[i].admin = Some(ports.admin_addr());
+            cluster.keep_pod(&name, Role::Sidecar, p);
             sidecar::intercept(&self.bins, pod, &ports)?;
         }
         cluster.set_control(cp);
-        ready(&cluster).await?;
+        // The same objects the control plane started with, now also known
+        // to the cluster, so terminating a pod can rewrite them.
+        cluster
+            .publish_topology(&spec.namespaces)
+            .map_err(|source| DeployError::Io {
+                what: format!("write the topology ({TOPOLOGY_FILE})"),
+                source,
+            })?;
+        let not_http: Vec<usize> = pods
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, app))| !app.speaks_http())
+            .map(|(i, _)| i)
+            .collect();
+        ready(&cluster, &not_http).await?;
         Ok(cluster)
     }
 }
 
 impl Netns {
-    /// One echo server per listen port of every pod, each answering
-    /// `/healthz` from inside its pod.
-    async fn start_echo_servers(
+    /// Every pod's app, listening on each of its ports inside the pod:
+    /// echo servers (one process group per pod, restartable), or the
+    /// WebSocket / raw TCP apps served by `bench` from listeners bound in
+    /// the pod's namespace. Returns once every HTTP app answers `/healthz`.
+    async fn start_apps(
         &self,
-        cluster: &Cluster,
-        pods: &[(Pod, Vec<u16>)],
-    ) -> Result<Vec<(Proc, SocketAddr)>, DeployError> {
-        let mut started = Vec::new();
-        for (info, (pod, ports)) in cluster.pods.iter().zip(pods) {
-            for &port in ports {
-                let mut cmd = Command::new(&self.bins.loadgen);
-                cmd.args(["serve", "--echo", "--threads", "1", "--listen"])
-                    .arg(format!("0.0.0.0:{port}"))
-                    .args(["--name", &info.workload])
-                    .args(["--namespace", &info.namespace])
-                    .args(["--pod", &info.name]);
-                let name = format!("echo {}/{}:{port}", info.namespace, info.name);
-                let p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
-                started.push((p, pod.addr(port), pod.ns_path()));
+        cluster: &mut Cluster,
+        pods: &[(Pod, Vec<u16>, AppKind)],
+    ) -> Result<(), DeployError> {
+        let mut echoes = Vec::new();
+        for (i, (pod, ports, kind)) in pods.iter().enumerate() {
+            let info = &cluster.pods[i];
+            if *kind != AppKind::Echo {
+                let task = serve_app(*kind, pod, ports, &info.name).await?;
+                cluster.on_teardown(move || task.abort());
+                continue;
             }
+            let echo = EchoApp {
+                loadgen: self.bins.loadgen.clone(),
+                pids_file: self.pids_file.clone(),
+                ns: pod.ns_path(),
+                name: format!("echo {}/{}", info.namespace, info.name),
+                workload: info.workload.clone(),
+                namespace: info.namespace.clone(),
+                pod: info.name.clone(),
+                ports: ports.clone(),
+            };
+            echoes.push((i, echo.start()?, echo));
         }
-        let mut ready = Vec::new();
-        for (mut p, target, ns) in started {
+        for (i, mut p, echo) in echoes {
             addr(&mut p, "listening on ").await?;
-            let answered = enter::run_in(&ns, 1, move || async move {
-                probe::until_ok(target, None, "/healthz", Protocol::Http1, READY_PATIENCE).await
+            let targets: Vec<SocketAddr> =
+                pods[i].1.iter().map(|&port| pods[i].0.addr(port)).collect();
+            let answered = enter::run_in(&echo.ns, 1, move || async move {
+                for target in targets {
+                    probe::until_ok(target, None, "/healthz", Protocol::Http1, READY_PATIENCE)
+                        .await?;
+                }
+                Ok(())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             if let Err(e) = answered {
                 return Err(ready_error(&mut p, e));
             }
-            ready.push((p, target));
+            let pod = echo.pod.clone();
+            cluster.keep_pod(&pod, Role::App, p);
+            cluster.set_app_restart(&pod, Box::new(move || echo.start()));
         }
-        Ok(ready)
+        Ok(())
     }
 
     /// mesh-control in its own pod, certifying every meshed workload's
@@ -224,7 +252,7 @@ impl Netns {
             .map(|(n, y)| (n.as_str(), y.as_str()))
             .collect();
         initial.push((TOPOLOGY_FILE, &topology));
-        ControlPlane::start_for(
+        ControlPlane::start_with(
             &self.bins.mesh_control,
             &dir,
             &self.pids_file,
@@ -238,6 +266,7 @@ impl Netns {
             },
             &ids,
             &initial,
+            spec.mesh.cert_lifetime,
         )
         .await
     }
@@ -298,16 +327,19 @@ fn nat(cluster: &Cluster) -> Vec<ServiceNat> {
 }
 
 /// Every meshed pod reaches every Service-backing pod's address through its
-/// sidecar (so its identity is certified and the control plane serves the
-/// topology), within [`READY_PATIENCE`]. Other pods are no endpoint the
-/// control plane knows, so a sidecar reaches them in plaintext, which theirs
-/// may refuse (as on `local`).
-async fn ready(cluster: &Cluster) -> Result<(), DeployError> {
+/// sidecar (so it is certified and the control plane serves the topology),
+/// within [`READY_PATIENCE`]; a 403 from the destination's authorization
+/// policy counts (the path is there, the policy says no). Other pods are no
+/// endpoint the control plane knows, so a sidecar reaches them in
+/// plaintext, which theirs may refuse (as on `local`); pods whose app does
+/// not speak HTTP (`not_http`, indexes) are not probed.
+async fn ready(cluster: &Cluster, not_http: &[usize]) -> Result<(), DeployError> {
     let targets: Vec<(String, SocketAddr)> = cluster
         .pods
         .iter()
         .enumerate()
         .filter(|(i, _)| cluster.services.iter().any(|s| s.pods.contains(i)))
+        .filter(|(i, _)| !not_http.contains(i))
         .map(|(_, p)| (p.name.clone(), SocketAddr::new(p.ip, p.endpoint_port)))
         .collect();
     for src in cluster.pods.iter().filter(|p| p.meshed) {
@@ -337,6 +369,94 @@ async fn ready(cluster: &Cluster) -> Result<(), DeployError> {
         }
     }
     Ok(())
+}
+
+/// A pod's echo servers, one per port, as one process group (the pod's app
+/// container): started at deployment and again after a test kills it.
+struct EchoApp {
+    loadgen: PathBuf,
+    pids_file: PathBuf,
+    ns: PathBuf,
+    /// The component name, `echo <ns>/<pod>`.
+    name: String,
+    workload: String,
+    namespace: String,
+    pod: String,
+    ports: Vec<u16>,
+}
+
+impl EchoApp {
+    /// Spawn it inside the pod: `loadgen serve --echo` itself for one port,
+    /// else a shell running one per port (they share its process group,
+    /// so stopping the app stops them all).
+    fn start(&self) -> Result<Proc, DeployError> {
+        let serve = |port: u16| {
+            format!("\"$0\" serve --echo --threads 1 --listen 0.0.0.0:{port} --name \"$1\" --namespace \"$2\" --pod \"$3\"")
+        };
+        let script = match self.ports.as_slice() {
+            [one] => format!("exec {}", serve(*one)),
+            many => {
+                let each: Vec<String> = many.iter().map(|&p| format!("{} &", serve(p))).collect();
+                format!("{} wait", each.join(" "))
+            }
+        };
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script).arg(&self.loadgen).args([
+            &self.workload,
+            &self.namespace,
+            &self.pod,
+        ]);
+        Proc::spawn_in(&self.name, cmd, &self.pids_file, Some(&self.ns))
+    }
+}
+
+/// Serve a WebSocket or raw TCP app (see [`super::apps`]) as pod `name` on
+/// each of `ports`, from listeners bound inside `pod`'s namespace (a socket
+/// stays in the namespace it was made in); the task serves until aborted.
+async fn serve_app(
+    kind: AppKind,
+    pod: &Pod,
+    ports: &[u16],
+    name: &str,
+) -> Result<tokio::task::JoinHandle<()>, DeployError> {
+    let addrs: Vec<SocketAddr> = ports
+        .iter()
+        .map(|&p| SocketAddr::from(([0, 0, 0, 0], p)))
+        .collect();
+    let bound = enter::run_in(&pod.ns_path(), 1, move || async move {
+        addrs
+            .iter()
+            .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("bind {a}: {e}")))
+            .collect::<Result<Vec<_>, String>>()
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let io = |detail: String| DeployError::Start {
+        component: format!("{kind:?} app of pod {name}"),
+        detail,
+    };
+    let mut listeners = Vec::new();
+    for l in bound.map_err(io)? {
+        l.set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l))
+            .map(|l| listeners.push(l))
+            .map_err(|e| io(e.to_string()))?;
+    }
+    let name = name.to_string();
+    Ok(tokio::spawn(async move {
+        let mut serving = tokio::task::JoinSet::new();
+        for l in listeners {
+            match kind {
+                AppKind::WebSocket => serving.spawn(super::apps::serve_websocket(l, name.clone())),
+                _ => serving.spawn(super::apps::serve_tcp(
+                    l,
+                    name.clone(),
+                    kind == AppKind::Banner,
+                )),
+            };
+        }
+        while serving.join_next().await.is_some() {}
+    }))
 }
 
 fn net_err(what: &str, e: net::NetError) -> DeployError {
