@@ -325,28 +325,6 @@ fn sigint_mid_test_stops_every_process_and_writes_nothing() {
 /// ClusterIP, not the request's Host.)
 const KNOWN_MESH_DEFECTS_ON_NETNS: &[(&str, &str)] = &[];
 
-/// Mesh-behaviour tests the netns substrate cannot run yet, and what it
-/// lacks (see the contract on `MeshCluster`): not-applicable or skipped
-/// there, with that reason, never a pass.
-const NOT_YET_ON_NETNS: &[(&str, &str)] = &[
-    ("MeshRetryBudget", "sidecar admin address"),
-    ("MeshCertificateRotation", "sidecar admin address"),
-    ("MeshFailureAccrual", "hand over pod"),
-    ("MeshGracefulShutdown", "hand over pod"),
-    ("MeshWebSocket", "pod apps other than the echo server"),
-    ("MeshOpaqueTCP", "pod apps other than the echo server"),
-    ("MeshServerSpeaksFirst", "pod apps other than the echo server"),
-];
-
-/// Whether `r` is a netns gap of [`NOT_YET_ON_NETNS`], said as such.
-fn not_yet_on_netns(r: &TestResult) -> bool {
-    NOT_YET_ON_NETNS.iter().any(|(n, why)| {
-        *n == r.name
-            && matches!(r.status, Status::NotApplicable | Status::Skipped)
-            && r.reason.as_deref().is_some_and(|x| x.contains(why))
-    })
-}
-
 /// One netns run at a time: each starts by sweeping dead runs' namespaces,
 /// which would race with a test that watches a killed run's go.
 fn netns_serial() -> std::sync::MutexGuard<'static, ()> {
@@ -416,9 +394,9 @@ fn every_test_passes_on_netns_and_leaves_no_namespace() {
             .iter()
             .find(|(n, _)| *n == r.name);
         match (r.status, known) {
-            // Nothing else is not-applicable here: netns has ClusterIPs to match.
+            // Nothing is not-applicable here: netns has ClusterIPs to match,
+            // and does every operation the mesh-behaviour tests need.
             (Status::Pass, None) => {}
-            _ if not_yet_on_netns(r) => {}
             (Status::Fail, Some(_)) if r.expected.is_some() && r.observed.is_some() => {}
             (Status::Pass, Some((_, defect))) => problems.push(format!(
                 "{} passes on netns now: the mesh defect ({defect}) is fixed; remove it from KNOWN_MESH_DEFECTS_ON_NETNS",
@@ -466,9 +444,6 @@ fn without_a_mesh_every_routing_test_fails_on_netns() {
             (r.substrate.as_str(), r.variant.as_str()),
             ("netns", "baseline")
         );
-        if r.status == Status::Skipped && not_yet_on_netns(r) {
-            continue;
-        }
         assert_eq!(
             r.status,
             Status::Fail,
