@@ -290,30 +290,36 @@ pub struct WsSession {
 /// `messages` text messages and one binary one of `binary_len` bytes, each
 /// waiting for its echo, then close. Never fails: see [`WsSession::error`].
 pub async fn websocket(dial: &Dial, path: &str, messages: usize, binary_len: usize) -> WsSession {
-    let run = {
-        let (dial, path) = (dial.clone(), path.to_string());
-        move || ws_session(dial, path, messages, binary_len)
-    };
-    let session = match &dial.netns {
-        None => tokio::time::timeout(Duration::from_secs(10), run()).await,
-        Some(ns) => match super::super::netns::enter::run_in(ns, 1, move || async move {
-            tokio::time::timeout(Duration::from_secs(10), run()).await
+    let (d, path) = (dial.clone(), path.to_string());
+    from_pod(dial, move || ws_session(d, path, messages, binary_len))
+        .await
+        .unwrap_or_else(|e| WsSession {
+            error: Some(format!("the WebSocket session: {e}")),
+            ..WsSession::default()
+        })
+}
+
+/// How long a session from a pod may take.
+const SESSION_LIMIT: Duration = Duration::from_secs(10);
+
+/// Run `work` where `dial` says (inside the pod's network namespace when it
+/// has one), within [`SESSION_LIMIT`].
+async fn from_pod<T, F, Fut>(dial: &Dial, work: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let late = |_| format!("did not finish within {SESSION_LIMIT:?}");
+    match &dial.netns {
+        None => tokio::time::timeout(SESSION_LIMIT, work()).await.map_err(late),
+        Some(ns) => super::super::netns::enter::run_in(ns, 1, move || async move {
+            tokio::time::timeout(SESSION_LIMIT, work()).await
         })
         .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return WsSession {
-                    error: Some(e.to_string()),
-                    ..WsSession::default()
-                }
-            }
-        },
-    };
-    session.unwrap_or_else(|_| WsSession {
-        error: Some("the WebSocket session did not finish within 10s".into()),
-        ..WsSession::default()
-    })
+        .map_err(|e| e.to_string())?
+        .map_err(late),
+    }
 }
 
 async fn ws_session(dial: Dial, path: String, messages: usize, binary_len: usize) -> WsSession {
@@ -398,30 +404,13 @@ pub struct TcpSession {
 /// line (timing it) before sending anything; then send `payload` and read
 /// it back. Never fails: see [`TcpSession::error`].
 pub async fn tcp(dial: &Dial, server_first: bool, payload: &[u8]) -> TcpSession {
-    let run = {
-        let (dial, payload) = (dial.clone(), payload.to_vec());
-        move || tcp_session(dial, server_first, payload)
-    };
-    let session = match &dial.netns {
-        None => tokio::time::timeout(Duration::from_secs(10), run()).await,
-        Some(ns) => match super::super::netns::enter::run_in(ns, 1, move || async move {
-            tokio::time::timeout(Duration::from_secs(10), run()).await
-        })
+    let (d, payload) = (dial.clone(), payload.to_vec());
+    from_pod(dial, move || tcp_session(d, server_first, payload))
         .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return TcpSession {
-                    error: Some(e.to_string()),
-                    ..TcpSession::default()
-                }
-            }
-        },
-    };
-    session.unwrap_or_else(|_| TcpSession {
-        error: Some("the TCP session did not finish within 10s".into()),
-        ..TcpSession::default()
-    })
+        .unwrap_or_else(|e| TcpSession {
+            error: Some(format!("the TCP session: {e}")),
+            ..TcpSession::default()
+        })
 }
 
 async fn tcp_session(dial: Dial, server_first: bool, payload: Vec<u8>) -> TcpSession {
