@@ -67,19 +67,21 @@ fn refused() -> Expect {
 
 async fn by_identity(c: &crate::substrate::cluster::Cluster) -> Verdict {
     let cases = [
-        Case {
-            name: "the named identity is allowed",
-            from: CLIENT,
-            to: svc("echo-v1", HTTP),
-            req: Req::get("/authz"),
-            expect: Expect::ok("echo-v1"),
-        },
+        // A refusal first: it holds only once the server's sidecar has
+        // its policy, and every later case is judged under that policy.
         Case {
             name: "another meshed identity is refused",
             from: CONSUMER,
             to: svc("echo-v1", HTTP),
             req: Req::get("/authz"),
             expect: refused(),
+        },
+        Case {
+            name: "the named identity is allowed",
+            from: CLIENT,
+            to: svc("echo-v1", HTTP),
+            req: Req::get("/authz"),
+            expect: Expect::ok("echo-v1"),
         },
         Case {
             name: "a Service no policy targets is open to it",
@@ -146,19 +148,20 @@ fn plaintext_topology() -> ClusterSpec {
 
 async fn plaintext_refused(c: &crate::substrate::cluster::Cluster) -> Verdict {
     let cases = [
-        Case {
-            name: "a meshed client gets through",
-            from: CLIENT,
-            to: To::pod("echo-v1-0"),
-            req: Req::get("/plain"),
-            expect: Expect::ok("echo-v1"),
-        },
+        // The refusal first (see by_identity).
         Case {
             name: "plaintext to the meshed pod is refused",
             from: PLAIN,
             to: To::pod("echo-v1-0"),
             req: Req::get("/plain"),
             expect: refused(),
+        },
+        Case {
+            name: "a meshed client gets through",
+            from: CLIENT,
+            to: To::pod("echo-v1-0"),
+            req: Req::get("/plain"),
+            expect: Expect::ok("echo-v1"),
         },
     ];
     expect::all(c, &cases, run::patience()).await
