@@ -6,7 +6,7 @@ use super::{set_response_header, test};
 use crate::conformance::expect::{self, Case, Expect};
 use crate::conformance::run::patience;
 use crate::conformance::topology::{
-    self as topo, backends, http_route, svc, CLIENT, CONSUMER, CONSUMER_NS, HTTP, HTTP_ALT, NS,
+    self as topo, backends, http_route, mark, svc, CLIENT, CONSUMER, CONSUMER_NS, HTTP, HTTP_ALT, NS,
 };
 use crate::conformance::{Test, Verdict};
 use crate::substrate::cluster::{identity, Cluster, ClusterSpec, Proto, Req, To};
@@ -245,7 +245,7 @@ fn to_one(backend: &str) -> String {
         NS,
         "echo",
         Some(HTTP),
-        &format!("  -\n{}", backends(&[(backend, HTTP, None)])),
+        &format!("  -\n{}{}", mark(backend), backends(&[(backend, HTTP, None)])),
     )
 }
 
@@ -275,7 +275,10 @@ async fn same_namespace(c: &Cluster) -> Verdict {
             from: CLIENT,
             to: svc("echo", HTTP),
             req: Req::get("/"),
-            expect: Expect::ok(backend),
+            // The rule's mark, not only the backend: with two endpoints
+            // a balancer that ignores the route can still send every
+            // request to the one the route names (P2C picks the faster).
+            expect: Expect::ok(backend).saw("x-route-rule", &[backend]),
         };
         match expect::eventually(c, &case, patience()).await {
             Verdict::Pass => {}
