@@ -65,6 +65,17 @@ impl Report {
             conformance: Vec::new(),
         }
     }
+
+    /// What a rendered page calls this record: a conformance report when it
+    /// holds only conformance results, a benchmark report otherwise.
+    pub fn title(&self) -> String {
+        let kind = if self.runs.is_empty() && self.propagation.is_empty() && !self.conformance.is_empty() {
+            "conformance"
+        } else {
+            "benchmark"
+        };
+        format!("Weft {kind} report: {}", self.suite)
+    }
 }
 
 /// The machine and build a record was measured on.

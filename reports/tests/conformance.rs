@@ -32,6 +32,7 @@ fn markdown_matrix_has_tests_substrates_and_the_reasons_under_it() {
     assert!(md.contains("### Not applicable\n\n- `MeshClusterIPMatching` on local: local has no ClusterIP interception\n"), "{md}");
     assert!(md.contains("### Skipped\n\n- `MtlsByDefault` on netns: filtered out by --only\n"), "{md}");
     // No load, so no load legend and a clear note instead of tables.
+    assert!(md.starts_with("# Weft conformance report: "), "{md}");
     assert!(md.contains("No load runs in this record"), "{md}");
     assert!(!md.contains("**Added latency**"), "{md}");
     assert!(md.contains("- **Conformance**:"), "{md}");

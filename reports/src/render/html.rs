@@ -53,10 +53,10 @@ pub fn html(cmp: &Comparison<'_>) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Weft benchmark report: {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
-        esc(&report.suite)
+         <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        esc(&report.title())
     );
-    let _ = writeln!(out, "<h1>Weft benchmark report: {}</h1>", esc(&report.suite));
+    let _ = writeln!(out, "<h1>{}</h1>", esc(&report.title()));
     out.push_str("<dl class=\"env\">\n");
     for (k, v) in env_lines(report) {
         let _ = writeln!(out, "<dt>{k}</dt><dd>{}</dd>", esc(&v));

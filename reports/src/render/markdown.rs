@@ -15,7 +15,7 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
     let report = cmp.report;
     let groups = cmp.groups();
     let mut out = String::new();
-    let _ = writeln!(out, "# Weft benchmark report: {}\n", md(&report.suite));
+    let _ = writeln!(out, "# {}\n", md(&report.title()));
     for (k, v) in env_lines(report) {
         let _ = writeln!(out, "- **{k}:** {}", md(&v));
     }
