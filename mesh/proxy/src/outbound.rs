@@ -55,7 +55,8 @@ use crate::{
 pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(3);
 
 /// How many times one request may go to another endpoint after a refused
-/// connection (nothing was sent; not counted as retries).
+/// connection (nothing was sent) or, idempotent, a connection failure before
+/// any response; not counted as retries.
 const MAX_CONNECT_RETRIES: u32 = 2;
 
 /// Makes the connections of a discovered endpoint.
@@ -425,11 +426,17 @@ impl Outbound {
                     (Err(ProxyError::Timeout { addr: upstream.addr(), after: limit }), true)
                 }
             };
-            // A connection that was refused carried nothing: another
-            // endpoint gets the request, whatever the retry policy and
-            // outside its budget (an endpoint going away, e.g. a pod
-            // terminating before its removal reached us, fails nothing).
-            let refused = matches!(result, Err(ProxyError::Connect { .. }));
+            // A connection that was refused carried nothing, and an
+            // idempotent request whose connection failed before any response
+            // may be sent again (RFC 9110 §9.2.2): another endpoint gets it,
+            // whatever the retry policy and outside its budget, so an
+            // endpoint going away (a pod terminating before its removal
+            // reached us, racing its GOAWAY) fails nothing.
+            let refused = match &result {
+                Err(ProxyError::Connect { .. }) => true,
+                Err(ProxyError::Upstream { .. }) => is_idempotent(&parts.method),
+                _ => false,
+            };
             if refused && replay.is_some() && connect_retries < MAX_CONNECT_RETRIES && set.balancer.endpoints().len() > 1 {
                 connect_retries += 1;
                 last = Some(upstream.addr());

@@ -322,3 +322,31 @@ async fn dead_addr() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
 }
+
+#[tokio::test]
+async fn an_idempotent_request_whose_connection_dies_goes_to_another_endpoint() {
+    let live = server().await;
+    // Accepts, then closes every connection without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing = listener.local_addr().unwrap();
+    let slammer = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let src = MemorySource::new();
+    src.set_endpoints("svc:80", set(&[live.addr, closing]));
+    src.set_outbound(
+        "svc:80",
+        OutboundPolicy {
+            accrual: crate::policy::AccrualConfig { consecutive_failures: 0, ..Default::default() },
+            ..policy(vec![Rule::to_service("svc:80")])
+        },
+    );
+    let o = outbound(&src);
+    for _ in 0..30 {
+        assert_eq!(get(&o, "svc", "/").await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 30);
+    slammer.abort();
+}
