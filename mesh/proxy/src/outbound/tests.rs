@@ -296,13 +296,12 @@ async fn disabled_timeouts_leave_only_the_request_timeout() {
     assert_eq!(get(&off, "svc", "/").await.unwrap().status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a_refused_connection_goes_to_another_endpoint_without_a_retry_policy() {
-    let live = server().await;
-    let gone = dead_addr().await;
+/// `n` GETs to `svc:80`, served by `live` and `bad`, with no retry policy
+/// and accrual off (`bad` stays in rotation): every one must be answered
+/// by `live`.
+async fn all_answered_by_live(live: &Server, bad: SocketAddr, n: usize) {
     let src = MemorySource::new();
-    src.set_endpoints("svc:80", set(&[live.addr, gone]));
-    // No retry policy at all; accrual off so the dead endpoint stays in rotation.
+    src.set_endpoints("svc:80", set(&[live.addr, bad]));
     src.set_outbound(
         "svc:80",
         OutboundPolicy {
@@ -311,16 +310,18 @@ async fn a_refused_connection_goes_to_another_endpoint_without_a_retry_policy() 
         },
     );
     let o = outbound(&src);
-    for _ in 0..50 {
+    for _ in 0..n {
         assert_eq!(get(&o, "svc", "/").await.unwrap().status(), StatusCode::OK);
     }
-    assert_eq!(live.hits.load(Ordering::SeqCst), 50, "every request answered by the live endpoint");
+    assert_eq!(live.hits.load(Ordering::SeqCst), n, "every request answered by the live endpoint");
 }
 
-/// An address nothing listens on.
-async fn dead_addr() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+#[tokio::test]
+async fn a_refused_connection_goes_to_another_endpoint_without_a_retry_policy() {
+    let live = server().await;
+    // An address nothing listens on.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    all_answered_by_live(&live, gone, 50).await;
 }
 
 #[tokio::test]
@@ -334,19 +335,6 @@ async fn an_idempotent_request_whose_connection_dies_goes_to_another_endpoint() 
             drop(s);
         }
     });
-    let src = MemorySource::new();
-    src.set_endpoints("svc:80", set(&[live.addr, closing]));
-    src.set_outbound(
-        "svc:80",
-        OutboundPolicy {
-            accrual: crate::policy::AccrualConfig { consecutive_failures: 0, ..Default::default() },
-            ..policy(vec![Rule::to_service("svc:80")])
-        },
-    );
-    let o = outbound(&src);
-    for _ in 0..30 {
-        assert_eq!(get(&o, "svc", "/").await.unwrap().status(), StatusCode::OK);
-    }
-    assert_eq!(live.hits.load(Ordering::SeqCst), 30);
+    all_answered_by_live(&live, closing, 30).await;
     slammer.abort();
 }
