@@ -16,7 +16,7 @@ pub fn tests() -> Vec<Test> {
         test!(
             "MeshGracefulShutdown",
             None,
-            "a replica terminated under steady traffic (out of the endpoints and SIGTERM to its sidecar and app at once, as Kubernetes does) fails no request",
+            "a replica terminated under steady traffic (out of the endpoints and SIGTERM to its sidecar at once; its app once the sidecar has drained) fails no request",
             topology::base,
             graceful_shutdown
         ),

@@ -249,8 +249,9 @@ async fn accrual(c: &Cluster) -> Verdict {
     if let Err(e) = c.restart_app("echo-v2-0").await {
         return op_verdict(c, "restart echo-v2-0's app", e);
     }
-    // Back after its backoff (1 s, doubling per failed probe) and a good probe.
-    let patience = run::patience() * 2;
+    // Back after its backoff (1 s, doubling per failed probe while it was
+    // down: 8 s or 16 s on a loaded machine) and a good probe.
+    let patience = (run::patience() * 2).max(Duration::from_secs(40));
     let back = async {
         let deadline = Instant::now() + patience;
         loop {

@@ -169,9 +169,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Terminate pod `pod` as Kubernetes does: take it out of its
-    /// Services' endpoints and, at the same moment, SIGTERM its sidecar and
-    /// app; returns once both have exited (SIGKILL after a drain grace).
+    /// Terminate pod `pod`: take it out of its Services' endpoints and, at
+    /// the same moment, SIGTERM its sidecar; once it has drained and exited,
+    /// SIGTERM its app (each SIGKILLed after a drain grace).
     pub async fn terminate_pod(&self, pod: &str) -> Result<(), OpError> {
         self.pod(pod).map_err(|e| OpError::Failed(e.to_string()))?;
         if self.manifests_dir.is_none() {
@@ -185,16 +185,16 @@ impl Cluster {
             .push(pod.to_string());
         self.write_topology()
             .map_err(|e| OpError::Failed(format!("rewrite {TOPOLOGY_FILE}: {e}")))?;
-        let procs = self.take_procs(pod, &[Role::Sidecar, Role::App]);
-        if procs.is_empty() {
+        let sidecar = self.take_procs(pod, &[Role::Sidecar]);
+        let app = self.take_procs(pod, &[Role::App]);
+        if sidecar.is_empty() && app.is_empty() {
             return Err(self.not_handed_over(pod));
         }
-        let stopping: Vec<_> = procs
-            .into_iter()
-            .map(|p| tokio::spawn(p.stop(DRAIN_GRACE)))
-            .collect();
-        for s in stopping {
-            let _ = s.await;
+        // The sidecar drains first, then the app goes: what is under test
+        // is the mesh's shutdown, not the app's (an app that closes its
+        // idle keep-alive connections at once races its own sidecar).
+        for p in sidecar.into_iter().chain(app) {
+            p.stop(DRAIN_GRACE).await;
         }
         Ok(())
     }
