@@ -127,15 +127,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let result = async {
         let staging = Staging::create(&out)?;
         let bins = bins::locate()?;
-        let work = tempfile::Builder::new()
-            .prefix("weft-bench-")
-            .tempdir()
-            .map_err(io_err("create the run's temp dir"))?;
-        proc_guard::guard_dir(work.path());
-        let me = std::process::id();
-        let owner = format!("{me} {}\n", proc_guard::start_time(me).unwrap_or(0));
-        std::fs::write(work.path().join("owner"), owner)
-            .map_err(io_err("write the run's owner file"))?;
+        let work = proc_guard::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
         let harness = Harness {
             mesh_control: bins.mesh_control.clone(),
             work: work.path().to_path_buf(),

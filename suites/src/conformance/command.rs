@@ -169,15 +169,7 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
     proc_guard::sweep_strays(&std::env::temp_dir());
     let result = async {
         let bins = bins::locate()?;
-        let work = tempfile::Builder::new()
-            .prefix("weft-bench-")
-            .tempdir()
-            .map_err(io_err("create the run's temp dir"))?;
-        proc_guard::guard_dir(work.path());
-        let me = std::process::id();
-        let owner = format!("{me} {}\n", proc_guard::start_time(me).unwrap_or(0));
-        std::fs::write(work.path().join("owner"), owner)
-            .map_err(io_err("write the run's owner file"))?;
+        let work = proc_guard::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
         let progress = run::progress(tests.len());
         let results = match opts.substrate {
             Where::Local => {

@@ -49,6 +49,9 @@ pub struct ControlOptions<'a> {
     /// Proxies run as this uid (transparent interception exempts it), so
     /// their token and trust anchor must be readable by it.
     pub proxy_uid: Option<u32>,
+    /// Lifetime of the certificates it issues; `None`: 24h, so no renewal
+    /// shows in a benchmark (the conformance rotation test asks for seconds).
+    pub cert_lifetime: Option<Duration>,
 }
 
 impl ControlOptions<'_> {
@@ -59,6 +62,7 @@ impl ControlOptions<'_> {
             cluster_ip: manifests::CLUSTER_IP,
             netns: None,
             proxy_uid: None,
+            cert_lifetime: None,
         }
     }
 }
@@ -185,22 +189,6 @@ impl ControlPlane {
         identities: &[String],
         initial: &[(&str, &str)],
     ) -> Result<ControlPlane, DeployError> {
-        Self::start_with(bin, dir, pids_file, patience, opts, identities, initial, None).await
-    }
-
-    /// [`ControlPlane::start_for`] issuing certificates for `cert_lifetime`
-    /// (default 24h): the conformance suite's rotation test asks for seconds.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start_with(
-        bin: &Path,
-        dir: &Path,
-        pids_file: &Path,
-        patience: Duration,
-        opts: ControlOptions<'_>,
-        identities: &[String],
-        initial: &[(&str, &str)],
-        cert_lifetime: Option<Duration>,
-    ) -> Result<ControlPlane, DeployError> {
         let io = |what: String| move |source| DeployError::Io { what, source };
         let mut table = String::from("# written by bench for one scenario; random per run\n");
         let mut token_files = Vec::new();
@@ -229,7 +217,7 @@ impl ControlPlane {
             netns: opts.netns.map(Path::to_path_buf),
             proxy_uid: opts.proxy_uid,
             token_files,
-            cert_lifetime,
+            cert_lifetime: opts.cert_lifetime,
         };
         restart.start().await
     }

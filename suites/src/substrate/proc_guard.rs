@@ -189,6 +189,18 @@ pub fn guard_dir(dir: &Path) {
     with_registry(|r| tell_watchdog(r, &format!("+dir {}", dir.display())));
 }
 
+/// A run's private work directory (`weft-bench-*` in the temp dir), guarded
+/// by the watchdog ([`guard_dir`]) and stamped with an `owner` file (pid and
+/// start time) so [`sweep_strays`] of a later run can tell a dead owner's.
+pub fn run_work_dir() -> io::Result<tempfile::TempDir> {
+    let work = tempfile::Builder::new().prefix("weft-bench-").tempdir()?;
+    guard_dir(work.path());
+    let me = std::process::id();
+    let owner = format!("{me} {}\n", start_time(me).unwrap_or(0));
+    std::fs::write(work.path().join("owner"), owner)?;
+    Ok(work)
+}
+
 /// The directory was completed or removed by `bench` itself.
 pub fn forget_dir(dir: &Path) {
     with_registry(|r| tell_watchdog(r, &format!("-dir {}", dir.display())));

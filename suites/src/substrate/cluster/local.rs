@@ -39,10 +39,7 @@ impl MeshCluster for Local {
         spec: &ClusterSpec,
         mode: MeshMode,
     ) -> Result<Cluster, DeployError> {
-        spec.validate().map_err(|problems| DeployError::Start {
-            component: "topology".into(),
-            detail: problems.join("; "),
-        })?;
+        spec.check()?;
         let mut cluster = Cluster::new("local", mode, Interception::Explicit);
         // Echo servers first: a sidecar needs its app's address.
         let mut apps = Vec::new();
@@ -127,15 +124,14 @@ impl MeshCluster for Local {
                     .map(|(n, y)| (n.as_str(), y.as_str()))
                     .collect();
                 Some(
-                    ControlPlane::start_with(
+                    ControlPlane::start_for(
                         &self.bins.mesh_control,
                         &dir,
                         &self.pids_file,
                         READY_PATIENCE,
-                        ControlOptions::local(),
+                        ControlOptions { cert_lifetime: spec.mesh.cert_lifetime, ..ControlOptions::local() },
                         &ids,
                         &initial,
-                        spec.mesh.cert_lifetime,
                     )
                     .await?,
                 )

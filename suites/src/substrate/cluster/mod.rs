@@ -106,6 +106,14 @@ pub struct MeshOptions {
 }
 
 impl ClusterSpec {
+    /// [`ClusterSpec::validate`] as the substrates report it.
+    pub fn check(&self) -> Result<(), DeployError> {
+        self.validate().map_err(|problems| DeployError::Start {
+            component: "topology".into(),
+            detail: problems.join("; "),
+        })
+    }
+
     /// Every problem at once: unknown namespaces, workloads a Service
     /// selects that do not exist, duplicate names, zero replicas.
     pub fn validate(&self) -> Result<(), Vec<String>> {
@@ -757,7 +765,7 @@ impl Drop for Cluster {
 /// - in [`MeshMode::WeftNoMtls`] sidecars without identity (plaintext
 ///   between them, inbound plaintext allowed), `--forward-client-identity`
 ///   otherwise; mesh-control with `ClusterSpec::mesh.cert_lifetime`
-///   ([`ControlPlane::start_with`]);
+///   ([`ControlPlane::start_for`] with `ControlOptions::cert_lifetime`);
 /// - each pod's processes handed over with [`Cluster::keep_pod`] (sidecar
 ///   and app) and how to restart its app on the same address with
 ///   [`Cluster::set_app_restart`];

@@ -49,10 +49,7 @@ impl MeshCluster for Netns {
         spec: &ClusterSpec,
         mode: MeshMode,
     ) -> Result<Cluster, DeployError> {
-        spec.validate().map_err(|problems| DeployError::Start {
-            component: "topology".into(),
-            detail: problems.join("; "),
-        })?;
+        spec.check()?;
         let mut cluster = Cluster::new("netns", mode, Interception::Transparent);
         let mut network =
             Network::create(RunId::current()).map_err(|e| net_err("create the node", e))?;
@@ -252,7 +249,7 @@ impl Netns {
             .map(|(n, y)| (n.as_str(), y.as_str()))
             .collect();
         initial.push((TOPOLOGY_FILE, &topology));
-        ControlPlane::start_with(
+        ControlPlane::start_for(
             &self.bins.mesh_control,
             &dir,
             &self.pids_file,
@@ -263,10 +260,10 @@ impl Netns {
                 cluster_ip: "",
                 netns: Some(&pod.ns_path()),
                 proxy_uid: Some(PROXY_UID),
+                cert_lifetime: spec.mesh.cert_lifetime,
             },
             &ids,
             &initial,
-            spec.mesh.cert_lifetime,
         )
         .await
     }

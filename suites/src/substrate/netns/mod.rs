@@ -185,6 +185,7 @@ impl Netns {
                 cluster_ip: &vip,
                 netns: Some(&pod.ns_path()),
                 proxy_uid: Some(PROXY_UID),
+                cert_lifetime: None,
             },
         )
         .await?;
