@@ -8,6 +8,7 @@
 //!                                          skip-inbound-ports     RETURN
 //!                                          -p tcp                 REDIRECT :4143 (inbound)
 //!  nat OUTPUT     -p tcp ─> WEFT_OUTBOUND  --uid-owner <proxy>    RETURN
+//!                                          (--gid-owner <proxy>   RETURN)
 //!                                          -o lo, -d 127.0.0.0/8  RETURN
 //!                                          skip-outbound-ports    RETURN
 //!                                          skip-outbound-cidrs    RETURN
@@ -80,6 +81,9 @@ pub struct InitArgs {
         value_name = "UID"
     )]
     pub proxy_uid: u32,
+    /// The gid the proxy runs as: connections of processes of that group are not redirected either (none by default)
+    #[arg(long, env = "WEFT_INIT_PROXY_GID", value_name = "GID")]
+    pub proxy_gid: Option<u32>,
     /// Inbound ports that reach the app directly: comma separated ports or ranges (4190-4191); "" for none
     #[arg(
         long,
@@ -119,6 +123,7 @@ impl InitArgs {
             outbound_port: self.outbound_port,
             inbound_port: self.inbound_port,
             proxy_uid: self.proxy_uid,
+            proxy_gid: self.proxy_gid,
             skip_inbound_ports: self.skip_inbound_ports.0.clone(),
             skip_outbound_ports: self.skip_outbound_ports.clone().unwrap_or_default().0,
             skip_outbound_cidrs: self.skip_outbound_cidrs.clone().unwrap_or_default().0,

@@ -84,6 +84,9 @@ pub struct Rules {
     /// The uid the proxy runs as; its own connections are never redirected
     /// (they would loop back into the proxy).
     pub proxy_uid: u32,
+    /// The gid the proxy runs as (Istio's proxy gid): connections of any
+    /// process of that group are not redirected either.
+    pub proxy_gid: Option<u32>,
     /// Inbound destination ports that reach the app directly (the proxy's
     /// admin port, by default).
     pub skip_inbound_ports: Vec<PortRange>,
@@ -100,6 +103,7 @@ impl Default for Rules {
             outbound_port: 4140,
             inbound_port: 4143,
             proxy_uid: 2102,
+            proxy_gid: None,
             // 4190 is kept free for a future control port, 4191 is the admin
             // server: probes and scrapers must reach them, not the proxy's
             // inbound listener.
@@ -126,6 +130,18 @@ impl Rules {
         if self.inbound_port == 0 {
             problems
                 .push("inbound port 0: the proxy's inbound listener needs a real port".to_owned());
+        }
+        // iptables' owner match on 0 exempts every root process: the whole
+        // pod's traffic (and an attacker's) would bypass the proxy.
+        if self.proxy_uid == 0 {
+            problems.push(
+                "--proxy-uid 0: root's traffic would bypass the proxy (every root process, not just the proxy); run the proxy as its own non-root uid (default 2102) and pass that".to_owned(),
+            );
+        }
+        if self.proxy_gid == Some(0) {
+            problems.push(
+                "--proxy-gid 0: the root group's traffic would bypass the proxy; run the proxy with its own non-root group and pass that, or leave --proxy-gid out".to_owned(),
+            );
         }
         if self.outbound_port != 0 && self.outbound_port == self.inbound_port {
             problems.push(format!(
@@ -187,13 +203,9 @@ impl Rules {
             &format!("REDIRECT --to-ports {}", self.inbound_port),
         );
 
-        rule(
-            &mut out,
-            OUTBOUND_CHAIN,
-            &format!("-m owner --uid-owner {}", self.proxy_uid),
-            "traffic of the proxy itself",
-            "RETURN",
-        );
+        for owner in self.owners() {
+            rule(&mut out, OUTBOUND_CHAIN, &owner, "traffic of the proxy itself", "RETURN");
+        }
         rule(
             &mut out,
             OUTBOUND_CHAIN,
@@ -263,6 +275,17 @@ impl Rules {
         }
         out.push_str("COMMIT\n");
         Rendered { script: out, jumps }
+    }
+}
+
+impl Rules {
+    /// The owner matches of the proxy's traffic: its uid, and its gid if set.
+    fn owners(&self) -> Vec<String> {
+        let mut owners = vec![format!("-m owner --uid-owner {}", self.proxy_uid)];
+        if let Some(gid) = self.proxy_gid {
+            owners.push(format!("-m owner --gid-owner {gid}"));
+        }
+        owners
     }
 }
 
@@ -429,7 +452,11 @@ COMMIT
         assert!(v4.contains("-d 10.96.0.0/12") && !v4.contains("2001:db8"), "{v4}");
         // Apart from the header, the loopback and the CIDRs, the same rules.
         let same = |s: &str| -> Vec<String> {
-            s.lines().skip(1).filter(|l| !l.contains(" -d ")).map(str::to_owned).collect()
+            s.lines()
+                .skip(1)
+                .filter(|l| !l.contains(" -d "))
+                .map(str::to_owned)
+                .collect()
         };
         assert_eq!(same(&v4), same(&v6));
     }
@@ -440,6 +467,7 @@ COMMIT
             outbound_port: 15001,
             inbound_port: 15006,
             proxy_uid: 1337,
+            proxy_gid: Some(1338),
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: ports("25,3306-3307"),
             skip_outbound_cidrs: "10.96.0.0/12,169.254.169.254"
@@ -454,6 +482,7 @@ COMMIT
 -A WEFT_INBOUND -i lo -m comment --comment "weft: loopback is not intercepted" -j RETURN
 -A WEFT_INBOUND -p tcp -m comment --comment "weft: inbound TCP to the proxy inbound port" -j REDIRECT --to-ports 15006
 -A WEFT_OUTBOUND -m owner --uid-owner 1337 -m comment --comment "weft: traffic of the proxy itself" -j RETURN
+-A WEFT_OUTBOUND -m owner --gid-owner 1338 -m comment --comment "weft: traffic of the proxy itself" -j RETURN
 -A WEFT_OUTBOUND -o lo -m comment --comment "weft: loopback is not intercepted" -j RETURN
 -A WEFT_OUTBOUND -d 127.0.0.0/8 -m comment --comment "weft: loopback is not intercepted" -j RETURN
 -A WEFT_OUTBOUND -p tcp -m multiport --dports 25,3306:3307 -m comment --comment "weft: skip-outbound-ports" -j RETURN
@@ -596,6 +625,23 @@ COMMIT
         assert_eq!(deletes, 5);
         assert!(script.contains("-D OTHER -j WEFT_OUTBOUND\n"));
         assert!(script.ends_with("-X WEFT_INBOUND\n-X WEFT_OUTBOUND\nCOMMIT\n"));
+    }
+
+    #[test]
+    fn the_gid_exemption_is_only_there_when_asked_for() {
+        assert!(!Rules::default().render(Family::V4).contains("--gid-owner"));
+        let script = Rules { proxy_gid: Some(7), ..Rules::default() }.render(Family::V6);
+        assert!(script.contains("-A WEFT_OUTBOUND -m owner --gid-owner 7 -m comment --comment \"weft: traffic of the proxy itself\" -j RETURN\n"), "{script}");
+    }
+
+    #[test]
+    fn uid_or_gid_0_is_refused_naming_the_flag() {
+        let rules = Rules { proxy_uid: 0, proxy_gid: Some(0), ..Rules::default() };
+        let problems = rules.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("--proxy-uid 0: root's traffic would bypass the proxy"), "{problems:?}");
+        assert!(problems[1].starts_with("--proxy-gid 0:"), "{problems:?}");
+        assert!(Rules { proxy_uid: 1, proxy_gid: Some(1), ..Rules::default() }.problems().is_empty());
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn flags_and_environment_set_the_rules() {
         outbound_port: 15001,
         inbound_port: 15006,
         proxy_uid: 1337,
+        proxy_gid: Some(1338),
         skip_inbound_ports: Vec::new(),
         skip_outbound_ports: "25,3306-3307".parse::<mesh_init::PortList>().unwrap().0,
         skip_outbound_cidrs: "10.96.0.0/12".parse::<mesh_init::CidrList>().unwrap().0,
@@ -65,6 +66,7 @@ fn flags_and_environment_set_the_rules() {
             "--outbound-port=15001",
             "--inbound-port=15006",
             "--proxy-uid=1337",
+            "--proxy-gid=1338",
             "--skip-inbound-ports=",
             "--skip-outbound-ports=25,3306-3307",
             "--skip-outbound-cidrs=10.96.0.0/12",
@@ -80,6 +82,7 @@ fn flags_and_environment_set_the_rules() {
             ("WEFT_INIT_OUTBOUND_PORT", "15001"),
             ("WEFT_INIT_INBOUND_PORT", "15006"),
             ("WEFT_INIT_PROXY_UID", "1337"),
+            ("WEFT_INIT_PROXY_GID", "1338"),
             ("WEFT_INIT_SKIP_OUTBOUND_PORTS", "25,3306-3307"),
             ("WEFT_INIT_SKIP_OUTBOUND_CIDRS", "10.96.0.0/12"),
         ],
@@ -93,6 +96,7 @@ fn bad_values_exit_64_naming_the_flag_and_the_value() {
         ("--outbound-port", "0"),
         ("--inbound-port", "70000"),
         ("--proxy-uid", "-1"),
+        ("--proxy-gid", "-1"),
         ("--skip-inbound-ports", "4190,abc"),
         ("--skip-inbound-ports", "4191-4190"),
         ("--skip-outbound-ports", "1-70000"),
@@ -123,4 +127,14 @@ fn bad_values_exit_64_naming_the_flag_and_the_value() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("both 4143"), "{stderr}");
+
+    // Root as the proxy's uid or gid would exempt every root process.
+    for (flag, env) in [("--proxy-uid", "WEFT_INIT_PROXY_UID"), ("--proxy-gid", "WEFT_INIT_PROXY_GID")] {
+        for out in [dry_run(&[&format!("{flag}=0")], &[]), dry_run(&[], &[(env, "0")])] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{flag} 0: {stderr}");
+            assert!(stderr.contains(&format!("{flag} 0: ")) && stderr.contains("bypass the proxy"), "{stderr}");
+            assert!(out.stdout.is_empty(), "{flag} 0 printed rules");
+        }
+    }
 }

@@ -522,3 +522,58 @@ fn ipv6_tcp_is_intercepted_too_so_a_dual_stack_pod_cannot_bypass_the_proxy() {
     let clean6 = a.nat("ip6tables-save");
     assert!(!clean6.contains("WEFT"), "{clean6}");
 }
+
+/// Runs `program args` in `ns` as `uid`:`gid`, with no supplementary groups.
+fn exec_as(ns: &Netns, uid: &str, gid: &str, program: &str, args: &[&str]) -> Output {
+    let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
+    let mut all = vec![reuid.as_str(), regid.as_str(), "--clear-groups", program];
+    all.extend_from_slice(args);
+    ns.exec("setpriv", &all)
+}
+
+/// Dials `dst` from `ns` as `uid`:`gid` and writes one line ("weft\n").
+#[track_caller]
+fn dial_as(ns: &Netns, uid: &str, gid: &str, dst: SocketAddr) {
+    let dial = format!("exec 3<>/dev/tcp/{}/{} && echo weft >&3", dst.ip(), dst.port());
+    let out = exec_as(ns, uid, gid, "bash", &["-c", &dial]);
+    assert!(
+        out.status.success(),
+        "{uid}:{gid} dialing {dst}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The next connection on `listener` and the line it carries.
+#[track_caller]
+fn accept_line(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    let (mut stream, from) = accept(listener, what);
+    stream.set_read_timeout(Some(patience())).unwrap();
+    let mut line = [0u8; 5];
+    stream.read_exact(&mut line).unwrap_or_else(|e| panic!("{what}: reading: {e}"));
+    assert_eq!(&line, b"weft\n", "{what}");
+    (stream, from)
+}
+
+#[test]
+fn processes_of_the_proxy_gid_are_exempt_like_the_proxy_uid() {
+    require_root();
+    let pair = Pair::new("g", 75);
+    let (a, b) = (&pair.a, &pair.b);
+    let outbound = listen(a, (Ipv4Addr::LOCALHOST, 4140));
+    let peer = listen(b, (Ipv4Addr::UNSPECIFIED, 8080));
+    a.weft_ok(&["--proxy-gid", "2103"]);
+
+    // uid 3000 is nobody in particular; with the proxy's gid it goes straight to B.
+    let at_b = SocketAddr::from((pair.b_ip, 8080));
+    dial_as(a, "3000", "2103", at_b);
+    let (_, from) = accept_line(&peer, "gid 2103 -> B:8080");
+    assert_eq!(from.ip(), pair.a_ip);
+    assert!(!pending(&outbound), "the proxy gid's connection must not be redirected");
+
+    // The same uid with another group is the app: redirected.
+    dial_as(a, "3000", "3000", at_b);
+    let (server, _) = accept_line(&outbound, "uid 3000, gid 3000 -> B:8080");
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.b_ip, 8080));
+    assert!(!pending(&peer));
+
+}
