@@ -7,9 +7,11 @@ use std::{hint::black_box, time::Duration};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use mesh_proxy::{
-    headers::strip_hop_by_hop,
+    http::{
+        headers::strip_hop_by_hop,
+        router::{request_authority, Router},
+    },
     metrics::{Direction, Metrics},
-    router::{request_authority, Router},
     Route,
 };
 

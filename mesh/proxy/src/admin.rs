@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
-use crate::{body::ResponseBody, metrics::Metrics, server::Phase};
+use crate::{http::body::ResponseBody, metrics::Metrics, http::server::Phase};
 
 /// Readiness as the admin endpoint reports it: listeners bound, not
 /// draining, and (meshed proxies) a workload certificate issued.
@@ -67,7 +67,7 @@ pub async fn serve_admin(
 ) {
     loop {
         let Some((stream, peer)) =
-            crate::server::accept_until(&listener, &mut phase, |p| *p == Phase::Exiting).await
+            crate::http::server::accept_until(&listener, &mut phase, |p| *p == Phase::Exiting).await
         else {
             break;
         };

@@ -46,18 +46,18 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
-    authz::{Authz, AuthzByPort, Traffic},
+    discovery::authz::{Authz, AuthzByPort, Traffic},
     config::{Limits, OpaquePorts, Plaintext},
-    detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
-    forward::{ClientIdentity, Forwarder, Via},
+    tcp::detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
+    stack::{ClientIdentity, Forwarder, Via},
     identity::{MeshTls, ALPN_WEFT_TCP},
     metrics::Metrics,
-    orig_dst::Gate,
-    policy::Verdict,
-    refusal::{self, Refusal},
-    server::{serve_connections, Phase},
+    intercept::orig_dst::Gate,
+    discovery::policy::Verdict,
+    identity::refusal::{self, Refusal},
+    http::server::{serve_connections, Phase},
     tcp::relay,
-    transparent::DirectUpstreams,
+    intercept::transparent::DirectUpstreams,
 };
 
 /// Everything an inbound connection may need.

@@ -35,34 +35,16 @@
 //! shutdown future, for embedding and tests.
 #![forbid(unsafe_code)]
 
-pub mod accrual;
 pub mod admin;
-pub mod authz;
-pub mod balance;
-pub mod body;
-pub mod cli;
 pub mod config;
-pub mod detect;
 pub mod discovery;
-pub mod error;
-pub mod forward;
-pub mod headers;
-pub mod histogram;
+pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod intercept;
 pub mod metrics;
-pub mod orig_dst;
-pub mod orig_proto;
-pub mod outbound;
-pub mod policy;
-pub mod refusal;
-pub mod retry;
-pub mod router;
-pub mod server;
+pub mod stack;
 pub mod tcp;
-pub mod transparent;
-pub mod upgrade;
-pub mod upstream;
 
 use std::{
     future::Future,
@@ -77,18 +59,18 @@ use tracing::{debug, info, warn};
 pub use crate::config::{Config, ConfigError, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, TcpForward, TcpService};
 use crate::{
     admin::Health,
-    authz::{Authz, AuthzByPort},
-    outbound::Outbound,
-    forward::Forwarder,
+    discovery::authz::{Authz, AuthzByPort},
+    discovery::outbound::Outbound,
+    stack::Forwarder,
     identity::{MeshError, MeshTls},
     inbound::{App, Inbound, OriginalDstApp},
     metrics::{Direction, Metrics},
-    orig_dst::{Gate, OwnListeners},
-    router::Router,
-    server::Phase,
+    intercept::orig_dst::{Gate, OwnListeners},
+    http::router::Router,
+    http::server::Phase,
     tcp::{OriginalDstRelay, TcpForwarder},
-    transparent::TransparentOutbound,
-    upstream::Upstream,
+    intercept::transparent::TransparentOutbound,
+    http::upstream::Upstream,
 };
 
 /// Why the proxy could not run.
@@ -215,7 +197,10 @@ async fn serve_until(
     // Certification starts before the listeners are announced, so a tool
     // polling /ready sees not-ready until the first certificate, never a gap.
     let mesh = match &config.mesh {
-        Some(mesh) => Some(MeshTls::start(mesh, metrics.identity().clone(), health.clone())?),
+        Some(mesh) => {
+            let health = health.clone();
+            Some(MeshTls::start(mesh, metrics.identity().clone(), move || health.set_certified(true))?)
+        }
         None => None,
     };
     let outbound_metrics = metrics.direction(Direction::Outbound).clone();
@@ -237,7 +222,7 @@ async fn serve_until(
     announce(&outbound, inbound.as_ref(), &tcp, &tcp_services, &admin).map_err(RunError::Announce)?;
 
     let (phase_tx, phase) = watch::channel(Phase::Running);
-    let builder = Arc::new(server::http_builder(&config.limits));
+    let builder = Arc::new(http::server::http_builder(&config.limits));
     let limits = config.limits;
 
     // Transparent mode refuses connections whose original destination is
@@ -271,7 +256,7 @@ async fn serve_until(
         proxies.push(tokio::spawn(transparent.serve(outbound, phase.clone())));
     } else {
         let outbound_fwd = Forwarder::outbound(router, discovered, limits, outbound_metrics);
-        proxies.push(tokio::spawn(server::serve_proxy(
+        proxies.push(tokio::spawn(stack::serve::serve_proxy(
             outbound,
             outbound_fwd,
             Arc::clone(&builder),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use mesh_proxy::cli::Args;
+use mesh_proxy::config::cli::Args;
 use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_USAGE: the command line was wrong.

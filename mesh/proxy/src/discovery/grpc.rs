@@ -6,7 +6,7 @@
 //! with jittered exponential backoff (100 ms doubling to 10 s) and the last
 //! value stays in force meanwhile: the first message of a new stream is the
 //! full state again and replaces it. Protobuf is turned into the proxy's own
-//! types ([`crate::policy`], [`super::Endpoint`]) here and nowhere else.
+//! types ([`crate::discovery::policy`], [`super::Endpoint`]) here and nowhere else.
 
 use std::{
     collections::HashMap,
@@ -27,7 +27,7 @@ use super::{
 };
 mod convert;
 
-use crate::policy::{InboundPolicy, OutboundPolicy};
+use crate::discovery::policy::{InboundPolicy, OutboundPolicy};
 
 /// A control-plane address that cannot be used.
 #[derive(Debug, thiserror::Error)]

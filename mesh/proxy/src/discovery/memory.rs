@@ -9,7 +9,7 @@ use std::{
 use tokio::sync::watch;
 
 use super::{DestinationSource, EndpointSet, InboundWatch, OutboundWatch, PolicySource, Resolution};
-use crate::policy::{InboundPolicy, OutboundPolicy};
+use crate::discovery::policy::{InboundPolicy, OutboundPolicy};
 
 type Slots<K, V> = Mutex<HashMap<K, watch::Sender<Option<Arc<V>>>>>;
 

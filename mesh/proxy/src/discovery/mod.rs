@@ -13,15 +13,21 @@
 //! when its stream breaks it keeps the last value in force and reconnects,
 //! so the control plane going away never stops traffic.
 
+pub mod accrual;
+pub mod authz;
+pub mod balance;
 pub mod grpc;
 pub mod memory;
+pub mod outbound;
+pub mod policy;
+pub mod retry;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use mesh_identity::SpiffeId;
 use tokio::sync::watch;
 
-use crate::policy::{InboundPolicy, OutboundPolicy};
+use crate::discovery::policy::{InboundPolicy, OutboundPolicy};
 
 /// How to talk to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

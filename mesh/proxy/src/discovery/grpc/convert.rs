@@ -11,14 +11,14 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use mesh_api::policy::v1 as pol;
 
 use crate::{
-    policy::{
+    discovery::policy::{
         route::{
             Backend, Filter, HeaderModifier, PathMatch, PathModifier, Redirect, Rewrite, RouteMatch, Rule, Timeouts,
             ValueMatch,
         },
         AccrualConfig, Authorization, InboundPolicy, OutboundPolicy, RouteTable,
     },
-    retry::{BudgetConfig, RetryPolicy},
+    discovery::retry::{BudgetConfig, RetryPolicy},
 };
 
 fn ms(v: u64) -> Option<Duration> {

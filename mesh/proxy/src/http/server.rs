@@ -1,11 +1,10 @@
 //! Downstream listeners: accept, detect HTTP/1 vs HTTP/2 (h2c prior
 //! knowledge), serve with hyper, and drain gracefully on shutdown.
 
-use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, time::Duration};
 
-use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioExecutor, TokioTimer},
     server::{
         conn::auto,
         graceful::{GracefulShutdown, Watcher},
@@ -17,7 +16,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{config::Limits, forward::Forwarder};
+use crate::config::Limits;
 
 /// Lifecycle phases broadcast to every listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,56 +43,6 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // The h2 crate answers an oversized header list with 431 itself.
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     b
-}
-
-/// Serves one proxy listener until the phase leaves `Running`, then closes
-/// the listening socket (new connections are refused) and waits for the
-/// in-flight connections to finish. The caller bounds the wait.
-pub async fn serve_proxy(
-    listener: TcpListener,
-    forwarder: Arc<Forwarder>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    header_read_timeout: Duration,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
-            break;
-        };
-        let forwarder = Arc::clone(&forwarder);
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
-        let mut phase = phase.clone();
-        tokio::spawn(async move {
-            let _open = forwarder.metrics().connection_opened();
-            // Protocol detection waits for the first bytes and has no timer
-            // of its own: a silent client must not hold a socket forever, and
-            // must not hold up a drain.
-            // `peek` waits for real bytes; `readable()` may wake spuriously.
-            let mut first = [0u8; 1];
-            tokio::select! {
-                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
-                    if !matches!(peeked, Ok(Ok(n)) if n > 0) {
-                        debug!(%peer, "client sent nothing in time; closing");
-                        return;
-                    }
-                }
-                _ = phase.wait_for(|p| *p != Phase::Running) => return,
-            }
-            let fwd = Arc::clone(&forwarder);
-            let service = service_fn(move |req| {
-                let fwd = Arc::clone(&fwd);
-                async move { Ok::<_, Infallible>(fwd.handle(req).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(%peer, error = %e, "downstream connection ended with error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Accept from `listener` until the phase leaves `Running`, handing each

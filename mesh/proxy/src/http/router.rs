@@ -14,10 +14,10 @@ use mesh_identity::SpiffeId;
 
 use crate::{
     config::Route,
-    error::ProxyError,
+    http::error::ProxyError,
     identity::{MeshError, MeshTls},
     metrics::DirectionMetrics,
-    upstream::{MeshedPeer, Upstream},
+    http::upstream::{MeshedPeer, Upstream},
 };
 
 /// DNS names are at most 253 bytes; with a port and brackets this is ample.

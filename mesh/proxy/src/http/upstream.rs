@@ -37,13 +37,13 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use crate::{
-    body::{RequestBody, RequestBodyError, ResponseBody},
-    error::ProxyError,
+    http::body::{H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
+    http::error::ProxyError,
     identity::MeshTls,
     metrics::DirectionMetrics,
-    orig_proto,
-    refusal::{self, Refusal},
-    upgrade,
+    http::orig_proto,
+    identity::refusal::{self, Refusal},
+    http::upgrade,
 };
 
 /// How to reach a meshed upstream: whom to expect there, and our identity.
@@ -77,35 +77,16 @@ impl fmt::Debug for MeshedPeer {
 /// Idle HTTP/1 connections kept per upstream; more are closed when released.
 pub const DEFAULT_MAX_IDLE_PER_UPSTREAM: usize = 256;
 
-type H1Sender = http1::SendRequest<RequestBody>;
 type H2Sender = http2::SendRequest<RequestBody>;
 
 /// One upstream address and its connections.
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
-    idle_h1: ArrayQueue<H1Sender>,
+    idle_h1: Arc<ArrayQueue<H1Sender>>,
     h2: ArcSwapOption<H2Sender>,
     h2_dial: tokio::sync::Mutex<()>,
     meshed: Option<MeshedPeer>,
-}
-
-/// An HTTP/1 connection on loan to one response body.
-#[derive(Debug)]
-pub struct PooledSender {
-    upstream: Arc<Upstream>,
-    sender: H1Sender,
-}
-
-impl PooledSender {
-    /// Parks the connection for reuse (or closes it if the pool is full or
-    /// the connection is gone).
-    pub fn release(self) {
-        if !self.sender.is_closed() {
-            // A full pool drops the sender, which closes that connection.
-            let _ = self.upstream.idle_h1.push(self.sender);
-        }
-    }
 }
 
 impl Upstream {
@@ -118,7 +99,7 @@ impl Upstream {
     pub fn with_max_idle(addr: SocketAddr, max_idle: usize) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            idle_h1: ArrayQueue::new(max_idle.max(1)),
+            idle_h1: Arc::new(ArrayQueue::new(max_idle.max(1))),
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: None,
@@ -129,7 +110,7 @@ impl Upstream {
     pub fn meshed(addr: SocketAddr, peer: MeshedPeer) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            idle_h1: ArrayQueue::new(1),
+            idle_h1: Arc::new(ArrayQueue::new(1)),
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: Some(peer),
@@ -230,7 +211,7 @@ impl Upstream {
     }
 
     fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, sender: H1Sender) -> Response<ResponseBody> {
-        let pooled = PooledSender { upstream: Arc::clone(self), sender };
+        let pooled = PooledSender::new(Arc::clone(&self.idle_h1), sender);
         resp.map(|body| ResponseBody::upstream(body, Some(pooled)))
     }
 

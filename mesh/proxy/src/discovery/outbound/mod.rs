@@ -35,19 +35,19 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::{
-    balance::{Balancer, PickError},
-    body::{RequestBody, RequestBodyError, ResponseBody},
+    discovery::balance::{Balancer, PickError},
+    http::body::{RequestBody, RequestBodyError, ResponseBody},
     config::{Disabled, Limits},
     discovery::{DestinationSource, Endpoint, EndpointSet, PolicySource, ProtocolHint},
-    error::ProxyError,
+    http::error::ProxyError,
     identity::MeshTls,
     metrics::DirectionMetrics,
-    policy::{
+    discovery::policy::{
         route::{apply_rewrite, redirect_location, Filter},
         OutboundPolicy,
     },
-    retry::{is_idempotent, MAX_RETRY_BODY_BYTES},
-    upstream::{MeshedPeer, Upstream},
+    discovery::retry::{is_idempotent, MAX_RETRY_BODY_BYTES},
+    http::upstream::{MeshedPeer, Upstream},
 };
 
 /// How long a request for a never-seen authority waits for the control
@@ -114,7 +114,7 @@ impl BackendSet {
         debug!(authority = %self.authority, endpoints = set.endpoints.len(), exists = set.exists, "endpoints updated");
     }
 
-    pub(crate) async fn pick(&self, avoid: Option<SocketAddr>) -> Result<crate::balance::Pick, ProxyError> {
+    pub(crate) async fn pick(&self, avoid: Option<SocketAddr>) -> Result<crate::discovery::balance::Pick, ProxyError> {
         if self.exists.load().is_none() {
             // Requests wait for the control plane's first answer until
             // FIRST_ANSWER_WAIT after the authority was first seen; later
@@ -311,7 +311,7 @@ impl Outbound {
 
     /// Forwards a request whose (static-route-less) authority is `authority`.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
-        let svc = match crate::router::request_authority(&req) {
+        let svc = match crate::http::router::request_authority(&req) {
             Some(authority) => self.service(&normalize(authority)),
             None => return Err(ProxyError::NoRoute { authority: "<none>".to_owned() }),
         };
@@ -329,7 +329,7 @@ impl Outbound {
         let key: &str = &svc.authority;
         let policy = svc.policy().await;
         let table = match &policy.grpc_routes {
-            Some(grpc) if crate::forward::is_grpc(&req) => grpc,
+            Some(grpc) if crate::http::headers::is_grpc(&req) => grpc,
             _ => &policy.routes,
         };
         let Some((rule, matched)) = table.select(&req) else {

@@ -11,6 +11,8 @@
 //! multiplexed without framing, and a per-connection handshake is what a
 //! TCP client pays anyway.
 
+pub mod detect;
+
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
@@ -25,11 +27,11 @@ use mesh_identity::SpiffeId;
 
 use crate::{
     config::{TcpForward, TcpService},
-    outbound::Outbound,
+    discovery::outbound::Outbound,
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
     metrics::DirectionMetrics,
-    refusal::{self, Refusal},
-    server::{serve_connections, Phase},
+    identity::refusal::{self, Refusal},
+    http::server::{serve_connections, Phase},
 };
 
 /// Bound on connecting to the forward's target.
@@ -103,7 +105,7 @@ impl TcpForwarder {
                 self.dialer.dial_and_relay(client, peer, *addr, identity.as_ref(), tls).await;
             }
             Target::Service { authority, outbound, mesh } => {
-                let authority = crate::outbound::normalize(authority);
+                let authority = crate::discovery::outbound::normalize(authority);
                 self.dialer.balanced(client, peer, &authority, outbound, mesh.as_ref()).await;
             }
         }

@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use crate::{
     metrics::{Direction, DirectionMetrics},
-    refusal::Refusal,
+    identity::refusal::Refusal,
 };
 
 /// The destination the client dialed before a `REDIRECT` rule sent the

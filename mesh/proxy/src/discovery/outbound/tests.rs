@@ -17,8 +17,8 @@ use super::*;
 use crate::{
     discovery::memory::MemorySource,
     metrics::{Direction, Metrics},
-    policy::route::{Backend, PathMatch, Redirect, RouteMatch, RouteTable, Rule},
-    retry::{BudgetConfig, RetryPolicy},
+    discovery::policy::route::{Backend, PathMatch, Redirect, RouteMatch, RouteTable, Rule},
+    discovery::retry::{BudgetConfig, RetryPolicy},
 };
 
 /// A server answering `status` (or 200) and counting requests.
@@ -149,7 +149,7 @@ fn retry_policy(ratio: f32, min_per_sec: u32, consecutive_failures: u32) -> Outb
         BudgetConfig { ratio, min_per_sec, ttl: Duration::from_secs(10) },
     ));
     OutboundPolicy {
-        accrual: crate::policy::AccrualConfig { consecutive_failures, ..Default::default() },
+        accrual: crate::discovery::policy::AccrualConfig { consecutive_failures, ..Default::default() },
         ..policy(vec![Rule {
             backends: vec![Backend { authority: "svc:80".into(), weight: 1, ..Default::default() }],
             retry: Some(retry),
@@ -286,7 +286,7 @@ async fn disabled_timeouts_leave_only_the_request_timeout() {
         "svc:80",
         policy(vec![Rule {
             backends: vec![Backend { authority: "svc:80".into(), weight: 1, ..Default::default() }],
-            timeouts: crate::policy::route::Timeouts { request: None, backend_request: Some(Duration::from_millis(20)) },
+            timeouts: crate::discovery::policy::route::Timeouts { request: None, backend_request: Some(Duration::from_millis(20)) },
             ..Rule::default()
         }]),
     );
@@ -305,7 +305,7 @@ async fn all_answered_by_live(live: &Server, bad: SocketAddr, n: usize) {
     src.set_outbound(
         "svc:80",
         OutboundPolicy {
-            accrual: crate::policy::AccrualConfig { consecutive_failures: 0, ..Default::default() },
+            accrual: crate::discovery::policy::AccrualConfig { consecutive_failures: 0, ..Default::default() },
             ..policy(vec![Rule::to_service("svc:80")])
         },
     );

@@ -9,14 +9,41 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
 };
 
 use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use hyper::{body::Incoming, client::conn::http1};
 
-use crate::upstream::PooledSender;
+/// A pooled HTTP/1 upstream connection's request half.
+pub type H1Sender = http1::SendRequest<RequestBody>;
+
+/// An HTTP/1 connection on loan to one response body, and the idle pool of
+/// its upstream to return to.
+#[derive(Debug)]
+pub struct PooledSender {
+    pool: Arc<ArrayQueue<H1Sender>>,
+    sender: H1Sender,
+}
+
+impl PooledSender {
+    /// `sender`, to go back to `pool` when its response body ends.
+    pub fn new(pool: Arc<ArrayQueue<H1Sender>>, sender: H1Sender) -> Self {
+        Self { pool, sender }
+    }
+
+    /// Parks the connection for reuse (or closes it if the pool is full or
+    /// the connection is gone).
+    pub fn release(self) {
+        if !self.sender.is_closed() {
+            // A full pool drops the sender, which closes that connection.
+            let _ = self.pool.push(self.sender);
+        }
+    }
+}
 
 /// A downstream request body that fails once more than `limit` bytes flow,
 /// or a body already buffered in memory (a request that may be retried).

@@ -35,7 +35,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use crate::{body::ResponseBody, error::ProxyError, headers::strip_hop_by_hop};
+use crate::{http::body::ResponseBody, http::error::ProxyError, http::headers::strip_hop_by_hop};
 
 /// A downstream upgrade request waiting for the upstream's answer.
 #[derive(Debug)]

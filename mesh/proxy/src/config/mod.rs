@@ -3,12 +3,14 @@
 //! Every problem is collected and reported together so an operator fixes a
 //! bad command line in one go rather than one flag per restart.
 
+pub mod cli;
+
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use mesh_identity::SpiffeId;
 
 /// Everything the proxy needs to start. Built from the CLI by
-/// [`crate::cli::Args::into_config`] or directly by embedders and tests.
+/// [`crate::config::cli::Args::into_config`] or directly by embedders and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where the application sends its outbound traffic.

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use regex::Regex;
 
-use crate::retry::RetryPolicy;
+use crate::discovery::retry::RetryPolicy;
 
 /// How a request path is matched.
 #[derive(Debug, Clone)]
@@ -390,7 +390,7 @@ fn host_and_port(authority: &str) -> (&str, Option<u16>) {
 pub fn redirect_location<B>(r: &Redirect, req: &Request<B>, authority: &str, matched: Option<&RouteMatch>) -> String {
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let (service_host, req_port) = host_and_port(authority);
-    let req_host = crate::router::request_authority(req)
+    let req_host = crate::http::router::request_authority(req)
         .map(|a| host_and_port(a).0)
         .filter(|h| !h.is_empty())
         .unwrap_or(service_host);

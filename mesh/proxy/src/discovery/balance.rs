@@ -27,10 +27,10 @@ use arc_swap::ArcSwap;
 use mesh_identity::SpiffeId;
 
 use crate::{
-    accrual::{Accrual, Admit},
+    discovery::accrual::{Accrual, Admit},
     discovery::Endpoint,
-    policy::AccrualConfig,
-    upstream::Upstream,
+    discovery::policy::AccrualConfig,
+    http::upstream::Upstream,
 };
 
 /// How fast an idle estimate decays (time constant).

@@ -4,6 +4,9 @@
 //! recording is a handful of relaxed atomic adds: no label hashing, no
 //! `Family` lock, no allocation per request.
 
+pub mod error_kind;
+pub mod histogram;
+
 use std::{fmt, time::Duration};
 
 use http::StatusCode;
@@ -13,7 +16,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{error::ErrorKind, histogram::AtomicHistogram, refusal::Refusal};
+pub use crate::identity::IdentityMetrics;
+use crate::{
+    identity::refusal::Refusal,
+    metrics::{error_kind::ErrorKind, histogram::AtomicHistogram},
+};
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,15 +93,6 @@ pub struct Metrics {
     by_client: Family<ClientLabels, Counter>,
     identity: IdentityMetrics,
     authz_denied: Family<AuthzLabels, Counter>,
-}
-
-/// The workload certificate, as the proxy's own metrics report it.
-#[derive(Debug, Clone, Default)]
-pub struct IdentityMetrics {
-    /// Certificates installed since start (first one and every rotation).
-    pub certificates: Counter,
-    /// Unix time at which the current certificate expires (0: none yet).
-    pub expiry: Gauge,
 }
 
 /// Inbound responses to one meshed client, by status class; resolved once

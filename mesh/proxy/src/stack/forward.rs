@@ -30,16 +30,16 @@ use http_body::Body as _;
 use tracing::debug;
 
 use crate::{
-    body::{RequestBody, ResponseBody},
+    http::body::{RequestBody, ResponseBody},
     config::Limits,
-    error::ProxyError,
-    headers::strip_hop_by_hop,
+    http::error::ProxyError,
+    http::headers::{is_grpc, strip_hop_by_hop},
     metrics::{Direction, DirectionMetrics},
-    orig_proto,
-    outbound::Outbound,
-    router::Router,
-    upgrade,
-    upstream::Upstream,
+    http::orig_proto,
+    discovery::outbound::Outbound,
+    http::router::Router,
+    http::upgrade,
+    http::upstream::Upstream,
 };
 
 /// The verified SPIFFE ID of the meshed client, told to the app when
@@ -206,14 +206,7 @@ pub enum Via {
     Upstream(Arc<Upstream>),
     /// The discovered path for the original destination's `ip:port`:
     /// Destination endpoints, Policy routes, balancing, retries, mTLS.
-    Discovered(crate::outbound::Target),
-}
-
-/// Whether a request is gRPC (`content-type: application/grpc*`).
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    Discovered(crate::discovery::outbound::Target),
 }
 
 /// HTTP/1 upstreams get `/path?query`. An absolute-form target (from

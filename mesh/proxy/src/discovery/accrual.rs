@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::policy::AccrualConfig;
+use crate::discovery::policy::AccrualConfig;
 
 const AVAILABLE: u8 = 0;
 const EJECTED: u8 = 1;

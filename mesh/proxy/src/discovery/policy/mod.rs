@@ -193,7 +193,7 @@ mod tests {
             filters: vec![Filter::RequestHeaders(HeaderModifier::default())],
             backends: vec![Backend { authority: "other:80".into(), weight: 1, ..Default::default() }],
             timeouts: Timeouts { request: Some(Duration::from_millis(5)), backend_request: Some(Duration::from_millis(1)) },
-            retry: Some(Arc::new(crate::retry::RetryPolicy::new(2, vec![(503, 503)], Default::default()))),
+            retry: Some(Arc::new(crate::discovery::retry::RetryPolicy::new(2, vec![(503, 503)], Default::default()))),
             ..Rule::default()
         };
         let p = OutboundPolicy {

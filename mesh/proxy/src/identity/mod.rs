@@ -14,6 +14,8 @@
 //! resolvers read the watch on every handshake, so new connections get the
 //! new certificate and established ones keep theirs.
 
+pub mod refusal;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -27,7 +29,19 @@ use mesh_identity::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::info;
 
-use crate::{admin::Health, config::MeshConfig, metrics::IdentityMetrics};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+
+use crate::config::MeshConfig;
+
+/// The workload certificate, as the proxy's own metrics report it
+/// (registered by [`crate::metrics::Metrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityMetrics {
+    /// Certificates installed since start (first one and every rotation).
+    pub certificates: Counter,
+    /// Unix time at which the current certificate expires (0: none yet).
+    pub expiry: Gauge,
+}
 
 /// ALPN of Weft's opaque TCP transport: the TLS stream carries the app's raw
 /// bytes. A second protocol id (rather than a preamble inside the stream)
@@ -81,9 +95,14 @@ impl std::fmt::Debug for MeshTls {
 
 impl MeshTls {
     /// Generates the key, starts certifying, and starts the task that
-    /// reports each certificate (log line, metrics) and marks `health`
-    /// certified after the first. Must run inside the tokio runtime.
-    pub fn start(config: &MeshConfig, metrics: IdentityMetrics, health: Health) -> Result<Arc<Self>, MeshError> {
+    /// reports each certificate (log line, metrics) and calls `certified`
+    /// after each (readiness, for the admin endpoint). Must run inside the
+    /// tokio runtime.
+    pub fn start(
+        config: &MeshConfig,
+        metrics: IdentityMetrics,
+        certified: impl Fn() + Send + 'static,
+    ) -> Result<Arc<Self>, MeshError> {
         let anchors_path = config.trust_anchor_path.display().to_string();
         let tls_err = |source| MeshError::Tls { path: anchors_path.clone(), source };
         let anchors =
@@ -95,7 +114,7 @@ impl MeshTls {
         ))?;
         let mut server = server_config(&anchors, certifier.watch()).map_err(tls_err)?;
         server.alpn_protocols = vec![ALPN_WEFT.to_vec(), ALPN_WEFT_TCP.to_vec()];
-        tokio::spawn(watch_credentials(config.identity.clone(), certifier.watch(), metrics, health));
+        tokio::spawn(watch_credentials(config.identity.clone(), certifier.watch(), metrics, certified));
         Ok(Arc::new(Self {
             identity: config.identity.clone(),
             anchors,
@@ -145,7 +164,12 @@ impl MeshTls {
 }
 
 /// One line and the metrics per installed certificate; readiness after the first.
-async fn watch_credentials(identity: SpiffeId, mut rx: CredentialsWatch, metrics: IdentityMetrics, health: Health) {
+async fn watch_credentials(
+    identity: SpiffeId,
+    mut rx: CredentialsWatch,
+    metrics: IdentityMetrics,
+    certified: impl Fn() + Send,
+) {
     loop {
         let current: Option<Arc<Credentials>> = rx.borrow_and_update().clone();
         if let Some(creds) = current {
@@ -154,7 +178,7 @@ async fn watch_credentials(identity: SpiffeId, mut rx: CredentialsWatch, metrics
             metrics
                 .expiry
                 .set(not_after.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
-            health.set_certified(true);
+            certified();
             info!(
                 "certified {identity} serial={} valid until {} ({} from now)",
                 hex(creds.serial()),

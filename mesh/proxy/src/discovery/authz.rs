@@ -29,12 +29,12 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::{
-    body::ResponseBody,
+    http::body::ResponseBody,
     discovery::{InboundWatch, PolicySource},
-    outbound::FIRST_ANSWER_WAIT,
-    error::PROXY_ERROR_HEADER,
+    discovery::outbound::FIRST_ANSWER_WAIT,
+    http::error::PROXY_ERROR_HEADER,
     metrics::Metrics,
-    policy::{InboundPolicy, Verdict},
+    discovery::policy::{InboundPolicy, Verdict},
 };
 
 /// The inbound policy of one port, and its refusal counters.
@@ -218,7 +218,7 @@ impl AuthzByPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Authorization;
+    use crate::discovery::policy::Authorization;
 
     #[test]
     fn verdicts_and_counters() {

@@ -11,7 +11,8 @@ use std::{io, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::{body::ResponseBody, orig_proto::UpgradeError, refusal::Refusal};
+pub use crate::metrics::error_kind::ErrorKind;
+use crate::{http::body::ResponseBody, http::orig_proto::UpgradeError, identity::refusal::Refusal};
 
 /// Header naming why the proxy answered instead of an upstream.
 pub static PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error");
@@ -120,71 +121,6 @@ pub enum ProxyError {
     /// asked for no upgrade the proxy passed on.
     #[error("the upstream switched protocols (101) without an upgrade request it could honour")]
     UnrequestedUpgrade,
-}
-
-/// A fieldless mirror of [`ProxyError`], used as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// See [`ProxyError::NoRoute`].
-    NoRoute = 0,
-    /// See [`ProxyError::Connect`].
-    Connect = 1,
-    /// See [`ProxyError::Timeout`].
-    Timeout = 2,
-    /// See [`ProxyError::Upstream`] and [`ProxyError::UnrequestedUpgrade`].
-    Upstream = 3,
-    /// See [`ProxyError::BodyTooLarge`].
-    BodyTooLarge = 4,
-    /// See [`ProxyError::NotCertified`].
-    NotCertified = 5,
-    /// See [`ProxyError::Tls`].
-    Tls = 6,
-    /// See [`ProxyError::Upgrade`] and [`ProxyError::RequestBody`].
-    BadRequest = 7,
-    /// See [`ProxyError::NoEndpoints`].
-    NoEndpoints = 8,
-    /// See [`ProxyError::Unavailable`].
-    Unavailable = 9,
-    /// See [`ProxyError::NoRouteMatch`].
-    RouteNotFound = 10,
-    /// See [`ProxyError::NoBackend`].
-    NoBackend = 11,
-}
-
-impl ErrorKind {
-    /// Every kind, indexed by its discriminant.
-    pub const ALL: [ErrorKind; 12] = [
-        ErrorKind::NoRoute,
-        ErrorKind::Connect,
-        ErrorKind::Timeout,
-        ErrorKind::Upstream,
-        ErrorKind::BodyTooLarge,
-        ErrorKind::NotCertified,
-        ErrorKind::Tls,
-        ErrorKind::BadRequest,
-        ErrorKind::NoEndpoints,
-        ErrorKind::Unavailable,
-        ErrorKind::RouteNotFound,
-        ErrorKind::NoBackend,
-    ];
-
-    /// The `kind` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NoRoute => "no_route",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Upstream => "upstream",
-            ErrorKind::BodyTooLarge => "body_too_large",
-            ErrorKind::NotCertified => "not_certified",
-            ErrorKind::Tls => "tls",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::NoEndpoints => "no_endpoints",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::RouteNotFound => "route_not_found",
-            ErrorKind::NoBackend => "no_backend",
-        }
-    }
 }
 
 impl ProxyError {

@@ -41,13 +41,13 @@ use tracing::debug;
 
 use crate::{
     config::{Limits, OpaquePorts},
-    detect::{detect, Detected, PrefixedIo, Protocol},
-    forward::{Forwarder, Via},
-    orig_dst::Gate,
-    outbound::Outbound,
-    server::{serve_connections, Phase},
+    tcp::detect::{detect, Detected, PrefixedIo, Protocol},
+    stack::{Forwarder, Via},
+    intercept::orig_dst::Gate,
+    discovery::outbound::Outbound,
+    http::server::{serve_connections, Phase},
     tcp::OriginalDstRelay,
-    upstream::Upstream,
+    http::upstream::Upstream,
 };
 
 /// Plaintext upstreams by address, shared by every connection to one

@@ -82,6 +82,13 @@ fn strip_te(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request is gRPC (`content-type: application/grpc*`).
+pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

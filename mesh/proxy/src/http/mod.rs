@@ -1,0 +1,18 @@
+//! The HTTP core: what every request goes through on either listener,
+//! whatever decided its upstream.
+//!
+//! [`headers`] (hop-by-hop removal), [`body`] (body limit, pooled response
+//! bodies), [`upstream`] (connection pools), [`error`] (proxy-generated
+//! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
+//! [`orig_proto`] (HTTP/1 over the proxies' HTTP/2), [`router`]
+//! (authority -> static upstream) and [`server`] (accept loops, graceful
+//! drain, the hyper connection builder).
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod orig_proto;
+pub mod router;
+pub mod server;
+pub mod upgrade;
+pub mod upstream;

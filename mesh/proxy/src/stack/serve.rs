@@ -1,0 +1,65 @@
+//! The explicit-mode HTTP listener: every connection served by one
+//! [`Forwarder`].
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::debug;
+
+use super::forward::Forwarder;
+use crate::http::server::{accept_next, Phase};
+
+/// Serves one proxy listener until the phase leaves `Running`, then closes
+/// the listening socket (new connections are refused) and waits for the
+/// in-flight connections to finish. The caller bounds the wait.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
+            break;
+        };
+        let forwarder = Arc::clone(&forwarder);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let mut phase = phase.clone();
+        tokio::spawn(async move {
+            let _open = forwarder.metrics().connection_opened();
+            // Protocol detection waits for the first bytes and has no timer
+            // of its own: a silent client must not hold a socket forever, and
+            // must not hold up a drain.
+            // `peek` waits for real bytes; `readable()` may wake spuriously.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
+                    if !matches!(peeked, Ok(Ok(n)) if n > 0) {
+                        debug!(%peer, "client sent nothing in time; closing");
+                        return;
+                    }
+                }
+                _ = phase.wait_for(|p| *p != Phase::Running) => return,
+            }
+            let fwd = Arc::clone(&forwarder);
+            let service = service_fn(move |req| {
+                let fwd = Arc::clone(&fwd);
+                async move { Ok::<_, Infallible>(fwd.handle(req).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                debug!(%peer, error = %e, "downstream connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
