@@ -12,24 +12,24 @@
 //!        identity: key in memory, certified by mesh-control, rotated at 70 %
 //! ```
 //!
-//! One module per concern: [`config`]/[`cli`] (validated at load),
-//! [`router`] (authority -> upstream), [`headers`] (hop-by-hop removal),
-//! [`body`] (body limit, pooled response bodies), [`upstream`] (connection
-//! pools), [`error`] (proxy-generated responses), [`metrics`] and
-//! [`histogram`] (lock-free recording), [`upgrade`] (HTTP/1.1 Upgrade,
-//! WebSocket, spliced after a 101), [`forward`] (the stack, assembled),
-//! [`server`] (listeners, graceful drain) and [`admin`]. Mesh: [`identity`]
-//! (certificate, TLS configs), [`inbound`] + [`detect`] (protocol detection,
-//! mTLS termination, plaintext policy), [`orig_proto`] (HTTP/1 over the
-//! proxies' HTTP/2), [`tcp`] (opaque TCP) and [`refusal`] (why a handshake
-//! failed, in words). Discovery: [`discovery`] (Destination / Policy
-//! sources behind watch-style traits: gRPC, in-memory), [`outbound`] (the
-//! discovered path: routes, weighted backends, retries), [`policy`] (routes
-//! and authorizations in the proxy's terms), [`balance`] (P2C over peak
-//! EWMA), [`accrual`] (failure accrual), [`retry`] (retry budget) and
-//! [`authz`] (inbound authorization). Interception (`--transparent`):
-//! [`orig_dst`] (SO_ORIGINAL_DST, loop refusal) and [`transparent`] (the
-//! outbound listener behind iptables REDIRECT; inbound lives in [`inbound`]).
+//! The modules are trees, one per part of the proxy, each depending only on
+//! the ones above it in this list (no import loops; `tests/module_graph.rs`
+//! checks every level and prints the graph):
+//!
+//! ```text
+//!  config     flags and their validation (config), the CLI (config::cli)
+//!  identity   workload certificate, TLS configs (identity), refusal (why a handshake failed)
+//!  metrics    lock-free recording (metrics, metrics::histogram), error_kind (the reasons' vocabulary)
+//!  http       HTTP core: headers, body, upstream pools, error responses, upgrade,
+//!             orig_proto (HTTP/1 over the proxies' HTTP/2), router (static routes), server (accept, drain)
+//!  discovery  sources (grpc, memory), policy, outbound (the discovered path), balance (P2C),
+//!             accrual (failure accrual), retry (budget), authz (inbound authorization)
+//!  stack      the request path assembled (stack::forward), the explicit listener (stack::serve)
+//!  tcp        protocol detection (tcp::detect), opaque TCP relays and forwarders
+//!  intercept  --transparent: orig_dst (SO_ORIGINAL_DST, loop gate), transparent (outbound listener)
+//!  inbound    the inbound listener: detect -> mTLS / plaintext policy -> HTTP or TCP -> app
+//!  admin      /metrics, /ready, /live
+//! ```
 //!
 //! Entry points: [`run`] serves until SIGTERM/SIGINT; [`serve`] takes any
 //! shutdown future, for embedding and tests.
