@@ -18,6 +18,7 @@
 
 pub mod conformance;
 pub mod hist;
+pub mod hostile;
 pub mod io;
 pub mod load;
 pub mod propagation;
@@ -25,6 +26,7 @@ pub mod report;
 
 pub use conformance::{Status, TestResult};
 pub use hist::HistogramError;
+pub use hostile::HostileRun;
 pub use load::{Load, Percentiles};
 pub use propagation::Propagation;
 pub use report::{Env, Report, Resource, Run, Skipped, SCHEMA_VERSION};

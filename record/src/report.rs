@@ -46,6 +46,9 @@ pub struct Report {
     /// Conformance results, one per (test, substrate, variant).
     #[serde(default)]
     pub conformance: Vec<TestResult>,
+    /// Hostile-client results (`bench hostile`), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostile: Option<crate::hostile::HostileRun>,
 }
 
 impl Report {
@@ -63,6 +66,7 @@ impl Report {
             skipped: Vec::new(),
             propagation: Vec::new(),
             conformance: Vec::new(),
+            hostile: None,
         }
     }
 
@@ -71,6 +75,8 @@ impl Report {
     pub fn title(&self) -> String {
         let kind = if self.runs.is_empty() && self.propagation.is_empty() && !self.conformance.is_empty() {
             "conformance"
+        } else if self.runs.is_empty() && self.hostile.is_some() {
+            "hostile-clients"
         } else {
             "benchmark"
         };

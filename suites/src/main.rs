@@ -52,6 +52,10 @@ enum Command {
     /// Check mesh behaviour (Gateway API mesh routing, ...): each test deploys its own
     /// topology and asserts on real requests; exit 0 all pass or not-applicable, 1 a test failed
     Conformance(ConformanceArgs),
+    /// Attack a Weft deployment's listeners (smuggling, floods, slow clients, handshakes,
+    /// idle connections, many Hosts) and record each outcome, the proxy's memory and a
+    /// well-behaved client's p99; exit 0 every verdict passed, 1 a finding
+    Hostile(HostileArgs),
     /// Remove what crashed or killed runs left: their processes, temp dirs and
     /// network namespaces (a new run does this too; live runs are left alone)
     Clean,
@@ -116,6 +120,24 @@ struct ConformanceArgs {
     /// Time an expectation may take to come true (e.g. a new route to propagate)
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     patience: std::time::Duration,
+}
+
+#[derive(clap::Args)]
+struct HostileArgs {
+    /// The ci/test form: 1,000 idle connections and 1,000 Hosts instead of 10,000 and
+    /// 5,000, slow attacks watched 13 s instead of 40 s, floods 1 s instead of 5 s, the
+    /// three listeners attacked at once
+    #[arg(long)]
+    short: bool,
+    /// Only attacks whose name contains PATTERN (e.g. smuggle, h2-, slow)
+    #[arg(long, value_name = "PATTERN")]
+    only: Option<String>,
+    /// Do not run the well-behaved client beside the attacks (no p99 figures)
+    #[arg(long)]
+    no_probe: bool,
+    /// Where report.json/md/html go [default: reports/out/<UTC timestamp>-hostile under the workspace root]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -216,6 +238,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Conformance(args) => conformance(args),
+        Command::Hostile(args) => hostile(args),
         Command::Clean => clean(),
         Command::Watchdog => unreachable!("handled above"),
         Command::Propagation(args) => propagation(args),
@@ -328,6 +351,36 @@ fn conformance(args: ConformanceArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("bench conformance: {e}");
+            code(e.exit_code())
+        }
+    }
+}
+
+fn hostile(args: HostileArgs) -> ExitCode {
+    use suites::hostile::{command, Size};
+    let opts = command::Options {
+        size: if args.short { Size::Short } else { Size::Full },
+        only: args.only,
+        probe: !args.no_probe,
+        out: args.out,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench hostile: cannot start the async runtime: {e}");
+            return code(1);
+        }
+    };
+    match runtime.block_on(command::run(opts)) {
+        Ok(done) => {
+            stdout(&done.text);
+            code(done.exit_code())
+        }
+        Err(e) => {
+            eprintln!("bench hostile: {e}");
             code(e.exit_code())
         }
     }

@@ -113,6 +113,9 @@ pub fn html(cmp: &Comparison<'_>) -> String {
     if !cmp.conformance.is_empty() {
         conformance(&mut out, &cmp.conformance);
     }
+    if let Some(h) = &report.hostile {
+        hostile(&mut out, h);
+    }
 
     out.push_str("<h2>How to read this</h2>\n<dl class=\"legend\">\n");
     for (term, text) in legend(cmp) {
@@ -285,6 +288,22 @@ fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
 }
 
 /// Escape text for HTML element content and attribute values.
+fn hostile(out: &mut String, h: &record::HostileRun) {
+    let _ = writeln!(out, "<h2>{}</h2>\n<p>{}</p>\n<table>\n<thead><tr>", esc(super::hostile::TITLE), esc(&super::hostile::summary(h)));
+    for c in super::hostile::HEADERS {
+        let _ = write!(out, "<th>{}</th>", esc(c));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for a in &h.attacks {
+        out.push_str("<tr>");
+        for c in super::hostile::row(a) {
+            let _ = write!(out, "<td>{}</td>", esc(&c));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+}
+
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {

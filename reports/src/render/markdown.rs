@@ -69,6 +69,9 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
     if !cmp.conformance.is_empty() {
         conformance(&mut out, &cmp.conformance);
     }
+    if let Some(h) = &report.hostile {
+        hostile(&mut out, h);
+    }
 
     out.push_str("## How to read this\n\n");
     for (term, text) in legend(cmp) {
@@ -113,6 +116,17 @@ fn conformance(out: &mut String, m: &Matrix<'_>) {
         }
         out.push('\n');
     }
+}
+
+fn hostile(out: &mut String, h: &record::HostileRun) {
+    let _ = writeln!(out, "## {}\n\n{}\n", super::hostile::TITLE, md(&super::hostile::summary(h)));
+    let _ = writeln!(out, "| {} |", super::hostile::HEADERS.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(super::hostile::HEADERS.len()));
+    for a in &h.attacks {
+        let cells: Vec<String> = super::hostile::row(a).iter().map(|c| md(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out.push('\n');
 }
 
 fn table(out: &mut String, group: &[&Cell]) {

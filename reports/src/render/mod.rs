@@ -7,6 +7,7 @@
 
 mod bitmap_text;
 mod charts;
+mod hostile;
 mod html;
 mod markdown;
 

@@ -110,6 +110,7 @@ pub fn report(runs: Vec<Run>) -> Report {
         skipped: vec![],
         propagation: vec![],
         conformance: vec![],
+        hostile: None,
     }
 }
 

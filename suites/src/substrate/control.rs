@@ -263,6 +263,22 @@ impl ControlPlane {
         self.proc.pid()
     }
 
+    /// The gRPC address it serves (Identity, Destination, Policy).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bootstrap token file of workload `identity`, if it is one of this
+    /// control plane's.
+    pub fn token_file(&self, identity: &str) -> Option<&Path> {
+        self.token_files.iter().find(|(id, _)| id == identity).map(|(_, f)| f.as_path())
+    }
+
+    /// The trust anchor (PEM) every certificate it issues chains to.
+    pub fn trust_anchor(&self) -> &Path {
+        &self.trust_anchor
+    }
+
     /// The directory mesh-control polls for manifests.
     pub fn manifests_dir(&self) -> &Path {
         &self.manifests

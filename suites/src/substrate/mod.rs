@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod hostile;
 pub mod local;
 pub mod manifests;
 pub mod netns;
