@@ -1,0 +1,93 @@
+//! Shared pieces of Weft's fuzz targets: driving the proxy's real HTTP
+//! server (its hyper builder and its request handler) over an in-memory
+//! stream, so one input is one connection without sockets.
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use mesh_proxy::detect::{detect, Detected, PrefixedIo};
+use mesh_proxy::forward::Forwarder;
+use mesh_proxy::metrics::{Direction, Metrics};
+use mesh_proxy::router::Router;
+use mesh_proxy::server::http_builder;
+use mesh_proxy::Limits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A current-thread runtime whose clock is paused: timers (the header read
+/// timeout, detection) fire as soon as every task waits, so a stalled
+/// input ends at once instead of holding the fuzzer for seconds.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The inbound forwarder with no route: every request goes through the
+/// proxy's real handler (size checks, routing, error responses, metrics)
+/// without dialing anything.
+fn forwarder() -> Arc<Forwarder> {
+    static FORWARDER: OnceLock<Arc<Forwarder>> = OnceLock::new();
+    Arc::clone(FORWARDER.get_or_init(|| {
+        let metrics = Metrics::new();
+        let router = Router::from_routes(&[]).expect("an empty route table");
+        Forwarder::inbound(router, Limits::default(), metrics.direction(Direction::Inbound).clone(), false)
+    }))
+}
+
+/// How far one input got, for the targets' own checks.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Bytes the server wrote back.
+    pub response: Vec<u8>,
+}
+
+/// Writes `input` to the proxy's HTTP server (the builder and limits the
+/// proxy listeners use) as one client connection, half-closes, and reads
+/// everything the server answers. With `detect_first` the bytes first go
+/// through the inbound listener's protocol detection, as a plaintext
+/// inbound connection does.
+pub fn serve(input: &[u8], detect_first: bool) -> Served {
+    let input = input.to_vec();
+    runtime().block_on(async move {
+        let limits = Limits::default();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let server_task = tokio::spawn(async move {
+            let forwarder = forwarder();
+            let service = service_fn(move |req| {
+                let forwarder = Arc::clone(&forwarder);
+                async move { Ok::<_, Infallible>(forwarder.handle(req).await) }
+            });
+            let builder = http_builder(&limits);
+            let mut server = server;
+            let prefix = if detect_first {
+                match detect(&mut server, limits.detect_timeout, Duration::from_secs(5), limits.max_header_bytes).await {
+                    Ok(Detected::Protocol(_, bytes)) => bytes,
+                    Ok(Detected::Nothing | Detected::Silent) | Err(_) => return,
+                }
+            } else {
+                bytes::Bytes::new()
+            };
+            let io = TokioIo::new(PrefixedIo::new(prefix, server));
+            let _ = builder.serve_connection_with_upgrades(io, service).await;
+        });
+        // Write and read at once: a server answering while the client still
+        // writes must not fill the in-memory pipe and stall both.
+        let (mut rd, mut wr) = tokio::io::split(&mut client);
+        let write = async {
+            let _ = wr.write_all(&input).await;
+            let _ = wr.shutdown().await;
+        };
+        let mut response = Vec::new();
+        let read = rd.read_to_end(&mut response);
+        let (_, _) = tokio::join!(write, read);
+        drop(client);
+        let _ = server_task.await;
+        Served { response }
+    })
+}
