@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mesh_proxy::detect::{classify, detect, Detected, PrefixedIo, Protocol};
+use mesh_proxy::tcp::detect::{classify, detect, Detected, PrefixedIo, Protocol};
 use tokio::io::AsyncReadExt;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use mesh_proxy::detect::{detect, Detected, PrefixedIo};
-use mesh_proxy::forward::Forwarder;
+use mesh_proxy::tcp::detect::{detect, Detected, PrefixedIo};
+use mesh_proxy::stack::Forwarder;
 use mesh_proxy::metrics::{Direction, Metrics};
-use mesh_proxy::router::Router;
-use mesh_proxy::server::http_builder;
+use mesh_proxy::http::router::Router;
+use mesh_proxy::http::server::http_builder;
 use mesh_proxy::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
