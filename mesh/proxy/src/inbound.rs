@@ -19,16 +19,8 @@
 //! Every refusal is one `refused inbound connection from <peer>: <reason>`
 //! log line and one `weft_refused_connections_total` increment.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
-use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -49,9 +41,11 @@ use crate::{
     discovery::authz::{Authz, AuthzByPort, Traffic},
     config::{Limits, OpaquePorts, Plaintext},
     tcp::detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
-    stack::{ClientIdentity, Forwarder, Via},
+    stack::{
+        inbound::{Connection, InboundStack},
+        Service as _, Via,
+    },
     identity::{MeshTls, ALPN_WEFT_TCP},
-    metrics::Metrics,
     intercept::orig_dst::Gate,
     discovery::policy::Verdict,
     identity::refusal::{self, Refusal},
@@ -62,8 +56,8 @@ use crate::{
 
 /// Everything an inbound connection may need.
 pub struct Inbound {
-    /// The HTTP stack towards the app.
-    pub forwarder: Arc<Forwarder>,
+    /// The HTTP request path towards the app.
+    pub stack: InboundStack,
     /// The hyper connection builder (limits applied).
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     /// Timeouts and sizes.
@@ -74,8 +68,6 @@ pub struct Inbound {
     pub mesh: Option<Arc<MeshTls>>,
     /// What to do with connections that are not Weft mTLS.
     pub plaintext: Plaintext,
-    /// For per-client request metrics.
-    pub metrics: Arc<Metrics>,
 }
 
 /// The application behind the inbound listener.
@@ -147,7 +139,7 @@ impl Inbound {
     }
 
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
-        let _open = self.forwarder.metrics().connection_opened();
+        let _open = self.stack.metrics().connection_opened();
         let Some(target) = self.target(&stream, peer) else { return };
         let limits = &self.limits;
         // A silent client must not hold a socket forever, nor a drain. In
@@ -235,7 +227,7 @@ impl Inbound {
     }
 
     fn refused(&self, peer: SocketAddr, reason: Refusal, detail: &str) {
-        self.forwarder.metrics().record_refusal(reason);
+        self.stack.metrics().record_refusal(reason);
         warn!("refused inbound connection from {peer}: {reason}: {detail}");
     }
 
@@ -243,43 +235,10 @@ impl Inbound {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // Resolved once per connection: a request costs an Arc clone and one
-        // atomic add for the per-client count.
-        let client_metrics = client.as_ref().map(|id| Arc::new(self.metrics.client(id.as_str())));
-        let client_header = client.as_ref().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
-        let fwd = Arc::clone(&self.forwarder);
-        let authz = target.authz.map(|a| (a, Arc::new(client), Arc::new(AtomicBool::new(false))));
-        let via = target.via.map(Arc::new);
-        let service = service_fn(move |mut req| {
-            let fwd = Arc::clone(&fwd);
-            let via = via.clone();
-            let client_metrics = client_metrics.clone();
-            if let Some(h) = &client_header {
-                req.extensions_mut().insert(ClientIdentity(h.clone()));
-            }
-            // Judged per request: a policy change applies to open connections.
-            let denied = authz.as_ref().and_then(|(a, client, logged)| {
-                let v = a.verdict(client.as_ref().as_ref()).filter(|v| *v != Verdict::Allow)?;
-                let first = !logged.swap(true, Ordering::Relaxed);
-                a.refused(Traffic::Http, v, client.as_ref().as_ref(), peer, first);
-                Some(a.forbidden(v, client.as_ref().as_ref()))
-            });
-            async move {
-                let resp = match denied {
-                    Some(resp) => {
-                        fwd.metrics().record_response(resp.status(), std::time::Duration::ZERO);
-                        resp
-                    }
-                    None => match via {
-                        None => fwd.handle(req).await,
-                        Some(via) => fwd.handle_via(req, &via).await,
-                    },
-                };
-                if let Some(m) = client_metrics {
-                    m.record(resp.status());
-                }
-                Ok::<_, Infallible>(resp)
-            }
+        let stack = Arc::new(self.stack.service(Connection { client, peer, authz: target.authz, via: target.via }));
+        let service = service_fn(move |req| {
+            let stack = Arc::clone(&stack);
+            async move { Ok::<_, Infallible>(stack.call(req).await) }
         });
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn).await {

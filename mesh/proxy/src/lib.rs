@@ -61,7 +61,7 @@ use crate::{
     admin::Health,
     discovery::authz::{Authz, AuthzByPort},
     discovery::outbound::Outbound,
-    stack::Forwarder,
+    stack::{inbound::InboundStack, outbound::OutboundStack, Forwarder},
     identity::{MeshError, MeshTls},
     inbound::{App, Inbound, OriginalDstApp},
     metrics::{Direction, Metrics},
@@ -247,18 +247,18 @@ async fn serve_until(
         let listen = outbound.local_addr().unwrap_or(config.outbound_listen);
         let gate = Gate::new(Direction::Outbound, own.clone(), outbound_metrics.clone());
         let tcp = OriginalDstRelay::new(listen, discovered.clone(), mesh.clone(), outbound_metrics.clone());
-        let forwarder = Forwarder::outbound(router, discovered.clone(), limits, outbound_metrics);
+        let stack = OutboundStack::new(Forwarder::outbound(router, discovered.clone(), limits, outbound_metrics), &limits);
         let transparent =
-            TransparentOutbound::new(gate, forwarder, discovered, tcp, Arc::clone(&builder), limits, config.opaque_ports.clone());
+            TransparentOutbound::new(gate, stack, discovered, tcp, Arc::clone(&builder), limits, config.opaque_ports.clone());
         if let Some(listener) = outbound6 {
             proxies.push(tokio::spawn(Arc::clone(&transparent).serve(listener, phase.clone())));
         }
         proxies.push(tokio::spawn(transparent.serve(outbound, phase.clone())));
     } else {
-        let outbound_fwd = Forwarder::outbound(router, discovered, limits, outbound_metrics);
+        let stack = OutboundStack::new(Forwarder::outbound(router, discovered, limits, outbound_metrics), &limits);
         proxies.push(tokio::spawn(stack::serve::serve_proxy(
             outbound,
-            outbound_fwd,
+            stack,
             Arc::clone(&builder),
             limits.header_read_timeout,
             phase.clone(),
@@ -278,19 +278,19 @@ async fn serve_until(
             App::Fixed { addr, .. } => Router::single(Upstream::new(*addr)),
             App::OriginalDst(_) => Router::from_routes(&[])?,
         };
+        let forwarder = Forwarder::inbound(
+            router,
+            limits,
+            metrics.direction(Direction::Inbound).clone(),
+            config.forward_client_identity,
+        );
         let inbound = Arc::new(Inbound {
-            forwarder: Forwarder::inbound(
-                router,
-                limits,
-                metrics.direction(Direction::Inbound).clone(),
-                config.forward_client_identity,
-            ),
+            stack: InboundStack::new(forwarder, Arc::clone(&metrics), &limits),
             builder: Arc::clone(&builder),
             limits,
             app,
             mesh: mesh.clone(),
             plaintext: config.inbound_plaintext,
-            metrics: Arc::clone(&metrics),
         });
         if let Some(listener6) = inbound6 {
             proxies.push(tokio::spawn(Arc::clone(&inbound).serve(listener6, phase.clone())));

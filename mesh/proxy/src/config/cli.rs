@@ -122,9 +122,22 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
 
-    /// Longest wait for an upstream's response head (then 504).
+    /// Longest time from a request's head to its response's last byte: a
+    /// late response head gets 504, a body still streaming is cut (stream
+    /// reset or connection closed). Long streams need a longer one.
     #[arg(long, env = "WEFT_PROXY_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,
+
+    /// Requests in flight per listener direction (inbound, outbound); more
+    /// wait in a short queue (--max-queued-requests).
+    #[arg(long, env = "WEFT_PROXY_MAX_CONCURRENT_REQUESTS", default_value = "10000")]
+    pub max_concurrent_requests: String,
+
+    /// Requests per direction waiting for an in-flight slot (each at most
+    /// --request-timeout); when full, requests get 503 with
+    /// `weft-proxy-error: overloaded ...` at once. 0: no queue.
+    #[arg(long, env = "WEFT_PROXY_MAX_QUEUED_REQUESTS", default_value = "100")]
+    pub max_queued_requests: String,
 
     /// Inbound: after a client's first byte, how long protocol detection
     /// may wait for enough bytes; undecided connections are opaque TCP.
@@ -242,6 +255,12 @@ impl Args {
         let drain_timeout = duration("--drain-timeout", &self.drain_timeout);
         let detect_timeout = duration("--detect-timeout", &self.detect_timeout);
 
+        let mut count = |flag: &str, v: &str| -> Option<usize> {
+            v.parse::<usize>().map_err(|_| problems.push(format!("{flag} {v:?}: not a whole number"))).ok()
+        };
+        let max_concurrent = count("--max-concurrent-requests", &self.max_concurrent_requests);
+        let max_queued = count("--max-queued-requests", &self.max_queued_requests);
+
         let defaults = Limits::default();
         cfg.limits = Limits {
             max_header_bytes: max_header
@@ -250,6 +269,8 @@ impl Args {
             max_request_body_bytes: max_body.unwrap_or(defaults.max_request_body_bytes),
             header_read_timeout: header_read_timeout.unwrap_or(defaults.header_read_timeout),
             request_timeout: request_timeout.unwrap_or(defaults.request_timeout),
+            max_concurrent_requests: max_concurrent.unwrap_or(defaults.max_concurrent_requests),
+            max_queued_requests: max_queued.unwrap_or(defaults.max_queued_requests),
             detect_timeout: detect_timeout.unwrap_or(defaults.detect_timeout),
         };
         if let Some(d) = drain_timeout {

@@ -233,12 +233,23 @@ pub struct Limits {
     pub max_request_body_bytes: u64,
     /// HTTP/1 clients must send their full request head within this time.
     pub header_read_timeout: Duration,
-    /// Upper bound from forwarding a request to the upstream's response head.
+    /// Upper bound from a request's head to its response's last byte: a
+    /// late head is a 504, a body still streaming is cut.
     pub request_timeout: Duration,
+    /// Requests in flight per listener direction (inbound, outbound); more
+    /// wait in the queue.
+    pub max_concurrent_requests: usize,
+    /// Requests waiting for an in-flight slot per direction (at most the
+    /// request timeout); past this, requests get 503 overloaded at once.
+    pub max_queued_requests: usize,
     /// Inbound: after a client's first byte, how long to wait for enough
     /// bytes to tell TLS / HTTP / opaque TCP apart (then: opaque).
     pub detect_timeout: Duration,
 }
+
+/// The most requests in flight, or queued, per direction: far above what
+/// one proxy serves, and far below tokio's semaphore limit.
+pub const MAX_REQUEST_SLOTS: usize = 1 << 24;
 
 /// hyper refuses HTTP/1 read buffers smaller than this (it panics), so the
 /// header limit is validated against it up front.
@@ -251,6 +262,8 @@ impl Default for Limits {
             max_request_body_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 10_000,
+            max_queued_requests: 100,
             detect_timeout: Duration::from_secs(1),
         }
     }
@@ -298,6 +311,18 @@ impl Config {
             problems.push(format!(
                 "--max-header-bytes {}: must fit in 32 bits (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE)",
                 self.limits.max_header_bytes
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 || self.limits.max_concurrent_requests > MAX_REQUEST_SLOTS {
+            problems.push(format!(
+                "--max-concurrent-requests {}: must be between 1 and {MAX_REQUEST_SLOTS}",
+                self.limits.max_concurrent_requests
+            ));
+        }
+        if self.limits.max_queued_requests > MAX_REQUEST_SLOTS {
+            problems.push(format!(
+                "--max-queued-requests {}: must be at most {MAX_REQUEST_SLOTS} (0: shed as soon as every slot is taken)",
+                self.limits.max_queued_requests
             ));
         }
         for (name, d) in [

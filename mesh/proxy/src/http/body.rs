@@ -8,15 +8,19 @@
 //! the connection free for the next request.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http1};
+use prometheus_client::metrics::counter::Counter;
+use tokio::{sync::OwnedSemaphorePermit, time::Sleep};
 
 /// A pooled HTTP/1 upstream connection's request half.
 pub type H1Sender = http1::SendRequest<RequestBody>;
@@ -140,6 +144,37 @@ where
 #[derive(Debug)]
 pub struct ResponseBody {
     kind: Kind,
+    /// Past it the rest of an upstream body is refused (`stack::timeout`).
+    deadline: Option<Deadline>,
+    /// Held until the body is gone (a `stack::limit` slot).
+    held: Option<OwnedSemaphorePermit>,
+}
+
+/// The request deadline, carried into the response body.
+#[derive(Debug)]
+pub struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    after: Duration,
+    cut: Counter,
+}
+
+impl Deadline {
+    /// A body still streaming when `sleep` fires is cut and counted in
+    /// `cut`; `after` is the timeout, for the error.
+    pub fn new(sleep: Pin<Box<Sleep>>, after: Duration, cut: Counter) -> Self {
+        Self { sleep, after, cut }
+    }
+}
+
+/// Why a response body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream's body failed.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// The request timeout passed with the body still streaming.
+    #[error("the response body was not complete within the request timeout of {}; cut", humantime::format_duration(*.0))]
+    Deadline(Duration),
 }
 
 #[derive(Debug)]
@@ -155,40 +190,74 @@ enum Kind {
 }
 
 impl ResponseBody {
+    fn of(kind: Kind) -> Self {
+        Self { kind, deadline: None, held: None }
+    }
+
     /// A body produced by the proxy itself.
     pub fn full(bytes: Bytes) -> Self {
-        Self { kind: Kind::Full((!bytes.is_empty()).then_some(bytes)) }
+        Self::of(Kind::Full((!bytes.is_empty()).then_some(bytes)))
     }
 
     /// An empty body.
     pub fn empty() -> Self {
-        Self { kind: Kind::Full(None) }
+        Self::of(Kind::Full(None))
     }
 
     /// An upstream body; `pooled` goes back to its pool when the body ends.
     pub fn upstream(body: Incoming, pooled: Option<PooledSender>) -> Self {
-        Self { kind: Kind::Upstream { body, pooled, done: false } }
+        Self::of(Kind::Upstream { body, pooled, done: false })
+    }
+
+    /// This body, cut when `deadline` passes before its end. A body already
+    /// complete (the proxy's own, or an empty one) needs no timer.
+    pub fn with_deadline(mut self, deadline: Deadline) -> Self {
+        if !self.is_end_stream() && matches!(self.kind, Kind::Upstream { .. }) {
+            self.deadline = Some(deadline);
+        }
+        self
+    }
+
+    /// This body, holding `permit` until it is dropped.
+    pub fn hold(mut self, permit: OwnedSemaphorePermit) -> Self {
+        self.held = Some(permit);
+        self
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        // Checked before every frame: a body that keeps streaming is cut too.
+        if let Some(deadline) = &mut this.deadline {
+            if deadline.sleep.as_mut().poll(cx).is_ready() {
+                deadline.cut.inc();
+                let after = deadline.after;
+                // Dropping the upstream body resets its stream (h2) or,
+                // unpooled, closes its connection (HTTP/1).
+                this.deadline = None;
+                this.kind = Kind::Full(None);
+                return Poll::Ready(Some(Err(ResponseBodyError::Deadline(after))));
+            }
+        }
+        match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, pooled, done } => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
+                let frame = ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(ResponseBodyError::from));
                 match &frame {
                     None => {
                         *done = true;
                         if let Some(p) = pooled.take() {
                             p.release();
                         }
+                        // Complete: the timer is not needed any more.
+                        this.deadline = None;
                     }
                     Some(Err(_)) => {
                         // The upstream connection is broken: never reuse it.

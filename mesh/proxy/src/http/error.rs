@@ -121,6 +121,21 @@ pub enum ProxyError {
     /// asked for no upgrade the proxy passed on.
     #[error("the upstream switched protocols (101) without an upgrade request it could honour")]
     UnrequestedUpgrade,
+    /// No response head within the request timeout (`--request-timeout`),
+    /// counted from the request head.
+    #[error("the upstream did not respond within {} (--request-timeout)", humantime::format_duration(*.after))]
+    RequestTimeout {
+        /// The configured request timeout.
+        after: Duration,
+    },
+    /// The listener direction's in-flight requests and queue are full: shed.
+    #[error("overloaded: {in_flight} requests in flight and {queued} waiting already (--max-concurrent-requests, --max-queued-requests)")]
+    Overloaded {
+        /// The cap on requests in flight.
+        in_flight: usize,
+        /// The cap on requests waiting for a slot.
+        queued: usize,
+    },
 }
 
 impl ProxyError {
@@ -129,7 +144,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => ErrorKind::NoRoute,
             ProxyError::Connect { .. } => ErrorKind::Connect,
-            ProxyError::Timeout { .. } => ErrorKind::Timeout,
+            ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => ErrorKind::Timeout,
+            ProxyError::Overloaded { .. } => ErrorKind::Overloaded,
             ProxyError::Upstream { .. } | ProxyError::UnrequestedUpgrade => ErrorKind::Upstream,
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
@@ -150,13 +166,14 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::UnrequestedUpgrade
             | ProxyError::Tls { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::NotCertified { .. } | ProxyError::NoEndpoints { .. } | ProxyError::Unavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NotCertified { .. }
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::Unavailable { .. }
+            | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRouteMatch { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -169,7 +186,7 @@ impl ProxyError {
         const UNAVAILABLE: u32 = 14;
         match self {
             ProxyError::NoRouteMatch { .. } => 12, // UNIMPLEMENTED
-            ProxyError::Timeout { .. } => 4,       // DEADLINE_EXCEEDED
+            ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => 4, // DEADLINE_EXCEEDED
             ProxyError::BodyTooLarge { .. } => 8,  // RESOURCE_EXHAUSTED
             ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => INTERNAL,
             ProxyError::NoRoute { .. }
@@ -180,7 +197,8 @@ impl ProxyError {
             | ProxyError::NotCertified { .. }
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Unavailable { .. }
-            | ProxyError::NoBackend { .. } => UNAVAILABLE,
+            | ProxyError::NoBackend { .. }
+            | ProxyError::Overloaded { .. } => UNAVAILABLE,
         }
     }
 

@@ -12,7 +12,7 @@
 //!                               or a plain relay to the destination
 //! ```
 //!
-//! Requests are counted by the same outbound [`Forwarder`] as explicit
+//! Requests are counted by the same outbound stack as explicit
 //! ones; `Host` is passed on unchanged (it names the service to the app,
 //! not the hop).
 
@@ -42,7 +42,7 @@ use tracing::debug;
 use crate::{
     config::{Limits, OpaquePorts},
     tcp::detect::{detect, Detected, PrefixedIo, Protocol},
-    stack::{Forwarder, Via},
+    stack::{outbound::OutboundStack, Service as _, Via},
     intercept::orig_dst::Gate,
     discovery::outbound::Outbound,
     http::server::{serve_connections, Phase},
@@ -91,7 +91,7 @@ impl DirectUpstreams {
 /// The transparent outbound listener.
 pub struct TransparentOutbound {
     gate: Gate,
-    forwarder: Arc<Forwarder>,
+    stack: OutboundStack,
     discovered: Option<Arc<Outbound>>,
     direct: DirectUpstreams,
     tcp: OriginalDstRelay,
@@ -101,20 +101,20 @@ pub struct TransparentOutbound {
 }
 
 impl TransparentOutbound {
-    /// `forwarder` is the outbound one (its metrics count these requests);
+    /// `stack` is the outbound one (its metrics and limit count these requests);
     /// `discovered` resolves destinations (else they are dialed directly);
     /// `tcp` relays opaque connections, at once for `opaque_ports` and the
     /// ports discovery marks opaque.
     pub fn new(
         gate: Gate,
-        forwarder: Arc<Forwarder>,
+        stack: OutboundStack,
         discovered: Option<Arc<Outbound>>,
         tcp: OriginalDstRelay,
         builder: Arc<auto::Builder<TokioExecutor>>,
         limits: Limits,
         opaque_ports: OpaquePorts,
     ) -> Arc<Self> {
-        Arc::new(Self { gate, forwarder, discovered, direct: DirectUpstreams::default(), tcp, builder, limits, opaque_ports })
+        Arc::new(Self { gate, stack, discovered, direct: DirectUpstreams::default(), tcp, builder, limits, opaque_ports })
     }
 
     /// An opaque destination skips detection: a server-speaks-first
@@ -140,7 +140,7 @@ impl TransparentOutbound {
     }
 
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
-        let _open = self.forwarder.metrics().connection_opened();
+        let _open = self.stack.metrics().connection_opened();
         let Some(dst) = self.gate.admit(&stream, peer) else { return };
         if self.is_opaque(dst).await {
             debug!(%peer, %dst, "opaque port: relayed without protocol detection");
@@ -184,12 +184,10 @@ impl TransparentOutbound {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let via = Arc::new(self.via(dst));
-        let fwd = Arc::clone(&self.forwarder);
+        let stack = Arc::new(self.stack.service(Some(self.via(dst))));
         let service = service_fn(move |req| {
-            let fwd = Arc::clone(&fwd);
-            let via = Arc::clone(&via);
-            async move { Ok::<_, Infallible>(fwd.handle_via(req, &via).await) }
+            let stack = Arc::clone(&stack);
+            async move { Ok::<_, Infallible>(stack.call(req).await) }
         });
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn).await {

@@ -31,11 +31,13 @@ pub enum ErrorKind {
     RouteNotFound = 10,
     /// See [`crate::http::error::ProxyError::NoBackend`].
     NoBackend = 11,
+    /// See [`crate::http::error::ProxyError::Overloaded`]: a shed request.
+    Overloaded = 12,
 }
 
 impl ErrorKind {
     /// Every kind, indexed by its discriminant.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::NoRoute,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -48,6 +50,7 @@ impl ErrorKind {
         ErrorKind::Unavailable,
         ErrorKind::RouteNotFound,
         ErrorKind::NoBackend,
+        ErrorKind::Overloaded,
     ];
 
     /// The `kind` label value.
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::RouteNotFound => "route_not_found",
             ErrorKind::NoBackend => "no_backend",
+            ErrorKind::Overloaded => "overloaded",
         }
     }
 }

@@ -130,6 +130,7 @@ pub struct DirectionMetrics {
     connections: Counter,
     open_connections: Gauge,
     refused: [Counter; Refusal::ALL.len()],
+    body_timeouts: Counter,
 }
 
 impl Metrics {
@@ -144,6 +145,7 @@ impl Metrics {
         let connections = Family::<DirectionLabels, Counter>::default();
         let open = Family::<DirectionLabels, Gauge>::default();
         let refused = Family::<RefusalLabels, Counter>::default();
+        let body_timeouts = Family::<DirectionLabels, Counter>::default();
 
         let resolve = |direction: Direction| {
             let d = direction.as_str();
@@ -166,6 +168,7 @@ impl Metrics {
                         .get_or_create(&RefusalLabels { direction: d, reason: r.as_label() })
                         .clone()
                 }),
+                body_timeouts: body_timeouts.get_or_create(&DirectionLabels { direction: d }).clone(),
             }
         };
         let outbound = resolve(Direction::Outbound);
@@ -186,6 +189,12 @@ impl Metrics {
             "weft_response_latency_seconds",
             "Time from receiving a request head to sending the response head",
             latency,
+        );
+        registry.register(
+            "weft_response_body_timeouts",
+            "Responses cut mid-body (stream reset, or HTTP/1 connection closed) because the request \
+             timeout passed after the head was sent; a late head is a 504 in weft_proxy_errors_total",
+            body_timeouts,
         );
         registry.register("weft_connections", "Downstream connections accepted", connections);
         registry.register("weft_open_connections", "Downstream connections currently open", open);
@@ -281,6 +290,11 @@ impl DirectionMetrics {
     #[inline]
     pub fn record_error(&self, kind: ErrorKind) {
         self.errors[kind as usize].inc();
+    }
+
+    /// The counter of response bodies cut at the request deadline.
+    pub fn body_timeouts(&self) -> &Counter {
+        &self.body_timeouts
     }
 
     /// Records a connection refused (or failed) at the mTLS / policy gate,

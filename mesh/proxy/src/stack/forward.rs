@@ -1,9 +1,8 @@
-//! The request path: the proxy's stack, assembled in one place.
+//! The innermost service of both directions: what is left of a request
+//! once the layers above have let it through.
 //!
 //! ```text
-//!  downstream request
-//!    │ metrics      start clock; count status class + latency on the way out
-//!    │ limits       declared Content-Length > limit  -> 413
+//!    │ body limit   declared Content-Length > limit  -> 413
 //!    │ router       authority -> upstream, or 502 "no route for ..."
 //!    │ upgrade      an HTTP/1.1 Upgrade (not h2c) is kept aside, spliced after a 101
 //!    │ headers      drop hop-by-hop fields; inbound: drop any weft-client-id
@@ -11,29 +10,26 @@
 //!    │              add the verified weft-client-id if configured;
 //!    │              HTTP/1 target to origin-form
 //!    │ body limit   streamed body crossing the limit -> 413 / reset
-//!    │ timeout      no response head in time        -> 504
 //!    ▼ upstream     pooled h1 / shared h2 connection -> 502 on failure
 //!                   (meshed: mTLS + HTTP/2 to the peer proxy)
 //! ```
 //!
-//! Each concern lives in its own module; this file only orders them. An
-//! outbound authority without a static route goes, after the same header
-//! and body handling, to the discovered path (`outbound`: routes, weighted
-//! backends, P2C balancing, retries, per-route timeouts) instead of the
-//! single static upstream.
+//! An outbound authority without a static route goes, after the same
+//! header and body handling, to the discovered path
+//! (`discovery::outbound`: routes, weighted backends, P2C balancing,
+//! retries, per-route timeouts) instead of the single static upstream.
 
-use std::{sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc};
 
 use http::{uri::Uri, HeaderName, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use http_body::Body as _;
-use tracing::debug;
 
 use crate::{
     http::body::{RequestBody, ResponseBody},
     config::Limits,
     http::error::ProxyError,
-    http::headers::{is_grpc, strip_hop_by_hop},
+    http::headers::strip_hop_by_hop,
     metrics::{Direction, DirectionMetrics},
     http::orig_proto,
     discovery::outbound::Outbound,
@@ -46,11 +42,6 @@ use crate::{
 /// `--forward-client-identity` is set. Removed from every inbound request
 /// first, so only this proxy can set it.
 pub static CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id");
-
-/// Request extension set by the inbound listener on requests arriving over
-/// Weft mTLS: the client's SPIFFE ID, ready as a header value.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity(pub HeaderValue);
 
 /// Forwards requests arriving on one listener.
 #[derive(Debug)]
@@ -86,46 +77,9 @@ impl Forwarder {
         &self.metrics
     }
 
-    /// Handles one request; proxy failures become responses, never errors,
-    /// so hyper keeps the downstream connection when it safely can.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
-        let start = Instant::now();
-        let grpc = is_grpc(&req);
-        let result = self.forward(req).await;
-        self.respond(start, result, grpc)
-    }
-
-    /// [`Forwarder::handle`] for a `--transparent` connection: the target
-    /// was decided once for the connection (its original destination), so
-    /// there is no routing by authority; `Host` is passed on unchanged.
-    pub async fn handle_via(&self, req: Request<Incoming>, via: &Via) -> Response<ResponseBody> {
-        let start = Instant::now();
-        let grpc = is_grpc(&req);
-        let result = self.forward_via(req, via).await;
-        self.respond(start, result, grpc)
-    }
-
-    /// A proxy failure becomes an HTTP error response, or for a gRPC
-    /// request a gRPC status a gRPC client understands.
-    #[inline]
-    fn respond(&self, start: Instant, result: Result<Response<ResponseBody>, ProxyError>, grpc: bool) -> Response<ResponseBody> {
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                debug!(direction = %self.direction, error = %e, "proxy error");
-                self.metrics.record_error(e.kind());
-                if grpc {
-                    e.into_grpc_response()
-                } else {
-                    e.into_response()
-                }
-            }
-        };
-        self.metrics.record_response(resp.status(), start.elapsed());
-        resp
-    }
-
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+    /// Forwards one request, routed by authority (static routes, then
+    /// discovery); `client_id` is the verified client's `weft-client-id`.
+    pub async fn forward(&self, req: Request<Incoming>, client_id: Option<&HeaderValue>) -> Result<Response<ResponseBody>, ProxyError> {
         self.check_declared_size(&req)?;
         // Static routes win; the rest go through discovery when it is on.
         let upstream = match (self.router.route(&req), &self.discovered) {
@@ -133,7 +87,7 @@ impl Forwarder {
             (Err(_), Some(_)) => None,
             (Err(e), None) => return Err(e),
         };
-        let (req, pending) = self.prepare(req);
+        let (req, pending) = self.prepare(req, client_id);
         let resp = match upstream {
             Some(upstream) => self.send_upstream(upstream, req).await?,
             None => self.discovered.as_ref().expect("checked with the route").send(req).await?,
@@ -141,9 +95,17 @@ impl Forwarder {
         upgrade::finish(pending, resp)
     }
 
-    async fn forward_via(&self, req: Request<Incoming>, via: &Via) -> Result<Response<ResponseBody>, ProxyError> {
+    /// Forwards one request of a `--transparent` connection: the target
+    /// was decided once for the connection (its original destination), so
+    /// there is no routing by authority; `Host` is passed on unchanged.
+    pub async fn forward_via(
+        &self,
+        req: Request<Incoming>,
+        via: &Via,
+        client_id: Option<&HeaderValue>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         self.check_declared_size(&req)?;
-        let (req, pending) = self.prepare(req);
+        let (req, pending) = self.prepare(req, client_id);
         let resp = match via {
             Via::Upstream(upstream) => self.send_upstream(upstream, req).await?,
             Via::Discovered(target) => target.send(req).await?,
@@ -165,7 +127,7 @@ impl Forwarder {
     /// upgrade the request asks for is taken out first and put back after
     /// the hop-by-hop fields are gone (see `upgrade`).
     #[inline]
-    fn prepare(&self, mut req: Request<Incoming>) -> (Request<RequestBody>, Option<upgrade::Pending>) {
+    fn prepare(&self, mut req: Request<Incoming>, client_id: Option<&HeaderValue>) -> (Request<RequestBody>, Option<upgrade::Pending>) {
         let pending = upgrade::take(&mut req);
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -175,10 +137,8 @@ impl Forwarder {
         if self.direction == Direction::Inbound {
             parts.headers.remove(&CLIENT_ID_HEADER);
             orig_proto::restore(&mut parts);
-            if self.forward_client_identity {
-                if let Some(ClientIdentity(id)) = parts.extensions.remove::<ClientIdentity>() {
-                    parts.headers.insert(CLIENT_ID_HEADER.clone(), id);
-                }
+            if let (true, Some(id)) = (self.forward_client_identity, client_id) {
+                parts.headers.insert(CLIENT_ID_HEADER.clone(), id.clone());
             }
         }
         if parts.version != Version::HTTP_2 {
@@ -187,12 +147,41 @@ impl Forwarder {
         (Request::from_parts(parts, RequestBody::new(body, self.limits.max_request_body_bytes)), pending)
     }
 
+    /// The request timeout is the `timeout` layer's, to the last byte.
     #[inline]
     async fn send_upstream(&self, upstream: &Arc<Upstream>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
-        let timeout = self.limits.request_timeout;
-        tokio::time::timeout(timeout, upstream.send(req))
-            .await
-            .map_err(|_| ProxyError::Timeout { addr: upstream.addr(), after: timeout })?
+        upstream.send(req).await
+    }
+}
+
+/// [`Forwarder`] as the stack's innermost service, for one listener
+/// (routed by authority) or one `--transparent` connection (`via`).
+#[derive(Debug)]
+pub struct Forward {
+    forwarder: Arc<Forwarder>,
+    via: Option<Via>,
+    /// The verified client's SPIFFE ID as a header value (inbound mTLS).
+    client_id: Option<HeaderValue>,
+}
+
+impl Forward {
+    /// Requests through `forwarder`, to `via` when given.
+    pub fn new(forwarder: Arc<Forwarder>, via: Option<Via>, client_id: Option<HeaderValue>) -> Self {
+        Self { forwarder, via, client_id }
+    }
+}
+
+impl super::Service<Request<Incoming>> for Forward {
+    type Response = Result<Response<ResponseBody>, ProxyError>;
+
+    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Self::Response> + Send {
+        let client_id = self.client_id.as_ref();
+        async move {
+            match &self.via {
+                None => self.forwarder.forward(req, client_id).await,
+                Some(via) => self.forwarder.forward_via(req, via, client_id).await,
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The explicit-mode HTTP listener: every connection served by one
-//! [`Forwarder`].
+//! outbound stack.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -11,7 +11,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
-use super::forward::Forwarder;
+use super::{outbound::OutboundStack, Service as _};
 use crate::http::server::{accept_next, Phase};
 
 /// Serves one proxy listener until the phase leaves `Running`, then closes
@@ -19,22 +19,24 @@ use crate::http::server::{accept_next, Phase};
 /// in-flight connections to finish. The caller bounds the wait.
 pub async fn serve_proxy(
     listener: TcpListener,
-    forwarder: Arc<Forwarder>,
+    stack: OutboundStack,
     builder: Arc<auto::Builder<TokioExecutor>>,
     header_read_timeout: Duration,
     mut phase: watch::Receiver<Phase>,
 ) {
+    let service = Arc::new(stack.service(None));
     let graceful = GracefulShutdown::new();
     loop {
         let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
             break;
         };
-        let forwarder = Arc::clone(&forwarder);
+        let service = Arc::clone(&service);
+        let open = stack.metrics().connection_opened();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let mut phase = phase.clone();
         tokio::spawn(async move {
-            let _open = forwarder.metrics().connection_opened();
+            let _open = open;
             // Protocol detection waits for the first bytes and has no timer
             // of its own: a silent client must not hold a socket forever, and
             // must not hold up a drain.
@@ -49,10 +51,9 @@ pub async fn serve_proxy(
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
-            let fwd = Arc::clone(&forwarder);
             let service = service_fn(move |req| {
-                let fwd = Arc::clone(&fwd);
-                async move { Ok::<_, Infallible>(fwd.handle(req).await) }
+                let service = Arc::clone(&service);
+                async move { Ok::<_, Infallible>(service.call(req).await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {

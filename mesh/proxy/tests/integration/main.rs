@@ -11,5 +11,6 @@ mod lifecycle;
 mod limits;
 mod mesh_support;
 mod mtls;
+mod stack;
 mod transparent;
 mod websocket;

@@ -1,0 +1,101 @@
+//! A cap on the requests in flight on one listener direction, with a short
+//! bounded queue: when both are full, the request is shed at once with
+//! `503` and `weft-proxy-error: overloaded ...` (counted as
+//! `weft_proxy_errors_total{kind="overloaded"}`), so an overloaded proxy
+//! answers fast from bounded memory instead of queueing without end. A
+//! request holds its slot until its response body ends.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use tokio::sync::Semaphore;
+
+use super::{Layer, Service};
+use crate::http::{body::ResponseBody, error::ProxyError};
+
+/// The in-flight slots and queue places of one listener direction; shared
+/// by every connection of that direction.
+#[derive(Debug)]
+pub struct Limiter {
+    in_flight: Arc<Semaphore>,
+    queue: Semaphore,
+    max_in_flight: usize,
+    max_queued: usize,
+    max_wait: Duration,
+}
+
+impl Limiter {
+    /// At most `max_in_flight` requests in flight and `max_queued` waiting
+    /// for a slot, each for at most `max_wait`.
+    pub fn new(max_in_flight: usize, max_queued: usize, max_wait: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            queue: Semaphore::new(max_queued),
+            max_in_flight,
+            max_queued,
+            max_wait,
+        })
+    }
+
+    fn overloaded(&self) -> ProxyError {
+        ProxyError::Overloaded { in_flight: self.max_in_flight, queued: self.max_queued }
+    }
+}
+
+/// Admits requests through a [`Limiter`].
+#[derive(Debug, Clone)]
+pub struct LimitLayer {
+    limiter: Arc<Limiter>,
+}
+
+impl LimitLayer {
+    /// Requests admitted by `limiter`.
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> Layer<S> for LimitLayer {
+    type Service = Limit<S>;
+
+    fn layer(&self, inner: S) -> Limit<S> {
+        Limit { inner, limiter: Arc::clone(&self.limiter) }
+    }
+}
+
+/// See [`LimitLayer`].
+#[derive(Debug)]
+pub struct Limit<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+impl<S, B> Service<Request<B>> for Limit<S>
+where
+    S: Service<Request<B>, Response = Result<Response<ResponseBody>, ProxyError>>,
+    B: Send,
+{
+    type Response = Result<Response<ResponseBody>, ProxyError>;
+
+    fn call(&self, req: Request<B>) -> impl Future<Output = Self::Response> + Send {
+        async move {
+            let limiter = &self.limiter;
+            let slot = match Arc::clone(&limiter.in_flight).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    // Shed at once when the queue is full too.
+                    let Ok(_place) = limiter.queue.try_acquire() else {
+                        return Err(limiter.overloaded());
+                    };
+                    match tokio::time::timeout(limiter.max_wait, Arc::clone(&limiter.in_flight).acquire_owned()).await {
+                        Ok(Ok(slot)) => slot,
+                        // Waited its turn in vain (or the semaphore closed).
+                        _ => return Err(limiter.overloaded()),
+                    }
+                }
+            };
+            let resp = self.inner.call(req).await?;
+            Ok(resp.map(|body| body.hold(slot)))
+        }
+    }
+}

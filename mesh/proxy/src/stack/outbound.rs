@@ -1,0 +1,57 @@
+//! The outbound request path, assembled: explicit mode (routed by
+//! authority) and `--transparent` (to each connection's original
+//! destination) share one stack shape and one limit.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::ServiceBuilder;
+
+use super::{
+    errors::ErrorsLayer,
+    forward::{Forward, Forwarder, Via},
+    limit::{LimitLayer, Limiter},
+    metrics::MetricsLayer,
+    timeout::TimeoutLayer,
+    Service,
+};
+use crate::{
+    config::Limits,
+    http::body::ResponseBody,
+    metrics::{Direction, DirectionMetrics},
+};
+
+/// What every outbound request shares: built once per proxy.
+#[derive(Debug, Clone)]
+pub struct OutboundStack {
+    forwarder: Arc<Forwarder>,
+    metrics: Arc<DirectionMetrics>,
+    limiter: Arc<Limiter>,
+    timeout: Duration,
+}
+
+impl OutboundStack {
+    /// The outbound stack around `forwarder`, bounded by `limits`.
+    pub fn new(forwarder: Arc<Forwarder>, limits: &Limits) -> Self {
+        let metrics = Arc::new(forwarder.metrics().clone());
+        let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
+        Self { forwarder, metrics, limiter, timeout: limits.request_timeout }
+    }
+
+    /// The outbound direction's metrics.
+    pub fn metrics(&self) -> &DirectionMetrics {
+        &self.metrics
+    }
+
+    /// The request path: routed by authority, or (`--transparent`, one per
+    /// connection) to `via`.
+    pub fn service(&self, via: Option<Via>) -> impl Service<Request<Incoming>, Response = Response<ResponseBody>> + 'static {
+        ServiceBuilder::new()
+            .layer(MetricsLayer::new(Arc::clone(&self.metrics)))
+            .layer(ErrorsLayer::new(Direction::Outbound, Arc::clone(&self.metrics)))
+            .layer(LimitLayer::new(Arc::clone(&self.limiter)))
+            .layer(TimeoutLayer::new(self.timeout, self.metrics.body_timeouts().clone()))
+            .service(Forward::new(Arc::clone(&self.forwarder), via, None))
+    }
+}
