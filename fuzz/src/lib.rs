@@ -10,7 +10,10 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use mesh_proxy::tcp::detect::{detect, Detected, PrefixedIo};
-use mesh_proxy::stack::Forwarder;
+use mesh_proxy::stack::{
+    inbound::{Connection, InboundStack},
+    Forwarder, Service as _,
+};
 use mesh_proxy::metrics::{Direction, Metrics};
 use mesh_proxy::http::router::Router;
 use mesh_proxy::http::server::http_builder;
@@ -28,16 +31,18 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The inbound forwarder with no route: every request goes through the
-/// proxy's real handler (size checks, routing, error responses, metrics)
-/// without dialing anything.
-fn forwarder() -> Arc<Forwarder> {
-    static FORWARDER: OnceLock<Arc<Forwarder>> = OnceLock::new();
-    Arc::clone(FORWARDER.get_or_init(|| {
-        let metrics = Metrics::new();
+/// The inbound request path with no route: every request goes through the
+/// proxy's real layers (metrics, errors, limit, timeout, size checks,
+/// routing) without dialing anything.
+fn stack() -> &'static InboundStack {
+    static STACK: OnceLock<InboundStack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let metrics = Arc::new(Metrics::new());
         let router = Router::from_routes(&[]).expect("an empty route table");
-        Forwarder::inbound(router, Limits::default(), metrics.direction(Direction::Inbound).clone(), false)
-    }))
+        let forwarder =
+            Forwarder::inbound(router, Limits::default(), metrics.direction(Direction::Inbound).clone(), false);
+        InboundStack::new(forwarder, metrics, &Limits::default())
+    })
 }
 
 /// How far one input got, for the targets' own checks.
@@ -58,10 +63,11 @@ pub fn serve(input: &[u8], detect_first: bool) -> Served {
         let limits = Limits::default();
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let server_task = tokio::spawn(async move {
-            let forwarder = forwarder();
+            let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let stack = Arc::new(stack().service(Connection { client: None, peer, authz: None, via: None }));
             let service = service_fn(move |req| {
-                let forwarder = Arc::clone(&forwarder);
-                async move { Ok::<_, Infallible>(forwarder.handle(req).await) }
+                let stack = Arc::clone(&stack);
+                async move { Ok::<_, Infallible>(stack.call(req).await) }
             });
             let builder = http_builder(&limits);
             let mut server = server;
