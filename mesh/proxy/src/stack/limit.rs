@@ -99,3 +99,54 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// Holds every request until `open` turns true, then answers 200.
+    struct Held(watch::Receiver<bool>);
+
+    impl Service<Request<()>> for Held {
+        type Response = Result<Response<ResponseBody>, ProxyError>;
+
+        fn call(&self, _req: Request<()>) -> impl Future<Output = Self::Response> + Send {
+            let mut open = self.0.clone();
+            async move {
+                let _ = open.wait_for(|o| *o).await;
+                Ok(Response::new(ResponseBody::empty()))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_limit_and_queue_shed_at_once_and_a_slot_lasts_until_the_body_is_gone() {
+        let (open_tx, open) = watch::channel(false);
+        let limiter = Limiter::new(1, 1, Duration::from_secs(3600));
+        let svc = Arc::new(LimitLayer::new(Arc::clone(&limiter)).layer(Held(open)));
+        let call = |svc: &Arc<Limit<Held>>| {
+            let svc = Arc::clone(svc);
+            tokio::spawn(async move { svc.call(Request::new(())).await })
+        };
+        let first = call(&svc);
+        let queued = call(&svc);
+        while limiter.queue.available_permits() > 0 || limiter.in_flight.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // One in flight, one waiting: the next is shed without waiting.
+        let shed = svc.call(Request::new(())).await;
+        assert!(matches!(shed, Err(ProxyError::Overloaded { in_flight: 1, queued: 1 })), "{shed:?}");
+
+        open_tx.send_replace(true);
+        let body = first.await.unwrap().unwrap().into_body();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!queued.is_finished(), "the first response's body still holds the only slot");
+        drop(body);
+        assert!(queued.await.unwrap().is_ok());
+        assert_eq!(limiter.in_flight.available_permits(), 1, "every slot back once the bodies are gone");
+    }
+}
