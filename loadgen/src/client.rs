@@ -182,7 +182,8 @@ impl H1Conn {
         let mut exchange = pin!(h1_exchange(sender, req));
         match future::select(exchange.as_mut(), driver.as_mut()).await {
             Either::Left(((sender, outcome), _)) => {
-                let reusable = matches!(outcome, Outcome::Response(_)) && !sender.is_closed();
+                let reusable = matches!(outcome, Outcome::Response(_) | Outcome::Shed(_))
+                    && !sender.is_closed();
                 (reusable.then_some(H1Conn { sender, driver }), outcome)
             }
             Either::Right(_) => {
@@ -215,6 +216,10 @@ async fn response_outcome(res: hyper::Result<http::Response<Incoming>>) -> Outco
         Err(_) => return Outcome::Failed(error_class::IO),
     };
     let status: StatusCode = resp.status();
+    let shed = resp
+        .headers()
+        .get("weft-proxy-error")
+        .is_some_and(|v| v.as_bytes() == b"overloaded");
     // Read and drop frames one by one: nothing is collected or copied.
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
@@ -222,7 +227,11 @@ async fn response_outcome(res: hyper::Result<http::Response<Incoming>>) -> Outco
             return Outcome::Failed(error_class::IO);
         }
     }
-    Outcome::Response(status)
+    if shed {
+        Outcome::Shed(status)
+    } else {
+        Outcome::Response(status)
+    }
 }
 
 /// An HTTP/2 connection; its driver runs as its own task because many streams share it.

@@ -28,7 +28,11 @@ const START_LEAD: Duration = Duration::from_millis(10);
 /// Closed loop only: pause after a failed connect so a dead target is not hammered in a spin.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 
-pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<record::Load, LoadError> {
+pub(crate) async fn run(
+    cfg: LoadConfig,
+    progress: Arc<Progress>,
+    slice: Option<Duration>,
+) -> Result<(record::Load, Option<crate::Timeline>), LoadError> {
     cfg.validate()?;
     let target = Arc::new(Target::resolve(&cfg).await?);
     let n = cfg.connections;
@@ -67,7 +71,7 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<reco
     let mut tasks: JoinSet<Recorder> = JoinSet::new();
     let mut sequencer = None;
     let new_recorder = || {
-        let mut r = Recorder::new(window, progress.clone());
+        let mut r = Recorder::new(window, progress.clone()).with_timeline(slice);
         r.connection_opened();
         r
     };
@@ -161,7 +165,9 @@ pub(crate) async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<reco
             .map_err(|e| LoadError::Task(e.to_string()))?
             .map_err(|_| LoadError::Task("the sequencer thread panicked".into()))?;
     }
-    Ok(merge(recorders).into_load(&cfg)?)
+    let mut merged = merge(recorders);
+    let timeline = merged.timeline.take();
+    Ok((merged.into_load(&cfg)?, timeline))
 }
 
 enum Conn {

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use recorder::{SliceStats, Timeline};
 pub use recorder::{new_histogram, HISTOGRAM_HIGHEST_US, HISTOGRAM_LOWEST_US, HISTOGRAM_SIGFIG};
 /// What a run produces and `--json` writes: the record crate's [`Load`].
 pub use record::{Load, Percentiles};
@@ -49,6 +50,9 @@ pub mod error_class {
     pub const IO: &str = "io";
     /// HTTP/2 open loop only: the slot found the in-flight stream cap full and was not sent.
     pub const OVERFLOW: &str = "overflow";
+    /// A proxy on the way shed the request: a response carrying
+    /// `weft-proxy-error: overloaded` (counted here, not as `status_5xx`).
+    pub const SHED: &str = "shed";
 }
 
 /// What to load, how hard and for how long.
@@ -191,5 +195,26 @@ pub enum LoadError {
 /// All connections are opened before the clock starts; if the target cannot be reached then,
 /// this fails with [`LoadError::Unreachable`] instead of reporting a run full of errors.
 pub async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load, LoadError> {
-    engine::run(cfg, progress).await
+    Ok(engine::run(cfg, progress, None).await?.0)
+}
+
+/// [`run`], and the measured window cut into slices of `slice` (by
+/// scheduled time): requests, errors, shed responses and a latency
+/// histogram per slice, for runs whose load changes under them (faults,
+/// overload, soak).
+pub async fn run_with_timeline(
+    cfg: LoadConfig,
+    progress: Arc<Progress>,
+    slice: Duration,
+) -> Result<(Load, Timeline), LoadError> {
+    if slice.is_zero() {
+        return Err(LoadError::Config(vec!["timeline slice 0s: must be longer than zero".into()]));
+    }
+    let (load, timeline) = engine::run(cfg, progress, Some(slice)).await?;
+    let timeline = timeline.unwrap_or_else(|| Timeline {
+        slice,
+        slices: Vec::new(),
+        shed_latency: new_histogram(),
+    });
+    Ok((load, timeline))
 }

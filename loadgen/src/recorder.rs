@@ -55,12 +55,16 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
 pub(crate) enum Outcome {
     /// A complete response arrived; the status decides whether it is an error.
     Response(http::StatusCode),
+    /// A complete response the proxy answered itself because it was
+    /// overloaded (`weft-proxy-error: overloaded`): shed, error class `shed`.
+    Shed(http::StatusCode),
     /// No response; the value is an [`error_class`](crate::error_class) key.
     Failed(&'static str),
 }
 
 pub(crate) struct Recorder {
     window: Window,
+    timeline: Option<TimelineAcc>,
     progress: Arc<Progress>,
     latency: Histogram<u64>,
     service: Histogram<u64>,
@@ -76,6 +80,7 @@ impl Recorder {
     pub fn new(window: Window, progress: Arc<Progress>) -> Self {
         Self {
             window,
+            timeline: None,
             progress,
             latency: task_histogram(),
             service: task_histogram(),
@@ -86,6 +91,17 @@ impl Recorder {
             completed_in_window: 0,
             connections_opened: 0,
         }
+    }
+
+    /// Also keep per-slice statistics, slices of `slice` from the start of
+    /// the measured window (by scheduled time, like everything else).
+    pub fn with_timeline(mut self, slice: Option<Duration>) -> Self {
+        self.timeline = slice.map(|slice| TimelineAcc {
+            slice,
+            slices: Vec::new(),
+            shed: task_histogram(),
+        });
+        self
     }
 
     pub fn connection_opened(&mut self) {
@@ -100,7 +116,7 @@ impl Recorder {
         done: Instant,
         outcome: Outcome,
     ) {
-        if let Outcome::Response(_) = outcome {
+        if let Outcome::Response(_) | Outcome::Shed(_) = outcome {
             // Throughput counts completions inside the window whatever their schedule, so a
             // backlog draining after a stall is not credited to the window twice or never.
             if self.window.contains_completion(done) {
@@ -131,8 +147,19 @@ impl Recorder {
                     None
                 }
             }
+            Outcome::Shed(_) => {
+                record(&mut self.latency, done.saturating_duration_since(scheduled));
+                record(
+                    &mut self.service,
+                    done.saturating_duration_since(sent.unwrap_or(scheduled)),
+                );
+                Some(crate::error_class::SHED)
+            }
             Outcome::Failed(class) => Some(class),
         };
+        if let Some(t) = &mut self.timeline {
+            t.record(self.window.warm_end, scheduled, done, outcome, class.is_some());
+        }
         if let Some(class) = class {
             self.errors += 1;
             *self.by_class.entry(class).or_default() += 1;
@@ -142,8 +169,84 @@ impl Recorder {
     }
 }
 
+/// Per-slice statistics of one task.
+struct TimelineAcc {
+    slice: Duration,
+    slices: Vec<SliceStats>,
+    shed: Histogram<u64>,
+}
+
+impl TimelineAcc {
+    fn record(&mut self, origin: Instant, scheduled: Instant, done: Instant, outcome: Outcome, error: bool) {
+        let at = scheduled.saturating_duration_since(origin);
+        let i = (at.as_nanos() / self.slice.as_nanos().max(1)) as usize;
+        while self.slices.len() <= i {
+            self.slices.push(SliceStats::new());
+        }
+        let s = &mut self.slices[i];
+        s.requests += 1;
+        s.errors += u64::from(error);
+        let latency = done.saturating_duration_since(scheduled);
+        match outcome {
+            Outcome::Response(_) => record(&mut s.latency, latency),
+            Outcome::Shed(_) => {
+                s.shed += 1;
+                record(&mut s.latency, latency);
+                record(&mut self.shed, latency);
+            }
+            Outcome::Failed(_) => {}
+        }
+    }
+}
+
+/// What was scheduled in one slice of the measured window.
+#[derive(Debug, Clone)]
+pub struct SliceStats {
+    /// Requests scheduled in the slice that finished (responses and failures).
+    pub requests: u64,
+    /// Of those, failed (any class, shed included).
+    pub errors: u64,
+    /// Of the errors, answered by an overloaded proxy (`shed`).
+    pub shed: u64,
+    /// Corrected latency of every response (shed ones included), µs.
+    pub latency: Histogram<u64>,
+}
+
+impl SliceStats {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            shed: 0,
+            latency: task_histogram(),
+        }
+    }
+
+    fn add(&mut self, o: &SliceStats) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.shed += o.shed;
+        self.latency
+            .add(&o.latency)
+            .expect("task histograms never exceed the merged bounds");
+    }
+}
+
+/// The measured window in slices (see [`crate::run_with_timeline`]).
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// Width of one slice.
+    pub slice: Duration,
+    /// Slice `i` covers scheduled times `[i * slice, (i + 1) * slice)` from
+    /// the start of the measured window.
+    pub slices: Vec<SliceStats>,
+    /// Corrected latency of every shed response in the window, µs.
+    pub shed_latency: Histogram<u64>,
+}
+
 /// The task recorders merged, histograms still in memory.
 pub(crate) struct Merged {
+    pub timeline: Option<Timeline>,
     pub requests: u64,
     pub errors: u64,
     pub errors_by_class: BTreeMap<String, u64>,
@@ -158,6 +261,7 @@ pub(crate) struct Merged {
 /// Merges the task recorders.
 pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
     let mut m = Merged {
+        timeline: None,
         requests: 0,
         errors: 0,
         errors_by_class: BTreeMap::new(),
@@ -168,6 +272,22 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         service_time: new_histogram(),
     };
     for r in recorders {
+        if let Some(t) = &r.timeline {
+            let into = m.timeline.get_or_insert_with(|| Timeline {
+                slice: t.slice,
+                slices: Vec::new(),
+                shed_latency: new_histogram(),
+            });
+            while into.slices.len() < t.slices.len() {
+                into.slices.push(SliceStats::new());
+            }
+            for (a, b) in into.slices.iter_mut().zip(&t.slices) {
+                a.add(b);
+            }
+            into.shed_latency
+                .add(&t.shed)
+                .expect("task histograms never exceed the merged bounds");
+        }
         m.latency.add(&r.latency).expect("task histograms never exceed the merged bounds");
         m.service_time.add(&r.service).expect("task histograms never exceed the merged bounds");
         m.requests += r.requests;
@@ -314,5 +434,29 @@ mod tests {
             res.latency.max(),
             res.latency.highest_equivalent(HISTOGRAM_HIGHEST_US)
         );
+    }
+
+    #[test]
+    fn timeline_slices_by_scheduled_time_and_counts_shed() {
+        let w = window();
+        let ms = Duration::from_millis;
+        let mut a = Recorder::new(w, Arc::new(Progress::default())).with_timeline(Some(ms(100)));
+        let mut b = Recorder::new(w, Arc::new(Progress::default())).with_timeline(Some(ms(100)));
+        let s = w.warm_end;
+        // warm-up: in no slice
+        a.record(w.start, Some(w.start), w.start + ms(1), Outcome::Response(StatusCode::OK));
+        a.record(s + ms(10), Some(s + ms(10)), s + ms(12), Outcome::Response(StatusCode::OK));
+        b.record(s + ms(20), None, s + ms(30), Outcome::Failed(crate::error_class::CONNECT));
+        b.record(s + ms(250), Some(s + ms(250)), s + ms(251), Outcome::Shed(StatusCode::SERVICE_UNAVAILABLE));
+        let res = merge(vec![a, b]);
+        let t = res.timeline.as_ref().unwrap();
+        assert_eq!(t.slices.len(), 3);
+        assert_eq!((t.slices[0].requests, t.slices[0].errors, t.slices[0].shed), (2, 1, 0));
+        assert_eq!(t.slices[0].latency.len(), 1, "a failure has no latency");
+        assert_eq!((t.slices[1].requests, t.slices[2].requests), (0, 1));
+        assert_eq!((t.slices[2].errors, t.slices[2].shed), (1, 1));
+        assert_eq!(t.shed_latency.len(), 1);
+        assert_eq!(res.errors_by_class.get("shed"), Some(&1));
+        assert_eq!(res.errors_by_class.get("status_5xx"), None);
     }
 }
