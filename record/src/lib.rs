@@ -17,14 +17,18 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod faults;
 pub mod hist;
 pub mod hostile;
 pub mod io;
 pub mod load;
 pub mod propagation;
 pub mod report;
+pub mod soak;
 
 pub use conformance::{Status, TestResult};
+pub use faults::{FaultRun, Hardening, OverloadRun};
+pub use soak::Soak;
 pub use hist::HistogramError;
 pub use hostile::HostileRun;
 pub use load::{Load, Percentiles};

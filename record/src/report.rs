@@ -49,6 +49,9 @@ pub struct Report {
     /// Hostile-client results (`bench hostile`), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostile: Option<crate::hostile::HostileRun>,
+    /// Soak, fault-under-load and overload runs (`crate::soak`, `crate::faults`).
+    #[serde(default, flatten)]
+    pub hardening: crate::Hardening,
 }
 
 impl Report {
@@ -67,6 +70,7 @@ impl Report {
             propagation: Vec::new(),
             conformance: Vec::new(),
             hostile: None,
+            hardening: crate::Hardening::default(),
         }
     }
 

@@ -111,6 +111,7 @@ pub fn report(runs: Vec<Run>) -> Report {
         propagation: vec![],
         conformance: vec![],
         hostile: None,
+        hardening: Default::default(),
     }
 }
 

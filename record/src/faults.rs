@@ -1,0 +1,133 @@
+//! Faults under load and overload: load at a fixed rate while the harness
+//! disrupts the mesh at a known time, and the proxy pushed past its capacity.
+//!
+//! Windows are by scheduled send time, relative to the start of the
+//! measured window: `before` is `[0, fault_at)`, `during` is
+//! `[fault_at, fault_at + fault_for)`, `after` is the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::Percentiles;
+use crate::report::Resource;
+
+/// One fault-under-load run (one cell of a `mode = "fault"` scenario).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FaultRun {
+    pub scenario: String,
+    pub variant: String,
+    pub substrate: String,
+    pub repetition: u32,
+    /// `replica-kill`, `control-restart`, `cert-rotation`, `endpoint-churn`,
+    /// `peer-freeze`.
+    pub fault: String,
+    /// Offered rate, requests/s.
+    pub rate: f64,
+    pub duration_s: f64,
+    /// Start and length of the disruption, seconds into the measured window.
+    pub fault_at_s: f64,
+    pub fault_for_s: f64,
+    /// Whole measured window.
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(default)]
+    pub errors_by_class: BTreeMap<String, u64>,
+    /// Failed requests that were idempotent (GET without a body), i.e. ones
+    /// the mesh could have retried safely.
+    pub idempotent_errors: u64,
+    pub before: Window,
+    pub during: Window,
+    pub after: Window,
+    /// Seconds from the start of the fault until the end of the last bad
+    /// slice (errors, or p99 above twice the `before` p99); `0` if no slice
+    /// was bad; `null` if the last slice of the run was still bad.
+    pub recovery_s: Option<f64>,
+    /// What the harness did and saw, in order (e.g. `12.0 s: SIGKILL server-1`).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// The run in slices, for the chart.
+    #[serde(default)]
+    pub slices: Vec<Slice>,
+}
+
+/// Requests scheduled in one window of a fault run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Window {
+    pub requests: u64,
+    pub errors: u64,
+    /// Corrected latency of the responses scheduled in the window, µs.
+    pub latency_us: Percentiles,
+}
+
+/// One slice of a run's timeline.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Slice {
+    /// Start of the slice, seconds into the measured window.
+    pub t_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(default)]
+    pub shed: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// One overload run (one cell of a `mode = "overload"` scenario): the
+/// capacity measured first, the overload at `factor` times it, and a run
+/// at a sustainable rate right after.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OverloadRun {
+    pub scenario: String,
+    pub variant: String,
+    pub substrate: String,
+    pub repetition: u32,
+    /// Closed-loop throughput, requests/s, with `capacity_concurrency` in flight.
+    pub capacity_rps: f64,
+    pub capacity_concurrency: u32,
+    /// The offered overload: `factor x capacity_rps`.
+    pub factor: f64,
+    pub offered_rps: f64,
+    /// Connections the load generator kept open during the overload.
+    pub connections: u32,
+    /// The overload phase.
+    pub overload: Phase,
+    /// Shed responses (`weft-proxy-error: overloaded`) and their latency, µs.
+    pub shed: u64,
+    pub shed_latency_us: Percentiles,
+    /// Proxies and control plane during the overload (peak RSS: bounded?).
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+    /// Before the overload, at the sustainable rate: the normal p99.
+    pub quiet: Phase,
+    /// Right after the overload, at the same sustainable rate.
+    pub recovery: Phase,
+    #[serde(default)]
+    pub slices: Vec<Slice>,
+}
+
+/// One load phase of an overload run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Phase {
+    /// Offered rate, requests/s.
+    pub rate: f64,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(default)]
+    pub errors_by_class: BTreeMap<String, u64>,
+    pub achieved_rps: f64,
+    pub latency_us: Percentiles,
+}
+
+/// The hardening sections of a report; flattened into it, each a list
+/// absent from older records (read as empty).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Hardening {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soak: Vec<crate::soak::Soak>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultRun>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overload: Vec<OverloadRun>,
+}
