@@ -17,6 +17,7 @@ pub mod bins;
 pub mod commands;
 pub mod conformance;
 pub mod env;
+pub mod hardening;
 pub mod hostile;
 pub mod plan;
 pub mod propagation;

@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::suite::{LoadShape, Suite, Variant};
+use crate::suite::{Hardening, LoadShape, Suite, Variant};
 
 /// One measured cell of the matrix.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,7 +98,14 @@ pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
                     Variant::Weft => REPLICA_OVERHEAD * (sc.replicas as u32 - 1),
                     _ => Duration::ZERO,
                 };
-                acc + sc.warmup + sc.duration + DEPLOY_OVERHEAD + sidecars
+                // Capacity (1 s warm-up), quiet, overload, recovery.
+                let extra = match &sc.hardening {
+                    Some(Hardening::Overload(o)) => {
+                        o.capacity_duration + Duration::from_secs(1) + sc.duration * 2
+                    }
+                    _ => Duration::ZERO,
+                };
+                acc + sc.warmup + sc.duration + DEPLOY_OVERHEAD + sidecars + extra
             }
         }
     })
@@ -109,7 +116,12 @@ pub fn label(suite: &Suite, cell: &Cell) -> String {
     let sc = &suite.scenarios[cell.scenario];
     let point = match (&sc.load, cell.rate) {
         (_, Some(r)) => format!("{} rps", fmt_rate(r)),
-        (LoadShape::Closed { concurrency }, None) => format!("c={concurrency}"),
+        (LoadShape::Closed { concurrency }, None) => match &sc.hardening {
+            Some(Hardening::Overload(o)) => {
+                format!("overload {}x capacity (c={concurrency})", o.factor)
+            }
+            _ => format!("c={concurrency}"),
+        },
         (LoadShape::Propagation(p), None) => {
             // The control plane alone: no variant in the label.
             return format!(
@@ -181,6 +193,25 @@ pub fn describe(suite: &Suite, cells: &[Cell]) -> String {
             (n, Some(d)) => format!(
                 "; {n} server replicas, the last one with delay {}",
                 humantime::format_duration(d)
+            ),
+        };
+        let load = match &sc.hardening {
+            None => load,
+            Some(Hardening::Soak(k)) => format!(
+                "soak, {load}; RSS and open fds every {}, flat within {} % after {}",
+                humantime::format_duration(k.interval),
+                k.tolerance * 100.0,
+                humantime::format_duration(k.settle)
+            ),
+            Some(Hardening::Fault(f)) => format!(
+                "fault `{}` at {} for {}, {load}",
+                f.fault.as_str(),
+                humantime::format_duration(f.at),
+                humantime::format_duration(f.length)
+            ),
+            Some(Hardening::Overload(o)) => format!(
+                "overload: capacity closed loop, then {}x it open loop, then {} of it; {load}",
+                o.factor, o.sustainable
             ),
         };
         let _ = writeln!(

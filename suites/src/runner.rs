@@ -257,6 +257,7 @@ async fn execute<S: Substrate>(
     let mut runs = Vec::new();
     let mut propagation: Vec<Propagation> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
+    let mut hardening = record::Hardening::default();
     let mut failures = 0;
     for (si, scenario) in suite.scenarios.iter().enumerate() {
         let mine: Vec<(usize, &Cell)> = cells
@@ -359,6 +360,27 @@ async fn execute<S: Substrate>(
                     continue;
                 }
             };
+            if let Some(h) = &scenario.hardening {
+                let bar = mp.add(ProgressBar::new_spinner());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                let done = crate::hardening::run(h, scenario, cell, &dep, substrate, &bar).await;
+                bar.finish_and_clear();
+                mp.remove(&bar);
+                substrate.teardown(dep).await;
+                match done {
+                    Ok(section) => {
+                        say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), section.one_line()));
+                        section.file(&mut runs, &mut hardening);
+                    }
+                    Err(e) => {
+                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
+                        failures += 1;
+                        record_failure(&mut skipped, scenario, cell.variant, &e);
+                    }
+                }
+                overall.inc(1);
+                continue;
+            }
             let measured = measure(&mp, scenario, cell, &label, &dep, substrate.name()).await;
             substrate.teardown(dep).await;
             match measured {
@@ -396,6 +418,7 @@ async fn execute<S: Substrate>(
     report.runs = runs;
     report.skipped = skipped;
     report.propagation = propagation;
+    report.hardening = hardening;
     (report, failures)
 }
 
@@ -547,7 +570,7 @@ async fn load(
     }
 }
 
-fn one_line(r: &Run) -> String {
+pub(crate) fn one_line(r: &Run) -> String {
     let cpu: f64 = r
         .resources
         .iter()

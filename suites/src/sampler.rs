@@ -5,10 +5,15 @@
 //! a master/worker peer (nginx) counts its workers. CPU seconds are the
 //! difference between the last and the first sample; RSS is the peak and the
 //! mean of the per-sample tree sums.
+//!
+//! For soak runs ([`Sampler::start_series`]) it also keeps every sample's
+//! RSS and open fds (the entries of `/proc/<pid>/fd`, summed over the tree)
+//! with its time, at a slower interval.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use record::soak::ProcessSeries;
 use reports::Resource;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,6 +27,7 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 struct Sample {
     ticks: u64,
     rss: u64,
+    fds: u64,
 }
 
 #[derive(Default)]
@@ -31,36 +37,62 @@ struct Acc {
     peak: u64,
     rss_sum: u128,
     samples: u32,
+    series: ProcessSeries,
 }
 
 /// A running sampler; [`Sampler::finish`] stops it and returns the records.
 pub struct Sampler {
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Vec<Resource>>,
+    task: JoinHandle<(Vec<Resource>, Vec<ProcessSeries>)>,
 }
 
 impl Sampler {
     /// Start sampling now (call at the start of the measured window).
     pub fn start(components: Vec<Component>) -> Sampler {
+        Sampler::spawn(components, INTERVAL, None)
+    }
+
+    /// Start sampling every `interval`, keeping each sample's RSS and open
+    /// fds with its time from `origin` (the start of the measured window).
+    pub fn start_series(components: Vec<Component>, interval: Duration, origin: Instant) -> Sampler {
+        Sampler::spawn(components, interval, Some(origin))
+    }
+
+    fn spawn(components: Vec<Component>, interval: Duration, origin: Option<Instant>) -> Sampler {
         let (tx, mut rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let mut accs: Vec<Acc> = components.iter().map(|_| Acc::default()).collect();
-            let mut tick = tokio::time::interval(INTERVAL);
+            let mut accs: Vec<Acc> = components
+                .iter()
+                .map(|c| Acc {
+                    series: ProcessSeries {
+                        component: c.name.clone(),
+                        role: c.role.as_str().to_string(),
+                        ..ProcessSeries::default()
+                    },
+                    ..Acc::default()
+                })
+                .collect();
+            let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => sample_all(&components, &mut accs),
+                    _ = tick.tick() => sample_all(&components, &mut accs, origin),
                     _ = &mut rx => break,
                 }
             }
             // A closing sample so the CPU delta spans the whole window.
-            sample_all(&components, &mut accs);
+            sample_all(&components, &mut accs, origin);
             let hz = procfs::ticks_per_second() as f64;
-            components
+            let resources = components
                 .iter()
-                .zip(accs)
-                .map(|(c, a)| resource(c, &a, hz))
-                .collect()
+                .zip(&accs)
+                .map(|(c, a)| resource(c, a, hz))
+                .collect();
+            let series = match origin {
+                Some(_) => accs.into_iter().map(|a| a.series).collect(),
+                None => Vec::new(),
+            };
+            (resources, series)
         });
         Sampler {
             stop: Some(tx),
@@ -69,7 +101,13 @@ impl Sampler {
     }
 
     /// Stop (with one final sample) and return one [`Resource`] per component.
-    pub async fn finish(mut self) -> Vec<Resource> {
+    pub async fn finish(self) -> Vec<Resource> {
+        self.finish_series().await.0
+    }
+
+    /// [`Sampler::finish`], and the per-sample series of a
+    /// [`Sampler::start_series`] sampler (empty otherwise).
+    pub async fn finish_series(mut self) -> (Vec<Resource>, Vec<ProcessSeries>) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -99,12 +137,17 @@ fn resource(c: &Component, a: &Acc, hz: f64) -> Resource {
     }
 }
 
-fn sample_all(components: &[Component], accs: &mut [Acc]) {
+fn sample_all(components: &[Component], accs: &mut [Acc], origin: Option<Instant>) {
     let tree = children_map();
     for (c, acc) in components.iter().zip(accs.iter_mut()) {
-        let Some(s) = sample_tree(c.pid, &tree) else {
+        let Some(s) = sample_tree(c.pid, &tree, origin.is_some()) else {
             continue;
         };
+        if let Some(origin) = origin {
+            acc.series.t_s.push(origin.elapsed().as_secs_f64());
+            acc.series.rss_bytes.push(s.rss);
+            acc.series.fds.push(s.fds);
+        }
         acc.first.get_or_insert(s);
         acc.last = s;
         acc.peak = acc.peak.max(s.rss);
@@ -127,13 +170,14 @@ fn children_map() -> HashMap<i32, Vec<i32>> {
 }
 
 /// Sum over `root` and its descendants; `None` if `root` is gone.
-fn sample_tree(root: u32, tree: &HashMap<i32, Vec<i32>>) -> Option<Sample> {
-    let mut total = sample_one(root as i32)?;
+fn sample_tree(root: u32, tree: &HashMap<i32, Vec<i32>>, fds: bool) -> Option<Sample> {
+    let mut total = sample_one(root as i32, fds)?;
     let mut stack: Vec<i32> = tree.get(&(root as i32)).cloned().unwrap_or_default();
     while let Some(pid) = stack.pop() {
-        if let Some(s) = sample_one(pid) {
+        if let Some(s) = sample_one(pid, fds) {
             total.ticks += s.ticks;
             total.rss += s.rss;
+            total.fds += s.fds;
         }
         if let Some(kids) = tree.get(&pid) {
             stack.extend(kids);
@@ -142,14 +186,20 @@ fn sample_tree(root: u32, tree: &HashMap<i32, Vec<i32>>) -> Option<Sample> {
     Some(total)
 }
 
-fn sample_one(pid: i32) -> Option<Sample> {
+fn sample_one(pid: i32, fds: bool) -> Option<Sample> {
     let p = procfs::process::Process::new(pid).ok()?;
     let stat = p.stat().ok()?;
     // VmRSS is in kB; absent for zombies, which hold no memory.
     let rss_kb = p.status().ok().and_then(|s| s.vmrss).unwrap_or(0);
+    // Counting /proc/<pid>/fd costs a directory read: only when asked.
+    let fds = match fds {
+        true => std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
+        false => 0,
+    };
     Some(Sample {
         ticks: stat.utime + stat.stime,
         rss: rss_kb * 1024,
+        fds,
     })
 }
 
@@ -187,5 +237,26 @@ mod tests {
             r[0]
         );
         assert!(r[0].cpu_seconds > 0.0, "{:?}", r[0]);
+    }
+
+    #[tokio::test]
+    async fn series_keep_rss_and_open_fds_per_sample() {
+        let me = Component {
+            name: "me".into(),
+            role: Role::Proxy,
+            pid: std::process::id(),
+        };
+        let s = Sampler::start_series(vec![me], Duration::from_millis(50), Instant::now());
+        let held: Vec<std::fs::File> = (0..20).map(|_| std::fs::File::open("/proc/self/stat").unwrap()).collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (r, series) = s.finish_series().await;
+        drop(held);
+        assert_eq!((r.len(), series.len()), (1, 1));
+        let p = &series[0];
+        assert_eq!((p.component.as_str(), p.role.as_str()), ("me", "proxy"));
+        assert!(p.t_s.len() >= 3 && p.t_s.len() == p.rss_bytes.len() && p.t_s.len() == p.fds.len(), "{p:?}");
+        assert!(p.t_s.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+        assert!(p.fds.iter().all(|n| *n >= 20), "the 20 held files are counted: {p:?}");
+        assert!(p.rss_bytes.iter().all(|b| *b > 0), "{p:?}");
     }
 }

@@ -59,6 +59,7 @@ fn topology(control_plane: bool) -> ScenarioTopology {
         replicas: 1,
         slow_replica_delay: None,
         control_plane,
+        cert_lifetime: None,
     }
 }
 

@@ -61,6 +61,19 @@ pub struct Local {
     /// only the variants that need it).
     control: Option<Result<ControlPlane, DeployError>>,
     counter: usize,
+    /// What the fault scenarios act on (see `faults`).
+    pub(super) mesh: MeshState,
+}
+
+/// The last deployment's mesh, as the fault scenarios need it.
+#[derive(Default)]
+pub(super) struct MeshState {
+    /// Every started mesh-proxy's admin address, by component name.
+    pub(super) admins: Vec<(String, SocketAddr)>,
+    /// The server sidecars published as the Service's endpoints, replica order.
+    pub(super) published: Vec<SocketAddr>,
+    /// A killed control plane, to be started again.
+    pub(super) stopped_control: Option<super::control::Restart>,
 }
 
 /// One mesh-proxy to start.
@@ -154,6 +167,7 @@ impl Local {
             servers: Vec::new(),
             control: None,
             counter: 0,
+            mesh: MeshState::default(),
         }
     }
 
@@ -177,14 +191,20 @@ impl Local {
         Ok(d)
     }
 
-    async fn start_control(&mut self) -> Result<ControlPlane, DeployError> {
+    async fn start_control(
+        &mut self,
+        cert_lifetime: Option<Duration>,
+    ) -> Result<ControlPlane, DeployError> {
         let dir = self.cell_dir("control")?;
         ControlPlane::start(
             &self.bins.mesh_control,
             &dir,
             &self.pids_file,
             READY_PATIENCE,
-            ControlOptions::local(),
+            ControlOptions {
+                cert_lifetime,
+                ..ControlOptions::local()
+            },
         )
         .await
     }
@@ -198,6 +218,36 @@ impl Local {
             });
         }
         Ok(self.servers.iter().map(|(_, a)| *a).collect())
+    }
+
+    /// The last replica's server: its name and pid (the fault scenarios' victim).
+    pub(super) fn last_server(&self) -> Result<(String, u32), DeployError> {
+        self.servers
+            .last()
+            .map(|(p, _)| (p.name().to_string(), p.pid()))
+            .ok_or_else(|| DeployError::Start {
+                component: "server".into(),
+                detail: "no target server running".into(),
+            })
+    }
+
+    /// The running control plane, taken out (to be killed).
+    pub(super) fn take_control(&mut self) -> Option<ControlPlane> {
+        match self.control.take() {
+            Some(Ok(cp)) => Some(cp),
+            other => {
+                self.control = other;
+                None
+            }
+        }
+    }
+
+    pub(super) fn put_control(&mut self, cp: ControlPlane) {
+        self.control = Some(Ok(cp));
+    }
+
+    pub(super) fn control_ref(&self) -> Result<&ControlPlane, DeployError> {
+        self.control_plane()
     }
 
     /// The scenario's control plane, for a variant that needs it.
@@ -227,20 +277,28 @@ impl Local {
     /// Start one mesh-proxy (see [`start_proxy`]); a meshed one that never
     /// gets ready has the control plane's stderr added to the error.
     async fn mesh_proxy(
-        &self,
+        &mut self,
         s: Sidecar<'_>,
     ) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
         let meshed = s.identity.is_some();
-        let control = match meshed || s.discovery {
-            true => Some(self.control_plane()?),
-            false => None,
+        let name = s.name.to_string();
+        let started = {
+            let control = match meshed || s.discovery {
+                true => Some(self.control_plane()?),
+                false => None,
+            };
+            start_proxy(&self.bins, &self.pids_file, control, s).await
         };
-        match start_proxy(&self.bins, &self.pids_file, control, s).await {
+        match started {
             Err(mut e) if meshed => {
                 self.explain_control(&mut e);
                 Err(e)
             }
-            other => other.map(|s| (s.proc, s.outbound, s.inbound)),
+            Err(e) => Err(e),
+            Ok(st) => {
+                self.mesh.admins.push((name, st.admin));
+                Ok((st.proc, st.outbound, st.inbound))
+            }
         }
     }
 
@@ -329,7 +387,7 @@ impl Substrate for Local {
             self.servers.push((p, server));
         }
         if topo.control_plane {
-            self.control = Some(self.start_control().await);
+            self.control = Some(self.start_control(topo.cert_lifetime).await);
         }
         Ok(())
     }
@@ -342,6 +400,7 @@ impl Substrate for Local {
         self.availability(variant)
             .map_err(|reason| DeployError::Unavailable { reason })?;
         let servers = self.server_addrs()?;
+        self.mesh = MeshState::default();
         // Replica 0: where the single-address variants go.
         let server = servers[0];
         let mut components: Vec<Component> = self
@@ -373,6 +432,7 @@ impl Substrate for Local {
                     strict_inbound.push(inbound.expect("inbound requested"));
                 }
                 self.control_plane()?.publish_endpoints(&strict_inbound)?;
+                self.mesh.published = strict_inbound.clone();
                 let (outb, outbound, _) = self
                     .mesh_proxy(Sidecar::meshed("proxy-outbound", CLIENT_ID, None))
                     .await?;
@@ -460,6 +520,7 @@ impl Substrate for Local {
     }
 
     async fn end_scenario(&mut self) {
+        self.mesh = MeshState::default();
         if let Some(Ok(cp)) = self.control.take() {
             cp.stop(STOP_GRACE).await;
         }
@@ -470,6 +531,15 @@ impl Substrate for Local {
 
     fn versions(&self) -> BTreeMap<String, String> {
         self.peers.versions()
+    }
+
+    async fn fault(
+        &mut self,
+        dep: &Deployment,
+        fault: crate::suite::Fault,
+        step: super::faults::FaultStep,
+    ) -> Result<String, DeployError> {
+        self.fault_step(dep, fault, step).await
     }
 }
 

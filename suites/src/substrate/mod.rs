@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod faults;
 pub mod hostile;
 pub mod local;
 pub mod manifests;
@@ -45,6 +46,9 @@ pub struct ScenarioTopology {
     /// Some variant's sidecars are certified by the control plane, so the
     /// scenario needs one running.
     pub control_plane: bool,
+    /// Lifetime of the certificates the control plane issues (`None`: long
+    /// enough that no renewal shows); short for the cert-rotation fault.
+    pub cert_lifetime: Option<Duration>,
 }
 
 impl ScenarioTopology {
@@ -58,6 +62,10 @@ impl ScenarioTopology {
             replicas: s.replicas,
             slow_replica_delay: s.slow_replica_delay,
             control_plane: s.variants.iter().any(|v| v.needs_control_plane()),
+            cert_lifetime: match &s.hardening {
+                Some(crate::suite::Hardening::Fault(f)) => f.cert_lifetime(),
+                _ => None,
+            },
         }
     }
 }
@@ -143,4 +151,21 @@ pub trait Substrate {
     async fn end_scenario(&mut self);
     /// Versions of the things this substrate runs (`nginx`, `haproxy`, ...).
     fn versions(&self) -> BTreeMap<String, String>;
+    /// Apply one step of a fault to a running deployment (fault scenarios);
+    /// returns what was done, for the record. Substrates without fault
+    /// injection say so.
+    async fn fault(
+        &mut self,
+        _dep: &Deployment,
+        fault: crate::suite::Fault,
+        _step: faults::FaultStep,
+    ) -> Result<String, DeployError> {
+        Err(DeployError::Unavailable {
+            reason: format!(
+                "the {} substrate cannot inject the `{}` fault (only `local` can)",
+                self.name(),
+                fault.as_str()
+            ),
+        })
+    }
 }

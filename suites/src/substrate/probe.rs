@@ -20,6 +20,16 @@ pub async fn get(
     path: &str,
     protocol: Protocol,
 ) -> Result<u16, String> {
+    fetch(addr, host, path, protocol).await.map(|(status, _)| status)
+}
+
+/// [`get`], with the response body.
+pub async fn fetch(
+    addr: SocketAddr,
+    host: Option<&str>,
+    path: &str,
+    protocol: Protocol,
+) -> Result<(u16, Bytes), String> {
     let attempt = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -58,8 +68,13 @@ pub async fn get(
         };
         let status = resp.status().as_u16();
         // Read the body so a proxy sees a complete exchange.
-        let _ = resp.into_body().collect().await;
-        Ok(status)
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok((status, body))
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
         Ok(r) => r,

@@ -18,6 +18,8 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("quick", include_str!("../../quick.toml")),
     ("ci", include_str!("../../ci.toml")),
     ("full", include_str!("../../full.toml")),
+    ("hardening", include_str!("../../hardening.toml")),
+    ("soak", include_str!("../../soak.toml")),
 ];
 
 /// What sits between the load generator and the target server.
@@ -161,6 +163,109 @@ pub struct Scenario {
     pub slow_replica_delay: Option<Duration>,
     pub timeout: Duration,
     pub variants: Vec<Variant>,
+    /// Soak, fault or overload: what the runner does around the load
+    /// (`None`: a plain measurement).
+    pub hardening: Option<Hardening>,
+}
+
+/// The hardening modes (see `suites/README.md`): each runs the `weft`
+/// variant only.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hardening {
+    /// Steady open-loop load while RSS and open fds are sampled.
+    Soak(SoakShape),
+    /// Open-loop load with a disruption at a known time.
+    Fault(FaultShape),
+    /// Capacity (closed loop at the scenario's `concurrency`), then
+    /// `factor` x capacity open loop, then a sustainable rate again.
+    Overload(OverloadShape),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoakShape {
+    /// Time between samples.
+    pub interval: Duration,
+    /// Samples before this are not judged.
+    pub settle: Duration,
+    /// Width of the windows whose medians are compared.
+    pub window: Duration,
+    /// Allowed max/min of the window medians, minus 1 (0.10: 10 %).
+    pub tolerance: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// One server replica (app and sidecar) SIGKILLed; its endpoint stays
+    /// published, as before the kubelet notices.
+    ReplicaKill,
+    /// mesh-control SIGKILLed, started again `fault_for` later.
+    ControlRestart,
+    /// Certificates short-lived enough that every proxy renews every `fault_every`.
+    CertRotation,
+    /// The last replica's endpoint removed and added back every `fault_every`.
+    EndpointChurn,
+    /// The last replica's server sidecar SIGSTOPped for `fault_for`, then SIGCONT.
+    PeerFreeze,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::ReplicaKill,
+        Fault::ControlRestart,
+        Fault::CertRotation,
+        Fault::EndpointChurn,
+        Fault::PeerFreeze,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::ReplicaKill => "replica-kill",
+            Fault::ControlRestart => "control-restart",
+            Fault::CertRotation => "cert-rotation",
+            Fault::EndpointChurn => "endpoint-churn",
+            Fault::PeerFreeze => "peer-freeze",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// Whether the fault acts on one of several replicas.
+    pub fn needs_replicas(self) -> bool {
+        matches!(self, Fault::ReplicaKill | Fault::EndpointChurn | Fault::PeerFreeze)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FaultShape {
+    pub fault: Fault,
+    /// Start of the disruption, from the start of the measured window.
+    pub at: Duration,
+    /// Length of the disruption window (for a kill: how long it is watched
+    /// as "during").
+    pub length: Duration,
+    /// Period of repeated disruptions (churn, rotation).
+    pub every: Duration,
+}
+
+impl FaultShape {
+    /// The certificate lifetime that makes proxies (which renew at 70 % of
+    /// it) rotate every `every`, for [`Fault::CertRotation`].
+    pub fn cert_lifetime(&self) -> Option<Duration> {
+        (self.fault == Fault::CertRotation)
+            .then(|| Duration::from_secs((self.every.as_secs_f64() / 0.7).round().max(1.0) as u64))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OverloadShape {
+    /// Offered overload as a multiple of the measured capacity.
+    pub factor: f64,
+    /// Length of the capacity measurement.
+    pub capacity_duration: Duration,
+    /// The sustainable rate before and after, as a fraction of capacity.
+    pub sustainable: f64,
 }
 
 /// A validated suite.
@@ -311,7 +416,11 @@ mod tests {
             for sc in s
                 .scenarios
                 .iter()
-                .filter(|sc| sc.replicas == 1 && !matches!(sc.load, LoadShape::Propagation(_)))
+                .filter(|sc| {
+                    sc.replicas == 1
+                        && sc.hardening.is_none()
+                        && !matches!(sc.load, LoadShape::Propagation(_))
+                })
             {
                 assert_eq!(
                     sc.variants.contains(&Variant::Weft),

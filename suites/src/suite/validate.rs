@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{line_col, LoadShape, Problem, PropagationShape, Protocol, Scenario, Suite, Variant};
+use super::{
+    line_col, Fault, FaultShape, Hardening, LoadShape, OverloadShape, Problem, PropagationShape,
+    Protocol, Scenario, SoakShape, Suite, Variant,
+};
 
 // ---- first pass: raw, spanned -------------------------------------------------
 
@@ -48,6 +51,20 @@ struct RawSettings {
     services: Option<Spanned<i64>>,
     endpoints: Option<Spanned<i64>>,
     changes: Option<Spanned<i64>>,
+    // mode = "soak"
+    sample_interval: Option<Spanned<String>>,
+    settle: Option<Spanned<String>>,
+    flat_window: Option<Spanned<String>>,
+    tolerance: Option<Spanned<f64>>,
+    // mode = "fault"
+    fault: Option<Spanned<String>>,
+    fault_at: Option<Spanned<String>>,
+    fault_for: Option<Spanned<String>>,
+    fault_every: Option<Spanned<String>>,
+    // mode = "overload"
+    factor: Option<Spanned<f64>>,
+    capacity_duration: Option<Spanned<String>>,
+    sustainable: Option<Spanned<f64>>,
 }
 
 pub(super) struct Validator<'a> {
@@ -278,7 +295,15 @@ impl Validator<'_> {
                 out
             }
         };
-        let load = self.load_shape(d, &s, span);
+        let load = self.load_shape(d, &s, span.clone());
+        let hardening = self.hardening(d, &s, span, duration);
+        if let Some(h) = &hardening {
+            self.hardening_topology(&s, d, h, &variants, replicas, repetitions);
+        }
+        let variants = match (&hardening, pick(&s.variants, &d.variants)) {
+            (Some(_), None) => vec![Variant::Weft],
+            _ => variants,
+        };
         let propagation = pick(&s.mode, &d.mode).is_some_and(|m| m.get_ref() == "propagation");
         if propagation {
             // No server, no variants: the harness runs its own control plane.
@@ -290,7 +315,7 @@ impl Validator<'_> {
                     self.problem(span, format!("`{key}` has no meaning for mode = \"propagation\" (it measures the control plane alone)"));
                 }
             }
-        } else if replicas > 1 {
+        } else if replicas > 1 && hardening.is_none() {
             self.static_variants_over_replicas(&s, d, &variants);
         }
         if self.problems.len() > before {
@@ -317,7 +342,141 @@ impl Validator<'_> {
             slow_replica_delay,
             timeout,
             variants,
+            hardening,
         })
+    }
+
+    /// The hardening settings of a `soak`, `fault` or `overload` scenario;
+    /// their keys anywhere else are problems.
+    fn hardening(
+        &mut self,
+        d: &RawSettings,
+        s: &RawSettings,
+        span: Range<usize>,
+        duration: Duration,
+    ) -> Option<Hardening> {
+        let mode = pick(&s.mode, &d.mode).map(|m| m.get_ref().as_str()).unwrap_or("open");
+        let keys: [(&str, &str, Option<Range<usize>>); 11] = [
+            ("sample_interval", "soak", s.sample_interval.as_ref().map(|v| v.span())),
+            ("settle", "soak", s.settle.as_ref().map(|v| v.span())),
+            ("flat_window", "soak", s.flat_window.as_ref().map(|v| v.span())),
+            ("tolerance", "soak", s.tolerance.as_ref().map(|v| v.span())),
+            ("fault", "fault", s.fault.as_ref().map(|v| v.span())),
+            ("fault_at", "fault", s.fault_at.as_ref().map(|v| v.span())),
+            ("fault_for", "fault", s.fault_for.as_ref().map(|v| v.span())),
+            ("fault_every", "fault", s.fault_every.as_ref().map(|v| v.span())),
+            ("factor", "overload", s.factor.as_ref().map(|v| v.span())),
+            ("capacity_duration", "overload", s.capacity_duration.as_ref().map(|v| v.span())),
+            ("sustainable", "overload", s.sustainable.as_ref().map(|v| v.span())),
+        ];
+        for (key, belongs, own) in keys {
+            if let (Some(at), true) = (own, belongs != mode) {
+                self.problem(at, format!("`{key}` is for mode = \"{belongs}\" scenarios"));
+            }
+        }
+        match mode {
+            "soak" => {
+                let interval = self
+                    .duration(pick(&s.sample_interval, &d.sample_interval), "sample_interval", false)
+                    .unwrap_or(Duration::from_secs(5));
+                let settle = self
+                    .duration(pick(&s.settle, &d.settle), "settle", true)
+                    .unwrap_or(Duration::from_secs(120));
+                let window = self
+                    .duration(pick(&s.flat_window, &d.flat_window), "flat_window", false)
+                    .unwrap_or(Duration::from_secs(30));
+                let tolerance = self.fraction(pick(&s.tolerance, &d.tolerance), "tolerance", 0.0, 10.0).unwrap_or(0.10);
+                if settle + window * 2 > duration {
+                    let at = pick(&s.settle, &d.settle).map(|v| v.span()).unwrap_or(span);
+                    self.problem(at, format!(
+                        "`settle` + 2 x `flat_window` ({} + 2 x {}) must fit in `duration` ({}): flatness compares at least two windows after settling",
+                        humantime::format_duration(settle), humantime::format_duration(window), humantime::format_duration(duration)
+                    ));
+                }
+                Some(Hardening::Soak(SoakShape { interval, settle, window, tolerance }))
+            }
+            "fault" => {
+                let fault = match pick(&s.fault, &d.fault) {
+                    None => {
+                        self.problem(span.clone(), format!("mode = \"fault\" needs `fault = \"...\"`, one of {}", fault_names()));
+                        None
+                    }
+                    Some(f) => {
+                        let parsed = Fault::parse(f.get_ref());
+                        if parsed.is_none() {
+                            self.problem(f.span(), format!("unknown fault `{}`: expected one of {}", f.get_ref(), fault_names()));
+                        }
+                        parsed
+                    }
+                };
+                let at = self.duration(pick(&s.fault_at, &d.fault_at), "fault_at", true).unwrap_or(Duration::from_secs(5));
+                let length = self.duration(pick(&s.fault_for, &d.fault_for), "fault_for", false).unwrap_or(Duration::from_secs(5));
+                let every = self.duration(pick(&s.fault_every, &d.fault_every), "fault_every", false).unwrap_or(Duration::from_secs(1));
+                if at + length > duration {
+                    let where_ = pick(&s.fault_for, &d.fault_for).or(pick(&s.fault_at, &d.fault_at)).map(|v| v.span()).unwrap_or(span.clone());
+                    self.problem(where_, format!(
+                        "`fault_at` + `fault_for` ({} + {}) must fit in `duration` ({})",
+                        humantime::format_duration(at), humantime::format_duration(length), humantime::format_duration(duration)
+                    ));
+                }
+                if fault == Some(Fault::CertRotation) && every < Duration::from_secs(2) {
+                    let where_ = pick(&s.fault_every, &d.fault_every).map(|v| v.span()).unwrap_or(span);
+                    self.problem(where_, "`fault_every` must be at least 2s for cert-rotation (certificates live whole seconds)");
+                }
+                fault.map(|fault| Hardening::Fault(FaultShape { fault, at, length, every }))
+            }
+            "overload" => {
+                let factor = self.fraction(pick(&s.factor, &d.factor), "factor", 1.0, 100.0).unwrap_or(3.0);
+                let sustainable = self.fraction(pick(&s.sustainable, &d.sustainable), "sustainable", 0.01, 1.0).unwrap_or(0.5);
+                let capacity_duration = self
+                    .duration(pick(&s.capacity_duration, &d.capacity_duration), "capacity_duration", false)
+                    .unwrap_or(Duration::from_secs(5));
+                Some(Hardening::Overload(OverloadShape { factor, capacity_duration, sustainable }))
+            }
+            _ => None,
+        }
+    }
+
+    /// What a hardening scenario may run: `weft` only; faults on one of
+    /// several replicas need them; a fault breaks the scenario's servers,
+    /// so one repetition.
+    fn hardening_topology(
+        &mut self,
+        s: &RawSettings,
+        d: &RawSettings,
+        h: &Hardening,
+        variants: &[Variant],
+        replicas: usize,
+        repetitions: u32,
+    ) {
+        if let Some(list) = pick(&s.variants, &d.variants) {
+            if variants != [Variant::Weft] {
+                self.problem(list.span(), "soak, fault and overload scenarios run the mesh itself: `variants` must be [\"weft\"] (or left out)");
+            }
+        }
+        if let Hardening::Fault(f) = h {
+            if f.fault.needs_replicas() && replicas < 2 {
+                let at = pick(&s.replicas, &d.replicas)
+                    .map(|v| v.span())
+                    .or(pick(&s.fault, &d.fault).map(|v| v.span()))
+                    .unwrap_or(0..0);
+                self.problem(at, format!("fault `{}` acts on one of several replicas: set `replicas = 2` or more", f.fault.as_str()));
+            }
+            if repetitions > 1 {
+                let at = pick(&s.repetitions, &d.repetitions).map(|v| v.span()).unwrap_or(0..0);
+                self.problem(at, "a fault scenario runs once (`repetitions = 1`): the fault changes the scenario's servers");
+            }
+        }
+    }
+
+    fn fraction(&mut self, v: Option<&Spanned<f64>>, field: &str, min: f64, max: f64) -> Option<f64> {
+        let v = v?;
+        let x = *v.get_ref();
+        if !(x.is_finite() && x >= min && x <= max) {
+            self.problem(v.span(), format!("`{field}` must be between {min} and {max}, got {x}"));
+            return None;
+        }
+        Some(x)
     }
 
     /// With several replicas, a static-route variant would reach one of them
@@ -377,11 +536,11 @@ impl Validator<'_> {
         let (closed, propagation) = match mode {
             None => (false, false),
             Some(m) => match m.get_ref().as_str() {
-                "open" => (false, false),
-                "closed" => (true, false),
+                "open" | "soak" | "fault" => (false, false),
+                "closed" | "overload" => (true, false),
                 "propagation" => (false, true),
                 other => {
-                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency) or `propagation` (control plane discovery latency)"));
+                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency), `propagation` (control plane discovery latency), `soak`, `fault` or `overload`"));
                     return None;
                 }
             },
@@ -547,6 +706,10 @@ impl Validator<'_> {
         }
         Some(n)
     }
+}
+
+fn fault_names() -> String {
+    Fault::ALL.map(Fault::as_str).join(", ")
 }
 
 fn pick<'a, T>(own: &'a Option<T>, default: &'a Option<T>) -> Option<&'a T> {
