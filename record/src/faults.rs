@@ -85,6 +85,9 @@ pub struct OverloadRun {
     /// Closed-loop throughput, requests/s, with `capacity_concurrency` in flight.
     pub capacity_rps: f64,
     pub capacity_concurrency: u32,
+    /// The capacity run itself (`rate` 0: closed loop).
+    #[serde(default)]
+    pub capacity: Phase,
     /// The offered overload: `factor x capacity_rps`.
     pub factor: f64,
     pub offered_rps: f64,
@@ -130,4 +133,44 @@ pub struct Hardening {
     pub faults: Vec<FaultRun>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overload: Vec<OverloadRun>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Env, Report};
+
+    #[test]
+    fn sections_are_absent_when_empty_and_round_trip_when_not() {
+        let mut r = Report::new("s", "2026-12-06T00:00:00Z", Env::default());
+        let text = serde_json::to_string(&r).unwrap();
+        for key in ["\"soak\"", "\"faults\"", "\"overload\""] {
+            assert!(!text.contains(key), "{key} in {text}");
+        }
+        r.hardening.faults.push(FaultRun {
+            scenario: "f".into(),
+            variant: "weft".into(),
+            substrate: "local".into(),
+            repetition: 0,
+            fault: "peer-freeze".into(),
+            rate: 10.0,
+            duration_s: 8.0,
+            fault_at_s: 3.0,
+            fault_for_s: 3.0,
+            requests: 80,
+            errors: 1,
+            errors_by_class: BTreeMap::from([("timeout".into(), 1)]),
+            idempotent_errors: 1,
+            before: Window::default(),
+            during: Window { requests: 30, errors: 1, latency_us: Percentiles::default() },
+            after: Window::default(),
+            recovery_s: None,
+            events: vec!["3.00 s: SIGSTOP proxy-inbound-1 (pid 1)".into()],
+            slices: vec![Slice { t_s: 0.5, requests: 5, errors: 0, shed: 0, p50_us: 1.0, p99_us: 2.0 }],
+        });
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"faults\":[{"), "{text}");
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+    }
 }

@@ -108,6 +108,12 @@ pub fn evaluate(policy: &Policy, current: &Comparison<'_>, stored_baseline: Opti
             passed,
             skipped,
         };
+        if rule.metric.is_hardening() {
+            rows.extend(
+                hardening_rows(rule, current.report).into_iter().map(|(subject, measured, passed)| row(subject, measured, passed, false)),
+            );
+            continue;
+        }
         if rule.metric.is_conformance() {
             rows.extend(conformance_rows(rule, current).into_iter().map(|(subject, measured, passed)| {
                 row(subject, measured, passed, false)
@@ -155,6 +161,44 @@ pub fn evaluate(policy: &Policy, current: &Comparison<'_>, stored_baseline: Opti
         }
     }
     GateOutcome::new(rows)
+}
+
+/// A soak or fault rule's rows, one per run it selects: (subject, measured,
+/// passed). Selecting none fails; so does a soak whose spread could not be
+/// computed.
+fn hardening_rows(rule: &Rule, report: &crate::Report) -> Vec<(String, String, bool)> {
+    let within = |scenario: &str, variant: &str| {
+        rule.scenarios.as_ref().is_none_or(|l| l.iter().any(|x| x == scenario))
+            && rule.variants.as_ref().is_none_or(|l| l.iter().any(|x| x == variant))
+    };
+    let mut out = Vec::new();
+    match rule.metric {
+        Metric::SoakGrowthPct => {
+            for s in report.hardening.soak.iter().filter(|s| within(&s.scenario, &s.variant)) {
+                let subject = format!("{}/{}/soak", s.scenario, s.variant);
+                let spreads: Vec<Option<f64>> =
+                    s.processes.iter().filter(|p| p.judged()).flat_map(|p| [p.rss_spread, p.fds_spread]).collect();
+                match spreads.iter().copied().collect::<Option<Vec<f64>>>() {
+                    Some(v) if !v.is_empty() => {
+                        let worst = (v.iter().copied().fold(1.0, f64::max) - 1.0) * 100.0;
+                        out.push((subject, rule.metric.format(worst), worst <= rule.max));
+                    }
+                    _ => out.push((subject, "no spread: too few windows after settling".to_owned(), false)),
+                }
+            }
+        }
+        Metric::FaultFailedIdempotent => {
+            for f in report.hardening.faults.iter().filter(|f| within(&f.scenario, &f.variant)) {
+                let v = f.idempotent_errors as f64;
+                out.push((format!("{}/{}/{}", f.scenario, f.variant, f.fault), rule.metric.format(v), v <= rule.max));
+            }
+        }
+        _ => unreachable!("only hardening metrics"),
+    }
+    if out.is_empty() {
+        out.push((filters(rule), "matched nothing (no such soak or fault run in this record)".to_owned(), false));
+    }
+    out
 }
 
 /// A conformance rule's rows, one per (substrate, variant) column it selects:
@@ -268,6 +312,7 @@ fn value(metric: Metric, c: &Cell) -> Result<f64, &'static str> {
             Err("needs a stored baseline")
         }
         Metric::ConformanceFailures | Metric::ConformanceSkipped => Err("counts conformance results, not load cells"),
+        Metric::SoakGrowthPct | Metric::FaultFailedIdempotent => Err("reads soak and fault runs, not load cells"),
     }
 }
 

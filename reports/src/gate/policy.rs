@@ -45,10 +45,15 @@ pub enum Metric {
     ConformanceFailures,
     /// Conformance tests that were skipped (not run), per column.
     ConformanceSkipped,
+    /// Soak runs: the largest RSS or open-fd spread (max/min of window
+    /// medians after settling) of any proxy or control plane, percent.
+    SoakGrowthPct,
+    /// Fault runs: failed idempotent requests (ones the mesh could retry).
+    FaultFailedIdempotent,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 21] = [
         Metric::AddedP50Ms,
         Metric::AddedP99Ms,
         Metric::AddedP999Ms,
@@ -68,6 +73,8 @@ impl Metric {
         Metric::RegressionCpuPct,
         Metric::ConformanceFailures,
         Metric::ConformanceSkipped,
+        Metric::SoakGrowthPct,
+        Metric::FaultFailedIdempotent,
     ];
 
     /// The name used in policy files.
@@ -92,6 +99,8 @@ impl Metric {
             Metric::RegressionCpuPct => "regression_cpu_pct",
             Metric::ConformanceFailures => "conformance_failures",
             Metric::ConformanceSkipped => "conformance_skipped",
+            Metric::SoakGrowthPct => "soak_growth_pct",
+            Metric::FaultFailedIdempotent => "fault_failed_idempotent",
         }
     }
 
@@ -112,6 +121,11 @@ impl Metric {
         matches!(self, Metric::ConformanceFailures | Metric::ConformanceSkipped)
     }
 
+    /// Whether the metric reads the soak or fault sections rather than load cells.
+    pub fn is_hardening(self) -> bool {
+        matches!(self, Metric::SoakGrowthPct | Metric::FaultFailedIdempotent)
+    }
+
     /// Format a value of this metric with its unit.
     pub fn format(self, v: f64) -> String {
         match self {
@@ -125,7 +139,10 @@ impl Metric {
             Metric::RegressionP50Pct | Metric::RegressionP99Pct | Metric::RegressionRssPct | Metric::RegressionCpuPct => {
                 format!("{v:+.1}%")
             }
-            Metric::ConformanceFailures | Metric::ConformanceSkipped => format!("{v:.0}"),
+            Metric::ConformanceFailures | Metric::ConformanceSkipped | Metric::FaultFailedIdempotent => {
+                format!("{v:.0}")
+            }
+            Metric::SoakGrowthPct => format!("{v:+.1}%"),
         }
     }
 }
@@ -376,6 +393,23 @@ impl Parser<'_> {
                     self.problem(
                         at,
                         format!("{rule_desc}: `{key}` does not apply to metric `{m}`; only `variants` selects conformance results"),
+                    );
+                }
+            }
+        }
+        if metric.is_some_and(Metric::is_hardening) {
+            for (key, set) in [
+                ("protocols", rule.protocols.is_some()),
+                ("modes", rule.modes.is_some()),
+                ("rates", rule.rates.is_some()),
+                ("concurrencies", rule.concurrencies.is_some()),
+            ] {
+                if set {
+                    let m = metric.expect("checked");
+                    let at = t.get(key).map_or(span.clone(), |v| v.span());
+                    self.problem(
+                        at,
+                        format!("{rule_desc}: `{key}` does not apply to metric `{m}`; only `scenarios` and `variants` select soak and fault runs"),
                     );
                 }
             }

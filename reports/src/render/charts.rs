@@ -80,6 +80,16 @@ impl Palette {
     }
 
     pub fn color(&self, variant: &str) -> RGBColor {
+        if variant == compare::BASELINE {
+            return RGBColor(120, 120, 120);
+        }
+        let i = self.0.iter().filter(|v| *v != compare::BASELINE).position(|v| v == variant).unwrap_or(0);
+        nth_color(i)
+    }
+}
+
+/// The i-th colour of the colour-blind-friendly palette (wrapping).
+pub(super) fn nth_color(i: usize) -> RGBColor {
         const COLORS: [RGBColor; 9] = [
             RGBColor(0, 114, 178),
             RGBColor(230, 159, 0),
@@ -91,12 +101,7 @@ impl Palette {
             RGBColor(188, 189, 34),
             RGBColor(23, 23, 23),
         ];
-        if variant == compare::BASELINE {
-            return RGBColor(120, 120, 120);
-        }
-        let i = self.0.iter().filter(|v| *v != compare::BASELINE).position(|v| v == variant).unwrap_or(0);
         COLORS[i % COLORS.len()]
-    }
 }
 
 /// Latency by percentile for each cell of a group, from the stored HDR
@@ -376,7 +381,7 @@ pub(super) fn added_vs_rate_svg(
 }
 
 /// A line-and-marker chart of (x, y) series on linear axes.
-fn draw_xy<DB: DrawingBackend>(
+pub(super) fn draw_xy<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     x_desc: &str,

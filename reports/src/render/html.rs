@@ -110,6 +110,8 @@ pub fn html(cmp: &Comparison<'_>) -> String {
         out.push_str("</tbody>\n</table>\n");
     }
 
+    hardening_sections(&mut out, report);
+
     if !cmp.conformance.is_empty() {
         conformance(&mut out, &cmp.conformance);
     }
@@ -123,6 +125,54 @@ pub fn html(cmp: &Comparison<'_>) -> String {
     }
     out.push_str("</dl>\n</body>\n</html>\n");
     out
+}
+
+/// Soak, faults and overload: the shared tables, each with its chart.
+fn hardening_sections(out: &mut String, report: &crate::Report) {
+    let h = &report.hardening;
+    let tables = super::hardening::tables(report);
+    let mut charts: Vec<Result<Option<(&str, String)>, super::RenderError>> = Vec::new();
+    let mut keys: Vec<Vec<(String, plotters::style::RGBColor)>> = Vec::new();
+    for s in &h.soak {
+        charts.push(super::hardening::soak_svg(s).map(|svg| Some(("RSS and open fds over time", svg))));
+        keys.push(super::hardening::soak_keys(s));
+    }
+    if !h.faults.is_empty() {
+        charts.push(Ok(None));
+        keys.push(Vec::new());
+    }
+    for o in &h.overload {
+        charts.push(super::hardening::slices_svg(&o.slices).map(|svg| Some(("Overload p99 and shed per slice", svg))));
+        keys.push(Vec::new());
+    }
+    for ((t, drawn), key) in tables.iter().zip(charts).zip(keys) {
+        let _ = writeln!(out, "<h2>{}</h2>\n<p class=\"muted\">{}</p>", inline_code(&esc(&t.title)), inline_code(&esc(&t.note.replace("**", ""))));
+        out.push_str("<table>\n<thead><tr>");
+        for head in &t.headers {
+            let _ = write!(out, "<th>{}</th>", esc(head));
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+        for row in &t.rows {
+            out.push_str("<tr>");
+            for v in row {
+                let _ = write!(out, "<td>{}</td>", inline_code(&esc(v)));
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody>\n</table>\n");
+        if !key.is_empty() {
+            out.push_str("<div class=\"keys\">");
+            for (name, c) in &key {
+                let _ = write!(out, "<span><span class=\"swatch\" style=\"background:rgb({},{},{})\"></span>{}</span>", c.0, c.1, c.2, esc(name));
+            }
+            out.push_str("</div>\n");
+        }
+        chart(out, drawn);
+    }
+    for f in &h.faults {
+        let _ = writeln!(out, "<h3>Fault <code>{}</code>: p99 and failures per 0.5 s slice (fault from {:.1} s for {:.1} s)</h3>", esc(&f.fault), f.fault_at_s, f.fault_for_s);
+        chart(out, super::hardening::slices_svg(&f.slices).map(|svg| Some(("Fault timeline", svg))));
+    }
 }
 
 fn scenario_section(

@@ -66,6 +66,18 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
         out.push('\n');
     }
 
+    for t in super::hardening::tables(report) {
+        let _ = writeln!(out, "## {}\n\n{}\n", t.title, t.note);
+        let _ = writeln!(out, "| {} |", t.headers.join(" | "));
+        let align: Vec<&str> = (0..t.headers.len()).map(|i| if i == 0 { "---" } else { "---:" }).collect();
+        let _ = writeln!(out, "| {} |", align.join(" | "));
+        for row in &t.rows {
+            let row: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out.push('\n');
+    }
+
     if !cmp.conformance.is_empty() {
         conformance(&mut out, &cmp.conformance);
     }

@@ -7,6 +7,7 @@
 
 mod bitmap_text;
 mod charts;
+mod hardening;
 mod hostile;
 mod html;
 mod markdown;
@@ -102,6 +103,10 @@ pub fn write_compared(cmp: &Comparison<'_>, dir: &Path) -> Result<Written, Rende
     let md = markdown(cmp);
     write("report.md", &md)?;
     write("report.html", &html(cmp))?;
+    // The hardening charts beside the page, for notes and docs.
+    if let Some(s) = cmp.report.hardening.soak.first() {
+        write("soak.svg", &hardening::soak_svg(s)?)?;
+    }
     let png = dir.join(LATENCY_PNG);
     let latency_png = if cmp.cells.is_empty() {
         match std::fs::remove_file(&png) {

@@ -90,6 +90,7 @@ pub(super) async fn run(
         repetition: cell.repetition,
         capacity_rps: capacity.achieved_rps,
         capacity_concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
+        capacity: phase_of(&capacity),
         factor: shape.factor,
         offered_rps: offered,
         connections: u32::try_from(scenario.connections).unwrap_or(u32::MAX),

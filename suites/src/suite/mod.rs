@@ -711,6 +711,37 @@ slow_replica_delay = "slow"
     }
 
     #[test]
+    fn hardening_modes() {
+        let s = parse(
+            "name = \"h\"\n[defaults]\nrates = [10]\nduration = \"20s\"\n[[scenario]]\nname = \"s\"\nmode = \"soak\"\nsettle = \"5s\"\nflat_window = \"5s\"\n[[scenario]]\nname = \"f\"\nmode = \"fault\"\nfault = \"cert-rotation\"\nfault_at = \"0s\"\nfault_for = \"20s\"\nfault_every = \"10s\"\n[[scenario]]\nname = \"o\"\nmode = \"overload\"\nconcurrency = 4\n",
+            "t",
+        )
+        .unwrap();
+        for sc in &s.scenarios {
+            assert_eq!(sc.variants, [Variant::Weft], "{}: weft by default", sc.name);
+        }
+        assert!(matches!(&s.scenarios[0].hardening, Some(Hardening::Soak(k)) if k.tolerance == 0.10 && k.interval == Duration::from_secs(5)));
+        let Some(Hardening::Fault(f)) = &s.scenarios[1].hardening else { panic!() };
+        assert_eq!(f.cert_lifetime(), Some(Duration::from_secs(14)), "renewed at 70 %: every ~10 s");
+        assert_eq!(crate::substrate::ScenarioTopology::of(&s.scenarios[1]).cert_lifetime, Some(Duration::from_secs(14)));
+        assert_eq!(crate::substrate::ScenarioTopology::of(&s.scenarios[0]).cert_lifetime, None);
+        assert!(matches!(&s.scenarios[2].hardening, Some(Hardening::Overload(o)) if o.factor == 3.0));
+        assert_eq!(s.scenarios[2].load, LoadShape::Closed { concurrency: 4 });
+
+        let p = problems(
+            "name = \"h\"\n[defaults]\nrates = [10]\nduration = \"10s\"\n[[scenario]]\nname = \"a\"\nmode = \"fault\"\nfault = \"meteor\"\n[[scenario]]\nname = \"b\"\nmode = \"fault\"\nfault = \"replica-kill\"\nvariants = [\"nginx\"]\n[[scenario]]\nname = \"c\"\nsettle = \"1m\"\n[[scenario]]\nname = \"d\"\nmode = \"soak\"\n[[scenario]]\nname = \"e\"\nmode = \"fault\"\nfault = \"peer-freeze\"\nreplicas = 2\nfault_at = \"8s\"\n",
+        );
+        let joined = p.join("\n");
+        assert!(joined.contains("8:9 unknown fault `meteor`: expected one of replica-kill, control-restart, cert-rotation, endpoint-churn, peer-freeze"), "{joined}");
+        assert!(joined.contains("12:9 fault `replica-kill` acts on one of several replicas"), "{joined}");
+        assert!(joined.contains("13:12 soak, fault and overload scenarios run the mesh itself"), "{joined}");
+        assert!(joined.contains("16:10 `settle` is for mode = \"soak\" scenarios"), "{joined}");
+        assert!(joined.contains("must fit in `duration` (10s): flatness compares at least two windows"), "{joined}");
+        assert!(joined.contains("`fault_at` + `fault_for` (8s + 5s) must fit in `duration` (10s)"), "{joined}");
+        assert_eq!(p.len(), 6, "{joined}");
+    }
+
+    #[test]
     fn missing_scenarios_and_name() {
         let p = problems("description = \"nothing\"\n");
         assert!(
