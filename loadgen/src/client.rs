@@ -219,7 +219,7 @@ async fn response_outcome(res: hyper::Result<http::Response<Incoming>>) -> Outco
     let shed = resp
         .headers()
         .get("weft-proxy-error")
-        .is_some_and(|v| v.as_bytes() == b"overloaded");
+        .is_some_and(|v| v.as_bytes().starts_with(b"overloaded"));
     // Read and drop frames one by one: nothing is collected or copied.
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {

@@ -56,7 +56,7 @@ pub(crate) enum Outcome {
     /// A complete response arrived; the status decides whether it is an error.
     Response(http::StatusCode),
     /// A complete response the proxy answered itself because it was
-    /// overloaded (`weft-proxy-error: overloaded`): shed, error class `shed`.
+    /// overloaded (`weft-proxy-error: overloaded...`): shed, error class `shed`.
     Shed(http::StatusCode),
     /// No response; the value is an [`error_class`](crate::error_class) key.
     Failed(&'static str),

@@ -95,7 +95,7 @@ pub struct OverloadRun {
     pub connections: u32,
     /// The overload phase.
     pub overload: Phase,
-    /// Shed responses (`weft-proxy-error: overloaded`) and their latency, µs.
+    /// Shed responses (`weft-proxy-error: overloaded...`) and their latency, µs.
     pub shed: u64,
     pub shed_latency_us: Percentiles,
     /// Proxies and control plane during the overload (peak RSS: bounded?).
