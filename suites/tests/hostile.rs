@@ -21,26 +21,6 @@ const MEMORY_BOUND_MIB: f64 = 64.0;
 /// `attack listener/mode` -> the defect it shows. Remove an entry when the
 /// fix lands (the test says which ones pass now).
 const KNOWN_GAPS: &[(&str, &str)] = &[
-    // HTTP/1 with both Content-Length and Transfer-Encoding is forwarded
-    // (TE wins) instead of refused with 400. `te-tab` (TAB is legal
-    // whitespace) and `bare-lf` (bare LF accepted as a line end) are the
-    // same request written differently.
-    ("smuggle-cl-te outbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-te-cl outbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-te-tab outbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-bare-lf outbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-cl-te inbound/mtls", "CL+TE forwarded, must be 400"),
-    ("smuggle-te-cl inbound/mtls", "CL+TE forwarded, must be 400"),
-    ("smuggle-te-tab inbound/mtls", "CL+TE forwarded, must be 400"),
-    ("smuggle-bare-lf inbound/mtls", "CL+TE forwarded, must be 400"),
-    ("smuggle-cl-te inbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-te-cl inbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-te-tab inbound/plaintext", "CL+TE forwarded, must be 400"),
-    ("smuggle-bare-lf inbound/plaintext", "CL+TE forwarded, must be 400"),
-    // HTTP/1.1 without Host: forwarded inbound, 502 outbound; must be 400.
-    ("missing-host outbound/plaintext", "HTTP/1.1 without Host answered 502, must be 400"),
-    ("missing-host inbound/mtls", "HTTP/1.1 without Host forwarded to the app, must be 400"),
-    ("missing-host inbound/plaintext", "HTTP/1.1 without Host forwarded to the app, must be 400"),
     // Discovery state grows with every distinct Host (1,000 Hosts: about +20 MiB).
     ("distinct-hosts outbound/plaintext", "discovery state unbounded: RSS grows with each distinct Host"),
     // No timeout for a partial HTTP/2 preface.

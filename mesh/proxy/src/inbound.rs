@@ -236,7 +236,9 @@ impl Inbound {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stack = Arc::new(self.stack.service(Connection { client, peer, authz: target.authz, via: target.via }));
-        let service = service_fn(move |req| {
+        let (io, framing) = crate::stack::validate::FramingIo::new(io, self.limits.max_header_bytes);
+        let service = service_fn(move |mut req| {
+            framing.mark(&mut req);
             let stack = Arc::clone(&stack);
             async move { Ok::<_, Infallible>(stack.call(req).await) }
         });

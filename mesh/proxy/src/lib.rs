@@ -262,6 +262,7 @@ async fn serve_until(
             stack,
             Arc::clone(&builder),
             limits.header_read_timeout,
+            limits.max_header_bytes,
             phase.clone(),
         )));
     }

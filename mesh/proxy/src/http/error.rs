@@ -136,6 +136,12 @@ pub enum ProxyError {
         /// The cap on requests waiting for a slot.
         queued: usize,
     },
+    /// A request the proxy refuses to interpret (400), see `stack::validate`.
+    #[error("malformed request: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl ProxyError {
@@ -150,7 +156,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
             ProxyError::Tls { .. } => ErrorKind::Tls,
-            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => ErrorKind::BadRequest,
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => ErrorKind::BadRequest,
             ProxyError::NoEndpoints { .. } => ErrorKind::NoEndpoints,
             ProxyError::Unavailable { .. } => ErrorKind::Unavailable,
             ProxyError::NoRouteMatch { .. } => ErrorKind::RouteNotFound,
@@ -170,7 +176,7 @@ impl ProxyError {
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Unavailable { .. }
             | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoRouteMatch { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -188,7 +194,7 @@ impl ProxyError {
             ProxyError::NoRouteMatch { .. } => 12, // UNIMPLEMENTED
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => 4, // DEADLINE_EXCEEDED
             ProxyError::BodyTooLarge { .. } => 8,  // RESOURCE_EXHAUSTED
-            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) => INTERNAL,
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => INTERNAL,
             ProxyError::NoRoute { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }

@@ -185,7 +185,9 @@ impl TransparentOutbound {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stack = Arc::new(self.stack.service(Some(self.via(dst))));
-        let service = service_fn(move |req| {
+        let (io, framing) = crate::stack::validate::FramingIo::new(io, self.limits.max_header_bytes);
+        let service = service_fn(move |mut req| {
+            framing.mark(&mut req);
             let stack = Arc::clone(&stack);
             async move { Ok::<_, Infallible>(stack.call(req).await) }
         });

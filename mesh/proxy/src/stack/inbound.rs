@@ -16,6 +16,7 @@ use super::{
     limit::{LimitLayer, Limiter},
     metrics::MetricsLayer,
     timeout::TimeoutLayer,
+    validate::ValidateLayer,
     Service,
 };
 use crate::{
@@ -71,6 +72,7 @@ impl InboundStack {
         ServiceBuilder::new()
             .layer(MetricsLayer::new(Arc::clone(&self.direction)).with_client(client_metrics))
             .layer(ErrorsLayer::new(Direction::Inbound, Arc::clone(&self.direction)))
+            .layer(ValidateLayer)
             .layer(AuthorizeLayer::new(conn.authz, conn.client, conn.peer))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.direction.body_timeouts().clone()))

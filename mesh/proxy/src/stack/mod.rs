@@ -6,6 +6,7 @@
 //!  downstream request                     outbound  inbound
 //!    │ metrics     status class + latency     ✓        ✓  (+ per meshed client)
 //!    │ errors      ProxyError -> HTTP / gRPC   ✓        ✓
+//!    │ validate    HTTP/1 CL + TE, 1.1 no Host ✓        ✓  -> 400 (framing read by validate::FramingIo)
 //!    │ authorize   policy verdict -> 403                ✓  (per connection)
 //!    │ limit       in flight + bounded queue   ✓        ✓  full -> 503 overloaded
 //!    │ timeout     deadline to the last byte   ✓        ✓  head late -> 504, body late -> cut
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod serve;
 pub mod timeout;
+pub mod validate;
 
 use std::{future::Future, sync::Arc};
 

@@ -14,6 +14,7 @@ use super::{
     limit::{LimitLayer, Limiter},
     metrics::MetricsLayer,
     timeout::TimeoutLayer,
+    validate::ValidateLayer,
     Service,
 };
 use crate::{
@@ -50,6 +51,7 @@ impl OutboundStack {
         ServiceBuilder::new()
             .layer(MetricsLayer::new(Arc::clone(&self.metrics)))
             .layer(ErrorsLayer::new(Direction::Outbound, Arc::clone(&self.metrics)))
+            .layer(ValidateLayer)
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.metrics.body_timeouts().clone()))
             .service(Forward::new(Arc::clone(&self.forwarder), via, None))

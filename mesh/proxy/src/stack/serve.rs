@@ -11,7 +11,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
-use super::{outbound::OutboundStack, Service as _};
+use super::{outbound::OutboundStack, validate::FramingIo, Service as _};
 use crate::http::server::{accept_next, Phase};
 
 /// Serves one proxy listener until the phase leaves `Running`, then closes
@@ -22,6 +22,7 @@ pub async fn serve_proxy(
     stack: OutboundStack,
     builder: Arc<auto::Builder<TokioExecutor>>,
     header_read_timeout: Duration,
+    max_head: usize,
     mut phase: watch::Receiver<Phase>,
 ) {
     let service = Arc::new(stack.service(None));
@@ -51,11 +52,13 @@ pub async fn serve_proxy(
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
-            let service = service_fn(move |req| {
+            let (io, framing) = FramingIo::new(stream, max_head);
+            let service = service_fn(move |mut req| {
+                framing.mark(&mut req);
                 let service = Arc::clone(&service);
                 async move { Ok::<_, Infallible>(service.call(req).await) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(conn).await {
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }

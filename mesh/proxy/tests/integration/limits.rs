@@ -154,3 +154,50 @@ async fn slow_client_headers_are_cut_off() {
     assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 0);
     still_serves(&p).await;
 }
+
+/// Reads until the proxy closes the connection (a bounded wait).
+async fn read_to_close(raw: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    within("the proxy closes the connection", raw.read_to_end(&mut buf)).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_and_a_missing_host_get_400() {
+    let app = start_app().await;
+    let p = proxy_with_limits(&app).await;
+    let conflicting: [&[u8]; 3] = [
+        b"POST /status/200 HTTP/1.1\r\nHost: web.test\r\nContent-Length: 64\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /status/200 HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding:\tchunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"POST /status/200 HTTP/1.1\nHost: web.test\nContent-Length: 64\nTransfer-Encoding: chunked\n\n0\n\n",
+    ];
+    for req in conflicting {
+        let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+        raw.write_all(req).await.unwrap();
+        let resp = read_to_close(&mut raw).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{:?} -> {resp:?}", String::from_utf8_lossy(req));
+        assert!(resp.contains("weft-proxy-error: malformed request: both Content-Length and Transfer-Encoding"), "{resp}");
+    }
+    // Only the conflicting request of a keep-alive connection is refused; a
+    // body that looks like a conflicting head is a body.
+    let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+    let decoy = "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let pipelined = format!(
+        "POST /status/200 HTTP/1.1\r\nHost: web.test\r\nContent-Length: {}\r\n\r\n{decoy}\
+         POST /status/200 HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         POST /status/200 HTTP/1.1\r\nHost: web.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        decoy.len()
+    );
+    raw.write_all(pipelined.as_bytes()).await.unwrap();
+    let resp = read_to_close(&mut raw).await;
+    // The app's bodies are "200", no status line inside them.
+    let statuses: Vec<&str> = resp.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{resp}");
+
+    let mut raw = TcpStream::connect(p.outbound).await.unwrap();
+    raw.write_all(b"GET /status/200 HTTP/1.1\r\n\r\n").await.unwrap();
+    let status = read_status_line(&mut raw).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "HTTP/1.1 without Host -> {status:?}");
+    still_serves(&p).await;
+    assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 3, "only the two good pipelined requests and still_serves reached the app");
+}
