@@ -125,7 +125,7 @@ struct ConformanceArgs {
 #[derive(clap::Args)]
 struct HostileArgs {
     /// The ci/test form: 1,000 idle connections and 1,000 Hosts instead of 10,000 and
-    /// 5,000, slow attacks watched 13 s instead of 40 s, floods 1 s instead of 5 s, the
+    /// 5,000, slow attacks watched 16 s instead of 40 s, floods 1 s instead of 5 s, the
     /// three listeners attacked at once
     #[arg(long)]
     short: bool,

@@ -28,7 +28,7 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
     ("h2-stalled-preface inbound/mtls", "half an h2 preface then silence is never closed"),
     ("h2-stalled-preface inbound/plaintext", "half an h2 preface then silence is never closed"),
     // A request body trickled at 1 byte/s is only cut by --request-timeout
-    // (504 at 30 s in the full run), past the 13 s window: no body timeout.
+    // (504 at 30 s in the full run), past the 16 s window: no body timeout.
     ("slow-body outbound/plaintext", "no request body timeout: 1 byte/s holds the request until the 30 s request timeout"),
     ("slow-body inbound/mtls", "no request body timeout: 1 byte/s holds the request until the 30 s request timeout"),
     ("slow-body inbound/plaintext", "no request body timeout: 1 byte/s holds the request until the 30 s request timeout"),
