@@ -2,7 +2,6 @@
 //! once the layers above have let it through.
 //!
 //! ```text
-//!    │ body limit   declared Content-Length > limit  -> 413
 //!    │ router       authority -> upstream, or 502 "no route for ..."
 //!    │ upgrade      an HTTP/1.1 Upgrade (not h2c) is kept aside, spliced after a 101
 //!    │ headers      drop hop-by-hop fields; inbound: drop any weft-client-id
@@ -23,7 +22,6 @@ use std::{future::Future, sync::Arc};
 
 use http::{uri::Uri, HeaderName, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use http_body::Body as _;
 
 use crate::{
     http::body::{RequestBody, ResponseBody},
@@ -80,7 +78,6 @@ impl Forwarder {
     /// Forwards one request, routed by authority (static routes, then
     /// discovery); `client_id` is the verified client's `weft-client-id`.
     pub async fn forward(&self, req: Request<Incoming>, client_id: Option<&HeaderValue>) -> Result<Response<ResponseBody>, ProxyError> {
-        self.check_declared_size(&req)?;
         // Static routes win; the rest go through discovery when it is on.
         let upstream = match (self.router.route(&req), &self.discovered) {
             (Ok(up), _) => Some(up),
@@ -104,23 +101,12 @@ impl Forwarder {
         via: &Via,
         client_id: Option<&HeaderValue>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        self.check_declared_size(&req)?;
         let (req, pending) = self.prepare(req, client_id);
         let resp = match via {
             Via::Upstream(upstream) => self.send_upstream(upstream, req).await?,
             Via::Discovered(target) => target.send(req).await?,
         };
         upgrade::finish(pending, resp)
-    }
-
-    #[inline]
-    fn check_declared_size(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
-        let limit = self.limits.max_request_body_bytes;
-        // hyper exposes a validated Content-Length as the exact size hint.
-        if req.body().size_hint().lower() > limit {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
-        Ok(())
     }
 
     /// Header handling both directions share, and the body limit. An

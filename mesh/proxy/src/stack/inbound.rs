@@ -11,6 +11,7 @@ use tower::ServiceBuilder;
 
 use super::{
     authorize::AuthorizeLayer,
+    body_limit::BodyLimitLayer,
     errors::ErrorsLayer,
     forward::{Forward, Forwarder, Via},
     limit::{LimitLayer, Limiter},
@@ -34,6 +35,7 @@ pub struct InboundStack {
     direction: Arc<DirectionMetrics>,
     limiter: Arc<Limiter>,
     timeout: Duration,
+    body_limit: u64,
 }
 
 /// Who is on the other end of one inbound connection, and what it may reach.
@@ -55,7 +57,7 @@ impl InboundStack {
     pub fn new(forwarder: Arc<Forwarder>, metrics: Arc<Metrics>, limits: &Limits) -> Self {
         let direction = Arc::new(forwarder.metrics().clone());
         let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
-        Self { forwarder, metrics, direction, limiter, timeout: limits.request_timeout }
+        Self { forwarder, metrics, direction, limiter, timeout: limits.request_timeout, body_limit: limits.max_request_body_bytes }
     }
 
     /// The inbound direction's metrics.
@@ -76,6 +78,7 @@ impl InboundStack {
             .layer(AuthorizeLayer::new(conn.authz, conn.client, conn.peer))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.direction.body_timeouts().clone()))
+            .layer(BodyLimitLayer::new(self.body_limit))
             .service(Forward::new(Arc::clone(&self.forwarder), conn.via, client_header))
     }
 }

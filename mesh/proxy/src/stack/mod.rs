@@ -10,7 +10,8 @@
 //!    │ authorize   policy verdict -> 403                ✓  (per connection)
 //!    │ limit       in flight + bounded queue   ✓        ✓  full -> 503 overloaded
 //!    │ timeout     deadline to the last byte   ✓        ✓  head late -> 504, body late -> cut
-//!    ▼ forward     body limit, route, headers, upgrade, upstream (see forward)
+//!    │ body_limit  declared Content-Length     ✓        ✓  over --max-request-body-bytes -> 413
+//!    ▼ forward     route, headers, upgrade, streamed body limit, upstream (see forward)
 //! ```
 //!
 //! Layers are tower [`Layer`]s. Services implement this module's
@@ -22,6 +23,7 @@
 //! of holding back readiness), so `poll_ready` has nothing to say here.
 
 pub mod authorize;
+pub mod body_limit;
 pub mod errors;
 pub mod forward;
 pub mod inbound;

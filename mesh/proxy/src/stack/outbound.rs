@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
 use super::{
+    body_limit::BodyLimitLayer,
     errors::ErrorsLayer,
     forward::{Forward, Forwarder, Via},
     limit::{LimitLayer, Limiter},
@@ -30,6 +31,7 @@ pub struct OutboundStack {
     metrics: Arc<DirectionMetrics>,
     limiter: Arc<Limiter>,
     timeout: Duration,
+    body_limit: u64,
 }
 
 impl OutboundStack {
@@ -37,7 +39,7 @@ impl OutboundStack {
     pub fn new(forwarder: Arc<Forwarder>, limits: &Limits) -> Self {
         let metrics = Arc::new(forwarder.metrics().clone());
         let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
-        Self { forwarder, metrics, limiter, timeout: limits.request_timeout }
+        Self { forwarder, metrics, limiter, timeout: limits.request_timeout, body_limit: limits.max_request_body_bytes }
     }
 
     /// The outbound direction's metrics.
@@ -54,6 +56,7 @@ impl OutboundStack {
             .layer(ValidateLayer)
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.metrics.body_timeouts().clone()))
+            .layer(BodyLimitLayer::new(self.body_limit))
             .service(Forward::new(Arc::clone(&self.forwarder), via, None))
     }
 }
