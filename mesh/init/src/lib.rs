@@ -7,8 +7,11 @@
 //!  nat PREROUTING -p tcp ─> WEFT_INBOUND   -i lo                  RETURN
 //!                                          skip-inbound-ports     RETURN
 //!                                          -p tcp                 REDIRECT :4143 (inbound)
-//!  nat OUTPUT     -p tcp ─> WEFT_OUTBOUND  --uid-owner <proxy>    RETURN
-//!                                          (--gid-owner <proxy>   RETURN)
+//!  nat OUTPUT     -p tcp ─> WEFT_OUTBOUND  -s 127.0.0.6 -o lo     RETURN (inbound proxy -> app)
+//!                                          -o lo ! -d 127.0.0.1
+//!                                            --uid-owner <proxy>  WEFT_INBOUND (hairpin)
+//!                                          --uid-owner <proxy>    RETURN
+//!                                          (--gid-owner <proxy>: the same two)
 //!                                          -o lo, -d 127.0.0.0/8  RETURN
 //!                                          skip-outbound-ports    RETURN
 //!                                          skip-outbound-cidrs    RETURN
@@ -33,7 +36,7 @@ use std::path::PathBuf;
 
 pub use crate::iptables::{apply, cleanup, CleanupSummary, InitError, Iptables, Summary};
 pub use crate::lists::{parse_cidr, CidrList, ListError, PortList, PortRange};
-pub use crate::rules::{Family, Rules, INBOUND_CHAIN, OUTBOUND_CHAIN};
+pub use crate::rules::{Family, Rules, INBOUND_CHAIN, INBOUND_SOURCE_V4, OUTBOUND_CHAIN};
 pub use ipnet::IpNet;
 
 /// Whether the IPv6 rules are installed too.

@@ -22,6 +22,13 @@ pub const OUTBOUND_CHAIN: &str = "WEFT_OUTBOUND";
 const INBOUND_JUMP: &str = r#"-A PREROUTING -p tcp -m comment --comment "weft: inbound TCP goes through WEFT_INBOUND" -j WEFT_INBOUND"#;
 const OUTBOUND_JUMP: &str = r#"-A OUTPUT -p tcp -m comment --comment "weft: outbound TCP goes through WEFT_OUTBOUND" -j WEFT_OUTBOUND"#;
 
+/// The source address of mesh-proxy's inbound connections to the local app
+/// (as Istio's 127.0.0.6): the hairpin rule would otherwise send the
+/// inbound proxy's own forward to the pod IP back into the inbound proxy,
+/// forever. Any 127/8 address is local, so the proxy can bind it without
+/// setup.
+pub const INBOUND_SOURCE_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
+
 /// iptables' multiport match takes at most 15 ports (a range counts twice).
 const MULTIPORT_SLOTS: usize = 15;
 
@@ -48,6 +55,24 @@ impl Family {
         match self {
             Family::V4 => "127.0.0.0/8",
             Family::V6 => "::1/128",
+        }
+    }
+
+    /// The loopback address a hairpin rule leaves alone: the proxy's own
+    /// connections to 127.0.0.1 are never the pod calling itself.
+    fn localhost(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.1/32",
+            Family::V6 => "::1/128",
+        }
+    }
+
+    /// The source address mesh-proxy's inbound side dials the local app
+    /// from ([`INBOUND_SOURCE_V4`]); IPv6 has no spare loopback address.
+    fn inbound_source(self) -> Option<&'static str> {
+        match self {
+            Family::V4 => Some("127.0.0.6/32"),
+            Family::V6 => None,
         }
     }
 
@@ -203,6 +228,31 @@ impl Rules {
             &format!("REDIRECT --to-ports {}", self.inbound_port),
         );
 
+        // The hairpin: a pod calling its own Service gets its own pod IP as
+        // the destination, and the outbound proxy's connection there goes
+        // through `lo`, where PREROUTING never sees it. Sent to the inbound
+        // chain instead, it goes through the inbound proxy (authorization,
+        // metrics) like any other peer's. It must come before the proxy's
+        // exemption, and the inbound proxy's own forward to the app (from
+        // 127.0.0.6) must come before it, or it would loop.
+        if let Some(source) = family.inbound_source() {
+            rule(
+                &mut out,
+                OUTBOUND_CHAIN,
+                &format!("-s {source} -o lo"),
+                "the inbound proxy's connections to the app",
+                "RETURN",
+            );
+            for owner in self.owners() {
+                rule(
+                    &mut out,
+                    OUTBOUND_CHAIN,
+                    &format!("-o lo ! -d {} {owner}", family.localhost()),
+                    "hairpin: the proxy calling its own pod goes through the inbound proxy",
+                    INBOUND_CHAIN,
+                );
+            }
+        }
         for owner in self.owners() {
             rule(&mut out, OUTBOUND_CHAIN, &owner, "traffic of the proxy itself", "RETURN");
         }
@@ -419,6 +469,8 @@ mod tests {
 -A WEFT_INBOUND -i lo -m comment --comment "weft: loopback is not intercepted" -j RETURN
 -A WEFT_INBOUND -p tcp -m multiport --dports 4190,4191 -m comment --comment "weft: skip-inbound-ports" -j RETURN
 -A WEFT_INBOUND -p tcp -m comment --comment "weft: inbound TCP to the proxy inbound port" -j REDIRECT --to-ports 4143
+-A WEFT_OUTBOUND -s 127.0.0.6/32 -o lo -m comment --comment "weft: the inbound proxy's connections to the app" -j RETURN
+-A WEFT_OUTBOUND -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 2102 -m comment --comment "weft: hairpin: the proxy calling its own pod goes through the inbound proxy" -j WEFT_INBOUND
 -A WEFT_OUTBOUND -m owner --uid-owner 2102 -m comment --comment "weft: traffic of the proxy itself" -j RETURN
 -A WEFT_OUTBOUND -o lo -m comment --comment "weft: loopback is not intercepted" -j RETURN
 -A WEFT_OUTBOUND -d 127.0.0.0/8 -m comment --comment "weft: loopback is not intercepted" -j RETURN
@@ -451,13 +503,16 @@ COMMIT
         assert!(!v6.contains("10.96.0.0/12") && !v6.contains("127.0.0.0/8"), "{v6}");
         assert!(v4.contains("-d 10.96.0.0/12") && !v4.contains("2001:db8"), "{v4}");
         // Apart from the header, the loopback and the CIDRs, the same rules.
+        // IPv6 has no hairpin rules (no spare loopback source to tell the
+        // inbound proxy's forward to the app from the pod calling itself).
         let same = |s: &str| -> Vec<String> {
             s.lines()
                 .skip(1)
-                .filter(|l| !l.contains(" -d "))
+                .filter(|l| !l.contains(" -d ") && !l.contains(" -s 127.0.0.6/32 "))
                 .map(str::to_owned)
                 .collect()
         };
+        assert!(!v6.lines().any(|l| l.starts_with("-A WEFT_OUTBOUND") && l.ends_with("-j WEFT_INBOUND")), "{v6}");
         assert_eq!(same(&v4), same(&v6));
     }
 
@@ -481,6 +536,9 @@ COMMIT
 :WEFT_OUTBOUND - [0:0]
 -A WEFT_INBOUND -i lo -m comment --comment "weft: loopback is not intercepted" -j RETURN
 -A WEFT_INBOUND -p tcp -m comment --comment "weft: inbound TCP to the proxy inbound port" -j REDIRECT --to-ports 15006
+-A WEFT_OUTBOUND -s 127.0.0.6/32 -o lo -m comment --comment "weft: the inbound proxy's connections to the app" -j RETURN
+-A WEFT_OUTBOUND -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -m comment --comment "weft: hairpin: the proxy calling its own pod goes through the inbound proxy" -j WEFT_INBOUND
+-A WEFT_OUTBOUND -o lo ! -d 127.0.0.1/32 -m owner --gid-owner 1338 -m comment --comment "weft: hairpin: the proxy calling its own pod goes through the inbound proxy" -j WEFT_INBOUND
 -A WEFT_OUTBOUND -m owner --uid-owner 1337 -m comment --comment "weft: traffic of the proxy itself" -j RETURN
 -A WEFT_OUTBOUND -m owner --gid-owner 1338 -m comment --comment "weft: traffic of the proxy itself" -j RETURN
 -A WEFT_OUTBOUND -o lo -m comment --comment "weft: loopback is not intercepted" -j RETURN
@@ -625,6 +683,32 @@ COMMIT
         assert_eq!(deletes, 5);
         assert!(script.contains("-D OTHER -j WEFT_OUTBOUND\n"));
         assert!(script.ends_with("-X WEFT_INBOUND\n-X WEFT_OUTBOUND\nCOMMIT\n"));
+    }
+
+    #[test]
+    fn hairpin_goes_to_the_inbound_chain_after_the_inbound_proxys_exemption_and_before_the_proxys() {
+        let rules = Rules { proxy_gid: Some(2103), ..Rules::default() };
+        let script = rules.render(Family::V4);
+        let outbound: Vec<&str> = script.lines().filter(|l| l.starts_with("-A WEFT_OUTBOUND")).collect();
+        let position = |needle: &str| {
+            outbound.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in\n{script}"))
+        };
+        let exempt_inbound = position("-s 127.0.0.6/32 -o lo ");
+        let hairpin_uid = position("-o lo ! -d 127.0.0.1/32 -m owner --uid-owner 2102 ");
+        let hairpin_gid = position("-o lo ! -d 127.0.0.1/32 -m owner --gid-owner 2103 ");
+        let proxy_uid = position("-A WEFT_OUTBOUND -m owner --uid-owner 2102 ");
+        let proxy_gid = position("-A WEFT_OUTBOUND -m owner --gid-owner 2103 ");
+        let loopback = position("-A WEFT_OUTBOUND -o lo -m comment");
+        assert_eq!(exempt_inbound, 0, "{script}");
+        assert!(exempt_inbound < hairpin_uid && hairpin_uid < hairpin_gid, "{script}");
+        assert!(hairpin_gid < proxy_uid && proxy_uid < proxy_gid && proxy_gid < loopback, "{script}");
+        assert!(outbound[hairpin_uid].ends_with("-j WEFT_INBOUND") && outbound[hairpin_gid].ends_with("-j WEFT_INBOUND"));
+        assert!(outbound[exempt_inbound].ends_with("-j RETURN"), "{script}");
+        assert_eq!(INBOUND_SOURCE_V4.to_string() + "/32", "127.0.0.6/32");
+        // The inbound chain's skip list still applies to a hairpinned
+        // connection (the admin port is reached directly), and its redirect
+        // is the inbound port.
+        assert!(script.contains("-A WEFT_INBOUND -p tcp -m multiport --dports 4190,4191 "), "{script}");
     }
 
     #[test]

@@ -555,11 +555,59 @@ fn accept_line(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
 }
 
 #[test]
-fn processes_of_the_proxy_gid_are_exempt_like_the_proxy_uid() {
+fn the_proxy_calling_its_own_pod_ip_goes_through_the_inbound_proxy() {
+    require_root();
+    let pair = Pair::new("h", 74);
+    let a = &pair.a;
+    let inbound = listen(a, (Ipv4Addr::UNSPECIFIED, 4143));
+    let app = listen(a, (Ipv4Addr::UNSPECIFIED, 8080));
+    let admin = listen(a, (Ipv4Addr::UNSPECIFIED, 4191));
+    a.weft_ok(&[]);
+
+    // The hairpin: the proxy (its uid) dials its own pod IP on an app port,
+    // as it does when the app calls its own Service. The connection lands
+    // on the inbound port, which learns the app port it was going to.
+    let own = SocketAddr::from((pair.a_ip, 8080));
+    dial_as(a, PROXY_UID, PROXY_UID, own);
+    let (server, _) = accept_line(&inbound, "the proxy uid -> its own pod IP:8080");
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.a_ip, 8080));
+    assert!(!pending(&app), "the hairpinned connection must not reach the app around the inbound proxy");
+
+    // The inbound proxy's own forward to the app comes from 127.0.0.6 and
+    // reaches the app (else every inbound connection would loop).
+    let dst = format!("http://{own}/");
+    let forward = std::thread::scope(|s| {
+        let curl = s.spawn(|| {
+            exec_as(a, PROXY_UID, PROXY_UID, "curl", &["-s", "-o", "/dev/null", "--interface", "127.0.0.6", "--max-time", "30", &dst])
+        });
+        let (stream, from) = accept(&app, "the proxy uid from 127.0.0.6 -> its pod IP:8080");
+        drop(stream);
+        let _ = curl.join().expect("curl thread");
+        from
+    });
+    assert_eq!(forward.ip(), mesh_init::INBOUND_SOURCE_V4);
+    assert!(!pending(&inbound), "the inbound proxy's forward to the app must not loop back into it");
+
+    // The proxy dialing 127.0.0.1 is not a hairpin; skipped inbound ports
+    // (the admin port) are reached directly; the app itself (root) calling
+    // its own pod IP is not intercepted either.
+    dial_as(a, PROXY_UID, PROXY_UID, SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)));
+    accept_line(&app, "the proxy uid -> 127.0.0.1:8080");
+    dial_as(a, PROXY_UID, PROXY_UID, SocketAddr::from((pair.a_ip, 4191)));
+    accept_line(&admin, "the proxy uid -> its own pod IP:4191");
+    let mut client = connect(a, own).expect("root -> its own pod IP:8080");
+    let (mut server, _) = accept(&app, "root -> its own pod IP:8080");
+    carries_data(&mut client, &mut server);
+    assert!(!pending(&inbound), "only the proxy's hairpin goes to the inbound port");
+}
+
+#[test]
+fn processes_of_the_proxy_gid_are_exempt_and_hairpinned_like_the_proxy_uid() {
     require_root();
     let pair = Pair::new("g", 75);
     let (a, b) = (&pair.a, &pair.b);
     let outbound = listen(a, (Ipv4Addr::LOCALHOST, 4140));
+    let inbound = listen(a, (Ipv4Addr::UNSPECIFIED, 4143));
     let peer = listen(b, (Ipv4Addr::UNSPECIFIED, 8080));
     a.weft_ok(&["--proxy-gid", "2103"]);
 
@@ -576,4 +624,8 @@ fn processes_of_the_proxy_gid_are_exempt_like_the_proxy_uid() {
     assert_eq!(original_dst(&server), SocketAddrV4::new(pair.b_ip, 8080));
     assert!(!pending(&peer));
 
+    // And the proxy gid calling its own pod IP is hairpinned.
+    dial_as(a, "3000", "2103", SocketAddr::from((pair.a_ip, 8080)));
+    let (server, _) = accept_line(&inbound, "gid 2103 -> its own pod IP:8080");
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.a_ip, 8080));
 }
