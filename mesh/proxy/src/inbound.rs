@@ -45,6 +45,7 @@ use crate::{
         inbound::{Connection, InboundStack},
         Service as _, Via,
     },
+    http::upstream::{connect_from, local_app_source},
     identity::{MeshTls, ALPN_WEFT_TCP},
     intercept::orig_dst::Gate,
     discovery::policy::Verdict,
@@ -98,13 +99,16 @@ impl OriginalDstApp {
     /// (`--policy`) judges each destination port by its own policy (which
     /// also says whether the port is opaque, as `opaque_ports` do).
     pub fn new(gate: Gate, authz: Option<AuthzByPort>, opaque_ports: OpaquePorts) -> Self {
-        Self { gate, upstreams: DirectUpstreams::default(), authz, opaque_ports }
+        Self { gate, upstreams: DirectUpstreams::local_app(), authz, opaque_ports }
     }
 }
 
 /// Where one connection goes, decided when it is accepted.
 struct Target {
     app: SocketAddr,
+    /// Transparent: the address the app is dialed from (127.0.0.6, so the
+    /// hairpin rule of `weft init` does not send it back here).
+    app_source: Option<std::net::IpAddr>,
     /// Transparent: the app upstream for HTTP (else the forwarder's own).
     via: Option<Via>,
     authz: Option<Arc<Authz>>,
@@ -125,11 +129,12 @@ impl Inbound {
 
     fn target(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Target> {
         match &self.app {
-            App::Fixed { addr, authz } => Some(Target { app: *addr, via: None, authz: authz.clone(), opaque_port: false }),
+            App::Fixed { addr, authz } => Some(Target { app: *addr, app_source: None, via: None, authz: authz.clone(), opaque_port: false }),
             App::OriginalDst(t) => {
                 let dst = t.gate.admit(stream, peer)?;
                 Some(Target {
                     app: dst,
+                    app_source: local_app_source(dst),
                     via: Some(Via::Upstream(t.upstreams.get(dst))),
                     authz: t.authz.as_ref().map(|a| a.port(dst.port())),
                     opaque_port: t.opaque_ports.contains(dst.port()),
@@ -189,7 +194,7 @@ impl Inbound {
             (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, None, target).await,
             (Protocol::Tls | Protocol::Opaque, _) => {
                 if tcp_allowed(target.authz.as_deref(), None, peer) {
-                    self.relay_to_app(io, peer, target.app).await
+                    self.relay_to_app(io, peer, target.app, target.app_source).await
                 }
             }
         }
@@ -216,7 +221,7 @@ impl Inbound {
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
                 if tcp_allowed(target.authz.as_deref(), client.as_ref(), peer) {
-                    self.relay_to_app(tls, peer, target.app).await
+                    self.relay_to_app(tls, peer, target.app, target.app_source).await
                 }
             }
             other => {
@@ -248,11 +253,11 @@ impl Inbound {
         }
     }
 
-    async fn relay_to_app<I>(&self, mut io: I, peer: SocketAddr, addr: SocketAddr)
+    async fn relay_to_app<I>(&self, mut io: I, peer: SocketAddr, addr: SocketAddr, source: Option<std::net::IpAddr>)
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut app = match TcpStream::connect(addr).await {
+        let mut app = match connect_from(addr, source).await {
             Ok(app) => app,
             Err(e) => {
                 warn!("inbound tcp from {peer}: connect to app {addr} failed: {e}");

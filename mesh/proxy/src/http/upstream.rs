@@ -18,7 +18,11 @@
 //! (`TrySendError::take_message`), so such a request is retried on another
 //! connection; a request that was (even partly) written is never replayed.
 
-use std::{fmt, io, net::SocketAddr, sync::Arc};
+use std::{
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
@@ -31,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_identity::SpiffeId;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
@@ -87,6 +91,33 @@ pub struct Upstream {
     h2: ArcSwapOption<H2Sender>,
     h2_dial: tokio::sync::Mutex<()>,
     meshed: Option<MeshedPeer>,
+    /// The local address connections are made from (else the kernel's pick).
+    source: Option<IpAddr>,
+}
+
+/// The source address `--transparent` inbound dials the pod's app from
+/// (IPv4; as Istio's 127.0.0.6). `weft init` exempts connections from it
+/// before its hairpin rule, which sends the proxy's other connections to
+/// its own pod IP back through the inbound listener: without the exemption
+/// the inbound proxy's own forward to the app would loop into itself.
+pub const LOCAL_APP_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
+/// The source to dial the pod's own app at `addr` from (transparent
+/// inbound): [`LOCAL_APP_SOURCE_V4`] for an IPv4 address that is not
+/// loopback (loopback is never hairpinned), else the kernel's pick.
+pub fn local_app_source(addr: SocketAddr) -> Option<IpAddr> {
+    match addr.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() => Some(IpAddr::V4(LOCAL_APP_SOURCE_V4)),
+        _ => None,
+    }
+}
+
+/// Connects to `addr`, from `source` when given (any port).
+pub async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 impl Upstream {
@@ -103,6 +134,19 @@ impl Upstream {
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: None,
+            source: None,
+        })
+    }
+
+    /// A plaintext upstream whose connections are made from `source`.
+    pub fn from_source(addr: SocketAddr, source: Option<IpAddr>) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            idle_h1: Arc::new(ArrayQueue::new(DEFAULT_MAX_IDLE_PER_UPSTREAM)),
+            h2: ArcSwapOption::empty(),
+            h2_dial: tokio::sync::Mutex::new(()),
+            meshed: None,
+            source,
         })
     }
 
@@ -114,6 +158,7 @@ impl Upstream {
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: Some(peer),
+            source: None,
         })
     }
 
@@ -324,7 +369,7 @@ impl Upstream {
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {
         let connect_err = |source: io::Error| ProxyError::Connect { addr: self.addr, source };
-        let stream = TcpStream::connect(self.addr).await.map_err(connect_err)?;
+        let stream = connect_from(self.addr, self.source).await.map_err(connect_err)?;
         // Requests are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true).map_err(connect_err)?;
         Ok(TokioIo::new(stream))

@@ -47,7 +47,7 @@ use crate::{
     discovery::outbound::Outbound,
     http::server::{serve_connections, Phase},
     tcp::OriginalDstRelay,
-    http::upstream::Upstream,
+    http::upstream::{local_app_source, Upstream},
 };
 
 /// Plaintext upstreams by address, shared by every connection to one
@@ -55,6 +55,8 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct DirectUpstreams {
     by_addr: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
+    /// Inbound: the pod's own app, dialed from [`local_app_source`].
+    local_app: bool,
 }
 
 /// Past this many destinations, the ones no connection uses any more are
@@ -62,6 +64,12 @@ pub struct DirectUpstreams {
 const MAX_DIRECT_UPSTREAMS: usize = 1024;
 
 impl DirectUpstreams {
+    /// Inbound's upstreams: the pod's own app at its original destination,
+    /// dialed from 127.0.0.6 so `weft init`'s hairpin rule lets it through.
+    pub fn local_app() -> Self {
+        Self { local_app: true, ..Self::default() }
+    }
+
     /// The upstream for `addr` (taken once per connection, not per request).
     pub fn get(&self, addr: SocketAddr) -> Arc<Upstream> {
         let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,7 +80,7 @@ impl DirectUpstreams {
             // Still referenced: a connection or a pooled response holds it.
             map.retain(|_, up| Arc::strong_count(up) > 1);
         }
-        let up = Upstream::new(addr);
+        let up = if self.local_app { Upstream::from_source(addr, local_app_source(addr)) } else { Upstream::new(addr) };
         map.insert(addr, Arc::clone(&up));
         up
     }

@@ -310,14 +310,14 @@ async fn banner_through_proxies(ns: &Netns, addr: SocketAddr, client: &NsProxy) 
 
 /// curl `url` from the client pod through both meshed proxies: it must
 /// succeed over mTLS (the app sees the client's identity) and be delivered
-/// by the server's proxy (the app's peer is `server_ip`). The body.
-async fn meshed_get(pods: &Pods, flags: &[&str], url: &str, server_ip: IpAddr, client: &NsProxy, server: &NsProxy) -> String {
+/// by the server's proxy (the app's peer is the proxy's 127.0.0.6). The body.
+async fn meshed_get(pods: &Pods, flags: &[&str], url: &str, _server_ip: IpAddr, client: &NsProxy, server: &NsProxy) -> String {
     let out = pods.client.curl(flags, url).await;
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
     assert!(out.status.success(), "{}", diag());
     assert!(body.contains(&format!("weft-client-id: {CLIENT_ID}")), "mTLS between the proxies, the app learns the caller: {}", diag());
-    assert!(body.contains(&format!("peer={server_ip}\n")), "delivered by the server's proxy: {}", diag());
+    assert!(body.contains(&format!("peer={LOCAL_APP_SOURCE}\n")), "delivered by the server's proxy: {}", diag());
     body
 }
 
@@ -347,6 +347,10 @@ fn readable_by_proxy(m: &MeshDir) {
     set(m.path("data"), 0o711);
     set(m.anchor(), 0o644);
 }
+
+/// Where the server's proxy dials its app from (IPv4): only the inbound
+/// proxy uses it, so an app seeing it was reached through the proxy.
+const LOCAL_APP_SOURCE: IpAddr = IpAddr::V4(mesh_proxy::http::upstream::LOCAL_APP_SOURCE_V4);
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/test/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/test/sa/server";
@@ -459,7 +463,7 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     // --detect-timeout it is opaque TCP, inside mTLS (weft-tcp/1) to the
     // server's proxy, which relays it to the app.
     banner_through_proxies(&pods.client, SocketAddr::new(server_ip, 7000), &client).await;
-    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip], "the app was reached by the server's proxy");
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [LOCAL_APP_SOURCE], "the app was reached by the server's proxy");
 
     // (c) Straight to the outbound port: refused as a loop, counted, and the
     // proxy goes on serving.
@@ -489,6 +493,24 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     refused_by_policy(&pods, SocketAddr::new(server_ip, 7001), &server).await;
     assert!(vault_peers.lock().unwrap().is_empty(), "the app never saw it");
     assert!(server.stderr().contains("to port 7001: unauthorized"), "{}", server.stderr());
+
+    // (f) The hairpin: the server pod calls its own Service. Its outbound
+    // proxy's mTLS connection to its own pod IP goes through `lo`, where
+    // only `weft init`'s hairpin rule sends it to the inbound proxy (else
+    // it would reach the app as TLS bytes): answered, with the server's own
+    // identity, and counted inbound.
+    let before = requests(&ns_metrics(&pods.server, &server).await, "inbound");
+    let out = pods.server.curl(&[], &format!("http://198.19.{x}.10/headers")).await;
+    let body = String::from_utf8_lossy(&out.stdout);
+    let diag = format!("{}
+{body}
+--- server
+{}", String::from_utf8_lossy(&out.stderr), server.stderr());
+    assert!(out.status.success(), "the pod calling its own Service: {diag}");
+    assert!(body.contains(&format!("weft-client-id: {SERVER_ID}")), "through both of its proxies over mTLS: {diag}");
+    assert!(body.contains(&format!("peer={LOCAL_APP_SOURCE}\n")), "delivered by its inbound proxy: {diag}");
+    let after = requests(&ns_metrics(&pods.server, &server).await, "inbound");
+    assert_eq!(after - before, 1.0, "the hairpinned request is counted inbound");
     cp.stop().await;
 }
 
@@ -516,7 +538,7 @@ async fn transparent_opaque_ports_skip_detection_and_websockets_cross() {
     for addr in [format!("198.19.{x}.11:7000"), format!("{server_ip}:7000")] {
         banner_through_proxies(&pods.client, addr.parse().unwrap(), &client).await;
     }
-    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip, server_ip], "both delivered by the server's proxy");
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [LOCAL_APP_SOURCE, LOCAL_APP_SOURCE], "both delivered by the server's proxy");
     assert!(
         metric(&ns_metrics(&pods.server, &server).await, r#"weft_inbound_authz_denied_total{protocol="tcp",reason="unauthorized"}"#)
             .unwrap_or(0.0)
@@ -556,7 +578,7 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
         let out = pods.client.curl(&flags, &format!("http://{server_ip}:8080/headers")).await;
         let body = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}\n{}\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
-        assert!(body.contains(&format!("peer={server_ip}\n")), "through the server's proxy: {body}");
+        assert!(body.contains(&format!("peer={LOCAL_APP_SOURCE}\n")), "through the server's proxy: {body}");
         let expected = if flags.is_empty() { "version=HTTP/1.1" } else { "version=HTTP/2.0" };
         assert!(body.contains(expected), "the request's own protocol, {expected}: {body}");
     }
@@ -568,7 +590,7 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
     db.write_all(b"\x00\xffbinary\n").await.unwrap();
     assert_eq!(read_n(&mut db, 9).await, b"\x00\xffbinary\n");
     drop(db);
-    assert_eq!(banner_peers.lock().unwrap().as_slice(), [server_ip]);
+    assert_eq!(banner_peers.lock().unwrap().as_slice(), [LOCAL_APP_SOURCE]);
 }
 
 /// A dual-stack pod: `weft init` redirects IPv6 TCP too (ip6tables) and the
