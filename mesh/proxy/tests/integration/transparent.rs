@@ -310,14 +310,17 @@ async fn banner_through_proxies(ns: &Netns, addr: SocketAddr, client: &NsProxy) 
 
 /// curl `url` from the client pod through both meshed proxies: it must
 /// succeed over mTLS (the app sees the client's identity) and be delivered
-/// by the server's proxy (the app's peer is the proxy's 127.0.0.6). The body.
-async fn meshed_get(pods: &Pods, flags: &[&str], url: &str, _server_ip: IpAddr, client: &NsProxy, server: &NsProxy) -> String {
+/// by the server's proxy (the app's peer is the proxy's 127.0.0.6, or
+/// `server_ip` over IPv6). The body.
+async fn meshed_get(pods: &Pods, flags: &[&str], url: &str, server_ip: IpAddr, client: &NsProxy, server: &NsProxy) -> String {
+    // IPv6 has no spare loopback source: the proxy dials from the pod IP.
+    let app_peer = if server_ip.is_ipv4() { LOCAL_APP_SOURCE } else { server_ip };
     let out = pods.client.curl(flags, url).await;
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     let diag = || format!("{url}: {}\n{body}\n--- client\n{}\n--- server\n{}", String::from_utf8_lossy(&out.stderr), client.stderr(), server.stderr());
     assert!(out.status.success(), "{}", diag());
     assert!(body.contains(&format!("weft-client-id: {CLIENT_ID}")), "mTLS between the proxies, the app learns the caller: {}", diag());
-    assert!(body.contains(&format!("peer={LOCAL_APP_SOURCE}\n")), "delivered by the server's proxy: {}", diag());
+    assert!(body.contains(&format!("peer={app_peer}\n")), "delivered by the server's proxy: {}", diag());
     body
 }
 
@@ -500,6 +503,8 @@ async fn transparent_proxies_mesh_pod_namespaces_behind_weft_init() {
     // it would reach the app as TLS bytes): answered, with the server's own
     // identity, and counted inbound.
     let before = requests(&ns_metrics(&pods.server, &server).await, "inbound");
+    // As in a cluster, the server pod has a route to the ClusterIPs.
+    ok("ip", &["-n", &pods.server.name, "route", "add", &format!("198.19.{x}.0/24"), "dev", "eth0"]);
     let out = pods.server.curl(&[], &format!("http://198.19.{x}.10/headers")).await;
     let body = String::from_utf8_lossy(&out.stdout);
     let diag = format!("{}
