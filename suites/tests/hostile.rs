@@ -23,18 +23,6 @@ const MEMORY_BOUND_MIB: f64 = 64.0;
 const KNOWN_GAPS: &[(&str, &str)] = &[
     // Discovery state grows with every distinct Host (1,000 Hosts: about +20 MiB).
     ("distinct-hosts outbound/plaintext", "discovery state unbounded: RSS grows with each distinct Host"),
-    // No timeout for a partial HTTP/2 preface.
-    ("h2-stalled-preface outbound/plaintext", "half an h2 preface then silence is never closed"),
-    ("h2-stalled-preface inbound/mtls", "half an h2 preface then silence is never closed"),
-    ("h2-stalled-preface inbound/plaintext", "half an h2 preface then silence is never closed"),
-    // A request body trickled at 1 byte/s is only cut by --request-timeout
-    // (504 at 30 s in the full run), past the 16 s window: no body timeout.
-    ("slow-body outbound/plaintext", "no request body timeout: 1 byte/s holds the request until the 30 s request timeout"),
-    ("slow-body inbound/mtls", "no request body timeout: 1 byte/s holds the request until the 30 s request timeout"),
-    ("slow-body inbound/plaintext", "no request body timeout: 1 byte/s holds the request until the 30 s request timeout"),
-    // A slowly trickled request on a plaintext-allowed inbound port is
-    // taken for opaque TCP after --detect-timeout and relayed with no timeout.
-    ("slowloris inbound/plaintext", "slow HTTP taken for opaque TCP and relayed without a timeout"),
 ];
 
 #[test]

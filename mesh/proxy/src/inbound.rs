@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 
 use crate::{
     discovery::authz::{Authz, AuthzByPort, Traffic},
-    config::{Limits, OpaquePorts, Plaintext},
+    config::{Conns, Limits, OpaquePorts, Plaintext},
     tcp::detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
     stack::{
         inbound::{Connection, InboundStack},
@@ -50,6 +50,7 @@ use crate::{
     intercept::orig_dst::Gate,
     discovery::policy::Verdict,
     identity::refusal::{self, Refusal},
+    http::idle::{drive, Activity, Tracked},
     http::server::{serve_connections, Phase},
     tcp::relay,
     intercept::transparent::DirectUpstreams,
@@ -189,9 +190,9 @@ impl Inbound {
         // clients too (HTTP: 403 per request; TCP: closed).
         let policy_loaded = target.authz.as_ref().is_some_and(|a| a.verdict(None).is_some());
         match (protocol, &self.mesh) {
-            (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher, target).await,
+            (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher, phase, target).await,
             (_, _) if !policy_loaded && self.plaintext == Plaintext::Deny => self.refuse_plaintext(protocol, io, peer).await,
-            (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, None, target).await,
+            (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, phase, None, target).await,
             (Protocol::Tls | Protocol::Opaque, _) => {
                 if tcp_allowed(target.authz.as_deref(), None, peer) {
                     self.relay_to_app(io, peer, target.app, target.app_source).await
@@ -200,7 +201,15 @@ impl Inbound {
         }
     }
 
-    async fn meshed(&self, mesh: &MeshTls, io: PrefixedIo<TcpStream>, peer: SocketAddr, watcher: Watcher, target: Target) {
+    async fn meshed(
+        &self,
+        mesh: &MeshTls,
+        io: PrefixedIo<TcpStream>,
+        peer: SocketAddr,
+        watcher: Watcher,
+        phase: watch::Receiver<Phase>,
+        target: Target,
+    ) {
         let accepted = tokio::time::timeout(self.limits.header_read_timeout, mesh.acceptor().accept(io)).await;
         let tls = match accepted {
             Ok(Ok(tls)) => tls,
@@ -217,7 +226,7 @@ impl Inbound {
         // The verifier only accepts certificates carrying a SPIFFE ID.
         let client = peer_identity(conn);
         match conn.alpn_protocol() {
-            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, client, target).await,
+            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, phase, client, target).await,
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
                 if tcp_allowed(target.authz.as_deref(), client.as_ref(), peer) {
@@ -236,19 +245,33 @@ impl Inbound {
         warn!("refused inbound connection from {peer}: {reason}: {detail}");
     }
 
-    async fn serve_http<I>(&self, io: I, peer: SocketAddr, watcher: Watcher, client: Option<SpiffeId>, target: Target)
-    where
+    async fn serve_http<I>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        watcher: Watcher,
+        mut phase: watch::Receiver<Phase>,
+        client: Option<SpiffeId>,
+        target: Target,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stack = Arc::new(self.stack.service(Connection { client, peer, authz: target.authz, via: target.via }));
         let (io, framing) = crate::stack::validate::FramingIo::new(io, self.limits.max_header_bytes);
+        let activity = Activity::new();
+        let requests = activity.clone();
         let service = service_fn(move |mut req| {
             framing.mark(&mut req);
+            let in_flight = requests.request();
             let stack = Arc::clone(&stack);
-            async move { Ok::<_, Infallible>(stack.call(req).await) }
+            async move { Ok::<_, Infallible>(stack.call(req).await.map(|body| Tracked::new(body, in_flight))) }
         });
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn).await {
+        // The drain waits for this task through the watcher; `drive` shuts
+        // the connection down on the phase change itself.
+        let _watcher = watcher;
+        let (first, idle) = (self.limits.header_read_timeout, Conns::current().http_idle_timeout);
+        if let Err(e) = drive(conn, &activity, first, idle, &mut phase).await {
             debug!(%peer, error = %e, "inbound connection ended with error");
         }
     }

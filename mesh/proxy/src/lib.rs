@@ -156,6 +156,8 @@ async fn serve_until(
     force: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
+    // Before any upstream exists: every one dials with these.
+    config.conns.install();
     if config.disabled.any() {
         for feature in config.disabled.to_string().split(',') {
             warn!(
@@ -223,7 +225,7 @@ async fn serve_until(
     announce(&outbound, inbound.as_ref(), &tcp, &tcp_services, &admin).map_err(RunError::Announce)?;
 
     let (phase_tx, phase) = watch::channel(Phase::Running);
-    let builder = Arc::new(http::server::http_builder(&config.limits));
+    let builder = Arc::new(http::server::http_builder(&config.limits, &config.conns));
     let limits = config.limits;
 
     // Transparent mode refuses connections whose original destination is
@@ -263,6 +265,7 @@ async fn serve_until(
             Arc::clone(&builder),
             limits.header_read_timeout,
             limits.max_header_bytes,
+            config.conns.http_idle_timeout,
             phase.clone(),
         )));
     }

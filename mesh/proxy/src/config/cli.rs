@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Conns, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -154,6 +154,46 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_OPAQUE_PORTS", value_name = "PORTS", default_value = OpaquePorts::DEFAULT)]
     pub opaque_ports: String,
 
+    /// HTTP/2 connections (from clients and to upstreams, the proxies' own
+    /// included) send a PING after this long without a frame received.
+    #[arg(long, env = "WEFT_PROXY_HTTP2_KEEPALIVE_INTERVAL", default_value = "10s")]
+    pub http2_keepalive_interval: String,
+
+    /// An HTTP/2 PING not acknowledged within this closes the connection
+    /// (a vanished peer stops taking requests; new ones get a new connection).
+    #[arg(long, env = "WEFT_PROXY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "5s")]
+    pub http2_keepalive_timeout: String,
+
+    /// A client HTTP connection with no request in flight for this long is
+    /// closed (HTTP/2: GOAWAY). Before its first request the bound is
+    /// --header-read-timeout (a stalled h2 preface, a silent mTLS client).
+    #[arg(long, env = "WEFT_PROXY_HTTP_IDLE_TIMEOUT", default_value = "1h")]
+    pub http_idle_timeout: String,
+
+    /// An opaque TCP relay with no byte either way for this long is closed.
+    #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", default_value = "1h")]
+    pub tcp_idle_timeout: String,
+
+    /// Connecting to an upstream, the mTLS handshake with a meshed peer
+    /// included, must be done within this (then 502 / the TCP client closed).
+    #[arg(long, env = "WEFT_PROXY_CONNECT_TIMEOUT", default_value = "10s")]
+    pub connect_timeout: String,
+
+    /// A request body of known length (Content-Length) slower than this,
+    /// bytes per second of waiting for the client, after
+    /// --request-body-grace, is cut: 408 (0: no minimum).
+    #[arg(long, env = "WEFT_PROXY_MIN_REQUEST_BODY_RATE", default_value = "240")]
+    pub min_request_body_rate: String,
+
+    /// How long a request body may be waited for before its rate counts.
+    #[arg(long, env = "WEFT_PROXY_REQUEST_BODY_GRACE", default_value = "5s")]
+    pub request_body_grace: String,
+
+    /// Any request body (streams too) silent this long while the proxy waits
+    /// for it is cut: 408 if no response started.
+    #[arg(long, env = "WEFT_PROXY_REQUEST_BODY_IDLE_TIMEOUT", default_value = "5m")]
+    pub request_body_idle_timeout: String,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take before exiting anyway.
     #[arg(long, env = "WEFT_PROXY_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: String,
@@ -276,12 +316,47 @@ impl Args {
         if let Some(d) = drain_timeout {
             cfg.drain_timeout = d;
         }
+        cfg.conns = self.conns(&mut problems);
 
         if let Err(e) = cfg.validate() {
             problems.extend(e.problems);
         }
         ConfigError::from_problems(problems)?;
         Ok(cfg)
+    }
+
+    /// The connection timeouts; bad values are problems, and
+    /// their defaults are kept.
+    fn conns(&self, problems: &mut Vec<String>) -> Conns {
+        let d = Conns::default();
+        let mut duration = |flag: &str, v: &str, default: Duration| -> Duration {
+            humantime::parse_duration(v).unwrap_or_else(|e| {
+                problems.push(format!("{flag} {v:?}: {e} (e.g. 500ms, 10s, 1m)"));
+                default
+            })
+        };
+        let mut c = Conns {
+            h2_keepalive_interval: duration("--http2-keepalive-interval", &self.http2_keepalive_interval, d.h2_keepalive_interval),
+            h2_keepalive_timeout: duration("--http2-keepalive-timeout", &self.http2_keepalive_timeout, d.h2_keepalive_timeout),
+            http_idle_timeout: duration("--http-idle-timeout", &self.http_idle_timeout, d.http_idle_timeout),
+            tcp_idle_timeout: duration("--tcp-idle-timeout", &self.tcp_idle_timeout, d.tcp_idle_timeout),
+            connect_timeout: duration("--connect-timeout", &self.connect_timeout, d.connect_timeout),
+            request_body_grace: duration("--request-body-grace", &self.request_body_grace, d.request_body_grace),
+            request_body_idle_timeout: duration(
+                "--request-body-idle-timeout",
+                &self.request_body_idle_timeout,
+                d.request_body_idle_timeout,
+            ),
+            ..d
+        };
+        match self.min_request_body_rate.parse::<u64>() {
+            Ok(n) => c.min_request_body_rate = n,
+            Err(_) => problems.push(format!(
+                "--min-request-body-rate {:?}: not a whole number of bytes per second (0: no minimum)",
+                self.min_request_body_rate
+            )),
+        }
+        c
     }
 
     /// The meshed-mode settings: all four flags or none. Reads the token and
@@ -390,6 +465,20 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert_eq!(err.problems.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn connection_timeouts_and_limits_parse_and_name_bad_values() {
+        let cfg = parse(&["--http2-keepalive-interval", "2s", "--tcp-idle-timeout", "3m", "--min-request-body-rate", "7"]).unwrap();
+        assert_eq!(cfg.conns.h2_keepalive_interval, Duration::from_secs(2));
+        assert_eq!(cfg.conns.tcp_idle_timeout, Duration::from_secs(180));
+        assert_eq!(cfg.conns.min_request_body_rate, 7);
+        let err = parse(&["--connect-timeout", "0s", "--min-request-body-rate", "fast", "--http-idle-timeout", "later"]).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        for needle in ["--connect-timeout 0s", "\"fast\"", "\"later\""] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
     }
 
     #[test]

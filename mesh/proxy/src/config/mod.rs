@@ -4,6 +4,9 @@
 //! bad command line in one go rather than one flag per restart.
 
 pub mod cli;
+pub mod conns;
+
+pub use conns::Conns;
 
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -27,6 +30,8 @@ pub struct Config {
     pub threads: usize,
     /// Request size and time limits applied on both listeners.
     pub limits: Limits,
+    /// Connection-level timeouts and limits (keepalive, idle, connect, body pace).
+    pub conns: Conns,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
     /// Local TCP listeners whose bytes go to a fixed address (opaque TCP).
@@ -279,6 +284,7 @@ impl Default for Config {
             app: None,
             threads: 1,
             limits: Limits::default(),
+            conns: Conns::default(),
             drain_timeout: Duration::from_secs(30),
             tcp_forwards: Vec::new(),
             tcp_services: Vec::new(),
@@ -334,6 +340,7 @@ impl Config {
                 problems.push(format!("{name} 0s: must be greater than zero"));
             }
         }
+        problems.extend(self.conns.problems());
         let mut seen = std::collections::HashSet::new();
         for route in &self.routes {
             if !seen.insert(route.authority.as_str()) {

@@ -22,6 +22,8 @@ use hyper::{body::Incoming, client::conn::http1};
 use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::OwnedSemaphorePermit, time::Sleep};
 
+use crate::http::pace::{Pace, PaceError};
+
 /// A pooled HTTP/1 upstream connection's request half.
 pub type H1Sender = http1::SendRequest<RequestBody>;
 
@@ -56,6 +58,8 @@ pub struct RequestBody<B = Incoming> {
     inner: Inner<B>,
     remaining: u64,
     limit: u64,
+    /// How slowly the client may send it (`http::pace`); `None`: no bound.
+    pace: Option<Pace>,
 }
 
 #[derive(Debug)]
@@ -76,18 +80,27 @@ pub enum RequestBodyError {
     /// Reading from the downstream client failed.
     #[error("reading the request body failed: {0}")]
     Downstream(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The client sent the body too slowly.
+    #[error(transparent)]
+    Slow(#[from] PaceError),
 }
 
 impl<B> RequestBody<B> {
     /// Wraps `inner`, allowing at most `limit` bytes of data.
     pub fn new(inner: B, limit: u64) -> Self {
-        Self { inner: Inner::Stream(inner), remaining: limit, limit }
+        Self { inner: Inner::Stream(inner), remaining: limit, limit, pace: None }
+    }
+
+    /// This body, cut when the client sends it slower than `pace` allows.
+    pub fn paced(mut self, pace: Pace) -> Self {
+        self.pace = Some(pace);
+        self
     }
 
     /// A body whose bytes are already here (each retry gets a cheap clone).
     pub fn buffered(bytes: Bytes) -> Self {
         let len = bytes.len() as u64;
-        Self { inner: Inner::Buffered((!bytes.is_empty()).then_some(bytes)), remaining: 0, limit: len }
+        Self { inner: Inner::Buffered((!bytes.is_empty()).then_some(bytes)), remaining: 0, limit: len, pace: None }
     }
 }
 
@@ -108,7 +121,17 @@ where
             Inner::Stream(inner) => inner,
             Inner::Buffered(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        let polled = match (polled, &mut this.pace) {
+            (Poll::Pending, Some(pace)) => return pace.poll_waiting(cx).map(|e| Some(Err(e.into()))),
+            (polled, pace) => {
+                if let (Poll::Ready(Some(Ok(frame))), Some(pace)) = (&polled, pace) {
+                    pace.arrived(frame.data_ref().map_or(0, |d| d.len() as u64));
+                }
+                ready!(polled)
+            }
+        };
+        match polled {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;

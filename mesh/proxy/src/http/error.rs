@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 pub use crate::metrics::error_kind::ErrorKind;
-use crate::{http::body::ResponseBody, http::orig_proto::UpgradeError, identity::refusal::Refusal};
+use crate::{http::body::ResponseBody, http::orig_proto::UpgradeError, http::pace::PaceError, identity::refusal::Refusal};
 
 /// Header naming why the proxy answered instead of an upstream.
 pub static PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error");
@@ -56,6 +56,9 @@ pub enum ProxyError {
         /// The configured limit.
         limit: u64,
     },
+    /// The client sent the request body too slowly (`http::pace`): 408.
+    #[error("{0}")]
+    BodyTimeout(PaceError),
     /// A meshed route, but this proxy has no workload certificate yet.
     #[error("no workload certificate yet; cannot open mTLS to {addr}")]
     NotCertified {
@@ -156,7 +159,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
             ProxyError::Tls { .. } => ErrorKind::Tls,
-            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => ErrorKind::BadRequest,
+            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } | ProxyError::BodyTimeout(_) => ErrorKind::BadRequest,
             ProxyError::NoEndpoints { .. } => ErrorKind::NoEndpoints,
             ProxyError::Unavailable { .. } => ErrorKind::Unavailable,
             ProxyError::NoRouteMatch { .. } => ErrorKind::RouteNotFound,
@@ -181,6 +184,7 @@ impl ProxyError {
             ProxyError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -192,7 +196,7 @@ impl ProxyError {
         const UNAVAILABLE: u32 = 14;
         match self {
             ProxyError::NoRouteMatch { .. } => 12, // UNIMPLEMENTED
-            ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => 4, // DEADLINE_EXCEEDED
+            ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } | ProxyError::BodyTimeout(_) => 4, // DEADLINE_EXCEEDED
             ProxyError::BodyTooLarge { .. } => 8,  // RESOURCE_EXHAUSTED
             ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => INTERNAL,
             ProxyError::NoRoute { .. }

@@ -5,13 +5,17 @@
 //! bodies), [`upstream`] (connection pools), [`error`] (proxy-generated
 //! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
 //! [`orig_proto`] (HTTP/1 over the proxies' HTTP/2), [`router`]
-//! (authority -> static upstream) and [`server`] (accept loops, graceful
-//! drain, the hyper connection builder).
+//! (authority -> static upstream), [`pace`] (how slowly a client may
+//! send a request body), [`server`] (accept loops, graceful
+//! drain, the hyper connection builder) and [`idle`] (closing connections
+//! that do nothing).
 
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod idle;
 pub mod orig_proto;
+pub mod pace;
 pub mod router;
 pub mod server;
 pub mod upgrade;

@@ -16,7 +16,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::config::Limits;
+use crate::config::{Conns, Limits};
 
 /// Lifecycle phases broadcast to every listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,8 +29,13 @@ pub enum Phase {
     Exiting,
 }
 
+/// Streams one client may have open on one HTTP/2 connection (hyper's
+/// default, stated: a bound, not a throughput knob; a peer proxy with more
+/// requests opens more connections).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+
 /// The hyper connection builder shared by the proxy listeners.
-pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub fn http_builder(limits: &Limits, conns: &Conns) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -41,7 +46,20 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         // The h2 crate answers an oversized header list with 431 itself.
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // A vanished client (or peer proxy) is found by its missing PING
+        // acknowledgement, not ~15 minutes of TCP retransmits.
+        .keep_alive_interval(conns.h2_keepalive_interval)
+        .keep_alive_timeout(conns.h2_keepalive_timeout)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets
+        // before we accept them, and streams we reset for its protocol
+        // errors, are bounded; past them the connection gets GOAWAY.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        // Grow the windows with the measured bandwidth-delay product
+        // instead of a fixed 1 MiB, so one busy connection is not capped.
+        .adaptive_window(true);
     b
 }
 

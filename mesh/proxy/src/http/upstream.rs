@@ -41,6 +41,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use crate::{
+    config::Conns,
     http::body::{H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
     http::error::ProxyError,
     identity::MeshTls,
@@ -308,8 +309,16 @@ impl Upstream {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let conns = Conns::current();
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            // A peer that vanished (frozen, partitioned) fails its PING and
+            // the connection closes: new requests dial a new one instead of
+            // queueing behind TCP retransmits.
+            .keep_alive_interval(conns.h2_keepalive_interval)
+            .keep_alive_timeout(conns.h2_keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .adaptive_window(true)
             .handshake(io)
             .await
             .map_err(|e| self.http_error(e))?;
@@ -344,7 +353,12 @@ impl Upstream {
             return Err(ProxyError::NotCertified { addr: self.addr });
         }
         let name = rustls::pki_types::ServerName::from(self.addr.ip());
-        peer.connector.connect(name, tcp).await.map_err(|e| {
+        let within = Conns::current().connect_timeout;
+        let handshake = tokio::time::timeout(within, peer.connector.connect(name, tcp)).await.unwrap_or_else(|_| {
+            let within = humantime::format_duration(within);
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("handshake not completed within {within}")))
+        });
+        handshake.map_err(|e| {
             let reason = refusal::classify_io(&e);
             peer.metrics.record_refusal(reason);
             warn!("refused outbound connection to {} ({}): {reason}: {e}", self.addr, peer.identity);
@@ -369,7 +383,14 @@ impl Upstream {
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {
         let connect_err = |source: io::Error| ProxyError::Connect { addr: self.addr, source };
-        let stream = connect_from(self.addr, self.source).await.map_err(connect_err)?;
+        let within = Conns::current().connect_timeout;
+        let stream = match tokio::time::timeout(within, connect_from(self.addr, self.source)).await {
+            Ok(connected) => connected.map_err(connect_err)?,
+            Err(_) => {
+                let within = humantime::format_duration(within);
+                return Err(connect_err(io::Error::new(io::ErrorKind::TimedOut, format!("not connected within {within}"))));
+            }
+        };
         // Requests are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true).map_err(connect_err)?;
         Ok(TokioIo::new(stream))
@@ -380,8 +401,10 @@ impl Upstream {
     fn http_error(&self, e: hyper::Error) -> ProxyError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(err) = source {
-            if let Some(RequestBodyError::TooLarge { limit }) = err.downcast_ref::<RequestBodyError>() {
-                return ProxyError::BodyTooLarge { limit: *limit };
+            match err.downcast_ref::<RequestBodyError>() {
+                Some(RequestBodyError::TooLarge { limit }) => return ProxyError::BodyTooLarge { limit: *limit },
+                Some(RequestBodyError::Slow(pace)) => return ProxyError::BodyTimeout(pace.clone()),
+                _ => {}
             }
             source = err.source();
         }

@@ -40,11 +40,12 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    config::{Limits, OpaquePorts},
+    config::{Conns, Limits, OpaquePorts},
     tcp::detect::{detect, Detected, PrefixedIo, Protocol},
     stack::{outbound::OutboundStack, Service as _, Via},
     intercept::orig_dst::Gate,
     discovery::outbound::Outbound,
+    http::idle::{drive, Activity, Tracked},
     http::server::{serve_connections, Phase},
     tcp::OriginalDstRelay,
     http::upstream::{local_app_source, Upstream},
@@ -175,7 +176,7 @@ impl TransparentOutbound {
         };
         let io = PrefixedIo::new(prefix, stream);
         match protocol {
-            Protocol::Http1 | Protocol::Http2 => self.serve_http(io, peer, dst, watcher).await,
+            Protocol::Http1 | Protocol::Http2 => self.serve_http(io, peer, dst, watcher, phase).await,
             Protocol::Tls | Protocol::Opaque => self.tcp.relay(io, peer, dst).await,
         }
     }
@@ -188,19 +189,26 @@ impl TransparentOutbound {
         }
     }
 
-    async fn serve_http<I>(&self, io: I, peer: SocketAddr, dst: SocketAddr, watcher: Watcher)
+    async fn serve_http<I>(&self, io: I, peer: SocketAddr, dst: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stack = Arc::new(self.stack.service(Some(self.via(dst))));
         let (io, framing) = crate::stack::validate::FramingIo::new(io, self.limits.max_header_bytes);
+        let activity = Activity::new();
+        let requests = activity.clone();
         let service = service_fn(move |mut req| {
             framing.mark(&mut req);
+            let in_flight = requests.request();
             let stack = Arc::clone(&stack);
-            async move { Ok::<_, Infallible>(stack.call(req).await) }
+            async move { Ok::<_, Infallible>(stack.call(req).await.map(|body| Tracked::new(body, in_flight))) }
         });
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn).await {
+        // The drain waits for this task through the watcher; `drive` shuts
+        // the connection down on the phase change itself.
+        let _watcher = watcher;
+        let (first, idle) = (self.limits.header_read_timeout, Conns::current().http_idle_timeout);
+        if let Err(e) = drive(conn, &activity, first, idle, &mut phase).await {
             debug!(%peer, %dst, error = %e, "transparent outbound connection ended with error");
         }
     }

@@ -24,7 +24,9 @@ use http::{uri::Uri, HeaderName, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::{
+    config::Conns,
     http::body::{RequestBody, ResponseBody},
+    http::pace::Pace,
     config::Limits,
     http::error::ProxyError,
     http::headers::strip_hop_by_hop,
@@ -130,7 +132,11 @@ impl Forwarder {
         if parts.version != Version::HTTP_2 {
             to_origin_form(&mut parts);
         }
-        (Request::from_parts(parts, RequestBody::new(body, self.limits.max_request_body_bytes)), pending)
+        // A validated Content-Length is the exact size hint: a finished
+        // upload, which must arrive at a minimum rate (see `http::pace`).
+        let pace = Pace::new(&Conns::current(), http_body::Body::size_hint(&body).exact().is_some_and(|n| n > 0));
+        let body = RequestBody::new(body, self.limits.max_request_body_bytes).paced(pace);
+        (Request::from_parts(parts, body), pending)
     }
 
     /// The request timeout is the `timeout` layer's, to the last byte.

@@ -12,7 +12,10 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
 use super::{outbound::OutboundStack, validate::FramingIo, Service as _};
-use crate::http::server::{accept_next, Phase};
+use crate::http::{
+    idle::{drive, Activity, Tracked},
+    server::{accept_next, Phase},
+};
 
 /// Serves one proxy listener until the phase leaves `Running`, then closes
 /// the listening socket (new connections are refused) and waits for the
@@ -23,6 +26,7 @@ pub async fn serve_proxy(
     builder: Arc<auto::Builder<TokioExecutor>>,
     header_read_timeout: Duration,
     max_head: usize,
+    http_idle_timeout: Duration,
     mut phase: watch::Receiver<Phase>,
 ) {
     let service = Arc::new(stack.service(None));
@@ -53,13 +57,19 @@ pub async fn serve_proxy(
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
             let (io, framing) = FramingIo::new(stream, max_head);
+            let activity = Activity::new();
+            let requests = activity.clone();
             let service = service_fn(move |mut req| {
                 framing.mark(&mut req);
+                let in_flight = requests.request();
                 let service = Arc::clone(&service);
-                async move { Ok::<_, Infallible>(service.call(req).await) }
+                async move { Ok::<_, Infallible>(service.call(req).await.map(|body| Tracked::new(body, in_flight))) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(e) = watcher.watch(conn).await {
+            // The drain waits for this task through the watcher; `drive`
+            // shuts the connection down on the phase change itself.
+            let _watcher = watcher;
+            if let Err(e) = drive(conn, &activity, header_read_timeout, http_idle_timeout, &mut phase).await {
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }
         });

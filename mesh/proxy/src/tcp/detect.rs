@@ -78,6 +78,21 @@ pub fn classify(buf: &[u8], max_line: usize) -> Option<Protocol> {
     }
 }
 
+/// What bytes still undecided at the detect timeout are. `classify` calls
+/// anything that cannot begin an HTTP request opaque at once, so these are
+/// a prefix of the h2 preface or of an HTTP/1 request line: a client
+/// trickling them (slowloris) stays HTTP, where the header read timeout and
+/// the first-request bound close it, instead of becoming an opaque relay
+/// with no timeout of its own. [`detect_tls`] decides from the first byte,
+/// so an opaque port never gets here.
+fn undecided(buf: &[u8]) -> Protocol {
+    if H2_PREFACE.starts_with(buf) {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    }
+}
+
 /// RFC 9110 token characters.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -130,7 +145,7 @@ async fn detect_with<S: AsyncRead + Unpin>(
             }
             Ok(Err(e)) => return Err(e),
             Err(_) if buf.is_empty() => return Ok(Detected::Silent),
-            Err(_) => return Ok(Detected::Protocol(Protocol::Opaque, buf.freeze())),
+            Err(_) => return Ok(Detected::Protocol(undecided(&buf), buf.freeze())),
         }
     }
 }
@@ -253,11 +268,17 @@ mod tests {
         let short = Duration::from_millis(50);
         assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Silent));
         use tokio::io::AsyncWriteExt;
-        client.write_all(b"HELLO").await.unwrap();
+        client.write_all(b"\x01HELLO").await.unwrap();
         assert!(matches!(
             detect(&mut server, short, short, 8192).await.unwrap(),
-            Detected::Protocol(Protocol::Opaque, b) if &b[..] == b"HELLO"
+            Detected::Protocol(Protocol::Opaque, b) if &b[..] == b"\x01HELLO"
         ));
+        // A plausible start of HTTP stays HTTP (slowloris), the h2 preface's
+        // start stays h2: their own timeouts apply, not an opaque relay's.
+        client.write_all(b"GET /slo").await.unwrap();
+        assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Protocol(Protocol::Http1, _)));
+        client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Protocol(Protocol::Http2, _)));
         drop(client);
         assert!(matches!(detect(&mut server, short, short, 8192).await.unwrap(), Detected::Nothing));
     }

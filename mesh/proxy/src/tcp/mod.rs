@@ -12,8 +12,9 @@
 //! TCP client pays anyway.
 
 pub mod detect;
+pub mod idle;
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -26,7 +27,7 @@ use tracing::{debug, warn};
 use mesh_identity::SpiffeId;
 
 use crate::{
-    config::{TcpForward, TcpService},
+    config::{Conns, TcpForward, TcpService},
     discovery::outbound::Outbound,
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
     metrics::DirectionMetrics,
@@ -34,16 +35,14 @@ use crate::{
     http::server::{serve_connections, Phase},
 };
 
-/// Bound on connecting to the forward's target.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Copies bytes both ways until both sides are done; returns (a->b, b->a).
+/// Copies bytes both ways until both sides are done, or neither moved a
+/// byte for `--tcp-idle-timeout`; returns (a->b, b->a).
 pub async fn relay<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy_bidirectional(a, b).await
+    idle::relay_with_idle(a, b, Conns::current().tcp_idle_timeout).await
 }
 
 /// One `--tcp-forward` (a fixed address) or `--tcp-service` (a Service's
@@ -212,7 +211,8 @@ impl Dialer {
         identity: Option<&SpiffeId>,
         tls: Option<(&TlsConnector, &MeshTls)>,
     ) -> Option<Upstream> {
-        let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+        let within = Conns::current().connect_timeout;
+        let upstream = match tokio::time::timeout(within, TcpStream::connect(target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 warn!("tcp forward {}: connect to {target} failed: {e}; closing {peer}", self.listen);
@@ -234,7 +234,13 @@ impl Dialer {
             return None;
         }
         let name = rustls::pki_types::ServerName::from(target.ip());
-        match connector.connect(name, upstream).await {
+        // Bounded like the connect: a peer that accepts and never answers
+        // must not hold the client's connection forever.
+        let handshake = tokio::time::timeout(within, connector.connect(name, upstream)).await.unwrap_or_else(|_| {
+            let within = humantime::format_duration(within);
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("handshake not completed within {within}")))
+        });
+        match handshake {
             Ok(tls) => Some(Upstream::Tls(Box::new(tls))),
             Err(e) => {
                 let reason = refusal::classify_io(&e);

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod conns;
 mod discovery;
 mod discovery_support;
 mod forwarding;

@@ -221,6 +221,8 @@ pub struct Relay {
     pub addr: SocketAddr,
     pub bytes: Arc<Mutex<Vec<u8>>>,
     pub connections: Arc<AtomicUsize>,
+    /// Connections accepted before the last [`Relay::black_hole`] forward nothing more.
+    generation: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -236,20 +238,28 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let bytes = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (b, c) = (bytes.clone(), connections.clone());
+        let generation = Arc::new(AtomicUsize::new(0));
+        let (b, c, g) = (bytes.clone(), connections.clone(), generation.clone());
         let task = tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
                 let b = b.clone();
+                let gen = Gen { now: g.clone(), mine: g.load(Ordering::SeqCst) };
                 tokio::spawn(async move {
                     let Ok(up) = TcpStream::connect(target).await else { return };
                     let (dr, dw) = down.into_split();
                     let (ur, uw) = up.into_split();
-                    tokio::join!(pump(dr, uw, b.clone()), pump(ur, dw, b));
+                    tokio::join!(pump(dr, uw, b.clone(), gen.clone()), pump(ur, dw, b, gen));
                 });
             }
         });
-        Self { addr, bytes, connections, task }
+        Self { addr, bytes, connections, generation, task }
+    }
+
+    /// The connections open now forward nothing more, either way, and are
+    /// never closed (a peer frozen or partitioned away); new ones work.
+    pub fn black_hole(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Whether `needle` ever crossed the relay in the clear.
@@ -262,11 +272,23 @@ impl Relay {
     }
 }
 
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, log: Arc<Mutex<Vec<u8>>>) {
+/// Which black-hole generation a relayed connection belongs to.
+#[derive(Clone)]
+struct Gen {
+    now: Arc<AtomicUsize>,
+    mine: usize,
+}
+
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, log: Arc<Mutex<Vec<u8>>>, gen: Gen) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
+            Ok(_) if gen.now.load(Ordering::SeqCst) != gen.mine => {
+                // Black-holed: swallow everything, close nothing.
+                let _held = (&from, &to);
+                std::future::pending::<()>().await;
+            }
             Ok(n) => {
                 log.lock().unwrap().extend_from_slice(&buf[..n]);
                 if to.write_all(&buf[..n]).await.is_err() {

@@ -1,0 +1,108 @@
+//! Connection-level timeouts and limits: how long a connection, a
+//! handshake or a request body may sit without progress, and how many
+//! connections a listener holds.
+//!
+//! Defaults follow linkerd2-proxy and Envoy where they have one: HTTP/2
+//! keepalive PINGs every 10 s, an idle HTTP connection closed after 1 h
+//! (Envoy's `idle_timeout`), an idle opaque TCP relay after 1 h (Envoy's
+//! `tcp_proxy` `idle_timeout`), pooled upstream HTTP/1 connections after
+//! 90 s (hyper-util's pool), a fixed-length request body slower than
+//! 240 bytes/s after a 5 s grace cut (Kestrel's `MinRequestBodyDataRate`).
+
+use std::{sync::OnceLock, time::Duration};
+
+/// Connection-level timeouts (`--http2-keepalive-*`,
+/// `--http-idle-timeout`, `--connect-timeout`, `--request-body-*`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conns {
+    /// HTTP/2 connections (downstream and to upstreams) send a PING after
+    /// this long without a frame received.
+    pub h2_keepalive_interval: Duration,
+    /// A PING not acknowledged within this closes the connection: a peer
+    /// that vanished stops taking requests in seconds.
+    pub h2_keepalive_timeout: Duration,
+    /// A downstream HTTP connection with no request in flight for this long
+    /// is closed (HTTP/2: GOAWAY). Before its first request the bound is
+    /// `--header-read-timeout` (a stalled h2 preface, a silent mTLS client).
+    pub http_idle_timeout: Duration,
+    /// An opaque TCP relay with no byte in either direction for this long
+    /// is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Connecting to an upstream (TCP, and for meshed peers the mTLS
+    /// handshake) must be done within this.
+    pub connect_timeout: Duration,
+    /// A request body of known length must arrive at least this fast
+    /// (bytes/s, counting only time spent waiting for the client) once
+    /// `request_body_grace` has passed; 0 switches the check off.
+    pub min_request_body_rate: u64,
+    /// Waiting for a request body this long is allowed before the rate counts.
+    pub request_body_grace: Duration,
+    /// Any request body (streams included) silent this long while the proxy
+    /// waits for it is cut (408 if no response started).
+    pub request_body_idle_timeout: Duration,
+}
+
+impl Default for Conns {
+    fn default() -> Self {
+        Self {
+            h2_keepalive_interval: Duration::from_secs(10),
+            h2_keepalive_timeout: Duration::from_secs(5),
+            http_idle_timeout: Duration::from_secs(3600),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(10),
+            min_request_body_rate: 240,
+            request_body_grace: Duration::from_secs(5),
+            request_body_idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The values every upstream connection of this process dials with.
+static INSTALLED: OnceLock<Conns> = OnceLock::new();
+
+impl Conns {
+    /// Makes these the values [`Conns::current`] returns; the first call
+    /// wins. Upstreams are made in many places (static routes, discovery,
+    /// transparent destinations) and all dial alike, so the proxy installs
+    /// its flags once at start instead of threading them through each.
+    pub fn install(self) {
+        let _ = INSTALLED.set(self);
+    }
+
+    /// The installed values, or the defaults (embedders and unit tests).
+    pub fn current() -> Conns {
+        INSTALLED.get().copied().unwrap_or_default()
+    }
+
+    /// Every problem with these values, each naming its flag.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, d) in [
+            ("--http2-keepalive-interval", self.h2_keepalive_interval),
+            ("--http2-keepalive-timeout", self.h2_keepalive_timeout),
+            ("--http-idle-timeout", self.http_idle_timeout),
+            ("--tcp-idle-timeout", self.tcp_idle_timeout),
+            ("--connect-timeout", self.connect_timeout),
+            ("--request-body-idle-timeout", self.request_body_idle_timeout),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{name} 0s: must be greater than zero"));
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_timeouts_and_limits_are_refused_by_name() {
+        assert!(Conns::default().problems().is_empty());
+        let bad = Conns { h2_keepalive_timeout: Duration::ZERO, tcp_idle_timeout: Duration::ZERO, ..Conns::default() };
+        let p = bad.problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("--http2-keepalive-timeout") && p[1].contains("--tcp-idle-timeout"), "{p:?}");
+    }
+}
