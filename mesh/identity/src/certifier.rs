@@ -10,16 +10,17 @@ use mesh_api::identity::v1::identity_client::IdentityClient;
 use mesh_api::identity::v1::CertifyRequest;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::tls::CredentialsWatch;
-use crate::{Credentials, CredentialsError, KeyError, SpiffeId, WorkloadKey};
+use crate::{ControlEndpoint, Credentials, CredentialsError, KeyError, SpiffeId, TlsError, WorkloadKey};
 
 /// How to reach mesh-control and prove who we are.
 #[derive(Clone)]
 pub struct CertifierConfig {
-    /// mesh-control's gRPC address, `host:port` or a full `http://` URI.
-    pub control_addr: String,
+    /// mesh-control: its address, the anchors it and what it issues must
+    /// chain to, and its SPIFFE ID.
+    pub control: ControlEndpoint,
     /// The identity to be certified as.
     pub identity: SpiffeId,
     /// Proof of identity (bootstrap token or ServiceAccount token).
@@ -39,9 +40,9 @@ pub struct CertifierConfig {
 impl CertifierConfig {
     /// Defaults: connect timeout 3 s, request timeout 10 s, refresh at 70 %,
     /// backoff 100 ms doubling up to 10 s.
-    pub fn new(control_addr: impl Into<String>, identity: SpiffeId, token: impl Into<Vec<u8>>) -> Self {
+    pub fn new(control: ControlEndpoint, identity: SpiffeId, token: impl Into<Vec<u8>>) -> Self {
         Self {
-            control_addr: control_addr.into(),
+            control,
             identity,
             token: token.into(),
             connect_timeout: Duration::from_secs(3),
@@ -57,7 +58,7 @@ impl std::fmt::Debug for CertifierConfig {
     // The token is a secret: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertifierConfig")
-            .field("control_addr", &self.control_addr)
+            .field("control", &self.control)
             .field("identity", &self.identity)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -71,8 +72,8 @@ impl std::fmt::Debug for CertifierConfig {
 /// The certifier cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum CertifierError {
-    #[error("control plane address {addr:?} is not a valid URI: {reason}")]
-    Address { addr: String, reason: String },
+    #[error("TLS to the control plane: {0}")]
+    Tls(#[from] TlsError),
     #[error("refresh fraction {0} must be in (0, 1)")]
     RefreshFraction(f64),
     #[error("backoff min {min:?} must be non-zero and at most max {max:?}")]
@@ -112,21 +113,12 @@ impl Certifier {
         if config.backoff_min.is_zero() || config.backoff_min > config.backoff_max {
             return Err(CertifierError::Backoff { min: config.backoff_min, max: config.backoff_max });
         }
-        let uri = if config.control_addr.contains("://") {
-            config.control_addr.clone()
-        } else {
-            format!("http://{}", config.control_addr)
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| CertifierError::Address {
-            addr: config.control_addr.clone(),
-            reason: e.to_string(),
-        })?;
         // Lazy: the first Certify connects, and the channel reconnects by
-        // itself after mesh-control restarts.
-        let channel = endpoint
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .connect_lazy();
+        // itself after mesh-control restarts. The token only ever travels
+        // inside TLS to the verified control-plane identity.
+        let endpoint =
+            config.control.endpoint().connect_timeout(config.connect_timeout).timeout(config.request_timeout);
+        let channel = config.control.channel(endpoint)?;
         let key = WorkloadKey::generate()?;
         let (tx, rx) = watch::channel(None);
         let task = tokio::spawn(run(config, key, IdentityClient::new(channel), tx));
@@ -224,12 +216,32 @@ async fn certify(
         // Transport failures surface as Unavailable/Unknown/Cancelled/DeadlineExceeded statuses
         // generated on our side; anything else is mesh-control's answer.
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            CertifyError::Unreachable(status.to_string())
+            CertifyError::Unreachable(error_chain(&status))
         }
         code => CertifyError::Refused { code, message: status.message().to_owned() },
     })?;
     let response = response.into_inner();
-    Ok(Credentials::new(key, response.leaf_der, response.chain_der, Some(&config.identity))?)
+    let creds = Credentials::new(key, response.leaf_der, response.chain_der, Some(&config.identity))?;
+    // Never publish what does not chain to our anchors (a control plane
+    // issuing from another root): the current certificate stays in use.
+    creds.verify_chain(config.control.anchors(), SystemTime::now())?;
+    Ok(creds)
+}
+
+/// A status and its causes: a refused TLS handshake (unknown issuer, wrong
+/// control-plane identity) is only named deep in the chain.
+fn error_chain(status: &tonic::Status) -> String {
+    let mut text = status.to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let e_text = e.to_string();
+        if !text.contains(&e_text) {
+            text.push_str(": ");
+            text.push_str(&e_text);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// How long from `now` until `fraction` of the remaining lifetime has passed.

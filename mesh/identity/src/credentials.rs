@@ -4,12 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::pki_types::CertificateDer;
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::spiffe::CertIdentityError;
-use crate::{SpiffeId, WorkloadKey};
+use crate::tls::provider;
+use crate::{SpiffeId, TrustAnchors, WorkloadKey};
 
 /// One issued certificate, ready for rustls. Immutable: rotation publishes a
 /// new `Credentials`, so connections that hold the old one are undisturbed.
@@ -33,6 +36,14 @@ pub enum CredentialsError {
     WrongIdentity { expected: SpiffeId, issued: SpiffeId },
     #[error("issued certificate does not certify this workload's key: {0}")]
     KeyMismatch(rustls::Error),
+    /// Not signed (through the intermediates sent with it) by one of our
+    /// trust anchors, expired, not yet valid, or without client and server
+    /// auth: a control plane of another mesh, or a broken issuer.
+    #[error(
+        "issued certificate is not trusted: {reason} (it must chain to the trust anchors of {trust_domain}; \
+         check that mesh-control and this workload use the same trust anchor file)"
+    )]
+    Untrusted { trust_domain: String, reason: String },
 }
 
 impl Credentials {
@@ -68,6 +79,38 @@ impl Credentials {
         let certified_key = CertifiedKey::new(chain, key.signing_key());
         certified_key.keys_match().map_err(CredentialsError::KeyMismatch)?;
         Ok(Self { identity, certified_key: Arc::new(certified_key), serial, not_before, not_after })
+    }
+
+    /// Checks the chain (leaf, then the intermediates sent with it) up to
+    /// one of `anchors` at `now` with webpki: signatures, validity windows,
+    /// and both the server- and client-auth usages mTLS needs. The
+    /// certifier calls this before publishing anything mesh-control issued.
+    pub fn verify_chain(&self, anchors: &TrustAnchors, now: SystemTime) -> Result<(), CredentialsError> {
+        let untrusted = |e: rustls::Error| CredentialsError::Untrusted {
+            trust_domain: anchors.trust_domain().to_owned(),
+            reason: e.to_string(),
+        };
+        let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let chain = &self.certified_key.cert;
+        let (leaf, intermediates) = chain.split_first().expect("a CertifiedKey holds at least the leaf");
+        let parsed = ParsedCertificate::try_from(leaf).map_err(untrusted)?;
+        let provider = provider();
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &anchors.roots(),
+            intermediates,
+            now,
+            provider.signature_verification_algorithms.all,
+        )
+        .map_err(untrusted)?;
+        let client = WebPkiClientVerifier::builder_with_provider(anchors.roots(), provider)
+            .build()
+            .map_err(|e| CredentialsError::Untrusted {
+                trust_domain: anchors.trust_domain().to_owned(),
+                reason: e.to_string(),
+            })?;
+        client.verify_client_cert(leaf, intermediates, now).map_err(untrusted)?;
+        Ok(())
     }
 
     /// The SPIFFE ID the leaf certifies.

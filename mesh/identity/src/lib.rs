@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod certifier;
+mod control;
 mod credentials;
 mod key;
 mod spiffe;
@@ -26,6 +27,10 @@ mod tls;
 mod verify;
 
 pub use certifier::{Certifier, CertifierConfig, CertifierError, CertifyError};
+pub use control::{
+    control_client_config, control_identity, control_server_config, ControlAddressError, ControlEndpoint,
+    CONTROL_NAMESPACE, CONTROL_SERVICE_ACCOUNT,
+};
 pub use credentials::{Credentials, CredentialsError};
 pub use key::{KeyError, WorkloadKey};
 pub use spiffe::{CertIdentityError, SpiffeId, SpiffeIdError};

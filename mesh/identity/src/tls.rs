@@ -82,6 +82,10 @@ impl TrustAnchors {
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
     }
+
+    pub(crate) fn roots(&self) -> Arc<RootCertStore> {
+        Arc::clone(&self.roots)
+    }
 }
 
 impl fmt::Debug for TrustAnchors {
@@ -93,7 +97,7 @@ impl fmt::Debug for TrustAnchors {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -152,7 +156,7 @@ pub fn peer_identity(conn: &CommonState) -> Option<SpiffeId> {
 
 /// Serves whatever certificate the certifier published last; read on every
 /// handshake, so rotation needs no config rebuild.
-struct CurrentCert(CredentialsWatch);
+pub(crate) struct CurrentCert(pub(crate) CredentialsWatch);
 
 impl CurrentCert {
     fn current(&self) -> Option<Arc<CertifiedKey>> {
