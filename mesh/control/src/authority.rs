@@ -1,6 +1,7 @@
 //! The identity authority: decides whether to certify and signs. Knows
 //! nothing of gRPC; `grpc` maps its refusals to statuses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_identity::{SpiffeId, SpiffeIdError};
@@ -41,6 +42,12 @@ pub enum RefusalKind {
 }
 
 impl Refusal {
+    /// The caller did not prove the identity (which one it was, and why,
+    /// is for our log only: see `grpc::NOT_PROVEN`).
+    pub fn is_unproven(&self) -> bool {
+        matches!(self, Self::Token(_)) && self.kind() == RefusalKind::PermissionDenied
+    }
+
     pub fn kind(&self) -> RefusalKind {
         match self {
             Self::Identity(_) | Self::NotWorkload | Self::Csr(_) => RefusalKind::InvalidArgument,
@@ -62,15 +69,15 @@ impl Refusal {
 /// Issues leaves for proven identities of one trust domain.
 #[derive(Debug)]
 pub struct Authority<V> {
-    ca: Ca,
+    ca: Arc<Ca>,
     verifier: V,
     trust_domain: String,
     lifetime: Duration,
 }
 
 impl<V: TokenVerifier> Authority<V> {
-    pub fn new(ca: Ca, verifier: V, trust_domain: String, lifetime: Duration) -> Self {
-        Self { ca, verifier, trust_domain, lifetime }
+    pub fn new(ca: impl Into<Arc<Ca>>, verifier: V, trust_domain: String, lifetime: Duration) -> Self {
+        Self { ca: ca.into(), verifier, trust_domain, lifetime }
     }
 
     /// Checks, in order, the identity's shape and trust domain, the token,
@@ -103,8 +110,12 @@ impl<V: TokenVerifier> Authority<V> {
         Ok(self.ca.issue(&id, &key, self.lifetime, OffsetDateTime::now_utc())?)
     }
 
-    pub fn ca(&self) -> &Ca {
+    pub fn ca(&self) -> &Arc<Ca> {
         &self.ca
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
     }
 }
 

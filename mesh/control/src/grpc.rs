@@ -11,23 +11,46 @@ use mesh_api::identity::v1::{CertifyRequest, CertifyResponse};
 use tonic::{Request, Response, Status};
 
 use crate::authority::{Authority, RefusalKind};
+use crate::ratelimit::{retry_after, CertifyLimiter, Limited};
 use crate::token::TokenVerifier;
 
-/// The gRPC face of an [`Authority`].
+/// What every caller whose token does not prove the identity it claims is
+/// told, whatever the reason (unknown identity, wrong token, expired or
+/// foreign ServiceAccount token): one status and one text, so answers do
+/// not reveal which identities exist. The reason is logged here.
+pub const NOT_PROVEN: &str = "the token does not prove this identity";
+
+/// The gRPC face of an [`Authority`], behind Certify's rate limits.
 #[derive(Debug)]
 pub struct IdentityService<V> {
     authority: Arc<Authority<V>>,
+    limiter: Arc<CertifyLimiter>,
 }
 
 impl<V: TokenVerifier> IdentityService<V> {
-    pub fn new(authority: Arc<Authority<V>>) -> IdentityServer<Self> {
-        IdentityServer::new(Self { authority })
+    pub fn new(authority: Arc<Authority<V>>, limiter: Arc<CertifyLimiter>) -> IdentityServer<Self> {
+        IdentityServer::new(Self { authority, limiter })
     }
 }
 
 #[tonic::async_trait]
 impl<V: TokenVerifier> Identity for IdentityService<V> {
     async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
+        let peer = request.remote_addr();
+        if let Err(which) = self.limiter.check(peer.map(|a| a.ip())) {
+            let limits = self.limiter.limits();
+            let (scope, rate) = match which {
+                Limited::Global => ("all callers", limits.global),
+                Limited::Peer => ("this client address", limits.per_peer),
+            };
+            tracing::warn!(peer = ?peer, scope, "Certify rate limit exceeded");
+            return Err(Status::resource_exhausted(format!(
+                "Certify rate limit exceeded for {scope} ({} per second, bursts of {}); retry in {}",
+                rate.per_second,
+                rate.burst,
+                humantime::format_duration(retry_after(rate))
+            )));
+        }
         let CertifyRequest { identity, token, csr_der } = request.into_inner();
         match self.authority.certify(&identity, &token, &csr_der).await {
             Ok(issued) => Ok(Response::new(CertifyResponse {
@@ -35,6 +58,7 @@ impl<V: TokenVerifier> Identity for IdentityService<V> {
                 chain_der: issued.chain_der,
                 valid_until_unix_ms: (issued.not_after.unix_timestamp_nanos() / 1_000_000) as i64,
             })),
+            Err(refusal) if refusal.is_unproven() => Err(Status::permission_denied(NOT_PROVEN)),
             Err(refusal) => {
                 let message = format!("{identity}: {refusal}");
                 Err(match refusal.kind() {

@@ -12,6 +12,10 @@
 //!                                                 │ csr::check (parse, signature, SAN)
 //!                                                 └ ca::Ca::issue (rcgen, aws-lc-rs)
 //!
+//!  tls::OwnCertificate (spiffe://<td>/ns/weft/sa/mesh-control, from the same Ca, renewed)
+//!       └─> TLS listener (mesh_identity::control_incoming) ─> tonic, bounded (streams, resets,
+//!           keepalive, connections); Certify behind ratelimit::CertifyLimiter
+//!
 //!  discovery::manifests (dir, polled) ─┐                 ┌─ grpc::destination::DestinationService<D: DiscoverDestination>
 //!  discovery::kubernetes (watchers)  ──┴─> mesh_index::Index ─┴─ grpc::policy::PolicyService<P: DiscoverPolicy>
 //!       (discovery::{convert, gateway, authz}: k8s objects -> index model)
@@ -24,6 +28,8 @@ pub mod csr;
 pub mod discovery;
 pub mod grpc;
 pub mod propagation;
+pub mod ratelimit;
+pub mod tls;
 pub mod token;
 pub mod tokenreview;
 
@@ -35,8 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_identity::SpiffeId;
+use mesh_identity::{control_identity, control_incoming, ListenerLimits};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use mesh_index::{DefaultPolicy, Index};
@@ -47,8 +53,21 @@ use crate::discovery::manifests::Manifests;
 use crate::grpc::destination::DestinationService;
 use crate::grpc::policy::PolicyService;
 use crate::grpc::IdentityService;
+use crate::ratelimit::{CertifyLimiter, CertifyLimits, Rate};
+use crate::tls::OwnCertificate;
 use crate::token::{BootstrapTokens, DenyAll, TokenVerifier};
 use crate::tokenreview::{TokenReviewConfig, TokenReviewVerifier, DEFAULT_AUDIENCE};
+
+/// Streams one connection may make us reset (protocol errors) before it
+/// is closed with GOAWAY (hyper's default is 1024; we are stricter).
+const LOCAL_ERROR_RESETS: usize = 100;
+/// Streams a client may open and reset before we accept them (rapid reset).
+const PENDING_ACCEPT_RESETS: usize = 20;
+/// gRPC metadata is small; refuse header blocks past this.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+const CONCURRENCY_PER_CONNECTION: usize = 256;
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Command line of `mesh-control`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -71,6 +90,32 @@ pub struct Args {
     /// Trust domain of every identity issued: spiffe://<trust-domain>/ns/<ns>/sa/<sa>.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// mesh-control's own SPIFFE ID: the gRPC server is TLS only, with a
+    /// certificate for this identity issued from its own CA (renewed like
+    /// the workloads'); proxies check it (their --control-identity).
+    /// [default: spiffe://<trust-domain>/ns/weft/sa/mesh-control]
+    #[arg(long, env = "WEFT_CONTROL_IDENTITY", value_name = "SPIFFE_ID")]
+    pub identity: Option<String>,
+    /// Connections served at once (more wait in the listen backlog).
+    #[arg(long, env = "WEFT_CONTROL_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may hold open (SETTINGS_MAX_CONCURRENT_STREAMS;
+    /// further ones are refused with REFUSED_STREAM). Each proxy holds two
+    /// watches per authority it talks to on one connection.
+    #[arg(long, env = "WEFT_CONTROL_MAX_CONCURRENT_STREAMS", default_value_t = 1_000)]
+    pub max_concurrent_streams: u32,
+    /// Certify requests per second for all callers together (token bucket refill).
+    #[arg(long, env = "WEFT_CERTIFY_RATE", default_value_t = 100.0)]
+    pub certify_rate: f64,
+    /// Largest burst of Certify requests for all callers together.
+    #[arg(long, env = "WEFT_CERTIFY_BURST", default_value_t = 200)]
+    pub certify_burst: u32,
+    /// Certify requests per second from one client IP address.
+    #[arg(long, env = "WEFT_CERTIFY_PEER_RATE", default_value_t = 10.0)]
+    pub certify_peer_rate: f64,
+    /// Largest burst of Certify requests from one client IP address.
+    #[arg(long, env = "WEFT_CERTIFY_PEER_BURST", default_value_t = 50)]
+    pub certify_peer_burst: u32,
     /// Operator's trust anchor (root) certificate, PEM. Requires --issuer-cert and --issuer-key.
     #[arg(long, requires_all = ["issuer_cert", "issuer_key"])]
     pub trust_anchor: Option<PathBuf>,
@@ -158,6 +203,8 @@ pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    OwnCertificate(#[from] tls::OwnCertError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("Kubernetes client (in-cluster config or KUBECONFIG): {0}")]
@@ -181,7 +228,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let mut stdout = std::io::stdout().lock();
         return writeln!(stdout, "{yaml}").map_err(|e| Error::Crd(e.to_string()));
     }
-    let (ca, verifier) = load(&args)?;
+    let (ca, verifier, options) = load(&args)?;
     let index = Index::new(mesh_index::Config {
         cluster_domain: args.cluster_domain.clone(),
         trust_domain: args.trust_domain.clone(),
@@ -200,7 +247,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let (trust_domain, lifetime) = (args.trust_domain, args.cert_lifetime);
     let served = match verifier {
         Verifier::Bootstrap(tokens) => {
-            serve(listener, Authority::new(ca, tokens, trust_domain, lifetime), index, shutdown).await
+            serve(listener, Authority::new(ca, tokens, trust_domain, lifetime), index, options, shutdown).await
         }
         Verifier::Kubernetes { audience } => {
             // Made above, before anything started: this only clones it.
@@ -209,11 +256,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 TokenReviewConfig { audience, trust_domain: trust_domain.clone(), ..TokenReviewConfig::default() };
             tracing::info!(audience = %config.audience, "verifying ServiceAccount tokens with Kubernetes TokenReview");
             let reviews = TokenReviewVerifier::new(client, config);
-            serve(listener, Authority::new(ca, reviews, trust_domain, lifetime), index, shutdown).await
+            serve(listener, Authority::new(ca, reviews, trust_domain, lifetime), index, options, shutdown).await
         }
         Verifier::None => {
             tracing::warn!("no --bootstrap-tokens: every certification request will be refused");
-            serve(listener, Authority::new(ca, DenyAll, trust_domain, lifetime), index, shutdown).await
+            serve(listener, Authority::new(ca, DenyAll, trust_domain, lifetime), index, options, shutdown).await
         }
     };
     if let Some(task) = backend {
@@ -267,20 +314,50 @@ async fn kube_client(client: &mut Option<kube::Client>) -> Result<kube::Client, 
     Ok(created)
 }
 
-/// Serves identity (`authority`) and discovery (`index`) on `listener` until
-/// `shutdown` completes, then drains.
+/// How the gRPC server presents itself and what it bounds.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// mesh-control's own SPIFFE ID (its TLS certificate's URI SAN).
+    pub identity: SpiffeId,
+    pub listener: ListenerLimits,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    pub certify: CertifyLimits,
+}
+
+impl ServeOptions {
+    /// The defaults of the command line for `trust_domain`.
+    pub fn new(trust_domain: &str) -> Result<Self, mesh_identity::SpiffeIdError> {
+        Ok(Self {
+            identity: control_identity(trust_domain)?,
+            listener: ListenerLimits::default(),
+            max_concurrent_streams: 1_000,
+            certify: CertifyLimits::default(),
+        })
+    }
+}
+
+/// Serves identity (`authority`) and discovery (`index`) over TLS on
+/// `listener` until `shutdown` completes, then drains.
 pub async fn serve<V: TokenVerifier>(
     listener: TcpListener,
     authority: Authority<V>,
     index: Index,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let own = OwnCertificate::start(Arc::clone(authority.ca()), options.identity.clone(), authority.lifetime())?;
+    let tls = own.server_config()?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
     // Tools start us on port 0 and read this line for the real address.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening grpc {addr}").and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(%addr, "serving weft.identity.v1.Identity, weft.destination.v1.Destination, weft.policy.v1.Policy");
+    tracing::info!(
+        %addr,
+        identity = %options.identity,
+        "serving weft.identity.v1.Identity, weft.destination.v1.Destination, weft.policy.v1.Policy over TLS"
+    );
     // Watch streams never finish on their own; end them when shutdown starts
     // so the drain completes (proxies reconnect and resume from a full set).
     let (close, closing) = tokio::sync::watch::channel(false);
@@ -288,19 +365,65 @@ pub async fn serve<V: TokenVerifier>(
         shutdown.await;
         let _ = close.send(true);
     };
+    let limiter = Arc::new(CertifyLimiter::new(options.certify));
     Server::builder()
-        .add_service(IdentityService::new(Arc::new(authority)))
+        .max_concurrent_streams(options.max_concurrent_streams)
+        // A client that keeps making us reset streams (malformed requests,
+        // rapid reset) loses its connection instead of costing us forever.
+        .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
+        .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS))
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+        // Calls in progress per connection (watch streams count until their
+        // first answer); more wait, they are not dropped.
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        // A proxy that vanished without a FIN is noticed and its watches freed.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(IdentityService::new(Arc::new(authority), limiter))
         .add_service(DestinationService::new(index.clone(), closing.clone()))
         .add_service(PolicyService::new(index, closing))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(control_incoming(listener, tls, options.listener), shutdown)
         .await?;
+    drop(own);
     tracing::info!("shut down");
     Ok(())
 }
 
 /// Every configuration check, reported together.
-fn load(args: &Args) -> Result<(Ca, Verifier), Error> {
+fn load(args: &Args) -> Result<(Ca, Verifier, ServeOptions), Error> {
     let mut problems = Vec::new();
+    let identity = match &args.identity {
+        Some(id) => match SpiffeId::parse(id) {
+            Ok(id) if id.trust_domain() == args.trust_domain => Some(id),
+            Ok(id) => {
+                problems.push(format!(
+                    "--identity {id}: must be in --trust-domain {} (the proxies trust only that domain's anchors)",
+                    args.trust_domain
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("--identity: {e}"));
+                None
+            }
+        },
+        None => control_identity(&args.trust_domain).ok(),
+    };
+    for (flag, rate) in [("--certify-rate", args.certify_rate), ("--certify-peer-rate", args.certify_peer_rate)] {
+        if !(rate.is_finite() && rate > 0.0) {
+            problems.push(format!("{flag} {rate}: must be a positive number of requests per second"));
+        }
+    }
+    for (flag, n) in [
+        ("--certify-burst", args.certify_burst as usize),
+        ("--certify-peer-burst", args.certify_peer_burst as usize),
+        ("--max-connections", args.max_connections),
+        ("--max-concurrent-streams", args.max_concurrent_streams as usize),
+    ] {
+        if n == 0 {
+            problems.push(format!("{flag} 0: must be at least 1"));
+        }
+    }
     if SpiffeId::parse(&format!("spiffe://{}/x", args.trust_domain)).is_err() {
         problems.push(format!(
             "--trust-domain {:?}: must be 1-255 characters of a-z, 0-9, '.', '-', '_'",
@@ -389,8 +512,20 @@ fn load(args: &Args) -> Result<(Ca, Verifier), Error> {
             .ok(),
         (None, None) => None,
     };
-    match ca {
-        Some(ca) if problems.is_empty() => Ok((ca, verifier)),
+    match (ca, identity) {
+        (Some(ca), Some(identity)) if problems.is_empty() => {
+            let options = ServeOptions {
+                identity,
+                listener: ListenerLimits { max_connections: args.max_connections, ..ListenerLimits::default() },
+                max_concurrent_streams: args.max_concurrent_streams,
+                certify: CertifyLimits {
+                    global: Rate { per_second: args.certify_rate, burst: args.certify_burst },
+                    per_peer: Rate { per_second: args.certify_peer_rate, burst: args.certify_peer_burst },
+                    ..CertifyLimits::default()
+                },
+            };
+            Ok((ca, verifier, options))
+        }
         _ => Err(Error::Config(problems)),
     }
 }

@@ -17,11 +17,18 @@
 //! or does not answer in time is [`TokenError::Unavailable`], so proxies
 //! retry rather than give up.
 //!
-//! Results are not cached: each proxy asks once per certificate (every half
-//! lifetime), so the API load is small, and a cache would only keep a
-//! revoked token (deleted pod) working for longer.
+//! Cheap checks come first, so an unauthenticated caller cannot make every
+//! Certify cost a TokenReview: the claimed identity's shape and trust
+//! domain (in `authority`, before any verifier), then the token's size and
+//! JWT shape here. Successful reviews are cached for
+//! [`TokenReviewConfig::cache_ttl`] (30 s by default), keyed by a SHA-256 of
+//! identity and token: a proxy retrying Certify (a lost answer, a restart)
+//! does not ask the API again, and a revoked token (deleted pod) works for
+//! at most that much longer. Refusals are never cached.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
@@ -45,6 +52,8 @@ pub struct TokenReviewConfig {
     /// How long to wait for the API server's answer before reporting
     /// `Unavailable` (the proxy retries with backoff).
     pub timeout: Duration,
+    /// How long a successful review is remembered (zero: never).
+    pub cache_ttl: Duration,
 }
 
 impl Default for TokenReviewConfig {
@@ -53,15 +62,22 @@ impl Default for TokenReviewConfig {
             audience: DEFAULT_AUDIENCE.to_owned(),
             trust_domain: "cluster.local".to_owned(),
             timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(30),
         }
     }
 }
+
+/// Longest token sent for review; projected ServiceAccount tokens are ~1 KiB.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Reviews remembered at once (a fleet's worth of proxies per TTL).
+const CACHE_ENTRIES: usize = 4096;
 
 /// Verifies ServiceAccount tokens with the Kubernetes TokenReview API.
 #[derive(Clone)]
 pub struct TokenReviewVerifier {
     api: Api<TokenReview>,
     config: TokenReviewConfig,
+    proven: Arc<Mutex<HashMap<Vec<u8>, Instant>>>,
 }
 
 impl std::fmt::Debug for TokenReviewVerifier {
@@ -73,7 +89,7 @@ impl std::fmt::Debug for TokenReviewVerifier {
 impl TokenReviewVerifier {
     /// Reviews through `client` (in-cluster config or KUBECONFIG in the binary).
     pub fn new(client: kube::Client, config: TokenReviewConfig) -> Self {
-        Self { api: Api::all(client), config }
+        Self { api: Api::all(client), config, proven: Arc::default() }
     }
 
     pub fn config(&self) -> &TokenReviewConfig {
@@ -105,17 +121,70 @@ impl TokenReviewVerifier {
 
 impl TokenVerifier for TokenReviewVerifier {
     async fn verify(&self, identity: &SpiffeId, token: &[u8]) -> Result<(), TokenError> {
-        // A ServiceAccount token is a JWT: ASCII without whitespace. Anything
-        // else cannot authenticate, so spare the API server the round trip.
-        let token = std::str::from_utf8(token)
-            .ok()
-            .filter(|t| !t.is_empty() && !t.chars().any(|c| c.is_whitespace() || c.is_control()))
-            .ok_or_else(|| {
-                TokenError::NotAuthenticated("the token is empty or not a ServiceAccount token (JWT)".to_owned())
-            })?;
+        // A ServiceAccount token is a JWT of bounded size. Anything else
+        // cannot authenticate, so spare the API server the round trip.
+        let token = jwt_shaped(token).ok_or_else(|| {
+            TokenError::NotAuthenticated("the token is empty or not a ServiceAccount token (JWT)".to_owned())
+        })?;
+        let key = cache_key(identity, token);
+        if self.recently_proven(&key) {
+            return Ok(());
+        }
         let status = self.review(token).await?;
-        judge(&status, identity, &self.config)
+        judge(&status, identity, &self.config)?;
+        self.remember(key);
+        Ok(())
     }
+}
+
+impl TokenReviewVerifier {
+    fn recently_proven(&self, key: &[u8]) -> bool {
+        let proven = self.proven.lock().unwrap_or_else(|e| e.into_inner());
+        proven.get(key).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn remember(&self, key: Vec<u8>) {
+        if self.config.cache_ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut proven = self.proven.lock().unwrap_or_else(|e| e.into_inner());
+        if proven.len() >= CACHE_ENTRIES {
+            proven.retain(|_, until| *until > now);
+            if proven.len() >= CACHE_ENTRIES {
+                proven.clear();
+            }
+        }
+        proven.insert(key, now + self.config.cache_ttl);
+    }
+}
+
+/// `token` as text when it can be a JWT: at most [`MAX_TOKEN_BYTES`], three
+/// non-empty base64url parts separated by dots.
+pub fn jwt_shaped(token: &[u8]) -> Option<&str> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let text = std::str::from_utf8(token).ok()?;
+    let base64url = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    };
+    let parts: Vec<&str> = text.split('.').collect();
+    (parts.len() == 3 && parts.iter().all(|p| base64url(p))).then_some(text)
+}
+
+/// SHA-256 of identity and token (the cache holds no token).
+fn cache_key(identity: &SpiffeId, token: &str) -> Vec<u8> {
+    let hash = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .expect("a TLS 1.3 suite")
+        .common
+        .hash_provider;
+    let mut ctx = hash.start();
+    ctx.update(identity.as_str().as_bytes());
+    ctx.update(&[0]);
+    ctx.update(token.as_bytes());
+    ctx.finish().as_ref().to_vec()
 }
 
 /// Decides from the review's status whether it proves `identity`.
@@ -193,6 +262,16 @@ mod tests {
             error: error.map(str::to_owned),
             user: Some(UserInfo { username: Some(username.to_owned()), ..UserInfo::default() }),
         }
+    }
+
+    #[test]
+    fn only_jwt_shaped_tokens_of_bounded_size_are_reviewed() {
+        assert!(jwt_shaped(b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_").is_some());
+        for bad in [&b""[..], b"not a token", b"a.b", b"a..c", b"a.b.c.d", b"a.b.c\n", "a.b.\u{e9}".as_bytes()] {
+            assert!(jwt_shaped(bad).is_none(), "{bad:?}");
+        }
+        let big = format!("a.{}.c", "b".repeat(MAX_TOKEN_BYTES));
+        assert!(jwt_shaped(big.as_bytes()).is_none());
     }
 
     #[test]

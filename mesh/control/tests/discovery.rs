@@ -85,10 +85,6 @@ async fn next<T>(stream: &mut Streaming<T>) -> T {
         .expect("stream ended")
 }
 
-async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
-}
-
 async fn start(manifests: &Path, fixture: &Fixture) -> ControlPlane {
     let data = fixture.data_dir();
     ControlPlane::start(
@@ -106,7 +102,7 @@ async fn destination_streams_the_set_then_directory_edits() {
     std::fs::create_dir(&manifests).unwrap();
     write(&manifests, "web.yaml", &web(&["198.18.0.1", "198.18.0.2"]));
     let cp = start(&manifests, &fixture).await;
-    let mut client = DestinationClient::new(channel(cp.addr).await);
+    let mut client = DestinationClient::new(cp.channel());
 
     let get =
         |authority: &str| GetDestination { authority: authority.into(), context_token: r#"{"ns":"test"}"#.into() };
@@ -169,7 +165,7 @@ async fn policy_serves_weighted_routes_and_inbound_defaults() {
     write(&manifests, "web.yaml", &web(&["198.18.0.1"]));
     write(&manifests, "split.yaml", SPLIT);
     let cp = start(&manifests, &fixture).await;
-    let mut client = PolicyClient::new(channel(cp.addr).await);
+    let mut client = PolicyClient::new(cp.channel());
 
     let target = OutboundTarget { authority: "web.shop:80".into(), context_token: String::new() };
     let mut outbound = client.watch_outbound(target).await.unwrap().into_inner();

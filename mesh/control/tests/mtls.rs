@@ -83,8 +83,8 @@ async fn mutual_tls_with_spiffe_identities_and_refusals() {
     fx.write_tokens(&[&server_id, &client_id]);
     let cp = fx.start("127.0.0.1:0", "1h").await;
     let anchors = fx.anchors();
-    let server = certifier(cp.addr, &server_id);
-    let client = certifier(cp.addr, &client_id);
+    let server = certifier(cp.endpoint(), &server_id);
+    let client = certifier(cp.endpoint(), &client_id);
     assert!(!client.is_ready() || client.current().is_some());
     tokio::time::timeout(patience(), async { tokio::join!(server.ready(), client.ready()) }).await.expect("certified");
     assert!(server.is_ready() && client.is_ready());
@@ -107,7 +107,7 @@ async fn mutual_tls_with_spiffe_identities_and_refusals() {
     let intruder_id = workload("client");
     other.write_tokens(&[&intruder_id]);
     let other_cp = other.start("127.0.0.1:0", "1h").await;
-    let intruder = certifier(other_cp.addr, &intruder_id);
+    let intruder = certifier(other_cp.endpoint(), &intruder_id);
     tokio::time::timeout(patience(), intruder.ready()).await.expect("intruder certified by its own CA");
     let err = connect(addr, client_config(&anchors, intruder.watch(), server_id.clone()).unwrap()).await.unwrap_err();
     assert!(!err.is_empty());

@@ -60,8 +60,8 @@ async fn rotates_twice_old_connections_live_on_new_ones_use_new_cert() {
     fx.write_tokens(&[&server_id, &client_id]);
     let cp = fx.start("127.0.0.1:0", "4s").await;
     let anchors = fx.anchors();
-    let server = certifier(cp.addr, &server_id);
-    let client = certifier(cp.addr, &client_id);
+    let server = certifier(cp.endpoint(), &server_id);
+    let client = certifier(cp.endpoint(), &client_id);
     let first = tokio::time::timeout(patience(), client.ready()).await.unwrap();
     tokio::time::timeout(patience(), server.ready()).await.unwrap();
     let started = Instant::now();
@@ -106,7 +106,7 @@ async fn keeps_cert_and_retries_while_control_plane_is_down() {
     fx.write_tokens(&[&web]);
     let cp = fx.start("127.0.0.1:0", "3s").await;
     let addr = cp.addr;
-    let certifier = certifier(addr, &web);
+    let certifier = certifier(cp.endpoint(), &web);
     let first = tokio::time::timeout(patience(), certifier.ready()).await.unwrap();
     assert!(cp.stop().await.success());
 

@@ -198,16 +198,16 @@ async fn answer(
 }
 
 const TOKENS: &[(&str, Token)] = &[
-    ("tok-web", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["weft"] }),
-    ("tok-api", Token::Valid { username: "system:serviceaccount:shop:api", audiences: &["weft"] }),
+    ("h.tok-web.s", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["weft"] }),
+    ("h.tok-api.s", Token::Valid { username: "system:serviceaccount:shop:api", audiences: &["weft"] }),
     // The pod's ordinary API token: genuine, but for the API server only.
     (
-        "tok-web-api-audience",
+        "h.tok-web-api-audience.s",
         Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["https://kubernetes.default.svc"] },
     ),
-    ("tok-mesh-audience", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["mesh"] }),
-    ("tok-alice", Token::Valid { username: "alice", audiences: &["weft"] }),
-    ("tok-forbidden", Token::Http(StatusCode::FORBIDDEN)),
+    ("h.tok-mesh-audience.s", Token::Valid { username: "system:serviceaccount:shop:web", audiences: &["mesh"] }),
+    ("h.tok-alice.s", Token::Valid { username: "alice", audiences: &["weft"] }),
+    ("h.tok-forbidden.s", Token::Http(StatusCode::FORBIDDEN)),
 ];
 
 fn shop(sa: &str) -> SpiffeId {
@@ -237,18 +237,18 @@ async fn the_right_service_account_is_certified_and_the_review_carries_token_and
     let api = FakeApi::start(TOKENS).await;
     let fx = Fixture::new();
     let authority = authority(&fx, api.client(), config());
-    certify(&authority, &shop("web"), "tok-web").await.unwrap();
+    certify(&authority, &shop("web"), "h.tok-web.s").await.unwrap();
     let seen = api.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].path, REVIEWS);
-    assert_eq!(seen[0].token.as_deref(), Some("tok-web"));
+    assert_eq!(seen[0].token.as_deref(), Some("h.tok-web.s"));
     assert_eq!(seen[0].audiences, ["weft"]);
 
     // Another configured audience is what is asked for, and what must match.
     let mesh = authority_with_audience(&fx, &api, "mesh");
-    certify(&mesh, &shop("web"), "tok-mesh-audience").await.unwrap();
+    certify(&mesh, &shop("web"), "h.tok-mesh-audience.s").await.unwrap();
     assert_eq!(api.seen().last().unwrap().audiences, ["mesh"]);
-    let refused = certify(&mesh, &shop("web"), "tok-web").await.unwrap_err();
+    let refused = certify(&mesh, &shop("web"), "h.tok-web.s").await.unwrap_err();
     assert!(matches!(refused, Refusal::Token(TokenError::AudienceMismatch { .. })), "{refused}");
 }
 
@@ -268,28 +268,28 @@ async fn wrong_tokens_are_refused_with_permission_denied() {
         (
             "another ServiceAccount's token",
             web.clone(),
-            "tok-api",
+            "h.tok-api.s",
             |e| matches!(e, TokenError::IdentityMismatch { proven } if proven == "spiffe://cluster.local/ns/shop/sa/api"),
         ),
-        ("same SA name, other namespace", SpiffeId::workload(TD, "front", "web").unwrap(), "tok-web", |e| {
+        ("same SA name, other namespace", SpiffeId::workload(TD, "front", "web").unwrap(), "h.tok-web.s", |e| {
             matches!(e, TokenError::IdentityMismatch { .. })
         }),
         (
             "a user's token",
             web.clone(),
-            "tok-alice",
+            "h.tok-alice.s",
             |e| matches!(e, TokenError::IdentityMismatch { proven } if proven.contains("\"alice\"")),
         ),
         (
             "unauthenticated",
             web.clone(),
-            "tok-forged",
+            "h.tok-forged.s",
             |e| matches!(e, TokenError::NotAuthenticated(why) if why.contains("invalid bearer token")),
         ),
         (
             "the pod's API-server token",
             web.clone(),
-            "tok-web-api-audience",
+            "h.tok-web-api-audience.s",
             |e| matches!(e, TokenError::AudienceMismatch { audience, detail } if audience == "weft" && detail.contains("kubernetes.default.svc")),
         ),
         ("not a JWT", web.clone(), "two words", |e| matches!(e, TokenError::NotAuthenticated(_))),
@@ -313,20 +313,20 @@ async fn an_unreachable_hung_or_forbidding_api_is_unavailable() {
     let api = FakeApi::start(TOKENS).await;
     let client = api.client();
     drop(api);
-    let refusal = certify(&authority(&fx, client, config()), &web, "tok-web").await.unwrap_err();
+    let refusal = certify(&authority(&fx, client, config()), &web, "h.tok-web.s").await.unwrap_err();
     assert_eq!(refusal.kind(), RefusalKind::Unavailable, "{refusal}");
     assert!(refusal.to_string().contains("cannot reach the Kubernetes API"), "{refusal}");
 
     // Accepts, never answers: the verifier's own timeout decides.
     let hung = FakeApi::stalled().await;
     let quick = TokenReviewConfig { timeout: Duration::from_millis(300), ..config() };
-    let refusal = certify(&authority(&fx, hung.client(), quick), &web, "tok-web").await.unwrap_err();
+    let refusal = certify(&authority(&fx, hung.client(), quick), &web, "h.tok-web.s").await.unwrap_err();
     assert_eq!(refusal.kind(), RefusalKind::Unavailable, "{refusal}");
     assert!(refusal.to_string().contains("did not answer the TokenReview within 300ms"), "{refusal}");
 
     // mesh-control's own ServiceAccount lacks RBAC: say how to fix it.
     let api = FakeApi::start(TOKENS).await;
-    let refusal = certify(&authority(&fx, api.client(), config()), &web, "tok-forbidden").await.unwrap_err();
+    let refusal = certify(&authority(&fx, api.client(), config()), &web, "h.tok-forbidden.s").await.unwrap_err();
     assert_eq!(refusal.kind(), RefusalKind::Unavailable, "{refusal}");
     assert!(refusal.to_string().contains("system:auth-delegator"), "{refusal}");
 }
@@ -353,8 +353,8 @@ current-context: fake
     path
 }
 
-async fn grpc_certify(addr: SocketAddr, id: &SpiffeId, token: &str) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+async fn grpc_certify(cp: &ControlPlane, id: &SpiffeId, token: &str) -> Result<(), tonic::Status> {
+    let channel = cp.channel();
     let key = WorkloadKey::generate().unwrap();
     let request = CertifyRequest {
         identity: id.to_string(),
@@ -380,28 +380,44 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
     )
     .await;
     let web = shop("web");
-    grpc_certify(cp.addr, &web, "tok-web").await.unwrap();
+    grpc_certify(&cp, &web, "h.tok-web.s").await.unwrap();
     let seen = api.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].token.as_deref(), Some("tok-web"));
+    assert_eq!(seen[0].token.as_deref(), Some("h.tok-web.s"));
     assert_eq!(seen[0].audiences, ["weft"], "default audience");
     assert_eq!(seen[0].authorization.as_deref(), Some("Bearer control-plane-credential"), "kubeconfig credential used");
+    // A retry with the same token is answered from the cache of recent reviews.
+    grpc_certify(&cp, &web, "h.tok-web.s").await.unwrap();
+    assert_eq!(api.seen().len(), 1, "a recently reviewed token is not reviewed again");
+    // What cannot be a ServiceAccount token costs no TokenReview.
+    for junk in ["not-a-jwt", "a.b", "x y.z.w", &format!("h.{}.s", "p".repeat(9000))] {
+        let status = grpc_certify(&cp, &web, junk).await.expect_err(junk);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    assert_eq!(api.seen().len(), 1, "malformed tokens reached the API server");
 
     let cases = [
-        ("tok-api", tonic::Code::PermissionDenied, "proves spiffe://cluster.local/ns/shop/sa/api"),
-        ("tok-forged", tonic::Code::PermissionDenied, "did not authenticate"),
-        ("tok-web-api-audience", tonic::Code::PermissionDenied, "not for audience \"weft\""),
-        ("tok-forbidden", tonic::Code::Unavailable, "system:auth-delegator"),
+        ("h.tok-api.s", tonic::Code::PermissionDenied, "proves spiffe://cluster.local/ns/shop/sa/api"),
+        ("h.tok-forged.s", tonic::Code::PermissionDenied, "did not authenticate"),
+        ("h.tok-web-api-audience.s", tonic::Code::PermissionDenied, "not for audience \"weft\""),
+        ("h.tok-forbidden.s", tonic::Code::Unavailable, "system:auth-delegator"),
     ];
     for (token, code, reason) in cases {
-        let status = grpc_certify(cp.addr, &web, token).await.expect_err(token);
+        let status = grpc_certify(&cp, &web, token).await.expect_err(token);
         assert_eq!(status.code(), code, "{token}: {status:?}");
-        assert!(status.message().contains(reason) && status.message().contains(web.as_str()), "{token}: {status:?}");
+        if code == tonic::Code::PermissionDenied {
+            // The reason is in mesh-control's log (checked below), never in
+            // the answer: one text for every unproven caller.
+            assert_eq!(status.message(), "the token does not prove this identity", "{token}: {status:?}");
+        } else {
+            assert!(status.message().contains(reason) && status.message().contains(web.as_str()), "{token}: {status:?}");
+        }
     }
     // The API server goes away: proxies are told to retry.
     api.stop();
     let status = support::eventually("Certify answers UNAVAILABLE with the API down", || async {
-        match grpc_certify(cp.addr, &web, "tok-web").await {
+        // Not the cached token: this one must be reviewed.
+        match grpc_certify(&cp, &web, "h.tok-not-cached.s").await {
             Err(s) if s.code() == tonic::Code::Unavailable => Some(s),
             _ => None,
         }
@@ -418,7 +434,8 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
             "no log line with {reason:?}:\n{log}"
         );
     }
-    assert_eq!(log.matches("issued certificate").count(), 1, "only the right token was certified:\n{log}");
+    // The right token, twice (the second from the review cache).
+    assert_eq!(log.matches("issued certificate").count(), 2, "only the right token was certified:\n{log}");
     assert!(tokio::time::timeout(patience(), cp.stop()).await.unwrap().success());
 }
 

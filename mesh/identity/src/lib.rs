@@ -20,6 +20,7 @@
 
 mod certifier;
 mod control;
+mod control_listener;
 mod credentials;
 mod key;
 mod spiffe;
@@ -31,6 +32,7 @@ pub use control::{
     control_client_config, control_identity, control_server_config, ControlAddressError, ControlEndpoint,
     CONTROL_NAMESPACE, CONTROL_SERVICE_ACCOUNT,
 };
+pub use control_listener::{control_incoming, ListenerLimits, TlsConn};
 pub use credentials::{Credentials, CredentialsError};
 pub use key::{KeyError, WorkloadKey};
 pub use spiffe::{CertIdentityError, SpiffeId, SpiffeIdError};

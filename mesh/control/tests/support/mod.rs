@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use mesh_identity::{Certifier, CertifierConfig, SpiffeId, TrustAnchors};
+use mesh_identity::{control_identity, Certifier, CertifierConfig, ControlEndpoint, SpiffeId, TrustAnchors};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -30,6 +30,8 @@ pub struct ControlPlane {
     child: Child,
     pub addr: SocketAddr,
     stderr_path: PathBuf,
+    /// Its trust anchor file (`--trust-anchor`, else `<--data-dir>/trust-anchor.pem`).
+    anchor_path: Option<PathBuf>,
 }
 
 impl ControlPlane {
@@ -74,7 +76,26 @@ impl ControlPlane {
             .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"))
             .parse()
             .unwrap();
-        Self { child, addr, stderr_path }
+        let flag = |name: &str| args.iter().position(|a| *a == name).and_then(|i| args.get(i + 1)).map(PathBuf::from);
+        let anchor_path = flag("--trust-anchor").or_else(|| flag("--data-dir").map(|d| d.join("trust-anchor.pem")));
+        Self { child, addr, stderr_path, anchor_path }
+    }
+
+    /// Its trust anchors.
+    pub fn anchors(&self) -> TrustAnchors {
+        let path = self.anchor_path.as_ref().expect("mesh-control started with --data-dir or --trust-anchor");
+        TrustAnchors::from_pem(TD, &std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// Where proxies find it: this address, these anchors, the default identity.
+    pub fn endpoint(&self) -> ControlEndpoint {
+        control_endpoint(self.addr, self.anchors())
+    }
+
+    /// A TLS channel to it (lazily connected), verified like a proxy's.
+    pub fn channel(&self) -> tonic::transport::Channel {
+        let endpoint = self.endpoint();
+        endpoint.channel(endpoint.endpoint().timeout(Duration::from_secs(5))).unwrap()
     }
 
     pub fn stderr(&self) -> String {
@@ -156,9 +177,14 @@ pub fn token_for(id: &SpiffeId) -> String {
     format!("token-{}", id.path().replace('/', "-"))
 }
 
-/// A certifier for `id` against `cp`, with short test backoffs.
-pub fn certifier(addr: SocketAddr, id: &SpiffeId) -> Certifier {
-    let mut config = CertifierConfig::new(addr.to_string(), id.clone(), token_for(id));
+/// mesh-control at `addr` with the default identity, trusted through `anchors`.
+pub fn control_endpoint(addr: SocketAddr, anchors: TrustAnchors) -> ControlEndpoint {
+    ControlEndpoint::new(&addr.to_string(), anchors, control_identity(TD).unwrap()).unwrap()
+}
+
+/// A certifier for `id` against `control`, with short test backoffs.
+pub fn certifier(control: ControlEndpoint, id: &SpiffeId) -> Certifier {
+    let mut config = CertifierConfig::new(control, id.clone(), token_for(id));
     config.connect_timeout = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(3);
     config.backoff_min = Duration::from_millis(50);
