@@ -300,8 +300,19 @@ impl ControlPlane {
             self.addr.to_string().into(),
             "--token-file".into(),
             token,
+        ]
+    }
+
+    /// The `mesh-proxy` flags that let it reach this control plane at all
+    /// (it is TLS only): the trust anchor to verify it by, and its SPIFFE
+    /// ID. Give them once, with [`Self::proxy_args`], [`Self::discovery_args`]
+    /// or both.
+    pub fn trust_args(&self) -> Vec<OsString> {
+        vec![
             "--trust-anchor".into(),
             self.trust_anchor.as_os_str().to_owned(),
+            "--control-identity".into(),
+            format!("spiffe://{TRUST_DOMAIN}/ns/weft/sa/mesh-control").into(),
         ]
     }
 

@@ -568,6 +568,9 @@ pub(super) async fn start_proxy(
     if let Some(id) = s.identity {
         cmd.args(control.ok_or_else(|| needs_control(id))?.proxy_args(id));
     }
+    if let (Some(cp), true) = (control, s.identity.is_some() || s.discovery) {
+        cmd.args(cp.trust_args());
+    }
     if s.discovery {
         cmd.args(
             control

@@ -13,6 +13,7 @@ use crate::{common::*, discovery_support::*, mesh_support::*};
 
 async fn proxy_with(ctl: &FakeControl, extra: &[&str]) -> Proxy {
     let mut a = args(&["--destination", &ctl.addr().to_string(), "--policy", &ctl.addr().to_string()]);
+    a.extend(ctl.trust_args());
     a.extend(args(extra));
     start_proxy(&a).await
 }
@@ -225,7 +226,7 @@ async fn authorization_policy_allows_one_identity_and_refuses_another() {
     let (alice, mallory, server_id) = (sa("alice"), sa("mallory"), sa("server"));
     let m = MeshDir::new(&[&alice, &mallory, &server_id]);
     let cp = m.control("127.0.0.1:0", "1h").await;
-    let ctl = FakeControl::start().await;
+    let ctl = FakeControl::start_signed_by(&m.path("data")).await;
     ctl.state.set_inbound(&server_id, only(&alice));
     let app = start_app().await;
     let server = m
@@ -305,7 +306,7 @@ async fn discovered_meshed_endpoints_are_reached_over_mtls() {
     let server = m
         .proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string(), "--forward-client-identity"]))
         .await;
-    let ctl = FakeControl::start().await;
+    let ctl = FakeControl::start_signed_by(&m.path("data")).await;
     let inbound = server.inbound.unwrap();
     ctl.state.set_identity(inbound, &server_id);
     ctl.state.set_endpoints("web.test:80", &[inbound]);
@@ -348,7 +349,10 @@ async fn real_control_plane_manifests_split_and_balance() {
         .control_with("127.0.0.1:0", "1h", &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]))
         .await;
     let cp_addr = cp.addr.to_string();
-    let proxy = start_proxy(&args(&["--destination", &cp_addr, "--policy", &cp_addr])).await;
+    let anchor = m.anchor();
+    let proxy =
+        start_proxy(&args(&["--destination", &cp_addr, "--policy", &cp_addr, "--trust-anchor", anchor.to_str().unwrap()]))
+            .await;
     let n = 2000;
     let statuses = load(&proxy, "web.test", n, 4).await;
     let bad = statuses.iter().filter(|s| **s != StatusCode::OK).count();

@@ -25,6 +25,8 @@ use hyper_util::{
     server::conn::auto,
 };
 use mesh_api::{destination::v1 as dst, policy::v1 as pol};
+
+use crate::control_support::{control_id, control_tls, serve_tls, TestCa};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -199,11 +201,14 @@ fn whole_values<T: Clone + Send + Sync + 'static>(
     })
 }
 
-/// The fake control plane, reachable through a relay that can be cut.
+/// The fake control plane (TLS like mesh-control, with mesh-control's
+/// identity), reachable through a relay that can be cut.
 pub struct FakeControl {
     pub state: Arc<State>,
     relay: Cuttable,
     server: JoinHandle<()>,
+    /// Its own CA, when not signed by a mesh-control's.
+    ca: Option<TestCa>,
 }
 
 impl Drop for FakeControl {
@@ -213,24 +218,31 @@ impl Drop for FakeControl {
 }
 
 impl FakeControl {
+    /// With a CA of its own: proxies need [`Self::trust_args`].
     pub async fn start() -> Self {
+        let ca = TestCa::new("fake control plane CA");
+        let mut ctl = Self::start_signed_by(ca.data()).await;
+        ctl.ca = Some(ca);
+        ctl
+    }
+
+    /// Certified by the issuer in `data` (a mesh-control data dir): meshed
+    /// proxies of that mesh trust it with their own `--trust-anchor`.
+    pub async fn start_signed_by(data: &std::path::Path) -> Self {
         let state = Arc::new(State::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = listener.local_addr().unwrap();
-        let incoming = futures_util::stream::unfold(listener, |l| async move {
-            let accepted = l.accept().await.map(|(s, _)| s);
-            Some((accepted, l))
-        });
         let svc = Svc(Arc::clone(&state));
-        let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(dst::destination_server::DestinationServer::new(svc.clone()))
-                .add_service(pol::policy_server::PolicyServer::new(svc))
-                .serve_with_incoming(incoming)
-                .await;
-        });
+        let router = tonic::transport::Server::builder()
+            .add_service(dst::destination_server::DestinationServer::new(svc.clone()))
+            .add_service(pol::policy_server::PolicyServer::new(svc));
+        let (grpc, server) = serve_tls(router, control_tls(data, &control_id())).await;
         let relay = Cuttable::start(grpc).await;
-        Self { state, relay, server }
+        Self { state, relay, server, ca: None }
+    }
+
+    /// `--trust-anchor` for a proxy that is not meshed with another CA.
+    pub fn trust_args(&self) -> Vec<String> {
+        let ca = self.ca.as_ref().expect("started with its own CA (FakeControl::start)");
+        vec!["--trust-anchor".to_owned(), ca.anchor().to_str().unwrap().to_owned()]
     }
 
     /// The address proxies are given (the relay's).

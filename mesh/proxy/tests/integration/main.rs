@@ -5,6 +5,8 @@
 
 mod common;
 mod conns;
+mod control_security;
+mod control_support;
 mod discovery;
 mod discovery_support;
 mod forwarding;

@@ -139,12 +139,17 @@ async fn refusals_name_peer_and_reason() {
     assert!(wrong.stderr().contains(&format!("expected {}", sa("database"))), "{}", wrong.stderr());
 
     // 3. A client certified by another CA (its own mesh-control and data
-    //    dir, same trust domain name) that trusts our anchor.
+    //    dir, same trust domain name) that trusts our anchor too (it could
+    //    not use a certificate that does not chain to its own anchors).
     let other = MeshDir::new(&[&client_id]);
     let other_cp = other.control("127.0.0.1:0", "1h").await;
     let mut foreign_args = other.identity_args(&client_id, other_cp.addr);
     let anchor_at = foreign_args.iter().position(|a| a == "--trust-anchor").unwrap() + 1;
-    foreign_args[anchor_at] = m.anchor().to_str().unwrap().to_owned();
+    let both = m.path("both-anchors.pem");
+    let mut pem = std::fs::read(other.anchor()).unwrap();
+    pem.extend(std::fs::read(m.anchor()).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    foreign_args[anchor_at] = both.to_str().unwrap().to_owned();
     foreign_args.extend(route(&server_id));
     let foreign = start_proxy_logged(&foreign_args, &m.path("foreign.log")).await;
     ready(&foreign).await;

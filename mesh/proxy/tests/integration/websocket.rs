@@ -229,7 +229,7 @@ async fn websocket_upgrades_are_routed_and_authorized() {
     let (alice, mallory, server_id) = (sa("alice"), sa("mallory"), sa("server"));
     let m = MeshDir::new(&[&alice, &mallory, &server_id]);
     let cp = m.control("127.0.0.1:0", "1h").await;
-    let ctl = FakeControl::start().await;
+    let ctl = FakeControl::start_signed_by(&m.path("data")).await;
     ctl.state.set_inbound(&server_id, only(&alice));
     let app = ws_app().await;
     let server = m

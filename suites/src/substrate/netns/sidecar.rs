@@ -71,7 +71,7 @@ pub async fn start(
         if let Some(id) = opts.identity {
             cmd.args(cp.proxy_args(id)).arg("--forward-client-identity");
         }
-        cmd.args(cp.discovery_args());
+        cmd.args(cp.discovery_args()).args(cp.trust_args());
     }
     if opts.inbound_plaintext {
         cmd.args(["--inbound-plaintext", "allow"]);
