@@ -361,13 +361,26 @@ fn discovery_sources(
         (None, ip) if !ip.is_unspecified() => Some(Workload::Ip(ip)),
         (None, _) => None,
     };
+    // validate() refuses --destination/--policy without --trust-anchor.
+    let untrusted = |flag: &'static str, addr: &str| discovery::grpc::AddressError {
+        flag,
+        addr: addr.to_owned(),
+        reason: "mesh-control is reached over TLS only: give --trust-anchor".to_owned(),
+    };
     let policy = match &config.policy {
-        Some(addr) => Some(GrpcPolicy::new(addr, context.clone(), workload)?),
+        Some(addr) => {
+            let trust = config.control_trust.as_ref().ok_or_else(|| untrusted("--policy", addr))?;
+            Some(GrpcPolicy::new(addr, trust, context.clone(), workload)?)
+        }
         None => None,
     };
     let discovered = match &config.destination {
         Some(addr) => Some(Outbound::new(
-            GrpcDestination::new(addr, context)?,
+            GrpcDestination::new(
+                addr,
+                config.control_trust.as_ref().ok_or_else(|| untrusted("--destination", addr))?,
+                context,
+            )?,
             policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
             mesh.cloned(),
             outbound_metrics.clone(),

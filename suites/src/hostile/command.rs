@@ -250,13 +250,17 @@ async fn attacker_tls(mesh: &HostileMesh) -> Result<(mesh_identity::Certifier, A
     let token = String::from_utf8_lossy(&token).trim().as_bytes().to_vec();
     let id = mesh_identity::SpiffeId::parse(CLIENT_ID).map_err(|e| cert(e.to_string()))?;
     let server = mesh_identity::SpiffeId::parse(SERVER_ID).map_err(|e| cert(e.to_string()))?;
-    let certifier = mesh_identity::Certifier::spawn(mesh_identity::CertifierConfig::new(mesh.control_addr.to_string(), id, token))
+    let pem = std::fs::read(&mesh.trust_anchor).map_err(|e| cert(format!("{}: {e}", mesh.trust_anchor.display())))?;
+    let anchors = mesh_identity::TrustAnchors::from_pem(TRUST_DOMAIN, &pem).map_err(|e| cert(e.to_string()))?;
+    // mesh-control is TLS only, verified like a proxy verifies it.
+    let control_id = mesh_identity::control_identity(TRUST_DOMAIN).map_err(|e| cert(e.to_string()))?;
+    let control = mesh_identity::ControlEndpoint::new(&mesh.control_addr.to_string(), anchors.clone(), control_id)
+        .map_err(|e| cert(e.to_string()))?;
+    let certifier = mesh_identity::Certifier::spawn(mesh_identity::CertifierConfig::new(control, id, token))
         .map_err(|e| cert(e.to_string()))?;
     tokio::time::timeout(Duration::from_secs(20), certifier.ready())
         .await
         .map_err(|_| cert(format!("no certificate from {} within 20 s", mesh.control_addr)))?;
-    let pem = std::fs::read(&mesh.trust_anchor).map_err(|e| cert(format!("{}: {e}", mesh.trust_anchor.display())))?;
-    let anchors = mesh_identity::TrustAnchors::from_pem(TRUST_DOMAIN, &pem).map_err(|e| cert(e.to_string()))?;
     let cfg = mesh_identity::client_config(&anchors, certifier.watch(), server).map_err(|e| cert(e.to_string()))?;
     Ok((certifier, Arc::new(cfg)))
 }

@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Conns, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Conns, ControlTrust, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -55,15 +55,24 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_IDENTITY", value_name = "SPIFFE_ID")]
     pub identity: Option<String>,
 
-    /// mesh-control's identity gRPC address (host:port).
+    /// mesh-control's identity gRPC address (host:port), reached over TLS
+    /// and verified by --trust-anchor and --control-identity.
     #[arg(long, env = "WEFT_PROXY_CONTROL", value_name = "ADDR")]
     pub control: Option<String>,
+
+    /// mesh-control's SPIFFE ID: --control, --destination and --policy are
+    /// TLS only, and the server must present exactly this identity, chained
+    /// to --trust-anchor (its DNS name or IP is not what is checked).
+    /// [default: spiffe://<trust domain of --identity, else cluster.local>/ns/weft/sa/mesh-control]
+    #[arg(long, env = "WEFT_PROXY_CONTROL_IDENTITY", value_name = "SPIFFE_ID")]
+    pub control_identity: Option<String>,
 
     /// File holding the bootstrap token proving --identity (read once at start).
     #[arg(long, env = "WEFT_PROXY_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// Trust anchor certificate(s), PEM, of the mesh's trust domain.
+    /// Trust anchor certificate(s), PEM, of the mesh's trust domain: for
+    /// mTLS, and to verify mesh-control (also needed with only --destination/--policy).
     #[arg(long, env = "WEFT_PROXY_TRUST_ANCHOR", value_name = "PEM")]
     pub trust_anchor: Option<PathBuf>,
 
@@ -249,7 +258,9 @@ impl Args {
                 Err(e) => problems.push(e),
             }
         }
-        cfg.mesh = self.mesh_config(&mut problems);
+        let trust = self.control_trust(&mut problems);
+        cfg.mesh = self.mesh_config(trust.as_ref(), &mut problems);
+        cfg.control_trust = trust;
         cfg.forward_client_identity = self.forward_client_identity;
         cfg.destination = self.destination.clone();
         cfg.policy = self.policy.clone();
@@ -361,14 +372,15 @@ impl Args {
 
     /// The meshed-mode settings: all four flags or none. Reads the token and
     /// the trust anchors now, so a bad file is a configuration error.
-    fn mesh_config(&self, problems: &mut Vec<String>) -> Option<MeshConfig> {
+    fn mesh_config(&self, trust: Option<&ControlTrust>, problems: &mut Vec<String>) -> Option<MeshConfig> {
         let given = [
             ("--identity", self.identity.is_some()),
             ("--control", self.control.is_some()),
             ("--token-file", self.token_file.is_some()),
             ("--trust-anchor", self.trust_anchor.is_some()),
         ];
-        if given.iter().all(|(_, g)| !g) {
+        // --trust-anchor alone is for --destination/--policy.
+        if given[..3].iter().all(|(_, g)| !g) {
             return None;
         }
         if given.iter().any(|(_, g)| !g) {
@@ -381,12 +393,7 @@ impl Args {
             ));
             return None;
         }
-        let (id, control, token_file, anchor) = (
-            self.identity.as_deref()?,
-            self.control.as_deref()?,
-            self.token_file.as_ref()?,
-            self.trust_anchor.as_ref()?,
-        );
+        let (id, control, token_file) = (self.identity.as_deref()?, self.control.as_deref()?, self.token_file.as_ref()?);
         let before = problems.len();
         let identity = SpiffeId::parse(id).map_err(|e| problems.push(format!("--identity {e}"))).ok();
         if control.trim().is_empty() {
@@ -405,10 +412,45 @@ impl Args {
                 Vec::new()
             }
         };
+        if problems.len() > before {
+            return None;
+        }
+        // Its problems (file, control identity) were reported by control_trust.
+        let trust = trust?;
+        Some(MeshConfig {
+            identity: identity?,
+            control: control.to_owned(),
+            control_identity: trust.identity.clone(),
+            token: Secret(token),
+            trust_anchor_path: trust.trust_anchor_path.clone(),
+            trust_anchor_pem: trust.trust_anchor_pem.clone(),
+        })
+    }
+
+    /// `--trust-anchor` (read and checked now) and `--control-identity`
+    /// (default: mesh-control's in --identity's trust domain).
+    fn control_trust(&self, problems: &mut Vec<String>) -> Option<ControlTrust> {
+        let Some(anchor) = &self.trust_anchor else {
+            if let Some(id) = &self.control_identity {
+                problems.push(format!("--control-identity {id}: needs --trust-anchor to verify mesh-control with"));
+            }
+            return None;
+        };
+        let domain = self
+            .identity
+            .as_deref()
+            .and_then(|i| SpiffeId::parse(i).ok())
+            .map_or_else(|| "cluster.local".to_owned(), |i| i.trust_domain().to_owned());
+        let before = problems.len();
+        let identity = match &self.control_identity {
+            Some(id) => SpiffeId::parse(id).map_err(|e| problems.push(format!("--control-identity {e}"))).ok(),
+            None => mesh_identity::control_identity(&domain)
+                .map_err(|e| problems.push(format!("--control-identity (default from --identity): {e}")))
+                .ok(),
+        };
         let pem = match std::fs::read(anchor) {
             Ok(pem) => {
-                let domain = identity.as_ref().map_or("cluster.local", |i| i.trust_domain());
-                if let Err(e) = TrustAnchors::from_pem(domain, &pem) {
+                if let Err(e) = TrustAnchors::from_pem(&domain, &pem) {
                     problems.push(format!("--trust-anchor {}: {e}", anchor.display()));
                 }
                 pem
@@ -421,13 +463,7 @@ impl Args {
         if problems.len() > before {
             return None;
         }
-        Some(MeshConfig {
-            identity: identity?,
-            control: control.to_owned(),
-            token: Secret(token),
-            trust_anchor_path: anchor.clone(),
-            trust_anchor_pem: pem,
-        })
+        Some(ControlTrust { identity: identity?, trust_anchor_path: anchor.clone(), trust_anchor_pem: pem })
     }
 }
 
@@ -547,8 +583,19 @@ mod tests {
     }
 
     #[test]
+    fn discovery_needs_a_trust_anchor_and_a_plain_address() {
+        let err = parse(&["--destination", "127.0.0.1:8086", "--policy", "http://127.0.0.1:8086"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--destination 127.0.0.1:8086: mesh-control is reached over TLS only; give --trust-anchor"), "{text}");
+        assert!(text.contains("--policy \"http://127.0.0.1:8086\": give host:port without a scheme"), "{text}");
+        let err = parse(&["--trust-anchor", "/nonexistent/anchor.pem", "--control-identity", "spiffe://x"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--trust-anchor /nonexistent/anchor.pem") && text.contains("--control-identity"), "{text}");
+    }
+
+    #[test]
     fn transparent_needs_no_app_and_refuses_app_and_routes() {
-        let cfg = parse(&["--transparent", "--destination", "127.0.0.1:8086"]).unwrap();
+        let cfg = parse(&["--transparent"]).unwrap();
         assert!(cfg.transparent);
         assert_eq!(cfg.app, None);
         assert!(!parse(&[]).unwrap().transparent, "off by default");

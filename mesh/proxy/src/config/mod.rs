@@ -45,6 +45,10 @@ pub struct Config {
     pub inbound_plaintext: Plaintext,
     /// Tell the app who called: add `weft-client-id` to meshed inbound requests.
     pub forward_client_identity: bool,
+    /// How to recognise mesh-control (`--trust-anchor`, `--control-identity`):
+    /// the control plane is TLS only, so `--control`, `--destination` and
+    /// `--policy` all need it.
+    pub control_trust: Option<ControlTrust>,
     /// mesh-control's Destination gRPC address: authorities without a
     /// static route are resolved and balanced through it.
     pub destination: Option<String>,
@@ -179,10 +183,24 @@ impl FromStr for Disabled {
 pub struct MeshConfig {
     /// This workload's SPIFFE ID.
     pub identity: SpiffeId,
-    /// mesh-control's identity gRPC address (`host:port` or `http://...`).
+    /// mesh-control's identity gRPC address (`host:port`, reached over TLS).
     pub control: String,
+    /// The SPIFFE ID mesh-control must present (`--control-identity`).
+    pub control_identity: SpiffeId,
     /// The bootstrap token, read from `--token-file` at load.
     pub token: Secret,
+    /// Where the trust anchors came from (for messages).
+    pub trust_anchor_path: PathBuf,
+    /// Trust anchor certificates, PEM, read and checked at load.
+    pub trust_anchor_pem: Vec<u8>,
+}
+
+/// Whom the control plane must be: its certificate chains to these trust
+/// anchors and names exactly this SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlTrust {
+    /// mesh-control's SPIFFE ID.
+    pub identity: SpiffeId,
     /// Where the trust anchors came from (for messages).
     pub trust_anchor_path: PathBuf,
     /// Trust anchor certificates, PEM, read and checked at load.
@@ -289,6 +307,7 @@ impl Default for Config {
             tcp_forwards: Vec::new(),
             tcp_services: Vec::new(),
             mesh: None,
+            control_trust: None,
             inbound_plaintext: Plaintext::Allow,
             forward_client_identity: false,
             destination: None,
@@ -355,7 +374,18 @@ impl Config {
                 if let Err(e) = check_grpc_addr(a) {
                     problems.push(format!("{flag} {a:?}: {e}"));
                 }
+                if self.control_trust.is_none() {
+                    problems.push(format!(
+                        "{flag} {a}: mesh-control is reached over TLS only; give --trust-anchor (the mesh's trust \
+                         anchor PEM) to verify it"
+                    ));
+                }
             }
+        }
+        if self.control_trust.is_some() && self.mesh.is_none() && self.destination.is_none() && self.policy.is_none() {
+            problems.push(
+                "--trust-anchor given without --identity or --destination/--policy: nothing would use it".to_owned(),
+            );
         }
         if self.destination.is_none() {
             for svc in &self.tcp_services {
@@ -400,14 +430,17 @@ impl Config {
     }
 }
 
-/// A control-plane address: `host:port` or `http://host:port`.
+/// A control-plane address: `host:port` (always TLS, so no scheme).
 fn check_grpc_addr(addr: &str) -> Result<(), String> {
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let uri: http::Uri = uri.parse().map_err(|_| "not an address (expected host:port)".to_owned())?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(a)) if a.port_u16().is_some() && !a.host().is_empty() => Ok(()),
-        (Some("http"), _) => Err("needs host and port, e.g. 127.0.0.1:8086".to_owned()),
-        _ => Err("only plaintext http:// gRPC is supported".to_owned()),
+    if addr.contains("://") {
+        return Err("give host:port without a scheme: mesh-control is always reached over TLS and verified by \
+                    its SPIFFE ID (--control-identity)"
+            .to_owned());
+    }
+    let uri: http::Uri = format!("http://{addr}").parse().map_err(|_| "not an address (expected host:port)".to_owned())?;
+    match uri.authority() {
+        Some(a) if a.port_u16().is_some() && !a.host().is_empty() => Ok(()),
+        _ => Err("needs host and port, e.g. 127.0.0.1:8086".to_owned()),
     }
 }
 

@@ -18,7 +18,10 @@ use std::{
 use mesh_api::{destination::v1 as dst, policy::v1 as pol};
 use mesh_identity::SpiffeId;
 use tokio::sync::watch;
+use mesh_identity::{ControlEndpoint, TrustAnchors};
 use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
+
+use crate::config::ControlTrust;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -31,7 +34,7 @@ use crate::discovery::policy::{InboundPolicy, OutboundPolicy};
 
 /// A control-plane address that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{flag} {addr:?}: {reason} (expected host:port or http://host:port)")]
+#[error("{flag} {addr:?}: {reason} (expected host:port; mesh-control is reached over TLS)")]
 pub struct AddressError {
     /// `--destination` or `--policy`.
     pub flag: &'static str,
@@ -41,23 +44,24 @@ pub struct AddressError {
     pub reason: String,
 }
 
-/// A lazily connected channel; it reconnects by itself after failures.
-pub fn channel(flag: &'static str, addr: &str) -> Result<Channel, AddressError> {
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let endpoint = GrpcEndpoint::from_shared(uri).map_err(|e| AddressError {
-        flag,
-        addr: addr.to_owned(),
-        reason: e.to_string(),
-    })?;
-    Ok(endpoint
+/// A lazily connected TLS channel to mesh-control as `trust` describes it
+/// (chain to its anchors, exactly its SPIFFE ID); it reconnects by itself
+/// after failures.
+pub fn channel(flag: &'static str, addr: &str, trust: &ControlTrust) -> Result<Channel, AddressError> {
+    let error = |reason: String| AddressError { flag, addr: addr.to_owned(), reason };
+    let anchors = TrustAnchors::from_pem(trust.identity.trust_domain(), &trust.trust_anchor_pem)
+        .map_err(|e| error(format!("--trust-anchor {}: {e}", trust.trust_anchor_path.display())))?;
+    let control = ControlEndpoint::new(addr, anchors, trust.identity.clone()).map_err(|e| error(e.reason))?;
+    let endpoint: GrpcEndpoint = control
+        .endpoint()
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         // A control plane that vanished without a FIN is noticed within
         // seconds, and the stream retried.
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    control.channel(endpoint).map_err(|e| error(e.to_string()))
 }
 
 /// Jittered exponential backoff between stream attempts.
@@ -166,8 +170,8 @@ pub struct GrpcDestination {
 
 impl GrpcDestination {
     /// A source resolving through `addr` (connected on first use).
-    pub fn new(addr: &str, context_token: String) -> Result<Arc<Self>, AddressError> {
-        let client = dst::destination_client::DestinationClient::new(channel("--destination", addr)?);
+    pub fn new(addr: &str, trust: &ControlTrust, context_token: String) -> Result<Arc<Self>, AddressError> {
+        let client = dst::destination_client::DestinationClient::new(channel("--destination", addr, trust)?);
         Ok(Arc::new(Self { client, context_token, watches: Mutex::new(HashMap::new()) }))
     }
 }
@@ -277,8 +281,13 @@ pub struct GrpcPolicy {
 
 impl GrpcPolicy {
     /// A source watching through `addr`; inbound policy needs `workload`.
-    pub fn new(addr: &str, context_token: String, workload: Option<Workload>) -> Result<Arc<Self>, AddressError> {
-        let client = pol::policy_client::PolicyClient::new(channel("--policy", addr)?);
+    pub fn new(
+        addr: &str,
+        trust: &ControlTrust,
+        context_token: String,
+        workload: Option<Workload>,
+    ) -> Result<Arc<Self>, AddressError> {
+        let client = pol::policy_client::PolicyClient::new(channel("--policy", addr, trust)?);
         Ok(Arc::new(Self {
             client,
             context_token,

@@ -23,7 +23,7 @@ use std::{
 };
 
 use mesh_identity::{
-    client_config, server_config, Certifier, CertifierConfig, CertifierError, Credentials, CredentialsWatch,
+    client_config, server_config, Certifier, CertifierConfig, CertifierError, ControlAddressError, ControlEndpoint, Credentials, CredentialsWatch,
     SpiffeId, TlsError, TrustAnchors, ALPN_WEFT,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -52,9 +52,12 @@ pub const ALPN_WEFT_TCP: &[u8] = b"weft-tcp/1";
 /// The mesh identity could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    /// The certifier could not start (bad control address, key generation).
+    /// The certifier could not start (key generation, TLS to mesh-control).
     #[error("identity: {0}")]
     Certifier(#[from] CertifierError),
+    /// `--control` is not a usable address.
+    #[error("--control: {0}")]
+    Control(#[from] ControlAddressError),
     /// The TLS configuration could not be built.
     #[error("mTLS configuration (trust anchors {path}): {source}")]
     Tls {
@@ -107,11 +110,8 @@ impl MeshTls {
         let tls_err = |source| MeshError::Tls { path: anchors_path.clone(), source };
         let anchors =
             TrustAnchors::from_pem(config.identity.trust_domain(), &config.trust_anchor_pem).map_err(tls_err)?;
-        let certifier = Certifier::spawn(CertifierConfig::new(
-            config.control.clone(),
-            config.identity.clone(),
-            config.token.0.clone(),
-        ))?;
+        let control = ControlEndpoint::new(&config.control, anchors.clone(), config.control_identity.clone())?;
+        let certifier = Certifier::spawn(CertifierConfig::new(control, config.identity.clone(), config.token.0.clone()))?;
         let mut server = server_config(&anchors, certifier.watch()).map_err(tls_err)?;
         server.alpn_protocols = vec![ALPN_WEFT.to_vec(), ALPN_WEFT_TCP.to_vec()];
         tokio::spawn(watch_credentials(config.identity.clone(), certifier.watch(), metrics, certified));
