@@ -17,6 +17,7 @@ use mesh_proxy::stack::{
 use mesh_proxy::metrics::{Direction, Metrics};
 use mesh_proxy::http::router::Router;
 use mesh_proxy::http::server::http_builder;
+use mesh_proxy::config::Conns;
 use mesh_proxy::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -69,7 +70,7 @@ pub fn serve(input: &[u8], detect_first: bool) -> Served {
                 let stack = Arc::clone(&stack);
                 async move { Ok::<_, Infallible>(stack.call(req).await) }
             });
-            let builder = http_builder(&limits);
+            let builder = http_builder(&limits, &Conns::default());
             let mut server = server;
             let prefix = if detect_first {
                 match detect(&mut server, limits.detect_timeout, Duration::from_secs(5), limits.max_header_bytes).await {
