@@ -292,10 +292,12 @@ impl Cluster {
         let mut cmd = Command::new("tcpdump");
         cmd.args(["-i", interface, "--immediate-mode", "-U", "-s", "0", "-n", "-Z", "root", "-w"])
             .arg(&file)
-            // Not the sidecar's own leg to the app (pod IP to pod IP
-            // inside a pod's namespace): that one is plaintext by design.
+            // Not the sidecar's own leg to the app: that one is plaintext
+            // by design. Inside a pod's namespace it runs over lo, from the
+            // pod IP (explicit sidecars) or from 127.0.0.6 (transparent
+            // inbound, so weft init's hairpin rule lets it through).
             .arg(format!(
-                "tcp port {port} and host {ip} and not (src host {ip} and dst host {ip})",
+                "tcp port {port} and host {ip} and not (src host {ip} and dst host {ip}) and not host 127.0.0.6",
                 port = p.endpoint_port,
                 ip = p.ip
             ));
