@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mesh_api::destination::v1::destination_client::DestinationClient;
 use mesh_api::destination::v1::GetDestination;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use mesh_identity::{control_identity, ControlEndpoint, TrustAnchors};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -131,6 +132,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The trust domain the measured mesh-control issues in.
+const TRUST_DOMAIN: &str = "cluster.local";
+
 /// Runs the measurement; the scratch directory and the process are gone when it returns.
 pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, PropagationError> {
     let scratch = tempfile::tempdir().map_err(io("creating a scratch directory"))?;
@@ -140,9 +144,10 @@ pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, Propa
         write(&dir, i, &manifest(i, cfg.endpoints_per_service, 0))?;
     }
     let started = Instant::now();
+    let data = scratch.path().join("data");
     let mut child = tokio::process::Command::new(&cfg.binary)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(scratch.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--trust-domain", TRUST_DOMAIN, "--data-dir"])
+        .arg(&data)
         .arg("--manifests")
         .arg(&dir)
         .arg("--manifests-poll")
@@ -164,10 +169,14 @@ pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, Propa
         .strip_prefix("listening grpc ")
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| PropagationError::ControlPlane(format!("unexpected stdout line {line:?}")))?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| PropagationError::ControlPlane(e.to_string()))?
-        .connect()
-        .await?;
+    // mesh-control serves TLS only: verify it as a proxy does, by the trust
+    // anchor it wrote into its data directory and its own SPIFFE ID.
+    let control = |e: &dyn std::fmt::Display| PropagationError::ControlPlane(e.to_string());
+    let pem = std::fs::read(data.join("trust-anchor.pem")).map_err(io("reading mesh-control's trust anchor"))?;
+    let anchors = TrustAnchors::from_pem(TRUST_DOMAIN, &pem).map_err(|e| control(&e))?;
+    let identity = control_identity(TRUST_DOMAIN).map_err(|e| control(&e))?;
+    let endpoint = ControlEndpoint::new(&addr.to_string(), anchors, identity).map_err(|e| control(&e))?;
+    let channel = endpoint.channel(endpoint.endpoint()).map_err(|e| control(&e))?;
     let mut client = DestinationClient::new(channel);
 
     // Watch `changes` Services spread over the index, each with its first message read.
