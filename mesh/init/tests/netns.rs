@@ -560,17 +560,19 @@ fn the_proxy_calling_its_own_pod_ip_goes_through_the_inbound_proxy() {
     let pair = Pair::new("h", 74);
     let a = &pair.a;
     let inbound = listen(a, (Ipv4Addr::UNSPECIFIED, 4143));
-    let app = listen(a, (Ipv4Addr::UNSPECIFIED, 8080));
+    // Any app port is intercepted: bind one and read it back.
+    let app = listen(a, (Ipv4Addr::UNSPECIFIED, 0));
+    let app_port = app.local_addr().unwrap().port();
     let admin = listen(a, (Ipv4Addr::UNSPECIFIED, 4191));
     a.weft_ok(&[]);
 
     // The hairpin: the proxy (its uid) dials its own pod IP on an app port,
     // as it does when the app calls its own Service. The connection lands
     // on the inbound port, which learns the app port it was going to.
-    let own = SocketAddr::from((pair.a_ip, 8080));
+    let own = SocketAddr::from((pair.a_ip, app_port));
     dial_as(a, PROXY_UID, PROXY_UID, own);
-    let (server, _) = accept_line(&inbound, "the proxy uid -> its own pod IP:8080");
-    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.a_ip, 8080));
+    let (server, _) = accept_line(&inbound, "the proxy uid -> its own pod IP:<app port>");
+    assert_eq!(original_dst(&server), SocketAddrV4::new(pair.a_ip, app_port));
     assert!(!pending(&app), "the hairpinned connection must not reach the app around the inbound proxy");
 
     // The inbound proxy's own forward to the app comes from 127.0.0.6 and
@@ -580,7 +582,7 @@ fn the_proxy_calling_its_own_pod_ip_goes_through_the_inbound_proxy() {
         let curl = s.spawn(|| {
             exec_as(a, PROXY_UID, PROXY_UID, "curl", &["-s", "-o", "/dev/null", "--interface", "127.0.0.6", "--max-time", "30", &dst])
         });
-        let (stream, from) = accept(&app, "the proxy uid from 127.0.0.6 -> its pod IP:8080");
+        let (stream, from) = accept(&app, "the proxy uid from 127.0.0.6 -> its pod IP:<app port>");
         drop(stream);
         let _ = curl.join().expect("curl thread");
         from
@@ -591,12 +593,12 @@ fn the_proxy_calling_its_own_pod_ip_goes_through_the_inbound_proxy() {
     // The proxy dialing 127.0.0.1 is not a hairpin; skipped inbound ports
     // (the admin port) are reached directly; the app itself (root) calling
     // its own pod IP is not intercepted either.
-    dial_as(a, PROXY_UID, PROXY_UID, SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)));
-    accept_line(&app, "the proxy uid -> 127.0.0.1:8080");
+    dial_as(a, PROXY_UID, PROXY_UID, SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)));
+    accept_line(&app, "the proxy uid -> 127.0.0.1:<app port>");
     dial_as(a, PROXY_UID, PROXY_UID, SocketAddr::from((pair.a_ip, 4191)));
     accept_line(&admin, "the proxy uid -> its own pod IP:4191");
-    let mut client = connect(a, own).expect("root -> its own pod IP:8080");
-    let (mut server, _) = accept(&app, "root -> its own pod IP:8080");
+    let mut client = connect(a, own).expect("root -> its own pod IP:<app port>");
+    let (mut server, _) = accept(&app, "root -> its own pod IP:<app port>");
     carries_data(&mut client, &mut server);
     assert!(!pending(&inbound), "only the proxy's hairpin goes to the inbound port");
 }
