@@ -19,11 +19,10 @@
 //! Every refusal is one `refused inbound connection from <peer>: <reason>`
 //! log line and one `weft_refused_connections_total` increment.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
-use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::TokioExecutor,
     server::{
         conn::auto,
         graceful::Watcher,
@@ -39,18 +38,18 @@ use tracing::{debug, warn};
 
 use crate::{
     discovery::authz::{Authz, AuthzByPort, Traffic},
-    config::{Conns, Limits, OpaquePorts, Plaintext},
+    config::{Limits, OpaquePorts, Plaintext},
     tcp::detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
     stack::{
         inbound::{Connection, InboundStack},
-        Service as _, Via,
+        serve::serve_http,
+        Via,
     },
     http::upstream::{connect_from, local_app_source},
     identity::{MeshTls, ALPN_WEFT_TCP},
     intercept::orig_dst::Gate,
     discovery::policy::Verdict,
     identity::refusal::{self, Refusal},
-    http::idle::{drive, Activity, Tracked},
     http::server::{serve_connections, Phase},
     tcp::relay,
     intercept::transparent::DirectUpstreams,
@@ -256,22 +255,8 @@ impl Inbound {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let stack = Arc::new(self.stack.service(Connection { client, peer, authz: target.authz, via: target.via }));
-        let (io, framing) = crate::stack::validate::FramingIo::new(io, self.limits.max_header_bytes);
-        let activity = Activity::new();
-        let requests = activity.clone();
-        let service = service_fn(move |mut req| {
-            framing.mark(&mut req);
-            let in_flight = requests.request();
-            let stack = Arc::clone(&stack);
-            async move { Ok::<_, Infallible>(stack.call(req).await.map(|body| Tracked::new(body, in_flight))) }
-        });
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        // The drain waits for this task through the watcher; `drive` shuts
-        // the connection down on the phase change itself.
-        let _watcher = watcher;
-        let (first, idle) = (self.limits.header_read_timeout, Conns::current().http_idle_timeout);
-        if let Err(e) = drive(conn, &activity, first, idle, &mut phase).await {
+        let stack = self.stack.service(Connection { client, peer, authz: target.authz, via: target.via });
+        if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, watcher, &mut phase).await {
             debug!(%peer, error = %e, "inbound connection ended with error");
         }
     }

@@ -263,9 +263,7 @@ async fn serve_until(
             outbound,
             stack,
             Arc::clone(&builder),
-            limits.header_read_timeout,
-            limits.max_header_bytes,
-            config.conns.http_idle_timeout,
+            limits,
             phase.clone(),
         )));
     }

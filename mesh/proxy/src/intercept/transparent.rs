@@ -18,15 +18,13 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
-use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::TokioExecutor,
     server::{
         conn::auto,
         graceful::Watcher,
@@ -40,12 +38,11 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    config::{Conns, Limits, OpaquePorts},
+    config::{Limits, OpaquePorts},
     tcp::detect::{detect, Detected, PrefixedIo, Protocol},
-    stack::{outbound::OutboundStack, Service as _, Via},
+    stack::{outbound::OutboundStack, serve::serve_http, Via},
     intercept::orig_dst::Gate,
     discovery::outbound::Outbound,
-    http::idle::{drive, Activity, Tracked},
     http::server::{serve_connections, Phase},
     tcp::OriginalDstRelay,
     http::upstream::{local_app_source, Upstream},
@@ -193,22 +190,8 @@ impl TransparentOutbound {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let stack = Arc::new(self.stack.service(Some(self.via(dst))));
-        let (io, framing) = crate::stack::validate::FramingIo::new(io, self.limits.max_header_bytes);
-        let activity = Activity::new();
-        let requests = activity.clone();
-        let service = service_fn(move |mut req| {
-            framing.mark(&mut req);
-            let in_flight = requests.request();
-            let stack = Arc::clone(&stack);
-            async move { Ok::<_, Infallible>(stack.call(req).await.map(|body| Tracked::new(body, in_flight))) }
-        });
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        // The drain waits for this task through the watcher; `drive` shuts
-        // the connection down on the phase change itself.
-        let _watcher = watcher;
-        let (first, idle) = (self.limits.header_read_timeout, Conns::current().http_idle_timeout);
-        if let Err(e) = drive(conn, &activity, first, idle, &mut phase).await {
+        let stack = self.stack.service(Some(self.via(dst)));
+        if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, watcher, &mut phase).await {
             debug!(%peer, %dst, error = %e, "transparent outbound connection ended with error");
         }
     }

@@ -1,54 +1,94 @@
-//! The explicit-mode HTTP listener: every connection served by one
-//! outbound stack.
+//! Serving HTTP on one downstream connection (every listener: explicit
+//! outbound, inbound, transparent outbound), and the explicit-mode
+//! listener itself.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{conn::auto, graceful::Watcher},
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::watch,
+};
 use tracing::debug;
 
-use super::{outbound::OutboundStack, validate::FramingIo, Service as _};
-use crate::http::{
-    idle::{drive, Activity, Tracked},
-    server::{accept_next, Phase},
+use super::{outbound::OutboundStack, validate::FramingIo, Service};
+use crate::{
+    config::{Conns, Limits},
+    http::{
+        body::ResponseBody,
+        idle::{drive, Activity, Tracked},
+        server::{serve_connections, Phase},
+    },
 };
 
-/// Serves one proxy listener until the phase leaves `Running`, then closes
-/// the listening socket (new connections are refused) and waits for the
-/// in-flight connections to finish. The caller bounds the wait.
+/// Why a served connection ended early (hyper's error, boxed).
+pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves HTTP on `io` with `stack` until the connection ends: request
+/// framing recorded for validation, every request tracked from head to the
+/// last body byte so idle connections close (`--header-read-timeout`
+/// before the first request, `--http-idle-timeout` after), and a graceful
+/// shutdown when the phase leaves `Running`. `watcher` is held to the end,
+/// so a drain waits for this connection.
+pub async fn serve_http<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    stack: S,
+    limits: &Limits,
+    watcher: Watcher,
+    phase: &mut watch::Receiver<Phase>,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>> + 'static,
+{
+    let stack = Arc::new(stack);
+    let (io, framing) = FramingIo::new(io, limits.max_header_bytes);
+    let activity = Activity::new();
+    let requests = activity.clone();
+    let service = service_fn(move |mut req| {
+        framing.mark(&mut req);
+        let in_flight = requests.request();
+        let stack = Arc::clone(&stack);
+        async move { Ok::<_, Infallible>(stack.call(req).await.map(|body| Tracked::new(body, in_flight))) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let _watcher = watcher;
+    drive(conn, &activity, limits.header_read_timeout, Conns::current().http_idle_timeout, phase).await
+}
+
+/// Serves the explicit-mode outbound listener until the phase leaves
+/// `Running`, then closes the listening socket (new connections are
+/// refused) and waits for the in-flight connections to finish. The caller
+/// bounds the wait.
 pub async fn serve_proxy(
     listener: TcpListener,
     stack: OutboundStack,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    header_read_timeout: Duration,
-    max_head: usize,
-    http_idle_timeout: Duration,
-    mut phase: watch::Receiver<Phase>,
+    limits: Limits,
+    phase: watch::Receiver<Phase>,
 ) {
+    // One request path for every connection: explicit mode routes by authority.
     let service = Arc::new(stack.service(None));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let Some((stream, peer)) = accept_next(&listener, &mut phase).await else {
-            break;
-        };
-        let service = Arc::clone(&service);
+    serve_connections(listener, phase, |stream, peer: SocketAddr, watcher, mut phase| {
         let open = stack.metrics().connection_opened();
+        let service = Arc::clone(&service);
         let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
-        let mut phase = phase.clone();
-        tokio::spawn(async move {
+        async move {
             let _open = open;
             // Protocol detection waits for the first bytes and has no timer
-            // of its own: a silent client must not hold a socket forever, and
-            // must not hold up a drain.
+            // of its own: a silent client must not hold a socket forever,
+            // and must not hold up a drain.
             // `peek` waits for real bytes; `readable()` may wake spuriously.
             let mut first = [0u8; 1];
             tokio::select! {
-                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
+                peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => {
                     if !matches!(peeked, Ok(Ok(n)) if n > 0) {
                         debug!(%peer, "client sent nothing in time; closing");
                         return;
@@ -56,24 +96,10 @@ pub async fn serve_proxy(
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
-            let (io, framing) = FramingIo::new(stream, max_head);
-            let activity = Activity::new();
-            let requests = activity.clone();
-            let service = service_fn(move |mut req| {
-                framing.mark(&mut req);
-                let in_flight = requests.request();
-                let service = Arc::clone(&service);
-                async move { Ok::<_, Infallible>(service.call(req).await.map(|body| Tracked::new(body, in_flight))) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            // The drain waits for this task through the watcher; `drive`
-            // shuts the connection down on the phase change itself.
-            let _watcher = watcher;
-            if let Err(e) = drive(conn, &activity, header_read_timeout, http_idle_timeout, &mut phase).await {
+            if let Err(e) = serve_http(&builder, stream, service, &limits, watcher, &mut phase).await {
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+        }
+    })
+    .await;
 }
