@@ -1,5 +1,17 @@
-//! Retries: which responses and requests may be retried, and the budget that
-//! bounds how many retries a route may add on top of its requests.
+//! Retries: which responses and requests may be retried, the budget that
+//! bounds how many retries a route may add on top of its requests, and the
+//! layer that sends a request again ([`RetryLayer`]).
+//!
+//! ```text
+//!  Retry (this file)  body kept for replay (small, complete), then per try:
+//!    │                  resend   nothing reached the app, or idempotent and no
+//!    │                           response head: another endpoint, any policy,
+//!    │                           outside the budget (MAX_RESENDS)
+//!    │                  retry    the rule's policy: status or error, attempts
+//!    │                           left, budget, backoff, the route's deadline
+//!    ▼ Attempt            one endpoint picked, per-attempt timeout, balancer
+//!                         feedback (discovery::outbound::attempt)
+//! ```
 //!
 //! The budget is a sliding window of `ttl` split into ten buckets of atomic
 //! counters: every original request deposits, every retry withdraws, and a
@@ -15,11 +27,23 @@
 //! window a little shorter); no lock on the request path.
 
 use std::{
+    future::Future,
+    net::SocketAddr,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use http::{Method, StatusCode};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use tower::Layer;
+use tracing::debug;
+
+use crate::http::{
+    body::{RequestBody, RequestBodyError, ResponseBody},
+    error::ProxyError,
+};
 
 /// Retried request bodies are buffered in memory; larger (or unknown-length)
 /// bodies are streamed once and never retried.
@@ -162,6 +186,167 @@ impl RetryPolicy {
 /// RFC 9110 §9.2.2: repeating these has the same effect as sending once.
 pub fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// How many times one request may go to another endpoint after a refused
+/// connection (nothing was sent) or, idempotent, a connection failure before
+/// any response; not counted as retries.
+pub const MAX_RESENDS: u32 = 2;
+
+/// Whether a failed attempt says something about the endpoint (the
+/// client's own body errors do not): the balancer counts it as a failure
+/// and the retry policy may try again.
+pub fn blames_endpoint(e: &ProxyError) -> bool {
+    !matches!(e, ProxyError::BodyTooLarge { .. } | ProxyError::Upgrade(_))
+}
+
+/// What one attempt did.
+#[derive(Debug)]
+pub struct Tried {
+    /// The endpoint it went to.
+    pub endpoint: SocketAddr,
+    /// Its answer.
+    pub result: Result<Response<ResponseBody>, ProxyError>,
+}
+
+/// One try of a request at one endpoint, which [`Retry`] repeats.
+pub trait Attempt: Send + Sync {
+    /// Sends `req` to one endpoint, one other than `avoid` when there is a
+    /// choice. `Err`: no endpoint could be picked, nothing was sent.
+    fn attempt(&self, req: Request<RequestBody>, avoid: Option<SocketAddr>) -> impl Future<Output = Result<Tried, ProxyError>> + Send;
+
+    /// Whether another endpoint than `addr` could take a resend.
+    fn has_other_than(&self, addr: SocketAddr) -> bool;
+}
+
+/// Sends a request again after a failed attempt: a resend when nothing
+/// reached the app (see [`MAX_RESENDS`]), a retry when the rule's policy
+/// says so. Built per request: the rule's policy and deadline are the
+/// route's.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryLayer<'p> {
+    authority: &'p str,
+    policy: Option<&'p RetryPolicy>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl<'p> RetryLayer<'p> {
+    /// Requests to `authority` under the matched rule's `policy` (none:
+    /// only resends), all attempts and backoffs ending by `deadline`.
+    pub fn new(authority: &'p str, policy: Option<&'p RetryPolicy>, deadline: Option<tokio::time::Instant>) -> Self {
+        Self { authority, policy, deadline }
+    }
+}
+
+impl<'p, A> Layer<A> for RetryLayer<'p> {
+    type Service = Retry<'p, A>;
+
+    fn layer(&self, inner: A) -> Retry<'p, A> {
+        Retry { inner, layer: *self }
+    }
+}
+
+/// See [`RetryLayer`].
+#[derive(Debug)]
+pub struct Retry<'p, A> {
+    inner: A,
+    layer: RetryLayer<'p>,
+}
+
+impl<A: Attempt> Retry<'_, A> {
+    /// Sends `req` through attempts until one answers or nothing more may be tried.
+    pub fn call(&self, req: Request<RequestBody>) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + '_ {
+        async move {
+            let (parts, body) = req.into_parts();
+            let retry = self.layer.policy.filter(|_| is_idempotent(&parts.method));
+            let (replay, mut body) = replay(body, retry.is_some()).await?;
+            let retry = retry.filter(|_| replay.is_some());
+            if let Some(r) = retry {
+                r.budget.deposit();
+            }
+            let key = self.layer.authority;
+            let deadline = self.layer.deadline;
+            let mut retries = 0u32;
+            let mut resends = 0u32;
+            let mut last: Option<SocketAddr> = None;
+            loop {
+                // A retry goes elsewhere when there is anywhere else to go.
+                let attempt_body = match &replay {
+                    Some(bytes) => RequestBody::buffered(Bytes::clone(bytes)),
+                    None => body.take().expect("a streamed body is sent once"),
+                };
+                let Tried { endpoint, result } = self.inner.attempt(attempt_request(&parts, attempt_body), last).await?;
+                let retryable = match &result {
+                    Ok(resp) => retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers())),
+                    Err(e) => blames_endpoint(e),
+                };
+                // A connection that was refused carried nothing, and an
+                // idempotent request whose connection failed before any response
+                // may be sent again (RFC 9110 §9.2.2): another endpoint gets it,
+                // whatever the retry policy and outside its budget, so an
+                // endpoint going away (a pod terminating before its removal
+                // reached us, racing its GOAWAY) fails nothing.
+                let refused = match &result {
+                    Err(ProxyError::Connect { .. }) => true,
+                    Err(ProxyError::Upstream { .. }) => is_idempotent(&parts.method),
+                    _ => false,
+                };
+                if refused && replay.is_some() && resends < MAX_RESENDS && self.inner.has_other_than(endpoint) {
+                    resends += 1;
+                    last = Some(endpoint);
+                    debug!(authority = %key, %endpoint, "connect refused; trying another endpoint");
+                    continue;
+                }
+                let again = match retry {
+                    Some(r) if retryable && retries < r.max_retries => {
+                        let time_left = deadline.is_none_or(|d| tokio::time::Instant::now() + r.backoff < d);
+                        time_left && r.budget.try_withdraw()
+                    }
+                    _ => false,
+                };
+                if !again {
+                    return result;
+                }
+                retries += 1;
+                last = Some(endpoint);
+                debug!(authority = %key, retries, "retrying");
+                if let Some(r) = retry {
+                    if !r.backoff.is_zero() {
+                        tokio::time::sleep(r.backoff).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body kept for sending again: retried requests (`retried`) keep only
+/// small, complete bodies (MAX_RETRY_BODY_BYTES), others go once; an empty
+/// body costs nothing to keep, so a refused connection can go elsewhere.
+/// The other half is the body to stream once when none is kept.
+async fn replay(body: RequestBody, retried: bool) -> Result<(Option<Bytes>, Option<RequestBody>), ProxyError> {
+    if retried && body.size_hint().upper().is_some_and(|n| n <= MAX_RETRY_BODY_BYTES) {
+        let bytes = body.collect().await.map_err(|e| match e {
+            RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+            other => ProxyError::RequestBody(other.to_string()),
+        })?;
+        return Ok((Some(bytes.to_bytes()), None));
+    }
+    if body.size_hint().exact() == Some(0) {
+        return Ok((Some(Bytes::new()), None));
+    }
+    Ok((None, Some(body)))
+}
+
+/// A fresh request head for one attempt (extensions are not carried: the
+/// upstream never reads them).
+fn attempt_request(parts: &http::request::Parts, body: RequestBody) -> Request<RequestBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 //!                 │ request filters: headers, rewrite; redirect -> 3xx
 //!                 │ weighted backend pick (500: none usable)
 //!                 ▼
+//!               retry layer (discovery::retry): resend / retry, replay body
+//!                 ▼
+//!               attempt (attempt.rs): pick, backend timeout, balancer feedback
+//!                 │
 //!               BackendSet (Destination watch) ── Balancer: P2C + peak EWMA,
 //!                 │                                failure accrual
-//!                 ▼ attempt (backend timeout) ──> retry? status/error,
-//!                   idempotent, body buffered, attempts left, budget
 //!                 ▼ response filters
 //! ```
 //!
@@ -27,16 +29,15 @@ use std::{
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::BodyExt as _;
 use tokio::time::Instant;
+use tower::Layer as _;
 use tracing::{debug, warn};
 
+use self::attempt::Endpoints;
 use crate::{
     discovery::balance::{Balancer, PickError},
-    http::body::{RequestBody, RequestBodyError, ResponseBody},
+    http::body::{RequestBody, ResponseBody},
     config::{Disabled, Limits},
     discovery::{DestinationSource, Endpoint, EndpointSet, PolicySource, ProtocolHint},
     http::error::ProxyError,
@@ -46,18 +47,13 @@ use crate::{
         route::{apply_rewrite, redirect_location, Filter},
         OutboundPolicy,
     },
-    discovery::retry::{is_idempotent, MAX_RETRY_BODY_BYTES},
+    discovery::retry::RetryLayer,
     http::upstream::{MeshedPeer, Upstream},
 };
 
 /// How long a request for a never-seen authority waits for the control
 /// plane's first answer (then: 503 for endpoints, the default route for policy).
 pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(3);
-
-/// How many times one request may go to another endpoint after a refused
-/// connection (nothing was sent) or, idempotent, a connection failure before
-/// any response; not counted as retries.
-const MAX_CONNECT_RETRIES: u32 = 2;
 
 /// Makes the connections of a discovered endpoint.
 #[derive(Debug, Clone)]
@@ -362,106 +358,13 @@ impl Outbound {
         let set = self.backend(&backend.authority);
         set.balancer.set_accrual(policy.accrual);
 
-        // Retried requests need their body again: only small, complete ones
-        // are kept (MAX_RETRY_BODY_BYTES); others go once.
-        let retry = rule.retry.as_ref().filter(|_| is_idempotent(&parts.method));
-        let (replay, mut body) = match retry {
-            Some(_) if body.size_hint().upper().is_some_and(|n| n <= MAX_RETRY_BODY_BYTES) => {
-                let bytes = body.collect().await.map_err(|e| match e {
-                    RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-                    other => ProxyError::RequestBody(other.to_string()),
-                })?;
-                (Some(bytes.to_bytes()), None)
-            }
-            // Nothing to keep: a refused connection can go elsewhere.
-            _ if body.size_hint().exact() == Some(0) => (Some(Bytes::new()), None),
-            _ => (None, Some(body)),
-        };
-        let retry = retry.filter(|_| replay.is_some());
-        if let Some(r) = retry {
-            r.budget.deposit();
-        }
-
         let deadline = rule.timeouts.request.map(|d| Instant::now() + d);
         let per_attempt = rule.timeouts.backend_request.unwrap_or(self.limits.request_timeout);
-        let mut retries = 0u32;
-        let mut connect_retries = 0u32;
-        let mut last: Option<SocketAddr> = None;
-        let mut resp = loop {
-            // A retry goes elsewhere when there is anywhere else to go.
-            let pick = set.pick(last).await?;
-            let upstream = Arc::clone(pick.handle().upstream());
-            let attempt_body = match &replay {
-                Some(bytes) => RequestBody::buffered(Bytes::clone(bytes)),
-                None => body.take().expect("a streamed body is sent once"),
-            };
-            let req = attempt_request(&parts, attempt_body);
-            let limit = match deadline {
-                Some(d) => per_attempt.min(d.saturating_duration_since(Instant::now())),
-                None => per_attempt,
-            };
-            let started = Instant::now();
-            let outcome = tokio::time::timeout(limit, upstream.send(req)).await;
-            let rtt = started.elapsed();
-            let (result, retryable) = match outcome {
-                Ok(Ok(resp)) => {
-                    let failed = resp.status().is_server_error();
-                    let ejected = set.balancer.finish(pick, Some(rtt), !failed);
-                    log_ejection(&set.authority, upstream.addr(), ejected);
-                    let again = retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
-                    (Ok(resp), again)
-                }
-                Ok(Err(e)) => {
-                    // The client's own body errors say nothing about the endpoint.
-                    let endpoint_failed = !matches!(e, ProxyError::BodyTooLarge { .. } | ProxyError::Upgrade(_));
-                    if endpoint_failed {
-                        let ejected = set.balancer.finish(pick, None, false);
-                        log_ejection(&set.authority, upstream.addr(), ejected);
-                    }
-                    (Err(e), endpoint_failed)
-                }
-                Err(_) => {
-                    let ejected = set.balancer.finish(pick, None, false);
-                    log_ejection(&set.authority, upstream.addr(), ejected);
-                    (Err(ProxyError::Timeout { addr: upstream.addr(), after: limit }), true)
-                }
-            };
-            // A connection that was refused carried nothing, and an
-            // idempotent request whose connection failed before any response
-            // may be sent again (RFC 9110 §9.2.2): another endpoint gets it,
-            // whatever the retry policy and outside its budget, so an
-            // endpoint going away (a pod terminating before its removal
-            // reached us, racing its GOAWAY) fails nothing.
-            let refused = match &result {
-                Err(ProxyError::Connect { .. }) => true,
-                Err(ProxyError::Upstream { .. }) => is_idempotent(&parts.method),
-                _ => false,
-            };
-            if refused && replay.is_some() && connect_retries < MAX_CONNECT_RETRIES && set.balancer.endpoints().len() > 1 {
-                connect_retries += 1;
-                last = Some(upstream.addr());
-                debug!(authority = %key, endpoint = %upstream.addr(), "connect refused; trying another endpoint");
-                continue;
-            }
-            let again = match retry {
-                Some(r) if retryable && retries < r.max_retries => {
-                    let time_left = deadline.is_none_or(|d| Instant::now() + r.backoff < d);
-                    time_left && r.budget.try_withdraw()
-                }
-                _ => false,
-            };
-            if !again {
-                break result?;
-            }
-            retries += 1;
-            last = Some(upstream.addr());
-            debug!(authority = %key, retries, "retrying");
-            if let Some(r) = retry {
-                if !r.backoff.is_zero() {
-                    tokio::time::sleep(r.backoff).await;
-                }
-            }
-        };
+        let attempts = Endpoints { set: &set, per_attempt, deadline };
+        let mut resp = RetryLayer::new(key, rule.retry.as_deref(), deadline)
+            .layer(attempts)
+            .call(Request::from_parts(parts, body))
+            .await?;
         for f in filters {
             if let Filter::ResponseHeaders(m) = f {
                 m.apply(resp.headers_mut());
@@ -498,26 +401,6 @@ impl Target {
     }
 }
 
-fn log_ejection(authority: &str, addr: SocketAddr, ejected: Option<Duration>) {
-    if let Some(backoff) = ejected {
-        warn!(
-            "endpoint {addr} of {authority} taken out of rotation for {} after consecutive failures",
-            humantime::format_duration(Duration::from_millis(backoff.as_millis() as u64))
-        );
-    }
-}
-
-/// A fresh request head for one attempt (extensions are not carried: the
-/// upstream never reads them).
-fn attempt_request(parts: &http::request::Parts, body: RequestBody) -> Request<RequestBody> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    req
-}
-
 fn redirect(status: StatusCode, location: &str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = status;
@@ -547,6 +430,8 @@ pub fn normalize(authority: &str) -> Cow<'_, str> {
         (false, _) => Cow::Owned(format!("{}:80", authority.to_ascii_lowercase())),
     }
 }
+
+mod attempt;
 
 #[cfg(test)]
 mod tests;
