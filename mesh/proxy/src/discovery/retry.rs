@@ -5,8 +5,10 @@
 //! ```text
 //!  Retry (this file)  body kept for replay (small, complete), then per try:
 //!    │                  resend   nothing reached the app, or idempotent and no
-//!    │                           response head: another endpoint, any policy,
-//!    │                           outside the budget (MAX_RESENDS)
+//!    │                           response head (a reset, or the meshed peer's
+//!    │                           `weft-proxy-error-kind: connect|upstream`):
+//!    │                           another endpoint, any policy, outside the
+//!    │                           budget (MAX_RESENDS)
 //!    │                  retry    the rule's policy: status or error, attempts
 //!    │                           left, budget, backoff, the route's deadline
 //!    ▼ Attempt            one endpoint picked, per-attempt timeout, balancer
@@ -40,9 +42,12 @@ use http_body_util::BodyExt as _;
 use tower::Layer;
 use tracing::debug;
 
-use crate::http::{
-    body::{RequestBody, RequestBodyError, ResponseBody},
-    error::ProxyError,
+use crate::{
+    http::{
+        body::{RequestBody, RequestBodyError, ResponseBody},
+        error::{ProxyError, PROXY_ERROR_KIND_HEADER},
+    },
+    metrics::error_kind::ErrorKind,
 };
 
 /// Retried request bodies are buffered in memory; larger (or unknown-length)
@@ -188,9 +193,9 @@ pub fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
-/// How many times one request may go to another endpoint after a refused
-/// connection (nothing was sent) or, idempotent, a connection failure before
-/// any response; not counted as retries.
+/// How many times one request may go to another endpoint when nothing
+/// reached an app or, idempotent, no response head came back (see
+/// [`Tried`]); not counted as retries.
 pub const MAX_RESENDS: u32 = 2;
 
 /// Whether a failed attempt says something about the endpoint (the
@@ -207,6 +212,34 @@ pub struct Tried {
     pub endpoint: SocketAddr,
     /// Its answer.
     pub result: Result<Response<ResponseBody>, ProxyError>,
+    /// The endpoint is a meshed peer proxy (its identity verified), whose
+    /// own error responses say what became of the request.
+    pub meshed: bool,
+}
+
+impl Tried {
+    /// Whether the request may go to another endpoint whatever the retry
+    /// policy: nothing of it reached an app (a refused connection or
+    /// handshake, or the peer proxy could not connect to its app), or,
+    /// `idempotent` (RFC 9110 §9.2.2), no response head came back (a
+    /// connection reset, or the peer's app failing before answering: a
+    /// replica killed mid-request, its app perhaps a moment before its
+    /// sidecar).
+    fn resendable(&self, idempotent: bool) -> bool {
+        match &self.result {
+            Err(ProxyError::Connect { .. } | ProxyError::Tls { .. }) => true,
+            Err(ProxyError::Upstream { .. }) => idempotent,
+            // Only a verified peer proxy's word is taken for it.
+            Ok(resp) if self.meshed => {
+                match resp.headers().get(&PROXY_ERROR_KIND_HEADER).and_then(|k| ErrorKind::from_label(k.as_bytes())) {
+                    Some(ErrorKind::Connect) => true,
+                    Some(ErrorKind::Upstream) => idempotent,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One try of a request at one endpoint, which [`Retry`] repeats.
@@ -258,7 +291,8 @@ impl<A: Attempt> Retry<'_, A> {
     pub fn call(&self, req: Request<RequestBody>) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + '_ {
         async move {
             let (parts, body) = req.into_parts();
-            let retry = self.layer.policy.filter(|_| is_idempotent(&parts.method));
+            let idempotent = is_idempotent(&parts.method);
+            let retry = self.layer.policy.filter(|_| idempotent);
             let (replay, mut body) = replay(body, retry.is_some()).await?;
             let retry = retry.filter(|_| replay.is_some());
             if let Some(r) = retry {
@@ -275,28 +309,22 @@ impl<A: Attempt> Retry<'_, A> {
                     Some(bytes) => RequestBody::buffered(Bytes::clone(bytes)),
                     None => body.take().expect("a streamed body is sent once"),
                 };
-                let Tried { endpoint, result } = self.inner.attempt(attempt_request(&parts, attempt_body), last).await?;
-                let retryable = match &result {
+                let tried = self.inner.attempt(attempt_request(&parts, attempt_body), last).await?;
+                let endpoint = tried.endpoint;
+                let retryable = match &tried.result {
                     Ok(resp) => retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers())),
                     Err(e) => blames_endpoint(e),
                 };
-                // A connection that was refused carried nothing, and an
-                // idempotent request whose connection failed before any response
-                // may be sent again (RFC 9110 §9.2.2): another endpoint gets it,
-                // whatever the retry policy and outside its budget, so an
-                // endpoint going away (a pod terminating before its removal
-                // reached us, racing its GOAWAY) fails nothing.
-                let refused = match &result {
-                    Err(ProxyError::Connect { .. }) => true,
-                    Err(ProxyError::Upstream { .. }) => is_idempotent(&parts.method),
-                    _ => false,
-                };
-                if refused && replay.is_some() && resends < MAX_RESENDS && self.inner.has_other_than(endpoint) {
+                // An endpoint going away (a pod terminating before its
+                // removal reached us, racing its GOAWAY; a replica killed)
+                // fails nothing that can be sent again.
+                if tried.resendable(idempotent) && replay.is_some() && resends < MAX_RESENDS && self.inner.has_other_than(endpoint) {
                     resends += 1;
                     last = Some(endpoint);
-                    debug!(authority = %key, %endpoint, "connect refused; trying another endpoint");
+                    debug!(authority = %key, %endpoint, "no answer from this endpoint; trying another");
                     continue;
                 }
+                let result = tried.result;
                 let again = match retry {
                     Some(r) if retryable && retries < r.max_retries => {
                         let time_left = deadline.is_none_or(|d| tokio::time::Instant::now() + r.backoff < d);

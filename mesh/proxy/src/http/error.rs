@@ -17,6 +17,12 @@ use crate::{http::body::ResponseBody, http::orig_proto::UpgradeError, http::pace
 /// Header naming why the proxy answered instead of an upstream.
 pub static PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error");
 
+/// The same failure's kind, as in `weft_proxy_errors_total{kind}`: what a
+/// client proxy reads from its meshed peer (a peer that could not reach its
+/// app before any response head: `connect`, `upstream`) to send the request
+/// to another endpoint.
+pub static PROXY_ERROR_KIND_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error-kind");
+
 /// Why a request was not (fully) forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -234,10 +240,11 @@ impl ProxyError {
         resp
     }
 
-    /// The response sent downstream: status, `weft-proxy-error`, and the
-    /// reason as a plain-text body.
+    /// The response sent downstream: status, `weft-proxy-error`,
+    /// `weft-proxy-error-kind`, and the reason as a plain-text body.
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
+        let kind = self.kind();
         let reason = self.to_string();
         // Error texts come from our own formats and OS error strings; strip
         // anything a header value cannot hold rather than drop the header.
@@ -251,6 +258,7 @@ impl ProxyError {
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(PROXY_ERROR_HEADER.clone(), header);
+        h.insert(PROXY_ERROR_KIND_HEADER.clone(), HeaderValue::from_static(kind.as_str()));
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         resp
     }

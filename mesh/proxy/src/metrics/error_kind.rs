@@ -53,6 +53,11 @@ impl ErrorKind {
         ErrorKind::Overloaded,
     ];
 
+    /// The kind whose label is `label` (a peer proxy's `weft-proxy-error-kind`).
+    pub fn from_label(label: &[u8]) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str().as_bytes() == label)
+    }
+
     /// The `kind` label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod mesh_support;
 mod mtls;
+mod resend;
 mod stack;
 mod transparent;
 mod websocket;

@@ -60,12 +60,14 @@ impl Attempt for Endpoints<'_> {
                     Err(ProxyError::Timeout { addr: upstream.addr(), after: limit })
                 }
             };
-            Ok(Tried { endpoint: upstream.addr(), result })
+            Ok(Tried { endpoint: upstream.addr(), result, meshed: upstream.peer_identity().is_some() })
         }
     }
 
-    fn has_other_than(&self, _addr: SocketAddr) -> bool {
-        self.set.balancer.endpoints().len() > 1
+    fn has_other_than(&self, addr: SocketAddr) -> bool {
+        // Not "more than one": the failed endpoint may have left the set
+        // already (its removal racing its connection's end).
+        self.set.balancer.endpoints().iter().any(|h| h.endpoint().addr != addr)
     }
 }
 

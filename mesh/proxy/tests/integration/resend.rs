@@ -1,0 +1,127 @@
+//! A replica that goes away mid-request: an idempotent request that got no
+//! response head is sent again to another endpoint, a POST is not (it may
+//! have been processed). Through the real binaries: a plaintext endpoint
+//! that resets, and a meshed one whose app resets behind its sidecar (the
+//! app of a killed replica going first).
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use http::StatusCode;
+use mesh_api::policy::v1 as pol;
+use tokio::{io::AsyncReadExt, net::TcpListener, task::JoinHandle};
+
+use crate::{common::*, discovery_support::*, mesh_support::*};
+
+/// An app that reads each request head and resets the connection without
+/// an answer, counting GETs and POSTs.
+struct Resetter {
+    addr: std::net::SocketAddr,
+    gets: Arc<AtomicUsize>,
+    posts: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Resetter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Resetter {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (gets, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (g, p) = (Arc::clone(&gets), Arc::clone(&posts));
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (g, p) = (Arc::clone(&g), Arc::clone(&p));
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    match &head[..4] {
+                        b"GET " => g.fetch_add(1, Ordering::SeqCst),
+                        _ => p.fetch_add(1, Ordering::SeqCst),
+                    };
+                    // RST, not FIN: the connection dies as a killed process's does.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                });
+            }
+        });
+        Self { addr, gets, posts, task }
+    }
+
+    fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+
+    fn posts(&self) -> usize {
+        self.posts.load(Ordering::SeqCst)
+    }
+}
+
+/// GETs to `host` until the resetting app has seen 3 (bounded): every one
+/// answered 200 by the other endpoint. Then POSTs until one reaches the
+/// resetting app: that one gets 502 and is not sent elsewhere.
+async fn gets_resent_posts_not(outbound: std::net::SocketAddr, host: &str, resetter: &Resetter, good: &App) {
+    let before = resetter.gets();
+    let seen = || resetter.gets() - before;
+    for i in 0..300 {
+        if seen() >= 3 {
+            break;
+        }
+        let r = send_h1(outbound, get("/", host)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET #{i} to {host} (the resetting app saw {} of them): {:?}", seen(), proxy_error(&r));
+    }
+    assert!(seen() >= 3, "{host}: the resetting app saw {} of 300 GETs", seen());
+    for i in 0..300 {
+        let (posts, answered) = (resetter.posts(), good.received.load(Ordering::SeqCst));
+        let r = send_h1(outbound, post("/", host, "once")).await.unwrap();
+        if resetter.posts() > posts {
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "POST #{i} to {host} reached the resetting app: {:?}", proxy_error(&r));
+            assert_eq!(good.received.load(Ordering::SeqCst), answered, "{host}: the POST the resetting app took was not sent again");
+            return;
+        }
+        assert_eq!(r.status(), StatusCode::OK, "POST #{i} to {host}: {:?}", proxy_error(&r));
+    }
+    panic!("{host}: no POST of 300 reached the resetting app");
+}
+
+#[tokio::test]
+async fn a_reset_before_the_response_head_resends_idempotent_requests_only() {
+    let (client_id, server_id) = (sa("client"), sa("server"));
+    let m = MeshDir::new(&[&client_id, &server_id]);
+    let cp = m.control("127.0.0.1:0", "1h").await;
+    let (good_app, resetter) = (start_app().await, Resetter::start().await);
+    let good = m.proxy("good", &server_id, cp.addr, &args(&["--app", &good_app.addr.to_string()])).await;
+    let bad = m.proxy("bad", &server_id, cp.addr, &args(&["--app", &resetter.addr.to_string()])).await;
+    let ctl = FakeControl::start_signed_by(&m.path("data")).await;
+    let (good_in, bad_in) = (good.inbound.unwrap(), bad.inbound.unwrap());
+    ctl.state.set_identity(good_in, &server_id);
+    ctl.state.set_identity(bad_in, &server_id);
+    ctl.state.set_endpoints("meshed.test:80", &[good_in, bad_in]);
+    ctl.state.set_endpoints("plain.test:80", &[good_app.addr, resetter.addr]);
+    // Failure accrual off, no retry policy: only resends can hide the reset.
+    for svc in ["meshed.test:80", "plain.test:80"] {
+        ctl.state.set_outbound(svc, one_rule(pol::HttpRule::default(), 0));
+    }
+    let control = ctl.addr().to_string();
+    let client = m.proxy("client", &client_id, cp.addr, &args(&["--destination", &control, "--policy", &control])).await;
+    ready(&good).await;
+    ready(&bad).await;
+    ready(&client).await;
+
+    gets_resent_posts_not(client.outbound, "plain.test", &resetter, &good_app).await;
+    // The meshed replica's sidecar answers for its app: no response head came.
+    gets_resent_posts_not(client.outbound, "meshed.test", &resetter, &good_app).await;
+    cp.stop().await;
+}
