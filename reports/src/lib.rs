@@ -25,6 +25,7 @@ pub mod compare;
 pub mod conformance;
 pub mod gate;
 pub mod io;
+#[cfg(feature = "render")]
 pub mod render;
 
 /// The record types, as `reports::record::...` for callers that name the module.
