@@ -13,17 +13,29 @@
 // Not `forbid`: substrate::proc_guard must allow unsafe for its pre_exec hook.
 #![deny(unsafe_code)]
 
+#[cfg(feature = "bench")]
 pub mod bins;
+#[cfg(feature = "bench")]
 pub mod commands;
+#[cfg(feature = "bench")]
 pub mod conformance;
+#[cfg(feature = "bench")]
 pub mod env;
+#[cfg(feature = "bench")]
 pub mod hardening;
+#[cfg(feature = "bench")]
 pub mod hostile;
+#[cfg(feature = "bench")]
 pub mod plan;
+#[cfg(feature = "bench")]
 pub mod propagation;
+#[cfg(feature = "bench")]
 pub mod runner;
+#[cfg(feature = "bench")]
 pub mod sampler;
+#[cfg(feature = "bench")]
 pub mod substrate;
 pub mod suite;
 
+#[cfg(feature = "bench")]
 pub use runner::{run, RunError, RunOptions, RunOutcome, SubstrateKind};
