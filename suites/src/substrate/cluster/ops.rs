@@ -170,8 +170,8 @@ impl Cluster {
     }
 
     /// Terminate pod `pod`: take it out of its Services' endpoints and, at
-    /// the same moment, SIGTERM its sidecar; once it has drained and exited,
-    /// SIGTERM its app (each SIGKILLed after a drain grace).
+    /// the same moment, SIGTERM its sidecar and its app together, as
+    /// Kubernetes does (each SIGKILLed after a drain grace).
     pub async fn terminate_pod(&self, pod: &str) -> Result<(), OpError> {
         self.pod(pod).map_err(|e| OpError::Failed(e.to_string()))?;
         if self.manifests_dir.is_none() {
@@ -190,12 +190,11 @@ impl Cluster {
         if sidecar.is_empty() && app.is_empty() {
             return Err(self.not_handed_over(pod));
         }
-        // The sidecar drains first, then the app goes: what is under test
-        // is the mesh's shutdown, not the app's (an app that closes its
-        // idle keep-alive connections at once races its own sidecar).
-        for p in sidecar.into_iter().chain(app) {
-            p.stop(DRAIN_GRACE).await;
-        }
+        // As Kubernetes does: SIGTERM to the app and its sidecar at once.
+        // The app may be gone while its sidecar drains; what the sidecar
+        // still receives for it is answered with `weft-proxy-error-kind:
+        // connect|upstream`, which the client's proxy sends elsewhere.
+        futures_util::future::join_all(sidecar.into_iter().chain(app).map(|p| p.stop(DRAIN_GRACE))).await;
         Ok(())
     }
 
