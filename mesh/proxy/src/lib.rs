@@ -23,7 +23,7 @@
 //!  http       HTTP core: headers, body, upstream pools, error responses, upgrade,
 //!             orig_proto (HTTP/1 over the proxies' HTTP/2), router (static routes), server (accept, drain)
 //!  discovery  sources (grpc, memory), policy, outbound (the discovered path), balance (P2C),
-//!             accrual (failure accrual), retry (budget), authz (inbound authorization)
+//!             accrual (failure accrual), retry (the retry layer: resend, policy, budget), authz (inbound authorization)
 //!  stack      the request path as layers (metrics, errors, authorize, limit, timeout, body_limit, forward),
 //!             assembled per direction (stack::outbound, stack::inbound); the explicit listener
 //!  tcp        protocol detection (tcp::detect), opaque TCP relays and forwarders
