@@ -4,10 +4,11 @@
 //! drains so orchestrators see `/ready` turn 503.
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
@@ -18,14 +19,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
-use crate::{http::body::ResponseBody, metrics::Metrics, http::server::Phase};
+use crate::{discovery::authz::Authz, http::body::ResponseBody, metrics::Metrics, http::server::Phase};
 
 /// Readiness as the admin endpoint reports it: listeners bound, not
-/// draining, and (meshed proxies) a workload certificate issued.
+/// draining, (meshed proxies) a workload certificate issued, and every
+/// watched inbound port's first authorization policy received (a proxy
+/// taking traffic before that would judge it by the default alone).
 #[derive(Debug, Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     certified: Arc<AtomicBool>,
+    policies: Arc<Mutex<Vec<Arc<Authz>>>>,
 }
 
 impl Default for Health {
@@ -39,7 +43,24 @@ impl Health {
     /// [`Health::set_certified`]. Once certified a proxy stays so: a failed
     /// renewal keeps the current certificate.
     pub fn new(needs_certificate: bool) -> Self {
-        Self { ready: Arc::new(AtomicBool::new(false)), certified: Arc::new(AtomicBool::new(!needs_certificate)) }
+        Self {
+            ready: Arc::new(AtomicBool::new(false)),
+            certified: Arc::new(AtomicBool::new(!needs_certificate)),
+            policies: Arc::default(),
+        }
+    }
+
+    /// Not ready until `authz`'s first policy arrives (a port without a
+    /// policy source never holds readiness back). Once it has, a lost
+    /// control plane does not make the proxy unready: the policy stays.
+    pub fn wait_for_policy(&self, authz: Arc<Authz>) {
+        self.policies.lock().unwrap_or_else(|e| e.into_inner()).push(authz);
+    }
+
+    /// The first watched port still without its policy.
+    fn port_awaiting_policy(&self) -> Option<u16> {
+        let policies = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        policies.iter().find(|a| a.awaiting_policy()).map(|a| a.port())
     }
 
     /// Records that the first workload certificate arrived.
@@ -54,7 +75,18 @@ impl Health {
 
     /// Whether `/ready` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.certified.load(Ordering::Acquire)
+        self.not_ready().is_none()
+    }
+
+    /// Why `/ready` is 503, or `None` when it is 200.
+    fn not_ready(&self) -> Option<Cow<'static, str>> {
+        if !self.certified.load(Ordering::Acquire) {
+            return Some("not ready: no workload certificate yet\n".into());
+        }
+        if let Some(port) = self.port_awaiting_policy() {
+            return Some(format!("not ready: no inbound policy yet for port {port}\n").into());
+        }
+        (!self.ready.load(Ordering::Acquire)).then_some("not ready\n".into())
     }
 }
 
@@ -101,18 +133,21 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
             );
             resp
         }
-        "/ready" if health.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" if !health.certified.load(Ordering::Acquire) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no workload certificate yet\n")
-        }
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/ready" => match health.not_ready() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        },
         "/live" => text(StatusCode::OK, "live\n"),
         _ => text(StatusCode::NOT_FOUND, "try /metrics, /ready or /live\n"),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Cow<'static, str>>) -> Response<ResponseBody> {
+    let body = match body.into() {
+        Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
+        Cow::Owned(s) => Bytes::from(s),
+    };
+    let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

@@ -10,6 +10,10 @@
 //!    └ opaque      ─> plaintext allowed? TCP relay to --app : close
 //! ```
 //!
+//! "Allowed" is the port's policy once it is known (then judged per
+//! request for HTTP), before that the proxy's `--default-inbound-policy`
+//! (then plaintext is refused per connection, as a strict port does).
+//!
 //! With `--transparent` there is no `--app`: each connection goes to its
 //! original destination (the pod IP and app port the peer dialed, before
 //! iptables redirected it here), and its authorization policy is that
@@ -38,7 +42,7 @@ use tracing::{debug, warn};
 
 use crate::{
     discovery::authz::{Authz, AuthzByPort, Traffic},
-    config::{Limits, OpaquePorts, Plaintext},
+    config::{Limits, OpaquePorts},
     tcp::detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
     stack::{
         inbound::{Connection, InboundStack},
@@ -67,20 +71,18 @@ pub struct Inbound {
     pub app: App,
     /// Our identity; `None`: plaintext only.
     pub mesh: Option<Arc<MeshTls>>,
-    /// What to do with connections that are not Weft mTLS.
-    pub plaintext: Plaintext,
 }
 
 /// The application behind the inbound listener.
 pub enum App {
-    /// `--app`: every connection goes there. `authz` is the authorization
-    /// policy of its port (`--policy`); `None`: any meshed identity,
-    /// plaintext per `--inbound-plaintext`.
+    /// `--app`: every connection goes there. `authz` judges its port
+    /// (`--policy`, the default until it is known; without `--policy`
+    /// always the default).
     Fixed {
         /// The app's address.
         addr: SocketAddr,
-        /// Its port's policy.
-        authz: Option<Arc<Authz>>,
+        /// Its port's authorization.
+        authz: Arc<Authz>,
     },
     /// `--transparent`: each connection's original destination.
     OriginalDst(Box<OriginalDstApp>),
@@ -90,7 +92,7 @@ pub enum App {
 pub struct OriginalDstApp {
     gate: Gate,
     upstreams: DirectUpstreams,
-    authz: Option<AuthzByPort>,
+    authz: AuthzByPort,
     opaque_ports: OpaquePorts,
 }
 
@@ -98,7 +100,7 @@ impl OriginalDstApp {
     /// `gate` refuses own ports and unredirected connections; `authz`
     /// (`--policy`) judges each destination port by its own policy (which
     /// also says whether the port is opaque, as `opaque_ports` do).
-    pub fn new(gate: Gate, authz: Option<AuthzByPort>, opaque_ports: OpaquePorts) -> Self {
+    pub fn new(gate: Gate, authz: AuthzByPort, opaque_ports: OpaquePorts) -> Self {
         Self { gate, upstreams: DirectUpstreams::local_app(), authz, opaque_ports }
     }
 }
@@ -111,7 +113,7 @@ struct Target {
     app_source: Option<std::net::IpAddr>,
     /// Transparent: the app upstream for HTTP (else the forwarder's own).
     via: Option<Via>,
-    authz: Option<Arc<Authz>>,
+    authz: Arc<Authz>,
     /// Transparent: the destination port is opaque (no HTTP detection).
     opaque_port: bool,
 }
@@ -136,7 +138,7 @@ impl Inbound {
                     app: dst,
                     app_source: local_app_source(dst),
                     via: Some(Via::Upstream(t.upstreams.get(dst))),
-                    authz: t.authz.as_ref().map(|a| a.port(dst.port())),
+                    authz: t.authz.port(dst.port()),
                     opaque_port: t.opaque_ports.contains(dst.port()),
                 })
             }
@@ -152,16 +154,16 @@ impl Inbound {
         // server-speaks-first app port (anything may be redirected here):
         // after --detect-timeout it is opaque TCP, as outbound.
         let transparent = matches!(self.app, App::OriginalDst(_));
-        if let (true, Some(authz)) = (transparent, &target.authz) {
+        if transparent {
             // The port's watch may have started with this connection.
-            authz.loaded().await;
+            target.authz.loaded().await;
         }
         let silent = if transparent { limits.detect_timeout } else { limits.header_read_timeout };
         // An opaque port: only a peer proxy's TLS is told apart (it speaks
         // first, at once); plaintext bytes are relayed without waiting for
         // an HTTP request line. A silent plaintext client still waits
         // --detect-timeout: nothing tells it from a peer yet to speak.
-        let opaque = target.opaque_port || target.authz.as_ref().and_then(|a| a.policy()).is_some_and(|p| p.opaque);
+        let opaque = target.opaque_port || target.authz.policy().is_some_and(|p| p.opaque);
         let detecting = async {
             match opaque {
                 true => detect_tls(&mut stream, silent).await,
@@ -185,15 +187,16 @@ impl Inbound {
             }
         };
         let io = PrefixedIo::new(prefix, stream);
-        // Once an authorization policy is loaded it decides about plaintext
-        // clients too (HTTP: 403 per request; TCP: closed).
-        let policy_loaded = target.authz.as_ref().is_some_and(|a| a.verdict(None).is_some());
+        // The port's policy, once loaded, judges plaintext per request
+        // (HTTP: 403; TCP: closed); until then a default that refuses
+        // plaintext refuses the connection at once.
+        let refuse_plaintext = !target.authz.judged_by_policy() && target.authz.verdict(None) != Verdict::Allow;
         match (protocol, &self.mesh) {
             (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher, phase, target).await,
-            (_, _) if !policy_loaded && self.plaintext == Plaintext::Deny => self.refuse_plaintext(protocol, io, peer).await,
+            (_, _) if refuse_plaintext => self.refuse_plaintext(protocol, io, peer, &target.authz).await,
             (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, phase, None, target).await,
             (Protocol::Tls | Protocol::Opaque, _) => {
-                if tcp_allowed(target.authz.as_deref(), None, peer) {
+                if tcp_allowed(&target.authz, None, peer) {
                     self.relay_to_app(io, peer, target.app, target.app_source).await
                 }
             }
@@ -228,7 +231,7 @@ impl Inbound {
             Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, phase, client, target).await,
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
-                if tcp_allowed(target.authz.as_deref(), client.as_ref(), peer) {
+                if tcp_allowed(&target.authz, client.as_ref(), peer) {
                     self.relay_to_app(tls, peer, target.app, target.app_source).await
                 }
             }
@@ -280,14 +283,26 @@ impl Inbound {
 
     /// Plaintext on a strict port: HTTP/1 gets a 403 naming why (cheap, and
     /// far clearer to a person with curl than a reset); the rest is closed.
-    async fn refuse_plaintext(&self, protocol: Protocol, mut io: PrefixedIo<TcpStream>, peer: SocketAddr) {
+    async fn refuse_plaintext(&self, protocol: Protocol, mut io: PrefixedIo<TcpStream>, peer: SocketAddr, authz: &Authz) {
         let what = match protocol {
             Protocol::Http1 => "HTTP/1",
             Protocol::Http2 => "HTTP/2 (h2c)",
             Protocol::Tls => "TLS without Weft identity",
             Protocol::Opaque => "opaque TCP",
         };
-        self.refused(peer, Refusal::Plaintext, &format!("{what} on a port that requires Weft mTLS (--inbound-plaintext deny)"));
+        let why = match authz.awaiting_policy() {
+            true => "no policy for it yet",
+            false => "no policy for it",
+        };
+        self.refused(
+            peer,
+            Refusal::Plaintext,
+            &format!(
+                "{what} to port {}, which requires Weft mTLS ({why}: --default-inbound-policy {})",
+                authz.port(),
+                authz.default_name()
+            ),
+        );
         if protocol != Protocol::Http1 {
             return;
         }
@@ -323,12 +338,11 @@ impl Inbound {
 }
 
 /// The authorization verdict for a TCP connection (counted and logged when
-/// refused); no policy: allowed.
-fn tcp_allowed(authz: Option<&Authz>, client: Option<&SpiffeId>, peer: SocketAddr) -> bool {
-    let Some(authz) = authz else { return true };
+/// refused).
+fn tcp_allowed(authz: &Authz, client: Option<&SpiffeId>, peer: SocketAddr) -> bool {
     match authz.verdict(client) {
-        None | Some(Verdict::Allow) => true,
-        Some(v) => {
+        Verdict::Allow => true,
+        v => {
             authz.refused(Traffic::Tcp, v, client, peer, true);
             false
         }

@@ -57,12 +57,12 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, info, warn};
 
-pub use crate::config::{Config, ConfigError, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, TcpForward, TcpService};
+pub use crate::config::{Config, ConfigError, Disabled, Limits, OpaquePorts, MeshConfig, DefaultInboundPolicy, Route, TcpForward, TcpService};
 use crate::{
     admin::Health,
     discovery::authz::{Authz, AuthzByPort},
     discovery::outbound::Outbound,
-    stack::{inbound::InboundStack, outbound::OutboundStack, Forwarder},
+    stack::{inbound::InboundStack, loop_guard::OwnOutbound, outbound::OutboundStack, Forwarder},
     identity::{MeshError, MeshTls},
     inbound::{App, Inbound, OriginalDstApp},
     metrics::{Direction, Metrics},
@@ -164,7 +164,7 @@ async fn serve_until(
                 "TESTING ONLY: --disable {feature}: this proxy does NOT apply {} (conformance testing switch; never use in production)",
                 match feature {
                     "routes" => "outbound routes (every request goes to the Service itself)",
-                    "authz" => "inbound authorization policy (any meshed client is let in)",
+                    "authz" => "inbound authorization policy (--default-inbound-policy judges every client)",
                     "retries" => "route retries",
                     _ => "route timeouts",
                 }
@@ -209,6 +209,11 @@ async fn serve_until(
     let outbound_metrics = metrics.direction(Direction::Outbound).clone();
     let router = Router::meshed(&config.routes, mesh.as_ref().map(|m| (m, &outbound_metrics)))?;
     let (discovered, authz) = discovery_sources(&config, mesh.as_ref(), &metrics, &outbound_metrics)?;
+    if let InboundAuthz::AppPort(Some(authz)) = &authz {
+        // Transparent ports are learnt from traffic, so only --app's port
+        // can hold readiness back (see README, Inbound authorization).
+        health.wait_for_policy(Arc::clone(authz));
+    }
     let tcp_forwarders = config
         .tcp_forwards
         .iter()
@@ -222,6 +227,16 @@ async fn serve_until(
             .collect(),
         None => Vec::new(),
     };
+    // Explicit mode: a request naming the outbound listener, or a static
+    // route to it, would come straight back (stack::loop_guard).
+    let own_outbound = OwnOutbound::new(outbound.local_addr().ok());
+    let looping: Vec<String> = config
+        .routes
+        .iter()
+        .filter_map(|r| own_outbound.reached_by(r.addr).map(|l| format!("--route {r}: {} is this proxy's own outbound listener {l}; every request would loop", r.addr)))
+        .collect();
+    ConfigError::from_problems(looping)?;
+
     announce(&outbound, inbound.as_ref(), &tcp, &tcp_services, &admin).map_err(RunError::Announce)?;
 
     let (phase_tx, phase) = watch::channel(Phase::Running);
@@ -258,7 +273,8 @@ async fn serve_until(
         }
         proxies.push(tokio::spawn(transparent.serve(outbound, phase.clone())));
     } else {
-        let stack = OutboundStack::new(Forwarder::outbound(router, discovered, limits, outbound_metrics), &limits);
+        let stack = OutboundStack::new(Forwarder::outbound(router, discovered, limits, outbound_metrics), &limits)
+            .refusing_loops(own_outbound);
         proxies.push(tokio::spawn(stack::serve::serve_proxy(
             outbound,
             stack,
@@ -267,8 +283,12 @@ async fn serve_until(
             phase.clone(),
         )));
     }
+    let default = config.default_inbound_policy;
     let app = match (config.app, authz) {
-        (Some(addr), InboundAuthz::AppPort(authz)) => Some(App::Fixed { addr, authz }),
+        (Some(addr), InboundAuthz::AppPort(authz)) => {
+            let authz = authz.unwrap_or_else(|| Arc::new(Authz::new(addr.port(), &metrics, default)));
+            Some(App::Fixed { addr, authz })
+        }
         (None, InboundAuthz::PerPort(authz)) if config.transparent => {
             let gate = Gate::new(Direction::Inbound, own, metrics.direction(Direction::Inbound).clone());
             Some(App::OriginalDst(Box::new(OriginalDstApp::new(gate, authz, config.opaque_ports.clone()))))
@@ -293,7 +313,6 @@ async fn serve_until(
             limits,
             app,
             mesh: mesh.clone(),
-            plaintext: config.inbound_plaintext,
         });
         if let Some(listener6) = inbound6 {
             proxies.push(tokio::spawn(Arc::clone(&inbound).serve(listener6, phase.clone())));
@@ -310,7 +329,7 @@ async fn serve_until(
         app = ?config.app,
         transparent = config.transparent,
         identity = ?mesh.as_ref().map(|m| m.identity().to_string()),
-        inbound_plaintext = %config.inbound_plaintext,
+        default_inbound_policy = %config.default_inbound_policy,
         destination = ?config.destination,
         policy = ?config.policy,
         disabled = %config.disabled,
@@ -338,7 +357,7 @@ enum InboundAuthz {
     /// `--app`'s port.
     AppPort(Option<Arc<Authz>>),
     /// `--transparent`: each original destination's port.
-    PerPort(Option<AuthzByPort>),
+    PerPort(AuthzByPort),
 }
 
 /// The discovered outbound path and the inbound authorization, when configured.
@@ -387,13 +406,13 @@ fn discovery_sources(
         )),
         None => None,
     };
-    let enforce = !config.disabled.authz;
+    let (enforce, default) = (!config.disabled.authz, config.default_inbound_policy);
     let authz = match (&policy, config.app) {
-        (Some(p), _) if config.transparent => {
-            InboundAuthz::PerPort(Some(AuthzByPort::new(Arc::clone(p) as Arc<dyn discovery::PolicySource>, Arc::clone(metrics), enforce)))
+        _ if config.transparent => {
+            let source = policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>);
+            InboundAuthz::PerPort(AuthzByPort::new(source, Arc::clone(metrics), enforce, default))
         }
-        (None, _) if config.transparent => InboundAuthz::PerPort(None),
-        (Some(p), Some(app)) => InboundAuthz::AppPort(Some(Authz::start(p.as_ref(), app.port(), metrics, enforce))),
+        (Some(p), Some(app)) => InboundAuthz::AppPort(Some(Authz::start(p.as_ref(), app.port(), metrics, enforce, default))),
         _ => InboundAuthz::AppPort(None),
     };
     Ok((discovered, authz))

@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Conns, ControlTrust, Disabled, Limits, OpaquePorts, MeshConfig, Plaintext, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Conns, ControlTrust, Disabled, Limits, OpaquePorts, MeshConfig, DefaultInboundPolicy, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -76,9 +76,19 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_TRUST_ANCHOR", value_name = "PEM")]
     pub trust_anchor: Option<PathBuf>,
 
-    /// Inbound connections that are not Weft mTLS: allow (forward to --app)
-    /// or deny (HTTP/1 gets 403, others are closed). [default: deny with --identity, else allow]
-    #[arg(long, env = "WEFT_PROXY_INBOUND_PLAINTEXT", value_name = "allow|deny")]
+    /// Who may reach an inbound port until its policy is known (before
+    /// --policy's first answer, while mesh-control is unreachable, and
+    /// always without --policy): all-unauthenticated (alias allow),
+    /// all-authenticated (meshed clients only) or deny. Refused plaintext
+    /// HTTP/1 gets 403, other plaintext is closed. A plaintext-only proxy
+    /// with an inbound listener and no --policy must say all-unauthenticated.
+    /// [default: all-authenticated]
+    #[arg(long, env = "WEFT_PROXY_DEFAULT_INBOUND_POLICY", value_name = "POLICY")]
+    pub default_inbound_policy: Option<String>,
+
+    /// Deprecated spelling of --default-inbound-policy: allow =
+    /// all-unauthenticated, deny = all-authenticated.
+    #[arg(long, env = "WEFT_PROXY_INBOUND_PLAINTEXT", value_name = "allow|deny", hide = true)]
     pub inbound_plaintext: Option<String>,
 
     /// Add `weft-client-id: <SPIFFE ID>` to inbound requests from meshed
@@ -275,15 +285,7 @@ impl Args {
                 Err(e) => problems.push(e),
             }
         }
-        cfg.inbound_plaintext = match &self.inbound_plaintext {
-            Some(p) => p.parse().unwrap_or_else(|e| {
-                problems.push(e);
-                Plaintext::Deny
-            }),
-            // Meshed ports are strict unless told otherwise.
-            None if cfg.mesh.is_some() => Plaintext::Deny,
-            None => Plaintext::Allow,
-        };
+        cfg.default_inbound_policy = self.default_inbound_policy(&mut problems);
 
         match self.threads.parse::<usize>() {
             Ok(n) => cfg.threads = n,
@@ -429,6 +431,33 @@ impl Args {
 
     /// `--trust-anchor` (read and checked now) and `--control-identity`
     /// (default: mesh-control's in --identity's trust domain).
+    /// `--default-inbound-policy`, or its old spelling `--inbound-plaintext`
+    /// (not both: one would silently lose).
+    fn default_inbound_policy(&self, problems: &mut Vec<String>) -> DefaultInboundPolicy {
+        let old = self.inbound_plaintext.as_deref().and_then(|p| match p {
+            "allow" => Some(DefaultInboundPolicy::AllUnauthenticated),
+            "deny" => Some(DefaultInboundPolicy::AllAuthenticated),
+            other => {
+                problems.push(format!(
+                    "--inbound-plaintext {other:?}: expected allow or deny (or use --default-inbound-policy)"
+                ));
+                None
+            }
+        });
+        let new = self.default_inbound_policy.as_deref().and_then(|p| p.parse().map_err(|e| problems.push(e)).ok());
+        match (new, old) {
+            (Some(new), Some(old)) if new != old => {
+                problems.push(format!(
+                    "--default-inbound-policy {new} and --inbound-plaintext {} disagree; give only \
+                     --default-inbound-policy (--inbound-plaintext allow = all-unauthenticated, deny = all-authenticated)",
+                    self.inbound_plaintext.as_deref().unwrap_or_default()
+                ));
+                new
+            }
+            (new, old) => new.or(old).unwrap_or_default(),
+        }
+    }
+
     fn control_trust(&self, problems: &mut Vec<String>) -> Option<ControlTrust> {
         let Some(anchor) = &self.trust_anchor else {
             if let Some(id) = &self.control_identity {
@@ -556,6 +585,8 @@ mod tests {
             "b=127.0.0.1:2",
             "--app",
             "127.0.0.1:3",
+            "--default-inbound-policy",
+            "all-unauthenticated",
             "--threads",
             "2",
             "--max-request-body-bytes",
@@ -566,6 +597,27 @@ mod tests {
         assert_eq!(cfg.app, Some("127.0.0.1:3".parse().unwrap()));
         assert_eq!(cfg.threads, 2);
         assert_eq!(cfg.limits.max_request_body_bytes, 1024);
+    }
+
+    #[test]
+    fn default_inbound_policy_and_its_old_spelling() {
+        assert_eq!(parse(&[]).unwrap().default_inbound_policy, DefaultInboundPolicy::AllAuthenticated, "strict by default");
+        for (flag, want) in [
+            ("allow", DefaultInboundPolicy::AllUnauthenticated),
+            ("all-unauthenticated", DefaultInboundPolicy::AllUnauthenticated),
+            ("all-authenticated", DefaultInboundPolicy::AllAuthenticated),
+            ("deny", DefaultInboundPolicy::Deny),
+        ] {
+            assert_eq!(parse(&["--default-inbound-policy", flag]).unwrap().default_inbound_policy, want, "{flag}");
+        }
+        let old = parse(&["--inbound-plaintext", "allow"]).unwrap();
+        assert_eq!(old.default_inbound_policy, DefaultInboundPolicy::AllUnauthenticated);
+        let err = parse(&["--default-inbound-policy", "open"]).unwrap_err().to_string();
+        assert!(err.contains("\"open\"") && err.contains("all-authenticated"), "{err}");
+        let err = parse(&["--default-inbound-policy", "deny", "--inbound-plaintext", "allow"]).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
+        let err = parse(&["--app", "127.0.0.1:1"]).unwrap_err().to_string();
+        assert!(err.contains("--app 127.0.0.1:1 on a plaintext-only proxy"), "{err}");
     }
 
     #[test]
@@ -595,18 +647,19 @@ mod tests {
 
     #[test]
     fn transparent_needs_no_app_and_refuses_app_and_routes() {
-        let cfg = parse(&["--transparent"]).unwrap();
+        let open = ["--default-inbound-policy", "allow"];
+        let cfg = parse(&[&["--transparent"][..], &open].concat()).unwrap();
         assert!(cfg.transparent);
         assert_eq!(cfg.app, None);
         assert!(!parse(&[]).unwrap().transparent, "off by default");
 
-        let err = parse(&["--transparent", "--app", "127.0.0.1:8080", "--route", "web:80=127.0.0.1:1"]).unwrap_err();
+        let err = parse(&[&["--transparent", "--app", "127.0.0.1:8080", "--route", "web:80=127.0.0.1:1"][..], &open].concat()).unwrap_err();
         let text = err.to_string();
         assert_eq!(err.problems.len(), 2, "{text}");
         assert!(text.contains("--app 127.0.0.1:8080: not used with --transparent"), "{text}");
         assert!(text.contains("--route web:80=127.0.0.1:1: not used with --transparent"), "{text}");
         // Explicit TCP listeners stay usable next to transparent mode.
-        let cfg = parse(&["--transparent", "--tcp-forward", "127.0.0.1:0=127.0.0.1:5432"]).unwrap();
+        let cfg = parse(&[&["--transparent", "--tcp-forward", "127.0.0.1:0=127.0.0.1:5432"][..], &open].concat()).unwrap();
         assert_eq!(cfg.tcp_forwards.len(), 1);
     }
 }

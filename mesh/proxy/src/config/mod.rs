@@ -41,8 +41,10 @@ pub struct Config {
     /// This workload's identity and how to get certified; `None` runs
     /// plaintext only.
     pub mesh: Option<MeshConfig>,
-    /// Whether the inbound listener accepts connections that are not Weft mTLS.
-    pub inbound_plaintext: Plaintext,
+    /// Who may reach an inbound port while its own policy is not known:
+    /// before the first answer of `--policy`, while the control plane is
+    /// unreachable at start, and always without `--policy`.
+    pub default_inbound_policy: DefaultInboundPolicy,
     /// Tell the app who called: add `weft-client-id` to meshed inbound requests.
     pub forward_client_identity: bool,
     /// How to recognise mesh-control (`--trust-anchor`, `--control-identity`):
@@ -126,7 +128,7 @@ pub struct Disabled {
     /// redirects, per-route timeouts or retries.
     pub routes: bool,
     /// Inbound authorization policy not enforced: as before any policy
-    /// arrives (any meshed client; plaintext per `--inbound-plaintext`).
+    /// arrives (`--default-inbound-policy` decides).
     pub authz: bool,
     /// Route retries never happen.
     pub retries: bool,
@@ -217,32 +219,51 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The inbound plaintext policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plaintext {
-    /// Plaintext HTTP and TCP are forwarded to the app (unmeshed callers).
-    Allow,
-    /// Only Weft mTLS is accepted; plaintext HTTP/1 gets 403, anything else is closed.
+/// A port's inbound authorization until its policy is known (and without
+/// `--policy`): the names mesh-control uses for a port's default
+/// (`config.weft.io/default-inbound-policy`, `--default-inbound-policy` of
+/// mesh-control), so one vocabulary covers both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefaultInboundPolicy {
+    /// Everyone, plaintext clients included (`all-unauthenticated`, alias `allow`).
+    AllUnauthenticated,
+    /// Any meshed (mTLS) client; plaintext refused. Strict by default: a
+    /// proxy that has not heard its policy yet must not let in what the
+    /// policy may refuse, and plaintext is what no policy needs to allow.
+    #[default]
+    AllAuthenticated,
+    /// No one.
     Deny,
 }
 
-impl FromStr for Plaintext {
+impl DefaultInboundPolicy {
+    /// Whether plaintext (unauthenticated) clients are let in.
+    pub fn allows_plaintext(self) -> bool {
+        self == Self::AllUnauthenticated
+    }
+}
+
+impl FromStr for DefaultInboundPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "allow" => Ok(Plaintext::Allow),
-            "deny" => Ok(Plaintext::Deny),
-            other => Err(format!("--inbound-plaintext {other:?}: expected allow or deny")),
+            "allow" | "all-unauthenticated" => Ok(Self::AllUnauthenticated),
+            "all-authenticated" => Ok(Self::AllAuthenticated),
+            "deny" => Ok(Self::Deny),
+            other => Err(format!(
+                "--default-inbound-policy {other:?}: expected all-unauthenticated (or allow), all-authenticated or deny"
+            )),
         }
     }
 }
 
-impl fmt::Display for Plaintext {
+impl fmt::Display for DefaultInboundPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Plaintext::Allow => "allow",
-            Plaintext::Deny => "deny",
+            Self::AllUnauthenticated => "all-unauthenticated",
+            Self::AllAuthenticated => "all-authenticated",
+            Self::Deny => "deny",
         })
     }
 }
@@ -308,7 +329,7 @@ impl Default for Config {
             tcp_services: Vec::new(),
             mesh: None,
             control_trust: None,
-            inbound_plaintext: Plaintext::Allow,
+            default_inbound_policy: DefaultInboundPolicy::default(),
             forward_client_identity: false,
             destination: None,
             policy: None,
@@ -414,8 +435,17 @@ impl Config {
             for fwd in self.tcp_forwards.iter().filter(|f| f.identity.is_some()) {
                 problems.push(mesh_needed(format!("--tcp-forward {fwd}")));
             }
-            if self.inbound_plaintext == Plaintext::Deny {
-                problems.push(mesh_needed("--inbound-plaintext deny".to_owned()));
+            // Without an identity no client can authenticate, and without
+            // --policy nothing will ever let one in: refuse to start rather
+            // than refuse every connection.
+            let inbound = self.app.map(|a| format!("--app {a}")).or(self.transparent.then(|| "--transparent".to_owned()));
+            if let (Some(inbound), None, false) = (inbound, &self.policy, self.default_inbound_policy.allows_plaintext()) {
+                problems.push(format!(
+                    "{inbound} on a plaintext-only proxy without --policy: the default inbound policy {} would refuse \
+                     every client; pass --default-inbound-policy all-unauthenticated to accept plaintext clients, or \
+                     give the proxy an identity (--identity, --control, --token-file, --trust-anchor)",
+                    self.default_inbound_policy
+                ));
             }
             if self.forward_client_identity {
                 problems.push(mesh_needed("--forward-client-identity".to_owned()));
@@ -676,12 +706,17 @@ mod tests {
         let cfg = Config {
             routes: vec!["a=127.0.0.1:1@spiffe://td/ns/a/sa/b".parse().unwrap()],
             tcp_forwards: vec!["127.0.0.1:0=127.0.0.1:2@spiffe://td/ns/a/sa/b".parse().unwrap()],
-            inbound_plaintext: Plaintext::Deny,
+            app: Some("127.0.0.1:3".parse().unwrap()),
             forward_client_identity: true,
             ..Config::default()
         };
         let err = cfg.validate().unwrap_err();
         assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(err.to_string().contains("--default-inbound-policy all-unauthenticated"), "{err}");
+        let open = Config { default_inbound_policy: DefaultInboundPolicy::AllUnauthenticated, app: cfg.app, ..Config::default() };
+        assert!(open.validate().is_ok(), "plaintext-only with an explicit permissive default");
+        let watched = Config { policy: Some("127.0.0.1:8086".into()), ..open.clone() };
+        assert!(watched.validate().is_err_and(|e| !e.to_string().contains("--default-inbound-policy")), "a policy may allow plaintext later");
     }
 
     #[test]

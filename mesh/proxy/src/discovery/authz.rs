@@ -10,9 +10,12 @@
 //! Every refusal increments `weft_inbound_authz_denied_total{protocol,reason}`
 //! and logs one line naming the client, the port and the reason (HTTP: once
 //! per connection, so a client hammering a closed door does not flood the
-//! log). Until the first policy arrives the proxy behaves as without one
-//! (`--inbound-plaintext`, any meshed identity): the control plane being
-//! slow to answer must not take the workload down.
+//! log). Until a port's first policy arrives, and for every port without
+//! `--policy`, the proxy's default applies (`--default-inbound-policy`,
+//! strict by default: meshed clients only): a control plane that is slow,
+//! or unreachable when the pod starts, must not open the door the policy
+//! may keep shut. `/ready` is 503 until every watched port has its policy.
+//! Once a policy arrived it stays in force through control-plane outages.
 
 use std::{
     collections::HashMap,
@@ -35,6 +38,7 @@ use crate::{
     http::error::PROXY_ERROR_HEADER,
     metrics::Metrics,
     discovery::policy::{InboundPolicy, Verdict},
+    config::DefaultInboundPolicy,
 };
 
 /// The inbound policy of one port, and its refusal counters.
@@ -42,14 +46,16 @@ use crate::{
 pub struct Authz {
     port: u16,
     current: ArcSwapOption<InboundPolicy>,
+    /// `--default-inbound-policy`: the verdict while `current` is empty.
+    fallback: InboundPolicy,
     /// [http, tcp] x [unauthorized, unauthenticated].
     denied: [[Counter; 2]; 2],
     /// The watch (from [`Authz::start`]) and until when [`Authz::loaded`]
     /// waits for its first answer.
     first: Option<(InboundWatch, Instant)>,
     /// `false` with `--disable authz` (conformance testing only): the
-    /// policy is still watched (it names the port's protocol) but gives no
-    /// verdict, as before any policy arrives.
+    /// policy is still watched (it names the port's protocol) but the
+    /// default judges, as before any policy arrives.
     enforce: bool,
 }
 
@@ -63,14 +69,14 @@ pub enum Traffic {
 }
 
 impl Authz {
-    /// Watches `port`'s policy in `source`; `enforce: false` never gives a
-    /// verdict (`--disable authz`).
-    pub fn start(source: &dyn PolicySource, port: u16, metrics: &Metrics, enforce: bool) -> Arc<Self> {
+    /// Watches `port`'s policy in `source`, `default` judging until it
+    /// arrives; `enforce: false` (`--disable authz`) leaves it to `default`.
+    pub fn start(source: &dyn PolicySource, port: u16, metrics: &Metrics, enforce: bool, default: DefaultInboundPolicy) -> Arc<Self> {
         let mut rx = source.inbound(port);
         let this = Arc::new(Self {
             first: Some((rx.clone(), Instant::now() + FIRST_ANSWER_WAIT)),
             enforce,
-            ..Self::new(port, metrics)
+            ..Self::new(port, metrics, default)
         });
         let weak = Arc::downgrade(&this);
         tokio::spawn(async move {
@@ -89,12 +95,14 @@ impl Authz {
         this
     }
 
-    /// Without a source: `set` installs policies (tests, embedding).
-    pub fn new(port: u16, metrics: &Metrics) -> Self {
+    /// Without a source (no `--policy`): `default` judges, unless `set`
+    /// installs a policy (tests, embedding).
+    pub fn new(port: u16, metrics: &Metrics, default: DefaultInboundPolicy) -> Self {
         let c = |p, r| metrics.authz_denied(p, r);
         Self {
             port,
             current: ArcSwapOption::empty(),
+            fallback: InboundPolicy::from_default(default),
             denied: [
                 [c("http", "unauthorized"), c("http", "unauthenticated")],
                 [c("tcp", "unauthorized"), c("tcp", "unauthenticated")],
@@ -105,7 +113,7 @@ impl Authz {
     }
 
     /// Waits for the first policy, at most until [`FIRST_ANSWER_WAIT`]
-    /// after the watch started (then: no verdict, as before any policy).
+    /// after the watch started (then the default keeps judging).
     /// A transparent proxy starts a port's watch on that port's first
     /// connection, which must not slip in before the policy is known.
     pub async fn loaded(&self) {
@@ -127,14 +135,35 @@ impl Authz {
         self.current.store(Some(Arc::new(policy)));
     }
 
-    /// The verdict for `client` (`None`: plaintext); `None` before the
-    /// first policy, and always when not enforced.
+    /// The verdict for `client` (`None`: plaintext): the port's policy's,
+    /// or the default's before it arrives (and always when not enforced).
     #[inline]
-    pub fn verdict(&self, client: Option<&SpiffeId>) -> Option<Verdict> {
-        if !self.enforce {
-            return None;
+    pub fn verdict(&self, client: Option<&SpiffeId>) -> Verdict {
+        match (self.enforce, &*self.current.load()) {
+            (true, Some(policy)) => policy.authorize(client),
+            _ => self.fallback.authorize(client),
         }
-        self.current.load().as_ref().map(|p| p.authorize(client))
+    }
+
+    /// Whether the port's own policy judges (else the default does).
+    pub fn judged_by_policy(&self) -> bool {
+        self.enforce && self.current.load().is_some()
+    }
+
+    /// Whether this port's policy is watched and has not arrived yet
+    /// (`/ready` waits for it).
+    pub fn awaiting_policy(&self) -> bool {
+        self.first.is_some() && self.current.load().is_none()
+    }
+
+    /// The port judged.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The default in force until the policy arrives, by name.
+    pub fn default_name(&self) -> &str {
+        &self.fallback.default
     }
 
     /// The port's current policy, enforced or not.
@@ -187,10 +216,12 @@ impl Authz {
 /// so the policy is watched per port, from the first connection to that
 /// port on, and kept (a connection costs one map lookup under a lock).
 pub struct AuthzByPort {
-    source: Arc<dyn PolicySource>,
+    /// `None` without `--policy`: every port is judged by `default`.
+    source: Option<Arc<dyn PolicySource>>,
     metrics: Arc<Metrics>,
     ports: Mutex<HashMap<u16, Arc<Authz>>>,
     enforce: bool,
+    default: DefaultInboundPolicy,
 }
 
 impl std::fmt::Debug for AuthzByPort {
@@ -202,16 +233,20 @@ impl std::fmt::Debug for AuthzByPort {
 
 impl AuthzByPort {
     /// Watches nothing yet; [`AuthzByPort::port`] starts the watches;
-    /// `enforce: false` (`--disable authz`) watches without verdicts.
-    pub fn new(source: Arc<dyn PolicySource>, metrics: Arc<Metrics>, enforce: bool) -> Self {
-        Self { source, metrics, ports: Mutex::new(HashMap::new()), enforce }
+    /// `enforce: false` (`--disable authz`) watches, `default` judging.
+    pub fn new(source: Option<Arc<dyn PolicySource>>, metrics: Arc<Metrics>, enforce: bool, default: DefaultInboundPolicy) -> Self {
+        Self { source, metrics, ports: Mutex::new(HashMap::new()), enforce, default }
     }
 
     /// The authorization of `port`, its watch started on first use. Until
-    /// its first policy arrives it gives no verdict, as [`Authz`] does.
+    /// its first policy arrives `default` judges, as in [`Authz`].
     pub fn port(&self, port: u16) -> Arc<Authz> {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(ports.entry(port).or_insert_with(|| Authz::start(self.source.as_ref(), port, &self.metrics, self.enforce)))
+        let start = || match &self.source {
+            Some(source) => Authz::start(source.as_ref(), port, &self.metrics, self.enforce, self.default),
+            None => Arc::new(Authz::new(port, &self.metrics, self.default)),
+        };
+        Arc::clone(ports.entry(port).or_insert_with(start))
     }
 }
 
@@ -223,17 +258,19 @@ mod tests {
     #[test]
     fn verdicts_and_counters() {
         let metrics = Metrics::new();
-        let a = Authz::new(8080, &metrics);
+        let a = Authz::new(8080, &metrics, DefaultInboundPolicy::AllAuthenticated);
         let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
-        assert_eq!(a.verdict(Some(&web)), None, "no policy yet");
+        assert_eq!(a.verdict(Some(&web)), Verdict::Allow, "no policy yet: the default, any meshed client");
+        assert_eq!(a.verdict(None), Verdict::Unauthenticated, "no policy yet: the default refuses plaintext");
+        assert!(!a.awaiting_policy(), "nothing watched");
         a.set(InboundPolicy {
             authorizations: vec![Authorization { identities: [web.to_string()].into(), ..Default::default() }],
             default: "deny".into(),
             ..Default::default()
         });
-        assert_eq!(a.verdict(Some(&web)), Some(Verdict::Allow));
+        assert_eq!(a.verdict(Some(&web)), Verdict::Allow);
         let other = SpiffeId::parse("spiffe://td/ns/a/sa/other").unwrap();
-        let v = a.verdict(Some(&other)).unwrap();
+        let v = a.verdict(Some(&other));
         assert_eq!(v, Verdict::Unauthorized);
         a.refused(Traffic::Http, v, Some(&other), "127.0.0.1:1".parse().unwrap(), true);
         let resp = a.forbidden(v, Some(&other));
@@ -251,11 +288,12 @@ mod tests {
         use crate::discovery::memory::MemorySource;
         let source = MemorySource::new();
         let metrics = Arc::new(Metrics::new());
-        let by_port = AuthzByPort::new(source.clone(), Arc::clone(&metrics), true);
+        let by_port = AuthzByPort::new(Some(source.clone()), Arc::clone(&metrics), true, DefaultInboundPolicy::Deny);
         let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
         let a = by_port.port(8080);
         assert!(Arc::ptr_eq(&a, &by_port.port(8080)), "one watch per port");
-        assert_eq!(a.verdict(Some(&web)), None, "no policy yet");
+        assert!(a.awaiting_policy() && !a.judged_by_policy());
+        assert_eq!(a.verdict(Some(&web)), Verdict::Unauthorized, "no policy yet: the default (deny)");
         let waiting = {
             let a = Arc::clone(&a);
             tokio::spawn(async move { a.loaded().await })
@@ -273,17 +311,17 @@ mod tests {
             .await
             .expect("loaded() returns once the first policy arrives")
             .unwrap();
-        assert!(a.verdict(Some(&web)).is_some(), "loaded");
+        assert!(a.judged_by_policy() && !a.awaiting_policy(), "loaded");
         let b = by_port.port(9090);
         b.loaded().await;
         for _ in 0..100 {
-            if a.verdict(Some(&web)).is_some() && b.verdict(Some(&web)).is_some() {
+            if a.judged_by_policy() && b.judged_by_policy() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(a.verdict(Some(&web)), Some(Verdict::Allow), "port 8080's policy");
-        assert_eq!(b.verdict(Some(&web)), Some(Verdict::Unauthorized), "port 9090's policy");
+        assert_eq!(a.verdict(Some(&web)), Verdict::Allow, "port 8080's policy");
+        assert_eq!(b.verdict(Some(&web)), Verdict::Unauthorized, "port 9090's policy");
         assert!(b.forbidden(Verdict::Unauthorized, Some(&web)).headers()[&PROXY_ERROR_HEADER]
             .to_str()
             .unwrap()
@@ -296,15 +334,27 @@ mod tests {
         let source = MemorySource::new();
         let metrics = Metrics::new();
         source.set_inbound(8080, InboundPolicy { authorizations: vec![], default: "deny".into(), ..Default::default() });
-        let on = Authz::start(source.as_ref(), 8080, &metrics, true);
-        let off = Authz::start(source.as_ref(), 8080, &metrics, false);
+        let strict = DefaultInboundPolicy::AllAuthenticated;
+        let on = Authz::start(source.as_ref(), 8080, &metrics, true, strict);
+        let off = Authz::start(source.as_ref(), 8080, &metrics, false, strict);
         on.loaded().await;
         off.loaded().await;
         let web = SpiffeId::parse("spiffe://td/ns/a/sa/web").unwrap();
-        assert_eq!(on.verdict(Some(&web)), Some(Verdict::Unauthorized));
-        assert_eq!(on.verdict(None), Some(Verdict::Unauthenticated));
-        assert!(off.policy().is_some(), "still watched");
-        assert_eq!(off.verdict(Some(&web)), None, "no verdict: allowed as before any policy");
-        assert_eq!(off.verdict(None), None);
+        assert_eq!(on.verdict(Some(&web)), Verdict::Unauthorized);
+        assert_eq!(on.verdict(None), Verdict::Unauthenticated);
+        assert!(off.policy().is_some() && !off.awaiting_policy(), "still watched");
+        assert_eq!(off.verdict(Some(&web)), Verdict::Allow, "the default judges, as before any policy");
+        assert_eq!(off.verdict(None), Verdict::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn without_a_source_the_default_judges_every_port() {
+        let metrics = Arc::new(Metrics::new());
+        let by_port = AuthzByPort::new(None, metrics, true, DefaultInboundPolicy::AllUnauthenticated);
+        let p = by_port.port(8080);
+        assert_eq!(p.verdict(None), Verdict::Allow);
+        assert!(!p.awaiting_policy());
+        p.loaded().await;
+        assert_eq!(p.default_name(), "all-unauthenticated");
     }
 }

@@ -145,6 +145,15 @@ pub enum ProxyError {
         /// The cap on requests waiting for a slot.
         queued: usize,
     },
+    /// The request names this proxy's own outbound listener: forwarding it
+    /// would loop (`stack::loop_guard`).
+    #[error("loop: {authority} is this proxy's own outbound listener {listener}; address the destination itself, not the proxy")]
+    Loop {
+        /// The authority as received.
+        authority: String,
+        /// The listener it names.
+        listener: SocketAddr,
+    },
     /// A request the proxy refuses to interpret (400), see `stack::validate`.
     #[error("malformed request: {reason}")]
     Malformed {
@@ -158,6 +167,7 @@ impl ProxyError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ProxyError::NoRoute { .. } => ErrorKind::NoRoute,
+            ProxyError::Loop { .. } => ErrorKind::Loop,
             ProxyError::Connect { .. } => ErrorKind::Connect,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => ErrorKind::Timeout,
             ProxyError::Overloaded { .. } => ErrorKind::Overloaded,
@@ -177,6 +187,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. }
+            | ProxyError::Loop { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnrequestedUpgrade
@@ -206,6 +217,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => 8,  // RESOURCE_EXHAUSTED
             ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => INTERNAL,
             ProxyError::NoRoute { .. }
+            | ProxyError::Loop { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnrequestedUpgrade

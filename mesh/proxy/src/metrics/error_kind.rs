@@ -33,11 +33,13 @@ pub enum ErrorKind {
     NoBackend = 11,
     /// See [`crate::http::error::ProxyError::Overloaded`]: a shed request.
     Overloaded = 12,
+    /// See [`crate::http::error::ProxyError::Loop`]: a request to the proxy itself.
+    Loop = 13,
 }
 
 impl ErrorKind {
     /// Every kind, indexed by its discriminant.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::NoRoute,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -51,6 +53,7 @@ impl ErrorKind {
         ErrorKind::RouteNotFound,
         ErrorKind::NoBackend,
         ErrorKind::Overloaded,
+        ErrorKind::Loop,
     ];
 
     /// The kind whose label is `label` (a peer proxy's `weft-proxy-error-kind`).
@@ -74,6 +77,7 @@ impl ErrorKind {
             ErrorKind::RouteNotFound => "route_not_found",
             ErrorKind::NoBackend => "no_backend",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Loop => "loop",
         }
     }
 }

@@ -25,18 +25,18 @@ use crate::{
     http::{body::ResponseBody, error::ProxyError},
 };
 
-/// One connection's client, judged by its port's policy (`None`: no
-/// policy, every request passes).
+/// One connection's client, judged by its port's policy (or, until that
+/// is known, by the proxy's default inbound policy).
 #[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
-    authz: Option<Arc<Authz>>,
+    authz: Arc<Authz>,
     client: Option<SpiffeId>,
     peer: SocketAddr,
 }
 
 impl AuthorizeLayer {
     /// Requests from `client` (connected from `peer`), judged by `authz`.
-    pub fn new(authz: Option<Arc<Authz>>, client: Option<SpiffeId>, peer: SocketAddr) -> Self {
+    pub fn new(authz: Arc<Authz>, client: Option<SpiffeId>, peer: SocketAddr) -> Self {
         Self { authz, client, peer }
     }
 }
@@ -67,13 +67,12 @@ where
 
     fn call(&self, req: Request<B>) -> impl Future<Output = Self::Response> + Send {
         async move {
-            if let Some(authz) = &self.layer.authz {
-                let client = self.layer.client.as_ref();
-                if let Some(v) = authz.verdict(client).filter(|v| *v != Verdict::Allow) {
-                    let first = !self.logged.swap(true, Ordering::Relaxed);
-                    authz.refused(Traffic::Http, v, client, self.layer.peer, first);
-                    return Ok(authz.forbidden(v, client));
-                }
+            let (authz, client) = (&self.layer.authz, self.layer.client.as_ref());
+            let v = authz.verdict(client);
+            if v != Verdict::Allow {
+                let first = !self.logged.swap(true, Ordering::Relaxed);
+                authz.refused(Traffic::Http, v, client, self.layer.peer, first);
+                return Ok(authz.forbidden(v, client));
             }
             self.inner.call(req).await
         }

@@ -45,8 +45,8 @@ pub struct Connection {
     pub client: Option<SpiffeId>,
     /// The client's address, for the refusal log.
     pub peer: SocketAddr,
-    /// The port's authorization policy; `None`: none configured.
-    pub authz: Option<Arc<Authz>>,
+    /// The port's authorization (its policy, or the default until known).
+    pub authz: Arc<Authz>,
     /// Transparent: the app upstream (else the forwarder's own router).
     pub via: Option<Via>,
 }

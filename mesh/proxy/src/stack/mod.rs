@@ -7,6 +7,7 @@
 //!    │ metrics     status class + latency     ✓        ✓  (+ per meshed client)
 //!    │ errors      ProxyError -> HTTP / gRPC   ✓        ✓
 //!    │ validate    HTTP/1 CL + TE, 1.1 no Host ✓        ✓  -> 400 (framing read by validate::FramingIo)
+//!    │ loop_guard  authority = own listener    ✓           -> 502 loop (explicit mode only)
 //!    │ authorize   policy verdict -> 403                ✓  (per connection)
 //!    │ limit       in flight + bounded queue   ✓        ✓  full -> 503 overloaded
 //!    │ timeout     deadline to the last byte   ✓        ✓  head late -> 504, body late -> cut
@@ -28,6 +29,7 @@ pub mod errors;
 pub mod forward;
 pub mod inbound;
 pub mod limit;
+pub mod loop_guard;
 pub mod metrics;
 pub mod outbound;
 pub mod serve;

@@ -13,6 +13,7 @@ use super::{
     errors::ErrorsLayer,
     forward::{Forward, Forwarder, Via},
     limit::{LimitLayer, Limiter},
+    loop_guard::{LoopGuardLayer, OwnOutbound},
     metrics::MetricsLayer,
     timeout::TimeoutLayer,
     validate::ValidateLayer,
@@ -32,6 +33,8 @@ pub struct OutboundStack {
     limiter: Arc<Limiter>,
     timeout: Duration,
     body_limit: u64,
+    /// Explicit mode: requests naming the outbound listener are loops.
+    own: Option<OwnOutbound>,
 }
 
 impl OutboundStack {
@@ -39,7 +42,14 @@ impl OutboundStack {
     pub fn new(forwarder: Arc<Forwarder>, limits: &Limits) -> Self {
         let metrics = Arc::new(forwarder.metrics().clone());
         let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
-        Self { forwarder, metrics, limiter, timeout: limits.request_timeout, body_limit: limits.max_request_body_bytes }
+        Self { forwarder, metrics, limiter, timeout: limits.request_timeout, body_limit: limits.max_request_body_bytes, own: None }
+    }
+
+    /// Refuses requests (routed by authority) that name `own`, the
+    /// outbound listener itself.
+    pub fn refusing_loops(mut self, own: OwnOutbound) -> Self {
+        self.own = Some(own);
+        self
     }
 
     /// The outbound direction's metrics.
@@ -54,6 +64,7 @@ impl OutboundStack {
             .layer(MetricsLayer::new(Arc::clone(&self.metrics)))
             .layer(ErrorsLayer::new(Direction::Outbound, Arc::clone(&self.metrics)))
             .layer(ValidateLayer)
+            .layer(LoopGuardLayer::new(self.own.clone().filter(|_| via.is_none())))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.metrics.body_timeouts().clone()))
             .layer(BodyLimitLayer::new(self.body_limit))

@@ -16,7 +16,7 @@ use std::{collections::HashSet, time::Duration};
 use mesh_identity::SpiffeId;
 
 pub use self::route::RouteTable;
-use crate::config::Disabled;
+use crate::config::{DefaultInboundPolicy, Disabled};
 
 /// When an endpoint is taken out of balancing, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,6 +169,17 @@ pub struct InboundPolicy {
 }
 
 impl InboundPolicy {
+    /// The policy a port has before its own is known: `--default-inbound-policy`.
+    pub fn from_default(default: DefaultInboundPolicy) -> Self {
+        let all = |allow_plaintext| vec![Authorization { any_meshed: true, allow_plaintext, ..Default::default() }];
+        let authorizations = match default {
+            DefaultInboundPolicy::AllUnauthenticated => all(true),
+            DefaultInboundPolicy::AllAuthenticated => all(false),
+            DefaultInboundPolicy::Deny => Vec::new(),
+        };
+        Self { authorizations, default: default.to_string(), opaque: false }
+    }
+
     /// Judges a client: `None` is a plaintext one.
     pub fn authorize(&self, client: Option<&SpiffeId>) -> Verdict {
         if self.authorizations.iter().any(|a| a.allows(client)) {
@@ -262,5 +273,16 @@ mod tests {
         assert_eq!(meshed.authorize(Some(&id("spiffe://td/ns/x/sa/y"))), Verdict::Allow);
         assert_eq!(meshed.authorize(None), Verdict::Unauthenticated);
         assert_eq!(InboundPolicy::default().authorize(Some(&id("spiffe://td/ns/x/sa/y"))), Verdict::Unauthorized);
+
+        let meshed = Some(id("spiffe://td/ns/x/sa/y"));
+        for (default, mesh, plain) in [
+            (DefaultInboundPolicy::AllUnauthenticated, Verdict::Allow, Verdict::Allow),
+            (DefaultInboundPolicy::AllAuthenticated, Verdict::Allow, Verdict::Unauthenticated),
+            (DefaultInboundPolicy::Deny, Verdict::Unauthorized, Verdict::Unauthenticated),
+        ] {
+            let p = InboundPolicy::from_default(default);
+            assert_eq!((p.authorize(meshed.as_ref()), p.authorize(None)), (mesh, plain), "{default}");
+            assert_eq!(p.default, default.to_string());
+        }
     }
 }
