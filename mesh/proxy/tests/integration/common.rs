@@ -165,10 +165,23 @@ pub async fn start_proxy_logged(extra: &[String], log: &std::path::Path) -> Prox
     spawn_proxy(extra, Some(log)).await
 }
 
+/// A plaintext-only proxy with `--app` and no `--policy` must name its
+/// permissive default (the strict one would refuse every client): the
+/// tests of plaintext forwarding get `--default-inbound-policy
+/// all-unauthenticated` unless they chose a default themselves.
+fn plaintext_default(extra: &[String]) -> &'static [&'static str] {
+    let has = |flag: &str| extra.iter().any(|a| a == flag);
+    match has("--app") && !has("--identity") && !has("--policy") && !has("--default-inbound-policy") && !has("--inbound-plaintext") {
+        true => &["--default-inbound-policy", "all-unauthenticated"],
+        false => &[],
+    }
+}
+
 async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>) -> Proxy {
     let mut cmd = Command::new(BIN);
     cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(extra)
+        .args(plaintext_default(extra))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true);

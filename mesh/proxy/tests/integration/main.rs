@@ -9,6 +9,7 @@ mod control_security;
 mod control_support;
 mod discovery;
 mod discovery_support;
+mod failclosed;
 mod forwarding;
 mod lifecycle;
 mod limits;

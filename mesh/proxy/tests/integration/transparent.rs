@@ -574,8 +574,10 @@ async fn transparent_proxies_without_a_control_plane_forward_to_the_original_des
     let _web = http_app(pods.server.listen("0.0.0.0:8080"));
     let (banner_peers, _banner) = banner_app(pods.server.listen("0.0.0.0:7000"));
     let dir = tempfile::tempdir().unwrap();
-    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &[], &[]).await;
-    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &[], &[]).await;
+    // Plaintext-only, no policy source: the permissive default is explicit.
+    let open = args(&["--default-inbound-policy", "all-unauthenticated"]);
+    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &open, &[]).await;
+    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &open, &[]).await;
     ns_ready(&pods.client, &client).await;
     ns_ready(&pods.server, &server).await;
 
@@ -611,8 +613,10 @@ async fn transparent_proxies_carry_ipv6_too() {
     // [::] without IPV6_V6ONLY: the app takes both families.
     let _web = http_app(pods.server.listen("[::]:8080"));
     let dir = tempfile::tempdir().unwrap();
-    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &[], &[]).await;
-    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &[], &[]).await;
+    // Plaintext-only, no policy source: the permissive default is explicit.
+    let open = args(&["--default-inbound-policy", "all-unauthenticated"]);
+    let client = NsProxy::start(&pods.client, dir.path().join("client.log"), &open, &[]).await;
+    let server = NsProxy::start(&pods.server, dir.path().join("server.log"), &open, &[]).await;
     ns_ready(&pods.client, &client).await;
     ns_ready(&pods.server, &server).await;
     for (ns, proxy) in [(&pods.client, &client), (&pods.server, &server)] {
