@@ -87,8 +87,9 @@ pub(super) struct Sidecar<'a> {
     pub(super) route: Option<SocketAddr>,
     /// The application behind the inbound listener.
     pub(super) app: Option<SocketAddr>,
-    /// Accept plaintext on the inbound listener (meshed proxies refuse it
-    /// by default).
+    /// Accept plaintext on the inbound listener until (or without) a policy
+    /// (`--default-inbound-policy all-unauthenticated`; the proxy's default
+    /// refuses it, and a plaintext-only proxy with an app must say so).
     pub(super) inbound_plaintext: bool,
     /// Resolve authorities through the control plane's Destination API and
     /// follow its Policy API (meshed proxies only).
@@ -585,7 +586,7 @@ pub(super) async fn start_proxy(
         cmd.arg("--app").arg(a.to_string());
     }
     if s.inbound_plaintext {
-        cmd.args(["--inbound-plaintext", "allow"]);
+        cmd.args(["--default-inbound-policy", "all-unauthenticated"]);
     }
     if s.forward_client_identity {
         cmd.arg("--forward-client-identity");

@@ -268,7 +268,10 @@ impl Netns {
         }
         if let Some(identity) = client_side {
             let client = cell.client.clone();
-            self.mesh_pod(&client, identity, false, cell, components, procs)
+            // A plaintext-only sidecar without a control plane must name its
+            // permissive inbound default (mesh-proxy refuses to start with
+            // the strict one, which would refuse every client).
+            self.mesh_pod(&client, identity, identity.is_none(), cell, components, procs)
                 .await?;
         }
         if variant == Variant::Weft {

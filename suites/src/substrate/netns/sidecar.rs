@@ -44,7 +44,9 @@ pub struct Options<'a> {
     /// The workload identity, certified by `discovery`'s control plane
     /// (mTLS, and the app told who called); `None`: plaintext only.
     pub identity: Option<&'a str>,
-    /// Accept plaintext on the inbound listener (meshed sidecars refuse it).
+    /// Accept plaintext on the inbound listener until (or without) a policy
+    /// (`--default-inbound-policy all-unauthenticated`); needed by every
+    /// sidecar without an identity and a control plane.
     pub inbound_plaintext: bool,
     /// Testing only: mesh features it must not apply (`mesh-proxy --disable`).
     pub disable: Option<&'a str>,
@@ -74,7 +76,7 @@ pub async fn start(
         cmd.args(cp.discovery_args()).args(cp.trust_args());
     }
     if opts.inbound_plaintext {
-        cmd.args(["--inbound-plaintext", "allow"]);
+        cmd.args(["--default-inbound-policy", "all-unauthenticated"]);
     }
     if let Some(features) = opts.disable {
         cmd.arg("--disable").arg(features);
