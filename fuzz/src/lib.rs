@@ -14,11 +14,12 @@ use mesh_proxy::stack::{
     inbound::{Connection, InboundStack},
     Forwarder, Service as _,
 };
+use mesh_proxy::discovery::authz::Authz;
 use mesh_proxy::metrics::{Direction, Metrics};
 use mesh_proxy::http::router::Router;
 use mesh_proxy::http::server::http_builder;
 use mesh_proxy::config::Conns;
-use mesh_proxy::Limits;
+use mesh_proxy::{DefaultInboundPolicy, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A current-thread runtime whose clock is paused: timers (the header read
@@ -46,6 +47,13 @@ fn stack() -> &'static InboundStack {
     })
 }
 
+/// A port that takes plaintext (`--default-inbound-policy
+/// all-unauthenticated`), so inputs reach the layers behind authorization.
+fn open_port() -> Arc<Authz> {
+    static AUTHZ: OnceLock<Arc<Authz>> = OnceLock::new();
+    Arc::clone(AUTHZ.get_or_init(|| Arc::new(Authz::new(80, &Metrics::new(), DefaultInboundPolicy::AllUnauthenticated))))
+}
+
 /// How far one input got, for the targets' own checks.
 #[derive(Debug, Default)]
 pub struct Served {
@@ -65,7 +73,7 @@ pub fn serve(input: &[u8], detect_first: bool) -> Served {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let server_task = tokio::spawn(async move {
             let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            let stack = Arc::new(stack().service(Connection { client: None, peer, authz: None, via: None }));
+            let stack = Arc::new(stack().service(Connection { client: None, peer, authz: open_port(), via: None }));
             let service = service_fn(move |req| {
                 let stack = Arc::clone(&stack);
                 async move { Ok::<_, Infallible>(stack.call(req).await) }

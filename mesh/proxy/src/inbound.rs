@@ -298,7 +298,7 @@ impl Inbound {
             peer,
             Refusal::Plaintext,
             &format!(
-                "{what} to port {}, which requires Weft mTLS ({why}: --default-inbound-policy {})",
+                "{what} on a port that requires Weft mTLS (port {}, {why}: --default-inbound-policy {})",
                 authz.port(),
                 authz.default_name()
             ),

@@ -108,7 +108,7 @@ async fn refusals_name_peer_and_reason() {
     let m = MeshDir::new(&[&server_id, &client_id]);
     let cp = m.control("127.0.0.1:0", "1h").await;
     let app = start_app().await;
-    // Strict by default: no --inbound-plaintext.
+    // Strict by default: no --default-inbound-policy.
     let server = m.proxy("server", &server_id, cp.addr, &args(&["--app", &app.addr.to_string()])).await;
     ready(&server).await;
     let inbound = server.inbound.unwrap();
