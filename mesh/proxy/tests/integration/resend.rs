@@ -69,6 +69,12 @@ impl Resetter {
     }
 }
 
+/// The good app answers after 50 ms, so the balancer (peak EWMA over
+/// exactly two endpoints) keeps preferring the quicker failing one: every
+/// request meets the failure first. (Not a timing assertion: a failing
+/// endpoint that happens to be slower only makes the loops below longer.)
+const SLOW: &str = "/delay/50";
+
 /// GETs to `host` until the resetting app has seen 3 (bounded): every one
 /// answered 200 by the other endpoint. Then POSTs until one reaches the
 /// resetting app: that one gets 502 and is not sent elsewhere.
@@ -79,13 +85,13 @@ async fn gets_resent_posts_not(outbound: std::net::SocketAddr, host: &str, reset
         if seen() >= 3 {
             break;
         }
-        let r = send_h1(outbound, get("/", host)).await.unwrap();
+        let r = send_h1(outbound, get(SLOW, host)).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "GET #{i} to {host} (the resetting app saw {} of them): {:?}", seen(), proxy_error(&r));
     }
     assert!(seen() >= 3, "{host}: the resetting app saw {} of 300 GETs", seen());
     for i in 0..300 {
         let (posts, answered) = (resetter.posts(), good.received.load(Ordering::SeqCst));
-        let r = send_h1(outbound, post("/", host, "once")).await.unwrap();
+        let r = send_h1(outbound, post(SLOW, host, "once")).await.unwrap();
         if resetter.posts() > posts {
             assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "POST #{i} to {host} reached the resetting app: {:?}", proxy_error(&r));
             assert_eq!(good.received.load(Ordering::SeqCst), answered, "{host}: the POST the resetting app took was not sent again");
@@ -104,24 +110,44 @@ async fn a_reset_before_the_response_head_resends_idempotent_requests_only() {
     let (good_app, resetter) = (start_app().await, Resetter::start().await);
     let good = m.proxy("good", &server_id, cp.addr, &args(&["--app", &good_app.addr.to_string()])).await;
     let bad = m.proxy("bad", &server_id, cp.addr, &args(&["--app", &resetter.addr.to_string()])).await;
+    // A replica whose app is gone (stopped before its sidecar): the sidecar
+    // cannot connect to it, nothing reaches an app.
+    let gone = m.proxy("gone", &server_id, cp.addr, &args(&["--app", &dead_addr().await.to_string()])).await;
     let ctl = FakeControl::start_signed_by(&m.path("data")).await;
     let (good_in, bad_in) = (good.inbound.unwrap(), bad.inbound.unwrap());
     ctl.state.set_identity(good_in, &server_id);
     ctl.state.set_identity(bad_in, &server_id);
     ctl.state.set_endpoints("meshed.test:80", &[good_in, bad_in]);
     ctl.state.set_endpoints("plain.test:80", &[good_app.addr, resetter.addr]);
+    let gone_in = gone.inbound.unwrap();
+    ctl.state.set_identity(gone_in, &server_id);
+    ctl.state.set_endpoints("gone.test:80", &[good_in, gone_in]);
     // Failure accrual off, no retry policy: only resends can hide the reset.
-    for svc in ["meshed.test:80", "plain.test:80"] {
+    for svc in ["meshed.test:80", "plain.test:80", "gone.test:80"] {
         ctl.state.set_outbound(svc, one_rule(pol::HttpRule::default(), 0));
     }
     let control = ctl.addr().to_string();
     let client = m.proxy("client", &client_id, cp.addr, &args(&["--destination", &control, "--policy", &control])).await;
     ready(&good).await;
     ready(&bad).await;
+    ready(&gone).await;
     ready(&client).await;
 
     gets_resent_posts_not(client.outbound, "plain.test", &resetter, &good_app).await;
     // The meshed replica's sidecar answers for its app: no response head came.
     gets_resent_posts_not(client.outbound, "meshed.test", &resetter, &good_app).await;
+
+    // The peer's `weft-proxy-error-kind: connect`: any method goes elsewhere
+    // (an empty POST: its body is kept for free). One refusal is enough: the
+    // balancer then shuns the failing endpoint.
+    let refused = || async { metric(&gone.metrics().await, r#"weft_proxy_errors_total{direction="inbound",kind="connect"}"#).unwrap_or(0.0) };
+    for i in 0..300 {
+        if refused().await >= 1.0 {
+            break;
+        }
+        let r = send_h1(client.outbound, post(SLOW, "gone.test", "")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "empty POST #{i} to gone.test: {:?}", proxy_error(&r));
+    }
+    assert!(refused().await >= 1.0, "gone.test: no POST of 300 reached the sidecar of the gone app");
     cp.stop().await;
 }
