@@ -387,22 +387,25 @@ fn discovery_sources(
     let policy = match &config.policy {
         Some(addr) => {
             let trust = config.control_trust.as_ref().ok_or_else(|| untrusted("--policy", addr))?;
-            Some(GrpcPolicy::new(addr, trust, context.clone(), workload)?)
+            Some(GrpcPolicy::new(addr, trust, context.clone(), workload, metrics.discovery().policy_streams.clone())?)
         }
         None => None,
     };
     let discovered = match &config.destination {
-        Some(addr) => Some(Outbound::new(
+        Some(addr) => Some(Outbound::bounded(
             GrpcDestination::new(
                 addr,
                 config.control_trust.as_ref().ok_or_else(|| untrusted("--destination", addr))?,
                 context,
+                metrics.discovery().destination_streams.clone(),
             )?,
             policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
             mesh.cloned(),
             outbound_metrics.clone(),
             config.limits,
             config.disabled,
+            config.discovery,
+            metrics.discovery().clone(),
         )),
         None => None,
     };

@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Conns, ControlTrust, Disabled, Limits, OpaquePorts, MeshConfig, DefaultInboundPolicy, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Conns, ControlTrust, Disabled, DiscoveryLimits, Limits, OpaquePorts, MeshConfig, DefaultInboundPolicy, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -213,6 +213,18 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_REQUEST_BODY_IDLE_TIMEOUT", default_value = "5m")]
     pub request_body_idle_timeout: String,
 
+    /// --destination: a discovered authority (Host, or original destination)
+    /// no request used for this long is dropped and its control-plane
+    /// streams closed; the next request resolves it again.
+    #[arg(long, env = "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT", default_value = "60s")]
+    pub discovery_idle_timeout: String,
+
+    /// --destination: discovered authorities kept at most (each holds two
+    /// streams to mesh-control); past it the least recently used unused
+    /// one is dropped. Authorities in use are never dropped.
+    #[arg(long, env = "WEFT_PROXY_MAX_DISCOVERED_AUTHORITIES", default_value = "400")]
+    pub max_discovered_authorities: String,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take before exiting anyway.
     #[arg(long, env = "WEFT_PROXY_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: String,
@@ -307,12 +319,14 @@ impl Args {
         let request_timeout = duration("--request-timeout", &self.request_timeout);
         let drain_timeout = duration("--drain-timeout", &self.drain_timeout);
         let detect_timeout = duration("--detect-timeout", &self.detect_timeout);
+        let discovery_idle = duration("--discovery-idle-timeout", &self.discovery_idle_timeout);
 
         let mut count = |flag: &str, v: &str| -> Option<usize> {
             v.parse::<usize>().map_err(|_| problems.push(format!("{flag} {v:?}: not a whole number"))).ok()
         };
         let max_concurrent = count("--max-concurrent-requests", &self.max_concurrent_requests);
         let max_queued = count("--max-queued-requests", &self.max_queued_requests);
+        let max_discovered = count("--max-discovered-authorities", &self.max_discovered_authorities);
 
         let defaults = Limits::default();
         cfg.limits = Limits {
@@ -329,6 +343,11 @@ impl Args {
         if let Some(d) = drain_timeout {
             cfg.drain_timeout = d;
         }
+        let d = DiscoveryLimits::default();
+        cfg.discovery = DiscoveryLimits {
+            idle_timeout: discovery_idle.unwrap_or(d.idle_timeout),
+            max_authorities: max_discovered.unwrap_or(d.max_authorities),
+        };
         cfg.conns = self.conns(&mut problems);
 
         if let Err(e) = cfg.validate() {

@@ -68,6 +68,34 @@ pub struct Config {
     /// `--transparent`: destination ports whose connections skip protocol
     /// detection (opaque TCP at once), besides those discovery names.
     pub opaque_ports: OpaquePorts,
+    /// How many discovered authorities are kept, and for how long unused.
+    pub discovery: DiscoveryLimits,
+}
+
+/// Bounds on the discovered-authority state (`--destination`): each
+/// authority holds a Service and a backend set, each with its own stream to
+/// mesh-control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryLimits {
+    /// An authority no request used for this long is dropped, and its
+    /// streams closed (`--discovery-idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Services (and, separately, backend sets) kept at most; the least
+    /// recently used unused ones go first (`--max-discovered-authorities`).
+    pub max_authorities: usize,
+}
+
+impl Default for DiscoveryLimits {
+    /// 60 s: Linkerd's router caches kept idle entries 60 s (its outbound
+    /// discovery cache now 5 s); longer than a typical poll or health-check
+    /// period, so a periodic caller keeps its balancer statistics and
+    /// connections, and an idle authority survives a control-plane restart.
+    /// 400: two streams each stay under mesh-control's default 1,000
+    /// streams per connection, with room for the inbound policy watches;
+    /// about 5 KiB per entry (measured), so ~2 MiB at the cap.
+    fn default() -> Self {
+        Self { idle_timeout: Duration::from_secs(60), max_authorities: 400 }
+    }
 }
 
 /// Ports known to carry opaque TCP (`--opaque-ports`): with
@@ -336,6 +364,7 @@ impl Default for Config {
             transparent: false,
             disabled: Disabled::default(),
             opaque_ports: OpaquePorts::default(),
+            discovery: DiscoveryLimits::default(),
         }
     }
 }
@@ -381,6 +410,12 @@ impl Config {
             }
         }
         problems.extend(self.conns.problems());
+        if self.discovery.idle_timeout.is_zero() {
+            problems.push("--discovery-idle-timeout 0s: must be greater than zero".to_owned());
+        }
+        if self.discovery.max_authorities == 0 {
+            problems.push("--max-discovered-authorities 0: must be at least 1".to_owned());
+        }
         let mut seen = std::collections::HashSet::new();
         for route in &self.routes {
             if !seen.insert(route.authority.as_str()) {

@@ -1,11 +1,15 @@
 //! The gRPC source: mesh-control's `weft.destination.v1.Destination.Get`
 //! and `weft.policy.v1.Policy.WatchOutbound` / `WatchInbound` streams,
-//! one per watched key, each kept open by its own task.
+//! one per watched key, each kept open by its own task while anybody holds
+//! a receiver of its watch: when the last one is dropped (the authority was
+//! evicted) the task ends and the stream is cancelled, which frees its
+//! state at mesh-control too.
 //!
 //! A stream that breaks (control plane restarted, network gone) is retried
 //! with jittered exponential backoff (100 ms doubling to 10 s) and the last
 //! value stays in force meanwhile: the first message of a new stream is the
-//! full state again and replaces it. Protobuf is turned into the proxy's own
+//! full state again and replaces it. A request the control plane refuses
+//! (`INVALID_ARGUMENT`) is retried only every 10 s. Protobuf is turned into the proxy's own
 //! types ([`crate::discovery::policy`], [`super::Endpoint`]) here and nowhere else.
 
 use std::{
@@ -16,6 +20,7 @@ use std::{
 };
 
 use mesh_api::{destination::v1 as dst, policy::v1 as pol};
+use prometheus_client::metrics::gauge::Gauge;
 use mesh_identity::SpiffeId;
 use tokio::sync::watch;
 use mesh_identity::{ControlEndpoint, TrustAnchors};
@@ -82,6 +87,10 @@ impl Backoff {
         self.next = BACKOFF_MIN;
     }
 
+    fn longest(&mut self) {
+        self.next = BACKOFF_MAX;
+    }
+
     async fn wait(&mut self) {
         let d = self.next.mul_f64(0.5 + 0.5 * fastrand::f64());
         self.next = (self.next * 2).min(BACKOFF_MAX);
@@ -89,29 +98,75 @@ impl Backoff {
     }
 }
 
-type Watches<K, V> = Mutex<HashMap<K, watch::Sender<Option<Arc<V>>>>>;
+type Watches<K, V> = Arc<Mutex<HashMap<K, watch::Sender<Option<Arc<V>>>>>>;
 
-/// Returns the existing watch for `key`, or creates it and starts `task`.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Returns the existing watch for `key`, or creates it and starts `task`,
+/// which runs until the watch's last receiver is dropped: then the watch is
+/// forgotten and the task (and its stream) dropped.
 fn watch_or_start<K, V, F, Fut>(watches: &Watches<K, V>, key: K, task: F) -> watch::Receiver<Option<Arc<V>>>
 where
-    K: std::hash::Hash + Eq + Clone,
+    K: std::hash::Hash + Eq + Clone + Send + 'static,
+    V: Send + Sync + 'static,
     F: FnOnce(watch::Sender<Option<Arc<V>>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = lock(watches);
     if let Some(tx) = map.get(&key) {
         return tx.subscribe();
     }
     let tx = watch::Sender::new(None);
     let rx = tx.subscribe();
-    map.insert(key, tx.clone());
-    tokio::spawn(task(tx));
+    map.insert(key.clone(), tx.clone());
+    let unwatched = unwatched(Arc::clone(watches), key, tx.clone());
+    let work = task(tx);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = work => {}
+            () = unwatched => {}
+        }
+    });
     rx
 }
 
-/// Keeps one stream alive forever: `open` makes a new stream, `apply` is
-/// called per message with `first` set on each stream's first message.
-async fn follow<M, Fut>(what: String, mut open: impl FnMut() -> Fut, mut apply: impl FnMut(M, bool))
+/// Completes once `tx` has no receivers left, having removed it from
+/// `watches`. Receivers are only made under the map's lock, so checking
+/// under it cannot race with a new subscriber.
+async fn unwatched<K: std::hash::Hash + Eq, V>(watches: Watches<K, V>, key: K, tx: watch::Sender<Option<Arc<V>>>) {
+    loop {
+        tx.closed().await;
+        let mut map = lock(&watches);
+        if tx.receiver_count() == 0 {
+            // Only this task removes `key`, and only its own watch is there.
+            map.remove(&key);
+            return;
+        }
+    }
+}
+
+/// Counts one open stream in a gauge while it lives.
+struct OpenStream(Gauge);
+
+impl OpenStream {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Keeps one stream alive until dropped: `open` makes a new stream,
+/// `apply` is called per message with `first` set on each stream's first
+/// message; `streams` counts it while open.
+async fn follow<M, Fut>(what: String, streams: Gauge, mut open: impl FnMut() -> Fut, mut apply: impl FnMut(M, bool))
 where
     Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
 {
@@ -120,6 +175,7 @@ where
     loop {
         let ended = match open().await {
             Ok(resp) => {
+                let _open = OpenStream::new(&streams);
                 let mut stream = resp.into_inner();
                 let mut first = true;
                 loop {
@@ -139,6 +195,11 @@ where
                         Err(status) => break status_text(&status),
                     }
                 }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                // Asking again soon gets the same answer.
+                backoff.longest();
+                status_text(&status)
             }
             Err(status) => status_text(&status),
         };
@@ -166,13 +227,15 @@ pub struct GrpcDestination {
     client: dst::destination_client::DestinationClient<Channel>,
     context_token: String,
     watches: Watches<String, EndpointSet>,
+    streams: Gauge,
 }
 
 impl GrpcDestination {
-    /// A source resolving through `addr` (connected on first use).
-    pub fn new(addr: &str, trust: &ControlTrust, context_token: String) -> Result<Arc<Self>, AddressError> {
+    /// A source resolving through `addr` (connected on first use);
+    /// `streams` counts its open streams.
+    pub fn new(addr: &str, trust: &ControlTrust, context_token: String, streams: Gauge) -> Result<Arc<Self>, AddressError> {
         let client = dst::destination_client::DestinationClient::new(channel("--destination", addr, trust)?);
-        Ok(Arc::new(Self { client, context_token, watches: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Self { client, context_token, watches: Watches::default(), streams }))
     }
 }
 
@@ -181,11 +244,13 @@ impl DestinationSource for GrpcDestination {
         let client = self.client.clone();
         let req = dst::GetDestination { authority: authority.to_owned(), context_token: self.context_token.clone() };
         let what = format!("destination {authority}");
+        let streams = self.streams.clone();
         watch_or_start(&self.watches, authority.to_owned(), move |tx| async move {
             let mut state: HashMap<SocketAddr, Endpoint> = HashMap::new();
             let mut exists = false;
             follow(
                 what.clone(),
+                streams,
                 || {
                     let mut c = client.clone();
                     let r = req.clone();
@@ -277,23 +342,27 @@ pub struct GrpcPolicy {
     workload: Option<Workload>,
     outbound: Watches<String, OutboundPolicy>,
     inbound: Watches<u16, InboundPolicy>,
+    streams: Gauge,
 }
 
 impl GrpcPolicy {
-    /// A source watching through `addr`; inbound policy needs `workload`.
+    /// A source watching through `addr`; inbound policy needs `workload`;
+    /// `streams` counts its open streams.
     pub fn new(
         addr: &str,
         trust: &ControlTrust,
         context_token: String,
         workload: Option<Workload>,
+        streams: Gauge,
     ) -> Result<Arc<Self>, AddressError> {
         let client = pol::policy_client::PolicyClient::new(channel("--policy", addr, trust)?);
         Ok(Arc::new(Self {
             client,
             context_token,
             workload,
-            outbound: Mutex::new(HashMap::new()),
-            inbound: Mutex::new(HashMap::new()),
+            outbound: Watches::default(),
+            inbound: Watches::default(),
+            streams,
         }))
     }
 }
@@ -304,9 +373,11 @@ impl PolicySource for GrpcPolicy {
         let req = pol::OutboundTarget { authority: authority.to_owned(), context_token: self.context_token.clone() };
         let what = format!("outbound policy {authority}");
         let authority = authority.to_owned();
+        let streams = self.streams.clone();
         watch_or_start(&self.outbound, authority.clone(), move |tx| async move {
             follow(
                 what.clone(),
+                streams,
                 || {
                     let mut c = client.clone();
                     let r = req.clone();
@@ -339,9 +410,11 @@ impl PolicySource for GrpcPolicy {
             port: u32::from(port),
         };
         let what = format!("inbound policy port {port}");
+        let streams = self.streams.clone();
         watch_or_start(&self.inbound, port, move |tx| async move {
             follow(
                 what.clone(),
+                streams,
                 || {
                     let mut c = client.clone();
                     let r = req.clone();

@@ -42,6 +42,15 @@ impl MemorySource {
         slot(&self.outbound, authority.to_owned()).send_replace(Some(Arc::new(policy)));
     }
 
+    /// Which of `authority`'s values (endpoints, outbound policy) somebody
+    /// watches: what the gRPC source would keep a stream open for.
+    pub fn watched(&self, authority: &str) -> (bool, bool) {
+        fn held<V>(slots: &Slots<String, V>, authority: &str) -> bool {
+            slots.lock().unwrap_or_else(|e| e.into_inner()).get(authority).is_some_and(|tx| tx.receiver_count() > 0)
+        }
+        (held(&self.destinations, authority), held(&self.outbound, authority))
+    }
+
     /// Replaces the inbound policy of `port`.
     pub fn set_inbound(&self, port: u16, policy: InboundPolicy) {
         slot(&self.inbound, port).send_replace(Some(Arc::new(policy)));

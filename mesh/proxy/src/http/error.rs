@@ -154,6 +154,15 @@ pub enum ProxyError {
         /// The listener it names.
         listener: SocketAddr,
     },
+    /// A discovered authority (Host) that is not a valid `host:port`: refused
+    /// without asking the control plane (400).
+    #[error("invalid authority {authority:?}: {reason}; expected host:port with a DNS name or an IP address and a port in 1..=65535")]
+    InvalidAuthority {
+        /// The authority as received (control characters escaped).
+        authority: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A request the proxy refuses to interpret (400), see `stack::validate`.
     #[error("malformed request: {reason}")]
     Malformed {
@@ -175,7 +184,11 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
             ProxyError::Tls { .. } => ErrorKind::Tls,
-            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } | ProxyError::BodyTimeout(_) => ErrorKind::BadRequest,
+            ProxyError::Upgrade(_)
+            | ProxyError::RequestBody(_)
+            | ProxyError::Malformed { .. }
+            | ProxyError::InvalidAuthority { .. }
+            | ProxyError::BodyTimeout(_) => ErrorKind::BadRequest,
             ProxyError::NoEndpoints { .. } => ErrorKind::NoEndpoints,
             ProxyError::Unavailable { .. } => ErrorKind::Unavailable,
             ProxyError::NoRouteMatch { .. } => ErrorKind::RouteNotFound,
@@ -196,7 +209,10 @@ impl ProxyError {
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Unavailable { .. }
             | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Upgrade(_)
+            | ProxyError::RequestBody(_)
+            | ProxyError::Malformed { .. }
+            | ProxyError::InvalidAuthority { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoRouteMatch { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -216,6 +232,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } | ProxyError::BodyTimeout(_) => 4, // DEADLINE_EXCEEDED
             ProxyError::BodyTooLarge { .. } => 8,  // RESOURCE_EXHAUSTED
             ProxyError::Upgrade(_) | ProxyError::RequestBody(_) | ProxyError::Malformed { .. } => INTERNAL,
+            ProxyError::InvalidAuthority { .. } => 3, // INVALID_ARGUMENT
             ProxyError::NoRoute { .. }
             | ProxyError::Loop { .. }
             | ProxyError::Connect { .. }

@@ -4,6 +4,7 @@
 //! recording is a handful of relaxed atomic adds: no label hashing, no
 //! `Family` lock, no allocation per request.
 
+pub mod discovery;
 pub mod error_kind;
 pub mod histogram;
 
@@ -17,6 +18,7 @@ use prometheus_client::{
 };
 
 pub use crate::identity::IdentityMetrics;
+pub use self::discovery::{CacheMetrics, DiscoveryMetrics};
 use crate::{
     identity::refusal::Refusal,
     metrics::{error_kind::ErrorKind, histogram::AtomicHistogram},
@@ -93,6 +95,7 @@ pub struct Metrics {
     by_client: Family<ClientLabels, Counter>,
     identity: IdentityMetrics,
     authz_denied: Family<AuthzLabels, Counter>,
+    discovery: DiscoveryMetrics,
 }
 
 /// Inbound responses to one meshed client, by status class; resolved once
@@ -231,7 +234,9 @@ impl Metrics {
             authz_denied.clone(),
         );
 
-        Self { registry, outbound, inbound, by_client, identity, authz_denied }
+        let discovery = DiscoveryMetrics::register(&mut registry);
+
+        Self { registry, outbound, inbound, by_client, identity, authz_denied, discovery }
     }
 
     /// The counter of authorization refusals for `protocol` (`http`, `tcp`)
@@ -249,6 +254,11 @@ impl Metrics {
                     .clone()
             }),
         }
+    }
+
+    /// The discovery state's gauges and counters.
+    pub fn discovery(&self) -> &DiscoveryMetrics {
+        &self.discovery
     }
 
     /// The workload certificate metrics.

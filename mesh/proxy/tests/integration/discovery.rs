@@ -363,3 +363,108 @@ async fn real_control_plane_manifests_split_and_balance() {
     assert!(a1.hits() > 100 && a2.hits() > 100, "both web endpoints used: {} {}", a1.hits(), a2.hits());
     cp.stop().await;
 }
+
+/// The last `discovery: N open watch streams, M watched lookups` line of a
+/// mesh-control log, as (N, M).
+fn control_watches(log: &std::path::Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().rev().find(|l| l.contains("open watch streams"))?;
+    let rest = line.split("discovery: ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let open = words.next()?.parse().ok()?;
+    let watches = words.nth(3)?.trim_end_matches(',').parse().ok()?;
+    Some((open, watches))
+}
+
+/// Many distinct Hosts through a proxy discovering from the real
+/// mesh-control, with a cap of 4 and a short idle timeout: the authority
+/// gauges never pass the cap, idle authorities go and their streams close
+/// at mesh-control, an evicted authority works again on its next request,
+/// and an invalid authority gets 400 without any watch.
+#[tokio::test]
+async fn discovered_authorities_are_bounded_and_their_streams_closed() {
+    let m = MeshDir::new(&[]);
+    let manifests = m.path("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let app = Replica::start(Duration::ZERO).await;
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: test}\nspec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}\n",
+    );
+    yaml.push_str(&slice("web-1", "web", app.addr.port()));
+    std::fs::write(manifests.join("web.yaml"), yaml).unwrap();
+    let cp = m
+        .control_with("127.0.0.1:0", "1h", &args(&["--manifests", manifests.to_str().unwrap(), "--manifests-poll", "50ms"]))
+        .await;
+    let cp_addr = cp.addr.to_string();
+    let anchor = m.anchor();
+    let proxy = start_proxy(&args(&[
+        "--destination",
+        &cp_addr,
+        "--policy",
+        &cp_addr,
+        "--trust-anchor",
+        anchor.to_str().unwrap(),
+        "--max-discovered-authorities",
+        "4",
+        "--discovery-idle-timeout",
+        "300ms",
+    ]))
+    .await;
+    let series = |text: &str, s: &str| metric(text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
+
+    // Invalid: 400 from the proxy, and nothing watched.
+    for bad in ["web.test:0", "web..test", "-web.test:80", "web.test:99999"] {
+        let r = send_h1(proxy.outbound, get("/", bad)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let why = proxy_error(&r).unwrap_or_default();
+        assert!(why.contains("invalid authority"), "{bad}: {why}");
+    }
+    let text = proxy.metrics().await;
+    assert_eq!(series(&text, "weft_discovery_authorities{cache=\"service\"}"), 0.0);
+    assert_eq!(series(&text, "weft_discovery_streams{kind=\"destination\"}"), 0.0);
+    assert_eq!(series(&text, "weft_discovery_streams{kind=\"policy\"}"), 0.0);
+
+    // The known Service, then 40 unknown ones: never more than 4 held.
+    let mut conn = H1::connect(proxy.outbound).await.unwrap();
+    assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
+    for i in 0..40 {
+        let host = format!("host-{i}.test");
+        assert_eq!(conn.send(get("/", &host)).await.unwrap().status(), StatusCode::BAD_GATEWAY, "{host}");
+        let text = proxy.metrics().await;
+        for cache in ["service", "backend"] {
+            let held = series(&text, &format!("weft_discovery_authorities{{cache=\"{cache}\"}}"));
+            assert!(held <= 4.0, "{held} {cache} entries after {host} with a cap of 4");
+        }
+        assert!(series(&text, "weft_discovery_streams{kind=\"destination\"}") <= 4.0);
+    }
+    let text = proxy.metrics().await;
+    let evicted = series(&text, "weft_discovery_evictions_total{cache=\"service\",reason=\"capacity\"}")
+        + series(&text, "weft_discovery_evictions_total{cache=\"service\",reason=\"idle\"}");
+    assert!(evicted >= 37.0, "41 authorities, a cap of 4, {evicted} evicted:\n{text}");
+
+    // Idle: everything goes, the proxy's streams close and so do mesh-control's.
+    eventually("the proxy drops its idle authorities and closes their streams", || async {
+        let text = proxy.metrics().await;
+        let zero = |s: &str| metric(&text, s) == Some(0.0);
+        (zero("weft_discovery_authorities{cache=\"service\"}")
+            && zero("weft_discovery_authorities{cache=\"backend\"}")
+            && zero("weft_discovery_streams{kind=\"destination\"}")
+            && zero("weft_discovery_streams{kind=\"policy\"}"))
+        .then_some(())
+    })
+    .await;
+    eventually("mesh-control sees every stream closed and forgets their lookups", || async {
+        (control_watches(&cp.log) == Some((0, 0))).then_some(())
+    })
+    .await;
+
+    // Evicted, and back on the next request.
+    let hits = app.hits();
+    assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.hits(), hits + 1);
+    eventually("mesh-control serves the returning authority's streams", || async {
+        control_watches(&cp.log).filter(|(open, _)| *open >= 2).map(|_| ())
+    })
+    .await;
+    cp.stop().await;
+}

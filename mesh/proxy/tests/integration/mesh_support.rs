@@ -127,7 +127,7 @@ impl MeshDir {
             .unwrap()
             .unwrap_or_else(|| panic!("mesh-control exited: {}", std::fs::read_to_string(&log).unwrap_or_default()));
         let addr = line.strip_prefix("listening grpc ").expect("listening line").parse().unwrap();
-        Control { child, addr }
+        Control { child, addr, log }
     }
 
     /// Arguments making a proxy the workload `id`, certified by `control`.
@@ -164,6 +164,8 @@ fn token_name(id: &str) -> String {
 pub struct Control {
     child: Child,
     pub addr: SocketAddr,
+    /// Its stderr (`RUST_LOG=info`).
+    pub log: PathBuf,
 }
 
 impl Control {

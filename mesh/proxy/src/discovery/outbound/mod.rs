@@ -15,20 +15,26 @@
 //!                 ▼ response filters
 //! ```
 //!
-//! Services and backend sets are created on first use and kept; their
-//! watch tasks copy each update into lock-free cells (`ArcSwap`), so a
-//! request only loads pointers. Only a request for an authority seen for
-//! the first time waits, bounded, for the control plane's first answer.
+//! Services and backend sets are created on first use and held in a
+//! bounded map ([`cache`]): dropped when no request used them for
+//! `--discovery-idle-timeout`, and least recently used first past
+//! `--max-discovered-authorities`, never while in use. Dropping one ends its
+//! watch task and closes its stream to the control plane. Their watch
+//! tasks copy each update into lock-free cells (`ArcSwap`), so a request
+//! only loads pointers. Only a request for an authority not held (new, or
+//! dropped since) waits, bounded, for the control plane's first answer. An
+//! authority that is not a valid `host:port` is refused (400) without a watch.
+
+mod cache;
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, Weak},
     time::Duration,
 };
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::Layer as _;
@@ -38,11 +44,11 @@ use self::attempt::Endpoints;
 use crate::{
     discovery::balance::{Balancer, PickError},
     http::body::{RequestBody, ResponseBody},
-    config::{Disabled, Limits},
+    config::{Disabled, DiscoveryLimits, Limits},
     discovery::{DestinationSource, Endpoint, EndpointSet, PolicySource, ProtocolHint},
     http::error::ProxyError,
     identity::MeshTls,
-    metrics::DirectionMetrics,
+    metrics::{DirectionMetrics, DiscoveryMetrics},
     discovery::policy::{
         route::{apply_rewrite, redirect_location, Filter},
         OutboundPolicy,
@@ -93,6 +99,8 @@ pub(crate) struct BackendSet {
     first: tokio::sync::watch::Receiver<Option<Arc<EndpointSet>>>,
     deadline: Instant,
     connect: Connect,
+    /// Dropped with the set: ends its watch task (and with it the stream).
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl BackendSet {
@@ -152,6 +160,8 @@ struct Service {
     deadline: Instant,
     first: Option<tokio::sync::watch::Receiver<Option<Arc<OutboundPolicy>>>>,
     disabled: Disabled,
+    /// Dropped with the Service: ends its watch task (and with it the stream).
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Service {
@@ -187,9 +197,8 @@ impl Service {
 pub struct Outbound {
     destination: Arc<dyn DestinationSource>,
     policy: Option<Arc<dyn PolicySource>>,
-    services: ArcSwap<HashMap<Arc<str>, Arc<Service>>>,
-    backends: ArcSwap<HashMap<Arc<str>, Arc<BackendSet>>>,
-    inserting: std::sync::Mutex<()>,
+    services: cache::Cache<Service>,
+    backends: cache::Cache<BackendSet>,
     connect: Connect,
     limits: Limits,
     disabled: Disabled,
@@ -198,8 +207,8 @@ pub struct Outbound {
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbound")
-            .field("services", &self.services.load().len())
-            .field("backends", &self.backends.load().len())
+            .field("services", &self.services.len())
+            .field("backends", &self.backends.len())
             .finish_non_exhaustive()
     }
 }
@@ -207,6 +216,7 @@ impl std::fmt::Debug for Outbound {
 impl Outbound {
     /// The discovered path; `mesh` makes meshed endpoints mTLS peers;
     /// `disabled` takes features out of every policy (conformance testing).
+    /// Default discovery bounds, unregistered gauges (see [`Outbound::bounded`]).
     pub fn new(
         destination: Arc<dyn DestinationSource>,
         policy: Option<Arc<dyn PolicySource>>,
@@ -215,108 +225,110 @@ impl Outbound {
         limits: Limits,
         disabled: Disabled,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Self::bounded(
             destination,
             policy,
-            services: ArcSwap::from_pointee(HashMap::new()),
-            backends: ArcSwap::from_pointee(HashMap::new()),
-            inserting: std::sync::Mutex::new(()),
+            mesh,
+            metrics,
+            limits,
+            disabled,
+            DiscoveryLimits::default(),
+            DiscoveryMetrics::default(),
+        )
+    }
+
+    /// [`Outbound::new`] holding at most `bounds.max_authorities` Services
+    /// and as many backend sets, each dropped after `bounds.idle_timeout`
+    /// unused; `gauges` follow their numbers. Call within a tokio runtime:
+    /// the idle sweep is a task (it ends with the `Outbound`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bounded(
+        destination: Arc<dyn DestinationSource>,
+        policy: Option<Arc<dyn PolicySource>>,
+        mesh: Option<Arc<MeshTls>>,
+        metrics: DirectionMetrics,
+        limits: Limits,
+        disabled: Disabled,
+        bounds: DiscoveryLimits,
+        gauges: DiscoveryMetrics,
+    ) -> Arc<Self> {
+        let this = Arc::new(Self {
+            destination,
+            policy,
+            services: cache::Cache::new(bounds, gauges.services),
+            backends: cache::Cache::new(bounds, gauges.backends),
             connect: Connect { mesh, metrics },
             limits,
             disabled,
-        })
+        });
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(sweep(Arc::downgrade(&this)));
+            }
+            Err(_) => warn!("discovery: no tokio runtime; idle authorities are dropped only over the cap"),
+        }
+        this
     }
 
     fn service(&self, key: &str) -> Arc<Service> {
-        if let Some(s) = self.services.load().get(key) {
-            return Arc::clone(s);
-        }
-        let _guard = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = self.services.load().get(key) {
-            return Arc::clone(s);
-        }
-        let key: Arc<str> = Arc::from(key);
-        let first = self.policy.as_ref().map(|p| p.outbound(&key));
-        let svc = Arc::new(Service {
-            authority: Arc::clone(&key),
-            current: ArcSwapOption::empty(),
-            default: Arc::new(OutboundPolicy::default_for(&key)),
-            deadline: Instant::now() + FIRST_ANSWER_WAIT,
-            first: first.clone(),
-            disabled: self.disabled,
-        });
-        if let Some(mut rx) = first {
-            let weak = Arc::downgrade(&svc);
-            tokio::spawn(async move {
-                loop {
-                    let current = rx.borrow_and_update().clone();
-                    let Some(svc) = weak.upgrade() else { return };
-                    if let Some(p) = current {
-                        svc.current.store(Some(svc.effective(p)));
-                    }
-                    drop(svc);
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
+        self.services.get_or_insert_with(key, |key| {
+            let first = self.policy.as_ref().map(|p| p.outbound(&key));
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let svc = Arc::new(Service {
+                authority: Arc::clone(&key),
+                current: ArcSwapOption::empty(),
+                default: Arc::new(OutboundPolicy::default_for(&key)),
+                deadline: Instant::now() + FIRST_ANSWER_WAIT,
+                first: first.clone(),
+                disabled: self.disabled,
+                _stop: stop,
             });
-        }
-        let mut next = HashMap::clone(&self.services.load());
-        next.insert(key, Arc::clone(&svc));
-        self.services.store(Arc::new(next));
-        svc
+            if let Some(rx) = first {
+                tokio::spawn(follow(rx, Arc::downgrade(&svc), stopped, |svc, p| {
+                    svc.current.store(Some(svc.effective(p)));
+                }));
+            }
+            svc
+        })
     }
 
     pub(crate) fn backend(&self, authority: &str) -> Arc<BackendSet> {
-        if let Some(b) = self.backends.load().get(authority) {
-            return Arc::clone(b);
-        }
-        let _guard = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = self.backends.load().get(authority) {
-            return Arc::clone(b);
-        }
-        let key: Arc<str> = Arc::from(authority);
-        let mut rx = self.destination.resolve(&key);
-        let set = Arc::new(BackendSet {
-            authority: Arc::clone(&key),
-            balancer: Balancer::new(),
-            exists: ArcSwapOption::empty(),
-            first: rx.clone(),
-            deadline: Instant::now() + FIRST_ANSWER_WAIT,
-            connect: self.connect.clone(),
-        });
-        let weak = Arc::downgrade(&set);
-        tokio::spawn(async move {
-            loop {
-                let current = rx.borrow_and_update().clone();
-                let Some(set) = weak.upgrade() else { return };
-                if let Some(eps) = current {
-                    set.apply(&eps, &set.connect);
-                }
-                drop(set);
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut next = HashMap::clone(&self.backends.load());
-        next.insert(key, Arc::clone(&set));
-        self.backends.store(Arc::new(next));
-        set
+        self.backends.get_or_insert_with(authority, |key| {
+            let rx = self.destination.resolve(&key);
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let set = Arc::new(BackendSet {
+                authority: Arc::clone(&key),
+                balancer: Balancer::new(),
+                exists: ArcSwapOption::empty(),
+                first: rx.clone(),
+                deadline: Instant::now() + FIRST_ANSWER_WAIT,
+                connect: self.connect.clone(),
+                _stop: stop,
+            });
+            tokio::spawn(follow(rx, Arc::downgrade(&set), stopped, |set, eps| set.apply(&eps, &set.connect)));
+            set
+        })
     }
 
     /// Forwards a request whose (static-route-less) authority is `authority`.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
         let svc = match crate::http::router::request_authority(&req) {
-            Some(authority) => self.service(&normalize(authority)),
+            Some(authority) => {
+                let key = normalize(authority);
+                if let Err(reason) = check_authority(&key) {
+                    return Err(ProxyError::InvalidAuthority { authority: authority.escape_debug().to_string(), reason });
+                }
+                self.service(&key)
+            }
             None => return Err(ProxyError::NoRoute { authority: "<none>".to_owned() }),
         };
         self.send_service(&svc, req).await
     }
 
     /// The discovered target `authority` (e.g. a transparent connection's
-    /// original destination `ip:port`), looked up once: its requests go
-    /// through [`Target::send`] without another lookup.
+    /// original destination `ip:port`, always valid), looked up once: its
+    /// requests go through [`Target::send`] without another lookup, and the
+    /// entry stays while the `Target` lives.
     pub fn target(self: &Arc<Self>, authority: &str) -> Target {
         Target { service: self.service(&normalize(authority)), outbound: Arc::clone(self) }
     }
@@ -371,6 +383,45 @@ impl Outbound {
             }
         }
         Ok(resp)
+    }
+}
+
+/// Copies each value of a watch into its owner until the owner is dropped
+/// (`stopped` fires with it), then drops the receiver: the last receiver
+/// gone closes the control-plane stream.
+async fn follow<O, T>(
+    mut rx: tokio::sync::watch::Receiver<Option<Arc<T>>>,
+    owner: Weak<O>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    apply: impl Fn(&O, Arc<T>),
+) {
+    loop {
+        let current = rx.borrow_and_update().clone();
+        let Some(owner) = owner.upgrade() else { return };
+        if let Some(value) = current {
+            apply(&owner, value);
+        }
+        drop(owner);
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = &mut stopped => return,
+        }
+    }
+}
+
+/// Drops idle Services and backend sets every quarter idle timeout, until
+/// the `Outbound` goes.
+async fn sweep(outbound: Weak<Outbound>) {
+    let Some(every) = outbound.upgrade().map(|o| o.services.sweep_interval()) else { return };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(o) = outbound.upgrade() else { return };
+        let (services, backends) = (o.services.sweep(), o.backends.sweep());
+        if services + backends > 0 {
+            debug!(services, backends, "dropped idle discovered authorities");
+        }
     }
 }
 
@@ -433,5 +484,54 @@ pub fn normalize(authority: &str) -> Cow<'_, str> {
 
 mod attempt;
 
+/// Whether a normalized authority is a `host:port` worth asking the
+/// control plane about: a DNS name (labels of letters, digits, `-`, `_`,
+/// at most 63 characters, 253 in all), an IPv4 address or a bracketed IPv6
+/// address, and a port in 1..=65535. `Err` says what is wrong.
+pub fn check_authority(authority: &str) -> Result<(), &'static str> {
+    let Some((host, port)) = authority.rsplit_once(':') else { return Err("no port") };
+    match port.parse::<u16>() {
+        Ok(0) => return Err("port 0"),
+        Ok(_) if port.bytes().all(|b| b.is_ascii_digit()) => {}
+        _ => return Err("the port is not a number in 1..=65535"),
+    }
+    if host.is_empty() {
+        return Err("empty host");
+    }
+    if let Some(v6) = host.strip_prefix('[') {
+        return match v6.strip_suffix(']').map(str::parse::<std::net::Ipv6Addr>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err("the bracketed host is not an IPv6 address"),
+        };
+    }
+    if host.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+        return Err("control or non-ASCII characters in the host");
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() > 253 {
+        return Err("the host name is longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("an empty label in the host name");
+        }
+        if label.len() > 63 {
+            return Err("a host name label longer than 63 characters");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err("a host name may hold only letters, digits, '-', '_' and '.'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a host name label starts or ends with '-'");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod bounded_tests;
 #[cfg(test)]
 mod tests;
