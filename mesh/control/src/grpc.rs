@@ -3,6 +3,7 @@
 
 pub mod destination;
 pub mod policy;
+pub mod streams;
 
 use std::sync::Arc;
 

@@ -52,6 +52,7 @@ use crate::ca::Ca;
 use crate::discovery::manifests::Manifests;
 use crate::grpc::destination::DestinationService;
 use crate::grpc::policy::PolicyService;
+use crate::grpc::streams::OpenStreams;
 use crate::grpc::IdentityService;
 use crate::ratelimit::{CertifyLimiter, CertifyLimits, Rate};
 use crate::tls::OwnCertificate;
@@ -68,6 +69,8 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const CONCURRENCY_PER_CONNECTION: usize = 256;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often closed streams' lookups are forgotten and the watch counts logged (on change).
+const WATCH_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Command line of `mesh-control`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -366,7 +369,9 @@ pub async fn serve<V: TokenVerifier>(
         let _ = close.send(true);
     };
     let limiter = Arc::new(CertifyLimiter::new(options.certify));
-    Server::builder()
+    let streams = OpenStreams::default();
+    let reporter = tokio::spawn(crate::grpc::streams::report(index.clone(), streams.clone(), WATCH_REPORT_EVERY));
+    let served = Server::builder()
         .max_concurrent_streams(options.max_concurrent_streams)
         // A client that keeps making us reset streams (malformed requests,
         // rapid reset) loses its connection instead of costing us forever.
@@ -380,10 +385,12 @@ pub async fn serve<V: TokenVerifier>(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(IdentityService::new(Arc::new(authority), limiter))
-        .add_service(DestinationService::new(index.clone(), closing.clone()))
-        .add_service(PolicyService::new(index, closing))
+        .add_service(DestinationService::new(index.clone(), closing.clone(), streams.clone()))
+        .add_service(PolicyService::new(index, closing, streams))
         .serve_with_incoming_shutdown(control_incoming(listener, tls, options.listener), shutdown)
-        .await?;
+        .await;
+    reporter.abort();
+    served?;
     drop(own);
     tracing::info!("shut down");
     Ok(())

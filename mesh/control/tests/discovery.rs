@@ -12,7 +12,7 @@ use mesh_api::destination::v1::destination_client::DestinationClient;
 use mesh_api::destination::v1::{update::Update as U, GetDestination, ProtocolHint};
 use mesh_api::policy::v1::policy_client::PolicyClient;
 use mesh_api::policy::v1::{inbound_port, DefaultPolicy, InboundPort, OutboundTarget};
-use support::{patience, ControlPlane, Fixture};
+use support::{eventually, patience, ControlPlane, Fixture};
 use tonic::Streaming;
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -259,4 +259,57 @@ async fn config_errors_exit_64_and_crd_prints() {
         "{yaml}"
     );
     assert!(yaml.contains("x-kubernetes-int-or-string: true"), "{yaml}");
+}
+
+/// The last `discovery: N open watch streams, M watched lookups` line, as (N, M).
+fn watch_counts(stderr: &str) -> Option<(u64, u64)> {
+    let line = stderr.lines().rev().find(|l| l.contains("open watch streams"))?;
+    let mut words = line.split("discovery: ").nth(1)?.split_whitespace();
+    let open = words.next()?.parse().ok()?;
+    let watches = words.nth(3)?.parse().ok()?;
+    Some((open, watches))
+}
+
+async fn counts_become(cp: &ControlPlane, what: &str, want: (u64, u64)) {
+    eventually(&format!("{what}: mesh-control logs {want:?}"), || async {
+        (watch_counts(&cp.stderr()) == Some(want)).then_some(())
+    })
+    .await;
+}
+
+/// Streams for authorities nobody knows hold state only while open: once
+/// the client cancels them, mesh-control forgets their lookups (no write
+/// to the index needed), and says so in its log.
+#[tokio::test]
+async fn closed_streams_free_their_watches() {
+    let fixture = Fixture::new();
+    let manifests = fixture.dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write(&manifests, "web.yaml", &web(&["198.18.0.1"]));
+    let cp = start(&manifests, &fixture).await;
+    let mut destination = DestinationClient::new(cp.channel());
+    let mut policy = PolicyClient::new(cp.channel());
+    let mut streams = Vec::new();
+    for i in 0..100 {
+        let authority = format!("unknown-{i}.nowhere.svc.cluster.local:80");
+        let mut d = destination
+            .get(GetDestination { authority: authority.clone(), context_token: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            next(&mut d).await.update,
+            Some(U::NoEndpoints(mesh_api::destination::v1::NoEndpoints { exists: false }))
+        );
+        let mut p = policy.watch_outbound(OutboundTarget { authority, context_token: String::new() }).await.unwrap().into_inner();
+        next(&mut p).await;
+        streams.push((d, p));
+    }
+    counts_become(&cp, "200 streams open, 200 lookups", (200, 200)).await;
+    // Dropping a tonic stream cancels it (RST_STREAM): the server drops its watch.
+    streams.truncate(10);
+    counts_become(&cp, "90 streams cancelled", (20, 20)).await;
+    drop(streams);
+    counts_become(&cp, "every stream cancelled", (0, 0)).await;
+    assert!(cp.stop().await.success());
 }

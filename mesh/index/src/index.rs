@@ -1,6 +1,8 @@
 //! The index: one store behind a lock, and one watch channel per distinct
 //! lookup. Every write recomputes the views somebody watches and wakes only
-//! those whose value changed.
+//! those whose value changed. A lookup nobody watches any more (its streams
+//! closed) is forgotten: by [`Index::prune_unwatched`], at the next write,
+//! or when new lookups have doubled the map since the last pruning.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -52,6 +54,9 @@ pub struct Stats {
     pub watches: usize,
     /// Views recomputed and found changed (watchers woken).
     pub views_updated: u64,
+    /// Views recomputed after writes (changed or not): only those a write
+    /// may affect are.
+    pub views_computed: u64,
 }
 
 /// The discovery index. Cheap to clone; every clone is the same index.
@@ -73,36 +78,58 @@ struct Shared {
     inbound: Watches<(Workload, u16), InboundPolicy>,
     changes_applied: u64,
     views_updated: u64,
+    views_computed: u64,
 }
 
 struct Watches<K, V> {
     by_key: HashMap<K, watch::Sender<Arc<V>>>,
+    /// Lookups left after the last pruning: new lookups prune again once
+    /// they have doubled it, so closed streams cannot pile up between writes.
+    live: usize,
 }
 
 impl<K, V> Default for Watches<K, V> {
     fn default() -> Self {
-        Self { by_key: HashMap::new() }
+        Self { by_key: HashMap::new(), live: 0 }
     }
 }
 
+/// Below this many lookups a map is not pruned on insert.
+const PRUNE_FLOOR: usize = 64;
+
 impl<K: Eq + Hash + Clone, V: PartialEq> Watches<K, V> {
     fn watch(&mut self, key: K, compute: impl FnOnce() -> V) -> watch::Receiver<Arc<V>> {
+        // A lookup still here is current: every write refreshes or drops it.
         if let Some(tx) = self.by_key.get(&key) {
             return tx.subscribe();
+        }
+        if self.by_key.len() >= (2 * self.live).max(PRUNE_FLOOR) {
+            self.prune();
         }
         let (tx, rx) = watch::channel(Arc::new(compute()));
         self.by_key.insert(key, tx);
         rx
     }
 
-    /// Recomputes every watched view; forgets lookups nobody watches any more.
-    fn refresh(&mut self, mut compute: impl FnMut(&K) -> V) -> u64 {
-        let mut updated = 0;
+    /// Forgets lookups nobody watches; returns how many.
+    fn prune(&mut self) -> usize {
+        let before = self.by_key.len();
+        self.by_key.retain(|_, tx| tx.receiver_count() > 0);
+        self.live = self.by_key.len();
+        before - self.live
+    }
+
+    /// Recomputes the watched views the write may have changed (`compute`
+    /// returns `None` for the others); forgets lookups nobody watches any
+    /// more. Returns (views recomputed, views changed).
+    fn refresh(&mut self, mut compute: impl FnMut(&K) -> Option<V>) -> (u64, u64) {
+        let (mut computed, mut updated) = (0, 0);
         self.by_key.retain(|key, tx| {
             if tx.receiver_count() == 0 {
                 return false;
             }
-            let new = compute(key);
+            let Some(new) = compute(key) else { return true };
+            computed += 1;
             tx.send_if_modified(|cur| {
                 let changed = **cur != new;
                 if changed {
@@ -113,7 +140,34 @@ impl<K: Eq + Hash + Clone, V: PartialEq> Watches<K, V> {
             });
             true
         });
-        updated
+        self.live = self.by_key.len();
+        (computed, updated)
+    }
+}
+
+/// The namespaces one write touched, and whether a Pod or a Namespace
+/// changed (a Service's endpoints may name pods of another namespace).
+#[derive(Default)]
+struct Touched {
+    namespaces: std::collections::HashSet<String>,
+    pods_or_namespaces: bool,
+}
+
+impl Touched {
+    fn add(&mut self, change: &Change) {
+        let (kind, key) = match change {
+            Change::Upsert(r) => (r.kind(), r.key()),
+            Change::Delete(kind, key) => (*kind, key),
+        };
+        self.pods_or_namespaces |= matches!(kind, Kind::Pod | Kind::Namespace);
+        let ns = if kind == Kind::Namespace { &key.name } else { &key.namespace };
+        if !self.namespaces.contains(ns) {
+            self.namespaces.insert(ns.clone());
+        }
+    }
+
+    fn namespace(&self, ns: &str) -> bool {
+        self.namespaces.contains(ns)
     }
 }
 
@@ -130,10 +184,20 @@ impl Index {
     /// Returns how many changed something.
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> usize {
         let mut shared = self.lock();
-        let applied = changes.into_iter().filter(|c| shared.store.apply(c.clone())).count();
+        let mut touched = Touched::default();
+        let applied = changes
+            .into_iter()
+            .filter(|c| {
+                let changed = shared.store.apply(c.clone());
+                if changed {
+                    touched.add(c);
+                }
+                changed
+            })
+            .count();
         if applied > 0 {
             shared.changes_applied += applied as u64;
-            self.refresh(&mut shared);
+            self.refresh(&mut shared, &touched);
         }
         applied
     }
@@ -151,14 +215,23 @@ impl Index {
             .map(|k| Change::Delete(kind, k))
             .collect();
         let mut applied = 0;
+        let mut touched = Touched::default();
         for change in deletes.into_iter().chain(objects.into_iter().filter(|o| o.kind() == kind).map(Change::Upsert)) {
+            touched.add(&change);
             applied += usize::from(shared.store.apply(change));
         }
         if applied > 0 {
             shared.changes_applied += applied as u64;
-            self.refresh(&mut shared);
+            self.refresh(&mut shared, &touched);
         }
         applied
+    }
+
+    /// Forgets every lookup nobody watches any more (all its streams
+    /// closed); returns how many went.
+    pub fn prune_unwatched(&self) -> usize {
+        let mut shared = self.lock();
+        shared.destinations.prune() + shared.outbound.prune() + shared.inbound.prune()
     }
 
     pub fn stats(&self) -> Stats {
@@ -168,6 +241,7 @@ impl Index {
             changes_applied: shared.changes_applied,
             watches: shared.destinations.by_key.len() + shared.outbound.by_key.len() + shared.inbound.by_key.len(),
             views_updated: shared.views_updated,
+            views_computed: shared.views_computed,
         }
     }
 
@@ -177,12 +251,33 @@ impl Index {
         self.inner.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn refresh(&self, shared: &mut Shared) {
+    /// Recomputes the views `touched` may have changed. A Service's
+    /// endpoint set depends only on objects of its namespace (the Service,
+    /// its slices, their pods, the Namespace), unless its endpoints name
+    /// pods elsewhere; a name outside the cluster never resolves. Policies and address lookups are recomputed on every
+    /// write (their dependencies cross namespaces).
+    fn refresh(&self, shared: &mut Shared, touched: &Touched) {
         let config = &self.inner.config;
-        let Shared { store, destinations, outbound, inbound, views_updated, .. } = shared;
-        *views_updated += destinations.refresh(|t| destination::view(store, config, t));
-        *views_updated += outbound.refresh(|(t, ns)| outbound::view(store, config, t, ns.as_deref()));
-        *views_updated += inbound.refresh(|(w, p)| inbound::view(store, config, w, *p));
+        let Shared { store, destinations, outbound, inbound, views_updated, views_computed, .. } = shared;
+        let mut add = |(computed, updated): (u64, u64)| {
+            *views_computed += computed;
+            *views_updated += updated;
+        };
+        add(destinations.refresh(|t| match t {
+            Target::External { .. } => None,
+            Target::Service { service, .. }
+                if !touched.namespace(&service.namespace)
+                    && !(touched.pods_or_namespaces && destination::names_pods_elsewhere(store, service)) =>
+            {
+                None
+            }
+            _ => Some(destination::view(store, config, t)),
+        }));
+        add(outbound.refresh(|(t, ns)| match t {
+            Target::External { .. } => None,
+            _ => Some(outbound::view(store, config, t, ns.as_deref())),
+        }));
+        add(inbound.refresh(|(w, p)| Some(inbound::view(store, config, w, *p))));
     }
 
     fn parse(&self, authority: &str) -> Result<Target, LookupError> {

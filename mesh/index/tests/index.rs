@@ -440,3 +440,27 @@ fn a_pod_annotation_makes_its_port_opaque() {
     let other = index.watch_inbound(Workload::Ip(ip("10.0.0.2")), 8080).unwrap().borrow().clone();
     assert_eq!(other.protocol, Protocol::Http1);
 }
+
+/// A write recomputes only the views it may change: a Service's endpoints
+/// when its namespace changed, never a name outside the cluster; and a
+/// lookup whose watchers are gone is forgotten.
+#[test]
+fn writes_recompute_only_views_they_may_change_and_closed_watches_are_forgotten() {
+    let index = shop();
+    let mut web = index.watch_destination("web.shop:80").unwrap();
+    let external: Vec<_> = (0..100).map(|i| index.watch_destination(&format!("host-{i}.example.com:80")).unwrap()).collect();
+    let before = index.stats();
+    assert_eq!(before.watches, 101);
+    // Another namespace: neither the shop Service nor the external names.
+    index.apply([up(service("other", "api", "10.96.0.20", &[("http", 80, Protocol::Http1)]))]);
+    assert_eq!(index.stats().views_computed, before.views_computed);
+    // Its own namespace: recomputed, and the watcher woken.
+    index.apply([up(pod("shop", "web-2", "", "10.0.0.2", Some(true)))]);
+    assert_eq!(index.stats().views_computed, before.views_computed + 1);
+    assert!(web.has_changed().unwrap());
+    assert!(web.borrow_and_update().endpoints[&addr("10.0.0.2:8080")].identity.is_some());
+    // Dropped watches: forgotten without any write.
+    drop(external);
+    assert_eq!(index.prune_unwatched(), 100);
+    assert_eq!(index.stats().watches, 1);
+}

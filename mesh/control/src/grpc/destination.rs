@@ -7,25 +7,29 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use mesh_api::destination::v1 as api;
 use mesh_api::destination::v1::destination_server::{Destination, DestinationServer};
 use mesh_index::{DestinationView, DiscoverDestination, Endpoint, ProtocolHint};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use super::streams::OpenStreams;
+
 /// The gRPC face of a [`DiscoverDestination`].
 #[derive(Debug, Clone)]
 pub struct DestinationService<D> {
     discover: D,
     closing: watch::Receiver<bool>,
+    streams: OpenStreams,
 }
 
 impl<D: DiscoverDestination> DestinationService<D> {
     /// Streams end once `closing` turns true, so a graceful shutdown is not
-    /// held up by watches that would otherwise never finish.
-    pub fn new(discover: D, closing: watch::Receiver<bool>) -> DestinationServer<Self> {
-        DestinationServer::new(Self { discover, closing })
+    /// held up by watches that would otherwise never finish; `streams`
+    /// counts them while open (a closed stream drops its watch).
+    pub fn new(discover: D, closing: watch::Receiver<bool>, streams: OpenStreams) -> DestinationServer<Self> {
+        DestinationServer::new(Self { discover, closing, streams })
     }
 }
 
@@ -39,7 +43,11 @@ impl<D: DiscoverDestination> Destination for DestinationService<D> {
         let api::GetDestination { authority, context_token } = request.into_inner();
         let rx = self.discover.watch_destination(&authority).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%authority, %context_token, "Destination.Get");
-        Ok(Response::new(Box::pin(updates(rx, self.closing.clone()))))
+        let open = self.streams.open();
+        Ok(Response::new(Box::pin(updates(rx, self.closing.clone()).map(move |u| {
+            let _counted = &open;
+            u
+        }))))
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use mesh_api::policy::v1 as api;
 use mesh_api::policy::v1::policy_server::{Policy, PolicyServer};
 use mesh_index::model::{self, DefaultPolicy, Kind, Protocol};
@@ -15,6 +15,7 @@ use mesh_index::{DiscoverPolicy, InboundPolicy, OutboundPolicy, Workload};
 use tokio::sync::watch;
 
 use super::destination::changed;
+use super::streams::OpenStreams;
 use tonic::{Request, Response, Status};
 
 /// The gRPC face of a [`DiscoverPolicy`].
@@ -22,12 +23,13 @@ use tonic::{Request, Response, Status};
 pub struct PolicyService<P> {
     discover: P,
     closing: watch::Receiver<bool>,
+    streams: OpenStreams,
 }
 
 impl<P: DiscoverPolicy> PolicyService<P> {
     /// Streams end once `closing` turns true (see `DestinationService::new`).
-    pub fn new(discover: P, closing: watch::Receiver<bool>) -> PolicyServer<Self> {
-        PolicyServer::new(Self { discover, closing })
+    pub fn new(discover: P, closing: watch::Receiver<bool>, streams: OpenStreams) -> PolicyServer<Self> {
+        PolicyServer::new(Self { discover, closing, streams })
     }
 }
 
@@ -49,7 +51,7 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
             .watch_outbound(&authority, ns.as_deref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%authority, client_ns = ?ns, "Policy.WatchOutbound");
-        Ok(Response::new(Box::pin(follow(rx, self.closing.clone(), outbound))))
+        Ok(Response::new(counted(&self.streams, follow(rx, self.closing.clone(), outbound))))
     }
 
     async fn watch_inbound(
@@ -68,7 +70,7 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
         let port =
             u16::try_from(port).map_err(|_| Status::invalid_argument(format!("port {port} is not in 0..=65535")))?;
         let rx = self.discover.watch_inbound(workload, port).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(Box::pin(follow(rx, self.closing.clone(), inbound))))
+        Ok(Response::new(counted(&self.streams, follow(rx, self.closing.clone(), inbound))))
     }
 }
 
@@ -95,6 +97,18 @@ fn ip(bytes: &[u8]) -> Option<IpAddr> {
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
         _ => None,
     }
+}
+
+/// `stream`, counted in `streams` until dropped.
+fn counted<T: Send + 'static>(
+    streams: &OpenStreams,
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+) -> Messages<T> {
+    let open = streams.open();
+    Box::pin(stream.map(move |m| {
+        let _counted = &open;
+        m
+    }))
 }
 
 /// The current value first, then one message per change.
