@@ -462,9 +462,5 @@ async fn discovered_authorities_are_bounded_and_their_streams_closed() {
     let hits = app.hits();
     assert_eq!(conn.send(get("/", "web.test")).await.unwrap().status(), StatusCode::OK);
     assert_eq!(app.hits(), hits + 1);
-    eventually("mesh-control serves the returning authority's streams", || async {
-        control_watches(&cp.log).filter(|(open, _)| *open >= 2).map(|_| ())
-    })
-    .await;
     cp.stop().await;
 }
