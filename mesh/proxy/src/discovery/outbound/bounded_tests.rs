@@ -2,6 +2,7 @@
 //! network): the cap, the idle timeout, watches dropped with their entries,
 //! entries in use kept, invalid authorities refused.
 
+use bytes::Bytes;
 use weft_testkit::eventually_async;
 
 use super::*;
