@@ -20,10 +20,7 @@ const MEMORY_BOUND_MIB: f64 = 64.0;
 
 /// `attack listener/mode` -> the defect it shows. Remove an entry when the
 /// fix lands (the test says which ones pass now).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    // Discovery state grows with every distinct Host (1,000 Hosts: about +20 MiB).
-    ("distinct-hosts outbound/plaintext", "discovery state unbounded: RSS grows with each distinct Host"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 #[test]
 fn hostile_clients_get_a_clean_refusal_or_close_and_memory_stays_bounded() {
