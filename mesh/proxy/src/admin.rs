@@ -90,6 +90,9 @@ impl Health {
     }
 }
 
+/// Admin connections held at once (the oldest is closed to make room).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// Serves the admin listener until the phase reaches `Exiting`.
 pub async fn serve_admin(
     listener: TcpListener,
@@ -97,15 +100,21 @@ pub async fn serve_admin(
     health: Health,
     mut phase: watch::Receiver<Phase>,
 ) {
+    // Scrapers and probes need a handful; a flood must not grow memory.
+    let limit = crate::http::admit::ConnLimit::new(ADMIN_MAX_CONNECTIONS, "admin", None);
     loop {
         let Some((stream, peer)) =
-            crate::http::server::accept_until(&listener, &mut phase, |p| *p == Phase::Exiting).await
+            crate::http::server::accept_until(&listener, &mut phase, |p| *p == Phase::Exiting, None).await
         else {
             break;
         };
+        // Admin answers are immediate: every admitted connection counts as
+        // idle between requests and the oldest makes room.
+        let Some(admitted) = limit.admit() else { continue };
         let metrics = Arc::clone(&metrics);
         let health = health.clone();
         tokio::spawn(async move {
+            let _admitted = &admitted;
             let service = service_fn(move |req| {
                 let resp = respond(&req, &metrics, &health);
                 async move { Ok::<_, Infallible>(resp) }
@@ -113,8 +122,11 @@ pub async fn serve_admin(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "admin connection ended with error");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    debug!(%peer, error = %e, "admin connection ended with error");
+                },
+                () = admitted.evicted() => debug!(%peer, "admin connection closed to make room"),
             }
         });
     }

@@ -54,6 +54,8 @@ use crate::{
     intercept::orig_dst::Gate,
     discovery::policy::Verdict,
     identity::refusal::{self, Refusal},
+    http::admit::ConnLimit,
+    http::idle::Activity,
     http::server::{serve_connections, Phase},
     tcp::relay,
     intercept::transparent::DirectUpstreams,
@@ -71,6 +73,8 @@ pub struct Inbound {
     pub app: App,
     /// Our identity; `None`: plaintext only.
     pub mesh: Option<Arc<MeshTls>>,
+    /// `--max-inbound-connections`, shared with the IPv6 twin.
+    pub conn_limit: Arc<ConnLimit>,
 }
 
 /// The application behind the inbound listener.
@@ -122,9 +126,10 @@ impl Inbound {
     /// Accepts until the phase leaves `Running`, then closes the listening
     /// socket and waits for open connections (the caller bounds the wait).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, phase: watch::Receiver<Phase>) {
-        serve_connections(listener, phase, |stream, peer, watcher, phase| {
+        let limit = Arc::clone(&self.conn_limit);
+        serve_connections(listener, phase, limit, |stream, peer, watcher, phase, activity| {
             let this = Arc::clone(&self);
-            async move { this.connection(stream, peer, watcher, phase).await }
+            async move { this.connection(stream, peer, watcher, phase, activity).await }
         })
         .await;
     }
@@ -145,7 +150,14 @@ impl Inbound {
         }
     }
 
-    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        watcher: Watcher,
+        mut phase: watch::Receiver<Phase>,
+        activity: Activity,
+    ) {
         let _open = self.stack.metrics().connection_opened();
         let Some(target) = self.target(&stream, peer) else { return };
         let limits = &self.limits;
@@ -192,12 +204,13 @@ impl Inbound {
         // plaintext refuses the connection at once.
         let refuse_plaintext = !target.authz.judged_by_policy() && target.authz.verdict(None) != Verdict::Allow;
         match (protocol, &self.mesh) {
-            (Protocol::Tls, Some(mesh)) => self.meshed(mesh, io, peer, watcher, phase, target).await,
+            (Protocol::Tls, Some(mesh)) => Box::pin(self.meshed(mesh, io, peer, watcher, phase, target, activity)).await,
             (_, _) if refuse_plaintext => self.refuse_plaintext(protocol, io, peer, &target.authz).await,
-            (Protocol::Http1 | Protocol::Http2, _) => self.serve_http(io, peer, watcher, phase, None, target).await,
+            (Protocol::Http1 | Protocol::Http2, _) => Box::pin(self.serve_http(io, peer, watcher, phase, None, target, activity)).await,
             (Protocol::Tls | Protocol::Opaque, _) => {
                 if tcp_allowed(&target.authz, None, peer) {
-                    self.relay_to_app(io, peer, target.app, target.app_source).await
+                    let _busy = activity.request();
+                    Box::pin(self.relay_to_app(io, peer, target.app, target.app_source)).await
                 }
             }
         }
@@ -211,6 +224,7 @@ impl Inbound {
         watcher: Watcher,
         phase: watch::Receiver<Phase>,
         target: Target,
+        activity: Activity,
     ) {
         let accepted = tokio::time::timeout(self.limits.header_read_timeout, mesh.acceptor().accept(io)).await;
         let tls = match accepted {
@@ -228,10 +242,11 @@ impl Inbound {
         // The verifier only accepts certificates carrying a SPIFFE ID.
         let client = peer_identity(conn);
         match conn.alpn_protocol() {
-            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, phase, client, target).await,
+            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, phase, client, target, activity).await,
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
                 if tcp_allowed(&target.authz, client.as_ref(), peer) {
+                    let _busy = activity.request();
                     self.relay_to_app(tls, peer, target.app, target.app_source).await
                 }
             }
@@ -255,11 +270,12 @@ impl Inbound {
         mut phase: watch::Receiver<Phase>,
         client: Option<SpiffeId>,
         target: Target,
+        activity: Activity,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stack = self.stack.service(Connection { client, peer, authz: target.authz, via: target.via });
-        if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, watcher, &mut phase).await {
+        if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, activity, watcher, &mut phase).await {
             debug!(%peer, error = %e, "inbound connection ended with error");
         }
     }

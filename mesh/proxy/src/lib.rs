@@ -68,6 +68,7 @@ use crate::{
     metrics::{Direction, Metrics},
     intercept::orig_dst::{Gate, OwnListeners},
     http::router::Router,
+    http::admit::ConnLimit,
     http::server::Phase,
     tcp::{OriginalDstRelay, TcpForwarder},
     intercept::transparent::TransparentOutbound,
@@ -158,6 +159,10 @@ async fn serve_until(
     config.validate()?;
     // Before any upstream exists: every one dials with these.
     config.conns.install();
+    // Before the first socket: a listener out of descriptors sheds with
+    // the reserve one (http::server::shed_without_fds).
+    http::server::raise_nofile();
+    http::server::reserve_fd();
     if config.disabled.any() {
         for feature in config.disabled.to_string().split(',') {
             warn!(
@@ -240,6 +245,9 @@ async fn serve_until(
     announce(&outbound, inbound.as_ref(), &tcp, &tcp_services, &admin).map_err(RunError::Announce)?;
 
     let (phase_tx, phase) = watch::channel(Phase::Running);
+    let outbound_limit = ConnLimit::new(config.conns.max_outbound_connections, "outbound", Some(outbound_metrics.clone()));
+    let inbound_limit =
+        ConnLimit::new(config.conns.max_inbound_connections, "inbound", Some(metrics.direction(Direction::Inbound).clone()));
     let builder = Arc::new(http::server::http_builder(&config.limits, &config.conns));
     let limits = config.limits;
 
@@ -266,8 +274,16 @@ async fn serve_until(
         let gate = Gate::new(Direction::Outbound, own.clone(), outbound_metrics.clone());
         let tcp = OriginalDstRelay::new(listen, discovered.clone(), mesh.clone(), outbound_metrics.clone());
         let stack = OutboundStack::new(Forwarder::outbound(router, discovered.clone(), limits, outbound_metrics), &limits);
-        let transparent =
-            TransparentOutbound::new(gate, stack, discovered, tcp, Arc::clone(&builder), limits, config.opaque_ports.clone());
+        let transparent = TransparentOutbound::new(
+            gate,
+            stack,
+            discovered,
+            tcp,
+            Arc::clone(&builder),
+            limits,
+            config.opaque_ports.clone(),
+            Arc::clone(&outbound_limit),
+        );
         if let Some(listener) = outbound6 {
             proxies.push(tokio::spawn(Arc::clone(&transparent).serve(listener, phase.clone())));
         }
@@ -280,6 +296,7 @@ async fn serve_until(
             stack,
             Arc::clone(&builder),
             limits,
+            Arc::clone(&outbound_limit),
             phase.clone(),
         )));
     }
@@ -313,6 +330,7 @@ async fn serve_until(
             limits,
             app,
             mesh: mesh.clone(),
+            conn_limit: inbound_limit,
         });
         if let Some(listener6) = inbound6 {
             proxies.push(tokio::spawn(Arc::clone(&inbound).serve(listener6, phase.clone())));
@@ -320,7 +338,7 @@ async fn serve_until(
         proxies.push(tokio::spawn(inbound.serve(listener, phase.clone())));
     }
     for (listener, fwd) in tcp.into_iter().zip(tcp_forwarders).chain(tcp_services.into_iter().zip(service_forwarders)) {
-        proxies.push(tokio::spawn(fwd.serve(listener, phase.clone())));
+        proxies.push(tokio::spawn(fwd.serve(listener, Arc::clone(&outbound_limit), phase.clone())));
     }
     health.set_ready(true);
     info!(

@@ -193,6 +193,18 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", default_value = "1h")]
     pub tcp_idle_timeout: String,
 
+    /// Inbound connections held at once (inbound listener and its IPv6
+    /// twin). At the cap the oldest connection with no request in flight
+    /// is closed to make room; with none, the new one is closed at accept
+    /// (weft_shed_connections_total).
+    #[arg(long, env = "WEFT_PROXY_MAX_INBOUND_CONNECTIONS", default_value = "4096")]
+    pub max_inbound_connections: String,
+
+    /// Outbound connections held at once (outbound listener, its IPv6 twin,
+    /// --tcp-forward and --tcp-service listeners); as --max-inbound-connections.
+    #[arg(long, env = "WEFT_PROXY_MAX_OUTBOUND_CONNECTIONS", default_value = "4096")]
+    pub max_outbound_connections: String,
+
     /// Connecting to an upstream, the mTLS handshake with a meshed peer
     /// included, must be done within this (then 502 / the TCP client closed).
     #[arg(long, env = "WEFT_PROXY_CONNECT_TIMEOUT", default_value = "10s")]
@@ -381,6 +393,15 @@ impl Args {
             ),
             ..d
         };
+        for (flag, v, slot) in [
+            ("--max-inbound-connections", &self.max_inbound_connections, &mut c.max_inbound_connections),
+            ("--max-outbound-connections", &self.max_outbound_connections, &mut c.max_outbound_connections),
+        ] {
+            match v.parse::<usize>() {
+                Ok(n) => *slot = n,
+                Err(_) => problems.push(format!("{flag} {v:?}: not a whole number of connections")),
+            }
+        }
         match self.min_request_body_rate.parse::<u64>() {
             Ok(n) => c.min_request_body_rate = n,
             Err(_) => problems.push(format!(

@@ -40,6 +40,10 @@ pub struct Conns {
     /// Any request body (streams included) silent this long while the proxy
     /// waits for it is cut (408 if no response started).
     pub request_body_idle_timeout: Duration,
+    /// Downstream connections the inbound listener holds at once.
+    pub max_inbound_connections: usize,
+    /// Downstream connections the outbound listeners hold at once.
+    pub max_outbound_connections: usize,
 }
 
 impl Default for Conns {
@@ -53,9 +57,18 @@ impl Default for Conns {
             min_request_body_rate: 240,
             request_body_grace: Duration::from_secs(5),
             request_body_idle_timeout: Duration::from_secs(300),
+            max_inbound_connections: DEFAULT_MAX_CONNECTIONS,
+            max_outbound_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
+
+/// Connections per direction: an idle downstream connection costs about
+/// 6 KiB of the proxy's memory (its task, the detection buffer, hyper's
+/// connection state), so the cap keeps a flood of idle connections under
+/// ~30 MiB; a sidecar's app and peers need far fewer (peer proxies share
+/// one HTTP/2 connection).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The values every upstream connection of this process dials with.
 static INSTALLED: OnceLock<Conns> = OnceLock::new();
@@ -87,6 +100,14 @@ impl Conns {
         ] {
             if d.is_zero() {
                 problems.push(format!("{name} 0s: must be greater than zero"));
+            }
+        }
+        for (name, n) in [
+            ("--max-inbound-connections", self.max_inbound_connections),
+            ("--max-outbound-connections", self.max_outbound_connections),
+        ] {
+            if n == 0 {
+                problems.push(format!("{name} 0: must be at least 1"));
             }
         }
         problems

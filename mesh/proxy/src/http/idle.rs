@@ -61,6 +61,11 @@ impl Activity {
         InFlight { inner: Arc::clone(&self.inner) }
     }
 
+    /// Requests (or a relay) in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
     /// Whether any request head has arrived.
     pub fn seen_request(&self) -> bool {
         self.inner.seen_request.load(Ordering::Relaxed)

@@ -6,10 +6,11 @@
 //! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
 //! [`orig_proto`] (HTTP/1 over the proxies' HTTP/2), [`router`]
 //! (authority -> static upstream), [`pace`] (how slowly a client may
-//! send a request body), [`server`] (accept loops, graceful
+//! send a request body), [`admit`] (connection caps), [`server`] (accept loops, graceful
 //! drain, the hyper connection builder) and [`idle`] (closing connections
 //! that do nothing).
 
+pub mod admit;
 pub mod body;
 pub mod error;
 pub mod headers;

@@ -43,6 +43,8 @@ use crate::{
     stack::{outbound::OutboundStack, serve::serve_http, Via},
     intercept::orig_dst::Gate,
     discovery::outbound::Outbound,
+    http::admit::ConnLimit,
+    http::idle::Activity,
     http::server::{serve_connections, Phase},
     tcp::OriginalDstRelay,
     http::upstream::{local_app_source, Upstream},
@@ -104,6 +106,7 @@ pub struct TransparentOutbound {
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     opaque_ports: OpaquePorts,
+    conn_limit: Arc<ConnLimit>,
 }
 
 impl TransparentOutbound {
@@ -119,8 +122,9 @@ impl TransparentOutbound {
         builder: Arc<auto::Builder<TokioExecutor>>,
         limits: Limits,
         opaque_ports: OpaquePorts,
+        conn_limit: Arc<ConnLimit>,
     ) -> Arc<Self> {
-        Arc::new(Self { gate, stack, discovered, direct: DirectUpstreams::default(), tcp, builder, limits, opaque_ports })
+        Arc::new(Self { gate, stack, discovered, direct: DirectUpstreams::default(), tcp, builder, limits, opaque_ports, conn_limit })
     }
 
     /// An opaque destination skips detection: a server-speaks-first
@@ -138,19 +142,28 @@ impl TransparentOutbound {
     /// Accepts until the phase leaves `Running`, then closes the listening
     /// socket and waits for open connections (the caller bounds the wait).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, phase: watch::Receiver<Phase>) {
-        serve_connections(listener, phase, |stream, peer, watcher, phase| {
+        let limit = Arc::clone(&self.conn_limit);
+        serve_connections(listener, phase, limit, |stream, peer, watcher, phase, activity| {
             let this = Arc::clone(&self);
-            async move { this.connection(stream, peer, watcher, phase).await }
+            async move { this.connection(stream, peer, watcher, phase, activity).await }
         })
         .await;
     }
 
-    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>) {
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        watcher: Watcher,
+        mut phase: watch::Receiver<Phase>,
+        activity: Activity,
+    ) {
         let _open = self.stack.metrics().connection_opened();
         let Some(dst) = self.gate.admit(&stream, peer) else { return };
         if self.is_opaque(dst).await {
             debug!(%peer, %dst, "opaque port: relayed without protocol detection");
-            return self.tcp.relay(stream, peer, dst).await;
+            let _busy = activity.request();
+            return Box::pin(self.tcp.relay(stream, peer, dst)).await;
         }
         let limits = &self.limits;
         // A client silent for the detect timeout may be waiting for the
@@ -173,8 +186,11 @@ impl TransparentOutbound {
         };
         let io = PrefixedIo::new(prefix, stream);
         match protocol {
-            Protocol::Http1 | Protocol::Http2 => self.serve_http(io, peer, dst, watcher, phase).await,
-            Protocol::Tls | Protocol::Opaque => self.tcp.relay(io, peer, dst).await,
+            Protocol::Http1 | Protocol::Http2 => Box::pin(self.serve_http(io, peer, dst, watcher, phase, activity)).await,
+            Protocol::Tls | Protocol::Opaque => {
+                let _busy = activity.request();
+                Box::pin(self.tcp.relay(io, peer, dst)).await
+            }
         }
     }
 
@@ -186,12 +202,20 @@ impl TransparentOutbound {
         }
     }
 
-    async fn serve_http<I>(&self, io: I, peer: SocketAddr, dst: SocketAddr, watcher: Watcher, mut phase: watch::Receiver<Phase>)
+    async fn serve_http<I>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        dst: SocketAddr,
+        watcher: Watcher,
+        mut phase: watch::Receiver<Phase>,
+        activity: Activity,
+    )
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stack = self.stack.service(Some(self.via(dst)));
-        if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, watcher, &mut phase).await {
+        if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, activity, watcher, &mut phase).await {
             debug!(%peer, %dst, error = %e, "transparent outbound connection ended with error");
         }
     }

@@ -134,6 +134,40 @@ pub struct DirectionMetrics {
     open_connections: Gauge,
     refused: [Counter; Refusal::ALL.len()],
     body_timeouts: Counter,
+    shed: [Counter; Shed::ALL.len()],
+}
+
+/// Why a downstream connection was closed by the proxy's own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The direction's connection cap was reached with every connection
+    /// busy: the new one was closed at accept.
+    Limit = 0,
+    /// The oldest idle connection was closed to make room for a new one.
+    IdleEvicted = 1,
+    /// The process was out of file descriptors (EMFILE/ENFILE): a pending
+    /// connection was accepted on the reserve descriptor and closed.
+    NoFds = 2,
+}
+
+impl Shed {
+    /// Every reason, in label order.
+    pub const ALL: [Shed; 3] = [Shed::Limit, Shed::IdleEvicted, Shed::NoFds];
+
+    /// The `reason` label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Shed::Limit => "limit",
+            Shed::IdleEvicted => "idle_evicted",
+            Shed::NoFds => "no_fds",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    direction: &'static str,
+    reason: &'static str,
 }
 
 impl Metrics {
@@ -149,6 +183,7 @@ impl Metrics {
         let open = Family::<DirectionLabels, Gauge>::default();
         let refused = Family::<RefusalLabels, Counter>::default();
         let body_timeouts = Family::<DirectionLabels, Counter>::default();
+        let shed = Family::<ShedLabels, Counter>::default();
 
         let resolve = |direction: Direction| {
             let d = direction.as_str();
@@ -172,6 +207,7 @@ impl Metrics {
                         .clone()
                 }),
                 body_timeouts: body_timeouts.get_or_create(&DirectionLabels { direction: d }).clone(),
+                shed: Shed::ALL.map(|r| shed.get_or_create(&ShedLabels { direction: d, reason: r.as_label() }).clone()),
             }
         };
         let outbound = resolve(Direction::Outbound);
@@ -206,6 +242,13 @@ impl Metrics {
             "Connections refused or failed at the mTLS / plaintext-policy gate, or (--transparent) \
              refused for their original destination (loop, no_original_dst), by direction and reason",
             refused,
+        );
+        registry.register(
+            "weft_shed_connections",
+            "Downstream connections closed by the proxy's own limits, by direction and reason \
+             (limit: closed at accept, the connection cap reached with all busy; idle_evicted: the \
+             oldest idle connection closed to make room; no_fds: out of file descriptors)",
+            shed,
         );
         let by_client = Family::<ClientLabels, Counter>::default();
         registry.register(
@@ -311,6 +354,11 @@ impl DirectionMetrics {
     /// or for its original destination.
     pub fn record_refusal(&self, reason: Refusal) {
         self.refused[reason as usize].inc();
+    }
+
+    /// Records a connection closed by the proxy's own limits.
+    pub fn record_shed(&self, reason: Shed) {
+        self.shed[reason as usize].inc();
     }
 
     /// Marks a downstream connection open until the guard drops.

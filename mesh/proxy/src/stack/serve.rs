@@ -21,6 +21,7 @@ use super::{outbound::OutboundStack, validate::FramingIo, Service};
 use crate::{
     config::{Conns, Limits},
     http::{
+        admit::ConnLimit,
         body::ResponseBody,
         idle::{drive, Activity, Tracked},
         server::{serve_connections, Phase},
@@ -30,7 +31,8 @@ use crate::{
 /// Why a served connection ended early (hyper's error, boxed).
 pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serves HTTP on `io` with `stack` until the connection ends: request
+/// Serves HTTP on `io` with `stack` until the connection ends (`activity`
+/// is the connection's, from the accept loop): request
 /// framing recorded for validation, every request tracked from head to the
 /// last body byte so idle connections close (`--header-read-timeout`
 /// before the first request, `--http-idle-timeout` after), and a graceful
@@ -41,6 +43,7 @@ pub async fn serve_http<I, S>(
     io: I,
     stack: S,
     limits: &Limits,
+    activity: Activity,
     watcher: Watcher,
     phase: &mut watch::Receiver<Phase>,
 ) -> Result<(), ConnError>
@@ -50,7 +53,6 @@ where
 {
     let stack = Arc::new(stack);
     let (io, framing) = FramingIo::new(io, limits.max_header_bytes);
-    let activity = Activity::new();
     let requests = activity.clone();
     let service = service_fn(move |mut req| {
         framing.mark(&mut req);
@@ -72,11 +74,12 @@ pub async fn serve_proxy(
     stack: OutboundStack,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
+    limit: Arc<ConnLimit>,
     phase: watch::Receiver<Phase>,
 ) {
     // One request path for every connection: explicit mode routes by authority.
     let service = Arc::new(stack.service(None));
-    serve_connections(listener, phase, |stream, peer: SocketAddr, watcher, mut phase| {
+    serve_connections(listener, phase, limit, |stream, peer: SocketAddr, watcher, mut phase, activity| {
         let open = stack.metrics().connection_opened();
         let service = Arc::clone(&service);
         let builder = Arc::clone(&builder);
@@ -96,7 +99,7 @@ pub async fn serve_proxy(
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
-            if let Err(e) = serve_http(&builder, stream, service, &limits, watcher, &mut phase).await {
+            if let Err(e) = serve_http(&builder, stream, service, &limits, activity, watcher, &mut phase).await {
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }
         }

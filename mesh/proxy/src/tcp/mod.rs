@@ -32,6 +32,7 @@ use crate::{
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
     metrics::DirectionMetrics,
     identity::refusal::{self, Refusal},
+    http::admit::ConnLimit,
     http::server::{serve_connections, Phase},
 };
 
@@ -87,10 +88,16 @@ impl TcpForwarder {
 
     /// Accepts until the phase leaves `Running`, then waits for the open
     /// relays to finish (the caller bounds the wait).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, phase: watch::Receiver<Phase>) {
-        serve_connections(listener, phase, |stream, peer, _, _| {
+    /// `limit` is the outbound direction's connection cap; a relay is
+    /// busy for its whole life, never closed to make room.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, limit: Arc<ConnLimit>, phase: watch::Receiver<Phase>) {
+        serve_connections(listener, phase, limit, |stream, peer, _, _, activity| {
             let this = Arc::clone(&self);
-            async move { this.connection(stream, peer).await }
+            let busy = activity.request();
+            async move {
+                let _busy = busy;
+                this.connection(stream, peer).await
+            }
         })
         .await;
     }

@@ -156,13 +156,19 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 /// Starts the binary on ephemeral ports with `extra` args, and reads back the
 /// addresses it announces.
 pub async fn start_proxy(extra: &[String]) -> Proxy {
-    spawn_proxy(extra, None).await
+    spawn_proxy(extra, None, None).await
+}
+
+/// [`start_proxy`] with the open-files limit (soft and hard) set to
+/// `nofile` by the shell that execs it.
+pub async fn start_proxy_nofile(nofile: u32, extra: &[String]) -> Proxy {
+    spawn_proxy(extra, None, Some(nofile)).await
 }
 
 /// [`start_proxy`] with stderr written to `log` at `info` (or
 /// `WEFT_TEST_PROXY_LOG`), for tests that assert on log lines.
 pub async fn start_proxy_logged(extra: &[String], log: &std::path::Path) -> Proxy {
-    spawn_proxy(extra, Some(log)).await
+    spawn_proxy(extra, Some(log), None).await
 }
 
 /// A plaintext-only proxy with `--app` and no `--policy` must name its
@@ -177,8 +183,15 @@ fn plaintext_default(extra: &[String]) -> &'static [&'static str] {
     }
 }
 
-async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>) -> Proxy {
-    let mut cmd = Command::new(BIN);
+async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>, nofile: Option<u32>) -> Proxy {
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(BIN);
+            sh
+        }
+        None => Command::new(BIN),
+    };
     cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(extra)
         .args(plaintext_default(extra))

@@ -201,3 +201,108 @@ async fn content_length_with_transfer_encoding_and_a_missing_host_get_400() {
     still_serves(&p).await;
     assert_eq!(app.received.load(std::sync::atomic::Ordering::SeqCst), 3, "only the two good pipelined requests and still_serves reached the app");
 }
+
+/// Reads from `s` until the proxy closes it (EOF or reset), at most the patience.
+async fn closed(what: &str, s: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match within(what, s.read(&mut buf)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A TCP server echoing every connection until its client closes.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn wait_metric(p: &Proxy, series: &str, at_least: f64) {
+    let series = series.to_owned();
+    eventually(&format!("{series} >= {at_least}"), || async {
+        metric(&p.metrics().await, &series).is_some_and(|v| v >= at_least).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_oldest_idle_connection_makes_room_and_busy_ones_refuse_new() {
+    let app = start_app().await;
+    let echo = echo_server().await;
+    let p = start_proxy(&args(&[
+        "--route",
+        &format!("web.test={}", app.addr),
+        "--tcp-forward",
+        &format!("127.0.0.1:0={echo}"),
+        "--max-outbound-connections",
+        "2",
+        "--header-read-timeout",
+        "1h",
+    ]))
+    .await;
+    let open = r#"weft_open_connections{direction="outbound"}"#;
+    // An idle connection (never sends a byte), then a busy relay.
+    let mut idle = TcpStream::connect(p.outbound).await.unwrap();
+    wait_metric(&p, open, 1.0).await;
+    let mut relay = TcpStream::connect(p.tcp[0]).await.unwrap();
+    relay.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    within("echo through the relay", relay.read_exact(&mut got)).await.unwrap();
+
+    // At the cap: a client with work gets in, the idle one is closed.
+    let resp = send_h1(p.outbound, get("/status/200", "web.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    closed("the oldest idle connection closed to make room", &mut idle).await;
+    wait_metric(&p, r#"weft_shed_connections_total{direction="outbound",reason="idle_evicted"}"#, 1.0).await;
+
+    // Both slots busy (two relays): a new connection is closed at accept, counted.
+    let mut relay2 = TcpStream::connect(p.tcp[0]).await.unwrap();
+    relay2.write_all(b"pong").await.unwrap();
+    within("echo through the second relay", relay2.read_exact(&mut got)).await.unwrap();
+    let mut refused = TcpStream::connect(p.outbound).await.unwrap();
+    let _ = refused.write_all(b"GET /status/200 HTTP/1.1\r\nHost: web.test\r\n\r\n").await;
+    closed("a new connection refused at the cap", &mut refused).await;
+    wait_metric(&p, r#"weft_shed_connections_total{direction="outbound",reason="limit"}"#, 1.0).await;
+    // The relays were never cut.
+    relay.write_all(b"more").await.unwrap();
+    within("the first relay still works", relay.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, b"more");
+
+    drop((relay, relay2));
+    eventually("a slot frees when a relay ends", || async {
+        send_h1(p.outbound, get("/status/200", "web.test")).await.is_ok_and(|r| r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_proxy_sheds_new_connections_and_keeps_serving() {
+    let app = start_app().await;
+    let p = start_proxy_nofile(64, &args(&["--route", &format!("web.test={}", app.addr), "--header-read-timeout", "1h"])).await;
+    // More silent connections than the proxy has descriptors: the first
+    // ones are held (idle, 1 h header timeout), the rest must be shed
+    // rather than left in the backlog.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(p.outbound).await.unwrap());
+    }
+    let mut last = held.pop().unwrap();
+    closed("a connection past the descriptor limit is closed at accept", &mut last).await;
+    drop(held);
+    eventually("the proxy serves again once descriptors are free", || async {
+        send_h1(p.outbound, get("/status/200", "web.test")).await.is_ok_and(|r| r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    wait_metric(&p, r#"weft_shed_connections_total{direction="outbound",reason="no_fds"}"#, 1.0).await;
+}
