@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
-use crate::http::server::Phase;
+use crate::http::phase::Phase;
 
 /// What one connection is doing: requests in flight, and when it last did something.
 #[derive(Debug, Clone)]

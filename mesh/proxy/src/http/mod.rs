@@ -6,7 +6,7 @@
 //! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
 //! [`orig_proto`] (HTTP/1 over the proxies' HTTP/2), [`router`]
 //! (authority -> static upstream), [`pace`] (how slowly a client may
-//! send a request body), [`admit`] (connection caps), [`server`] (accept loops, graceful
+//! send a request body), [`admit`] (connection caps), [`phase`] (the lifecycle), [`server`] (accept loops, graceful
 //! drain, the hyper connection builder) and [`idle`] (closing connections
 //! that do nothing).
 
@@ -17,6 +17,7 @@ pub mod headers;
 pub mod idle;
 pub mod orig_proto;
 pub mod pace;
+pub mod phase;
 pub mod router;
 pub mod server;
 pub mod upgrade;

@@ -30,16 +30,7 @@ use crate::{
     metrics::{DirectionMetrics, Shed},
 };
 
-/// Lifecycle phases broadcast to every listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// Accepting and serving.
-    Running,
-    /// Not accepting; in-flight requests finish.
-    Draining,
-    /// Everything stops, including the admin listener.
-    Exiting,
-}
+pub use crate::http::phase::Phase;
 
 /// Streams one client may have open on one HTTP/2 connection (hyper's
 /// default, stated: a bound, not a throughput knob; a peer proxy with more
