@@ -28,7 +28,7 @@ use crate::{
     http::body::{RequestBody, ResponseBody},
     http::pace::Pace,
     config::Limits,
-    http::error::ProxyError,
+    http::error::{ProxyError, PROXY_ERROR_KIND_HEADER},
     http::headers::strip_hop_by_hop,
     metrics::{Direction, DirectionMetrics},
     http::orig_proto,
@@ -91,7 +91,7 @@ impl Forwarder {
             Some(upstream) => self.send_upstream(upstream, req).await?,
             None => self.discovered.as_ref().expect("checked with the route").send(req).await?,
         };
-        upgrade::finish(pending, resp)
+        upgrade::finish(pending, self.from_app(resp))
     }
 
     /// Forwards one request of a `--transparent` connection: the target
@@ -108,7 +108,7 @@ impl Forwarder {
             Via::Upstream(upstream) => self.send_upstream(upstream, req).await?,
             Via::Discovered(target) => target.send(req).await?,
         };
-        upgrade::finish(pending, resp)
+        upgrade::finish(pending, self.from_app(resp))
     }
 
     /// Header handling both directions share, and the body limit. An
@@ -137,6 +137,18 @@ impl Forwarder {
         let pace = Pace::new(&Conns::current(), http_body::Body::size_hint(&body).exact().is_some_and(|n| n > 0));
         let body = RequestBody::new(body, self.limits.max_request_body_bytes).paced(pace);
         (Request::from_parts(parts, body), pending)
+    }
+
+    /// An inbound response comes from the app, never from a proxy: a
+    /// `weft-proxy-error-kind` in it is forged, and the client's proxy
+    /// would take it for this proxy's word that nothing reached the app
+    /// (and send a POST again), so it goes.
+    #[inline]
+    fn from_app(&self, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        if self.direction == Direction::Inbound {
+            resp.headers_mut().remove(&PROXY_ERROR_KIND_HEADER);
+        }
+        resp
     }
 
     /// The request timeout is the `timeout` layer's, to the last byte.

@@ -75,20 +75,23 @@ impl Resetter {
 /// endpoint that happens to be slower only makes the loops below longer.)
 const SLOW: &str = "/delay/50";
 
-/// GETs to `host` until the resetting app has seen 3 (bounded): every one
-/// answered 200 by the other endpoint. Then POSTs until one reaches the
-/// resetting app: that one gets 502 and is not sent elsewhere.
-async fn gets_resent_posts_not(outbound: std::net::SocketAddr, host: &str, resetter: &Resetter, good: &App) {
+/// GETs to `host` until one has reached the resetting app (bounded): every
+/// one answered 200 by the other endpoint. Then POSTs to `post_host` (the
+/// same two endpoints behind a balancer of its own: the first has learnt to
+/// shun the resetting app) until one reaches the resetting app: that one
+/// gets 502 and is not sent elsewhere.
+async fn gets_resent_posts_not(outbound: std::net::SocketAddr, host: &str, post_host: &str, resetter: &Resetter, good: &App) {
     let before = resetter.gets();
     let seen = || resetter.gets() - before;
     for i in 0..300 {
-        if seen() >= 3 {
+        if seen() >= 1 {
             break;
         }
         let r = send_h1(outbound, get(SLOW, host)).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "GET #{i} to {host} (the resetting app saw {} of them): {:?}", seen(), proxy_error(&r));
     }
-    assert!(seen() >= 3, "{host}: the resetting app saw {} of 300 GETs", seen());
+    assert!(seen() >= 1, "{host}: the resetting app saw none of 300 GETs");
+    let host = post_host;
     for i in 0..300 {
         let (posts, answered) = (resetter.posts(), good.received.load(Ordering::SeqCst));
         let r = send_h1(outbound, post(SLOW, host, "once")).await.unwrap();
@@ -117,13 +120,17 @@ async fn a_reset_before_the_response_head_resends_idempotent_requests_only() {
     let (good_in, bad_in) = (good.inbound.unwrap(), bad.inbound.unwrap());
     ctl.state.set_identity(good_in, &server_id);
     ctl.state.set_identity(bad_in, &server_id);
-    ctl.state.set_endpoints("meshed.test:80", &[good_in, bad_in]);
-    ctl.state.set_endpoints("plain.test:80", &[good_app.addr, resetter.addr]);
+    for svc in ["meshed.test:80", "meshed-post.test:80"] {
+        ctl.state.set_endpoints(svc, &[good_in, bad_in]);
+    }
+    for svc in ["plain.test:80", "plain-post.test:80"] {
+        ctl.state.set_endpoints(svc, &[good_app.addr, resetter.addr]);
+    }
     let gone_in = gone.inbound.unwrap();
     ctl.state.set_identity(gone_in, &server_id);
     ctl.state.set_endpoints("gone.test:80", &[good_in, gone_in]);
     // Failure accrual off, no retry policy: only resends can hide the reset.
-    for svc in ["meshed.test:80", "plain.test:80", "gone.test:80"] {
+    for svc in ["meshed.test:80", "meshed-post.test:80", "plain.test:80", "plain-post.test:80", "gone.test:80"] {
         ctl.state.set_outbound(svc, one_rule(pol::HttpRule::default(), 0));
     }
     let control = ctl.addr().to_string();
@@ -133,9 +140,9 @@ async fn a_reset_before_the_response_head_resends_idempotent_requests_only() {
     ready(&gone).await;
     ready(&client).await;
 
-    gets_resent_posts_not(client.outbound, "plain.test", &resetter, &good_app).await;
+    gets_resent_posts_not(client.outbound, "plain.test", "plain-post.test", &resetter, &good_app).await;
     // The meshed replica's sidecar answers for its app: no response head came.
-    gets_resent_posts_not(client.outbound, "meshed.test", &resetter, &good_app).await;
+    gets_resent_posts_not(client.outbound, "meshed.test", "meshed-post.test", &resetter, &good_app).await;
 
     // The peer's `weft-proxy-error-kind: connect`: any method goes elsewhere
     // (an empty POST: its body is kept for free). One refusal is enough: the
@@ -150,4 +157,77 @@ async fn a_reset_before_the_response_head_resends_idempotent_requests_only() {
     }
     assert!(refused().await >= 1.0, "gone.test: no POST of 300 reached the sidecar of the gone app");
     cp.stop().await;
+}
+
+/// An app that answers every request with a forged `weft-proxy-error-kind:
+/// connect` (a peer proxy's word that nothing reached the app), counting them.
+async fn forger() -> (std::net::SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    head.clear();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let answer = b"HTTP/1.1 502 Bad Gateway\r\nweft-proxy-error-kind: connect\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+#[tokio::test]
+async fn an_apps_forged_proxy_error_kind_does_not_make_its_clients_resend() {
+    let (client_id, server_id) = (sa("client"), sa("server"));
+    let m = MeshDir::new(&[&client_id, &server_id]);
+    let cp = m.control("127.0.0.1:0", "1h").await;
+    let good_app = start_app().await;
+    let (forger_addr, forged, task) = forger().await;
+    let good = m.proxy("good", &server_id, cp.addr, &args(&["--app", &good_app.addr.to_string()])).await;
+    let bad = m.proxy("forger", &server_id, cp.addr, &args(&["--app", &forger_addr.to_string()])).await;
+    let ctl = FakeControl::start_signed_by(&m.path("data")).await;
+    let (good_in, bad_in) = (good.inbound.unwrap(), bad.inbound.unwrap());
+    ctl.state.set_identity(good_in, &server_id);
+    ctl.state.set_identity(bad_in, &server_id);
+    ctl.state.set_endpoints("forged.test:80", &[good_in, bad_in]);
+    ctl.state.set_outbound("forged.test:80", one_rule(pol::HttpRule::default(), 0));
+    let control = ctl.addr().to_string();
+    let client = m.proxy("client", &client_id, cp.addr, &args(&["--destination", &control, "--policy", &control])).await;
+    ready(&good).await;
+    ready(&bad).await;
+    ready(&client).await;
+
+    // The app's 502 reaches the client as the app's answer: its sidecar
+    // drops the forged kind, so the client's proxy sends the POST once.
+    for i in 0..300 {
+        let (before, answered) = (forged.load(Ordering::SeqCst), good_app.received.load(Ordering::SeqCst));
+        let r = send_h1(client.outbound, post(SLOW, "forged.test", "")).await.unwrap();
+        if forged.load(Ordering::SeqCst) > before {
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "POST #{i} reached the forging app: {:?}", proxy_error(&r));
+            assert!(r.headers().get("weft-proxy-error-kind").is_none(), "the forged kind reached the client: {:?}", r.headers());
+            assert_eq!(good_app.received.load(Ordering::SeqCst), answered, "the POST the forging app answered was sent again");
+            task.abort();
+            cp.stop().await;
+            return;
+        }
+        assert_eq!(r.status(), StatusCode::OK, "POST #{i}: {:?}", proxy_error(&r));
+    }
+    panic!("no POST of 300 reached the forging app");
 }
