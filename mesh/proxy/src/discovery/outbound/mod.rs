@@ -216,7 +216,8 @@ impl std::fmt::Debug for Outbound {
 impl Outbound {
     /// The discovered path; `mesh` makes meshed endpoints mTLS peers;
     /// `disabled` takes features out of every policy (conformance testing).
-    /// Default discovery bounds, unregistered gauges (see [`Outbound::bounded`]).
+    /// With the default discovery bounds and unregistered gauges (see
+    /// [`Outbound::bounded`]).
     pub fn new(
         destination: Arc<dyn DestinationSource>,
         policy: Option<Arc<dyn PolicySource>>,
