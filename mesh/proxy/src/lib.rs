@@ -61,7 +61,7 @@ pub use crate::config::{Config, ConfigError, Disabled, Limits, OpaquePorts, Mesh
 use crate::{
     admin::Health,
     discovery::authz::{Authz, AuthzByPort},
-    discovery::outbound::{Outbound, OutboundConfig},
+    discovery::outbound::Outbound,
     stack::{inbound::InboundStack, loop_guard::OwnOutbound, outbound::OutboundStack, Forwarder},
     identity::{MeshError, MeshTls},
     inbound::{App, Inbound, OriginalDstApp},
@@ -410,22 +410,20 @@ fn discovery_sources(
         None => None,
     };
     let discovered = match &config.destination {
-        Some(addr) => Some(Outbound::new(
+        Some(addr) => Some(Outbound::bounded(
             GrpcDestination::new(
                 addr,
                 config.control_trust.as_ref().ok_or_else(|| untrusted("--destination", addr))?,
                 context,
                 metrics.discovery().destination_streams.clone(),
             )?,
-            OutboundConfig {
-                policy: policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
-                mesh: mesh.cloned(),
-                limits: config.limits,
-                disabled: config.disabled,
-                bounds: config.discovery,
-                gauges: metrics.discovery().clone(),
-                ..OutboundConfig::new(outbound_metrics.clone())
-            },
+            policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
+            mesh.cloned(),
+            outbound_metrics.clone(),
+            config.limits,
+            config.disabled,
+            config.discovery,
+            metrics.discovery().clone(),
         )),
         None => None,
     };

@@ -193,6 +193,10 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", default_value = "1h")]
     pub tcp_idle_timeout: String,
 
+    /// A pooled upstream HTTP/1 connection unused for this long is closed.
+    #[arg(long, env = "WEFT_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "90s")]
+    pub upstream_idle_timeout: String,
+
     /// Inbound connections held at once (inbound listener and its IPv6
     /// twin). At the cap the oldest connection with no request in flight
     /// is closed to make room; with none, the new one is closed at accept
@@ -384,6 +388,7 @@ impl Args {
             h2_keepalive_timeout: duration("--http2-keepalive-timeout", &self.http2_keepalive_timeout, d.h2_keepalive_timeout),
             http_idle_timeout: duration("--http-idle-timeout", &self.http_idle_timeout, d.http_idle_timeout),
             tcp_idle_timeout: duration("--tcp-idle-timeout", &self.tcp_idle_timeout, d.tcp_idle_timeout),
+            upstream_idle_timeout: duration("--upstream-idle-timeout", &self.upstream_idle_timeout, d.upstream_idle_timeout),
             connect_timeout: duration("--connect-timeout", &self.connect_timeout, d.connect_timeout),
             request_body_grace: duration("--request-body-grace", &self.request_body_grace, d.request_body_grace),
             request_body_idle_timeout: duration(

@@ -40,6 +40,8 @@ pub struct Conns {
     /// Any request body (streams included) silent this long while the proxy
     /// waits for it is cut (408 if no response started).
     pub request_body_idle_timeout: Duration,
+    /// A pooled upstream HTTP/1 connection parked this long is closed.
+    pub upstream_idle_timeout: Duration,
     /// Downstream connections the inbound listener holds at once.
     pub max_inbound_connections: usize,
     /// Downstream connections the outbound listeners hold at once.
@@ -57,6 +59,7 @@ impl Default for Conns {
             min_request_body_rate: 240,
             request_body_grace: Duration::from_secs(5),
             request_body_idle_timeout: Duration::from_secs(300),
+            upstream_idle_timeout: Duration::from_secs(90),
             max_inbound_connections: DEFAULT_MAX_CONNECTIONS,
             max_outbound_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -97,6 +100,7 @@ impl Conns {
             ("--http2-keepalive-timeout", self.h2_keepalive_timeout),
             ("--http-idle-timeout", self.http_idle_timeout),
             ("--tcp-idle-timeout", self.tcp_idle_timeout),
+            ("--upstream-idle-timeout", self.upstream_idle_timeout),
             ("--connect-timeout", self.connect_timeout),
             ("--request-body-idle-timeout", self.request_body_idle_timeout),
         ] {

@@ -22,31 +22,45 @@ use hyper::{body::Incoming, client::conn::http1};
 use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::OwnedSemaphorePermit, time::Sleep};
 
-use crate::http::pace::{Pace, PaceError};
+use crate::http::{
+    idle::PoolIdle,
+    pace::{Pace, PaceError},
+};
 
 /// A pooled HTTP/1 upstream connection's request half.
 pub type H1Sender = http1::SendRequest<RequestBody>;
+
+/// A pooled HTTP/1 upstream connection: its request half, and whether it
+/// is parked (its task closes it after the pool idle timeout).
+#[derive(Debug)]
+pub struct H1Conn {
+    /// The request half.
+    pub sender: H1Sender,
+    /// In use or parked since when.
+    pub idle: PoolIdle,
+}
 
 /// An HTTP/1 connection on loan to one response body, and the idle pool of
 /// its upstream to return to.
 #[derive(Debug)]
 pub struct PooledSender {
-    pool: Arc<ArrayQueue<H1Sender>>,
-    sender: H1Sender,
+    pool: Arc<ArrayQueue<H1Conn>>,
+    conn: H1Conn,
 }
 
 impl PooledSender {
-    /// `sender`, to go back to `pool` when its response body ends.
-    pub fn new(pool: Arc<ArrayQueue<H1Sender>>, sender: H1Sender) -> Self {
-        Self { pool, sender }
+    /// `conn`, to go back to `pool` when its response body ends.
+    pub fn new(pool: Arc<ArrayQueue<H1Conn>>, conn: H1Conn) -> Self {
+        Self { pool, conn }
     }
 
     /// Parks the connection for reuse (or closes it if the pool is full or
     /// the connection is gone).
     pub fn release(self) {
-        if !self.sender.is_closed() {
+        if !self.conn.sender.is_closed() {
+            self.conn.idle.park();
             // A full pool drops the sender, which closes that connection.
-            let _ = self.pool.push(self.sender);
+            let _ = self.pool.push(self.conn);
         }
     }
 }

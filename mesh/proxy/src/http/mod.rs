@@ -5,7 +5,7 @@
 //! bodies), [`upstream`] (connection pools), [`error`] (proxy-generated
 //! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
 //! [`orig_proto`] (HTTP/1 over the proxies' HTTP/2), [`router`]
-//! (authority -> static upstream), [`pace`] (how slowly a client may
+//! (authority -> static upstream), [`relay`] (bytes both ways with an idle bound), [`pace`] (how slowly a client may
 //! send a request body), [`admit`] (connection caps), [`phase`] (the lifecycle), [`server`] (accept loops, graceful
 //! drain, the hyper connection builder) and [`idle`] (closing connections
 //! that do nothing).
@@ -18,6 +18,7 @@ pub mod idle;
 pub mod orig_proto;
 pub mod pace;
 pub mod phase;
+pub mod relay;
 pub mod router;
 pub mod server;
 pub mod upgrade;

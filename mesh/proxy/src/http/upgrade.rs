@@ -117,7 +117,8 @@ pub fn finish(pending: Option<Pending>, mut resp: Response<ResponseBody>) -> Res
 }
 
 /// Copies bytes both ways between the two upgraded connections until both
-/// directions are closed (a half-close is passed on).
+/// directions are closed (a half-close is passed on), or neither moved a
+/// byte for `--tcp-idle-timeout`.
 async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
     let (down, up) = tokio::join!(downstream, upstream);
     let (down, up) = match (down, up) {
@@ -128,7 +129,8 @@ async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
         }
     };
     let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+    let idle = crate::config::Conns::current().tcp_idle_timeout;
+    match crate::http::relay::relay_with_idle(&mut down, &mut up, idle).await {
         Ok((sent, received)) => debug!(sent, received, "upgraded connection closed"),
         Err(e) => debug!(error = %e, "upgraded connection ended with error"),
     }

@@ -42,7 +42,8 @@ use tracing::{debug, warn};
 
 use crate::{
     config::Conns,
-    http::body::{H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
+    http::body::{H1Conn, H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
+    http::idle::PoolIdle,
     http::error::ProxyError,
     identity::MeshTls,
     metrics::DirectionMetrics,
@@ -88,7 +89,7 @@ type H2Sender = http2::SendRequest<RequestBody>;
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
-    idle_h1: Arc<ArrayQueue<H1Sender>>,
+    idle_h1: Arc<ArrayQueue<H1Conn>>,
     h2: ArcSwapOption<H2Sender>,
     h2_dial: tokio::sync::Mutex<()>,
     meshed: Option<MeshedPeer>,
@@ -203,12 +204,12 @@ impl Upstream {
     }
 
     async fn send_h1(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
-        while let Some(mut sender) = self.idle_h1.pop() {
-            if sender.is_closed() || sender.ready().await.is_err() {
+        while let Some(mut conn) = self.idle_h1.pop() {
+            if !conn.idle.take() || conn.sender.is_closed() || conn.sender.ready().await.is_err() {
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled_response(resp, sender)),
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pooled_response(resp, conn)),
                 Err(mut e) => match e.take_message() {
                     // Not written: the parked connection had died. Try another.
                     Some(r) => req = r,
@@ -216,10 +217,10 @@ impl Upstream {
                 },
             }
         }
-        let mut sender = self.dial_h1().await?;
-        sender.ready().await.map_err(|e| self.http_error(e))?;
-        match sender.try_send_request(req).await {
-            Ok(resp) => Ok(self.pooled_response(resp, sender)),
+        let mut conn = self.dial_h1().await?;
+        conn.sender.ready().await.map_err(|e| self.http_error(e))?;
+        match conn.sender.try_send_request(req).await {
+            Ok(resp) => Ok(self.pooled_response(resp, conn)),
             Err(e) => Err(self.http_error(e.into_error())),
         }
     }
@@ -256,8 +257,8 @@ impl Upstream {
         Ok(sender)
     }
 
-    fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, sender: H1Sender) -> Response<ResponseBody> {
-        let pooled = PooledSender::new(Arc::clone(&self.idle_h1), sender);
+    fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, conn: H1Conn) -> Response<ResponseBody> {
+        let pooled = PooledSender::new(Arc::clone(&self.idle_h1), conn);
         resp.map(|body| ResponseBody::upstream(body, Some(pooled)))
     }
 
@@ -366,19 +367,27 @@ impl Upstream {
         })
     }
 
-    async fn dial_h1(&self) -> Result<H1Sender, ProxyError> {
+    /// A new pooled connection, in use; its task closes it once it has
+    /// been parked in the pool for `--upstream-idle-timeout`.
+    async fn dial_h1(&self) -> Result<H1Conn, ProxyError> {
         let io = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(|e| self.http_error(e))?;
         let addr = self.addr;
+        let idle = PoolIdle::in_use();
+        let expiry = idle.clone();
+        let timeout = Conns::current().upstream_idle_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "upstream h1 connection ended");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    debug!(%addr, error = %e, "upstream h1 connection ended");
+                },
+                () = expiry.expired(timeout) => debug!(%addr, ?timeout, "pooled upstream connection idle; closed"),
             }
         });
-        Ok(sender)
+        Ok(H1Conn { sender, idle })
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {

@@ -12,7 +12,6 @@
 //! TCP client pays anyway.
 
 pub mod detect;
-pub mod idle;
 
 use std::{io, net::SocketAddr, sync::Arc};
 
@@ -43,7 +42,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    idle::relay_with_idle(a, b, Conns::current().tcp_idle_timeout).await
+    crate::http::relay::relay_with_idle(a, b, Conns::current().tcp_idle_timeout).await
 }
 
 /// One `--tcp-forward` (a fixed address) or `--tcp-service` (a Service's

@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod mesh_support;
 mod mtls;
+mod pool;
 mod resend;
 mod stack;
 mod transparent;

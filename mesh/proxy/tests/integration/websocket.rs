@@ -273,3 +273,17 @@ async fn websocket_upgrades_are_routed_and_authorized() {
     assert_eq!(app.upgrades.lock().unwrap().len(), 1, "refused upgrades never reached the app");
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_websocket_is_closed_after_the_tcp_idle_timeout() {
+    let app = ws_app().await;
+    let p = start_proxy(&args(&["--route", &format!("plain.test={}", app.addr), "--tcp-idle-timeout", "1s"])).await;
+    let mut ws = ws_connect(p.outbound, "plain.test", "/chat").await.unwrap();
+    round_trips(&mut ws, "before the silence").await;
+    // Neither side says anything: the proxy ends the splice (no close
+    // frame: it relays bytes, it does not speak WebSocket).
+    match within("the silent websocket closed by the proxy", ws.next()).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(other)) => panic!("a message on a silent websocket: {other:?}"),
+    }
+}

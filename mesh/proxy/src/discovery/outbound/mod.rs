@@ -213,62 +213,46 @@ impl std::fmt::Debug for Outbound {
     }
 }
 
-/// How an [`Outbound`] is built, but for its Destination source. Start
-/// from [`OutboundConfig::new`] (defaults for everything but the metrics)
-/// and set the fields that differ.
-#[derive(Clone)]
-pub struct OutboundConfig {
-    /// Route policy per authority; `None`: every authority takes its
-    /// default route at once.
-    pub policy: Option<Arc<dyn PolicySource>>,
-    /// Makes meshed endpoints mTLS peers; `None`: plaintext to all.
-    pub mesh: Option<Arc<MeshTls>>,
-    /// The outbound direction's request and connection metrics.
-    pub metrics: DirectionMetrics,
-    pub limits: Limits,
-    /// Features taken out of every policy (conformance testing).
-    pub disabled: Disabled,
-    /// At most `bounds.max_authorities` Services and as many backend sets,
-    /// each dropped after `bounds.idle_timeout` unused.
-    pub bounds: DiscoveryLimits,
-    /// Gauges that follow those numbers (default: unregistered).
-    pub gauges: DiscoveryMetrics,
-}
-
-impl OutboundConfig {
-    /// No policy source, no mesh identity, default limits and bounds,
-    /// nothing disabled, unregistered gauges.
-    pub fn new(metrics: DirectionMetrics) -> Self {
-        Self {
-            policy: None,
-            mesh: None,
-            metrics,
-            limits: Limits::default(),
-            disabled: Disabled::default(),
-            bounds: DiscoveryLimits::default(),
-            gauges: DiscoveryMetrics::default(),
-        }
-    }
-}
-
-impl std::fmt::Debug for OutboundConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundConfig")
-            .field("policy", &self.policy.is_some())
-            .field("mesh", &self.mesh.is_some())
-            .field("limits", &self.limits)
-            .field("disabled", &self.disabled)
-            .field("bounds", &self.bounds)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Outbound {
-    /// The discovered path over `destination`, built as `config` says.
-    /// Call within a tokio runtime: the idle sweep is a task (it ends with
-    /// the `Outbound`).
-    pub fn new(destination: Arc<dyn DestinationSource>, config: OutboundConfig) -> Arc<Self> {
-        let OutboundConfig { policy, mesh, metrics, limits, disabled, bounds, gauges } = config;
+    /// The discovered path; `mesh` makes meshed endpoints mTLS peers;
+    /// `disabled` takes features out of every policy (conformance testing).
+    /// With the default discovery bounds and unregistered gauges (see
+    /// [`Outbound::bounded`]).
+    pub fn new(
+        destination: Arc<dyn DestinationSource>,
+        policy: Option<Arc<dyn PolicySource>>,
+        mesh: Option<Arc<MeshTls>>,
+        metrics: DirectionMetrics,
+        limits: Limits,
+        disabled: Disabled,
+    ) -> Arc<Self> {
+        Self::bounded(
+            destination,
+            policy,
+            mesh,
+            metrics,
+            limits,
+            disabled,
+            DiscoveryLimits::default(),
+            DiscoveryMetrics::default(),
+        )
+    }
+
+    /// [`Outbound::new`] holding at most `bounds.max_authorities` Services
+    /// and as many backend sets, each dropped after `bounds.idle_timeout`
+    /// unused; `gauges` follow their numbers. Call within a tokio runtime:
+    /// the idle sweep is a task (it ends with the `Outbound`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bounded(
+        destination: Arc<dyn DestinationSource>,
+        policy: Option<Arc<dyn PolicySource>>,
+        mesh: Option<Arc<MeshTls>>,
+        metrics: DirectionMetrics,
+        limits: Limits,
+        disabled: Disabled,
+        bounds: DiscoveryLimits,
+        gauges: DiscoveryMetrics,
+    ) -> Arc<Self> {
         let this = Arc::new(Self {
             destination,
             policy,

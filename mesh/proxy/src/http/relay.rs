@@ -1,4 +1,5 @@
-//! The relay both TCP directions share, closed when no byte has crossed it
+//! The byte relay opaque TCP (both directions) and upgraded HTTP
+//! connections (WebSocket) share, closed when no byte has crossed it
 //! either way for `--tcp-idle-timeout` (Envoy's `tcp_proxy` idle timeout):
 //! a peer that vanished, or a client that opened a relay and went silent,
 //! does not hold two sockets forever.
