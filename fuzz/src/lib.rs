@@ -1,19 +1,21 @@
 //! Shared pieces of Weft's fuzz targets: driving the proxy's real HTTP
-//! server (its hyper builder and its request handler) over an in-memory
-//! stream, so one input is one connection without sockets.
+//! serving path (`stack::serve::serve_http`, as every listener calls it:
+//! the framing checks, the connection's idle and header timers, the hyper
+//! builder, the inbound request stack) over an in-memory stream, so one
+//! input is one connection without sockets.
 #![forbid(unsafe_code)]
 
-use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use mesh_proxy::tcp::detect::{detect, Detected, PrefixedIo};
 use mesh_proxy::stack::{
     inbound::{Connection, InboundStack},
-    Forwarder, Service as _,
+    serve::serve_http,
+    Forwarder,
 };
+use mesh_proxy::http::{idle::Activity, phase::Phase};
 use mesh_proxy::discovery::authz::Authz;
 use mesh_proxy::metrics::{Direction, Metrics};
 use mesh_proxy::http::router::Router;
@@ -61,11 +63,11 @@ pub struct Served {
     pub response: Vec<u8>,
 }
 
-/// Writes `input` to the proxy's HTTP server (the builder and limits the
-/// proxy listeners use) as one client connection, half-closes, and reads
-/// everything the server answers. With `detect_first` the bytes first go
-/// through the inbound listener's protocol detection, as a plaintext
-/// inbound connection does.
+/// Writes `input` to the proxy's HTTP serving path (`serve_http` with the
+/// builder and limits the listeners use) as one client connection,
+/// half-closes, and reads everything the server answers. With
+/// `detect_first` the bytes first go through the inbound listener's
+/// protocol detection, as a plaintext inbound connection does.
 pub fn serve(input: &[u8], detect_first: bool) -> Served {
     let input = input.to_vec();
     runtime().block_on(async move {
@@ -73,11 +75,7 @@ pub fn serve(input: &[u8], detect_first: bool) -> Served {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let server_task = tokio::spawn(async move {
             let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            let stack = Arc::new(stack().service(Connection { client: None, peer, authz: open_port(), via: None }));
-            let service = service_fn(move |req| {
-                let stack = Arc::clone(&stack);
-                async move { Ok::<_, Infallible>(stack.call(req).await) }
-            });
+            let stack = stack().service(Connection { client: None, peer, authz: open_port(), via: None });
             let builder = http_builder(&limits, &Conns::default());
             let mut server = server;
             let prefix = if detect_first {
@@ -88,8 +86,12 @@ pub fn serve(input: &[u8], detect_first: bool) -> Served {
             } else {
                 bytes::Bytes::new()
             };
-            let io = TokioIo::new(PrefixedIo::new(prefix, server));
-            let _ = builder.serve_connection_with_upgrades(io, service).await;
+            // What the accept loop hands every connection: its activity (the
+            // idle and header-read timers), a drain watcher, a running phase.
+            let shutdown = GracefulShutdown::new();
+            let (_running, mut phase) = tokio::sync::watch::channel(Phase::Running);
+            let io = PrefixedIo::new(prefix, server);
+            let _ = serve_http(&builder, io, stack, &limits, Activity::new(), shutdown.watcher(), &mut phase).await;
         });
         // Write and read at once: a server answering while the client still
         // writes must not fill the in-memory pipe and stall both.
