@@ -173,8 +173,8 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_OPAQUE_PORTS", value_name = "PORTS", default_value = OpaquePorts::DEFAULT)]
     pub opaque_ports: String,
 
-    /// HTTP/2 connections (from clients and to upstreams, the proxies' own
-    /// included) send a PING after this long without a frame received.
+    /// HTTP/2 connections from clients send a PING after this long without
+    /// a frame received.
     #[arg(long, env = "WEFT_PROXY_HTTP2_KEEPALIVE_INTERVAL", default_value = "10s")]
     pub http2_keepalive_interval: String,
 
@@ -196,6 +196,24 @@ pub struct Args {
     /// A pooled upstream HTTP/1 connection unused for this long is closed.
     #[arg(long, env = "WEFT_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "90s")]
     pub upstream_idle_timeout: String,
+
+    /// HTTP/2 connections to upstreams (peer proxies included) with
+    /// requests in flight send a PING after this long without a frame
+    /// received.
+    #[arg(long, env = "WEFT_PROXY_UPSTREAM_HTTP2_KEEPALIVE_INTERVAL", default_value = "1s")]
+    pub upstream_http2_keepalive_interval: String,
+
+    /// An upstream HTTP/2 PING not acknowledged within this closes the
+    /// connection: its requests fail before any response head, and
+    /// idempotent ones are sent to another endpoint (a frozen peer).
+    #[arg(long, env = "WEFT_PROXY_UPSTREAM_HTTP2_KEEPALIVE_TIMEOUT", default_value = "2s")]
+    pub upstream_http2_keepalive_timeout: String,
+
+    /// HTTP/1 connections open to one upstream endpoint at once; a request
+    /// finding all in use waits up to --connect-timeout for one, then 503
+    /// (weft-proxy-error-kind: pool_full).
+    #[arg(long, env = "WEFT_PROXY_MAX_CONNECTIONS_PER_ENDPOINT", default_value = "1024")]
+    pub max_connections_per_endpoint: String,
 
     /// Inbound connections held at once (inbound listener and its IPv6
     /// twin). At the cap the oldest connection with no request in flight
@@ -389,6 +407,16 @@ impl Args {
             http_idle_timeout: duration("--http-idle-timeout", &self.http_idle_timeout, d.http_idle_timeout),
             tcp_idle_timeout: duration("--tcp-idle-timeout", &self.tcp_idle_timeout, d.tcp_idle_timeout),
             upstream_idle_timeout: duration("--upstream-idle-timeout", &self.upstream_idle_timeout, d.upstream_idle_timeout),
+            upstream_h2_keepalive_interval: duration(
+                "--upstream-http2-keepalive-interval",
+                &self.upstream_http2_keepalive_interval,
+                d.upstream_h2_keepalive_interval,
+            ),
+            upstream_h2_keepalive_timeout: duration(
+                "--upstream-http2-keepalive-timeout",
+                &self.upstream_http2_keepalive_timeout,
+                d.upstream_h2_keepalive_timeout,
+            ),
             connect_timeout: duration("--connect-timeout", &self.connect_timeout, d.connect_timeout),
             request_body_grace: duration("--request-body-grace", &self.request_body_grace, d.request_body_grace),
             request_body_idle_timeout: duration(
@@ -401,6 +429,7 @@ impl Args {
         for (flag, v, slot) in [
             ("--max-inbound-connections", &self.max_inbound_connections, &mut c.max_inbound_connections),
             ("--max-outbound-connections", &self.max_outbound_connections, &mut c.max_outbound_connections),
+            ("--max-connections-per-endpoint", &self.max_connections_per_endpoint, &mut c.max_connections_per_endpoint),
         ] {
             match v.parse::<usize>() {
                 Ok(n) => *slot = n,

@@ -1,13 +1,19 @@
 //! Connection-level timeouts and limits: how long a connection, a
 //! handshake or a request body may sit without progress, and how many
-//! connections a listener holds.
+//! connections a listener holds and the proxy opens to one endpoint.
 //!
 //! Defaults follow linkerd2-proxy and Envoy where they have one: HTTP/2
-//! keepalive PINGs every 10 s, an idle HTTP connection closed after 1 h
+//! keepalive PINGs every 10 s from clients' connections, an idle HTTP connection closed after 1 h
 //! (Envoy's `idle_timeout`), an idle opaque TCP relay after 1 h (Envoy's
 //! `tcp_proxy` `idle_timeout`), pooled upstream HTTP/1 connections after
 //! 90 s (hyper-util's pool), a fixed-length request body slower than
-//! 240 bytes/s after a 5 s grace cut (Kestrel's `MinRequestBodyDataRate`).
+//! 240 bytes/s after a 5 s grace cut (Kestrel's `MinRequestBodyDataRate`),
+//! 1024 HTTP/1 connections per endpoint (Envoy's circuit breaker). Upstream
+//! HTTP/2 connections with requests in flight PING after 1 s of silence and
+//! give the answer 2 s: tighter than any default elsewhere, because a
+//! frozen peer proxy holds requests a client would otherwise time out on
+//! (the hardening suite's `peer-freeze`), and a peer that is alive answers
+//! a PING from its connection task, whatever its app is doing.
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -15,8 +21,8 @@ use std::{sync::OnceLock, time::Duration};
 /// `--http-idle-timeout`, `--connect-timeout`, `--request-body-*`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conns {
-    /// HTTP/2 connections (downstream and to upstreams) send a PING after
-    /// this long without a frame received.
+    /// Downstream HTTP/2 connections send a PING after this long without a
+    /// frame received (idle ones too).
     pub h2_keepalive_interval: Duration,
     /// A PING not acknowledged within this closes the connection: a peer
     /// that vanished stops taking requests in seconds.
@@ -42,6 +48,17 @@ pub struct Conns {
     pub request_body_idle_timeout: Duration,
     /// A pooled upstream HTTP/1 connection parked this long is closed.
     pub upstream_idle_timeout: Duration,
+    /// Upstream HTTP/2 connections with requests in flight send a PING
+    /// after this long without a frame received (idle ones send none).
+    pub upstream_h2_keepalive_interval: Duration,
+    /// An upstream PING not acknowledged within this closes the connection:
+    /// its in-flight requests fail with no response head, so idempotent
+    /// ones go to another endpoint. Short: a frozen peer must cost less
+    /// than a client's timeout; a live peer acknowledges at once.
+    pub upstream_h2_keepalive_timeout: Duration,
+    /// HTTP/1 connections open to one upstream endpoint at once (parked or
+    /// in use); past it a request waits up to `connect_timeout` for one.
+    pub max_connections_per_endpoint: usize,
     /// Downstream connections the inbound listener holds at once.
     pub max_inbound_connections: usize,
     /// Downstream connections the outbound listeners hold at once.
@@ -60,6 +77,9 @@ impl Default for Conns {
             request_body_grace: Duration::from_secs(5),
             request_body_idle_timeout: Duration::from_secs(300),
             upstream_idle_timeout: Duration::from_secs(90),
+            upstream_h2_keepalive_interval: Duration::from_secs(1),
+            upstream_h2_keepalive_timeout: Duration::from_secs(2),
+            max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
             max_inbound_connections: DEFAULT_MAX_CONNECTIONS,
             max_outbound_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -74,6 +94,12 @@ impl Default for Conns {
 /// sidecar's app and peers need far fewer (peer proxies share one HTTP/2
 /// connection).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// HTTP/1 connections to one endpoint: Envoy's default circuit breaker
+/// (`max_connections` 1024 per cluster). An HTTP/1 connection carries one
+/// request at a time, so this is also the most requests one endpoint gets
+/// at once from this proxy over HTTP/1.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: usize = 1024;
 
 /// The values every upstream connection of this process dials with.
 static INSTALLED: OnceLock<Conns> = OnceLock::new();
@@ -101,6 +127,8 @@ impl Conns {
             ("--http-idle-timeout", self.http_idle_timeout),
             ("--tcp-idle-timeout", self.tcp_idle_timeout),
             ("--upstream-idle-timeout", self.upstream_idle_timeout),
+            ("--upstream-http2-keepalive-interval", self.upstream_h2_keepalive_interval),
+            ("--upstream-http2-keepalive-timeout", self.upstream_h2_keepalive_timeout),
             ("--connect-timeout", self.connect_timeout),
             ("--request-body-idle-timeout", self.request_body_idle_timeout),
         ] {
@@ -111,6 +139,7 @@ impl Conns {
         for (name, n) in [
             ("--max-inbound-connections", self.max_inbound_connections),
             ("--max-outbound-connections", self.max_outbound_connections),
+            ("--max-connections-per-endpoint", self.max_connections_per_endpoint),
         ] {
             if n == 0 {
                 problems.push(format!("{name} 0: must be at least 1"));

@@ -220,19 +220,20 @@ pub struct Tried {
 impl Tried {
     /// Whether the request may go to another endpoint whatever the retry
     /// policy: nothing of it reached an app (a refused connection or
-    /// handshake, or the peer proxy could not connect to its app), or,
+    /// handshake, no connection free under the endpoint's cap, or the peer
+    /// proxy could not connect to its app or found its cap full), or,
     /// `idempotent` (RFC 9110 §9.2.2), no response head came back (a
     /// connection reset, or the peer's app failing before answering: a
     /// replica killed mid-request, its app perhaps a moment before its
     /// sidecar).
     fn resendable(&self, idempotent: bool) -> bool {
         match &self.result {
-            Err(ProxyError::Connect { .. } | ProxyError::Tls { .. }) => true,
+            Err(ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::PoolFull { .. }) => true,
             Err(ProxyError::Upstream { .. }) => idempotent,
             // Only a verified peer proxy's word is taken for it.
             Ok(resp) if self.meshed => {
                 match resp.headers().get(&PROXY_ERROR_KIND_HEADER).and_then(|k| ErrorKind::from_label(k.as_bytes())) {
-                    Some(ErrorKind::Connect) => true,
+                    Some(ErrorKind::Connect | ErrorKind::PoolFull) => true,
                     Some(ErrorKind::Upstream) => idempotent,
                     _ => false,
                 }

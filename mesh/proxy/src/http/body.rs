@@ -10,60 +10,26 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{ready, Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http1};
 use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::OwnedSemaphorePermit, time::Sleep};
 
 use crate::http::{
-    idle::PoolIdle,
     pace::{Pace, PaceError},
+    pool,
 };
 
 /// A pooled HTTP/1 upstream connection's request half.
 pub type H1Sender = http1::SendRequest<RequestBody>;
 
-/// A pooled HTTP/1 upstream connection: its request half, and whether it
-/// is parked (its task closes it after the pool idle timeout).
-#[derive(Debug)]
-pub struct H1Conn {
-    /// The request half.
-    pub sender: H1Sender,
-    /// In use or parked since when.
-    pub idle: PoolIdle,
-}
-
-/// An HTTP/1 connection on loan to one response body, and the idle pool of
-/// its upstream to return to.
-#[derive(Debug)]
-pub struct PooledSender {
-    pool: Arc<ArrayQueue<H1Conn>>,
-    conn: H1Conn,
-}
-
-impl PooledSender {
-    /// `conn`, to go back to `pool` when its response body ends.
-    pub fn new(pool: Arc<ArrayQueue<H1Conn>>, conn: H1Conn) -> Self {
-        Self { pool, conn }
-    }
-
-    /// Parks the connection for reuse (or closes it if the pool is full or
-    /// the connection is gone).
-    pub fn release(self) {
-        if !self.conn.sender.is_closed() {
-            self.conn.idle.park();
-            // A full pool drops the sender, which closes that connection.
-            let _ = self.pool.push(self.conn);
-        }
-    }
-}
+/// An HTTP/1 connection on loan to one response body (`http::pool`).
+pub type PooledSender = pool::PooledSender<RequestBody>;
 
 /// A downstream request body that fails once more than `limit` bytes flow,
 /// or a body already buffered in memory (a request that may be retried).

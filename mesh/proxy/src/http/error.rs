@@ -145,6 +145,17 @@ pub enum ProxyError {
         /// The cap on requests waiting for a slot.
         queued: usize,
     },
+    /// Every HTTP/1 connection the proxy may open to the endpoint is in use
+    /// and none came free in time (`http::pool`): nothing was sent.
+    #[error("upstream {addr}: {max} connections open and in use (--max-connections-per-endpoint), none free within {}", humantime::format_duration(*.waited))]
+    PoolFull {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// The cap.
+        max: usize,
+        /// How long the request waited for a connection.
+        waited: Duration,
+    },
     /// The request names this proxy's own outbound listener: forwarding it
     /// would loop (`stack::loop_guard`).
     #[error("loop: {authority} is this proxy's own outbound listener {listener}; address the destination itself, not the proxy")]
@@ -180,6 +191,7 @@ impl ProxyError {
             ProxyError::Connect { .. } => ErrorKind::Connect,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => ErrorKind::Timeout,
             ProxyError::Overloaded { .. } => ErrorKind::Overloaded,
+            ProxyError::PoolFull { .. } => ErrorKind::PoolFull,
             ProxyError::Upstream { .. } | ProxyError::UnrequestedUpgrade => ErrorKind::Upstream,
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::NotCertified { .. } => ErrorKind::NotCertified,
@@ -208,7 +220,8 @@ impl ProxyError {
             ProxyError::NotCertified { .. }
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Unavailable { .. }
-            | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::Overloaded { .. }
+            | ProxyError::PoolFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upgrade(_)
             | ProxyError::RequestBody(_)
             | ProxyError::Malformed { .. }
@@ -243,7 +256,8 @@ impl ProxyError {
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Unavailable { .. }
             | ProxyError::NoBackend { .. }
-            | ProxyError::Overloaded { .. } => UNAVAILABLE,
+            | ProxyError::Overloaded { .. }
+            | ProxyError::PoolFull { .. } => UNAVAILABLE,
         }
     }
 

@@ -21,10 +21,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::{
-    sync::{watch, Notify},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
 use crate::http::phase::Phase;
@@ -169,84 +166,6 @@ where
     }
 }
 
-/// Whether a pooled upstream HTTP/1 connection is in use or parked, and
-/// since when: its connection task closes it once parked for the pool idle
-/// timeout (`--upstream-idle-timeout`), so an upstream is not held open by
-/// connections nobody uses. Taking it from the pool and expiring race on
-/// one atomic: exactly one wins.
-#[derive(Debug, Clone)]
-pub struct PoolIdle {
-    inner: Arc<PoolInner>,
-}
-
-#[derive(Debug)]
-struct PoolInner {
-    epoch: Instant,
-    /// Milliseconds after `epoch` when parked, or [`IN_USE`] / [`EXPIRED`].
-    state: AtomicU64,
-    /// Wakes the expiry timer when the connection is parked (a stored
-    /// permit if it was not waiting yet: no park is missed).
-    parked: Notify,
-}
-
-const IN_USE: u64 = u64::MAX;
-const EXPIRED: u64 = u64::MAX - 1;
-
-impl PoolIdle {
-    /// A connection just dialed for a request: in use.
-    pub fn in_use() -> Self {
-        let inner = PoolInner { epoch: Instant::now(), state: AtomicU64::new(IN_USE), parked: Notify::new() };
-        Self { inner: Arc::new(inner) }
-    }
-
-    /// Back in the pool, idle from now.
-    pub fn park(&self) {
-        let ms = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(EXPIRED - 1).min(EXPIRED - 1);
-        self.inner.state.store(ms, Ordering::Release);
-        self.inner.parked.notify_one();
-    }
-
-    /// Takes a parked connection for a request; `false`: it expired (its
-    /// task is closing it), use another.
-    pub fn take(&self) -> bool {
-        let state = &self.inner.state;
-        let mut seen = state.load(Ordering::Acquire);
-        loop {
-            if seen == EXPIRED {
-                return false;
-            }
-            match state.compare_exchange(seen, IN_USE, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(now) => seen = now,
-            }
-        }
-    }
-
-    /// Resolves once the connection has been parked for `timeout` (and is
-    /// then marked expired, so no request takes it).
-    pub async fn expired(&self, timeout: Duration) {
-        let state = &self.inner.state;
-        loop {
-            let seen = state.load(Ordering::Acquire);
-            if seen == EXPIRED {
-                return;
-            }
-            if seen == IN_USE {
-                self.inner.parked.notified().await;
-                continue;
-            }
-            let deadline = self.inner.epoch + Duration::from_millis(seen) + timeout;
-            if Instant::now() < deadline {
-                tokio::time::sleep_until(deadline).await;
-                continue;
-            }
-            if state.compare_exchange(seen, EXPIRED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,22 +186,5 @@ mod tests {
         assert!(!waiting.is_finished(), "a request in flight is not idle");
         drop(req);
         tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("idle after the request ended").unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_parked_connection_expires_unless_taken_and_never_both() {
-        let p = PoolIdle::in_use();
-        let timeout = Duration::from_millis(50);
-        let expiring = tokio::spawn({
-            let p = p.clone();
-            async move { p.expired(timeout).await }
-        });
-        p.park();
-        assert!(p.take(), "parked, not yet expired: taken");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!expiring.is_finished(), "in use: never expires");
-        p.park();
-        tokio::time::timeout(Duration::from_secs(10), expiring).await.expect("expired once parked").unwrap();
-        assert!(!p.take(), "expired: no request may take it");
     }
 }

@@ -2,7 +2,8 @@
 //! whatever decided its upstream.
 //!
 //! [`headers`] (hop-by-hop removal), [`body`] (body limit, pooled response
-//! bodies), [`upstream`] (connection pools), [`error`] (proxy-generated
+//! bodies), [`upstream`] (connections to one upstream), [`pool`] (its
+//! HTTP/1 connections: reuse, idle expiry, the cap), [`error`] (proxy-generated
 //! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
 //! [`orig_proto`] (HTTP/1 over the proxies' HTTP/2), [`router`]
 //! (authority -> static upstream), [`relay`] (bytes both ways with an idle bound), [`pace`] (how slowly a client may
@@ -18,6 +19,7 @@ pub mod idle;
 pub mod orig_proto;
 pub mod pace;
 pub mod phase;
+pub mod pool;
 pub mod relay;
 pub mod router;
 pub mod server;

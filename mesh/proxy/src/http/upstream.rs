@@ -1,9 +1,11 @@
 //! Connections to one upstream address: a pool of HTTP/1 connections and one
 //! shared, multiplexed HTTP/2 connection.
 //!
-//! The request path touches no lock. Idle HTTP/1 senders live in a lock-free
-//! bounded queue; a request pops one, and the response body pushes it back
-//! when it has been read to the end (see `body::ResponseBody`). The HTTP/2
+//! The request path touches no lock. Idle HTTP/1 connections live in a
+//! lock-free bounded queue (`http::pool`, which also caps how many are open
+//! and closes those parked too long); a request takes one, and the response
+//! body parks it again when it has been read to the end (see
+//! `body::ResponseBody`). The HTTP/2
 //! sender sits behind an `ArcSwapOption`, read with an atomic load; only
 //! dialing a replacement takes an async mutex, so a burst of requests after a
 //! disconnect opens one connection rather than one each.
@@ -25,7 +27,6 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
 use http::{Request, Response, Version};
 use hyper::{
     body::Incoming,
@@ -36,14 +37,15 @@ use mesh_identity::SpiffeId;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpSocket, TcpStream},
+    sync::OwnedSemaphorePermit,
 };
 use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use crate::{
     config::Conns,
-    http::body::{H1Conn, H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
-    http::idle::PoolIdle,
+    http::body::{H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
+    http::pool::{Checkout, Conn, Pool, PoolIdle},
     http::error::ProxyError,
     identity::MeshTls,
     metrics::DirectionMetrics,
@@ -89,12 +91,18 @@ type H2Sender = http2::SendRequest<RequestBody>;
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
-    idle_h1: Arc<ArrayQueue<H1Conn>>,
+    h1: Arc<Pool<RequestBody>>,
     h2: ArcSwapOption<H2Sender>,
     h2_dial: tokio::sync::Mutex<()>,
     meshed: Option<MeshedPeer>,
     /// The local address connections are made from (else the kernel's pick).
     source: Option<IpAddr>,
+}
+
+/// An HTTP/1 pool parking at most `max_idle`, open connections capped by
+/// `--max-connections-per-endpoint`.
+fn h1_pool(max_idle: usize) -> Arc<Pool<RequestBody>> {
+    Pool::new(max_idle, Conns::current().max_connections_per_endpoint)
 }
 
 /// The source address `--transparent` inbound dials the pod's app from
@@ -132,7 +140,7 @@ impl Upstream {
     pub fn with_max_idle(addr: SocketAddr, max_idle: usize) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            idle_h1: Arc::new(ArrayQueue::new(max_idle.max(1))),
+            h1: h1_pool(max_idle),
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: None,
@@ -144,7 +152,7 @@ impl Upstream {
     pub fn from_source(addr: SocketAddr, source: Option<IpAddr>) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            idle_h1: Arc::new(ArrayQueue::new(DEFAULT_MAX_IDLE_PER_UPSTREAM)),
+            h1: h1_pool(DEFAULT_MAX_IDLE_PER_UPSTREAM),
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: None,
@@ -156,7 +164,7 @@ impl Upstream {
     pub fn meshed(addr: SocketAddr, peer: MeshedPeer) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            idle_h1: Arc::new(ArrayQueue::new(1)),
+            h1: h1_pool(1),
             h2: ArcSwapOption::empty(),
             h2_dial: tokio::sync::Mutex::new(()),
             meshed: Some(peer),
@@ -176,7 +184,12 @@ impl Upstream {
 
     /// Idle HTTP/1 connections currently parked.
     pub fn idle_h1(&self) -> usize {
-        self.idle_h1.len()
+        self.h1.parked()
+    }
+
+    /// HTTP/1 connections open now (parked or in use).
+    pub fn open_h1(&self) -> usize {
+        self.h1.open()
     }
 
     /// Sends `req` using the same HTTP version it arrived with.
@@ -203,25 +216,40 @@ impl Upstream {
         }
     }
 
+    /// On a parked connection, else a new one; at the per-endpoint cap
+    /// the request waits up to `--connect-timeout` for either.
     async fn send_h1(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
-        while let Some(mut conn) = self.idle_h1.pop() {
-            if !conn.idle.take() || conn.sender.is_closed() || conn.sender.ready().await.is_err() {
-                continue;
-            }
-            match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled_response(resp, conn)),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the parked connection had died. Try another.
-                    Some(r) => req = r,
-                    None => return Err(self.http_error(e.into_error())),
-                },
-            }
-        }
-        let mut conn = self.dial_h1().await?;
-        conn.sender.ready().await.map_err(|e| self.http_error(e))?;
-        match conn.sender.try_send_request(req).await {
-            Ok(resp) => Ok(self.pooled_response(resp, conn)),
-            Err(e) => Err(self.http_error(e.into_error())),
+        let within = Conns::current().connect_timeout;
+        loop {
+            let checkout = self.h1.checkout(within).await.map_err(|full| ProxyError::PoolFull {
+                addr: self.addr,
+                max: full.max_open,
+                waited: full.waited,
+            })?;
+            let mut conn = match checkout {
+                Checkout::Parked(mut conn) => {
+                    if conn.sender.ready().await.is_err() {
+                        continue;
+                    }
+                    match conn.sender.try_send_request(req).await {
+                        Ok(resp) => return Ok(self.pooled_response(resp, conn)),
+                        Err(mut e) => match e.take_message() {
+                            // Not written: the parked connection had died. Try another.
+                            Some(r) => {
+                                req = r;
+                                continue;
+                            }
+                            None => return Err(self.http_error(e.into_error())),
+                        },
+                    }
+                }
+                Checkout::Dial(slot) => self.dial_h1(slot).await?,
+            };
+            conn.sender.ready().await.map_err(|e| self.http_error(e))?;
+            return match conn.sender.try_send_request(req).await {
+                Ok(resp) => Ok(self.pooled_response(resp, conn)),
+                Err(e) => Err(self.http_error(e.into_error())),
+            };
         }
     }
 
@@ -257,8 +285,8 @@ impl Upstream {
         Ok(sender)
     }
 
-    fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, conn: H1Conn) -> Response<ResponseBody> {
-        let pooled = PooledSender::new(Arc::clone(&self.idle_h1), conn);
+    fn pooled_response(self: &Arc<Self>, resp: Response<Incoming>, conn: Conn<RequestBody>) -> Response<ResponseBody> {
+        let pooled = PooledSender::new(Arc::clone(&self.h1), conn);
         resp.map(|body| ResponseBody::upstream(body, Some(pooled)))
     }
 
@@ -313,12 +341,16 @@ impl Upstream {
         let conns = Conns::current();
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            // A peer that vanished (frozen, partitioned) fails its PING and
-            // the connection closes: new requests dial a new one instead of
-            // queueing behind TCP retransmits.
-            .keep_alive_interval(conns.h2_keepalive_interval)
-            .keep_alive_timeout(conns.h2_keepalive_timeout)
-            .keep_alive_while_idle(true)
+            // A peer that vanished (frozen, partitioned) with requests in
+            // flight fails its PING and the connection closes: its requests
+            // fail before any response head (idempotent ones are sent to
+            // another endpoint, `discovery::retry`), new ones dial anew
+            // instead of queueing behind TCP retransmits. An idle
+            // connection sends none: the first request on a dead one finds
+            // out within the same bound.
+            .keep_alive_interval(conns.upstream_h2_keepalive_interval)
+            .keep_alive_timeout(conns.upstream_h2_keepalive_timeout)
+            .keep_alive_while_idle(false)
             .adaptive_window(true)
             .handshake(io)
             .await
@@ -367,9 +399,10 @@ impl Upstream {
         })
     }
 
-    /// A new pooled connection, in use; its task closes it once it has
+    /// A new pooled connection, in use, holding `slot` (one of the
+    /// per-endpoint cap) while it lives; its task closes it once it has
     /// been parked in the pool for `--upstream-idle-timeout`.
-    async fn dial_h1(&self) -> Result<H1Conn, ProxyError> {
+    async fn dial_h1(&self, slot: OwnedSemaphorePermit) -> Result<Conn<RequestBody>, ProxyError> {
         let io = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -380,6 +413,7 @@ impl Upstream {
         let expiry = idle.clone();
         let timeout = Conns::current().upstream_idle_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             tokio::select! {
                 ended = conn => if let Err(e) = ended {
                     debug!(%addr, error = %e, "upstream h1 connection ended");
@@ -387,7 +421,7 @@ impl Upstream {
                 () = expiry.expired(timeout) => debug!(%addr, ?timeout, "pooled upstream connection idle; closed"),
             }
         });
-        Ok(H1Conn { sender, idle })
+        Ok(Conn { sender, idle })
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {

@@ -35,11 +35,13 @@ pub enum ErrorKind {
     Overloaded = 12,
     /// See [`crate::http::error::ProxyError::Loop`]: a request to the proxy itself.
     Loop = 13,
+    /// See [`crate::http::error::ProxyError::PoolFull`]: no connection to the endpoint came free.
+    PoolFull = 14,
 }
 
 impl ErrorKind {
     /// Every kind, indexed by its discriminant.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NoRoute,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -54,6 +56,7 @@ impl ErrorKind {
         ErrorKind::NoBackend,
         ErrorKind::Overloaded,
         ErrorKind::Loop,
+        ErrorKind::PoolFull,
     ];
 
     /// The kind whose label is `label` (a peer proxy's `weft-proxy-error-kind`).
@@ -78,6 +81,7 @@ impl ErrorKind {
             ErrorKind::NoBackend => "no_backend",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Loop => "loop",
+            ErrorKind::PoolFull => "pool_full",
         }
     }
 }

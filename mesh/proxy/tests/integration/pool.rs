@@ -1,6 +1,7 @@
 //! The proxy's connections to one upstream, through the real binary: a
 //! pooled HTTP/1 connection closed once idle (`--upstream-idle-timeout`),
-//! never while in use.
+//! never while in use; at most `--max-connections-per-endpoint` open, a
+//! request beyond it waiting for one, then a 503 `pool_full`.
 
 use std::{
     convert::Infallible,
@@ -25,12 +26,14 @@ use tokio::net::TcpListener;
 use crate::common::*;
 
 /// An HTTP/1 + h2c app that counts its connections (accepted, open now)
-/// `/delay/MS` answers
+/// and its requests in flight (and the most at once); `/delay/MS` answers
 /// after MS milliseconds, anything else at once.
 pub struct ConnApp {
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,8 +56,8 @@ impl ConnApp {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let [accepted, open, inf, pk] = std::array::from_fn(|_| Arc::new(AtomicUsize::new(0)));
-        let (acc, op) = (accepted.clone(), open.clone());
+        let [accepted, open, in_flight, peak] = std::array::from_fn(|_| Arc::new(AtomicUsize::new(0)));
+        let (acc, op, inf, pk) = (accepted.clone(), open.clone(), in_flight.clone(), peak.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 acc.fetch_add(1, Ordering::SeqCst);
@@ -79,7 +82,7 @@ impl ConnApp {
                 });
             }
         });
-        Self { addr, accepted, open, task }
+        Self { addr, accepted, open, in_flight, peak, task }
     }
 
     /// Connections accepted so far.
@@ -90,6 +93,16 @@ impl ConnApp {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it answered at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
 }
 
@@ -106,4 +119,41 @@ async fn a_pooled_upstream_connection_is_closed_once_idle_never_in_use() {
     let r = send_h1(p.outbound, get("/", "web.test")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{:?}", proxy_error(&r));
     assert_eq!(app.accepted(), 2, "the next request dialed anew");
+}
+
+#[tokio::test]
+async fn connections_to_an_endpoint_are_capped_and_a_request_waits_bounded_for_one() {
+    // Six requests at once, two connections allowed: the rest wait for one.
+    let app = ConnApp::start().await;
+    let p = start_proxy(&args(&["--route", &format!("web.test={}", app.addr), "--max-connections-per-endpoint", "2"])).await;
+    let sent: Vec<_> = (0..6).map(|_| tokio::spawn(send_h1(p.outbound, get("/delay/300", "web.test")))).collect();
+    for s in sent {
+        let r = s.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{:?}", proxy_error(&r));
+    }
+    assert!(app.accepted() <= 2 && app.peak() <= 2, "{} connections, {} requests at once", app.accepted(), app.peak());
+
+    // One connection allowed and busy: a request waits --connect-timeout,
+    // then 503 pool_full, and nothing of it reaches the app.
+    let app = ConnApp::start().await;
+    let p = start_proxy(&args(&[
+        "--route",
+        &format!("web.test={}", app.addr),
+        "--max-connections-per-endpoint",
+        "1",
+        "--connect-timeout",
+        "500ms",
+    ]))
+    .await;
+    let busy = tokio::spawn(send_h1(p.outbound, get("/delay/3000", "web.test")));
+    eventually("the slow request at the app", || async { (app.in_flight() == 1).then_some(()) }).await;
+    let r = send_h1(p.outbound, get("/", "web.test")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{:?}", proxy_error(&r));
+    assert_eq!(r.headers()["weft-proxy-error-kind"], "pool_full");
+    assert!(proxy_error(&r).unwrap().contains("--max-connections-per-endpoint"), "{:?}", proxy_error(&r));
+    let r = busy.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the request holding the connection: {:?}", proxy_error(&r));
+    assert_eq!((app.accepted(), app.peak()), (1, 1));
+    let metrics = p.metrics().await;
+    assert_eq!(metric(&metrics, r#"weft_proxy_errors_total{direction="outbound",kind="pool_full"}"#), Some(1.0), "{metrics}");
 }

@@ -231,3 +231,85 @@ async fn an_apps_forged_proxy_error_kind_does_not_make_its_clients_resend() {
     }
     panic!("no POST of 300 reached the forging app");
 }
+
+/// Sends `signal` to a proxy process.
+fn signal(p: &Proxy, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(p.child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+/// Two meshed replicas; one's sidecar is frozen (SIGSTOP, a real process)
+/// with GETs in flight through it. The client proxy's PINGs to it go
+/// unanswered, the connection is declared dead, the GETs in flight fail
+/// before any response head and go to the other replica, and so does
+/// every GET while the sidecar stays frozen. `--request-timeout 8s` is the
+/// client's patience: waiting out the freeze instead (as the proxy did
+/// with 10 s PINGs) answers the GETs in flight 504.
+#[tokio::test]
+async fn a_frozen_peer_proxy_costs_no_idempotent_request() {
+    let (client_id, server_id) = (sa("client"), sa("server"));
+    let m = MeshDir::new(&[&client_id, &server_id]);
+    let cp = m.control("127.0.0.1:0", "1h").await;
+    let (app_a, app_b) = (start_app().await, start_app().await);
+    let a = m.proxy("a", &server_id, cp.addr, &args(&["--app", &app_a.addr.to_string()])).await;
+    let b = m.proxy("b", &server_id, cp.addr, &args(&["--app", &app_b.addr.to_string()])).await;
+    let ctl = FakeControl::start_signed_by(&m.path("data")).await;
+    let (a_in, b_in) = (a.inbound.unwrap(), b.inbound.unwrap());
+    ctl.state.set_identity(a_in, &server_id);
+    ctl.state.set_identity(b_in, &server_id);
+    ctl.state.set_endpoints("frozen.test:80", &[a_in, b_in]);
+    ctl.state.set_outbound("frozen.test:80", one_rule(pol::HttpRule::default(), 1));
+    let control = ctl.addr().to_string();
+    let client = m
+        .proxy(
+            "client",
+            &client_id,
+            cp.addr,
+            &args(&[
+                "--destination",
+                &control,
+                "--policy",
+                &control,
+                "--upstream-http2-keepalive-interval",
+                "500ms",
+                "--upstream-http2-keepalive-timeout",
+                "1s",
+                "--connect-timeout",
+                "1s",
+                "--request-timeout",
+                "8s",
+            ]),
+        )
+        .await;
+    for p in [&a, &b, &client] {
+        ready(p).await;
+    }
+    // Both replicas have answered: the client holds a connection to each.
+    for i in 0..300 {
+        if app_a.received.load(Ordering::SeqCst) > 0 && app_b.received.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        let r = send_h1(client.outbound, get("/", "frozen.test")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "warm-up GET #{i}: {:?}", proxy_error(&r));
+    }
+    assert!(app_b.received.load(Ordering::SeqCst) > 0, "replica b answered none of 300 GETs");
+
+    // GETs in flight on both replicas (the balancer spreads them by their
+    // requests in flight), then b's sidecar frozen while its app answers.
+    let in_flight: Vec<_> = (0..8).map(|_| tokio::spawn(send_h1(client.outbound, get("/delay/1500", "frozen.test")))).collect();
+    eventually("a GET in flight at replica b", || async { (app_b.in_flight.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    signal(&b, nix::sys::signal::Signal::SIGSTOP);
+    let at_a = app_a.received.load(Ordering::SeqCst);
+    for (i, sent) in in_flight.into_iter().enumerate() {
+        let r = sent.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET #{i} in flight during the freeze: {:?}", proxy_error(&r));
+    }
+    assert!(app_a.received.load(Ordering::SeqCst) > at_a, "the GETs stuck at the frozen replica were sent to a");
+    // And the GETs after it, the sidecar still frozen.
+    for i in 0..10 {
+        let r = send_h1(client.outbound, get("/", "frozen.test")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET #{i} after the freeze: {:?}", proxy_error(&r));
+    }
+    signal(&b, nix::sys::signal::Signal::SIGCONT);
+    cp.stop().await;
+}
