@@ -61,7 +61,7 @@ pub use crate::config::{Config, ConfigError, Disabled, Limits, OpaquePorts, Mesh
 use crate::{
     admin::Health,
     discovery::authz::{Authz, AuthzByPort},
-    discovery::outbound::Outbound,
+    discovery::outbound::{Outbound, OutboundConfig},
     stack::{inbound::InboundStack, loop_guard::OwnOutbound, outbound::OutboundStack, Forwarder},
     identity::{MeshError, MeshTls},
     inbound::{App, Inbound, OriginalDstApp},
@@ -200,6 +200,27 @@ async fn serve_until(
         _ => (None, None),
     };
 
+    // Transparent mode refuses connections whose original destination is
+    // one of these (a client dialing the proxy directly, or a loop); the
+    // discovered path never dials one. Explicit mode's inbound listener is
+    // the exception there: it forwards to `--app`, so it is how a workload
+    // calls its own Service (transparent: its gate refuses a connection
+    // that was not redirected to it, so it is left out too).
+    let (own, own_for_discovery) = {
+        let mut own = vec![outbound.local_addr(), admin.local_addr()];
+        own.extend(
+            outbound6.iter().chain(&inbound6).chain(&tcp).chain(&tcp_services).map(TcpListener::local_addr),
+        );
+        let own: Vec<SocketAddr> = own.into_iter().filter_map(Result::ok).collect();
+        let inbound_addr = inbound.as_ref().and_then(|l| l.local_addr().ok());
+        let all = OwnListeners::new(own.iter().copied().chain(inbound_addr));
+        let dialed = match config.transparent {
+            true => all.clone(),
+            false => OwnListeners::new(own),
+        };
+        (all, dialed)
+    };
+
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(config.is_meshed());
     // Certification starts before the listeners are announced, so a tool
@@ -213,7 +234,7 @@ async fn serve_until(
     };
     let outbound_metrics = metrics.direction(Direction::Outbound).clone();
     let router = Router::meshed(&config.routes, mesh.as_ref().map(|m| (m, &outbound_metrics)))?;
-    let (discovered, authz) = discovery_sources(&config, mesh.as_ref(), &metrics, &outbound_metrics)?;
+    let (discovered, authz) = discovery_sources(&config, mesh.as_ref(), &metrics, &outbound_metrics, own_for_discovery)?;
     if let InboundAuthz::AppPort(Some(authz)) = &authz {
         // Transparent ports are learnt from traffic, so only --app's port
         // can hold readiness back (see README, Inbound authorization).
@@ -250,22 +271,6 @@ async fn serve_until(
         ConnLimit::new(config.conns.max_inbound_connections, "inbound", Some(metrics.direction(Direction::Inbound).clone()));
     let builder = Arc::new(http::server::http_builder(&config.limits, &config.conns));
     let limits = config.limits;
-
-    // Transparent mode refuses connections whose original destination is
-    // one of these (a client dialing the proxy directly, or a loop).
-    let own = {
-        let mut own = vec![outbound.local_addr(), admin.local_addr()];
-        own.extend(
-            inbound
-                .iter()
-                .chain(&outbound6)
-                .chain(&inbound6)
-                .chain(&tcp)
-                .chain(&tcp_services)
-                .map(TcpListener::local_addr),
-        );
-        OwnListeners::new(own.into_iter().filter_map(Result::ok))
-    };
 
     let admin_task = tokio::spawn(admin::serve_admin(admin, Arc::clone(&metrics), health.clone(), phase.clone()));
     let mut proxies = Vec::with_capacity(2 + tcp.len());
@@ -381,13 +386,15 @@ enum InboundAuthz {
 /// The discovered outbound path and the inbound authorization, when configured.
 type Discovered = (Option<Arc<Outbound>>, InboundAuthz);
 
-/// The discovered outbound path (`--destination`, with `--policy` routes)
-/// and the inbound authorization (`--policy` with `--app` or `--transparent`).
+/// The discovered outbound path (`--destination`, with `--policy` routes;
+/// never dialing `own`) and the inbound authorization (`--policy` with
+/// `--app` or `--transparent`).
 fn discovery_sources(
     config: &Config,
     mesh: Option<&Arc<MeshTls>>,
     metrics: &Arc<Metrics>,
     outbound_metrics: &metrics::DirectionMetrics,
+    own: OwnListeners,
 ) -> Result<Discovered, RunError> {
     use discovery::grpc::{GrpcDestination, GrpcPolicy, Workload};
     let context = mesh.map_or_else(String::new, |m| context_token(m.identity()));
@@ -410,20 +417,23 @@ fn discovery_sources(
         None => None,
     };
     let discovered = match &config.destination {
-        Some(addr) => Some(Outbound::bounded(
+        Some(addr) => Some(Outbound::new(
             GrpcDestination::new(
                 addr,
                 config.control_trust.as_ref().ok_or_else(|| untrusted("--destination", addr))?,
                 context,
                 metrics.discovery().destination_streams.clone(),
             )?,
-            policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
-            mesh.cloned(),
-            outbound_metrics.clone(),
-            config.limits,
-            config.disabled,
-            config.discovery,
-            metrics.discovery().clone(),
+            OutboundConfig {
+                policy: policy.clone().map(|p| p as Arc<dyn discovery::PolicySource>),
+                mesh: mesh.cloned(),
+                limits: config.limits,
+                disabled: config.disabled,
+                bounds: config.discovery,
+                gauges: metrics.discovery().clone(),
+                own,
+                ..OutboundConfig::new(outbound_metrics.clone())
+            },
         )),
         None => None,
     };

@@ -158,6 +158,14 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_MAX_QUEUED_REQUESTS", default_value = "100")]
     pub max_queued_requests: String,
 
+    /// Weft proxies an HTTP request may pass through: each adds one to its
+    /// `weft-hops` header, and a request that has passed this many already
+    /// is a loop (502 with `weft-proxy-error: loop`). A meshed call passes
+    /// two (outbound, inbound); the header reaches apps, so a loop through
+    /// an app that forwards its request headers is caught too.
+    #[arg(long, env = "WEFT_PROXY_MAX_HOPS", default_value = "16")]
+    pub max_hops: String,
+
     /// Inbound: after a client's first byte, how long protocol detection
     /// may wait for enough bytes; undecided connections are opaque TCP.
     /// Transparent mode (both listeners): also how long a silent client is
@@ -361,6 +369,7 @@ impl Args {
         let max_concurrent = count("--max-concurrent-requests", &self.max_concurrent_requests);
         let max_queued = count("--max-queued-requests", &self.max_queued_requests);
         let max_discovered = count("--max-discovered-authorities", &self.max_discovered_authorities);
+        let max_hops = count("--max-hops", &self.max_hops);
 
         let defaults = Limits::default();
         cfg.limits = Limits {
@@ -373,6 +382,7 @@ impl Args {
             max_concurrent_requests: max_concurrent.unwrap_or(defaults.max_concurrent_requests),
             max_queued_requests: max_queued.unwrap_or(defaults.max_queued_requests),
             detect_timeout: detect_timeout.unwrap_or(defaults.detect_timeout),
+            max_hops: max_hops.map_or(defaults.max_hops, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         };
         if let Some(d) = drain_timeout {
             cfg.drain_timeout = d;

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod conns;
+pub mod own;
 
 pub use conns::Conns;
 
@@ -320,7 +321,15 @@ pub struct Limits {
     /// Inbound: after a client's first byte, how long to wait for enough
     /// bytes to tell TLS / HTTP / opaque TCP apart (then: opaque).
     pub detect_timeout: Duration,
+    /// Weft proxies a request may pass through (each adds one to its
+    /// `weft-hops` header); a request that already passed this many is a
+    /// loop: 502 `kind=loop` (`stack::loop_guard`).
+    pub max_hops: u32,
 }
+
+/// `--max-hops` bounds: a meshed request passes two proxies (outbound and
+/// inbound), so less than 2 refuses every meshed request.
+pub const MAX_HOPS_RANGE: std::ops::RangeInclusive<u32> = 2..=1024;
 
 /// The most requests in flight, or queued, per direction: far above what
 /// one proxy serves, and far below tokio's semaphore limit.
@@ -340,6 +349,9 @@ impl Default for Limits {
             max_concurrent_requests: 10_000,
             max_queued_requests: 100,
             detect_timeout: Duration::from_secs(1),
+            // Eight meshed app-to-app calls when every app forwards all of
+            // its request's headers into the next one (two hops each).
+            max_hops: 16,
         }
     }
 }
@@ -395,6 +407,14 @@ impl Config {
             problems.push(format!(
                 "--max-concurrent-requests {}: must be between 1 and {MAX_REQUEST_SLOTS}",
                 self.limits.max_concurrent_requests
+            ));
+        }
+        if !MAX_HOPS_RANGE.contains(&self.limits.max_hops) {
+            problems.push(format!(
+                "--max-hops {}: must be in {}..={} (a meshed request passes two proxies)",
+                self.limits.max_hops,
+                MAX_HOPS_RANGE.start(),
+                MAX_HOPS_RANGE.end()
             ));
         }
         if self.limits.max_queued_requests > MAX_REQUEST_SLOTS {

@@ -165,6 +165,25 @@ pub enum ProxyError {
         /// The listener it names.
         listener: SocketAddr,
     },
+    /// The request has passed `--max-hops` Weft proxies already (its
+    /// `weft-hops` header): some route or Service leads back through a
+    /// proxy it passed (`stack::loop_guard`).
+    #[error("loop: the request has passed {hops} Weft proxies (weft-hops), the most is {max} (--max-hops); a route, a Service's endpoints or an app that forwards requests leads back to a proxy it came through")]
+    TooManyHops {
+        /// The hop count the request arrived with.
+        hops: u32,
+        /// `--max-hops`.
+        max: u32,
+    },
+    /// Every endpoint discovered for an authority is one of this proxy's
+    /// own listeners: dialing one would send the request back to the proxy.
+    #[error("loop: every endpoint of {authority} is this proxy's own listener (e.g. {endpoint}); a Service's endpoints must be the app's address, not the proxy's")]
+    SelfEndpoints {
+        /// The discovered authority.
+        authority: String,
+        /// One of the endpoints left out.
+        endpoint: SocketAddr,
+    },
     /// A discovered authority (Host) that is not a valid `host:port`: refused
     /// without asking the control plane (400).
     #[error("invalid authority {authority:?}: {reason}; expected host:port with a DNS name or an IP address and a port in 1..=65535")]
@@ -187,7 +206,7 @@ impl ProxyError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ProxyError::NoRoute { .. } => ErrorKind::NoRoute,
-            ProxyError::Loop { .. } => ErrorKind::Loop,
+            ProxyError::Loop { .. } | ProxyError::TooManyHops { .. } | ProxyError::SelfEndpoints { .. } => ErrorKind::Loop,
             ProxyError::Connect { .. } => ErrorKind::Connect,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => ErrorKind::Timeout,
             ProxyError::Overloaded { .. } => ErrorKind::Overloaded,
@@ -213,6 +232,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. }
             | ProxyError::Loop { .. }
+            | ProxyError::TooManyHops { .. }
+            | ProxyError::SelfEndpoints { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnrequestedUpgrade
@@ -248,6 +269,8 @@ impl ProxyError {
             ProxyError::InvalidAuthority { .. } => 3, // INVALID_ARGUMENT
             ProxyError::NoRoute { .. }
             | ProxyError::Loop { .. }
+            | ProxyError::TooManyHops { .. }
+            | ProxyError::SelfEndpoints { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnrequestedUpgrade

@@ -44,48 +44,7 @@ pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "SO_ORIGINAL_DST is not an IP socket address"))
 }
 
-/// Whether `ip` is an address of this host (network namespace): binding a
-/// socket to it succeeds only then (`EADDRNOTAVAIL` otherwise).
-pub fn is_local_ip(ip: IpAddr) -> bool {
-    let addr = SocketAddr::new(ip, 0);
-    let Ok(sock) = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None) else {
-        return false;
-    };
-    sock.bind(&addr.into()).is_ok()
-}
-
-/// This proxy's bound listener addresses (as bound: `0.0.0.0:4143` stays
-/// unspecified).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnListeners {
-    addrs: Vec<SocketAddr>,
-}
-
-impl OwnListeners {
-    /// The listeners a redirected connection must never be sent back to.
-    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
-        Self { addrs: addrs.into_iter().collect() }
-    }
-
-    /// Whether `port` is one of the listeners' ports.
-    pub fn has_port(&self, port: u16) -> bool {
-        self.addrs.iter().any(|a| a.port() == port)
-    }
-
-    /// Whether `dst` is one of the listeners: exactly a bound address, or a
-    /// listener's port on an address of this host (loopback, unspecified,
-    /// or one `is_local` confirms; it is only asked when the port matches).
-    pub fn is_own(&self, dst: SocketAddr, is_local: impl FnOnce(IpAddr) -> bool) -> bool {
-        if self.addrs.contains(&dst) {
-            return true;
-        }
-        if !self.has_port(dst.port()) {
-            return false;
-        }
-        let ip = dst.ip();
-        ip.is_loopback() || ip.is_unspecified() || is_local(ip)
-    }
-}
+pub use crate::config::own::{is_local_ip, OwnListeners};
 
 /// Remembered (peer IP, destination) pairs: a client retrying a refused
 /// connection in a loop is logged at warn once, then at debug.

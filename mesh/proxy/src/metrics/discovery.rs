@@ -29,6 +29,9 @@ pub struct DiscoveryMetrics {
     pub destination_streams: Gauge,
     /// Policy streams (outbound and inbound) open to mesh-control.
     pub policy_streams: Gauge,
+    /// Discovered endpoints left out because they are this proxy's own
+    /// listener (counted per endpoint update).
+    pub self_endpoints: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,7 +69,8 @@ impl DiscoveryMetrics {
         let backends = cache("backend");
         let destination_streams = streams.get_or_create(&StreamLabels { kind: "destination" }).clone();
         let policy_streams = streams.get_or_create(&StreamLabels { kind: "policy" }).clone();
-        let this = Self { services, backends, destination_streams, policy_streams };
+        let self_endpoints = Counter::default();
+        let this = Self { services, backends, destination_streams, policy_streams, self_endpoints: self_endpoints.clone() };
         registry.register(
             "weft_discovery_authorities",
             "Discovered authorities held (--destination), by cache: service (outbound policy) and \
@@ -83,6 +87,12 @@ impl DiscoveryMetrics {
             "weft_discovery_streams",
             "Discovery streams held open to mesh-control, by kind (destination, policy)",
             streams,
+        );
+        registry.register(
+            "weft_discovery_self_endpoints",
+            "Discovered endpoints left out of a balancer because they are one of this proxy's own \
+             listeners (dialing one would loop), counted per endpoint update",
+            self_endpoints,
         );
         this
     }

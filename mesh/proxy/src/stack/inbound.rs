@@ -15,6 +15,7 @@ use super::{
     errors::ErrorsLayer,
     forward::{Forward, Forwarder, Via},
     limit::{LimitLayer, Limiter},
+    loop_guard::LoopGuardLayer,
     metrics::MetricsLayer,
     timeout::TimeoutLayer,
     validate::ValidateLayer,
@@ -36,6 +37,7 @@ pub struct InboundStack {
     limiter: Arc<Limiter>,
     timeout: Duration,
     body_limit: u64,
+    max_hops: u32,
 }
 
 /// Who is on the other end of one inbound connection, and what it may reach.
@@ -57,7 +59,15 @@ impl InboundStack {
     pub fn new(forwarder: Arc<Forwarder>, metrics: Arc<Metrics>, limits: &Limits) -> Self {
         let direction = Arc::new(forwarder.metrics().clone());
         let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
-        Self { forwarder, metrics, direction, limiter, timeout: limits.request_timeout, body_limit: limits.max_request_body_bytes }
+        Self {
+            forwarder,
+            metrics,
+            direction,
+            limiter,
+            timeout: limits.request_timeout,
+            body_limit: limits.max_request_body_bytes,
+            max_hops: limits.max_hops,
+        }
     }
 
     /// The inbound direction's metrics.
@@ -75,6 +85,7 @@ impl InboundStack {
             .layer(MetricsLayer::new(Arc::clone(&self.direction)).with_client(client_metrics))
             .layer(ErrorsLayer::new(Direction::Inbound, Arc::clone(&self.direction)))
             .layer(ValidateLayer)
+            .layer(LoopGuardLayer::new(None, self.max_hops))
             .layer(AuthorizeLayer::new(conn.authz, conn.client, conn.peer))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.direction.body_timeouts().clone()))

@@ -8,6 +8,7 @@
 //!    │ errors      ProxyError -> HTTP / gRPC   ✓        ✓
 //!    │ validate    HTTP/1 CL + TE, 1.1 no Host ✓        ✓  -> 400 (framing read by validate::FramingIo)
 //!    │ loop_guard  authority = own listener    ✓           -> 502 loop (explicit mode only)
+//!    │             weft-hops >= --max-hops     ✓        ✓  -> 502 loop; else forwarded with one more
 //!    │ authorize   policy verdict -> 403                ✓  (per connection)
 //!    │ limit       in flight + bounded queue   ✓        ✓  full -> 503 overloaded
 //!    │ timeout     deadline to the last byte   ✓        ✓  head late -> 504, body late -> cut

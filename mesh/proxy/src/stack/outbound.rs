@@ -33,6 +33,7 @@ pub struct OutboundStack {
     limiter: Arc<Limiter>,
     timeout: Duration,
     body_limit: u64,
+    max_hops: u32,
     /// Explicit mode: requests naming the outbound listener are loops.
     own: Option<OwnOutbound>,
 }
@@ -42,7 +43,15 @@ impl OutboundStack {
     pub fn new(forwarder: Arc<Forwarder>, limits: &Limits) -> Self {
         let metrics = Arc::new(forwarder.metrics().clone());
         let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
-        Self { forwarder, metrics, limiter, timeout: limits.request_timeout, body_limit: limits.max_request_body_bytes, own: None }
+        Self {
+            forwarder,
+            metrics,
+            limiter,
+            timeout: limits.request_timeout,
+            body_limit: limits.max_request_body_bytes,
+            max_hops: limits.max_hops,
+            own: None,
+        }
     }
 
     /// Refuses requests (routed by authority) that name `own`, the
@@ -64,7 +73,7 @@ impl OutboundStack {
             .layer(MetricsLayer::new(Arc::clone(&self.metrics)))
             .layer(ErrorsLayer::new(Direction::Outbound, Arc::clone(&self.metrics)))
             .layer(ValidateLayer)
-            .layer(LoopGuardLayer::new(self.own.clone().filter(|_| via.is_none())))
+            .layer(LoopGuardLayer::new(self.own.clone().filter(|_| via.is_none()), self.max_hops))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.metrics.body_timeouts().clone()))
             .layer(BodyLimitLayer::new(self.body_limit))

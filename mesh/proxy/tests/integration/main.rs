@@ -12,6 +12,7 @@ mod discovery_support;
 mod failclosed;
 mod forwarding;
 mod lifecycle;
+mod loops;
 mod limits;
 mod mesh_support;
 mod mtls;

@@ -14,15 +14,14 @@ use crate::{
 fn bounded(src: &Arc<MemorySource>, max: usize, idle: Duration) -> (Arc<Outbound>, DiscoveryMetrics) {
     let metrics = Metrics::new();
     let gauges = metrics.discovery().clone();
-    let o = Outbound::bounded(
+    let o = Outbound::new(
         src.clone(),
-        Some(src.clone() as Arc<dyn PolicySource>),
-        None,
-        metrics.direction(Direction::Outbound).clone(),
-        Limits::default(),
-        Disabled::default(),
-        DiscoveryLimits { idle_timeout: idle, max_authorities: max },
-        gauges.clone(),
+        OutboundConfig {
+            policy: Some(src.clone() as Arc<dyn PolicySource>),
+            bounds: DiscoveryLimits { idle_timeout: idle, max_authorities: max },
+            gauges: gauges.clone(),
+            ..OutboundConfig::new(metrics.direction(Direction::Outbound).clone())
+        },
     );
     (o, gauges)
 }

@@ -36,6 +36,7 @@ use std::{
 
 use arc_swap::ArcSwapOption;
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tower::Layer as _;
 use tracing::{debug, warn};
@@ -44,7 +45,10 @@ use self::attempt::Endpoints;
 use crate::{
     discovery::balance::{Balancer, PickError},
     http::body::{RequestBody, ResponseBody},
-    config::{Disabled, DiscoveryLimits, Limits},
+    config::{
+        own::{is_local_ip, OwnListeners},
+        Disabled, DiscoveryLimits, Limits,
+    },
     discovery::{DestinationSource, Endpoint, EndpointSet, PolicySource, ProtocolHint},
     http::error::ProxyError,
     identity::MeshTls,
@@ -66,9 +70,34 @@ pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(3);
 struct Connect {
     mesh: Option<Arc<MeshTls>>,
     metrics: DirectionMetrics,
+    /// Never dialed: a connection to one comes back to this proxy.
+    own: OwnListeners,
+    /// Endpoints left out for being one of `own`.
+    self_endpoints: Counter,
 }
 
 impl Connect {
+    /// `endpoints` without this proxy's own listeners, and the first one
+    /// left out (warned about and counted, per update).
+    fn without_self<'a>(&self, authority: &str, endpoints: &'a [Endpoint]) -> (Cow<'a, [Endpoint]>, Option<SocketAddr>) {
+        if self.own.is_empty() {
+            return (Cow::Borrowed(endpoints), None);
+        }
+        let own = |e: &Endpoint| self.own.reached_by(e.addr, is_local_ip);
+        let Some(first) = endpoints.iter().find_map(|e| own(e).map(|l| (e.addr, l))) else {
+            return (Cow::Borrowed(endpoints), None);
+        };
+        let kept: Vec<Endpoint> = endpoints.iter().filter(|e| own(e).is_none()).cloned().collect();
+        let dropped = endpoints.len() - kept.len();
+        self.self_endpoints.inc_by(dropped as u64);
+        warn!(
+            "{authority}: {dropped} endpoint(s) left out, e.g. {} (this proxy's own listener {}): dialing it would loop; \
+             the Service's endpoints must be the app's address, not the proxy's",
+            first.0, first.1
+        );
+        (Cow::Owned(kept), Some(first.0))
+    }
+
     fn upstream(&self, authority: &str, ep: &Endpoint) -> Option<Arc<Upstream>> {
         match (&ep.identity, ep.hint, &self.mesh) {
             (Some(id), ProtocolHint::H2 | ProtocolHint::Opaque, Some(mesh)) => {
@@ -96,6 +125,9 @@ pub(crate) struct BackendSet {
     pub(crate) balancer: Balancer,
     /// `None` until the first answer; then whether the Service exists.
     exists: ArcSwapOption<bool>,
+    /// An endpoint left out for being this proxy's own listener, when no
+    /// other endpoint is left (the set's requests are loops).
+    only_self: ArcSwapOption<SocketAddr>,
     first: tokio::sync::watch::Receiver<Option<Arc<EndpointSet>>>,
     deadline: Instant,
     connect: Connect,
@@ -105,15 +137,23 @@ pub(crate) struct BackendSet {
 
 impl BackendSet {
     /// Applies one resolution. An unknown `ip:port` authority is forwarded
-    /// to itself, as it would be without a control plane.
+    /// to itself, as it would be without a control plane. Endpoints that
+    /// are this proxy's own listeners are left out.
     fn apply(&self, set: &EndpointSet, connect: &Connect) {
         let own = (!set.exists && set.endpoints.is_empty())
             .then(|| self.authority.parse::<SocketAddr>().ok())
             .flatten();
-        match own {
-            Some(addr) => self.balancer.update(&[Endpoint::plain(addr)], |e| connect.upstream(&self.authority, e)),
-            None => self.balancer.update(&set.endpoints, |e| connect.upstream(&self.authority, e)),
-        }
+        let itself;
+        let listed: &[Endpoint] = match own {
+            Some(addr) => {
+                itself = [Endpoint::plain(addr)];
+                &itself
+            }
+            None => &set.endpoints,
+        };
+        let (endpoints, left_out) = connect.without_self(&self.authority, listed);
+        self.balancer.update(&endpoints, |e| connect.upstream(&self.authority, e));
+        self.only_self.store(left_out.filter(|_| endpoints.is_empty()).map(Arc::new));
         self.exists.store(Some(Arc::new(set.exists || own.is_some())));
         debug!(authority = %self.authority, endpoints = set.endpoints.len(), exists = set.exists, "endpoints updated");
     }
@@ -139,13 +179,14 @@ impl BackendSet {
             Err(PickError::AllEjected { endpoints }) => {
                 Err(ProxyError::Unavailable { authority: self.authority.to_string(), endpoints })
             }
-            Err(PickError::NoEndpoints) => Err(match self.exists.load().as_deref() {
-                None => ProxyError::NoEndpoints {
+            Err(PickError::NoEndpoints) => Err(match (self.only_self.load_full(), self.exists.load().as_deref()) {
+                (Some(endpoint), _) => ProxyError::SelfEndpoints { authority: self.authority.to_string(), endpoint: *endpoint },
+                (None, None) => ProxyError::NoEndpoints {
                     authority: self.authority.to_string(),
                     why: "; the control plane has not answered yet",
                 },
-                Some(true) => ProxyError::NoEndpoints { authority: self.authority.to_string(), why: "" },
-                Some(false) => ProxyError::NoRoute { authority: self.authority.to_string() },
+                (None, Some(true)) => ProxyError::NoEndpoints { authority: self.authority.to_string(), why: "" },
+                (None, Some(false)) => ProxyError::NoRoute { authority: self.authority.to_string() },
             }),
         }
     }
@@ -213,52 +254,73 @@ impl std::fmt::Debug for Outbound {
     }
 }
 
-impl Outbound {
-    /// The discovered path; `mesh` makes meshed endpoints mTLS peers;
-    /// `disabled` takes features out of every policy (conformance testing).
-    /// With the default discovery bounds and unregistered gauges (see
-    /// [`Outbound::bounded`]).
-    pub fn new(
-        destination: Arc<dyn DestinationSource>,
-        policy: Option<Arc<dyn PolicySource>>,
-        mesh: Option<Arc<MeshTls>>,
-        metrics: DirectionMetrics,
-        limits: Limits,
-        disabled: Disabled,
-    ) -> Arc<Self> {
-        Self::bounded(
-            destination,
-            policy,
-            mesh,
-            metrics,
-            limits,
-            disabled,
-            DiscoveryLimits::default(),
-            DiscoveryMetrics::default(),
-        )
-    }
+/// How an [`Outbound`] is built, but for its Destination source. Start
+/// from [`OutboundConfig::new`] (defaults for everything but the metrics)
+/// and set the fields that differ.
+#[derive(Clone)]
+pub struct OutboundConfig {
+    /// Route policy per authority; `None`: every authority takes its
+    /// default route at once.
+    pub policy: Option<Arc<dyn PolicySource>>,
+    /// Makes meshed endpoints mTLS peers; `None`: plaintext to all.
+    pub mesh: Option<Arc<MeshTls>>,
+    /// The outbound direction's request and connection metrics.
+    pub metrics: DirectionMetrics,
+    pub limits: Limits,
+    /// Features taken out of every policy (conformance testing).
+    pub disabled: Disabled,
+    /// At most `bounds.max_authorities` Services and as many backend sets,
+    /// each dropped after `bounds.idle_timeout` unused.
+    pub bounds: DiscoveryLimits,
+    /// Gauges that follow those numbers (default: unregistered).
+    pub gauges: DiscoveryMetrics,
+    /// This proxy's listeners: endpoints that are one of them are never
+    /// dialed (default: none known).
+    pub own: OwnListeners,
+}
 
-    /// [`Outbound::new`] holding at most `bounds.max_authorities` Services
-    /// and as many backend sets, each dropped after `bounds.idle_timeout`
-    /// unused; `gauges` follow their numbers. Call within a tokio runtime:
-    /// the idle sweep is a task (it ends with the `Outbound`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn bounded(
-        destination: Arc<dyn DestinationSource>,
-        policy: Option<Arc<dyn PolicySource>>,
-        mesh: Option<Arc<MeshTls>>,
-        metrics: DirectionMetrics,
-        limits: Limits,
-        disabled: Disabled,
-        bounds: DiscoveryLimits,
-        gauges: DiscoveryMetrics,
-    ) -> Arc<Self> {
+impl OutboundConfig {
+    /// No policy source, no mesh identity, default limits and bounds,
+    /// nothing disabled, unregistered gauges.
+    pub fn new(metrics: DirectionMetrics) -> Self {
+        Self {
+            policy: None,
+            mesh: None,
+            metrics,
+            limits: Limits::default(),
+            disabled: Disabled::default(),
+            bounds: DiscoveryLimits::default(),
+            gauges: DiscoveryMetrics::default(),
+            own: OwnListeners::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OutboundConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundConfig")
+            .field("policy", &self.policy.is_some())
+            .field("mesh", &self.mesh.is_some())
+            .field("limits", &self.limits)
+            .field("disabled", &self.disabled)
+            .field("bounds", &self.bounds)
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    /// The discovered path over `destination`, built as `config` says.
+    /// Call within a tokio runtime: the idle sweep is a task (it ends with
+    /// the `Outbound`).
+    pub fn new(destination: Arc<dyn DestinationSource>, config: OutboundConfig) -> Arc<Self> {
+        let OutboundConfig { policy, mesh, metrics, limits, disabled, bounds, gauges, own } = config;
         let this = Arc::new(Self {
             destination,
             policy,
             services: cache::Cache::new(bounds, gauges.services),
             backends: cache::Cache::new(bounds, gauges.backends),
-            connect: Connect { mesh, metrics },
+            connect: Connect { mesh, metrics, own, self_endpoints: gauges.self_endpoints },
             limits,
             disabled,
         });
@@ -301,6 +363,7 @@ impl Outbound {
                 authority: Arc::clone(&key),
                 balancer: Balancer::new(),
                 exists: ArcSwapOption::empty(),
+                only_self: ArcSwapOption::empty(),
                 first: rx.clone(),
                 deadline: Instant::now() + FIRST_ANSWER_WAIT,
                 connect: self.connect.clone(),

@@ -76,11 +76,11 @@ fn outbound_disabled(src: &Arc<MemorySource>, policy: bool, disabled: Disabled) 
     let metrics = Metrics::new();
     Outbound::new(
         src.clone(),
-        policy.then(|| src.clone() as Arc<dyn PolicySource>),
-        None,
-        metrics.direction(Direction::Outbound).clone(),
-        Limits::default(),
-        disabled,
+        OutboundConfig {
+            policy: policy.then(|| src.clone() as Arc<dyn PolicySource>),
+            disabled,
+            ..OutboundConfig::new(metrics.direction(Direction::Outbound).clone())
+        },
     )
 }
 
