@@ -1,19 +1,19 @@
 //! The index: one store behind a lock, and one watch channel per distinct
-//! lookup. Every write recomputes the views somebody watches and wakes only
-//! those whose value changed. A lookup nobody watches any more (its streams
+//! lookup. A write recomputes only the watched views that read what it
+//! changed (see `Index::refresh`) and wakes those whose value changed. A lookup nobody watches any more (its streams
 //! closed) is forgotten: by [`Index::prune_unwatched`], at the next write,
 //! or when new lookups have doubled the map since the last pruning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::model::{Change, Kind, Resource};
+use crate::model::{Change, Kind, ObjectKey, Resource};
 use crate::store::Store;
 use crate::target::{AuthorityError, Target};
-use crate::views::{DestinationView, InboundPolicy, OutboundPolicy, Workload};
+use crate::views::{spiffe_namespace, DestinationView, InboundPolicy, OutboundPolicy, Workload};
 use crate::{destination, inbound, outbound, Config};
 
 /// A lookup that cannot be served.
@@ -119,16 +119,19 @@ impl<K: Eq + Hash + Clone, V: PartialEq> Watches<K, V> {
         before - self.live
     }
 
-    /// Recomputes the watched views the write may have changed (`compute`
-    /// returns `None` for the others); forgets lookups nobody watches any
-    /// more. Returns (views recomputed, views changed).
-    fn refresh(&mut self, mut compute: impl FnMut(&K) -> Option<V>) -> (u64, u64) {
+    /// Recomputes the watched views the write may have changed (`compute`,
+    /// given a key and its current view, returns `None` for the others);
+    /// forgets lookups nobody watches any more. Returns (views recomputed,
+    /// views changed).
+    fn refresh(&mut self, mut compute: impl FnMut(&K, &V) -> Option<V>) -> (u64, u64) {
         let (mut computed, mut updated) = (0, 0);
         self.by_key.retain(|key, tx| {
             if tx.receiver_count() == 0 {
                 return false;
             }
-            let Some(new) = compute(key) else { return true };
+            // A clone: the watch's lock is not held while computing.
+            let current = Arc::clone(&tx.borrow());
+            let Some(new) = compute(key, &current) else { return true };
             computed += 1;
             tx.send_if_modified(|cur| {
                 let changed = **cur != new;
@@ -145,29 +148,136 @@ impl<K: Eq + Hash + Clone, V: PartialEq> Watches<K, V> {
     }
 }
 
-/// The namespaces one write touched, and whether a Pod or a Namespace
-/// changed (a Service's endpoints may name pods of another namespace).
+/// What one write changed, as far as views depend on it: each view is
+/// recomputed only when something it reads is here (see `Index::refresh`).
 #[derive(Default)]
 struct Touched {
-    namespaces: std::collections::HashSet<String>,
+    /// Namespaces of changed Services, EndpointSlices, Pods, and changed
+    /// Namespaces: what endpoint sets and workloads read by namespace.
+    namespaces: HashSet<String>,
+    /// A Pod or a Namespace changed (a Service's endpoints may name pods of
+    /// another namespace).
     pods_or_namespaces: bool,
+    /// A Service, EndpointSlice, Pod or Namespace changed: address lookups
+    /// (which scan every slice) and workloads known by IP depend on that.
+    endpoints: bool,
+    /// Changed Services: outbound policies read their own Service and
+    /// their backends'.
+    services: HashSet<ObjectKey>,
+    /// Services whose attached routes changed (a route's parents before
+    /// and after the write).
+    route_parents: HashSet<ObjectKey>,
+    /// Namespaces whose AuthorizationPolicies changed.
+    policy_namespaces: HashSet<String>,
+    /// Namespaces of the pods that changed slices name (before and after):
+    /// a workload of one may start or stop backing the slice's Service.
+    slice_pod_namespaces: HashSet<String>,
 }
 
 impl Touched {
-    fn add(&mut self, change: &Change) {
+    /// What `change` would touch, read before it is applied to `store`
+    /// (a deleted or replaced route's old parents are only known then).
+    fn of(store: &Store, change: &Change) -> Self {
+        let mut t = Self::default();
         let (kind, key) = match change {
             Change::Upsert(r) => (r.kind(), r.key()),
             Change::Delete(kind, key) => (*kind, key),
         };
-        self.pods_or_namespaces |= matches!(kind, Kind::Pod | Kind::Namespace);
-        let ns = if kind == Kind::Namespace { &key.name } else { &key.namespace };
-        if !self.namespaces.contains(ns) {
-            self.namespaces.insert(ns.clone());
+        let new = match change {
+            Change::Upsert(r) => Some(r),
+            Change::Delete(..) => None,
+        };
+        match kind {
+            Kind::HttpRoute | Kind::GrpcRoute => {
+                let old = match kind {
+                    Kind::HttpRoute => store.http_routes.get(key).map(|r| &r.parents),
+                    _ => store.grpc_routes.get(key).map(|r| &r.parents),
+                };
+                let new = match new {
+                    Some(Resource::HttpRoute(r)) => Some(&r.parents),
+                    Some(Resource::GrpcRoute(r)) => Some(&r.parents),
+                    _ => None,
+                };
+                t.route_parents.extend(old.into_iter().chain(new).flatten().map(|p| p.service.clone()));
+            }
+            Kind::AuthorizationPolicy => {
+                t.policy_namespaces.insert(key.namespace.clone());
+            }
+            Kind::Namespace | Kind::Service | Kind::EndpointSlice | Kind::Pod => {
+                t.endpoints = true;
+                t.pods_or_namespaces = matches!(kind, Kind::Pod | Kind::Namespace);
+                t.namespaces.insert(if kind == Kind::Namespace { key.name.clone() } else { key.namespace.clone() });
+                if kind == Kind::Service {
+                    t.services.insert(key.clone());
+                    // Its slices' workloads start or stop backing it.
+                    let slices = store.slices_by_service.get(key).into_iter().flatten().filter_map(|k| store.slices.get(k));
+                    let pods = slices.flat_map(|s| &s.endpoints).filter_map(|ep| ep.pod.as_ref());
+                    t.slice_pod_namespaces.extend(pods.map(|p| p.namespace.clone()));
+                }
+                if kind == Kind::EndpointSlice {
+                    let new = match new {
+                        Some(Resource::EndpointSlice(s)) => Some(s),
+                        _ => None,
+                    };
+                    let pods = store.slices.get(key).into_iter().chain(new).flat_map(|s| &s.endpoints);
+                    t.slice_pod_namespaces.extend(pods.filter_map(|ep| ep.pod.as_ref()).map(|p| p.namespace.clone()));
+                }
+            }
         }
+        t
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.namespaces.extend(other.namespaces);
+        self.pods_or_namespaces |= other.pods_or_namespaces;
+        self.endpoints |= other.endpoints;
+        self.services.extend(other.services);
+        self.route_parents.extend(other.route_parents);
+        self.policy_namespaces.extend(other.policy_namespaces);
+        self.slice_pod_namespaces.extend(other.slice_pod_namespaces);
     }
 
     fn namespace(&self, ns: &str) -> bool {
         self.namespaces.contains(ns)
+    }
+
+    /// Whether the outbound policy `current` of Service `service` reads
+    /// something that changed: the Service, its routes, or a backend.
+    fn outbound_service(&self, service: &ObjectKey, current: &OutboundPolicy) -> bool {
+        if self.services.contains(service) || self.route_parents.contains(service) {
+            return true;
+        }
+        if self.services.is_empty() {
+            return false;
+        }
+        let backends = current
+            .http_routes
+            .iter()
+            .flat_map(|r| r.rules.iter().flat_map(|rule| &rule.backends))
+            .chain(current.grpc_routes.iter().flat_map(|r| r.rules.iter().flat_map(|rule| &rule.backends)));
+        backends.into_iter().any(|b| {
+            self.services.iter().any(|s| s.name == b.backend.name && s.namespace == b.backend.namespace)
+        })
+    }
+
+    /// Whether the inbound policy `current` of `workload` reads something
+    /// that changed: objects of its own namespace, of the namespaces of
+    /// the Services it backs (their slices, policies), or a slice naming
+    /// pods of its namespace; by IP, any endpoint change.
+    fn inbound(&self, workload: &Workload, current: &InboundPolicy, trust_domain: &str) -> bool {
+        let backed = || current.services.iter().filter_map(|a| a.split('.').nth(1));
+        if backed().any(|ns| self.namespace(ns) || self.policy_namespaces.contains(ns)) {
+            return true;
+        }
+        match workload {
+            Workload::Ip(_) => self.endpoints,
+            Workload::Identity(id) => match spiffe_namespace(id, trust_domain) {
+                Some(ns) => self.namespace(ns) || self.policy_namespaces.contains(ns) || self.slice_pod_namespaces.contains(ns),
+                // Not of this trust domain: no pod is it, nothing it backs
+                // changes but by the namespaces above.
+                None => false,
+            },
+        }
     }
 }
 
@@ -188,9 +298,10 @@ impl Index {
         let applied = changes
             .into_iter()
             .filter(|c| {
+                let part = Touched::of(&shared.store, c);
                 let changed = shared.store.apply(c.clone());
                 if changed {
-                    touched.add(c);
+                    touched.merge(part);
                 }
                 changed
             })
@@ -217,8 +328,11 @@ impl Index {
         let mut applied = 0;
         let mut touched = Touched::default();
         for change in deletes.into_iter().chain(objects.into_iter().filter(|o| o.kind() == kind).map(Change::Upsert)) {
-            touched.add(&change);
-            applied += usize::from(shared.store.apply(change));
+            let part = Touched::of(&shared.store, &change);
+            if shared.store.apply(change) {
+                touched.merge(part);
+                applied += 1;
+            }
         }
         if applied > 0 {
             shared.changes_applied += applied as u64;
@@ -251,11 +365,16 @@ impl Index {
         self.inner.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Recomputes the views `touched` may have changed. A Service's
-    /// endpoint set depends only on objects of its namespace (the Service,
-    /// its slices, their pods, the Namespace), unless its endpoints name
-    /// pods elsewhere; a name outside the cluster never resolves. Policies and address lookups are recomputed on every
-    /// write (their dependencies cross namespaces).
+    /// Recomputes the views `touched` may have changed, and only those:
+    /// a write costs the views that read what it changed.
+    /// - Endpoint sets of a Service: objects of its namespace (the Service,
+    ///   its slices, their pods, the Namespace), or pods elsewhere when its
+    ///   endpoints name some. Address lookups: any Service, slice, Pod or
+    ///   Namespace. A name outside the cluster never resolves.
+    /// - Outbound policy of a Service: the Service, the routes attached to
+    ///   it (before and after the write), the Services its routes' backends
+    ///   name. Of an address: as address lookups, and routes.
+    /// - Inbound policy: see [`Touched::inbound`].
     fn refresh(&self, shared: &mut Shared, touched: &Touched) {
         let config = &self.inner.config;
         let Shared { store, destinations, outbound, inbound, views_updated, views_computed, .. } = shared;
@@ -263,7 +382,7 @@ impl Index {
             *views_computed += computed;
             *views_updated += updated;
         };
-        add(destinations.refresh(|t| match t {
+        add(destinations.refresh(|t, _| match t {
             Target::External { .. } => None,
             Target::Service { service, .. }
                 if !touched.namespace(&service.namespace)
@@ -271,13 +390,18 @@ impl Index {
             {
                 None
             }
+            Target::Addr(_) if !touched.endpoints => None,
             _ => Some(destination::view(store, config, t)),
         }));
-        add(outbound.refresh(|(t, ns)| match t {
+        add(outbound.refresh(|(t, ns), current| match t {
             Target::External { .. } => None,
+            Target::Service { service, .. } if !touched.outbound_service(service, current) => None,
+            Target::Addr(_) if !touched.endpoints && touched.route_parents.is_empty() => None,
             _ => Some(outbound::view(store, config, t, ns.as_deref())),
         }));
-        add(inbound.refresh(|(w, p)| Some(inbound::view(store, config, w, *p))));
+        add(inbound.refresh(|(w, p), current| {
+            touched.inbound(w, current, &config.trust_domain).then(|| inbound::view(store, config, w, *p))
+        }));
     }
 
     fn parse(&self, authority: &str) -> Result<Target, LookupError> {

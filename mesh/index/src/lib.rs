@@ -6,9 +6,9 @@
 //!  backends (manifests dir | Kubernetes watchers)      gRPC servers (mesh-control)
 //!        │ Change::{Upsert(Resource), Delete}                 ▲ watch::Receiver<Arc<View>>
 //!        ▼                                                    │
-//!  Index::apply ──> Store (objects + secondary indexes) ──> views, recomputed per
-//!                    services, cluster IPs, slices by         watched lookup after
-//!                    service, pods, routes by parent,         each write; woken only
+//!  Index::apply ──> Store (objects + secondary indexes) ──> views, each recomputed
+//!                    services, cluster IPs, slices by         only when a write changed
+//!                    service, pods, routes by parent,         what it reads; woken only
 //!                    authorization policies                   when the value changed
 //!
 //!  DiscoverDestination::watch_destination(authority)   -> DestinationView

@@ -464,3 +464,117 @@ fn writes_recompute_only_views_they_may_change_and_closed_watches_are_forgotten(
     assert_eq!(index.prune_unwatched(), 100);
     assert_eq!(index.stats().watches, 1);
 }
+
+/// `n` namespaces `ns-<i>`, each with Service `web` (port 80 -> 8080), one
+/// slice and its meshed pod; every Service's endpoints, outbound policy and
+/// its workload's inbound policy watched.
+fn many(n: usize) -> (Index, Vec<Box<dyn std::any::Any>>) {
+    let index = Index::new(Config::default());
+    let mut changes = Vec::new();
+    for i in 0..n {
+        let ns = format!("ns-{i}");
+        let (hi, lo) = (i / 250, i % 250);
+        changes.push(up(service(&ns, "web", &format!("10.96.{hi}.{lo}"), &[("http", 80, Protocol::Http1)])));
+        changes.push(up(slice(&ns, "web-abc", "web", &[("http", 8080)], &[(&format!("10.1.{hi}.{lo}"), "web-1", true)])));
+        changes.push(up(pod(&ns, "web-1", "web", &format!("10.1.{hi}.{lo}"), Some(true))));
+    }
+    index.apply(changes);
+    let mut watches: Vec<Box<dyn std::any::Any>> = Vec::new();
+    for i in 0..n {
+        let authority = format!("web.ns-{i}:80");
+        watches.push(Box::new(index.watch_destination(&authority).unwrap()));
+        watches.push(Box::new(index.watch_outbound(&authority, None).unwrap()));
+        let id = format!("spiffe://cluster.local/ns/ns-{i}/sa/web");
+        watches.push(Box::new(index.watch_inbound(Workload::Identity(id), 8080).unwrap()));
+    }
+    (index, watches)
+}
+
+/// Views recomputed by `write`.
+fn recomputed(index: &Index, write: impl IntoIterator<Item = Change>) -> u64 {
+    let before = index.stats().views_computed;
+    assert!(index.apply(write) > 0, "the write changes something");
+    index.stats().views_computed - before
+}
+
+/// A write recomputes the views that read what it changed, whatever else
+/// is watched: a route, its Service's outbound policy (before and after
+/// it moves); a policy, the inbound policies of the workloads it may
+/// target; a slice or a pod, its Service's endpoints and its workload; a
+/// Service, also the outbound policies whose routes name it as a backend.
+#[test]
+fn a_write_recomputes_only_the_views_that_read_what_it_changed() {
+    let (index, _watches) = many(20);
+    let web = |i: usize| format!("web.ns-{i}:80");
+    let route = |i: usize, parent: usize, backend_ns: usize| {
+        http_route(
+            &format!("ns-{i}"),
+            "split",
+            1,
+            (&format!("ns-{parent}"), "web", Some(80)),
+            vec![backend(&format!("ns-{backend_ns}"), "web", Some(80), 1)],
+        )
+    };
+    assert_eq!(recomputed(&index, [up(route(3, 3, 2))]), 1, "the outbound policy of web.ns-3");
+    let mut out3 = index.watch_outbound(&web(3), None).unwrap();
+    assert_eq!(out3.borrow_and_update().http_routes.len(), 1);
+    // A Service a route names as its backend: its own views and that route's Service's.
+    let grown = service("ns-2", "web", "10.96.0.2", &[("http", 80, Protocol::Http1), ("admin", 9090, Protocol::Http1)]);
+    assert_eq!(recomputed(&index, [up(grown)]), 4, "endpoints, outbound, inbound of ns-2 and the outbound of ns-3");
+    // The route moves to another parent: both Services' outbound policies
+    // (in ns-3, it is now a consumer route of ns-3's clients of ns-4).
+    assert_eq!(recomputed(&index, [up(route(3, 4, 2))]), 2);
+    assert!(out3.borrow_and_update().http_routes.is_empty());
+    assert_eq!(index.watch_outbound(&web(4), Some("ns-3")).unwrap().borrow().http_routes.len(), 1);
+    assert_eq!(recomputed(&index, [Change::Delete(Kind::HttpRoute, ObjectKey::new("ns-3", "split"))]), 1);
+    // A policy: the workloads backing Services of its namespace.
+    let only_web = Clients { identities: BTreeSet::from([WEB.to_owned()]), ..Clients::default() };
+    let policy = authz("ns-5", "allow-web", PolicyTarget::Service("web".into()), Vec::new(), only_web);
+    assert_eq!(recomputed(&index, [up(policy)]), 1, "the inbound policy of ns-5's workload");
+    let inbound5 = Workload::Identity("spiffe://cluster.local/ns/ns-5/sa/web".into());
+    assert!(index.watch_inbound(inbound5, 8080).unwrap().borrow().explicit);
+    // Endpoints and pods: the Service's endpoints and its namespace's workload.
+    let more = slice("ns-6", "web-abc", "web", &[("http", 8080)], &[("10.1.0.6", "web-1", true), ("10.1.9.9", "web-2", true)]);
+    assert_eq!(recomputed(&index, [up(more)]), 2);
+    assert_eq!(recomputed(&index, [up(pod("ns-7", "web-1", "other", "10.1.0.7", Some(true)))]), 2);
+    // A Namespace: what reads its objects (endpoints' identities, its workloads' default).
+    let deny = Resource::Namespace(Namespace {
+        key: ObjectKey::new("", "ns-8"),
+        inject: None,
+        default_inbound_policy: Some(DefaultPolicy::Deny),
+    });
+    assert_eq!(recomputed(&index, [up(deny)]), 2);
+    let stats = index.stats();
+    assert!(stats.views_updated <= stats.views_computed);
+}
+
+/// The cost of one write with 1000 Services watched (endpoints, outbound
+/// and inbound policy each: 3000 views), per kind of write. A timing, so
+/// printed and never asserted: `cargo test -p mesh-index --test index --
+/// --ignored --nocapture write_cost`.
+#[test]
+#[ignore = "a timing: run by hand"]
+fn write_cost_with_1000_services_watched() {
+    let (index, _watches) = many(1000);
+    let rounds = 50u32;
+    let time = |what: &str, write: &mut dyn FnMut(u32) -> Vec<Change>| {
+        let before = index.stats().views_computed;
+        let start = std::time::Instant::now();
+        for r in 0..rounds {
+            index.apply(write(r));
+        }
+        let per = start.elapsed() / rounds;
+        let views = (index.stats().views_computed - before) / u64::from(rounds);
+        println!("{what:<28} {per:>12?} per write, {views} views recomputed per write");
+    };
+    time("route (ns-1)", &mut |r| {
+        vec![up(http_route("ns-1", "r", i64::from(r), ("ns-1", "web", Some(80)), vec![backend("ns-2", "web", Some(80), r + 1)]))]
+    });
+    time("authorization policy (ns-3)", &mut |r| {
+        let clients = Clients { namespaces: BTreeSet::from([format!("team-{r}")]), ..Clients::default() };
+        vec![up(authz("ns-3", "p", PolicyTarget::Namespace, Vec::new(), clients))]
+    });
+    time("endpoint slice (ns-4)", &mut |r| {
+        vec![up(slice("ns-4", "web-abc", "web", &[("http", 8080)], &[("10.1.0.4", "web-1", r % 2 == 0)]))]
+    });
+}
