@@ -1,10 +1,13 @@
 //! How many downstream connections a direction holds, and what happens at
-//! the cap: the oldest connection with no request in flight (an idle
-//! keep-alive, or one that never sent a request) is closed to make room,
-//! so a flood of idle connections costs a bounded amount of memory and
-//! never locks out a client with work to do; with every connection busy,
-//! the new one is closed at accept. Both are counted in
-//! `weft_shed_connections_total{reason="idle_evicted|limit"}`.
+//! the cap: an idle connection is closed to make room, so a flood of idle
+//! connections costs a bounded amount of memory and never locks out a
+//! client with work to do. Which one: the oldest that never sent a request
+//! (silent, still in detection or the TLS handshake: nothing is lost with
+//! it), else the one whose last request ended longest ago, but never one
+//! with a request in flight or one that finished a request within
+//! [`IN_USE`] (a keep-alive client between two requests would lose the
+//! next one). With no such connection, the new one is closed at accept.
+//! Both are counted in `weft_shed_connections_total{reason="idle_evicted|limit"}`.
 
 use std::{
     collections::BTreeMap,
@@ -12,15 +15,20 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, warn};
 
 use crate::{
     http::idle::Activity,
     metrics::{DirectionMetrics, Shed},
 };
+
+/// A connection that finished a request this recently is in use: never
+/// closed to make room (a client on it is likely to send the next one).
+pub const IN_USE: Duration = Duration::from_secs(1);
 
 /// The connections one direction holds (shared by its listeners).
 #[derive(Debug)]
@@ -64,25 +72,21 @@ impl ConnLimit {
         Arc::new(Self { max: max.max(1), name, metrics, open: Mutex::new(Open::default()) })
     }
 
-    /// Admits a new connection, closing the oldest idle one if the cap is
-    /// reached; `None`: every connection is busy, close the new one.
+    /// Admits a new connection, closing an idle one (see the module doc)
+    /// if the cap is reached; `None`: none may go, close the new one.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         // Connections already told to close hold their slot until their
         // task ends (at once: it is dropped) but are not counted as live.
         if open.live >= self.max {
-            let oldest_idle = open
-                .by_age
-                .values()
-                .find(|s| !s.evicted.load(Ordering::Relaxed) && s.activity.in_flight() == 0);
-            match oldest_idle {
+            match open.victim(Instant::now()) {
                 Some(slot) => {
                     slot.evicted.store(true, Ordering::Relaxed);
                     // A permit is kept if the task is not waiting yet.
                     slot.evict.notify_one();
                     open.live -= 1;
                     self.count(Shed::IdleEvicted);
-                    debug!(direction = self.name, max = self.max, "connection cap reached; closed the oldest idle connection");
+                    debug!(direction = self.name, max = self.max, "connection cap reached; closed an idle connection");
                 }
                 None => {
                     drop(open);
@@ -90,7 +94,7 @@ impl ConnLimit {
                     warn!(
                         direction = self.name,
                         max = self.max,
-                        "connection cap reached with every connection busy; closing a new connection at accept"
+                        "connection cap reached with every connection busy or in use; closing a new connection at accept"
                     );
                     return None;
                 }
@@ -126,6 +130,31 @@ impl ConnLimit {
     }
 }
 
+impl Open {
+    /// The connection to close for room: the oldest that never sent a
+    /// request, else the one idle longest (not within [`IN_USE`]); never
+    /// one with a request in flight. One pass, stopping at the first
+    /// never-used connection, which is usually near the front: at the cap
+    /// under a flood, the flood's own connections.
+    fn victim(&self, now: Instant) -> Option<Arc<Slot>> {
+        let mut idle_longest: Option<(&Arc<Slot>, Instant)> = None;
+        for slot in self.by_age.values() {
+            let a = &slot.activity;
+            if slot.evicted.load(Ordering::Relaxed) || a.in_flight() > 0 {
+                continue;
+            }
+            if !a.seen_request() {
+                return Some(Arc::clone(slot));
+            }
+            let last = a.last_active();
+            if now.saturating_duration_since(last) >= IN_USE && idle_longest.is_none_or(|(_, l)| last < l) {
+                idle_longest = Some((slot, last));
+            }
+        }
+        idle_longest.map(|(s, _)| Arc::clone(s))
+    }
+}
+
 impl Admitted {
     /// What the connection is doing: HTTP requests in flight, or a relay
     /// (held busy with [`Activity::request`] for its whole life).
@@ -152,10 +181,9 @@ impl Drop for Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
-    async fn the_oldest_idle_connection_makes_room_and_busy_ones_are_kept() {
+    async fn a_never_used_connection_makes_room_and_busy_ones_are_kept() {
         let limit = ConnLimit::new(2, "test", None);
         let a = limit.admit().unwrap();
         let b = limit.admit().unwrap();
@@ -169,5 +197,25 @@ mod tests {
         assert_eq!(limit.len(), 2);
         drop(c);
         assert!(limit.admit().is_some());
+    }
+
+    #[test]
+    fn keep_alive_connections_in_use_are_spared_and_the_one_idle_longest_goes() {
+        let limit = ConnLimit::new(8, "test", None);
+        let served = |c: &Admitted| drop(c.activity().request());
+        let (older, silent, newer) = (limit.admit().unwrap(), limit.admit().unwrap(), limit.admit().unwrap());
+        served(&older);
+        served(&newer);
+        let victim = |now| limit.open.lock().unwrap().victim(now).map(|s| Arc::as_ptr(&s));
+        let now = Instant::now();
+        assert_eq!(victim(now), Some(Arc::as_ptr(&silent.slot)), "never used: goes first, though younger than a keep-alive one");
+        drop(silent);
+        assert_eq!(victim(now), None, "both finished a request just now: in use, spared");
+        let later = now + IN_USE * 2;
+        assert_eq!(victim(later), Some(Arc::as_ptr(&older.slot)), "idle longest (ties: the older)");
+        // Milliseconds are the clock's grain: let one pass.
+        std::thread::sleep(Duration::from_millis(5));
+        served(&older);
+        assert_eq!(victim(Instant::now() + IN_USE * 2), Some(Arc::as_ptr(&newer.slot)));
     }
 }

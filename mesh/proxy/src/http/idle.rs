@@ -71,6 +71,12 @@ impl Activity {
         self.inner.seen_request.load(Ordering::Relaxed)
     }
 
+    /// When the connection last finished a request (its opening if none
+    /// has): the connection cap closes the one idle longest.
+    pub fn last_active(&self) -> Instant {
+        self.inner.opened + Duration::from_millis(self.inner.last_ms.load(Ordering::Acquire))
+    }
+
     /// Resolves once nothing is in flight and the connection has been idle
     /// for `idle` (or, before its first request, open for `first`).
     async fn idle(&self, first: Duration, idle: Duration) {

@@ -287,6 +287,36 @@ async fn at_the_connection_cap_the_oldest_idle_connection_makes_room_and_busy_on
 }
 
 #[tokio::test]
+async fn at_the_connection_cap_keep_alive_clients_between_requests_are_spared() {
+    let app = start_app().await;
+    let p = start_proxy(&args(&["--route", &format!("web.test={}", app.addr), "--max-outbound-connections", "3", "--header-read-timeout", "1h"]))
+        .await;
+    // Two well-behaved keep-alive clients (HTTP/1 and h2), the oldest
+    // connections, idle between their requests.
+    let mut h1 = H1::connect(p.outbound).await.unwrap();
+    assert_eq!(h1.send(get("/status/200", "web.test")).await.unwrap().status(), StatusCode::OK);
+    let mut h2 = h2_connect(p.outbound).await;
+    assert_eq!(send_h2(&mut h2, h2_get("/status/200", "web.test")).await.unwrap().status(), StatusCode::OK);
+    // Silent connections past the cap: each new one makes room by closing
+    // an older silent one, never a keep-alive connection.
+    let mut silent = Vec::new();
+    for n in 1..=4 {
+        silent.push(TcpStream::connect(p.outbound).await.unwrap());
+        wait_metric(&p, r#"weft_open_connections{direction="outbound"}"#, 3.0).await;
+        if n > 1 {
+            wait_metric(&p, r#"weft_shed_connections_total{direction="outbound",reason="idle_evicted"}"#, f64::from(n - 1)).await;
+        }
+    }
+    for s in &mut silent[..3] {
+        closed("an older silent connection closed to make room", s).await;
+    }
+    let resp = h1.send(get("/status/200", "web.test")).await.expect("the HTTP/1 keep-alive connection survived the cap");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = send_h2(&mut h2, h2_get("/status/200", "web.test")).await.expect("the h2 connection survived the cap");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn out_of_file_descriptors_the_proxy_sheds_new_connections_and_keeps_serving() {
     let app = start_app().await;
     let p = start_proxy_nofile(64, &args(&["--route", &format!("web.test={}", app.addr), "--header-read-timeout", "1h"])).await;
