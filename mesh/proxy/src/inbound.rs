@@ -205,7 +205,9 @@ impl Inbound {
         let refuse_plaintext = !target.authz.judged_by_policy() && target.authz.verdict(None) != Verdict::Allow;
         match (protocol, &self.mesh) {
             (Protocol::Tls, Some(mesh)) => Box::pin(self.meshed(mesh, io, peer, watcher, phase, target, activity)).await,
-            (_, _) if refuse_plaintext => self.refuse_plaintext(protocol, io, peer, &target.authz).await,
+            // Every handler is boxed: a connection still in detection
+            // (thousands in an idle flood) holds only what detection needs.
+            (_, _) if refuse_plaintext => Box::pin(self.refuse_plaintext(protocol, io, peer, &target.authz)).await,
             (Protocol::Http1 | Protocol::Http2, _) => Box::pin(self.serve_http(io, peer, watcher, phase, None, target, activity)).await,
             (Protocol::Tls | Protocol::Opaque, _) => {
                 if tcp_allowed(&target.authz, None, peer) {

@@ -99,7 +99,9 @@ pub async fn serve_proxy(
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
-            if let Err(e) = serve_http(&builder, stream, service, &limits, activity, watcher, &mut phase).await {
+            // Boxed: hyper's connection state is allocated once bytes
+            // arrive, not held by every silent connection (an idle flood).
+            if let Err(e) = Box::pin(serve_http(&builder, stream, service, &limits, activity, watcher, &mut phase)).await {
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }
         }

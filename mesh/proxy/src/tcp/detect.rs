@@ -125,10 +125,16 @@ async fn detect_with<S: AsyncRead + Unpin>(
     silent_timeout: Duration,
     classify: impl Fn(&[u8]) -> Option<Protocol>,
 ) -> io::Result<Detected> {
-    let mut buf = BytesMut::with_capacity(1024);
+    // Empty until the first read is polled, and small then (`read_buf`
+    // reserves 64 bytes): a silent connection, thousands of them in an
+    // idle flood, holds no read buffer of 1 KiB.
+    let mut buf = BytesMut::new();
     // The detection clock starts with the first byte, not the connection.
     let mut deadline = tokio::time::Instant::now() + silent_timeout;
     loop {
+        if !buf.is_empty() {
+            buf.reserve(1024);
+        }
         let was_empty = buf.is_empty();
         let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await;
         if was_empty && !buf.is_empty() {
