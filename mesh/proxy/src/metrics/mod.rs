@@ -164,6 +164,59 @@ impl Shed {
     }
 }
 
+/// An HTTP/2 frame kind a client may flood a connection with (budgets
+/// and the GOAWAY: `stack::flood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2Flood {
+    /// PING (acknowledgements not counted).
+    Ping = 0,
+    /// SETTINGS (acknowledgements not counted).
+    Settings = 1,
+    /// DATA with no payload and no END_STREAM.
+    EmptyData = 2,
+    /// PRIORITY.
+    Priority = 3,
+}
+
+impl H2Flood {
+    /// Every kind, in label order.
+    pub const ALL: [H2Flood; 4] = [H2Flood::Ping, H2Flood::Settings, H2Flood::EmptyData, H2Flood::Priority];
+
+    /// The `frame` label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            H2Flood::Ping => "ping",
+            H2Flood::Settings => "settings",
+            H2Flood::EmptyData => "empty_data",
+            H2Flood::Priority => "priority",
+        }
+    }
+
+    /// The frame as RFC 9113 names it, for log lines.
+    pub fn frame_name(self) -> &'static str {
+        match self {
+            H2Flood::Ping => "PING",
+            H2Flood::Settings => "SETTINGS",
+            H2Flood::EmptyData => "empty DATA",
+            H2Flood::Priority => "PRIORITY",
+        }
+    }
+
+    /// Counts one connection closed for this flood.
+    pub fn record(self) {
+        H2_FLOODS.get_or_create(&FloodLabels { frame: self.as_label() }).inc();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FloodLabels {
+    frame: &'static str,
+}
+
+/// Process-wide, not per direction: counted inside a connection's IO,
+/// where no direction's handles are at hand (and a flood is rare).
+static H2_FLOODS: std::sync::LazyLock<Family<FloodLabels, Counter>> = std::sync::LazyLock::new(Family::default);
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShedLabels {
     direction: &'static str,
@@ -249,6 +302,15 @@ impl Metrics {
              (limit: closed at accept, the connection cap reached with all busy; idle_evicted: the \
              oldest idle connection closed to make room; no_fds: out of file descriptors)",
             shed,
+        );
+        for kind in H2Flood::ALL {
+            drop(H2_FLOODS.get_or_create(&FloodLabels { frame: kind.as_label() }));
+        }
+        registry.register(
+            "weft_h2_flood_closes",
+            "Downstream HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for sending more \
+             control frames of a kind than its budget (PING, SETTINGS, empty DATA, PRIORITY), by frame",
+            H2_FLOODS.clone(),
         );
         let by_client = Family::<ClientLabels, Counter>::default();
         registry.register(

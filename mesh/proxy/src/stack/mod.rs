@@ -7,6 +7,7 @@
 //!    │ metrics     status class + latency     ✓        ✓  (+ per meshed client)
 //!    │ errors      ProxyError -> HTTP / gRPC   ✓        ✓
 //!    │ validate    HTTP/1 CL + TE, 1.1 no Host ✓        ✓  -> 400 (framing read by validate::FramingIo)
+//!    │             (h2 control-frame floods: GOAWAY from flood::FloodIo, under the connection)
 //!    │ loop_guard  authority = own listener    ✓           -> 502 loop (explicit mode only)
 //!    │             weft-hops >= --max-hops     ✓        ✓  -> 502 loop; else forwarded with one more
 //!    │ authorize   policy verdict -> 403                ✓  (per connection)
@@ -27,6 +28,7 @@
 pub mod authorize;
 pub mod body_limit;
 pub mod errors;
+pub mod flood;
 pub mod forward;
 pub mod inbound;
 pub mod limit;

@@ -17,7 +17,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{outbound::OutboundStack, validate::FramingIo, Service};
+use super::{flood::FloodIo, outbound::OutboundStack, validate::FramingIo, Service};
 use crate::{
     config::{Conns, Limits},
     http::{
@@ -33,7 +33,8 @@ pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves HTTP on `io` with `stack` until the connection ends (`activity`
 /// is the connection's, from the accept loop): request
-/// framing recorded for validation, every request tracked from head to the
+/// framing recorded for validation, HTTP/2 control-frame floods closed
+/// ([`FloodIo`]), every request tracked from head to the
 /// last body byte so idle connections close (`--header-read-timeout`
 /// before the first request, `--http-idle-timeout` after), and a graceful
 /// shutdown when the phase leaves `Running`. `watcher` is held to the end,
@@ -53,6 +54,7 @@ where
 {
     let stack = Arc::new(stack);
     let (io, framing) = FramingIo::new(io, limits.max_header_bytes);
+    let (io, flooded) = FloodIo::new(io);
     let requests = activity.clone();
     let service = service_fn(move |mut req| {
         framing.mark(&mut req);
@@ -62,7 +64,11 @@ where
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let _watcher = watcher;
-    drive(conn, &activity, limits.header_read_timeout, Conns::current().http_idle_timeout, phase).await
+    let served = drive(conn, &activity, limits.header_read_timeout, Conns::current().http_idle_timeout, phase);
+    tokio::select! {
+        ended = served => ended,
+        () = flooded.past_grace() => Err("HTTP/2 control-frame flood: GOAWAY not taken by the client in time; closed".into()),
+    }
 }
 
 /// Serves the explicit-mode outbound listener until the phase leaves

@@ -316,6 +316,60 @@ async fn at_the_connection_cap_keep_alive_clients_between_requests_are_spared() 
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// One HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Floods an h2c connection with `unit` frames (1,000 of them, answers left
+/// unread), then reads what the proxy sent: the GOAWAY's error code and
+/// debug text, if one came before the connection ended.
+async fn h2_flood(addr: std::net::SocketAddr, unit: &[u8]) -> Option<(u32, String)> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(h2_frame(0x4, 0, 0, &[]));
+    for _ in 0..1000 {
+        flood.extend_from_slice(unit);
+    }
+    // The proxy may close before it has read everything.
+    let _ = s.write_all(&flood).await;
+    let mut got = Vec::new();
+    let _ = within("the proxy ends the flooded connection", s.read_to_end(&mut got)).await;
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+        let payload = rest.get(9..9 + len)?;
+        if rest[3] == 0x7 {
+            let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+            return Some((code, String::from_utf8_lossy(&payload[8..]).into_owned()));
+        }
+        rest = &rest[9 + len..];
+    }
+    None
+}
+
+#[tokio::test]
+async fn ping_and_settings_floods_get_goaway_enhance_your_calm() {
+    let app = start_app().await;
+    let p = proxy_with_limits(&app).await;
+    let ping = h2_frame(0x6, 0, 0, &[7; 8]);
+    assert_eq!(h2_flood(p.outbound, &ping).await, Some((0xb, "too many PING frames".into())), "PING flood");
+    let settings = h2_frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    assert_eq!(h2_flood(p.outbound, &settings).await, Some((0xb, "too many SETTINGS frames".into())), "SETTINGS flood");
+    wait_metric(&p, r#"weft_h2_flood_closes_total{frame="ping"}"#, 1.0).await;
+    wait_metric(&p, r#"weft_h2_flood_closes_total{frame="settings"}"#, 1.0).await;
+    // A client's usual control frames are far below the budget.
+    let mut h2 = h2_connect(p.outbound).await;
+    for _ in 0..3 {
+        assert_eq!(send_h2(&mut h2, h2_get("/status/200", "web.test")).await.unwrap().status(), StatusCode::OK);
+    }
+    still_serves(&p).await;
+}
+
 #[tokio::test]
 async fn out_of_file_descriptors_the_proxy_sheds_new_connections_and_keeps_serving() {
     let app = start_app().await;
