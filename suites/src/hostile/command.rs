@@ -286,6 +286,9 @@ async fn measure(t: &Target, group: &[Attack], p: &Params, probe: Option<&Probe>
     let planned = group.iter().map(|a| a.planned(p)).max().unwrap_or_default();
     let tag = format!("{}-{}-{}", t.listener, t.mode.as_str(), group[0].name());
     let running = probe.and_then(|pr| pr.start(t, planned, &tag));
+    if let Some(r) = &running {
+        r.warmed_up().await;
+    }
     let findings: Vec<Finding> = join_all(group.iter().map(|a| a.run(t, p))).await;
     let peak = sampler.peak().await;
     let probed = match running {

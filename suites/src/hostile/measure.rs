@@ -57,10 +57,16 @@ pub struct Probe {
     pub dir: PathBuf,
 }
 
+/// How long the probe runs before its measured window: its connections'
+/// first requests (and the process start) are not the attack's doing, and
+/// in a 1 s window of 200 requests two slow ones are the p99.
+pub const PROBE_WARMUP: Duration = Duration::from_millis(500);
+
 /// A running probe.
 pub struct Running {
     child: tokio::process::Child,
     json: PathBuf,
+    started: tokio::time::Instant,
 }
 
 /// What the probe measured.
@@ -71,8 +77,9 @@ pub struct Measured {
 }
 
 impl Probe {
-    /// Start `loadgen run` against `t`'s probe address for `duration`
-    /// (no warm-up: it must overlap the attack); `tag` names its files.
+    /// Start `loadgen run` against `t`'s probe address for [`PROBE_WARMUP`]
+    /// and then `duration` (the measured window: start the attack after the
+    /// warm-up, see [`Running::warmed_up`]); `tag` names its files.
     pub fn start(&self, t: &Target, duration: Duration, tag: &str) -> Option<Running> {
         let json = self.dir.join(format!("probe-{tag}.json"));
         let mut cmd = tokio::process::Command::new(&self.loadgen);
@@ -83,7 +90,9 @@ impl Probe {
             .arg(self.rate.to_string())
             .arg("--duration")
             .arg(format!("{}ms", duration.as_millis().max(500)))
-            .args(["--warmup", "0s", "--connections", "4", "--timeout", "5s", "--threads", "1", "--json"])
+            .arg("--warmup")
+            .arg(format!("{}ms", PROBE_WARMUP.as_millis()))
+            .args(["--connections", "4", "--timeout", "5s", "--threads", "1", "--json"])
             .arg(&json)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -93,7 +102,7 @@ impl Probe {
             cmd.arg("--host").arg(h);
         }
         match cmd.spawn() {
-            Ok(child) => Some(Running { child, json }),
+            Ok(child) => Some(Running { child, json, started: tokio::time::Instant::now() }),
             Err(e) => {
                 tracing::warn!("cannot start the probe {}: {e}", self.loadgen.display());
                 None
@@ -103,6 +112,12 @@ impl Probe {
 }
 
 impl Running {
+    /// Resolves once the probe's measured window has begun (its warm-up
+    /// over, with a margin for the process start and its connections).
+    pub async fn warmed_up(&self) {
+        tokio::time::sleep_until(self.started + PROBE_WARMUP + Duration::from_millis(100)).await;
+    }
+
     /// Wait for the probe (its duration plus 15 s at most) and read its record.
     pub async fn finish(mut self) -> Result<Measured, String> {
         let out = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
