@@ -9,7 +9,7 @@ use clap::Parser;
 use mesh_identity::{SpiffeId, TrustAnchors};
 
 use crate::config::{
-    parse_byte_size, Config, ConfigError, Conns, ControlTrust, Disabled, DiscoveryLimits, Limits, OpaquePorts, MeshConfig, DefaultInboundPolicy, Route, Secret, TcpForward, TcpService,
+    parse_byte_size, Config, ConfigError, Conns, Shedding, ControlTrust, Disabled, DiscoveryLimits, Limits, OpaquePorts, MeshConfig, DefaultInboundPolicy, Route, Secret, TcpForward, TcpService,
 };
 
 /// Weft's sidecar micro-proxy: forwards HTTP/1.1 and HTTP/2 (h2c) between an
@@ -165,6 +165,19 @@ pub struct Args {
     /// an app that forwards its request headers is caught too.
     #[arg(long, env = "WEFT_PROXY_MAX_HOPS", default_value = "16")]
     pub max_hops: String,
+
+    /// Load shedding: when every request for --shed-interval waited longer
+    /// than this inside the proxy before admission (HTTP/2 streams queued
+    /// on a saturated proxy), requests that waited over twice this get 503
+    /// with `weft-proxy-error-kind: overloaded`. A slow app never counts.
+    /// 0s: off.
+    #[arg(long, env = "WEFT_PROXY_SHED_TARGET", default_value = "5ms")]
+    pub shed_target: String,
+
+    /// See --shed-target: how long the queue must stay over the target,
+    /// and how often overload is judged.
+    #[arg(long, env = "WEFT_PROXY_SHED_INTERVAL", default_value = "100ms")]
+    pub shed_interval: String,
 
     /// Inbound: after a client's first byte, how long protocol detection
     /// may wait for enough bytes; undecided connections are opaque TCP.
@@ -362,6 +375,8 @@ impl Args {
         let drain_timeout = duration("--drain-timeout", &self.drain_timeout);
         let detect_timeout = duration("--detect-timeout", &self.detect_timeout);
         let discovery_idle = duration("--discovery-idle-timeout", &self.discovery_idle_timeout);
+        let shed_target = duration("--shed-target", &self.shed_target);
+        let shed_interval = duration("--shed-interval", &self.shed_interval);
 
         let mut count = |flag: &str, v: &str| -> Option<usize> {
             v.parse::<usize>().map_err(|_| problems.push(format!("{flag} {v:?}: not a whole number"))).ok()
@@ -381,6 +396,10 @@ impl Args {
             request_timeout: request_timeout.unwrap_or(defaults.request_timeout),
             max_concurrent_requests: max_concurrent.unwrap_or(defaults.max_concurrent_requests),
             max_queued_requests: max_queued.unwrap_or(defaults.max_queued_requests),
+            shed: Shedding {
+                target: shed_target.unwrap_or(defaults.shed.target),
+                interval: shed_interval.unwrap_or(defaults.shed.interval),
+            },
             detect_timeout: detect_timeout.unwrap_or(defaults.detect_timeout),
             max_hops: max_hops.map_or(defaults.max_hops, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         };

@@ -6,8 +6,10 @@
 pub mod cli;
 pub mod conns;
 pub mod own;
+pub mod shed;
 
 pub use conns::Conns;
+pub use shed::Shedding;
 
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -318,6 +320,8 @@ pub struct Limits {
     /// Requests waiting for an in-flight slot per direction (at most the
     /// request timeout); past this, requests get 503 overloaded at once.
     pub max_queued_requests: usize,
+    /// Shedding by queue time inside the proxy, below those caps.
+    pub shed: Shedding,
     /// Inbound: after a client's first byte, how long to wait for enough
     /// bytes to tell TLS / HTTP / opaque TCP apart (then: opaque).
     pub detect_timeout: Duration,
@@ -348,6 +352,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 10_000,
             max_queued_requests: 100,
+            shed: Shedding::default(),
             detect_timeout: Duration::from_secs(1),
             // Eight meshed app-to-app calls when every app forwards all of
             // its request's headers into the next one (two hops each).
@@ -433,6 +438,7 @@ impl Config {
             }
         }
         problems.extend(self.conns.problems());
+        problems.extend(self.limits.shed.problems());
         if self.discovery.idle_timeout.is_zero() {
             problems.push("--discovery-idle-timeout 0s: must be greater than zero".to_owned());
         }

@@ -156,6 +156,18 @@ pub enum ProxyError {
         /// How long the request waited for a connection.
         waited: Duration,
     },
+    /// The listener direction is overloaded (every request of the last
+    /// interval waited over the target inside the proxy) and this one
+    /// waited past twice the target: shed (`stack::shed`).
+    #[error("overloaded: this request waited {:.1} ms in the proxy, and none of the last {} waited less than {} (--shed-target, --shed-interval)", .waited.as_secs_f64() * 1e3, humantime::format_duration(*.interval), humantime::format_duration(*.target))]
+    QueueTime {
+        /// How long this request waited before admission.
+        waited: Duration,
+        /// `--shed-target`.
+        target: Duration,
+        /// `--shed-interval`.
+        interval: Duration,
+    },
     /// The request names this proxy's own outbound listener: forwarding it
     /// would loop (`stack::loop_guard`).
     #[error("loop: {authority} is this proxy's own outbound listener {listener}; address the destination itself, not the proxy")]
@@ -209,7 +221,7 @@ impl ProxyError {
             ProxyError::Loop { .. } | ProxyError::TooManyHops { .. } | ProxyError::SelfEndpoints { .. } => ErrorKind::Loop,
             ProxyError::Connect { .. } => ErrorKind::Connect,
             ProxyError::Timeout { .. } | ProxyError::RequestTimeout { .. } => ErrorKind::Timeout,
-            ProxyError::Overloaded { .. } => ErrorKind::Overloaded,
+            ProxyError::Overloaded { .. } | ProxyError::QueueTime { .. } => ErrorKind::Overloaded,
             ProxyError::PoolFull { .. } => ErrorKind::PoolFull,
             ProxyError::Upstream { .. } | ProxyError::UnrequestedUpgrade => ErrorKind::Upstream,
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
@@ -242,7 +254,8 @@ impl ProxyError {
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Unavailable { .. }
             | ProxyError::Overloaded { .. }
-            | ProxyError::PoolFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::PoolFull { .. }
+            | ProxyError::QueueTime { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upgrade(_)
             | ProxyError::RequestBody(_)
             | ProxyError::Malformed { .. }
@@ -280,7 +293,8 @@ impl ProxyError {
             | ProxyError::Unavailable { .. }
             | ProxyError::NoBackend { .. }
             | ProxyError::Overloaded { .. }
-            | ProxyError::PoolFull { .. } => UNAVAILABLE,
+            | ProxyError::PoolFull { .. }
+            | ProxyError::QueueTime { .. } => UNAVAILABLE,
         }
     }
 

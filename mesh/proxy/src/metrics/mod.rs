@@ -7,6 +7,7 @@
 pub mod discovery;
 pub mod error_kind;
 pub mod histogram;
+pub mod load_shed;
 
 use std::{fmt, time::Duration};
 
@@ -19,6 +20,7 @@ use prometheus_client::{
 
 pub use crate::identity::IdentityMetrics;
 pub use self::discovery::{CacheMetrics, DiscoveryMetrics};
+pub use self::load_shed::{LoadShedMetrics, ShedReason};
 use crate::{
     identity::refusal::Refusal,
     metrics::{error_kind::ErrorKind, histogram::AtomicHistogram},
@@ -135,6 +137,7 @@ pub struct DirectionMetrics {
     refused: [Counter; Refusal::ALL.len()],
     body_timeouts: Counter,
     shed: [Counter; Shed::ALL.len()],
+    load_shed: LoadShedMetrics,
 }
 
 /// Why a downstream connection was closed by the proxy's own limits.
@@ -237,6 +240,7 @@ impl Metrics {
         let refused = Family::<RefusalLabels, Counter>::default();
         let body_timeouts = Family::<DirectionLabels, Counter>::default();
         let shed = Family::<ShedLabels, Counter>::default();
+        let load_shed = load_shed::LoadShedFamilies::register(&mut registry);
 
         let resolve = |direction: Direction| {
             let d = direction.as_str();
@@ -261,6 +265,7 @@ impl Metrics {
                 }),
                 body_timeouts: body_timeouts.get_or_create(&DirectionLabels { direction: d }).clone(),
                 shed: Shed::ALL.map(|r| shed.get_or_create(&ShedLabels { direction: d, reason: r.as_label() }).clone()),
+                load_shed: load_shed.direction(d),
             }
         };
         let outbound = resolve(Direction::Outbound);
@@ -421,6 +426,11 @@ impl DirectionMetrics {
     /// Records a connection closed by the proxy's own limits.
     pub fn record_shed(&self, reason: Shed) {
         self.shed[reason as usize].inc();
+    }
+
+    /// Requests shed at admission, and the shedding state.
+    pub fn load_shed(&self) -> &LoadShedMetrics {
+        &self.load_shed
     }
 
     /// Marks a downstream connection open until the guard drops.

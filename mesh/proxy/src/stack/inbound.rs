@@ -16,6 +16,7 @@ use super::{
     forward::{Forward, Forwarder, Via},
     limit::{LimitLayer, Limiter},
     loop_guard::LoopGuardLayer,
+    shed::{ShedLayer, Shedder},
     metrics::MetricsLayer,
     timeout::TimeoutLayer,
     validate::ValidateLayer,
@@ -35,6 +36,7 @@ pub struct InboundStack {
     metrics: Arc<Metrics>,
     direction: Arc<DirectionMetrics>,
     limiter: Arc<Limiter>,
+    shedder: Arc<Shedder>,
     timeout: Duration,
     body_limit: u64,
     max_hops: u32,
@@ -58,12 +60,16 @@ impl InboundStack {
     /// for the per-client counts.
     pub fn new(forwarder: Arc<Forwarder>, metrics: Arc<Metrics>, limits: &Limits) -> Self {
         let direction = Arc::new(forwarder.metrics().clone());
-        let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
+        let load_shed = forwarder.metrics().load_shed().clone();
+        let limiter =
+            Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout, load_shed.clone());
+        let shedder = Shedder::new(limits.shed, load_shed);
         Self {
             forwarder,
             metrics,
             direction,
             limiter,
+            shedder,
             timeout: limits.request_timeout,
             body_limit: limits.max_request_body_bytes,
             max_hops: limits.max_hops,
@@ -87,6 +93,7 @@ impl InboundStack {
             .layer(ValidateLayer)
             .layer(LoopGuardLayer::new(None, self.max_hops))
             .layer(AuthorizeLayer::new(conn.authz, conn.client, conn.peer))
+            .layer(ShedLayer::new(Arc::clone(&self.shedder)))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.direction.body_timeouts().clone()))
             .layer(BodyLimitLayer::new(self.body_limit))

@@ -3,7 +3,9 @@
 //! `503` and `weft-proxy-error: overloaded ...` (counted as
 //! `weft_proxy_errors_total{kind="overloaded"}`), so an overloaded proxy
 //! answers fast from bounded memory instead of queueing without end. A
-//! request holds its slot until its response body ends.
+//! request holds its slot until its response body ends. This is the
+//! ceiling; below it `shed` sheds by queue time when the proxy itself is
+//! saturated, long before the count is reached.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -11,7 +13,10 @@ use http::{Request, Response};
 use tokio::sync::Semaphore;
 
 use super::{Layer, Service};
-use crate::http::{body::ResponseBody, error::ProxyError};
+use crate::{
+    http::{body::ResponseBody, error::ProxyError},
+    metrics::{LoadShedMetrics, ShedReason},
+};
 
 /// The in-flight slots and queue places of one listener direction; shared
 /// by every connection of that direction.
@@ -22,22 +27,25 @@ pub struct Limiter {
     max_in_flight: usize,
     max_queued: usize,
     max_wait: Duration,
+    metrics: LoadShedMetrics,
 }
 
 impl Limiter {
     /// At most `max_in_flight` requests in flight and `max_queued` waiting
-    /// for a slot, each for at most `max_wait`.
-    pub fn new(max_in_flight: usize, max_queued: usize, max_wait: Duration) -> Arc<Self> {
+    /// for a slot, each for at most `max_wait`; sheds counted in `metrics`.
+    pub fn new(max_in_flight: usize, max_queued: usize, max_wait: Duration, metrics: LoadShedMetrics) -> Arc<Self> {
         Arc::new(Self {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             queue: Semaphore::new(max_queued),
             max_in_flight,
             max_queued,
             max_wait,
+            metrics,
         })
     }
 
     fn overloaded(&self) -> ProxyError {
+        self.metrics.record(ShedReason::Limit);
         ProxyError::Overloaded { in_flight: self.max_in_flight, queued: self.max_queued }
     }
 }
@@ -124,7 +132,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_limit_and_queue_shed_at_once_and_a_slot_lasts_until_the_body_is_gone() {
         let (open_tx, open) = watch::channel(false);
-        let limiter = Limiter::new(1, 1, Duration::from_secs(3600));
+        let limiter = Limiter::new(1, 1, Duration::from_secs(3600), LoadShedMetrics::default());
         let svc = Arc::new(LimitLayer::new(Arc::clone(&limiter)).layer(Held(open)));
         let call = |svc: &Arc<Limit<Held>>| {
             let svc = Arc::clone(svc);
@@ -138,6 +146,7 @@ mod tests {
         // One in flight, one waiting: the next is shed without waiting.
         let shed = svc.call(Request::new(())).await;
         assert!(matches!(shed, Err(ProxyError::Overloaded { in_flight: 1, queued: 1 })), "{shed:?}");
+        assert_eq!(limiter.metrics.shed(ShedReason::Limit), 1);
 
         open_tx.send_replace(true);
         let body = first.await.unwrap().unwrap().into_body();

@@ -11,6 +11,7 @@
 //!    │ loop_guard  authority = own listener    ✓           -> 502 loop (explicit mode only)
 //!    │             weft-hops >= --max-hops     ✓        ✓  -> 502 loop; else forwarded with one more
 //!    │ authorize   policy verdict -> 403                ✓  (per connection)
+//!    │ shed        queue time in the proxy     ✓        ✓  overloaded (standing queue) -> 503 overloaded
 //!    │ limit       in flight + bounded queue   ✓        ✓  full -> 503 overloaded
 //!    │ timeout     deadline to the last byte   ✓        ✓  head late -> 504, body late -> cut
 //!    │ body_limit  declared Content-Length     ✓        ✓  over --max-request-body-bytes -> 413
@@ -36,6 +37,7 @@ pub mod loop_guard;
 pub mod metrics;
 pub mod outbound;
 pub mod serve;
+pub mod shed;
 pub mod timeout;
 pub mod validate;
 

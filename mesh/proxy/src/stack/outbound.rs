@@ -13,6 +13,7 @@ use super::{
     errors::ErrorsLayer,
     forward::{Forward, Forwarder, Via},
     limit::{LimitLayer, Limiter},
+    shed::{ShedLayer, Shedder},
     loop_guard::{LoopGuardLayer, OwnOutbound},
     metrics::MetricsLayer,
     timeout::TimeoutLayer,
@@ -31,6 +32,7 @@ pub struct OutboundStack {
     forwarder: Arc<Forwarder>,
     metrics: Arc<DirectionMetrics>,
     limiter: Arc<Limiter>,
+    shedder: Arc<Shedder>,
     timeout: Duration,
     body_limit: u64,
     max_hops: u32,
@@ -42,11 +44,15 @@ impl OutboundStack {
     /// The outbound stack around `forwarder`, bounded by `limits`.
     pub fn new(forwarder: Arc<Forwarder>, limits: &Limits) -> Self {
         let metrics = Arc::new(forwarder.metrics().clone());
-        let limiter = Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout);
+        let load_shed = forwarder.metrics().load_shed().clone();
+        let limiter =
+            Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout, load_shed.clone());
+        let shedder = Shedder::new(limits.shed, load_shed);
         Self {
             forwarder,
             metrics,
             limiter,
+            shedder,
             timeout: limits.request_timeout,
             body_limit: limits.max_request_body_bytes,
             max_hops: limits.max_hops,
@@ -74,6 +80,7 @@ impl OutboundStack {
             .layer(ErrorsLayer::new(Direction::Outbound, Arc::clone(&self.metrics)))
             .layer(ValidateLayer)
             .layer(LoopGuardLayer::new(self.own.clone().filter(|_| via.is_none()), self.max_hops))
+            .layer(ShedLayer::new(Arc::clone(&self.shedder)))
             .layer(LimitLayer::new(Arc::clone(&self.limiter)))
             .layer(TimeoutLayer::new(self.timeout, self.metrics.body_timeouts().clone()))
             .layer(BodyLimitLayer::new(self.body_limit))

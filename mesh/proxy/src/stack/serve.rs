@@ -17,7 +17,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{flood::FloodIo, outbound::OutboundStack, validate::FramingIo, Service};
+use super::{flood::FloodIo, outbound::OutboundStack, shed::Arrived, validate::FramingIo, Service};
 use crate::{
     config::{Conns, Limits},
     http::{
@@ -57,6 +57,9 @@ where
     let (io, flooded) = FloodIo::new(io);
     let requests = activity.clone();
     let service = service_fn(move |mut req| {
+        // hyper calls this as it parses the head (HTTP/2: in the
+        // connection's task, before the stream's own task first runs).
+        req.extensions_mut().insert(Arrived::now());
         framing.mark(&mut req);
         let in_flight = requests.request();
         let stack = Arc::clone(&stack);
