@@ -216,10 +216,12 @@ async fn response_outcome(res: hyper::Result<http::Response<Incoming>>) -> Outco
         Err(_) => return Outcome::Failed(error_class::IO),
     };
     let status: StatusCode = resp.status();
+    // The kind, not the reason's words: every way a proxy sheds (its
+    // request caps, its queue time) is kind `overloaded`.
     let shed = resp
         .headers()
-        .get("weft-proxy-error")
-        .is_some_and(|v| v.as_bytes().starts_with(b"overloaded"));
+        .get("weft-proxy-error-kind")
+        .is_some_and(|v| v.as_bytes() == b"overloaded");
     // Read and drop frames one by one: nothing is collected or copied.
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {

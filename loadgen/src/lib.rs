@@ -51,7 +51,7 @@ pub mod error_class {
     /// HTTP/2 open loop only: the slot found the in-flight stream cap full and was not sent.
     pub const OVERFLOW: &str = "overflow";
     /// A proxy on the way shed the request: a response carrying
-    /// `weft-proxy-error` starting with `overloaded` (counted here, not as `status_5xx`).
+    /// `weft-proxy-error-kind: overloaded` (counted here, not as `status_5xx`).
     pub const SHED: &str = "shed";
 }
 
@@ -215,6 +215,7 @@ pub async fn run_with_timeline(
         slice,
         slices: Vec::new(),
         shed_latency: new_histogram(),
+        admitted_latency: new_histogram(),
     });
     Ok((load, timeline))
 }

@@ -56,7 +56,7 @@ pub(crate) enum Outcome {
     /// A complete response arrived; the status decides whether it is an error.
     Response(http::StatusCode),
     /// A complete response the proxy answered itself because it was
-    /// overloaded (`weft-proxy-error: overloaded...`): shed, error class `shed`.
+    /// overloaded (`weft-proxy-error-kind: overloaded`): shed, error class `shed`.
     Shed(http::StatusCode),
     /// No response; the value is an [`error_class`](crate::error_class) key.
     Failed(&'static str),
@@ -100,6 +100,7 @@ impl Recorder {
             slice,
             slices: Vec::new(),
             shed: task_histogram(),
+            admitted: task_histogram(),
         });
         self
     }
@@ -174,6 +175,8 @@ struct TimelineAcc {
     slice: Duration,
     slices: Vec<SliceStats>,
     shed: Histogram<u64>,
+    /// Responses that were not shed (any status).
+    admitted: Histogram<u64>,
 }
 
 impl TimelineAcc {
@@ -188,7 +191,10 @@ impl TimelineAcc {
         s.errors += u64::from(error);
         let latency = done.saturating_duration_since(scheduled);
         match outcome {
-            Outcome::Response(_) => record(&mut s.latency, latency),
+            Outcome::Response(_) => {
+                record(&mut s.latency, latency);
+                record(&mut self.admitted, latency);
+            }
             Outcome::Shed(_) => {
                 s.shed += 1;
                 record(&mut s.latency, latency);
@@ -242,6 +248,9 @@ pub struct Timeline {
     pub slices: Vec<SliceStats>,
     /// Corrected latency of every shed response in the window, µs.
     pub shed_latency: Histogram<u64>,
+    /// Corrected latency of every response in the window that was not
+    /// shed (the requests the proxies admitted, whatever their status), µs.
+    pub admitted_latency: Histogram<u64>,
 }
 
 /// The task recorders merged, histograms still in memory.
@@ -277,6 +286,7 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
                 slice: t.slice,
                 slices: Vec::new(),
                 shed_latency: new_histogram(),
+                admitted_latency: new_histogram(),
             });
             while into.slices.len() < t.slices.len() {
                 into.slices.push(SliceStats::new());
@@ -286,6 +296,9 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
             }
             into.shed_latency
                 .add(&t.shed)
+                .expect("task histograms never exceed the merged bounds");
+            into.admitted_latency
+                .add(&t.admitted)
                 .expect("task histograms never exceed the merged bounds");
         }
         m.latency.add(&r.latency).expect("task histograms never exceed the merged bounds");
@@ -456,6 +469,8 @@ mod tests {
         assert_eq!((t.slices[1].requests, t.slices[2].requests), (0, 1));
         assert_eq!((t.slices[2].errors, t.slices[2].shed), (1, 1));
         assert_eq!(t.shed_latency.len(), 1);
+        assert_eq!(t.admitted_latency.len(), 1, "the one answered request, not the shed one");
+        assert_eq!(t.admitted_latency.max(), t.admitted_latency.highest_equivalent(2_000));
         assert_eq!(res.errors_by_class.get("shed"), Some(&1));
         assert_eq!(res.errors_by_class.get("status_5xx"), None);
     }

@@ -95,9 +95,13 @@ pub struct OverloadRun {
     pub connections: u32,
     /// The overload phase.
     pub overload: Phase,
-    /// Shed responses (`weft-proxy-error: overloaded...`) and their latency, µs.
+    /// Shed responses (`weft-proxy-error-kind: overloaded`) and their latency, µs.
     pub shed: u64,
     pub shed_latency_us: Percentiles,
+    /// Latency of the overload's responses that were not shed (the
+    /// requests the proxies admitted), µs; absent from older records.
+    #[serde(default)]
+    pub admitted_latency_us: Percentiles,
     /// Proxies and control plane during the overload (peak RSS: bounded?).
     #[serde(default)]
     pub resources: Vec<Resource>,

@@ -172,6 +172,13 @@ fn soak_faults_and_overload_produce_their_sections() {
         assert!(p.requests > 0, "{o:?}");
     }
     assert_eq!(o.shed, o.overload.errors_by_class.get("shed").copied().unwrap_or(0));
+    // The admitted (not shed) responses have their own latency. Whether
+    // any are shed is not asserted: this short form's load is HTTP/1,
+    // which the proxy does not judge by queue time (its wait is in the
+    // socket), and a debug build driven from this machine keeps the
+    // proxies' sockets full, not their run queues (see the mesh-proxy
+    // `shed` integration test, which overloads one proxy with a burst).
+    assert!(o.shed < o.overload.requests && o.admitted_latency_us.p50 > 0.0, "{o:?}");
     assert!(o.resources.iter().any(|r| r.role == "proxy" && r.rss_peak_bytes > 0), "{:?}", o.resources);
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();

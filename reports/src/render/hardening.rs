@@ -100,7 +100,7 @@ pub(super) fn tables(report: &Report) -> Vec<Table> {
         out.push(Table {
             title: format!("Overload `{}`: {}x the measured capacity through `{}`", o.scenario, o.factor, o.variant),
             note: format!(
-                "Capacity {:.0} rps (closed loop, {} in flight). Offered {:.0} rps open loop over {} connections. Shed: responses with `weft-proxy-error: overloaded...`: {} (p50 {} ms, p99 {} ms). Proxies' peak RSS during the overload (summed): {:.1} MiB ({}).",
+                "Capacity {:.0} rps (closed loop, {} in flight). Offered {:.0} rps open loop over {} connections. Shed by a proxy (`weft-proxy-error-kind: overloaded`): {} (p50 {} ms, p99 {} ms); the rest, admitted: p50 {} ms, p99 {} ms. Proxies' peak RSS during the overload (summed): {:.1} MiB ({}).",
                 o.capacity_rps,
                 o.capacity_concurrency,
                 o.offered_rps,
@@ -108,6 +108,8 @@ pub(super) fn tables(report: &Report) -> Vec<Table> {
                 o.shed,
                 ms(o.shed_latency_us.p50),
                 ms(o.shed_latency_us.p99),
+                ms(o.admitted_latency_us.p50),
+                ms(o.admitted_latency_us.p99),
                 proxy_peak as f64 / MIB,
                 o.resources
                     .iter()

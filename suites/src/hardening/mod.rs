@@ -55,13 +55,17 @@ impl Section {
                 f.recovery_s.map_or("never (still bad at the end)".to_string(), |s| format!("after {s:.1} s"))
             ),
             Section::Overload(o) => format!(
-                "capacity {:.0} rps; at {:.0} rps: {} req, {} err, {} shed (p99 {:.2} ms), proxy rss peak {:.1} MiB; recovery at {:.0} rps: {} err, p99 {:.2} ms (quiet {:.2} ms)",
+                "capacity {:.0} rps; at {:.0} rps: achieved {:.0} rps, {} req, {} err, {} shed (p50 {:.2} ms, p99 {:.2} ms), admitted p50 {:.2} ms p99 {:.2} ms, proxy rss peak {:.1} MiB; recovery at {:.0} rps: {} err, p99 {:.2} ms (quiet {:.2} ms)",
                 o.capacity_rps,
                 o.offered_rps,
+                o.overload.achieved_rps,
                 o.overload.requests,
                 o.overload.errors,
                 o.shed,
+                ms(o.shed_latency_us.p50),
                 ms(o.shed_latency_us.p99),
+                ms(o.admitted_latency_us.p50),
+                ms(o.admitted_latency_us.p99),
                 o.resources.iter().filter(|r| r.role == "proxy").map(|r| r.rss_peak_bytes).sum::<u64>() as f64 / (1024.0 * 1024.0),
                 o.recovery.rate,
                 o.recovery.errors,

@@ -97,6 +97,7 @@ pub(super) async fn run(
         overload: phase_of(&over),
         shed,
         shed_latency_us: Percentiles::from_histogram(&timeline.shed_latency),
+        admitted_latency_us: Percentiles::from_histogram(&timeline.admitted_latency),
         resources: resources.into_iter().filter(|r| r.role != "server").collect(),
         quiet: phase_of(&quiet),
         recovery: phase_of(&recovery),

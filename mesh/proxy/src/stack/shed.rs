@@ -109,6 +109,23 @@ impl Shedder {
         if !self.cfg.enabled() {
             return Verdict::Admit;
         }
+        self.tick(now);
+        let w = nanos(waited);
+        self.min.fetch_min(w, Ordering::AcqRel);
+        if self.overloaded.load(Ordering::Acquire) && waited > 2 * self.cfg.target {
+            self.metrics.record(ShedReason::QueueTime);
+            return Verdict::Shed;
+        }
+        Verdict::Admit
+    }
+
+    /// Judges the interval if it ended by `now`: every request calls this,
+    /// the ones without a queue time of their own too, so the state (and
+    /// its gauge) follows the load even when only HTTP/1 requests come.
+    pub fn tick(&self, now: Instant) {
+        if !self.cfg.enabled() {
+            return;
+        }
         let at = nanos(now.saturating_duration_since(self.origin));
         let end = self.interval_end.load(Ordering::Acquire);
         if at >= end
@@ -119,13 +136,6 @@ impl Shedder {
         {
             self.judge(at, end);
         }
-        let w = nanos(waited);
-        self.min.fetch_min(w, Ordering::AcqRel);
-        if self.overloaded.load(Ordering::Acquire) && waited > 2 * self.cfg.target {
-            self.metrics.record(ShedReason::QueueTime);
-            return Verdict::Shed;
-        }
-        Verdict::Admit
     }
 
     /// The interval that ended at `end` is over (`at` is now): overloaded
@@ -198,12 +208,15 @@ where
             _ => None,
         };
         async move {
-            if let Some(Arrived(at)) = arrived {
-                let now = Instant::now();
-                let waited = now.saturating_duration_since(at);
-                if self.shedder.admit(waited, now) == Verdict::Shed {
-                    return Err(self.shedder.shed_error(waited));
+            let now = Instant::now();
+            match arrived {
+                Some(Arrived(at)) => {
+                    let waited = now.saturating_duration_since(at);
+                    if self.shedder.admit(waited, now) == Verdict::Shed {
+                        return Err(self.shedder.shed_error(waited));
+                    }
                 }
+                None => self.shedder.tick(now),
             }
             self.inner.call(req).await
         }

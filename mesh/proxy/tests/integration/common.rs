@@ -192,7 +192,13 @@ async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>, nofile: Op
         }
         None => Command::new(BIN),
     };
-    cmd.args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+    // A test may choose the inbound address (to route to it), no other.
+    let inbound_listen: &[&str] = match extra.iter().any(|a| a == "--inbound-listen") {
+        true => &[],
+        false => &["--inbound-listen", "127.0.0.1:0"],
+    };
+    cmd.args(["--outbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(inbound_listen)
         .args(extra)
         .args(plaintext_default(extra))
         .stdin(Stdio::null())

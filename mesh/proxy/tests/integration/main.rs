@@ -18,6 +18,7 @@ mod mesh_support;
 mod mtls;
 mod pool;
 mod resend;
+mod shed;
 mod stack;
 mod transparent;
 mod websocket;
