@@ -236,6 +236,18 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_MAX_CONNECTIONS_PER_ENDPOINT", default_value = "1024")]
     pub max_connections_per_endpoint: String,
 
+    /// HTTP/2 connections open to one upstream endpoint (a peer proxy, an
+    /// h2 app) at once: another is opened when every one carries
+    /// --upstream-http2-streams-per-connection of this proxy's requests; past
+    /// them all a request waits up to --connect-timeout for a stream, then 503.
+    #[arg(long, env = "WEFT_PROXY_MAX_HTTP2_CONNECTIONS_PER_ENDPOINT", default_value = "8")]
+    pub max_http2_connections_per_endpoint: String,
+
+    /// Requests carried at once on one upstream HTTP/2 connection before
+    /// another is opened (RFC 9113 asks every peer to allow 100).
+    #[arg(long, env = "WEFT_PROXY_UPSTREAM_HTTP2_STREAMS_PER_CONNECTION", default_value = "100")]
+    pub upstream_http2_streams_per_connection: String,
+
     /// Inbound connections held at once (inbound listener and its IPv6
     /// twin). At the cap the oldest connection with no request in flight
     /// is closed to make room; with none, the new one is closed at accept
@@ -459,6 +471,16 @@ impl Args {
             ("--max-inbound-connections", &self.max_inbound_connections, &mut c.max_inbound_connections),
             ("--max-outbound-connections", &self.max_outbound_connections, &mut c.max_outbound_connections),
             ("--max-connections-per-endpoint", &self.max_connections_per_endpoint, &mut c.max_connections_per_endpoint),
+            (
+                "--max-http2-connections-per-endpoint",
+                &self.max_http2_connections_per_endpoint,
+                &mut c.max_h2_connections_per_endpoint,
+            ),
+            (
+                "--upstream-http2-streams-per-connection",
+                &self.upstream_http2_streams_per_connection,
+                &mut c.upstream_h2_streams_per_connection,
+            ),
         ] {
             match v.parse::<usize>() {
                 Ok(n) => *slot = n,

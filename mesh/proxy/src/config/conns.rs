@@ -8,7 +8,9 @@
 //! `tcp_proxy` `idle_timeout`), pooled upstream HTTP/1 connections after
 //! 90 s (hyper-util's pool), a fixed-length request body slower than
 //! 240 bytes/s after a 5 s grace cut (Kestrel's `MinRequestBodyDataRate`),
-//! 1024 HTTP/1 connections per endpoint (Envoy's circuit breaker). Upstream
+//! 1024 HTTP/1 connections per endpoint (Envoy's circuit breaker), HTTP/2
+//! connections of 100 streams (RFC 9113's floor for a peer's limit; a peer
+//! proxy allows 200), 8 per endpoint. Upstream
 //! HTTP/2 connections with requests in flight PING after 1 s of silence and
 //! give the answer 2 s: tighter than any default elsewhere, because a
 //! frozen peer proxy holds requests a client would otherwise time out on
@@ -59,6 +61,12 @@ pub struct Conns {
     /// HTTP/1 connections open to one upstream endpoint at once (parked or
     /// in use); past it a request waits up to `connect_timeout` for one.
     pub max_connections_per_endpoint: usize,
+    /// HTTP/2 connections open to one upstream endpoint at once.
+    pub max_h2_connections_per_endpoint: usize,
+    /// This proxy's requests on one upstream HTTP/2 connection before
+    /// another is opened; past all of them a request waits up to
+    /// `connect_timeout` for a stream.
+    pub upstream_h2_streams_per_connection: usize,
     /// Downstream connections the inbound listener holds at once.
     pub max_inbound_connections: usize,
     /// Downstream connections the outbound listeners hold at once.
@@ -80,6 +88,8 @@ impl Default for Conns {
             upstream_h2_keepalive_interval: Duration::from_secs(1),
             upstream_h2_keepalive_timeout: Duration::from_secs(2),
             max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+            max_h2_connections_per_endpoint: 8,
+            upstream_h2_streams_per_connection: 100,
             max_inbound_connections: DEFAULT_MAX_CONNECTIONS,
             max_outbound_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -140,6 +150,8 @@ impl Conns {
             ("--max-inbound-connections", self.max_inbound_connections),
             ("--max-outbound-connections", self.max_outbound_connections),
             ("--max-connections-per-endpoint", self.max_connections_per_endpoint),
+            ("--max-http2-connections-per-endpoint", self.max_h2_connections_per_endpoint),
+            ("--upstream-http2-streams-per-connection", self.upstream_h2_streams_per_connection),
         ] {
             if n == 0 {
                 problems.push(format!("{name} 0: must be at least 1"));

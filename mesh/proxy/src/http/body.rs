@@ -22,7 +22,7 @@ use tokio::{sync::OwnedSemaphorePermit, time::Sleep};
 
 use crate::http::{
     pace::{Pace, PaceError},
-    pool,
+    pool::{self, StreamSlot},
 };
 
 /// A pooled HTTP/1 upstream connection's request half.
@@ -151,6 +151,8 @@ pub struct ResponseBody {
     deadline: Option<Deadline>,
     /// Held until the body is gone (a `stack::limit` slot).
     held: Option<OwnedSemaphorePermit>,
+    /// The HTTP/2 stream it arrives on, counted until the body ends.
+    stream: Option<StreamSlot>,
 }
 
 /// The request deadline, carried into the response body.
@@ -194,7 +196,7 @@ enum Kind {
 
 impl ResponseBody {
     fn of(kind: Kind) -> Self {
-        Self { kind, deadline: None, held: None }
+        Self { kind, deadline: None, held: None, stream: None }
     }
 
     /// A body produced by the proxy itself.
@@ -218,6 +220,12 @@ impl ResponseBody {
         if !self.is_end_stream() && matches!(self.kind, Kind::Upstream { .. }) {
             self.deadline = Some(deadline);
         }
+        self
+    }
+
+    /// This body, counting `stream` on its HTTP/2 connection until it ends.
+    pub fn with_stream(mut self, stream: StreamSlot) -> Self {
+        self.stream = Some(stream);
         self
     }
 
@@ -246,6 +254,7 @@ impl Body for ResponseBody {
                 // unpooled, closes its connection (HTTP/1).
                 this.deadline = None;
                 this.kind = Kind::Full(None);
+                this.stream = None;
                 return Poll::Ready(Some(Err(ResponseBodyError::Deadline(after))));
             }
         }
@@ -259,8 +268,10 @@ impl Body for ResponseBody {
                         if let Some(p) = pooled.take() {
                             p.release();
                         }
-                        // Complete: the timer is not needed any more.
+                        // Complete: the timer is not needed any more, and
+                        // the stream is free for another request.
                         this.deadline = None;
+                        this.stream = None;
                     }
                     Some(Err(_)) => {
                         // The upstream connection is broken: never reuse it.

@@ -145,14 +145,15 @@ pub enum ProxyError {
         /// The cap on requests waiting for a slot.
         queued: usize,
     },
-    /// Every HTTP/1 connection the proxy may open to the endpoint is in use
-    /// and none came free in time (`http::pool`): nothing was sent.
-    #[error("upstream {addr}: {max} connections open and in use (--max-connections-per-endpoint), none free within {}", humantime::format_duration(*.waited))]
+    /// Every connection (HTTP/1) or stream (HTTP/2) the proxy may open to
+    /// the endpoint is in use and none came free in time (`http::pool`):
+    /// nothing was sent.
+    #[error("upstream {addr}: {busy}, none free within {}", humantime::format_duration(*.waited))]
     PoolFull {
         /// Upstream address.
         addr: SocketAddr,
-        /// The cap.
-        max: usize,
+        /// What is in use, naming the flags that cap it.
+        busy: String,
         /// How long the request waited for a connection.
         waited: Duration,
     },

@@ -1,7 +1,11 @@
-//! The HTTP/1 connections to one upstream: a bounded queue of parked ones
-//! for reuse, each closed once parked unused for `--upstream-idle-timeout`,
-//! and a cap on how many are open at once (`--max-connections-per-endpoint`)
-//! where a request beyond it waits, bounded, for one to be parked or closed.
+//! The connections to one upstream. HTTP/1 ([`Pool`]): a bounded queue of
+//! parked ones for reuse, each closed once parked unused for
+//! `--upstream-idle-timeout`, and a cap on how many are open at once
+//! (`--max-connections-per-endpoint`) where a request beyond it waits,
+//! bounded, for one to be parked or closed. HTTP/2 ([`H2Pool`]): streams
+//! spread over up to `--max-http2-connections-per-endpoint` connections of
+//! `--upstream-http2-streams-per-connection` each, a request beyond that
+//! waiting, bounded, for a stream to end.
 //!
 //! ```text
 //!  checkout ─> a parked connection (taken: it cannot expire under us)
@@ -17,14 +21,15 @@
 use std::{
     pin::pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -131,6 +136,160 @@ impl<B> Pool<B> {
     /// Connections open now (parked or in use).
     pub fn open(&self) -> usize {
         self.max_open - self.slots.available_permits()
+    }
+}
+
+/// The HTTP/2 connections to one upstream: each carries at most
+/// `per_conn` of this proxy's streams (RFC 9113 asks every peer to allow
+/// at least 100 at once, and a peer proxy allows 200), another connection
+/// is opened when every one is at that mark, up to `max_conns`, and past
+/// `max_conns x per_conn` streams a request waits, bounded, for one to end
+/// rather than queueing inside a connection without bound.
+#[derive(Debug)]
+pub struct H2Pool<B> {
+    conns: ArcSwap<Vec<Arc<H2Conn<B>>>>,
+    /// One permit per stream the upstream may carry from this proxy.
+    streams: Arc<Semaphore>,
+    per_conn: usize,
+    max_conns: usize,
+    /// Held while dialing: a burst finding every connection full opens one
+    /// more, not one each.
+    dialing: tokio::sync::Mutex<()>,
+}
+
+/// One HTTP/2 connection of an [`H2Pool`].
+#[derive(Debug)]
+pub struct H2Conn<B> {
+    /// The request half.
+    pub sender: http2::SendRequest<B>,
+    /// This proxy's streams open on it.
+    open: Arc<AtomicUsize>,
+}
+
+/// A stream on one connection: held by the response body until it ends.
+#[derive(Debug)]
+pub struct StreamSlot {
+    open: Arc<AtomicUsize>,
+    _upstream: OwnedSemaphorePermit,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The upstream-wide stream permit a request holds while it finds (or
+/// dials) a connection with room.
+#[derive(Debug)]
+pub struct StreamPermit(OwnedSemaphorePermit);
+
+impl<B> H2Pool<B> {
+    /// At most `max_conns` connections of `per_conn` streams each.
+    pub fn new(max_conns: usize, per_conn: usize) -> Self {
+        let (max_conns, per_conn) = (max_conns.max(1), per_conn.max(1));
+        Self {
+            conns: ArcSwap::from_pointee(Vec::new()),
+            streams: Arc::new(Semaphore::new(max_conns.saturating_mul(per_conn).min(Semaphore::MAX_PERMITS))),
+            per_conn,
+            max_conns,
+            dialing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A stream permit, waiting at most `within` for one when the upstream
+    /// carries all it may.
+    pub async fn reserve(&self, within: Duration) -> Result<StreamPermit, Full> {
+        match tokio::time::timeout(within, Arc::clone(&self.streams).acquire_owned()).await {
+            Ok(permit) => Ok(StreamPermit(permit.expect("the pool's semaphore is never closed"))),
+            Err(_) => Err(Full { max_open: self.max_conns, waited: within }),
+        }
+    }
+
+    /// A live connection with room for one more stream (the least loaded),
+    /// or the permit back.
+    pub fn claim(&self, permit: StreamPermit) -> Result<(Arc<H2Conn<B>>, StreamSlot), StreamPermit> {
+        let conns = self.conns.load();
+        loop {
+            let mut best: Option<(&Arc<H2Conn<B>>, usize)> = None;
+            for c in conns.iter().filter(|c| !c.sender.is_closed()) {
+                let open = c.open.load(Ordering::Acquire);
+                if open < self.per_conn && best.is_none_or(|(_, o)| open < o) {
+                    best = Some((c, open));
+                }
+            }
+            let Some((c, open)) = best else { return Err(permit) };
+            // Lost to a racing claim: look again (someone got a stream).
+            if c.open.compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Ok((Arc::clone(c), StreamSlot { open: Arc::clone(&c.open), _upstream: permit.0 }));
+            }
+        }
+    }
+
+    /// Serializes dialing (see the field).
+    pub async fn dialing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.dialing.lock().await
+    }
+
+    /// Whether another connection may be opened (closed ones are dropped first).
+    pub fn may_dial(&self) -> bool {
+        self.prune();
+        self.conns.load().len() < self.max_conns
+    }
+
+    /// Adds a new connection and claims a stream on it.
+    pub fn add(&self, sender: http2::SendRequest<B>, permit: StreamPermit) -> (Arc<H2Conn<B>>, StreamSlot) {
+        let conn = Arc::new(H2Conn { sender, open: Arc::new(AtomicUsize::new(0)) });
+        let slot = conn.slot(permit);
+        self.conns.rcu(|v| {
+            let mut next: Vec<_> = v.iter().filter(|c| !c.sender.is_closed()).cloned().collect();
+            next.push(Arc::clone(&conn));
+            next
+        });
+        (conn, slot)
+    }
+
+    /// The least loaded live connection whatever its load (every one full
+    /// and no more may be opened: rare, as the permits bound the streams).
+    pub fn least_loaded(&self, permit: StreamPermit) -> Result<(Arc<H2Conn<B>>, StreamSlot), StreamPermit> {
+        let conns = self.conns.load();
+        match conns.iter().filter(|c| !c.sender.is_closed()).min_by_key(|c| c.open.load(Ordering::Acquire)) {
+            Some(c) => Ok((Arc::clone(c), c.slot(permit))),
+            None => Err(permit),
+        }
+    }
+
+    /// The cap on connections.
+    pub fn max_conns(&self) -> usize {
+        self.max_conns
+    }
+
+    /// This proxy's streams per connection before another is opened.
+    pub fn per_conn(&self) -> usize {
+        self.per_conn
+    }
+
+    /// Drops `conn` (it refused a stream: going away).
+    pub fn remove(&self, conn: &Arc<H2Conn<B>>) {
+        self.conns.rcu(|v| v.iter().filter(|c| !Arc::ptr_eq(c, conn)).cloned().collect::<Vec<_>>());
+    }
+
+    fn prune(&self) {
+        if self.conns.load().iter().any(|c| c.sender.is_closed()) {
+            self.conns.rcu(|v| v.iter().filter(|c| !c.sender.is_closed()).cloned().collect::<Vec<_>>());
+        }
+    }
+
+    /// Live connections now.
+    pub fn connections(&self) -> usize {
+        self.conns.load().iter().filter(|c| !c.sender.is_closed()).count()
+    }
+}
+
+impl<B> H2Conn<B> {
+    fn slot(&self, permit: StreamPermit) -> StreamSlot {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        StreamSlot { open: Arc::clone(&self.open), _upstream: permit.0 }
     }
 }
 

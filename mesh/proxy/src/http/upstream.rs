@@ -1,19 +1,21 @@
-//! Connections to one upstream address: a pool of HTTP/1 connections and one
-//! shared, multiplexed HTTP/2 connection.
+//! Connections to one upstream address: a pool of HTTP/1 connections and
+//! shared, multiplexed HTTP/2 connections (`http::pool`).
 //!
 //! The request path touches no lock. Idle HTTP/1 connections live in a
-//! lock-free bounded queue (`http::pool`, which also caps how many are open
-//! and closes those parked too long); a request takes one, and the response
-//! body parks it again when it has been read to the end (see
-//! `body::ResponseBody`). The HTTP/2
-//! sender sits behind an `ArcSwapOption`, read with an atomic load; only
-//! dialing a replacement takes an async mutex, so a burst of requests after a
-//! disconnect opens one connection rather than one each.
+//! lock-free bounded queue (which also caps how many are open and closes
+//! those parked too long); a request takes one, and the response body
+//! parks it again when it has been read to the end (see
+//! `body::ResponseBody`). HTTP/2 connections sit in an `ArcSwap` list, each
+//! counting this proxy's streams on it (until their response bodies end);
+//! a request takes the least loaded one with room, and only dialing one
+//! more takes an async mutex, so a burst of requests after a disconnect
+//! (or finding every connection full) opens one connection, not one each.
 //!
 //! A meshed upstream (a route with an expected SPIFFE ID) is always spoken
-//! to over the shared HTTP/2 connection, inside mTLS: HTTP/1 requests are
-//! carried as HTTP/2 streams (see `orig_proto`), so one TLS handshake serves
-//! every request to that (address, identity) until the connection ends.
+//! to over HTTP/2, inside mTLS: HTTP/1 requests are carried as HTTP/2
+//! streams (see `orig_proto`), so one TLS handshake serves every request to
+//! that (address, identity) until the connection ends, or a few when one
+//! connection's streams are not enough.
 //!
 //! A pooled connection may have been closed by the upstream since it was
 //! parked. hyper hands back a request it did not start writing
@@ -26,7 +28,6 @@ use std::{
     sync::Arc,
 };
 
-use arc_swap::ArcSwapOption;
 use http::{Request, Response, Version};
 use hyper::{
     body::Incoming,
@@ -45,7 +46,7 @@ use tracing::{debug, warn};
 use crate::{
     config::Conns,
     http::body::{H1Sender, PooledSender, RequestBody, RequestBodyError, ResponseBody},
-    http::pool::{Checkout, Conn, Pool, PoolIdle},
+    http::pool::{Checkout, Conn, Full, H2Conn, H2Pool, Pool, PoolIdle, StreamSlot},
     http::error::ProxyError,
     identity::MeshTls,
     metrics::DirectionMetrics,
@@ -92,8 +93,7 @@ type H2Sender = http2::SendRequest<RequestBody>;
 pub struct Upstream {
     addr: SocketAddr,
     h1: Arc<Pool<RequestBody>>,
-    h2: ArcSwapOption<H2Sender>,
-    h2_dial: tokio::sync::Mutex<()>,
+    h2: H2Pool<RequestBody>,
     meshed: Option<MeshedPeer>,
     /// The local address connections are made from (else the kernel's pick).
     source: Option<IpAddr>,
@@ -103,6 +103,13 @@ pub struct Upstream {
 /// `--max-connections-per-endpoint`.
 fn h1_pool(max_idle: usize) -> Arc<Pool<RequestBody>> {
     Pool::new(max_idle, Conns::current().max_connections_per_endpoint)
+}
+
+/// The HTTP/2 connections to one upstream: `--max-http2-connections-per-endpoint`
+/// of `--upstream-http2-streams-per-connection` streams each.
+fn h2_pool() -> H2Pool<RequestBody> {
+    let c = Conns::current();
+    H2Pool::new(c.max_h2_connections_per_endpoint, c.upstream_h2_streams_per_connection)
 }
 
 /// The source address `--transparent` inbound dials the pod's app from
@@ -141,8 +148,7 @@ impl Upstream {
         Arc::new(Self {
             addr,
             h1: h1_pool(max_idle),
-            h2: ArcSwapOption::empty(),
-            h2_dial: tokio::sync::Mutex::new(()),
+            h2: h2_pool(),
             meshed: None,
             source: None,
         })
@@ -153,20 +159,18 @@ impl Upstream {
         Arc::new(Self {
             addr,
             h1: h1_pool(DEFAULT_MAX_IDLE_PER_UPSTREAM),
-            h2: ArcSwapOption::empty(),
-            h2_dial: tokio::sync::Mutex::new(()),
+            h2: h2_pool(),
             meshed: None,
             source,
         })
     }
 
-    /// A meshed upstream: mTLS to `peer`, every request over one HTTP/2 connection.
+    /// A meshed upstream: mTLS to `peer`, every request over HTTP/2.
     pub fn meshed(addr: SocketAddr, peer: MeshedPeer) -> Arc<Self> {
         Arc::new(Self {
             addr,
             h1: h1_pool(1),
-            h2: ArcSwapOption::empty(),
-            h2_dial: tokio::sync::Mutex::new(()),
+            h2: h2_pool(),
             meshed: Some(peer),
             source: None,
         })
@@ -223,7 +227,7 @@ impl Upstream {
         loop {
             let checkout = self.h1.checkout(within).await.map_err(|full| ProxyError::PoolFull {
                 addr: self.addr,
-                max: full.max_open,
+                busy: format!("{} connections open and in use (--max-connections-per-endpoint)", full.max_open),
                 waited: full.waited,
             })?;
             let mut conn = match checkout {
@@ -291,18 +295,18 @@ impl Upstream {
     }
 
     async fn send_h2(&self, mut req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
+        let within = Conns::current().connect_timeout;
         // At most one retry: after a fresh dial, a refused request is an error.
         for attempt in 0..2 {
-            let current = match self.h2.load_full() {
-                Some(s) if !s.is_closed() => s,
-                stale => self.dial_h2(stale).await?,
-            };
-            let mut sender = H2Sender::clone(&current);
+            let (conn, slot) = self.h2_stream(within).await?;
+            let mut sender = conn.sender.clone();
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|body| ResponseBody::upstream(body, None))),
+                Ok(resp) => return Ok(resp.map(|body| ResponseBody::upstream(body, None).with_stream(slot))),
                 Err(mut e) => match e.take_message() {
+                    // Refused before a byte went out: the connection is
+                    // going away. Leave it and try another.
                     Some(r) if attempt == 0 => {
-                        self.h2.compare_and_swap(&Some(current), None);
+                        self.h2.remove(&conn);
                         req = r;
                     }
                     _ => return Err(self.http_error(e.into_error())),
@@ -312,15 +316,29 @@ impl Upstream {
         unreachable!("the second attempt always returns")
     }
 
-    /// Replaces the shared HTTP/2 connection unless another task already did.
-    async fn dial_h2(&self, stale: Option<Arc<H2Sender>>) -> Result<Arc<H2Sender>, ProxyError> {
-        let _dialing = self.h2_dial.lock().await;
-        if let Some(s) = self.h2.load_full() {
-            let replaced = !stale.as_ref().is_some_and(|old| Arc::ptr_eq(old, &s));
-            if replaced && !s.is_closed() {
-                return Ok(s);
+    /// A stream on the least loaded connection with room; when every
+    /// connection is at its mark, one more is dialed (one at a time: a
+    /// burst opens one, not one each); past the cap the request waits up
+    /// to `within` for a stream to end.
+    async fn h2_stream(&self, within: std::time::Duration) -> Result<(Arc<H2Conn<RequestBody>>, StreamSlot), ProxyError> {
+        let permit = self.h2.reserve(within).await.map_err(|full| self.h2_full(full))?;
+        let permit = match self.h2.claim(permit) {
+            Ok(stream) => return Ok(stream),
+            Err(p) => p,
+        };
+        let _dialing = self.h2.dialing().await;
+        let permit = match self.h2.claim(permit) {
+            Ok(stream) => return Ok(stream),
+            Err(p) => p,
+        };
+        let permit = if self.h2.may_dial() {
+            permit
+        } else {
+            match self.h2.least_loaded(permit) {
+                Ok(stream) => return Ok(stream),
+                Err(p) => p,
             }
-        }
+        };
         let tcp = self.connect().await?;
         let sender = match &self.meshed {
             None => self.h2_handshake(tcp).await?,
@@ -329,9 +347,23 @@ impl Upstream {
                 self.h2_handshake(TokioIo::new(tls)).await?
             }
         };
-        let sender = Arc::new(sender);
-        self.h2.store(Some(Arc::clone(&sender)));
-        Ok(sender)
+        Ok(self.h2.add(sender, permit))
+    }
+
+    fn h2_full(&self, full: Full) -> ProxyError {
+        let (conns, streams) = (self.h2.max_conns(), self.h2.per_conn());
+        ProxyError::PoolFull {
+            addr: self.addr,
+            busy: format!(
+                "{conns} HTTP/2 connections of {streams} streams in use (--max-http2-connections-per-endpoint, --upstream-http2-streams-per-connection)"
+            ),
+            waited: full.waited,
+        }
+    }
+
+    /// HTTP/2 connections open now.
+    pub fn h2_connections(&self) -> usize {
+        self.h2.connections()
     }
 
     async fn h2_handshake<T>(&self, io: TokioIo<T>) -> Result<H2Sender, ProxyError>

@@ -1,7 +1,8 @@
 //! The proxy's connections to one upstream, through the real binary: a
 //! pooled HTTP/1 connection closed once idle (`--upstream-idle-timeout`),
 //! never while in use; at most `--max-connections-per-endpoint` open, a
-//! request beyond it waiting for one, then a 503 `pool_full`.
+//! request beyond it waiting for one, then a 503 `pool_full`; more HTTP/2
+//! connections to a busy peer proxy, bounded too.
 
 use std::{
     convert::Infallible,
@@ -23,7 +24,7 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 
-use crate::common::*;
+use crate::{common::*, mesh_support::*};
 
 /// An HTTP/1 + h2c app that counts its connections (accepted, open now)
 /// and its requests in flight (and the most at once); `/delay/MS` answers
@@ -156,4 +157,31 @@ async fn connections_to_an_endpoint_are_capped_and_a_request_waits_bounded_for_o
     assert_eq!((app.accepted(), app.peak()), (1, 1));
     let metrics = p.metrics().await;
     assert_eq!(metric(&metrics, r#"weft_proxy_errors_total{direction="outbound",kind="pool_full"}"#), Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_busy_peer_gets_more_http2_connections_and_a_request_past_them_gets_503() {
+    let m = MeshDir::new(&[&sa("client"), &sa("server")]);
+    let cp = m.control("127.0.0.1:0", "1h").await;
+    let app = ConnApp::start().await;
+    let client_args = ["--upstream-http2-streams-per-connection", "4", "--max-http2-connections-per-endpoint", "3", "--connect-timeout", "1s"];
+    let (_server, relay, client) = server_relay_client(&m, cp.addr, app.addr, &[], |_| args(&client_args)).await;
+    // Twelve slow requests at once to the peer: three connections of four.
+    let sent: Vec<_> = (0..12).map(|_| tokio::spawn(send_h1(client.outbound, get("/delay/4000", "web.test")))).collect();
+    eventually("twelve requests at the app", || async { (app.in_flight() == 12).then_some(()) }).await;
+    assert_eq!(relay.connections.load(Ordering::SeqCst), 3, "connections from the client proxy to its peer");
+    // Every stream taken: the next one waits --connect-timeout, then 503.
+    let r = send_h1(client.outbound, get("/", "web.test")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{:?}", proxy_error(&r));
+    assert_eq!(r.headers()["weft-proxy-error-kind"], "pool_full");
+    assert!(proxy_error(&r).unwrap().contains("--max-http2-connections-per-endpoint"), "{:?}", proxy_error(&r));
+    for (i, s) in sent.into_iter().enumerate() {
+        let r = s.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "slow request #{i}: {:?}", proxy_error(&r));
+    }
+    // Their streams ended: the next request takes one, on a connection held.
+    let r = send_h1(client.outbound, get("/", "web.test")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", proxy_error(&r));
+    assert_eq!(relay.connections.load(Ordering::SeqCst), 3);
+    cp.stop().await;
 }
