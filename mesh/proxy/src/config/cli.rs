@@ -170,8 +170,9 @@ pub struct Args {
     /// than this inside the proxy before admission (HTTP/2 streams queued
     /// on a saturated proxy), requests that waited over twice this get 503
     /// with `weft-proxy-error-kind: overloaded`. A slow app never counts.
-    /// 0s: off.
-    #[arg(long, env = "WEFT_PROXY_SHED_TARGET", default_value = "5ms")]
+    /// 0s (the default): off, until the rule keeps goodput under overload
+    /// (see stack::shed); e.g. 5ms to switch it on.
+    #[arg(long, env = "WEFT_PROXY_SHED_TARGET", default_value = "0s")]
     pub shed_target: String,
 
     /// See --shed-target: how long the queue must stay over the target,
