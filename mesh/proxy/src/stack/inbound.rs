@@ -60,10 +60,7 @@ impl InboundStack {
     /// for the per-client counts.
     pub fn new(forwarder: Arc<Forwarder>, metrics: Arc<Metrics>, limits: &Limits) -> Self {
         let direction = Arc::new(forwarder.metrics().clone());
-        let load_shed = forwarder.metrics().load_shed().clone();
-        let limiter =
-            Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout, load_shed.clone());
-        let shedder = Shedder::new(limits.shed, load_shed);
+        let (limiter, shedder) = super::admission(&forwarder, limits);
         Self {
             forwarder,
             metrics,

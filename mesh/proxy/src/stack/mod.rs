@@ -63,3 +63,17 @@ impl<S: Service<Req>, Req> Service<Req> for Arc<S> {
         S::call(self, req)
     }
 }
+
+/// One listener direction's admission guards over its load-shed metrics:
+/// the request caps (`limit`) and shedding by queue time (`shed`). Both
+/// stacks build theirs here, so the two directions cannot drift apart.
+fn admission(forwarder: &Forwarder, limits: &crate::config::Limits) -> (Arc<limit::Limiter>, Arc<shed::Shedder>) {
+    let load_shed = forwarder.metrics().load_shed().clone();
+    let limiter = limit::Limiter::new(
+        limits.max_concurrent_requests,
+        limits.max_queued_requests,
+        limits.request_timeout,
+        load_shed.clone(),
+    );
+    (limiter, shed::Shedder::new(limits.shed, load_shed))
+}

@@ -44,10 +44,7 @@ impl OutboundStack {
     /// The outbound stack around `forwarder`, bounded by `limits`.
     pub fn new(forwarder: Arc<Forwarder>, limits: &Limits) -> Self {
         let metrics = Arc::new(forwarder.metrics().clone());
-        let load_shed = forwarder.metrics().load_shed().clone();
-        let limiter =
-            Limiter::new(limits.max_concurrent_requests, limits.max_queued_requests, limits.request_timeout, load_shed.clone());
-        let shedder = Shedder::new(limits.shed, load_shed);
+        let (limiter, shedder) = super::admission(&forwarder, limits);
         Self {
             forwarder,
             metrics,
