@@ -56,10 +56,15 @@ where
     let (io, framing) = FramingIo::new(io, limits.max_header_bytes);
     let (io, flooded) = FloodIo::new(io);
     let requests = activity.clone();
+    // Only shedding reads the stamp (off by default): no clock read per
+    // request otherwise.
+    let stamp = limits.shed.enabled();
     let service = service_fn(move |mut req| {
         // hyper calls this as it parses the head (HTTP/2: in the
         // connection's task, before the stream's own task first runs).
-        req.extensions_mut().insert(Arrived::now());
+        if stamp {
+            req.extensions_mut().insert(Arrived::now());
+        }
         framing.mark(&mut req);
         let in_flight = requests.request();
         let stack = Arc::clone(&stack);
