@@ -5,3 +5,5 @@
 //! Everything here is built from k8s-openapi and kube types, never from YAML
 //! text, so what Weft renders is what the API server's schemas accept.
 #![forbid(unsafe_code)]
+
+pub mod names;

@@ -1,0 +1,51 @@
+//! The names Weft's Kubernetes objects and annotations use. `weft install`
+//! creates them, the injector reads them, `weft check` looks for them and
+//! the kind substrate waits on them: one list, so they cannot drift apart.
+
+/// The control plane's namespace (`weft install --namespace` overrides it).
+pub const NAMESPACE: &str = "weft";
+/// mesh-control's Deployment, Service, ServiceAccount, ClusterRole and ClusterRoleBinding.
+pub const CONTROL: &str = "weft-control";
+/// The ClusterRoleBinding to `system:auth-delegator` (TokenReview).
+pub const AUTH_DELEGATOR_BINDING: &str = "weft-control-auth-delegator";
+/// The MutatingWebhookConfiguration (and its one webhook, `<this>.weft.io`).
+pub const INJECTOR: &str = "weft-injector";
+/// Secret with the identity issuer's certificate and key (tls.crt, tls.key).
+pub const ISSUER_SECRET: &str = "weft-identity-issuer";
+/// ConfigMap with the trust anchor (ca.crt): public, mounted by every proxy.
+pub const TRUST_ANCHOR_CONFIGMAP: &str = "weft-trust-anchor";
+/// Secret with the webhook's serving certificate and key (tls.crt, tls.key).
+pub const WEBHOOK_SECRET: &str = "weft-webhook-tls";
+
+/// mesh-control's gRPC port (Identity, Destination, Policy) on its Service.
+pub const CONTROL_GRPC_PORT: u16 = 8086;
+/// The webhook's container port; the Service exposes it as 443.
+pub const WEBHOOK_PORT: u16 = 8443;
+/// The path the API server posts AdmissionReviews to.
+pub const WEBHOOK_PATH: &str = "/inject";
+
+/// The injected containers.
+pub const PROXY_CONTAINER: &str = "weft-proxy";
+pub const INIT_CONTAINER: &str = "weft-init";
+/// The uid the proxy runs as; `weft init --proxy-uid` exempts it (mesh-init's default).
+pub const PROXY_UID: i64 = 2102;
+/// The audience of the proxy's projected ServiceAccount token (mesh-control `--token-audience`).
+pub const TOKEN_AUDIENCE: &str = "weft";
+
+/// Label on every object `weft install` renders, and on what the kind substrate creates.
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+pub const PART_OF: &str = "weft";
+
+/// Annotations: `enabled` on a namespace or pod opts in, `disabled` on a pod opts out.
+pub const INJECT_ANNOTATION: &str = "weft.io/inject";
+/// Set by the injector on what it injected (value: the proxy image), so it never injects twice.
+pub const INJECTED_ANNOTATION: &str = "weft.io/injected";
+/// Per-pod overrides the injector honours.
+pub const PROXY_CPU_REQUEST_ANNOTATION: &str = "weft.io/proxy-cpu-request";
+pub const PROXY_MEMORY_REQUEST_ANNOTATION: &str = "weft.io/proxy-memory-request";
+pub const PROXY_CPU_LIMIT_ANNOTATION: &str = "weft.io/proxy-cpu-limit";
+pub const PROXY_MEMORY_LIMIT_ANNOTATION: &str = "weft.io/proxy-memory-limit";
+pub const SKIP_INBOUND_PORTS_ANNOTATION: &str = "weft.io/skip-inbound-ports";
+pub const SKIP_OUTBOUND_PORTS_ANNOTATION: &str = "weft.io/skip-outbound-ports";
+pub const SKIP_OUTBOUND_CIDRS_ANNOTATION: &str = "weft.io/skip-outbound-cidrs";
+pub const OPAQUE_PORTS_ANNOTATION: &str = "weft.io/opaque-ports";
