@@ -35,6 +35,25 @@ pub use recorder::{new_histogram, HISTOGRAM_HIGHEST_US, HISTOGRAM_LOWEST_US, HIS
 pub use record::{Load, Percentiles};
 pub use summary::table;
 
+/// `loadgen run --json -` prints the record as one line of JSON starting
+/// with this, after the table: a reader of a pod's log (the kind substrate)
+/// finds it among the other lines.
+pub const RECORD_LINE_PREFIX: &str = "loadgen-record: ";
+
+/// The `--json -` line for `load` (without its newline).
+pub fn record_line(load: &Load) -> String {
+    let json = serde_json::to_string(load).expect("a Load serializes to JSON");
+    format!("{RECORD_LINE_PREFIX}{json}")
+}
+
+/// The record of the last `--json -` line in `text` (`None`: there is none).
+pub fn find_record_line(text: &str) -> Option<Result<Load, serde_json::Error>> {
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(RECORD_LINE_PREFIX))
+        .map(serde_json::from_str)
+}
+
 /// Error class keys used in [`Load::errors_by_class`].
 pub mod error_class {
     /// The target answered 4xx.

@@ -70,7 +70,8 @@ struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     timeout: Duration,
     /// Also write the run's record (`record::Load`, histograms included; the fields of a
-    /// report.json run) as JSON to this file.
+    /// report.json run) as JSON to this file; `-`: as one `loadgen-record: {json}` line on
+    /// stdout after the table (how the kind substrate reads it from the pod's log).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Runtime worker threads [default: min(cores, 2)].
@@ -194,9 +195,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let load = runtime(args.threads.unwrap_or(cores.min(2)))?
         .block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
     print!("{}", loadgen::table(&load));
-    if let Some(path) = &args.json {
-        record::io::write_json(&load, path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    match &args.json {
+        Some(path) if path.as_os_str() == "-" => println!("{}", loadgen::record_line(&load)),
+        Some(path) => record::io::write_json(&load, path)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {}
     }
     Ok(())
 }
