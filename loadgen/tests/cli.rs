@@ -211,3 +211,23 @@ fn reconnects_when_the_server_closes_every_connection() {
     drop(std::net::TcpStream::connect(addr));
     server.join().unwrap();
 }
+
+/// `--json -`: the record as one line on stdout after the table (how the kind
+/// substrate reads a Job's record from its pod's log), parsed back whole.
+#[test]
+fn json_dash_prints_the_record_as_one_stdout_line() {
+    let server = Server::start(&[]);
+    let out = Command::new(BIN)
+        .args(["run", "--target", &server.url("/"), "--rate", "50", "--duration", "400ms"])
+        .args(["--warmup", "0s", "--connections", "1", "--json", "-"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with(loadgen::RECORD_LINE_PREFIX), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with(loadgen::RECORD_LINE_PREFIX)).count(), 1);
+    let load = loadgen::find_record_line(&stdout).unwrap().unwrap();
+    assert_eq!((load.requests, load.errors), (20, 0), "{load:?}");
+    assert!(loadgen::find_record_line("a table\nno record\n").is_none());
+}
