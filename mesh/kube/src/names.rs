@@ -49,3 +49,16 @@ pub const SKIP_INBOUND_PORTS_ANNOTATION: &str = "weft.io/skip-inbound-ports";
 pub const SKIP_OUTBOUND_PORTS_ANNOTATION: &str = "weft.io/skip-outbound-ports";
 pub const SKIP_OUTBOUND_CIDRS_ANNOTATION: &str = "weft.io/skip-outbound-cidrs";
 pub const OPAQUE_PORTS_ANNOTATION: &str = "weft.io/opaque-ports";
+
+/// The kind/kube substrate of `bench`: the label with the run's id on its
+/// namespace, so `bench clean --substrate kind` finds what a killed run left.
+pub const BENCH_RUN_LABEL: &str = "weft.dev/run";
+/// The node label that pins the load generator (`client`) and the target
+/// server (`server`) to different nodes (kind-configs/default.yaml).
+pub const NODE_ROLE_LABEL: &str = "weft.dev/role";
+/// On a bench run's namespace, `<prefix><mesh>: "true"` for each mesh the
+/// run installed: `bench clean` uninstalls only those.
+pub const BENCH_INSTALLED_ANNOTATION_PREFIX: &str = "weft.dev/installed-";
+/// On a bench run's namespace: `<host>:<pid>` of the bench that made it, so
+/// `bench clean` leaves a live run's namespace alone.
+pub const BENCH_OWNER_ANNOTATION: &str = "weft.dev/owner";
