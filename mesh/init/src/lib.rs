@@ -28,14 +28,13 @@
 #![forbid(unsafe_code)]
 
 mod iptables;
-mod lists;
 mod rules;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use crate::iptables::{apply, cleanup, CleanupSummary, InitError, Iptables, Summary};
-pub use crate::lists::{parse_cidr, CidrList, ListError, PortList, PortRange};
+pub use mesh_kube::lists::{parse_cidr, CidrList, ListError, PortList, PortRange};
 pub use crate::rules::{Family, Rules, INBOUND_CHAIN, INBOUND_SOURCE_V4, OUTBOUND_CHAIN};
 pub use ipnet::IpNet;
 

@@ -1,5 +1,6 @@
 //! `weft`: Weft's command line. `weft init` installs a pod's iptables
-//! interception rules (the injected init container runs it).
+//! interception rules (the injected init container runs it); `weft inject`
+//! adds the proxy to Kubernetes YAML.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
@@ -19,6 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Init(mesh_init::InitArgs),
+    Inject(mesh_kube::inject::cli::InjectArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +61,27 @@ fn main() -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         },
+        Command::Inject(args) => inject(&args),
+    }
+}
+
+fn inject(args: &mesh_kube::inject::cli::InjectArgs) -> ExitCode {
+    match mesh_kube::inject::cli::run(args, std::io::stdin().lock()) {
+        Ok(injected) => {
+            for report in &injected.reports {
+                eprintln!("weft inject: {report}");
+            }
+            match std::io::stdout().lock().write_all(injected.yaml.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("weft inject: writing to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("weft inject: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }

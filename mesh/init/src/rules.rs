@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use crate::lists::PortRange;
+use mesh_kube::lists::PortRange;
 
 /// Chain that PREROUTING sends inbound TCP through.
 pub const INBOUND_CHAIN: &str = "WEFT_INBOUND";

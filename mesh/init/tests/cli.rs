@@ -138,3 +138,77 @@ fn bad_values_exit_64_naming_the_flag_and_the_value() {
         }
     }
 }
+
+fn samples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube/tests/samples")
+}
+
+/// `weft inject ARGS` with `stdin` on its standard input.
+fn weft_inject(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("inject")
+        .args(["--proxy-image", "ghcr.io/weft/mesh-proxy:test", "--init-image", "ghcr.io/weft/weft:test"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running weft");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn weft_inject_writes_the_golden_output_from_a_file_and_from_stdin() {
+    let input = samples().join("in/workloads.yaml");
+    let golden = std::fs::read_to_string(samples().join("injected/workloads.yaml")).unwrap();
+    let from_file = weft_inject(&[input.to_str().unwrap()], b"");
+    assert_eq!(stdout(&from_file), golden);
+    let said = String::from_utf8_lossy(&from_file.stderr);
+    for line in [
+        "weft inject: document 2: Service shop/web: not a workload, passed through",
+        "weft inject: document 3: Deployment shop/legacy: not injected: annotated weft.io/inject: disabled",
+        "weft inject: document 5: ReplicaSet shop/worker: injected",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in stderr:\n{said}");
+    }
+    let from_stdin = weft_inject(&["-"], &std::fs::read(&input).unwrap());
+    assert_eq!(stdout(&from_stdin), golden);
+    // Injecting the output again changes nothing.
+    assert_eq!(stdout(&weft_inject(&["-"], golden.as_bytes())), golden);
+}
+
+#[test]
+fn weft_inject_refuses_malformed_input_naming_the_document_and_writes_nothing() {
+    let out = weft_inject(&["-"], b"apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\nspec: {replicas: many}\n");
+    assert_eq!(out.status.code(), Some(65), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("<stdin>:5: document 2: Deployment b: not a valid object of its kind"), "{said}");
+    let missing = weft_inject(&["/nonexistent/weft-test/app.yaml"], b"");
+    assert_eq!(missing.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/weft-test/app.yaml"));
+}
+
+/// The init container the injector writes runs `weft init` with flags
+/// this very binary accepts, and they become the rules the annotations asked for.
+#[test]
+fn the_injected_init_container_args_are_accepted_by_weft_init() {
+    let injected = std::fs::read_to_string(samples().join("injected/statefulset.yaml")).unwrap();
+    let sts: serde_json::Value = serde_saphyr::from_str(&injected).unwrap();
+    let init = &sts["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(init["command"], serde_json::json!(["weft"]));
+    let args: Vec<String> = serde_json::from_value(init["args"].clone()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(&args)
+        .args(["--dry-run", "--ipv6", "off", "--iptables", "/nonexistent/weft-test/iptables"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let rules = stdout(&out);
+    for needle in ["4191,4567,4568", "4567:4568", "169.254.169.254/32", "10.96.0.0/12", "--to-ports 4143", "--to-ports 4140", "--uid-owner 2102"] {
+        assert!(rules.contains(needle), "{needle} not in:\n{rules}");
+    }
+}

@@ -6,4 +6,8 @@
 //! text, so what Weft renders is what the API server's schemas accept.
 #![forbid(unsafe_code)]
 
+pub mod inject;
+pub mod lists;
 pub mod names;
+pub mod webhook;
+pub mod yaml;

@@ -62,3 +62,21 @@ pub const BENCH_INSTALLED_ANNOTATION_PREFIX: &str = "weft.dev/installed-";
 /// On a bench run's namespace: `<host>:<pid>` of the bench that made it, so
 /// `bench clean` leaves a live run's namespace alone.
 pub const BENCH_OWNER_ANNOTATION: &str = "weft.dev/owner";
+
+/// The proxy's admin port (`/metrics`, `/ready`, `/live`), mesh-proxy's default.
+pub const PROXY_ADMIN_PORT: u16 = 4191;
+/// The trust anchor ConfigMap's key holding the PEM certificate.
+pub const TRUST_ANCHOR_KEY: &str = "ca.crt";
+
+/// The proxy's listeners in a pod: `weft init` redirects to these (its defaults).
+pub const PROXY_INBOUND_PORT: u16 = 4143;
+pub const PROXY_OUTBOUND_PORT: u16 = 4140;
+/// mesh-control's own ServiceAccount name in its SPIFFE ID
+/// (`spiffe://<td>/ns/weft/sa/mesh-control`, mesh-identity's `control_identity`).
+pub const CONTROL_IDENTITY_SERVICE_ACCOUNT: &str = "mesh-control";
+/// Set by the injector (when absent) to the app's first container, so
+/// `kubectl logs` and `exec` keep going to the app, not the proxy.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+/// Where Weft's images come from unless overridden (`<registry>/mesh-proxy:<version>`,
+/// `<registry>/weft:<version>` for the init container).
+pub const IMAGE_REGISTRY: &str = "ghcr.io/weft";

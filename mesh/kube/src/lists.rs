@@ -1,4 +1,5 @@
-//! The list values `weft init` takes on its command line: ports and port
+//! The list values `weft init` takes on its command line (and the injector
+//! checks in annotations before it passes them on): ports and port
 //! ranges (`4190,4191`, `8000-8100`) and IPv4 CIDRs (`10.0.0.0/8,192.0.2.7`).
 
 use std::fmt;
@@ -70,7 +71,7 @@ impl PortRange {
     }
 
     /// The multiport match holds at most 15 "ports", and a range costs two.
-    pub(crate) fn multiport_slots(&self) -> usize {
+    pub fn multiport_slots(&self) -> usize {
         if self.first == self.last {
             1
         } else {
