@@ -32,6 +32,7 @@ pub mod ratelimit;
 pub mod tls;
 pub mod token;
 pub mod tokenreview;
+pub mod webhook;
 
 use std::future::Future;
 use std::io::Write;
@@ -162,6 +163,26 @@ pub struct Args {
     /// annotation: allow (= all-unauthenticated), all-authenticated or deny.
     #[arg(long, env = "WEFT_DEFAULT_INBOUND_POLICY", default_value = "all-unauthenticated")]
     pub default_inbound_policy: DefaultPolicy,
+    /// HTTPS address of the injector's admission webhook (AdmissionReview v1
+    /// on /inject); off unless given. Needs --webhook-cert and --webhook-key.
+    #[arg(long, env = "WEFT_CONTROL_WEBHOOK_LISTEN", value_name = "ADDR", requires_all = ["webhook_cert", "webhook_key"])]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The webhook's serving certificate chain, PEM (read at start).
+    #[arg(long, env = "WEFT_CONTROL_WEBHOOK_CERT", value_name = "FILE", requires = "webhook_listen")]
+    pub webhook_cert: Option<PathBuf>,
+    /// The webhook's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WEFT_CONTROL_WEBHOOK_KEY", value_name = "FILE", requires = "webhook_listen")]
+    pub webhook_key: Option<PathBuf>,
+    /// The proxy image the webhook injects.
+    #[arg(long, env = "WEFT_CONTROL_PROXY_IMAGE", value_name = "IMAGE", default_value_t = mesh_kube::inject::default_image("mesh-proxy"))]
+    pub proxy_image: String,
+    /// The init container image (`weft init`) the webhook injects.
+    #[arg(long, env = "WEFT_CONTROL_INIT_IMAGE", value_name = "IMAGE", default_value_t = mesh_kube::inject::default_image("weft"))]
+    pub init_image: String,
+    /// The namespace mesh-control runs in: injected proxies reach it at
+    /// weft-control.<this>.svc.<cluster domain>:8086.
+    #[arg(long, env = "WEFT_CONTROL_NAMESPACE", value_name = "NAMESPACE", default_value = mesh_kube::names::NAMESPACE)]
+    pub namespace: String,
 }
 
 /// Subcommands (the default, no subcommand, runs the control plane).
@@ -214,6 +235,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("printing the CRD: {0}")]
     Crd(String),
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 impl Error {
@@ -244,7 +267,16 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if matches!(verifier, Verifier::Kubernetes { .. }) {
         kube_client(&mut client).await?;
     }
+    // Certificate problems are configuration errors, found before anything starts.
+    let webhook_tls = match (&args.webhook_cert, &args.webhook_key) {
+        (Some(cert), Some(key)) => Some(webhook::tls_config(cert, key).map_err(|e| Error::Config(vec![e.to_string()]))?),
+        _ => None,
+    };
     let backend = start_backend(&args, &index, &mut client).await?;
+    let webhook = match (args.webhook_listen, webhook_tls) {
+        (Some(addr), Some(tls)) => Some(start_webhook(&args, addr, tls, &options, &index).await?),
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen).await.map_err(|source| Error::Bind { addr: args.listen, source })?;
     let shutdown = shutdown_signal().map_err(Error::Signals)?;
     let (trust_domain, lifetime) = (args.trust_domain, args.cert_lifetime);
@@ -266,10 +298,37 @@ pub async fn run(args: Args) -> Result<(), Error> {
             serve(listener, Authority::new(ca, DenyAll, trust_domain, lifetime), index, options, shutdown).await
         }
     };
-    if let Some(task) = backend {
+    for task in [backend, webhook].into_iter().flatten() {
         task.abort();
     }
     served
+}
+
+/// Binds the injector's webhook, prints `listening webhook <addr>` and
+/// spawns it; it injects with this control plane's own names.
+async fn start_webhook(
+    args: &Args,
+    addr: SocketAddr,
+    tls: rustls::ServerConfig,
+    options: &ServeOptions,
+    index: &Index,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let config = mesh_kube::inject::Config {
+        proxy_image: args.proxy_image.clone(),
+        init_image: args.init_image.clone(),
+        trust_domain: args.trust_domain.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        control_namespace: args.namespace.clone(),
+        control_identity: options.identity.to_string(),
+        ..mesh_kube::inject::Config::default()
+    };
+    let hook = webhook::Webhook::bind(addr, tls, config, index.clone()).await?;
+    let bound = hook.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening webhook {bound}").and_then(|()| stdout.flush());
+    drop(stdout);
+    tracing::info!(addr = %bound, path = mesh_kube::names::WEBHOOK_PATH, "serving the injector's admission webhook over HTTPS");
+    Ok(tokio::spawn(hook.serve()))
 }
 
 /// Loads the backend's initial state into `index` (so the first answers are

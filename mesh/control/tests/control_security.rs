@@ -402,3 +402,140 @@ async fn streams_beyond_the_limit_are_refused() {
     // REFUSED_STREAM (7) on the third, which the server never started.
     assert_eq!(reset, (5, 7));
 }
+
+/// mesh-control with the injector's webhook on: a self-signed serving
+/// certificate (rcgen) for `localhost`, a manifests directory whose
+/// Namespace `shop` opts in. Returns the process, the webhook's address and
+/// the certificate (PEM) a client trusts.
+async fn start_webhook(fx: &Fixture) -> (tokio::process::Child, SocketAddr, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let (cert_path, key_path) = (fx.dir.path().join("tls.crt"), fx.dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let manifests = fx.dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("namespaces.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {weft.io/inject: enabled}}\n",
+    )
+    .unwrap();
+    let stderr = std::fs::File::create(fx.logs().join("stderr.webhook")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-control"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(fx.data_dir())
+        .arg("--manifests")
+        .arg(&manifests)
+        .args(["--webhook-listen", "127.0.0.1:0", "--webhook-cert"])
+        .arg(&cert_path)
+        .arg("--webhook-key")
+        .arg(&key_path)
+        .args(["--proxy-image", "ghcr.io/weft/mesh-proxy:test", "--init-image", "ghcr.io/weft/weft:test"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut webhook = None;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(patience(), lines.next_line()).await {
+        if let Some(addr) = line.strip_prefix("listening webhook ") {
+            webhook = Some(addr.parse().unwrap());
+        }
+        if line.starts_with("listening grpc ") {
+            break;
+        }
+    }
+    let addr = webhook.unwrap_or_else(|| {
+        panic!("no `listening webhook` line; stderr:\n{}", std::fs::read_to_string(fx.logs().join("stderr.webhook")).unwrap())
+    });
+    (child, addr, cert.pem())
+}
+
+/// One HTTPS request to the webhook, trusting only `cert_pem`.
+async fn https(addr: SocketAddr, cert_pem: &str, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the webhook, verified against its certificate");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = tokio::time::timeout(patience(), sender.send_request(request)).await.unwrap().unwrap();
+    let status = response.status().as_u16();
+    (status, response.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+/// Applies a response's JSON Patch to `object`; the pod as `weft inject` writes it.
+fn patched_pod(response: &serde_json::Value, object: &serde_json::Value) -> String {
+    let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).expect("a patch");
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut object = object.clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(object).unwrap();
+    mesh_kube::yaml::to_yaml(&serde_json::to_value(&pod).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_injector_webhook_answers_a_recorded_admission_review_over_https() {
+    let fx = Fixture::new();
+    let (_control, addr, cert) = start_webhook(&fx).await;
+    let config = mesh_kube::inject::Config {
+        proxy_image: "ghcr.io/weft/mesh-proxy:test".into(),
+        init_image: "ghcr.io/weft/weft:test".into(),
+        ..mesh_kube::inject::Config::default()
+    };
+    // The webhook injects with mesh-control's own identity, which is
+    // what the CLI assumes by default.
+    assert_eq!(config.control_identity, control_identity(TD).unwrap().to_string());
+
+    let recorded = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../kube/tests/fixtures/admission-review-v1.json")).unwrap();
+    let request: serde_json::Value = serde_json::from_slice(&recorded).unwrap();
+    let (status, body) = https(addr, &cert, "POST", "/inject", recorded).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((review["apiVersion"].as_str(), review["kind"].as_str()), (Some("admission.k8s.io/v1"), Some("AdmissionReview")));
+    let response = &review["response"];
+    assert_eq!(response["uid"], request["request"]["uid"]);
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let object = &request["request"]["object"];
+    let cli = mesh_kube::inject::manifests::inject_stream(&serde_json::to_string(object).unwrap(), &config).unwrap();
+    assert_eq!(patched_pod(response, object), cli.yaml, "the webhook's pod is not weft inject's");
+
+    // A pod that says nothing is injected in `shop` (its Namespace in the
+    // manifests directory opts in) and left alone elsewhere.
+    let mut plain = request.clone();
+    plain["request"]["object"]["metadata"]["annotations"] = serde_json::json!({});
+    for (namespace, injected) in [("shop", true), ("other", false)] {
+        plain["request"]["namespace"] = namespace.into();
+        let (status, body) = https(addr, &cert, "POST", "/inject", serde_json::to_vec(&plain).unwrap()).await;
+        let response = &serde_json::from_slice::<serde_json::Value>(&body).unwrap()["response"];
+        assert_eq!((status, &response["allowed"]), (200, &serde_json::json!(true)), "{namespace}");
+        assert_eq!(response.get("patch").is_some(), injected, "{namespace}: {response}");
+    }
+
+    // Not an AdmissionReview v1: 400; wrong path or method; a body past the bound.
+    assert_eq!(https(addr, &cert, "POST", "/inject", b"{\"kind\":\"Pod\"}".to_vec()).await.0, 400);
+    assert_eq!(https(addr, &cert, "POST", "/mutate", Vec::new()).await.0, 404);
+    assert_eq!(https(addr, &cert, "GET", "/inject", Vec::new()).await.0, 405);
+    let huge = vec![b' '; mesh_control::webhook::MAX_BODY_BYTES + 1];
+    assert_eq!(https(addr, &cert, "POST", "/inject", huge).await.0, 413);
+}

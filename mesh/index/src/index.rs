@@ -348,6 +348,13 @@ impl Index {
         shared.destinations.prune() + shared.outbound.prune() + shared.inbound.prune()
     }
 
+    /// A Namespace's `weft.io/inject` (`Some(true)` enabled, `Some(false)`
+    /// disabled); `None` when it says nothing or is not known (yet). The
+    /// injector's webhook asks this for pods that do not say themselves.
+    pub fn namespace_inject(&self, namespace: &str) -> Option<bool> {
+        self.lock().store.namespaces.get(namespace).and_then(|ns| ns.inject)
+    }
+
     pub fn stats(&self) -> Stats {
         let shared = self.lock();
         Stats {

@@ -224,35 +224,6 @@ fn list(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The documents of a YAML stream: (1-based line where each starts, text).
-fn documents(text: &str) -> Vec<(u64, String)> {
-    let mut docs = Vec::new();
-    let mut start = 1u64;
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_end();
-        if trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "..." {
-            docs.push((start, std::mem::take(&mut current)));
-            match trimmed.strip_prefix("--- ") {
-                // `--- key: value`: the document starts on the marker's line.
-                Some(rest) => {
-                    start = i as u64 + 1;
-                    current.push_str(rest);
-                    current.push('\n');
-                }
-                None => start = i as u64 + 2,
-            }
-            continue;
-        }
-        current.push_str(line);
-        current.push('\n');
-    }
-    docs.push((start, current));
-    docs.into_iter()
-        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
-        .collect()
-}
-
 #[derive(Deserialize)]
 struct Head {
     #[serde(rename = "apiVersion")]
@@ -264,7 +235,7 @@ struct Head {
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Resource>, Vec<ManifestError>> {
     let mut resources = Vec::new();
     let mut errors = Vec::new();
-    for (start, doc) in documents(text) {
+    for (start, doc) in mesh_kube::yaml::documents(text) {
         // Report semantic problems at the document's first meaningful line.
         let first = doc.lines().position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).unwrap_or(0);
         let at = |line: u64, message: String| ManifestError { path: path.to_owned(), line, message };
@@ -321,12 +292,6 @@ fn typed<T: DeserializeOwned>(doc: &str, start: u64, path: &Path, kind: &str) ->
 /// A serde-saphyr error at its file line, without the library's own
 /// position suffix and snippet (the line is already in front).
 fn yaml_error(e: &serde_saphyr::Error, start: u64, path: &Path, what: &str) -> ManifestError {
-    let line = e.location().map_or(start, |l| start + l.line().saturating_sub(1));
-    let text = e.without_snippet().to_string();
-    let text = match text.find(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
-    };
-    let text = text.lines().next().unwrap_or("").trim().to_owned();
+    let (line, text) = mesh_kube::yaml::error_at(e, start);
     ManifestError { path: path.to_owned(), line, message: format!("{what}: {text}") }
 }
