@@ -27,8 +27,8 @@ use mesh_index::model::{
 };
 
 /// The container the injector adds; its presence means "meshed".
-pub const PROXY_CONTAINER: &str = "weft-proxy";
-pub const INJECT: &str = "weft.io/inject";
+pub const PROXY_CONTAINER: &str = mesh_kube::names::PROXY_CONTAINER;
+pub const INJECT: &str = mesh_kube::names::INJECT_ANNOTATION;
 pub const DEFAULT_INBOUND_POLICY: &str = "weft.io/default-inbound-policy";
 pub const OPAQUE_PORTS: &str = "config.weft.io/opaque-ports";
 const ACCRUAL: &str = "balancer.weft.io/failure-accrual";
