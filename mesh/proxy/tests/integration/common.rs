@@ -156,19 +156,25 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 /// Starts the binary on ephemeral ports with `extra` args, and reads back the
 /// addresses it announces.
 pub async fn start_proxy(extra: &[String]) -> Proxy {
-    spawn_proxy(extra, None, None).await
+    spawn_proxy(extra, None, None, &[]).await
 }
 
 /// [`start_proxy`] with the open-files limit (soft and hard) set to
 /// `nofile` by the shell that execs it.
 pub async fn start_proxy_nofile(nofile: u32, extra: &[String]) -> Proxy {
-    spawn_proxy(extra, None, Some(nofile)).await
+    spawn_proxy(extra, None, Some(nofile), &[]).await
 }
 
 /// [`start_proxy`] with stderr written to `log` at `info` (or
 /// `WEFT_TEST_PROXY_LOG`), for tests that assert on log lines.
 pub async fn start_proxy_logged(extra: &[String], log: &std::path::Path) -> Proxy {
-    spawn_proxy(extra, Some(log), None).await
+    spawn_proxy(extra, Some(log), None, &[]).await
+}
+
+/// [`start_proxy_logged`] with environment variables (flags in `extra`
+/// win over them, as in clap).
+pub async fn start_proxy_env(extra: &[String], env: &[(String, String)], log: &std::path::Path) -> Proxy {
+    spawn_proxy(extra, Some(log), None, env).await
 }
 
 /// A plaintext-only proxy with `--app` and no `--policy` must name its
@@ -183,7 +189,7 @@ fn plaintext_default(extra: &[String]) -> &'static [&'static str] {
     }
 }
 
-async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>, nofile: Option<u32>) -> Proxy {
+async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>, nofile: Option<u32>, env: &[(String, String)]) -> Proxy {
     let mut cmd = match nofile {
         Some(n) => {
             let mut sh = Command::new("sh");
@@ -201,6 +207,7 @@ async fn spawn_proxy(extra: &[String], log: Option<&std::path::Path>, nofile: Op
         .args(inbound_listen)
         .args(extra)
         .args(plaintext_default(extra))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
