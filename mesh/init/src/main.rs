@@ -1,6 +1,7 @@
 //! `weft`: Weft's command line. `weft init` installs a pod's iptables
 //! interception rules (the injected init container runs it); `weft inject`
-//! adds the proxy to Kubernetes YAML.
+//! adds the proxy to Kubernetes YAML; `weft check` checks a cluster before
+//! install (`--pre`) and the installed mesh.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
@@ -15,12 +16,14 @@ struct Cli {
     command: Command,
 }
 
-// Later subcommands (`weft check`, `weft inject`) become variants here, each
+// Later subcommands (`weft install`) become variants here, each
 // with its args struct and one library call.
 #[derive(Debug, Subcommand)]
 enum Command {
     Init(mesh_init::InitArgs),
     Inject(mesh_kube::inject::cli::InjectArgs),
+    /// Check the installed mesh (or, with --pre, a cluster before install); exit 1 if a check fails.
+    Check(mesh_kube::check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Check(args) => check(&args),
         Command::Init(args) => match mesh_init::run(&args) {
             Ok(outcome) => {
                 // `weft init --dry-run | head` closing stdout early is not a failure.
@@ -83,5 +87,38 @@ fn inject(args: &mesh_kube::inject::cli::InjectArgs) -> ExitCode {
             eprintln!("weft inject: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Exit 0: every check passed (warnings allowed); 1: a check failed; 2: the checks could not run.
+fn check(args: &mesh_kube::check::CheckArgs) -> ExitCode {
+    use mesh_kube::check::{Output, Style};
+    // kube's rustls client needs a process-wide provider; a second install is harmless.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft check: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(mesh_kube::check::run(args)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("weft check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match args.output {
+        Output::Json => report.to_json(),
+        Output::Text if std::io::stdout().is_terminal() => report.to_text(Style::Terminal),
+        Output::Text => report.to_text(Style::Plain),
+    };
+    // `weft check | head` closing stdout early is not a failure of the checks.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -1,6 +1,8 @@
 //! The `weft` command line without touching iptables: `--dry-run` output,
 //! environment variables, and bad values (exit 64 naming flag and value).
-//! No root needed.
+//! No root needed. `weft check` against a fake API server: [`check`].
+
+mod check;
 
 use std::process::{Command, Output};
 

@@ -6,6 +6,7 @@
 //! text, so what Weft renders is what the API server's schemas accept.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod inject;
 pub mod lists;
 pub mod names;
