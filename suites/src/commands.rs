@@ -8,7 +8,7 @@ use reports::io::ReadError;
 use reports::Report;
 
 use crate::plan;
-use crate::substrate::local::Local;
+use crate::substrate::peers::Peers;
 use crate::suite::{self, SuiteError};
 
 /// `DIR/report.json` when given a directory, else the file itself.
@@ -93,8 +93,9 @@ pub fn plan_text(suite_spec: &str) -> Result<String, SuiteError> {
         .collect();
     variants.sort();
     variants.dedup();
+    let peers = Peers::find();
     for v in variants {
-        if let Err(why) = Local::availability_here(v) {
+        if let Err(why) = peers.check(v) {
             text.push_str(&format!("WARNING: {v} will be skipped: {why}\n"));
         }
     }

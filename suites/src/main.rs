@@ -99,8 +99,8 @@ struct RunArgs {
 #[derive(clap::Args)]
 struct ConformanceArgs {
     /// Where the tests run
-    #[arg(long, value_enum, default_value_t = ConformanceSubstrate::Local)]
-    substrate: ConformanceSubstrate,
+    #[arg(long, value_enum, default_value_t = Substrate::Local)]
+    substrate: Substrate,
     /// Only tests whose name contains PATTERN (any case; `*` matches anything)
     #[arg(long, value_name = "PATTERN")]
     only: Option<String>,
@@ -141,16 +141,6 @@ struct HostileArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ConformanceSubstrate {
-    /// Processes on 127.0.0.1, sidecars addressed explicitly
-    Local,
-    /// Pods as network namespaces with transparent interception; needs root
-    Netns,
-    /// A kind cluster (planned: the substrate does not exist yet)
-    Kind,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum ConformanceVariant {
     /// Meshed workloads get Weft sidecars and a control plane
     Weft,
@@ -168,20 +158,36 @@ enum ConformanceVariant {
     Baseline,
 }
 
+/// `--substrate` (one value per `suites::SubstrateKind`).
 #[derive(Clone, Copy, ValueEnum)]
 enum Substrate {
-    /// Processes on 127.0.0.1
+    /// Processes on 127.0.0.1, proxies addressed explicitly
     Local,
     /// Pods as Linux network namespaces on a node bridge, with transparent
     /// interception (iptables + SO_ORIGINAL_DST); needs root
     Netns,
+    /// A kind cluster (planned: not available yet)
+    Kind,
+    /// An existing Kubernetes cluster from the kubeconfig (planned: not available yet)
+    Kube,
+}
+
+impl From<Substrate> for suites::SubstrateKind {
+    fn from(s: Substrate) -> Self {
+        match s {
+            Substrate::Local => suites::SubstrateKind::Local,
+            Substrate::Netns => suites::SubstrateKind::Netns,
+            Substrate::Kind => suites::SubstrateKind::Kind,
+            Substrate::Kube => suites::SubstrateKind::Kube,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::Watchdog)) {
         // Before anything else: no tracing, no runtime, just the pipe.
-        return code(suites::substrate::proc_guard::watchdog_main());
+        return code(suites::substrate::cleanup::watchdog::watchdog_main());
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -285,10 +291,7 @@ fn propagation(args: PropagationArgs) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     let opts = suites::RunOptions {
         suite: args.suite,
-        substrate: match args.substrate {
-            Substrate::Local => suites::SubstrateKind::Local,
-            Substrate::Netns => suites::SubstrateKind::Netns,
-        },
+        substrate: args.substrate.into(),
         out: args.out,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -311,14 +314,10 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn conformance(args: ConformanceArgs) -> ExitCode {
-    use suites::conformance::command::{self, Where};
+    use suites::conformance::command;
     use suites::substrate::cluster::{Feature, MeshMode};
     let opts = command::Options {
-        substrate: match args.substrate {
-            ConformanceSubstrate::Local => Where::Local,
-            ConformanceSubstrate::Netns => Where::Netns,
-            ConformanceSubstrate::Kind => Where::Kind,
-        },
+        substrate: args.substrate.into(),
         only: args.only,
         mode: match args.variant {
             ConformanceVariant::Weft => MeshMode::Weft,
@@ -387,15 +386,14 @@ fn hostile(args: HostileArgs) -> ExitCode {
 }
 
 fn clean() -> ExitCode {
-    suites::substrate::proc_guard::sweep_strays(&std::env::temp_dir());
-    match suites::substrate::netns::clean() {
+    match suites::substrate::clean() {
         Ok(removed) if removed.is_empty() => {
             stdout("bench clean: nothing left over");
             ExitCode::SUCCESS
         }
         Ok(removed) => {
             stdout(&format!(
-                "bench clean: removed {} network namespace(s): {}",
+                "bench clean: removed {} leftover(s): {}",
                 removed.len(),
                 removed.join(", ")
             ));

@@ -18,18 +18,10 @@ use crate::env;
 use crate::plan::{self, Cell};
 use crate::propagation as prop;
 use crate::sampler::Sampler;
-use crate::substrate::netns::{enter, net};
 use crate::substrate::{
-    proc_guard, DeployError, Deployment, Local, Netns, ScenarioTopology, Substrate,
+    cleanup, enter, DeployError, Deployment, Refusal, ScenarioTopology, Substrate, SubstrateKind,
 };
 use crate::suite::{self, LoadShape, Protocol, Scenario, Suite, SuiteError, Variant};
-
-/// Where to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SubstrateKind {
-    Local,
-    Netns,
-}
 
 /// What `bench run` was asked to do.
 #[derive(Clone, Debug)]
@@ -64,6 +56,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     NotPermitted(String),
+    #[error("{0}")]
+    NotAvailable(String),
     #[error("the {substrate} substrate could not start: {detail}")]
     Substrate {
         substrate: &'static str,
@@ -86,7 +80,7 @@ impl RunError {
     /// 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Suite(_) | RunError::OutExists(_) => 64,
+            RunError::Suite(_) | RunError::OutExists(_) | RunError::NotAvailable(_) => 64,
             // EX_NOPERM
             RunError::NotPermitted(_) => 77,
             RunError::Interrupted("SIGINT") => 130,
@@ -107,11 +101,12 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     // Catch signals from the very start, so no child is ever started unguarded.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io_err("install the SIGTERM handler"))?;
-    if opts.substrate == SubstrateKind::Netns {
-        // Before reading or building anything: a run that cannot start
-        // should say so at once.
-        net::require_root().map_err(RunError::NotPermitted)?;
-    }
+    // Before reading or building anything: a run that cannot start
+    // should say so at once.
+    opts.substrate.preflight().map_err(|r| match r {
+        Refusal::NotAvailable(why) => RunError::NotAvailable(why),
+        Refusal::NotPermitted(why) => RunError::NotPermitted(why),
+    })?;
     let suite = suite::resolve(&opts.suite)?;
     let cells = plan::cells(&suite);
     let out = match opts.out {
@@ -122,31 +117,23 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         return Err(RunError::OutExists(out));
     }
 
-    proc_guard::start_watchdog();
-    proc_guard::sweep_strays(&std::env::temp_dir());
+    let session = cleanup::Session::start();
     let result = async {
         let staging = Staging::create(&out)?;
         let bins = bins::locate()?;
-        let work = proc_guard::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
+        let work = cleanup::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
         let harness = Harness {
             mesh_control: bins.mesh_control.clone(),
             work: work.path().to_path_buf(),
         };
-        let outcome = match opts.substrate {
-            SubstrateKind::Local => {
-                let substrate = Local::new(bins, work.path());
-                drive(substrate, &suite, &cells, &harness, &mut sigterm).await
-            }
-            SubstrateKind::Netns => match Netns::new(bins, work.path()) {
-                Ok(substrate) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
-                Err(e) => Err(Err(RunError::Substrate {
-                    substrate: "netns",
-                    detail: e.to_string(),
-                })),
-            },
+        let outcome = match opts.substrate.open(bins, work.path()) {
+            Ok(substrate) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
+            Err(e) => Err(Err(RunError::Substrate {
+                substrate: opts.substrate.as_str(),
+                detail: e.to_string(),
+            })),
         };
-        proc_guard::kill_all();
-        proc_guard::forget_dir(work.path());
+        // Kills what is left of the run's processes and removes the dir.
         drop(work);
         let (report, failures) = outcome.map_err(|e| match e {
             Ok(sig) => {
@@ -184,7 +171,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         })
     }
     .await;
-    proc_guard::stop_watchdog();
+    drop(session);
     result
 }
 
@@ -562,12 +549,9 @@ async fn load(
     progress: Arc<loadgen::Progress>,
     netns: Option<&Path>,
 ) -> Result<record::Load, loadgen::LoadError> {
-    match netns {
-        None => loadgen::run(cfg, progress).await,
-        Some(ns) => enter::run_in(ns, POD_LOAD_THREADS, move || loadgen::run(cfg, progress))
-            .await
-            .unwrap_or_else(|e| Err(loadgen::LoadError::Task(e.to_string()))),
-    }
+    enter::maybe_in(netns, POD_LOAD_THREADS, move || loadgen::run(cfg, progress))
+        .await
+        .unwrap_or_else(|e| Err(loadgen::LoadError::Task(e.to_string())))
 }
 
 pub(crate) fn one_line(r: &Run) -> String {
@@ -635,7 +619,7 @@ impl Staging {
             .unwrap_or_else(|| "out".into());
         let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
         std::fs::create_dir(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        proc_guard::guard_dir(&dir);
+        cleanup::register(cleanup::Action::RemoveDir(dir.clone()));
         Ok(Staging {
             dir,
             target: target.to_path_buf(),
@@ -656,7 +640,7 @@ impl Staging {
             self.target.display()
         )))?;
         self.committed = true;
-        proc_guard::forget_dir(&self.dir);
+        cleanup::forget(&cleanup::Action::RemoveDir(self.dir.clone()));
         Ok(())
     }
 }
@@ -665,7 +649,7 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.dir);
-            proc_guard::forget_dir(&self.dir);
+            cleanup::forget(&cleanup::Action::RemoveDir(self.dir.clone()));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `bench conformance [--substrate local|netns|kind] [--only PATTERN]
+//! `bench conformance [--substrate local|netns|kind|kube] [--only PATTERN]
 //! [--variant weft|baseline] [--out DIR] [--dry-run]`.
 
 use std::collections::BTreeMap;
@@ -8,34 +8,14 @@ use std::time::Duration;
 use record::{Report, Status, TestResult};
 
 use super::{registry, run, select, Test};
-use crate::substrate::cluster::{MeshCluster, MeshMode};
-use crate::substrate::netns::net;
-use crate::substrate::{proc_guard, Local, Netns};
+use crate::substrate::cluster::MeshMode;
+use crate::substrate::{cleanup, Refusal, Substrate, SubstrateKind};
 use crate::{bins, env};
-
-/// Where the tests run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Where {
-    Local,
-    Netns,
-    /// Planned: no kind substrate exists yet.
-    Kind,
-}
-
-impl Where {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Where::Local => "local",
-            Where::Netns => "netns",
-            Where::Kind => "kind",
-        }
-    }
-}
 
 /// What `bench conformance` was asked to do.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub substrate: Where,
+    pub substrate: SubstrateKind,
     /// Only tests whose name matches (substring or `*` glob, any case).
     pub only: Option<String>,
     pub mode: MeshMode,
@@ -50,8 +30,9 @@ pub struct Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("--substrate kind: the kind substrate does not exist yet (only local and netns do); `--dry-run` lists the tests it would run")]
-    NoKind,
+    /// The substrate does not exist (yet) in this build.
+    #[error("{0}")]
+    NotAvailable(String),
     #[error("--only {0:?} matches no test; `bench conformance --dry-run` lists them")]
     NoTests(String),
     #[error("{0}")]
@@ -82,7 +63,9 @@ impl CommandError {
     /// 64 usage, 77 not permitted, 128+signal interrupted, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CommandError::NoKind | CommandError::NoTests(_) | CommandError::OutExists(_) => 64,
+            CommandError::NotAvailable(_)
+            | CommandError::NoTests(_)
+            | CommandError::OutExists(_) => 64,
             CommandError::NotPermitted(_) => 77,
             CommandError::Interrupted("SIGINT") => 130,
             CommandError::Interrupted(_) => 143,
@@ -107,7 +90,7 @@ impl Outcome {
 }
 
 /// The selected tests as a table (for `--dry-run`).
-pub fn listing(tests: &[Test], substrate: Where) -> String {
+pub fn listing(tests: &[Test], substrate: SubstrateKind) -> String {
     let mut s = format!(
         "{} conformance test(s) for --substrate {}:\n\n",
         tests.len(),
@@ -122,8 +105,10 @@ pub fn listing(tests: &[Test], substrate: Where) -> String {
             t.about
         ));
     }
-    if substrate == Where::Kind {
-        s.push_str("\nThe kind substrate does not exist yet: these would run once it does.\n");
+    if !substrate.exists() {
+        s.push_str(&format!(
+            "\nThe {substrate} substrate does not exist yet: these would run once it does.\n"
+        ));
     }
     s
 }
@@ -148,11 +133,10 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
             out: None,
         });
     }
-    match opts.substrate {
-        Where::Kind => return Err(CommandError::NoKind),
-        Where::Netns => net::require_root().map_err(CommandError::NotPermitted)?,
-        Where::Local => {}
-    }
+    opts.substrate.preflight().map_err(|r| match r {
+        Refusal::NotAvailable(why) => CommandError::NotAvailable(why),
+        Refusal::NotPermitted(why) => CommandError::NotPermitted(why),
+    })?;
     let out = match &opts.out {
         Some(o) => o.clone(),
         None => crate::runner::default_out_root().join(format!(
@@ -165,29 +149,20 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
     }
     run::set_patience(opts.patience);
     let started_at = env::now_rfc3339();
-    proc_guard::start_watchdog();
-    proc_guard::sweep_strays(&std::env::temp_dir());
+    let session = cleanup::Session::start();
     let result = async {
         let bins = bins::locate()?;
-        let work = proc_guard::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
+        let work = cleanup::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
         let progress = run::progress(tests.len());
-        let results = match opts.substrate {
-            Where::Local => {
-                let mut s = Local::new(bins, work.path());
-                drive(&mut s, &tests, &opts, &progress, &mut sigterm).await
-            }
-            Where::Netns => match Netns::new(bins, work.path()) {
-                Ok(mut s) => drive(&mut s, &tests, &opts, &progress, &mut sigterm).await,
-                Err(e) => Err(CommandError::Substrate {
-                    substrate: "netns",
-                    detail: e.to_string(),
-                }),
-            },
-            Where::Kind => unreachable!("refused above"),
+        let results = match opts.substrate.open(bins, work.path()) {
+            Ok(mut s) => drive(&mut s, &tests, &opts, &progress, &mut sigterm).await,
+            Err(e) => Err(CommandError::Substrate {
+                substrate: opts.substrate.as_str(),
+                detail: e.to_string(),
+            }),
         };
         progress.finish_and_clear();
-        proc_guard::kill_all();
-        proc_guard::forget_dir(work.path());
+        // Kills what is left of the tests' processes and removes the dir.
         drop(work);
         let results = results?;
         if results.iter().all(|r| r.status == Status::Skipped) {
@@ -206,11 +181,11 @@ pub async fn run(opts: Options) -> Result<Outcome, CommandError> {
         })
     }
     .await;
-    proc_guard::stop_watchdog();
+    drop(session);
     result
 }
 
-async fn drive<S: MeshCluster>(
+async fn drive<S: Substrate>(
     substrate: &mut S,
     tests: &[Test],
     opts: &Options,

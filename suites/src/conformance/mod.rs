@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  registry (all tests) ──--only──> selected
-//!     each test:  topology() ──MeshCluster::deploy_cluster──> Cluster   (its own, fresh)
+//!     each test:  topology() ──Substrate::deploy_cluster──> Cluster   (its own, fresh)
 //!                 check(&Cluster) ── real requests from a client pod ──> Verdict
 //!                 teardown                                     (all of it under one timeout)
 //!  results ──> table on stdout, exit 1 if any failed
@@ -11,7 +11,7 @@
 //!
 //! A test is a stable name, the GAMMA feature it covers, a topology and a
 //! check; it never touches a substrate directly, so the same test runs on
-//! every substrate that implements [`crate::substrate::cluster::MeshCluster`].
+//! every substrate that implements [`Substrate::deploy_cluster`](crate::substrate::Substrate::deploy_cluster).
 //! What a substrate cannot express makes the test not-applicable, with the
 //! substrate's reason.
 

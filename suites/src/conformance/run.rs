@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use record::{Status, TestResult};
 
 use super::{Failure, Test, Verdict};
-use crate::substrate::cluster::{MeshCluster, MeshMode};
-use crate::substrate::DeployError;
+use crate::substrate::cluster::MeshMode;
+use crate::substrate::{DeployError, Substrate};
 
 /// How long a test may take, deployment and teardown included.
 pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -29,7 +29,7 @@ pub fn set_patience(d: Duration) {
 }
 
 /// Run `tests` one after another on `substrate` with the mesh `mode`.
-pub async fn run_all<S: MeshCluster>(
+pub async fn run_all<S: Substrate>(
     substrate: &mut S,
     tests: &[Test],
     mode: MeshMode,
@@ -62,7 +62,7 @@ pub async fn run_all<S: MeshCluster>(
 }
 
 /// One test: deploy its topology, check, tear down.
-pub async fn run_one<S: MeshCluster>(
+pub async fn run_one<S: Substrate>(
     substrate: &mut S,
     t: &Test,
     mode: MeshMode,

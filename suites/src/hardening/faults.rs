@@ -15,7 +15,7 @@ use record::FaultRun;
 
 use super::{load_config, phase, slices, window};
 use crate::plan::Cell;
-use crate::substrate::faults::FaultStep;
+use crate::substrate::FaultStep;
 use crate::substrate::{Deployment, Substrate};
 use crate::suite::{Fault, FaultShape, Scenario};
 

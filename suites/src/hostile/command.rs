@@ -14,8 +14,8 @@ use super::conn::{Mode, Target};
 use super::measure::{nofile, rss_mib, Probe, Sampler};
 use super::{Attack, Finding, Params, Size};
 use crate::substrate::control::{CLIENT_ID, SERVER_ID, TRUST_DOMAIN};
-use crate::substrate::hostile::HostileMesh;
-use crate::substrate::{proc_guard, DeployError};
+use crate::substrate::local::hostile::HostileMesh;
+use crate::substrate::{cleanup, DeployError};
 use crate::{bins, env};
 
 /// What `bench hostile` was asked to do.
@@ -104,18 +104,16 @@ pub async fn run(opts: Options) -> Result<Finished, HostileError> {
     // need more descriptors than the usual 1,024 on our side too.
     raise_nofile();
     let started_at = env::now_rfc3339();
-    proc_guard::start_watchdog();
-    proc_guard::sweep_strays(&std::env::temp_dir());
+    let session = cleanup::Session::start();
     let result = async {
         let bins = bins::locate()?;
-        let work = proc_guard::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
+        let work = cleanup::run_work_dir().map_err(io_err("create the run's work dir in the temp dir"))?;
         let r = tokio::select! {
             r = attack_all(&bins, work.path(), &opts, &attacks) => r,
             _ = tokio::signal::ctrl_c() => Err(HostileError::Interrupted("SIGINT")),
             _ = sigterm.recv() => Err(HostileError::Interrupted("SIGTERM")),
         };
-        proc_guard::kill_all();
-        proc_guard::forget_dir(work.path());
+        // Kills what is left of the run's processes and removes the dir.
         drop(work);
         let run = r?;
         let mut report = Report::new("hostile", started_at, env::gather(BTreeMap::new()));
@@ -126,7 +124,7 @@ pub async fn run(opts: Options) -> Result<Finished, HostileError> {
         Ok(Finished { run, text, out: out.clone() })
     }
     .await;
-    proc_guard::stop_watchdog();
+    drop(session);
     result
 }
 

@@ -320,6 +320,19 @@ impl ControlPlane {
         self.proc.stderr_tail()
     }
 
+    /// Add this control plane's stderr tail to a proxy's start or
+    /// readiness failure: a meshed proxy that never got ready most likely
+    /// never got its certificate.
+    pub fn explain(&self, e: &mut DeployError) {
+        let (DeployError::Ready { detail, .. } | DeployError::Start { detail, .. }) = e else {
+            return;
+        };
+        let tail = self.stderr_tail();
+        if !tail.is_empty() {
+            detail.push_str(&format!("\n  control stderr tail:\n{tail}"));
+        }
+    }
+
     pub async fn stop(self, grace: Duration) {
         self.proc.stop(grace).await;
     }

@@ -105,3 +105,20 @@ pub async fn until_ok(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// [`until_ok`] from inside the network namespace `netns` (a
+/// `/run/netns/NAME` path) when given, else from here.
+pub async fn until_ok_from(
+    netns: Option<&std::path::Path>,
+    addr: SocketAddr,
+    host: Option<String>,
+    path: &'static str,
+    protocol: Protocol,
+    patience: Duration,
+) -> Result<(), String> {
+    super::enter::maybe_in(netns, 1, move || async move {
+        until_ok(addr, host.as_deref(), path, protocol, patience).await
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()))
+}

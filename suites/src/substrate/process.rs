@@ -11,6 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
+use super::cleanup::{self, Action};
 use super::proc_guard;
 use super::DeployError;
 
@@ -56,7 +57,7 @@ impl Proc {
             detail: format!("cannot run {program}: {e}"),
         })?;
         let pid = child.id();
-        if let Some(start) = proc_guard::start_time(pid) {
+        if let Some(start) = cleanup::start_time(pid) {
             let line = format!("{pid} {start} {name}\n");
             let _ = std::fs::OpenOptions::new()
                 .create(true)
@@ -188,7 +189,7 @@ impl Proc {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        proc_guard::signal_group(self.pid, Signal::SIGTERM);
+        cleanup::signal_group(self.pid, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
@@ -196,18 +197,18 @@ impl Proc {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        proc_guard::signal_group(self.pid, Signal::SIGKILL);
+        cleanup::signal_group(self.pid, Signal::SIGKILL);
         let _ = child.wait();
-        proc_guard::unregister(self.pid);
+        cleanup::forget(&Action::KillGroup(self.pid));
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            proc_guard::signal_group(self.pid, Signal::SIGKILL);
+            cleanup::signal_group(self.pid, Signal::SIGKILL);
             let _ = child.wait();
-            proc_guard::unregister(self.pid);
+            cleanup::forget(&Action::KillGroup(self.pid));
         }
     }
 }

@@ -3,22 +3,21 @@
 //! sidecars, extra manifests such as HTTPRoutes) and reach it "from pod X".
 //!
 //! ```text
-//!  ClusterSpec ──MeshCluster::deploy_cluster(spec, mode)──> Cluster
+//!  ClusterSpec ──Substrate::deploy_cluster(spec, mode)──> Cluster
 //!                                                             │ dial(from, to) -> Dial { connect, authority, netns }
 //!                                                             │ send(from, to, Req) -> Reply (HTTP/1, h2c, gRPC)
 //!                                                             │ apply(file, yaml) / remove(file): live manifest edits
 //!                                                             └ teardown(): nothing it started survives
 //! ```
 //!
-//! A substrate only has to *build* a [`Cluster`]: fill in its pods and
-//! Services and say how apps reach them ([`Interception`]); dialing,
-//! sending and manifest edits are shared. `local` implements it with
-//! explicit proxies (`cluster::local`), `netns` with pods as network
-//! namespaces, ClusterIPs and transparent interception (`cluster::netns`).
+//! A substrate only has to *build* a [`Cluster`] (the contract is
+//! [`Substrate::deploy_cluster`](super::Substrate::deploy_cluster)): fill in
+//! its pods and Services and say how apps reach them ([`Interception`]);
+//! dialing, sending and manifest edits are shared. `local` implements it
+//! with explicit proxies (`local/cluster.rs`), `netns` with pods as network
+//! namespaces, ClusterIPs and transparent interception (`netns/cluster.rs`).
 
 pub mod apps;
-mod local;
-mod netns;
 mod ops;
 pub mod send;
 pub mod yaml;
@@ -35,6 +34,7 @@ use super::DeployError;
 
 pub use ops::{sum_samples as ops_sum, AppRestart, Capture, OpError, Role, TOPOLOGY_FILE};
 pub use apps::AppKind;
+pub(crate) use ops::until_reached;
 pub use send::{Proto, Reply, Req, TcpSession, WsSession};
 
 /// The trust domain of every workload identity.
@@ -727,64 +727,6 @@ impl Drop for Cluster {
             f();
         }
     }
-}
-
-/// A substrate that can deploy conformance topologies.
-///
-/// What an implementation must provide (this is the whole contract):
-/// - start every workload's pods: an echo server per pod (`loadgen serve
-///   --echo --name <workload> --namespace <ns> --pod <pod>`) and, in
-///   [`MeshMode::Weft`] for meshed workloads, a sidecar with identity
-///   `spiffe://cluster.local/ns/<ns>/sa/<service account>` (certified by a
-///   mesh-control started with [`ControlPlane::start_for`] on those
-///   identities and the manifests from [`yaml::render`] plus
-///   [`ClusterSpec::manifests`]), resolving and following policy through it;
-/// - fill a [`Cluster`] ([`Cluster::new`]) with every pod ([`PodInfo`]:
-///   `ip`, `app`, `endpoint_port`, and `outbound` for explicit or `netns`
-///   for transparent interception) and Service ([`ServiceInfo`] with a
-///   ClusterIP a pod can dial when transparent), hand it the processes
-///   ([`Cluster::keep`]), the control plane ([`Cluster::set_control`]) and
-///   any cleanup ([`Cluster::on_teardown`]);
-/// - return only once the mesh is ready: every sidecar `/ready` and every
-///   meshed pod able to reach the address of every pod a Service selects
-///   through its sidecar (a 403 from the destination's authorization policy
-///   counts as reached).
-///
-/// What the mesh-behaviour tests need on top (`ops.rs`; without it they are
-/// not-applicable or fail, never pass):
-/// - a workload's `app`: [`AppKind::WebSocket`] pods serve
-///   [`apps::serve_websocket`], [`AppKind::TcpEcho`] and [`AppKind::Banner`]
-///   pods [`apps::serve_tcp`] on the app's address instead of the echo
-///   server (readiness through the mesh is then not probed with HTTP);
-///   with transparent interception a client reaches them at the ClusterIP
-///   (explicit: [`Cluster::set_tcp_listener`] per meshed pod and port);
-/// - every pod's `admin` (its sidecar's admin listener, reachable from the
-///   pod's `netns`) and `ip` / `endpoint_port` where its sidecar receives
-///   (tcpdump captures `tcp port <endpoint_port> and host <ip>`: on `lo`
-///   without a netns, on `any` inside it);
-/// - in [`MeshMode::WeftNoMtls`] sidecars without identity (plaintext
-///   between them, inbound plaintext allowed), `--forward-client-identity`
-///   otherwise; mesh-control with `ClusterSpec::mesh.cert_lifetime`
-///   ([`ControlPlane::start_for`] with `ControlOptions::cert_lifetime`);
-/// - each pod's processes handed over with [`Cluster::keep_pod`] (sidecar
-///   and app) and how to restart its app on the same address with
-///   [`Cluster::set_app_restart`];
-/// - the topology written with [`Cluster::publish_topology`] (after
-///   [`Cluster::set_control`]), so terminating a pod can rewrite it.
-///
-/// [`MeshMode::Baseline`] deploys the same pods with no sidecar and no
-/// control plane; clients reach endpoints directly (on a node with
-/// Service NAT: the ClusterIP, as without a mesh).
-#[allow(async_fn_in_trait)] // used through a concrete type from one task
-pub trait MeshCluster {
-    /// `local`, `netns`, `kind`.
-    fn name(&self) -> &'static str;
-    /// Deploy `spec` and wait until it is ready.
-    async fn deploy_cluster(
-        &mut self,
-        spec: &ClusterSpec,
-        mode: MeshMode,
-    ) -> Result<Cluster, DeployError>;
 }
 
 /// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.

@@ -3,7 +3,7 @@
 //! restart the control plane, terminate a pod, crash and restart an app.
 //!
 //! All of it is generic over the substrate, given what the substrate hands
-//! the [`Cluster`] when it deploys (see [`super::MeshCluster`]):
+//! the [`Cluster`] when it deploys (see [`Substrate::deploy_cluster`](crate::substrate::Substrate::deploy_cluster)):
 //! [`Cluster::keep_pod`] for every pod's sidecar and app,
 //! [`Cluster::set_app_restart`] per pod, [`Cluster::set_control`] and
 //! [`Cluster::publish_topology`]. Processes inside a pod's network
@@ -71,7 +71,7 @@ impl Capture {
             // writes it as it comes (-U) and closes the file on SIGTERM; a
             // moment for the last segments to be read first.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            crate::substrate::proc_guard::signal_group(p.pid(), nix::sys::signal::Signal::SIGTERM);
+            crate::substrate::cleanup::signal_group(p.pid(), nix::sys::signal::Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(2);
             while p.exited().is_none() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -176,7 +176,7 @@ pub async fn send(dial: &Dial, req: &Req) -> Reply {
         None => exchange(dial.clone(), req.clone()).await,
         Some(ns) => {
             let (d, r) = (dial.clone(), req.clone());
-            match super::super::netns::enter::run_in(ns, 1, move || exchange(d, r)).await {
+            match crate::substrate::enter::run_in(ns, 1, move || exchange(d, r)).await {
                 Ok(reply) => reply,
                 Err(e) => Reply {
                     error: Some(e.to_string()),
@@ -313,7 +313,7 @@ where
     let late = |_| format!("did not finish within {SESSION_LIMIT:?}");
     match &dial.netns {
         None => tokio::time::timeout(SESSION_LIMIT, work()).await.map_err(late),
-        Some(ns) => super::super::netns::enter::run_in(ns, 1, move || async move {
+        Some(ns) => crate::substrate::enter::run_in(ns, 1, move || async move {
             tokio::time::timeout(SESSION_LIMIT, work()).await
         })
         .await

@@ -22,22 +22,24 @@
 //! are installed for meshed variants and removed (`weft init --cleanup`)
 //! at teardown. Load and probes run inside the client pod ([`enter`]).
 
-pub mod enter;
+mod cluster;
 pub mod net;
 pub mod sidecar;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::cluster::{Cluster, ClusterSpec, MeshMode};
 use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
-use super::local::{
-    addr, chain_failure, keep, ready_error, server_command, READY_PATIENCE, STOP_GRACE,
-};
+use super::enter;
 use super::manifests;
-use super::peers::Peers;
 use super::probe;
 use super::process::Proc;
+use super::shared::{
+    addr, chain_failure, control_of, keep, no_servers, ready_error, server_command,
+    server_components, Workspace, READY_PATIENCE, STOP_GRACE,
+};
 use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
 use crate::bins::Binaries;
 use crate::suite::{Protocol, Variant};
@@ -57,17 +59,13 @@ const PEER_PORT: u16 = 8000;
 
 /// Pods in network namespaces on one node.
 pub struct Netns {
-    pub(super) bins: Binaries,
-    work: PathBuf,
-    pub(super) pids_file: PathBuf,
-    peers: Peers,
+    ws: Workspace,
     net: Network,
     /// The scenario's target server replicas and their pods.
     servers: Vec<(Proc, Pod)>,
     control: Option<Result<(ControlPlane, Pod), DeployError>>,
     /// The deployed variant's pod and rules (one at a time).
     active: Option<Cell>,
-    counter: usize,
 }
 
 /// One deployed variant's own pod and what to undo at teardown.
@@ -101,15 +99,11 @@ impl Netns {
         }
         let net = Network::create(RunId::current()).map_err(|e| net_err("create the node", e))?;
         Ok(Netns {
-            bins,
-            work: work.to_path_buf(),
-            pids_file: work.join("pids"),
-            peers: Peers::find(),
+            ws: Workspace::new(bins, work),
             net,
             servers: Vec::new(),
             control: None,
             active: None,
-            counter: 0,
         })
     }
 
@@ -146,39 +140,18 @@ impl Netns {
         }
     }
 
-    pub(super) fn cell_dir(&mut self, what: &str) -> Result<PathBuf, DeployError> {
-        self.counter += 1;
-        let d = self.work.join(format!("{what}-{}", self.counter));
-        std::fs::create_dir_all(&d).map_err(|source| DeployError::Io {
-            what: format!("create {}", d.display()),
-            source,
-        })?;
-        Ok(d)
-    }
-
     fn control_plane(&self) -> Result<&ControlPlane, DeployError> {
-        match &self.control {
-            Some(Ok((cp, _))) => Ok(cp),
-            Some(Err(e)) => Err(DeployError::Start {
-                component: "control".into(),
-                detail: e.to_string(),
-            }),
-            None => Err(DeployError::Start {
-                component: "control".into(),
-                detail: "no control plane running (the scenario's topology did not ask for one)"
-                    .into(),
-            }),
-        }
+        control_of(&self.control).map(|(cp, _)| cp)
     }
 
     async fn start_control(&mut self) -> Result<(ControlPlane, Pod), DeployError> {
-        let dir = self.cell_dir("control")?;
+        let dir = self.ws.dir("control")?;
         let pod = self.add_pod("control")?;
         let vip = SERVICE_VIP.to_string();
         let cp = ControlPlane::start(
-            &self.bins.mesh_control,
+            &self.ws.bins.mesh_control,
             &dir,
-            &self.pids_file,
+            &self.ws.pids_file,
             READY_PATIENCE,
             ControlOptions {
                 listen: pod.addr(CONTROL_PORT),
@@ -207,11 +180,12 @@ impl Netns {
             self.servers.iter().map(|(_, p)| p.addr(APP_PORT)).collect();
         let listen = SocketAddr::from(([127, 0, 0, 1], PEER_PORT));
         let name = variant.as_str();
-        let dir = self.cell_dir(name)?;
+        let dir = self.ws.dir(name)?;
         let cmd = self
+            .ws
             .peers
             .command(variant, &dir, listen, &upstreams, topo.protocol)?;
-        let mut p = Proc::spawn_in(name, cmd, &self.pids_file, Some(&client.ns_path()))?;
+        let mut p = self.ws.spawn(name, cmd, Some(&client.ns_path()))?;
         let waited = enter::run_in(&client.ns_path(), 1, move || async move {
             let deadline = tokio::time::Instant::now() + READY_PATIENCE;
             while tokio::time::Instant::now() < deadline {
@@ -306,10 +280,10 @@ impl Netns {
             inbound_plaintext,
             disable: None,
         };
-        let (p, ports) = sidecar::start(&self.bins, &self.pids_file, pod, opts).await?;
+        let (p, ports) = sidecar::start(&self.ws.bins, &self.ws.pids_file, pod, opts).await?;
         keep(components, procs, p, Role::Proxy);
         cell.intercepted.push(pod.clone());
-        sidecar::intercept(&self.bins, pod, &ports)?;
+        sidecar::intercept(&self.ws.bins, pod, &ports)?;
         cell.admins.insert(pod.ns.clone(), ports.admin_addr());
         Ok(())
     }
@@ -340,7 +314,7 @@ impl Netns {
     fn end_cell(&mut self, cell: Cell) {
         for pod in &cell.intercepted {
             if pod.name != cell.client.name {
-                sidecar::release(&self.bins, pod);
+                sidecar::release(&self.ws.bins, pod);
             }
         }
         if let Err(e) = self.net.remove_pod(&cell.client.name) {
@@ -359,17 +333,20 @@ impl Substrate for Netns {
         let mut endpoints = Vec::new();
         for i in 0..topo.replicas {
             let (name, cmd) =
-                server_command(&self.bins.loadgen, topo, i, &format!("0.0.0.0:{APP_PORT}"));
+                server_command(&self.ws.bins.loadgen, topo, i, &format!("0.0.0.0:{APP_PORT}"));
             let pod = self.add_pod(&name)?;
-            let mut p = Proc::spawn_in(&name, cmd, &self.pids_file, Some(&pod.ns_path()))?;
+            let mut p = self.ws.spawn(&name, cmd, Some(&pod.ns_path()))?;
             addr(&mut p, "listening on ").await?;
             let target = pod.addr(APP_PORT);
-            let protocol = topo.protocol;
-            let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
-                probe::until_ok(target, None, "/healthz", protocol, READY_PATIENCE).await
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            let ready = probe::until_ok_from(
+                Some(&pod.ns_path()),
+                target,
+                None,
+                "/healthz",
+                topo.protocol,
+                READY_PATIENCE,
+            )
+            .await;
             if let Err(e) = ready {
                 return Err(ready_error(&mut p, e));
             }
@@ -390,31 +367,18 @@ impl Substrate for Netns {
         variant: Variant,
         topo: &ScenarioTopology,
     ) -> Result<Deployment, DeployError> {
-        self.peers
-            .check(variant)
-            .map_err(|reason| DeployError::Unavailable { reason })?;
+        self.ws.available(variant)?;
         if self.servers.is_empty() {
-            return Err(DeployError::Start {
-                component: "server".into(),
-                detail: "no target server running (start_scenario was not called)".into(),
-            });
+            return Err(no_servers());
         }
-        self.counter += 1;
-        let client = self.add_pod(&format!("client-{}", self.counter))?;
+        let n = self.ws.number();
+        let client = self.add_pod(&format!("client-{n}"))?;
         let mut cell = Cell {
             client,
             intercepted: Vec::new(),
             admins: BTreeMap::new(),
         };
-        let mut components: Vec<Component> = self
-            .servers
-            .iter()
-            .map(|(p, _)| Component {
-                name: p.name().to_string(),
-                role: Role::Server,
-                pid: p.pid(),
-            })
-            .collect();
+        let mut components = server_components(self.servers.iter().map(|(p, _)| p));
         let mut procs = Vec::new();
         let deployed = self
             .deploy_into(variant, topo, &mut cell, &mut components, &mut procs)
@@ -428,20 +392,15 @@ impl Substrate for Netns {
             }
         };
         // Ready means a real request from the client pod through the whole chain succeeds.
-        let protocol = topo.protocol;
-        let probe_host = host.clone();
-        let ready = enter::run_in(&cell.client.ns_path(), 1, move || async move {
-            probe::until_ok(
-                target,
-                probe_host.as_deref(),
-                "/healthz",
-                protocol,
-                READY_PATIENCE,
-            )
-            .await
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let ready = probe::until_ok_from(
+            Some(&cell.client.ns_path()),
+            target,
+            host.clone(),
+            "/healthz",
+            topo.protocol,
+            READY_PATIENCE,
+        )
+        .await;
         let checked = match ready {
             Err(e) => Err(chain_failure(
                 variant,
@@ -472,10 +431,7 @@ impl Substrate for Netns {
     }
 
     async fn teardown(&mut self, deployment: Deployment) {
-        // Client side first, so nothing is sent into a half-torn-down chain.
-        for p in deployment.procs.into_iter().rev() {
-            p.stop(STOP_GRACE).await;
-        }
+        deployment.stop().await;
         if let Some(cell) = self.active.take() {
             self.end_cell(cell);
         }
@@ -499,7 +455,15 @@ impl Substrate for Netns {
     }
 
     fn versions(&self) -> BTreeMap<String, String> {
-        self.peers.versions()
+        self.ws.peers.versions()
+    }
+
+    async fn deploy_cluster(
+        &mut self,
+        spec: &ClusterSpec,
+        mode: MeshMode,
+    ) -> Result<Cluster, DeployError> {
+        self.deploy_topology(spec, mode).await
     }
 }
 

@@ -26,6 +26,8 @@ use std::process::{Command, Stdio};
 
 use std::io::Write as _;
 
+use crate::substrate::cleanup::{self, Action};
+
 /// Every namespace Weft's netns substrate creates starts with this.
 pub const PREFIX: &str = "weft-";
 /// Where `ip netns` keeps named namespaces.
@@ -58,14 +60,14 @@ impl RunId {
         let pid = std::process::id();
         RunId {
             pid,
-            start: crate::substrate::proc_guard::start_time(pid).unwrap_or(0),
+            start: cleanup::start_time(pid).unwrap_or(0),
         }
     }
 
     /// Whether the owning process is still running (a killed one that is
     /// not reaped yet is not).
     pub fn alive(&self) -> bool {
-        crate::substrate::proc_guard::is_running(self.pid, self.start)
+        cleanup::is_running(self.pid, self.start)
     }
 
     /// The namespace name of `what` (`node`, `server-0`, ...) in this run.
@@ -148,7 +150,7 @@ pub fn ip(args: &[&str]) -> Result<(), NetError> {
 
 /// Run `program args` inside namespace `ns` (`ip netns exec`), for short
 /// tools (iptables, sysctl, `weft init`); long-lived processes go through
-/// the spawner instead (see `proc_guard::spawn_in`).
+/// the spawner instead (see `Proc::spawn_in`).
 pub fn exec_in(
     ns: &str,
     program: &str,
@@ -385,7 +387,7 @@ impl Network {
         };
         let pod = self.pods.remove(i);
         let r = destroy(&pod.ns);
-        crate::substrate::proc_guard::forget_netns(&pod.ns);
+        cleanup::forget(&destroy_action(&pod.ns));
         r
     }
 
@@ -464,19 +466,33 @@ impl Drop for Network {
             if let Err(e) = destroy(&pod.ns) {
                 eprintln!("bench: {e}");
             }
-            crate::substrate::proc_guard::forget_netns(&pod.ns);
+            cleanup::forget(&destroy_action(&pod.ns));
         }
         if let Err(e) = destroy(&self.node) {
             eprintln!("bench: {e}");
         }
-        crate::substrate::proc_guard::forget_netns(&self.node);
+        cleanup::forget(&destroy_action(&self.node));
     }
 }
 
-/// `ip netns add`, guarded by the watchdog from the moment it exists.
+/// `ip netns add`, registered for cleanup from the moment it exists.
 fn add_ns(name: &str) -> Result<(), NetError> {
-    crate::substrate::proc_guard::guard_netns(name);
+    cleanup::register(destroy_action(name));
     ip(&["netns", "add", name])
+}
+
+/// [`destroy`] as a command the watchdog can run without knowing what a
+/// namespace is: SIGKILL what runs in it, delete it; one already gone is
+/// not an error.
+fn destroy_action(name: &str) -> Action {
+    const SCRIPT: &str = r#"PATH="$PATH:/usr/sbin:/sbin"
+[ -e "/run/netns/$0" ] || exit 0
+for pid in $(ip netns pids "$0"); do kill -9 "$pid" 2>/dev/null; done
+ip netns del "$0" || ! [ -e "/run/netns/$0" ]"#;
+    Action::Run {
+        what: format!("network namespace {name}"),
+        argv: ["sh", "-c", SCRIPT, name].map(String::from).to_vec(),
+    }
 }
 
 #[cfg(test)]
@@ -553,6 +569,18 @@ mod tests {
         assert_eq!(service_ip(255), Some(Ipv4Addr::new(198, 19, 1, 0)));
         assert_eq!(service_ip(65_533), Some(Ipv4Addr::new(198, 19, 255, 254)));
         assert_eq!(service_ip(65_534), None);
+    }
+
+    #[test]
+    fn the_cleanup_command_leaves_an_absent_namespace_alone() {
+        let Action::Run { argv, what } = destroy_action("weft-0-0-never-made") else {
+            panic!("a command");
+        };
+        assert!(what.contains("weft-0-0-never-made"), "{what}");
+        assert_eq!(
+            crate::substrate::cleanup::watchdog::run_command(&argv, std::time::Duration::from_secs(10)),
+            Ok(())
+        );
     }
 
     #[test]

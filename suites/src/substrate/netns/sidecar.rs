@@ -10,11 +10,11 @@ use std::path::Path;
 use std::process::Command;
 
 use super::net::{self, Pod};
-use super::{enter, PROXY_UID};
+use super::PROXY_UID;
 use crate::bins::Binaries;
 use crate::substrate::control::ControlPlane;
-use crate::substrate::local::{addr, ready_error, READY_PATIENCE};
 use crate::substrate::process::Proc;
+use crate::substrate::shared::{addr, ready_error, READY_PATIENCE};
 use crate::substrate::{probe, DeployError};
 use crate::suite::Protocol;
 
@@ -93,18 +93,19 @@ pub async fn start(
         admin,
     };
     let admin = ports.admin_addr();
-    let ready = enter::run_in(&pod.ns_path(), 1, move || async move {
-        probe::until_ok(admin, None, "/ready", Protocol::Http1, READY_PATIENCE).await
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    let ready = probe::until_ok_from(
+        Some(&pod.ns_path()),
+        admin,
+        None,
+        "/ready",
+        Protocol::Http1,
+        READY_PATIENCE,
+    )
+    .await;
     if let Err(e) = ready {
         let mut e = ready_error(&mut p, e);
-        if let (Some(cp), DeployError::Ready { detail, .. }) = (opts.discovery, &mut e) {
-            let tail = cp.stderr_tail();
-            if !tail.is_empty() {
-                detail.push_str(&format!("\n  control stderr tail:\n{tail}"));
-            }
+        if let Some(cp) = opts.discovery {
+            cp.explain(&mut e);
         }
         return Err(e);
     }

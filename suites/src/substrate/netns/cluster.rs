@@ -27,24 +27,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::{
-    yaml, AppKind, Cluster, ClusterSpec, Interception, MeshCluster, MeshMode, PodInfo, Role,
+use super::net::{self, Network, Pod, RunId, ServiceNat};
+use super::{net_err, sidecar, Netns, APP_PORT, CONTROL_PORT, PROXY_UID};
+use crate::substrate::cluster::{
+    self, yaml, AppKind, Cluster, ClusterSpec, Interception, MeshMode, PodInfo, Role,
     ServiceInfo, WorkloadSpec, TOPOLOGY_FILE,
 };
 use crate::substrate::control::{ControlOptions, ControlPlane};
-use crate::substrate::local::{addr, ready_error, READY_PATIENCE};
-use crate::substrate::netns::net::{self, Network, Pod, RunId, ServiceNat};
-use crate::substrate::netns::{enter, sidecar, Netns, APP_PORT, CONTROL_PORT, PROXY_UID};
+use crate::substrate::enter;
 use crate::substrate::process::Proc;
+use crate::substrate::shared::{addr, ready_error, READY_PATIENCE};
 use crate::substrate::{probe, DeployError};
 use crate::suite::Protocol;
 
-impl MeshCluster for Netns {
-    fn name(&self) -> &'static str {
-        "netns"
-    }
-
-    async fn deploy_cluster(
+impl Netns {
+    /// [`crate::substrate::Substrate::deploy_cluster`] on this substrate.
+    pub(super) async fn deploy_topology(
         &mut self,
         spec: &ClusterSpec,
         mode: MeshMode,
@@ -124,7 +122,7 @@ impl MeshCluster for Netns {
             if !info.meshed {
                 continue;
             }
-            let id = super::identity(&info.namespace, &info.service_account);
+            let id = cluster::identity(&info.namespace, &info.service_account);
             let opts = match mode.mtls() {
                 true => sidecar::Options {
                     discovery: Some(&cp),
@@ -141,11 +139,11 @@ impl MeshCluster for Netns {
                     disable: mode.disabled().map(|f| f.as_str()),
                 },
             };
-            let (p, ports) = sidecar::start(&self.bins, &self.pids_file, pod, opts).await?;
+            let (p, ports) = sidecar::start(&self.ws.bins, &self.ws.pids_file, pod, opts).await?;
             let name = info.name.clone();
             cluster.pods[i].admin = Some(ports.admin_addr());
             cluster.keep_pod(&name, Role::Sidecar, p);
-            sidecar::intercept(&self.bins, pod, &ports)?;
+            sidecar::intercept(&self.ws.bins, pod, &ports)?;
         }
         cluster.set_control(cp);
         // The same objects the control plane started with, now also known
@@ -186,8 +184,8 @@ impl Netns {
                 continue;
             }
             let echo = EchoApp {
-                loadgen: self.bins.loadgen.clone(),
-                pids_file: self.pids_file.clone(),
+                loadgen: self.ws.bins.loadgen.clone(),
+                pids_file: self.ws.pids_file.clone(),
                 ns: pod.ns_path(),
                 name: format!("echo {}/{}", info.namespace, info.name),
                 workload: info.workload.clone(),
@@ -228,12 +226,12 @@ impl Netns {
         cluster: &Cluster,
         pod: &Pod,
     ) -> Result<ControlPlane, DeployError> {
-        let dir = self.cell_dir("cluster")?;
+        let dir = self.ws.dir("cluster")?;
         let mut ids: Vec<String> = cluster
             .pods
             .iter()
             .filter(|p| p.meshed)
-            .map(|p| super::identity(&p.namespace, &p.service_account))
+            .map(|p| cluster::identity(&p.namespace, &p.service_account))
             .collect();
         ids.sort();
         ids.dedup();
@@ -250,9 +248,9 @@ impl Netns {
             .collect();
         initial.push((TOPOLOGY_FILE, &topology));
         ControlPlane::start_for(
-            &self.bins.mesh_control,
+            &self.ws.bins.mesh_control,
             &dir,
-            &self.pids_file,
+            &self.ws.pids_file,
             READY_PATIENCE,
             ControlOptions {
                 listen: pod.addr(CONTROL_PORT),
@@ -292,7 +290,7 @@ fn listen_ports(spec: &ClusterSpec, w: &WorkloadSpec) -> Vec<u16> {
 }
 
 /// Indexes of the pods Service `s` selects.
-fn selected(pods: &[PodInfo], s: &super::ServiceSpec) -> Vec<usize> {
+fn selected(pods: &[PodInfo], s: &cluster::ServiceSpec) -> Vec<usize> {
     pods.iter()
         .enumerate()
         .filter(|(_, p)| p.namespace == s.namespace && s.selects.contains(&p.workload))
@@ -345,7 +343,7 @@ async fn ready(cluster: &Cluster, not_http: &[usize]) -> Result<(), DeployError>
         let reached = enter::run_in(&ns, 1, move || async move {
             for (name, target) in targets {
                 // A 403 from the destination's authorization policy counts.
-                super::ops::until_reached(target, &target.to_string(), READY_PATIENCE)
+                cluster::until_reached(target, &target.to_string(), READY_PATIENCE)
                     .await
                     .map_err(|e| {
                         format!("GET /healthz to pod {name} ({target}) through it: {e}")
@@ -407,7 +405,7 @@ impl EchoApp {
     }
 }
 
-/// Serve a WebSocket or raw TCP app (see [`super::apps`]) as pod `name` on
+/// Serve a WebSocket or raw TCP app (see [`cluster::apps`]) as pod `name` on
 /// each of `ports`, from listeners bound inside `pod`'s namespace (a socket
 /// stays in the namespace it was made in); the task serves until aborted.
 async fn serve_app(
@@ -444,8 +442,8 @@ async fn serve_app(
         let mut serving = tokio::task::JoinSet::new();
         for l in listeners {
             match kind {
-                AppKind::WebSocket => serving.spawn(super::apps::serve_websocket(l, name.clone())),
-                _ => serving.spawn(super::apps::serve_tcp(
+                AppKind::WebSocket => serving.spawn(cluster::apps::serve_websocket(l, name.clone())),
+                _ => serving.spawn(cluster::apps::serve_tcp(
                     l,
                     name.clone(),
                     kind == AppKind::Banner,
@@ -456,9 +454,3 @@ async fn serve_app(
     }))
 }
 
-fn net_err(what: &str, e: net::NetError) -> DeployError {
-    DeployError::Start {
-        component: "netns".into(),
-        detail: format!("{what}: {e}"),
-    }
-}

@@ -17,12 +17,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
-use super::local::{addr, start_proxy, Sidecar, READY_PATIENCE, STOP_GRACE};
-use super::manifests;
-use super::probe;
-use super::process::Proc;
-use super::DeployError;
+use super::proxy::{start_proxy, Sidecar};
+use crate::substrate::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
+use crate::substrate::manifests;
+use crate::substrate::probe;
+use crate::substrate::process::Proc;
+use crate::substrate::shared::{addr, READY_PATIENCE, STOP_GRACE};
+use crate::substrate::DeployError;
 use crate::bins::Binaries;
 use crate::suite::Protocol;
 

@@ -1,5 +1,6 @@
-//! Running async work (the load generator, readiness probes) with its
-//! sockets inside a pod's network namespace.
+//! Running async work (the load generator, readiness probes, conformance
+//! requests) with its sockets inside a pod's network namespace: a Linux
+//! primitive any substrate with namespaces uses (`netns` today).
 //!
 //! A network namespace belongs to a thread, and threads inherit it from the
 //! thread that creates them. So the work gets its own OS thread, which enters
@@ -70,5 +71,18 @@ where
         Ok(Ok(None)) => Err(err("cancelled".into())),
         Ok(Err(detail)) => Err(err(detail)),
         Err(_) => Err(err("the work panicked".into())),
+    }
+}
+
+/// [`run_in`] when `ns` is given; else `work()` on the caller's runtime.
+pub async fn maybe_in<F, Fut, T>(ns: Option<&Path>, threads: usize, work: F) -> Result<T, EnterError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    match ns {
+        None => Ok(work().await),
+        Some(ns) => run_in(ns, threads, work).await,
     }
 }

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! One mesh-control per cluster, with a fresh token per workload identity
-//! and the topology's manifests ([`super::yaml`]) plus the test's own.
+//! and the topology's manifests ([`crate::substrate::cluster::yaml`]) plus the test's own.
 //! ClusterIPs are written as data (`127.97.<service>.1`), never dialed.
 //! A meshed pod has its own loopback address (`127.96.x.y`) where its
 //! sidecar's inbound listener takes the app's port: the port the pod's
@@ -19,22 +19,20 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use super::{
-    AppKind, Cluster, ClusterSpec, Interception, MeshCluster, MeshMode, PodInfo, Role,
-    ServiceInfo,
+use super::proxy::{start_proxy, Sidecar};
+use super::Local;
+use crate::substrate::cluster::{
+    self, AppKind, Cluster, ClusterSpec, Interception, MeshMode, PodInfo, Role, ServiceInfo,
 };
 use crate::substrate::control::{ControlOptions, ControlPlane};
-use crate::substrate::local::{addr, start_proxy, Local, Sidecar, READY_PATIENCE};
 use crate::substrate::process::Proc;
+use crate::substrate::shared::{addr, READY_PATIENCE};
 use crate::substrate::{probe, DeployError};
 use crate::suite::Protocol;
 
-impl MeshCluster for Local {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
-    async fn deploy_cluster(
+impl Local {
+    /// [`crate::substrate::Substrate::deploy_cluster`] on this substrate.
+    pub(super) async fn deploy_topology(
         &mut self,
         spec: &ClusterSpec,
         mode: MeshMode,
@@ -47,7 +45,7 @@ impl MeshCluster for Local {
             for i in 0..w.replicas {
                 let pod = format!("{}-{i}", w.name);
                 let echo = |listen: &str| {
-                    let mut cmd = Command::new(&self.bins.loadgen);
+                    let mut cmd = Command::new(&self.ws.bins.loadgen);
                     cmd.args(["serve", "--listen", listen, "--echo", "--threads", "1"])
                         .args(["--name", &w.name, "--namespace", &w.namespace, "--pod", &pod]);
                     cmd
@@ -65,9 +63,9 @@ impl MeshCluster for Local {
                     })?;
                     let task = match w.app {
                         AppKind::WebSocket => {
-                            tokio::spawn(super::apps::serve_websocket(listener, pod.clone()))
+                            tokio::spawn(cluster::apps::serve_websocket(listener, pod.clone()))
                         }
-                        kind => tokio::spawn(super::apps::serve_tcp(
+                        kind => tokio::spawn(cluster::apps::serve_tcp(
                             listener,
                             pod.clone(),
                             kind == AppKind::Banner,
@@ -78,10 +76,10 @@ impl MeshCluster for Local {
                     continue;
                 }
                 let name = format!("echo {}/{pod}", w.namespace);
-                let mut p = Proc::spawn(&name, echo("127.0.0.1:0"), &self.pids_file)?;
+                let mut p = Proc::spawn(&name, echo("127.0.0.1:0"), &self.ws.pids_file)?;
                 let app = addr(&mut p, "listening on ").await?;
                 // A restarted app comes back where its sidecar forwards.
-                let (again, pids) = (echo(&app.to_string()), self.pids_file.clone());
+                let (again, pids) = (echo(&app.to_string()), self.ws.pids_file.clone());
                 let (program, args) = (again.get_program().to_owned(), again.get_args().map(|a| a.to_owned()).collect::<Vec<_>>());
                 cluster.set_app_restart(
                     &pod,
@@ -103,15 +101,15 @@ impl MeshCluster for Local {
                     detail,
                 })?;
         }
-        let meshed = |w: &super::WorkloadSpec| mode.meshed() && w.meshed;
+        let meshed = |w: &cluster::WorkloadSpec| mode.meshed() && w.meshed;
         let control = match mode {
             MeshMode::Weft | MeshMode::WeftWithout(_) | MeshMode::WeftNoMtls => {
-                let dir = self.cell_dir("cluster")?;
+                let dir = self.ws.dir("cluster")?;
                 let mut ids: Vec<String> = spec
                     .workloads
                     .iter()
                     .filter(|w| w.meshed)
-                    .map(|w| super::identity(&w.namespace, &w.service_account))
+                    .map(|w| cluster::identity(&w.namespace, &w.service_account))
                     .collect();
                 ids.sort();
                 ids.dedup();
@@ -125,9 +123,9 @@ impl MeshCluster for Local {
                     .collect();
                 Some(
                     ControlPlane::start_for(
-                        &self.bins.mesh_control,
+                        &self.ws.bins.mesh_control,
                         &dir,
-                        &self.pids_file,
+                        &self.ws.pids_file,
                         READY_PATIENCE,
                         ControlOptions { cert_lifetime: spec.mesh.cert_lifetime, ..ControlOptions::local() },
                         &ids,
@@ -165,11 +163,11 @@ impl MeshCluster for Local {
             };
             let tcp_services: Vec<String> = tcp_targets
                 .iter()
-                .map(|(n, ns, p)| format!("{n}.{ns}.svc.{}:{p}", super::TRUST_DOMAIN))
+                .map(|(n, ns, p)| format!("{n}.{ns}.svc.{}:{p}", cluster::TRUST_DOMAIN))
                 .collect();
             let (endpoint_port, outbound, admin) = if meshed(w) {
                 let cp = control.as_ref().expect("a control plane when meshed");
-                let id = super::identity(&w.namespace, &w.service_account);
+                let id = cluster::identity(&w.namespace, &w.service_account);
                 let name = format!("sidecar {}/{pod}", w.namespace);
                 let disable = mode.disabled().map(|f| f.as_str());
                 let sidecar = match !mode.mtls() {
@@ -193,7 +191,7 @@ impl MeshCluster for Local {
                     },
                 };
                 let started =
-                    match start_proxy(&self.bins, &self.pids_file, Some(cp), sidecar).await {
+                    match start_proxy(&self.ws.bins, &self.ws.pids_file, Some(cp), sidecar).await {
                         Ok(started) => started,
                         Err(e) => return Err(with_control_log(e, cp)),
                     };
@@ -250,7 +248,7 @@ impl MeshCluster for Local {
             cluster
                 .publish_topology(&spec.namespaces)
                 .map_err(|source| DeployError::Io {
-                    what: format!("write the topology ({})", super::ops::TOPOLOGY_FILE),
+                    what: format!("write the topology ({})", cluster::TOPOLOGY_FILE),
                     source,
                 })?;
             let not_http: Vec<String> = cluster
@@ -292,7 +290,7 @@ async fn ready(cluster: &Cluster, not_http: &[String]) -> Result<(), DeployError
                 .outbound
                 .expect("a meshed local pod has an outbound listener");
             let authority = SocketAddr::new(dst.ip, dst.endpoint_port).to_string();
-            super::ops::until_reached(outbound, &authority, READY_PATIENCE)
+            cluster::until_reached(outbound, &authority, READY_PATIENCE)
                 .await
                 .map_err(|e| DeployError::Ready {
                     component: format!("sidecar of {}/{}", src.namespace, src.name),

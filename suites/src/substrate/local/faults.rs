@@ -13,19 +13,11 @@
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::local::{Local, STOP_GRACE};
-use super::proc_guard;
-use super::{DeployError, Deployment};
+use super::Local;
+use crate::substrate::cleanup;
+use crate::substrate::shared::STOP_GRACE;
+use crate::substrate::{DeployError, Deployment, FaultStep};
 use crate::suite::{Fault, Protocol};
-
-/// A moment of a fault: its start, one periodic repetition, its end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultStep {
-    Begin,
-    /// The n-th repetition (from 0) of a periodic fault.
-    Tick(u32),
-    End,
-}
 
 impl Local {
     /// Apply one step of `fault` to `dep`; returns what was done, for the
@@ -40,8 +32,8 @@ impl Local {
             (Fault::ReplicaKill, FaultStep::Begin) => {
                 let (server, server_pid) = self.last_server()?;
                 let (sidecar, sidecar_pid) = last_sidecar(dep)?;
-                proc_guard::signal_group(server_pid, Signal::SIGKILL);
-                proc_guard::signal_group(sidecar_pid, Signal::SIGKILL);
+                cleanup::signal_group(server_pid, Signal::SIGKILL);
+                cleanup::signal_group(sidecar_pid, Signal::SIGKILL);
                 Ok(format!(
                     "SIGKILL {server} (pid {server_pid}) and {sidecar} (pid {sidecar_pid}); its endpoint stays published"
                 ))
@@ -52,7 +44,7 @@ impl Local {
                     None => return Err(no_control()),
                 };
                 let pid = cp.pid();
-                proc_guard::signal_group(pid, Signal::SIGKILL);
+                cleanup::signal_group(pid, Signal::SIGKILL);
                 self.mesh.stopped_control = Some(cp.stop_for_restart(STOP_GRACE).await);
                 Ok(format!("SIGKILL mesh-control (pid {pid})"))
             }
@@ -80,12 +72,12 @@ impl Local {
                     0 => (&all[..all.len() - 1], "removed"),
                     _ => (&all[..], "added back"),
                 };
-                self.control_ref()?.publish_endpoints(list)?;
+                self.control_plane()?.publish_endpoints(list)?;
                 Ok(format!("endpoint {last} {what}"))
             }
             (Fault::EndpointChurn, FaultStep::End) => {
                 let all = self.mesh.published.clone();
-                self.control_ref()?.publish_endpoints(&all)?;
+                self.control_plane()?.publish_endpoints(&all)?;
                 Ok(format!("all {} endpoints published", all.len()))
             }
             (Fault::PeerFreeze, FaultStep::Begin | FaultStep::End) => {
@@ -109,7 +101,7 @@ impl Local {
     async fn certificates_installed(&self) -> String {
         let mut out = Vec::new();
         for (name, admin) in &self.mesh.admins {
-            let n = match super::probe::fetch(*admin, None, "/metrics", Protocol::Http1).await {
+            let n = match crate::substrate::probe::fetch(*admin, None, "/metrics", Protocol::Http1).await {
                 Ok((200, body)) => metric(&String::from_utf8_lossy(&body), "weft_identity_certificates_total")
                     .map_or("?".to_string(), |v| format!("{v}")),
                 _ => "?".to_string(),
