@@ -172,6 +172,13 @@ fn build_script_is_valid_bash() {
         assert!(stderr.contains(&format!("+ podman push reg.example/x/weft/{target}:t1")), "{stderr}");
     }
     assert!(stderr.contains("kind load image-archive --name k"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "weft install --control-image reg.example/x/weft/control:t1 --proxy-image reg.example/x/weft/proxy:t1 \
+             --init-image reg.example/x/weft/weft:t1"
+        ),
+        "{stderr}"
+    );
     // Bad arguments exit 64 naming what was wrong.
     let out = Command::new("bash").arg(&script).args(["--dry-run", "--only", "sidecar"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
