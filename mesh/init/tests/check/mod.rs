@@ -31,11 +31,17 @@ fn vars(anchor_days: i64) -> Vec<(&'static str, String)> {
     let webhook_ca = ca_pem(365);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     vec![
-        // A JSON string's contents: the PEM's newlines escaped.
-        ("TRUST_ANCHOR_PEM", serde_json::to_string(&anchor).unwrap().trim_matches('"').to_owned()),
+        ("TRUST_ANCHOR_PEM", json_string(&anchor)),
+        // An earlier anchor left in a meshed namespace (broken/).
+        ("STALE_ANCHOR_PEM", json_string(&ca_pem(365))),
         ("CA_BUNDLE_BASE64", base64::engine::general_purpose::STANDARD.encode(webhook_ca)),
         ("CERT_EXPIRY", (now + DAY).to_string()),
     ]
+}
+
+/// A JSON string's contents: the PEM's newlines escaped.
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap().trim_matches('"').to_owned()
 }
 
 fn weft_check(api: &FakeApi, args: &[&str]) -> (Output, String) {
@@ -83,6 +89,7 @@ fn healthy_install_passes_every_check() {
         ("Weft CRDs installed", &["authorizationpolicies.policy.weft.io"]),
         ("Gateway API CRDs", &["httproutes.gateway.networking.k8s.io"]),
         ("trust anchor weft/weft-trust-anchor", &["root.identity.weft.cluster.local", "expires in 364 days"]),
+        ("trust anchor in every meshed namespace", &["1 namespace(s) hold the control plane's: shop"]),
         ("meshed pods' proxies ready", &["2 of 2 pods"]),
         ("meshed pods' proxies certified", &["2 of 2 running proxies hold a valid certificate"]),
     ] {
@@ -90,7 +97,7 @@ fn healthy_install_passes_every_check() {
     }
     assert!(!report.contains("FAIL") && !report.contains("WARN") && !report.contains("hint:"), "{report}");
     assert!(!report.contains('\x1b'), "not a terminal: no colour\n{report}");
-    assert!(report.ends_with("status: OK (0 failed, 0 warnings, 11 passed)\n"), "{report}");
+    assert!(report.ends_with("status: OK (0 failed, 0 warnings, 12 passed)\n"), "{report}");
 
     // The certificates were read from each meshed pod's proxy admin through
     // the API server's pod proxy; no other pod was asked.
@@ -109,7 +116,7 @@ fn healthy_install_passes_every_check() {
     let (out, json) = weft_check(&api, &["--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((json["ok"].as_bool(), json["failed"].as_u64(), json["passed"].as_u64()), (Some(true), Some(0), Some(11)));
+    assert_eq!((json["ok"].as_bool(), json["failed"].as_u64(), json["passed"].as_u64()), (Some(true), Some(0), Some(12)));
     assert_eq!(json["mode"], "installed");
     assert_eq!(json["context"], "fake");
 }
@@ -135,6 +142,12 @@ fn broken_install_names_each_failing_check() {
     assert_verdict(
         &report,
         "FAIL",
+        "trust anchor in every meshed namespace",
+        &["payments: no ConfigMap weft-trust-anchor", "shop: differs from weft/weft-trust-anchor"],
+    );
+    assert_verdict(
+        &report,
+        "FAIL",
         "meshed pods' proxies ready",
         &["1 of 2 not ready", "shop/web-7d9c5b6f4d-abcde: waiting: CrashLoopBackOff, 5 restarts"],
     );
@@ -151,7 +164,7 @@ fn broken_install_names_each_failing_check() {
             assert!(lines.get(i + 1).is_some_and(|h| h.trim_start().starts_with("hint: ")), "no hint after {l:?}");
         }
     }
-    assert!(report.ends_with("status: FAILED (6 failed, 1 warnings, 4 passed)\n"), "{report}");
+    assert!(report.ends_with("status: FAILED (7 failed, 1 warnings, 4 passed)\n"), "{report}");
     // Hints name the pods to look at.
     for hint in ["kubectl -n shop logs web-7d9c5b6f4d-abcde -c weft-proxy", "kubectl -n shop logs api-5f6d8c9b7-q8r2t -c weft-proxy"] {
         assert!(report.contains(hint), "{hint:?} not in\n{report}");
@@ -164,7 +177,7 @@ fn broken_install_names_each_failing_check() {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     let anchor = json["checks"].as_array().unwrap().iter().find(|c| c["group"] == "identity").unwrap();
     assert_eq!(anchor["verdict"], "pass", "a 5-day warning window: 10 days left pass: {anchor}");
-    assert_eq!(json["failed"], 6);
+    assert_eq!(json["failed"], 7);
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! `weft check`: the installed control plane, webhook, CRDs, trust anchor and data plane.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
-    core::v1::{ConfigMap, Pod},
+    core::v1::{ConfigMap, Namespace, Pod},
     discovery::v1::EndpointSlice,
 };
 use kube::{api::ListParams, Api};
@@ -33,8 +36,15 @@ pub(crate) async fn run(client: &kube::Client, ns: &str, expiry_warning: Duratio
         .await,
     );
     checks.push(super::gateway_api_crds(client).await);
-    checks.push(trust_anchor(client, ns, now, expiry_warning).await);
-    checks.extend(proxy::run(client, ns, now).await);
+    let (anchor_check, anchor) = trust_anchor(client, ns, now, expiry_warning).await;
+    checks.push(anchor_check);
+    match proxy::all_pods(client).await {
+        Ok(pods) => {
+            checks.push(anchor_copies(client, ns, anchor.as_deref(), &proxy::meshed_namespaces(&pods)).await);
+            checks.extend(proxy::run(client, &pods, ns, now).await);
+        }
+        Err(failed) => checks.push(failed),
+    }
     checks
 }
 
@@ -258,30 +268,90 @@ async fn service_proxy(client: &kube::Client, path: &str) -> Probe {
     }
 }
 
-/// The trust anchor ConfigMap holds a CA certificate that is valid and not near expiry.
-async fn trust_anchor(client: &kube::Client, ns: &str, now: i64, warning: Duration) -> Check {
+/// The trust anchor ConfigMap holds a CA certificate that is valid and not
+/// near expiry. Also returns its PEM, which meshed namespaces must hold too.
+async fn trust_anchor(client: &kube::Client, ns: &str, now: i64, warning: Duration) -> (Check, Option<String>) {
+    let pem = match trust_anchor_pem(client, ns).await {
+        Ok(pem) => pem,
+        Err(failed) => return (failed, None),
+    };
+    let name = format!("trust anchor {ns}/{} valid and not near expiry", names::TRUST_ANCHOR_CONFIGMAP);
+    let (verdict, detail, hint) = trust::anchor_verdict(pem.as_bytes(), now, warning);
+    (Check { group: "identity", name, verdict, detail, hint }, Some(pem))
+}
+
+async fn trust_anchor_pem(client: &kube::Client, ns: &str) -> Result<String, Check> {
     const GROUP: &str = "identity";
     let name = format!("trust anchor {ns}/{} valid and not near expiry", names::TRUST_ANCHOR_CONFIGMAP);
     let cm = match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(names::TRUST_ANCHOR_CONFIGMAP).await {
         Ok(Some(cm)) => cm,
         Ok(None) => {
-            return Check::fail(
+            return Err(Check::fail(
                 GROUP,
                 name,
                 format!("no ConfigMap {} in namespace {ns}", names::TRUST_ANCHOR_CONFIGMAP),
                 "`weft install | kubectl apply -f -` creates it",
-            )
+            ))
         }
-        Err(e) => return Check::api_error(GROUP, name, "the trust anchor ConfigMap", &e),
+        Err(e) => return Err(Check::api_error(GROUP, name, "the trust anchor ConfigMap", &e)),
     };
-    let Some(pem) = cm.data.as_ref().and_then(|d| d.get(names::TRUST_ANCHOR_KEY)) else {
-        return Check::fail(
-            GROUP,
-            name,
-            format!("the ConfigMap has no key {}", names::TRUST_ANCHOR_KEY),
-            "re-create it with `weft install`",
-        );
-    };
-    let (verdict, detail, hint) = trust::anchor_verdict(pem.as_bytes(), now, warning);
-    Check { group: GROUP, name, verdict, detail, hint }
+    cm.data.and_then(|mut d| d.remove(names::TRUST_ANCHOR_KEY)).ok_or_else(|| {
+        Check::fail(GROUP, name, format!("the ConfigMap has no key {}", names::TRUST_ANCHOR_KEY), "re-create it with `weft install`")
+    })
+}
+
+/// Proxies mount the trust anchor from their own namespace (a pod can only
+/// mount its namespace's ConfigMaps), so every namespace with meshed pods, or
+/// opted in, needs a copy equal to the control plane's.
+async fn anchor_copies(client: &kube::Client, ns: &str, anchor: Option<&str>, meshed: &BTreeSet<String>) -> Check {
+    const GROUP: &str = "identity";
+    let name = "trust anchor in every meshed namespace";
+    let mut namespaces = meshed.clone();
+    match Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await {
+        Ok(list) => namespaces.extend(list.items.into_iter().filter_map(|n| {
+            let opted_in = n
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(names::INJECT_ANNOTATION))
+                .is_some_and(|v| v == "enabled");
+            opted_in.then_some(n.metadata.name).flatten()
+        })),
+        Err(e) => return Check::api_error(GROUP, name, "namespaces", &e),
+    }
+    namespaces.remove(ns);
+    if namespaces.is_empty() {
+        return Check::pass(GROUP, name, "no meshed namespaces yet");
+    }
+    let mut problems = Vec::new();
+    for meshed_ns in &namespaces {
+        let cm = match Api::<ConfigMap>::namespaced(client.clone(), meshed_ns).get_opt(names::TRUST_ANCHOR_CONFIGMAP).await {
+            Ok(cm) => cm,
+            Err(e) => return Check::api_error(GROUP, name, &format!("ConfigMaps in {meshed_ns}"), &e),
+        };
+        let pem = cm.as_ref().and_then(|cm| cm.data.as_ref()).and_then(|d| d.get(names::TRUST_ANCHOR_KEY));
+        match (cm.is_some(), pem) {
+            (false, _) => problems.push(format!("{meshed_ns}: no ConfigMap {}", names::TRUST_ANCHOR_CONFIGMAP)),
+            (true, None) => problems.push(format!("{meshed_ns}: no key {}", names::TRUST_ANCHOR_KEY)),
+            (true, Some(pem)) if anchor.is_some_and(|a| a.trim() != pem.trim()) => {
+                problems.push(format!("{meshed_ns}: differs from {ns}/{}", names::TRUST_ANCHOR_CONFIGMAP))
+            }
+            (true, Some(_)) => {}
+        }
+    }
+    let list = namespaces.iter().cloned().collect::<Vec<_>>().join(", ");
+    if problems.is_empty() {
+        return Check::pass(GROUP, name, format!("{} namespace(s) hold the control plane's: {list}", namespaces.len()));
+    }
+    Check::fail(
+        GROUP,
+        name,
+        problems.join("; "),
+        format!(
+            "a proxy cannot start without it (or trusts an old CA): for each namespace NS, kubectl -n NS create configmap {cm} \
+             --from-literal=ca.crt=\"$(kubectl -n {ns} get configmap {cm} -o jsonpath='{{.data.ca\\.crt}}')\" \
+             --dry-run=client -o yaml | kubectl apply -f -",
+            cm = names::TRUST_ANCHOR_CONFIGMAP
+        ),
+    )
 }

@@ -279,7 +279,7 @@ async fn gateway_api_crds(client: &kube::Client) -> Check {
         "Gateway API CRDs (HTTPRoute, GRPCRoute) installed",
         names::GATEWAY_API_CRDS,
         "install the Gateway API standard channel: kubectl apply -f \
-         https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.3.0/standard-install.yaml",
+         https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.2.1/standard-install.yaml",
     )
     .await
 }

@@ -6,6 +6,8 @@
 //! certificate itself, and `/ready` alone would also be 503 for other reasons
 //! (draining, no inbound policy yet).
 
+use std::collections::BTreeSet;
+
 use futures_util::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
@@ -94,14 +96,24 @@ fn named(list: &[String]) -> String {
     s
 }
 
-/// The two data-plane checks over every meshed pod in the cluster.
-pub(crate) async fn run(client: &kube::Client, control_ns: &str, now: i64) -> Vec<Check> {
-    const READY: &str = "meshed pods' proxies ready";
-    const CERTIFIED: &str = "meshed pods' proxies certified";
-    let pods = match kube::Api::<Pod>::all(client.clone()).list(&Default::default()).await {
-        Ok(list) => list.items,
-        Err(e) => return vec![Check::api_error(GROUP, READY, "pods in all namespaces", &e)],
-    };
+const READY: &str = "meshed pods' proxies ready";
+const CERTIFIED: &str = "meshed pods' proxies certified";
+
+/// Every pod of the cluster; when they cannot be listed, the failed data-plane check instead.
+pub(crate) async fn all_pods(client: &kube::Client) -> Result<Vec<Pod>, Check> {
+    match kube::Api::<Pod>::all(client.clone()).list(&Default::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(e) => Err(Check::api_error(GROUP, READY, "pods in all namespaces", &e)),
+    }
+}
+
+/// The namespaces with meshed pods.
+pub(crate) fn meshed_namespaces(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().filter(|p| is_meshed(p)).filter_map(|p| p.metadata.namespace.clone()).collect()
+}
+
+/// The two data-plane checks over every meshed pod of `pods` (all the cluster's).
+pub(crate) async fn run(client: &kube::Client, pods: &[Pod], control_ns: &str, now: i64) -> Vec<Check> {
     let meshed: Vec<&Pod> = pods.iter().filter(|p| is_meshed(p)).collect();
     if meshed.is_empty() {
         let detail = format!(
