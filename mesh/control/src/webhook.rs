@@ -2,7 +2,7 @@
 //! AdmissionReview to `names::WEBHOOK_PATH`; [`mesh_kube::webhook::review`]
 //! answers it with the same injection `weft inject` does. The serving
 //! certificate and key come from files (the Secret `weft install` renders),
-//! read at start.
+//! read at start and again whenever they change.
 //!
 //! Bounded so a slow or hostile client cannot hold it: connections at once,
 //! TLS handshake time, request head and body time, body size. A body that is
@@ -25,6 +25,7 @@ use mesh_kube::names;
 use mesh_kube::webhook::{review, Verdict};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -52,9 +53,12 @@ pub enum WebhookError {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
-/// The serving certificate chain and key (PEM), as a TLS 1.2/1.3 server
-/// config offering h2 and HTTP/1.1 (the API server uses either).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, WebhookError> {
+/// How often the certificate files are looked at for a change.
+pub const CERT_RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+/// The serving certificate chain and key, PEM, as rustls takes them; every
+/// problem names the flag and the file.
+fn load_certified(cert: &Path, key: &Path) -> Result<CertifiedKey, WebhookError> {
     let cert_err = |reason: String| WebhookError::Cert { path: cert.to_owned(), reason };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| cert_err(e.to_string()))?
@@ -63,14 +67,82 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Webho
     if chain.is_empty() {
         return Err(cert_err("no CERTIFICATE in it (expected PEM, e.g. the tls.crt of a kubernetes.io/tls Secret)".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| WebhookError::Key { path: key.to_owned(), reason: e.to_string() })?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| WebhookError::Key { path: key.to_owned(), reason: e.to_string() })?;
+    CertifiedKey::from_der(chain, key_der, &rustls::crypto::aws_lc_rs::default_provider()).map_err(WebhookError::Tls)
+}
+
+/// What the files looked like when last loaded: a change of either reloads.
+type Stamp = Option<(std::time::SystemTime, u64, std::time::SystemTime, u64)>;
+
+fn stamp(cert: &Path, key: &Path) -> Stamp {
+    let (c, k) = (std::fs::metadata(cert).ok()?, std::fs::metadata(key).ok()?);
+    Some((c.modified().ok()?, c.len(), k.modified().ok()?, k.len()))
+}
+
+/// The serving certificate, re-read when its files change, so a renewed
+/// Secret (the kubelet swaps the mounted files) is served without a
+/// restart. A new pair that does not load is logged and the old one kept.
+#[derive(Debug)]
+struct Reloading {
+    cert: PathBuf,
+    key: PathBuf,
+    state: std::sync::Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    stamp: Stamp,
+    checked: std::time::Instant,
+    current: Arc<CertifiedKey>,
+}
+
+impl Reloading {
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.checked.elapsed() >= CERT_RELOAD_CHECK {
+            state.checked = std::time::Instant::now();
+            let now = stamp(&self.cert, &self.key);
+            if now != state.stamp {
+                match load_certified(&self.cert, &self.key) {
+                    Ok(loaded) => {
+                        tracing::info!(cert = %self.cert.display(), "webhook serving certificate reloaded");
+                        state.current = Arc::new(loaded);
+                        state.stamp = now;
+                    }
+                    // Half-written (key updated before the certificate):
+                    // keep serving the old pair, try again next time.
+                    Err(e) => tracing::warn!("webhook certificate not reloaded, the previous one is kept: {e}"),
+                }
+            }
+        }
+        Arc::clone(&state.current)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The TLS 1.2/1.3 server config offering h2 and HTTP/1.1 (the API server
+/// uses either), serving `cert` and `key` (PEM) and their later versions.
+/// Fails now if they do not load.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, WebhookError> {
+    let stamp = stamp(cert, key);
+    let current = Arc::new(load_certified(cert, key)?);
+    let resolver = Reloading {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        state: std::sync::Mutex::new(Loaded { stamp, checked: std::time::Instant::now(), current }),
+    };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(WebhookError::Tls)?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(WebhookError::Tls)?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

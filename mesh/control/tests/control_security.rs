@@ -452,35 +452,51 @@ async fn start_webhook(fx: &Fixture) -> (tokio::process::Child, SocketAddr, Stri
     (child, addr, cert.pem())
 }
 
-/// One HTTPS request to the webhook, trusting only `cert_pem`.
-async fn https(addr: SocketAddr, cert_pem: &str, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    use http_body_util::BodyExt;
+/// A TLS connection to the webhook offering `alpn`, trusting only `cert_pem`.
+async fn tls_to(addr: SocketAddr, cert_pem: &str, alpn: &[u8]) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the webhook, verified against its certificate");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").unwrap(), tcp).await
+}
+
+/// One HTTPS request to the webhook (HTTP/2 when `h2`), trusting only `cert_pem`.
+async fn https_as(h2: bool, addr: SocketAddr, cert_pem: &str, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+    let tls = tls_to(addr, cert_pem, alpn).await.expect("TLS handshake with the webhook, verified against its certificate");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    let io = hyper_util::rt::TokioIo::new(tls);
     let request = hyper::Request::builder()
         .method(method)
-        .uri(path)
-        .header("host", "localhost")
+        .uri(format!("https://localhost{path}"))
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap();
-    let response = tokio::time::timeout(patience(), sender.send_request(request)).await.unwrap().unwrap();
+    let response = if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        tokio::time::timeout(patience(), sender.send_request(request)).await.unwrap().unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        tokio::time::timeout(patience(), sender.send_request(request)).await.unwrap().unwrap()
+    };
     let status = response.status().as_u16();
     (status, response.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+async fn https(addr: SocketAddr, cert_pem: &str, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    https_as(false, addr, cert_pem, method, path, body).await
 }
 
 /// Applies a response's JSON Patch to `object`; the pod as `weft inject` writes it.
@@ -538,4 +554,21 @@ async fn the_injector_webhook_answers_a_recorded_admission_review_over_https() {
     assert_eq!(https(addr, &cert, "GET", "/inject", Vec::new()).await.0, 405);
     let huge = vec![b' '; mesh_control::webhook::MAX_BODY_BYTES + 1];
     assert_eq!(https(addr, &cert, "POST", "/inject", huge).await.0, 413);
+
+    // HTTP/2 (what the API server usually speaks): the same answer.
+    let (status, body) = https_as(true, addr, &cert, "POST", "/inject", serde_json::to_vec(&request).unwrap()).await;
+    let response = &serde_json::from_slice::<serde_json::Value>(&body).unwrap()["response"];
+    assert_eq!((status, &response["uid"], &response["allowed"]), (200, &request["request"]["uid"], &serde_json::json!(true)));
+    assert_eq!(patched_pod(response, object), cli.yaml);
+
+    // A renewed certificate in the files is served without a restart.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let renewed = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(fx.dir.path().join("tls.key"), key.serialize_pem()).unwrap();
+    std::fs::write(fx.dir.path().join("tls.crt"), renewed.pem()).unwrap();
+    eventually("the webhook serves the renewed certificate", || async {
+        tls_to(addr, &renewed.pem(), b"http/1.1").await.ok().map(|_| ())
+    })
+    .await;
+    assert!(tls_to(addr, &cert, b"http/1.1").await.is_err(), "the old certificate is no longer served");
 }
