@@ -88,8 +88,9 @@ pub(crate) fn certificate_expiry(metrics: &str) -> Option<i64> {
     })
 }
 
-fn named(list: &[String]) -> String {
-    let mut s = list.iter().take(NAMED).cloned().collect::<Vec<_>>().join("; ");
+/// The first few pods' problems, and how many more there are.
+fn named(list: &[(&Pod, String)]) -> String {
+    let mut s = list.iter().take(NAMED).map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; ");
     if list.len() > NAMED {
         s.push_str(&format!("; and {} more", list.len() - NAMED));
     }
@@ -123,9 +124,8 @@ pub(crate) async fn run(client: &kube::Client, pods: &[Pod], control_ns: &str, n
         return vec![Check::pass(GROUP, READY, detail.clone()), Check::pass(GROUP, CERTIFIED, detail)];
     }
 
-    let unready_pods: Vec<&Pod> = meshed.iter().copied().filter(|p| not_ready(p).is_some()).collect();
-    let unready: Vec<String> =
-        unready_pods.iter().filter_map(|p| not_ready(p).map(|why| format!("{}: {why}", pod_name(p)))).collect();
+    let unready: Vec<(&Pod, String)> =
+        meshed.iter().filter_map(|p| not_ready(p).map(|why| (*p, format!("{}: {why}", pod_name(p))))).collect();
     let ready_check = if unready.is_empty() {
         Check::pass(GROUP, READY, format!("{} of {} pods", meshed.len(), meshed.len()))
     } else {
@@ -133,7 +133,7 @@ pub(crate) async fn run(client: &kube::Client, pods: &[Pod], control_ns: &str, n
             GROUP,
             READY,
             format!("{} of {} not ready: {}", unready.len(), meshed.len(), named(&unready)),
-            format!("{}; {}", kubectl(unready_pods[0], "logs", true), kubectl(unready_pods[0], "describe pod", false)),
+            format!("{}; {}", kubectl(unready[0].0, "logs", true), kubectl(unready[0].0, "describe pod", false)),
         )
     };
 
@@ -166,7 +166,7 @@ pub(crate) async fn run(client: &kube::Client, pods: &[Pod], control_ns: &str, n
                 "{} of {} running proxies without a valid certificate: {}{skipped_note}",
                 uncertified.len(),
                 answers.len(),
-                named(&uncertified.iter().map(|(_, why)| why.clone()).collect::<Vec<_>>())
+                named(&uncertified)
             ),
             format!(
                 "the proxy asks {control}.{control_ns}:{} for its certificate: read `{}` and `kubectl -n {control_ns} logs \
