@@ -11,30 +11,46 @@ use fake_api::FakeApi;
 
 const DAY: i64 = 86_400;
 
-/// A self-signed CA certificate valid until an hour short of `days` from
-/// now (made at test time, so fixtures never expire; the hour keeps the
-/// whole days left the same whichever second the check runs in).
-fn ca_pem(days: i64) -> String {
+/// A self-signed CA valid until an hour short of `days` from now, and its
+/// issuer (certificates are made at test time, so fixtures never expire;
+/// the hour keeps the whole days left the same whichever second the check
+/// runs in).
+fn ca(days: i64) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
     let now = time::OffsetDateTime::now_utc();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, "root.identity.weft.cluster.local");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(days) - time::Duration::hours(1);
-    params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+fn ca_pem(days: i64) -> String {
+    ca(days).0
 }
 
 /// The values the fixtures leave open: the trust anchor (expiring in
-/// `anchor_days`), the webhook's caBundle, a proxy certificate's expiry.
+/// `anchor_days`), the webhook's caBundle and the certificate it signed for
+/// the webhook's Service, a proxy certificate's expiry.
 fn vars(anchor_days: i64) -> Vec<(&'static str, String)> {
-    let anchor = ca_pem(anchor_days);
-    let webhook_ca = ca_pem(365);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (webhook_ca, issuer) = ca(365);
+    let webhook_key = rcgen::KeyPair::generate().unwrap();
+    let webhook_cert = rcgen::CertificateParams::new(vec!["weft-control.weft.svc".to_owned()])
+        .unwrap()
+        .signed_by(&webhook_key, &issuer)
+        .unwrap()
+        .pem();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     vec![
-        ("TRUST_ANCHOR_PEM", json_string(&anchor)),
+        ("TRUST_ANCHOR_PEM", json_string(&ca_pem(anchor_days))),
         // An earlier anchor left in a meshed namespace (broken/).
         ("STALE_ANCHOR_PEM", json_string(&ca_pem(365))),
-        ("CA_BUNDLE_BASE64", base64::engine::general_purpose::STANDARD.encode(webhook_ca)),
+        ("CA_BUNDLE_BASE64", b64(&webhook_ca)),
+        ("WEBHOOK_TLS_CRT_BASE64", b64(&webhook_cert)),
+        ("WEBHOOK_TLS_KEY_BASE64", b64(&webhook_key.serialize_pem())),
         ("CERT_EXPIRY", (now + DAY).to_string()),
     ]
 }
@@ -85,6 +101,7 @@ fn healthy_install_passes_every_check() {
         ("control plane Deployment weft/weft-control ready", &["2/2 replicas available, 2 pods ready"]),
         ("injector webhook weft-injector registered", &["weft/weft-control:443/inject"]),
         ("injector webhook weft-injector has a caBundle", &[]),
+        ("injector webhook certificate (Secret weft/weft-webhook-tls) matches its caBundle", &["weft-control.weft.svc, signed by the caBundle"]),
         ("injector webhook reachable", &["2 ready endpoint(s)", "answered HTTP 405"]),
         ("Weft CRDs installed", &["authorizationpolicies.policy.weft.io"]),
         ("Gateway API CRDs", &["httproutes.gateway.networking.k8s.io"]),
@@ -97,7 +114,7 @@ fn healthy_install_passes_every_check() {
     }
     assert!(!report.contains("FAIL") && !report.contains("WARN") && !report.contains("hint:"), "{report}");
     assert!(!report.contains('\x1b'), "not a terminal: no colour\n{report}");
-    assert!(report.ends_with("status: OK (0 failed, 0 warnings, 12 passed)\n"), "{report}");
+    assert!(report.ends_with("status: OK (0 failed, 0 warnings, 13 passed)\n"), "{report}");
 
     // The certificates were read from each meshed pod's proxy admin through
     // the API server's pod proxy; no other pod was asked.
@@ -116,7 +133,7 @@ fn healthy_install_passes_every_check() {
     let (out, json) = weft_check(&api, &["--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((json["ok"].as_bool(), json["failed"].as_u64(), json["passed"].as_u64()), (Some(true), Some(0), Some(12)));
+    assert_eq!((json["ok"].as_bool(), json["failed"].as_u64(), json["passed"].as_u64()), (Some(true), Some(0), Some(13)));
     assert_eq!(json["mode"], "installed");
     assert_eq!(json["context"], "fake");
 }

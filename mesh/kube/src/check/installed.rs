@@ -8,12 +8,12 @@ use std::{
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
-    core::v1::{ConfigMap, Namespace, Pod},
+    core::v1::{ConfigMap, Namespace, Pod, Secret},
     discovery::v1::EndpointSlice,
 };
 use kube::{api::ListParams, Api};
 
-use super::{proxy, trust, Check};
+use super::{proxy, trust, Check, Verdict};
 use crate::names;
 
 /// Every post-install check, in order; later groups run even when earlier ones fail.
@@ -24,7 +24,7 @@ pub(crate) async fn run(client: &kube::Client, ns: &str, expiry_warning: Duratio
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     checks.push(control_plane(client, ns).await);
-    checks.extend(webhook(client, ns, now).await);
+    checks.extend(webhook(client, ns, now, expiry_warning).await);
     checks.push(
         super::crds_established(
             client,
@@ -115,7 +115,7 @@ async fn control_plane(client: &kube::Client, ns: &str) -> Check {
 }
 
 /// Registered (pointing at the control plane's Service and path), with a caBundle, and reachable.
-async fn webhook(client: &kube::Client, ns: &str, now: i64) -> Vec<Check> {
+async fn webhook(client: &kube::Client, ns: &str, now: i64, expiry_warning: Duration) -> Vec<Check> {
     const GROUP: &str = "webhook";
     let registered = format!("injector webhook {} registered", names::INJECTOR);
     let ca_bundle = format!("injector webhook {} has a caBundle", names::INJECTOR);
@@ -189,7 +189,49 @@ async fn webhook(client: &kube::Client, ns: &str, now: i64) -> Vec<Check> {
             ),
         )
     };
-    vec![registered_check, bundle_check, reachable_check(client, ns, &reachable).await]
+    let mut checks = vec![registered_check, bundle_check];
+    // Without a caBundle (failed above) there is nothing to check the certificate against.
+    if let Some(bundle) = hooks.iter().find_map(|h| h.client_config.ca_bundle.as_ref().filter(|b| !b.0.is_empty())) {
+        checks.push(serving_certificate(client, ns, &bundle.0, now, expiry_warning).await);
+    }
+    checks.push(reachable_check(client, ns, &reachable).await);
+    checks
+}
+
+/// The certificate mesh-control serves the webhook with (Secret
+/// `weft-webhook-tls`) is one the API server accepts: signed by the
+/// caBundle, naming the Service, not expired.
+async fn serving_certificate(client: &kube::Client, ns: &str, bundle: &[u8], now: i64, warning: Duration) -> Check {
+    const GROUP: &str = "webhook";
+    let name = format!("injector webhook certificate (Secret {ns}/{}) matches its caBundle", names::WEBHOOK_SECRET);
+    let reissue = format!(
+        "re-render and apply `weft install` (it issues the webhook certificate and the caBundle together); mesh-control \
+         re-reads a renewed Secret {} by itself",
+        names::WEBHOOK_SECRET
+    );
+    let secret = match Api::<Secret>::namespaced(client.clone(), ns).get_opt(names::WEBHOOK_SECRET).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Check::fail(GROUP, name, format!("no Secret {} in namespace {ns}", names::WEBHOOK_SECRET), reissue),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Check::warn(
+                GROUP,
+                name,
+                "not checked: your user may not read Secrets in the control plane's namespace",
+                "run weft check as a cluster admin to check the webhook's certificate",
+            )
+        }
+        Err(e) => return Check::api_error(GROUP, name, "the webhook's Secret", &e),
+    };
+    let Some(chain) = secret.data.as_ref().and_then(|d| d.get("tls.crt")) else {
+        return Check::fail(GROUP, name, "the Secret has no tls.crt", reissue);
+    };
+    let dns_name = format!("{}.{ns}.svc", names::CONTROL);
+    let (verdict, detail, _) = trust::serving_verdict(&chain.0, bundle, &dns_name, now, warning);
+    match verdict {
+        Verdict::Pass => Check::pass(GROUP, name, detail),
+        Verdict::Warn => Check::warn(GROUP, name, detail, reissue),
+        Verdict::Fail => Check::fail(GROUP, name, detail, reissue),
+    }
 }
 
 /// The webhook's Service has ready endpoints, and (when the user may) a

@@ -79,6 +79,65 @@ pub(crate) fn anchor_verdict(pem: &[u8], now: i64, warning: Duration) -> (Verdic
     (Verdict::Pass, detail, None)
 }
 
+/// The webhook's serving certificate (the first of `chain_pem`) against the
+/// caBundle the API server verifies it with: signed by one of the bundle's
+/// certificates, naming `dns_name`, valid now; a warning within `warning` of
+/// its expiry. Returns (verdict, detail, hint).
+pub(crate) fn serving_verdict(
+    chain_pem: &[u8],
+    bundle_pem: &[u8],
+    dns_name: &str,
+    now: i64,
+    warning: Duration,
+) -> (Verdict, String, Option<String>) {
+    let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(chain_pem).filter_map(Result::ok).collect();
+    let Some(leaf) = blocks.first().and_then(|b| X509Certificate::from_der(&b.contents).ok().map(|(_, c)| c)) else {
+        return (Verdict::Fail, "tls.crt holds no PEM certificate".to_owned(), None);
+    };
+    let bundle: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(bundle_pem).filter_map(Result::ok).collect();
+    let signed = bundle.iter().any(|b| {
+        X509Certificate::from_der(&b.contents).is_ok_and(|(_, ca)| leaf.verify_signature(Some(ca.public_key())).is_ok())
+    });
+    let names: Vec<String> = leaf
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let subject = leaf.subject().to_string();
+    let not_after = leaf.validity().not_after.timestamp();
+    let mut problems = Vec::new();
+    if !signed {
+        problems.push(format!("{subject} is not signed by any certificate of the caBundle"));
+    }
+    if !names.iter().any(|n| n == dns_name) {
+        problems.push(format!("it names {names:?}, not {dns_name}"));
+    }
+    if leaf.validity().not_before.timestamp() > now {
+        problems.push("it is not valid yet".to_owned());
+    }
+    if not_after <= now {
+        problems.push(format!("it expired {} days ago", (now - not_after).div_euclid(86_400)));
+    }
+    let days = (not_after - now).div_euclid(86_400);
+    if !problems.is_empty() {
+        return (Verdict::Fail, problems.join("; "), None);
+    }
+    if u64::try_from(not_after - now).unwrap_or(0) < warning.as_secs() {
+        return (Verdict::Warn, format!("{dns_name}, signed by the caBundle, expiring soon: in {days} days"), None);
+    }
+    (Verdict::Pass, format!("{dns_name}, signed by the caBundle, expires in {days} days"), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +186,52 @@ mod tests {
         for junk in ["", "hello", "-----BEGIN PRIVATE KEY-----\nMAo=\n-----END PRIVATE KEY-----\n"] {
             assert_eq!(anchor_verdict(junk.as_bytes(), now, warn).0, Verdict::Fail, "{junk:?}");
         }
+    }
+
+    /// A CA and a leaf it signs for `dns`, valid for `days`.
+    fn ca_and_leaf(dns: &str, days: i64) -> (String, String, i64) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "webhook ca");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec![dns.to_owned()]).unwrap();
+        leaf.not_before = now - time::Duration::hours(1);
+        leaf.not_after = now + time::Duration::days(days) - time::Duration::hours(1);
+        let leaf_pem = leaf.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer).unwrap().pem();
+        (ca_pem, leaf_pem, now.unix_timestamp())
+    }
+
+    #[test]
+    fn serving_verdicts() {
+        let warn = Duration::from_secs(30 * DAY as u64);
+        let dns = "weft-control.weft.svc";
+        let (ca, leaf, now) = ca_and_leaf(dns, 365);
+        let (v, detail, _) = serving_verdict(leaf.as_bytes(), ca.as_bytes(), dns, now, warn);
+        assert_eq!(v, Verdict::Pass, "{detail}");
+        // The chain may carry the CA after the leaf.
+        assert_eq!(serving_verdict(format!("{leaf}{ca}").as_bytes(), ca.as_bytes(), dns, now, warn).0, Verdict::Pass);
+
+        let (other_ca, _, _) = ca_and_leaf(dns, 365);
+        let (v, detail, _) = serving_verdict(leaf.as_bytes(), other_ca.as_bytes(), dns, now, warn);
+        assert_eq!(v, Verdict::Fail);
+        assert!(detail.contains("not signed by any certificate of the caBundle"), "{detail}");
+
+        let (v, detail, _) = serving_verdict(leaf.as_bytes(), ca.as_bytes(), "weft-control.other.svc", now, warn);
+        assert_eq!(v, Verdict::Fail);
+        assert!(detail.contains("not weft-control.other.svc"), "{detail}");
+
+        let (v, detail, _) = serving_verdict(leaf.as_bytes(), ca.as_bytes(), dns, now + 366 * DAY, warn);
+        assert_eq!(v, Verdict::Fail);
+        assert!(detail.contains("expired"), "{detail}");
+
+        let (ca, leaf, now) = ca_and_leaf(dns, 10);
+        let (v, detail, _) = serving_verdict(leaf.as_bytes(), ca.as_bytes(), dns, now, warn);
+        assert_eq!(v, Verdict::Warn, "{detail}");
+        assert!(detail.contains("in 9 days"), "{detail}");
+
+        assert_eq!(serving_verdict(b"", ca.as_bytes(), dns, now, warn).0, Verdict::Fail);
     }
 }
