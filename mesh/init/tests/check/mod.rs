@@ -265,4 +265,14 @@ fn unreachable_api_server_fails_the_first_check() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("nope") && stderr.contains("KUBECONFIG"), "{stderr}");
+
+    // A bad flag value: exit 64 naming the flag and the value.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["check", "--expiry-warning", "soon"])
+        .env("KUBECONFIG", kubeconfig.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--expiry-warning") && stderr.contains("soon"), "{stderr}");
 }

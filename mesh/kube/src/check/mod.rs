@@ -36,7 +36,7 @@ pub struct CheckArgs {
     /// The control plane's namespace.
     #[arg(long, env = "WEFT_NAMESPACE", default_value = names::NAMESPACE)]
     pub namespace: String,
-    /// Warn (rather than pass) when the trust anchor expires within this long.
+    /// Warn (rather than pass) when the trust anchor or the webhook's certificate expires within this long.
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     pub expiry_warning: Duration,
     /// Give up on an API request after this long.
