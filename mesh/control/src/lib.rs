@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod authority;
 pub mod ca;
 pub mod csr;
@@ -70,6 +71,8 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const CONCURRENCY_PER_CONNECTION: usize = 256;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What `/ready` waits for until the gRPC listener is bound.
+const GRPC_BOUND: &str = "gRPC listener";
 /// How often closed streams' lookups are forgotten and the watch counts logged (on change).
 const WATCH_REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -159,6 +162,13 @@ pub struct Args {
     /// DNS domain of Services: <svc>.<ns>.svc.<cluster-domain>.
     #[arg(long, env = "WEFT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Admin HTTP listener: GET /live (200 while running) and GET /ready (200
+    /// once the CA is loaded, discovery has its first full snapshot and gRPC
+    /// is bound; 503 naming what is missing before). Off unless given, so
+    /// local runs and tests never fight over a fixed port; the Kubernetes
+    /// Deployment sets 0.0.0.0:9990. Port 0 picks one (printed as `listening admin <addr>`).
+    #[arg(long, env = "WEFT_CONTROL_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Inbound default for namespaces without the weft.io/default-inbound-policy
     /// annotation: allow (= all-unauthenticated), all-authenticated or deny.
     #[arg(long, env = "WEFT_DEFAULT_INBOUND_POLICY", default_value = "all-unauthenticated")]
@@ -188,7 +198,7 @@ pub struct Args {
 /// Subcommands (the default, no subcommand, runs the control plane).
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Print the AuthorizationPolicy CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    /// Print Weft's CustomResourceDefinitions (AuthorizationPolicy; YAML) for `kubectl apply -f -`.
     Crd,
 }
 
@@ -250,11 +260,25 @@ impl Error {
 /// or SIGINT. `crd` prints the CRD instead.
 pub async fn run(args: Args) -> Result<(), Error> {
     if let Some(Command::Crd) = args.command {
-        let yaml = discovery::authz::crd_yaml().map_err(Error::Crd)?;
+        let yaml = mesh_kube::crds::yaml().map_err(|e| Error::Crd(e.to_string()))?;
         let mut stdout = std::io::stdout().lock();
         return writeln!(stdout, "{yaml}").map_err(|e| Error::Crd(e.to_string()));
     }
     let (ca, verifier, options) = load(&args)?;
+    // The CA is loaded (load() failed otherwise); the rest comes below.
+    let readiness = admin::Readiness::waiting_for([GRPC_BOUND]);
+    let admin = match args.admin_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "listening admin {bound}").and_then(|()| stdout.flush());
+            drop(stdout);
+            tracing::info!(addr = %bound, "serving /live and /ready");
+            Some(tokio::spawn(admin::serve(listener, readiness.clone())))
+        }
+        None => None,
+    };
     let index = Index::new(mesh_index::Config {
         cluster_domain: args.cluster_domain.clone(),
         trust_domain: args.trust_domain.clone(),
@@ -272,12 +296,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
         (Some(cert), Some(key)) => Some(webhook::tls_config(cert, key).map_err(|e| Error::Config(vec![e.to_string()]))?),
         _ => None,
     };
-    let backend = start_backend(&args, &index, &mut client).await?;
+    let backend = start_backend(&args, &index, &readiness, &mut client).await?;
     let webhook = match (args.webhook_listen, webhook_tls) {
         (Some(addr), Some(tls)) => Some(start_webhook(&args, addr, tls, &options, &index).await?),
         _ => None,
     };
     let listener = TcpListener::bind(args.listen).await.map_err(|source| Error::Bind { addr: args.listen, source })?;
+    readiness.done(GRPC_BOUND);
     let shutdown = shutdown_signal().map_err(Error::Signals)?;
     let (trust_domain, lifetime) = (args.trust_domain, args.cert_lifetime);
     let served = match verifier {
@@ -298,7 +323,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             serve(listener, Authority::new(ca, DenyAll, trust_domain, lifetime), index, options, shutdown).await
         }
     };
-    for task in [backend, webhook].into_iter().flatten() {
+    for task in [backend, webhook, admin].into_iter().flatten() {
         task.abort();
     }
     served
@@ -336,6 +361,7 @@ async fn start_webhook(
 async fn start_backend(
     args: &Args,
     index: &Index,
+    readiness: &admin::Readiness,
     client: &mut Option<kube::Client>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
     match (args.backend, &args.manifests) {
@@ -360,7 +386,8 @@ async fn start_backend(
         (Backend::Kubernetes, _) => {
             let client = kube_client(client).await?;
             tracing::info!("following the Kubernetes API");
-            Ok(Some(tokio::spawn(discovery::kubernetes::run(client, index.clone(), std::future::pending()))))
+            let follow = discovery::kubernetes::run(client, index.clone(), readiness, std::future::pending());
+            Ok(Some(tokio::spawn(follow)))
         }
     }
 }
@@ -607,4 +634,51 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The Deployment `weft install` renders starts mesh-control with flags
+    /// this mesh-control accepts, meaning what the install means.
+    #[test]
+    fn weft_install_runs_mesh_control_with_flags_it_accepts() {
+        #[derive(clap::Parser)]
+        struct Install {
+            #[command(flatten)]
+            args: mesh_kube::install::InstallArgs,
+        }
+        let options = Install::parse_from(["weft-install", "--cert-lifetime", "90m"])
+            .args
+            .options(time::OffsetDateTime::now_utc())
+            .unwrap();
+        let objects = mesh_kube::install::objects(&options).unwrap();
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").expect("a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+        let parsed = Args::try_parse_from(std::iter::once("mesh-control".to_owned()).chain(args.iter().cloned()))
+            .unwrap_or_else(|e| panic!("mesh-control refuses the rendered {args:?}:\n{e}"));
+        assert_eq!(parsed.backend, Backend::Kubernetes);
+        assert_eq!(parsed.identity_verifier, IdentityVerifier::Kubernetes);
+        assert_eq!(parsed.token_audience.as_deref(), Some(mesh_kube::names::TOKEN_AUDIENCE));
+        assert_eq!(parsed.cert_lifetime, Duration::from_secs(90 * 60));
+        assert_eq!(parsed.listen.port(), mesh_kube::names::CONTROL_GRPC_PORT);
+        assert_eq!(parsed.admin_listen.map(|a| a.port()), Some(mesh_kube::names::CONTROL_ADMIN_PORT));
+        assert_eq!(parsed.webhook_listen.map(|a| a.port()), Some(mesh_kube::names::WEBHOOK_PORT));
+        assert_eq!(parsed.namespace, options.namespace);
+        assert_eq!((&parsed.proxy_image, &parsed.init_image), (&options.proxy_image, &options.init_image));
+        // The mounted files are where the flags point.
+        let mounts: Vec<String> = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect();
+        let files = [parsed.trust_anchor, parsed.issuer_cert, parsed.issuer_key, parsed.webhook_cert, parsed.webhook_key];
+        for file in files.map(Option::unwrap) {
+            assert!(mounts.iter().any(|m| file.starts_with(m)), "{} is in no mount of {mounts:?}", file.display());
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ struct Seen {
 struct FakeApi {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Off: every list is 404 (as for a missing CRD); on: empty lists and
+    /// watches that stay open, as a cluster with nothing in it.
+    lists: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,6 +76,8 @@ impl FakeApi {
         let tokens: Arc<HashMap<&'static str, Token>> = Arc::new(tokens.iter().cloned().collect());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = seen.clone();
+        let lists = Arc::new(AtomicBool::new(false));
+        let listing = lists.clone();
         let task = tokio::spawn(async move {
             // Connections live in this set, so aborting the task closes them too.
             let mut connections = tokio::task::JoinSet::new();
@@ -79,21 +85,24 @@ impl FakeApi {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (tokens, seen) = (tokens.clone(), recorded.clone());
+                let (tokens, seen, lists) = (tokens.clone(), recorded.clone(), listing.clone());
                 connections.spawn(async move {
                     if stall {
                         // Hold the connection open, read nothing, answer nothing.
                         let _held = stream;
                         return std::future::pending::<()>().await;
                     }
-                    let service = hyper::service::service_fn(move |req| answer(req, tokens.clone(), seen.clone()));
+                    let service = hyper::service::service_fn(move |req| {
+                        let lists = lists.load(Ordering::SeqCst);
+                        answer(req, tokens.clone(), seen.clone(), lists)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Self { addr, seen, task }
+        Self { addr, seen, lists, task }
     }
 
     fn url(&self) -> String {
@@ -143,8 +152,17 @@ async fn answer(
     req: Request<hyper::body::Incoming>,
     tokens: Arc<HashMap<&'static str, Token>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    lists: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
+    if lists && req.method() == hyper::Method::GET {
+        if req.uri().query().unwrap_or_default().contains("watch=true") {
+            // Nothing ever changes: hold the watch open.
+            return std::future::pending().await;
+        }
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+        return Ok(json(StatusCode::OK, list));
+    }
     if req.method() != hyper::Method::POST || path != REVIEWS {
         return Ok(api_status(StatusCode::NOT_FOUND, "NotFound", &format!("{} {path}: not found", req.method())));
     }
@@ -436,6 +454,42 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
     }
     // The right token, twice (the second from the review cache).
     assert_eq!(log.matches("issued certificate").count(), 2, "only the right token was certified:\n{log}");
+    assert!(tokio::time::timeout(patience(), cp.stop()).await.unwrap().success());
+}
+
+#[tokio::test]
+async fn the_admin_listener_is_ready_once_every_kind_is_listed() {
+    let api = FakeApi::start(&[]).await;
+    let fx = Fixture::new();
+    let kubeconfig = kubeconfig(&fx, &api);
+    let data = fx.data_dir();
+    let cp = ControlPlane::start_with_env(
+        &fx.logs(),
+        "127.0.0.1:0",
+        &["--data-dir", data.to_str().unwrap(), "--backend", "kubernetes", "--admin-listen", "127.0.0.1:0"],
+        &[("KUBECONFIG", &kubeconfig)],
+    )
+    .await;
+    // Every list is 404 so far (as when the CRDs are missing): live, not ready.
+    assert_eq!(cp.admin_get("/live").await.0, 200);
+    let (status, body) = cp.admin_get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    for kind in ["Namespace", "Service", "EndpointSlice", "Pod", "HTTPRoute", "GRPCRoute", "AuthorizationPolicy"] {
+        assert!(body.contains(&format!("first list of {kind}")), "{kind} not named in {body:?}");
+    }
+    assert!(!body.contains("gRPC"), "the gRPC listener is bound: {body:?}");
+    assert_eq!(cp.admin_get("/metrics").await.0, 404);
+
+    api.lists.store(true, Ordering::SeqCst);
+    let body = support::eventually("ready once the watchers' retries list every kind", || async {
+        match cp.admin_get("/ready").await {
+            (200, body) => Some(body),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(body, "ready\n");
+    assert_eq!(cp.admin_get("/live").await.0, 200);
     assert!(tokio::time::timeout(patience(), cp.stop()).await.unwrap().success());
 }
 

@@ -1,7 +1,8 @@
 //! `weft`: Weft's command line. `weft init` installs a pod's iptables
 //! interception rules (the injected init container runs it); `weft inject`
-//! adds the proxy to Kubernetes YAML; `weft check` checks a cluster before
-//! install (`--pre`) and the installed mesh.
+//! adds the proxy to Kubernetes YAML; `weft install` and `weft uninstall`
+//! print the control plane's Kubernetes manifests; `weft check` checks a
+//! cluster before install (`--pre`) and the installed mesh.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
@@ -24,6 +25,10 @@ enum Command {
     Inject(mesh_kube::inject::cli::InjectArgs),
     /// Check the installed mesh (or, with --pre, a cluster before install); exit 1 if a check fails.
     Check(mesh_kube::check::CheckArgs),
+    /// Print the control plane's Kubernetes manifests, for `weft install | kubectl apply -f -`.
+    Install(mesh_kube::install::InstallArgs),
+    /// Print what `weft install` created, for `weft uninstall | kubectl delete -f -`.
+    Uninstall(mesh_kube::install::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Inject(args) => inject(&args),
+        Command::Install(args) => print_manifests("install", args.render()),
+        Command::Uninstall(args) => print_manifests("uninstall", args.render()),
+    }
+}
+
+/// Prints rendered manifests; bad flags or certificates exit 64.
+fn print_manifests(what: &str, rendered: Result<String, mesh_kube::install::InstallError>) -> ExitCode {
+    match rendered {
+        Ok(text) => write_stdout(what, &text),
+        Err(e) => {
+            eprintln!("weft {what}: {e}");
+            ExitCode::from(if e.is_usage() { 64 } else { 1 })
+        }
     }
 }
 
@@ -75,13 +93,7 @@ fn inject(args: &mesh_kube::inject::cli::InjectArgs) -> ExitCode {
             for report in &injected.reports {
                 eprintln!("weft inject: {report}");
             }
-            match std::io::stdout().lock().write_all(injected.yaml.as_bytes()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    eprintln!("weft inject: writing to stdout: {e}");
-                    ExitCode::FAILURE
-                }
-                _ => ExitCode::SUCCESS,
-            }
+            write_stdout("inject", &injected.yaml)
         }
         Err(e) => {
             eprintln!("weft inject: {e}");
@@ -120,5 +132,16 @@ fn check(args: &mesh_kube::check::CheckArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `weft <what> | head` closing stdout early is not a failure.
+fn write_stdout(what: &str, text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("weft {what}: writing to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }

@@ -214,3 +214,60 @@ fn the_injected_init_container_args_are_accepted_by_weft_init() {
         assert!(rules.contains(needle), "{needle} not in:\n{rules}");
     }
 }
+
+/// `weft <args>` to completion.
+fn weft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running weft")
+}
+
+/// The documents of a YAML stream, each as JSON.
+fn yaml_documents(out: &Output) -> Vec<serde_json::Value> {
+    let text = stdout(out);
+    serde_saphyr::from_multiple::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("not YAML: {e}\n{text}"))
+}
+
+#[test]
+fn install_and_uninstall_print_parseable_manifests() {
+    let install = yaml_documents(&weft(&["install", "--namespace", "mesh", "--replicas", "2"]));
+    let kinds: Vec<&str> = install.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in ["Namespace", "CustomResourceDefinition", "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration"] {
+        assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
+    }
+    assert!(install.iter().filter(|d| d["metadata"].get("namespace").is_some()).all(|d| d["metadata"]["namespace"] == "mesh"));
+    let text = stdout(&weft(&["install"]));
+    assert!(text.starts_with("# Weft "), "a header comment first: {}", &text[..80.min(text.len())]);
+    assert!(text.contains("Gateway API standard CRDs"), "the prerequisite is named");
+
+    let uninstall = yaml_documents(&weft(&["uninstall", "--namespace", "mesh"]));
+    assert_eq!(uninstall.len(), install.len(), "every installed object is deleted");
+    assert_eq!(uninstall.last().unwrap()["kind"], "Namespace", "the namespace goes last");
+    for doc in &uninstall {
+        let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata"], "{doc}");
+    }
+}
+
+#[test]
+fn install_refuses_bad_flags_naming_them() {
+    for (args, expected) in [
+        (&["install", "--replicas", "0"][..], "--replicas 0"),
+        (&["install", "--control-memory-limit", "64MB"][..], "--control-memory-limit \"64MB\""),
+        (&["install", "--webhook-failure-policy", "sometimes"][..], "sometimes"),
+        (&["install", "--trust-anchor", "/nonexistent/ca.pem"][..], "--issuer-cert"),
+        (
+            &["install", "--trust-anchor", "/nonexistent/a.pem", "--issuer-cert", "/nonexistent/i.pem", "--issuer-key", "/nonexistent/k.pem"][..],
+            "--trust-anchor /nonexistent/a.pem",
+        ),
+        (&["uninstall", "--namespace", "Not A Name"][..], "--namespace \"Not A Name\""),
+    ] {
+        let out = weft(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {expected:?} not in {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed manifests");
+    }
+}

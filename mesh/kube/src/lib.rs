@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod crds;
 pub mod inject;
+pub mod install;
 pub mod lists;
 pub mod names;
 pub mod webhook;

@@ -19,10 +19,19 @@ pub const WEBHOOK_SECRET: &str = "weft-webhook-tls";
 
 /// mesh-control's gRPC port (Identity, Destination, Policy) on its Service.
 pub const CONTROL_GRPC_PORT: u16 = 8086;
+/// mesh-control's admin port (GET /live, /ready) in the Deployment (`--admin-listen 0.0.0.0:<this>`).
+pub const CONTROL_ADMIN_PORT: u16 = 9990;
 /// The webhook's container port; the Service exposes it as 443.
 pub const WEBHOOK_PORT: u16 = 8443;
 /// The path the API server posts AdmissionReviews to.
 pub const WEBHOOK_PATH: &str = "/inject";
+
+/// Images: `<IMAGE_REGISTRY>/<name>:<tag>` (`weft install --registry --tag`);
+/// the kind substrate builds and loads them under these names.
+pub const CONTROL_IMAGE: &str = "mesh-control";
+pub const PROXY_IMAGE: &str = "mesh-proxy";
+/// The init container's image: the `weft` binary (`weft init`).
+pub const INIT_IMAGE: &str = "weft";
 
 /// The injected containers.
 pub const PROXY_CONTAINER: &str = "weft-proxy";

@@ -1,101 +1,12 @@
-//! Weft's AuthorizationPolicy CRD (policy.weft.io/v1alpha1): which clients
-//! may reach which Service ports. Ports no policy targets follow the default
-//! (namespace annotation `weft.io/default-inbound-policy`, else the control
-//! plane's `--default-inbound-policy`); once a policy targets a port, only
-//! policies allow.
-//!
-//! ```yaml
-//! apiVersion: policy.weft.io/v1alpha1
-//! kind: AuthorizationPolicy
-//! metadata: { name: front-to-web, namespace: shop }
-//! spec:
-//!   targetRef: { kind: Service, name: web }   # or { kind: Namespace }: every Service here
-//!   ports: [80, http]                          # Service ports by number or name; empty = all
-//!   from:
-//!     identities: [spiffe://cluster.local/ns/front/sa/ui]
-//!     namespaces: [ops]                        # any identity in these namespaces
-//!     anyMeshed: false                         # any client with a mesh identity
-//!     unauthenticated: false                   # plaintext clients too
-//! ```
+//! Weft's AuthorizationPolicy (policy.weft.io/v1alpha1) into the index's
+//! model. The CRD's types live in `mesh_kube::crds` (with the YAML example
+//! and the semantics), shared with `weft install`; this module only checks
+//! and converts them.
 
-use kube::{CustomResource, CustomResourceExt};
+pub use mesh_kube::crds::{AllowedClients, AuthorizationPolicy, AuthorizationPolicySpec, PolicyTargetRef, PortSpec};
 use mesh_index::model::{self, Clients, PolicyTarget, PortRef, Resource};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::convert::{key, ConvertError, Problems};
-
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "policy.weft.io",
-    version = "v1alpha1",
-    kind = "AuthorizationPolicy",
-    namespaced,
-    shortname = "authzpolicy",
-    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthorizationPolicySpec {
-    /// What is protected: a Service in this namespace, or every Service in it.
-    pub target_ref: PolicyTargetRef,
-    /// Service ports (numbers or names) protected; empty means all.
-    #[serde(default)]
-    #[schemars(schema_with = "int_or_string_list")]
-    pub ports: Vec<PortSpec>,
-    /// Who is allowed.
-    #[serde(default)]
-    pub from: AllowedClients,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-pub struct PolicyTargetRef {
-    /// "" or "core" (default).
-    #[serde(default)]
-    pub group: Option<String>,
-    /// Service or Namespace.
-    pub kind: String,
-    /// The Service's name (ignored for Namespace).
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// A port by number or by name.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(untagged)]
-pub enum PortSpec {
-    Number(i64),
-    Name(String),
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AllowedClients {
-    /// Exact SPIFFE IDs.
-    #[serde(default)]
-    pub identities: Vec<String>,
-    /// Namespaces of client identities.
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    /// Any client with a mesh identity.
-    #[serde(default)]
-    pub any_meshed: bool,
-    /// Plaintext (unauthenticated) clients.
-    #[serde(default)]
-    pub unauthenticated: bool,
-}
-
-/// Kubernetes' structural schema for a list of int-or-string.
-fn int_or_string_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "items": { "x-kubernetes-int-or-string": true }
-    })
-}
-
-/// The CRD, as YAML for `kubectl apply -f`.
-pub fn crd_yaml() -> Result<String, String> {
-    serde_saphyr::to_string(&AuthorizationPolicy::crd()).map_err(|e| e.to_string())
-}
 
 pub fn authorization_policy(policy: &AuthorizationPolicy) -> Result<Resource, ConvertError> {
     let meta = &policy.metadata;

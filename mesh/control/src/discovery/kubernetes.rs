@@ -22,6 +22,7 @@ use mesh_index::Index;
 use serde::de::DeserializeOwned;
 
 use super::convert::{self, ConvertError};
+use crate::admin::Readiness;
 use super::{authz, gateway};
 
 /// Folds one kind's watcher events into the index.
@@ -30,11 +31,20 @@ pub struct KindSync<K> {
     convert: fn(&K) -> Result<Resource, ConvertError>,
     /// Objects listed since `Init`, applied at `InitDone`.
     relist: Option<Vec<Resource>>,
+    /// Told when the first list is in the index.
+    readiness: Option<Readiness>,
 }
 
 impl<K: kube::Resource> KindSync<K> {
     pub fn new(kind: Kind, convert: fn(&K) -> Result<Resource, ConvertError>) -> Self {
-        Self { kind, convert, relist: None }
+        Self { kind, convert, relist: None, readiness: None }
+    }
+
+    /// Reports the first complete list to `readiness` (as [`first_list`]).
+    pub fn reporting_to(mut self, readiness: &Readiness) -> Self {
+        readiness.wait_for(first_list(self.kind));
+        self.readiness = Some(readiness.clone());
+        self
     }
 
     pub fn handle(&mut self, index: &Index, event: Event<K>) {
@@ -50,6 +60,9 @@ impl<K: kube::Resource> KindSync<K> {
                 let n = listed.len();
                 let changed = index.replace_kind(self.kind, listed);
                 tracing::info!(kind = self.kind.as_str(), objects = n, changed, "relisted");
+                if let Some(readiness) = &self.readiness {
+                    readiness.done(&first_list(self.kind));
+                }
             }
             Event::Apply(obj) => {
                 let change = match self.convert(&obj) {
@@ -69,6 +82,11 @@ impl<K: kube::Resource> KindSync<K> {
     }
 }
 
+/// What readiness waits for until `kind` is listed once.
+pub fn first_list(kind: Kind) -> String {
+    format!("first list of {}", kind.as_str())
+}
+
 fn object_key(kind: Kind, meta: &ObjectMeta) -> ObjectKey {
     match kind {
         Kind::Namespace => ObjectKey::new("", meta.name.clone().unwrap_or_default()),
@@ -76,43 +94,54 @@ fn object_key(kind: Kind, meta: &ObjectMeta) -> ObjectKey {
     }
 }
 
-/// Follows every kind until `shutdown` completes. Watch errors (API server
-/// unreachable, a CRD not installed) are logged and retried with backoff.
-pub async fn run(client: Client, index: Index, shutdown: impl std::future::Future<Output = ()>) {
+/// Starts following every kind (call inside the runtime); the returned
+/// future stops them when `shutdown` completes (or when it is dropped).
+/// Watch errors (API server unreachable, a CRD not installed) are logged
+/// and retried with backoff. `readiness` waits for every kind's first list
+/// from the moment this returns (a missing CRD, e.g. the Gateway API's,
+/// keeps mesh-control unready, named in `/ready`).
+pub fn run(
+    client: Client,
+    index: Index,
+    readiness: &Readiness,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> impl std::future::Future<Output = ()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(follow(
         Api::<core::Namespace>::all(client.clone()),
         index.clone(),
-        KindSync::new(Kind::Namespace, convert::namespace),
+        KindSync::new(Kind::Namespace, convert::namespace).reporting_to(readiness),
     ));
     tasks.spawn(follow(
         Api::<core::Service>::all(client.clone()),
         index.clone(),
-        KindSync::new(Kind::Service, convert::service),
+        KindSync::new(Kind::Service, convert::service).reporting_to(readiness),
     ));
     tasks.spawn(follow(
         Api::<discovery::EndpointSlice>::all(client.clone()),
         index.clone(),
-        KindSync::new(Kind::EndpointSlice, convert::endpoint_slice),
+        KindSync::new(Kind::EndpointSlice, convert::endpoint_slice).reporting_to(readiness),
     ));
-    tasks.spawn(follow(Api::<core::Pod>::all(client.clone()), index.clone(), KindSync::new(Kind::Pod, convert::pod)));
+    tasks.spawn(follow(Api::<core::Pod>::all(client.clone()), index.clone(), KindSync::new(Kind::Pod, convert::pod).reporting_to(readiness)));
     tasks.spawn(follow(
         Api::<gateway::HTTPRoute>::all(client.clone()),
         index.clone(),
-        KindSync::new(Kind::HttpRoute, gateway::http_route),
+        KindSync::new(Kind::HttpRoute, gateway::http_route).reporting_to(readiness),
     ));
     tasks.spawn(follow(
         Api::<gateway::GRPCRoute>::all(client.clone()),
         index.clone(),
-        KindSync::new(Kind::GrpcRoute, gateway::grpc_route),
+        KindSync::new(Kind::GrpcRoute, gateway::grpc_route).reporting_to(readiness),
     ));
     tasks.spawn(follow(
         Api::<authz::AuthorizationPolicy>::all(client),
         index,
-        KindSync::new(Kind::AuthorizationPolicy, authz::authorization_policy),
+        KindSync::new(Kind::AuthorizationPolicy, authz::authorization_policy).reporting_to(readiness),
     ));
-    shutdown.await;
-    tasks.abort_all();
+    async move {
+        shutdown.await;
+        tasks.abort_all();
+    }
 }
 
 async fn follow<K>(api: Api<K>, index: Index, mut sync: KindSync<K>)

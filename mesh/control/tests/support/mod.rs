@@ -29,6 +29,8 @@ pub fn workload(sa: &str) -> SpiffeId {
 pub struct ControlPlane {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener's address (`--admin-listen`).
+    pub admin: Option<SocketAddr>,
     stderr_path: PathBuf,
     /// Its trust anchor file (`--trust-anchor`, else `<--data-dir>/trust-anchor.pem`).
     anchor_path: Option<PathBuf>,
@@ -59,26 +61,34 @@ impl ControlPlane {
             .expect("spawn mesh-control");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(patience(), lines.next_line())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "mesh-control did not print its address; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                )
-            })
-            .unwrap()
-            .unwrap_or_else(|| {
-                panic!("mesh-control exited; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default())
-            });
-        let addr = line
-            .strip_prefix("listening grpc ")
-            .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"))
-            .parse()
-            .unwrap();
+        // `listening admin <addr>` comes first when --admin-listen is given.
+        let mut admin = None;
+        let addr = loop {
+            let line = tokio::time::timeout(patience(), lines.next_line())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "mesh-control did not print its address; stderr:\n{}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    )
+                })
+                .unwrap()
+                .unwrap_or_else(|| {
+                    panic!("mesh-control exited; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default())
+                });
+            if let Some(addr) = line.strip_prefix("listening admin ") {
+                admin = Some(addr.parse().unwrap());
+                continue;
+            }
+            break line
+                .strip_prefix("listening grpc ")
+                .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"))
+                .parse()
+                .unwrap();
+        };
         let flag = |name: &str| args.iter().position(|a| *a == name).and_then(|i| args.get(i + 1)).map(PathBuf::from);
         let anchor_path = flag("--trust-anchor").or_else(|| flag("--data-dir").map(|d| d.join("trust-anchor.pem")));
-        Self { child, addr, stderr_path, anchor_path }
+        Self { child, addr, admin, stderr_path, anchor_path }
     }
 
     /// Its trust anchors.
@@ -96,6 +106,19 @@ impl ControlPlane {
     pub fn channel(&self) -> tonic::transport::Channel {
         let endpoint = self.endpoint();
         endpoint.channel(endpoint.endpoint().timeout(Duration::from_secs(5))).unwrap()
+    }
+
+    /// `GET <path>` on the admin listener: status code and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.admin.expect("started with --admin-listen");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{response:?}"));
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
     }
 
     pub fn stderr(&self) -> String {
