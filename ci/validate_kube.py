@@ -174,6 +174,14 @@ def main():
     def api_or_kind_or_cr(path, n, doc):
         where = f"{path}:{n} {name_of(doc)}"
         key = (doc.get("apiVersion"), doc.get("kind"))
+        if key == ("v1", "List"):
+            # kubectl's client-side List (not an API kind): its items are the objects.
+            extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "items"})
+            items = doc.get("items")
+            if extra or not isinstance(items, list):
+                failures.append(f"{where}: a v1 List has apiVersion, kind, metadata and an items array (got {sorted(doc)})")
+                return False
+            return all([api_or_kind_or_cr(path, f"{n} items[{i}]", item) for i, item in enumerate(items)])
         if doc.get("apiVersion") == KIND_API:
             problems = errors_of(kind_validator, doc)
         elif key in crds:
