@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::peers::Peers;
+use super::probe;
 use super::process::Proc;
 use super::{Component, DeployError, Role, ScenarioTopology};
 use crate::bins::Binaries;
@@ -66,6 +67,31 @@ impl Workspace {
         Proc::spawn_in(name, cmd, &self.pids_file, netns)
     }
 
+    /// Start replica `i` of the scenario's target server listening on
+    /// `listen` (in the network namespace `netns` when given) and wait
+    /// until `/healthz` answers at `at` (default: the address it printed),
+    /// asked from the same namespace. Returns it and where it answered.
+    pub async fn start_server(
+        &self,
+        topo: &ScenarioTopology,
+        i: usize,
+        listen: &str,
+        netns: Option<&Path>,
+        at: Option<SocketAddr>,
+    ) -> Result<(Proc, SocketAddr), DeployError> {
+        let cmd = server_command(&self.bins.loadgen, topo, i, listen);
+        let mut p = self.spawn(&server_name(topo, i), cmd, netns)?;
+        let printed = addr(&mut p, "listening on ").await?;
+        let target = at.unwrap_or(printed);
+        let ready =
+            probe::until_ok_from(netns, target, None, "/healthz", topo.protocol, READY_PATIENCE)
+                .await;
+        match ready {
+            Ok(()) => Ok((p, target)),
+            Err(e) => Err(ready_error(&mut p, e)),
+        }
+    }
+
     /// Whether `variant` can run with the peers found: a missing peer is
     /// [`DeployError::Unavailable`] (the cell is skipped, not failed).
     pub fn available(&self, variant: Variant) -> Result<(), DeployError> {
@@ -120,22 +146,21 @@ pub fn no_servers() -> DeployError {
     }
 }
 
+/// Replica `i`'s component name: `server`, or `server-<i>` with replicas.
+pub fn server_name(topo: &ScenarioTopology, i: usize) -> String {
+    match topo.replicas {
+        1 => "server".to_string(),
+        _ => format!("server-{i}"),
+    }
+}
+
 /// Replica `i` of the scenario's target server, listening on `listen`: its
-/// component name and its `loadgen serve` command. The last replica is the
-/// slow one, so replica 0 (the single-address variants') is a normal one.
-pub fn server_command(
-    loadgen: &Path,
-    topo: &ScenarioTopology,
-    i: usize,
-    listen: &str,
-) -> (String, Command) {
+/// `loadgen serve` command. The last replica is the slow one, so replica 0
+/// (the single-address variants') is a normal one.
+fn server_command(loadgen: &Path, topo: &ScenarioTopology, i: usize, listen: &str) -> Command {
     let delay = match topo.slow_replica_delay {
         Some(slow) if i + 1 == topo.replicas && topo.replicas > 1 => slow,
         _ => topo.server_delay,
-    };
-    let name = match topo.replicas {
-        1 => "server".to_string(),
-        _ => format!("server-{i}"),
     };
     let mut cmd = Command::new(loadgen);
     cmd.args(["serve", "--listen", listen])
@@ -145,7 +170,7 @@ pub fn server_command(
         .arg(topo.body_size.to_string())
         .arg("--threads")
         .arg(topo.server_threads.to_string());
-    (name, cmd)
+    cmd
 }
 
 /// A chain that never answered: why, and every process's exit status and

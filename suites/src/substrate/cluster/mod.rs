@@ -114,6 +114,28 @@ impl ClusterSpec {
         })
     }
 
+    /// The identities mesh-control certifies: every meshed workload's
+    /// `spiffe://cluster.local/ns/<ns>/sa/<service account>`, sorted, once each.
+    pub fn identities(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .workloads
+            .iter()
+            .filter(|w| w.meshed)
+            .map(|w| identity(&w.namespace, &w.service_account))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The test's own manifests as (file name, YAML).
+    pub fn manifest_files(&self) -> Vec<(&str, &str)> {
+        self.manifests
+            .iter()
+            .map(|(n, y)| (n.as_str(), y.as_str()))
+            .collect()
+    }
+
     /// Every problem at once: unknown namespaces, workloads a Service
     /// selects that do not exist, duplicate names, zero replicas.
     pub fn validate(&self) -> Result<(), Vec<String>> {

@@ -105,22 +105,11 @@ impl Local {
         let control = match mode {
             MeshMode::Weft | MeshMode::WeftWithout(_) | MeshMode::WeftNoMtls => {
                 let dir = self.ws.dir("cluster")?;
-                let mut ids: Vec<String> = spec
-                    .workloads
-                    .iter()
-                    .filter(|w| w.meshed)
-                    .map(|w| cluster::identity(&w.namespace, &w.service_account))
-                    .collect();
-                ids.sort();
-                ids.dedup();
+                let ids = spec.identities();
                 // The topology's objects need the sidecars' ports, which they
                 // get only once started: the test's own manifests go first,
                 // the topology once every sidecar is listening.
-                let initial: Vec<(&str, &str)> = spec
-                    .manifests
-                    .iter()
-                    .map(|(n, y)| (n.as_str(), y.as_str()))
-                    .collect();
+                let initial = spec.manifest_files();
                 Some(
                     ControlPlane::start_for(
                         &self.ws.bins.mesh_control,

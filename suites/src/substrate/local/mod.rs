@@ -39,7 +39,7 @@ use super::manifests;
 use super::probe;
 use super::process::Proc;
 use super::shared::{
-    addr, chain_failure, control_of, keep, no_servers, ready_error, server_command,
+    chain_failure, control_of, keep, no_servers,
     server_components, wait_listening, Workspace, READY_PATIENCE, STOP_GRACE,
 };
 use super::{DeployError, Deployment, FaultStep, Role, ScenarioTopology, Substrate};
@@ -232,15 +232,8 @@ impl Substrate for Local {
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError> {
         self.end_scenario().await;
         for i in 0..topo.replicas {
-            let (name, cmd) = server_command(&self.ws.bins.loadgen, topo, i, "127.0.0.1:0");
-            let mut p = self.ws.spawn(&name, cmd, None)?;
-            let server = addr(&mut p, "listening on ").await?;
-            if let Err(e) =
-                probe::until_ok(server, None, "/healthz", topo.protocol, READY_PATIENCE).await
-            {
-                return Err(ready_error(&mut p, e));
-            }
-            self.servers.push((p, server));
+            let server = self.ws.start_server(topo, i, "127.0.0.1:0", None, None).await?;
+            self.servers.push(server);
         }
         if topo.control_plane {
             self.control = Some(self.start_control(topo.cert_lifetime).await);

@@ -227,25 +227,16 @@ impl Netns {
         pod: &Pod,
     ) -> Result<ControlPlane, DeployError> {
         let dir = self.ws.dir("cluster")?;
-        let mut ids: Vec<String> = cluster
-            .pods
-            .iter()
-            .filter(|p| p.meshed)
-            .map(|p| cluster::identity(&p.namespace, &p.service_account))
-            .collect();
-        ids.sort();
-        ids.dedup();
+        // Called only when the mode is meshed: the meshed workloads' pods
+        // are the meshed pods.
+        let ids = spec.identities();
         let topology = yaml::render(
             &spec.namespaces,
             &cluster.services,
             &cluster.pods,
             Interception::Transparent,
         );
-        let mut initial: Vec<(&str, &str)> = spec
-            .manifests
-            .iter()
-            .map(|(n, y)| (n.as_str(), y.as_str()))
-            .collect();
+        let mut initial = spec.manifest_files();
         initial.push((TOPOLOGY_FILE, &topology));
         ControlPlane::start_for(
             &self.ws.bins.mesh_control,

@@ -37,7 +37,7 @@ use super::manifests;
 use super::probe;
 use super::process::Proc;
 use super::shared::{
-    addr, chain_failure, control_of, keep, no_servers, ready_error, server_command,
+    chain_failure, control_of, keep, no_servers, server_name,
     server_components, Workspace, READY_PATIENCE, STOP_GRACE,
 };
 use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
@@ -332,24 +332,12 @@ impl Substrate for Netns {
         self.end_scenario().await;
         let mut endpoints = Vec::new();
         for i in 0..topo.replicas {
-            let (name, cmd) =
-                server_command(&self.ws.bins.loadgen, topo, i, &format!("0.0.0.0:{APP_PORT}"));
-            let pod = self.add_pod(&name)?;
-            let mut p = self.ws.spawn(&name, cmd, Some(&pod.ns_path()))?;
-            addr(&mut p, "listening on ").await?;
-            let target = pod.addr(APP_PORT);
-            let ready = probe::until_ok_from(
-                Some(&pod.ns_path()),
-                target,
-                None,
-                "/healthz",
-                topo.protocol,
-                READY_PATIENCE,
-            )
-            .await;
-            if let Err(e) = ready {
-                return Err(ready_error(&mut p, e));
-            }
+            let pod = self.add_pod(&server_name(topo, i))?;
+            let listen = format!("0.0.0.0:{APP_PORT}");
+            let (p, target) = self
+                .ws
+                .start_server(topo, i, &listen, Some(&pod.ns_path()), Some(pod.addr(APP_PORT)))
+                .await?;
             endpoints.push(target);
             self.servers.push((p, pod));
         }
