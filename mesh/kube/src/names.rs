@@ -57,7 +57,13 @@ pub const PROXY_MEMORY_LIMIT_ANNOTATION: &str = "weft.io/proxy-memory-limit";
 pub const SKIP_INBOUND_PORTS_ANNOTATION: &str = "weft.io/skip-inbound-ports";
 pub const SKIP_OUTBOUND_PORTS_ANNOTATION: &str = "weft.io/skip-outbound-ports";
 pub const SKIP_OUTBOUND_CIDRS_ANNOTATION: &str = "weft.io/skip-outbound-cidrs";
-pub const OPAQUE_PORTS_ANNOTATION: &str = "weft.io/opaque-ports";
+/// Ports carrying opaque TCP (`3306,5000-5010`): on a pod, mesh-control tells
+/// clients its ports are opaque and the injector adds them to the pod's own
+/// proxy's `--opaque-ports`; on a Service, its ports (mesh-control).
+pub const OPAQUE_PORTS_ANNOTATION: &str = "config.weft.io/opaque-ports";
+/// mesh-proxy's default `--opaque-ports` (`OpaquePorts::DEFAULT`; a
+/// mesh-proxy test checks they agree): the injector keeps them when a pod adds its own.
+pub const PROXY_DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 
 /// The kind/kube substrate of `bench`: the label with the run's id on its
 /// namespace, so `bench clean --substrate kind` finds what a killed run left.

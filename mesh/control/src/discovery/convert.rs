@@ -30,7 +30,7 @@ use mesh_index::model::{
 pub const PROXY_CONTAINER: &str = mesh_kube::names::PROXY_CONTAINER;
 pub const INJECT: &str = mesh_kube::names::INJECT_ANNOTATION;
 pub const DEFAULT_INBOUND_POLICY: &str = "weft.io/default-inbound-policy";
-pub const OPAQUE_PORTS: &str = "config.weft.io/opaque-ports";
+pub const OPAQUE_PORTS: &str = mesh_kube::names::OPAQUE_PORTS_ANNOTATION;
 const ACCRUAL: &str = "balancer.weft.io/failure-accrual";
 
 /// An object that cannot be turned into index entries; every problem listed.

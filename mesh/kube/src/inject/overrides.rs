@@ -199,7 +199,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(problems.len(), 5, "{problems:#?}");
         let all = problems.join("\n");
-        for needle in ["\"lots\"", "`http`", "host bits", "weft.io/opaque-ports", "1Gi is more than its limit 256Mi"] {
+        for needle in ["\"lots\"", "`http`", "host bits", "config.weft.io/opaque-ports", "1Gi is more than its limit 256Mi"] {
             assert!(all.contains(needle), "{needle} in {all}");
         }
     }

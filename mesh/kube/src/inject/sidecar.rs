@@ -106,7 +106,13 @@ pub fn proxy(config: &Config, overrides: &Overrides) -> Container {
         env("WEFT_PROXY_TRUST_ANCHOR", format!("{TRUST_ANCHOR_DIR}/{}", names::TRUST_ANCHOR_KEY)),
     ];
     if let Some(ports) = &overrides.opaque_ports {
-        vars.push(env("WEFT_PROXY_OPAQUE_PORTS", ports.to_string()));
+        // Added to the proxy's defaults: a pod naming its own server-first
+        // port should not lose MySQL's or Redis's as a client.
+        let ports = match ports.0.is_empty() {
+            true => names::PROXY_DEFAULT_OPAQUE_PORTS.to_owned(),
+            false => format!("{},{ports}", names::PROXY_DEFAULT_OPAQUE_PORTS),
+        };
+        vars.push(env("WEFT_PROXY_OPAQUE_PORTS", ports));
     }
     Container {
         name: names::PROXY_CONTAINER.to_owned(),

@@ -164,7 +164,7 @@ fn annotations_override_ports_cidrs_and_resources() {
     assert_eq!(arg_after(args, "--proxy-uid"), Some("2102"));
     let proxy = &spec.containers[0];
     let env = |name: &str| proxy.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
-    assert_eq!(env("WEFT_PROXY_OPAQUE_PORTS").as_deref(), Some("5432"));
+    assert_eq!(env("WEFT_PROXY_OPAQUE_PORTS").as_deref(), Some("25,587,3306,4444,5432,6379,9300,11211,7000-7001"));
     let r = proxy.resources.as_ref().unwrap();
     let q = |m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
         m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())

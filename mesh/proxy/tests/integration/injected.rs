@@ -71,3 +71,8 @@ async fn the_injected_proxy_certifies_as_its_pods_service_account_and_turns_read
     assert!(log.contains(id), "the proxy's log names its identity:\n{log}");
     control.stop().await;
 }
+
+#[test]
+fn the_injector_keeps_the_proxys_default_opaque_ports() {
+    assert_eq!(mesh_kube::names::PROXY_DEFAULT_OPAQUE_PORTS, mesh_proxy::OpaquePorts::DEFAULT);
+}
