@@ -95,8 +95,6 @@ pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-co
 /// Where Weft's images come from unless overridden (`<registry>/mesh-proxy:<version>`,
 /// `<registry>/weft:<version>` for the init container).
 pub const IMAGE_REGISTRY: &str = "ghcr.io/weft";
-/// Weft's own CustomResourceDefinitions (what `weft install` renders).
-pub const WEFT_CRDS: &[&str] = &["authorizationpolicies.policy.weft.io"];
 /// The Gateway API CRDs Weft reads routes from: a prerequisite, not installed by Weft.
 pub const GATEWAY_API_CRDS: &[&str] = &["httproutes.gateway.networking.k8s.io", "grpcroutes.gateway.networking.k8s.io"];
 

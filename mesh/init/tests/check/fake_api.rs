@@ -39,7 +39,16 @@ pub fn fixtures() -> PathBuf {
 impl FakeApi {
     /// Serves `fixtures()/dir`, with each `${NAME}` in a file replaced by its value in `vars`.
     pub fn start(dir: &str, vars: &[(&str, String)]) -> FakeApi {
-        let routes = load(&fixtures().join(dir), vars);
+        Self::start_with(dir, vars, Vec::new())
+    }
+
+    /// As [`FakeApi::start`], with some routes (`"GET /path"`) answered by the given JSON objects instead.
+    pub fn start_with(dir: &str, vars: &[(&str, String)], objects: Vec<(String, Value)>) -> FakeApi {
+        let mut routes = load(&fixtures().join(dir), vars);
+        for (key, object) in objects {
+            let answer = Answer::Fixed { status: StatusCode::OK, content_type: "application/json".into(), body: object.to_string() };
+            routes.insert(key, answer);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();

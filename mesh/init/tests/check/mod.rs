@@ -276,3 +276,62 @@ fn unreachable_api_server_fails_the_first_check() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("--expiry-warning") && stderr.contains("soon"), "{stderr}");
 }
+
+/// What `weft install` renders passes the checks it is the subject of:
+/// the webhook's Service, path, caBundle and serving certificate, the trust
+/// anchor, Weft's CRDs, the Deployment. The objects are the real binary's
+/// output, given the status the API server and controllers would add.
+#[test]
+fn install_output_passes_its_checks() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft")).args(["install", "--replicas", "2"]).output().unwrap();
+    assert!(out.status.success(), "weft install: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("weft install renders no {kind} {name}"))
+            .clone()
+    };
+    let mut deployment = find("Deployment", "weft-control");
+    deployment["status"] = serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2});
+    let anchor = find("ConfigMap", "weft-trust-anchor");
+    let mut anchor_copy = anchor.clone();
+    anchor_copy["metadata"]["namespace"] = "shop".into();
+    // The rendered CRDs as the API server lists them once established, beside Gateway API's.
+    let mut crds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fake_api::fixtures().join("fresh/crds.json")).unwrap()).unwrap();
+    for mut crd in objects.iter().filter(|o| o["kind"] == "CustomResourceDefinition").cloned() {
+        crd["status"] = serde_json::json!({"conditions": [{"type": "Established", "status": "True", "lastTransitionTime": "2026-12-01T10:00:00Z", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}]});
+        crds["items"].as_array_mut().unwrap().push(crd);
+    }
+    let api = FakeApi::start_with(
+        "healthy",
+        &vars(365),
+        vec![
+            ("GET /apis/apps/v1/namespaces/weft/deployments/weft-control".into(), deployment),
+            (
+                "GET /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/weft-injector".into(),
+                find("MutatingWebhookConfiguration", "weft-injector"),
+            ),
+            ("GET /api/v1/namespaces/weft/secrets/weft-webhook-tls".into(), find("Secret", "weft-webhook-tls")),
+            ("GET /api/v1/namespaces/weft/configmaps/weft-trust-anchor".into(), anchor),
+            ("GET /api/v1/namespaces/shop/configmaps/weft-trust-anchor".into(), anchor_copy),
+            ("GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions".into(), crds),
+        ],
+    );
+    let (out, report) = weft_check(&api, &[]);
+    assert_eq!(out.status.code(), Some(0), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    for (name, details) in [
+        ("control plane Deployment weft/weft-control ready", &["2/2 replicas available"][..]),
+        ("injector webhook weft-injector registered", &["weft/weft-control:443/inject"]),
+        ("injector webhook weft-injector has a caBundle", &[]),
+        ("injector webhook certificate (Secret weft/weft-webhook-tls) matches its caBundle", &["weft-control.weft.svc, signed by the caBundle"]),
+        ("Weft CRDs installed", &["authorizationpolicies.policy.weft.io"]),
+        ("trust anchor weft/weft-trust-anchor valid and not near expiry", &["expires in"]),
+        ("trust anchor in every meshed namespace", &["shop"]),
+    ] {
+        assert_verdict(&report, "ok", name, details);
+    }
+}

@@ -278,8 +278,7 @@ async fn gateway_api_crds(client: &kube::Client) -> Check {
         "crds",
         "Gateway API CRDs (HTTPRoute, GRPCRoute) installed",
         names::GATEWAY_API_CRDS,
-        "install the Gateway API standard channel: kubectl apply -f \
-         https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.2.1/standard-install.yaml",
+        &format!("install the Gateway API standard channel: kubectl apply -f {}", crate::install::GATEWAY_API_STANDARD_CRDS),
     )
     .await
 }
