@@ -184,10 +184,10 @@ pub struct Args {
     #[arg(long, env = "WEFT_CONTROL_WEBHOOK_KEY", value_name = "FILE", requires = "webhook_listen")]
     pub webhook_key: Option<PathBuf>,
     /// The proxy image the webhook injects.
-    #[arg(long, env = "WEFT_CONTROL_PROXY_IMAGE", value_name = "IMAGE", default_value_t = mesh_kube::inject::default_image("mesh-proxy"))]
+    #[arg(long, env = "WEFT_CONTROL_PROXY_IMAGE", value_name = "IMAGE", default_value_t = mesh_kube::inject::default_image(mesh_kube::names::PROXY_IMAGE))]
     pub proxy_image: String,
     /// The init container image (`weft init`) the webhook injects.
-    #[arg(long, env = "WEFT_CONTROL_INIT_IMAGE", value_name = "IMAGE", default_value_t = mesh_kube::inject::default_image("weft"))]
+    #[arg(long, env = "WEFT_CONTROL_INIT_IMAGE", value_name = "IMAGE", default_value_t = mesh_kube::inject::default_image(mesh_kube::names::INIT_IMAGE))]
     pub init_image: String,
     /// The namespace mesh-control runs in: injected proxies reach it at
     /// weft-control.<this>.svc.<cluster domain>:8086.

@@ -25,10 +25,10 @@ pub struct InjectArgs {
     #[arg(value_name = "FILE|-")]
     pub file: PathBuf,
     /// The proxy's image
-    #[arg(long, env = "WEFT_INJECT_PROXY_IMAGE", default_value_t = default_image("mesh-proxy"), value_name = "IMAGE")]
+    #[arg(long, env = "WEFT_INJECT_PROXY_IMAGE", default_value_t = default_image(names::PROXY_IMAGE), value_name = "IMAGE")]
     pub proxy_image: String,
     /// The init container's image (it runs `weft init`)
-    #[arg(long, env = "WEFT_INJECT_INIT_IMAGE", default_value_t = default_image("weft"), value_name = "IMAGE")]
+    #[arg(long, env = "WEFT_INJECT_INIT_IMAGE", default_value_t = default_image(names::INIT_IMAGE), value_name = "IMAGE")]
     pub init_image: String,
     /// imagePullPolicy of both containers (Always, IfNotPresent, Never); unset: Kubernetes' default
     #[arg(long, env = "WEFT_INJECT_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"], value_name = "POLICY")]

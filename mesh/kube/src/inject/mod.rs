@@ -62,8 +62,8 @@ impl Default for Config {
     fn default() -> Self {
         let trust_domain = "cluster.local".to_owned();
         Self {
-            proxy_image: default_image("mesh-proxy"),
-            init_image: default_image("weft"),
+            proxy_image: default_image(names::PROXY_IMAGE),
+            init_image: default_image(names::INIT_IMAGE),
             image_pull_policy: None,
             control_identity: Self::control_identity_in(&trust_domain),
             trust_domain,
