@@ -26,8 +26,10 @@ pub const WEBHOOK_PORT: u16 = 8443;
 /// The path the API server posts AdmissionReviews to.
 pub const WEBHOOK_PATH: &str = "/inject";
 
-/// Images: `<IMAGE_REGISTRY>/<name>:<tag>` (`weft install --registry --tag`);
-/// the kind substrate builds and loads them under these names.
+/// Images: `<IMAGE_REGISTRY>/<name>:<tag>` (`weft install --registry --tag`).
+/// images/build (and so the kind substrate) names its builds after the
+/// Dockerfile's targets instead, `weft/{control,proxy,loadgen,weft}:<tag>`,
+/// and passes them with `--control-image`, `--proxy-image`, `--init-image`.
 pub const CONTROL_IMAGE: &str = "mesh-control";
 pub const PROXY_IMAGE: &str = "mesh-proxy";
 /// The init container's image: the `weft` binary (`weft init`).
