@@ -103,7 +103,9 @@ pub fn inject_stream(text: &str, config: &Config) -> Result<Injected, StreamErro
             errors.push(error(line, "not a Kubernetes object: apiVersion and kind are required".to_owned()));
             continue;
         };
-        if kind.ends_with("List") {
+        // `List`, `PodList`, ...; a custom kind that only ends in "List"
+        // (an `IPAllowList`) has no items array and passes through.
+        if kind.ends_with("List") && value.get("items").is_some_and(Value::is_array) {
             match list(value, document, config, &mut reports) {
                 Ok(Some(changed)) => out.push(changed),
                 Ok(None) => out.push(doc),
@@ -135,7 +137,7 @@ pub fn inject_stream(text: &str, config: &Config) -> Result<Injected, StreamErro
 /// A `List`'s items, each injected; `Some` with the list's new YAML when one changed.
 fn list(mut value: Value, document: usize, config: &Config, reports: &mut Vec<Report>) -> Result<Option<String>, String> {
     let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) else {
-        return Err("a List without items (an array of objects)".to_owned());
+        return Ok(None);
     };
     let mut changed_any = false;
     let mut problems = Vec::new();

@@ -271,6 +271,14 @@ fn a_bad_annotation_or_a_clashing_volume_changes_nothing_and_says_why() {
 }
 
 #[test]
+fn a_custom_kind_ending_in_list_is_not_a_list() {
+    let text = "apiVersion: net.example/v1\nkind: IPAllowList\nmetadata: {name: a}\nspec: {cidrs: [10.0.0.0/8]}\n";
+    let out = inject_stream(text, &config()).unwrap();
+    assert_eq!(out.yaml, text);
+    assert_eq!(out.reports[0].to_string(), "document 1: IPAllowList a: not a workload, passed through");
+}
+
+#[test]
 fn malformed_streams_name_the_document_the_line_and_the_problem() {
     let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: Deployment\nmetadata: {name: b}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: c\nspec:\n  replicas: many\n---\napiVersion: v1\nkind: Pod\nmetadata: [unclosed\n";
     let err = inject_stream(text, &config()).unwrap_err();
