@@ -120,7 +120,7 @@ fn golden(name: &str, actual: &str) {
         }
     }
     panic!(
-        "{} differs from `weft install`'s output (if the change is intended: WEFT_BLESS=1 cargo test -p mesh-kube --test install, and review the diff):\n{diff}",
+        "{} differs from `weft install`'s output (if the change is intended: WEFT_BLESS=1 cargo test -p mesh-kube --test kube install, and review the diff):\n{diff}",
         path.display()
     );
 }
