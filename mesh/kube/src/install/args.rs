@@ -242,7 +242,7 @@ impl Options {
             proxy_image: String::new(),
             init_image: String::new(),
             replicas: 2,
-            resources: Resources::default(),
+            resources: Resources { cpu_request: None, memory_request: None, cpu_limit: None, memory_limit: None },
             cert_lifetime: Duration::from_secs(24 * 3600),
             trust_domain: String::new(),
             cluster_domain: String::new(),
@@ -266,31 +266,16 @@ fn check_name(flag: &str, name: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// A Kubernetes quantity (`100m`, `0.5`, `64Mi`, `1e3`), or `none`.
+/// A Kubernetes quantity (`100m`, `0.5`, `64Mi`, `1e3`; the injector's
+/// parser), or `none`.
 fn quantity(flag: &str, text: &str, problems: &mut Vec<String>) -> Option<String> {
-    if text == "none" {
-        return None;
-    }
-    const SUFFIXES: [&str; 14] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", ""];
-    let number = SUFFIXES.iter().find_map(|s| text.strip_suffix(s)).unwrap_or(text);
-    let number = number.split_once(['e', 'E']).map_or(number, |(mantissa, exp)| {
-        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-        if !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()) {
-            mantissa
-        } else {
-            "x"
+    match text {
+        "none" => None,
+        _ if crate::inject::overrides::quantity(text).is_some_and(|v| v > 0.0) => Some(text.to_owned()),
+        _ => {
+            problems.push(format!("{flag} {text:?}: not a positive Kubernetes quantity like 100m, 0.5, 64Mi or 1Gi (or none)"));
+            None
         }
-    });
-    let digits = number.strip_prefix('+').unwrap_or(number);
-    let ok = !digits.is_empty()
-        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && digits.matches('.').count() <= 1
-        && digits != ".";
-    if ok {
-        Some(text.to_owned())
-    } else {
-        problems.push(format!("{flag} {text:?}: not a Kubernetes quantity like 100m, 0.5, 64Mi or 1Gi (or none)"));
-        None
     }
 }
 

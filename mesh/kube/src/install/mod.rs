@@ -31,6 +31,8 @@ use serde_json::Value;
 pub use args::{InstallArgs, UninstallArgs};
 pub use pki::{CertAndKey, IdentityPki, PkiError, WebhookPki};
 
+pub use crate::inject::Resources;
+
 use crate::names;
 
 /// Where the trust anchor, issuer and webhook certificate are mounted in mesh-control.
@@ -52,7 +54,8 @@ pub struct Options {
     pub proxy_image: String,
     pub init_image: String,
     pub replicas: i32,
-    /// mesh-control's container resources (Kubernetes quantities).
+    /// mesh-control's container resources (Kubernetes quantities; the
+    /// injector's type, here for mesh-control's own container).
     pub resources: Resources,
     /// Lifetime of workload certificates (mesh-control `--cert-lifetime`).
     pub cert_lifetime: Duration,
@@ -63,28 +66,6 @@ pub struct Options {
     pub webhook_timeout_seconds: i32,
     pub identity: IdentityPki,
     pub webhook: WebhookPki,
-}
-
-/// Requests and limits of mesh-control's container; `None` leaves one out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resources {
-    pub cpu_request: Option<String>,
-    pub memory_request: Option<String>,
-    pub cpu_limit: Option<String>,
-    pub memory_limit: Option<String>,
-}
-
-impl Default for Resources {
-    /// Measured in the local substrate: mesh-control idles at ~10 MiB RSS
-    /// and a few millicores; the limit leaves room for large clusters' indexes.
-    fn default() -> Self {
-        Self {
-            cpu_request: Some("100m".to_owned()),
-            memory_request: Some("64Mi".to_owned()),
-            cpu_limit: None,
-            memory_limit: Some("512Mi".to_owned()),
-        }
-    }
 }
 
 /// What the API server does when the webhook cannot answer.
