@@ -33,6 +33,8 @@ pub mod control;
 #[forbid(unsafe_code)]
 pub mod enter;
 #[forbid(unsafe_code)]
+pub mod kube;
+#[forbid(unsafe_code)]
 pub mod local;
 #[forbid(unsafe_code)]
 pub mod manifests;

@@ -1,0 +1,522 @@
+//! The plan of a cluster run: every step, command and manifest, built once
+//! from the suite and the options. `--dry-run` prints it ([`render`]);
+//! a real run executes the same plan (`run.rs`), so what the dry run shows
+//! is what runs.
+//!
+//! ```text
+//!  cluster ─> images ─> namespace ─> sampling ─> per mesh: install (unless present)
+//!                                                 per variant: opt the namespace in
+//!                                                   per scenario: server ─> a Job per cell ─> remove server
+//!                                                 uninstall (what this run installed)
+//!                                     ─> teardown (the run's namespace; the cluster if asked)
+//! ```
+//!
+//! Cells are grouped by mesh, then by variant: installing a mesh takes
+//! minutes, so the local substrate's interleaving of variants within a rate
+//! is not kept here (the plan says so).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_kube::names;
+
+use super::exec::Cmd;
+use super::manifests::{self, Images, Manifest, Selector};
+use super::meshes::{self, Action, Kubectl, Mesh, Sides};
+use super::stats::Watch;
+use crate::plan::{self as cells_plan, Cell};
+use crate::substrate::Role;
+use crate::suite::{Suite, Variant};
+
+/// The images bench deploys, by name under `weft/` (images/build's tags).
+pub const IMAGES: [&str; 4] = ["mesh-proxy", "mesh-control", "loadgen", "weft"];
+/// A ConfigMap in kube-system of a kind cluster bench created.
+pub const CREATED_MARKER: &str = "weft-bench-created";
+/// How often the kubelet's stats summaries are read during a measured window.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which cluster, and how images reach it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// A kind cluster bench creates (or reuses) from a kind-configs/ file;
+    /// images are loaded into its nodes with `kind load docker-image`.
+    Kind { cluster: String, config: PathBuf },
+    /// An existing cluster from the kubeconfig; images are pushed to
+    /// `registry` and pulled from there.
+    Kube {
+        context: Option<String>,
+        registry: String,
+    },
+}
+
+/// What `bench run --substrate kind|kube` was given.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub target: Target,
+    pub client: Selector,
+    pub server: Selector,
+    /// Names the run's namespace and labels it (`weft.dev/run`).
+    pub run_id: String,
+    /// `<host>:<pid>` of this bench.
+    pub owner: String,
+    /// Build the images (images/build); off: use what is already built.
+    pub build_images: bool,
+    /// Delete the kind cluster at the end if this run created it.
+    pub delete_cluster: bool,
+    /// The workspace root (kind-configs/, images/build).
+    pub workspace: PathBuf,
+    /// The `weft` CLI (`weft install | kubectl apply -f -`).
+    pub weft: String,
+    /// Image tag (`git describe --always --dirty --tags`).
+    pub tag: String,
+}
+
+/// One step of the plan.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Do(Action),
+    /// `kubectl apply -f -` of typed objects.
+    Apply { cmd: Cmd, manifests: Vec<Manifest> },
+    /// Steps taken only when `probe` finds the thing absent.
+    Unless {
+        probe: Probe,
+        then: Vec<Step>,
+    },
+}
+
+/// How a conditional step tells whether its thing exists.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    /// `kind get clusters` lists it.
+    KindCluster { cmd: Cmd, name: String },
+    /// The command succeeds (e.g. `kubectl get namespace linkerd`).
+    Succeeds { cmd: Cmd, what: String },
+}
+
+/// A mesh and the variants measured with it.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub mesh: Mesh,
+    /// `Err`: its CLI is missing; every variant of it is skipped with this.
+    pub available: Result<(), String>,
+    /// Wrapped in an [`Step::Unless`] on its control plane's namespace.
+    pub install: Vec<Step>,
+    pub variants: Vec<VariantRun>,
+    /// Run only when this run installed it.
+    pub uninstall: Vec<Action>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VariantRun {
+    pub variant: Variant,
+    pub sides: Sides,
+    pub opt_in: Option<Cmd>,
+    pub opt_out: Option<Cmd>,
+    pub scenarios: Vec<ScenarioRun>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScenarioRun {
+    pub scenario: usize,
+    pub server: Step,
+    pub rollouts: Vec<Cmd>,
+    pub jobs: Vec<JobRun>,
+    pub remove: Cmd,
+}
+
+#[derive(Clone, Debug)]
+pub struct JobRun {
+    pub cell: Cell,
+    /// 1-based position in the suite's cell list (as `bench plan` numbers it).
+    pub number: usize,
+    pub label: String,
+    pub name: String,
+    pub apply: Step,
+    pub watches: Vec<Watch>,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub deadline: Duration,
+    pub delete: Cmd,
+}
+
+/// A cell that does not run on a cluster, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skip {
+    pub scenario: usize,
+    pub variant: Option<Variant>,
+    pub reason: String,
+    pub cells: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub substrate: &'static str,
+    pub suite: String,
+    pub namespace: String,
+    pub run_id: String,
+    pub kubectl: Kubectl,
+    pub images: Images,
+    pub cluster: Vec<Step>,
+    pub image_steps: Vec<Step>,
+    pub setup: Vec<Step>,
+    pub groups: Vec<Group>,
+    pub skipped: Vec<Skip>,
+    pub teardown: Vec<Step>,
+    /// `--delete-cluster`: run only when this run created the kind cluster.
+    pub delete_cluster: Option<Action>,
+    pub cells: usize,
+    pub scenario_names: Vec<String>,
+}
+
+/// The name of image `name` where the cluster pulls it from.
+fn image(target: &Target, name: &str, tag: &str) -> String {
+    match target {
+        Target::Kind { .. } => format!("weft/{name}:{tag}"),
+        Target::Kube { registry, .. } => {
+            format!("{}/{name}:{tag}", registry.trim_end_matches('/'))
+        }
+    }
+}
+
+/// `weft install`'s image overrides for this run's images.
+pub fn weft_install_args(target: &Target, tag: &str) -> Vec<String> {
+    vec![
+        "--proxy-image".into(),
+        image(target, "mesh-proxy", tag),
+        "--control-image".into(),
+        image(target, "mesh-control", tag),
+        "--init-image".into(),
+        image(target, "weft", tag),
+    ]
+}
+
+pub fn build(suite: &Suite, opts: &Options) -> Plan {
+    let all_cells = cells_plan::cells(suite);
+    let (substrate, kubectl) = match &opts.target {
+        Target::Kind { cluster, .. } => (
+            "kind",
+            Kubectl {
+                context: Some(format!("kind-{cluster}")),
+            },
+        ),
+        Target::Kube { context, .. } => (
+            "kube",
+            Kubectl {
+                context: context.clone(),
+            },
+        ),
+    };
+    let ns = format!("weft-bench-{}", opts.run_id);
+    let images = Images {
+        loadgen: image(&opts.target, "loadgen", &opts.tag),
+    };
+    let long = Duration::from_secs(600);
+
+    let cluster = match &opts.target {
+        Target::Kind { cluster, config } => vec![Step::Unless {
+            probe: Probe::KindCluster {
+                cmd: Cmd::new("kind", &["get", "clusters"], Duration::from_secs(30)),
+                name: cluster.clone(),
+            },
+            then: vec![
+                Step::Do(Action::Run(
+                    Cmd::new("kind", &["create", "cluster", "--name", cluster], long)
+                        .arg("--config")
+                        .arg(config.display().to_string())
+                        .arg("--wait")
+                        .arg("300s"),
+                )),
+                // What `bench clean --delete-cluster` looks for before deleting a cluster.
+                Step::Do(Action::Run(kubectl.cmd(&[
+                    "create",
+                    "configmap",
+                    CREATED_MARKER,
+                    "-n",
+                    "kube-system",
+                    "--from-literal=created-by=weft-bench",
+                ]))),
+            ],
+        }],
+        Target::Kube { .. } => vec![Step::Do(Action::Run(kubectl.cmd(&["cluster-info"])))],
+    };
+
+    let build_script = opts.workspace.join("images/build");
+    let mut image_steps = Vec::new();
+    let tagged: Vec<String> = IMAGES.iter().map(|n| format!("weft/{n}:{}", opts.tag)).collect();
+    match (&opts.target, opts.build_images) {
+        (Target::Kind { cluster, .. }, true) => image_steps.push(Step::Do(Action::Run(
+            Cmd::new(&build_script.display().to_string(), &["--kind-load", cluster], long),
+        ))),
+        (Target::Kind { cluster, .. }, false) => {
+            for t in &tagged {
+                image_steps.push(Step::Do(Action::Run(Cmd::new(
+                    "kind",
+                    &["load", "docker-image", t, "--name", cluster],
+                    long,
+                ))));
+            }
+        }
+        (Target::Kube { .. }, build) => {
+            if build {
+                image_steps.push(Step::Do(Action::Run(Cmd::new(
+                    &build_script.display().to_string(),
+                    &[],
+                    long,
+                ))));
+            }
+            for (n, t) in IMAGES.iter().zip(&tagged) {
+                let remote = image(&opts.target, n, &opts.tag);
+                image_steps.push(Step::Do(Action::Run(Cmd::new(
+                    "docker",
+                    &["tag", t, &remote],
+                    Duration::from_secs(30),
+                ))));
+                image_steps.push(Step::Do(Action::Run(Cmd::new("docker", &["push", &remote], long))));
+            }
+        }
+    }
+
+    let apply = kubectl.cmd(&["apply", "-f", "-"]);
+    let setup = vec![Step::Apply {
+        cmd: apply.clone(),
+        manifests: vec![manifests::namespace(&ns, &opts.run_id, &opts.owner)],
+    }];
+
+    // Which (scenario, variant) pairs run, grouped by mesh.
+    let mut skipped = Vec::new();
+    let mut by_mesh: Vec<(Mesh, Vec<(Variant, Sides)>)> = Vec::new();
+    for (si, sc) in suite.scenarios.iter().enumerate() {
+        let n_cells = |v: Option<Variant>| {
+            all_cells
+                .iter()
+                .filter(|c| c.scenario == si && v.is_none_or(|v| c.variant == v))
+                .count()
+        };
+        if let Some(reason) = meshes::scenario_unsupported(sc) {
+            skipped.push(Skip {
+                scenario: si,
+                variant: None,
+                reason,
+                cells: n_cells(None),
+            });
+            continue;
+        }
+        for v in &sc.variants {
+            match meshes::variant(*v) {
+                Err(reason) => skipped.push(Skip {
+                    scenario: si,
+                    variant: Some(*v),
+                    reason,
+                    cells: n_cells(Some(*v)),
+                }),
+                Ok((mesh, sides)) => {
+                    let i = match by_mesh.iter().position(|(m, _)| *m == mesh) {
+                        Some(i) => i,
+                        None => {
+                            by_mesh.push((mesh, Vec::new()));
+                            by_mesh.len() - 1
+                        }
+                    };
+                    if !by_mesh[i].1.iter().any(|(x, _)| x == v) {
+                        by_mesh[i].1.push((*v, sides));
+                    }
+                }
+            }
+        }
+    }
+    by_mesh.sort_by_key(|(m, _)| *m);
+
+    let weft_args = weft_install_args(&opts.target, &opts.tag);
+    let mut groups = Vec::new();
+    for (mesh, variants) in by_mesh {
+        let install = match mesh.control_namespace() {
+            None => Vec::new(),
+            Some(cns) => {
+                let mut then = vec![Step::Do(Action::Run(kubectl.cmd(&[
+                    "annotate",
+                    "namespace",
+                    &ns,
+                    &format!("{}{}=true", names::BENCH_INSTALLED_ANNOTATION_PREFIX, mesh.as_str()),
+                    "--overwrite",
+                ])))];
+                then.extend(mesh.install(&kubectl, &opts.weft, &weft_args).into_iter().map(Step::Do));
+                vec![Step::Unless {
+                    probe: Probe::Succeeds {
+                        cmd: kubectl.cmd(&["get", "namespace", cns]),
+                        what: format!("namespace {cns} ({} installed)", mesh.as_str()),
+                    },
+                    then,
+                }]
+            }
+        };
+        let variants = variants
+            .into_iter()
+            .map(|(variant, sides)| VariantRun {
+                variant,
+                sides,
+                opt_in: mesh.opt_in(&kubectl, &ns, true),
+                opt_out: mesh.opt_in(&kubectl, &ns, false),
+                scenarios: scenario_runs(suite, &all_cells, variant, mesh, sides, &ns, &images, &kubectl, opts),
+            })
+            .collect();
+        groups.push(Group {
+            mesh,
+            available: meshes::cli_present(mesh),
+            install,
+            variants,
+            uninstall: mesh.uninstall(&kubectl, &opts.weft),
+        });
+    }
+
+    let teardown = vec![Step::Do(Action::Run(
+        kubectl
+            .cmd(&["delete", "namespace", &ns, "--ignore-not-found", "--wait=true", "--timeout=300s"])
+            .timeout(Duration::from_secs(320)),
+    ))];
+    let delete_cluster = match (&opts.target, opts.delete_cluster) {
+        (Target::Kind { cluster, .. }, true) => Some(Action::Run(Cmd::new(
+            "kind",
+            &["delete", "cluster", "--name", cluster],
+            long,
+        ))),
+        _ => None,
+    };
+    Plan {
+        substrate,
+        suite: suite.name.clone(),
+        namespace: ns,
+        run_id: opts.run_id.clone(),
+        kubectl,
+        images,
+        cluster,
+        image_steps,
+        setup,
+        groups,
+        skipped,
+        teardown,
+        delete_cluster,
+        cells: all_cells.len(),
+        scenario_names: suite.scenarios.iter().map(|s| s.name.clone()).collect(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scenario_runs(
+    suite: &Suite,
+    all: &[Cell],
+    variant: Variant,
+    mesh: Mesh,
+    sides: Sides,
+    ns: &str,
+    images: &Images,
+    kubectl: &Kubectl,
+    opts: &Options,
+) -> Vec<ScenarioRun> {
+    let apply = kubectl.cmd(&["apply", "-f", "-"]);
+    let mut out = Vec::new();
+    for (si, sc) in suite.scenarios.iter().enumerate() {
+        if meshes::scenario_unsupported(sc).is_some() || !sc.variants.contains(&variant) {
+            continue;
+        }
+        let server = manifests::server(ns, &opts.run_id, sc, images, &opts.server, &mesh.pod_annotations(sides.server));
+        let mut rollouts = vec![kubectl.rollout(ns, manifests::SERVER)];
+        if sc.slow_replica_delay.is_some() {
+            rollouts.push(kubectl.rollout(ns, manifests::SERVER_SLOW));
+        }
+        let jobs = all
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.scenario == si && c.variant == variant)
+            .map(|(i, c)| {
+                let name = format!("load-{}", i + 1);
+                let deadline = manifests::job_deadline(sc);
+                let job = manifests::job(
+                    &name,
+                    ns,
+                    &opts.run_id,
+                    manifests::load_args(sc, c.rate, ns),
+                    deadline,
+                    images,
+                    &opts.client,
+                    &mesh.pod_annotations(sides.client),
+                );
+                JobRun {
+                    cell: c.clone(),
+                    number: i + 1,
+                    label: cells_plan::label(suite, c),
+                    apply: Step::Apply {
+                        cmd: apply.clone(),
+                        manifests: vec![job],
+                    },
+                    watches: watches(mesh, sides, ns, &name),
+                    warmup: sc.warmup,
+                    window: sc.duration,
+                    deadline,
+                    delete: kubectl.cmd(&["delete", "job", &name, "-n", ns, "--ignore-not-found", "--cascade=foreground"]),
+                    name,
+                }
+            })
+            .collect();
+        out.push(ScenarioRun {
+            scenario: si,
+            server: Step::Apply {
+                cmd: apply.clone(),
+                manifests: server,
+            },
+            rollouts,
+            jobs,
+            remove: kubectl
+                .cmd(&[
+                    "delete",
+                    "deployment,service",
+                    "-n",
+                    ns,
+                    "-l",
+                    &format!("{}={}", names::BENCH_RUN_LABEL, opts.run_id),
+                    "--cascade=foreground",
+                    "--wait=true",
+                ])
+                .timeout(Duration::from_secs(300)),
+        });
+    }
+    out
+}
+
+/// What the sampler reads for one cell: the server app, the sidecars on
+/// either side, the mesh's control plane.
+fn watches(mesh: Mesh, sides: Sides, ns: &str, job: &str) -> Vec<Watch> {
+    let w = |name: &str, role, namespace: &str, prefix: &str, container: Option<&str>| Watch {
+        name: name.into(),
+        role,
+        namespace: namespace.into(),
+        pod_prefix: prefix.into(),
+        container: container.map(str::to_string),
+    };
+    let server_prefix = format!("{}-", manifests::SERVER);
+    let mut out = vec![w("server", Role::Server, ns, &server_prefix, Some(manifests::SERVER_CONTAINER))];
+    if let Some(proxy) = mesh.proxy_container() {
+        if sides.client {
+            out.push(w("proxy-outbound", Role::Proxy, ns, &format!("{job}-"), Some(proxy)));
+        }
+        if sides.server {
+            out.push(w("proxy-inbound", Role::Proxy, ns, &server_prefix, Some(proxy)));
+        }
+    }
+    if let Some(cns) = mesh.control_namespace() {
+        out.push(w("control", Role::Control, cns, "", None));
+    }
+    out
+}
+
+impl Plan {
+    /// Jobs in the plan (one per cell that runs).
+    pub fn jobs(&self) -> impl Iterator<Item = (&Group, &VariantRun, &ScenarioRun, &JobRun)> {
+        self.groups.iter().flat_map(|g| {
+            g.variants.iter().flat_map(move |v| {
+                v.scenarios
+                    .iter()
+                    .flat_map(move |s| s.jobs.iter().map(move |j| (g, v, s, j)))
+            })
+        })
+    }
+}
