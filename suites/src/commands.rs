@@ -101,3 +101,16 @@ pub fn plan_text(suite_spec: &str) -> Result<String, SuiteError> {
     }
     Ok(text)
 }
+
+/// `bench run --substrate kind|kube --dry-run --suite S`: the plan, touching
+/// nothing; the local substrates have no plan beyond `bench plan`.
+pub fn cluster_dry_run(
+    suite_spec: &str,
+    cluster: Option<&crate::substrate::kube::Flags>,
+) -> Result<String, String> {
+    let Some(flags) = cluster else {
+        return Err("--dry-run is for --substrate kind and kube; for local and netns, `bench plan --suite NAME` prints the matrix".into());
+    };
+    let suite = suite::resolve(suite_spec).map_err(|e| e.to_string())?;
+    crate::substrate::kube::dry_run(&suite, flags).map_err(|e| e.to_string())
+}

@@ -57,8 +57,9 @@ enum Command {
     /// well-behaved client's p99; exit 0 every verdict passed, 1 a finding
     Hostile(HostileArgs),
     /// Remove what crashed or killed runs left: their processes, temp dirs and
-    /// network namespaces (a new run does this too; live runs are left alone)
-    Clean,
+    /// network namespaces (a new run does this too; live runs are left alone);
+    /// with --substrate kind|kube, the namespaces and mesh installs killed cluster runs left
+    Clean(CleanArgs),
     /// Internal: cleans up after a bench that was killed (started by bench itself)
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -94,6 +95,70 @@ struct RunArgs {
     /// Output directory [default: reports/out/<UTC timestamp> under the workspace root, else the current dir]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// kind/kube: print every step, command and manifest of the run; touch nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Where the kind and kube substrates run (ignored by local and netns).
+#[derive(clap::Args, Clone, Default)]
+struct ClusterArgs {
+    /// kind: the cluster to create or reuse [default: weft-bench]
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// kind: the cluster config [default: kind-configs/default.yaml]
+    #[arg(long, value_name = "FILE")]
+    kind_config: Option<PathBuf>,
+    /// kube: the kubeconfig context [default: the current one]
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// kube: the registry images are pushed to and pulled from (e.g. ghcr.io/you)
+    #[arg(long, value_name = "REG")]
+    registry: Option<String>,
+    /// Node label of the load generator's node [default: weft.dev/role=client]
+    #[arg(long, value_name = "KEY=VALUE")]
+    client_selector: Option<String>,
+    /// Node label of the target server's node [default: weft.dev/role=server]
+    #[arg(long, value_name = "KEY=VALUE")]
+    server_selector: Option<String>,
+    /// Use the weft/* images already built (no images/build)
+    #[arg(long)]
+    no_build: bool,
+    /// kind: delete the cluster at the end, if bench created it
+    #[arg(long)]
+    delete_cluster: bool,
+}
+
+impl ClusterArgs {
+    fn flags(&self, substrate: Substrate) -> Option<suites::substrate::kube::Flags> {
+        let any_cluster = match substrate {
+            Substrate::Kind => false,
+            Substrate::Kube => true,
+            Substrate::Local | Substrate::Netns => return None,
+        };
+        Some(suites::substrate::kube::Flags {
+            any_cluster,
+            cluster: self.cluster.clone(),
+            kind_config: self.kind_config.clone(),
+            context: self.context.clone(),
+            registry: self.registry.clone(),
+            client_selector: self.client_selector.clone(),
+            server_selector: self.server_selector.clone(),
+            no_build: self.no_build,
+            delete_cluster: self.delete_cluster,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct CleanArgs {
+    /// Whose leftovers: local and netns (processes, temp dirs, network namespaces) or a cluster's
+    #[arg(long, value_enum, default_value_t = Substrate::Local)]
+    substrate: Substrate,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(clap::Args)]
@@ -166,9 +231,9 @@ enum Substrate {
     /// Pods as Linux network namespaces on a node bridge, with transparent
     /// interception (iptables + SO_ORIGINAL_DST); needs root
     Netns,
-    /// A kind cluster (planned: not available yet)
+    /// A kind cluster from kind-configs/ (created or reused), images loaded with kind load
     Kind,
-    /// An existing Kubernetes cluster from the kubeconfig (planned: not available yet)
+    /// An existing cluster from the kubeconfig (--context), images from --registry
     Kube,
 }
 
@@ -202,6 +267,8 @@ fn main() -> ExitCode {
         suite: "quick".into(),
         substrate: Substrate::Local,
         out: None,
+        dry_run: false,
+        cluster: ClusterArgs::default(),
     })) {
         Command::Run(args) => run(args),
         Command::Report { dir } => match commands::rerender(&dir) {
@@ -245,7 +312,7 @@ fn main() -> ExitCode {
         },
         Command::Conformance(args) => conformance(args),
         Command::Hostile(args) => hostile(args),
-        Command::Clean => clean(),
+        Command::Clean(args) => clean(args),
         Command::Watchdog => unreachable!("handled above"),
         Command::Propagation(args) => propagation(args),
     }
@@ -289,10 +356,24 @@ fn propagation(args: PropagationArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let cluster = args.cluster.flags(args.substrate);
+    if args.dry_run {
+        return match suites::commands::cluster_dry_run(&args.suite, cluster.as_ref()) {
+            Ok(text) => {
+                stdout(&text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: {e}");
+                code(64)
+            }
+        };
+    }
     let opts = suites::RunOptions {
         suite: args.suite,
         substrate: args.substrate.into(),
         out: args.out,
+        cluster,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -385,7 +466,35 @@ fn hostile(args: HostileArgs) -> ExitCode {
     }
 }
 
-fn clean() -> ExitCode {
+fn clean(args: CleanArgs) -> ExitCode {
+    let Some(flags) = args.cluster.flags(args.substrate) else {
+        return clean_local();
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench clean: cannot start the async runtime: {e}");
+            return code(1);
+        }
+    };
+    let say = |line: String| eprintln!("{line}");
+    match runtime.block_on(suites::substrate::kube::clean(&flags, &say)) {
+        Ok(removed) if removed.is_empty() => {
+            stdout("bench clean: nothing left over in the cluster");
+            ExitCode::SUCCESS
+        }
+        Ok(removed) => {
+            stdout(&format!("bench clean: removed {}", removed.join(", ")));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench clean: {e}");
+            code(if matches!(e, suites::substrate::kube::KubeError::Config(_)) { 64 } else { 1 })
+        }
+    }
+}
+
+fn clean_local() -> ExitCode {
     match suites::substrate::clean() {
         Ok(removed) if removed.is_empty() => {
             stdout("bench clean: nothing left over");

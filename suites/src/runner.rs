@@ -32,6 +32,8 @@ pub struct RunOptions {
     /// Output dir; default `reports/out/<UTC timestamp>` under the workspace
     /// root (or the current dir outside a workspace).
     pub out: Option<PathBuf>,
+    /// The kind/kube substrate's flags (`None`: their defaults).
+    pub cluster: Option<crate::substrate::kube::Flags>,
 }
 
 /// A completed run.
@@ -58,6 +60,12 @@ pub enum RunError {
     NotPermitted(String),
     #[error("{0}")]
     NotAvailable(String),
+    /// Bad kind/kube flags (exit 64).
+    #[error("{0}")]
+    Usage(String),
+    /// A program the kind/kube substrate calls is missing (exit 69, EX_UNAVAILABLE).
+    #[error("{0}")]
+    ToolsMissing(String),
     #[error("the {substrate} substrate could not start: {detail}")]
     Substrate {
         substrate: &'static str,
@@ -80,7 +88,11 @@ impl RunError {
     /// 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Suite(_) | RunError::OutExists(_) | RunError::NotAvailable(_) => 64,
+            RunError::Suite(_)
+            | RunError::OutExists(_)
+            | RunError::NotAvailable(_)
+            | RunError::Usage(_) => 64,
+            RunError::ToolsMissing(_) => 69,
             // EX_NOPERM
             RunError::NotPermitted(_) => 77,
             RunError::Interrupted("SIGINT") => 130,
@@ -102,11 +114,31 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io_err("install the SIGTERM handler"))?;
     // Before reading or building anything: a run that cannot start
-    // should say so at once.
-    opts.substrate.preflight().map_err(|r| match r {
-        Refusal::NotAvailable(why) => RunError::NotAvailable(why),
-        Refusal::NotPermitted(why) => RunError::NotPermitted(why),
-    })?;
+    // should say so at once. The cluster substrates run the whole suite as
+    // one plan (substrate::kube), not variant by variant.
+    let cluster = match opts.substrate {
+        SubstrateKind::Kind | SubstrateKind::Kube => {
+            let mut flags = opts.cluster.clone().unwrap_or_default();
+            flags.any_cluster = opts.substrate == SubstrateKind::Kube;
+            flags.options("check").map_err(|e| RunError::Usage(e.to_string()))?;
+            let missing = flags.missing_tools();
+            if !missing.is_empty() {
+                return Err(RunError::ToolsMissing(format!(
+                    "--substrate {}: {} not found on PATH; a cluster run needs them (`--dry-run` prints the plan without any)",
+                    opts.substrate,
+                    missing.join(", ")
+                )));
+            }
+            Some(flags)
+        }
+        SubstrateKind::Local | SubstrateKind::Netns => {
+            opts.substrate.preflight().map_err(|r| match r {
+                Refusal::NotAvailable(why) => RunError::NotAvailable(why),
+                Refusal::NotPermitted(why) => RunError::NotPermitted(why),
+            })?;
+            None
+        }
+    };
     let suite = suite::resolve(&opts.suite)?;
     let cells = plan::cells(&suite);
     let out = match opts.out {
@@ -126,9 +158,17 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             mesh_control: bins.mesh_control.clone(),
             work: work.path().to_path_buf(),
         };
-        let outcome = match opts.substrate.open(bins, work.path()) {
-            Ok(substrate) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
-            Err(e) => Err(Err(RunError::Substrate {
+        let outcome = match (&cluster, opts.substrate.open(bins, work.path())) {
+            (Some(flags), _) => crate::substrate::kube::drive(&suite, flags, &mut sigterm)
+                .await
+                .map_err(|e| {
+                    e.map_err(|e| RunError::Substrate {
+                        substrate: opts.substrate.as_str(),
+                        detail: e.to_string(),
+                    })
+                }),
+            (None, Ok(substrate)) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
+            (None, Err(e)) => Err(Err(RunError::Substrate {
                 substrate: opts.substrate.as_str(),
                 detail: e.to_string(),
             })),

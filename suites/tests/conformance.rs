@@ -238,7 +238,7 @@ fn kind_is_refused_but_lists_its_tests() {
     let o = run(bench().args(["conformance", "--substrate", "kind"]));
     assert_eq!(o.status.code(), Some(64));
     assert!(
-        text(&o.stderr).contains("the kind substrate does not exist yet"),
+        text(&o.stderr).contains("the kind substrate runs load suites (`bench run --substrate kind"),
         "{}",
         text(&o.stderr)
     );
@@ -256,7 +256,7 @@ fn kind_is_refused_but_lists_its_tests() {
         listed.contains("MeshHTTPRouteRedirectPath") && !listed.contains("MeshBasic"),
         "{listed}"
     );
-    assert!(listed.contains("does not exist yet"), "{listed}");
+    assert!(listed.contains("The kind substrate runs load suites only"), "{listed}");
     let o = run(bench().args(["conformance", "--only", "NoSuchTest"]));
     assert_eq!(o.status.code(), Some(64));
     assert!(text(&o.stderr).contains("NoSuchTest"));

@@ -1,6 +1,8 @@
 //! Bad suite files are rejected with every problem, each located `file:line:col`.
 
 mod common;
+// `bench run --substrate kind|kube --dry-run` (issue 10, must-show 4).
+mod kind_plan;
 
 use common::*;
 

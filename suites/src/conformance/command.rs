@@ -107,7 +107,7 @@ pub fn listing(tests: &[Test], substrate: SubstrateKind) -> String {
     }
     if !substrate.exists() {
         s.push_str(&format!(
-            "\nThe {substrate} substrate does not exist yet: these would run once it does.\n"
+            "\nThe {substrate} substrate runs load suites only (bench run --substrate {substrate}): these would run once conformance topologies deploy on a cluster.\n"
         ));
     }
     s

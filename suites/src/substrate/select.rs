@@ -21,9 +21,9 @@ pub enum SubstrateKind {
     /// Pods as network namespaces on a node bridge, transparent
     /// interception; needs root.
     Netns,
-    /// A kind cluster it creates or reuses (planned).
+    /// A kind cluster it creates or reuses (`substrate::kube`: load suites only).
     Kind,
-    /// An existing Kubernetes cluster from the kubeconfig (planned).
+    /// An existing Kubernetes cluster from the kubeconfig (`substrate::kube`: load suites only).
     Kube,
 }
 
@@ -56,7 +56,9 @@ impl SubstrateKind {
         }
     }
 
-    /// Whether this build has it.
+    /// Whether it deploys variants and conformance topologies one at a time
+    /// ([`Substrate`]); kind and kube run whole load suites as a plan
+    /// (`substrate::kube::drive`, chosen by the runner) and nothing else.
     pub fn exists(self) -> bool {
         matches!(self, SubstrateKind::Local | SubstrateKind::Netns)
     }
@@ -68,8 +70,7 @@ impl SubstrateKind {
             SubstrateKind::Local => Ok(()),
             SubstrateKind::Netns => netns::net::require_root().map_err(Refusal::NotPermitted),
             SubstrateKind::Kind | SubstrateKind::Kube => Err(Refusal::NotAvailable(format!(
-                "--substrate {name}: the {name} substrate does not exist yet (not available in this build; {}); `bench conformance --substrate {name} --dry-run` lists the tests it would run",
-                existing(),
+                "--substrate {name}: the {name} substrate runs load suites (`bench run --substrate {name} --suite quick|ci|full|kind`), not conformance yet: its topologies are deployed only on local and netns; `--dry-run` lists the tests",
                 name = self.as_str()
             ))),
         }
@@ -86,16 +87,6 @@ impl SubstrateKind {
             }),
         }
     }
-}
-
-/// `only local and netns are`, from the list.
-fn existing() -> String {
-    let names: Vec<&str> = SubstrateKind::ALL
-        .iter()
-        .filter(|k| k.exists())
-        .map(|k| k.as_str())
-        .collect();
-    format!("only {} are", names.join(" and "))
 }
 
 impl std::fmt::Display for SubstrateKind {
@@ -184,15 +175,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn planned_substrates_are_refused_by_name_and_existing_ones_listed() {
+    fn cluster_substrates_are_refused_here_by_name_and_the_others_listed() {
         for k in [SubstrateKind::Kind, SubstrateKind::Kube] {
             let Err(Refusal::NotAvailable(why)) = k.preflight() else {
                 panic!("{k} must be refused");
             };
             assert!(
-                why.contains(&format!("the {k} substrate does not exist yet"))
-                    && why.contains("not available")
-                    && why.contains("only local and netns are"),
+                why.contains(&format!("the {k} substrate runs load suites (`bench run --substrate {k}"))
+                    && why.contains("only on local and netns"),
                 "{why}"
             );
         }

@@ -74,7 +74,7 @@ fn quote(a: &str) -> String {
 /// Why an external command did not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
-    #[error("`{command}`: {program} not found on PATH; install it (the kind substrate needs kind, docker and kubectl) or fix PATH")]
+    #[error("`{command}`: {program} not found{}", hint(program))]
     NotFound { command: String, program: String },
     #[error("`{command}` could not start: {source}")]
     Spawn {
@@ -89,6 +89,16 @@ pub enum CmdError {
     },
     #[error("`{command}` did not finish within {}; killed it", humantime::format_duration(*.timeout))]
     Timeout { command: String, timeout: Duration },
+}
+
+fn hint(program: &str) -> &'static str {
+    if program.ends_with("images/build") {
+        "; the image build script is not in this workspace: build the weft/<name>:<tag> images yourself and pass --no-build"
+    } else if program.contains('/') {
+        ""
+    } else {
+        " on PATH; install it (the kind substrate needs kind, docker and kubectl; kube needs docker and kubectl) or fix PATH"
+    }
 }
 
 /// Run `cmd` to completion and return its stdout; stderr is kept for the error.

@@ -132,6 +132,21 @@ impl Flags {
     }
 }
 
+impl Flags {
+    /// The programs a real run calls that are not on PATH (empty: all there).
+    pub fn missing_tools(&self) -> Vec<&'static str> {
+        let mut need = vec!["kubectl"];
+        if !self.any_cluster {
+            need.push("kind");
+        }
+        let mut missing: Vec<&'static str> = need.into_iter().filter(|t| exec::which(t).is_none()).collect();
+        if !self.no_build && exec::which("docker").is_none() && exec::which("podman").is_none() {
+            missing.push("docker (or podman)");
+        }
+        missing
+    }
+}
+
 /// A DNS label from a UTC timestamp and the pid (`20261207t061500z-4242`).
 pub fn run_id(rfc3339: &str) -> String {
     let ts: String = crate::env::compact_timestamp(rfc3339)

@@ -28,8 +28,8 @@ use crate::plan::{self as cells_plan, Cell};
 use crate::substrate::Role;
 use crate::suite::{Suite, Variant};
 
-/// The images bench deploys, by name under `weft/` (images/build's tags).
-pub const IMAGES: [&str; 4] = ["mesh-proxy", "mesh-control", "loadgen", "weft"];
+/// The images bench deploys, by name under `weft/` (images/build's names and tags).
+pub const IMAGES: [&str; 4] = ["proxy", "control", "loadgen", "weft"];
 /// A ConfigMap in kube-system of a kind cluster bench created.
 pub const CREATED_MARKER: &str = "weft-bench-created";
 /// How often the kubelet's stats summaries are read during a measured window.
@@ -89,7 +89,8 @@ pub enum Step {
 pub enum Probe {
     /// `kind get clusters` lists it.
     KindCluster { cmd: Cmd, name: String },
-    /// The command succeeds (e.g. `kubectl get namespace linkerd`).
+    /// The command succeeds (e.g. `kubectl get namespace linkerd`); absent
+    /// when it fails with the API server's NotFound.
     Succeeds { cmd: Cmd, what: String },
 }
 
@@ -173,7 +174,7 @@ fn image(target: &Target, name: &str, tag: &str) -> String {
     match target {
         Target::Kind { .. } => format!("weft/{name}:{tag}"),
         Target::Kube { registry, .. } => {
-            format!("{}/{name}:{tag}", registry.trim_end_matches('/'))
+            format!("{}/weft/{name}:{tag}", registry.trim_end_matches('/'))
         }
     }
 }
@@ -182,9 +183,9 @@ fn image(target: &Target, name: &str, tag: &str) -> String {
 pub fn weft_install_args(target: &Target, tag: &str) -> Vec<String> {
     vec![
         "--proxy-image".into(),
-        image(target, "mesh-proxy", tag),
+        image(target, "proxy", tag),
         "--control-image".into(),
-        image(target, "mesh-control", tag),
+        image(target, "control", tag),
         "--init-image".into(),
         image(target, "weft", tag),
     ]
@@ -240,40 +241,28 @@ pub fn build(suite: &Suite, opts: &Options) -> Plan {
         Target::Kube { .. } => vec![Step::Do(Action::Run(kubectl.cmd(&["cluster-info"])))],
     };
 
-    let build_script = opts.workspace.join("images/build");
+    // images/build (issue 10's images): weft/<name>:<tag>, optionally under a
+    // registry prefix and pushed, or loaded into a kind cluster.
+    let build_script = opts.workspace.join("images/build").display().to_string();
     let mut image_steps = Vec::new();
-    let tagged: Vec<String> = IMAGES.iter().map(|n| format!("weft/{n}:{}", opts.tag)).collect();
     match (&opts.target, opts.build_images) {
-        (Target::Kind { cluster, .. }, true) => image_steps.push(Step::Do(Action::Run(
-            Cmd::new(&build_script.display().to_string(), &["--kind-load", cluster], long),
-        ))),
+        (Target::Kind { cluster, .. }, true) => image_steps.push(Step::Do(Action::Run(Cmd::new(
+            &build_script,
+            &["--tag", &opts.tag, "--kind-load", cluster],
+            long,
+        )))),
         (Target::Kind { cluster, .. }, false) => {
-            for t in &tagged {
-                image_steps.push(Step::Do(Action::Run(Cmd::new(
-                    "kind",
-                    &["load", "docker-image", t, "--name", cluster],
-                    long,
-                ))));
-            }
+            let mut load = Cmd::new("kind", &["load", "docker-image", "--name", cluster], long);
+            load.args.extend(IMAGES.iter().map(|n| format!("weft/{n}:{}", opts.tag)));
+            image_steps.push(Step::Do(Action::Run(load)));
         }
-        (Target::Kube { .. }, build) => {
-            if build {
-                image_steps.push(Step::Do(Action::Run(Cmd::new(
-                    &build_script.display().to_string(),
-                    &[],
-                    long,
-                ))));
-            }
-            for (n, t) in IMAGES.iter().zip(&tagged) {
-                let remote = image(&opts.target, n, &opts.tag);
-                image_steps.push(Step::Do(Action::Run(Cmd::new(
-                    "docker",
-                    &["tag", t, &remote],
-                    Duration::from_secs(30),
-                ))));
-                image_steps.push(Step::Do(Action::Run(Cmd::new("docker", &["push", &remote], long))));
-            }
-        }
+        (Target::Kube { registry, .. }, true) => image_steps.push(Step::Do(Action::Run(Cmd::new(
+            &build_script,
+            &["--tag", &opts.tag, "--registry", registry, "--push"],
+            long,
+        )))),
+        // --no-build: the cluster pulls what the registry already holds.
+        (Target::Kube { .. }, false) => {}
     }
 
     let apply = kubectl.cmd(&["apply", "-f", "-"]);
@@ -343,7 +332,7 @@ pub fn build(suite: &Suite, opts: &Options) -> Plan {
                 vec![Step::Unless {
                     probe: Probe::Succeeds {
                         cmd: kubectl.cmd(&["get", "namespace", cns]),
-                        what: format!("namespace {cns} ({} installed)", mesh.as_str()),
+                        what: format!("{} is not installed", mesh.as_str()),
                     },
                     then,
                 }]

@@ -35,7 +35,7 @@ fn step(out: &mut String, s: &Step) {
                     let _ = writeln!(out, "$ {cmd}");
                     let _ = writeln!(
                         out,
-                        "# if that fails ({what} absent; then this run installs it and uninstalls it at the end):"
+                        "# if NotFound ({what}): this run installs it, and uninstalls it at the end"
                     );
                 }
             }

@@ -130,8 +130,9 @@ async fn run_steps(steps: &[Step], created: &mut bool) -> Result<(), KubeError> 
             }
             Step::Unless { probe, then } => {
                 if !present(probe).await? {
-                    Box::pin(run_steps(then, &mut false)).await?;
+                    // Set first: what fails halfway is still this run's to remove.
                     *created = true;
+                    Box::pin(run_steps(then, &mut false)).await?;
                 }
             }
         }
@@ -142,9 +143,10 @@ async fn run_steps(steps: &[Step], created: &mut bool) -> Result<(), KubeError> 
 async fn present(p: &Probe) -> Result<bool, KubeError> {
     match p {
         Probe::KindCluster { cmd, name } => Ok(exec::run(cmd).await?.lines().any(|l| l.trim() == name)),
+        // Absent only when the API server says so, not when it cannot be asked.
         Probe::Succeeds { cmd, .. } => match exec::run(cmd).await {
             Ok(_) => Ok(true),
-            Err(exec::CmdError::Failed { .. }) => Ok(false),
+            Err(exec::CmdError::Failed { stderr, .. }) if stderr.contains("NotFound") => Ok(false),
             Err(e) => Err(e.into()),
         },
     }
@@ -172,10 +174,12 @@ async fn run_group(
         return Ok(());
     }
     let mut installed = false;
-    run_steps(&g.install, &mut installed).await?;
+    let done = run_steps(&g.install, &mut installed).await;
+    // Half an install is this run's to remove too.
     if installed {
         state.installed.push(g.mesh);
     }
+    done?;
     for v in &g.variants {
         if let Some(c) = &v.opt_in {
             exec::run(c).await?;
