@@ -12,7 +12,7 @@ duration = "0s"
 [[scenario]]
 name = "a"
 rates = [100, -1]
-variants = ["baseline", "linkerd"]
+variants = ["baseline", "envoy"]
 [[scenario]]
 name = "a"
 rates = [10]
@@ -45,7 +45,7 @@ fn malformed_suite_reports_every_problem_with_its_line() {
             "{err}"
         );
         assert!(
-            err.contains(&format!("{p}:7:25: unknown variant `linkerd`")),
+            err.contains(&format!("{p}:7:25: unknown variant `envoy`")),
             "{err}"
         );
         assert!(

@@ -32,6 +32,9 @@ impl Peers {
     /// Whether `variant` can run with these peers (Weft variants always can).
     pub fn check(&self, variant: Variant) -> Result<(), String> {
         match variant {
+            v if v.cluster_only() => Err(format!(
+                "{v} runs on --substrate kind or kube only: its CLI installs it in a Kubernetes cluster"
+            )),
             Variant::Nginx if self.nginx.is_none() => {
                 Err("nginx not found in PATH or /usr/sbin; install it (apt-get install nginx) to compare against it".into())
             }

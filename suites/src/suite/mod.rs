@@ -20,6 +20,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("full", include_str!("../../full.toml")),
     ("hardening", include_str!("../../hardening.toml")),
     ("soak", include_str!("../../soak.toml")),
+    ("kind", include_str!("../../kind.toml")),
 ];
 
 /// What sits between the load generator and the target server.
@@ -42,10 +43,28 @@ pub enum Variant {
     Nginx,
     /// One HAProxy reverse-proxy hop.
     Haproxy,
+    /// Linkerd, installed by its CLI: a peer mesh on the kind/kube substrate only.
+    Linkerd,
+    /// Istio (sidecar mode, `profile=minimal`): a peer mesh on the kind/kube substrate only.
+    Istio,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 9] = [
+        Variant::Baseline,
+        Variant::Weft,
+        Variant::WeftPlaintext,
+        Variant::WeftClientOnly,
+        Variant::WeftServerOnly,
+        Variant::Nginx,
+        Variant::Haproxy,
+        Variant::Linkerd,
+        Variant::Istio,
+    ];
+
+    /// A scenario's variants when it lists none: everything that runs on
+    /// this machine (the cluster peers only where a suite asks for them).
+    pub const DEFAULT: [Variant; 7] = [
         Variant::Baseline,
         Variant::Weft,
         Variant::WeftPlaintext,
@@ -54,6 +73,11 @@ impl Variant {
         Variant::Nginx,
         Variant::Haproxy,
     ];
+
+    /// Meshes that only a cluster runs (their own CLIs install them).
+    pub fn cluster_only(self) -> bool {
+        matches!(self, Variant::Linkerd | Variant::Istio)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +88,8 @@ impl Variant {
             Variant::WeftServerOnly => "weft-server-only",
             Variant::Nginx => "nginx",
             Variant::Haproxy => "haproxy",
+            Variant::Linkerd => "linkerd",
+            Variant::Istio => "istio",
         }
     }
 
@@ -91,7 +117,12 @@ impl Variant {
     pub fn spreads_over_replicas(self) -> bool {
         matches!(
             self,
-            Variant::Baseline | Variant::Weft | Variant::Nginx | Variant::Haproxy
+            Variant::Baseline
+                | Variant::Weft
+                | Variant::Nginx
+                | Variant::Haproxy
+                | Variant::Linkerd
+                | Variant::Istio
         )
     }
 }
@@ -412,7 +443,8 @@ mod tests {
             assert_eq!(&s.name, name);
             assert!(!s.scenarios.is_empty());
             // `weft` vs `weft-plaintext` is the cost of mTLS: never one without
-            // the other where both can run (one replica; a load scenario).
+            // the other where both can run (one replica; a load scenario; not
+            // a cluster suite, where Weft always runs with mTLS).
             for sc in s
                 .scenarios
                 .iter()
@@ -420,6 +452,7 @@ mod tests {
                     sc.replicas == 1
                         && sc.hardening.is_none()
                         && !matches!(sc.load, LoadShape::Propagation(_))
+                        && !sc.variants.iter().any(|v| v.cluster_only())
                 })
             {
                 assert_eq!(

@@ -264,7 +264,7 @@ impl Validator<'_> {
             },
         };
         let variants = match pick(&s.variants, &d.variants) {
-            None => Variant::ALL.to_vec(),
+            None => Variant::DEFAULT.to_vec(),
             Some(list) => {
                 if list.get_ref().is_empty() {
                     self.problem(

@@ -59,7 +59,8 @@ fn manifests(s: &Section) -> Vec<serde_json::Value> {
     docs
 }
 
-/// A dir of `kind`, `docker`, `kubectl`, `linkerd` scripts that record being run.
+/// A dir of `kind`, `docker`, `kubectl`, `linkerd` scripts that record being
+/// run (by absolute path to `sh`: PATH holds only this dir).
 fn tripwires(dir: &Path) -> (PathBuf, PathBuf) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -76,10 +77,10 @@ fn tripwires(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn dry_run(dir: &Path, args: &[&str]) -> std::process::Output {
     let (bin, _) = tripwires(dir);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // Only the tripwires: a dry run needs no other program (istioctl absent).
     run(Command::new(bench_exe())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("PATH", path)
+        .env("PATH", bin)
         .args(["run", "--dry-run"])
         .args(args))
 }
@@ -228,4 +229,31 @@ fn a_real_kind_run_without_its_tools_says_which_and_starts_nothing() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("`kind get clusters`: kind not found on PATH"), "{err}");
+}
+
+#[test]
+fn kind_suite_installs_linkerd_through_its_cli_and_skips_istio_without_istioctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dry_run(dir.path(), &["--substrate", "kind", "--suite", "kind"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!dir.path().join("called").exists());
+    let secs = sections(&stdout);
+    let titles: Vec<&str> = secs.iter().map(|s| s.title.as_str()).collect();
+    let installs: Vec<&str> = titles.iter().filter(|t| t.starts_with("install ")).copied().collect();
+    assert_eq!(installs, ["install baseline (mesh: none)", "install weft (mesh: weft)", "install linkerd (mesh: linkerd)"], "{titles:#?}");
+    let linkerd = secs.iter().find(|s| s.title.starts_with("install linkerd")).unwrap().body.join("\n");
+    for line in [
+        "$ linkerd --context kind-weft-bench install --crds | kubectl --context kind-weft-bench apply -f -",
+        "$ linkerd --context kind-weft-bench install | kubectl --context kind-weft-bench apply -f -",
+        "$ linkerd --context kind-weft-bench check",
+    ] {
+        assert!(linkerd.contains(line), "{line}\n{linkerd}");
+    }
+    assert!(linkerd.contains(" linkerd.io/inject=enabled --overwrite"), "{linkerd}");
+    let istio = secs.iter().find(|s| s.title == "skip istio (3 cells)").unwrap_or_else(|| panic!("{titles:#?}"));
+    assert!(istio.body.join("\n").contains("WARNING: istioctl not found on PATH"), "{:?}", istio.body);
+    assert_eq!(titles.iter().filter(|t| t.starts_with("job ")).count(), 9, "{titles:#?}");
+    let job = secs.iter().find(|s| s.title.contains(" linkerd rep ")).unwrap().body.join("\n");
+    assert!(job.contains("proxy-outbound (proxy: linkerd-proxy in ") && job.contains("control/* (control: every container in namespace linkerd)"), "{job}");
 }

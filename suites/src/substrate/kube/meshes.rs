@@ -245,6 +245,8 @@ pub fn variant(v: Variant) -> Result<(Mesh, Sides), String> {
         Variant::WeftClientOnly => Ok((Mesh::Weft, Sides { client: true, server: false })),
         Variant::WeftServerOnly => Ok((Mesh::Weft, Sides { client: false, server: true })),
         Variant::WeftPlaintext => Err("weft-plaintext runs only on local and netns: on a cluster Weft runs as `weft install` deploys it, with mTLS".into()),
+        Variant::Linkerd => Ok((Mesh::Linkerd, both)),
+        Variant::Istio => Ok((Mesh::Istio, both)),
         Variant::Nginx | Variant::Haproxy => Err(format!(
             "{v} is a peer of the local and netns substrates only; on a cluster the peers are linkerd and istio (suites/kind.toml)"
         )),

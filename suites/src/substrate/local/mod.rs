@@ -305,6 +305,7 @@ impl Substrate for Local {
                 keep(&mut components, &mut procs, inb, Role::Proxy);
                 (inbound.expect("inbound requested"), None)
             }
+            Variant::Linkerd | Variant::Istio => unreachable!("refused by Peers::check"),
             Variant::Nginx | Variant::Haproxy => {
                 let (p, listen) = self.peer(variant, topo).await?;
                 keep(&mut components, &mut procs, p, Role::Proxy);

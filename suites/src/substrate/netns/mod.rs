@@ -227,6 +227,7 @@ impl Netns {
             Variant::WeftPlaintext => (Some((None, true)), Some(None)),
             Variant::WeftClientOnly => (None, Some(None)),
             Variant::WeftServerOnly => (Some((None, true)), None),
+            Variant::Linkerd | Variant::Istio => unreachable!("refused by Peers::check"),
             Variant::Nginx | Variant::Haproxy => {
                 let client = cell.client.clone();
                 let (p, listen) = self.peer(variant, topo, &client).await?;
