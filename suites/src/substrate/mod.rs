@@ -4,7 +4,8 @@
 //!  runner / conformance ──SubstrateKind::open──> AnySubstrate ──(trait Substrate, base.rs)
 //!                                                  ├── local   processes on 127.0.0.1, proxies addressed explicitly
 //!                                                  ├── netns   pods as network namespaces, transparent interception (root)
-//!                                                  └── kind, kube  (planned: a clear "not available yet")
+//!                                                  └── (kind, kube: not per variant; the runner hands them to
+//!                                                       kube::drive, one plan of the whole suite, load as Jobs)
 //!
 //!  shared by the implementations     shared.rs (work area, readiness), process.rs (Proc), control.rs
 //!                                    (mesh-control), manifests.rs, peers.rs (nginx, HAProxy), probe.rs,

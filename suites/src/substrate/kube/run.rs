@@ -17,6 +17,7 @@ use super::meshes::Mesh;
 use super::plan::{Group, JobRun, Plan, Probe, Step, SAMPLE_INTERVAL};
 use super::stats::{self, Accumulator};
 use super::{exec, KubeError};
+use crate::substrate::cleanup;
 use crate::suite::Suite;
 
 /// What a cluster run produced, for the runner's record.
@@ -60,7 +61,10 @@ pub async fn execute(
             .into_iter()
             .filter_map(|n| n.metadata.name)
             .collect();
+        // A SIGKILLed bench's watchdog deletes the namespace (and, newest
+        // first, uninstalls the meshes registered below).
         run_steps(&plan.setup, &mut false).await?;
+        cleanup::register(namespace_cleanup(plan));
         for s in &plan.skipped {
             let sc = &suite.scenarios[s.scenario];
             let variants = match s.variant {
@@ -94,12 +98,25 @@ pub async fn execute(
             }
         }
     }
+    for m in &state.installed {
+        if let Some(g) = plan.groups.iter().find(|g| g.mesh == *m) {
+            for a in uninstall_cleanup(g) {
+                cleanup::forget(&a);
+            }
+        }
+    }
+    let mut namespace_gone = true;
     for s in &plan.teardown {
         if let Step::Do(a) = s {
             if let Err(e) = a.run().await {
+                namespace_gone = false;
                 say(format!("WARNING: teardown: {e}"));
             }
         }
+    }
+    // Left registered when its deletion failed: the watchdog tries again.
+    if namespace_gone {
+        cleanup::forget(&namespace_cleanup(plan));
     }
     if let (Some(a), true) = (&plan.delete_cluster, state.created_cluster) {
         if let Err(e) = a.run().await {
@@ -178,6 +195,9 @@ async fn run_group(
     // Half an install is this run's to remove too.
     if installed {
         state.installed.push(g.mesh);
+        for a in uninstall_cleanup(g) {
+            cleanup::register(a);
+        }
     }
     done?;
     for v in &g.variants {
@@ -239,8 +259,37 @@ async fn run_group(
             a.run().await?;
         }
         state.installed.retain(|m| *m != g.mesh);
+        for a in uninstall_cleanup(g) {
+            cleanup::forget(&a);
+        }
     }
     Ok(())
+}
+
+/// What the watchdog runs if bench dies with the run's namespace in place.
+fn namespace_cleanup(plan: &Plan) -> cleanup::Action {
+    let mut argv = vec!["kubectl".to_string()];
+    if let Some(c) = &plan.kubectl.context {
+        argv.extend(["--context".to_string(), c.clone()]);
+    }
+    argv.extend(
+        ["delete", "namespace", &plan.namespace, "--ignore-not-found", "--wait=false"].map(String::from),
+    );
+    cleanup::Action::Run {
+        what: format!("Kubernetes namespace {}", plan.namespace),
+        argv,
+    }
+}
+
+/// ... and for each mesh the run installed (pipes, so through `sh -c`).
+fn uninstall_cleanup(g: &Group) -> Vec<cleanup::Action> {
+    g.uninstall
+        .iter()
+        .map(|a| cleanup::Action::Run {
+            what: format!("uninstall {}", g.mesh.as_str()),
+            argv: vec!["sh".into(), "-c".into(), a.line()],
+        })
+        .collect()
 }
 
 /// One cell: apply its Job, sample while it measures, read its record.
