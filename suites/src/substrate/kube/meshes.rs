@@ -81,9 +81,15 @@ impl Mesh {
             Mesh::Weft => {
                 let mut install = Cmd::new(weft, &["install"], KUBECTL_TIMEOUT);
                 install.args.extend(weft_args.iter().cloned());
+                // `weft check` takes --context after its subcommand.
+                let mut check = Cmd::new(weft, &["check"], KUBECTL_TIMEOUT);
+                if let Some(ctx) = &kubectl.context {
+                    check.args.extend(["--context".to_string(), ctx.clone()]);
+                }
                 vec![
                     Action::Pipe(install, apply),
                     Action::Run(kubectl.rollout(names::NAMESPACE, names::CONTROL)),
+                    Action::Run(check),
                 ]
             }
             Mesh::Linkerd => vec![
