@@ -509,3 +509,78 @@ impl Plan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::parse;
+
+    fn opts(target: Target) -> Options {
+        Options {
+            target,
+            client: Selector::role("client"),
+            server: Selector::role("server"),
+            run_id: "r1".into(),
+            owner: "host:1".into(),
+            build_images: true,
+            delete_cluster: false,
+            workspace: PathBuf::from("/ws"),
+            weft: "/bin/weft".into(),
+            tag: "t1".into(),
+        }
+    }
+
+    fn kind() -> Target {
+        Target::Kind {
+            cluster: "c".into(),
+            config: PathBuf::from("/ws/kind-configs/default.yaml"),
+        }
+    }
+
+    const SUITE: &str = "name = \"p\"\n[[scenario]]\nname = \"s\"\nrates = [10, 20]\nrepetitions = 2\nvariants = [\"weft-server-only\", \"istio\", \"baseline\", \"weft\", \"nginx\"]\n";
+
+    #[test]
+    fn meshes_group_their_variants_and_every_cell_gets_one_job() {
+        let suite = parse(SUITE, "t").unwrap();
+        let plan = build(&suite, &opts(kind()));
+        let meshes: Vec<Mesh> = plan.groups.iter().map(|g| g.mesh).collect();
+        assert_eq!(meshes, [Mesh::None, Mesh::Weft, Mesh::Istio]);
+        let weft: Vec<Variant> = plan.groups[1].variants.iter().map(|v| v.variant).collect();
+        assert_eq!(weft, [Variant::WeftServerOnly, Variant::Weft], "first appearance order");
+        // 2 rates x 2 repetitions x 4 variants that run; nginx's 4 cells skipped.
+        let names: std::collections::BTreeSet<&str> = plan.jobs().map(|(.., j)| j.name.as_str()).collect();
+        assert_eq!((plan.jobs().count(), names.len()), (16, 16));
+        assert_eq!(plan.skipped, [Skip { scenario: 0, variant: Some(Variant::Nginx), reason: meshes::variant(Variant::Nginx).unwrap_err(), cells: 4 }]);
+        assert_eq!(plan.cells, 20);
+    }
+
+    #[test]
+    fn the_sampler_watches_only_the_sides_with_a_sidecar() {
+        let suite = parse(SUITE, "t").unwrap();
+        let plan = build(&suite, &opts(kind()));
+        let watched = |v: Variant| -> Vec<String> {
+            let (_, _, _, j) = plan.jobs().find(|(_, vr, ..)| vr.variant == v).unwrap();
+            j.watches.iter().map(|w| w.name.clone()).collect()
+        };
+        assert_eq!(watched(Variant::Baseline), ["server"]);
+        assert_eq!(watched(Variant::WeftServerOnly), ["server", "proxy-inbound", "control"]);
+        assert_eq!(watched(Variant::Istio), ["server", "proxy-outbound", "proxy-inbound", "control"]);
+    }
+
+    #[test]
+    fn kube_without_build_pushes_nothing_and_never_deletes_a_cluster() {
+        let suite = parse(SUITE, "t").unwrap();
+        let mut o = opts(Target::Kube { context: None, registry: "reg.example/x/".into() });
+        o.build_images = false;
+        o.delete_cluster = true;
+        let plan = build(&suite, &o);
+        assert!(plan.image_steps.is_empty());
+        assert!(plan.delete_cluster.is_none());
+        assert_eq!(plan.images.loadgen, "reg.example/x/weft/loadgen:t1");
+        assert_eq!(plan.kubectl.context, None);
+        let mut o = opts(kind());
+        o.delete_cluster = true;
+        let plan = build(&suite, &o);
+        assert_eq!(plan.delete_cluster.unwrap().line(), "kind delete cluster --name c");
+    }
+}
