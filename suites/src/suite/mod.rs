@@ -64,15 +64,9 @@ impl Variant {
 
     /// A scenario's variants when it lists none: everything that runs on
     /// this machine (the cluster peers only where a suite asks for them).
-    pub const DEFAULT: [Variant; 7] = [
-        Variant::Baseline,
-        Variant::Weft,
-        Variant::WeftPlaintext,
-        Variant::WeftClientOnly,
-        Variant::WeftServerOnly,
-        Variant::Nginx,
-        Variant::Haproxy,
-    ];
+    pub fn defaults() -> Vec<Variant> {
+        Variant::ALL.into_iter().filter(|v| !v.cluster_only()).collect()
+    }
 
     /// Meshes that only a cluster runs (their own CLIs install them).
     pub fn cluster_only(self) -> bool {

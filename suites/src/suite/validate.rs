@@ -264,7 +264,7 @@ impl Validator<'_> {
             },
         };
         let variants = match pick(&s.variants, &d.variants) {
-            None => Variant::DEFAULT.to_vec(),
+            None => Variant::defaults(),
             Some(list) => {
                 if list.get_ref().is_empty() {
                     self.problem(
