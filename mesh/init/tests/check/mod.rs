@@ -239,41 +239,37 @@ fn pre_install_checks() {
     );
 }
 
+/// `weft check ARGS` with `kubeconfig`, for the cases without a fake API server.
+fn weft_check_with(kubeconfig: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("check")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn unreachable_api_server_fails_the_first_check() {
     // A port nothing listens on: bound, read back, closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let kubeconfig = fake_api::kubeconfig(&format!("http://127.0.0.1:{port}"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["check", "--timeout", "5s"])
-        .env("KUBECONFIG", kubeconfig.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{report}");
+    let (code, report, _) = weft_check_with(kubeconfig.path(), &["--timeout", "5s"]);
+    assert_eq!(code, Some(1), "{report}");
     assert_verdict(&report, "FAIL", "can reach the Kubernetes API", &["GET /version"]);
     assert!(report.contains("hint: check the kubeconfig's server address"), "{report}");
     assert!(report.ends_with("status: FAILED (1 failed, 0 warnings, 0 passed)\n"), "{report}");
 
-    // No kubeconfig at all: the checks cannot run (exit 2), and the message says what to set.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["check", "--context", "nope"])
-        .env("KUBECONFIG", kubeconfig.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // No such context: the checks cannot run (exit 2), and the message says what to set.
+    let (code, _, stderr) = weft_check_with(kubeconfig.path(), &["--context", "nope"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("nope") && stderr.contains("KUBECONFIG"), "{stderr}");
 
     // A bad flag value: exit 64 naming the flag and the value.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["check", "--expiry-warning", "soon"])
-        .env("KUBECONFIG", kubeconfig.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let (code, _, stderr) = weft_check_with(kubeconfig.path(), &["--expiry-warning", "soon"]);
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--expiry-warning") && stderr.contains("soon"), "{stderr}");
 }
 
