@@ -48,8 +48,10 @@ fn args(options: &Options) -> Vec<String> {
         format!("--webhook-key={WEBHOOK_DIR}/tls.key"),
         format!("--proxy-image={}", options.proxy_image),
         format!("--init-image={}", options.init_image),
-        // Injected proxies reach mesh-control at weft-control.<namespace>.svc.
+        // Injected proxies reach mesh-control at weft-control.<namespace>.svc,
+        // and mount the trust anchor from a copy in their own namespace.
         format!("--namespace={}", options.namespace),
+        "--copy-trust-anchor".to_owned(),
     ]
 }
 
