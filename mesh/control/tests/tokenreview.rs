@@ -400,19 +400,20 @@ async fn grpc_certify(cp: &ControlPlane, id: &SpiffeId, token: &str) -> Result<(
     Ok(())
 }
 
+/// The real mesh-control with `--data-dir` and `args`, its KUBECONFIG pointing at `api`.
+async fn start_against(fx: &Fixture, api: &FakeApi, args: &[&str]) -> ControlPlane {
+    let kubeconfig = kubeconfig(fx, api);
+    let data = fx.data_dir();
+    let mut all = vec!["--data-dir", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    ControlPlane::start_with_env(&fx.logs(), "127.0.0.1:0", &all, &[("KUBECONFIG", &kubeconfig)]).await
+}
+
 #[tokio::test]
 async fn the_binary_certifies_service_accounts_through_kubeconfig() {
     let api = FakeApi::start(TOKENS).await;
     let fx = Fixture::new();
-    let kubeconfig = kubeconfig(&fx, &api);
-    let data = fx.data_dir();
-    let cp = ControlPlane::start_with_env(
-        &fx.logs(),
-        "127.0.0.1:0",
-        &["--data-dir", data.to_str().unwrap(), "--trust-domain", TD, "--identity-verifier", "kubernetes"],
-        &[("KUBECONFIG", &kubeconfig)],
-    )
-    .await;
+    let cp = start_against(&fx, &api, &["--trust-domain", TD, "--identity-verifier", "kubernetes"]).await;
     let web = shop("web");
     grpc_certify(&cp, &web, "h.tok-web.s").await.unwrap();
     let seen = api.seen();
@@ -477,15 +478,8 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
 async fn the_admin_listener_is_ready_once_every_kind_is_listed() {
     let api = FakeApi::start(&[]).await;
     let fx = Fixture::new();
-    let kubeconfig = kubeconfig(&fx, &api);
     let data = fx.data_dir();
-    let cp = ControlPlane::start_with_env(
-        &fx.logs(),
-        "127.0.0.1:0",
-        &["--data-dir", data.to_str().unwrap(), "--backend", "kubernetes", "--admin-listen", "127.0.0.1:0", "--copy-trust-anchor"],
-        &[("KUBECONFIG", &kubeconfig)],
-    )
-    .await;
+    let cp = start_against(&fx, &api, &["--backend", "kubernetes", "--admin-listen", "127.0.0.1:0", "--copy-trust-anchor"]).await;
     // Every list is 404 so far (as when the CRDs are missing): live, not ready.
     assert_eq!(cp.admin_get("/live").await.0, 200);
     let (status, body) = cp.admin_get("/ready").await;
