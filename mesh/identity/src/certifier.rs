@@ -3,6 +3,7 @@
 //! keeps the current certificate and retries with capped, jittered
 //! exponential backoff.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,12 @@ pub struct CertifierConfig {
     pub identity: SpiffeId,
     /// Proof of identity (bootstrap token or ServiceAccount token).
     pub token: Vec<u8>,
+    /// Where the token came from, re-read before every Certify: the kubelet
+    /// rewrites a projected ServiceAccount token before it expires (an hour
+    /// by default), so the token read at start is refused at the renewals
+    /// after that. A file that cannot be read or is empty keeps the last
+    /// token. `None`: `token` is used as given.
+    pub token_file: Option<PathBuf>,
     /// Bound on establishing the TCP connection to mesh-control.
     pub connect_timeout: Duration,
     /// Bound on one Certify call.
@@ -45,6 +52,7 @@ impl CertifierConfig {
             control,
             identity,
             token: token.into(),
+            token_file: None,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             refresh_fraction: 0.7,
@@ -60,6 +68,7 @@ impl std::fmt::Debug for CertifierConfig {
         f.debug_struct("CertifierConfig")
             .field("control", &self.control)
             .field("identity", &self.identity)
+            .field("token_file", &self.token_file)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("refresh_fraction", &self.refresh_fraction)
@@ -168,8 +177,12 @@ async fn run(
     tx: watch::Sender<Option<Arc<Credentials>>>,
 ) {
     let mut failures: u32 = 0;
+    let mut token = config.token.clone();
     loop {
-        let wait = match certify(&config, &key, &mut client).await {
+        if let Some(path) = &config.token_file {
+            refresh_token(path, &mut token).await;
+        }
+        let wait = match certify(&config, &token, &key, &mut client).await {
             Ok(creds) => {
                 failures = 0;
                 let wait = refresh_delay(creds.not_after(), SystemTime::now(), config.refresh_fraction);
@@ -202,14 +215,32 @@ async fn run(
     }
 }
 
+/// The token file's current contents into `token`, unless it cannot be
+/// read or is empty (a rewrite in progress, a lost mount): then the last
+/// token is tried, and mesh-control's answer says whether it still holds.
+async fn refresh_token(path: &std::path::Path, token: &mut Vec<u8>) {
+    match tokio::fs::read(path).await {
+        Ok(bytes) if !bytes.trim_ascii().is_empty() => {
+            let fresh = bytes.trim_ascii();
+            if fresh != token.as_slice() {
+                tracing::debug!(file = %path.display(), "token file changed; certifying with the new token");
+                *token = fresh.to_vec();
+            }
+        }
+        Ok(_) => tracing::warn!(file = %path.display(), "token file is empty; certifying with the last token"),
+        Err(e) => tracing::warn!(file = %path.display(), error = %e, "token file unreadable; certifying with the last token"),
+    }
+}
+
 async fn certify(
     config: &CertifierConfig,
+    token: &[u8],
     key: &WorkloadKey,
     client: &mut IdentityClient<Channel>,
 ) -> Result<Credentials, CertifyError> {
     let request = CertifyRequest {
         identity: config.identity.to_string(),
-        token: config.token.clone(),
+        token: token.to_vec(),
         csr_der: key.csr_der(&config.identity)?,
     };
     let response = client.certify(request).await.map_err(|status| match status.code() {

@@ -550,6 +550,7 @@ impl Args {
             control: control.to_owned(),
             control_identity: trust.identity.clone(),
             token: Secret(token),
+            token_file: token_file.clone(),
             trust_anchor_path: trust.trust_anchor_path.clone(),
             trust_anchor_pem: trust.trust_anchor_pem.clone(),
         })

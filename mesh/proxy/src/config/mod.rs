@@ -225,6 +225,9 @@ pub struct MeshConfig {
     pub control_identity: SpiffeId,
     /// The bootstrap token, read from `--token-file` at load.
     pub token: Secret,
+    /// `--token-file`, re-read before every Certify (projected ServiceAccount
+    /// tokens are rotated by the kubelet).
+    pub token_file: PathBuf,
     /// Where the trust anchors came from (for messages).
     pub trust_anchor_path: PathBuf,
     /// Trust anchor certificates, PEM, read and checked at load.

@@ -111,7 +111,10 @@ impl MeshTls {
         let anchors =
             TrustAnchors::from_pem(config.identity.trust_domain(), &config.trust_anchor_pem).map_err(tls_err)?;
         let control = ControlEndpoint::new(&config.control, anchors.clone(), config.control_identity.clone())?;
-        let certifier = Certifier::spawn(CertifierConfig::new(control, config.identity.clone(), config.token.0.clone()))?;
+        let certifier = Certifier::spawn(CertifierConfig {
+            token_file: Some(config.token_file.clone()),
+            ..CertifierConfig::new(control, config.identity.clone(), config.token.0.clone())
+        })?;
         let mut server = server_config(&anchors, certifier.watch()).map_err(tls_err)?;
         server.alpn_protocols = vec![ALPN_WEFT.to_vec(), ALPN_WEFT_TCP.to_vec()];
         tokio::spawn(watch_credentials(config.identity.clone(), certifier.watch(), metrics, certified));

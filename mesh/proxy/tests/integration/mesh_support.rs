@@ -156,7 +156,8 @@ fn token_for(id: &str) -> String {
     format!("token-{}", id.rsplit('/').next().unwrap())
 }
 
-fn token_name(id: &str) -> String {
+/// The file name of `id`'s token in a [`MeshDir`] (its `--token-file`).
+pub fn token_name(id: &str) -> String {
     format!("token.{}", id.rsplit('/').next().unwrap())
 }
 

@@ -272,6 +272,30 @@ async fn control_plane_outage_keeps_traffic_and_recertifies_after() {
     cp.stop().await;
 }
 
+/// The kubelet rewrites a projected ServiceAccount token before it expires;
+/// renewals must present the token file as it is now, not the token read at
+/// start (which mesh-control refuses once it has expired). Here mesh-control
+/// accepts only a new token from a moment on, and the proxy's file gets it.
+#[tokio::test]
+async fn renewals_present_the_token_file_as_it_is_now() {
+    let id = sa("rotating");
+    let m = MeshDir::new(&[&id]);
+    let cp = m.control("127.0.0.1:0", "3s").await;
+    let p = m.proxy("rotating", &id, cp.addr, &args(&[])).await;
+    ready(&p).await;
+    let before = serials(&p.stderr()).len();
+    // mesh-control re-reads its token file when it changes: the old token is
+    // refused from here on.
+    std::fs::write(m.path("tokens"), format!("{id} token-rotated\n")).unwrap();
+    std::fs::write(m.path(&token_name(&id)), "token-rotated\n").unwrap();
+    eventually("two renewals with the rotated token", || async {
+        (serials(&p.stderr()).len() >= before + 2).then_some(())
+    })
+    .await;
+    assert_eq!(p.admin_get("/ready").await.0, StatusCode::OK);
+    cp.stop().await;
+}
+
 #[tokio::test]
 async fn ready_only_after_the_first_certificate() {
     let id = sa("late");
