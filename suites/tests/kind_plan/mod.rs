@@ -124,6 +124,10 @@ fn kind_dry_run_of_quick_prints_the_whole_plan_and_touches_nothing() {
     assert!(weft.contains("$ kubectl --context kind-weft-bench get namespace weft"), "{weft}");
     assert!(weft.contains("install --proxy-image weft/proxy:") && weft.contains("| kubectl --context kind-weft-bench apply -f -"), "{weft}");
     assert!(weft.contains(&format!("annotate namespace {ns_name} weft.io/inject=enabled --overwrite")), "{weft}");
+    // mesh-control turns ready only after listing HTTPRoutes and GRPCRoutes:
+    // the Gateway API CRDs go in before `weft install`.
+    let (gateway, install) = (weft.find("apply -f https://github.com/kubernetes-sigs/gateway-api/"), weft.find(" install --proxy-image"));
+    assert!(matches!((gateway, install), (Some(g), Some(i)) if g < i), "{weft}");
     assert!(weft.contains("rollout status deployment/weft-control -n weft") && weft.contains("/weft check --context kind-weft-bench"), "{weft}");
     for skipped in ["skip weft-plaintext in scenario http1-small (2 cells)", "skip nginx in scenario max-throughput (1 cell)", "skip scenario discovery-propagation (1 cell)"] {
         let i = titles.iter().position(|t| *t == skipped).unwrap_or_else(|| panic!("no `{skipped}` in {titles:#?}"));

@@ -86,7 +86,16 @@ impl Mesh {
                 if let Some(ctx) = &kubectl.context {
                     check.args.extend(["--context".to_string(), ctx.clone()]);
                 }
+                // mesh-control is ready only once it has listed HTTPRoutes and
+                // GRPCRoutes: a cluster without the Gateway API CRDs would
+                // never roll out. Applying the release Weft is tested against
+                // is idempotent and left in place at teardown (other
+                // workloads may use it).
+                let gateway_api = kubectl
+                    .cmd(&["apply", "-f", mesh_kube::install::GATEWAY_API_STANDARD_CRDS])
+                    .timeout(KUBECTL_TIMEOUT);
                 vec![
+                    Action::Run(gateway_api),
                     Action::Pipe(install, apply),
                     Action::Run(kubectl.rollout(names::NAMESPACE, names::CONTROL)),
                     Action::Run(check),
