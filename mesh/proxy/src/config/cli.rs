@@ -158,6 +158,17 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_MAX_QUEUED_REQUESTS", default_value = "100")]
     pub max_queued_requests: String,
 
+    /// HTTP/2 streams one client may have open at once on one connection
+    /// to this proxy (SETTINGS_MAX_CONCURRENT_STREAMS, every listener).
+    /// The proxy's queue under overload is at most this times the open
+    /// connections; past it a client holds its requests itself instead of
+    /// the proxy holding them in memory. 100 is RFC 9113's recommended
+    /// floor and the streams this proxy puts on one upstream connection
+    /// (--upstream-http2-streams-per-connection), so a peer proxy opens
+    /// another connection rather than queueing.
+    #[arg(long, env = "WEFT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", default_value = "100")]
+    pub http2_max_concurrent_streams: String,
+
     /// Weft proxies an HTTP request may pass through: each adds one to its
     /// `weft-hops` header, and a request that has passed this many already
     /// is a loop (502 with `weft-proxy-error: loop`). A meshed call passes
@@ -398,6 +409,7 @@ impl Args {
         let max_queued = count("--max-queued-requests", &self.max_queued_requests);
         let max_discovered = count("--max-discovered-authorities", &self.max_discovered_authorities);
         let max_hops = count("--max-hops", &self.max_hops);
+        let h2_streams = count("--http2-max-concurrent-streams", &self.http2_max_concurrent_streams);
 
         let defaults = Limits::default();
         cfg.limits = Limits {
@@ -415,6 +427,8 @@ impl Args {
             },
             detect_timeout: detect_timeout.unwrap_or(defaults.detect_timeout),
             max_hops: max_hops.map_or(defaults.max_hops, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            h2_max_concurrent_streams: h2_streams
+                .map_or(defaults.h2_max_concurrent_streams, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         };
         if let Some(d) = drain_timeout {
             cfg.drain_timeout = d;

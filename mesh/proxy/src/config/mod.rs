@@ -332,11 +332,19 @@ pub struct Limits {
     /// `weft-hops` header); a request that already passed this many is a
     /// loop: 502 `kind=loop` (`stack::loop_guard`).
     pub max_hops: u32,
+    /// HTTP/2 streams a client may have open on one connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS): what one connection can queue in
+    /// the proxy.
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// `--max-hops` bounds: a meshed request passes two proxies (outbound and
 /// inbound), so less than 2 refuses every meshed request.
 pub const MAX_HOPS_RANGE: std::ops::RangeInclusive<u32> = 2..=1024;
+
+/// `--http2-max-concurrent-streams` bounds: at least one stream, and no more
+/// than a proxy should hold for one connection.
+pub const H2_STREAMS_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 
 /// The most requests in flight, or queued, per direction: far above what
 /// one proxy serves, and far below tokio's semaphore limit.
@@ -360,6 +368,10 @@ impl Default for Limits {
             // Eight meshed app-to-app calls when every app forwards all of
             // its request's headers into the next one (two hops each).
             max_hops: 16,
+            // RFC 9113's recommended floor; at 3x overload 200 held twice
+            // the requests and 3.7x the memory for less goodput (see
+            // docs/FIGURES.md, "Overload, fifth session").
+            h2_max_concurrent_streams: 100,
         }
     }
 }
@@ -423,6 +435,14 @@ impl Config {
                 self.limits.max_hops,
                 MAX_HOPS_RANGE.start(),
                 MAX_HOPS_RANGE.end()
+            ));
+        }
+        if !H2_STREAMS_RANGE.contains(&self.limits.h2_max_concurrent_streams) {
+            problems.push(format!(
+                "--http2-max-concurrent-streams {}: must be in {}..={} (streams one client may have open on one connection)",
+                self.limits.h2_max_concurrent_streams,
+                H2_STREAMS_RANGE.start(),
+                H2_STREAMS_RANGE.end()
             ));
         }
         if self.limits.max_queued_requests > MAX_REQUEST_SLOTS {
@@ -814,13 +834,15 @@ mod tests {
             threads: 0,
             limits: Limits {
                 max_header_bytes: 10,
+                h2_max_concurrent_streams: 0,
                 ..Limits::default()
             },
             routes: vec!["a=127.0.0.1:1".parse().unwrap(), "a=127.0.0.1:2".parse().unwrap()],
             ..Config::default()
         };
         let err = cfg.validate().unwrap_err();
-        assert_eq!(err.problems.len(), 3, "{err}");
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(err.to_string().contains("--http2-max-concurrent-streams 0: must be in 1..=10000"), "{err}");
         assert!(Config::default().validate().is_ok());
     }
 }

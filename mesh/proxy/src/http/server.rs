@@ -32,11 +32,6 @@ use crate::{
 
 pub use crate::http::phase::Phase;
 
-/// Streams one client may have open on one HTTP/2 connection (hyper's
-/// default, stated: a bound, not a throughput knob; a peer proxy with more
-/// requests opens more connections).
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
-
 /// The hyper connection builder shared by the proxy listeners.
 pub fn http_builder(limits: &Limits, conns: &Conns) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -54,7 +49,9 @@ pub fn http_builder(limits: &Limits, conns: &Conns) -> auto::Builder<TokioExecut
         // acknowledgement, not ~15 minutes of TCP retransmits.
         .keep_alive_interval(conns.h2_keepalive_interval)
         .keep_alive_timeout(conns.h2_keepalive_timeout)
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        // What one connection can queue in the proxy (--http2-max-concurrent-streams):
+        // past it the client holds its requests, not this proxy's memory.
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
         // Rapid reset (CVE-2023-44487): streams a client opens and resets
         // before we accept them, and streams we reset for its protocol
         // errors, are bounded; past them the connection gets GOAWAY.

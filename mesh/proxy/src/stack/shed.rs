@@ -38,6 +38,24 @@
 //! connection that adapts) for this to keep goodput; until then it is
 //! opt-in (`--shed-target 5ms`).
 //!
+//! Refusing on arrival was then tried and measured (fifth session, branch
+//! `shed-inflight-tried`, docs/FIGURES.md "Overload, fifth session"): an
+//! in-flight limit per direction, checked as the head is parsed, cut to
+//! 3/4 of what was in flight for each interval judged overloaded. Side by
+//! side with shedding off it kept 6-13 % of the goodput, and after the
+//! load dropped refused 650-5,300 requests of the recovery phase. Two
+//! things defeat any fast answer here: every answer frees an HTTP/2
+//! stream that an open-loop client with a backlog fills again at once, so
+//! at 3x the proxy answers about twice its capacity in 503s and the client
+//! sends as many more requests, on the cores the forwarded ones need (the
+//! proxy itself was not the saturated part: unshed, the outbound proxy
+//! used 0.59 of its core); and on a machine with more runnable threads
+//! than cores, queue time is mostly the OS's scheduling, so a limit driven
+//! by it falls to its floor. What bounded the proxy without costing
+//! goodput was pushing back before a request is sent: fewer streams per
+//! connection (`--http2-max-concurrent-streams`, 100 by default), the
+//! excess held by the client.
+//!
 //! HTTP/1 requests carry no queue time of their own: hyper reads and
 //! admits them in their connection's task, so their wait is in the socket,
 //! before the head is parsed. They are neither measured (a zero would hide

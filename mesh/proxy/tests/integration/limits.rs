@@ -390,3 +390,88 @@ async fn out_of_file_descriptors_the_proxy_sheds_new_connections_and_keeps_servi
     .await;
     wait_metric(&p, r#"weft_shed_connections_total{direction="outbound",reason="no_fds"}"#, 1.0).await;
 }
+
+/// The frames an h2c client gets back for `sent` (after the preface and an
+/// empty SETTINGS), read until `until` picks one (bounded by the patience).
+async fn h2_raw(addr: std::net::SocketAddr, sent: &[u8], until: impl Fn(u8, u32, &[u8]) -> bool) -> Vec<(u8, u32, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    out.extend_from_slice(sent);
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut frames = Vec::new();
+    within("the proxy's frames", async {
+        let mut buf = [0u8; 4096];
+        loop {
+            while got.len() >= 9 {
+                let len = (usize::from(got[0]) << 16) | (usize::from(got[1]) << 8) | usize::from(got[2]);
+                if got.len() < 9 + len {
+                    break;
+                }
+                let (kind, stream) = (got[3], u32::from_be_bytes(got[5..9].try_into().unwrap()) & 0x7fff_ffff);
+                let payload = got[9..9 + len].to_vec();
+                got.drain(..9 + len);
+                let done = until(kind, stream, &payload);
+                frames.push((kind, stream, payload));
+                if done {
+                    return;
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed the connection; frames so far: {frames:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    frames
+}
+
+/// SETTINGS_MAX_CONCURRENT_STREAMS in the server's first SETTINGS frame.
+async fn advertised_streams(addr: std::net::SocketAddr) -> Option<u32> {
+    let frames = h2_raw(addr, &[], |kind, _, _| kind == 0x4).await;
+    let (_, _, settings) = frames.last().unwrap();
+    settings.chunks(6).find(|p| p[..2] == [0, 3]).map(|p| u32::from_be_bytes(p[2..6].try_into().unwrap()))
+}
+
+/// A GET for `path` at web.test on `stream`, its head in one HPACK block of
+/// static-table names and literal values (never indexed, no Huffman).
+fn h2_get_frame(stream: u32, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+    for (name, value) in [(4u8, path), (1, "web.test")] {
+        block.push(0x10 | name); // literal, never indexed, indexed name
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    h2_frame(0x1, 0x4 | 0x1, stream, &block) // END_HEADERS | END_STREAM
+}
+
+#[tokio::test]
+async fn http2_clients_are_told_the_stream_limit_and_a_stream_past_it_is_refused_unprocessed() {
+    let app = start_app().await;
+    let default = proxy_with_limits(&app).await;
+    assert_eq!(advertised_streams(default.outbound).await, Some(100), "RFC 9113's recommended floor by default");
+
+    let p = start_proxy(&args(&["--route", &format!("web.test={}", app.addr), "--http2-max-concurrent-streams", "2"])).await;
+    assert_eq!(advertised_streams(p.outbound).await, Some(2));
+    // A client that ignores it: two slow streams open, the third is refused
+    // with REFUSED_STREAM (not processed, safe to retry) and never reaches
+    // the app; the two are answered.
+    let mut sent = h2_get_frame(1, "/delay/500");
+    sent.extend(h2_get_frame(3, "/delay/500"));
+    sent.extend(h2_get_frame(5, "/status/200"));
+    let answered = std::sync::Mutex::new(Vec::new());
+    let frames = h2_raw(p.outbound, &sent, |kind, stream, payload| {
+        let mut a = answered.lock().unwrap();
+        if kind == 0x3 || kind == 0x1 {
+            a.push((kind, stream, payload.to_vec()));
+        }
+        a.iter().filter(|(k, _, _)| *k == 0x1).count() == 2 && a.iter().any(|(k, _, _)| *k == 0x3)
+    })
+    .await;
+    let resets: Vec<_> = frames.iter().filter(|(k, _, _)| *k == 0x3).map(|(_, s, p)| (*s, p.clone())).collect();
+    assert_eq!(resets, vec![(5, 7u32.to_be_bytes().to_vec())], "stream 5 refused: RST_STREAM REFUSED_STREAM");
+    let heads: Vec<_> = frames.iter().filter(|(k, _, _)| *k == 0x1).map(|(_, s, _)| *s).collect();
+    assert_eq!(heads, vec![1, 3], "the two streams within the limit are answered");
+    still_serves(&p).await;
+}
