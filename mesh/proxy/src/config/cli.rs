@@ -165,7 +165,8 @@ pub struct Args {
     /// the proxy holding them in memory. 100 is RFC 9113's recommended
     /// floor and the streams this proxy puts on one upstream connection
     /// (--upstream-http2-streams-per-connection), so a peer proxy opens
-    /// another connection rather than queueing.
+    /// another connection rather than queueing; below that, a peer's
+    /// streams opened before it read this setting are refused.
     #[arg(long, env = "WEFT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", default_value = "100")]
     pub http2_max_concurrent_streams: String,
 

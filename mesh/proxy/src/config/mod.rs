@@ -368,9 +368,9 @@ impl Default for Limits {
             // Eight meshed app-to-app calls when every app forwards all of
             // its request's headers into the next one (two hops each).
             max_hops: 16,
-            // RFC 9113's recommended floor; at 3x overload 200 held twice
-            // the requests and 3.7x the memory for less goodput (see
-            // docs/FIGURES.md, "Overload, fifth session").
+            // RFC 9113's recommended floor and a peer proxy's streams per
+            // connection; at 3x overload 200 held 1.7x the memory for no
+            // more goodput (docs/FIGURES.md, "Overload, fifth session").
             h2_max_concurrent_streams: 100,
         }
     }
