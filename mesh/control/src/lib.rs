@@ -315,7 +315,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         _ => None,
     };
     let webhook = match (args.webhook_listen, webhook_tls) {
-        (Some(addr), Some(tls)) => Some(start_webhook(&args, addr, tls, &options, &index).await?),
+        (Some(addr), Some(tls)) => Some(start_webhook(&args, addr, tls, &options, &index, trust_anchor_pem(&args)?).await?),
         _ => None,
     };
     let listener = TcpListener::bind(args.listen).await.map_err(|source| Error::Bind { addr: args.listen, source })?;
@@ -346,14 +346,29 @@ pub async fn run(args: Args) -> Result<(), Error> {
     served
 }
 
+/// The trust anchor this control plane serves with, PEM: the file the CA
+/// was loaded from (`--trust-anchor`, else the data directory's).
+fn trust_anchor_pem(args: &Args) -> Result<String, Error> {
+    let path = match (&args.trust_anchor, &args.data_dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.join(ca::ANCHOR_FILE),
+        // load() refused this already.
+        (None, None) => return Err(Error::Config(vec!["no --trust-anchor and no --data-dir".to_owned()])),
+    };
+    std::fs::read_to_string(&path)
+        .map_err(|e| Error::Config(vec![format!("reading the trust anchor {} for the injector: {e}", path.display())]))
+}
+
 /// Binds the injector's webhook, prints `listening webhook <addr>` and
-/// spawns it; it injects with this control plane's own names.
+/// spawns it; it injects with this control plane's own names and writes
+/// its trust anchor into every proxy it adds.
 async fn start_webhook(
     args: &Args,
     addr: SocketAddr,
     tls: rustls::ServerConfig,
     options: &ServeOptions,
     index: &Index,
+    trust_anchor_pem: String,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let config = mesh_kube::inject::Config {
         proxy_image: args.proxy_image.clone(),
@@ -362,6 +377,7 @@ async fn start_webhook(
         cluster_domain: args.cluster_domain.clone(),
         control_namespace: args.namespace.clone(),
         control_identity: options.identity.to_string(),
+        trust_anchor_pem,
         ..mesh_kube::inject::Config::default()
     };
     let hook = webhook::Webhook::bind(addr, tls, config, index.clone()).await?;

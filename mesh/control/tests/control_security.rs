@@ -513,9 +513,14 @@ fn patched_pod(response: &serde_json::Value, object: &serde_json::Value) -> Stri
 async fn the_injector_webhook_answers_a_recorded_admission_review_over_https() {
     let fx = Fixture::new();
     let (_control, addr, cert) = start_webhook(&fx).await;
+    // The webhook writes the trust anchor it serves with (its data
+    // directory's) into the proxy: `weft inject --trust-anchor` given that
+    // same file must write the same pod.
+    let anchor = std::fs::read_to_string(fx.data_dir().join("trust-anchor.pem")).unwrap();
     let config = mesh_kube::inject::Config {
         proxy_image: "ghcr.io/weft/mesh-proxy:test".into(),
         init_image: "ghcr.io/weft/weft:test".into(),
+        trust_anchor_pem: anchor.clone(),
         ..mesh_kube::inject::Config::default()
     };
     // The webhook injects with mesh-control's own identity, which is
@@ -535,6 +540,7 @@ async fn the_injector_webhook_answers_a_recorded_admission_review_over_https() {
     let object = &request["request"]["object"];
     let cli = mesh_kube::inject::manifests::inject_stream(&serde_json::to_string(object).unwrap(), &config).unwrap();
     assert_eq!(patched_pod(response, object), cli.yaml, "the webhook's pod is not weft inject's");
+    assert!(cli.yaml.contains("WEFT_PROXY_TRUST_ANCHOR_PEM") && !cli.yaml.contains("configMap"), "{}", cli.yaml);
 
     // A pod that says nothing is injected in `shop` (its Namespace in the
     // manifests directory opts in) and left alone elsewhere.

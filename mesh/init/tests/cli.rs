@@ -145,13 +145,27 @@ fn samples() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube/tests/samples")
 }
 
-/// `weft inject ARGS` with `stdin` on its standard input.
+/// The trust anchor the golden samples carry.
+fn fixture_anchor() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube/tests/fixtures/trust-anchor.pem")
+}
+
+/// `weft inject --trust-anchor <the fixture> ARGS` with `stdin` on its standard input.
 fn weft_inject(args: &[&str], stdin: &[u8]) -> Output {
+    let anchor = fixture_anchor();
+    let mut all = vec!["--trust-anchor", anchor.to_str().unwrap()];
+    all.extend_from_slice(args);
+    weft_inject_as_given(&all, stdin)
+}
+
+/// `weft inject ARGS` (only the images added) with `stdin` on its standard input.
+fn weft_inject_as_given(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .arg("inject")
         .args(["--proxy-image", "ghcr.io/weft/mesh-proxy:test", "--init-image", "ghcr.io/weft/weft:test"])
         .args(args)
+        .env_remove("WEFT_INJECT_TRUST_ANCHOR")
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -192,6 +206,41 @@ fn weft_inject_refuses_malformed_input_naming_the_document_and_writes_nothing() 
     let missing = weft_inject(&["/nonexistent/weft-test/app.yaml"], b"");
     assert_eq!(missing.status.code(), Some(66));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/weft-test/app.yaml"));
+}
+
+/// The proxy carries the control plane's trust anchor in its pod spec, so
+/// `weft inject` needs it given: without it, or with something that is not
+/// a CA certificate, nothing is written and the message says how to get it.
+#[test]
+fn weft_inject_needs_the_control_planes_trust_anchor() {
+    let input = samples().join("in/pod.yaml");
+    let input = input.to_str().unwrap();
+    let out = weft_inject_as_given(&["--control-namespace", "mesh-system", input], b"");
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no --trust-anchor")
+            && said.contains("kubectl -n mesh-system get configmap weft-trust-anchor -o jsonpath='{.data.ca\\.crt}' > ca.crt"),
+        "{said}"
+    );
+
+    let leaf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube/tests/fixtures/webhook.pem");
+    let out = weft_inject_as_given(&["--trust-anchor", leaf.to_str().unwrap(), input], b"");
+    assert_eq!(out.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("webhook.pem: not a CA certificate"), "{said}");
+    let missing = weft_inject_as_given(&["--trust-anchor", "/nonexistent/weft-test/ca.crt", input], b"");
+    assert_eq!(missing.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/weft-test/ca.crt"));
+
+    let out = weft_inject(&[input], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let pem = std::fs::read_to_string(fixture_anchor()).unwrap();
+    let pod: serde_json::Value = serde_saphyr::from_str(&stdout(&out)).unwrap();
+    let env = &pod["spec"]["containers"][0]["env"];
+    let anchor = env.as_array().unwrap().iter().find(|e| e["name"] == "WEFT_PROXY_TRUST_ANCHOR_PEM").unwrap();
+    assert_eq!(anchor["value"], pem.as_str());
 }
 
 /// The init container the injector writes runs `weft init` with flags

@@ -12,7 +12,8 @@ pub const AUTH_DELEGATOR_BINDING: &str = "weft-control-auth-delegator";
 pub const INJECTOR: &str = "weft-injector";
 /// Secret with the identity issuer's certificate and key (tls.crt, tls.key).
 pub const ISSUER_SECRET: &str = "weft-identity-issuer";
-/// ConfigMap with the trust anchor (ca.crt): public, mounted by every proxy.
+/// ConfigMap with the trust anchor (ca.crt) in the control plane's namespace:
+/// public; where mesh-control loads it from and `weft check` reads it.
 pub const TRUST_ANCHOR_CONFIGMAP: &str = "weft-trust-anchor";
 /// Secret with the webhook's serving certificate and key (tls.crt, tls.key).
 pub const WEBHOOK_SECRET: &str = "weft-webhook-tls";
@@ -84,6 +85,10 @@ pub const BENCH_OWNER_ANNOTATION: &str = "weft.dev/owner";
 pub const PROXY_ADMIN_PORT: u16 = 4191;
 /// The trust anchor ConfigMap's key holding the PEM certificate.
 pub const TRUST_ANCHOR_KEY: &str = "ca.crt";
+/// The injected proxy's environment variable carrying the trust anchor PEM
+/// (mesh-proxy `--trust-anchor-pem`): written into the pod spec, so a pod
+/// needs nothing from the control plane's namespace.
+pub const PROXY_TRUST_ANCHOR_ENV: &str = "WEFT_PROXY_TRUST_ANCHOR_PEM";
 
 /// The proxy's listeners in a pod: `weft init` redirects to these (its defaults).
 pub const PROXY_INBOUND_PORT: u16 = 4143;

@@ -46,7 +46,7 @@ fn vars(anchor_days: i64) -> Vec<(&'static str, String)> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     vec![
         ("TRUST_ANCHOR_PEM", json_string(&ca_pem(anchor_days))),
-        // An earlier anchor left in a meshed namespace (broken/).
+        // The anchor a proxy was injected with before a rotation (broken/).
         ("STALE_ANCHOR_PEM", json_string(&ca_pem(365))),
         ("CA_BUNDLE_BASE64", b64(&webhook_ca)),
         ("WEBHOOK_TLS_CRT_BASE64", b64(&webhook_cert)),
@@ -106,7 +106,7 @@ fn healthy_install_passes_every_check() {
         ("Weft CRDs installed", &["authorizationpolicies.policy.weft.io"]),
         ("Gateway API CRDs", &["httproutes.gateway.networking.k8s.io"]),
         ("trust anchor weft/weft-trust-anchor", &["root.identity.weft.cluster.local", "expires in 364 days"]),
-        ("trust anchor in every meshed namespace", &["1 namespace(s) hold the control plane's: shop"]),
+        ("meshed pods' proxies carry the current trust anchor", &["2 of 2 pods"]),
         ("meshed pods' proxies ready", &["2 of 2 pods"]),
         ("meshed pods' proxies certified", &["2 of 2 running proxies hold a valid certificate"]),
     ] {
@@ -159,8 +159,16 @@ fn broken_install_names_each_failing_check() {
     assert_verdict(
         &report,
         "FAIL",
-        "trust anchor in every meshed namespace",
-        &["payments: no ConfigMap weft-trust-anchor", "shop: differs from weft/weft-trust-anchor"],
+        "meshed pods' proxies carry the current trust anchor",
+        &[
+            "2 of 2 not on the current anchor",
+            "shop/web-7d9c5b6f4d-abcde: carries another trust anchor than weft/weft-trust-anchor",
+            "shop/api-5f6d8c9b7-q8r2t: injected by an older Weft",
+        ],
+    );
+    assert!(
+        report.contains("kubectl -n shop rollout restart deployment/web; kubectl -n shop delete pod api-5f6d8c9b7-q8r2t"),
+        "the hint re-creates each pod through its workload:\n{report}"
     );
     assert_verdict(
         &report,
@@ -293,8 +301,17 @@ fn install_output_passes_its_checks() {
     let mut deployment = find("Deployment", "weft-control");
     deployment["status"] = serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2});
     let anchor = find("ConfigMap", "weft-trust-anchor");
-    let mut anchor_copy = anchor.clone();
-    anchor_copy["metadata"]["namespace"] = "shop".into();
+    // The meshed pods as the injector would write them with this anchor.
+    let mut pods: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fake_api::fixtures().join("healthy/pods.json")).unwrap()).unwrap();
+    let pem = anchor["data"]["ca.crt"].as_str().unwrap();
+    for container in pods["items"].as_array_mut().unwrap().iter_mut().flat_map(|p| p["spec"]["containers"].as_array_mut().unwrap()) {
+        for var in container["env"].as_array_mut().into_iter().flatten() {
+            if var["name"] == "WEFT_PROXY_TRUST_ANCHOR_PEM" {
+                var["value"] = pem.into();
+            }
+        }
+    }
     // The rendered CRDs as the API server lists them once established, beside Gateway API's.
     let mut crds: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fake_api::fixtures().join("fresh/crds.json")).unwrap()).unwrap();
@@ -313,7 +330,7 @@ fn install_output_passes_its_checks() {
             ),
             ("GET /api/v1/namespaces/weft/secrets/weft-webhook-tls".into(), find("Secret", "weft-webhook-tls")),
             ("GET /api/v1/namespaces/weft/configmaps/weft-trust-anchor".into(), anchor),
-            ("GET /api/v1/namespaces/shop/configmaps/weft-trust-anchor".into(), anchor_copy),
+            ("GET /api/v1/pods".into(), pods),
             ("GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions".into(), crds),
         ],
     );
@@ -326,7 +343,7 @@ fn install_output_passes_its_checks() {
         ("injector webhook certificate (Secret weft/weft-webhook-tls) matches its caBundle", &["weft-control.weft.svc, signed by the caBundle"]),
         ("Weft CRDs installed", &["authorizationpolicies.policy.weft.io"]),
         ("trust anchor weft/weft-trust-anchor valid and not near expiry", &["expires in"]),
-        ("trust anchor in every meshed namespace", &["shop"]),
+        ("meshed pods' proxies carry the current trust anchor", &["2 of 2 pods"]),
     ] {
         assert_verdict(&report, "ok", name, details);
     }

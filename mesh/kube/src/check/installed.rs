@@ -1,14 +1,11 @@
 //! `weft check`: the installed control plane, webhook, CRDs, trust anchor and data plane.
 
-use std::{
-    collections::BTreeSet,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
-    core::v1::{ConfigMap, Namespace, Pod, Secret},
+    core::v1::{ConfigMap, Pod, Secret},
     discovery::v1::EndpointSlice,
 };
 use kube::{api::ListParams, Api};
@@ -43,7 +40,7 @@ pub(crate) async fn run(client: &kube::Client, ns: &str, expiry_warning: Duratio
     checks.push(anchor_check);
     match proxy::all_pods(client).await {
         Ok(pods) => {
-            checks.push(anchor_copies(client, ns, anchor.as_deref(), &proxy::meshed_namespaces(&pods)).await);
+            checks.push(proxy::anchors(&pods, ns, anchor.as_deref()));
             checks.extend(proxy::run(client, &pods, ns, now).await);
         }
         Err(failed) => checks.push(failed),
@@ -314,7 +311,7 @@ async fn service_proxy(client: &kube::Client, path: &str) -> Probe {
 }
 
 /// The trust anchor ConfigMap holds a CA certificate that is valid and not
-/// near expiry. Also returns its PEM, which meshed namespaces must hold too.
+/// near expiry. Also returns its PEM, which every meshed proxy must carry.
 async fn trust_anchor(client: &kube::Client, ns: &str, now: i64, warning: Duration) -> (Check, Option<String>) {
     let pem = match trust_anchor_pem(client, ns).await {
         Ok(pem) => pem,
@@ -345,58 +342,3 @@ async fn trust_anchor_pem(client: &kube::Client, ns: &str) -> Result<String, Che
     })
 }
 
-/// Proxies mount the trust anchor from their own namespace (a pod can only
-/// mount its namespace's ConfigMaps), so every namespace with meshed pods, or
-/// opted in, needs a copy equal to the control plane's.
-async fn anchor_copies(client: &kube::Client, ns: &str, anchor: Option<&str>, meshed: &BTreeSet<String>) -> Check {
-    const GROUP: &str = "identity";
-    let name = "trust anchor in every meshed namespace";
-    let mut namespaces = meshed.clone();
-    match Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await {
-        Ok(list) => namespaces.extend(list.items.into_iter().filter_map(|n| {
-            let opted_in = n
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(names::INJECT_ANNOTATION))
-                .is_some_and(|v| v == "enabled");
-            opted_in.then_some(n.metadata.name).flatten()
-        })),
-        Err(e) => return Check::api_error(GROUP, name, "namespaces", &e),
-    }
-    namespaces.remove(ns);
-    if namespaces.is_empty() {
-        return Check::pass(GROUP, name, "no meshed namespaces yet");
-    }
-    let mut problems = Vec::new();
-    for meshed_ns in &namespaces {
-        let cm = match Api::<ConfigMap>::namespaced(client.clone(), meshed_ns).get_opt(names::TRUST_ANCHOR_CONFIGMAP).await {
-            Ok(cm) => cm,
-            Err(e) => return Check::api_error(GROUP, name, &format!("ConfigMaps in {meshed_ns}"), &e),
-        };
-        let pem = cm.as_ref().and_then(|cm| cm.data.as_ref()).and_then(|d| d.get(names::TRUST_ANCHOR_KEY));
-        match (cm.is_some(), pem) {
-            (false, _) => problems.push(format!("{meshed_ns}: no ConfigMap {}", names::TRUST_ANCHOR_CONFIGMAP)),
-            (true, None) => problems.push(format!("{meshed_ns}: no key {}", names::TRUST_ANCHOR_KEY)),
-            (true, Some(pem)) if anchor.is_some_and(|a| a.trim() != pem.trim()) => {
-                problems.push(format!("{meshed_ns}: differs from {ns}/{}", names::TRUST_ANCHOR_CONFIGMAP))
-            }
-            (true, Some(_)) => {}
-        }
-    }
-    let list = namespaces.iter().cloned().collect::<Vec<_>>().join(", ");
-    if problems.is_empty() {
-        return Check::pass(GROUP, name, format!("{} namespace(s) hold the control plane's: {list}", namespaces.len()));
-    }
-    Check::fail(
-        GROUP,
-        name,
-        problems.join("; "),
-        format!(
-            "a proxy cannot start without it (or trusts an old CA): for each namespace NS, kubectl -n NS create configmap {cm} \
-             --from-literal=ca.crt=\"$(kubectl -n {ns} get configmap {cm} -o jsonpath='{{.data.ca\\.crt}}')\" \
-             --dry-run=client -o yaml | kubectl apply -f -",
-            cm = names::TRUST_ANCHOR_CONFIGMAP
-        ),
-    )
-}

@@ -13,7 +13,7 @@ mod installed;
 mod pre;
 mod proxy;
 mod render;
-mod trust;
+pub(crate) mod trust;
 
 use std::time::Duration;
 

@@ -6,8 +6,6 @@
 //! certificate itself, and `/ready` alone would also be 503 for other reasons
 //! (draining, no inbound policy yet).
 
-use std::collections::BTreeSet;
-
 use futures_util::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
@@ -108,9 +106,91 @@ pub(crate) async fn all_pods(client: &kube::Client) -> Result<Vec<Pod>, Check> {
     }
 }
 
-/// The namespaces with meshed pods.
-pub(crate) fn meshed_namespaces(pods: &[Pod]) -> BTreeSet<String> {
-    pods.iter().filter(|p| is_meshed(p)).filter_map(|p| p.metadata.namespace.clone()).collect()
+pub(crate) const ANCHORS: &str = "meshed pods' proxies carry the current trust anchor";
+
+/// The trust anchor a pod's proxy was injected with: the PEM in its
+/// environment, or why it cannot be read from the pod spec.
+fn injected_anchor(pod: &Pod) -> Result<&str, &'static str> {
+    let spec = pod.spec.as_ref().ok_or("no spec")?;
+    let proxy = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == names::PROXY_CONTAINER)
+        .ok_or("no proxy container")?;
+    let env = proxy.env.iter().flatten();
+    if let Some(var) = env.clone().find(|e| e.name == names::PROXY_TRUST_ANCHOR_ENV) {
+        return var.value.as_deref().ok_or("its trust anchor comes from a reference, not the pod spec");
+    }
+    if env.clone().any(|e| e.name == "WEFT_PROXY_TRUST_ANCHOR") {
+        return Err("injected by an older Weft: mounts the trust anchor from a ConfigMap of its own namespace");
+    }
+    Err("no trust anchor in the proxy's environment")
+}
+
+/// How to re-create a pod so the injector writes the current anchor into it:
+/// its workload's rollout restart, or deleting a bare pod.
+fn restart(pod: &Pod) -> String {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("?");
+    let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+    match owner.map(|o| (o.kind.as_str(), o.name.as_str())) {
+        // A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>.
+        Some(("ReplicaSet", rs)) => match rs.rsplit_once('-') {
+            Some((deployment, _)) => format!("kubectl -n {ns} rollout restart deployment/{deployment}"),
+            None => kubectl(pod, "delete pod", false),
+        },
+        Some((kind @ ("StatefulSet" | "DaemonSet"), name)) => {
+            format!("kubectl -n {ns} rollout restart {}/{name}", kind.to_ascii_lowercase())
+        }
+        _ => kubectl(pod, "delete pod", false),
+    }
+}
+
+/// Every meshed pod's proxy was injected with the control plane's current
+/// trust anchor (the injector writes it into the pod spec, as Linkerd does:
+/// after a rotation, pods created before it still trust only the old one
+/// until they are re-created). `anchor`: the control plane's, `None` when it
+/// could not be read (that check fails on its own).
+pub(crate) fn anchors(pods: &[Pod], control_ns: &str, anchor: Option<&str>) -> Check {
+    const GROUP: &str = "identity";
+    let meshed: Vec<&Pod> = pods.iter().filter(|p| is_meshed(p)).collect();
+    if meshed.is_empty() {
+        return Check::pass(GROUP, ANCHORS, "no meshed pods yet");
+    }
+    let Some(anchor) = anchor else {
+        return Check::fail(
+            GROUP,
+            ANCHORS,
+            format!("cannot compare: the control plane's trust anchor {control_ns}/{} is unreadable", names::TRUST_ANCHOR_CONFIGMAP),
+            "fix the trust anchor check above first",
+        );
+    };
+    let stale: Vec<(&Pod, String)> = meshed
+        .iter()
+        .filter_map(|pod| {
+            let why = match injected_anchor(pod) {
+                Ok(pem) if pem.trim() == anchor.trim() => return None,
+                Ok(_) => format!("{}: carries another trust anchor than {control_ns}/{}", pod_name(pod), names::TRUST_ANCHOR_CONFIGMAP),
+                Err(why) => format!("{}: {why}", pod_name(pod)),
+            };
+            Some((*pod, why))
+        })
+        .collect();
+    if stale.is_empty() {
+        return Check::pass(GROUP, ANCHORS, format!("{} of {} pods", meshed.len(), meshed.len()));
+    }
+    let mut restarts: Vec<String> = stale.iter().map(|(pod, _)| restart(pod)).collect();
+    restarts.dedup();
+    Check::fail(
+        GROUP,
+        ANCHORS,
+        format!("{} of {} not on the current anchor: {}", stale.len(), meshed.len(), named(&stale)),
+        format!(
+            "the injector writes the trust anchor into the pod spec when a pod is created (after a rotation, older pods \
+             trust only the old one): re-create them so they are injected again: {}",
+            restarts.into_iter().take(NAMED).collect::<Vec<_>>().join("; ")
+        ),
+    )
 }
 
 /// The two data-plane checks over every meshed pod of `pods` (all the cluster's).

@@ -16,9 +16,10 @@ use crate::names;
                   Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob, unless its pod template \
                   is annotated weft.io/inject: disabled, uses hostNetwork, or is injected already. Other \
                   objects pass through unchanged. What was done to each object is said on stderr.",
-    after_help = "Example: weft inject app.yaml | kubectl apply -f -\n\
-                  Exit status: 0 done, 64 bad flag, 65 an object cannot be injected (nothing written), \
-                  66 FILE cannot be read."
+    after_help = "Example:\n  kubectl -n weft get configmap weft-trust-anchor -o jsonpath='{.data.ca\\.crt}' > ca.crt\n  \
+                  weft inject --trust-anchor ca.crt app.yaml | kubectl apply -f -\n\
+                  Exit status: 0 done, 64 bad flag (or no --trust-anchor), 65 an object cannot be injected \
+                  (nothing written), 66 FILE or the trust anchor cannot be read."
 )]
 pub struct InjectArgs {
     /// The YAML to inject: a file, or - for stdin
@@ -45,10 +46,37 @@ pub struct InjectArgs {
     /// mesh-control's SPIFFE ID (its --identity) [default: spiffe://<trust domain>/ns/weft/sa/mesh-control]
     #[arg(long, env = "WEFT_CONTROL_IDENTITY", value_name = "SPIFFE_ID")]
     pub control_identity: Option<String>,
+    /// The control plane's trust anchor, PEM (ConfigMap weft-trust-anchor, key ca.crt, in its namespace):
+    /// written into every proxy's environment. Required: `weft inject` reads nothing from a cluster
+    #[arg(long, env = "WEFT_INJECT_TRUST_ANCHOR", value_name = "FILE")]
+    pub trust_anchor: Option<PathBuf>,
 }
 
 impl InjectArgs {
-    pub fn config(&self) -> Config {
+    /// The injector's configuration, with the trust anchor read from
+    /// `--trust-anchor` and checked (PEM CA certificates).
+    pub fn config(&self) -> Result<Config, InjectCmdError> {
+        let anchor = self.trust_anchor.as_ref().ok_or_else(|| InjectCmdError::NoTrustAnchor {
+            namespace: self.control_namespace.clone(),
+        })?;
+        let pem = std::fs::read_to_string(anchor)
+            .map_err(|source| InjectCmdError::Read { path: anchor.clone(), source })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let problem = match crate::check::trust::parse_bundle(pem.as_bytes(), now) {
+            Err(e) => Some(e),
+            Ok(b) if !b.not_ca.is_empty() => Some(format!("not a CA certificate: {}", b.not_ca.join("; "))),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(InjectCmdError::BadTrustAnchor { path: anchor.clone(), problem });
+        }
+        Ok(self.config_with_anchor(pem))
+    }
+
+    /// The injector's configuration from the flags, given the trust anchor's PEM.
+    pub fn config_with_anchor(&self, trust_anchor_pem: String) -> Config {
         Config {
             proxy_image: self.proxy_image.clone(),
             init_image: self.init_image.clone(),
@@ -57,6 +85,7 @@ impl InjectArgs {
             trust_domain: self.trust_domain.clone(),
             cluster_domain: self.cluster_domain.clone(),
             control_namespace: self.control_namespace.clone(),
+            trust_anchor_pem,
             ..Config::default()
         }
     }
@@ -69,6 +98,15 @@ pub enum InjectCmdError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}", stream_errors(.path, .errors))]
     Stream { path: PathBuf, errors: StreamError },
+    #[error(
+        "no --trust-anchor: injected proxies carry the control plane's trust anchor in their pod spec, and \
+         `weft inject` reads nothing from a cluster; pass it: \
+         kubectl -n {namespace} get configmap weft-trust-anchor -o jsonpath='{{.data.ca\\.crt}}' > ca.crt; \
+         weft inject --trust-anchor ca.crt ..."
+    )]
+    NoTrustAnchor { namespace: String },
+    #[error("--trust-anchor {}: {problem} (it must be the control plane's trust anchor, PEM CA certificates)", .path.display())]
+    BadTrustAnchor { path: PathBuf, problem: String },
 }
 
 /// `FILE:LINE: document N: what is wrong`, one line each, and that nothing was written.
@@ -85,12 +123,14 @@ impl InjectCmdError {
         match self {
             Self::Read { .. } => 66,
             Self::Stream { .. } => 65,
+            Self::NoTrustAnchor { .. } | Self::BadTrustAnchor { .. } => 64,
         }
     }
 }
 
 /// Reads FILE (or `stdin` for `-`) and injects it.
 pub fn run(args: &InjectArgs, stdin: impl Read) -> Result<Injected, InjectCmdError> {
+    let config = args.config()?;
     let path = args.file.clone();
     let read = |mut from: Box<dyn Read + '_>| -> std::io::Result<String> {
         let mut text = String::new();
@@ -104,5 +144,5 @@ pub fn run(args: &InjectArgs, stdin: impl Read) -> Result<Injected, InjectCmdErr
     }
     .map_err(|source| InjectCmdError::Read { path: path.clone(), source })?;
     let shown = if path.as_os_str() == "-" { PathBuf::from("<stdin>") } else { path };
-    inject_stream(&text, &args.config()).map_err(|errors| InjectCmdError::Stream { path: shown, errors })
+    inject_stream(&text, &config).map_err(|errors| InjectCmdError::Stream { path: shown, errors })
 }

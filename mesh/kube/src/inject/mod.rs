@@ -12,8 +12,8 @@
 //!     ▼
 //!  initContainers[0] weft-init (weft init --inbound-port 4143 --outbound-port 4140 --proxy-uid 2102 ...)
 //!  containers[0]     weft-proxy (transparent; identity spiffe://<td>/ns/$(ns)/sa/$(sa) from the downward API;
-//!                    token of audience `weft`; trust anchor ConfigMap; /ready, /live on :4191)
-//!  volumes           token (projected), trust anchor (ConfigMap), /run for iptables' lock
+//!                    token of audience `weft`; trust anchor PEM inline; /ready, /live on :4191)
+//!  volumes           token (projected), /run for iptables' lock
 //!  annotations       weft.io/injected: <proxy image>, kubectl.kubernetes.io/default-container: <app>
 //! ```
 
@@ -51,6 +51,9 @@ pub struct Config {
     pub control_identity: String,
     /// The proxy's resources when the pod's annotations say nothing.
     pub proxy_resources: Resources,
+    /// The control plane's trust anchor certificate(s), PEM, written into
+    /// the proxy's environment. Required: empty is an [`InjectError`].
+    pub trust_anchor_pem: String,
 }
 
 /// The images `weft install` deploys for this build of Weft.
@@ -70,6 +73,7 @@ impl Default for Config {
             cluster_domain: "cluster.local".to_owned(),
             control_namespace: names::NAMESPACE.to_owned(),
             proxy_resources: Resources::default(),
+            trust_anchor_pem: String::new(),
         }
     }
 }
@@ -196,6 +200,9 @@ pub fn inject(meta: &mut ObjectMeta, spec: &mut PodSpec, trigger: Trigger, confi
     let overrides = Overrides::read(meta.annotations.as_ref().unwrap_or(&empty), &config.proxy_resources)
         .map_err(|problems| InjectError { problems })?;
     let mut problems = Vec::new();
+    if config.trust_anchor_pem.trim().is_empty() {
+        problems.push("the injector has no trust anchor to give the proxy (its configuration's trust_anchor_pem is empty)".to_owned());
+    }
     let volumes = sidecar::volumes();
     for v in spec.volumes.iter().flatten() {
         if volumes.iter().any(|ours| ours.name == v.name) {

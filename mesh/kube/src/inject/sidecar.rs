@@ -3,7 +3,7 @@
 //! added is what the API server's schema accepts.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
     SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
@@ -21,9 +21,6 @@ const TOKEN_FILE: &str = "token";
 /// Kubelet refreshes a projected token at 80 % of this; the API server may
 /// shorten it (--service-account-max-token-expiration).
 const TOKEN_EXPIRATION_SECONDS: i64 = 86_400;
-/// The trust anchor ConfigMap, mounted read-only.
-pub const TRUST_ANCHOR_VOLUME: &str = "weft-trust-anchor";
-pub const TRUST_ANCHOR_DIR: &str = "/var/run/weft/trust-anchor";
 /// iptables takes its lock in /run (xtables.lock); the init container's
 /// root filesystem is read-only, so /run is a scratch directory.
 pub const INIT_RUN_VOLUME: &str = "weft-init-run";
@@ -103,7 +100,10 @@ pub fn proxy(config: &Config, overrides: &Overrides) -> Container {
         env("WEFT_PROXY_DESTINATION", control.clone()),
         env("WEFT_PROXY_POLICY", control),
         env("WEFT_PROXY_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_FILE}")),
-        env("WEFT_PROXY_TRUST_ANCHOR", format!("{TRUST_ANCHOR_DIR}/{}", names::TRUST_ANCHOR_KEY)),
+        // Inline, as Linkerd does: a pod can mount only ConfigMaps of its own
+        // namespace, and the anchor is public. Rotating it means re-rolling
+        // the workloads (`weft check` names the proxies still on the old one).
+        env(names::PROXY_TRUST_ANCHOR_ENV, config.trust_anchor_pem.clone()),
     ];
     if let Some(ports) = &overrides.opaque_ports {
         // Added to the proxy's defaults: a pod naming its own server-first
@@ -145,20 +145,12 @@ pub fn proxy(config: &Config, overrides: &Overrides) -> Container {
             seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: TOKEN_VOLUME.to_owned(),
-                mount_path: TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: TRUST_ANCHOR_VOLUME.to_owned(),
-                mount_path: TRUST_ANCHOR_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: TOKEN_VOLUME.to_owned(),
+            mount_path: TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     }
 }
@@ -238,14 +230,6 @@ pub fn volumes() -> Vec<Volume> {
                     ..VolumeProjection::default()
                 }]),
                 default_mode: None,
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: TRUST_ANCHOR_VOLUME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names::TRUST_ANCHOR_CONFIGMAP.to_owned(),
-                ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
         },

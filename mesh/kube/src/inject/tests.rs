@@ -31,8 +31,18 @@ fn inputs() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The fixture trust anchor, as `weft inject --trust-anchor` reads it.
+fn anchor() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/trust-anchor.pem")).unwrap()
+}
+
 fn config() -> Config {
-    Config { proxy_image: "ghcr.io/weft/mesh-proxy:test".into(), init_image: "ghcr.io/weft/weft:test".into(), ..Config::default() }
+    Config {
+        proxy_image: "ghcr.io/weft/mesh-proxy:test".into(),
+        init_image: "ghcr.io/weft/weft:test".into(),
+        trust_anchor_pem: anchor(),
+        ..Config::default()
+    }
 }
 
 /// Every pod template of a parsed document (or List item), with the path to it.
@@ -200,7 +210,9 @@ fn the_proxy_runs_transparent_with_its_identity_token_and_trust_anchor() {
     assert_eq!(env("WEFT_PROXY_CONTROL"), "weft-control.weft.svc.cluster.local:8086");
     assert_eq!(env("WEFT_PROXY_CONTROL_IDENTITY"), "spiffe://cluster.local/ns/weft/sa/mesh-control");
     assert_eq!(env("WEFT_PROXY_TOKEN_FILE"), "/var/run/secrets/weft.io/serviceaccount/token");
-    assert_eq!(env("WEFT_PROXY_TRUST_ANCHOR"), "/var/run/weft/trust-anchor/ca.crt");
+    // Inline: a pod can mount ConfigMaps of its own namespace only.
+    assert_eq!(env(names::PROXY_TRUST_ANCHOR_ENV), anchor());
+    assert!(proxy.env.iter().flatten().all(|e| e.name != "WEFT_PROXY_TRUST_ANCHOR"));
     // $(VAR) is expanded only from variables defined before it.
     let position = |name: &str| proxy.env.iter().flatten().position(|e| e.name == name).unwrap();
     assert!(position("WEFT_POD_NAMESPACE") < position("WEFT_PROXY_IDENTITY"));
@@ -208,8 +220,7 @@ fn the_proxy_runs_transparent_with_its_identity_token_and_trust_anchor() {
     let token = spec.volumes.iter().flatten().find(|v| v.name == super::sidecar::TOKEN_VOLUME).unwrap();
     let projection = token.projected.as_ref().unwrap().sources.as_ref().unwrap()[0].service_account_token.as_ref().unwrap();
     assert_eq!(projection.audience.as_deref(), Some(names::TOKEN_AUDIENCE));
-    let anchor = spec.volumes.iter().flatten().find(|v| v.name == super::sidecar::TRUST_ANCHOR_VOLUME).unwrap();
-    assert_eq!(anchor.config_map.as_ref().unwrap().name, names::TRUST_ANCHOR_CONFIGMAP);
+    assert!(spec.volumes.iter().flatten().all(|v| v.config_map.is_none()), "nothing mounted from a ConfigMap");
     let sc = proxy.security_context.as_ref().unwrap();
     assert_eq!(
         (sc.run_as_user, sc.run_as_non_root, sc.allow_privilege_escalation, sc.read_only_root_filesystem),
@@ -268,6 +279,13 @@ fn a_bad_annotation_or_a_clashing_volume_changes_nothing_and_says_why() {
     spec.volumes.as_mut().unwrap()[0].name = super::sidecar::TOKEN_VOLUME.to_owned();
     let err = inject(&mut meta, &mut spec, Trigger::Manual, &config()).unwrap_err();
     assert!(err.to_string().contains("already has a volume named \"weft-identity-token\""), "{err}");
+
+    // No trust anchor: the proxy could never verify anyone.
+    let (mut meta, mut spec) = template("deployment.yaml");
+    let before = (meta.clone(), spec.clone());
+    let err = inject(&mut meta, &mut spec, Trigger::Manual, &Config { trust_anchor_pem: " \n".into(), ..config() }).unwrap_err();
+    assert!(err.to_string().contains("no trust anchor"), "{err}");
+    assert_eq!((meta, spec), before);
 }
 
 #[test]

@@ -71,10 +71,17 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// Trust anchor certificate(s), PEM, of the mesh's trust domain: for
-    /// mTLS, and to verify mesh-control (also needed with only --destination/--policy).
-    #[arg(long, env = "WEFT_PROXY_TRUST_ANCHOR", value_name = "PEM")]
+    /// File holding the trust anchor certificate(s), PEM, of the mesh's
+    /// trust domain: for mTLS, and to verify mesh-control (also needed with
+    /// only --destination/--policy). Or give them inline with --trust-anchor-pem.
+    #[arg(long, env = "WEFT_PROXY_TRUST_ANCHOR", value_name = "FILE")]
     pub trust_anchor: Option<PathBuf>,
+
+    /// The trust anchor certificate(s) themselves, PEM text, instead of
+    /// --trust-anchor FILE (not both): how injected proxies get them, so a
+    /// pod needs nothing mounted from the control plane's namespace.
+    #[arg(long, env = "WEFT_PROXY_TRUST_ANCHOR_PEM", value_name = "PEM", hide_env_values = true)]
+    pub trust_anchor_pem: Option<String>,
 
     /// Who may reach an inbound port until its policy is known (before
     /// --policy's first answer, while mesh-control is unreachable, and
@@ -520,7 +527,7 @@ impl Args {
             ("--identity", self.identity.is_some()),
             ("--control", self.control.is_some()),
             ("--token-file", self.token_file.is_some()),
-            ("--trust-anchor", self.trust_anchor.is_some()),
+            ("--trust-anchor", self.trust_anchor.is_some() || self.trust_anchor_pem.is_some()),
         ];
         // --trust-anchor alone is for --destination/--policy.
         if given[..3].iter().all(|(_, g)| !g) {
@@ -566,7 +573,7 @@ impl Args {
             control_identity: trust.identity.clone(),
             token: Secret(token),
             token_file: token_file.clone(),
-            trust_anchor_path: trust.trust_anchor_path.clone(),
+            trust_anchor_source: trust.trust_anchor_source.clone(),
             trust_anchor_pem: trust.trust_anchor_pem.clone(),
         })
     }
@@ -601,12 +608,12 @@ impl Args {
     }
 
     fn control_trust(&self, problems: &mut Vec<String>) -> Option<ControlTrust> {
-        let Some(anchor) = &self.trust_anchor else {
+        if self.trust_anchor.is_none() && self.trust_anchor_pem.is_none() {
             if let Some(id) = &self.control_identity {
                 problems.push(format!("--control-identity {id}: needs --trust-anchor to verify mesh-control with"));
             }
             return None;
-        };
+        }
         let domain = self
             .identity
             .as_deref()
@@ -619,22 +626,46 @@ impl Args {
                 .map_err(|e| problems.push(format!("--control-identity (default from --identity): {e}")))
                 .ok(),
         };
-        let pem = match std::fs::read(anchor) {
-            Ok(pem) => {
-                if let Err(e) = TrustAnchors::from_pem(&domain, &pem) {
-                    problems.push(format!("--trust-anchor {}: {e}", anchor.display()));
-                }
-                pem
-            }
-            Err(e) => {
-                problems.push(format!("--trust-anchor {}: {e}", anchor.display()));
-                Vec::new()
-            }
-        };
+        let (source, pem) = self.trust_anchor_source(problems)?;
+        if let Err(e) = TrustAnchors::from_pem(&domain, &pem) {
+            problems.push(format!("{source}: {e}"));
+        }
         if problems.len() > before {
             return None;
         }
-        Some(ControlTrust { identity: identity?, trust_anchor_path: anchor.clone(), trust_anchor_pem: pem })
+        Some(ControlTrust { identity: identity?, trust_anchor_source: source, trust_anchor_pem: pem })
+    }
+
+    /// The trust anchors' PEM from `--trust-anchor FILE` or inline from
+    /// `--trust-anchor-pem`, exactly one of them, and how to name where they
+    /// came from in messages. Both go through the same checks afterwards.
+    fn trust_anchor_source(&self, problems: &mut Vec<String>) -> Option<(String, Vec<u8>)> {
+        const INLINE: &str = "--trust-anchor-pem (env WEFT_PROXY_TRUST_ANCHOR_PEM)";
+        match (&self.trust_anchor, &self.trust_anchor_pem) {
+            (Some(file), Some(_)) => {
+                problems.push(format!(
+                    "--trust-anchor {} and {INLINE} both given: give the trust anchors once, as a file or inline",
+                    file.display()
+                ));
+                None
+            }
+            (Some(file), None) => {
+                let source = format!("--trust-anchor {}", file.display());
+                match std::fs::read(file) {
+                    Ok(pem) => Some((source, pem)),
+                    Err(e) => {
+                        problems.push(format!("{source}: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, Some(pem)) if pem.trim().is_empty() => {
+                problems.push(format!("{INLINE}: empty; give the trust anchor certificate(s), PEM"));
+                None
+            }
+            (None, Some(pem)) => Some((INLINE.to_owned(), pem.clone().into_bytes())),
+            (None, None) => None,
+        }
     }
 }
 
@@ -780,7 +811,7 @@ mod tests {
     fn discovery_needs_a_trust_anchor_and_a_plain_address() {
         let err = parse(&["--destination", "127.0.0.1:8086", "--policy", "http://127.0.0.1:8086"]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--destination 127.0.0.1:8086: mesh-control is reached over TLS only; give --trust-anchor"), "{text}");
+        assert!(text.contains("--destination 127.0.0.1:8086: mesh-control is reached over TLS only; give a usable --trust-anchor FILE or"), "{text}");
         assert!(text.contains("--policy \"http://127.0.0.1:8086\": give host:port without a scheme"), "{text}");
         let err = parse(&["--trust-anchor", "/nonexistent/anchor.pem", "--control-identity", "spiffe://x"]).unwrap_err();
         let text = err.to_string();

@@ -228,8 +228,9 @@ pub struct MeshConfig {
     /// `--token-file`, re-read before every Certify (projected ServiceAccount
     /// tokens are rotated by the kubelet).
     pub token_file: PathBuf,
-    /// Where the trust anchors came from (for messages).
-    pub trust_anchor_path: PathBuf,
+    /// Where the trust anchors came from, for messages: `--trust-anchor FILE`
+    /// or `--trust-anchor-pem`.
+    pub trust_anchor_source: String,
     /// Trust anchor certificates, PEM, read and checked at load.
     pub trust_anchor_pem: Vec<u8>,
 }
@@ -240,8 +241,9 @@ pub struct MeshConfig {
 pub struct ControlTrust {
     /// mesh-control's SPIFFE ID.
     pub identity: SpiffeId,
-    /// Where the trust anchors came from (for messages).
-    pub trust_anchor_path: PathBuf,
+    /// Where the trust anchors came from, for messages: `--trust-anchor FILE`
+    /// or `--trust-anchor-pem`.
+    pub trust_anchor_source: String,
     /// Trust anchor certificates, PEM, read and checked at load.
     pub trust_anchor_pem: Vec<u8>,
 }
@@ -484,8 +486,8 @@ impl Config {
                 }
                 if self.control_trust.is_none() {
                     problems.push(format!(
-                        "{flag} {a}: mesh-control is reached over TLS only; give --trust-anchor (the mesh's trust \
-                         anchor PEM) to verify it"
+                        "{flag} {a}: mesh-control is reached over TLS only; give a usable --trust-anchor FILE or \
+                         --trust-anchor-pem PEM (the mesh's trust anchor) to verify it"
                     ));
                 }
             }

@@ -55,7 +55,7 @@ pub struct AddressError {
 pub fn channel(flag: &'static str, addr: &str, trust: &ControlTrust) -> Result<Channel, AddressError> {
     let error = |reason: String| AddressError { flag, addr: addr.to_owned(), reason };
     let anchors = TrustAnchors::from_pem(trust.identity.trust_domain(), &trust.trust_anchor_pem)
-        .map_err(|e| error(format!("--trust-anchor {}: {e}", trust.trust_anchor_path.display())))?;
+        .map_err(|e| error(format!("{}: {e}", trust.trust_anchor_source)))?;
     let control = ControlEndpoint::new(addr, anchors, trust.identity.clone()).map_err(|e| error(e.reason))?;
     let endpoint: GrpcEndpoint = control
         .endpoint()

@@ -61,7 +61,7 @@ pub enum MeshError {
     /// The TLS configuration could not be built.
     #[error("mTLS configuration (trust anchors {path}): {source}")]
     Tls {
-        /// The trust anchor file.
+        /// Where the trust anchors came from (`--trust-anchor FILE` or `--trust-anchor-pem`).
         path: String,
         /// What went wrong.
         source: TlsError,
@@ -106,7 +106,7 @@ impl MeshTls {
         metrics: IdentityMetrics,
         certified: impl Fn() + Send + 'static,
     ) -> Result<Arc<Self>, MeshError> {
-        let anchors_path = config.trust_anchor_path.display().to_string();
+        let anchors_path = config.trust_anchor_source.clone();
         let tls_err = |source| MeshError::Tls { path: anchors_path.clone(), source };
         let anchors =
             TrustAnchors::from_pem(config.identity.trust_domain(), &config.trust_anchor_pem).map_err(tls_err)?;
