@@ -540,7 +540,7 @@ async fn the_injector_webhook_answers_a_recorded_admission_review_over_https() {
     let object = &request["request"]["object"];
     let cli = mesh_kube::inject::manifests::inject_stream(&serde_json::to_string(object).unwrap(), &config).unwrap();
     assert_eq!(patched_pod(response, object), cli.yaml, "the webhook's pod is not weft inject's");
-    assert!(cli.yaml.contains("WEFT_PROXY_TRUST_ANCHOR_PEM") && !cli.yaml.contains("configMap"), "{}", cli.yaml);
+    assert!(cli.yaml.contains("WEFT_PROXY_TRUST_ANCHOR_PEM") && !cli.yaml.contains("weft-trust-anchor"), "{}", cli.yaml);
 
     // A pod that says nothing is injected in `shop` (its Namespace in the
     // manifests directory opts in) and left alone elsewhere.
