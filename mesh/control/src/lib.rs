@@ -23,7 +23,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod anchor_copies;
 pub mod authority;
 pub mod ca;
 pub mod csr;
@@ -170,11 +169,6 @@ pub struct Args {
     /// Deployment sets 0.0.0.0:9990. Port 0 picks one (printed as `listening admin <addr>`).
     #[arg(long, env = "WEFT_CONTROL_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
-    /// Keep a copy of the trust anchor as the ConfigMap weft-trust-anchor in
-    /// every namespace (but kube-* and --namespace), where injected proxies
-    /// mount it from. Only with --backend kubernetes; `weft install` sets it.
-    #[arg(long, env = "WEFT_CONTROL_COPY_TRUST_ANCHOR")]
-    pub copy_trust_anchor: bool,
     /// Inbound default for namespaces without the weft.io/default-inbound-policy
     /// annotation: allow (= all-unauthenticated), all-authenticated or deny.
     #[arg(long, env = "WEFT_DEFAULT_INBOUND_POLICY", default_value = "all-unauthenticated")]
@@ -303,17 +297,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         _ => None,
     };
     let backend = start_backend(&args, &index, &readiness, &mut client).await?;
-    let copies = match (args.copy_trust_anchor, args.trust_anchor.clone().or_else(|| args.data_dir.as_ref().map(|d| d.join(ca::ANCHOR_FILE)))) {
-        (true, Some(path)) => {
-            // The file the CA was just loaded from.
-            let pem = std::fs::read_to_string(&path)
-                .map_err(|e| Error::Config(vec![format!("--copy-trust-anchor: reading {}: {e}", path.display())]))?;
-            let client = kube_client(&mut client).await?;
-            tracing::info!("copying the trust anchor into every namespace");
-            Some(tokio::spawn(anchor_copies::run(client, pem, anchor_copies::skipped(&args.namespace))))
-        }
-        _ => None,
-    };
     let webhook = match (args.webhook_listen, webhook_tls) {
         (Some(addr), Some(tls)) => Some(start_webhook(&args, addr, tls, &options, &index, trust_anchor_pem(&args)?).await?),
         _ => None,
@@ -340,7 +323,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             serve(listener, Authority::new(ca, DenyAll, trust_domain, lifetime), index, options, shutdown).await
         }
     };
-    for task in [backend, webhook, admin, copies].into_iter().flatten() {
+    for task in [backend, webhook, admin].into_iter().flatten() {
         task.abort();
     }
     served
@@ -582,9 +565,6 @@ fn load(args: &Args) -> Result<(Ca, Verifier, ServeOptions), Error> {
         ));
     }
     match (&args.backend, &args.manifests) {
-        (Backend::Manifests, _) if args.copy_trust_anchor => problems.push(
-            "--copy-trust-anchor: only with --backend kubernetes (it writes ConfigMaps through the API)".to_owned(),
-        ),
         (Backend::Kubernetes, Some(dir)) => problems.push(format!(
             "--manifests {}: only with --backend manifests (the Kubernetes backend reads the API)",
             dir.display()
@@ -704,7 +684,6 @@ mod tests {
         assert_eq!(parsed.admin_listen.map(|a| a.port()), Some(mesh_kube::names::CONTROL_ADMIN_PORT));
         assert_eq!(parsed.webhook_listen.map(|a| a.port()), Some(mesh_kube::names::WEBHOOK_PORT));
         assert_eq!(parsed.namespace, options.namespace);
-        assert!(parsed.copy_trust_anchor, "injected proxies mount the trust anchor from their own namespace");
         assert_eq!((&parsed.proxy_image, &parsed.init_image), (&options.proxy_image, &options.init_image));
         // The mounted files are where the flags point.
         let mounts: Vec<String> = container["volumeMounts"]

@@ -58,8 +58,6 @@ struct FakeApi {
     /// Off: every list is 404 (as for a missing CRD); on: empty lists and
     /// watches that stay open, as a cluster with nothing in it.
     lists: Arc<AtomicBool>,
-    /// PATCHes received while listing (path, body): the trust anchor's copies.
-    patches: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -80,8 +78,6 @@ impl FakeApi {
         let recorded = seen.clone();
         let lists = Arc::new(AtomicBool::new(false));
         let listing = lists.clone();
-        let patches = Arc::new(Mutex::new(Vec::new()));
-        let patched = patches.clone();
         let task = tokio::spawn(async move {
             // Connections live in this set, so aborting the task closes them too.
             let mut connections = tokio::task::JoinSet::new();
@@ -89,7 +85,7 @@ impl FakeApi {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (tokens, seen, lists, patched) = (tokens.clone(), recorded.clone(), listing.clone(), patched.clone());
+                let (tokens, seen, lists) = (tokens.clone(), recorded.clone(), listing.clone());
                 connections.spawn(async move {
                     if stall {
                         // Hold the connection open, read nothing, answer nothing.
@@ -98,7 +94,7 @@ impl FakeApi {
                     }
                     let service = hyper::service::service_fn(move |req| {
                         let lists = lists.load(Ordering::SeqCst);
-                        answer(req, tokens.clone(), seen.clone(), lists.then(|| patched.clone()))
+                        answer(req, tokens.clone(), seen.clone(), lists)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -106,7 +102,7 @@ impl FakeApi {
                 });
             }
         });
-        Self { addr, seen, lists, patches, task }
+        Self { addr, seen, lists, task }
     }
 
     fn url(&self) -> String {
@@ -156,27 +152,15 @@ async fn answer(
     req: Request<hyper::body::Incoming>,
     tokens: Arc<HashMap<&'static str, Token>>,
     seen: Arc<Mutex<Vec<Seen>>>,
-    // Some while listing: where PATCHes are recorded.
-    lists: Option<Arc<Mutex<Vec<(String, String)>>>>,
+    lists: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
-    if let Some(patches) = lists.filter(|_| req.method() != hyper::Method::POST) {
-        if req.method() == hyper::Method::PATCH {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let body = String::from_utf8_lossy(&body).into_owned();
-            patches.lock().unwrap().push((path, body.clone()));
-            return Ok(json(StatusCode::OK, serde_json::from_str(&body).unwrap_or_default()));
-        }
+    if lists && req.method() == hyper::Method::GET {
         if req.uri().query().unwrap_or_default().contains("watch=true") {
             // Nothing ever changes: hold the watch open.
             return std::future::pending().await;
         }
-        // A cluster with two namespaces and nothing else.
-        let items = match path.as_str() {
-            "/api/v1/namespaces" => serde_json::json!([{"metadata": {"name": "shop"}}, {"metadata": {"name": "kube-system"}}]),
-            _ => serde_json::json!([]),
-        };
-        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items});
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
         return Ok(json(StatusCode::OK, list));
     }
     if req.method() != hyper::Method::POST || path != REVIEWS {
@@ -478,8 +462,7 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
 async fn the_admin_listener_is_ready_once_every_kind_is_listed() {
     let api = FakeApi::start(&[]).await;
     let fx = Fixture::new();
-    let data = fx.data_dir();
-    let cp = start_against(&fx, &api, &["--backend", "kubernetes", "--admin-listen", "127.0.0.1:0", "--copy-trust-anchor"]).await;
+    let cp = start_against(&fx, &api, &["--backend", "kubernetes", "--admin-listen", "127.0.0.1:0"]).await;
     // Every list is 404 so far (as when the CRDs are missing): live, not ready.
     assert_eq!(cp.admin_get("/live").await.0, 200);
     let (status, body) = cp.admin_get("/ready").await;
@@ -500,18 +483,6 @@ async fn the_admin_listener_is_ready_once_every_kind_is_listed() {
     .await;
     assert_eq!(body, "ready\n");
     assert_eq!(cp.admin_get("/live").await.0, 200);
-
-    // --copy-trust-anchor: the anchor as weft-trust-anchor in `shop`, never in kube-system.
-    let anchor = std::fs::read_to_string(data.join("trust-anchor.pem")).unwrap();
-    let (path, body) = support::eventually("the trust anchor copied into shop", || async {
-        api.patches.lock().unwrap().first().cloned()
-    })
-    .await;
-    assert_eq!(path, "/api/v1/namespaces/shop/configmaps/weft-trust-anchor");
-    let copy: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(copy["data"]["ca.crt"], anchor.as_str());
-    assert_eq!((copy["kind"].as_str(), copy["metadata"]["namespace"].as_str()), (Some("ConfigMap"), Some("shop")));
-    assert!(api.patches.lock().unwrap().iter().all(|(p, _)| !p.contains("kube-system")));
     assert!(tokio::time::timeout(patience(), cp.stop()).await.unwrap().success());
 }
 

@@ -33,9 +33,8 @@ pub fn service_account(options: &Options) -> ServiceAccount {
 }
 
 /// Read access to what mesh-control's Kubernetes backend watches
-/// (mesh-control's discovery/kubernetes.rs: one watcher per kind), and
-/// writing the trust anchor's copies (`--copy-trust-anchor`: ConfigMaps,
-/// server-side apply); TokenReview comes from `system:auth-delegator`.
+/// (mesh-control's discovery/kubernetes.rs: one watcher per kind) and
+/// nothing else; TokenReview comes from `system:auth-delegator`.
 pub fn cluster_role() -> ClusterRole {
     let read = |group: &str, resources: &[&str]| PolicyRule {
         api_groups: Some(vec![group.to_owned()]),
@@ -50,12 +49,6 @@ pub fn cluster_role() -> ClusterRole {
             read("discovery.k8s.io", &["endpointslices"]),
             read("gateway.networking.k8s.io", &["httproutes", "grpcroutes"]),
             read("policy.weft.io", &["authorizationpolicies"]),
-            PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".to_owned()]),
-                verbs: ["get", "create", "patch"].map(str::to_owned).to_vec(),
-                ..PolicyRule::default()
-            },
         ]),
         ..ClusterRole::default()
     }

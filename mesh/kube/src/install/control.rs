@@ -48,10 +48,8 @@ fn args(options: &Options) -> Vec<String> {
         format!("--webhook-key={WEBHOOK_DIR}/tls.key"),
         format!("--proxy-image={}", options.proxy_image),
         format!("--init-image={}", options.init_image),
-        // Injected proxies reach mesh-control at weft-control.<namespace>.svc,
-        // and mount the trust anchor from a copy in their own namespace.
+        // Injected proxies reach mesh-control at weft-control.<namespace>.svc.
         format!("--namespace={}", options.namespace),
-        "--copy-trust-anchor".to_owned(),
     ]
 }
 
