@@ -123,7 +123,7 @@ struct ClusterArgs {
     /// Node label of the target server's node [default: weft.dev/role=server]
     #[arg(long, value_name = "KEY=VALUE")]
     server_selector: Option<String>,
-    /// Use the weft/* images already built (no images/build)
+    /// Use the images already built (<registry>/{mesh-proxy,mesh-control,loadgen,weft}:<tag>; no images/build)
     #[arg(long)]
     no_build: bool,
     /// kind: delete the cluster at the end, if bench created it

@@ -27,14 +27,15 @@ pub const WEBHOOK_PORT: u16 = 8443;
 /// The path the API server posts AdmissionReviews to.
 pub const WEBHOOK_PATH: &str = "/inject";
 
-/// Images: `<IMAGE_REGISTRY>/<name>:<tag>` (`weft install --registry --tag`).
-/// images/build (and so the kind substrate) names its builds after the
-/// Dockerfile's targets instead, `weft/{control,proxy,loadgen,weft}:<tag>`,
-/// and passes them with `--control-image`, `--proxy-image`, `--init-image`.
+/// Images: `<IMAGE_REGISTRY>/<name>:<tag>`, the one naming scheme of
+/// `weft install --registry --tag`, images/build (`--registry`, `--tag`) and
+/// the kind/kube substrate, so the same registry and tag name the same images.
 pub const CONTROL_IMAGE: &str = "mesh-control";
 pub const PROXY_IMAGE: &str = "mesh-proxy";
 /// The init container's image: the `weft` binary (`weft init`).
 pub const INIT_IMAGE: &str = "weft";
+/// The load generator's image (`loadgen run`, `loadgen serve`): the benchmarks' only.
+pub const LOADGEN_IMAGE: &str = "loadgen";
 
 /// The injected containers.
 pub const PROXY_CONTAINER: &str = "weft-proxy";

@@ -122,11 +122,12 @@ fn kind_dry_run_of_quick_prints_the_whole_plan_and_touches_nothing() {
     let weft = &secs[titles.iter().position(|t| t.starts_with("install weft ")).unwrap()];
     let weft = weft.body.join("\n");
     assert!(weft.contains("$ kubectl --context kind-weft-bench get namespace weft"), "{weft}");
-    assert!(weft.contains("install --proxy-image weft/proxy:") && weft.contains("| kubectl --context kind-weft-bench apply -f -"), "{weft}");
+    // The images as images/build named them: weft install's own scheme.
+    assert!(weft.contains("install --registry ghcr.io/weft --tag ") && weft.contains("| kubectl --context kind-weft-bench apply -f -"), "{weft}");
     assert!(weft.contains(&format!("annotate namespace {ns_name} weft.io/inject=enabled --overwrite")), "{weft}");
     // mesh-control turns ready only after listing HTTPRoutes and GRPCRoutes:
     // the Gateway API CRDs go in before `weft install`.
-    let (gateway, install) = (weft.find("apply -f https://github.com/kubernetes-sigs/gateway-api/"), weft.find(" install --proxy-image"));
+    let (gateway, install) = (weft.find("apply -f https://github.com/kubernetes-sigs/gateway-api/"), weft.find(" install --registry"));
     assert!(matches!((gateway, install), (Some(g), Some(i)) if g < i), "{weft}");
     assert!(weft.contains("rollout status deployment/weft-control -n weft") && weft.contains("/weft check --context kind-weft-bench"), "{weft}");
     for skipped in ["skip weft-plaintext in scenario http1-small (2 cells)", "skip nginx in scenario max-throughput (1 cell)", "skip scenario discovery-propagation (1 cell)"] {
@@ -210,7 +211,7 @@ fn kube_dry_run_uses_the_context_registry_and_node_labels_given() {
     let j: Job = serde_json::from_value(manifests(job)[0].clone()).unwrap();
     let pod = j.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.node_selector.unwrap()["pool"], "load");
-    assert!(pod.containers[0].image.as_deref().unwrap().starts_with("reg.example/team/weft/loadgen:"));
+    assert!(pod.containers[0].image.as_deref().unwrap().starts_with("reg.example/team/loadgen:"));
     assert!(!stdout.lines().any(|l| l.starts_with("$ kind ")), "{stdout}");
 }
 

@@ -165,20 +165,30 @@ fn build_script_is_valid_bash() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     let refs: Vec<&str> = stdout.lines().collect();
-    assert_eq!(refs, ["reg.example/x/weft/proxy:t1", "reg.example/x/weft/control:t1", "reg.example/x/weft/loadgen:t1", "reg.example/x/weft/weft:t1"]);
-    for target in ["proxy", "control", "loadgen", "weft"] {
-        let cmd = format!("+ podman build -f images/Dockerfile --target {target} -t reg.example/x/weft/{target}:t1 .");
+    // weft install's names (`--registry R --tag T`), so the two cannot drift apart.
+    let targets = [
+        ("proxy", names::PROXY_IMAGE),
+        ("control", names::CONTROL_IMAGE),
+        ("loadgen", names::LOADGEN_IMAGE),
+        ("weft", names::INIT_IMAGE),
+    ];
+    let want: Vec<String> = targets.iter().map(|(_, image)| format!("reg.example/x/{image}:t1")).collect();
+    assert_eq!(refs, want);
+    for (target, image) in targets {
+        // Also tagged with the crate version, weft install's default tag.
+        let cmd = format!(
+            "+ podman build -f images/Dockerfile --target {target} -t reg.example/x/{image}:t1 -t reg.example/x/{image}:{} .",
+            env!("CARGO_PKG_VERSION")
+        );
         assert!(stderr.contains(&cmd), "{cmd:?} not in\n{stderr}");
-        assert!(stderr.contains(&format!("+ podman push reg.example/x/weft/{target}:t1")), "{stderr}");
+        assert!(stderr.contains(&format!("+ podman push reg.example/x/{image}:t1")), "{stderr}");
     }
     assert!(stderr.contains("kind load image-archive --name k"), "{stderr}");
-    assert!(
-        stderr.contains(
-            "weft install --control-image reg.example/x/weft/control:t1 --proxy-image reg.example/x/weft/proxy:t1 \
-             --init-image reg.example/x/weft/weft:t1"
-        ),
-        "{stderr}"
-    );
+    assert!(stderr.contains("weft install --registry reg.example/x --tag t1"), "{stderr}");
+    // Without --registry: weft install's default registry.
+    let out = Command::new("bash").arg(&script).args(["--dry-run", "--engine", "docker", "--tag", "t2", "--only", "proxy"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{}/{}:t2", names::IMAGE_REGISTRY, names::PROXY_IMAGE));
     // Bad arguments exit 64 naming what was wrong.
     let out = Command::new("bash").arg(&script).args(["--dry-run", "--only", "sidecar"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));

@@ -93,7 +93,7 @@ pub enum CmdError {
 
 fn hint(program: &str) -> &'static str {
     if program.ends_with("images/build") {
-        "; the image build script is not in this workspace: build the weft/<name>:<tag> images yourself and pass --no-build"
+        "; the image build script is not in this workspace: build the <registry>/<image>:<tag> images (mesh-kube names.rs) yourself and pass --no-build"
     } else if program.contains('/') {
         ""
     } else {

@@ -28,8 +28,9 @@ use crate::plan::{self as cells_plan, Cell};
 use crate::substrate::Role;
 use crate::suite::{Suite, Variant};
 
-/// The images bench deploys, by name under `weft/` (images/build's names and tags).
-pub const IMAGES: [&str; 4] = ["proxy", "control", "loadgen", "weft"];
+/// The images bench deploys: `<registry>/<name>:<tag>` as images/build
+/// tags them and `weft install --registry --tag` names them (mesh-kube's names).
+pub const IMAGES: [&str; 4] = [names::PROXY_IMAGE, names::CONTROL_IMAGE, names::LOADGEN_IMAGE, names::INIT_IMAGE];
 /// A ConfigMap in kube-system of a kind cluster bench created.
 pub const CREATED_MARKER: &str = "weft-bench-created";
 /// How often the kubelet's stats summaries are read during a measured window.
@@ -169,26 +170,24 @@ pub struct Plan {
     pub scenario_names: Vec<String>,
 }
 
-/// The name of image `name` where the cluster pulls it from.
-fn image(target: &Target, name: &str, tag: &str) -> String {
+/// Where the cluster pulls the images from: kind's nodes hold images/build's
+/// default names (loaded, never pulled), another cluster the registry's.
+fn registry(target: &Target) -> &str {
     match target {
-        Target::Kind { .. } => format!("weft/{name}:{tag}"),
-        Target::Kube { registry, .. } => {
-            format!("{}/weft/{name}:{tag}", registry.trim_end_matches('/'))
-        }
+        Target::Kind { .. } => names::IMAGE_REGISTRY,
+        Target::Kube { registry, .. } => registry.trim_end_matches('/'),
     }
 }
 
-/// `weft install`'s image overrides for this run's images.
+/// The name of image `name` where the cluster pulls it from.
+fn image(target: &Target, name: &str, tag: &str) -> String {
+    format!("{}/{name}:{tag}", registry(target))
+}
+
+/// `weft install`'s registry and tag for this run's images: the same scheme
+/// as images/build's, so nothing is named twice.
 pub fn weft_install_args(target: &Target, tag: &str) -> Vec<String> {
-    vec![
-        "--proxy-image".into(),
-        image(target, "proxy", tag),
-        "--control-image".into(),
-        image(target, "control", tag),
-        "--init-image".into(),
-        image(target, "weft", tag),
-    ]
+    vec!["--registry".into(), registry(target).to_owned(), "--tag".into(), tag.to_owned()]
 }
 
 pub fn build(suite: &Suite, opts: &Options) -> Plan {
@@ -209,7 +208,7 @@ pub fn build(suite: &Suite, opts: &Options) -> Plan {
     };
     let ns = format!("weft-bench-{}", opts.run_id);
     let images = Images {
-        loadgen: image(&opts.target, "loadgen", &opts.tag),
+        loadgen: image(&opts.target, names::LOADGEN_IMAGE, &opts.tag),
     };
     let long = Duration::from_secs(600);
 
@@ -241,8 +240,8 @@ pub fn build(suite: &Suite, opts: &Options) -> Plan {
         Target::Kube { .. } => vec![Step::Do(Action::Run(kubectl.cmd(&["cluster-info"])))],
     };
 
-    // images/build (issue 10's images): weft/<name>:<tag>, optionally under a
-    // registry prefix and pushed, or loaded into a kind cluster.
+    // images/build (issue 10's images): <registry>/<name>:<tag>, pushed to the
+    // registry, or loaded into a kind cluster under the default registry.
     let build_script = opts.workspace.join("images/build").display().to_string();
     let mut image_steps = Vec::new();
     match (&opts.target, opts.build_images) {
@@ -253,7 +252,7 @@ pub fn build(suite: &Suite, opts: &Options) -> Plan {
         )))),
         (Target::Kind { cluster, .. }, false) => {
             let mut load = Cmd::new("kind", &["load", "docker-image", "--name", cluster], long);
-            load.args.extend(IMAGES.iter().map(|n| format!("weft/{n}:{}", opts.tag)));
+            load.args.extend(IMAGES.iter().map(|n| image(&opts.target, n, &opts.tag)));
             image_steps.push(Step::Do(Action::Run(load)));
         }
         (Target::Kube { registry, .. }, true) => image_steps.push(Step::Do(Action::Run(Cmd::new(
@@ -576,7 +575,7 @@ mod tests {
         let plan = build(&suite, &o);
         assert!(plan.image_steps.is_empty());
         assert!(plan.delete_cluster.is_none());
-        assert_eq!(plan.images.loadgen, "reg.example/x/weft/loadgen:t1");
+        assert_eq!(plan.images.loadgen, "reg.example/x/loadgen:t1");
         assert_eq!(plan.kubectl.context, None);
         let mut o = opts(kind());
         o.delete_cluster = true;
