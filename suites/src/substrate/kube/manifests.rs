@@ -377,7 +377,7 @@ mod tests {
     fn rendered_objects_parse_back_into_their_types() {
         let s = quick_scenario();
         let images = Images {
-            loadgen: "weft/loadgen:abc".into(),
+            loadgen: "ghcr.io/weft/loadgen:abc".into(),
         };
         let mut objs = vec![namespace("weft-bench-r1", "r1", "host:1")];
         objs.extend(server("weft-bench-r1", "r1", &s, &images, &Selector::role("server"), &Annotations::new()));
