@@ -17,8 +17,8 @@ struct Cli {
     command: Command,
 }
 
-// Later subcommands (`weft install`) become variants here, each
-// with its args struct and one library call.
+// One variant per subcommand: its args struct and one library call
+// (mesh-init for `init`, mesh-kube for the Kubernetes ones).
 #[derive(Debug, Subcommand)]
 enum Command {
     Init(mesh_init::InitArgs),
