@@ -3,7 +3,8 @@
 //! loaded, the discovery backend has its first full snapshot and the gRPC
 //! listener is bound, and 503 naming what it still waits for before. The
 //! Kubernetes Deployment `weft install` renders probes these, so a replica
-//! that has not listed every kind yet gets no proxy traffic.
+//! that has not listed every kind yet gets no proxy traffic. `GET /metrics`
+//! is the Prometheus text exposition of [`ControlMetrics`].
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -14,6 +15,8 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::metrics::ControlMetrics;
 
 /// What mesh-control still waits for before it is ready; shared by the
 /// parts that finish starting and the listener that reports it.
@@ -49,8 +52,8 @@ impl Readiness {
     }
 }
 
-/// Serves `/live` and `/ready` on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, readiness: Readiness) {
+/// Serves `/live`, `/ready` and `/metrics` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, readiness: Readiness, metrics: ControlMetrics) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -62,9 +65,9 @@ pub async fn serve(listener: TcpListener, readiness: Readiness) {
                 continue;
             }
         };
-        let readiness = readiness.clone();
+        let (readiness, metrics) = (readiness.clone(), metrics.clone());
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| std::future::ready(answer(&req, &readiness)));
+            let service = hyper::service::service_fn(move |req| std::future::ready(answer(&req, &readiness, &metrics)));
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
         // Reap finished connections so the set does not grow with every probe.
@@ -72,15 +75,21 @@ pub async fn serve(listener: TcpListener, readiness: Readiness) {
     }
 }
 
-fn answer<B>(req: &Request<B>, readiness: &Readiness) -> Result<Response<Full<Bytes>>, Infallible> {
+fn answer<B>(req: &Request<B>, readiness: &Readiness, metrics: &ControlMetrics) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let response = Response::builder()
+                .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                .body(Full::new(Bytes::from(metrics.encode())));
+            return Ok(response.unwrap_or_default());
+        }
         (&Method::GET | &Method::HEAD, "/live") => (StatusCode::OK, "live\n".to_owned()),
         (&Method::GET | &Method::HEAD, "/ready") => match readiness.pending() {
             pending if pending.is_empty() => (StatusCode::OK, "ready\n".to_owned()),
             pending => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready, waiting for: {}\n", pending.join(", "))),
         },
-        (_, "/live" | "/ready") => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned()),
-        (_, path) => (StatusCode::NOT_FOUND, format!("{path}: not found (try /live or /ready)\n")),
+        (_, "/live" | "/ready" | "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned()),
+        (_, path) => (StatusCode::NOT_FOUND, format!("{path}: not found (try /live, /ready or /metrics)\n")),
     };
     Ok(Response::builder()
         .status(status)
@@ -95,7 +104,7 @@ mod tests {
 
     fn status(readiness: &Readiness, method: Method, path: &str) -> StatusCode {
         let req = Request::builder().method(method).uri(path).body(()).unwrap();
-        answer(&req, readiness).unwrap().status()
+        answer(&req, readiness, &ControlMetrics::default()).unwrap().status()
     }
 
     #[test]
@@ -112,6 +121,7 @@ mod tests {
         readiness.done("first list of Service");
         assert_eq!(status(&readiness, Method::GET, "/ready"), StatusCode::OK);
         assert_eq!(status(&readiness, Method::POST, "/ready"), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(status(&readiness, Method::GET, "/metrics"), StatusCode::NOT_FOUND);
+        assert_eq!(status(&readiness, Method::GET, "/metrics"), StatusCode::OK);
+        assert_eq!(status(&readiness, Method::GET, "/nope"), StatusCode::NOT_FOUND);
     }
 }

@@ -48,6 +48,24 @@ impl Refusal {
         matches!(self, Self::Token(_)) && self.kind() == RefusalKind::PermissionDenied
     }
 
+    /// A short word for metrics (`weft_control_certificates_refused_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Identity(_) => "invalid_identity",
+            Self::NotWorkload => "not_workload",
+            Self::ForeignTrustDomain { .. } => "foreign_trust_domain",
+            Self::Token(TokenError::UnknownIdentity) => "unknown_identity",
+            Self::Token(TokenError::Mismatch) => "token_mismatch",
+            Self::Token(TokenError::NotConfigured) => "no_verifier",
+            Self::Token(TokenError::NotAuthenticated(_)) => "token_not_authenticated",
+            Self::Token(TokenError::AudienceMismatch { .. }) => "token_audience",
+            Self::Token(TokenError::IdentityMismatch { .. }) => "token_identity_mismatch",
+            Self::Token(TokenError::Unavailable(_)) => "verifier_unavailable",
+            Self::Csr(_) => "invalid_csr",
+            Self::Ca(_) => "signing_failed",
+        }
+    }
+
     pub fn kind(&self) -> RefusalKind {
         match self {
             Self::Identity(_) | Self::NotWorkload | Self::Csr(_) => RefusalKind::InvalidArgument,

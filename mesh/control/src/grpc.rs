@@ -12,6 +12,7 @@ use mesh_api::identity::v1::{CertifyRequest, CertifyResponse};
 use tonic::{Request, Response, Status};
 
 use crate::authority::{Authority, RefusalKind};
+use crate::metrics::ControlMetrics;
 use crate::ratelimit::{retry_after, CertifyLimiter, Limited};
 use crate::token::TokenVerifier;
 
@@ -26,11 +27,13 @@ pub const NOT_PROVEN: &str = "the token does not prove this identity";
 pub struct IdentityService<V> {
     authority: Arc<Authority<V>>,
     limiter: Arc<CertifyLimiter>,
+    metrics: ControlMetrics,
 }
 
 impl<V: TokenVerifier> IdentityService<V> {
-    pub fn new(authority: Arc<Authority<V>>, limiter: Arc<CertifyLimiter>) -> IdentityServer<Self> {
-        IdentityServer::new(Self { authority, limiter })
+    /// Issued and refused certificates are counted in `metrics`.
+    pub fn new(authority: Arc<Authority<V>>, limiter: Arc<CertifyLimiter>, metrics: ControlMetrics) -> IdentityServer<Self> {
+        IdentityServer::new(Self { authority, limiter, metrics })
     }
 }
 
@@ -45,6 +48,7 @@ impl<V: TokenVerifier> Identity for IdentityService<V> {
                 Limited::Peer => ("this client address", limits.per_peer),
             };
             tracing::warn!(peer = ?peer, scope, "Certify rate limit exceeded");
+            self.metrics.certificate_refused("rate_limited");
             return Err(Status::resource_exhausted(format!(
                 "Certify rate limit exceeded for {scope} ({} per second, bursts of {}); retry in {}",
                 rate.per_second,
@@ -53,7 +57,12 @@ impl<V: TokenVerifier> Identity for IdentityService<V> {
             )));
         }
         let CertifyRequest { identity, token, csr_der } = request.into_inner();
-        match self.authority.certify(&identity, &token, &csr_der).await {
+        let certified = self.authority.certify(&identity, &token, &csr_der).await;
+        match &certified {
+            Ok(_) => self.metrics.certificate_issued(),
+            Err(refusal) => self.metrics.certificate_refused(refusal.reason()),
+        }
+        match certified {
             Ok(issued) => Ok(Response::new(CertifyResponse {
                 leaf_der: issued.leaf_der,
                 chain_der: issued.chain_der,

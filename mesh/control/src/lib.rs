@@ -28,6 +28,7 @@ pub mod ca;
 pub mod csr;
 pub mod discovery;
 pub mod grpc;
+pub mod metrics;
 pub mod propagation;
 pub mod ratelimit;
 pub mod tls;
@@ -56,6 +57,8 @@ use crate::grpc::destination::DestinationService;
 use crate::grpc::policy::PolicyService;
 use crate::grpc::streams::OpenStreams;
 use crate::grpc::IdentityService;
+use crate::metrics::grpc_layer::GrpcMetricsLayer;
+use crate::metrics::ControlMetrics;
 use crate::ratelimit::{CertifyLimiter, CertifyLimits, Rate};
 use crate::tls::OwnCertificate;
 use crate::token::{BootstrapTokens, DenyAll, TokenVerifier};
@@ -267,6 +270,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let (ca, verifier, options) = load(&args)?;
     // The CA is loaded (load() failed otherwise); the rest comes below.
     let readiness = admin::Readiness::waiting_for([GRPC_BOUND]);
+    let index = Index::new(mesh_index::Config {
+        cluster_domain: args.cluster_domain.clone(),
+        trust_domain: args.trust_domain.clone(),
+        default_inbound_policy: args.default_inbound_policy,
+    });
+    let options = ServeOptions { metrics: ControlMetrics::new(Some(index.clone())), ..options };
     let admin = match args.admin_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
@@ -274,16 +283,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "listening admin {bound}").and_then(|()| stdout.flush());
             drop(stdout);
-            tracing::info!(addr = %bound, "serving /live and /ready");
-            Some(tokio::spawn(admin::serve(listener, readiness.clone())))
+            tracing::info!(addr = %bound, "serving /live, /ready and /metrics");
+            Some(tokio::spawn(admin::serve(listener, readiness.clone(), options.metrics.clone())))
         }
         None => None,
     };
-    let index = Index::new(mesh_index::Config {
-        cluster_domain: args.cluster_domain.clone(),
-        trust_domain: args.trust_domain.clone(),
-        default_inbound_policy: args.default_inbound_policy,
-    });
     // One client (one connection pool, one credential refresher) for every
     // user of the API, made before anything is started so a missing
     // kubeconfig fails early.
@@ -315,7 +319,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             let config =
                 TokenReviewConfig { audience, trust_domain: trust_domain.clone(), ..TokenReviewConfig::default() };
             tracing::info!(audience = %config.audience, "verifying ServiceAccount tokens with Kubernetes TokenReview");
-            let reviews = TokenReviewVerifier::new(client, config);
+            let reviews = TokenReviewVerifier::new(client, config).with_metrics(options.metrics.clone());
             serve(listener, Authority::new(ca, reviews, trust_domain, lifetime), index, options, shutdown).await
         }
         Verifier::None => {
@@ -428,6 +432,8 @@ pub struct ServeOptions {
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
     pub certify: CertifyLimits,
+    /// Where calls, streams, certificates and propagation are counted.
+    pub metrics: ControlMetrics,
 }
 
 impl ServeOptions {
@@ -438,6 +444,7 @@ impl ServeOptions {
             listener: ListenerLimits::default(),
             max_concurrent_streams: 1_000,
             certify: CertifyLimits::default(),
+            metrics: ControlMetrics::default(),
         })
     }
 }
@@ -471,7 +478,7 @@ pub async fn serve<V: TokenVerifier>(
         let _ = close.send(true);
     };
     let limiter = Arc::new(CertifyLimiter::new(options.certify));
-    let streams = OpenStreams::default();
+    let streams = OpenStreams::new(options.metrics.clone());
     let reporter = tokio::spawn(crate::grpc::streams::report(index.clone(), streams.clone(), WATCH_REPORT_EVERY));
     let served = Server::builder()
         .max_concurrent_streams(options.max_concurrent_streams)
@@ -486,7 +493,8 @@ pub async fn serve<V: TokenVerifier>(
         // A proxy that vanished without a FIN is noticed and its watches freed.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(IdentityService::new(Arc::new(authority), limiter))
+        .layer(GrpcMetricsLayer::new(options.metrics.clone()))
+        .add_service(IdentityService::new(Arc::new(authority), limiter, options.metrics.clone()))
         .add_service(DestinationService::new(index.clone(), closing.clone(), streams.clone()))
         .add_service(PolicyService::new(index, closing, streams))
         .serve_with_incoming_shutdown(control_incoming(listener, tls, options.listener), shutdown)
@@ -632,6 +640,7 @@ fn load(args: &Args) -> Result<(Ca, Verifier, ServeOptions), Error> {
                     per_peer: Rate { per_second: args.certify_peer_rate, burst: args.certify_peer_burst },
                     ..CertifyLimits::default()
                 },
+                metrics: ControlMetrics::default(),
             };
             Ok((ca, verifier, options))
         }

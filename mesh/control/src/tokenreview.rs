@@ -34,6 +34,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenRe
 use kube::api::{Api, PostParams};
 use mesh_identity::SpiffeId;
 
+use crate::metrics::ControlMetrics;
 use crate::token::{TokenError, TokenVerifier};
 
 /// Audience of the projected ServiceAccount token the injector mounts.
@@ -78,6 +79,7 @@ pub struct TokenReviewVerifier {
     api: Api<TokenReview>,
     config: TokenReviewConfig,
     proven: Arc<Mutex<HashMap<Vec<u8>, Instant>>>,
+    metrics: ControlMetrics,
 }
 
 impl std::fmt::Debug for TokenReviewVerifier {
@@ -89,7 +91,14 @@ impl std::fmt::Debug for TokenReviewVerifier {
 impl TokenReviewVerifier {
     /// Reviews through `client` (in-cluster config or KUBECONFIG in the binary).
     pub fn new(client: kube::Client, config: TokenReviewConfig) -> Self {
-        Self { api: Api::all(client), config, proven: Arc::default() }
+        Self { api: Api::all(client), config, proven: Arc::default(), metrics: ControlMetrics::default() }
+    }
+
+    /// Review round trips are timed into `metrics`
+    /// (`weft_control_tokenreview_duration_seconds{result}`).
+    pub fn with_metrics(mut self, metrics: ControlMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &TokenReviewConfig {
@@ -130,8 +139,15 @@ impl TokenVerifier for TokenReviewVerifier {
         if self.recently_proven(&key) {
             return Ok(());
         }
-        let status = self.review(token).await?;
-        judge(&status, identity, &self.config)?;
+        let started = Instant::now();
+        let judged = self.review(token).await.and_then(|status| judge(&status, identity, &self.config));
+        let result = match &judged {
+            Ok(()) => "proven",
+            Err(TokenError::Unavailable(_)) => "error",
+            Err(_) => "refused",
+        };
+        self.metrics.tokenreview(result, started.elapsed());
+        judged?;
         self.remember(key);
         Ok(())
     }

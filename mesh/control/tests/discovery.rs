@@ -313,3 +313,107 @@ async fn closed_streams_free_their_watches() {
     counts_become(&cp, "every stream cancelled", (0, 0)).await;
     assert!(cp.stop().await.success());
 }
+
+/// The value of the exposition line `series` (name and labels as printed), if present.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/metrics` on the real binary counts Certify calls and certificates by
+/// outcome, watch streams while open and by final code once closed, the
+/// index's sizes, and one propagation sample per stream and write.
+#[tokio::test]
+async fn admin_metrics_count_calls_streams_certificates_and_propagation() {
+    use mesh_api::identity::v1::identity_client::IdentityClient;
+    use mesh_api::identity::v1::CertifyRequest;
+    use support::{token_for, workload, TD};
+
+    let fixture = Fixture::new();
+    let manifests = fixture.dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write(&manifests, "web.yaml", &web(&["198.18.0.1", "198.18.0.2"]));
+    let web_id = workload("web");
+    fixture.write_tokens(&[&web_id]);
+    let (data, tokens) = (fixture.data_dir(), fixture.tokens_path());
+    let cp = ControlPlane::start(
+        &fixture.logs(),
+        "127.0.0.1:0",
+        &[
+            "--data-dir", data.to_str().unwrap(),
+            "--bootstrap-tokens", tokens.to_str().unwrap(),
+            "--trust-domain", TD,
+            "--manifests", manifests.to_str().unwrap(),
+            "--manifests-poll", "50ms",
+            "--admin-listen", "127.0.0.1:0",
+        ],
+    )
+    .await;
+
+    // Certify: two issued, one wrong token, one malformed CSR.
+    let key = mesh_identity::WorkloadKey::generate().unwrap();
+    let mut identity = IdentityClient::new(cp.channel());
+    let request = |token: String, csr_der: Vec<u8>| CertifyRequest {
+        identity: web_id.to_string(),
+        token: token.into_bytes(),
+        csr_der,
+    };
+    for _ in 0..2 {
+        identity.certify(request(token_for(&web_id), key.csr_der(&web_id).unwrap())).await.unwrap();
+    }
+    let denied = identity.certify(request("token-nope".into(), key.csr_der(&web_id).unwrap())).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let invalid = identity.certify(request(token_for(&web_id), b"not DER".to_vec())).await.unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+
+    // One Destination and one outbound Policy stream, then one edit.
+    let mut destinations = DestinationClient::new(cp.channel());
+    let get = GetDestination { authority: "web.shop.svc.cluster.local:80".into(), context_token: String::new() };
+    let mut stream = destinations.get(get).await.unwrap().into_inner();
+    assert!(matches!(next(&mut stream).await.update, Some(U::Add(_))));
+    let target = OutboundTarget { authority: "web.shop:80".into(), context_token: String::new() };
+    let mut outbound = PolicyClient::new(cp.channel()).watch_outbound(target).await.unwrap().into_inner();
+    assert!(next(&mut outbound).await.exists);
+    write(&manifests, "web.yaml", &web(&["198.18.0.1", "198.18.0.3"]));
+    assert!(matches!(next(&mut stream).await.update, Some(U::Remove(_))));
+    assert!(matches!(next(&mut stream).await.update, Some(U::Add(_))));
+
+    let certify = "weft_control_grpc_requests_total{method=\"weft.identity.v1.Identity/Certify\"";
+    let open = |m: &str| format!("weft_control_grpc_streams{{method=\"weft.{m}\"}}");
+    let (status, text) = cp.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for (series, want) in [
+        (format!("{certify},code=\"OK\"}}"), 2.0),
+        (format!("{certify},code=\"PermissionDenied\"}}"), 1.0),
+        (format!("{certify},code=\"InvalidArgument\"}}"), 1.0),
+        ("weft_control_certificates_issued_total".to_owned(), 2.0),
+        ("weft_control_certificates_refused_total{reason=\"token_mismatch\"}".to_owned(), 1.0),
+        ("weft_control_certificates_refused_total{reason=\"invalid_csr\"}".to_owned(), 1.0),
+        (open("destination.v1.Destination/Get"), 1.0),
+        (open("policy.v1.Policy/WatchOutbound"), 1.0),
+        ("weft_control_index_services".to_owned(), 1.0),
+        ("weft_control_index_endpoints".to_owned(), 2.0),
+        ("weft_control_index_policies".to_owned(), 0.0),
+        // The edit changed the endpoint set, not web's outbound policy: one
+        // stream answered one write.
+        ("weft_control_propagation_seconds_count".to_owned(), 1.0),
+    ] {
+        assert_eq!(metric(&text, &series), Some(want), "{series} in\n{text}");
+    }
+    assert!(metric(&text, "process_resident_memory_bytes").is_some_and(|b| b > 0.0), "{text}");
+    assert!(metric(&text, "process_cpu_seconds_total").is_some(), "{text}");
+
+    // Closing the streams: the gauges go back to 0 and each call is counted once, as cancelled.
+    drop((stream, outbound));
+    let text = eventually("the closed streams counted", || async {
+        let (_, text) = cp.admin_get("/metrics").await;
+        (metric(&text, &open("destination.v1.Destination/Get")) == Some(0.0)
+            && metric(&text, &open("policy.v1.Policy/WatchOutbound")) == Some(0.0))
+        .then_some(text)
+    })
+    .await;
+    for method in ["destination.v1.Destination/Get", "policy.v1.Policy/WatchOutbound"] {
+        let series = format!("weft_control_grpc_requests_total{{method=\"weft.{method}\",code=\"Cancelled\"}}");
+        assert_eq!(metric(&text, &series), Some(1.0), "{series} in\n{text}");
+    }
+    assert!(cp.stop().await.success());
+}

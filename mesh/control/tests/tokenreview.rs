@@ -397,7 +397,7 @@ async fn start_against(fx: &Fixture, api: &FakeApi, args: &[&str]) -> ControlPla
 async fn the_binary_certifies_service_accounts_through_kubeconfig() {
     let api = FakeApi::start(TOKENS).await;
     let fx = Fixture::new();
-    let cp = start_against(&fx, &api, &["--trust-domain", TD, "--identity-verifier", "kubernetes"]).await;
+    let cp = start_against(&fx, &api, &["--trust-domain", TD, "--identity-verifier", "kubernetes", "--admin-listen", "127.0.0.1:0"]).await;
     let web = shop("web");
     grpc_certify(&cp, &web, "h.tok-web.s").await.unwrap();
     let seen = api.seen();
@@ -432,6 +432,16 @@ async fn the_binary_certifies_service_accounts_through_kubeconfig() {
             assert!(status.message().contains(reason) && status.message().contains(web.as_str()), "{token}: {status:?}");
         }
     }
+    // Every review the API server saw is timed, by result: the right token
+    // once (its retry came from the cache), three refusals, one error.
+    let (_, metrics) = cp.admin_get("/metrics").await;
+    for (result, want) in [("proven", 1), ("refused", 3), ("error", 1)] {
+        let series = format!("weft_control_tokenreview_duration_seconds_count{{result=\"{result}\"}} {want}");
+        assert!(metrics.lines().any(|l| l == series), "no {series} in\n{metrics}");
+    }
+    assert_eq!(api.seen().len(), 5, "five reviews reached the API server");
+    assert!(metrics.lines().any(|l| l == "weft_control_certificates_issued_total 2"), "{metrics}");
+
     // The API server goes away: proxies are told to retry.
     api.stop();
     let status = support::eventually("Certify answers UNAVAILABLE with the API down", || async {
@@ -471,7 +481,9 @@ async fn the_admin_listener_is_ready_once_every_kind_is_listed() {
         assert!(body.contains(&format!("first list of {kind}")), "{kind} not named in {body:?}");
     }
     assert!(!body.contains("gRPC"), "the gRPC listener is bound: {body:?}");
-    assert_eq!(cp.admin_get("/metrics").await.0, 404);
+    // /metrics answers before readiness too (a scraper sees why it waits).
+    assert_eq!(cp.admin_get("/metrics").await.0, 200);
+    assert_eq!(cp.admin_get("/nope").await.0, 404);
 
     api.lists.store(true, Ordering::SeqCst);
     let body = support::eventually("ready once the watchers' retries list every kind", || async {

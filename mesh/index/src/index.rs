@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -57,6 +58,8 @@ pub struct Stats {
     /// Views recomputed after writes (changed or not): only those a write
     /// may affect are.
     pub views_computed: u64,
+    /// Endpoint addresses over every EndpointSlice.
+    pub endpoints: usize,
 }
 
 /// The discovery index. Cheap to clone; every clone is the same index.
@@ -79,6 +82,8 @@ struct Shared {
     changes_applied: u64,
     views_updated: u64,
     views_computed: u64,
+    /// The last write that changed a watched view (woke watchers).
+    last_update: Option<Instant>,
 }
 
 struct Watches<K, V> {
@@ -363,7 +368,14 @@ impl Index {
             watches: shared.destinations.by_key.len() + shared.outbound.by_key.len() + shared.inbound.by_key.len(),
             views_updated: shared.views_updated,
             views_computed: shared.views_computed,
+            endpoints: shared.store.slices.values().map(|s| s.endpoints.len()).sum(),
         }
+    }
+
+    /// When the last write that changed a watched view was applied (None
+    /// before any): streams measure propagation from it to their message.
+    pub fn last_update(&self) -> Option<Instant> {
+        self.lock().last_update
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -384,10 +396,13 @@ impl Index {
     /// - Inbound policy: see [`Touched::inbound`].
     fn refresh(&self, shared: &mut Shared, touched: &Touched) {
         let config = &self.inner.config;
-        let Shared { store, destinations, outbound, inbound, views_updated, views_computed, .. } = shared;
+        let Shared { store, destinations, outbound, inbound, views_updated, views_computed, last_update, .. } = shared;
         let mut add = |(computed, updated): (u64, u64)| {
             *views_computed += computed;
             *views_updated += updated;
+            if updated > 0 {
+                *last_update = Some(Instant::now());
+            }
         };
         add(destinations.refresh(|t, _| match t {
             Target::External { .. } => None,

@@ -43,9 +43,9 @@ impl<D: DiscoverDestination> Destination for DestinationService<D> {
         let api::GetDestination { authority, context_token } = request.into_inner();
         let rx = self.discover.watch_destination(&authority).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%authority, %context_token, "Destination.Get");
-        let open = self.streams.open();
+        let mut open = self.streams.open(crate::metrics::METHODS[1]);
         Ok(Response::new(Box::pin(updates(rx, self.closing.clone()).map(move |u| {
-            let _counted = &open;
+            open.sent();
             u
         }))))
     }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::destination::changed;
 use super::streams::OpenStreams;
+use crate::metrics::METHODS;
 use tonic::{Request, Response, Status};
 
 /// The gRPC face of a [`DiscoverPolicy`].
@@ -51,7 +52,7 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
             .watch_outbound(&authority, ns.as_deref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%authority, client_ns = ?ns, "Policy.WatchOutbound");
-        Ok(Response::new(counted(&self.streams, follow(rx, self.closing.clone(), outbound))))
+        Ok(Response::new(counted(&self.streams, METHODS[2], follow(rx, self.closing.clone(), outbound))))
     }
 
     async fn watch_inbound(
@@ -70,7 +71,7 @@ impl<P: DiscoverPolicy> Policy for PolicyService<P> {
         let port =
             u16::try_from(port).map_err(|_| Status::invalid_argument(format!("port {port} is not in 0..=65535")))?;
         let rx = self.discover.watch_inbound(workload, port).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(counted(&self.streams, follow(rx, self.closing.clone(), inbound))))
+        Ok(Response::new(counted(&self.streams, METHODS[3], follow(rx, self.closing.clone(), inbound))))
     }
 }
 
@@ -102,11 +103,12 @@ fn ip(bytes: &[u8]) -> Option<IpAddr> {
 /// `stream`, counted in `streams` until dropped.
 fn counted<T: Send + 'static>(
     streams: &OpenStreams,
+    method: &'static str,
     stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
 ) -> Messages<T> {
-    let open = streams.open();
+    let mut open = streams.open(method);
     Box::pin(stream.map(move |m| {
-        let _counted = &open;
+        open.sent();
         m
     }))
 }
