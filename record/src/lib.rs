@@ -3,7 +3,7 @@
 //! every reader (compare, render, gate, export) takes as is.
 //!
 //! ```text
-//!   loadgen::run ──> Load ──(+ scenario, variant, resources)──> Run ─┐
+//!   loadgen::run ──> Load ──(+ scenario, variant, resources, proxy_counts)──> Run ─┐
 //!   propagation harness ──> Propagation ────────────────────────────┼──> Report (schema 2)
 //!   bench conformance ──> TestResult ───────────────────────────────┘        │
 //!                                                     io::write_report_json  ▼
@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod crosscheck;
 pub mod faults;
 pub mod hist;
 pub mod hostile;
@@ -27,6 +28,7 @@ pub mod report;
 pub mod soak;
 
 pub use conformance::{Status, TestResult};
+pub use crosscheck::{CrossCheck, ProxyWindow};
 pub use faults::{FaultRun, Hardening, OverloadRun};
 pub use soak::Soak;
 pub use hist::HistogramError;

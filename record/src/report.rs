@@ -124,6 +124,10 @@ pub struct Run {
     /// One entry per sampled process of the system under test.
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// What the cell's Weft proxies counted in the window, beside loadgen's
+    /// count; absent for variants without a Weft proxy and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_counts: Option<crate::CrossCheck>,
 }
 
 /// Resource use of one process during the measured window.

@@ -140,6 +140,33 @@ pub struct Cell {
     pub ratio_p99: Option<f64>,
     /// Indices into `Report::runs` of the repetitions summarised here.
     pub run_indices: Vec<usize>,
+    /// The proxies' own count beside loadgen's, summed over the repetitions
+    /// that carry one (`None` for variants without a Weft proxy).
+    pub proxy_counts: Option<ProxyTally>,
+}
+
+/// The bench's cross-check ([`record::CrossCheck`]) summed over a cell's repetitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProxyTally {
+    /// The compared proxy's requests.
+    pub proxy: u64,
+    /// loadgen's requests in the same repetitions.
+    pub loadgen: u64,
+    /// Repetitions flagged (more than 0.1 % apart).
+    pub flagged: usize,
+}
+
+impl ProxyTally {
+    fn of<'a>(runs: impl Iterator<Item = &'a Run>) -> Option<ProxyTally> {
+        runs.filter_map(|r| r.proxy_counts.as_ref()).fold(None, |acc, c| {
+            let t = acc.unwrap_or_default();
+            Some(ProxyTally {
+                proxy: t.proxy + c.proxy_requests,
+                loadgen: t.loadgen + c.loadgen_requests,
+                flagged: t.flagged + usize::from(c.flagged),
+            })
+        })
+    }
 }
 
 impl Cell {
@@ -375,6 +402,7 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
         added_p999_us: None,
         ratio_p50: None,
         ratio_p99: None,
+        proxy_counts: ProxyTally::of(runs.iter().copied()),
         run_indices: idx,
     }
 }

@@ -243,3 +243,76 @@ fn bar_chart_names_every_variant_without_overlap() {
         assert_eq!(ys[0], if i % 2 == 0 { even } else { odd }, "{rows:?}");
     }
 }
+
+/// The bench's cross-check: a `weft` cell whose proxy counted 1 % more
+/// requests than loadgen is marked in its row, listed at the top with both
+/// counts, and the flag survives a JSON round trip; a cell that agrees and
+/// the variants without a Weft proxy are not flagged.
+#[test]
+fn a_cell_whose_proxy_counts_disagree_is_flagged() {
+    use reports::record::{CrossCheck, ProxyWindow};
+    use std::collections::BTreeMap;
+    let counts = |proxy: u64, loadgen: u64| {
+        let outbound = ProxyWindow {
+            component: "proxy-outbound".into(),
+            role: "outbound".into(),
+            requests: BTreeMap::from([("outbound".to_string(), proxy)]),
+            responses: BTreeMap::from([("success".to_string(), proxy)]),
+            latency_count: proxy,
+            latency_p50_us: Some(800.0),
+            latency_p99_us: Some(2400.0),
+        };
+        CrossCheck::new("weft_http_requests_total", "weft_http_response_duration_seconds", vec![outbound], "proxy-outbound", loadgen)
+    };
+    let mut r = healthy();
+    let plain = markdown(&r);
+    assert!(!plain.contains("proxy count") && !plain.contains("Cross-check"), "no counts, no column: {plain}");
+
+    let mut flagged_one = false;
+    for run in r.runs.iter_mut().filter(|x| x.variant.starts_with("weft")) {
+        let l = run.load.requests;
+        // The first `weft` run disagrees by 1 %, every other agrees exactly.
+        let c = if run.variant == "weft" && !flagged_one {
+            flagged_one = true;
+            run.load.requests = 5000;
+            counts(5050, 5000)
+        } else {
+            counts(l, l)
+        };
+        run.proxy_counts = Some(c);
+    }
+    assert!(flagged_one);
+    let bad = r.runs.iter().find(|x| x.proxy_counts.as_ref().is_some_and(|c| c.flagged)).expect("one flagged");
+    let (scenario, l) = (bad.scenario.clone(), bad.load.requests);
+
+    // The record keeps the flag.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    reports::io::write_report_json(&r, &path).unwrap();
+    let back = reports::io::read_report(&path).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.runs.iter().filter(|x| x.proxy_counts.as_ref().is_some_and(|c| c.flagged)).count(), 1);
+
+    let md = markdown(&r);
+    assert!(md.contains("| proxy count (vs loadgen) |"), "{md}");
+    let top = md.split("## Scenario").next().unwrap();
+    assert!(top.contains("Cross-check failed"), "the list is at the top: {top}");
+    let listed: Vec<&str> = top.lines().filter(|x| x.starts_with("> - ")).collect();
+    let want = format!("proxy-outbound counted {} requests", l + l / 100);
+    assert_eq!(l, 5000);
+    assert!(
+        listed.iter().any(|x| x.contains(&format!("{scenario}/weft/")) && x.contains(&want) && x.contains(&format!("loadgen {l} (+1.00 %)"))),
+        "{listed:?}"
+    );
+    let weft_rows: Vec<&str> = md.lines().filter(|x| x.starts_with("| `weft` |")).collect();
+    assert!(weft_rows.iter().any(|x| x.contains("| ⚠ ")), "marker in the flagged row: {weft_rows:?}");
+    for row in md.lines().filter(|x| x.starts_with("| `baseline` |")) {
+        assert!(row.ends_with("| — |") && !row.contains('⚠'), "{row}");
+    }
+    let agreeing: Vec<&str> = md.lines().filter(|x| x.starts_with("| `weft-") && x.contains(" = ")).collect();
+    assert!(!agreeing.is_empty() && agreeing.iter().all(|x| !x.contains('⚠')), "{md}");
+
+    let page = html(&r);
+    assert!(page.contains("id=\"cross-check\"") && page.contains(&want), "html lists it");
+    assert!(page.contains("<td>⚠ "), "html marks the row");
+}

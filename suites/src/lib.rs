@@ -6,7 +6,7 @@
 //!                                                        │
 //!    substrate::SubstrateKind::open ──> Substrate::deploy(variant) ──> Deployment { target, host, components }
 //!                                                        │
-//!            loadgen::run (in-process)  +  sampler (/proc, 250 ms)
+//!   loadgen::run (in-process)  +  sampler (/proc, 250 ms)  +  crosscheck (proxies' /metrics)
 //!                                                        │
 //!                 reports::Report ──> report.json, report.md, report.html, latency.png
 //! ```
@@ -26,6 +26,9 @@ pub mod commands;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]
 pub mod conformance;
+#[cfg(feature = "bench")]
+#[forbid(unsafe_code)]
+pub mod crosscheck;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]
 pub mod env;

@@ -532,6 +532,7 @@ async fn measure(
     bar.set_message(label.to_string());
 
     let progress = Arc::new(loadgen::Progress::default());
+    let xcheck = crate::crosscheck::Window::open(&dep.admins, progress.clone(), scenario.warmup).await;
     let run = load(cfg, progress.clone(), dep.load_from.as_deref());
     tokio::pin!(run);
     let started = Instant::now();
@@ -569,6 +570,7 @@ async fn measure(
         (None, Some((s, _))) => s.finish().await,
         (None, None) => Vec::new(),
     };
+    let proxy_counts = crate::crosscheck::close(xcheck, label, result.requests).await;
     Ok(Run {
         scenario: scenario.name.clone(),
         variant: cell.variant.as_str().to_string(),
@@ -576,6 +578,7 @@ async fn measure(
         repetition: cell.repetition,
         load: result,
         resources,
+        proxy_counts,
     })
 }
 
@@ -615,6 +618,9 @@ pub(crate) fn one_line(r: &Run) -> String {
             ", proxy cpu {cpu:.2} s, rss {:.1} MiB",
             rss as f64 / (1024.0 * 1024.0)
         ));
+    }
+    if let Some(c) = &r.proxy_counts {
+        s.push_str(&crate::crosscheck::one_line(c));
     }
     s
 }

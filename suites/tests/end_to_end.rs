@@ -131,6 +131,16 @@ fn run_writes_a_complete_record_for_every_variant() {
             );
             assert!(p.rss_mean_bytes <= p.rss_peak_bytes, "{p:?}");
         }
+        // Every Weft proxy is scraped around the window; the peers are not Weft.
+        match (run.variant.as_str(), &run.proxy_counts) {
+            ("baseline" | "nginx" | "haproxy", c) => assert!(c.is_none(), "{}: {c:?}", run.variant),
+            (v, None) => panic!("{v}: no proxy counts in the record"),
+            (v, Some(c)) => {
+                assert_eq!(c.proxies.len(), expected, "{v}: {c:?}");
+                assert_eq!(c.loadgen_requests, run.load.requests, "{v}");
+                assert!(c.proxy_requests > 0, "{v}: {c:?}");
+            }
+        }
         // Only the meshed variant runs (and is charged for) the control plane.
         let control: Vec<_> = run
             .resources
@@ -299,4 +309,42 @@ fn a_broken_control_plane_fails_only_the_meshed_cells() {
         "{:?}",
         r.skipped[0]
     );
+}
+
+/// The bench cross-checks itself: with no warm-up the "before" scrape is
+/// taken before the first request and the "after" one once loadgen has
+/// drained, so the proxies must count exactly loadgen's requests.
+#[test]
+fn the_proxies_count_what_loadgen_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(
+        dir.path(),
+        "xcheck.toml",
+        "name = \"xcheck\"\n[defaults]\nduration = \"1500ms\"\nwarmup = \"0s\"\nconnections = 2\ntimeout = \"5s\"\nvariants = [\"weft\"]\n[[scenario]]\nname = \"h1\"\nrates = [200]\n",
+    );
+    let out = dir.path().join("results");
+    let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let r = reports::io::read_report(&out.join("report.json")).expect("record parses");
+    let [cell] = &r.runs[..] else { panic!("one cell: {:?}", r.runs) };
+    let c = cell.proxy_counts.as_ref().expect("the weft cell carries the proxies' counts");
+    let loadgen = cell.load.requests;
+    assert!(loadgen > 0 && cell.load.errors == 0, "{:?}", cell.load.errors_by_class);
+    assert_eq!(c.compared, "proxy-outbound");
+    assert_eq!((c.proxy_requests, c.loadgen_requests), (loadgen, loadgen), "{c:?}");
+    assert!(!c.flagged && c.disagreement == 0.0, "{c:?}");
+    let by = |name: &str| c.proxies.iter().find(|p| p.component == name).unwrap_or_else(|| panic!("{name}: {c:?}"));
+    let (outbound, inbound) = (by("proxy-outbound"), by("proxy-inbound"));
+    assert_eq!((outbound.role.as_str(), inbound.role.as_str()), ("outbound", "inbound"));
+    // The server side saw the same requests, every one answered and timed.
+    assert_eq!(inbound.own_requests(), loadgen, "{c:?}");
+    for p in [outbound, inbound] {
+        assert_eq!(p.responses.values().sum::<u64>(), loadgen, "{p:?}");
+        assert_eq!(p.latency_count, loadgen, "{p:?}");
+        let (p50, p99) = (p.latency_p50_us.unwrap(), p.latency_p99_us.unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{p:?}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&format!("| {loadgen} = {loadgen} |")), "{md}");
+    assert!(!md.contains("Cross-check failed"), "{md}");
 }

@@ -76,6 +76,14 @@ pub fn html(cmp: &Comparison<'_>) -> String {
         }
         out.push_str("</ul></div>\n");
     }
+    let disagree = super::disagreements(report);
+    if !disagree.is_empty() {
+        let _ = writeln!(out, "<div class=\"skipped\" id=\"cross-check\"><strong>{}:</strong><ul>", esc(super::DISAGREE_TITLE));
+        for line in &disagree {
+            let _ = writeln!(out, "<li>{}</li>", esc(line));
+        }
+        out.push_str("</ul></div>\n");
+    }
     if groups.is_empty() {
         let _ = writeln!(out, "<p class=\"warn\">{}</p>", esc(NO_LOAD_RUNS));
     }

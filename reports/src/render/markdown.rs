@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    conformance_notes, env_lines, legend, load_details, propagation_row, repetitions, Columns, CONFORMANCE_TITLE,
-    NO_LOAD_RUNS, PROPAGATION_HEADERS, PROPAGATION_TITLE,
+    conformance_notes, disagreements, env_lines, legend, load_details, propagation_row, repetitions, Columns, CONFORMANCE_TITLE,
+    DISAGREE_TITLE, NO_LOAD_RUNS, PROPAGATION_HEADERS, PROPAGATION_TITLE,
 };
 use crate::compare::{Cell, Comparison};
 use crate::conformance::{cell_word, Matrix};
@@ -25,6 +25,14 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
         let _ = writeln!(out, "> **⚠ SKIPPED VARIANTS — requested but NOT measured:**");
         for s in &report.skipped {
             let _ = writeln!(out, "> - `{}` in scenario `{}`: {}", s.variant, s.scenario, md(&s.reason));
+        }
+        out.push('\n');
+    }
+    let disagree = disagreements(report);
+    if !disagree.is_empty() {
+        let _ = writeln!(out, "> **{DISAGREE_TITLE}:**");
+        for line in &disagree {
+            let _ = writeln!(out, "> - {}", md(line));
         }
         out.push('\n');
     }

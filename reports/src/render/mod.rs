@@ -151,6 +151,7 @@ struct Columns {
     late: bool,
     control: bool,
     mixed_reps: bool,
+    proxy_counts: bool,
 }
 
 impl Columns {
@@ -159,6 +160,7 @@ impl Columns {
             late: group.iter().any(|c| c.late_sends > 0),
             control: group.iter().any(|c| c.control_rss_peak.is_some()),
             mixed_reps: group.iter().any(|c| c.repetitions != group[0].repetitions),
+            proxy_counts: group.iter().any(|c| c.proxy_counts.is_some()),
         }
     }
 
@@ -184,6 +186,9 @@ impl Columns {
         }
         if self.mixed_reps {
             h.push(("reps", None));
+        }
+        if self.proxy_counts {
+            h.push(("proxy count", Some("vs loadgen")));
         }
         h
     }
@@ -211,6 +216,9 @@ impl Columns {
         }
         if self.mixed_reps {
             row.push(c.repetitions.to_string());
+        }
+        if self.proxy_counts {
+            row.push(proxy_count(c));
         }
         row
     }
@@ -255,6 +263,47 @@ fn rss(c: &Cell) -> String {
 
 fn control_rss(c: &Cell) -> String {
     c.control_rss_peak.map_or_else(|| "—".to_owned(), |b| format!("{:.1}", b as f64 / MIB))
+}
+
+/// `300 = 300`, `301 vs 300`, or `⚠ 303 vs 300` when a repetition was flagged.
+fn proxy_count(c: &Cell) -> String {
+    match c.proxy_counts {
+        None => "—".to_owned(),
+        Some(t) if t.flagged > 0 => format!("{DISAGREE_MARK} {} vs {}", t.proxy, t.loadgen),
+        Some(t) if t.proxy == t.loadgen => format!("{} = {}", t.proxy, t.loadgen),
+        Some(t) => format!("{} vs {}", t.proxy, t.loadgen),
+    }
+}
+
+/// Marks a cell whose proxies counted differently from loadgen.
+const DISAGREE_MARK: &str = "⚠";
+
+/// Heading of the list of flagged cells, in both formats.
+const DISAGREE_TITLE: &str = "⚠ Cross-check failed: proxy counts disagree with loadgen's by more than 0.1 %";
+
+/// One line per flagged repetition: which cell, both counts, how far apart.
+/// Unescaped: each format escapes.
+fn disagreements(report: &Report) -> Vec<String> {
+    report
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let c = r.proxy_counts.as_ref().filter(|c| c.flagged)?;
+            let load = crate::compare::load_label(r.load.rate, r.load.concurrency);
+            Some(format!(
+                "{}/{}/{load} repetition {} ({}): {} counted {} requests ({}), loadgen {} ({:+.2} %)",
+                r.scenario,
+                r.variant,
+                r.repetition + 1,
+                r.substrate,
+                c.compared,
+                c.proxy_requests,
+                c.requests_family,
+                c.loadgen_requests,
+                (c.proxy_requests as f64 - c.loadgen_requests as f64) / (c.loadgen_requests.max(1) as f64) * 100.0
+            ))
+        })
+        .collect()
 }
 
 fn cpu(c: &Cell) -> String {
@@ -351,6 +400,16 @@ fn legend(cmp: &Comparison<'_>) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
     if !cmp.cells.is_empty() {
         out.extend(LOAD_LEGEND);
+    }
+    if cmp.cells.iter().any(|c| c.proxy_counts.is_some()) {
+        out.push((
+            "Proxy count",
+            "requests the client-side Weft proxy (the server-side one when it is the only proxy) counted \
+             on its own `/metrics` between a scrape at the start of the measured window and one after \
+             loadgen drained it, beside loadgen's requests for the window, summed over repetitions. \
+             `⚠`: a repetition differs by more than 0.1 % (listed at the top); `—`: the variant has \
+             no Weft proxy.",
+        ));
     }
     if !cmp.conformance.is_empty() {
         out.extend(CONFORMANCE_LEGEND);

@@ -90,6 +90,7 @@ pub fn run(scenario: &str, variant: &str, rate: f64, repetition: u32, p50_us: u6
             service_histogram: reports::hist::encode(&h).unwrap(),
         },
         resources,
+        proxy_counts: None,
     }
 }
 

@@ -74,6 +74,7 @@ pub(super) async fn run(
         repetition: cell.repetition,
         load,
         resources,
+        proxy_counts: None,
     };
     Ok((run, soak))
 }

@@ -102,7 +102,22 @@ pub struct Deployment {
     /// The network namespace (a `/run/netns/NAME` path) the load must be
     /// sent from; `None`: bench's own.
     pub load_from: Option<std::path::PathBuf>,
+    /// Every Weft proxy's admin listener (empty for variants without one),
+    /// scraped around the measured window by [`crate::crosscheck`].
+    pub admins: Vec<ProxyAdmin>,
     pub(crate) procs: Vec<process::Proc>,
+}
+
+/// Where a deployed Weft proxy serves `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyAdmin {
+    /// Its component name, as in [`Deployment::components`].
+    pub component: String,
+    /// `true`: the client-side (outbound) sidecar; `false`: a server-side one.
+    pub outbound: bool,
+    pub addr: SocketAddr,
+    /// The network namespace the address is reached from; `None`: bench's own.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 impl Deployment {

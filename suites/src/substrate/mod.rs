@@ -54,7 +54,7 @@ mod select;
 pub mod shared;
 
 pub use base::{
-    Component, DeployError, Deployment, FaultStep, Role, ScenarioTopology, Substrate,
+    Component, DeployError, Deployment, FaultStep, ProxyAdmin, Role, ScenarioTopology, Substrate,
 };
 pub use local::Local;
 pub use netns::Netns;

@@ -235,6 +235,7 @@ async fn run_group(
                             repetition: j.cell.repetition,
                             load,
                             resources,
+                            proxy_counts: None,
                         };
                         say(format!("[{}/{}] {}: {}", j.number, plan.cells, j.label, crate::runner::one_line(&run)));
                         out.runs.push(run);

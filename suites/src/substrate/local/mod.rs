@@ -343,12 +343,24 @@ impl Substrate for Local {
                 }
             }
         }
+        let admins = self
+            .mesh
+            .admins
+            .iter()
+            .map(|(name, addr)| super::ProxyAdmin {
+                component: name.clone(),
+                outbound: name == "proxy-outbound",
+                addr: *addr,
+                netns: None,
+            })
+            .collect();
         Ok(Deployment {
             variant,
             target,
             host,
             components,
             load_from: None,
+            admins,
             procs,
         })
     }

@@ -407,12 +407,28 @@ impl Substrate for Netns {
             self.end_cell(cell);
             return Err(e);
         }
+        let admins = cell
+            .admins
+            .iter()
+            .map(|(ns, addr)| {
+                let pod = std::iter::once(&cell.client)
+                    .chain(self.servers.iter().map(|(_, p)| p))
+                    .find(|p| &p.ns == ns);
+                super::ProxyAdmin {
+                    component: format!("proxy-{}", pod.map_or(ns.as_str(), |p| p.name.as_str())),
+                    outbound: *ns == cell.client.ns,
+                    addr: *addr,
+                    netns: Some(net::ns_path(ns)),
+                }
+            })
+            .collect();
         let deployment = Ok(Deployment {
             variant,
             target,
             host,
             components,
             load_from: Some(cell.client.ns_path()),
+            admins,
             procs,
         });
         self.active = Some(cell);
