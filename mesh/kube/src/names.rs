@@ -84,6 +84,23 @@ pub const BENCH_OWNER_ANNOTATION: &str = "weft.dev/owner";
 
 /// The proxy's admin port (`/metrics`, `/ready`, `/live`), mesh-proxy's default.
 pub const PROXY_ADMIN_PORT: u16 = 4191;
+/// The annotations Prometheus' stock `kubernetes-pods` scrape job reads:
+/// scrape the pod, on this port, at this path. The injector sets them to
+/// the proxy's admin port; `weft install` to mesh-control's.
+pub const PROMETHEUS_SCRAPE_ANNOTATION: &str = "prometheus.io/scrape";
+pub const PROMETHEUS_PORT_ANNOTATION: &str = "prometheus.io/port";
+pub const PROMETHEUS_PATH_ANNOTATION: &str = "prometheus.io/path";
+/// Where the proxy and mesh-control serve Prometheus metrics on their admin port.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The three Prometheus scrape annotations for a pod serving `/metrics` on `port`.
+pub fn scrape_annotations(port: u16) -> [(&'static str, String); 3] {
+    [
+        (PROMETHEUS_SCRAPE_ANNOTATION, "true".to_owned()),
+        (PROMETHEUS_PORT_ANNOTATION, port.to_string()),
+        (PROMETHEUS_PATH_ANNOTATION, METRICS_PATH.to_owned()),
+    ]
+}
 /// The trust anchor ConfigMap's key holding the PEM certificate.
 pub const TRUST_ANCHOR_KEY: &str = "ca.crt";
 /// The injected proxy's environment variable carrying the trust anchor PEM

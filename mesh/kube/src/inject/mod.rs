@@ -14,7 +14,8 @@
 //!  containers[0]     weft-proxy (transparent; identity spiffe://<td>/ns/$(ns)/sa/$(sa) from the downward API;
 //!                    token of audience `weft`; trust anchor PEM inline; /ready, /live on :4191)
 //!  volumes           token (projected), /run for iptables' lock
-//!  annotations       weft.io/injected: <proxy image>, kubectl.kubernetes.io/default-container: <app>
+//!  annotations       weft.io/injected: <proxy image>, kubectl.kubernetes.io/default-container: <app>,
+//!                    prometheus.io/{scrape: "true", port: 4191, path: /metrics} (unless the pod has its own)
 //! ```
 
 pub mod cli;
@@ -224,6 +225,14 @@ pub fn inject(meta: &mut ObjectMeta, spec: &mut PodSpec, trigger: Trigger, confi
     annotations.insert(names::INJECTED_ANNOTATION.to_owned(), config.proxy_image.clone());
     if let Some(app) = app {
         annotations.entry(names::DEFAULT_CONTAINER_ANNOTATION.to_owned()).or_insert(app);
+    }
+    // A pod that already asks Prometheus to scrape its app keeps that: the
+    // annotations name one port, and taking it over would silently stop the
+    // app's metrics (its proxy is then scraped by a job of the user's own).
+    if !annotations.contains_key(names::PROMETHEUS_SCRAPE_ANNOTATION) {
+        for (key, value) in names::scrape_annotations(names::PROXY_ADMIN_PORT) {
+            annotations.entry(key.to_owned()).or_insert(value);
+        }
     }
     Ok(Outcome::Injected)
 }

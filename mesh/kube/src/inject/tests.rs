@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
 use super::manifests::{inject_stream, Report};
-use super::{decide, inject, Config, Outcome, Skip, Trigger};
+use super::{decide, inject, sidecar, Config, Outcome, Skip, Trigger};
 use crate::webhook::{review, Verdict};
 use crate::{names, yaml};
 
@@ -194,6 +194,31 @@ fn annotations_override_ports_cidrs_and_resources() {
     assert!(arg_after(&args, "--skip-outbound-ports").is_none() && arg_after(&args, "--skip-outbound-cidrs").is_none());
     assert!(!spec.containers[0].env.iter().flatten().any(|e| e.name == "WEFT_PROXY_OPAQUE_PORTS"));
     assert_eq!(meta.annotations.unwrap()[names::DEFAULT_CONTAINER_ANNOTATION], "web");
+}
+
+#[test]
+fn prometheus_scrapes_the_proxy_unless_the_pod_scrapes_its_app() {
+    let scrape = |meta: &ObjectMeta| {
+        let a = meta.annotations.clone().unwrap_or_default();
+        [names::PROMETHEUS_SCRAPE_ANNOTATION, names::PROMETHEUS_PORT_ANNOTATION, names::PROMETHEUS_PATH_ANNOTATION]
+            .map(|k| a.get(k).cloned())
+    };
+    let (mut meta, mut spec) = template("deployment.yaml");
+    assert_eq!(scrape(&meta), [None, None, None]);
+    inject(&mut meta, &mut spec, Trigger::Manual, &config()).unwrap();
+    assert_eq!(scrape(&meta), [Some("true".into()), Some("4191".into()), Some("/metrics".into())]);
+    // The port the annotation names is the proxy's admin listener, which iptables leaves alone.
+    let proxy = &spec.containers[0];
+    assert!(proxy.ports.iter().flatten().any(|p| p.container_port == 4191 && p.name.as_deref() == Some(sidecar::ADMIN_PORT_NAME)));
+    let args = spec.init_containers.as_ref().unwrap()[0].args.clone().unwrap();
+    assert_eq!(arg_after(&args, "--skip-inbound-ports"), Some("4191"));
+
+    // An app that already asks to be scraped keeps its port and path.
+    let (mut meta, mut spec) = template("deployment.yaml");
+    let own = [("prometheus.io/scrape", "true"), ("prometheus.io/port", "9102")];
+    meta.annotations.get_or_insert_with(Default::default).extend(own.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    inject(&mut meta, &mut spec, Trigger::Manual, &config()).unwrap();
+    assert_eq!(scrape(&meta), [Some("true".into()), Some("9102".into()), None]);
 }
 
 #[test]

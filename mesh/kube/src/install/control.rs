@@ -204,7 +204,17 @@ pub fn deployment(options: &Options) -> Deployment {
                 }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(names::CONTROL)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(names::CONTROL)),
+                    // Prometheus' stock pod job scrapes mesh-control's admin /metrics.
+                    annotations: Some(
+                        names::scrape_annotations(names::CONTROL_ADMIN_PORT)
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    ),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..DeploymentSpec::default()
