@@ -6,22 +6,20 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use record::{Propagation, Report, Resource, Run, Skipped};
+use record::{Propagation, Report, Run, Skipped};
 
 use crate::bins::{self, BinError};
 use crate::env;
 use crate::plan::{self, Cell};
 use crate::propagation as prop;
-use crate::sampler::Sampler;
 use crate::substrate::{
-    cleanup, enter, DeployError, Deployment, Refusal, ScenarioTopology, Substrate, SubstrateKind,
+    cleanup, AnySubstrate, DeployError, LoadCell, Refusal, ScenarioTopology, Substrate,
+    SubstrateKind,
 };
-use crate::suite::{self, LoadShape, Protocol, Scenario, Suite, SuiteError, Variant};
+use crate::suite::{self, LoadShape, Scenario, Suite, SuiteError, Variant};
 
 /// What `bench run` was asked to do.
 #[derive(Clone, Debug)]
@@ -114,8 +112,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io_err("install the SIGTERM handler"))?;
     // Before reading or building anything: a run that cannot start
-    // should say so at once. The cluster substrates run the whole suite as
-    // one plan (substrate::kube), not variant by variant.
+    // should say so at once. The cluster substrates need their flags and
+    // their programs (kubectl, kind, docker) first.
     let cluster = match opts.substrate {
         SubstrateKind::Kind | SubstrateKind::Kube => {
             let mut flags = opts.cluster.clone().unwrap_or_default();
@@ -158,19 +156,17 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             mesh_control: bins.mesh_control.clone(),
             work: work.path().to_path_buf(),
         };
-        let outcome = match (&cluster, opts.substrate.open(bins, work.path())) {
-            (Some(flags), _) => crate::substrate::kube::drive(&suite, flags, &mut sigterm)
-                .await
-                .map_err(|e| {
-                    e.map_err(|e| RunError::Substrate {
-                        substrate: opts.substrate.as_str(),
-                        detail: e.to_string(),
-                    })
-                }),
-            (None, Ok(substrate)) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
-            (None, Err(e)) => Err(Err(RunError::Substrate {
+        let opened = match &cluster {
+            Some(flags) => crate::substrate::kube::Kube::open(&suite, flags)
+                .map(AnySubstrate::Kube)
+                .map_err(|e| e.to_string()),
+            None => opts.substrate.open(bins, work.path()).map_err(|e| e.to_string()),
+        };
+        let outcome = match opened {
+            Ok(substrate) => drive(substrate, &suite, &cells, &harness, &mut sigterm).await,
+            Err(detail) => Err(Err(RunError::Substrate {
                 substrate: opts.substrate.as_str(),
-                detail: e.to_string(),
+                detail,
             })),
         };
         // Kills what is left of the run's processes and removes the dir.
@@ -228,14 +224,24 @@ async fn drive<S: Substrate>(
     harness: &Harness,
     sigterm: &mut tokio::signal::unix::Signal,
 ) -> Driven {
+    let name = substrate.name();
     let outcome = tokio::select! {
-        r = execute(suite, cells, &mut substrate, harness) => Ok(r),
+        r = async {
+            substrate.prepare().await.map_err(|e| {
+                Err(RunError::Substrate {
+                    substrate: name,
+                    detail: e.to_string(),
+                })
+            })?;
+            Ok(execute(suite, cells, &mut substrate, harness).await)
+        } => r,
         _ = tokio::signal::ctrl_c() => Err(Ok("SIGINT")),
         _ = sigterm.recv() => Err(Ok("SIGTERM")),
     };
     // The select dropped any in-flight deployment (killing it); now the
-    // scenario's server, and anything else still registered.
+    // scenario's server, what the run shares, and anything else still registered.
     substrate.end_scenario().await;
+    substrate.close().await;
     outcome
 }
 
@@ -286,12 +292,26 @@ async fn execute<S: Substrate>(
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut hardening = record::Hardening::default();
     let mut failures = 0;
-    for (si, scenario) in suite.scenarios.iter().enumerate() {
-        let mine: Vec<(usize, &Cell)> = cells
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.scenario == si)
-            .collect();
+    // Variants a scenario cannot run here (skipped once, recorded once).
+    let mut gone: BTreeSet<(usize, Variant)> = BTreeSet::new();
+    for mine in segments(cells, &substrate.order(cells)) {
+        let si = mine[0].1.scenario;
+        let scenario = &suite.scenarios[si];
+        if let Some(reason) = substrate.unavailable(scenario) {
+            for (_, cell) in &mine {
+                if gone.insert((si, cell.variant)) {
+                    say(format!(
+                        "WARNING: skipping {} in scenario {} on {}: {reason}",
+                        cell.variant,
+                        scenario.name,
+                        substrate.name()
+                    ));
+                    skipped.push(skip(scenario, cell.variant, reason.clone()));
+                }
+            }
+            overall.inc(mine.len() as u64);
+            continue;
+        }
         if let LoadShape::Propagation(shape) = scenario.load {
             // No server, no variants: the harness starts its own control plane.
             for (i, cell) in mine {
@@ -360,10 +380,9 @@ async fn execute<S: Substrate>(
             overall.inc(mine.len() as u64);
             continue;
         }
-        let mut gone: BTreeSet<Variant> = BTreeSet::new();
         for (i, cell) in mine {
             let label = plan::label(suite, cell);
-            if gone.contains(&cell.variant) {
+            if gone.contains(&(si, cell.variant)) {
                 overall.inc(1);
                 continue;
             }
@@ -375,7 +394,7 @@ async fn execute<S: Substrate>(
                         cell.variant, scenario.name
                     ));
                     skipped.push(skip(scenario, cell.variant, reason));
-                    gone.insert(cell.variant);
+                    gone.insert((si, cell.variant));
                     overall.inc(1);
                     continue;
                 }
@@ -408,7 +427,14 @@ async fn execute<S: Substrate>(
                 overall.inc(1);
                 continue;
             }
-            let measured = measure(&mp, scenario, cell, &label, &dep, substrate.name()).await;
+            let lc = LoadCell {
+                scenario,
+                cell,
+                index: i,
+                label: &label,
+                progress: &mp,
+            };
+            let measured = substrate.measure(&dep, &lc).await;
             substrate.teardown(dep).await;
             match measured {
                 Ok(run) => {
@@ -449,6 +475,20 @@ async fn execute<S: Substrate>(
     (report, failures)
 }
 
+/// `order` cut into runs of consecutive cells of one scenario, each cell
+/// with its index in `cells`.
+fn segments<'c>(cells: &'c [Cell], order: &[usize]) -> Vec<Vec<(usize, &'c Cell)>> {
+    let mut out: Vec<Vec<(usize, &Cell)>> = Vec::new();
+    for &i in order {
+        let cell = &cells[i];
+        match out.last_mut() {
+            Some(run) if run[0].1.scenario == cell.scenario => run.push((i, cell)),
+            _ => out.push(vec![(i, cell)]),
+        }
+    }
+    out
+}
+
 fn skip(s: &Scenario, v: Variant, reason: String) -> Skipped {
     Skipped {
         scenario: s.name.clone(),
@@ -476,125 +516,6 @@ fn record_failure(skipped: &mut Vec<Skipped>, s: &Scenario, v: Variant, why: &st
         }
         skipped.push(skip(s, v, format!("failed: {line}")));
     }
-}
-
-/// Load one deployed cell while sampling its components over the measured
-/// window only.
-async fn measure(
-    mp: &MultiProgress,
-    scenario: &Scenario,
-    cell: &Cell,
-    label: &str,
-    dep: &Deployment,
-    substrate: &str,
-) -> Result<Run, loadgen::LoadError> {
-    let mode = match (&scenario.load, cell.rate) {
-        (_, Some(rate)) => loadgen::Mode::Open { rate },
-        (LoadShape::Closed { concurrency }, None) => loadgen::Mode::Closed {
-            concurrency: *concurrency,
-        },
-        (LoadShape::Open { .. }, None) => unreachable!("plan gives every open-loop cell a rate"),
-        (LoadShape::Propagation(_), _) => unreachable!("propagation cells are not load cells"),
-    };
-    let target: http::Uri = format!("http://{}/", dep.target)
-        .parse()
-        .expect("socket address forms a valid URI");
-    let cfg = loadgen::LoadConfig {
-        target,
-        host: dep.host.clone(),
-        mode,
-        duration: scenario.duration,
-        warmup: scenario.warmup,
-        connections: scenario.connections,
-        http2: scenario.protocol == Protocol::Http2,
-        body_size: scenario.body_size,
-        timeout: scenario.timeout,
-    };
-    let bar = mp.add(match cell.rate {
-        Some(rate) => {
-            let b = ProgressBar::new((rate * scenario.duration.as_secs_f64()).round() as u64);
-            b.set_style(
-                ProgressStyle::with_template("  {msg:40} [{bar:30}] {pos}/{len} req {per_sec}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            b
-        }
-        None => {
-            let b = ProgressBar::new_spinner();
-            b.set_style(
-                ProgressStyle::with_template("  {msg:40} {spinner} {pos} req {per_sec}")
-                    .expect("valid template"),
-            );
-            b
-        }
-    });
-    bar.set_message(label.to_string());
-
-    let progress = Arc::new(loadgen::Progress::default());
-    let xcheck = crate::crosscheck::Window::open(&dep.admins, progress.clone(), scenario.warmup).await;
-    let run = load(cfg, progress.clone(), dep.load_from.as_deref());
-    tokio::pin!(run);
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut sampler: Option<(Sampler, Instant)> = None;
-    let mut resources: Option<Vec<Resource>> = None;
-    let result = loop {
-        tokio::select! {
-            biased;
-            r = &mut run => break r,
-            _ = tick.tick() => {
-                let in_warmup = progress.in_warmup.load(Ordering::Relaxed);
-                if in_warmup {
-                    bar.set_message(format!("{label} (warm-up)"));
-                } else {
-                    bar.set_message(label.to_string());
-                }
-                bar.set_position(progress.completed.load(Ordering::Relaxed));
-                // Sample the measured window only: after warm-up, for `duration`.
-                if sampler.is_none() && resources.is_none() && !in_warmup && started.elapsed() >= scenario.warmup {
-                    sampler = Some((Sampler::start(dep.components.clone()), Instant::now()));
-                }
-                if sampler.as_ref().is_some_and(|(_, t)| t.elapsed() >= scenario.duration) {
-                    let (s, _) = sampler.take().expect("checked");
-                    resources = Some(s.finish().await);
-                }
-            }
-        }
-    };
-    bar.finish_and_clear();
-    mp.remove(&bar);
-    let result = result?;
-    let resources = match (resources, sampler) {
-        (Some(r), _) => r,
-        (None, Some((s, _))) => s.finish().await,
-        (None, None) => Vec::new(),
-    };
-    let proxy_counts = crate::crosscheck::close(xcheck, label, result.requests).await;
-    Ok(Run {
-        scenario: scenario.name.clone(),
-        variant: cell.variant.as_str().to_string(),
-        substrate: substrate.to_string(),
-        repetition: cell.repetition,
-        load: result,
-        resources,
-        proxy_counts,
-    })
-}
-
-/// Threads of the load generator's runtime inside a pod (bench's own
-/// runtime has one per core; so does this one, on a 2-core machine).
-const POD_LOAD_THREADS: usize = 2;
-
-/// Run the load from bench itself, or from inside a pod's network namespace.
-async fn load(
-    cfg: loadgen::LoadConfig,
-    progress: Arc<loadgen::Progress>,
-    netns: Option<&Path>,
-) -> Result<record::Load, loadgen::LoadError> {
-    enter::maybe_in(netns, POD_LOAD_THREADS, move || loadgen::run(cfg, progress))
-        .await
-        .unwrap_or_else(|e| Err(loadgen::LoadError::Task(e.to_string())))
 }
 
 pub(crate) fn one_line(r: &Run) -> String {

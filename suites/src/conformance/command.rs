@@ -105,9 +105,9 @@ pub fn listing(tests: &[Test], substrate: SubstrateKind) -> String {
             t.about
         ));
     }
-    if !substrate.exists() {
+    if !substrate.deploys_topologies() {
         s.push_str(&format!(
-            "\nThe {substrate} substrate runs load suites only (bench run --substrate {substrate}): these would run once conformance topologies deploy on a cluster.\n"
+            "\nThe {substrate} substrate runs load suites only (bench run --substrate {substrate}): it deploys no conformance topologies, so a run skips every test with the reason.\n"
         ));
     }
     s

@@ -1,15 +1,31 @@
 //! The shared base every substrate implements: what a scenario needs
-//! ([`ScenarioTopology`]), a deployed variant ([`Deployment`]), why a
-//! deployment failed ([`DeployError`]), and the [`Substrate`] trait.
+//! ([`ScenarioTopology`]), a deployed variant ([`Deployment`]), one measured
+//! cell ([`LoadCell`] -> a record `Run`), why a deployment failed
+//! ([`DeployError`]), and the [`Substrate`] trait.
 //!
 //! ```text
-//!  runner ──start_scenario(topo)──> target server(s), control plane (once per scenario)
-//!         ──deploy(variant)───────> proxies or a peer, ready: Deployment { target, host, components }
-//!         ──fault(dep, step)──────> (fault scenarios) one step of a disruption
-//!         ──teardown(dep)─────────> the variant's processes stopped
-//!         ──end_scenario()────────> the scenario's processes stopped
+//!  runner ──prepare()──────────────> what the whole run shares (kind: cluster, images, namespace)
+//!         ──order(cells)───────────> the order cells run in (kind: grouped by mesh)
+//!         ──unavailable(scenario)──> a scenario this substrate cannot run: skipped, with why
+//!         ──start_scenario(topo)───> target server(s), control plane (once per scenario)
+//!         ──deploy(variant)────────> proxies, a peer or a mesh, ready: Deployment { target, components }
+//!         ──measure(dep, cell)─────> one measured load cell: record::Run (load + resources)
+//!         ──fault(dep, step)───────> (fault scenarios) one step of a disruption
+//!         ──teardown(dep)──────────> the variant's processes stopped
+//!         ──end_scenario()─────────> the scenario's processes stopped
+//!         ──close()────────────────> what prepare() made, removed
 //!  conformance ──deploy_cluster(spec, mode)──> Cluster (see `cluster`), torn down by the test
 //! ```
+//!
+//! The load step is the substrate's, in the same trait rather than a
+//! companion one: where the load generator runs is part of where the variant
+//! runs. `local` and `netns` run loadgen's engine inside bench (from bench's
+//! network namespace or a pod's; `load.rs`) and sample the deployment's
+//! processes from `/proc`; `kind` and `kube` run it as a Job in the cluster
+//! and read its record from the pod's log, sampling the kubelets' stats
+//! summaries. One trait means a new substrate cannot be opened by the runner
+//! without saying how it loads, and the runner's cell loop (`runner.rs`) is
+//! the same for all four.
 //!
 //! Whatever an implementation creates that could outlive `bench` (a process
 //! group, a namespace, a cluster object, a directory) is registered with
@@ -21,6 +37,7 @@ use std::time::Duration;
 
 use super::cluster::{Cluster, ClusterSpec, MeshMode};
 use super::process;
+use crate::plan::Cell;
 use crate::suite::{Protocol, Scenario, Variant};
 
 
@@ -89,12 +106,31 @@ pub struct Component {
     pub pid: u32,
 }
 
+/// Where the load generator sends: `host:port` of the first hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An address bench (or a pod's network namespace) connects to.
+    Addr(SocketAddr),
+    /// A name only the cluster resolves (`server.NS.svc.cluster.local:8080`):
+    /// the load runs inside it.
+    InCluster(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::InCluster(name) => f.write_str(name),
+        }
+    }
+}
+
 /// A deployed variant: where to send load and what to measure. Dropping it
 /// kills its processes; [`Substrate::teardown`] stops them gracefully.
 pub struct Deployment {
     pub variant: Variant,
     /// First hop the load generator connects to.
-    pub target: SocketAddr,
+    pub target: Target,
     /// Host header / :authority to send, when routing depends on it.
     pub host: Option<String>,
     /// Processes to sample, the target server included.
@@ -130,6 +166,29 @@ impl Deployment {
     }
 }
 
+/// One measured load cell, as the runner hands it to [`Substrate::measure`].
+pub struct LoadCell<'a> {
+    pub scenario: &'a Scenario,
+    pub cell: &'a Cell,
+    /// Its position in the suite's cell list (from 0; `bench plan` numbers from 1).
+    pub index: usize,
+    /// `scenario variant rate rep`, for progress lines.
+    pub label: &'a str,
+    /// Where the substrate shows the cell's progress.
+    pub progress: &'a indicatif::MultiProgress,
+}
+
+/// Why a measured cell produced no record.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The in-process load generator failed.
+    #[error(transparent)]
+    Load(#[from] loadgen::LoadError),
+    /// The in-cluster load (its Job, its pod, its log) failed.
+    #[error("{0}")]
+    InCluster(String),
+}
+
 /// Why a variant could not be deployed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -158,22 +217,42 @@ pub enum FaultStep {
 }
 
 /// A place to run variants and conformance topologies: the one base that
-/// `local`, `netns` and `kind` implement. Methods are called one at a time
-/// (by the runner, or by the conformance runner), never concurrently.
+/// `local`, `netns`, `kind` and `kube` implement. Methods are called one at
+/// a time (by the runner, or by the conformance runner), never concurrently.
 ///
-/// Benchmarks: [`Substrate::start_scenario`], then per variant
-/// [`Substrate::deploy`] / [`Substrate::teardown`], then
-/// [`Substrate::end_scenario`]. Peers (nginx, HAProxy) are variants; a
-/// substrate that cannot run one returns [`DeployError::Unavailable`]
-/// (recorded as skipped). Readiness is the implementation's: `deploy`
-/// returns only once a real request through the whole chain succeeds.
+/// Benchmarks: [`Substrate::prepare`]; then, for each run of consecutive
+/// cells of one scenario in [`Substrate::order`]: [`Substrate::start_scenario`],
+/// per cell [`Substrate::deploy`] / [`Substrate::measure`] /
+/// [`Substrate::teardown`], then [`Substrate::end_scenario`]; at the end
+/// (also after an error or a signal) [`Substrate::close`]. Peers (nginx,
+/// HAProxy; Linkerd, Istio on a cluster) are variants; a substrate that
+/// cannot run one returns [`DeployError::Unavailable`] (recorded as
+/// skipped). Readiness is the implementation's: `deploy` returns only once
+/// the whole chain is ready (a real request through it on local and netns,
+/// the rollout of the meshed server on a cluster).
 ///
 /// Conformance: [`Substrate::deploy_cluster`] (see its contract below and
 /// [`super::cluster`]).
 #[allow(async_fn_in_trait)] // used through concrete types from one task; no Send bound needed
 pub trait Substrate {
-    /// `local`, `netns`, `kind`: written into every run record.
+    /// `local`, `netns`, `kind`, `kube`: written into every run record.
     fn name(&self) -> &'static str;
+    /// Make what every scenario of the run shares (a cluster, its images,
+    /// the run's namespace). An error stops the run before any cell.
+    async fn prepare(&mut self) -> Result<(), DeployError> {
+        Ok(())
+    }
+    /// The order to run `cells` in (indices into it, each once). Cells of a
+    /// scenario that end up apart get one `start_scenario` .. `end_scenario`
+    /// each. Default: the suite's order.
+    fn order(&self, cells: &[Cell]) -> Vec<usize> {
+        (0..cells.len()).collect()
+    }
+    /// Why this substrate cannot run `scenario` at all (`None`: it can); its
+    /// cells are then recorded as skipped with this reason.
+    fn unavailable(&self, _scenario: &Scenario) -> Option<String> {
+        None
+    }
     /// Start what the variants of the scenario share: the target server(s), and
     /// the control plane when [`ScenarioTopology::control_plane`].
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError>;
@@ -184,10 +263,17 @@ pub trait Substrate {
         variant: Variant,
         topo: &ScenarioTopology,
     ) -> Result<Deployment, DeployError>;
+    /// Run one measured load cell against `dep`, sampling its components
+    /// over the measured window only; the record of it.
+    async fn measure(&mut self, dep: &Deployment, cell: &LoadCell<'_>) -> Result<record::Run, MeasureError>;
     /// Stop a deployment's processes.
     async fn teardown(&mut self, deployment: Deployment);
     /// Stop what [`Substrate::start_scenario`] started (also when it failed halfway).
     async fn end_scenario(&mut self);
+    /// Remove what [`Substrate::prepare`] made (also when it failed halfway,
+    /// and after a signal). Default: nothing (what `local` and `netns` leave
+    /// is removed when they are dropped).
+    async fn close(&mut self) {}
     /// Versions of the things this substrate runs (`nginx`, `haproxy`, ...).
     fn versions(&self) -> BTreeMap<String, String>;
     /// Apply one step of a fault to a running deployment (fault scenarios);

@@ -36,6 +36,8 @@ pub mod enter;
 #[forbid(unsafe_code)]
 pub mod kube;
 #[forbid(unsafe_code)]
+mod load;
+#[forbid(unsafe_code)]
 pub mod local;
 #[forbid(unsafe_code)]
 pub mod manifests;
@@ -54,7 +56,8 @@ mod select;
 pub mod shared;
 
 pub use base::{
-    Component, DeployError, Deployment, FaultStep, ProxyAdmin, Role, ScenarioTopology, Substrate,
+    Component, DeployError, Deployment, FaultStep, LoadCell, MeasureError, ProxyAdmin, Role,
+    ScenarioTopology, Substrate, Target,
 };
 pub use local::Local;
 pub use netns::Netns;

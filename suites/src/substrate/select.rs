@@ -1,7 +1,9 @@
 //! The one way commands ask for a substrate: a [`SubstrateKind`] (what the
 //! user chose with `--substrate`), checked with [`SubstrateKind::preflight`]
-//! before anything is built, then [`SubstrateKind::open`] into an
-//! [`AnySubstrate`], which implements [`Substrate`] for whichever it is.
+//! before anything is built, then [`SubstrateKind::open`] (or, for a load
+//! run on a cluster, `kube::Kube::open` with the suite and the cluster
+//! flags) into an [`AnySubstrate`], which implements [`Substrate`] for
+//! whichever it is.
 //!
 //! A new substrate is one variant in each enum and one line in `each!`.
 
@@ -9,9 +11,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::cluster::{Cluster, ClusterSpec, MeshMode};
-use super::{netns, DeployError, Deployment, FaultStep, Local, Netns, ScenarioTopology, Substrate};
+use super::kube::Kube;
+use super::{
+    netns, DeployError, Deployment, FaultStep, LoadCell, Local, MeasureError, Netns,
+    ScenarioTopology, Substrate,
+};
 use crate::bins::Binaries;
-use crate::suite::{Fault, Variant};
+use crate::plan::Cell;
+use crate::suite::{Fault, Scenario, Variant};
 
 /// Where variants and conformance topologies run (`--substrate`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,9 +28,11 @@ pub enum SubstrateKind {
     /// Pods as network namespaces on a node bridge, transparent
     /// interception; needs root.
     Netns,
-    /// A kind cluster it creates or reuses (`substrate::kube`: load suites only).
+    /// A kind cluster it creates or reuses (`substrate::kube`; load suites,
+    /// no conformance topologies).
     Kind,
-    /// An existing Kubernetes cluster from the kubeconfig (`substrate::kube`: load suites only).
+    /// An existing Kubernetes cluster from the kubeconfig (`substrate::kube`;
+    /// load suites, no conformance topologies).
     Kube,
 }
 
@@ -56,35 +65,34 @@ impl SubstrateKind {
         }
     }
 
-    /// Whether it deploys variants and conformance topologies one at a time
-    /// ([`Substrate`]); kind and kube run whole load suites as a plan
-    /// (`substrate::kube::drive`, chosen by the runner) and nothing else.
-    pub fn exists(self) -> bool {
+    /// Whether it deploys conformance topologies ([`Substrate::deploy_cluster`]);
+    /// kind and kube run load suites only (their `deploy_cluster` says why).
+    pub fn deploys_topologies(self) -> bool {
         matches!(self, SubstrateKind::Local | SubstrateKind::Netns)
     }
 
     /// Whether it can run here, checked before anything is read, built or
-    /// started, so a run that cannot start says so at once.
+    /// started, so a run that cannot start says so at once. (kind and kube
+    /// need their programs and flags: the runner checks those.)
     pub fn preflight(self) -> Result<(), Refusal> {
         match self {
-            SubstrateKind::Local => Ok(()),
+            SubstrateKind::Local | SubstrateKind::Kind | SubstrateKind::Kube => Ok(()),
             SubstrateKind::Netns => netns::net::require_root().map_err(Refusal::NotPermitted),
-            SubstrateKind::Kind | SubstrateKind::Kube => Err(Refusal::NotAvailable(format!(
-                "--substrate {name}: the {name} substrate runs load suites (`bench run --substrate {name} --suite quick|ci|full|kind`), not conformance yet: its topologies are deployed only on local and netns; `--dry-run` lists the tests",
-                name = self.as_str()
-            ))),
         }
     }
 
     /// Open it for a run whose private work dir is `work` (the netns
     /// substrate sweeps dead runs' namespaces and creates its node here).
+    /// kind and kube opened here have no suite: a load run opens them with
+    /// `kube::Kube::open`.
     pub fn open(self, bins: Binaries, work: &Path) -> Result<AnySubstrate, DeployError> {
         match self {
             SubstrateKind::Local => Ok(AnySubstrate::Local(Local::new(bins, work))),
             SubstrateKind::Netns => Netns::new(bins, work).map(AnySubstrate::Netns),
-            SubstrateKind::Kind | SubstrateKind::Kube => Err(DeployError::Unavailable {
-                reason: self.preflight().err().map(|r| r.to_string()).unwrap_or_default(),
-            }),
+            // Without a suite: conformance, whose topologies it refuses.
+            SubstrateKind::Kind | SubstrateKind::Kube => {
+                Ok(AnySubstrate::Kube(Kube::without_suite(self.as_str())))
+            }
         }
     }
 }
@@ -99,6 +107,8 @@ impl std::fmt::Display for SubstrateKind {
 pub enum AnySubstrate {
     Local(Local),
     Netns(Netns),
+    /// kind or kube.
+    Kube(Kube),
 }
 
 /// `$body` with `$s` bound to the substrate inside `$any`, whichever it is.
@@ -107,6 +117,7 @@ macro_rules! each {
         match $any {
             AnySubstrate::Local($s) => $body,
             AnySubstrate::Netns($s) => $body,
+            AnySubstrate::Kube($s) => $body,
         }
     };
 }
@@ -114,6 +125,18 @@ macro_rules! each {
 impl Substrate for AnySubstrate {
     fn name(&self) -> &'static str {
         each!(self, s => s.name())
+    }
+
+    async fn prepare(&mut self) -> Result<(), DeployError> {
+        each!(self, s => s.prepare().await)
+    }
+
+    fn order(&self, cells: &[Cell]) -> Vec<usize> {
+        each!(self, s => s.order(cells))
+    }
+
+    fn unavailable(&self, scenario: &Scenario) -> Option<String> {
+        each!(self, s => s.unavailable(scenario))
     }
 
     async fn start_scenario(&mut self, topo: &ScenarioTopology) -> Result<(), DeployError> {
@@ -128,12 +151,20 @@ impl Substrate for AnySubstrate {
         each!(self, s => s.deploy(variant, topo).await)
     }
 
+    async fn measure(&mut self, dep: &Deployment, cell: &LoadCell<'_>) -> Result<record::Run, MeasureError> {
+        each!(self, s => s.measure(dep, cell).await)
+    }
+
     async fn teardown(&mut self, deployment: Deployment) {
         each!(self, s => s.teardown(deployment).await)
     }
 
     async fn end_scenario(&mut self) {
         each!(self, s => s.end_scenario().await)
+    }
+
+    async fn close(&mut self) {
+        each!(self, s => s.close().await)
     }
 
     fn versions(&self) -> BTreeMap<String, String> {
@@ -174,17 +205,28 @@ pub fn clean() -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cluster_substrates_are_refused_here_by_name_and_the_others_listed() {
+    #[tokio::test]
+    async fn cluster_substrates_open_without_a_suite_refuse_topologies_by_name() {
         for k in [SubstrateKind::Kind, SubstrateKind::Kube] {
-            let Err(Refusal::NotAvailable(why)) = k.preflight() else {
-                panic!("{k} must be refused");
+            assert_eq!(k.preflight(), Ok(()));
+            assert!(!k.deploys_topologies());
+            let none = std::path::PathBuf::from("/nonexistent");
+            let bins = Binaries {
+                loadgen: none.clone(),
+                mesh_proxy: none.clone(),
+                mesh_control: none.clone(),
+                weft: none.clone(),
             };
-            assert!(
-                why.contains(&format!("the {k} substrate runs load suites (`bench run --substrate {k}"))
-                    && why.contains("only on local and netns"),
-                "{why}"
-            );
+            let Ok(mut s) = k.open(bins, &none) else {
+                panic!("{k} opens");
+            };
+            assert_eq!(s.name(), k.as_str());
+            let spec = crate::conformance::registry()[0].topology;
+            let Err(DeployError::Unavailable { reason }) = s.deploy_cluster(&spec(), MeshMode::Weft).await else {
+                panic!("{k} must refuse topologies");
+            };
+            assert!(reason.starts_with(&format!("conformance on {k} is not implemented: ")), "{reason}");
+            assert!(s.prepare().await.is_err(), "{k} without a suite runs nothing");
         }
         assert_eq!(SubstrateKind::Local.preflight(), Ok(()));
     }

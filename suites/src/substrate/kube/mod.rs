@@ -1,18 +1,18 @@
 //! The cluster substrates: `kind` (a kind cluster bench creates or reuses
 //! from kind-configs/, images loaded with `kind load`) and `kube` (any
 //! cluster in the kubeconfig, images pushed to a registry). The same suite
-//! files, the same records as `local`; the load generator runs as a Job in
-//! the cluster and its record comes back through the pod's log.
+//! files, the same runner and records as `local`; the load generator runs
+//! as a Job in the cluster and its record comes back through the pod's log.
 //!
 //! ```text
 //!  Suite ──plan::build──> Plan ──render──> --dry-run text (nothing touched)
 //!                          │
-//!                          └──run::execute──> kind / docker / kubectl / weft / linkerd / istioctl (exec)
-//!                                            kube-rs: Job pods, logs, stats summaries (stats)
-//!                                            ──> Outcome { runs, skipped } ──> the runner's report
+//!                          └──> Kube (substrate.rs: trait Substrate) <── the runner's cell loop
+//!                                 steps: kind / docker / kubectl / weft / linkerd / istioctl (exec)
+//!                                 cells: kube-rs, Job pods, logs, stats summaries (run.rs, stats)
 //! ```
 //!
-//! Nothing here needs a cluster until [`run::execute`]: the plan and its
+//! Nothing here needs a cluster until [`Kube`]'s `prepare`: the plan and its
 //! manifests (typed k8s-openapi objects, `manifests`) are built and checked
 //! offline.
 
@@ -23,12 +23,14 @@ pub mod plan;
 pub mod render;
 pub mod run;
 pub mod stats;
+mod substrate;
 
 use std::path::{Path, PathBuf};
 
 use mesh_kube::names;
 
 pub use plan::{Options, Plan, Target};
+pub use substrate::Kube;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -263,39 +265,4 @@ pub async fn clean(flags: &Flags, say: &dyn Fn(String)) -> Result<Vec<String>, K
 pub fn dry_run(suite: &crate::suite::Suite, flags: &Flags) -> Result<String, KubeError> {
     let opts = flags.options(&run_id(&crate::env::now_rfc3339()))?;
     Ok(render::render(&plan::build(suite, &opts)))
-}
-
-/// What the runner gets back: the record and the number of failed cells,
-/// or the signal that stopped the run (`Err(Ok)`), or why it could not run.
-pub type Driven = Result<(record::Report, usize), Result<&'static str, KubeError>>;
-
-/// Run a suite on a cluster: the plan, executed; then the record.
-pub async fn drive(
-    suite: &crate::suite::Suite,
-    flags: &Flags,
-    sigterm: &mut tokio::signal::unix::Signal,
-) -> Driven {
-    let opts = flags.options(&run_id(&crate::env::now_rfc3339())).map_err(Err)?;
-    let plan = plan::build(suite, &opts);
-    let started_at = crate::env::now_rfc3339();
-    let say = |line: String| eprintln!("{line}");
-    eprintln!(
-        "bench: suite {} on {} (namespace {}), {} cells; `--dry-run` prints every step",
-        suite.name, plan.substrate, plan.namespace, plan.cells
-    );
-    let stop = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = sigterm.recv() => "SIGTERM",
-        }
-    };
-    let outcome = run::execute(suite, &plan, stop, &say).await.map_err(Err)?;
-    if let Some(sig) = outcome.interrupted {
-        return Err(Ok(sig));
-    }
-    let mut report = record::Report::new(&suite.name, started_at, crate::env::gather(outcome.versions));
-    report.finished_at = crate::env::now_rfc3339();
-    report.runs = outcome.runs;
-    report.skipped = outcome.skipped;
-    Ok((report, outcome.failures))
 }

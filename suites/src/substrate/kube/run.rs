@@ -1,142 +1,24 @@
-//! Executing a [`Plan`] against a real cluster: external commands through
-//! `exec`, the API through kube-rs (Job pods, their logs, the nodes' stats
-//! summaries). Whatever happens in the body (a failed cell, an error, a
-//! signal), the meshes this run installed and its namespace are removed
-//! before it returns.
+//! Executing pieces of a [`Plan`] against a real cluster, for the kube
+//! substrate (`substrate.rs`): its steps through `exec` (kubectl, kind, the
+//! mesh CLIs), one cell's Job through kube-rs (its pod, its log, the nodes'
+//! stats summaries while it measures), and what the watchdog runs if bench
+//! dies with the run's namespace or a mesh in place.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
-use record::{Resource, Run, Skipped};
+use record::Resource;
 
 use super::manifests;
-use super::meshes::Mesh;
 use super::plan::{Group, JobRun, Plan, Probe, Step, SAMPLE_INTERVAL};
 use super::stats::{self, Accumulator};
 use super::{exec, KubeError};
 use crate::substrate::cleanup;
-use crate::suite::Suite;
-
-/// What a cluster run produced, for the runner's record.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub runs: Vec<Run>,
-    pub skipped: Vec<Skipped>,
-    pub failures: usize,
-    pub versions: BTreeMap<String, String>,
-    /// Set when a signal stopped the run (after teardown).
-    pub interrupted: Option<&'static str>,
-}
-
-#[derive(Default)]
-struct State {
-    created_cluster: bool,
-    installed: Vec<Mesh>,
-}
-
-/// Run `plan`; `stop` resolves with a signal's name to interrupt it.
-pub async fn execute(
-    suite: &Suite,
-    plan: &Plan,
-    stop: impl Future<Output = &'static str>,
-    say: &dyn Fn(String),
-) -> Result<Outcome, KubeError> {
-    let mut state = State::default();
-    let mut out = Outcome::default();
-    let body = async {
-        run_steps(&plan.cluster, &mut state.created_cluster).await?;
-        run_steps(&plan.image_steps, &mut false).await?;
-        let client = client(plan.kubectl.context.as_deref()).await?;
-        if let Ok(v) = client.apiserver_version().await {
-            out.versions.insert("kubernetes".into(), v.git_version);
-        }
-        let nodes: Vec<String> = Api::<Node>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| KubeError::Api(format!("list nodes: {e}")))?
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect();
-        // A SIGKILLed bench's watchdog deletes the namespace (and, newest
-        // first, uninstalls the meshes registered below).
-        run_steps(&plan.setup, &mut false).await?;
-        cleanup::register(namespace_cleanup(plan));
-        for s in &plan.skipped {
-            let sc = &suite.scenarios[s.scenario];
-            let variants = match s.variant {
-                Some(v) => vec![v],
-                None => sc.variants.clone(),
-            };
-            for v in variants {
-                say(format!("WARNING: skipping {v} in scenario {} on {}: {}", sc.name, plan.substrate, s.reason));
-                out.skipped.push(skip(&sc.name, v.as_str(), &s.reason));
-            }
-        }
-        for g in &plan.groups {
-            run_group(suite, plan, g, &client, &nodes, &mut state, &mut out, say).await?;
-        }
-        Ok::<(), KubeError>(())
-    };
-    let result = tokio::select! {
-        r = body => r,
-        sig = stop => {
-            out.interrupted = Some(sig);
-            Ok(())
-        }
-    };
-    // Teardown runs whatever happened above.
-    for m in state.installed.iter().rev() {
-        if let Some(g) = plan.groups.iter().find(|g| g.mesh == *m) {
-            for a in &g.uninstall {
-                if let Err(e) = a.run().await {
-                    say(format!("WARNING: uninstalling {}: {e}", m.as_str()));
-                }
-            }
-        }
-    }
-    for m in &state.installed {
-        if let Some(g) = plan.groups.iter().find(|g| g.mesh == *m) {
-            for a in uninstall_cleanup(g) {
-                cleanup::forget(&a);
-            }
-        }
-    }
-    let mut namespace_gone = true;
-    for s in &plan.teardown {
-        if let Step::Do(a) = s {
-            if let Err(e) = a.run().await {
-                namespace_gone = false;
-                say(format!("WARNING: teardown: {e}"));
-            }
-        }
-    }
-    // Left registered when its deletion failed: the watchdog tries again.
-    if namespace_gone {
-        cleanup::forget(&namespace_cleanup(plan));
-    }
-    if let (Some(a), true) = (&plan.delete_cluster, state.created_cluster) {
-        if let Err(e) = a.run().await {
-            say(format!("WARNING: {e}"));
-        }
-    }
-    result.map(|()| out)
-}
-
-fn skip(scenario: &str, variant: &str, reason: &str) -> Skipped {
-    Skipped {
-        scenario: scenario.into(),
-        variant: variant.into(),
-        reason: reason.into(),
-    }
-}
 
 /// Run steps in order; `created` is set when an [`Step::Unless`] found its
 /// thing absent and made it.
-async fn run_steps(steps: &[Step], created: &mut bool) -> Result<(), KubeError> {
+pub(super) async fn run_steps(steps: &[Step], created: &mut bool) -> Result<(), KubeError> {
     for s in steps {
         match s {
             Step::Do(a) => {
@@ -169,106 +51,8 @@ async fn present(p: &Probe) -> Result<bool, KubeError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_group(
-    suite: &Suite,
-    plan: &Plan,
-    g: &Group,
-    client: &kube::Client,
-    nodes: &[String],
-    state: &mut State,
-    out: &mut Outcome,
-    say: &dyn Fn(String),
-) -> Result<(), KubeError> {
-    if let Err(reason) = &g.available {
-        for v in &g.variants {
-            for s in &v.scenarios {
-                let name = &suite.scenarios[s.scenario].name;
-                say(format!("WARNING: skipping {} in scenario {name}: {reason}", v.variant));
-                out.skipped.push(skip(name, v.variant.as_str(), reason));
-            }
-        }
-        return Ok(());
-    }
-    let mut installed = false;
-    let done = run_steps(&g.install, &mut installed).await;
-    // Half an install is this run's to remove too.
-    if installed {
-        state.installed.push(g.mesh);
-        for a in uninstall_cleanup(g) {
-            cleanup::register(a);
-        }
-    }
-    done?;
-    for v in &g.variants {
-        if let Some(c) = &v.opt_in {
-            exec::run(c).await?;
-        }
-        for s in &v.scenarios {
-            let sc = &suite.scenarios[s.scenario];
-            let deployed = async {
-                run_steps(std::slice::from_ref(&s.server), &mut false).await?;
-                for r in &s.rollouts {
-                    exec::run(r).await?;
-                }
-                Ok::<(), KubeError>(())
-            }
-            .await;
-            if let Err(e) = deployed {
-                say(format!("ERROR: scenario {} {}: the target server did not start: {e}", sc.name, v.variant));
-                out.failures += s.jobs.len();
-                out.skipped.push(skip(&sc.name, v.variant.as_str(), &format!("failed: target server did not start: {e}")));
-                let _ = exec::run(&s.remove).await;
-                continue;
-            }
-            for j in &s.jobs {
-                let measured = run_job(plan, j, client, nodes).await;
-                if let Err(e) = exec::run(&j.delete).await {
-                    say(format!("WARNING: {e}"));
-                }
-                match measured {
-                    Ok((load, resources)) => {
-                        let run = Run {
-                            scenario: sc.name.clone(),
-                            variant: v.variant.as_str().to_string(),
-                            substrate: plan.substrate.to_string(),
-                            repetition: j.cell.repetition,
-                            load,
-                            resources,
-                            proxy_counts: None,
-                        };
-                        say(format!("[{}/{}] {}: {}", j.number, plan.cells, j.label, crate::runner::one_line(&run)));
-                        out.runs.push(run);
-                    }
-                    Err(e) => {
-                        say(format!("ERROR: [{}/{}] {}: {e}", j.number, plan.cells, j.label));
-                        out.failures += 1;
-                        if !out.skipped.iter().any(|k| k.scenario == sc.name && k.variant == v.variant.as_str()) {
-                            out.skipped.push(skip(&sc.name, v.variant.as_str(), &format!("failed: {e}")));
-                        }
-                    }
-                }
-            }
-            exec::run(&s.remove).await?;
-        }
-        if let Some(c) = &v.opt_out {
-            exec::run(c).await?;
-        }
-    }
-    if installed {
-        for a in &g.uninstall {
-            a.run().await?;
-        }
-        state.installed.retain(|m| *m != g.mesh);
-        for a in uninstall_cleanup(g) {
-            cleanup::forget(&a);
-        }
-    }
-    Ok(())
-}
-
 /// What the watchdog runs if bench dies with the run's namespace in place.
-fn namespace_cleanup(plan: &Plan) -> cleanup::Action {
+pub(super) fn namespace_cleanup(plan: &Plan) -> cleanup::Action {
     let mut argv = vec!["kubectl".to_string()];
     if let Some(c) = &plan.kubectl.context {
         argv.extend(["--context".to_string(), c.clone()]);
@@ -283,7 +67,7 @@ fn namespace_cleanup(plan: &Plan) -> cleanup::Action {
 }
 
 /// ... and for each mesh the run installed (pipes, so through `sh -c`).
-fn uninstall_cleanup(g: &Group) -> Vec<cleanup::Action> {
+pub(super) fn uninstall_cleanup(g: &Group) -> Vec<cleanup::Action> {
     g.uninstall
         .iter()
         .map(|a| cleanup::Action::Run {
@@ -294,7 +78,7 @@ fn uninstall_cleanup(g: &Group) -> Vec<cleanup::Action> {
 }
 
 /// One cell: apply its Job, sample while it measures, read its record.
-async fn run_job(
+pub(super) async fn run_job(
     plan: &Plan,
     j: &JobRun,
     client: &kube::Client,

@@ -42,7 +42,10 @@ use super::shared::{
     chain_failure, control_of, keep, no_servers,
     server_components, wait_listening, Workspace, READY_PATIENCE, STOP_GRACE,
 };
-use super::{DeployError, Deployment, FaultStep, Role, ScenarioTopology, Substrate};
+use super::{
+    DeployError, Deployment, FaultStep, LoadCell, MeasureError, Role, ScenarioTopology, Substrate,
+    Target,
+};
 use crate::bins::Binaries;
 use crate::suite::{Fault, Protocol, Variant};
 use proxy::{start_proxy, Sidecar};
@@ -356,13 +359,17 @@ impl Substrate for Local {
             .collect();
         Ok(Deployment {
             variant,
-            target,
+            target: Target::Addr(target),
             host,
             components,
             load_from: None,
             admins,
             procs,
         })
+    }
+
+    async fn measure(&mut self, dep: &Deployment, cell: &LoadCell<'_>) -> Result<record::Run, MeasureError> {
+        super::load::in_process(self.name(), dep, cell).await
     }
 
     async fn teardown(&mut self, deployment: Deployment) {

@@ -40,7 +40,10 @@ use super::shared::{
     chain_failure, control_of, keep, no_servers, server_name,
     server_components, Workspace, READY_PATIENCE, STOP_GRACE,
 };
-use super::{Component, DeployError, Deployment, Role, ScenarioTopology, Substrate};
+use super::{
+    Component, DeployError, Deployment, LoadCell, MeasureError, Role, ScenarioTopology, Substrate,
+    Target,
+};
 use crate::bins::Binaries;
 use crate::suite::{Protocol, Variant};
 use net::{Network, Pod, RunId};
@@ -424,7 +427,7 @@ impl Substrate for Netns {
             .collect();
         let deployment = Ok(Deployment {
             variant,
-            target,
+            target: Target::Addr(target),
             host,
             components,
             load_from: Some(cell.client.ns_path()),
@@ -433,6 +436,10 @@ impl Substrate for Netns {
         });
         self.active = Some(cell);
         deployment
+    }
+
+    async fn measure(&mut self, dep: &Deployment, cell: &LoadCell<'_>) -> Result<record::Run, MeasureError> {
+        super::load::in_process(self.name(), dep, cell).await
     }
 
     async fn teardown(&mut self, deployment: Deployment) {
