@@ -4,8 +4,11 @@
 //!  runner / conformance ──SubstrateKind::open──> AnySubstrate ──(trait Substrate, base.rs)
 //!                                                  ├── local   processes on 127.0.0.1, proxies addressed explicitly
 //!                                                  ├── netns   pods as network namespaces, transparent interception (root)
-//!                                                  └── (kind, kube: not per variant; the runner hands them to
-//!                                                       kube::drive, one plan of the whole suite, load as Jobs)
+//!                                                  └── kube    kind or any cluster: one plan of the suite, executed
+//!                                                              through the same trait, each cell's load as a Job
+//!
+//!  the load step (Substrate::measure)  load.rs for local and netns (loadgen in-process),
+//!                                      kube/run.rs for kind and kube (a Job, its log's record)
 //!
 //!  shared by the implementations     shared.rs (work area, readiness), process.rs (Proc), control.rs
 //!                                    (mesh-control), manifests.rs, peers.rs (nginx, HAProxy), probe.rs,

@@ -15,6 +15,8 @@ use suites::suite::{LoadShape, Variant};
 
 use crate::common::*;
 
+mod fake_cluster;
+
 struct Section {
     title: String,
     body: Vec<String>,
