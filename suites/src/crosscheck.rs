@@ -45,8 +45,22 @@ const SETTLE_STEP: Duration = Duration::from_millis(10);
 /// The "before" scrape of one cell, taken or on its way.
 pub struct Window {
     admins: Vec<ProxyAdmin>,
-    before: tokio::task::JoinHandle<Result<Vec<String>, String>>,
+    /// Taken by [`Window::close`]; aborted when the window is dropped
+    /// unclosed (loadgen failed), so no task waits for a warm-up's end that
+    /// never comes.
+    before: Option<tokio::task::JoinHandle<Result<Vec<String>, String>>>,
 }
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if let Some(task) = &self.before {
+            task.abort();
+        }
+    }
+}
+
+/// How long [`Window::close`] waits for a "before" scrape still running.
+const BEFORE_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Window {
     /// Start watching a cell whose load is about to start with `progress`;
@@ -78,18 +92,19 @@ impl Window {
                 scrape_all(&to_scrape).await
             })
         };
-        Some(Window { admins, before })
+        Some(Window { admins, before: Some(before) })
     }
 
     /// Take the "after" scrape (loadgen has returned) and compare with
     /// loadgen's `requests`.
-    pub async fn close(self, loadgen_requests: u64) -> Result<CrossCheck, String> {
-        let before = match self.before.is_finished() {
-            true => self.before.await.map_err(|e| e.to_string())??,
-            // Loadgen returned without ever leaving its warm-up.
-            false => {
-                self.before.abort();
-                return Err("the measured window never started".into());
+    pub async fn close(mut self, loadgen_requests: u64) -> Result<CrossCheck, String> {
+        let task = self.before.take().expect("closed once");
+        let abort = task.abort_handle();
+        let before = match tokio::time::timeout(BEFORE_PATIENCE, task).await {
+            Ok(joined) => joined.map_err(|e| e.to_string())??,
+            Err(_) => {
+                abort.abort();
+                return Err("the scrape at the window's start did not finish".into());
             }
         };
         let mut after = scrape_all(&self.admins).await?;
