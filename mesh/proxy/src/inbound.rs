@@ -40,7 +40,11 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+/// A downstream connection after detection, its bytes counted.
+type Counted = CountingIo<PrefixedIo<TcpStream>>;
+
 use crate::{
+    metrics::tcp::{CloseError, ConnMeter, CountingIo},
     discovery::authz::{Authz, AuthzByPort, Traffic},
     config::{Limits, OpaquePorts},
     tcp::detect::{detect, detect_tls, Detected, PrefixedIo, Protocol},
@@ -159,6 +163,7 @@ impl Inbound {
         activity: Activity,
     ) {
         let _open = self.stack.metrics().connection_opened();
+        let meter = self.stack.metrics().tcp().accept();
         let Some(target) = self.target(&stream, peer) else { return };
         let limits = &self.limits;
         // A silent client must not hold a socket forever, nor a drain. In
@@ -198,21 +203,27 @@ impl Inbound {
                 return;
             }
         };
-        let io = PrefixedIo::new(prefix, stream);
+        let read = prefix.len();
+        let io = CountingIo::new(PrefixedIo::new(prefix, stream), Arc::clone(&meter), read);
+        if protocol != Protocol::Tls || self.mesh.is_none() {
+            meter.identify(None, false);
+        }
         // The port's policy, once loaded, judges plaintext per request
         // (HTTP: 403; TCP: closed); until then a default that refuses
         // plaintext refuses the connection at once.
         let refuse_plaintext = !target.authz.judged_by_policy() && target.authz.verdict(None) != Verdict::Allow;
         match (protocol, &self.mesh) {
-            (Protocol::Tls, Some(mesh)) => Box::pin(self.meshed(mesh, io, peer, watcher, phase, target, activity)).await,
+            (Protocol::Tls, Some(mesh)) => Box::pin(self.meshed(mesh, io, &meter, peer, watcher, phase, target, activity)).await,
             // Every handler is boxed: a connection still in detection
             // (thousands in an idle flood) holds only what detection needs.
             (_, _) if refuse_plaintext => Box::pin(self.refuse_plaintext(protocol, io, peer, &target.authz)).await,
-            (Protocol::Http1 | Protocol::Http2, _) => Box::pin(self.serve_http(io, peer, watcher, phase, None, target, activity)).await,
+            (Protocol::Http1 | Protocol::Http2, _) => {
+                Box::pin(self.serve_http(io, &meter, peer, watcher, phase, None, target, activity)).await
+            }
             (Protocol::Tls | Protocol::Opaque, _) => {
                 if tcp_allowed(&target.authz, None, peer) {
                     let _busy = activity.request();
-                    Box::pin(self.relay_to_app(io, peer, target.app, target.app_source)).await
+                    Box::pin(self.relay_to_app(io, &meter, peer, target.app, target.app_source)).await
                 }
             }
         }
@@ -221,7 +232,8 @@ impl Inbound {
     async fn meshed(
         &self,
         mesh: &MeshTls,
-        io: PrefixedIo<TcpStream>,
+        io: Counted,
+        meter: &Arc<ConnMeter>,
         peer: SocketAddr,
         watcher: Watcher,
         phase: watch::Receiver<Phase>,
@@ -232,10 +244,14 @@ impl Inbound {
         let tls = match accepted {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
+                meter.identify(None, true);
+                meter.failed(CloseError::of_io(&e));
                 let reason = if mesh.is_certified() { refusal::classify_io(&e) } else { Refusal::NotCertified };
                 return self.refused(peer, reason, &e.to_string());
             }
             Err(_) => {
+                meter.identify(None, true);
+                meter.failed(CloseError::Timeout);
                 let within = humantime::format_duration(self.limits.header_read_timeout);
                 return self.refused(peer, Refusal::Handshake, &format!("handshake not completed within {within}"));
             }
@@ -243,13 +259,14 @@ impl Inbound {
         let (_, conn) = tls.get_ref();
         // The verifier only accepts certificates carrying a SPIFFE ID.
         let client = peer_identity(conn);
+        meter.identify(client.as_ref().map(SpiffeId::as_str), true);
         match conn.alpn_protocol() {
-            Some(ALPN_WEFT) => self.serve_http(tls, peer, watcher, phase, client, target, activity).await,
+            Some(ALPN_WEFT) => self.serve_http(tls, meter, peer, watcher, phase, client, target, activity).await,
             Some(ALPN_WEFT_TCP) => {
                 debug!(%peer, client = ?client, "meshed tcp");
                 if tcp_allowed(&target.authz, client.as_ref(), peer) {
                     let _busy = activity.request();
-                    self.relay_to_app(tls, peer, target.app, target.app_source).await
+                    self.relay_to_app(tls, meter, peer, target.app, target.app_source).await
                 }
             }
             other => {
@@ -267,6 +284,7 @@ impl Inbound {
     async fn serve_http<I>(
         &self,
         io: I,
+        meter: &ConnMeter,
         peer: SocketAddr,
         watcher: Watcher,
         mut phase: watch::Receiver<Phase>,
@@ -278,30 +296,33 @@ impl Inbound {
     {
         let stack = self.stack.service(Connection { client, peer, authz: target.authz, via: target.via });
         if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, activity, watcher, &mut phase).await {
+            meter.failed(CloseError::of(&*e));
             debug!(%peer, error = %e, "inbound connection ended with error");
         }
     }
 
-    async fn relay_to_app<I>(&self, mut io: I, peer: SocketAddr, addr: SocketAddr, source: Option<std::net::IpAddr>)
+    async fn relay_to_app<I>(&self, mut io: I, meter: &ConnMeter, peer: SocketAddr, addr: SocketAddr, source: Option<std::net::IpAddr>)
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
         let mut app = match connect_from(addr, source).await {
             Ok(app) => app,
             Err(e) => {
+                meter.failed(CloseError::of_io(&e));
                 warn!("inbound tcp from {peer}: connect to app {addr} failed: {e}");
                 return;
             }
         };
         let _ = app.set_nodelay(true);
         if let Err(e) = relay(&mut io, &mut app).await {
+            meter.failed(CloseError::of_io(&e));
             debug!(%peer, error = %e, "inbound tcp relay ended with error");
         }
     }
 
     /// Plaintext on a strict port: HTTP/1 gets a 403 naming why (cheap, and
     /// far clearer to a person with curl than a reset); the rest is closed.
-    async fn refuse_plaintext(&self, protocol: Protocol, mut io: PrefixedIo<TcpStream>, peer: SocketAddr, authz: &Authz) {
+    async fn refuse_plaintext(&self, protocol: Protocol, mut io: Counted, peer: SocketAddr, authz: &Authz) {
         let what = match protocol {
             Protocol::Http1 => "HTTP/1",
             Protocol::Http2 => "HTTP/2 (h2c)",

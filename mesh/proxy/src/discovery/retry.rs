@@ -329,7 +329,11 @@ impl<A: Attempt> Retry<'_, A> {
                 let again = match retry {
                     Some(r) if retryable && retries < r.max_retries => {
                         let time_left = deadline.is_none_or(|d| tokio::time::Instant::now() + r.backoff < d);
-                        time_left && r.budget.try_withdraw()
+                        let allowed = time_left && r.budget.try_withdraw();
+                        if time_left && !allowed {
+                            crate::metrics::http::note(|n| n.budget_exhausted = true);
+                        }
+                        allowed
                     }
                     _ => false,
                 };
@@ -337,6 +341,7 @@ impl<A: Attempt> Retry<'_, A> {
                     return result;
                 }
                 retries += 1;
+                crate::metrics::http::note(|n| n.retries += 1);
                 last = Some(endpoint);
                 debug!(authority = %key, retries, "retrying");
                 if let Some(r) = retry {

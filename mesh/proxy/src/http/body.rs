@@ -20,9 +20,12 @@ use hyper::{body::Incoming, client::conn::http1};
 use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::OwnedSemaphorePermit, time::Sleep};
 
-use crate::http::{
-    pace::{Pace, PaceError},
-    pool::{self, StreamSlot},
+use crate::{
+    http::{
+        pace::{Pace, PaceError},
+        pool::{self, StreamSlot},
+    },
+    metrics::http::Meter,
 };
 
 /// A pooled HTTP/1 upstream connection's request half.
@@ -153,6 +156,8 @@ pub struct ResponseBody {
     held: Option<OwnedSemaphorePermit>,
     /// The HTTP/2 stream it arrives on, counted until the body ends.
     stream: Option<StreamSlot>,
+    /// Counts the response at its end, error or drop (`stack::metrics`).
+    meter: Option<Meter>,
 }
 
 /// The request deadline, carried into the response body.
@@ -196,7 +201,7 @@ enum Kind {
 
 impl ResponseBody {
     fn of(kind: Kind) -> Self {
-        Self { kind, deadline: None, held: None, stream: None }
+        Self { kind, deadline: None, held: None, stream: None, meter: None }
     }
 
     /// A body produced by the proxy itself.
@@ -234,6 +239,13 @@ impl ResponseBody {
         self.held = Some(permit);
         self
     }
+
+    /// This body, counted by `meter` when it ends (success), fails or is
+    /// dropped before its end (failure).
+    pub fn metered(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
 }
 
 impl Body for ResponseBody {
@@ -255,11 +267,21 @@ impl Body for ResponseBody {
                 this.deadline = None;
                 this.kind = Kind::Full(None);
                 this.stream = None;
+                if let Some(m) = &mut this.meter {
+                    m.body_timeout();
+                    m.finish(true);
+                }
                 return Poll::Ready(Some(Err(ResponseBodyError::Deadline(after))));
             }
         }
         match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full(bytes) => {
+                let frame = bytes.take();
+                if let (None, Some(m)) = (&frame, &mut this.meter) {
+                    m.finish(false);
+                }
+                Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
+            }
             Kind::Upstream { body, pooled, done } => {
                 let frame = ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(ResponseBodyError::from));
                 match &frame {
@@ -272,12 +294,22 @@ impl Body for ResponseBody {
                         // the stream is free for another request.
                         this.deadline = None;
                         this.stream = None;
+                        if let Some(m) = &mut this.meter {
+                            m.finish(false);
+                        }
                     }
                     Some(Err(_)) => {
                         // The upstream connection is broken: never reuse it.
                         pooled.take();
+                        if let Some(m) = &mut this.meter {
+                            m.finish(true);
+                        }
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(f)) => {
+                        if let (Some(t), Some(m)) = (f.trailers_ref(), &mut this.meter) {
+                            m.trailers(t);
+                        }
+                    }
                 }
                 Poll::Ready(frame)
             }
@@ -302,7 +334,11 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper may never poll a body it already knows is empty (HEAD, 204,
-        // Content-Length: 0), so completion is also checked here.
+        // Content-Length: 0), or poll past its declared length, so
+        // completion is also checked here.
+        if let Some(mut m) = self.meter.take() {
+            m.finish(!self.is_end_stream());
+        }
         if let Kind::Upstream { body, pooled, done } = &mut self.kind {
             if let Some(p) = pooled.take() {
                 if *done || body.is_end_stream() {

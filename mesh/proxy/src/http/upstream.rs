@@ -58,6 +58,8 @@ use crate::{
 /// How to reach a meshed upstream: whom to expect there, and our identity.
 pub struct MeshedPeer {
     identity: SpiffeId,
+    /// `identity` as the `peer` metric label.
+    label: Arc<str>,
     connector: TlsConnector,
     mesh: Arc<MeshTls>,
     metrics: DirectionMetrics,
@@ -68,7 +70,8 @@ impl MeshedPeer {
     /// in `metrics`.
     pub fn new(mesh: &Arc<MeshTls>, identity: SpiffeId, metrics: DirectionMetrics) -> Result<Self, crate::identity::MeshError> {
         let connector = mesh.connector(&identity, mesh_identity::ALPN_WEFT)?;
-        Ok(Self { identity, connector, mesh: Arc::clone(mesh), metrics })
+        let label = Arc::from(identity.as_str());
+        Ok(Self { identity, label, connector, mesh: Arc::clone(mesh), metrics })
     }
 
     /// The SPIFFE ID expected from the peer.
@@ -205,7 +208,10 @@ impl Upstream {
         if upgrade::is_upgrade_request(&req) {
             return self.send_upgrade(req).await;
         }
-        if self.meshed.is_some() {
+        if let Some(peer) = &self.meshed {
+            // The `peer` of the request's metrics: whom we verified (the
+            // last attempt's, when retried).
+            crate::metrics::http::note(|r| r.peer = Some(Arc::clone(&peer.label)));
             let (mut parts, body) = req.into_parts();
             let downstream = parts.version;
             orig_proto::upgrade(&mut parts)?;

@@ -38,6 +38,7 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
+    metrics::tcp::{CloseError, ConnMeter, CountingIo},
     config::{Limits, OpaquePorts},
     tcp::detect::{detect, Detected, PrefixedIo, Protocol},
     stack::{outbound::OutboundStack, serve::serve_http, Via},
@@ -159,11 +160,13 @@ impl TransparentOutbound {
         activity: Activity,
     ) {
         let _open = self.stack.metrics().connection_opened();
+        let meter = self.stack.metrics().tcp().accept();
         let Some(dst) = self.gate.admit(&stream, peer) else { return };
         if self.is_opaque(dst).await {
             debug!(%peer, %dst, "opaque port: relayed without protocol detection");
             let _busy = activity.request();
-            return Box::pin(self.tcp.relay(stream, peer, dst)).await;
+            let stream = CountingIo::new(stream, Arc::clone(&meter), 0);
+            return Box::pin(self.tcp.relay(stream, &meter, peer, dst)).await;
         }
         let limits = &self.limits;
         // A client silent for the detect timeout may be waiting for the
@@ -184,12 +187,17 @@ impl TransparentOutbound {
                 return;
             }
         };
-        let io = PrefixedIo::new(prefix, stream);
+        let read = prefix.len();
+        let io = CountingIo::new(PrefixedIo::new(prefix, stream), Arc::clone(&meter), read);
         match protocol {
-            Protocol::Http1 | Protocol::Http2 => Box::pin(self.serve_http(io, peer, dst, watcher, phase, activity)).await,
+            Protocol::Http1 | Protocol::Http2 => {
+                // The app's side: no mesh identity.
+                meter.identify(None, false);
+                Box::pin(self.serve_http(io, &meter, peer, dst, watcher, phase, activity)).await
+            }
             Protocol::Tls | Protocol::Opaque => {
                 let _busy = activity.request();
-                Box::pin(self.tcp.relay(io, peer, dst)).await
+                Box::pin(self.tcp.relay(io, &meter, peer, dst)).await
             }
         }
     }
@@ -205,6 +213,7 @@ impl TransparentOutbound {
     async fn serve_http<I>(
         &self,
         io: I,
+        meter: &ConnMeter,
         peer: SocketAddr,
         dst: SocketAddr,
         watcher: Watcher,
@@ -216,6 +225,7 @@ impl TransparentOutbound {
     {
         let stack = self.stack.service(Some(self.via(dst)));
         if let Err(e) = serve_http(&self.builder, io, stack, &self.limits, activity, watcher, &mut phase).await {
+            meter.failed(CloseError::of(&*e));
             debug!(%peer, %dst, error = %e, "transparent outbound connection ended with error");
         }
     }

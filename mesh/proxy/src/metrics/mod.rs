@@ -4,14 +4,18 @@
 //! recording is a handful of relaxed atomic adds: no label hashing, no
 //! `Family` lock, no allocation per request.
 
+pub mod caps;
 pub mod discovery;
 pub mod error_kind;
 pub mod histogram;
+pub mod http;
 pub mod load_shed;
+pub mod process;
+pub mod tcp;
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
-use http::StatusCode;
+use ::http::StatusCode;
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -138,6 +142,8 @@ pub struct DirectionMetrics {
     body_timeouts: Counter,
     shed: [Counter; Shed::ALL.len()],
     load_shed: LoadShedMetrics,
+    http: Arc<http::HttpMetrics>,
+    tcp: Arc<tcp::TcpMetrics>,
 }
 
 /// Why a downstream connection was closed by the proxy's own limits.
@@ -241,6 +247,10 @@ impl Metrics {
         let body_timeouts = Family::<DirectionLabels, Counter>::default();
         let shed = Family::<ShedLabels, Counter>::default();
         let load_shed = load_shed::LoadShedFamilies::register(&mut registry);
+        let (http_out, http_in) = http::register(&mut registry);
+        let (http_out, http_in) = (Arc::new(http_out), Arc::new(http_in));
+        let (tcp_out, tcp_in) = tcp::register(&mut registry);
+        registry.register_collector(Box::new(process::ProcessCollector));
 
         let resolve = |direction: Direction| {
             let d = direction.as_str();
@@ -266,6 +276,14 @@ impl Metrics {
                 body_timeouts: body_timeouts.get_or_create(&DirectionLabels { direction: d }).clone(),
                 shed: Shed::ALL.map(|r| shed.get_or_create(&ShedLabels { direction: d, reason: r.as_label() }).clone()),
                 load_shed: load_shed.direction(d),
+                http: Arc::clone(match direction {
+                    Direction::Outbound => &http_out,
+                    Direction::Inbound => &http_in,
+                }),
+                tcp: Arc::clone(match direction {
+                    Direction::Outbound => &tcp_out,
+                    Direction::Inbound => &tcp_in,
+                }),
             }
         };
         let outbound = resolve(Direction::Outbound);
@@ -431,6 +449,16 @@ impl DirectionMetrics {
     /// Requests shed at admission, and the shedding state.
     pub fn load_shed(&self) -> &LoadShedMetrics {
         &self.load_shed
+    }
+
+    /// The golden HTTP metrics of this direction.
+    pub fn http(&self) -> &Arc<http::HttpMetrics> {
+        &self.http
+    }
+
+    /// The per-connection TCP metrics of this direction.
+    pub fn tcp(&self) -> &Arc<tcp::TcpMetrics> {
+        &self.tcp
     }
 
     /// Marks a downstream connection open until the guard drops.

@@ -10,7 +10,7 @@ use tracing::debug;
 use super::{Layer, Service};
 use crate::{
     http::{body::ResponseBody, error::ProxyError, headers::is_grpc},
-    metrics::{Direction, DirectionMetrics},
+    metrics::{error_kind::ErrorKind, Direction, DirectionMetrics},
 };
 
 /// Answers every [`ProxyError`] of the inner service.
@@ -57,7 +57,11 @@ where
                 Ok(resp) => resp,
                 Err(e) => {
                     debug!(direction = %self.layer.direction, error = %e, "proxy error");
-                    self.layer.metrics.record_error(e.kind());
+                    let kind = e.kind();
+                    self.layer.metrics.record_error(kind);
+                    if kind == ErrorKind::Timeout {
+                        crate::metrics::http::note(|r| r.timeout = true);
+                    }
                     match grpc {
                         true => e.into_grpc_response(),
                         false => e.into_response(),

@@ -84,8 +84,9 @@ impl InboundStack {
         // the per-client count and a header value clone.
         let client_metrics = conn.client.as_ref().map(|id| Arc::new(self.metrics.client(id.as_str())));
         let client_header = conn.client.as_ref().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
+        let peer = conn.client.as_ref().map(|id| Arc::from(id.as_str()));
         ServiceBuilder::new()
-            .layer(MetricsLayer::new(Arc::clone(&self.direction)).with_client(client_metrics))
+            .layer(MetricsLayer::new(Arc::clone(&self.direction)).with_client(client_metrics).with_peer(peer))
             .layer(ErrorsLayer::new(Direction::Inbound, Arc::clone(&self.direction)))
             .layer(ValidateLayer)
             .layer(LoopGuardLayer::new(None, self.max_hops))

@@ -71,9 +71,19 @@ impl OutboundStack {
 
     /// The request path: routed by authority, or (`--transparent`, one per
     /// connection) to `via`.
+    /// Build one per connection: the metrics layer caches the label sets
+    /// of the connection's requests.
     pub fn service(&self, via: Option<Via>) -> impl Service<Request<Incoming>, Response = Response<ResponseBody>> + 'static {
+        // A transparent connection goes to its original destination,
+        // whatever its requests' Host says: that is its authority.
+        let authority = via.as_ref().map(|via| -> Arc<str> {
+            match via {
+                Via::Discovered(target) => Arc::from(target.authority()),
+                Via::Upstream(up) => Arc::from(up.addr().to_string()),
+            }
+        });
         ServiceBuilder::new()
-            .layer(MetricsLayer::new(Arc::clone(&self.metrics)))
+            .layer(MetricsLayer::new(Arc::clone(&self.metrics)).with_authority(authority))
             .layer(ErrorsLayer::new(Direction::Outbound, Arc::clone(&self.metrics)))
             .layer(ValidateLayer)
             .layer(LoopGuardLayer::new(self.own.clone().filter(|_| via.is_none()), self.max_hops))

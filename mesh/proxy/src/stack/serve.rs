@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::{flood::FloodIo, outbound::OutboundStack, shed::Arrived, validate::FramingIo, Service};
 use crate::{
+    metrics::tcp::{CloseError, CountingIo},
     config::{Conns, Limits},
     http::{
         admit::ConnLimit,
@@ -91,11 +92,12 @@ pub async fn serve_proxy(
     limit: Arc<ConnLimit>,
     phase: watch::Receiver<Phase>,
 ) {
-    // One request path for every connection: explicit mode routes by authority.
-    let service = Arc::new(stack.service(None));
     serve_connections(listener, phase, limit, |stream, peer: SocketAddr, watcher, mut phase, activity| {
         let open = stack.metrics().connection_opened();
-        let service = Arc::clone(&service);
+        let meter = stack.metrics().tcp().accept();
+        // Explicit mode routes by authority; one stack per connection for
+        // its metrics' label cache.
+        let service = stack.service(None);
         let builder = Arc::clone(&builder);
         async move {
             let _open = open;
@@ -113,9 +115,13 @@ pub async fn serve_proxy(
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => return,
             }
+            // The app's side: no mesh identity.
+            meter.identify(None, false);
+            let stream = CountingIo::new(stream, Arc::clone(&meter), 0);
             // Boxed: hyper's connection state is allocated once bytes
             // arrive, not held by every silent connection (an idle flood).
             if let Err(e) = Box::pin(serve_http(&builder, stream, service, &limits, activity, watcher, &mut phase)).await {
+                meter.failed(CloseError::of(&*e));
                 debug!(%peer, error = %e, "downstream connection ended with error");
             }
         }

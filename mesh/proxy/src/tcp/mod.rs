@@ -29,7 +29,10 @@ use crate::{
     config::{Conns, TcpForward, TcpService},
     discovery::outbound::Outbound,
     identity::{MeshError, MeshTls, ALPN_WEFT_TCP},
-    metrics::DirectionMetrics,
+    metrics::{
+        tcp::{CloseError, ConnMeter, CountingIo},
+        DirectionMetrics,
+    },
     identity::refusal::{self, Refusal},
     http::admit::ConnLimit,
     http::server::{serve_connections, Phase},
@@ -103,15 +106,17 @@ impl TcpForwarder {
 
     async fn connection(&self, client: TcpStream, peer: SocketAddr) {
         let _open = self.dialer.metrics.connection_opened();
+        let meter = self.dialer.metrics.tcp().accept();
         let _ = client.set_nodelay(true);
+        let client = CountingIo::new(client, Arc::clone(&meter), 0);
         match &self.target {
             Target::Fixed { addr, identity, tls } => {
                 let tls = tls.as_ref().map(|(c, m)| (c, m.as_ref()));
-                self.dialer.dial_and_relay(client, peer, *addr, identity.as_ref(), tls).await;
+                self.dialer.dial_and_relay(client, &meter, peer, *addr, identity.as_ref(), tls).await;
             }
             Target::Service { authority, outbound, mesh } => {
                 let authority = crate::discovery::outbound::normalize(authority);
-                self.dialer.balanced(client, peer, &authority, outbound, mesh.as_ref()).await;
+                self.dialer.balanced(client, &meter, peer, &authority, outbound, mesh.as_ref()).await;
             }
         }
     }
@@ -133,14 +138,15 @@ impl OriginalDstRelay {
         Self { dialer: Dialer { listen, metrics }, outbound, mesh }
     }
 
-    /// Relays `client` (bytes already read put back in front) to `dst`.
-    pub async fn relay<C>(&self, client: C, peer: SocketAddr, dst: SocketAddr)
+    /// Relays `client` (bytes already read put back in front) to `dst`;
+    /// `meter` counts the connection (labelled here, by the upstream leg).
+    pub async fn relay<C>(&self, client: C, meter: &ConnMeter, peer: SocketAddr, dst: SocketAddr)
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
         match &self.outbound {
-            Some(outbound) => self.dialer.balanced(client, peer, &dst.to_string(), outbound, self.mesh.as_ref()).await,
-            None => self.dialer.dial_and_relay(client, peer, dst, None, None).await,
+            Some(outbound) => self.dialer.balanced(client, meter, peer, &dst.to_string(), outbound, self.mesh.as_ref()).await,
+            None => self.dialer.dial_and_relay(client, meter, peer, dst, None, None).await,
         }
     }
 }
@@ -154,14 +160,22 @@ struct Dialer {
 
 impl Dialer {
     /// One endpoint of `authority` (already normalized) per connection.
-    async fn balanced<C>(&self, client: C, peer: SocketAddr, authority: &str, outbound: &Outbound, mesh: Option<&Arc<MeshTls>>)
-    where
+    async fn balanced<C>(
+        &self,
+        client: C,
+        meter: &ConnMeter,
+        peer: SocketAddr,
+        authority: &str,
+        outbound: &Outbound,
+        mesh: Option<&Arc<MeshTls>>,
+    ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let set = outbound.backend(authority);
         let pick = match set.pick(None).await {
             Ok(p) => p,
             Err(e) => {
+                meter.failed(CloseError::Io);
                 warn!("tcp service {}: {e}; closing {peer}", self.listen);
                 return;
             }
@@ -171,6 +185,7 @@ impl Dialer {
             (Some(id), Some(mesh)) => match mesh.connector(id, ALPN_WEFT_TCP) {
                 Ok(c) => Some((c, mesh.as_ref())),
                 Err(e) => {
+                    meter.failed(CloseError::Io);
                     warn!("tcp service {}: endpoint {} ({id}): {e}; closing {peer}", self.listen, ep.addr);
                     return;
                 }
@@ -183,13 +198,13 @@ impl Dialer {
         // into the estimate: for long-lived connections it says little
         // about load, and one slow handshake (peak EWMA) would outweigh many
         // open connections on the other endpoint.
-        let connected = self.dial(peer, ep.addr, ep.identity.as_ref(), tls).await;
+        let connected = self.dial(meter, peer, ep.addr, ep.identity.as_ref(), tls).await;
         let ejected = set.balancer.observe(&pick, None, connected.is_some());
         if let Some(backoff) = ejected {
             warn!("endpoint {} of {authority} taken out of rotation for {backoff:?} after consecutive failures", ep.addr);
         }
         if let Some(upstream) = connected {
-            self.relay(client, peer, ep.addr, ep.identity.as_ref(), upstream).await;
+            self.relay(client, meter, peer, ep.addr, ep.identity.as_ref(), upstream).await;
         }
         drop(pick);
     }
@@ -197,6 +212,7 @@ impl Dialer {
     async fn dial_and_relay<C>(
         &self,
         client: C,
+        meter: &ConnMeter,
         peer: SocketAddr,
         target: SocketAddr,
         identity: Option<&SpiffeId>,
@@ -204,27 +220,32 @@ impl Dialer {
     ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        if let Some(upstream) = self.dial(peer, target, identity, tls).await {
-            self.relay(client, peer, target, identity, upstream).await;
+        if let Some(upstream) = self.dial(meter, peer, target, identity, tls).await {
+            self.relay(client, meter, peer, target, identity, upstream).await;
         }
     }
 
-    /// Connects (and with `tls`, handshakes); failures are logged here.
+    /// Connects (and with `tls`, handshakes); failures are logged here
+    /// and labelled on `meter` (the leg that was to be).
     async fn dial(
         &self,
+        meter: &ConnMeter,
         peer: SocketAddr,
         target: SocketAddr,
         identity: Option<&SpiffeId>,
         tls: Option<(&TlsConnector, &MeshTls)>,
     ) -> Option<Upstream> {
         let within = Conns::current().connect_timeout;
+        meter.identify(identity.map(SpiffeId::as_str), tls.is_some());
         let upstream = match tokio::time::timeout(within, TcpStream::connect(target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
+                meter.failed(CloseError::of_io(&e));
                 warn!("tcp forward {}: connect to {target} failed: {e}; closing {peer}", self.listen);
                 return None;
             }
             Err(_) => {
+                meter.failed(CloseError::Timeout);
                 warn!("tcp forward {}: connect to {target} timed out; closing {peer}", self.listen);
                 return None;
             }
@@ -235,6 +256,7 @@ impl Dialer {
         };
         let identity = identity.map(ToString::to_string).unwrap_or_default();
         if !mesh.is_certified() {
+            meter.failed(CloseError::Io);
             self.metrics.record_refusal(Refusal::NotCertified);
             warn!("refused outbound connection to {target} ({identity}): {}", Refusal::NotCertified);
             return None;
@@ -249,6 +271,7 @@ impl Dialer {
         match handshake {
             Ok(tls) => Some(Upstream::Tls(Box::new(tls))),
             Err(e) => {
+                meter.failed(CloseError::of_io(&e));
                 let reason = refusal::classify_io(&e);
                 self.metrics.record_refusal(reason);
                 warn!("refused outbound connection to {target} ({identity}): {reason}: {e}");
@@ -257,18 +280,27 @@ impl Dialer {
         }
     }
 
-    async fn relay<C>(&self, mut client: C, peer: SocketAddr, target: SocketAddr, identity: Option<&SpiffeId>, upstream: Upstream)
-    where
+    async fn relay<C>(
+        &self,
+        mut client: C,
+        meter: &ConnMeter,
+        peer: SocketAddr,
+        target: SocketAddr,
+        identity: Option<&SpiffeId>,
+        upstream: Upstream,
+    ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
         match upstream {
             Upstream::Plain(mut s) => {
                 if let Err(e) = relay(&mut client, &mut s).await {
+                    meter.failed(CloseError::of_io(&e));
                     debug!(%peer, %target, error = %e, "tcp relay ended with error");
                 }
             }
             Upstream::Tls(mut tls) => {
                 if let Err(e) = relay(&mut client, &mut *tls).await {
+                    meter.failed(CloseError::of_io(&e));
                     // TLS 1.3: the server's verdict on our certificate arrives
                     // after our handshake completed, as the first thing read.
                     let reason = refusal::classify_io(&e);

@@ -11,6 +11,7 @@ mod discovery;
 mod discovery_support;
 mod failclosed;
 mod forwarding;
+mod golden;
 mod injected;
 mod lifecycle;
 mod loops;

@@ -51,6 +51,7 @@ pub fn outbound(authority: &str, msg: pol::OutboundPolicy) -> (OutboundPolicy, V
         let name = meta_name(route.meta.as_ref());
         for (i, r) in route.rules.into_iter().enumerate() {
             let rule_name = if r.name.is_empty() { format!("{name} rule {i}") } else { format!("{name} rule {}", r.name) };
+            let label = rule_label(route.meta.as_ref(), &r.name, i);
             let mut matches = Vec::new();
             let given = r.matches.len();
             for m in r.matches {
@@ -71,6 +72,7 @@ pub fn outbound(authority: &str, msg: pol::OutboundPolicy) -> (OutboundPolicy, V
                 timeouts: timeouts(r.timeouts),
                 retry: retry(r.retry),
                 name: rule_name,
+                label: Some(label),
             });
         }
     }
@@ -80,6 +82,7 @@ pub fn outbound(authority: &str, msg: pol::OutboundPolicy) -> (OutboundPolicy, V
         let name = meta_name(route.meta.as_ref());
         for (i, r) in route.rules.into_iter().enumerate() {
             let rule_name = if r.name.is_empty() { format!("{name} rule {i}") } else { format!("{name} rule {}", r.name) };
+            let label = rule_label(route.meta.as_ref(), &r.name, i);
             let given = r.matches.len();
             let mut matches = Vec::new();
             for m in r.matches {
@@ -100,11 +103,21 @@ pub fn outbound(authority: &str, msg: pol::OutboundPolicy) -> (OutboundPolicy, V
                 timeouts: timeouts(r.timeouts),
                 retry: retry(r.retry),
                 name: rule_name,
+                label: Some(label),
             });
         }
     }
     let grpc_routes = (!grpc_rules.is_empty()).then(|| RouteTable::new(grpc_rules));
     (OutboundPolicy { routes, grpc_routes, accrual, opaque }, problems)
+}
+
+/// The `route` metric label of rule `index` (named `rule`, or not).
+fn rule_label(m: Option<&pol::Meta>, rule: &str, index: usize) -> std::sync::Arc<str> {
+    let route = m.map_or("route", |m| m.name.as_str());
+    match rule.is_empty() {
+        true => format!("{route}/{index}").into(),
+        false => format!("{route}/{rule}").into(),
+    }
 }
 
 fn meta_name(m: Option<&pol::Meta>) -> String {

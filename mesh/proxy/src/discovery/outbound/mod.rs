@@ -411,6 +411,7 @@ impl Outbound {
                 path: req.uri().path().to_owned(),
             });
         };
+        crate::metrics::http::note(|r| r.route.clone_from(&rule.label));
         let (mut parts, body) = req.into_parts();
         let backend = rule.pick_backend();
         let filters = rule.filters.iter().chain(backend.iter().flat_map(|b| b.filters.iter()));

@@ -280,6 +280,9 @@ pub struct Rule {
     pub retry: Option<Arc<RetryPolicy>>,
     /// `route namespace/name rule N`, for logs.
     pub name: String,
+    /// `ROUTE/RULE` (the rule's name, else its index), the `route` metric
+    /// label; `None`: a default route.
+    pub label: Option<Arc<str>>,
 }
 
 impl Rule {
