@@ -96,8 +96,12 @@ async fn retries_recover_a_flaky_backend_and_respect_the_budget() {
     let flaky = Replica::start(Duration::ZERO).await;
     flaky.status.store(503, std::sync::atomic::Ordering::SeqCst);
     ctl.state.set_endpoints("web.test:80", &[good.addr, flaky.addr]);
-    // Accrual off: only retries can hide the flaky replica.
-    ctl.state.set_outbound("web.test:80", one_rule(retry_rule(0.5, 10, 10_000), 0));
+    // Accrual off: only retries can hide the flaky replica. P2C sends the
+    // fast-failing replica about half of the 300 requests, each needing a
+    // retry (a few twice): a ratio of 0.5 plus the floor allowed 250 for
+    // about 250 needed, and failed a few requests at the end whenever the
+    // flaky share came out a little higher. A ratio of 1 leaves room.
+    ctl.state.set_outbound("web.test:80", one_rule(retry_rule(1.0, 10, 10_000), 0));
     let down = Replica::start(Duration::ZERO).await;
     down.status.store(503, std::sync::atomic::Ordering::SeqCst);
     ctl.state.set_endpoints("down.test:80", &[down.addr]);
