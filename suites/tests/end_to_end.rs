@@ -348,3 +348,229 @@ fn the_proxies_count_what_loadgen_sent() {
     assert!(md.contains(&format!("| {loadgen} = {loadgen} |")), "{md}");
     assert!(!md.contains("Cross-check failed"), "{md}");
 }
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `program` and return it with the address after each of `prefixes`
+/// on its stdout, in the order printed.
+fn spawn_listening(program: &Path, args: &[&str], prefixes: &[&str]) -> (Killed, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let child = Killed(child);
+    let mut found = Vec::new();
+    for prefix in prefixes {
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("{} never printed `{prefix}<addr>`", program.display()));
+        found.push(addr);
+    }
+    (child, found)
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status line and body.
+fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Family name -> type, from the `# TYPE` lines of a `/metrics` text
+/// (prometheus-client 0.24 writes them only for families with a sample).
+fn families(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(f, t)| (f.to_owned(), t.to_owned()))
+        .collect()
+}
+
+/// Every `weft_*` / `process_*` identifier in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let b = expr.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let starts = (expr[i..].starts_with("weft_") || expr[i..].starts_with("process_"))
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'));
+        if starts {
+            let end = expr[i..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .map_or(b.len(), |n| i + n);
+            out.push(expr[i..end].to_owned());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Families the binaries register but write on `/metrics` only after their
+/// first event (a retry, a timeout, a refused certificate, a TokenReview, a
+/// finished gRPC call, ...), which a short test cannot all cause: for these
+/// the test checks the binary itself carries the family name.
+const EVENT_ONLY: [(&str, &str, &str); 10] = [
+    ("weft_http_retries", "counter", "mesh-proxy"),
+    ("weft_http_retry_budget_exhausted", "counter", "mesh-proxy"),
+    ("weft_http_timeouts", "counter", "mesh-proxy"),
+    ("weft_balancer_endpoints", "gauge", "mesh-proxy"),
+    ("weft_balancer_ejections", "counter", "mesh-proxy"),
+    ("weft_refused_connections", "counter", "mesh-proxy"),
+    ("weft_control_grpc_requests", "counter", "mesh-control"),
+    ("weft_control_grpc_streams", "gauge", "mesh-control"),
+    ("weft_control_certificates_refused", "counter", "mesh-control"),
+    ("weft_control_tokenreview_duration_seconds", "histogram", "mesh-control"),
+];
+
+/// The [`EVENT_ONLY`] entry a PromQL sample name belongs to.
+fn event_only(name: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    EVENT_ONLY.iter().find(|(f, kind, _)| {
+        let one = std::collections::BTreeMap::from([(f.to_string(), kind.to_string())]);
+        family_of(name, &one).is_some()
+    })
+}
+
+/// The family a PromQL sample name belongs to, if `types` has it with a
+/// type that writes that sample (`_total` for counters, `_bucket`, `_sum`,
+/// `_count` for histograms, the bare name for gauges).
+fn family_of(name: &str, types: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let is = |family: &str, kind: &str| types.get(family).is_some_and(|t| t == kind);
+    if is(name, "gauge") {
+        return Some(name.to_owned());
+    }
+    if let Some(f) = name.strip_suffix("_total").filter(|f| is(f, "counter")) {
+        return Some(f.to_owned());
+    }
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s).filter(|f| is(f, "histogram")))
+        .map(str::to_owned)
+}
+
+/// dashboards/weft-mesh.json as Grafana imports it: every PromQL expression
+/// of its panels and variables names only metric families that a real
+/// mesh-proxy pair (after real requests through it) and a real mesh-control
+/// (`--admin-listen`) write on `/metrics`.
+#[test]
+fn the_dashboard_names_only_metrics_the_binaries_export() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/weft-mesh.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard parses");
+    // Importable into Grafana 10+: a Prometheus data source variable every query uses.
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    assert!(vars.iter().any(|v| v["type"] == "datasource" && v["name"] == "datasource" && v["query"] == "prometheus"));
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for p in dash["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
+        let title = p["title"].as_str().unwrap().to_owned();
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().filter(|t| !t.is_empty()).unwrap_or_else(|| panic!("{title}: no query"));
+        exprs.extend(targets.iter().map(|t| (title.clone(), t["expr"].as_str().unwrap().to_owned())));
+    }
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        exprs.push((format!("variable {}", v["name"]), v["definition"].as_str().unwrap().to_owned()));
+    }
+    // (panel, sample name, whether mesh-control exports it rather than the proxies)
+    let named: Vec<(String, String, bool)> = exprs
+        .iter()
+        .flat_map(|(t, e)| {
+            metric_names(e).into_iter().map(move |n| {
+                let control = n.starts_with("weft_control_") || (n.starts_with("process_") && e.contains("$control"));
+                (t.clone(), n, control)
+            })
+        })
+        .collect();
+    for section in ["weft_http_", "weft_tcp_", "process_", "weft_control_"] {
+        assert!(named.iter().any(|(_, n, _)| n.starts_with(section)), "no {section}* panel");
+    }
+
+    // app <- inbound proxy <- outbound proxy <- requests; and a control plane.
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, app) = spawn_listening(&bins.join("loadgen"), &["serve", "--listen", "127.0.0.1:0"], &["listening on "]);
+    let proxy_args = ["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--threads", "1"];
+    let (_inbound, inb) = spawn_listening(
+        &bins.join("mesh-proxy"),
+        &[&proxy_args[..], &["--app", &app[0], "--default-inbound-policy", "all-unauthenticated"]].concat(),
+        &["listening inbound ", "listening admin "],
+    );
+    let route = format!("svc.weft.local={}", inb[0]);
+    let (_outbound, outb) =
+        spawn_listening(&bins.join("mesh-proxy"), &[&proxy_args[..], &["--route", &route]].concat(), &["listening outbound ", "listening admin "]);
+    let (manifests, data, tokens) = (dir.path().join("m"), dir.path().join("d"), dir.path().join("tokens"));
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(&tokens, "").unwrap();
+    let (_control, control) = spawn_listening(
+        &bins.join("mesh-control"),
+        &[
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--trust-domain", "dash.test",
+            "--data-dir", data.to_str().unwrap(), "--bootstrap-tokens", tokens.to_str().unwrap(),
+            "--manifests", manifests.to_str().unwrap(),
+        ],
+        &["listening admin "],
+    );
+    for i in 0..5 {
+        let got = eventually_for(&format!("request {i} through the proxies"), patience(), || {
+            http_get(&outb[0], "svc.weft.local", "/").ok().filter(|r| r.starts_with("HTTP/1.1 200"))
+        });
+        assert!(!got.is_empty());
+    }
+    // Responses and closed connections are counted as they finish: scrape
+    // until every name resolves (or, after the patience, take what is there
+    // and say what is missing).
+    let deadline = std::time::Instant::now() + patience();
+    let (proxy_types, control_types) = eventually_for("the families to be written", 2 * patience(), || {
+        let scrape = |addr: &str| http_get(addr, addr, "/metrics").ok().map(|t| families(&t));
+        let mut proxy = scrape(&inb[1])?;
+        proxy.extend(scrape(&outb[1])?);
+        let control = scrape(&control[0])?;
+        let complete = named
+            .iter()
+            .all(|(_, n, c)| family_of(n, if *c { &control } else { &proxy }).is_some() || event_only(n).is_some());
+        (complete || std::time::Instant::now() > deadline).then_some((proxy, control))
+    });
+
+    let mut binaries: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
+    let mut wrong = Vec::new();
+    for (title, name, control) in &named {
+        if family_of(name, if *control { &control_types } else { &proxy_types }).is_some() {
+            continue;
+        }
+        match event_only(name) {
+            Some((family, _, binary)) => {
+                let text = binaries.entry(binary).or_insert_with(|| {
+                    String::from_utf8_lossy(&std::fs::read(bins.join(binary)).unwrap()).into_owned()
+                });
+                if !text.contains(family) {
+                    wrong.push(format!("{title}: {name} (not on /metrics yet, and {binary} has no family {family})"));
+                }
+            }
+            None => wrong.push(format!("{title}: {name}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the dashboard names metrics the binaries do not export:\n  {}\nproxies export: {:?}\nmesh-control exports: {:?}",
+        wrong.join("\n  "),
+        proxy_types.keys().collect::<Vec<_>>(),
+        control_types.keys().collect::<Vec<_>>()
+    );
+}
