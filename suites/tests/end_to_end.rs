@@ -404,12 +404,17 @@ fn families(text: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// Every `weft_*` / `process_*` identifier in a PromQL expression.
+/// Every `weft_*` / `process_*` identifier in a PromQL expression (label
+/// values, in quotes, are not identifiers).
 fn metric_names(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let b = expr.as_bytes();
     let mut i = 0;
     while i < b.len() {
+        if b[i] == b'"' {
+            i += expr[i + 1..].find('"').map_or(b.len(), |n| n + 2);
+            continue;
+        }
         let starts = (expr[i..].starts_with("weft_") || expr[i..].starts_with("process_"))
             && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'));
         if starts {
@@ -570,5 +575,29 @@ fn the_dashboard_names_only_metrics_the_binaries_export() {
         wrong.join("\n  "),
         proxy_types.keys().collect::<Vec<_>>(),
         control_types.keys().collect::<Vec<_>>()
+    );
+}
+
+/// The dashboard check's name handling: the samples each family type writes
+/// resolve, anything else (a counter without `_total`, a gauge's `_bucket`,
+/// a typo) does not.
+#[test]
+fn dashboard_metric_names_resolve_only_to_the_samples_a_family_writes() {
+    let types = std::collections::BTreeMap::from([
+        ("weft_http_requests".to_owned(), "counter".to_owned()),
+        ("weft_http_response_duration_seconds".to_owned(), "histogram".to_owned()),
+        ("process_resident_memory_bytes".to_owned(), "gauge".to_owned()),
+    ]);
+    let resolve = |n: &str| family_of(n, &types);
+    assert_eq!(resolve("weft_http_requests_total").as_deref(), Some("weft_http_requests"));
+    assert_eq!(resolve("weft_http_response_duration_seconds_bucket").as_deref(), Some("weft_http_response_duration_seconds"));
+    assert_eq!(resolve("weft_http_response_duration_seconds_count").as_deref(), Some("weft_http_response_duration_seconds"));
+    assert_eq!(resolve("process_resident_memory_bytes").as_deref(), Some("process_resident_memory_bytes"));
+    for wrong in ["weft_http_requests", "weft_http_request_total", "weft_http_response_duration_seconds", "process_resident_memory_bytes_total", "weft_http_requests_bucket"] {
+        assert_eq!(resolve(wrong), None, "{wrong}");
+    }
+    assert_eq!(
+        metric_names(r#"sum by (le) (rate(weft_x_bucket{a="weft_not_a_metric"}[5m])) / process_y + label_values(weft_z, pod)"#),
+        ["weft_x_bucket", "process_y", "weft_z"]
     );
 }
