@@ -536,19 +536,17 @@ fn the_dashboard_names_only_metrics_the_binaries_export() {
         });
         assert!(!got.is_empty());
     }
-    // Responses and closed connections are counted as they finish: scrape
-    // until every name resolves (or, after the patience, take what is there
-    // and say what is missing).
-    let deadline = std::time::Instant::now() + patience();
-    let (proxy_types, control_types) = eventually_for("the families to be written", 2 * patience(), || {
+    // A response and a closed connection are counted as they finish: scrape
+    // until both proxies have written those (the last families the requests
+    // above produce), then check once.
+    let finished = ["weft_http_responses", "weft_tcp_connections_closed"];
+    let (proxy_types, control_types) = eventually_for("both proxies to count the responses and closes", patience(), || {
         let scrape = |addr: &str| http_get(addr, addr, "/metrics").ok().map(|t| families(&t));
-        let mut proxy = scrape(&inb[1])?;
-        proxy.extend(scrape(&outb[1])?);
-        let control = scrape(&control[0])?;
-        let complete = named
-            .iter()
-            .all(|(_, n, c)| family_of(n, if *c { &control } else { &proxy }).is_some() || event_only(n).is_some());
-        (complete || std::time::Instant::now() > deadline).then_some((proxy, control))
+        let (inbound, outbound) = (scrape(&inb[1])?, scrape(&outb[1])?);
+        let done = finished.iter().all(|f| inbound.contains_key(*f) && outbound.contains_key(*f));
+        let mut proxy = inbound;
+        proxy.extend(outbound);
+        done.then_some((proxy, scrape(&control[0])?))
     });
 
     let mut binaries: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
