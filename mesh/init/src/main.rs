@@ -2,7 +2,8 @@
 //! interception rules (the injected init container runs it); `weft inject`
 //! adds the proxy to Kubernetes YAML; `weft install` and `weft uninstall`
 //! print the control plane's Kubernetes manifests; `weft check` checks a
-//! cluster before install (`--pre`) and the installed mesh.
+//! cluster before install (`--pre`) and the installed mesh; `weft stat` and
+//! `weft top` show proxies' golden figures from their admin metrics.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
@@ -18,7 +19,7 @@ struct Cli {
 }
 
 // One variant per subcommand: its args struct and one library call
-// (mesh-init for `init`, mesh-kube for the Kubernetes ones).
+// (mesh-init for `init`, mesh-kube for the Kubernetes ones, mesh-stat for stat/top).
 #[derive(Debug, Subcommand)]
 enum Command {
     Init(mesh_init::InitArgs),
@@ -29,6 +30,10 @@ enum Command {
     Install(mesh_kube::install::InstallArgs),
     /// Print what `weft install` created, for `weft uninstall | kubectl delete -f -`.
     Uninstall(mesh_kube::install::UninstallArgs),
+    /// Success rate, requests per second and latency per workload, route, peer or authority, over one window.
+    Stat(mesh_stat::cli::StatArgs),
+    /// `weft stat` refreshing every --interval (2s) until interrupted, busiest rows first.
+    Top(mesh_stat::cli::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,8 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject(&args),
         Command::Install(args) => print_manifests("install", args.render()),
         Command::Uninstall(args) => print_manifests("uninstall", args.render()),
+        Command::Stat(args) => mesh_stat::cli::stat(&args),
+        Command::Top(args) => mesh_stat::cli::top(&args),
     }
 }
 

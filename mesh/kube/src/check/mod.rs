@@ -12,6 +12,9 @@
 mod installed;
 mod pre;
 mod proxy;
+
+/// Which pods carry a Weft proxy, and whether it runs (also `weft stat --kube`'s choice of pods).
+pub use proxy::{is_meshed, is_running as proxy_running};
 mod render;
 pub(crate) mod trust;
 

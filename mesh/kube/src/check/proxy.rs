@@ -21,7 +21,7 @@ const CONCURRENCY: usize = 8;
 const NAMED: usize = 5;
 
 /// Pods the injector meshed: the injected annotation, or a proxy container (injected by `weft inject`).
-fn is_meshed(pod: &Pod) -> bool {
+pub fn is_meshed(pod: &Pod) -> bool {
     let annotated = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(names::INJECTED_ANNOTATION));
     let spec = pod.spec.as_ref();
     let has_proxy = spec.is_some_and(|s| {
@@ -73,7 +73,8 @@ fn not_ready(pod: &Pod) -> Option<String> {
     Some(format!("{why}, {} restarts", status.restart_count))
 }
 
-fn is_running(pod: &Pod) -> bool {
+/// Whether the pod's proxy container runs (has an admin listener to ask).
+pub fn is_running(pod: &Pod) -> bool {
     proxy_status(pod).is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
 }
 

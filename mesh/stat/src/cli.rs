@@ -1,0 +1,159 @@
+//! `weft stat` and `weft top`: their arguments and what they run. Exit 0
+//! with figures, 1 when no target could be scraped, 64 on bad arguments.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::expo::Exposition;
+use crate::render::{Failure, Report};
+use crate::scrape::{scrape, ScrapeError, Target};
+use crate::targets::{resolve, TargetArgs};
+use crate::window::{rows, By};
+
+/// Success rate, request rate and latency of proxies over one window.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true).multiple(false)))]
+pub struct StatArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// The window: metrics are scraped at its start and at its end.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+    /// Rows per workload, or per route, peer or authority within each workload.
+    #[arg(long, value_enum, default_value_t = By::Workload)]
+    pub by: By,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `weft stat` refreshing: a window every --interval, busiest rows first.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true).multiple(false)))]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// How often the table is refreshed (each refresh covers the last interval).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Stop after this many refreshes [default: until interrupted].
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    #[arg(long, value_enum, default_value_t = By::Route)]
+    pub by: By,
+    /// One JSON document per refresh, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One scrape of every target: its exposition and when it was taken.
+type Scrapes = Vec<Result<(Exposition, Instant), ScrapeError>>;
+
+async fn scrape_all(targets: &[Target]) -> Scrapes {
+    let scrapes = targets.iter().map(|t| async move { scrape(t).await.map(|e| (e, Instant::now())) });
+    futures_util::future::join_all(scrapes).await
+}
+
+/// The report for the window between `before` and `after`.
+pub fn report(targets: &[Target], before: &Scrapes, after: &Scrapes, window: Duration, by: By) -> Report {
+    let mut report = Report { window_seconds: window.as_secs_f64(), by, rows: Vec::new(), errors: Vec::new() };
+    for ((target, b), a) in targets.iter().zip(before).zip(after) {
+        match (b, a) {
+            (Ok((b, t0)), Ok((a, t1))) => report.rows.extend(rows(&target.name, b, a, t1.duration_since(*t0), by)),
+            (Err(e), _) | (_, Err(e)) => report.errors.push(Failure { workload: target.name.clone(), error: e.to_string() }),
+        }
+    }
+    report
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        eprintln!("weft: starting the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn targets(what: &str, args: &TargetArgs) -> Result<Vec<Target>, ExitCode> {
+    resolve(args).await.map_err(|e| {
+        eprintln!("weft {what}: {e}");
+        ExitCode::from(if e.is_usage() { 64 } else { 1 })
+    })
+}
+
+fn print(text: &str) -> bool {
+    // `weft stat | head` closing stdout early is not a failure.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("weft: writing to stdout: {e}");
+            false
+        }
+        _ => true,
+    }
+}
+
+pub fn stat(args: &StatArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let targets = match targets("stat", &args.targets).await {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        let before = scrape_all(&targets).await;
+        tokio::time::sleep(args.window).await;
+        let after = scrape_all(&targets).await;
+        let report = report(&targets, &before, &after, args.window, args.by);
+        let all_failed = report.errors.len() == targets.len();
+        let text = if args.json { report.to_json() } else { report.to_table() };
+        if all_failed && !args.json {
+            eprint!("weft stat: no target could be scraped:\n{text}");
+            return ExitCode::FAILURE;
+        }
+        match (print(&text), all_failed) {
+            (true, false) => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        }
+    })
+}
+
+pub fn top(args: &TopArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let targets = match targets("top", &args.targets).await {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        let terminal = std::io::stdout().is_terminal() && !args.json;
+        let mut before = scrape_all(&targets).await;
+        let mut done = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(args.interval) => {}
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            }
+            let after = scrape_all(&targets).await;
+            let mut report = report(&targets, &before, &after, args.interval, args.by);
+            report.rows.sort_by(|a, b| b.rps.total_cmp(&a.rps));
+            let text = match (args.json, terminal) {
+                (true, _) => serde_json::to_string(&report).unwrap_or_default() + "\n",
+                // Clear the screen and home the cursor: a refreshing table.
+                (false, true) => format!("\x1b[2J\x1b[H{}", report.to_table()),
+                (false, false) => report.to_table() + "\n",
+            };
+            if !print(&text) {
+                return ExitCode::FAILURE;
+            }
+            before = after;
+            done += 1;
+            if args.iterations.is_some_and(|n| done >= n) {
+                return ExitCode::SUCCESS;
+            }
+        }
+    })
+}
