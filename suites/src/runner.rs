@@ -406,6 +406,8 @@ async fn execute<S: Substrate>(
                     continue;
                 }
             };
+            // `weft stat --run` reads the deployed proxies from here until the cell ends.
+            let _published = crate::substrate::run_state::Published::new(&harness.work, substrate.name(), &dep);
             if let Some(h) = &scenario.hardening {
                 let bar = mp.add(ProgressBar::new_spinner());
                 bar.enable_steady_tick(Duration::from_millis(200));

@@ -17,7 +17,8 @@ use crate::window::{rows, By};
 pub struct StatArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
-    /// The window: metrics are scraped at its start and at its end.
+    /// The window: metrics are scraped at its start and at its end (Ctrl-C
+    /// ends it early; rates use the time that passed).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub window: Duration,
     /// Rows per workload, or per route, peer or authority within each workload.
@@ -103,9 +104,20 @@ pub fn stat(args: &StatArgs) -> ExitCode {
             Err(code) => return code,
         };
         let before = scrape_all(&targets).await;
-        tokio::time::sleep(args.window).await;
+        let started = Instant::now();
+        eprintln!(
+            "weft stat: window started: {} of {} proxies scraped; ends in {} (Ctrl-C ends it now)",
+            before.iter().filter(|s| s.is_ok()).count(),
+            targets.len(),
+            humantime::format_duration(args.window)
+        );
+        // Ctrl-C (SIGINT) closes the window early: the figures cover what passed.
+        tokio::select! {
+            _ = tokio::time::sleep(args.window) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
         let after = scrape_all(&targets).await;
-        let report = report(&targets, &before, &after, args.window, args.by);
+        let report = report(&targets, &before, &after, started.elapsed(), args.by);
         let all_failed = report.errors.len() == targets.len();
         let text = if args.json { report.to_json() } else { report.to_table() };
         if all_failed && !args.json {

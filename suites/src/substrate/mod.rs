@@ -54,6 +54,8 @@ pub mod proc_guard;
 #[forbid(unsafe_code)]
 pub mod process;
 #[forbid(unsafe_code)]
+pub mod run_state;
+#[forbid(unsafe_code)]
 mod select;
 #[forbid(unsafe_code)]
 pub mod shared;

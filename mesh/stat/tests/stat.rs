@@ -1,0 +1,163 @@
+//! `weft stat` through the real binaries: two real mesh-proxy processes
+//! (a client's outbound, a server's inbound in front of an app), a known
+//! number of requests and failures between them, and the real `weft stat
+//! --admin ... --json`, whose counts must equal what was sent. (Build the
+//! workspace's binaries first: `cargo build --workspace --bins`.)
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use weft_testkit::{eventually_async as eventually, patience};
+
+/// A binary of the workspace, next to this test's own directory.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// An app answering 500 on /fail and 200 elsewhere.
+async fn app() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let status = if req.uri().path() == "/fail" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+                    Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::from_static(b"ok"))).unwrap())
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+struct Proxy {
+    _child: Child,
+    outbound: SocketAddr,
+    /// Only with --app.
+    inbound: Option<SocketAddr>,
+    admin: SocketAddr,
+}
+
+/// A plaintext mesh-proxy with `args`, its addresses read from its stdout.
+async fn proxy(args: &[&str]) -> Proxy {
+    let mut child = Command::new(bin("mesh-proxy"))
+        .args(["--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--threads", "1"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut outbound, mut inbound, mut admin) = (None, None, None);
+    while admin.is_none() {
+        let line = tokio::time::timeout(patience(), lines.next_line()).await.unwrap().unwrap().expect("mesh-proxy exited");
+        let parse = |prefix: &str| line.strip_prefix(prefix).map(|a| a.parse::<SocketAddr>().unwrap());
+        outbound = outbound.or(parse("listening outbound "));
+        inbound = inbound.or(parse("listening inbound "));
+        admin = admin.or(parse("listening admin "));
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let p = Proxy { _child: child, outbound: outbound.unwrap(), inbound, admin: admin.unwrap() };
+    eventually("the proxy ready", || async { (get(p.admin, "/ready", "x").await == Some(StatusCode::OK)).then_some(()) }).await;
+    p
+}
+
+/// One HTTP/1 GET on a fresh connection: its status, None if it failed.
+async fn get(to: SocketAddr, path: &str, host: &str) -> Option<StatusCode> {
+    let stream = tokio::net::TcpStream::connect(to).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    let req = Request::get(path).header("host", host).body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(req).await.ok()?;
+    let status = response.status();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+/// Responses the proxy at `admin` has counted, per direction.
+async fn counted(admin: SocketAddr, direction: &str) -> f64 {
+    let text = reqwest_text(admin).await;
+    let e = mesh_stat::expo::parse(&text).unwrap();
+    e.named(mesh_stat::window::RESPONSES).filter(|s| s.label("direction") == direction).map(|s| s.value).sum()
+}
+
+async fn reqwest_text(admin: SocketAddr) -> String {
+    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/metrics").header("host", admin.to_string()).body(Empty::<Bytes>::new()).unwrap();
+    let body = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn weft_stat_counts_what_was_sent_through_two_real_proxies() {
+    let app = app().await;
+    let server = proxy(&["--app", &app.to_string(), "--default-inbound-policy", "all-unauthenticated"]).await;
+    let client = proxy(&["--route", &format!("web.test={}", server.inbound.expect("the server proxy has an app"))]).await;
+    // Traffic before the window must not count.
+    assert_eq!(get(client.outbound, "/", "web.test").await, Some(StatusCode::OK));
+    eventually("the early request counted", || async { (counted(server.admin, "inbound").await == 1.0).then_some(()) }).await;
+
+    let admins = format!("client=http://{},server=http://{}", client.admin, server.admin);
+    let mut stat = Command::new(bin("weft"))
+        .args(["stat", "--admin", &admins, "--window", "10m", "--json", "--by", "authority"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(stat.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(patience(), stderr.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(line.contains("window started: 2 of 2 proxies scraped"), "{line}");
+
+    let (ok, failed) = (30, 5);
+    for i in 0..ok + failed {
+        let path = if i < failed { "/fail" } else { "/" };
+        let want = if i < failed { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+        assert_eq!(get(client.outbound, path, "web.test").await, Some(want), "request {i}");
+    }
+    // Responses are counted once their last byte is out: wait for both proxies.
+    let all = f64::from(ok + failed + 1);
+    eventually("both proxies counted every response", || async {
+        (counted(client.admin, "outbound").await == all && counted(server.admin, "inbound").await == all).then_some(())
+    })
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(stat.id().unwrap() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(patience(), stat.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    let row = |workload: &str, direction: &str| {
+        rows.iter()
+            .find(|r| r["workload"] == workload && r["direction"] == direction)
+            .unwrap_or_else(|| panic!("no {workload} {direction} row in {report}"))
+    };
+    for (workload, direction) in [("client", "outbound"), ("server", "inbound")] {
+        let r = row(workload, direction);
+        assert_eq!(r["requests"], ok + failed, "{r}");
+        assert_eq!(r["successes"], ok, "{r}");
+        assert_eq!(r["success_rate"], f64::from(ok) / f64::from(ok + failed), "{r}");
+        assert!(r["p50"].as_f64().is_some_and(|p| p > 0.0) && r["p99"].as_f64() >= r["p50"].as_f64(), "{r}");
+        assert!(r["rps"].as_f64().is_some_and(|rps| rps > 0.0), "{r}");
+    }
+    assert_eq!(row("client", "outbound")["key"], "web.test:80", "the authority as the client proxy routed it");
+    assert_eq!(rows.len(), 2, "only these two rows had traffic: {report}");
+}
