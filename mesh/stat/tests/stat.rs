@@ -161,3 +161,92 @@ async fn weft_stat_counts_what_was_sent_through_two_real_proxies() {
     assert_eq!(row("client", "outbound")["key"], "web.test:80", "the authority as the client proxy routed it");
     assert_eq!(rows.len(), 2, "only these two rows had traffic: {report}");
 }
+
+/// A fake Kubernetes API server on 127.0.0.1:0 for `weft stat --kube`: a
+/// pod list, and a meshed pod's metrics through the pod proxy, 10 responses
+/// at the first scrape and 25 at the second. Returns its address and the
+/// requests it saw.
+async fn fake_api() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let pod = |name: &str, meshed: bool, running: bool| {
+        let state = if running { serde_json::json!({"running": {}}) } else { serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}}) };
+        let mut containers = vec![serde_json::json!({"name": "app"})];
+        let mut statuses = vec![serde_json::json!({"name": "app", "ready": true, "restartCount": 0, "image": "app", "imageID": "", "state": {"running": {}}})];
+        if meshed {
+            containers.push(serde_json::json!({"name": "weft-proxy"}));
+            statuses.push(serde_json::json!({"name": "weft-proxy", "ready": running, "restartCount": 0, "image": "p", "imageID": "", "state": state}));
+        }
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "annotations": if meshed { serde_json::json!({"weft.io/injected": "true"}) } else { serde_json::json!({}) }},
+            "spec": {"containers": containers},
+            "status": {"phase": "Running", "containerStatuses": statuses}
+        })
+    };
+    let list = serde_json::json!({
+        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+        "items": [pod("web-1", true, true), pod("plain", false, true), pod("web-2", true, false)]
+    })
+    .to_string();
+    let metrics = |n: u32| {
+        format!(
+            "# TYPE weft_http_responses counter\nweft_http_responses_total{{direction=\"inbound\",authority=\"web.shop.svc.cluster.local:80\",route=\"default\",peer=\"spiffe://cluster.local/ns/front/sa/front\",status_code=\"200\",grpc_status=\"\",classification=\"success\"}} {n}\n# EOF\n"
+        )
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (log, list) = (Arc::clone(&log), list.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let request = format!("{} {}", req.method(), req.uri());
+                    let mut log = log.lock().unwrap();
+                    log.push(request.clone());
+                    let scrapes = log.iter().filter(|r| r.contains("/proxy/metrics")).count();
+                    let (status, body) = match request.as_str() {
+                        "GET /api/v1/namespaces/shop/pods?&labelSelector=app%3Dweb" | "GET /api/v1/namespaces/shop/pods?labelSelector=app%3Dweb" => (200, list.clone()),
+                        "GET /api/v1/namespaces/shop/pods/web-1:4191/proxy/metrics" => (200, metrics(if scrapes == 1 { 10 } else { 25 })),
+                        _ => (404, r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_owned()),
+                    };
+                    std::future::ready(Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::from(body))).unwrap()))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn weft_stat_kube_scrapes_meshed_running_pods_through_the_api_server() {
+    let (api, seen) = fake_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
+             users:\n- name: fake\n  user:\n    token: weft-stat-test\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("weft"))
+        .args(["stat", "--kube", "-n", "shop", "-l", "app=web", "--window", "100ms", "--json", "--by", "peer"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{:?}", seen.lock().unwrap());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only web-1 is meshed with a running proxy: {report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "web-2's stopped proxy is not scraped: {report}");
+    assert_eq!(rows[0]["workload"], "shop/web-1");
+    assert_eq!(rows[0]["key"], "spiffe://cluster.local/ns/front/sa/front");
+    assert_eq!((rows[0]["requests"].as_u64(), rows[0]["successes"].as_u64()), (Some(15), Some(15)), "{report}");
+    let scrapes = seen.lock().unwrap().iter().filter(|r| r.ends_with("/pods/web-1:4191/proxy/metrics")).count();
+    assert_eq!(scrapes, 2, "{:?}", seen.lock().unwrap());
+}
