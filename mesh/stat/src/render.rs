@@ -68,7 +68,7 @@ impl Report {
             out.push('\n');
         }
         if self.rows.is_empty() {
-            out.push_str(&format!("(no HTTP responses in the {}s window)\n", self.window_seconds));
+            out.push_str(&format!("(no HTTP responses in the {:.1}s window)\n", self.window_seconds));
         }
         for f in &self.errors {
             out.push_str(&format!("{}: {}\n", f.workload, f.error));

@@ -21,8 +21,8 @@ pub struct TargetArgs {
     pub admin: Vec<String>,
     /// The proxies of a running `bench run` (local or netns substrate): its
     /// work dir ($TMPDIR/weft-bench-*), or, with no value, the one running.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", group = "targets")]
-    pub run: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", group = "targets")]
+    pub run: Option<Option<PathBuf>>,
     /// Every meshed pod (running proxy) through the Kubernetes API server's
     /// pod proxy (KUBECONFIG or in-cluster config).
     #[arg(long, group = "targets")]
@@ -97,7 +97,10 @@ pub async fn resolve(args: &TargetArgs) -> Result<Vec<Target>, TargetError> {
         return Ok(targets);
     }
     if let Some(dir) = &args.run {
-        let dir = if dir.as_os_str().is_empty() { state::find_run(&std::env::temp_dir())? } else { dir.clone() };
+        let dir = match dir {
+            Some(dir) => dir.clone(),
+            None => state::find_run(&std::env::temp_dir())?,
+        };
         let run = RunState::read(&dir)?;
         if run.proxies.is_empty() {
             return Err(TargetError::NoProxies { dir });
