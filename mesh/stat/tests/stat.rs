@@ -160,6 +160,20 @@ async fn weft_stat_counts_what_was_sent_through_two_real_proxies() {
     }
     assert_eq!(row("client", "outbound")["key"], "web.test:80", "the authority as the client proxy routed it");
     assert_eq!(rows.len(), 2, "only these two rows had traffic: {report}");
+
+    // `weft top`: one JSON document per refresh, as many as --iterations;
+    // nothing was sent meanwhile, so no row had traffic.
+    let out = Command::new(bin("weft"))
+        .args(["top", "--admin", &admins, "--interval", "100ms", "--iterations", "2", "--json"])
+        .output();
+    let out = tokio::time::timeout(patience(), out).await.unwrap().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let refreshes: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(refreshes.len(), 2, "{refreshes:?}");
+    for r in &refreshes {
+        assert_eq!((&r["by"], &r["rows"], &r["errors"]), (&serde_json::json!("route"), &serde_json::json!([]), &serde_json::json!([])), "{r}");
+    }
 }
 
 /// A fake Kubernetes API server on 127.0.0.1:0 for `weft stat --kube`: a
