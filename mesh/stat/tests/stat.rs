@@ -264,3 +264,58 @@ async fn weft_stat_kube_scrapes_meshed_running_pods_through_the_api_server() {
     let scrapes = seen.lock().unwrap().iter().filter(|r| r.ends_with("/pods/web-1:4191/proxy/metrics")).count();
     assert_eq!(scrapes, 2, "{:?}", seen.lock().unwrap());
 }
+
+/// `weft stat --run` finds a running `bench run` (local substrate) through
+/// its work dir's proxies.json and scrapes the cell's two proxies.
+#[tokio::test]
+async fn weft_stat_run_reads_the_proxies_of_a_running_bench_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let suite = dir.path().join("s.toml");
+    std::fs::write(
+        &suite,
+        "name = \"s\"\n[defaults]\nduration = \"3s\"\nwarmup = \"0s\"\nconnections = 2\nvariants = [\"weft\"]\n[[scenario]]\nname = \"h1\"\nrates = [200]\n",
+    )
+    .unwrap();
+    let bench = Command::new(bin("bench"))
+        .args(["run", "--suite"])
+        .arg(&suite)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let state = eventually("the cell's proxies published", || async {
+        let work = std::fs::read_dir(&tmp).ok()?.flatten().map(|e| e.path()).find(|p| p.join("proxies.json").is_file())?;
+        let state = mesh_stat::state::RunState::read(&work).ok()?;
+        (state.proxies.len() == 2).then_some(state)
+    })
+    .await;
+    assert_eq!((state.substrate.as_str(), state.variant.as_str()), ("local", "weft"));
+    let out = Command::new(bin("weft"))
+        .args(["stat", "--run", "--window", "1s", "--json"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let mut seen: Vec<(String, String)> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["requests"].as_u64() > Some(0) && r["success_rate"] == 1.0, "{r}");
+            (r["workload"].as_str().unwrap().to_owned(), r["direction"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [("proxy-inbound".into(), "inbound".into()), ("proxy-outbound".into(), "outbound".into())], "{report}");
+    let done = tokio::time::timeout(patience() * 3, bench.wait_with_output()).await.unwrap().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+}
