@@ -31,9 +31,13 @@ impl Report {
             By::Peer => Some("PEER"),
             By::Authority => Some("AUTHORITY"),
         };
+        let tcp = self.by.has_tcp();
         let mut header = vec!["WORKLOAD", "DIRECTION"];
         header.extend(key);
         header.extend(["REQUESTS", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99"]);
+        if tcp {
+            header.push("TCP_CONN");
+        }
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
         for r in &self.rows {
             let mut cells = vec![r.workload.clone(), r.direction.clone()];
@@ -48,12 +52,15 @@ impl Report {
                 latency(r.p95),
                 latency(r.p99),
             ]);
+            if tcp {
+                cells.push(r.tcp_open.map_or("-".to_owned(), |n| n.to_string()));
+            }
             lines.push(cells);
         }
         let widths: Vec<usize> =
             (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
         // Names left-aligned, figures right-aligned.
-        let figures_from = lines[0].len() - 6;
+        let figures_from = lines[0].len() - 6 - usize::from(tcp);
         let mut out = String::new();
         for line in &lines {
             let cells: Vec<String> = line
@@ -103,6 +110,10 @@ mod tests {
             p50: Some(0.00042),
             p95: Some(0.0125),
             p99: Some(1.5),
+            tcp_open: None,
+            tcp_opened: None,
+            read_bytes_per_second: None,
+            write_bytes_per_second: None,
         };
         let report = Report {
             window_seconds: 10.0,
@@ -115,6 +126,17 @@ mod tests {
         assert_eq!(lines[0], "WORKLOAD  DIRECTION  ROUTE        REQUESTS  SUCCESS     RPS  LATENCY_P50  LATENCY_P95  LATENCY_P99");
         assert_eq!(lines[1], "server-1  inbound    web-split/0     10000   99.90%  1000.0       0.42ms       12.5ms        1.50s");
         assert_eq!(lines[2], "client: GET http://x/metrics: refused");
+        let per_workload = Report {
+            by: By::Workload,
+            rows: vec![Row { key: None, tcp_open: Some(8), ..report.rows[0].clone() }],
+            errors: Vec::new(),
+            ..report.clone()
+        };
+        assert_eq!(
+            per_workload.to_table(),
+            "WORKLOAD  DIRECTION  REQUESTS  SUCCESS     RPS  LATENCY_P50  LATENCY_P95  LATENCY_P99  TCP_CONN\n\
+             server-1  inbound       10000   99.90%  1000.0       0.42ms       12.5ms        1.50s         8\n"
+        );
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["by"], "route");
         assert_eq!(json["rows"][0]["key"], "web-split/0");

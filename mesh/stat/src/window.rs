@@ -13,6 +13,12 @@ use crate::expo::Exposition;
 pub const RESPONSES: &str = "weft_http_responses_total";
 /// Request head to response last byte, by classification.
 pub const DURATION_BUCKETS: &str = "weft_http_response_duration_seconds_bucket";
+/// Every connection the proxy accepts or relays (HTTP included), by direction, peer and TLS.
+pub const TCP_OPENED: &str = "weft_tcp_connections_opened_total";
+pub const TCP_CLOSED: &str = "weft_tcp_connections_closed_total";
+/// Bytes read from / written to the downstream side.
+pub const TCP_READ: &str = "weft_tcp_read_bytes_total";
+pub const TCP_WRITE: &str = "weft_tcp_write_bytes_total";
 
 /// What rows are grouped by, beside workload and direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -39,6 +45,11 @@ impl By {
             By::Authority => Some("authority"),
         }
     }
+
+    /// Whether the TCP families (labelled by direction and peer only) fit this grouping.
+    pub fn has_tcp(self) -> bool {
+        matches!(self, By::Workload | By::Peer)
+    }
 }
 
 /// One line of `weft stat`.
@@ -61,14 +72,31 @@ pub struct Row {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
     pub p99: Option<f64>,
+    /// TCP connections open at the window's end (opened minus closed);
+    /// None when grouped by route or authority, or without TCP figures.
+    pub tcp_open: Option<u64>,
+    /// TCP connections opened in the window.
+    pub tcp_opened: Option<u64>,
+    /// Bytes per second read from / written to the downstream side.
+    pub read_bytes_per_second: Option<f64>,
+    pub write_bytes_per_second: Option<f64>,
 }
 
 #[derive(Default)]
 struct Acc {
     requests: f64,
     successes: f64,
+    tcp: Option<Tcp>,
     /// le -> cumulative count delta, summed over the group's series.
     buckets: BTreeMap<OrderedLe, f64>,
+}
+
+#[derive(Default)]
+struct Tcp {
+    open: f64,
+    opened: f64,
+    read: f64,
+    written: f64,
 }
 
 /// A bucket bound that sorts numerically (+Inf last).
@@ -118,10 +146,32 @@ pub fn rows(workload: &str, before: &Exposition, after: &Exposition, window: Dur
         let d = delta(old.get(&s.labels.clone().into_iter().collect::<Vec<_>>()).copied(), s.value);
         *groups.entry(key_of(s)).or_default().buckets.entry(OrderedLe(le)).or_default() += d;
     }
+    if by.has_tcp() {
+        for (name, field) in [(TCP_OPENED, 0), (TCP_CLOSED, 1), (TCP_READ, 2), (TCP_WRITE, 3)] {
+            let old = index(before, name);
+            for s in after.named(name) {
+                let d = delta(old.get(&s.labels.clone().into_iter().collect::<Vec<_>>()).copied(), s.value);
+                let tcp = groups.entry(key_of(s)).or_default().tcp.get_or_insert_with(Tcp::default);
+                match field {
+                    0 => {
+                        tcp.open += s.value;
+                        tcp.opened += d;
+                    }
+                    1 => tcp.open -= s.value,
+                    2 => tcp.read += d,
+                    _ => tcp.written += d,
+                }
+            }
+        }
+    }
     let secs = window.as_secs_f64();
+    let per_second = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
     groups
         .into_iter()
-        .filter(|(_, acc)| acc.requests > 0.0 || acc.buckets.values().any(|c| *c > 0.0))
+        .filter(|(_, acc)| {
+            let tcp = acc.tcp.as_ref().is_some_and(|t| t.open > 0.0 || t.opened > 0.0 || t.read > 0.0 || t.written > 0.0);
+            acc.requests > 0.0 || acc.buckets.values().any(|c| *c > 0.0) || tcp
+        })
         .map(|((direction, key), acc)| {
             let buckets: Vec<(f64, f64)> = acc.buckets.iter().map(|(le, c)| (le.0, *c)).collect();
             Row {
@@ -131,10 +181,14 @@ pub fn rows(workload: &str, before: &Exposition, after: &Exposition, window: Dur
                 requests: acc.requests.round() as u64,
                 successes: acc.successes.round() as u64,
                 success_rate: (acc.requests > 0.0).then(|| acc.successes / acc.requests),
-                rps: if secs > 0.0 { acc.requests / secs } else { 0.0 },
+                rps: per_second(acc.requests),
                 p50: histogram_quantile(0.50, &buckets),
                 p95: histogram_quantile(0.95, &buckets),
                 p99: histogram_quantile(0.99, &buckets),
+                tcp_open: acc.tcp.as_ref().map(|t| t.open.max(0.0).round() as u64),
+                tcp_opened: acc.tcp.as_ref().map(|t| t.opened.round() as u64),
+                read_bytes_per_second: acc.tcp.as_ref().map(|t| per_second(t.read)),
+                write_bytes_per_second: acc.tcp.as_ref().map(|t| per_second(t.written)),
             }
         })
         .collect()
@@ -250,6 +304,26 @@ mod tests {
         let merged = super::rows("web", &before, &after, Duration::from_secs(10), By::Workload);
         assert_eq!(merged.iter().map(|r| (r.direction.as_str(), r.requests)).collect::<Vec<_>>(), [("inbound", 100), ("outbound", 20)]);
         assert!(merged.iter().all(|r| r.key.is_none()));
+    }
+
+    #[test]
+    fn tcp_figures_per_workload_and_peer_not_per_route() {
+        let tcp = |opened: u64, closed: u64, read: u64| {
+            let l = "direction=\"inbound\",peer=\"spiffe://td/ns/a/sa/b\",tls=\"mtls\"";
+            parse(&format!(
+                "weft_tcp_connections_opened_total{{{l}}} {opened}\nweft_tcp_connections_closed_total{{{l},error=\"\"}} {closed}\n\
+                 weft_tcp_read_bytes_total{{{l}}} {read}\nweft_tcp_write_bytes_total{{{l}}} {read}\n"
+            ))
+            .unwrap()
+        };
+        let (before, after) = (tcp(10, 8, 1000), tcp(15, 12, 6000));
+        let rows = rows("db", &before, &after, Duration::from_secs(5), By::Peer);
+        assert_eq!(rows.len(), 1, "an opaque TCP workload has a row: {rows:?}");
+        let r = &rows[0];
+        assert_eq!((r.requests, r.success_rate, r.p50), (0, None, None));
+        assert_eq!((r.key.as_deref(), r.tcp_open, r.tcp_opened), (Some("spiffe://td/ns/a/sa/b"), Some(3), Some(5)));
+        assert_eq!((r.read_bytes_per_second, r.write_bytes_per_second), (Some(1000.0), Some(1000.0)));
+        assert!(super::rows("db", &before, &after, Duration::from_secs(5), By::Route).is_empty());
     }
 
     #[test]

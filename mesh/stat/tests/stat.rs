@@ -311,6 +311,8 @@ async fn weft_stat_run_reads_the_proxies_of_a_running_bench_run() {
         .iter()
         .map(|r| {
             assert!(r["requests"].as_u64() > Some(0) && r["success_rate"] == 1.0, "{r}");
+            // loadgen's connections to the client proxy, the proxies' mTLS connection to the server one.
+            assert!(r["tcp_open"].as_u64() >= Some(1), "{r}");
             (r["workload"].as_str().unwrap().to_owned(), r["direction"].as_str().unwrap().to_owned())
         })
         .collect();
