@@ -1,8 +1,8 @@
 //! A tower layer around mesh-control's gRPC routes that counts every call
 //! by method and final gRPC status: from the response headers when tonic
-//! answers trailers-only (refusals), else from the body's trailers, and as
-//! `Cancelled` when the body is dropped before its trailers (the client
-//! went away, or shutdown ended a watch).
+//! answers trailers-only (refusals), else from the body's trailers (a watch
+//! that mesh-control ends at shutdown gets `OK` there), and as `Cancelled`
+//! when the body is dropped before its trailers (the client went away).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
