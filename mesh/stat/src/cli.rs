@@ -48,6 +48,9 @@ pub struct TopArgs {
     pub json: bool,
 }
 
+/// The family every proxy with the golden metrics declares (`# TYPE`), even before any traffic.
+const GOLDEN_FAMILY: &str = "weft_http_responses";
+
 /// One scrape of every target: its exposition and when it was taken.
 type Scrapes = Vec<Result<(Exposition, Instant), ScrapeError>>;
 
@@ -61,6 +64,12 @@ pub fn report(targets: &[Target], before: &Scrapes, after: &Scrapes, window: Dur
     let mut report = Report { window_seconds: window.as_secs_f64(), by, rows: Vec::new(), errors: Vec::new() };
     for ((target, b), a) in targets.iter().zip(before).zip(after) {
         match (b, a) {
+            // A proxy that declares none of the golden families is older than them:
+            // say so rather than show it idle.
+            (Ok(_), Ok((a, _))) if !a.types.contains_key(GOLDEN_FAMILY) => report.errors.push(Failure {
+                workload: target.name.clone(),
+                error: format!("{}: no {GOLDEN_FAMILY} family (a mesh-proxy older than the golden metrics?)", target.source),
+            }),
             (Ok((b, t0)), Ok((a, t1))) => report.rows.extend(rows(&target.name, b, a, t1.duration_since(*t0), by)),
             (Err(e), _) | (_, Err(e)) => report.errors.push(Failure { workload: target.name.clone(), error: e.to_string() }),
         }
@@ -168,4 +177,25 @@ pub fn top(args: &TopArgs) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expo::parse;
+    use crate::targets::admin_target;
+
+    #[test]
+    fn a_proxy_without_the_golden_families_is_named_not_shown_idle() {
+        let targets = vec![admin_target("new=127.0.0.1:1").unwrap(), admin_target("old=127.0.0.1:2").unwrap()];
+        let new = parse("# TYPE weft_http_responses counter\n# EOF\n").unwrap();
+        let old = parse("# TYPE weft_requests counter\nweft_requests_total{direction=\"inbound\",status_class=\"2xx\"} 5\n# EOF\n").unwrap();
+        let now = Instant::now();
+        let scrapes: Scrapes = vec![Ok((new, now)), Ok((old, now))];
+        let report = report(&targets, &scrapes, &scrapes, Duration::from_secs(1), By::Workload);
+        assert!(report.rows.is_empty(), "{report:?}");
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert_eq!(report.errors[0].workload, "old");
+        assert!(report.errors[0].error.contains("no weft_http_responses family"), "{report:?}");
+    }
 }
