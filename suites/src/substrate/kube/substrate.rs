@@ -435,3 +435,54 @@ impl Substrate for Kube {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::substrate::kube::manifests::Selector;
+    use crate::substrate::kube::plan::{Options, Target as Cluster};
+
+    #[test]
+    fn cells_run_by_mesh_then_variant_then_scenario_after_those_that_do_not_run() {
+        let suite = crate::suite::parse(
+            "name = \"p\"\n[[scenario]]\nname = \"a\"\nrates = [10]\nrepetitions = 2\nvariants = [\"weft\", \"baseline\", \"nginx\"]\n[[scenario]]\nname = \"b\"\nrates = [10]\nvariants = [\"baseline\", \"weft\"]\n",
+            "t",
+        )
+        .unwrap();
+        let opts = Options {
+            target: Cluster::Kube { context: None, registry: "r".into() },
+            client: Selector::role("client"),
+            server: Selector::role("server"),
+            run_id: "r1".into(),
+            owner: "h:1".into(),
+            build_images: false,
+            delete_cluster: false,
+            workspace: std::path::PathBuf::from("/ws"),
+            weft: "weft".into(),
+            tag: "t".into(),
+        };
+        let kube = Kube::new("kube", Some(Arc::new(plan::build(&suite, &opts))));
+        let cells = crate::plan::cells(&suite);
+        let order = kube.order(&cells);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..cells.len()).collect::<Vec<_>>(), "each cell once");
+        let seq: Vec<(&str, &str)> = order
+            .iter()
+            .map(|i| (suite.scenarios[cells[*i].scenario].name.as_str(), cells[*i].variant.as_str()))
+            .collect();
+        assert_eq!(
+            seq,
+            [
+                ("a", "nginx"),
+                ("a", "nginx"),
+                ("a", "baseline"),
+                ("a", "baseline"),
+                ("b", "baseline"),
+                ("a", "weft"),
+                ("a", "weft"),
+                ("b", "weft"),
+            ]
+        );
+    }
+}
