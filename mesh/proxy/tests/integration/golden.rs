@@ -374,3 +374,127 @@ async fn golden_metrics_count_a_known_mix_exactly() {
     }
     cp.stop().await;
 }
+
+/// An HTTP/1 app that answers every request head it reads with a fixed
+/// 200 (GETs without bodies only): cheap enough that the proxy is what a
+/// load test measures.
+async fn raw_app() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut heads = HeadCounter::default();
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let out = RESPONSE.repeat(heads.feed(&buf[..n], b"\r\n\r\n"));
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Counts a marker in a byte stream read in pieces.
+#[derive(Default)]
+struct HeadCounter {
+    tail: Vec<u8>,
+}
+
+impl HeadCounter {
+    fn feed(&mut self, chunk: &[u8], marker: &[u8]) -> usize {
+        self.tail.extend_from_slice(chunk);
+        let found = self.tail.windows(marker.len()).filter(|w| *w == marker).count();
+        let keep = self.tail.len().min(marker.len() - 1);
+        self.tail.drain(..self.tail.len() - keep);
+        found
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Sends `hosts` pipelined GETs (`Host: h<i>.test`, `i` from `first`) over
+/// one keep-alive connection, `batch` at a time; every answer must be 200.
+async fn pipelined(addr: SocketAddr, first: usize, hosts: usize, batch: usize) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut sent, mut ok) = (0, 0);
+    let mut statuses = HeadCounter::default();
+    let mut other = HeadCounter::default();
+    while ok < hosts {
+        let n = batch.min(hosts - sent);
+        let mut reqs = Vec::with_capacity(n * 48);
+        for i in first + sent..first + sent + n {
+            reqs.extend_from_slice(format!("GET / HTTP/1.1\r\nhost: h{i}.test\r\n\r\n").as_bytes());
+        }
+        s.write_all(&reqs).await.unwrap();
+        sent += n;
+        while ok < sent {
+            let got = within("pipelined responses", s.read(&mut buf)).await.unwrap();
+            assert!(got > 0, "the proxy closed the connection after {ok} responses");
+            ok += statuses.feed(&buf[..got], b"HTTP/1.1 200 ");
+            let answered = other.feed(&buf[..got], b"HTTP/1.1 ");
+            assert!(answered <= ok + 1 || answered == 0, "a non-200 answer");
+        }
+    }
+}
+
+/// 100,000 distinct Host headers through the real proxy (inbound, plaintext
+/// `--app`, HTTP/1 keep-alive, pipelined over 4 connections): every request
+/// counted, at most 100 authorities plus `other`, and the proxy's RSS grows
+/// by less than 20 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_hosts_stay_under_the_caps() {
+    const HOSTS: usize = 100_000;
+    const CONNS: usize = 4;
+    const WARM: usize = 2_000;
+    let (app, _task) = raw_app().await;
+    let proxy = start_proxy(&args(&["--app", &app.to_string()])).await;
+    let inbound = proxy.inbound.unwrap();
+    let pid = proxy.child.id().unwrap();
+    // Warm-up: pools, buffers and the first 100 authorities are allocated.
+    pipelined(inbound, HOSTS, WARM, 200).await;
+    let before = vm_rss_kib(pid);
+    let started = std::time::Instant::now();
+    let per = HOSTS / CONNS;
+    let tasks: Vec<_> = (0..CONNS).map(|c| tokio::spawn(pipelined(inbound, c * per, per, 256))).collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    let after = vm_rss_kib(pid);
+    let text = proxy.metrics().await;
+    let s = samples(&text);
+    let requests: Vec<(&String, &f64)> = s.iter().filter(|(k, _)| k.starts_with("weft_http_requests_total{direction=\"inbound\"")).collect();
+    let total: f64 = requests.iter().map(|(_, v)| **v).sum();
+    let other = s
+        .get(r#"weft_http_requests_total{direction="inbound",authority="other",route="default",peer="none"}"#)
+        .copied()
+        .unwrap_or(0.0);
+    let growth_kib = after.saturating_sub(before);
+    eprintln!(
+        "{HOSTS} hosts in {took:?}: {} inbound request series, {} lines of metrics, VmRSS {before} -> {after} KiB (+{growth_kib} KiB)",
+        requests.len(),
+        text.lines().count()
+    );
+    assert_eq!(total, (HOSTS + WARM) as f64, "every request counted");
+    assert!(requests.len() <= 101, "{} series: at most 100 authorities and other", requests.len());
+    assert!(other >= (HOSTS + WARM - 100) as f64, "past the cap: other ({other})");
+    // Samples in all: each label set is about 38 (two histograms of 17,
+    // requests, responses, two timeout kinds): 101 sets, plus the rest.
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(series < 5_000, "{series} samples in all");
+    assert!(growth_kib < 20 * 1024, "RSS grew by {growth_kib} KiB");
+}
