@@ -320,7 +320,7 @@ async fn serve_until(
     if let (Some(listener), Some(app)) = (inbound, app) {
         // Transparent inbound forwards through `Via`, never by route.
         let router = match &app {
-            App::Fixed { addr, .. } => Router::single(Upstream::new(*addr)),
+            App::Fixed { addr, .. } => Router::single(Upstream::app(*addr)),
             App::OriginalDst(_) => Router::from_routes(&[])?,
         };
         let forwarder = Forwarder::inbound(

@@ -177,6 +177,13 @@ impl Balancer {
         self.endpoints.load_full()
     }
 
+    /// Endpoints (in rotation, taken out by failure accrual) now.
+    pub fn states(&self) -> (usize, usize) {
+        let eps = self.endpoints.load();
+        let ready = eps.iter().filter(|h| h.accrual.is_available()).count();
+        (ready, eps.len() - ready)
+    }
+
     /// Picks an endpoint for one request; `avoid` (the endpoint a retried
     /// request just failed on) loses any comparison it takes part in.
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Result<Pick, PickError> {

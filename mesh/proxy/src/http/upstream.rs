@@ -35,6 +35,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_identity::SpiffeId;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpSocket, TcpStream},
@@ -49,7 +50,7 @@ use crate::{
     http::pool::{Checkout, Conn, Full, H2Conn, H2Pool, Pool, PoolIdle, StreamSlot},
     http::error::ProxyError,
     identity::MeshTls,
-    metrics::DirectionMetrics,
+    metrics::{pool_connections, Direction, DirectionMetrics},
     http::orig_proto,
     identity::refusal::{self, Refusal},
     http::upgrade,
@@ -100,6 +101,25 @@ pub struct Upstream {
     meshed: Option<MeshedPeer>,
     /// The local address connections are made from (else the kernel's pick).
     source: Option<IpAddr>,
+    /// `weft_pool_connections` of its direction: +1 for each open connection.
+    pool: Gauge,
+}
+
+/// One upstream connection, counted in its direction's pool gauge while
+/// its task runs.
+struct OpenConn(Gauge);
+
+impl OpenConn {
+    fn new(pool: &Gauge) -> Self {
+        pool.inc();
+        Self(pool.clone())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// An HTTP/1 pool parking at most `max_idle`, open connections capped by
@@ -154,10 +174,17 @@ impl Upstream {
             h2: h2_pool(),
             meshed: None,
             source: None,
+            pool: pool_connections(Direction::Outbound),
         })
     }
 
-    /// A plaintext upstream whose connections are made from `source`.
+    /// The local app behind the inbound listener (`--app`).
+    pub fn app(addr: SocketAddr) -> Arc<Self> {
+        Self::from_source(addr, None)
+    }
+
+    /// The local app, its connections made from `source` (transparent
+    /// inbound: 127.0.0.6).
     pub fn from_source(addr: SocketAddr, source: Option<IpAddr>) -> Arc<Self> {
         Arc::new(Self {
             addr,
@@ -165,6 +192,7 @@ impl Upstream {
             h2: h2_pool(),
             meshed: None,
             source,
+            pool: pool_connections(Direction::Inbound),
         })
     }
 
@@ -176,6 +204,7 @@ impl Upstream {
             h2: h2_pool(),
             meshed: Some(peer),
             source: None,
+            pool: pool_connections(Direction::Outbound),
         })
     }
 
@@ -287,7 +316,9 @@ impl Upstream {
     {
         let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(|e| self.http_error(e))?;
         let addr = self.addr;
+        let open = OpenConn::new(&self.pool);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.with_upgrades().await {
                 debug!(%addr, error = %e, "upstream upgrade connection ended");
             }
@@ -395,7 +426,9 @@ impl Upstream {
             .map_err(|e| self.http_error(e))?;
         let addr = self.addr;
         let meshed = self.meshed.as_ref().map(|p| (p.identity.clone(), p.metrics.clone()));
+        let open = OpenConn::new(&self.pool);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.await {
                 // TLS 1.3: a server that refuses our certificate says so
                 // after our side of the handshake, on this connection.
@@ -450,8 +483,10 @@ impl Upstream {
         let idle = PoolIdle::in_use();
         let expiry = idle.clone();
         let timeout = Conns::current().upstream_idle_timeout;
+        let open = OpenConn::new(&self.pool);
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = open;
             tokio::select! {
                 ended = conn => if let Err(e) = ended {
                     debug!(%addr, error = %e, "upstream h1 connection ended");

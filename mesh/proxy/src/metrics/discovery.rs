@@ -32,6 +32,8 @@ pub struct DiscoveryMetrics {
     /// Discovered endpoints left out because they are this proxy's own
     /// listener (counted per endpoint update).
     pub self_endpoints: Counter,
+    /// The balancers' endpoints and ejections.
+    pub balancer: super::balance::BalancerMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,7 +72,8 @@ impl DiscoveryMetrics {
         let destination_streams = streams.get_or_create(&StreamLabels { kind: "destination" }).clone();
         let policy_streams = streams.get_or_create(&StreamLabels { kind: "policy" }).clone();
         let self_endpoints = Counter::default();
-        let this = Self { services, backends, destination_streams, policy_streams, self_endpoints: self_endpoints.clone() };
+        let balancer = super::balance::BalancerMetrics::register(registry);
+        let this = Self { services, backends, destination_streams, policy_streams, self_endpoints: self_endpoints.clone(), balancer };
         registry.register(
             "weft_discovery_authorities",
             "Discovered authorities held (--destination), by cache: service (outbound policy) and \

@@ -4,6 +4,7 @@
 //! recording is a handful of relaxed atomic adds: no label hashing, no
 //! `Family` lock, no allocation per request.
 
+pub mod balance;
 pub mod caps;
 pub mod discovery;
 pub mod error_kind;
@@ -222,6 +223,17 @@ struct FloodLabels {
     frame: &'static str,
 }
 
+/// Upstream connections open (HTTP/1 pooled or in use, HTTP/2, upgraded),
+/// by direction: process-wide because an upstream is made long before any
+/// direction's handles are at hand, and changes only per connection.
+static POOL_CONNECTIONS: std::sync::LazyLock<Family<DirectionLabels, Gauge>> = std::sync::LazyLock::new(Family::default);
+
+/// The gauge of upstream connections open in `direction` (see
+/// `weft_pool_connections`); held by an upstream, moved per connection.
+pub fn pool_connections(direction: Direction) -> Gauge {
+    POOL_CONNECTIONS.get_or_create(&DirectionLabels { direction: direction.as_str() }).clone()
+}
+
 /// Process-wide, not per direction: counted inside a connection's IO,
 /// where no direction's handles are at hand (and a flood is rare).
 static H2_FLOODS: std::sync::LazyLock<Family<FloodLabels, Counter>> = std::sync::LazyLock::new(Family::default);
@@ -334,6 +346,15 @@ impl Metrics {
             "Downstream HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for sending more \
              control frames of a kind than its budget (PING, SETTINGS, empty DATA, PRIORITY), by frame",
             H2_FLOODS.clone(),
+        );
+        for d in [Direction::Outbound, Direction::Inbound] {
+            drop(pool_connections(d));
+        }
+        registry.register(
+            "weft_pool_connections",
+            "Upstream connections open, by direction (outbound: to peers and destinations; inbound: \
+             to the local app): pooled HTTP/1 ones (parked or in use), HTTP/2 ones and upgraded ones",
+            POOL_CONNECTIONS.clone(),
         );
         let by_client = Family::<ClientLabels, Counter>::default();
         registry.register(

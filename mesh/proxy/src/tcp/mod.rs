@@ -201,6 +201,7 @@ impl Dialer {
         let connected = self.dial(meter, peer, ep.addr, ep.identity.as_ref(), tls).await;
         let ejected = set.balancer.observe(&pick, None, connected.is_some());
         if let Some(backoff) = ejected {
+            set.count_ejection();
             warn!("endpoint {} of {authority} taken out of rotation for {backoff:?} after consecutive failures", ep.addr);
         }
         if let Some(upstream) = connected {

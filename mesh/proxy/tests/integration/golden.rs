@@ -324,6 +324,19 @@ async fn golden_metrics_count_a_known_mix_exactly() {
         (series("weft_tcp_connection_duration_seconds_count", r#"direction="outbound",tls="plaintext""#), 2.0),
     ];
     check_deltas(&c0, &c1, &families, &expected);
+    // The balancers: one endpoint each, in rotation; nothing ejected.
+    for authority in ["web.test:80", "plain.test:80"] {
+        for (state, want) in [("ready", 1.0), ("ejected", 0.0)] {
+            let g = series("weft_balancer_endpoints", &format!(r#"authority="{authority}",state="{state}""#));
+            assert_eq!(c1.get(&g), Some(&want), "{g}");
+        }
+        let e = series("weft_balancer_ejections_total", &format!(r#"authority="{authority}""#));
+        assert_eq!(c1.get(&e), Some(&0.0), "{e}");
+    }
+    // Upstream connections: the meshed HTTP/2 ones to the server (the relay
+    // is not pooled); the server's to its app.
+    assert!(c1[r#"weft_pool_connections{direction="outbound"}"#] >= 1.0);
+    assert!(s1[r#"weft_pool_connections{direction="inbound"}"#] >= 1.0);
     // The histogram's +Inf bucket is its count.
     let inf = format!(r#"weft_http_response_duration_seconds_bucket{{le="+Inf",{b},classification="failure"}}"#);
     assert_eq!(c1.get(&inf).copied(), c1.get(&dur(&b, "failure")).copied(), "{inf}");

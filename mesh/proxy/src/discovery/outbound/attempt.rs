@@ -44,19 +44,19 @@ impl Attempt for Endpoints<'_> {
                 Ok(Ok(resp)) => {
                     let failed = resp.status().is_server_error();
                     let ejected = set.balancer.finish(pick, Some(rtt), !failed);
-                    log_ejection(&set.authority, upstream.addr(), ejected);
+                    log_ejection(set, upstream.addr(), ejected);
                     Ok(resp)
                 }
                 Ok(Err(e)) => {
                     if blames_endpoint(&e) {
                         let ejected = set.balancer.finish(pick, None, false);
-                        log_ejection(&set.authority, upstream.addr(), ejected);
+                        log_ejection(set, upstream.addr(), ejected);
                     }
                     Err(e)
                 }
                 Err(_) => {
                     let ejected = set.balancer.finish(pick, None, false);
-                    log_ejection(&set.authority, upstream.addr(), ejected);
+                    log_ejection(set, upstream.addr(), ejected);
                     Err(ProxyError::Timeout { addr: upstream.addr(), after: limit })
                 }
             };
@@ -71,8 +71,10 @@ impl Attempt for Endpoints<'_> {
     }
 }
 
-fn log_ejection(authority: &str, addr: SocketAddr, ejected: Option<Duration>) {
+fn log_ejection(set: &BackendSet, addr: SocketAddr, ejected: Option<Duration>) {
     if let Some(backoff) = ejected {
+        set.count_ejection();
+        let authority = &set.authority;
         warn!(
             "endpoint {addr} of {authority} taken out of rotation for {} after consecutive failures",
             humantime::format_duration(Duration::from_millis(backoff.as_millis() as u64))

@@ -131,11 +131,28 @@ pub(crate) struct BackendSet {
     first: tokio::sync::watch::Receiver<Option<Arc<EndpointSet>>>,
     deadline: Instant,
     connect: Connect,
+    /// `weft_balancer_ejections_total` of this authority.
+    ejections: Counter,
     /// Dropped with the set: ends its watch task (and with it the stream).
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+impl crate::metrics::balance::BalancerView for BackendSet {
+    fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    fn endpoint_states(&self) -> (usize, usize) {
+        self.balancer.states()
+    }
+}
+
 impl BackendSet {
+    /// Counts an endpoint taken out of rotation by failure accrual.
+    pub(crate) fn count_ejection(&self) {
+        self.ejections.inc();
+    }
+
     /// Applies one resolution. An unknown `ip:port` authority is forwarded
     /// to itself, as it would be without a control plane. Endpoints that
     /// are this proxy's own listeners are left out.
@@ -243,6 +260,7 @@ pub struct Outbound {
     connect: Connect,
     limits: Limits,
     disabled: Disabled,
+    balancer: crate::metrics::balance::BalancerMetrics,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -323,6 +341,7 @@ impl Outbound {
             connect: Connect { mesh, metrics, own, self_endpoints: gauges.self_endpoints },
             limits,
             disabled,
+            balancer: gauges.balancer,
         });
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -367,9 +386,12 @@ impl Outbound {
                 first: rx.clone(),
                 deadline: Instant::now() + FIRST_ANSWER_WAIT,
                 connect: self.connect.clone(),
+                ejections: self.balancer.ejections(&key),
                 _stop: stop,
             });
             tokio::spawn(follow(rx, Arc::downgrade(&set), stopped, |set, eps| set.apply(&eps, &set.connect)));
+            let view: Arc<dyn crate::metrics::balance::BalancerView> = set.clone();
+            self.balancer.watch(Arc::downgrade(&view));
             set
         })
     }
