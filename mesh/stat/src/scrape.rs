@@ -65,7 +65,7 @@ pub enum ScrapeError {
     #[error("entering network namespace {path}: {detail}")]
     Netns { path: PathBuf, detail: String },
     #[error("{url}: {source}")]
-    Kube { url: String, source: kube::Error },
+    Kube { url: String, source: Box<kube::Error> },
     #[error("{url}: not a Prometheus exposition: {source}")]
     Parse { url: String, source: expo::ParseError },
 }
@@ -82,7 +82,7 @@ pub async fn scrape(target: &Target) -> Result<Exposition, ScrapeError> {
             tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(request))
                 .await
                 .map_err(|_| ScrapeError::Timeout { url: url.clone(), timeout: SCRAPE_TIMEOUT })?
-                .map_err(|source| ScrapeError::Kube { url: url.clone(), source })?
+                .map_err(|source| ScrapeError::Kube { url: url.clone(), source: Box::new(source) })?
         }
     };
     expo::parse(&text).map_err(|source| ScrapeError::Parse { url, source })
