@@ -622,3 +622,34 @@ impl Drop for Staging {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_follow_the_substrates_order_and_cut_where_the_scenario_changes() {
+        let cell = |scenario, variant| Cell {
+            scenario,
+            rate: None,
+            repetition: 0,
+            variant,
+        };
+        let cells = [
+            cell(0, Variant::Baseline),
+            cell(0, Variant::Weft),
+            cell(1, Variant::Baseline),
+            cell(1, Variant::Weft),
+        ];
+        let cut = |order: &[usize]| -> Vec<Vec<usize>> {
+            segments(&cells, order)
+                .into_iter()
+                .map(|s| s.into_iter().map(|(i, _)| i).collect())
+                .collect()
+        };
+        assert_eq!(cut(&[0, 1, 2, 3]), [vec![0, 1], vec![2, 3]]);
+        // Grouped by variant across scenarios: a scenario comes back.
+        assert_eq!(cut(&[0, 2, 1, 3]), [vec![0], vec![2], vec![1], vec![3]]);
+        assert_eq!(cut(&[2, 0, 1, 3]), [vec![2], vec![0, 1], vec![3]]);
+    }
+}
