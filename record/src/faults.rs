@@ -111,6 +111,15 @@ pub struct OverloadRun {
     pub recovery: Phase,
     #[serde(default)]
     pub slices: Vec<Slice>,
+    /// CPUs each proxy was limited to (the scenario's `proxy_cpu`); absent:
+    /// unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cpu: Option<f64>,
+    /// With `proxy_cpu`: the share of the proxies' CFS periods (10 ms) in
+    /// which they were throttled, over the whole cell (capacity, quiet,
+    /// overload, recovery): near 0 means the limit was not what saturated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_throttled: Option<f64>,
 }
 
 /// One load phase of an overload run.

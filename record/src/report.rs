@@ -128,6 +128,10 @@ pub struct Run {
     /// count; absent for variants without a Weft proxy and in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_counts: Option<crate::CrossCheck>,
+    /// CPUs each proxy was limited to (the scenario's `proxy_cpu`); absent:
+    /// unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cpu: Option<f64>,
 }
 
 /// Resource use of one process during the measured window.

@@ -28,6 +28,9 @@ pub mod commands;
 pub mod conformance;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]
+pub mod cpu_limit;
+#[cfg(feature = "bench")]
+#[forbid(unsafe_code)]
 pub mod crosscheck;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]

@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use record::{Propagation, Report, Run, Skipped};
 
 use crate::bins::{self, BinError};
+use crate::cpu_limit;
 use crate::env;
 use crate::plan::{self, Cell};
 use crate::propagation as prop;
@@ -408,14 +409,29 @@ async fn execute<S: Substrate>(
             };
             // `weft stat --run` reads the deployed proxies from here until the cell ends.
             let _published = crate::substrate::run_state::Published::new(&harness.work, substrate.name(), &dep);
+            // Limited once ready (start-up is not what is measured),
+            // released once the processes are gone.
+            let limits = match cpu_limit::for_cell(scenario.proxy_cpu, &dep, substrate.name()) {
+                Ok(l) => l,
+                Err(e) => {
+                    say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
+                    substrate.teardown(dep).await;
+                    failures += 1;
+                    record_failure(&mut skipped, scenario, cell.variant, &e);
+                    overall.inc(1);
+                    continue;
+                }
+            };
             if let Some(h) = &scenario.hardening {
                 let bar = mp.add(ProgressBar::new_spinner());
                 bar.enable_steady_tick(Duration::from_millis(200));
                 let done = crate::hardening::run(h, scenario, cell, &dep, substrate, &bar).await;
                 bar.finish_and_clear();
                 mp.remove(&bar);
+                let throttled = limits.as_ref().map(cpu_limit::CpuLimits::throttled_share);
                 substrate.teardown(dep).await;
-                match done {
+                drop(limits);
+                match done.map(|s| s.with_proxy_cpu(scenario.proxy_cpu, throttled)) {
                     Ok(section) => {
                         say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), section.one_line()));
                         section.file(&mut runs, &mut hardening);
@@ -438,8 +454,10 @@ async fn execute<S: Substrate>(
             };
             let measured = substrate.measure(&dep, &lc).await;
             substrate.teardown(dep).await;
+            drop(limits);
             match measured {
-                Ok(run) => {
+                Ok(mut run) => {
+                    run.proxy_cpu = scenario.proxy_cpu;
                     say(format!(
                         "[{}/{}] {label}: {}",
                         i + 1,

@@ -73,6 +73,7 @@ concurrency = 8
 connections = 64
 duration = "3s"
 capacity_duration = "2s"
+proxy_cpu = 0.5
 "#;
 
 #[test]
@@ -180,9 +181,21 @@ fn soak_faults_and_overload_produce_their_sections() {
     // `shed` integration test, which overloads one proxy with a burst).
     assert!(o.shed < o.overload.requests && o.admitted_latency_us.p50 > 0.0, "{o:?}");
     assert!(o.resources.iter().any(|r| r.role == "proxy" && r.rss_peak_bytes > 0), "{:?}", o.resources);
+    // Held to half a CPU each, as a pod's limit holds a sidecar: the
+    // kernel's own count of throttled periods came back, and every cgroup
+    // made for it is gone.
+    assert_eq!(o.proxy_cpu, Some(0.5));
+    assert!(o.proxy_throttled.is_some_and(|t| (0.0..=1.0).contains(&t)), "{o:?}");
+    let root = suites::cpu_limit::Hierarchy::find().unwrap();
+    let left: Vec<_> = std::fs::read_dir(root.root())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("weft-bench-"))
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for want in ["## Soak `soak`", "## Faults under load", "## Overload `overload`"] {
+    for want in ["## Soak `soak`", "## Faults under load", "## Overload `overload`", "Each proxy limited to 0.5 CPU"] {
         assert!(md.contains(want), "{want} in report.md");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

@@ -116,7 +116,7 @@ pub(super) fn tables(report: &Report) -> Vec<Table> {
                     .map(|r| format!("{} {:.1} MiB", r.component, r.rss_peak_bytes as f64 / MIB))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
+            ) + &limited(o),
             headers: vec!["phase", "offered rps", "achieved rps", "requests", "errors", "p50 (ms)", "p99 (ms)", "max (ms)"],
             rows: [
                 ("capacity (closed loop)", &o.capacity),
@@ -202,4 +202,17 @@ fn two_panels(left: (&str, &str, &str, &[Series]), right: (&str, &str, &str, &[S
 /// A legend line: each series' colour and name, for the HTML page.
 pub(super) fn soak_keys(s: &Soak) -> Vec<(String, RGBColor)> {
     s.processes.iter().enumerate().map(|(i, p)| (p.component.clone(), nth_color(i))).collect()
+}
+
+/// The overload's CPU limit, when it had one: what made the proxy the
+/// saturated part, and whether it was.
+fn limited(o: &record::OverloadRun) -> String {
+    match (o.proxy_cpu, o.proxy_throttled) {
+        (None, _) => String::new(),
+        (Some(cpu), Some(t)) => format!(
+            " Each proxy limited to {cpu} CPU (a CFS quota, like a pod's CPU limit): throttled in {:.0} % of its 10 ms periods over the cell.",
+            t * 100.0
+        ),
+        (Some(cpu), None) => format!(" Each proxy limited to {cpu} CPU (a CFS quota, like a pod's CPU limit)."),
+    }
 }

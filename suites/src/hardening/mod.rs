@@ -75,6 +75,20 @@ impl Section {
         }
     }
 
+    /// Notes the cell's proxy CPU limit (and, for an overload, how much
+    /// the proxies were throttled by it).
+    pub fn with_proxy_cpu(mut self, proxy_cpu: Option<f64>, throttled: Option<Option<f64>>) -> Self {
+        match &mut self {
+            Section::Soak(b) => b.0.proxy_cpu = proxy_cpu,
+            Section::Fault(_) => {}
+            Section::Overload(o) => {
+                o.proxy_cpu = proxy_cpu;
+                o.proxy_throttled = throttled.flatten();
+            }
+        }
+        self
+    }
+
     /// Put the section where the report keeps it.
     pub fn file(self, runs: &mut Vec<Run>, into: &mut record::Hardening) {
         match self {

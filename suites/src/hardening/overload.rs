@@ -102,6 +102,8 @@ pub(super) async fn run(
         quiet: phase_of(&quiet),
         recovery: phase_of(&recovery),
         slices: slices(&timeline),
+        proxy_cpu: None,
+        proxy_throttled: None,
     })
 }
 

@@ -75,6 +75,7 @@ pub(super) async fn run(
         load,
         resources,
         proxy_counts: None,
+        proxy_cpu: None,
     };
     Ok((run, soak))
 }

@@ -121,6 +121,8 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
         load: result,
         resources,
         proxy_counts,
+        // The runner knows the cell's limits and notes them.
+        proxy_cpu: None,
     })
 }
 

@@ -186,6 +186,9 @@ pub struct Scenario {
     /// The last replica answers after this delay instead of `server_delay`
     /// (`None`: every replica is alike).
     pub slow_replica_delay: Option<Duration>,
+    /// Each proxy of a variant held to this many CPUs once deployed, as a
+    /// pod's CPU limit holds a sidecar (`None`: unlimited; see `cpu_limit`).
+    pub proxy_cpu: Option<f64>,
     pub timeout: Duration,
     pub variants: Vec<Variant>,
     /// Soak, fault or overload: what the runner does around the load
@@ -605,6 +608,20 @@ warmup = "soon"
             "{joined}"
         );
         assert!(joined.contains("9:8 unknown mode `sideways`"), "{joined}");
+    }
+
+    #[test]
+    fn proxy_cpu_is_inherited_and_bounded() {
+        let s = parse(
+            "name = \"c\"\n[defaults]\nrates = [1]\nproxy_cpu = 0.3\n[[scenario]]\nname = \"a\"\n[[scenario]]\nname = \"b\"\nproxy_cpu = 1.5\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(s.scenarios[0].proxy_cpu, Some(0.3));
+        assert_eq!(s.scenarios[1].proxy_cpu, Some(1.5));
+        assert_eq!(resolve("quick").unwrap().scenarios[0].proxy_cpu, None);
+        let p = problems("name = \"c\"\n[defaults]\nrates = [1]\n[[scenario]]\nname = \"a\"\nproxy_cpu = 0\n");
+        assert_eq!(p, vec!["6:13 `proxy_cpu` must be between 0.1 and 64, got 0".to_string()], "{p:?}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ struct RawSettings {
     variants: Option<Spanned<Vec<Spanned<String>>>>,
     replicas: Option<Spanned<i64>>,
     slow_replica_delay: Option<Spanned<String>>,
+    proxy_cpu: Option<Spanned<f64>>,
     services: Option<Spanned<i64>>,
     endpoints: Option<Spanned<i64>>,
     changes: Option<Spanned<i64>>,
@@ -235,6 +236,8 @@ impl Validator<'_> {
                 );
             }
         }
+        // 64: more than any machine this runs on gives one process.
+        let proxy_cpu = self.fraction(pick(&s.proxy_cpu, &d.proxy_cpu), "proxy_cpu", 0.1, 64.0);
         let body_size = match pick(&s.body_size, &d.body_size) {
             Some(b) if *b.get_ref() < 0 || *b.get_ref() > 64 * 1024 * 1024 => {
                 self.problem(
@@ -340,6 +343,7 @@ impl Validator<'_> {
             server_threads,
             replicas,
             slow_replica_delay,
+            proxy_cpu,
             timeout,
             variants,
             hardening,

@@ -363,6 +363,7 @@ impl Substrate for Kube {
             load,
             resources,
             proxy_counts: None,
+            proxy_cpu: None,
         })
     }
 
