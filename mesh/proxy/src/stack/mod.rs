@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  downstream request                     outbound  inbound
-//!    │ metrics     status class + latency     ✓        ✓  (+ per meshed client)
+//!    │ metrics     status class + latency     ✓        ✓  (+ per meshed client); per authority,
+//!    │             route, peer to the last byte (metrics::http; route/peer noted by inner layers)
 //!    │ errors      ProxyError -> HTTP / gRPC   ✓        ✓
 //!    │ validate    HTTP/1 CL + TE, 1.1 no Host ✓        ✓  -> 400 (framing read by validate::FramingIo)
 //!    │             (h2 control-frame floods: GOAWAY from flood::FloodIo, under the connection)
