@@ -480,13 +480,34 @@ tokio::task_local! {
 
 /// Runs `fut` (a request's inner layers) collecting what they [`note`].
 /// The inner layers run in the same task, so this costs no allocation.
-pub async fn routed<F: Future>(fut: F) -> (F::Output, Routed) {
-    ROUTED
-        .scope(RefCell::default(), async move {
-            let out = fut.await;
-            (out, ROUTED.with(|r| r.take()))
-        })
-        .await
+///
+/// A hand-written future, not `async`: an `async` wrapper keeps `fut`
+/// twice (as the value it captured and as the future it awaits), and an
+/// `async fn` around that a third time: copies of the whole request
+/// path's future per request in flight. Measured at 3x overload over
+/// 1,600 streams: the two proxies' summed peak RSS 150 MiB with the
+/// `async fn`, 115 MiB with the block alone, 93 MiB before the golden
+/// metrics.
+pub fn routed<F: Future>(fut: F) -> impl Future<Output = (F::Output, Routed)> {
+    ROUTED.scope(RefCell::default(), Collect { inner: fut })
+}
+
+pin_project_lite::pin_project! {
+    /// `inner`'s output and, once it is ready, what it noted.
+    struct Collect<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for Collect<F> {
+    type Output = (F::Output, Routed);
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let out = std::task::ready!(self.project().inner.poll(cx));
+        // Polled inside the scope: the slot is there.
+        std::task::Poll::Ready((out, ROUTED.with(|r| r.take())))
+    }
 }
 
 /// Notes something about the current request; nothing outside [`routed`].
