@@ -56,6 +56,15 @@
 //! connection (`--http2-max-concurrent-streams`, 100 by default), the
 //! excess held by the client.
 //!
+//! Measured again with the proxies held to a CPU limit, so that they and
+//! not the load generator were what saturated (sixth session, `bench`'s
+//! `proxy_cpu = 0.25`, docs/FIGURES.md "Overload with each proxy held to a
+//! CPU limit"): answering the excess from an in-flight limit
+//! (`--max-concurrent-requests 256 --max-queued-requests 0`) kept 0.2 of
+//! the goodput that pushing back kept, because a 503 costs about a third
+//! of a forward on the outbound side (the HTTP/2 server's per-stream work
+//! is most of both). Pushing back stays the default.
+//!
 //! HTTP/1 requests carry no queue time of their own: hyper reads and
 //! admits them in their connection's task, so their wait is in the socket,
 //! before the head is parsed. They are neither measured (a zero would hide
