@@ -434,8 +434,11 @@ fn metric_names(expr: &str) -> Vec<String> {
 /// first event (a retry, a timeout, a refused certificate, a TokenReview, a
 /// finished gRPC call, ...), which a short test cannot all cause: for these
 /// the test checks the binary itself carries the family name.
-const EVENT_ONLY: [(&str, &str, &str); 8] = [
+const EVENT_ONLY: [(&str, &str, &str); 10] = [
     ("weft_http_retries", "counter", "mesh-proxy"),
+    // Written from the live balancers: none without discovery.
+    ("weft_balancer_endpoints", "gauge", "mesh-proxy"),
+    ("weft_balancer_ejections", "counter", "mesh-proxy"),
     ("weft_http_retry_budget_exhausted", "counter", "mesh-proxy"),
     ("weft_http_timeouts", "counter", "mesh-proxy"),
     ("weft_discovery_streams", "gauge", "mesh-proxy"),
