@@ -14,7 +14,7 @@ use record::{Resource, Run};
 
 use super::{enter, Deployment, LoadCell, MeasureError, Target};
 use crate::sampler::Sampler;
-use crate::suite::{LoadShape, Protocol};
+use crate::suite::LoadShape;
 
 /// Threads of the load generator's runtime inside a pod (bench's own
 /// runtime has one per core; so does this one, on a 2-core machine).
@@ -32,26 +32,13 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
         (LoadShape::Open { .. }, None) => unreachable!("plan gives every open-loop cell a rate"),
         (LoadShape::Propagation(_), _) => unreachable!("propagation cells are not load cells"),
     };
-    let Target::Addr(addr) = &dep.target else {
+    if let Target::InCluster(_) = &dep.target {
         return Err(MeasureError::InCluster(format!(
             "the {substrate} substrate loads from this machine, but the {} deployment is reachable only inside its cluster ({})",
             dep.variant, dep.target
         )));
-    };
-    let target: http::Uri = format!("http://{addr}/")
-        .parse()
-        .expect("socket address forms a valid URI");
-    let cfg = loadgen::LoadConfig {
-        target,
-        host: dep.host.clone(),
-        mode,
-        duration: scenario.duration,
-        warmup: scenario.warmup,
-        connections: scenario.connections,
-        http2: scenario.protocol == Protocol::Http2,
-        body_size: scenario.body_size,
-        timeout: scenario.timeout,
-    };
+    }
+    let cfg = crate::hardening::load_config(scenario, dep, mode);
     let bar = lc.progress.add(match cell.rate {
         Some(rate) => {
             let b = ProgressBar::new((rate * scenario.duration.as_secs_f64()).round() as u64);
