@@ -106,7 +106,11 @@ fn soak_faults_and_overload_produce_their_sections() {
         .all(|p| p.rss_spread.unwrap() <= 1.0 + s.tolerance && p.fds_spread.unwrap() <= 1.0 + s.tolerance);
     assert_eq!(s.flat, within && s.errors == 0, "verdict follows the rule: {s:?}");
     assert_eq!(s.flat, s.reasons.is_empty(), "{:?}", s.reasons);
-    assert!(report.runs.iter().any(|r| r.scenario == "soak"), "the soak's load run is a run too");
+    let soak_run = report.runs.iter().find(|r| r.scenario == "soak").expect("the soak's load run is a run too");
+    // The proxies counted the soak's window too, beside loadgen.
+    let counts = soak_run.proxy_counts.as_ref().expect("the soak is cross-checked against the proxies' counts");
+    assert_eq!(counts.loadgen_requests, soak_run.load.requests);
+    assert!(counts.proxy_requests > 0, "{counts:?}");
     assert!(out.join("soak.svg").is_file());
 
     let fault = |name: &str| {

@@ -27,6 +27,8 @@ pub(super) async fn run(
     let rate = cell.rate.ok_or("a soak scenario runs at a fixed rate")?;
     let cfg = load_config(scenario, dep, loadgen::Mode::Open { rate });
     let progress = Arc::new(loadgen::Progress::default());
+    // The proxies' own counts over the soak's window, beside loadgen's.
+    let xcheck = crate::crosscheck::Window::open(&dep.admins, progress.clone(), scenario.warmup).await;
     let load = loadgen::run(cfg, progress.clone());
     tokio::pin!(load);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -66,6 +68,7 @@ pub(super) async fn run(
         (None, Some((s, _))) => s.finish_series().await,
         (None, None) => (Vec::new(), Vec::new()),
     };
+    let proxy_counts = crate::crosscheck::close(xcheck, &label, load.requests).await;
     let soak = judge(shape, scenario, cell, substrate, &load, processes);
     let run = Run {
         scenario: scenario.name.clone(),
@@ -74,7 +77,7 @@ pub(super) async fn run(
         repetition: cell.repetition,
         load,
         resources,
-        proxy_counts: None,
+        proxy_counts,
         proxy_cpu: None,
     };
     Ok((run, soak))
