@@ -196,7 +196,9 @@ async fn traffic(t: &Meshed, duration: Duration, until: impl Fn() -> bool) -> (u
     let start = Instant::now();
     let mut failures = Vec::new();
     let mut n = 0;
-    let max = (duration.as_millis() / 20) as usize * 2 + 100;
+    // The count bound covers the whole time bound: a caller waiting for
+    // `until` (a renewal due 7 s in) must not run out of requests first.
+    let max = ((duration + patience()).as_millis() / 20) as usize * 2 + 100;
     while n < max && (start.elapsed() < duration || !until()) && start.elapsed() < duration + patience() {
         n += 1;
         match conn.send(get("/", "web.test")).await {
