@@ -62,8 +62,8 @@
 //! CPU limit"): answering the excess from an in-flight limit
 //! (`--max-concurrent-requests 256 --max-queued-requests 0`) kept 0.2 of
 //! the goodput that pushing back kept, because a 503 costs about a third
-//! of a forward on the outbound side (the HTTP/2 server's per-stream work
-//! is most of both). Pushing back stays the default.
+//! of a forward on the outbound side (inferred from the rates, not
+//! profiled). Pushing back stays the default.
 //!
 //! HTTP/1 requests carry no queue time of their own: hyper reads and
 //! admits them in their connection's task, so their wait is in the socket,
