@@ -5,6 +5,7 @@
 //! and process figures are read at scrape time.
 
 pub mod grpc_layer;
+pub mod process;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,7 +114,7 @@ impl ControlMetrics {
         if let Some(index) = &index {
             registry.register_collector(Box::new(IndexSizes(index.clone())));
         }
-        registry.register_collector(Box::new(mesh_process::ProcessCollector));
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self(Arc::new(Inner { registry, grpc_requests, grpc_streams, propagation, issued, refused, tokenreview, index }))
     }
 

@@ -1,8 +1,5 @@
-//! The standard `process_*` families of a Weft binary (mesh-proxy,
-//! mesh-control), read from `/proc/self` at scrape time (nothing is kept
-//! between scrapes).
-
-#![forbid(unsafe_code)]
+//! The standard `process_*` families, read from `/proc/self` at scrape
+//! time (nothing is kept between scrapes).
 
 use prometheus_client::{
     collector::Collector,
