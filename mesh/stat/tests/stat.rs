@@ -278,23 +278,45 @@ async fn weft_stat_run_reads_the_proxies_of_a_running_bench_run() {
         "name = \"s\"\n[defaults]\nduration = \"3s\"\nwarmup = \"0s\"\nconnections = 2\nvariants = [\"weft\"]\n[[scenario]]\nname = \"h1\"\nrates = [200]\n",
     )
     .unwrap();
-    let bench = Command::new(bin("bench"))
+    // The test binaries' siblings are built; without WEFT_BIN_DIR, bench run under
+    // `cargo test` (CARGO set) rebuilds any sibling older than itself first, which
+    // on a cold CI build took longer than the wait below.
+    let bins = bin("bench").parent().unwrap().to_path_buf();
+    let mut bench = Command::new(bin("bench"))
         .args(["run", "--suite"])
         .arg(&suite)
         .arg("--out")
         .arg(dir.path().join("out"))
         .env("TMPDIR", &tmp)
+        .env("WEFT_BIN_DIR", &bins)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let state = eventually("the cell's proxies published", || async {
+    let published = || {
         let work = std::fs::read_dir(&tmp).ok()?.flatten().map(|e| e.path()).find(|p| p.join("proxies.json").is_file())?;
         let state = mesh_stat::state::RunState::read(&work).ok()?;
         (state.proxies.len() == 2).then_some(state)
-    })
-    .await;
+    };
+    let deadline = tokio::time::Instant::now() + patience();
+    let state = loop {
+        if let Some(state) = published() {
+            break state;
+        }
+        // A bench that ended or hangs before publishing says why on stderr.
+        if bench.try_wait().unwrap().is_some() || tokio::time::Instant::now() >= deadline {
+            let _ = bench.start_kill();
+            let out = bench.wait_with_output().await.unwrap();
+            panic!(
+                "the cell's proxies were not published within {:?} ({}); bench's stderr:\n{}",
+                patience(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!((state.substrate.as_str(), state.variant.as_str()), ("local", "weft"));
     let out = Command::new(bin("weft"))
         .args(["stat", "--run", "--window", "1s", "--json"])
