@@ -5,7 +5,6 @@
 //! and process figures are read at scrape time.
 
 pub mod grpc_layer;
-pub mod process;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,7 +113,7 @@ impl ControlMetrics {
         if let Some(index) = &index {
             registry.register_collector(Box::new(IndexSizes(index.clone())));
         }
-        registry.register_collector(Box::new(process::ProcessCollector));
+        registry.register_collector(Box::new(mesh_process::ProcessCollector));
         Self(Arc::new(Inner { registry, grpc_requests, grpc_streams, propagation, issued, refused, tokenreview, index }))
     }
 

@@ -11,7 +11,6 @@ pub mod error_kind;
 pub mod histogram;
 pub mod http;
 pub mod load_shed;
-pub mod process;
 pub mod tcp;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -262,7 +261,7 @@ impl Metrics {
         let (http_out, http_in) = http::register(&mut registry);
         let (http_out, http_in) = (Arc::new(http_out), Arc::new(http_in));
         let (tcp_out, tcp_in) = tcp::register(&mut registry);
-        registry.register_collector(Box::new(process::ProcessCollector));
+        registry.register_collector(Box::new(mesh_process::ProcessCollector));
 
         let resolve = |direction: Direction| {
             let d = direction.as_str();

@@ -1,5 +1,8 @@
-//! The standard `process_*` families, read from `/proc/self` at scrape
-//! time (nothing is kept between scrapes).
+//! The standard `process_*` families of a Weft binary (mesh-proxy,
+//! mesh-control), read from `/proc/self` at scrape time (nothing is kept
+//! between scrapes).
+
+#![forbid(unsafe_code)]
 
 use prometheus_client::{
     collector::Collector,
