@@ -23,8 +23,11 @@
 
 pub mod compare;
 pub mod conformance;
+pub mod diff;
+pub mod export;
 pub mod gate;
 pub mod io;
+pub mod noise;
 #[cfg(feature = "render")]
 pub mod render;
 

@@ -101,3 +101,54 @@ fn groups_hold_each_load_once_in_display_order() {
     let reps: Vec<u32> = cmp.runs_of(weft).map(|run| run.repetition).collect();
     assert_eq!(reps, [0, 1]);
 }
+
+/// `bench compare`'s difference of two records: the same record is within
+/// noise everywhere; a copy with one cell's latency doubled is slower there
+/// and only there.
+#[test]
+fn record_diff_flags_only_the_slowed_cell() {
+    use reports::diff::{Metric, RecordDiff};
+    use reports::noise::{Bootstrap, Verdict};
+    let base = common::healthy();
+    let test = Bootstrap::default();
+    let same = RecordDiff::of(&base, &base, &test).unwrap();
+    assert_eq!(same.cells.len(), 8, "4 variants x 2 rates");
+    assert!(!same.any_worse());
+    for c in &same.cells {
+        for m in &c.metrics {
+            match &m.judgement {
+                Some(j) => assert_eq!(j.verdict, Verdict::WithinNoise, "{} {:?}", c.subject, m.metric),
+                None => assert!(c.variant == "baseline" && matches!(m.metric, Metric::ProxyCpuPerKrps | Metric::ProxyRssBytes)),
+            }
+        }
+    }
+    // Slightly different repetitions so the spread is not zero.
+    let mut slowed = base.clone();
+    for (i, r) in slowed.runs.iter_mut().enumerate() {
+        r.load.latency_us.p50 += (i % 3) as f64;
+        if r.variant == "weft" && r.load.rate == Some(1000.0) {
+            r.load.latency_us.p50 *= 2.0;
+            r.load.latency_us.p99 *= 2.0;
+        }
+    }
+    let d = RecordDiff::of(&base, &slowed, &test).unwrap();
+    assert!(d.any_worse());
+    let worse: Vec<(String, Metric)> = d
+        .cells
+        .iter()
+        .flat_map(|c| c.metrics.iter().filter(|m| m.is_worse()).map(move |m| (c.subject.clone(), m.metric)))
+        .collect();
+    assert_eq!(worse, [("http1-small/weft/1000 rps".to_owned(), Metric::P50Us), ("http1-small/weft/1000 rps".to_owned(), Metric::P99Us)]);
+    let text = d.text("a", "b");
+    assert!(text.contains("slower") && text.contains("+100.0%"), "{text}");
+    // One repetition a side: no verdict, never a pass or a fail.
+    let one = common::report(vec![run("s", "weft", 1000.0, 0, 250)]);
+    let d = RecordDiff::of(&one, &one, &test).unwrap();
+    assert!(d.cells[0].metrics.iter().all(|m| m.verdict == "too few repetitions"), "{d:?}");
+    // Nothing in common, and a record without load runs, are errors that say so.
+    let other = common::report(vec![run("t", "weft", 1000.0, 0, 250)]);
+    let e = RecordDiff::of(&one, &other, &test).unwrap_err().to_string();
+    assert!(e.contains("no cell in common") && e.contains("local s/weft/1000 rps") && e.contains("local t/weft/1000 rps"), "{e}");
+    let e = RecordDiff::of(&common::conformance_only(), &one, &test).unwrap_err().to_string();
+    assert!(e.contains("base record has no load runs"), "{e}");
+}

@@ -164,3 +164,78 @@ fn missing_schema_and_missing_file() {
     assert!(matches!(err, ReadError::Io { .. }));
     assert!(err.to_string().contains("nope.json: cannot read"), "{err}");
 }
+
+/// `bench run`'s exports: an SMP document and an HdrHistogram interval log
+/// per cell; the log gives back every repetition's histogram exactly, and
+/// the SMP figures are the cell's (what the report shows).
+#[test]
+fn exports_write_an_smp_document_and_an_interval_log_per_cell() {
+    use reports::compare::Comparison;
+    use reports::export::{self, hdr_log, smp};
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = common::healthy();
+    // A control plane on the weft cells, so the SMP mesh_control_plane is filled.
+    for run in r.runs.iter_mut().filter(|x| x.variant == "weft") {
+        run.resources.push(reports::Resource {
+            component: "control".into(),
+            role: "control".into(),
+            rss_peak_bytes: 20 * common::MIB,
+            rss_mean_bytes: 19 * common::MIB,
+            cpu_seconds: 0.5,
+            samples: 40,
+        });
+    }
+    let written = export::write_beside(&r, dir.path()).unwrap();
+    assert_eq!((written.smp.len(), written.hdr.len()), (8, 8), "one of each per cell");
+    let cmp = Comparison::of(&r);
+    let cell = cmp.cells.iter().find(|c| c.variant == "weft" && c.rate == Some(1000.0)).unwrap();
+    let stem = export::cell_stem(cell);
+    assert_eq!(stem, "local_http1-small_http1_weft_1000rps");
+
+    // The interval log: one interval per repetition, the record's histograms unchanged.
+    let log = fs::read(dir.path().join("hdr").join(format!("{stem}.hlog"))).unwrap();
+    let text = String::from_utf8(log.clone()).unwrap();
+    assert!(text.contains("#[Values in microseconds") && text.contains("#[StartTime: 1767323045.000"), "{text}");
+    let back = hdr_log::read_log(&log).unwrap();
+    let runs: Vec<_> = cmp.runs_of(cell).collect();
+    assert_eq!(back.len(), 3);
+    for (h, run) in back.iter().zip(&runs) {
+        assert_eq!(*h, run.load.latency_histogram().unwrap());
+    }
+    let intervals: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(intervals[0].starts_with("0.000,10.000,") && intervals[2].starts_with("20.000,10.000,"), "{intervals:?}");
+
+    // The SMP document.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("smp").join(format!("{stem}.json"))).unwrap()).unwrap();
+    assert_eq!(doc["smp_version"], smp::SMP_VERSION);
+    let res = &doc["performance_test_result"];
+    assert_eq!(res["latencies_ms"]["p50"].as_f64().unwrap(), cell.latency_us.p50 / 1000.0);
+    assert_eq!(res["latencies_ms"]["p99"].as_f64().unwrap(), cell.latency_us.p99 / 1000.0);
+    assert_eq!(res["actual_qps"].as_f64().unwrap(), cell.achieved_rps);
+    assert_eq!(res["start_time"], "2026-01-02T03:04:05Z");
+    let client = &doc["performance_test_config"]["clients"][0];
+    assert_eq!((client["rps"].as_i64(), client["connections"].as_i64()), (Some(1000), Some(8)));
+    assert_eq!(client["protocol"], "PROTOCOL_HTTP");
+    assert_eq!(doc["performance_test_config"]["duration"], "10s");
+    let mesh = &doc["service_mesh_config"];
+    assert_eq!(mesh["mtls_enabled"], true);
+    assert_eq!(mesh["mesh_build"], "0.1.0");
+    // 0.2 cores per 1000 rps at 999 rps: 200 mcores; 10 MiB = 10 MB.
+    assert_eq!((mesh["sidecar"]["count"].as_i64(), mesh["sidecar"]["cpu_mcores"].as_i64()), (Some(1), Some(200)));
+    assert_eq!(mesh["sidecar"]["mem_mb"].as_i64(), Some(10));
+    assert_eq!(mesh["mesh_control_plane"]["cpu_mcores"].as_i64(), Some(50));
+    assert_eq!(doc["environment_config"]["nodes"][0]["cores"].as_i64(), Some(2));
+    assert_eq!(doc["weft"]["repetitions"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["weft"]["hdr_log"], format!("{stem}.hlog"));
+    // The baseline has no sidecar and no mesh build.
+    let base = cmp.cells.iter().find(|c| c.variant == "baseline").unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(
+        &fs::read(dir.path().join("smp").join(format!("{}.json", export::cell_stem(base)))).unwrap(),
+    )
+    .unwrap();
+    assert!(doc["service_mesh_config"].get("sidecar").is_none() && doc["service_mesh_config"].get("mesh_build").is_none());
+
+    // A record without load runs has nothing to export.
+    assert!(export::write(&common::conformance_only(), Some(dir.path()), None).unwrap_err().to_string().contains("no load runs"));
+}
