@@ -1,4 +1,5 @@
-//! The small subcommands: `bench report`, `bench gate`, `bench plan`.
+//! The small subcommands: `bench report`, `bench gate`, `bench plan`,
+//! `bench compare`, `bench export`.
 
 use std::path::{Path, PathBuf};
 
@@ -113,4 +114,83 @@ pub fn cluster_dry_run(
     };
     let suite = suite::resolve(suite_spec).map_err(|e| e.to_string())?;
     crate::substrate::kube::dry_run(&suite, flags).map_err(|e| e.to_string())
+}
+
+/// Bad input to `bench compare` (exit 2): never a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("A: {0}")]
+    Base(ReadError),
+    #[error("B: {0}")]
+    Candidate(ReadError),
+    #[error("{a} vs {b}: {source}")]
+    Mismatch {
+        a: String,
+        b: String,
+        source: reports::diff::DiffError,
+    },
+}
+
+/// `bench compare A B`: the difference of two records, cell by cell, with
+/// the noise-aware verdict of `reports::noise`. Returns the text (or JSON)
+/// to print and whether any metric is worse beyond the noise.
+pub fn compare(a: &Path, b: &Path, json: bool) -> Result<(String, bool), CompareError> {
+    let (pa, pb) = (report_path(a), report_path(b));
+    let base = reports::io::read_report(&pa).map_err(CompareError::Base)?;
+    let candidate = reports::io::read_report(&pb).map_err(CompareError::Candidate)?;
+    let test = reports::noise::Bootstrap::default();
+    let diff = reports::diff::RecordDiff::of(&base, &candidate, &test).map_err(|source| {
+        CompareError::Mismatch {
+            a: pa.display().to_string(),
+            b: pb.display().to_string(),
+            source,
+        }
+    })?;
+    let text = if json {
+        let mut v = serde_json::to_value(&diff).expect("a diff serialises");
+        v["base"] = pa.display().to_string().into();
+        v["candidate"] = pb.display().to_string().into();
+        serde_json::to_string_pretty(&v).expect("a JSON value serialises")
+    } else {
+        diff.text(&pa.display().to_string(), &pb.display().to_string())
+    };
+    Ok((text, diff.any_worse()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportCommandError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{}: {source}", path.display())]
+    Export {
+        path: PathBuf,
+        source: reports::export::ExportError,
+    },
+}
+
+/// `bench export RESULTS [--smp DIR] [--hdr DIR]`: the SMP documents and
+/// HdrHistogram interval logs of a stored record; with neither flag, both
+/// beside the record (`smp/`, `hdr/`). Returns what was written, one line each.
+pub fn export(
+    results: &Path,
+    smp: Option<&Path>,
+    hdr: Option<&Path>,
+) -> Result<String, ExportCommandError> {
+    let path = report_path(results);
+    let report = reports::io::read_report(&path)?;
+    let beside = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (smp, hdr) = match (smp, hdr) {
+        (None, None) => (Some(beside.join("smp")), Some(beside.join("hdr"))),
+        (s, h) => (s.map(Path::to_path_buf), h.map(Path::to_path_buf)),
+    };
+    let written = reports::export::write(&report, smp.as_deref(), hdr.as_deref())
+        .map_err(|source| ExportCommandError::Export { path: path.clone(), source })?;
+    let mut out = String::new();
+    for p in written.smp.iter().chain(&written.hdr) {
+        out.push_str(&format!("wrote {}\n", p.display()));
+    }
+    Ok(out)
 }

@@ -43,6 +43,34 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         baseline: Option<PathBuf>,
     },
+    /// Compare two records cell by cell (p50, p99, proxy CPU, RSS, rps) with a noise-aware
+    /// verdict per metric: exit 0, or 1 with --fail-on-regression when one is worse; 2 bad input
+    Compare {
+        /// The base record: a results directory or a report.json
+        #[arg(value_name = "A")]
+        base: PathBuf,
+        /// The candidate record
+        #[arg(value_name = "B")]
+        candidate: PathBuf,
+        /// Print the comparison as JSON
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when any metric of any cell is worse beyond the noise
+        #[arg(long)]
+        fail_on_regression: bool,
+    },
+    /// Write a record's Service Mesh Performance (SMP) JSON and HdrHistogram interval logs,
+    /// one file per load cell [default: both beside the record, in smp/ and hdr/]
+    Export {
+        /// A results directory or a report.json
+        results: PathBuf,
+        /// Write the SMP documents into DIR
+        #[arg(long, value_name = "DIR")]
+        smp: Option<PathBuf>,
+        /// Write the HdrHistogram interval logs into DIR
+        #[arg(long, value_name = "DIR")]
+        hdr: Option<PathBuf>,
+    },
     /// Print the matrix a suite would run and its estimated duration, without running it
     Plan {
         /// Suite name (quick, ci, full, or ./suites/NAME.toml) or a path to a suite file
@@ -300,6 +328,33 @@ fn main() -> ExitCode {
                 code(2)
             }
         },
+        Command::Compare {
+            base,
+            candidate,
+            json,
+            fail_on_regression,
+        } => match commands::compare(&base, &candidate, json) {
+            Ok((text, worse)) => {
+                stdout(&text);
+                code(if worse && fail_on_regression { 1 } else { 0 })
+            }
+            Err(e) => {
+                eprintln!("bench compare: {e}");
+                code(2)
+            }
+        },
+        Command::Export { results, smp, hdr } => {
+            match commands::export(&results, smp.as_deref(), hdr.as_deref()) {
+                Ok(text) => {
+                    stdout(&text);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench export: {e}");
+                    code(1)
+                }
+            }
+        }
         Command::Plan { suite } => match commands::plan_text(&suite) {
             Ok(text) => {
                 stdout(&text);

@@ -191,6 +191,12 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                 dir: out.clone(),
                 detail: e.to_string(),
             })?;
+        // SMP JSON and HdrHistogram logs beside the record (smp/, hdr/); the
+        // record is what counts, so a failed export is said, not fatal
+        // (`bench export` can write them again from it).
+        if let Err(e) = reports::export::write_beside(&report, &report_dir) {
+            eprintln!("bench: the SMP and HdrHistogram exports were not written: {e}");
+        }
         staging.commit()?;
         // The results are safely on disk; a closed stdout pipe is not a failure.
         let summary = format!("{}\nresults: {}\n", written.markdown, out.display());

@@ -602,3 +602,137 @@ fn dashboard_metric_names_resolve_only_to_the_samples_a_family_writes() {
         ["weft_x_bucket", "process_y", "weft_z"]
     );
 }
+
+const REPEATED: &str = r#"
+name = "repeated"
+description = "bench compare and the exports, end to end"
+[defaults]
+duration = "700ms"
+warmup = "200ms"
+repetitions = 3
+connections = 2
+timeout = "5s"
+variants = ["baseline", "weft-plaintext"]
+[[scenario]]
+name = "h1"
+rates = [200]
+"#;
+
+/// A tiny run with 3 repetitions per cell, compared with itself (within
+/// noise everywhere) and with a copy whose weft-plaintext latencies are
+/// tripled (slower there, and only there); its SMP and HdrHistogram exports
+/// are there and agree with the record, the logs also as read by
+/// HdrHistogram's Python reader when ci/test provides it (WEFT_HDRH_PYTHON).
+#[test]
+fn compare_and_exports_of_a_repeated_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(dir.path(), "repeated.toml", REPEATED);
+    let out = dir.path().join("a");
+    let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+    assert!(o.status.success(), "bench run: {}\n{}", text(&o.stdout), text(&o.stderr));
+    let record = reports::io::read_report(&out.join("report.json")).unwrap();
+    assert_eq!(record.runs.len(), 6);
+
+    // Against itself: within noise everywhere, exit 0 even with --fail-on-regression.
+    let o = run(bench().arg("compare").arg(&out).arg(&out).arg("--fail-on-regression"));
+    let same = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{same}\n{}", text(&o.stderr));
+    assert!(same.contains("no metric is worse beyond the noise"), "{same}");
+    for verdict in ["slower", "faster", "worse", "better", "too few"] {
+        assert!(!same.lines().skip(4).any(|l| l.ends_with(verdict)), "{verdict} in:\n{same}");
+    }
+    assert!(same.contains("within noise") && same.contains("bootstrap 95%"), "{same}");
+
+    // A doctored copy: weft-plaintext's latencies tripled.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for r in v["runs"].as_array_mut().unwrap() {
+        if r["variant"] == "weft-plaintext" {
+            for k in ["p50", "p90", "p99", "p999", "p9999", "max", "mean"] {
+                let x = r["latency_us"][k].as_f64().unwrap();
+                r["latency_us"][k] = (x * 3.0).into();
+            }
+        }
+    }
+    let slowed = dir.path().join("slowed.json");
+    std::fs::write(&slowed, serde_json::to_string(&v).unwrap()).unwrap();
+    let o = run(bench().arg("compare").arg(out.join("report.json")).arg(&slowed).arg("--json"));
+    assert_eq!(o.status.code(), Some(0), "without --fail-on-regression a regression still exits 0");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for cell in j["cells"].as_array().unwrap() {
+        let p50 = cell["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "p50_us").unwrap();
+        let want = if cell["variant"] == "weft-plaintext" { "worse" } else { "within-noise" };
+        assert_eq!(p50["judgement"]["verdict"], want, "{cell}");
+    }
+    let o = run(bench().arg("compare").arg(&out).arg(&slowed).arg("--fail-on-regression"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("slower"), "{}", text(&o.stdout));
+
+    // Bad input names the path and what is wrong (exit 2).
+    let o = run(bench().arg("compare").arg(&out).arg(dir.path().join("nope")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("nope") && text(&o.stderr).contains("cannot read"), "{}", text(&o.stderr));
+    let other = dir.path().join("other.json");
+    v["runs"].as_array_mut().unwrap().iter_mut().for_each(|r| r["scenario"] = "elsewhere".into());
+    std::fs::write(&other, serde_json::to_string(&v).unwrap()).unwrap();
+    let o = run(bench().arg("compare").arg(&out).arg(&other));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no cell in common") && text(&o.stderr).contains("other.json"), "{}", text(&o.stderr));
+
+    // The exports bench run wrote, against the record.
+    let cmp = reports::compare::Comparison::of(&record);
+    for cell in &cmp.cells {
+        let stem = reports::export::cell_stem(cell);
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("smp").join(format!("{stem}.json"))).unwrap()).unwrap();
+        let lat = &doc["performance_test_result"]["latencies_ms"];
+        assert_eq!(lat["p50"].as_f64().unwrap(), cell.latency_us.p50 / 1000.0, "{stem}");
+        assert_eq!(lat["p99"].as_f64().unwrap(), cell.latency_us.p99 / 1000.0, "{stem}");
+        assert_eq!(doc["performance_test_config"]["clients"][0]["rps"], 200);
+        let log_path = out.join("hdr").join(format!("{stem}.hlog"));
+        let back = reports::export::hdr_log::read_log(&std::fs::read(&log_path).unwrap()).unwrap();
+        let runs: Vec<_> = cmp.runs_of(cell).collect();
+        assert_eq!(back.len(), 3, "{stem}: one interval per repetition");
+        for (h, r) in back.iter().zip(&runs) {
+            assert_eq!(*h, r.load.latency_histogram().unwrap(), "{stem}");
+        }
+        independent_reader_agrees(&log_path, &runs);
+    }
+    // `bench export` from the stored record writes the same files.
+    let (smp, hdr) = (dir.path().join("smp2"), dir.path().join("hdr2"));
+    let o = run(bench().arg("export").arg(&out).arg("--smp").arg(&smp).arg("--hdr").arg(&hdr));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for (mine, theirs) in [(&smp, out.join("smp")), (&hdr, out.join("hdr"))] {
+        let mut names: Vec<_> = std::fs::read_dir(mine).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names.len(), 2);
+        for n in names {
+            assert_eq!(std::fs::read(mine.join(&n)).unwrap(), std::fs::read(theirs.join(&n)).unwrap(), "{n:?}");
+        }
+    }
+}
+
+/// Each interval of the log as HdrHistogram's Python reader sees it agrees
+/// with the record's percentiles of that repetition within one histogram
+/// bucket. ci/test sets WEFT_HDRH_PYTHON to a Python with the `hdrh` package.
+fn independent_reader_agrees(log: &Path, runs: &[&reports::Run]) {
+    let Some(python) = std::env::var_os("WEFT_HDRH_PYTHON") else {
+        assert!(std::env::var("CI").is_err(), "CI must read the logs independently: run the tests through ci/test, which sets WEFT_HDRH_PYTHON");
+        eprintln!("WEFT_HDRH_PYTHON not set: {} not read by the Python hdrh reader (ci/test sets it)", log.display());
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/read_hdr_log.py");
+    let o = run(std::process::Command::new(python).arg(script).arg(log));
+    assert!(o.status.success(), "read_hdr_log.py: {}", text(&o.stderr));
+    let intervals: Vec<serde_json::Value> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(intervals.len(), runs.len(), "{}", text(&o.stdout));
+    for (i, r) in intervals.iter().zip(runs) {
+        let h = r.load.latency_histogram().unwrap();
+        assert_eq!(i["count"].as_u64(), Some(h.len()), "{i}");
+        let p = &r.load.latency_us;
+        for (k, mine) in [("p50", p.p50), ("p90", p.p90), ("p99", p.p99), ("p999", p.p999), ("max", p.max)] {
+            let theirs = i[k].as_f64().unwrap();
+            let bucket = h.equivalent_range(mine.max(theirs) as u64) as f64;
+            assert!((theirs - mine).abs() <= bucket, "{}: {k} {theirs} (hdrh) vs {mine} (record), bucket {bucket}", log.display());
+        }
+    }
+}
