@@ -88,19 +88,6 @@ pub(crate) fn endpoint_protocol(store: &Store, addr: SocketAddr) -> Option<Proto
     found
 }
 
-/// Whether a Service's endpoints name pods outside its namespace (whose
-/// changes then matter to its endpoint set).
-pub(crate) fn names_pods_elsewhere(store: &Store, key: &ObjectKey) -> bool {
-    store
-        .slices_by_service
-        .get(key)
-        .into_iter()
-        .flatten()
-        .filter_map(|k| store.slices.get(k))
-        .flat_map(|s| &s.endpoints)
-        .any(|ep| ep.pod.as_ref().is_some_and(|p| p.namespace != key.namespace))
-}
-
 pub(crate) fn service_port<'s>(store: &'s Store, key: &ObjectKey, port: u16) -> Option<(&'s Service, &'s ServicePort)> {
     let svc = store.services.get(key)?;
     let sport = svc.ports.iter().find(|p| p.port == port)?;

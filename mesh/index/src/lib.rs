@@ -6,10 +6,10 @@
 //!  backends (manifests dir | Kubernetes watchers)      gRPC servers (mesh-control)
 //!        │ Change::{Upsert(Resource), Delete}                 ▲ watch::Receiver<Arc<View>>
 //!        ▼                                                    │
-//!  Index::apply ──> Store (objects + secondary indexes) ──> views, each recomputed
-//!                    services, cluster IPs, slices by         only when a write changed
-//!                    service, pods, routes by parent,         what it reads; woken only
-//!                    authorization policies                   when the value changed
+//!  Index::apply ──> Store (objects + reverse indexes) ──> Touched (Services, identities
+//!                    services, cluster IPs, slices by       the write reaches) ──> only the
+//!                    service and by pod, routes by parent   watches filed under those are
+//!                    and by backend, policies               recomputed; woken if changed
 //!
 //!  DiscoverDestination::watch_destination(authority)   -> DestinationView
 //!  DiscoverPolicy::watch_outbound(authority, client ns) -> OutboundPolicy
@@ -25,7 +25,9 @@ mod outbound;
 pub mod route;
 mod store;
 pub mod target;
+mod touched;
 pub mod views;
+mod watches;
 
 pub use index::{DiscoverDestination, DiscoverPolicy, Index, LookupError, Stats};
 pub use model::DefaultPolicy;

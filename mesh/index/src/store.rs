@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::model::{
-    AuthorizationPolicy, Change, EndpointSlice, GrpcRoute, HttpRoute, Kind, Namespace, ObjectKey, ParentRef, Pod,
+    AuthorizationPolicy, Change, EndpointSlice, GrpcRoute, HttpRoute, Kind, Namespace, ObjectKey, Pod,
     Resource, Service,
 };
 
@@ -18,12 +18,17 @@ pub(crate) struct Store {
     pub slices: HashMap<ObjectKey, EndpointSlice>,
     /// Service -> its EndpointSlices.
     pub slices_by_service: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Pod -> the EndpointSlices naming it (its changes reach their Services).
+    pub slices_by_pod: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     pub pods: HashMap<ObjectKey, Pod>,
     pub http_routes: HashMap<ObjectKey, HttpRoute>,
     pub grpc_routes: HashMap<ObjectKey, GrpcRoute>,
     /// Parent Service -> routes attached to it.
     pub http_routes_by_parent: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     pub grpc_routes_by_parent: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Backend Service -> routes naming it (its changes reach their parents).
+    pub http_routes_by_backend: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub grpc_routes_by_backend: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Sorted so authorizations come out in a stable order.
     pub authorization_policies: BTreeMap<ObjectKey, AuthorizationPolicy>,
 }
@@ -64,7 +69,7 @@ impl Store {
     fn upsert(&mut self, resource: Resource) -> bool {
         let kind = resource.kind();
         let key = resource.key().clone();
-        if self.get(kind, &key).as_ref() == Some(&resource) {
+        if self.holds(&resource) {
             return false;
         }
         self.delete(kind, &key);
@@ -83,17 +88,22 @@ impl Store {
                     .entry(ObjectKey::new(&key.namespace, &slice.service))
                     .or_default()
                     .insert(key.clone());
+                for pod in slice.endpoints.iter().filter_map(|ep| ep.pod.as_ref()) {
+                    self.slices_by_pod.entry(pod.clone()).or_default().insert(key.clone());
+                }
                 self.slices.insert(key, slice);
             }
             Resource::Pod(pod) => {
                 self.pods.insert(key, pod);
             }
             Resource::HttpRoute(route) => {
-                link(&mut self.http_routes_by_parent, &route.parents, &key);
+                link(&mut self.http_routes_by_parent, route.parents.iter().map(|p| &p.service), &key);
+                link(&mut self.http_routes_by_backend, http_backends(&route), &key);
                 self.http_routes.insert(key, route);
             }
             Resource::GrpcRoute(route) => {
-                link(&mut self.grpc_routes_by_parent, &route.parents, &key);
+                link(&mut self.grpc_routes_by_parent, route.parents.iter().map(|p| &p.service), &key);
+                link(&mut self.grpc_routes_by_backend, grpc_backends(&route), &key);
                 self.grpc_routes.insert(key, route);
             }
             Resource::AuthorizationPolicy(policy) => {
@@ -103,16 +113,18 @@ impl Store {
         true
     }
 
-    fn get(&self, kind: Kind, key: &ObjectKey) -> Option<Resource> {
-        Some(match kind {
-            Kind::Namespace => Resource::Namespace(self.namespaces.get(&key.name)?.clone()),
-            Kind::Service => Resource::Service(self.services.get(key)?.clone()),
-            Kind::EndpointSlice => Resource::EndpointSlice(self.slices.get(key)?.clone()),
-            Kind::Pod => Resource::Pod(self.pods.get(key)?.clone()),
-            Kind::HttpRoute => Resource::HttpRoute(self.http_routes.get(key)?.clone()),
-            Kind::GrpcRoute => Resource::GrpcRoute(self.grpc_routes.get(key)?.clone()),
-            Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(self.authorization_policies.get(key)?.clone()),
-        })
+    /// Whether the store holds exactly `resource` (compared in place: no clone).
+    fn holds(&self, resource: &Resource) -> bool {
+        let key = resource.key();
+        match resource {
+            Resource::Namespace(o) => self.namespaces.get(&key.name) == Some(o),
+            Resource::Service(o) => self.services.get(key) == Some(o),
+            Resource::EndpointSlice(o) => self.slices.get(key) == Some(o),
+            Resource::Pod(o) => self.pods.get(key) == Some(o),
+            Resource::HttpRoute(o) => self.http_routes.get(key) == Some(o),
+            Resource::GrpcRoute(o) => self.grpc_routes.get(key) == Some(o),
+            Resource::AuthorizationPolicy(o) => self.authorization_policies.get(key) == Some(o),
+        }
     }
 
     fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
@@ -133,6 +145,7 @@ impl Store {
             Kind::EndpointSlice => match self.slices.remove(key) {
                 Some(slice) => {
                     unlink_one(&mut self.slices_by_service, &ObjectKey::new(&key.namespace, &slice.service), key);
+                    unlink(&mut self.slices_by_pod, slice.endpoints.iter().filter_map(|ep| ep.pod.as_ref()), key);
                     true
                 }
                 None => false,
@@ -140,14 +153,16 @@ impl Store {
             Kind::Pod => self.pods.remove(key).is_some(),
             Kind::HttpRoute => match self.http_routes.remove(key) {
                 Some(route) => {
-                    unlink(&mut self.http_routes_by_parent, &route.parents, key);
+                    unlink(&mut self.http_routes_by_parent, route.parents.iter().map(|p| &p.service), key);
+                    unlink(&mut self.http_routes_by_backend, http_backends(&route), key);
                     true
                 }
                 None => false,
             },
             Kind::GrpcRoute => match self.grpc_routes.remove(key) {
                 Some(route) => {
-                    unlink(&mut self.grpc_routes_by_parent, &route.parents, key);
+                    unlink(&mut self.grpc_routes_by_parent, route.parents.iter().map(|p| &p.service), key);
+                    unlink(&mut self.grpc_routes_by_backend, grpc_backends(&route), key);
                     true
                 }
                 None => false,
@@ -157,15 +172,23 @@ impl Store {
     }
 }
 
-fn link(by_parent: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parents: &[ParentRef], route: &ObjectKey) {
+fn http_backends(route: &HttpRoute) -> impl Iterator<Item = &ObjectKey> {
+    route.rules.iter().flat_map(|r| &r.backends).map(|b| &b.service)
+}
+
+fn grpc_backends(route: &GrpcRoute) -> impl Iterator<Item = &ObjectKey> {
+    route.rules.iter().flat_map(|r| &r.backends).map(|b| &b.service)
+}
+
+fn link<'a>(map: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parents: impl Iterator<Item = &'a ObjectKey>, child: &ObjectKey) {
     for parent in parents {
-        by_parent.entry(parent.service.clone()).or_default().insert(route.clone());
+        map.entry(parent.clone()).or_default().insert(child.clone());
     }
 }
 
-fn unlink(by_parent: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parents: &[ParentRef], route: &ObjectKey) {
+fn unlink<'a>(map: &mut HashMap<ObjectKey, BTreeSet<ObjectKey>>, parents: impl Iterator<Item = &'a ObjectKey>, child: &ObjectKey) {
     for parent in parents {
-        unlink_one(by_parent, &parent.service, route);
+        unlink_one(map, parent, child);
     }
 }
 

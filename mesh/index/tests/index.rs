@@ -579,3 +579,58 @@ fn write_cost_with_1000_services_watched() {
         vec![up(slice("ns-4", "web-abc", "web", &[("http", 8080)], &[("10.1.0.4", "web-1", r % 2 == 0)]))]
     });
 }
+
+/// Services of one namespace are independent: a write to one recomputes
+/// and wakes its own views, and no other Service's, whatever the
+/// namespace holds.
+#[test]
+fn a_write_to_one_service_does_not_wake_the_watchers_of_another() {
+    let index = Index::new(Config::default());
+    let n = 300;
+    let mut changes = Vec::new();
+    for i in 0..n {
+        let (name, pod_name) = (format!("svc-{i}"), format!("svc-{i}-pod"));
+        let (cluster_ip, pod_ip) = (format!("10.96.{}.{}", i / 250, i % 250), format!("10.1.{}.{}", i / 250, i % 250));
+        changes.push(up(service("shop", &name, &cluster_ip, &[("http", 80, Protocol::Http1)])));
+        changes.push(up(slice("shop", &format!("{name}-1"), &name, &[("http", 8080)], &[(&pod_ip, &pod_name, true)])));
+        changes.push(up(pod("shop", &pod_name, &name, &pod_ip, Some(true))));
+    }
+    index.apply(changes);
+    let id = |i: usize| Workload::Identity(format!("spiffe://cluster.local/ns/shop/sa/svc-{i}"));
+    let mut endpoints: Vec<_> = (0..n).map(|i| index.watch_destination(&format!("svc-{i}.shop:80")).unwrap()).collect();
+    let mut outbound: Vec<_> = (0..n).map(|i| index.watch_outbound(&format!("svc-{i}.shop:80"), None).unwrap()).collect();
+    let mut inbound: Vec<_> = (0..n).map(|i| index.watch_inbound(id(i), 8080).unwrap()).collect();
+    let mut woken = || {
+        let mut woken = Vec::new();
+        for (what, i, changed) in endpoints
+            .iter_mut()
+            .enumerate()
+            .map(|(i, rx)| ("endpoints", i, rx.has_changed().unwrap() && { rx.borrow_and_update(); true }))
+            .chain(outbound.iter_mut().enumerate().map(|(i, rx)| ("outbound", i, rx.has_changed().unwrap() && { rx.borrow_and_update(); true })))
+            .chain(inbound.iter_mut().enumerate().map(|(i, rx)| ("inbound", i, rx.has_changed().unwrap() && { rx.borrow_and_update(); true })))
+        {
+            if changed {
+                woken.push(format!("{what} {i}"));
+            }
+        }
+        woken
+    };
+
+    // A second endpoint for svc-7: its endpoint set; its workload's inbound
+    // policy is recomputed (the slice names its pod) but unchanged.
+    let grown = slice("shop", "svc-7-1", "svc-7", &[("http", 8080)], &[("10.1.0.7", "svc-7-pod", true), ("10.1.9.9", "", true)]);
+    assert_eq!(recomputed(&index, [up(grown)]), 2);
+    assert_eq!(woken(), ["endpoints 7"]);
+    assert_eq!(index.watch_destination("svc-7.shop:80").unwrap().borrow().endpoints.len(), 2);
+    // svc-8's pod stops being meshed: svc-8's endpoint set and workload.
+    assert_eq!(recomputed(&index, [up(pod("shop", "svc-8-pod", "svc-8", "10.1.0.8", Some(false)))]), 2);
+    assert_eq!(woken(), ["endpoints 8", "inbound 8"], "no longer meshed: it backs nothing by identity");
+    // svc-9 gets a gRPC port: its endpoints (unchanged: the slice names
+    // no such port), outbound policy and workload.
+    let grpc = service("shop", "svc-9", "10.96.0.9", &[("http", 80, Protocol::Http1), ("grpc", 90, Protocol::Grpc)]);
+    assert_eq!(recomputed(&index, [up(grpc)]), 3);
+    assert_eq!(woken(), Vec::<String>::new(), "port 80's views are as they were");
+    // svc-10's protocol changes: its outbound and inbound policies.
+    assert_eq!(recomputed(&index, [up(service("shop", "svc-10", "10.96.0.10", &[("http", 80, Protocol::Http2)]))]), 3);
+    assert_eq!(woken(), ["outbound 10", "inbound 10"]);
+}
