@@ -16,7 +16,7 @@
 //!       └─> TLS listener (mesh_identity::control_incoming) ─> tonic, bounded (streams, resets,
 //!           keepalive, connections); Certify behind ratelimit::CertifyLimiter
 //!
-//!  discovery::manifests (dir, polled) ─┐                 ┌─ grpc::destination::DestinationService<D: DiscoverDestination>
+//!  discovery::manifests (dir, inotify) ─┐                ┌─ grpc::destination::DestinationService<D: DiscoverDestination>
 //!  discovery::kubernetes (watchers)  ──┴─> mesh_index::Index ─┴─ grpc::policy::PolicyService<P: DiscoverPolicy>
 //!       (discovery::{convert, gateway, authz}: k8s objects -> index model)
 //! ```
@@ -52,7 +52,7 @@ use mesh_index::{DefaultPolicy, Index};
 
 use crate::authority::Authority;
 use crate::ca::Ca;
-use crate::discovery::manifests::Manifests;
+use crate::discovery::manifests::{Follow, Manifests};
 use crate::grpc::destination::DestinationService;
 use crate::grpc::policy::PolicyService;
 use crate::grpc::streams::OpenStreams;
@@ -159,7 +159,13 @@ pub struct Args {
     /// nothing and proxies forward as if unmeshed.
     #[arg(long, env = "WEFT_CONTROL_MANIFESTS")]
     pub manifests: Option<PathBuf>,
-    /// How often the manifests directory is checked for changes (at least 10ms).
+    /// Follow the manifests directory through filesystem notifications
+    /// (inotify), with a full rescan every 10s in case one is lost; false,
+    /// or where notifications are unavailable: poll every --manifests-poll.
+    #[arg(long, env = "WEFT_CONTROL_MANIFESTS_NOTIFY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub manifests_notify: bool,
+    /// How often the manifests directory is checked for changes without
+    /// notifications (at least 10ms).
     #[arg(long, env = "WEFT_CONTROL_MANIFESTS_POLL", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub manifests_poll: Duration,
     /// DNS domain of Services: <svc>.<ns>.svc.<cluster-domain>.
@@ -401,7 +407,8 @@ async fn start_backend(
                 problems = report.errors.len(),
                 "manifests loaded"
             );
-            Ok(Some(tokio::spawn(manifests.run(args.manifests_poll, std::future::pending()))))
+            let follow = Follow { notify: args.manifests_notify, poll: args.manifests_poll };
+            Ok(Some(tokio::spawn(manifests.run(follow, std::future::pending()))))
         }
         (Backend::Kubernetes, _) => {
             let client = kube_client(client).await?;

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_control::discovery::manifests::{parse_file, Manifests};
+use mesh_control::discovery::manifests::{parse_file, Follow, Manifests};
 use mesh_index::model::*;
 use mesh_index::{Config, DiscoverDestination, DiscoverPolicy, Index};
 
@@ -258,8 +258,19 @@ fn slice(service: &str, addrs: &[&str]) -> String {
     )
 }
 
+/// With notifications and an hour's poll: only a notification can apply an edit.
 #[tokio::test]
-async fn directory_hot_reload_keeps_the_last_good_file() {
+async fn directory_hot_reload_through_notifications_keeps_the_last_good_file() {
+    hot_reload(Follow { notify: true, poll: Duration::from_secs(3600) }).await;
+}
+
+/// Without notifications (filesystems without inotify): the poll.
+#[tokio::test]
+async fn directory_hot_reload_by_polling_keeps_the_last_good_file() {
+    hot_reload(Follow { notify: false, poll: Duration::from_millis(50) }).await;
+}
+
+async fn hot_reload(follow: Follow) {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "web.yaml", &format!("{}---\n{}", service("web", "198.19.0.10"), slice("web", &["198.18.0.1"])));
     let index = Index::new(Config::default());
@@ -270,9 +281,13 @@ async fn directory_hot_reload_keeps_the_last_good_file() {
     assert_eq!(endpoints(&index, "web.shop:80"), ["198.18.0.1:8080"]);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(manifests.run(Duration::from_millis(50), async move {
+    let task = tokio::spawn(manifests.run(follow, async move {
         let _ = stop_rx.await;
     }));
+    support::eventually("following", || async {
+        metrics.notifications.load(std::sync::atomic::Ordering::Relaxed).eq(&follow.notify).then_some(())
+    })
+    .await;
 
     // Edited file.
     write(

@@ -1,10 +1,18 @@
 //! Backend 1: a directory of Kubernetes YAML manifests (`*.yaml`, `*.yml`,
-//! recursively, multi-document with `---`), polled for changes.
+//! recursively, multi-document with `---`), followed through filesystem
+//! notifications (inotify, by the `notify` crate).
 //!
-//! Why a poll and not inotify: it is a handful of `stat` calls every 250 ms,
-//! works on every filesystem (bind mounts, ConfigMap symlink swaps, network
-//! filesystems) and cannot miss an event. A file is re-read when its mtime,
-//! size or inode changes (editors that write-and-rename change the inode).
+//! A notification only says "look again": the backend then rescans the
+//! directory (a `stat` per file) and re-reads a file when its mtime, size or
+//! inode changed (editors that write-and-rename change the inode), so a
+//! coalesced or misattributed event loses nothing. A burst of events (a
+//! writer's create, write, rename) waits [`DEBOUNCE`] of quiet, at most
+//! [`DEBOUNCE_MAX`], to become one scan. Notifications can still be lost
+//! (queue overflow, the directory itself replaced, a network filesystem
+//! changed from another host), so a full rescan runs every [`RESYNC`] as
+//! well. Where notifications cannot be set up (no inotify, watch limit
+//! reached) or are turned off (`--manifests-notify false`), the directory is
+//! polled every `--manifests-poll` instead, as before.
 //!
 //! Each scan is applied atomically: watchers never see half a directory. A
 //! file that does not parse is reported as `path:line: what is wrong` (a log
@@ -12,10 +20,10 @@
 //! file stays in force; the other files are unaffected. Unknown kinds are
 //! ignored with a debug log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +55,8 @@ pub struct ManifestsMetrics {
     pub reloads: AtomicU64,
     /// Manifest files currently known.
     pub files: AtomicU64,
+    /// Whether filesystem notifications are followed (else: polling).
+    pub notifications: AtomicBool,
 }
 
 /// What one scan did.
@@ -77,13 +87,12 @@ pub struct Manifests {
     dir: PathBuf,
     index: Index,
     files: BTreeMap<PathBuf, FileState>,
-    applied: HashMap<(Kind, ObjectKey), Resource>,
     metrics: Arc<ManifestsMetrics>,
 }
 
 impl Manifests {
     pub fn new(dir: impl Into<PathBuf>, index: Index) -> Self {
-        Self { dir: dir.into(), index, files: BTreeMap::new(), applied: HashMap::new(), metrics: Arc::default() }
+        Self { dir: dir.into(), index, files: BTreeMap::new(), metrics: Arc::default() }
     }
 
     pub fn metrics(&self) -> Arc<ManifestsMetrics> {
@@ -97,6 +106,13 @@ impl Manifests {
         list(&self.dir, &mut paths)?;
         let mut report = ScanReport { files: paths.len(), ..ScanReport::default() };
         let mut seen = BTreeMap::new();
+        // Objects of files that are new, changed or gone, before and after.
+        let mut touched: HashMap<Kind, HashSet<ObjectKey>> = HashMap::new();
+        let mut touch = |rs: &[Resource]| {
+            for r in rs {
+                touched.entry(r.kind()).or_default().insert(r.key().clone());
+            }
+        };
         for path in paths {
             let Ok(meta) = std::fs::metadata(&path) else { continue }; // removed meanwhile
             let stamp = Stamp {
@@ -108,20 +124,25 @@ impl Manifests {
             let state = match previous {
                 Some(state) if state.stamp == stamp => state,
                 previous => {
+                    let old = previous.map(|s| s.resources).unwrap_or_default();
+                    touch(&old);
                     let parsed = std::fs::read_to_string(&path)
                         .map_err(|e| {
                             vec![ManifestError { path: path.clone(), line: 1, message: format!("reading: {e}") }]
                         })
                         .and_then(|text| parse_file(&path, &text));
                     match parsed {
-                        Ok(resources) => FileState { stamp, resources },
+                        Ok(resources) => {
+                            touch(&resources);
+                            FileState { stamp, resources }
+                        }
                         Err(errors) => {
                             for e in &errors {
                                 tracing::warn!("{e} (keeping this file's previous state)");
                             }
                             self.metrics.parse_errors.fetch_add(errors.len() as u64, Ordering::Relaxed);
                             report.errors.extend(errors);
-                            FileState { stamp, resources: previous.map(|s| s.resources).unwrap_or_default() }
+                            FileState { stamp, resources: old }
                         }
                     }
                 }
@@ -129,53 +150,83 @@ impl Manifests {
             seen.insert(path, state);
         }
         // Files not seen this time were removed: their objects go with them.
+        for gone in self.files.values() {
+            touch(&gone.resources);
+        }
         self.files = seen;
         self.metrics.files.store(self.files.len() as u64, Ordering::Relaxed);
+        if touched.is_empty() {
+            return Ok(report);
+        }
 
-        let mut merged: HashMap<(Kind, ObjectKey), Resource> = HashMap::new();
-        let mut origin: HashMap<(Kind, ObjectKey), &Path> = HashMap::new();
+        // Each touched object as the files now define it (the later file
+        // wins), by reference: only what is written to the index is cloned,
+        // and the index ignores an upsert of what it already holds.
+        let mut now: HashMap<(Kind, &ObjectKey), (&Path, &Resource)> = HashMap::new();
         for (path, state) in &self.files {
             for r in &state.resources {
-                let id = (r.kind(), r.key().clone());
-                if let Some(first) = origin.insert(id.clone(), path) {
+                let Some(key) = touched.get(&r.kind()).and_then(|keys| keys.get(r.key())) else { continue };
+                if let Some((first, _)) = now.insert((r.kind(), key), (path, r)) {
                     tracing::warn!(
-                        "{}: {} {} is also defined in {}; the later file wins",
+                        "{}: {} {key} is also defined in {}; the later file wins",
                         path.display(),
-                        id.0.as_str(),
-                        id.1,
+                        r.kind().as_str(),
                         first.display()
                     );
                 }
-                merged.insert(id, r.clone());
             }
         }
-        let mut changes: Vec<Change> = self
-            .applied
-            .keys()
-            .filter(|id| !merged.contains_key(*id))
-            .map(|(kind, key)| Change::Delete(*kind, key.clone()))
+        let ids = touched.iter().flat_map(|(kind, keys)| keys.iter().map(move |key| (*kind, key)));
+        let changes: Vec<Change> = ids
+            .map(|(kind, key)| match now.get(&(kind, key)) {
+                Some((_, r)) => Change::Upsert((*r).clone()),
+                None => Change::Delete(kind, key.clone()),
+            })
             .collect();
-        changes.extend(
-            merged.iter().filter(|(id, r)| self.applied.get(*id) != Some(*r)).map(|(_, r)| Change::Upsert(r.clone())),
-        );
-        if !changes.is_empty() {
-            report.changes = self.index.apply(changes);
+        report.changes = self.index.apply(changes);
+        if report.changes > 0 {
             self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
             tracing::info!(files = report.files, changes = report.changes, "manifests applied");
         }
-        self.applied = merged;
         Ok(report)
     }
 
-    /// Scans every `interval` until `shutdown` completes.
-    pub async fn run(mut self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
-        let mut ticks = tokio::time::interval(interval);
+    /// Follows the directory until `shutdown` completes: a scan after each
+    /// burst of notifications and every [`RESYNC`], or every `follow.poll`
+    /// without notifications.
+    /// Notifications are set up before this returns: an edit made after it
+    /// is seen. Call inside the runtime.
+    pub fn run(
+        self,
+        follow: Follow,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> impl std::future::Future<Output = ()> {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let watcher = if follow.notify { self.watch(&wake) } else { None };
+        self.metrics.notifications.store(watcher.is_some(), Ordering::Relaxed);
+        let every = if watcher.is_some() { RESYNC.max(follow.poll) } else { follow.poll };
+        // The caller has scanned once already.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        async move {
+            // Dropping the watcher stops its notifications: it lives as long as this loop.
+            let _watcher = watcher;
+            self.follow(&wake, ticks, shutdown).await;
+        }
+    }
+
+    async fn follow(
+        mut self,
+        wake: &tokio::sync::Notify,
+        mut ticks: tokio::time::Interval,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = ticks.tick() => {}
+                _ = wake.notified() => debounce(wake).await,
             }
             // Parsing is blocking work; keep it off the gRPC threads.
             let scanned = tokio::task::spawn_blocking(move || {
@@ -195,6 +246,64 @@ impl Manifests {
                     return;
                 }
             }
+        }
+    }
+
+    /// Notifications of changes under the directory wake `wake`; None
+    /// (logged) when they cannot be had.
+    fn watch(&self, wake: &Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let wake = Arc::clone(wake);
+        let handler = move |event: notify::Result<notify::Event>| match event {
+            // Opens and reads (our own scans among them) change nothing.
+            Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) && !e.need_rescan() => {}
+            Ok(_) => wake.notify_one(),
+            Err(e) => {
+                tracing::warn!("manifests notifications: {e} (rescanning)");
+                wake.notify_one();
+            }
+        };
+        let watching = notify::recommended_watcher(handler)
+            .and_then(|mut w| w.watch(&self.dir, notify::RecursiveMode::Recursive).map(|()| w));
+        match watching {
+            Ok(w) => {
+                tracing::debug!(dir = %self.dir.display(), "following the manifests through notifications");
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{}: no filesystem notifications ({e}); polling it instead (--manifests-poll)",
+                    self.dir.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+/// How [`Manifests::run`] learns of edits.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    /// Filesystem notifications (falls back to polling when unavailable).
+    pub notify: bool,
+    /// The poll interval without notifications.
+    pub poll: Duration,
+}
+
+/// Quiet time after a notification before scanning.
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Longest a steady stream of notifications holds a scan back.
+pub const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
+/// A full rescan this often even with notifications (they can be lost).
+pub const RESYNC: Duration = Duration::from_secs(10);
+
+/// Returns after [`DEBOUNCE`] without a notification, or [`DEBOUNCE_MAX`].
+async fn debounce(wake: &tokio::sync::Notify) {
+    let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
+        if tokio::time::timeout_at(quiet, wake.notified()).await.is_err() || tokio::time::Instant::now() >= deadline {
+            return;
         }
     }
 }

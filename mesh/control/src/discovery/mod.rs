@@ -3,8 +3,8 @@
 //! conversions are shared so both produce the same index.
 //!
 //! ```text
-//!  manifests dir (*.yaml, polled) ─┐  convert / gateway / authz   ┌─> Index::apply
-//!  Kubernetes API (kube watchers) ─┘  (k8s types -> model)        └─> Index::replace_kind
+//!  manifests dir (*.yaml, inotify) ─┐  convert / gateway / authz  ┌─> Index::apply
+//!  Kubernetes API (kube watchers)  ─┘  (k8s types -> model)       └─> Index::replace_kind
 //! ```
 
 pub mod authz;
