@@ -17,6 +17,10 @@
 //!                                                (+ SVG charts)                     (ci/gates.toml)
 //! ```
 //!
+//! Beside those: [`export`] writes a record's cells as Service Mesh
+//! Performance JSON and HdrHistogram interval logs, and [`diff`] compares two
+//! records cell by cell with [`noise`]'s verdict (`bench compare`).
+//!
 //! Nothing here measures anything: every function reads a [`Report`], so a
 //! report or a gate can be re-run on old results without re-running load.
 #![forbid(unsafe_code)]

@@ -236,6 +236,19 @@ fn exports_write_an_smp_document_and_an_interval_log_per_cell() {
     .unwrap();
     assert!(doc["service_mesh_config"].get("sidecar").is_none() && doc["service_mesh_config"].get("mesh_build").is_none());
 
+    // Closed loop: no target rate, the concurrency in the labels and the name.
+    let mut closed = common::run("max", "weft", 1.0, 0, 300);
+    (closed.load.mode, closed.load.rate, closed.load.concurrency) = ("closed".into(), None, Some(16));
+    let closed_dir = dir.path().join("closed");
+    let w = export::write(&common::report(vec![closed]), Some(&closed_dir), None).unwrap();
+    assert_eq!((w.smp.len(), w.hdr.len()), (1, 0), "only what was asked for");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(closed_dir.join("local_max_http1_weft_c16.json")).unwrap()).unwrap();
+    let config = &doc["performance_test_config"];
+    assert!(config["clients"][0].get("rps").is_none(), "{config}");
+    assert_eq!((&config["labels"]["concurrency"], &config["labels"]["mode"]), (&"16".into(), &"closed".into()));
+    assert!(doc["weft"].get("hdr_log").is_none(), "no log written, none named");
+
     // A record without load runs has nothing to export.
     assert!(export::write(&common::conformance_only(), Some(dir.path()), None).unwrap_err().to_string().contains("no load runs"));
 }
