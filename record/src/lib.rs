@@ -16,6 +16,7 @@
 //! `reports/SCHEMA.md`.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod conformance;
 pub mod crosscheck;
 pub mod faults;
@@ -27,6 +28,7 @@ pub mod propagation;
 pub mod report;
 pub mod soak;
 
+pub use capacity::CapacityRun;
 pub use conformance::{Status, TestResult};
 pub use crosscheck::{CrossCheck, ProxyWindow};
 pub use faults::{FaultRun, Hardening, OverloadRun};

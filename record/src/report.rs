@@ -52,6 +52,10 @@ pub struct Report {
     /// Soak, fault-under-load and overload runs (`crate::soak`, `crate::faults`).
     #[serde(default, flatten)]
     pub hardening: crate::Hardening,
+    /// Capacity-at-an-SLO searches (`mode = "capacity"`), one per
+    /// (scenario, variant, repetition); absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity: Vec<crate::CapacityRun>,
 }
 
 impl Report {
@@ -71,6 +75,7 @@ impl Report {
             conformance: Vec::new(),
             hostile: None,
             hardening: crate::Hardening::default(),
+            capacity: Vec::new(),
         }
     }
 

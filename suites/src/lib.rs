@@ -22,6 +22,9 @@
 pub mod bins;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]
+pub mod capacity;
+#[cfg(feature = "bench")]
+#[forbid(unsafe_code)]
 pub mod commands;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]

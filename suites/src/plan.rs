@@ -52,7 +52,8 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
     for (si, sc) in suite.scenarios.iter().enumerate() {
         let points: Vec<Option<f64>> = match &sc.load {
             LoadShape::Open { rates } => rates.iter().map(|r| Some(*r)).collect(),
-            LoadShape::Closed { .. } | LoadShape::Propagation(_) => vec![None],
+            // A capacity cell's rates are the search's: one cell per variant.
+            LoadShape::Closed { .. } | LoadShape::Propagation(_) | LoadShape::Capacity(_) => vec![None],
         };
         for rate in points {
             for repetition in 0..sc.repetitions {
@@ -93,6 +94,8 @@ pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
             LoadShape::Propagation(p) => {
                 acc + PROPAGATION_OVERHEAD + PROPAGATION_PER_CHANGE * p.changes as u32
             }
+            // The most probes the search can take: an upper bound.
+            LoadShape::Capacity(c) => acc + DEPLOY_OVERHEAD + (sc.warmup + sc.duration) * c.max_probes(),
             _ => {
                 let sidecars = match c.variant {
                     Variant::Weft => REPLICA_OVERHEAD * (sc.replicas as u32 - 1),
@@ -134,6 +137,7 @@ pub fn label(suite: &Suite, cell: &Cell) -> String {
                 sc.repetitions
             );
         }
+        (LoadShape::Capacity(c), None) => format!("capacity at p{}<={}", c.percentile, humantime::format_duration(c.slo)),
         (LoadShape::Open { .. }, None) => "-".to_string(),
     };
     format!(
@@ -175,6 +179,16 @@ pub fn describe(suite: &Suite, cells: &[Cell]) -> String {
                 )
             }
             LoadShape::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
+            LoadShape::Capacity(c) => format!(
+                "capacity: the highest open-loop rate with p{} <= {} and 0 errors, ramp from {} rps x{} up to {} rps, bisection to {} %, {}; each probe",
+                c.percentile,
+                humantime::format_duration(c.slo),
+                fmt_rate(c.start_rate),
+                c.ramp_factor,
+                fmt_rate(c.max_rate),
+                c.tolerance * 100.0,
+                if c.validation { "then a validation run at the found rate" } else { "no validation run" }
+            ),
             LoadShape::Propagation(p) => {
                 let _ = writeln!(
                     s,

@@ -298,6 +298,7 @@ async fn execute<S: Substrate>(
     let mut propagation: Vec<Propagation> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut hardening = record::Hardening::default();
+    let mut capacity: Vec<record::CapacityRun> = Vec::new();
     let mut failures = 0;
     // Variants a scenario cannot run here (skipped once, recorded once).
     let mut gone: BTreeSet<(usize, Variant)> = BTreeSet::new();
@@ -451,6 +452,24 @@ async fn execute<S: Substrate>(
                 overall.inc(1);
                 continue;
             }
+            if let LoadShape::Capacity(shape) = &scenario.load {
+                let done = crate::capacity::run(shape, scenario, cell, i, &label, &dep, substrate, &mp, &say).await;
+                substrate.teardown(dep).await;
+                drop(limits);
+                match done {
+                    Ok(c) => {
+                        say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), crate::capacity::one_line(&c)));
+                        capacity.push(c);
+                    }
+                    Err(e) => {
+                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
+                        failures += 1;
+                        record_failure(&mut skipped, scenario, cell.variant, &e);
+                    }
+                }
+                overall.inc(1);
+                continue;
+            }
             let lc = LoadCell {
                 scenario,
                 cell,
@@ -498,6 +517,7 @@ async fn execute<S: Substrate>(
     report.skipped = skipped;
     report.propagation = propagation;
     report.hardening = hardening;
+    report.capacity = capacity;
     (report, failures)
 }
 

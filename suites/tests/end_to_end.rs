@@ -349,6 +349,71 @@ fn the_proxies_count_what_loadgen_sent() {
     assert!(!md.contains("Cross-check failed"), "{md}");
 }
 
+/// A capacity search through the real binaries: a generous SLO that every
+/// probe holds (ramp to `max_rate`, then its validation), and a server
+/// slower than the SLO (the start rate fails: capacity 0, nothing validated).
+#[test]
+fn capacity_searches_probe_through_the_deployed_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(
+        dir.path(),
+        "cap.toml",
+        r#"name = "cap"
+[defaults]
+duration = "1s"
+warmup = "200ms"
+connections = 2
+mode = "capacity"
+start_rate = 50
+max_rate = 100
+[[scenario]]
+name = "fits"
+variants = ["baseline", "weft-plaintext"]
+slo = { percentile = 99.0, max = "2s" }
+[[scenario]]
+name = "too-slow"
+variants = ["baseline"]
+server_delay = "20ms"
+slo = { percentile = 50.0, max = "5ms" }
+"#,
+    );
+    let out = dir.path().join("results");
+    let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let r = reports::io::read_report(&out.join("report.json")).expect("record parses");
+    assert!(r.runs.is_empty(), "probes are in the capacity section, not load runs");
+    let found: Vec<(&str, &str, f64, bool, &str)> = r
+        .capacity
+        .iter()
+        .map(|c| (c.scenario.as_str(), c.variant.as_str(), c.capacity_rps, c.validated, c.limited_by.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("fits", "baseline", 100.0, true, "max-rate"),
+            ("fits", "weft-plaintext", 100.0, true, "max-rate"),
+            ("too-slow", "baseline", 0.0, false, "start-rate"),
+        ]
+    );
+    for c in &r.capacity[..2] {
+        let probes: Vec<(&str, Option<f64>, &str)> =
+            c.probes.iter().map(|p| (p.phase.as_str(), p.load.rate, p.verdict.as_str())).collect();
+        assert_eq!(probes, [("ramp", Some(50.0), "pass"), ("ramp", Some(100.0), "pass"), ("validate", Some(100.0), "pass")]);
+        assert!(c.probes.iter().all(|p| p.load.requests > 0 && p.load.errors == 0 && p.percentile_us > 0.0), "{c:?}");
+        let proxies = c.probes[0].resources.iter().filter(|x| x.role == "proxy").count();
+        assert_eq!(proxies, if c.variant == "baseline" { 0 } else { 2 }, "each probe samples the variant's processes");
+    }
+    let slow = &r.capacity[2].probes;
+    assert_eq!(slow.len(), 1);
+    assert!(slow[0].verdict == "slo" && slow[0].percentile_us >= 20_000.0, "{:?}", slow[0].verdict);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Capacity at p99 ≤ 2000 ms: `fits` (local)"), "{md}");
+    assert!(md.contains("| `weft-plaintext` | 0 | 100 | pass at 100 rps"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("SLO: p99 ≤ 2000 ms"), "the chart is in the page");
+    assert!(out.join("capacity.svg").metadata().is_ok_and(|m| m.len() > 0));
+}
+
 /// A child process killed (and reaped) when the test ends, however it ends.
 struct Killed(std::process::Child);
 

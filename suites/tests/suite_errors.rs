@@ -101,6 +101,34 @@ fn plan_prints_the_matrix_and_estimate_of_the_builtin_suite() {
     assert!(s.contains("19 cells, estimated"), "{s}");
 }
 
+#[test]
+fn capacity_suites_are_planned_and_their_errors_located() {
+    let out = run(bench_exe_cmd().args(["plan", "--suite", "capacity"]));
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(s.contains("capacity: the highest open-loop rate with p99 <= 5ms and 0 errors"), "{s}");
+    assert!(s.contains("http1-capacity capacity at p99<=5ms weft-plaintext rep 1/1"), "{s}");
+    assert!(s.contains("5 cells, estimated"), "{s}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "cap.toml",
+        "name = \"c\"\n[[scenario]]\nname = \"a\"\nmode = \"capacity\"\nslo = { max = \"5 parsecs\" }\nmax_rate = -3\n[[scenario]]\nname = \"b\"\nrates = [10]\nramp_factor = 2.0\n",
+    );
+    let out = run(bench_exe_cmd().args(["plan", "--suite"]).arg(&path));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    let p = path.display();
+    for want in [
+        format!("{p}:5:15: `slo.max` = \"5 parsecs\" is not a duration"),
+        format!("{p}:6:12: `max_rate` must be a rate above 0"),
+        format!("{p}:10:15: `ramp_factor` is for mode = \"capacity\" scenarios"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
 /// Suite errors need no sibling binaries, so skip building them.
 fn bench_exe_cmd() -> std::process::Command {
     std::process::Command::new(bench_exe())

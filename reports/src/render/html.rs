@@ -84,7 +84,7 @@ pub fn html(cmp: &Comparison<'_>) -> String {
         }
         out.push_str("</ul></div>\n");
     }
-    if groups.is_empty() {
+    if groups.is_empty() && report.capacity.is_empty() {
         let _ = writeln!(out, "<p class=\"warn\">{}</p>", esc(NO_LOAD_RUNS));
     }
 
@@ -119,6 +119,7 @@ pub fn html(cmp: &Comparison<'_>) -> String {
     }
 
     hardening_sections(&mut out, report);
+    capacity_sections(&mut out, report);
 
     if !cmp.conformance.is_empty() {
         conformance(&mut out, &cmp.conformance);
@@ -133,6 +134,45 @@ pub fn html(cmp: &Comparison<'_>) -> String {
     }
     out.push_str("</dl>\n</body>\n</html>\n");
     out
+}
+
+/// One section: its title, note and table, a legend and its chart.
+fn section_table(
+    out: &mut String,
+    t: &super::hardening::Table,
+    key: &[(String, plotters::style::RGBColor)],
+    drawn: Result<Option<(&str, String)>, super::RenderError>,
+) {
+    let _ = writeln!(out, "<h2>{}</h2>\n<p class=\"muted\">{}</p>", inline_code(&esc(&t.title)), inline_code(&esc(&t.note.replace("**", ""))));
+    out.push_str("<table>\n<thead><tr>");
+    for head in &t.headers {
+        let _ = write!(out, "<th>{}</th>", esc(head));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for row in &t.rows {
+        out.push_str("<tr>");
+        for v in row {
+            let _ = write!(out, "<td>{}</td>", inline_code(&esc(v)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+    if !key.is_empty() {
+        out.push_str("<div class=\"keys\">");
+        for (name, c) in key {
+            let _ = write!(out, "<span><span class=\"swatch\" style=\"background:rgb({},{},{})\"></span>{}</span>", c.0, c.1, c.2, esc(name));
+        }
+        out.push_str("</div>\n");
+    }
+    chart(out, drawn);
+}
+
+/// Capacity at an SLO: a table and a chart per scenario.
+fn capacity_sections(out: &mut String, report: &crate::Report) {
+    for (t, key) in super::capacity::tables(report).iter().zip(super::capacity::scenarios(report)) {
+        let drawn = super::capacity::chart_svg(report, &key).map(|svg| Some(("Capacity: percentile against offered rate", svg)));
+        section_table(out, t, &super::capacity::keys(report, &key), drawn);
+    }
 }
 
 /// Soak, faults and overload: the shared tables, each with its chart.
@@ -154,28 +194,7 @@ fn hardening_sections(out: &mut String, report: &crate::Report) {
         keys.push(Vec::new());
     }
     for ((t, drawn), key) in tables.iter().zip(charts).zip(keys) {
-        let _ = writeln!(out, "<h2>{}</h2>\n<p class=\"muted\">{}</p>", inline_code(&esc(&t.title)), inline_code(&esc(&t.note.replace("**", ""))));
-        out.push_str("<table>\n<thead><tr>");
-        for head in &t.headers {
-            let _ = write!(out, "<th>{}</th>", esc(head));
-        }
-        out.push_str("</tr></thead>\n<tbody>\n");
-        for row in &t.rows {
-            out.push_str("<tr>");
-            for v in row {
-                let _ = write!(out, "<td>{}</td>", inline_code(&esc(v)));
-            }
-            out.push_str("</tr>\n");
-        }
-        out.push_str("</tbody>\n</table>\n");
-        if !key.is_empty() {
-            out.push_str("<div class=\"keys\">");
-            for (name, c) in &key {
-                let _ = write!(out, "<span><span class=\"swatch\" style=\"background:rgb({},{},{})\"></span>{}</span>", c.0, c.1, c.2, esc(name));
-            }
-            out.push_str("</div>\n");
-        }
-        chart(out, drawn);
+        section_table(out, t, &key, drawn);
     }
     for f in &h.faults {
         let _ = writeln!(out, "<h3>Fault <code>{}</code>: p99 and failures per 0.5 s slice (fault from {:.1} s for {:.1} s)</h3>", esc(&f.fault), f.fault_at_s, f.fault_for_s);

@@ -6,6 +6,7 @@
 //! `report.json` and the formats never disagree.
 
 mod bitmap_text;
+mod capacity;
 mod charts;
 mod hardening;
 mod hostile;
@@ -107,6 +108,9 @@ pub fn write_compared(cmp: &Comparison<'_>, dir: &Path) -> Result<Written, Rende
     if let Some(s) = cmp.report.hardening.soak.first() {
         write("soak.svg", &hardening::soak_svg(s)?)?;
     }
+    if let Some(key) = capacity::scenarios(cmp.report).first() {
+        write(CAPACITY_SVG, &capacity::chart_svg(cmp.report, key)?)?;
+    }
     let png = dir.join(LATENCY_PNG);
     let latency_png = if cmp.cells.is_empty() {
         match std::fs::remove_file(&png) {
@@ -119,6 +123,9 @@ pub fn write_compared(cmp: &Comparison<'_>, dir: &Path) -> Result<Written, Rende
     };
     Ok(Written { markdown: md, latency_png })
 }
+
+/// The first capacity scenario's chart beside the page, for notes and docs.
+pub const CAPACITY_SVG: &str = "capacity.svg";
 
 /// File name of the README chart in a results directory.
 pub const LATENCY_PNG: &str = "latency.png";

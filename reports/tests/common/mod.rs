@@ -114,6 +114,7 @@ pub fn report(runs: Vec<Run>) -> Report {
         conformance: vec![],
         hostile: None,
         hardening: Default::default(),
+        capacity: vec![],
     }
 }
 

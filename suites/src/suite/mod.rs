@@ -5,7 +5,10 @@
 //! *every* problem with `file:line:col`, not just the first one serde meets.
 //! `suites/README.md` documents every field; keep the two in step.
 
+mod capacity;
 mod validate;
+
+pub use capacity::CapacityShape;
 
 use validate::{RawSuite, Validator};
 
@@ -21,6 +24,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("hardening", include_str!("../../hardening.toml")),
     ("soak", include_str!("../../soak.toml")),
     ("kind", include_str!("../../kind.toml")),
+    ("capacity", include_str!("../../capacity.toml")),
 ];
 
 /// What sits between the load generator and the target server.
@@ -155,6 +159,8 @@ pub enum LoadShape {
     /// until a `Destination.Get` stream sees it) at `services` Services with
     /// `endpoints` endpoints in all, over `changes` edits.
     Propagation(PropagationShape),
+    /// Open loop at rates a search picks: the highest rate within an SLO.
+    Capacity(CapacityShape),
 }
 
 /// The scale of a propagation measurement.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::capacity::{RawCapacity, RawSlo};
 use super::{
     line_col, Fault, FaultShape, Hardening, LoadShape, OverloadShape, Problem, PropagationShape,
     Protocol, Scenario, SoakShape, Suite, Variant,
@@ -66,6 +67,27 @@ struct RawSettings {
     factor: Option<Spanned<f64>>,
     capacity_duration: Option<Spanned<String>>,
     sustainable: Option<Spanned<f64>>,
+    // mode = "capacity"
+    slo: Option<Spanned<RawSlo>>,
+    start_rate: Option<Spanned<f64>>,
+    max_rate: Option<Spanned<f64>>,
+    ramp_factor: Option<Spanned<f64>>,
+    bisect_tolerance: Option<Spanned<f64>>,
+    validation: Option<Spanned<bool>>,
+}
+
+impl RawSettings {
+    /// The capacity keys, each the scenario's own or else `d`'s.
+    fn capacity<'a>(&'a self, d: &'a RawSettings) -> RawCapacity<'a> {
+        RawCapacity {
+            slo: pick(&self.slo, &d.slo),
+            start_rate: pick(&self.start_rate, &d.start_rate),
+            max_rate: pick(&self.max_rate, &d.max_rate),
+            ramp_factor: pick(&self.ramp_factor, &d.ramp_factor),
+            bisect_tolerance: pick(&self.bisect_tolerance, &d.bisect_tolerance),
+            validation: pick(&self.validation, &d.validation),
+        }
+    }
 }
 
 pub(super) struct Validator<'a> {
@@ -86,7 +108,7 @@ const DEFAULT_CHANGES: i64 = 20;
 const MAX_REPLICAS: i64 = 64;
 
 impl Validator<'_> {
-    fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
         self.problems.push(Problem {
             line,
@@ -473,7 +495,7 @@ impl Validator<'_> {
         }
     }
 
-    fn fraction(&mut self, v: Option<&Spanned<f64>>, field: &str, min: f64, max: f64) -> Option<f64> {
+    pub(super) fn fraction(&mut self, v: Option<&Spanned<f64>>, field: &str, min: f64, max: f64) -> Option<f64> {
         let v = v?;
         let x = *v.get_ref();
         if !(x.is_finite() && x >= min && x <= max) {
@@ -543,12 +565,21 @@ impl Validator<'_> {
                 "open" | "soak" | "fault" => (false, false),
                 "closed" | "overload" => (true, false),
                 "propagation" => (false, true),
+                "capacity" => {
+                    for (key, own) in [("rates", s.rates.as_ref().map(|r| r.span())), ("concurrency", s.concurrency.as_ref().map(|c| c.span()))] {
+                        if let Some(at) = own {
+                            self.problem(at, format!("`{key}` has no meaning for mode = \"capacity\": the search picks its rates (set `start_rate` and `max_rate`)"));
+                        }
+                    }
+                    return self.capacity_shape(&s.capacity(d), span);
+                }
                 other => {
-                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency), `propagation` (control plane discovery latency), `soak`, `fault` or `overload`"));
+                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency), `propagation` (control plane discovery latency), `capacity` (the highest rate within an SLO), `soak`, `fault` or `overload`"));
                     return None;
                 }
             },
         };
+        self.stray_capacity_keys(&s.capacity(&RawSettings::default()));
         if propagation {
             return self.propagation_shape(d, s);
         }
@@ -668,7 +699,7 @@ impl Validator<'_> {
         }))
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         v: Option<&Spanned<String>>,
         field: &str,
