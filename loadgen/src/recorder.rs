@@ -72,6 +72,10 @@ pub(crate) struct Recorder {
     errors: u64,
     by_class: BTreeMap<&'static str, u64>,
     late_sends: u64,
+    /// Requests of the window never written to a connection (`sent` None).
+    not_sent: u64,
+    /// Requests outside the window (its warm-up) written to a connection.
+    sent_outside: u64,
     completed_in_window: u64,
     connections_opened: u64,
 }
@@ -88,6 +92,8 @@ impl Recorder {
             errors: 0,
             by_class: BTreeMap::new(),
             late_sends: 0,
+            not_sent: 0,
+            sent_outside: 0,
             completed_in_window: 0,
             connections_opened: 0,
         }
@@ -125,13 +131,14 @@ impl Recorder {
             }
         }
         if !self.window.measures(scheduled) {
+            self.sent_outside += u64::from(sent.is_some());
             return;
         }
         self.requests += 1;
-        if let Some(sent) = sent {
-            if sent.saturating_duration_since(scheduled) > LATE_SEND {
-                self.late_sends += 1;
-            }
+        match sent {
+            Some(sent) if sent.saturating_duration_since(scheduled) > LATE_SEND => self.late_sends += 1,
+            Some(_) => {}
+            None => self.not_sent += 1,
         }
         let class = match outcome {
             Outcome::Response(status) => {
@@ -260,6 +267,8 @@ pub(crate) struct Merged {
     pub errors: u64,
     pub errors_by_class: BTreeMap<String, u64>,
     pub late_sends: u64,
+    pub not_sent: u64,
+    pub sent_outside: u64,
     /// Responses completed inside the window, whatever their schedule.
     pub completed: u64,
     pub connections_opened: u64,
@@ -275,6 +284,8 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         errors: 0,
         errors_by_class: BTreeMap::new(),
         late_sends: 0,
+        not_sent: 0,
+        sent_outside: 0,
         completed: 0,
         connections_opened: 0,
         latency: new_histogram(),
@@ -306,6 +317,8 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         m.requests += r.requests;
         m.errors += r.errors;
         m.late_sends += r.late_sends;
+        m.not_sent += r.not_sent;
+        m.sent_outside += r.sent_outside;
         m.completed += r.completed_in_window;
         m.connections_opened += r.connections_opened;
         for (class, n) in r.by_class {
@@ -335,6 +348,8 @@ impl Merged {
             errors: self.errors,
             errors_by_class: self.errors_by_class,
             late_sends: self.late_sends,
+            not_sent: self.not_sent,
+            sent_outside_window: self.sent_outside,
             achieved_rps: self.completed as f64 / cfg.duration.as_secs_f64(),
             connections_opened: self.connections_opened,
             latency_us: record::Percentiles::default(),
@@ -422,6 +437,8 @@ mod tests {
         // 4 responses completed inside the window (the timeout is no completion)
         assert!((load.achieved_rps - 2.0).abs() < 1e-9);
         assert_eq!((load.requests, load.errors, load.late_sends), (4, 3, 1));
+        assert_eq!(load.not_sent, 1, "the timeout never reached the wire");
+        assert_eq!(load.sent_outside_window, 1, "the warm-up's request");
         assert_eq!(load.latency_histogram().unwrap(), latency);
         assert_eq!(load.service_time_histogram().unwrap(), service);
         assert_eq!(load.latency_us, record::Percentiles::from_histogram(&latency));

@@ -101,6 +101,8 @@ mod tests {
             errors: 2,
             errors_by_class: [("timeout".to_string(), 2)].into(),
             late_sends: 1,
+            not_sent: 0,
+            sent_outside_window: 0,
             achieved_rps: 99.0,
             connections_opened: 4,
             latency_us: Default::default(),

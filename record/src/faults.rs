@@ -49,6 +49,11 @@ pub struct FaultRun {
     /// The run in slices, for the chart.
     #[serde(default)]
     pub slices: Vec<Slice>,
+    /// What the Weft proxies counted over the measured window, beside
+    /// loadgen's count (as a `Run`'s); absent for variants without a Weft
+    /// proxy and from older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_counts: Option<crate::CrossCheck>,
 }
 
 /// Requests scheduled in one window of a fault run.
@@ -120,6 +125,11 @@ pub struct OverloadRun {
     /// overload, recovery): near 0 means the limit was not what saturated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_throttled: Option<f64>,
+    /// What the Weft proxies counted over the overload phase, beside
+    /// loadgen's count of what it actually sent (its own `overflow` left
+    /// out); absent without a Weft proxy and from older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_counts: Option<crate::CrossCheck>,
 }
 
 /// One load phase of an overload run.
@@ -180,6 +190,7 @@ mod tests {
             recovery_s: None,
             events: vec!["3.00 s: SIGSTOP proxy-inbound-1 (pid 1)".into()],
             slices: vec![Slice { t_s: 0.5, requests: 5, errors: 0, shed: 0, p50_us: 1.0, p99_us: 2.0 }],
+            proxy_counts: None,
         });
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"faults\":[{"), "{text}");

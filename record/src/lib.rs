@@ -30,7 +30,7 @@ pub mod soak;
 
 pub use capacity::CapacityRun;
 pub use conformance::{Status, TestResult};
-pub use crosscheck::{CrossCheck, ProxyWindow};
+pub use crosscheck::{CrossCheck, ProxyWindow, Sent};
 pub use faults::{FaultRun, Hardening, OverloadRun};
 pub use soak::Soak;
 pub use hist::HistogramError;

@@ -71,6 +71,18 @@ pub struct Load {
     /// still counts from the scheduled time; this says how often it happened.
     #[serde(default)]
     pub late_sends: u64,
+    /// Subset of `errors` never written to a connection: the slot found
+    /// the in-flight cap full (`overflow`), its connection could not be
+    /// (re)made (`connect`), or it was still queued `timeout` after its
+    /// time (`timeout`). No proxy on the way can have seen these. `0` in
+    /// records written before it was kept.
+    #[serde(default)]
+    pub not_sent: u64,
+    /// Requests scheduled outside the measured window (in the warm-up)
+    /// that were written to a connection: in no other figure, but a proxy
+    /// on the way counted them. `0` in records written before it was kept.
+    #[serde(default)]
+    pub sent_outside_window: u64,
     /// Responses (any status) completed during the window, per second of window.
     pub achieved_rps: f64,
     /// TCP connections opened, reconnects included. `0` in records from
@@ -163,6 +175,8 @@ mod tests {
             errors: 0,
             errors_by_class: BTreeMap::new(),
             late_sends: 0,
+            not_sent: 0,
+            sent_outside_window: 0,
             achieved_rps: 3.0,
             connections_opened: 1,
             latency_us: Percentiles::default(),

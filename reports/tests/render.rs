@@ -261,8 +261,9 @@ fn a_cell_whose_proxy_counts_disagree_is_flagged() {
             latency_count: proxy,
             latency_p50_us: Some(800.0),
             latency_p99_us: Some(2400.0),
+            incomplete: None,
         };
-        CrossCheck::new("weft_http_requests_total", "weft_http_response_duration_seconds", vec![outbound], "proxy-outbound", loadgen)
+        CrossCheck::new("weft_http_requests_total", "weft_http_response_duration_seconds", vec![outbound], "proxy-outbound", reports::record::Sent::requests(loadgen))
     };
     let mut r = healthy();
     let plain = markdown(&r);

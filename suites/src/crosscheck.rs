@@ -35,6 +35,8 @@ const HTTP_DURATION: &str = "weft_http_response_duration_seconds";
 /// the response, its histogram times the response head).
 const LEGACY_REQUESTS: &str = "weft_requests";
 const LEGACY_LATENCY: &str = "weft_response_latency_seconds";
+/// Changes when the proxy process is a new one.
+const PROCESS_START: &str = "process_start_time_seconds";
 
 /// How long the "after" scrape waits for a proxy to finish its bookkeeping:
 /// a response is counted just after its last byte is written, which can be
@@ -96,8 +98,8 @@ impl Window {
     }
 
     /// Take the "after" scrape (loadgen has returned) and compare with
-    /// loadgen's `requests`.
-    pub async fn close(mut self, loadgen_requests: u64) -> Result<CrossCheck, String> {
+    /// what loadgen sent in the window (`load`'s `requests - not_sent`).
+    pub async fn close(mut self, load: &record::Load) -> Result<CrossCheck, String> {
         let task = self.before.take().expect("closed once");
         let abort = task.abort_handle();
         let before = match tokio::time::timeout(BEFORE_PATIENCE, task).await {
@@ -107,47 +109,67 @@ impl Window {
                 return Err("the scrape at the window's start did not finish".into());
             }
         };
-        let mut after = scrape_all(&self.admins).await?;
-        let families = Families::of(&after[0]);
-        for _ in 0..SETTLE_ATTEMPTS {
-            let settled = self.admins.iter().zip(&after).zip(&before).all(|((a, now), then)| {
-                let d = direction(a);
-                families.requests_in(now, then, d) <= families.responses_in(now, then, d).values().sum()
-            });
-            if settled {
-                break;
-            }
-            tokio::time::sleep(SETTLE_STEP).await;
-            after = scrape_all(&self.admins).await?;
-        }
-        let proxies: Vec<ProxyWindow> = self
-            .admins
-            .iter()
-            .zip(&after)
-            .zip(&before)
-            .map(|((a, now), then)| families.window(a, now, then))
-            .collect();
-        let compared = self
-            .admins
-            .iter()
-            .find(|a| a.outbound)
-            .unwrap_or(&self.admins[0])
-            .component
-            .clone();
-        Ok(CrossCheck::new(
-            families.requests_total(),
-            families.latency,
-            proxies,
-            &compared,
-            loadgen_requests,
-        ))
+        let families = Families::of(&before[0]);
+        let sides: Vec<Side> = self.admins.iter().map(Side::of).collect();
+        let admins = &self.admins;
+        let after = families.settle(&sides, &before, || scrape_each(admins)).await;
+        Ok(families.compare(&sides, &before, &after, record::Sent::window(load)))
     }
+}
+
+/// One scraped proxy: its component name, and whether it is the
+/// client-side (outbound) sidecar, the one compared with loadgen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Side {
+    pub component: String,
+    pub outbound: bool,
+}
+
+impl Side {
+    fn of(a: &ProxyAdmin) -> Side {
+        Side { component: a.component.clone(), outbound: a.outbound }
+    }
+}
+
+/// The cross-check of scrapes a substrate takes itself (kind/kube: through
+/// the API server's pod proxy): `before` in `sides`' order (`""` for a
+/// proxy that started with the load, its counters at zero), `scrape` takes
+/// every proxy's `/metrics` in that order once loadgen is done, and `sent`
+/// is what loadgen sent over the proxies' window.
+pub async fn of_scrapes<F, Fut>(sides: &[Side], before: &[String], mut scrape: F, sent: record::Sent) -> Result<CrossCheck, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<String, String>>>,
+{
+    if sides.is_empty() {
+        return Err("no proxy to scrape".into());
+    }
+    let first = scrape().await;
+    let text = first.iter().flatten().chain(before).find(|t| !t.is_empty()).ok_or_else(|| {
+        let why: Vec<&str> = first.iter().filter_map(|r| r.as_ref().err()).map(String::as_str).collect();
+        format!("no proxy could be scraped after the window: {}", why.join("; "))
+    })?;
+    let families = Families::of(text);
+    let mut pending = Some(first);
+    let after = families
+        .settle(sides, before, || {
+            let ready = pending.take();
+            let again = scrape();
+            async move {
+                match ready {
+                    Some(r) => r,
+                    None => again.await,
+                }
+            }
+        })
+        .await;
+    Ok(families.compare(sides, before, &after, sent))
 }
 
 /// [`Window::close`] for the runner: a failed scrape is said on stderr and
 /// leaves the cell without proxy counts (never a made-up figure).
-pub async fn close(window: Option<Window>, label: &str, loadgen_requests: u64) -> Option<CrossCheck> {
-    match window?.close(loadgen_requests).await {
+pub async fn close(window: Option<Window>, label: &str, load: &record::Load) -> Option<CrossCheck> {
+    match window?.close(load).await {
         Ok(c) => Some(c),
         Err(e) => {
             eprintln!("WARNING: {label}: no proxy counts for the cross-check: {e}");
@@ -159,26 +181,33 @@ pub async fn close(window: Option<Window>, label: &str, loadgen_requests: u64) -
 /// `, proxy 300 vs loadgen 300` for a cell's one-line summary, with a
 /// marker when the counts disagree.
 pub fn one_line(c: &CrossCheck) -> String {
-    let mark = match c.flagged {
-        true => format!(" DISAGREE {:.2} %", c.disagreement * 100.0),
-        false => String::new(),
+    let mark = match (&c.not_comparable, c.flagged) {
+        (Some(why), _) => format!(" (not comparable: {why})"),
+        (None, true) => format!(" DISAGREE {:.2} %", c.disagreement * 100.0),
+        (None, false) => String::new(),
     };
     format!(", proxy {} vs loadgen {}{mark}", c.proxy_requests, c.loadgen_requests)
 }
 
-fn direction(a: &ProxyAdmin) -> &'static str {
-    match a.outbound {
+fn direction(outbound: bool) -> &'static str {
+    match outbound {
         true => "outbound",
         false => "inbound",
     }
 }
 
 async fn scrape_all(admins: &[ProxyAdmin]) -> Result<Vec<String>, String> {
+    scrape_each(admins).await.into_iter().collect()
+}
+
+/// Every proxy's `/metrics`, or why it could not be had (a fault may
+/// have killed it).
+async fn scrape_each(admins: &[ProxyAdmin]) -> Vec<Result<String, String>> {
     let mut out = Vec::with_capacity(admins.len());
     for a in admins {
-        out.push(scrape(a).await?);
+        out.push(scrape(a).await);
     }
-    Ok(out)
+    out
 }
 
 /// GET `/metrics` from one proxy's admin listener, from inside its pod.
@@ -228,6 +257,79 @@ impl Families {
         format!("{}_total", self.requests)
     }
 
+    /// Scrape again (up to [`SETTLE_ATTEMPTS`] times, [`SETTLE_STEP`]
+    /// apart) until each live proxy's responses have caught up with its
+    /// requests; the last scrapes.
+    async fn settle<F, Fut>(&self, sides: &[Side], before: &[String], mut scrape: F) -> Vec<Result<String, String>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<String, String>>>,
+    {
+        let mut after = scrape().await;
+        for _ in 0..SETTLE_ATTEMPTS {
+            let settled = sides.iter().zip(&after).zip(before).all(|((side, now), then)| match now {
+                Ok(now) if self.restart(now, then).is_none() => {
+                    let d = direction(side.outbound);
+                    self.requests_in(now, then, d) <= self.responses_in(now, then, d).values().sum()
+                }
+                // Nothing to wait for from a proxy that is gone or began again.
+                _ => true,
+            });
+            if settled {
+                break;
+            }
+            tokio::time::sleep(SETTLE_STEP).await;
+            after = scrape().await;
+        }
+        after
+    }
+
+    /// The comparison of one cell: each proxy's window from its two
+    /// scrapes (`after` per proxy: it may be gone), the compared one beside
+    /// what loadgen sent. `sides`, `before` and `after` are in one order.
+    pub(crate) fn compare(
+        &self,
+        sides: &[Side],
+        before: &[String],
+        after: &[Result<String, String>],
+        sent: record::Sent,
+    ) -> CrossCheck {
+        let proxies: Vec<ProxyWindow> = sides
+            .iter()
+            .zip(after)
+            .zip(before)
+            .map(|((side, now), then)| match now {
+                Err(e) => ProxyWindow {
+                    component: side.component.clone(),
+                    role: direction(side.outbound).to_string(),
+                    requests: BTreeMap::from([(direction(side.outbound).to_string(), 0)]),
+                    incomplete: Some(format!("not scraped after the window: {e}")),
+                    ..ProxyWindow::default()
+                },
+                Ok(now) => match self.restart(now, then) {
+                    // Its counters began again: what it counted since, from zero.
+                    Some(why) => ProxyWindow { incomplete: Some(why), ..self.window(side, now, "") },
+                    None => self.window(side, now, then),
+                },
+            })
+            .collect();
+        let compared = sides.iter().find(|s| s.outbound).unwrap_or(&sides[0]).component.clone();
+        CrossCheck::new(self.requests_total(), self.latency, proxies, &compared, sent)
+    }
+
+    /// Why `now` is not a continuation of `then`, when the proxy restarted
+    /// between them: a new `process_start_time_seconds`, or (from proxies
+    /// without it) a request counter that went down.
+    fn restart(&self, now: &str, then: &str) -> Option<String> {
+        let start = |t| sum_samples(t, PROCESS_START, &[]);
+        let (was, is) = (start(then), start(now));
+        if was > 0.0 && is > 0.0 && (is - was).abs() > 1e-3 {
+            return Some(format!("proxy restarted: {PROCESS_START} {was} -> {is}"));
+        }
+        let (was, is) = (sum_samples(then, self.requests, &[]), sum_samples(now, self.requests, &[]));
+        (is < was).then(|| format!("proxy restarted: {} went down from {was} to {is}", self.requests_total()))
+    }
+
     fn requests_in(&self, now: &str, then: &str, direction: &str) -> u64 {
         let d = format!("direction=\"{direction}\"");
         delta(now, then, self.requests, &[&d])
@@ -245,8 +347,8 @@ impl Families {
             .collect()
     }
 
-    fn window(&self, a: &ProxyAdmin, now: &str, then: &str) -> ProxyWindow {
-        let own = direction(a);
+    fn window(&self, side: &Side, now: &str, then: &str) -> ProxyWindow {
+        let own = direction(side.outbound);
         let requests = ["inbound", "outbound"]
             .into_iter()
             .map(|d| (d.to_string(), self.requests_in(now, then, d)))
@@ -268,13 +370,14 @@ impl Families {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         let us = |q| quantile(q, &buckets).map(|s| s * 1e6);
         ProxyWindow {
-            component: a.component.clone(),
+            component: side.component.clone(),
             role: own.to_string(),
             requests,
             responses: self.responses_in(now, then, own),
             latency_count: delta(now, then, &format!("{}_count", self.latency), &[&d]),
             latency_p50_us: us(0.5),
             latency_p99_us: us(0.99),
+            incomplete: None,
         }
     }
 }
@@ -348,12 +451,7 @@ mod tests {
     fn a_window_is_the_delta_of_two_scrapes() {
         let f = Families::of(BEFORE);
         assert_eq!(f.requests, LEGACY_REQUESTS);
-        let a = ProxyAdmin {
-            component: "proxy-outbound".into(),
-            outbound: true,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            netns: None,
-        };
+        let a = Side { component: "proxy-outbound".into(), outbound: true };
         let w = f.window(&a, &after(), BEFORE);
         assert_eq!(w.own_requests(), 100);
         assert_eq!(w.requests.get("inbound"), None, "no inbound traffic, not listed");
@@ -363,6 +461,47 @@ mod tests {
         assert_eq!(w.latency_p50_us, Some(1000.0));
         let p99 = w.latency_p99_us.unwrap();
         assert!((p99 - 9820.0).abs() < 1e-6, "{p99}");
+    }
+
+    fn load(requests: u64, not_sent: u64) -> record::Load {
+        let p = r#"{"p50":0,"p90":0,"p99":0,"p999":0,"p9999":0,"max":0,"mean":0}"#;
+        serde_json::from_str(&format!(
+            r#"{{"protocol":"http1","mode":"open","rate":100.0,"connections":1,"body_size":0,"duration_s":1.0,
+            "requests":{requests},"errors":{not_sent},"not_sent":{not_sent},"achieved_rps":100.0,
+            "latency_us":{p},"service_time_us":{p},"histogram":""}}"#
+        ))
+        .unwrap()
+    }
+
+    fn admin(component: &str, outbound: bool) -> Side {
+        Side { component: component.into(), outbound }
+    }
+
+    #[test]
+    fn a_restart_or_a_lost_proxy_is_marked_not_compared() {
+        let f = Families::of(BEFORE);
+        let started = |t: &str, at: f64| format!("{t}# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {at}\n");
+        let admins = [admin("proxy-outbound", true), admin("proxy-inbound-1", false)];
+        let before = [started(BEFORE, 100.0), started(BEFORE, 100.0)];
+        // The inbound proxy was killed: noted, the outbound one still compared.
+        let got = [Ok(started(&after(), 100.0)), Err("connection refused".to_string())];
+        let c = f.compare(&admins, &before, &got, record::Sent::window(&load(100, 0)));
+        assert!(c.not_comparable.is_none() && !c.flagged && c.proxy_requests == 100, "{c:?}");
+        assert_eq!(c.proxies[1].incomplete.as_deref(), Some("not scraped after the window: connection refused"));
+        // The outbound proxy is a new process: its counts start at its
+        // restart, and the cell is not comparable rather than flagged.
+        let got = [Ok(started(&after(), 250.5)), Ok(started(BEFORE, 100.0))];
+        let c = f.compare(&admins, &before, &got, record::Sent::window(&load(100, 0)));
+        assert!(!c.flagged, "{c:?}");
+        assert_eq!(c.proxy_requests, 111, "counted from zero: {c:?}");
+        let why = c.not_comparable.as_deref().unwrap();
+        assert!(why.starts_with("proxy-outbound: proxy restarted: process_start_time_seconds 100 -> 250.5"), "{why}");
+        // Without a start time, a counter that went down says the same.
+        let c = f.compare(&admins[..1], &[after()], &[Ok(BEFORE.to_string())], record::Sent::window(&load(100, 0)));
+        assert!(c.not_comparable.as_deref().is_some_and(|w| w.contains("went down from 111 to 11")), "{c:?}");
+        // What loadgen never sent is not expected at the proxy.
+        let c = f.compare(&admins[..1], &[BEFORE.to_string()], &[Ok(after())], record::Sent::window(&load(130, 30)));
+        assert!(!c.flagged && c.loadgen_requests == 100 && c.loadgen_not_sent == 30, "{c:?}");
     }
 
     #[test]

@@ -123,6 +123,12 @@ fn soak_faults_and_overload_produce_their_sections() {
         assert!(f.requests > 0 && f.before.requests + f.during.requests + f.after.requests == f.requests, "{f:?}");
         assert_eq!(f.idempotent_errors, f.errors, "every request is a GET");
         assert!(!f.slices.is_empty());
+        // Every fault cell is cross-checked against the proxies' own counts:
+        // loadgen's requests, less what it never sent, beside the client-side proxy's.
+        let c = f.proxy_counts.as_ref().unwrap_or_else(|| panic!("{}: no proxy counts", f.fault));
+        assert_eq!(c.loadgen_requests + c.loadgen_not_sent, f.requests, "{}: {c:?}", f.fault);
+        assert_eq!(c.compared, "proxy-outbound");
+        assert!(c.proxy_requests > 0 && c.proxies.len() == 3, "{}: {c:?}", f.fault);
     }
 
     // The killed replica: SIGKILLed, and the mesh routed around it.
@@ -132,6 +138,14 @@ fn soak_faults_and_overload_produce_their_sections() {
     // recorded for the report, not asserted here (one noisy last slice on a
     // shared machine reads as "never"). The behaviour: nothing fails after.
     assert_eq!(kill.after.errors, 0, "{kill:?}");
+    // Its sidecar is gone by the window's end: listed as not scraped, and
+    // the comparison stands on the client-side proxy, which lived.
+    let c = kill.proxy_counts.as_ref().unwrap();
+    let dead: Vec<_> = c.proxies.iter().filter(|p| p.incomplete.is_some()).collect();
+    assert_eq!(dead.len(), 1, "{c:?}");
+    assert!(kill.events[0].contains(&format!("{} (pid", dead[0].component)), "{:?} vs {:?}", kill.events, dead[0]);
+    assert!(dead[0].incomplete.as_ref().unwrap().starts_with("not scraped after the window: "), "{:?}", dead[0]);
+    assert!(c.not_comparable.is_none(), "{c:?}");
 
     // mesh-control down for 3 s: the proxies serve from their last known state.
     let control = fault("control-restart");
@@ -164,6 +178,13 @@ fn soak_faults_and_overload_produce_their_sections() {
     assert!(churn.events.iter().any(|e| e.contains("removed")) && churn.events.iter().any(|e| e.contains("added back")), "{:?}", churn.events);
     assert_eq!(churn.errors, 0, "{churn:?}");
 
+    // Where nothing failed, the client-side proxy counted what loadgen
+    // sent, within the 0.1 % the report flags beyond.
+    for f in [control, rotation, churn] {
+        let c = f.proxy_counts.as_ref().unwrap();
+        assert!(!c.flagged && c.not_comparable.is_none() && c.proxies.iter().all(|p| p.incomplete.is_none()), "{}: {c:?}", f.fault);
+    }
+
     // A frozen peer is thawed, and the run ends healthy.
     let freeze = fault("peer-freeze");
     assert!(freeze.events[0].contains("SIGSTOP") && freeze.events[1].contains("SIGCONT"), "{:?}", freeze.events);
@@ -177,6 +198,13 @@ fn soak_faults_and_overload_produce_their_sections() {
         assert!(p.requests > 0, "{o:?}");
     }
     assert_eq!(o.shed, o.overload.errors_by_class.get("shed").copied().unwrap_or(0));
+    // The overload phase is cross-checked on what loadgen actually sent:
+    // its own overflow never reached a proxy and is left out.
+    let c = o.proxy_counts.as_ref().expect("the overload phase is cross-checked");
+    assert_eq!(c.loadgen_requests + c.loadgen_not_sent, o.overload.requests, "{c:?}");
+    let overflow = o.overload.errors_by_class.get("overflow").copied().unwrap_or(0);
+    assert!(c.loadgen_not_sent >= overflow, "every overflowed request is one never sent: {c:?} {o:?}");
+    assert!(c.proxy_requests > 0 && c.not_comparable.is_none(), "{c:?}");
     // The admitted (not shed) responses have their own latency. Whether
     // any are shed is not asserted: this short form's load is HTTP/1,
     // which the proxy does not judge by queue time (its wait is in the
@@ -199,7 +227,7 @@ fn soak_faults_and_overload_produce_their_sections() {
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for want in ["## Soak `soak`", "## Faults under load", "## Overload `overload`", "Each proxy limited to 0.5 CPU"] {
+    for want in ["## Soak `soak`", "## Faults under load", "## Overload `overload`", "Each proxy limited to 0.5 CPU", "| proxy count |", "Proxy count over the overload phase"] {
         assert!(md.contains(want), "{want} in report.md");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

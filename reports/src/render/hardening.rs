@@ -69,8 +69,8 @@ pub(super) fn tables(report: &Report) -> Vec<Table> {
     if !h.faults.is_empty() {
         out.push(Table {
             title: "Faults under load".into(),
-            note: "Windows by scheduled send time: before the fault, during it (`fault_for` from its start), after. Recovered: from the fault's start to the end of the last 0.5 s slice with errors or a p99 above max(2 × before p99, before p99 + 2 ms); “never” if the run ended bad. Idempotent: failed GETs without a body, which the mesh could have retried. Events list what the harness did.".into(),
-            headers: vec!["fault", "rate", "requests", "failed", "idempotent failed", "p99 before (ms)", "p99 during (ms)", "max during (ms)", "p99 after (ms)", "recovered", "events"],
+            note: "Windows by scheduled send time: before the fault, during it (`fault_for` from its start), after. Recovered: from the fault's start to the end of the last 0.5 s slice with errors or a p99 above max(2 × before p99, before p99 + 2 ms); “never” if the run ended bad. Idempotent: failed GETs without a body, which the mesh could have retried. Proxy count: requests the client-side Weft proxy counted over the window vs the ones loadgen sent (⚠: more than 0.1 % apart; not comparable: that proxy restarted or could not be scraped). Events list what the harness did.".into(),
+            headers: vec!["fault", "rate", "requests", "failed", "idempotent failed", "p99 before (ms)", "p99 during (ms)", "max during (ms)", "p99 after (ms)", "recovered", "proxy count", "events"],
             rows: h
                 .faults
                 .iter()
@@ -89,6 +89,7 @@ pub(super) fn tables(report: &Report) -> Vec<Table> {
                         ms(f.during.latency_us.max),
                         if f.after.requests == 0 { "—".into() } else { ms(f.after.latency_us.p99) },
                         f.recovery_s.map_or("never".into(), |s| format!("{s:.1} s")),
+                        super::crosscheck_cell(f.proxy_counts.as_ref()),
                         f.events.join("; "),
                     ]
                 })
@@ -116,7 +117,14 @@ pub(super) fn tables(report: &Report) -> Vec<Table> {
                     .map(|r| format!("{} {:.1} MiB", r.component, r.rss_peak_bytes as f64 / MIB))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ) + &limited(o),
+            ) + &limited(o)
+                + &o.proxy_counts.as_ref().map_or(String::new(), |c| {
+                    format!(
+                        " Proxy count over the overload phase (requests the client-side Weft proxy counted vs the ones loadgen sent; its own overflow, {} requests, never left it): {}.",
+                        c.loadgen_not_sent,
+                        super::crosscheck_cell(Some(c))
+                    )
+                }),
             headers: vec!["phase", "offered rps", "achieved rps", "requests", "errors", "p50 (ms)", "p99 (ms)", "max (ms)"],
             rows: [
                 ("capacity (closed loop)", &o.capacity),

@@ -291,18 +291,24 @@ const DISAGREE_TITLE: &str = "⚠ Cross-check failed: proxy counts disagree with
 /// One line per flagged repetition: which cell, both counts, how far apart.
 /// Unescaped: each format escapes.
 fn disagreements(report: &Report) -> Vec<String> {
-    report
-        .runs
-        .iter()
-        .filter_map(|r| {
-            let c = r.proxy_counts.as_ref().filter(|c| c.flagged)?;
-            let load = crate::compare::load_label(r.load.rate, r.load.concurrency);
+    let runs = report.runs.iter().map(|r| {
+        let load = crate::compare::load_label(r.load.rate, r.load.concurrency);
+        (format!("{}/{}/{load}", r.scenario, r.variant), r.repetition, &r.substrate, r.proxy_counts.as_ref())
+    });
+    let h = &report.hardening;
+    let faults = h.faults.iter().map(|f| {
+        (format!("{}/{}/{} fault", f.scenario, f.variant, f.fault), f.repetition, &f.substrate, f.proxy_counts.as_ref())
+    });
+    let overload = h.overload.iter().map(|o| {
+        (format!("{}/{}/overload phase", o.scenario, o.variant), o.repetition, &o.substrate, o.proxy_counts.as_ref())
+    });
+    runs.chain(faults)
+        .chain(overload)
+        .filter_map(|(cell, repetition, substrate, c)| {
+            let c = c.filter(|c| c.flagged)?;
             Some(format!(
-                "{}/{}/{load} repetition {} ({}): {} counted {} requests ({}), loadgen {} ({:+.2} %)",
-                r.scenario,
-                r.variant,
-                r.repetition + 1,
-                r.substrate,
+                "{cell} repetition {} ({substrate}): {} counted {} requests ({}), loadgen {} ({:+.2} %)",
+                repetition + 1,
                 c.compared,
                 c.proxy_requests,
                 c.requests_family,
@@ -311,6 +317,21 @@ fn disagreements(report: &Report) -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// One repetition's cross-check as a table cell, for the hardening
+/// tables: `300 = 300`, `301 vs 300`, `⚠ 303 vs 300`, `not comparable
+/// (why)`, or `—` without one.
+fn crosscheck_cell(c: Option<&record::CrossCheck>) -> String {
+    match c {
+        None => "—".to_owned(),
+        Some(c) => match &c.not_comparable {
+            Some(why) => format!("not comparable ({why}): {} vs {}", c.proxy_requests, c.loadgen_requests),
+            None if c.flagged => format!("{DISAGREE_MARK} {} vs {}", c.proxy_requests, c.loadgen_requests),
+            None if c.proxy_requests == c.loadgen_requests => format!("{} = {}", c.proxy_requests, c.loadgen_requests),
+            None => format!("{} vs {}", c.proxy_requests, c.loadgen_requests),
+        },
+    }
 }
 
 fn cpu(c: &Cell) -> String {

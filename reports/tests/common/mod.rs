@@ -82,6 +82,8 @@ pub fn run(scenario: &str, variant: &str, rate: f64, repetition: u32, p50_us: u6
             errors: 0,
             errors_by_class: BTreeMap::new(),
             late_sends: 0,
+            not_sent: 0,
+            sent_outside_window: 0,
             achieved_rps: achieved,
             connections_opened: 8,
             latency_us: percentiles(&h),

@@ -37,6 +37,9 @@ pub(super) async fn run<S: Substrate>(
     let rate = cell.rate.ok_or("a fault scenario runs at a fixed rate")?;
     let cfg = load_config(scenario, dep, loadgen::Mode::Open { rate });
     let progress = Arc::new(loadgen::Progress::default());
+    // The proxies' own counts over the window, beside loadgen's (a proxy the
+    // fault kills or restarts is marked so, not compared as if whole).
+    let xcheck = crate::crosscheck::Window::open(&dep.admins, progress.clone(), scenario.warmup).await;
     let load = loadgen::run_with_timeline(cfg, progress.clone(), SLICE);
     tokio::pin!(load);
     let mut steps = schedule(shape).into_iter().peekable();
@@ -80,6 +83,7 @@ pub(super) async fn run<S: Substrate>(
     if let Some(e) = failed {
         return Err(format!("the {} fault could not be applied: {e}", shape.fault.as_str()));
     }
+    let proxy_counts = crate::crosscheck::close(xcheck, &label, &load).await;
     let (at, until) = (shape.at, shape.at + shape.length);
     let before = window(&timeline, Duration::ZERO, at);
     let during = window(&timeline, at, until);
@@ -114,6 +118,7 @@ pub(super) async fn run<S: Substrate>(
         recovery_s,
         events,
         slices,
+        proxy_counts,
     })
 }
 

@@ -45,17 +45,18 @@ impl Section {
                 format!("{}; {verdict}", crate::runner::one_line(run))
             }
             Section::Fault(f) => format!(
-                "{} req, {} err ({} idempotent), p99 before {:.2} ms, during {:.2} ms, after {:.2} ms, recovered {}",
+                "{} req, {} err ({} idempotent), p99 before {:.2} ms, during {:.2} ms, after {:.2} ms, recovered {}{}",
                 f.requests,
                 f.errors,
                 f.idempotent_errors,
                 ms(f.before.latency_us.p99),
                 ms(f.during.latency_us.p99),
                 ms(f.after.latency_us.p99),
-                f.recovery_s.map_or("never (still bad at the end)".to_string(), |s| format!("after {s:.1} s"))
+                f.recovery_s.map_or("never (still bad at the end)".to_string(), |s| format!("after {s:.1} s")),
+                f.proxy_counts.as_ref().map_or(String::new(), crate::crosscheck::one_line)
             ),
             Section::Overload(o) => format!(
-                "capacity {:.0} rps; at {:.0} rps: achieved {:.0} rps, {} req, {} err, {} shed (p50 {:.2} ms, p99 {:.2} ms), admitted p50 {:.2} ms p99 {:.2} ms, proxy rss peak {:.1} MiB; recovery at {:.0} rps: {} err, p99 {:.2} ms (quiet {:.2} ms)",
+                "capacity {:.0} rps; at {:.0} rps: achieved {:.0} rps, {} req, {} err, {} shed (p50 {:.2} ms, p99 {:.2} ms), admitted p50 {:.2} ms p99 {:.2} ms, proxy rss peak {:.1} MiB; recovery at {:.0} rps: {} err, p99 {:.2} ms (quiet {:.2} ms){}",
                 o.capacity_rps,
                 o.offered_rps,
                 o.overload.achieved_rps,
@@ -70,7 +71,8 @@ impl Section {
                 o.recovery.rate,
                 o.recovery.errors,
                 ms(o.recovery.latency_us.p99),
-                ms(o.quiet.latency_us.p99)
+                ms(o.quiet.latency_us.p99),
+                o.proxy_counts.as_ref().map_or(String::new(), crate::crosscheck::one_line)
             ),
         }
     }

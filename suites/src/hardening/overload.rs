@@ -59,7 +59,10 @@ pub(super) async fn run(
     let mut cfg = load_config(scenario, dep, loadgen::Mode::Open { rate: offered });
     cfg.warmup = Duration::ZERO;
     let progress = Arc::new(loadgen::Progress::default());
-    // No warm-up: the window starts now, and so does the sampler.
+    // No warm-up: the window starts now, and so do the sampler and the
+    // proxies' counts (compared with what loadgen sent: its `overflow`
+    // never left it).
+    let xcheck = crate::crosscheck::Window::open(&dep.admins, progress.clone(), Duration::ZERO).await;
     let sampler = Sampler::start(dep.components.clone());
     let run = loadgen::run_with_timeline(cfg, progress.clone(), Duration::from_secs(1));
     tokio::pin!(run);
@@ -77,6 +80,7 @@ pub(super) async fn run(
     };
     let resources = sampler.finish().await;
     let (over, timeline) = result.map_err(fail("overload"))?;
+    let proxy_counts = crate::crosscheck::close(xcheck, "overload", &over).await;
 
     phase(bar, "overload", &format!("recovery at {sustainable:.0} rps"));
     // Right after: no warm-up to hide the tail of the overload in.
@@ -104,6 +108,7 @@ pub(super) async fn run(
         slices: slices(&timeline),
         proxy_cpu: None,
         proxy_throttled: None,
+        proxy_counts,
     })
 }
 

@@ -68,7 +68,7 @@ pub(super) async fn run(
         (None, Some((s, _))) => s.finish_series().await,
         (None, None) => (Vec::new(), Vec::new()),
     };
-    let proxy_counts = crate::crosscheck::close(xcheck, &label, load.requests).await;
+    let proxy_counts = crate::crosscheck::close(xcheck, &label, &load).await;
     let soak = judge(shape, scenario, cell, substrate, &load, processes);
     let run = Run {
         scenario: scenario.name.clone(),

@@ -100,7 +100,7 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
         (None, Some((s, _))) => s.finish().await,
         (None, None) => Vec::new(),
     };
-    let proxy_counts = crate::crosscheck::close(xcheck, label, result.requests).await;
+    let proxy_counts = crate::crosscheck::close(xcheck, label, &result).await;
     Ok(Run {
         scenario: scenario.name.clone(),
         variant: cell.variant.as_str().to_string(),
