@@ -343,3 +343,93 @@ async fn weft_stat_run_reads_the_proxies_of_a_running_bench_run() {
     let done = tokio::time::timeout(patience() * 3, bench.wait_with_output()).await.unwrap().unwrap();
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
 }
+
+/// What a terminal received from `weft top`, split into frames at each
+/// clear-screen + cursor-home it wrote (text before the first dropped).
+fn frames(screen: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(screen);
+    text.split("\x1b[2J\x1b[H").skip(1).map(str::to_owned).collect()
+}
+
+/// The REQUESTS figure of `workload`'s row in one frame, if it has one.
+fn requests_in(frame: &str, workload: &str) -> Option<u64> {
+    frame.lines().find(|l| l.starts_with(workload))?.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// `weft top` on a real terminal: under a pseudo-terminal (util-linux
+/// `script`), scraping two real proxies, it redraws its table in place
+/// (each frame clears the screen and homes the cursor), the rows follow the
+/// traffic sent between frames, and it ends by itself on `--iterations`
+/// and on a Ctrl-C typed at the terminal, exit 0 both times.
+#[tokio::test]
+async fn weft_top_redraws_in_place_on_a_terminal() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    assert!(
+        std::process::Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "this test runs `weft top` under util-linux `script` (a pseudo-terminal): install util-linux"
+    );
+    let app = app().await;
+    let server = proxy(&["--app", &app.to_string(), "--default-inbound-policy", "all-unauthenticated"]).await;
+    let client = proxy(&["--route", &format!("web.test={}", server.inbound.expect("the server proxy has an app"))]).await;
+    let admins = format!("client=http://{},server=http://{}", client.admin, server.admin);
+    // `script` gives the command a pseudo-terminal for stdin/stdout and
+    // copies what it writes to our pipe (and our pipe's bytes to it).
+    let top = |bound: &str| {
+        let cmd = format!("exec {} top --admin {admins} --interval 250ms --by workload {bound}", bin("weft").display());
+        let mut child = Command::new("script")
+            .args(["--quiet", "--return", "--command", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let into = Arc::clone(&screen);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf).await {
+                into.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (child, screen)
+    };
+    let shown = |screen: &Arc<Mutex<Vec<u8>>>| frames(&screen.lock().unwrap());
+
+    // Bounded: idle frames, then traffic until two frames showed it, then idle again.
+    let (mut bounded, screen) = top("--iterations 12");
+    eventually("a first, idle frame", || async { (!shown(&screen).is_empty()).then_some(()) }).await;
+    let busy_from = shown(&screen).len();
+    let mut sent = 0;
+    while shown(&screen)[busy_from..].iter().filter(|f| requests_in(f, "client").is_some()).count() < 2 {
+        assert!(sent < 5_000, "5,000 requests sent and `weft top` never showed them: {:?}", shown(&screen));
+        assert_eq!(get(client.outbound, "/", "web.test").await, Some(StatusCode::OK));
+        sent += 1;
+    }
+    let out = tokio::time::timeout(patience(), bounded.wait()).await.expect("weft top ends after --iterations").unwrap();
+    assert!(out.success(), "{out:?}");
+    let all = shown(&screen);
+    assert_eq!(all.len(), 12, "one frame per refresh: {all:?}");
+    for f in &all {
+        assert!(f.contains("WORKLOAD") && f.contains("REQUESTS"), "each frame is a whole table: {f:?}");
+    }
+    // The table changed as traffic came and went: idle (no row), busy
+    // (a client row and a server row), and idle again once it stopped.
+    let busy: Vec<u64> = all.iter().filter_map(|f| requests_in(f, "client")).collect();
+    assert!(busy.len() >= 2 && busy.iter().all(|n| *n > 0), "{all:?}");
+    assert!(requests_in(&all[0], "client").is_none(), "no traffic before the first frame: {all:?}");
+    assert!(all.iter().any(|f| requests_in(f, "server").is_some()), "{all:?}");
+    assert!(requests_in(all.last().unwrap(), "client").is_none(), "the last frame came after the traffic stopped: {all:?}");
+    assert!(busy.iter().sum::<u64>() <= sent, "never more than was sent: {busy:?} of {sent}");
+
+    // Unbounded: Ctrl-C typed at its terminal ends it cleanly.
+    let (mut running, screen) = top("");
+    eventually("a frame", || async { (!shown(&screen).is_empty()).then_some(()) }).await;
+    let mut stdin = running.stdin.take().unwrap();
+    stdin.write_all(b"\x03").await.unwrap();
+    stdin.flush().await.unwrap();
+    let out = tokio::time::timeout(patience(), running.wait()).await.expect("weft top ends on Ctrl-C").unwrap();
+    assert!(out.success(), "Ctrl-C is a clean exit: {out:?}");
+}
