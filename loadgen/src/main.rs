@@ -77,6 +77,12 @@ struct RunArgs {
     /// Runtime worker threads [default: min(cores, 2)].
     #[arg(long)]
     threads: Option<usize>,
+    /// Wait this long after printing the record before exiting: a pod's
+    /// sidecar stops with its load generator, and a harness that reads the
+    /// sidecar's counters after the run (the kube substrate's cross-check)
+    /// needs it up a little longer.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    linger: Duration,
 }
 
 #[derive(Args)]
@@ -201,6 +207,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => {}
     }
+    std::io::stdout().flush()?;
+    std::thread::sleep(args.linger);
     Ok(())
 }
 
