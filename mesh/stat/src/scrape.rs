@@ -72,20 +72,26 @@ pub enum ScrapeError {
 
 /// Scrapes and parses `target`'s metrics.
 pub async fn scrape(target: &Target) -> Result<Exposition, ScrapeError> {
+    let text = fetch(target).await?;
+    expo::parse(&text).map_err(|source| ScrapeError::Parse { url: target.source.to_string(), source })
+}
+
+/// `target`'s `/metrics` as text, unparsed (bench's cross-check reads the
+/// text format itself).
+pub async fn fetch(target: &Target) -> Result<String, ScrapeError> {
     let url = target.source.to_string();
-    let text = match &target.source {
-        Source::Http { admin, netns: None } => get(metrics_uri(admin)).await?,
-        Source::Http { admin, netns: Some(path) } => in_netns(path.clone(), metrics_uri(admin)).await?,
+    match &target.source {
+        Source::Http { admin, netns: None } => get(metrics_uri(admin)).await,
+        Source::Http { admin, netns: Some(path) } => in_netns(path.clone(), metrics_uri(admin)).await,
         Source::Kube { client, namespace, pod, port } => {
             let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/metrics");
             let request = http::Request::get(&path).body(Vec::new()).map_err(|e| ScrapeError::Http { url: url.clone(), detail: e.to_string() })?;
             tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(request))
                 .await
                 .map_err(|_| ScrapeError::Timeout { url: url.clone(), timeout: SCRAPE_TIMEOUT })?
-                .map_err(|source| ScrapeError::Kube { url: url.clone(), source: Box::new(source) })?
+                .map_err(|source| ScrapeError::Kube { url, source: Box::new(source) })
         }
-    };
-    expo::parse(&text).map_err(|source| ScrapeError::Parse { url, source })
+    }
 }
 
 fn metrics_uri(admin: &http::Uri) -> http::Uri {

@@ -126,6 +126,21 @@ async fn kube_targets(namespace: Option<&str>, selector: Option<&str>) -> Result
     // kube's rustls client needs a process-wide provider; a second install is harmless.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = kube::Client::try_default().await.map_err(TargetError::KubeClient)?;
+    let targets = meshed_pods(&client, namespace, selector).await.map_err(TargetError::KubeList)?;
+    if targets.is_empty() {
+        let mut scope = namespace.map_or(String::new(), |ns| format!(" in namespace {ns}"));
+        if let Some(sel) = selector {
+            scope.push_str(&format!(" matching {sel}"));
+        }
+        return Err(TargetError::NoPods(scope));
+    }
+    Ok(targets)
+}
+
+/// Every meshed pod whose proxy runs, in `namespace` (all when `None`)
+/// and matching `selector`, as a target scraped through the API server's
+/// pod proxy, named `NS/NAME`. (Also bench's kube cross-check.)
+pub async fn meshed_pods(client: &kube::Client, namespace: Option<&str>, selector: Option<&str>) -> Result<Vec<Target>, kube::Error> {
     let pods: Api<Pod> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -134,8 +149,8 @@ async fn kube_targets(namespace: Option<&str>, selector: Option<&str>) -> Result
     if let Some(selector) = selector {
         params = params.labels(selector);
     }
-    let list = pods.list(&params).await.map_err(TargetError::KubeList)?;
-    let targets: Vec<Target> = list
+    let list = pods.list(&params).await?;
+    Ok(list
         .items
         .iter()
         .filter(|p| mesh_kube::check::is_meshed(p) && mesh_kube::check::proxy_running(p))
@@ -151,15 +166,7 @@ async fn kube_targets(namespace: Option<&str>, selector: Option<&str>) -> Result
                 },
             })
         })
-        .collect();
-    if targets.is_empty() {
-        let mut scope = namespace.map_or(String::new(), |ns| format!(" in namespace {ns}"));
-        if let Some(sel) = selector {
-            scope.push_str(&format!(" matching {sel}"));
-        }
-        return Err(TargetError::NoPods(scope));
-    }
-    Ok(targets)
+        .collect())
 }
 
 #[cfg(test)]

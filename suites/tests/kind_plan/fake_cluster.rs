@@ -280,3 +280,102 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
     assert_eq!((skipped[0]["scenario"].as_str(), skipped[0]["variant"].as_str()), (Some("one"), Some("nginx")));
     assert_eq!(report["env"]["versions"]["kubernetes"].as_str(), Some("v1.31.0-fake"), "{:#}", report["env"]);
 }
+
+/// The pods and pod-proxy scrapes of a fake API server for the kube
+/// cross-check: `server-1` (meshed) always; the Job's pod `load-1-abcde`
+/// (meshed) while `job_up`, its proxy counting 1,200 outbound requests; the
+/// server's proxy 100 inbound more at every scrape; a pod without a proxy.
+fn xcheck_answer(path: &str, job_up: bool, server_scrapes: &AtomicU64) -> (u16, String) {
+    let pod = |name: &str, meshed: bool| {
+        let mut statuses = vec![serde_json::json!({"name": "app", "ready": true, "restartCount": 0, "image": "a", "imageID": "", "state": {"running": {}}})];
+        let mut annotations = serde_json::json!({});
+        if meshed {
+            statuses.push(serde_json::json!({"name": "weft-proxy", "ready": true, "restartCount": 0, "image": "p", "imageID": "", "state": {"running": {}}}));
+            annotations = serde_json::json!({"weft.io/injected": "true"});
+        }
+        serde_json::json!({"metadata": {"name": name, "namespace": "xc", "annotations": annotations}, "spec": {"containers": [{"name": "app"}]}, "status": {"phase": "Running", "containerStatuses": statuses}})
+    };
+    let metrics = |direction: &str, n: u64, started: u64| {
+        let labels = format!("direction=\"{direction}\",authority=\"server.xc.svc.cluster.local:8080\",route=\"default\",peer=\"none\"");
+        format!(
+            "# TYPE weft_http_requests counter\nweft_http_requests_total{{{labels}}} {n}\n# TYPE weft_http_responses counter\n\
+             weft_http_responses_total{{{labels},status_code=\"200\",grpc_status=\"\",classification=\"success\"}} {n}\n\
+             # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {started}\n# EOF\n"
+        )
+    };
+    match path.split('?').next().unwrap_or(path) {
+        "/api/v1/namespaces/xc/pods" => {
+            let mut items = vec![pod("server-1", true), pod("plain", false)];
+            if job_up {
+                items.push(pod("load-1-abcde", true));
+            }
+            (200, serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}).to_string())
+        }
+        "/api/v1/namespaces/xc/pods/server-1:4191/proxy/metrics" => {
+            let n = server_scrapes.fetch_add(1, Ordering::SeqCst) + 1;
+            (200, metrics("inbound", 100 * n, 1_000))
+        }
+        "/api/v1/namespaces/xc/pods/load-1-abcde:4191/proxy/metrics" if job_up => (200, metrics("outbound", 1_200, 2_000)),
+        _ => (404, r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_string()),
+    }
+}
+
+/// The kube substrate's cross-check (`PodWindow`) through kube-rs and
+/// mesh-stat's pod-proxy client against a fake API server: the meshed pods
+/// are listed and scraped before the Job and after its record; the Job's
+/// own sidecar (counters from zero) is compared with everything loadgen
+/// sent, warm-up included; a Job whose sidecar is gone by then makes the
+/// cell not comparable, not a made-up figure.
+#[test]
+fn the_kube_cross_check_reads_the_proxies_through_the_api_servers_pod_proxy() {
+    use suites::substrate::kube::xcheck::PodWindow;
+    let job_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (up, log) = (Arc::clone(&job_up), Arc::clone(&seen));
+    std::thread::spawn(move || {
+        let scrapes = AtomicU64::new(0);
+        for mut conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut h = String::new();
+            while reader.read_line(&mut h).unwrap_or(0) > 0 && h != "\r\n" {
+                h.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(path.split('?').next().unwrap_or("").to_string());
+            let (status, body) = xcheck_answer(&path, up.load(Ordering::SeqCst), &scrapes);
+            let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let mut load = canned_load();
+    (load.requests, load.not_sent, load.sent_outside_window) = (1_000, 0, 200);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+
+        let window = PodWindow::open(&client, "xc").await.unwrap();
+        job_up.store(true, Ordering::SeqCst);
+        let c = window.close(&client, "xc", "load-1-abcde", true, &load).await.unwrap();
+        assert_eq!(c.requests_family, "weft_http_requests_total");
+        assert_eq!(c.compared, "xc/load-1-abcde", "{c:?}");
+        assert_eq!((c.proxy_requests, c.loadgen_requests, c.loadgen_outside_window), (1_200, 1_200, 200), "{c:?}");
+        assert!(!c.flagged && c.not_comparable.is_none(), "{c:?}");
+        let names: Vec<(&str, &str)> = c.proxies.iter().map(|p| (p.component.as_str(), p.role.as_str())).collect();
+        assert_eq!(names, [("xc/load-1-abcde", "outbound"), ("xc/server-1", "inbound")], "the pod without a proxy is not scraped");
+        assert_eq!(c.proxies[1].own_requests(), 100, "the server's proxy: the difference of its two scrapes");
+
+        // The Job's sidecar stopped before the second scrape: said, not guessed.
+        job_up.store(false, Ordering::SeqCst);
+        let window = PodWindow::open(&client, "xc").await.unwrap();
+        let c = window.close(&client, "xc", "load-1-abcde", true, &load).await.unwrap();
+        assert!(!c.flagged, "{c:?}");
+        let why = c.not_comparable.as_deref().unwrap_or_default();
+        assert!(why.starts_with("xc/load-1-abcde: not scraped after the window: "), "{c:?}");
+    });
+    let seen = seen.lock().unwrap();
+    assert!(seen.iter().all(|p| p == "/api/v1/namespaces/xc/pods" || p.ends_with(":4191/proxy/metrics")), "{seen:?}");
+}

@@ -174,6 +174,8 @@ fn kind_dry_run_of_quick_prints_the_whole_plan_and_touches_nothing() {
         if variant == Variant::Weft {
             assert!(b.contains("proxy-outbound") && b.contains("proxy-inbound") && b.contains("control/*"), "{b}");
         }
+        // A Weft cell's pod stays up after the record for the cross-check's second scrape.
+        assert_eq!(args.contains(" --linger 8s --json -"), variant.as_str().starts_with("weft"), "{title}: {args}");
         assert!(b.contains("$ kubectl --context kind-weft-bench delete job "), "{b}");
     }
     assert!(expected.is_empty(), "jobs missing: {expected:#?}");

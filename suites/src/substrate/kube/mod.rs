@@ -24,6 +24,7 @@ pub mod render;
 pub mod run;
 pub mod stats;
 mod substrate;
+pub mod xcheck;
 
 use std::path::{Path, PathBuf};
 

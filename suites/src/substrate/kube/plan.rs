@@ -418,11 +418,18 @@ fn scenario_runs(
             .map(|(i, c)| {
                 let name = format!("load-{}", i + 1);
                 let deadline = manifests::job_deadline(sc);
+                let mut args = manifests::load_args(sc, c.rate, ns);
+                if mesh == Mesh::Weft {
+                    // Its pod (and the sidecar in it) stays up after the record
+                    // line, for the cross-check's second scrape (`xcheck.rs`).
+                    let at = args.iter().position(|a| a == "--json").unwrap_or(args.len());
+                    args.splice(at..at, ["--linger".into(), humantime::format_duration(super::xcheck::LINGER).to_string()]);
+                }
                 let job = manifests::job(
                     &name,
                     ns,
                     &opts.run_id,
-                    manifests::load_args(sc, c.rate, ns),
+                    args,
                     deadline,
                     images,
                     &opts.client,

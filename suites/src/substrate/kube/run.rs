@@ -13,6 +13,8 @@ use record::Resource;
 use super::manifests;
 use super::plan::{Group, JobRun, Plan, Probe, Step, SAMPLE_INTERVAL};
 use super::stats::{self, Accumulator};
+use super::meshes::Sides;
+use super::xcheck::PodWindow;
 use super::{exec, KubeError};
 use crate::substrate::cleanup;
 
@@ -77,13 +79,25 @@ pub(super) fn uninstall_cleanup(g: &Group) -> Vec<cleanup::Action> {
         .collect()
 }
 
-/// One cell: apply its Job, sample while it measures, read its record.
+/// What one cell's Job measured: loadgen's record, the sampled
+/// resources, and the proxies' own counts when the cell was cross-checked.
+pub(super) type Measured = (record::Load, Vec<Resource>, Option<Result<record::CrossCheck, String>>);
+
+/// One cell: apply its Job, sample while it measures, read its record;
+/// with `xcheck` (a Weft variant's sides; its Job runs with `loadgen
+/// --linger`), the meshed pods' counters before the Job and after its record.
 pub(super) async fn run_job(
     plan: &Plan,
     j: &JobRun,
     client: &kube::Client,
     nodes: &[String],
-) -> Result<(record::Load, Vec<Resource>), KubeError> {
+    xcheck: Option<Sides>,
+) -> Result<Measured, KubeError> {
+    let mut window = match xcheck {
+        Some(_) => Some(PodWindow::open(client, &plan.namespace).await),
+        None => None,
+    };
+    let job_meshed = xcheck.is_some_and(|s| s.client);
     run_steps(std::slice::from_ref(&j.apply), &mut false).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
     let until = Instant::now() + j.deadline;
@@ -114,7 +128,22 @@ pub(super) async fn run_job(
         acc.add_round(&summaries(client, nodes).await);
     }
     let resources = acc.finish(j.window);
+    let log_params = LogParams { container: Some(manifests::LOAD_CONTAINER.into()), ..LogParams::default() };
+    let mut counts = None;
+    // While the counts are pending, the log is read often: loadgen lingers
+    // only a few seconds after its record line before its pod (and the
+    // sidecar in it) stops.
+    let mut often = tokio::time::interval(Duration::from_millis(250));
     let code = loop {
+        if let Some(w) = window.take() {
+            match w {
+                Err(e) => counts = Some(Err(format!("before the Job: {e}"))),
+                Ok(w) => match pods.logs(&pod_name, &log_params).await.ok().as_deref().and_then(loadgen::find_record_line) {
+                    Some(Ok(load)) => counts = Some(w.close(client, &plan.namespace, &pod_name, job_meshed, &load).await),
+                    _ => window = Some(Ok(w)),
+                },
+            }
+        }
         if let Ok(pod) = pods.get(&pod_name).await {
             if let LoadState::Terminated(code) = load_state(&pod) {
                 break code;
@@ -123,10 +152,16 @@ pub(super) async fn run_job(
         if Instant::now() > until {
             return Err(KubeError::Job(format!("{}: the load generator did not finish within {}", j.name, humantime::format_duration(j.deadline))));
         }
-        tick.tick().await;
+        match window {
+            Some(_) => often.tick().await,
+            None => tick.tick().await,
+        };
     };
+    if window.is_some() {
+        counts = Some(Err("its pod stopped before its proxies could be read after the window (loadgen --linger too short?)".into()));
+    }
     let log = pods
-        .logs(&pod_name, &LogParams { container: Some(manifests::LOAD_CONTAINER.into()), ..LogParams::default() })
+        .logs(&pod_name, &log_params)
         .await
         .map_err(|e| KubeError::Api(format!("logs of pod {pod_name}: {e}")))?;
     let tail = || log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
@@ -134,7 +169,7 @@ pub(super) async fn run_job(
         return Err(KubeError::Job(format!("{}: loadgen exited with {code}:\n{}", j.name, tail())));
     }
     match loadgen::find_record_line(&log) {
-        Some(Ok(load)) => Ok((load, resources)),
+        Some(Ok(load)) => Ok((load, resources, counts)),
         Some(Err(e)) => Err(KubeError::Job(format!("{}: its `{}` line is not a record: {e}", j.name, loadgen::RECORD_LINE_PREFIX.trim_end()))),
         None => Err(KubeError::Job(format!("{}: no `{}` line in its log:\n{}", j.name, loadgen::RECORD_LINE_PREFIX.trim_end(), tail()))),
     }

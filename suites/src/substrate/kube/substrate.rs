@@ -336,7 +336,7 @@ impl Substrate for Kube {
 
     async fn measure(&mut self, dep: &Deployment, lc: &LoadCell<'_>) -> Result<record::Run, MeasureError> {
         let plan = self.plan().map_err(MeasureError::InCluster)?;
-        let (.., j) = plan
+        let (g, v, _, j) = plan
             .jobs()
             .find(|(.., j)| j.number == lc.index + 1)
             .ok_or_else(|| MeasureError::InCluster(format!("cell {} has no Job in the plan", lc.index + 1)))?;
@@ -348,13 +348,23 @@ impl Substrate for Kube {
         bar.set_style(ProgressStyle::with_template("  {msg:40} {spinner} {elapsed}").expect("valid template"));
         bar.set_message(format!("{} (Job {})", lc.label, j.name));
         bar.enable_steady_tick(Duration::from_millis(200));
-        let measured = run::run_job(&plan, j, client, nodes).await;
+        // Weft's proxies are read through the API server around the Job.
+        let xcheck = (g.mesh == Mesh::Weft).then_some(v.sides);
+        let measured = run::run_job(&plan, j, client, nodes, xcheck).await;
         if let Err(e) = exec::run(&j.delete).await {
             say(lc.progress, format!("WARNING: {e}"));
         }
         bar.finish_and_clear();
         lc.progress.remove(&bar);
-        let (load, resources) = measured.map_err(|e| MeasureError::InCluster(e.to_string()))?;
+        let (load, resources, counts) = measured.map_err(|e| MeasureError::InCluster(e.to_string()))?;
+        let proxy_counts = match counts {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                say(lc.progress, format!("WARNING: {}: no proxy counts for the cross-check: {e}", lc.label));
+                None
+            }
+        };
         Ok(record::Run {
             scenario: lc.scenario.name.clone(),
             variant: dep.variant.as_str().to_string(),
@@ -362,7 +372,7 @@ impl Substrate for Kube {
             repetition: lc.cell.repetition,
             load,
             resources,
-            proxy_counts: None,
+            proxy_counts,
             proxy_cpu: None,
         })
     }
