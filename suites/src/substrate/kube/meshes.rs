@@ -273,10 +273,6 @@ pub fn scenario_unsupported(s: &Scenario) -> Option<String> {
     if matches!(s.load, LoadShape::Propagation(_)) {
         return Some("discovery propagation measures mesh-control alone on this machine; run it with --substrate local".into());
     }
-    if matches!(s.load, LoadShape::Capacity(_)) {
-        // The plan makes one Job per cell up front; a search picks its rates as it goes.
-        return Some("capacity searches are not implemented on a cluster yet (the plan has one Job per cell, a search picks its probes' rates as it goes); run them with --substrate local or netns".into());
-    }
     s.hardening.as_ref().map(|h| {
         let what = match h {
             Hardening::Soak(_) => "soak",

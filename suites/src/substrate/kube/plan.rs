@@ -26,7 +26,7 @@ use super::meshes::{self, Action, Kubectl, Mesh, Sides};
 use super::stats::Watch;
 use crate::plan::{self as cells_plan, Cell};
 use crate::substrate::Role;
-use crate::suite::{Suite, Variant};
+use crate::suite::{LoadShape, Suite, Variant};
 
 /// The images bench deploys: `<registry>/<name>:<tag>` as images/build
 /// tags them and `weft install --registry --tag` names them (mesh-kube's names).
@@ -139,6 +139,54 @@ pub struct JobRun {
     pub window: Duration,
     pub deadline: Duration,
     pub delete: Cmd,
+}
+
+impl JobRun {
+    /// The same Job at another rate, named `<name>-p<k>` (its pod, its
+    /// sampled sidecar and its deletion follow the name): one per probe of
+    /// a capacity search, whose rates the plan cannot know.
+    pub fn probe(&self, rate: f64, k: usize) -> JobRun {
+        let name = format!("{}-p{k}", self.name);
+        let mut j = self.clone();
+        if let Step::Apply { manifests, .. } = &mut j.apply {
+            for m in manifests.iter_mut() {
+                let Manifest::Job(job) = m else { continue };
+                job.metadata.name = Some(name.clone());
+                let relabel = |labels: &mut Option<std::collections::BTreeMap<String, String>>| {
+                    if let Some(l) = labels.as_mut() {
+                        l.insert("weft.dev/job".into(), name.clone());
+                    }
+                };
+                relabel(&mut job.metadata.labels);
+                let spec = job.spec.as_mut().expect("a load Job has a spec");
+                if let Some(meta) = spec.template.metadata.as_mut() {
+                    relabel(&mut meta.labels);
+                }
+                // Only the rate changes: the cell's other flags stay as planned.
+                let args = spec.template.spec.as_mut().and_then(|pod| pod.containers.first_mut()).and_then(|c| c.args.as_mut());
+                if let Some(args) = args {
+                    if let Some(at) = args.iter().position(|x| x == "--rate") {
+                        args[at + 1] = rate.to_string();
+                    }
+                }
+            }
+        }
+        let (old_prefix, new_prefix) = (format!("{}-", self.name), format!("{name}-"));
+        for w in &mut j.watches {
+            if w.pod_prefix == old_prefix {
+                w.pod_prefix = new_prefix.clone();
+            }
+        }
+        for a in &mut j.delete.args {
+            if *a == self.name {
+                *a = name.clone();
+            }
+        }
+        j.cell.rate = Some(rate);
+        j.label = format!("{} probe {k} at {rate:.0} rps", self.label);
+        j.name = name;
+        j
+    }
 }
 
 /// A cell that does not run on a cluster, and why.
@@ -418,7 +466,13 @@ fn scenario_runs(
             .map(|(i, c)| {
                 let name = format!("load-{}", i + 1);
                 let deadline = manifests::job_deadline(sc);
-                let mut args = manifests::load_args(sc, c.rate, ns);
+                // A capacity search's Job is its first probe's; the others
+                // are made from it as the search goes (`JobRun::probe`).
+                let rate = match &sc.load {
+                    LoadShape::Capacity(k) => c.rate.or(Some(k.start_rate)),
+                    _ => c.rate,
+                };
+                let mut args = manifests::load_args(sc, rate, ns);
                 if mesh == Mesh::Weft {
                     // Its pod (and the sidecar in it) stays up after the record
                     // line, for the cross-check's second scrape (`xcheck.rs`).
@@ -435,10 +489,18 @@ fn scenario_runs(
                     &opts.client,
                     &mesh.pod_annotations(sides.client),
                 );
+                let label = match &sc.load {
+                    LoadShape::Capacity(k) => format!(
+                        "{} (a search: this Job is its first probe, at {} rps; each probe runs as {name}-p<k> at the search's rate)",
+                        cells_plan::label(suite, c),
+                        k.start_rate
+                    ),
+                    _ => cells_plan::label(suite, c),
+                };
                 JobRun {
                     cell: c.clone(),
                     number: i + 1,
-                    label: cells_plan::label(suite, c),
+                    label,
                     apply: Step::Apply {
                         cmd: apply.clone(),
                         manifests: vec![job],
@@ -544,6 +606,38 @@ mod tests {
     }
 
     const SUITE: &str = "name = \"p\"\n[[scenario]]\nname = \"s\"\nrates = [10, 20]\nrepetitions = 2\nvariants = [\"weft-server-only\", \"istio\", \"baseline\", \"weft\", \"nginx\"]\n";
+
+    #[test]
+    fn a_capacity_search_gets_a_job_per_probe_made_from_its_cells_job() {
+        let suite = parse(
+            "name = \"c\"\n[[scenario]]\nname = \"cap\"\nmode = \"capacity\"\nslo = { max = \"5ms\" }\nstart_rate = 300\nvariants = [\"baseline\", \"weft\"]\n",
+            "t",
+        )
+        .unwrap();
+        let plan = build(&suite, &opts(kind()));
+        assert!(plan.skipped.is_empty(), "{:?}", plan.skipped);
+        let (.., j) = plan.jobs().find(|(.., j)| j.cell.variant == Variant::Weft).expect("weft's job");
+        let args = |j: &JobRun| match &j.apply {
+            Step::Apply { manifests, .. } => match &manifests[0] {
+                Manifest::Job(job) => job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let rate_of = |a: &[String]| a[a.iter().position(|x| x == "--rate").unwrap() + 1].clone();
+        assert_eq!(rate_of(&args(j)), "300", "the plan's Job is the first probe");
+        assert!(j.label.contains("each probe runs as load-2-p<k>"), "{}", j.label);
+        let p = j.probe(1250.0, 7);
+        assert_eq!((p.name.as_str(), p.cell.rate), ("load-2-p7", Some(1250.0)));
+        assert_eq!(rate_of(&args(&p)), "1250");
+        let Step::Apply { manifests, .. } = &p.apply else { panic!() };
+        let Manifest::Job(job) = &manifests[0] else { panic!() };
+        assert_eq!(job.metadata.name.as_deref(), Some("load-2-p7"));
+        assert_eq!(job.metadata.labels.as_ref().unwrap()["weft.dev/job"], "load-2-p7");
+        assert!(p.delete.args.contains(&"load-2-p7".to_string()) && !p.delete.args.contains(&"load-2".to_string()));
+        let outbound = p.watches.iter().find(|w| w.name == "proxy-outbound").expect("weft's client sidecar is sampled");
+        assert_eq!(outbound.pod_prefix, "load-2-p7-", "the probe's pod");
+    }
 
     #[test]
     fn meshes_group_their_variants_and_every_cell_gets_one_job() {

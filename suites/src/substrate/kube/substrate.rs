@@ -59,6 +59,8 @@ pub struct Kube {
     broken: BTreeMap<Mesh, String>,
     /// The variant the namespace is opted in for.
     opted: Option<Variant>,
+    /// Capacity probes' Jobs made so far (each gets its own name).
+    probes: usize,
     scenario: Option<usize>,
     /// The variant whose server runs for `scenario`, and how to remove it.
     server: Option<(Variant, Cmd)>,
@@ -91,6 +93,7 @@ impl Kube {
             ready: BTreeSet::new(),
             broken: BTreeMap::new(),
             opted: None,
+            probes: 0,
             scenario: None,
             server: None,
         }
@@ -340,6 +343,16 @@ impl Substrate for Kube {
             .jobs()
             .find(|(.., j)| j.number == lc.index + 1)
             .ok_or_else(|| MeasureError::InCluster(format!("cell {} has no Job in the plan", lc.index + 1)))?;
+        // A capacity probe: the cell's Job at the search's rate, under a name of its own.
+        let probe;
+        let j = match lc.cell.rate {
+            Some(rate) if j.cell.rate != Some(rate) => {
+                self.probes += 1;
+                probe = j.probe(rate, self.probes);
+                &probe
+            }
+            _ => j,
+        };
         let (client, nodes) = self
             .api
             .as_ref()
