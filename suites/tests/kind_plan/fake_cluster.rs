@@ -179,6 +179,14 @@ name = "two"
 mode = "closed"
 concurrency = 2
 variants = ["baseline"]
+
+[[scenario]]
+name = "cap"
+mode = "capacity"
+slo = { max = "5ms" }
+start_rate = 100
+repetitions = 1
+variants = ["baseline"]
 "#;
 
 #[test]
@@ -234,6 +242,12 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
         "kubectl --context fake apply -f - # Job ".into(),
         format!("kubectl --context fake delete job load-6 -n {ns} --ignore-not-found --cascade=foreground"),
         format!("kubectl --context fake delete deployment,service -n {ns} -l weft.dev/run="),
+        // The capacity search: its one probe (the canned record has errors) as a Job of its own.
+        "kubectl --context fake apply -f - # Deployment Service ".into(),
+        format!("kubectl --context fake rollout status deployment/server -n {ns} --timeout=300s"),
+        "kubectl --context fake apply -f - # Job ".into(),
+        format!("kubectl --context fake delete job load-7-p1 -n {ns} --ignore-not-found --cascade=foreground"),
+        format!("kubectl --context fake delete deployment,service -n {ns} -l weft.dev/run="),
         format!("kubectl --context fake delete namespace {ns} --ignore-not-found --wait=true --timeout=300s"),
     ];
     assert_eq!(kubectl.len(), expected.len(), "calls:\n{calls}");
@@ -241,7 +255,7 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
         assert!(got.starts_with(want.as_str()), "`{got}` is not `{want}...`; calls:\n{calls}");
     }
     // Each Job: applied, its pod found, sampled, its log read, then deleted.
-    for job in ["load-1", "load-4", "load-5", "load-6"] {
+    for job in ["load-1", "load-4", "load-5", "load-6", "load-7-p1"] {
         let delete = lines.iter().position(|l| l.contains(&format!("delete job {job} "))).unwrap();
         let apply = lines[..delete].iter().rposition(|l| l.ends_with("# Job ")).unwrap();
         let between = &lines[apply..delete];
@@ -275,6 +289,11 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
         assert!((cpu - 0.25).abs() < 1e-9, "a quarter core over the 1 s window: {cpu}");
         assert!(server["samples"].as_u64().unwrap() >= 1);
     }
+    let cap = report["capacity"].as_array().unwrap();
+    assert_eq!(cap.len(), 1, "{report:#}");
+    assert_eq!((cap[0]["substrate"].as_str(), cap[0]["capacity_rps"].as_f64(), cap[0]["limited_by"].as_str()), (Some("kube"), Some(0.0), Some("start-rate")));
+    let probe = &cap[0]["probes"][0];
+    assert_eq!((probe["rate"].as_f64(), probe["verdict"].as_str(), probe["errors"].as_u64()), (Some(100.0), Some("errors"), Some(5)), "{probe:#}");
     let skipped = report["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{report:#}");
     assert_eq!((skipped[0]["scenario"].as_str(), skipped[0]["variant"].as_str()), (Some("one"), Some("nginx")));
