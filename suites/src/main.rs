@@ -110,6 +110,10 @@ struct PropagationArgs {
     /// mesh-control's --manifests-poll
     #[arg(long, default_value = "250ms")]
     poll: String,
+    /// Where mesh-control reads the Services: a manifests directory, or the
+    /// Kubernetes API (a fake API server in this process, edits as watch events)
+    #[arg(long, default_value = "manifests", value_parser = ["manifests", "kubernetes"])]
+    backend: String,
 }
 
 #[derive(clap::Args)]
@@ -390,6 +394,7 @@ fn propagation(args: PropagationArgs) -> ExitCode {
         endpoints_per_service: args.endpoints_per_service,
         changes: args.changes,
         poll,
+        kubernetes: args.backend == "kubernetes",
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -42,6 +42,8 @@ pub struct ChildArgs {
     pub endpoints_per_service: usize,
     pub changes: usize,
     pub poll: Duration,
+    /// The Kubernetes backend (against the harness's fake API server), not a manifests directory.
+    pub kubernetes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,9 @@ pub async fn child_main(args: ChildArgs) -> Result<(), PropagationError> {
     cfg.endpoints_per_service = args.endpoints_per_service;
     cfg.changes = args.changes;
     cfg.poll = args.poll;
+    if args.kubernetes {
+        cfg.backend = mesh_control::propagation::Backend::Kubernetes;
+    }
     cfg.patience = STEP_PATIENCE;
     let r = mesh_control::propagation::measure(&cfg).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -418,3 +418,21 @@ async fn admin_metrics_count_calls_streams_certificates_and_propagation() {
     }
     assert!(cp.stop().await.success());
 }
+
+/// The propagation harness's Kubernetes backend (its fake API server's
+/// EndpointSlice watch) through the real binary, at a small scale: every
+/// MODIFIED event reaches the watching stream. (The manifests backend's
+/// run is suites/tests/discovery.rs's.)
+#[tokio::test]
+async fn the_propagation_harness_follows_a_kubernetes_watch() {
+    use mesh_control::propagation::{measure, Backend, PropagationConfig};
+    let mut cfg = PropagationConfig::new(env!("CARGO_BIN_EXE_mesh-control"));
+    cfg.backend = Backend::Kubernetes;
+    cfg.services = 20;
+    cfg.changes = 3;
+    cfg.poll = std::time::Duration::from_millis(10);
+    cfg.patience = patience();
+    let report = measure(&cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.services, report.endpoints, report.samples.len()), (20, 40, 3), "{report}");
+    assert!(report.rss_kib > 0, "{report}");
+}

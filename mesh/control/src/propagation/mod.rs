@@ -1,8 +1,11 @@
-//! Measurement harness (numbers, not assertions): how long a manifests edit
-//! takes to reach a `Destination.Get` stream, and mesh-control's RSS with a
-//! large index. Runs the real binary on 127.0.0.1:0 against a scratch
-//! directory of `services` Services with `endpoints_per_service` endpoints
-//! each (addresses in 127.0.0.0/8, written as data, never dialed).
+//! Measurement harness (numbers, not assertions): how long a change of an
+//! EndpointSlice takes to reach a `Destination.Get` stream, and
+//! mesh-control's RSS with a large index. Runs the real binary on
+//! 127.0.0.1:0 with `services` Services of `endpoints_per_service` endpoints
+//! each (addresses in 127.0.0.0/8, written as data, never dialed), from
+//! either backend: a scratch manifests directory (the change is a file
+//! renamed into place) or the Kubernetes API ([`fake_api`]: the change is a
+//! `MODIFIED` event on the EndpointSlice watch).
 //!
 //! Called by `bench` (the `propagation` scenario mode, e.g. in suites/quick.toml)
 //! with the binary it built; suites/tests/discovery.rs runs it on every ci/test.
@@ -13,20 +16,34 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mesh_api::destination::v1::destination_client::DestinationClient;
-use mesh_api::destination::v1::GetDestination;
+use mesh_api::destination::v1::{update, GetDestination, Update};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use mesh_identity::{control_identity, ControlEndpoint, TrustAnchors};
+
+pub mod fake_api;
+
+/// Where mesh-control reads the Services from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `--manifests DIR`, followed by notifications.
+    #[default]
+    Manifests,
+    /// `--backend kubernetes` against [`fake_api::FakeApi`].
+    Kubernetes,
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct PropagationConfig {
     /// The `mesh-control` binary.
     pub binary: PathBuf,
+    pub backend: Backend,
     pub services: usize,
     pub endpoints_per_service: usize,
     /// Edits measured, each to a different watched Service.
     pub changes: usize,
-    /// `--manifests-poll` of the control plane.
+    /// `--manifests-poll` of the control plane (its poll without
+    /// notifications; edits are spread over it).
     pub poll: Duration,
     /// Longest wait for any one step.
     pub patience: Duration,
@@ -37,6 +54,7 @@ impl PropagationConfig {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         Self {
             binary: binary.into(),
+            backend: Backend::Manifests,
             services: 1000,
             endpoints_per_service: 2,
             changes: 20,
@@ -53,7 +71,8 @@ pub struct PropagationReport {
     pub endpoints: usize,
     /// Start of the process until it listened (includes the initial load).
     pub startup: Duration,
-    /// Edit (rename into place) until the watching stream's next message.
+    /// Edit (rename into place, or watch event sent) until the watching
+    /// stream's next message.
     pub samples: Vec<Duration>,
     pub p50: Duration,
     pub p99: Duration,
@@ -112,6 +131,30 @@ fn manifest(i: usize, endpoints: usize, generation: usize) -> String {
     )
 }
 
+/// Service `i` and its slice as the Kubernetes API serves them (the same
+/// objects as [`manifest`]).
+fn kube_objects(i: usize, endpoints: usize, generation: usize) -> (serde_json::Value, serde_json::Value) {
+    let ip = |n: usize| format!("127.{}.{}.{}", 100 + (n >> 16) % 100, (n >> 8) & 0xff, n & 0xff);
+    let eps: Vec<serde_json::Value> = (0..endpoints)
+        .map(|e| {
+            let n = if e == 0 { 1_000_000 + i * 64 + generation } else { i * endpoints + e };
+            serde_json::json!({"addresses": [ip(n)]})
+        })
+        .collect();
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": "bench", "resourceVersion": "1"},
+        "spec": {"clusterIP": ip(500_000 + i), "ports": [{"name": "http", "port": 80}]}
+    });
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i}-1"), "namespace": "bench", "resourceVersion": (generation + 1).to_string(),
+            "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps
+    });
+    (service, slice)
+}
+
 fn write(dir: &Path, i: usize, text: &str) -> Result<(), PropagationError> {
     let tmp = dir.join(format!(".svc-{i}.tmp"));
     std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
@@ -139,19 +182,32 @@ const TRUST_DOMAIN: &str = "cluster.local";
 pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, PropagationError> {
     let scratch = tempfile::tempdir().map_err(io("creating a scratch directory"))?;
     let dir = scratch.path().join("manifests");
-    std::fs::create_dir(&dir).map_err(io("creating the manifests directory"))?;
-    for i in 0..cfg.services {
-        write(&dir, i, &manifest(i, cfg.endpoints_per_service, 0))?;
-    }
-    let started = Instant::now();
     let data = scratch.path().join("data");
-    let mut child = tokio::process::Command::new(&cfg.binary)
-        .args(["--listen", "127.0.0.1:0", "--trust-domain", TRUST_DOMAIN, "--data-dir"])
-        .arg(&data)
-        .arg("--manifests")
-        .arg(&dir)
-        .arg("--manifests-poll")
-        .arg(format!("{}ms", cfg.poll.as_millis()))
+    let mut command = tokio::process::Command::new(&cfg.binary);
+    command.args(["--listen", "127.0.0.1:0", "--trust-domain", TRUST_DOMAIN, "--data-dir"]).arg(&data);
+    let api = match cfg.backend {
+        Backend::Manifests => {
+            std::fs::create_dir(&dir).map_err(io("creating the manifests directory"))?;
+            for i in 0..cfg.services {
+                write(&dir, i, &manifest(i, cfg.endpoints_per_service, 0))?;
+            }
+            command.arg("--manifests").arg(&dir).arg("--manifests-poll").arg(format!("{}ms", cfg.poll.as_millis()));
+            None
+        }
+        Backend::Kubernetes => {
+            let (services, endpoint_slices) =
+                (0..cfg.services).map(|i| kube_objects(i, cfg.endpoints_per_service, 0)).unzip();
+            let api = fake_api::FakeApi::start(fake_api::Objects { services, endpoint_slices })
+                .await
+                .map_err(io("starting the fake Kubernetes API server"))?;
+            let kubeconfig = scratch.path().join("kubeconfig");
+            std::fs::write(&kubeconfig, api.kubeconfig()).map_err(io("writing the kubeconfig"))?;
+            command.args(["--backend", "kubernetes"]).env("KUBECONFIG", kubeconfig);
+            Some(api)
+        }
+    };
+    let started = Instant::now();
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -187,7 +243,18 @@ pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, Propa
         let request =
             GetDestination { authority: format!("svc-{i}.bench.svc.cluster.local:80"), context_token: String::new() };
         let mut stream = client.get(request).await?.into_inner();
-        tokio::time::timeout(cfg.patience, stream.message())
+        // The Kubernetes backend may serve before its first list is in:
+        // until then the Service is unknown (`NoEndpoints`).
+        let initial = async {
+            loop {
+                match stream.message().await? {
+                    Some(Update { update: Some(update::Update::Add(_)) }) => return Ok(()),
+                    Some(_) => continue,
+                    None => return Err(PropagationError::ControlPlane(format!("svc-{i}'s stream ended"))),
+                }
+            }
+        };
+        tokio::time::timeout(cfg.patience, initial)
             .await
             .map_err(|_| PropagationError::Timeout(format!("svc-{i}'s initial set")))??;
         streams.push(stream);
@@ -195,11 +262,14 @@ pub async fn measure(cfg: &PropagationConfig) -> Result<PropagationReport, Propa
 
     let mut samples = Vec::new();
     for (k, (&i, stream)) in watched.iter().zip(&mut streams).enumerate() {
-        // Spread the edits over the poll period, so samples are not all taken
-        // right after a scan (which would measure the worst case only).
+        // Spread the edits over the poll period, so that without
+        // notifications samples are not all taken right after a scan.
         let phase = cfg.poll.mul_f64((k as f64 * 0.618_033_988_75).fract());
         tokio::time::sleep(phase).await;
-        write(&dir, i, &manifest(i, cfg.endpoints_per_service, k + 1))?;
+        match &api {
+            None => write(&dir, i, &manifest(i, cfg.endpoints_per_service, k + 1))?,
+            Some(api) => api.modify_slice(&kube_objects(i, cfg.endpoints_per_service, k + 1).1),
+        }
         let t0 = Instant::now();
         tokio::time::timeout(cfg.patience, stream.message())
             .await
