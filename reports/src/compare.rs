@@ -14,12 +14,21 @@
 //! proxy) of the same group in the same record, so both saw the same machine
 //! at the same time.
 //!
+//! Every median also keeps its spread (smallest and largest repetition,
+//! [`Spreads`]), and every added percentile is judged against the noise with
+//! [`crate::noise`]'s bootstrap over both cells' repetitions
+//! ([`AddedVerdicts`]), so a renderer never has to print a difference that
+//! is inside the noise as if it were a finding.
+//!
 //! [`Comparison::of`] does all of this once per report; every renderer and
 //! the gate read that one comparison instead of re-deriving it.
 
 use std::cmp::Ordering;
 
+use serde::Serialize;
+
 use crate::conformance::Matrix;
+use crate::noise::{Bootstrap, Direction, Judgement};
 use crate::{Percentiles, Report, Run};
 
 /// Everything derived from one report, computed once: the cells, their
@@ -143,6 +152,85 @@ pub struct Cell {
     /// The proxies' own count beside loadgen's, summed over the repetitions
     /// that carry one (`None` for variants without a Weft proxy).
     pub proxy_counts: Option<ProxyTally>,
+    /// Smallest and largest repetition of each figure above that is a median
+    /// (or, for peak RSS, a largest).
+    pub spread: Spreads,
+    /// The added percentiles judged against the noise of both cells'
+    /// repetitions; `None` exactly when `added_p50_us` is.
+    pub added: Option<AddedVerdicts>,
+}
+
+/// The smallest and largest of one figure over a cell's repetitions.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub max: f64,
+    /// Repetitions that had the figure.
+    pub n: usize,
+}
+
+impl Spread {
+    /// `None` when no repetition had the figure (non-finite values are left out).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        values.into_iter().filter(|v| v.is_finite()).fold(None, |acc, v| {
+            Some(match acc {
+                None => Spread { min: v, max: v, n: 1 },
+                Some(s) => Spread { min: s.min.min(v), max: s.max.max(v), n: s.n + 1 },
+            })
+        })
+    }
+}
+
+/// [`Spread`]s of a cell's figures, µs for latency.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Spreads {
+    pub p50_us: Option<Spread>,
+    pub p90_us: Option<Spread>,
+    pub p99_us: Option<Spread>,
+    pub p999_us: Option<Spread>,
+    pub max_us: Option<Spread>,
+    pub achieved_rps: Option<Spread>,
+    pub proxy_cpu_per_krps: Option<Spread>,
+    pub proxy_rss_peak_bytes: Option<Spread>,
+    pub control_rss_peak_bytes: Option<Spread>,
+}
+
+impl Spreads {
+    fn of(runs: &[&Run]) -> Spreads {
+        let lat = |f: fn(&Percentiles) -> f64| Spread::of(runs.iter().map(|r| f(&r.load.latency_us)));
+        Spreads {
+            p50_us: lat(|p| p.p50),
+            p90_us: lat(|p| p.p90),
+            p99_us: lat(|p| p.p99),
+            p999_us: lat(|p| p.p999),
+            max_us: lat(|p| p.max),
+            achieved_rps: Spread::of(runs.iter().map(|r| r.load.achieved_rps)),
+            proxy_cpu_per_krps: Spread::of(runs.iter().filter_map(|r| r.proxy_cpu_per_krps())),
+            proxy_rss_peak_bytes: Spread::of(runs.iter().filter_map(|r| r.proxy_rss_peak()).map(|b| b as f64)),
+            control_rss_peak_bytes: Spread::of(runs.iter().filter_map(|r| r.control_rss_peak()).map(|b| b as f64)),
+        }
+    }
+}
+
+/// Each added percentile (variant − baseline) judged by [`crate::noise`]:
+/// the bootstrap interval of the difference of medians between the
+/// baseline's repetitions and the variant's.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AddedVerdicts {
+    pub p50: Judgement,
+    pub p99: Judgement,
+    pub p999: Judgement,
+}
+
+impl AddedVerdicts {
+    fn of(base: &[&Run], variant: &[&Run]) -> AddedVerdicts {
+        let test = Bootstrap::default();
+        let judge = |f: fn(&Percentiles) -> f64| {
+            let values = |runs: &[&Run]| runs.iter().map(|r| f(&r.load.latency_us)).collect::<Vec<f64>>();
+            test.judge(&values(base), &values(variant), Direction::LowerIsBetter)
+        };
+        AddedVerdicts { p50: judge(|p| p.p50), p99: judge(|p| p.p99), p999: judge(|p| p.p999) }
+    }
 }
 
 /// The bench's cross-check ([`record::CrossCheck`]) summed over a cell's repetitions.
@@ -362,6 +450,8 @@ fn cells(report: &Report) -> Vec<Cell> {
         let Some(base) = snapshot.iter().find(|c| c.is_baseline() && c.group() == key) else {
             continue;
         };
+        let runs_of = |c: &Cell| c.run_indices.iter().map(|&i| &report.runs[i]).collect::<Vec<&Run>>();
+        cell.added = Some(AddedVerdicts::of(&runs_of(base), &runs_of(cell)));
         let (l, b) = (&cell.latency_us, &base.latency_us);
         cell.added_p50_us = Some(l.p50 - b.p50);
         cell.added_p99_us = Some(l.p99 - b.p99);
@@ -403,6 +493,8 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
         ratio_p50: None,
         ratio_p99: None,
         proxy_counts: ProxyTally::of(runs.iter().copied()),
+        spread: Spreads::of(&runs),
+        added: None,
         run_indices: idx,
     }
 }

@@ -44,21 +44,25 @@ fn markdown_has_tables_in_order_with_added_latency() {
     assert!(md.contains("10 s measured after 2 s warm-up, 8 connections, 128 B bodies."));
     assert!(md.find("500 rps —").unwrap() < md.find("1000 rps —").unwrap(), "rates rise");
 
+    // Every repetition of the fixture measures the same, so each spread is
+    // one value twice, and the difference is outside the (zero) noise.
+    let fig = |us: f64| format!("{0:.3} ({0:.3}..{0:.3})", us / 1000.0);
+    let l = &weft.latency_us;
     let expected_row = format!(
-        "| `weft` | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | +{:.3} ms ({:.2}x) | +{:.3} ms ({:.2}x) | 999 | 0 | 10.0 | 0.200 |",
-        weft.latency_us.p50 / 1000.0,
-        weft.latency_us.p90 / 1000.0,
-        weft.latency_us.p99 / 1000.0,
-        weft.latency_us.p999 / 1000.0,
-        weft.latency_us.max / 1000.0,
-        weft.added_p50_us.unwrap() / 1000.0,
-        weft.ratio_p50.unwrap(),
-        weft.added_p99_us.unwrap() / 1000.0,
-        weft.ratio_p99.unwrap(),
+        "| `weft` | {} | {} | {} | {} | {} | +{a50:.3} ms (CI +{a50:.3}..+{a50:.3}; {r50:.2}x) | +{a99:.3} ms (CI +{a99:.3}..+{a99:.3}; {r99:.2}x) | 999 (999..999) | 0 | 10.0 (10.0..10.0) | 0.200 (0.200..0.200) |",
+        fig(l.p50),
+        fig(l.p90),
+        fig(l.p99),
+        fig(l.p999),
+        fig(l.max),
+        a50 = weft.added_p50_us.unwrap() / 1000.0,
+        r50 = weft.ratio_p50.unwrap(),
+        a99 = weft.added_p99_us.unwrap() / 1000.0,
+        r99 = weft.ratio_p99.unwrap(),
     );
     assert!(md.contains(&expected_row), "missing row {expected_row}\n{md}");
     assert!(md.contains("| `baseline` | 0.2"), "{md}");
-    assert!(md.contains("| — | — | 999 | 0 | — | — |"), "baseline has no added latency or proxy: {md}");
+    assert!(md.contains("| — | — | 999 (999..999) | 0 | — | — |"), "baseline has no added latency or proxy: {md}");
 
     // Variant order inside a table: baseline, weft variants, peers.
     let table = &md[md.find("1000 rps —").unwrap()..];
@@ -81,7 +85,7 @@ fn markdown_shows_late_sends_errors_and_closed_loop() {
     let md = markdown(&r);
     assert!(md.contains("| late sends |"), "{md}");
     assert!(md.contains("| 5 (0.033%) | 12 |"), "errors with rate, then late sends: {md}");
-    assert!(md.contains("### http1, closed loop, c=16 — 1 repetition (no median)"), "{md}");
+    assert!(md.contains("### http1, closed loop, c=16 — 1 repetition (no median, no spread)"), "{md}");
 }
 
 fn external_urls(html: &str) -> Vec<String> {
@@ -210,7 +214,7 @@ fn control_plane_memory_gets_its_own_column_only_where_it_ran() {
     let md = markdown(&r);
     assert!(md.contains("| control plane RSS (MiB) |"), "{md}");
     let weft_row = md.lines().find(|l| l.starts_with("| `weft` |")).unwrap();
-    assert!(weft_row.ends_with("| 12.0 |"), "{weft_row}");
+    assert!(weft_row.ends_with("| 12.0 (12.0..12.0) |"), "{weft_row}");
     let baseline_row = md.lines().find(|l| l.starts_with("| `baseline` |")).unwrap();
     assert!(baseline_row.ends_with("| — |"), "{baseline_row}");
     assert!(html(&r).contains("control plane RSS"));
@@ -316,4 +320,81 @@ fn a_cell_whose_proxy_counts_disagree_is_flagged() {
     let page = html(&r);
     assert!(page.contains("id=\"cross-check\"") && page.contains(&want), "html lists it");
     assert!(page.contains("<td>⚠ "), "html marks the row");
+}
+
+/// The `weft` row of the only table in `md`.
+fn weft_row(md: &str) -> &str {
+    md.lines().find(|l| l.starts_with("| `weft` |")).unwrap_or_else(|| panic!("no weft row: {md}"))
+}
+
+/// Baseline and weft at 1000 rps, one run per given median.
+fn two_variants(base_p50: &[u64], weft_p50: &[u64]) -> Report {
+    let mut runs = Vec::new();
+    for (rep, p) in base_p50.iter().enumerate() {
+        runs.push(run("http1-small", "baseline", 1000.0, rep as u32, *p));
+    }
+    for (rep, p) in weft_p50.iter().enumerate() {
+        runs.push(run("http1-small", "weft", 1000.0, rep as u32, *p));
+    }
+    report(runs)
+}
+
+#[test]
+fn a_difference_inside_the_noise_is_rendered_as_such_never_as_a_signed_number() {
+    // Three repetitions each, overlapping: the medians differ (230 vs 240 µs)
+    // but the bootstrap interval of the difference contains 0.
+    let r = two_variants(&[200, 260, 230], &[210, 250, 240]);
+    let md = markdown(&r);
+    let row = weft_row(&md);
+    let cells: Vec<&str> = row.split(" | ").collect();
+    // variant, p50, p90, p99, p99.9, max, added p50, added p99, ...
+    assert_eq!(cells[1], "0.240 (0.210..0.250)", "median then min..max: {row}");
+    for added in [cells[6], cells[7]] {
+        assert!(added.starts_with("within noise (±0.") && added.ends_with(" ms)"), "{added} in {row}");
+        assert!(!added.contains('+') && !added.contains('-'), "no signed number: {added}");
+    }
+    let page = html(&r);
+    assert!(page.contains("<td class=\"noise\">within noise (±0."), "{page}");
+    assert!(page.contains("0.240<br><span class=\"spread\">0.210..0.250</span>"), "{page}");
+    // The notation and the test are explained once, in the legend.
+    assert_eq!(md.matches("- **Noise**: `0.531 (0.498..0.580)`").count(), 1, "{md}");
+    assert!(md.contains("bootstrap 95% confidence interval of the difference of medians"), "{md}");
+    assert!(page.contains("<dt>Noise</dt>"));
+}
+
+#[test]
+fn a_difference_outside_the_noise_shows_its_interval() {
+    let r = two_variants(&[200, 205, 210], &[300, 305, 310]);
+    let cmp = Comparison::of(&r);
+    let weft = cmp.cells.iter().find(|c| c.variant == "weft").unwrap();
+    let p50 = &weft.added.as_ref().unwrap().p50;
+    assert_eq!(p50.verdict, reports::noise::Verdict::Worse);
+    let (lo, hi) = p50.interval.unwrap();
+    let expected = format!(
+        "+{:.3} ms (CI +{:.3}..+{:.3}; {:.2}x)",
+        p50.difference / 1000.0,
+        lo / 1000.0,
+        hi / 1000.0,
+        weft.ratio_p50.unwrap()
+    );
+    let md = reports::render::markdown(&cmp);
+    let row = weft_row(&md);
+    assert_eq!(row.split(" | ").nth(6), Some(expected.as_str()), "{row}");
+    assert!(lo > 0.0 && lo <= p50.difference && p50.difference <= hi, "{lo} {} {hi}", p50.difference);
+}
+
+#[test]
+fn one_repetition_says_it_has_no_spread() {
+    let r = two_variants(&[200], &[250]);
+    let md = markdown(&r);
+    let row = weft_row(&md);
+    let cells: Vec<&str> = row.split(" | ").collect();
+    assert_eq!(cells[1], "0.250", "one run: no min..max: {row}");
+    assert_eq!(cells[6], "+0.050 ms (1 run: no spread; 1.25x)", "{row}");
+    assert!(md.contains("— 1 repetition (no median, no spread)"), "{md}");
+    // Two runs have a spread but still no verdict.
+    let md = markdown(&two_variants(&[200, 210], &[250, 260]));
+    let cells: Vec<String> = weft_row(&md).split(" | ").map(str::to_owned).collect();
+    assert_eq!(cells[1], "0.255 (0.250..0.260)", "{md}");
+    assert!(cells[6].starts_with("+0.050 ms (2 runs: no verdict; "), "{md}");
 }

@@ -88,17 +88,19 @@ fn plan_prints_the_matrix_and_estimate_of_the_builtin_suite() {
     let out = run(bench_exe_cmd().args(["plan", "--suite", "quick"]));
     let s = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(s.contains("http1-small 500 rps baseline rep 1/1"), "{s}");
+    assert!(s.contains("http1-small 500 rps baseline rep 1/3"), "{s}");
     assert!(
-        s.contains("http1-small 500 rps weft-plaintext rep 1/1"),
+        s.contains("http1-small 500 rps weft-plaintext rep 3/3"),
         "{s}"
     );
-    assert!(s.contains("max-throughput c=16 haproxy rep 1/1"), "{s}");
+    assert!(s.contains("max-throughput c=16 haproxy rep 1/3"), "{s}");
     assert!(
-        s.contains("discovery-propagation propagation 1000 svc/2000 ep x20 rep 1/1"),
+        s.contains("discovery-propagation propagation 1000 svc/2000 ep x10 rep 3/3"),
         "{s}"
     );
-    assert!(s.contains("19 cells, estimated"), "{s}");
+    // Three repetitions of every cell, 2 min 48 s of it measuring (suites/quick.toml).
+    assert!(s.contains("45 cells, estimated"), "{s}");
+    assert!(s.contains("of which 2m 48s measuring"), "{s}");
 }
 
 #[test]

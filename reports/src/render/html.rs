@@ -41,6 +41,8 @@ table.conformance td { text-align: center; } table.conformance td:nth-child(2) {
 td.pass { background: #e6f4ea; color: #1e6b34; } td.fail { background: #fdecea; color: #b71c1c; font-weight: 700; }
 td.na { background: #f1f3f4; color: #5f6670; } td.skipped { background: #fff4e0; color: #8a5300; }
 td.none { color: #9aa0a6; }
+.spread { color: #5f6670; font-size: .8rem; }
+td.noise { color: #5f6670; font-style: italic; }
 "#;
 
 /// Render a record as a self-contained HTML page.
@@ -130,7 +132,7 @@ pub fn html(cmp: &Comparison<'_>) -> String {
 
     out.push_str("<h2>How to read this</h2>\n<dl class=\"legend\">\n");
     for (term, text) in legend(cmp) {
-        let _ = writeln!(out, "<dt>{term}</dt><dd>{}</dd>", inline_code(&esc(text)));
+        let _ = writeln!(out, "<dt>{term}</dt><dd>{}</dd>", inline_code(&esc(&text)));
     }
     out.push_str("</dl>\n</body>\n</html>\n");
     out
@@ -356,8 +358,13 @@ fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
             color.2,
             esc(&c.variant)
         );
-        for v in columns.row(c) {
-            let _ = write!(out, "<td>{}</td>", esc(&v));
+        for f in columns.row(c) {
+            let class = if f.noise { " class=\"noise\"" } else { "" };
+            let _ = write!(out, "<td{class}>{}", esc(&f.text));
+            if let Some(sub) = &f.sub {
+                let _ = write!(out, "<br><span class=\"spread\">{}</span>", esc(sub));
+            }
+            out.push_str("</td>");
         }
         out.push_str("</tr>\n");
     }

@@ -162,7 +162,7 @@ fn table(out: &mut String, group: &[&Cell]) {
     let align: Vec<&str> = (0..header.len()).map(|i| if i == 0 { "---" } else { "---:" }).collect();
     let _ = writeln!(out, "| {} |", align.join(" | "));
     for c in group {
-        let row = columns.row(c);
+        let row: Vec<String> = columns.row(c).iter().map(|f| f.markdown()).collect();
         let _ = writeln!(out, "| `{}` | {} |", c.variant, row.join(" | "));
     }
 }

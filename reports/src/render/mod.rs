@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 
 use plotters::style::FontStyle;
 
-use crate::compare::{Cell, Comparison, GroupKey};
+use crate::compare::{Cell, Comparison, GroupKey, Spread};
+use crate::noise::{Judgement, Verdict};
 use crate::Report;
 
 pub use html::html;
@@ -201,33 +202,97 @@ impl Columns {
     }
 
     /// One cell's values, in the order of [`Columns::headers`].
-    fn row(&self, c: &Cell) -> Vec<String> {
+    fn row(&self, c: &Cell) -> Vec<Figure> {
         let l = &c.latency_us;
+        let sp = &c.spread;
         let mut row = vec![
-            ms(l.p50),
-            ms(l.p90),
-            ms(l.p99),
-            ms(l.p999),
-            ms(l.max),
-            added(c.added_p50_us, c.ratio_p50),
-            added(c.added_p99_us, c.ratio_p99),
-            rps(c.achieved_rps),
-            errors(c),
+            Figure::spread(ms(l.p50), sp.p50_us, ms),
+            Figure::spread(ms(l.p90), sp.p90_us, ms),
+            Figure::spread(ms(l.p99), sp.p99_us, ms),
+            Figure::spread(ms(l.p999), sp.p999_us, ms),
+            Figure::spread(ms(l.max), sp.max_us, ms),
+            added(c.added.as_ref().map(|a| &a.p50), c.ratio_p50),
+            added(c.added.as_ref().map(|a| &a.p99), c.ratio_p99),
+            Figure::spread(rps(c.achieved_rps), sp.achieved_rps, rps),
+            Figure::plain(errors(c)),
         ];
         if self.late {
-            row.push(c.late_sends.to_string());
+            row.push(Figure::plain(c.late_sends.to_string()));
         }
-        row.extend([rss(c), cpu(c)]);
+        row.extend([
+            Figure::spread(rss(c.proxy_rss_peak), sp.proxy_rss_peak_bytes, |b| mib(b)),
+            Figure::spread(cpu(c), sp.proxy_cpu_per_krps, |v| format!("{v:.3}")),
+        ]);
         if self.control {
-            row.push(control_rss(c));
+            row.push(Figure::spread(rss(c.control_rss_peak), sp.control_rss_peak_bytes, |b| mib(b)));
         }
         if self.mixed_reps {
-            row.push(c.repetitions.to_string());
+            row.push(Figure::plain(c.repetitions.to_string()));
         }
         if self.proxy_counts {
-            row.push(proxy_count(c));
+            row.push(Figure::plain(proxy_count(c)));
         }
         row
+    }
+}
+
+/// One table cell: the figure, and under it (HTML) or after it in brackets
+/// (Markdown) its spread or the noise test's interval.
+#[derive(Clone, Debug, PartialEq)]
+struct Figure {
+    text: String,
+    sub: Option<String>,
+    /// The difference is inside the noise (HTML greys it).
+    noise: bool,
+}
+
+impl Figure {
+    fn plain(text: String) -> Figure {
+        Figure { text, sub: None, noise: false }
+    }
+
+    /// `0.531` with `0.498..0.580` (min..max over repetitions) when at least
+    /// two repetitions had the figure; one run has no spread to show.
+    fn spread(text: String, spread: Option<Spread>, unit: impl Fn(f64) -> String) -> Figure {
+        let sub = spread.filter(|s| s.n >= 2).map(|s| format!("{}..{}", unit(s.min), unit(s.max)));
+        Figure { text, sub, noise: false }
+    }
+
+    fn markdown(&self) -> String {
+        match &self.sub {
+            Some(sub) => format!("{} ({sub})", self.text),
+            None => self.text.clone(),
+        }
+    }
+}
+
+/// An added percentile, never a bare signed number: `within noise (±0.012
+/// ms)` when the bootstrap interval of the difference contains 0; else the
+/// difference with its interval (`+0.041 ms`, `CI +0.030..+0.052; 1.52x`);
+/// with too few repetitions the difference says how many (`1 run: no
+/// spread`); `—` for the baseline itself or a group without one.
+fn added(j: Option<&Judgement>, ratio: Option<f64>) -> Figure {
+    let Some(j) = j else {
+        return Figure::plain("—".to_owned());
+    };
+    let ratio = ratio.map(|r| format!("; {r:.2}x")).unwrap_or_default();
+    let signed = |us: f64| format!("{:+.3}", us / 1000.0);
+    match (j.verdict, j.interval) {
+        (Verdict::WithinNoise, Some((lo, hi))) => Figure {
+            text: format!("within noise (±{:.3} ms)", lo.abs().max(hi.abs()) / 1000.0),
+            sub: None,
+            noise: true,
+        },
+        (Verdict::Better | Verdict::Worse, Some((lo, hi))) => Figure {
+            text: format!("{} ms", signed(j.difference)),
+            sub: Some(format!("CI {}..{}{ratio}", signed(lo), signed(hi))),
+            noise: false,
+        },
+        _ => {
+            let n = j.base_n.min(j.candidate_n);
+            let few = if n == 1 { "1 run: no spread".to_owned() } else { format!("{n} runs: no verdict") };
+            Figure { text: format!("{} ms", signed(j.difference)), sub: Some(format!("{few}{ratio}")), noise: false }
+        }
     }
 }
 
@@ -237,15 +302,6 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn ms(us: f64) -> String {
     format!("{:.3}", us / 1000.0)
-}
-
-/// `+0.041 ms (1.52x)`, or `—` for the baseline itself / no baseline.
-fn added(us: Option<f64>, ratio: Option<f64>) -> String {
-    match (us, ratio) {
-        (Some(a), Some(r)) => format!("{:+.3} ms ({r:.2}x)", a / 1000.0),
-        (Some(a), None) => format!("{:+.3} ms", a / 1000.0),
-        _ => "—".to_owned(),
-    }
 }
 
 fn rps(v: f64) -> String {
@@ -264,12 +320,12 @@ fn errors(c: &Cell) -> String {
     }
 }
 
-fn rss(c: &Cell) -> String {
-    c.proxy_rss_peak.map_or_else(|| "—".to_owned(), |b| format!("{:.1}", b as f64 / MIB))
+fn rss(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "—".to_owned(), |b| mib(b as f64))
 }
 
-fn control_rss(c: &Cell) -> String {
-    c.control_rss_peak.map_or_else(|| "—".to_owned(), |b| format!("{:.1}", b as f64 / MIB))
+fn mib(bytes: f64) -> String {
+    format!("{:.1}", bytes / MIB)
 }
 
 /// `300 = 300`, `301 vs 300`, or `⚠ 303 vs 300` when a repetition was flagged.
@@ -343,7 +399,7 @@ fn repetitions(cells: &[&Cell]) -> String {
     let min = cells.iter().map(|c| c.repetitions).min().unwrap_or(0);
     let max = cells.iter().map(|c| c.repetitions).max().unwrap_or(0);
     match (min, max) {
-        (1, 1) => "1 repetition (no median)".to_owned(),
+        (1, 1) => "1 repetition (no median, no spread)".to_owned(),
         (a, b) if a == b => format!("medians of {a} repetitions"),
         (a, b) => format!("medians of {a}–{b} repetitions (per-row counts in the table)"),
     }
@@ -424,10 +480,11 @@ fn propagation_row(p: &crate::Propagation) -> Vec<String> {
 }
 
 /// The legend for what the record holds, as (term, explanation) pairs.
-fn legend(cmp: &Comparison<'_>) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
+fn legend(cmp: &Comparison<'_>) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
     if !cmp.cells.is_empty() {
-        out.extend(LOAD_LEGEND);
+        out.extend(LOAD_LEGEND.iter().map(|(t, x)| (*t, (*x).to_owned())));
+        out.insert(2, ("Noise", noise_legend()));
     }
     if cmp.cells.iter().any(|c| c.proxy_counts.is_some()) {
         out.push((
@@ -436,13 +493,30 @@ fn legend(cmp: &Comparison<'_>) -> Vec<(&'static str, &'static str)> {
              on its own `/metrics` between a scrape at the start of the measured window and one after \
              loadgen drained it, beside loadgen's requests for the window, summed over repetitions. \
              `⚠`: a repetition differs by more than 0.1 % (listed at the top); `—`: the variant has \
-             no Weft proxy.",
+             no Weft proxy."
+                .to_owned(),
         ));
     }
     if !cmp.conformance.is_empty() {
-        out.extend(CONFORMANCE_LEGEND);
+        out.extend(CONFORMANCE_LEGEND.iter().map(|(t, x)| (*t, (*x).to_owned())));
     }
     out
+}
+
+/// How a figure's spread and an added figure's verdict are written, with
+/// the test behind the verdict.
+fn noise_legend() -> String {
+    format!(
+        "`0.531 (0.498..0.580)` is the median over repetitions, then the smallest and largest \
+         repetition (min..max); one repetition has no spread to show. An added figure is judged \
+         against both cells' repetitions with a {}. `within noise (±0.012 ms)`: the interval \
+         contains 0 and reaches at most that far from it, so the variant and the baseline are not \
+         told apart by this run; `+0.041 ms (CI +0.030..+0.052; 1.52x)`: the interval lies wholly \
+         on one side of 0, the difference of medians first; `1 run: no spread` / `2 runs: no \
+         verdict`: too few repetitions for a verdict, the signed number is one run's (or two \
+         runs') difference and may be noise.",
+        crate::noise::Bootstrap::default().describe()
+    )
 }
 
 const CONFORMANCE_LEGEND: [(&str, &str); 2] = [
@@ -513,13 +587,14 @@ const LOAD_LEGEND: [(&str, &str); 7] = [
     (
         "Added latency",
         "the variant's percentile minus the `baseline` variant's percentile (load generator talking \
-         straight to the server, no proxy) in the same group of the same run; the ratio in brackets \
-         is variant ÷ baseline.",
+         straight to the server, no proxy) in the same group of the same run, as a difference of \
+         medians over repetitions; the ratio after it is variant ÷ baseline.",
     ),
     (
         "Medians",
-        "latency, achieved rps and CPU are medians over repetitions; errors and late sends are totals; \
-         peak RSS is the largest peak of any repetition.",
+        "latency, achieved rps and CPU are medians over repetitions, each followed by its min..max; \
+         errors and late sends are totals; peak RSS is the largest peak of any repetition (its \
+         min..max too).",
     ),
     (
         "Late sends",

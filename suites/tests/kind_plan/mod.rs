@@ -120,7 +120,7 @@ fn kind_dry_run_of_quick_prints_the_whole_plan_and_touches_nothing() {
 
     // One install per variant that runs on a cluster; the others skipped loudly.
     let installs: Vec<&str> = titles.iter().filter_map(|t| t.strip_prefix("install ")).map(|t| t.split(' ').next().unwrap()).collect();
-    assert_eq!(installs, ["baseline", "weft", "weft-client-only", "weft-server-only"], "{titles:#?}");
+    assert_eq!(installs, ["baseline", "weft", "weft-client-only"], "{titles:#?}");
     let weft = &secs[titles.iter().position(|t| t.starts_with("install weft ")).unwrap()];
     let weft = weft.body.join("\n");
     assert!(weft.contains("$ kubectl --context kind-weft-bench get namespace weft"), "{weft}");
@@ -132,7 +132,7 @@ fn kind_dry_run_of_quick_prints_the_whole_plan_and_touches_nothing() {
     let (gateway, install) = (weft.find("apply -f https://github.com/kubernetes-sigs/gateway-api/"), weft.find(" install --registry"));
     assert!(matches!((gateway, install), (Some(g), Some(i)) if g < i), "{weft}");
     assert!(weft.contains("rollout status deployment/weft-control -n weft") && weft.contains("/weft check --context kind-weft-bench"), "{weft}");
-    for skipped in ["skip weft-plaintext in scenario http1-small (2 cells)", "skip nginx in scenario max-throughput (1 cell)", "skip scenario discovery-propagation (1 cell)"] {
+    for skipped in ["skip weft-plaintext in scenario http1-small (6 cells)", "skip nginx in scenario max-throughput (3 cells)", "skip scenario discovery-propagation (3 cells)"] {
         let i = titles.iter().position(|t| *t == skipped).unwrap_or_else(|| panic!("no `{skipped}` in {titles:#?}"));
         assert!(body(i).contains("# WARNING: "), "{}", body(i));
     }
