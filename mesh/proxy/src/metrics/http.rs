@@ -90,6 +90,12 @@ struct TimeoutLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AbandonedLabels {
+    direction: &'static str,
+    authority: Arc<str>,
+}
+
 /// Which deadline ended a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {
@@ -120,6 +126,7 @@ struct Families {
     retries: Family<RetryLabels, Counter>,
     budget_exhausted: Family<RetryLabels, Counter>,
     timeouts: Family<TimeoutLabels, Counter>,
+    abandoned: Family<AbandonedLabels, Counter>,
     /// Label sets of `requests` (and with them of every per-route family).
     route_sets: SetBudget,
     /// Label sets of `responses`.
@@ -154,6 +161,7 @@ pub(crate) fn register(registry: &mut Registry) -> (HttpMetrics, HttpMetrics) {
         retries: Family::default(),
         budget_exhausted: Family::default(),
         timeouts: Family::default(),
+        abandoned: Family::default(),
         route_sets: SetBudget::default(),
         response_sets: SetBudget::default(),
         common: Common::default(),
@@ -193,6 +201,12 @@ pub(crate) fn register(registry: &mut Registry) -> (HttpMetrics, HttpMetrics) {
         "Requests ended by a deadline: request (no response head in time, answered 504), body \
          (the response body still streaming at the request deadline, cut)",
         families.timeouts.clone(),
+    );
+    registry.register(
+        "weft_http_requests_abandoned",
+        "HTTP/gRPC requests whose client went away (closed its connection or reset its stream) before \
+         their response head: counted here only, in no other HTTP family, by direction and authority",
+        families.abandoned.clone(),
     );
     let make = |direction| HttpMetrics {
         direction,
@@ -349,6 +363,13 @@ impl RouteMetrics {
         if routed.timeout {
             self.record_timeout(TimeoutKind::Request);
         }
+    }
+
+    /// Counts a request whose client went away before its response head
+    /// (rare: the label set is looked up, not kept at hand).
+    pub fn record_abandoned(&self) {
+        let labels = AbandonedLabels { direction: self.labels.direction, authority: Arc::clone(&self.labels.authority) };
+        self.families.abandoned.get_or_create(&labels).inc();
     }
 
     /// Counts a request ended by `kind`.

@@ -149,6 +149,26 @@ impl<S> Metrics<S> {
     }
 }
 
+/// Counts its request as abandoned when the request's future is dropped
+/// before the response head (hyper drops it when the client closes its
+/// connection or resets its stream): the golden families would otherwise
+/// never see it.
+struct Abandoned<'a, S> {
+    metrics: &'a Metrics<S>,
+    authority: &'a RequestAuthority,
+    armed: bool,
+}
+
+impl<S> Drop for Abandoned<'_, S> {
+    fn drop(&mut self) {
+        if self.armed {
+            let layer = &self.metrics.layer;
+            let authority = layer.authority.as_deref().unwrap_or_else(|| self.authority.as_str());
+            self.metrics.handle(authority, None, layer.peer.as_ref()).record_abandoned();
+        }
+    }
+}
+
 impl<S, B> Service<Request<B>> for Metrics<S>
 where
     S: Service<Request<B>, Response = Response<ResponseBody>>,
@@ -163,7 +183,10 @@ where
         };
         async move {
             let start = Instant::now();
+            // Dropped before the response head: the client went away.
+            let mut left = Abandoned { metrics: self, authority: &authority, armed: true };
             let (resp, routed) = routed(self.inner.call(req)).await;
+            left.armed = false;
             let layer = &self.layer;
             layer.metrics.record_response(resp.status(), start.elapsed());
             if let Some(client) = &layer.client {

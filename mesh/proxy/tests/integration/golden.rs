@@ -511,3 +511,30 @@ async fn distinct_hosts_stay_under_the_caps() {
     assert!(series < 5_000, "{series} samples in all");
     assert!(growth_kib < 20 * 1024, "RSS grew by {growth_kib} KiB");
 }
+
+/// A client that goes away before its response head (HTTP/1: closes its
+/// connection; HTTP/2: resets its stream) is counted in
+/// `weft_http_requests_abandoned_total`, and in no other HTTP family.
+#[tokio::test]
+async fn a_request_whose_client_left_before_the_head_is_counted_abandoned() {
+    let app = start_app().await;
+    let p = start_proxy(&args(&["--route", &format!("web.test={}", app.addr)])).await;
+    let abandoned = r#"weft_http_requests_abandoned_total{direction="outbound",authority="web.test:80"}"#;
+    // HTTP/1: the connection closed while the app still holds the request.
+    let mut s = TcpStream::connect(p.outbound).await.unwrap();
+    s.write_all(b"GET /delay/30000 HTTP/1.1\r\nhost: web.test\r\n\r\n").await.unwrap();
+    eventually("the request at the app", || async { (app.received.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    drop(s);
+    eventually("the HTTP/1 request counted abandoned", || async { (metric(&p.metrics().await, abandoned) == Some(1.0)).then_some(()) }).await;
+    // HTTP/2: the stream reset, the connection kept.
+    let mut h2 = h2_connect(p.outbound).await;
+    let call = tokio::spawn(async move { h2.send_request(h2_get("/delay/30000", "web.test:80")).await.map(|_| ()) });
+    eventually("the h2 request at the app", || async { (app.received.load(Ordering::SeqCst) == 2).then_some(()) }).await;
+    call.abort();
+    eventually("the h2 request counted abandoned", || async { (metric(&p.metrics().await, abandoned) == Some(2.0)).then_some(()) }).await;
+    let text = p.metrics().await;
+    for family in ["weft_http_requests_total{", "weft_http_responses_total{", "weft_http_response_duration_seconds_count{"] {
+        let counted: f64 = text.lines().filter(|l| l.starts_with(family)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum();
+        assert_eq!(counted, 0.0, "{family}: {text}");
+    }
+}
