@@ -31,6 +31,7 @@ use crate::suite::Protocol;
 const HTTP_REQUESTS: &str = "weft_http_requests";
 const HTTP_RESPONSES: &str = "weft_http_responses";
 const HTTP_DURATION: &str = "weft_http_response_duration_seconds";
+const HTTP_ABANDONED: &str = "weft_http_requests_abandoned";
 /// The older families (`weft_requests{direction,status_class}` counts at
 /// the response, its histogram times the response head).
 const LEGACY_REQUESTS: &str = "weft_requests";
@@ -349,9 +350,12 @@ impl Families {
 
     fn window(&self, side: &Side, now: &str, then: &str) -> ProxyWindow {
         let own = direction(side.outbound);
+        // A request whose client left before its head is counted only as
+        // abandoned (loadgen gave up on it: one of its sent requests).
+        let abandoned = |d: &str| delta(now, then, HTTP_ABANDONED, &[&format!("direction=\"{d}\"")]);
         let requests = ["inbound", "outbound"]
             .into_iter()
-            .map(|d| (d.to_string(), self.requests_in(now, then, d)))
+            .map(|d| (d.to_string(), self.requests_in(now, then, d) + abandoned(d)))
             .filter(|(d, n)| *n > 0 || d == own)
             .collect();
         let d = format!("direction=\"{own}\"");
@@ -499,6 +503,10 @@ mod tests {
         // Without a start time, a counter that went down says the same.
         let c = f.compare(&admins[..1], &[after()], &[Ok(BEFORE.to_string())], record::Sent::window(&load(100, 0)));
         assert!(c.not_comparable.as_deref().is_some_and(|w| w.contains("went down from 111 to 11")), "{c:?}");
+        // Requests whose client left before the head count as received.
+        let gave_up = format!("{}weft_http_requests_abandoned_total{{direction=\"outbound\",authority=\"web.test:80\"}} 4\n", after());
+        let c = f.compare(&admins[..1], &[BEFORE.to_string()], &[Ok(gave_up)], record::Sent::window(&load(104, 0)));
+        assert!(c.proxy_requests == 104 && !c.flagged, "{c:?}");
         // What loadgen never sent is not expected at the proxy.
         let c = f.compare(&admins[..1], &[BEFORE.to_string()], &[Ok(after())], record::Sent::window(&load(130, 30)));
         assert!(!c.flagged && c.loadgen_requests == 100 && c.loadgen_not_sent == 30, "{c:?}");
