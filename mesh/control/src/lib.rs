@@ -160,8 +160,9 @@ pub struct Args {
     #[arg(long, env = "WEFT_CONTROL_MANIFESTS")]
     pub manifests: Option<PathBuf>,
     /// Follow the manifests directory through filesystem notifications
-    /// (inotify), with a full rescan every 10s in case one is lost; false,
-    /// or where notifications are unavailable: poll every --manifests-poll.
+    /// (inotify), with a full rescan every 10s (or --manifests-poll if
+    /// longer) in case one is lost; false, or where notifications are
+    /// unavailable: poll every --manifests-poll.
     #[arg(long, env = "WEFT_CONTROL_MANIFESTS_NOTIFY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub manifests_notify: bool,
     /// How often the manifests directory is checked for changes without
