@@ -27,12 +27,14 @@ pub mod load;
 pub mod propagation;
 pub mod report;
 pub mod soak;
+pub mod summary;
 
 pub use capacity::CapacityRun;
 pub use conformance::{Status, TestResult};
 pub use crosscheck::{CrossCheck, ProxyWindow, Sent};
 pub use faults::{FaultRun, Hardening, OverloadRun};
 pub use soak::Soak;
+pub use summary::CellSummary;
 pub use hist::HistogramError;
 pub use hostile::HostileRun;
 pub use load::{Load, Percentiles};

@@ -56,6 +56,11 @@ pub struct Report {
     /// (scenario, variant, repetition); absent when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capacity: Vec<crate::CapacityRun>,
+    /// Derived from `runs` when the record is written (`crate::summary`):
+    /// every load cell's figures with their spread and noise verdicts.
+    /// Absent when empty; never an input to Weft's own readers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<crate::CellSummary>,
 }
 
 impl Report {
@@ -76,6 +81,7 @@ impl Report {
             hostile: None,
             hardening: crate::Hardening::default(),
             capacity: Vec::new(),
+            cells: Vec::new(),
         }
     }
 

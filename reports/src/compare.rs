@@ -106,6 +106,84 @@ impl<'r> Comparison<'r> {
     }
 }
 
+impl Comparison<'_> {
+    /// The record's derived `cells` section ([`record::summary`]): every
+    /// cell's figures with their min..max and the added percentiles with
+    /// their verdicts, as the renderers show them.
+    pub fn summary(&self) -> Vec<record::CellSummary> {
+        use record::summary::{Added, Figure};
+        self.cells
+            .iter()
+            .map(|c| {
+                let sp = &c.spread;
+                let l = &c.latency_us;
+                let figures = [
+                    ("p50_us", Some(l.p50), sp.p50_us),
+                    ("p90_us", Some(l.p90), sp.p90_us),
+                    ("p99_us", Some(l.p99), sp.p99_us),
+                    ("p999_us", Some(l.p999), sp.p999_us),
+                    ("max_us", Some(l.max), sp.max_us),
+                    ("achieved_rps", Some(c.achieved_rps), sp.achieved_rps),
+                    ("proxy_cpu_per_krps", c.proxy_cpu_per_krps, sp.proxy_cpu_per_krps),
+                    ("proxy_rss_peak_bytes", c.proxy_rss_peak.map(|b| b as f64), sp.proxy_rss_peak_bytes),
+                    ("control_rss_peak_bytes", c.control_rss_peak.map(|b| b as f64), sp.control_rss_peak_bytes),
+                ]
+                .into_iter()
+                .filter_map(|(name, value, s)| {
+                    let (value, s) = (value?, s?);
+                    Some((name.to_owned(), Figure { value, min: s.min, max: s.max, n: s.n }))
+                })
+                .collect();
+                let added = c
+                    .added
+                    .iter()
+                    .flat_map(|a| [("p50_us", &a.p50), ("p99_us", &a.p99), ("p999_us", &a.p999)])
+                    .map(|(name, j)| {
+                        let added = Added {
+                            difference: j.difference,
+                            low: j.interval.map(|i| i.0),
+                            high: j.interval.map(|i| i.1),
+                            verdict: verdict_key(j.verdict).to_owned(),
+                            base_n: j.base_n,
+                            variant_n: j.candidate_n,
+                        };
+                        (name.to_owned(), added)
+                    })
+                    .collect();
+                record::CellSummary {
+                    substrate: c.substrate.clone(),
+                    scenario: c.scenario.clone(),
+                    variant: c.variant.clone(),
+                    protocol: c.protocol.clone(),
+                    mode: c.mode.clone(),
+                    rate: c.rate,
+                    concurrency: c.concurrency,
+                    repetitions: c.repetitions,
+                    figures,
+                    added,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Fill `report.cells` from its runs (what `bench` does before writing a
+/// record, and `bench report` before re-writing one).
+pub fn summarise_into(report: &mut Report) {
+    report.cells = Comparison::of(report).summary();
+}
+
+/// A verdict as `report.json` spells it.
+fn verdict_key(v: crate::noise::Verdict) -> &'static str {
+    use crate::noise::Verdict;
+    match v {
+        Verdict::Better => "better",
+        Verdict::Worse => "worse",
+        Verdict::WithinNoise => "within-noise",
+        Verdict::TooFewRepetitions => "too-few-repetitions",
+    }
+}
+
 /// Name of the variant that has nothing between load generator and server.
 pub const BASELINE: &str = "baseline";
 

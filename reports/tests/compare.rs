@@ -152,3 +152,32 @@ fn record_diff_flags_only_the_slowed_cell() {
     let e = RecordDiff::of(&common::conformance_only(), &one, &test).unwrap_err().to_string();
     assert!(e.contains("base record has no load runs"), "{e}");
 }
+
+#[test]
+fn the_records_cells_section_carries_spread_and_verdicts_and_round_trips() {
+    let mut runs = Vec::new();
+    for (rep, (b, w)) in [(200, 300), (205, 305), (210, 310)].into_iter().enumerate() {
+        runs.push(common::run("http1-small", "baseline", 1000.0, rep as u32, b));
+        runs.push(common::run("http1-small", "weft", 1000.0, rep as u32, w));
+    }
+    let mut r = common::report(runs);
+    reports::compare::summarise_into(&mut r);
+    assert_eq!(r.cells.len(), 2);
+    let weft = r.cells.iter().find(|c| c.variant == "weft").unwrap();
+    let p50 = weft.figures["p50_us"];
+    assert_eq!((p50.n, p50.min, p50.max), (3, 300.0, 310.0), "{p50:?}");
+    assert_eq!(p50.value, 305.0);
+    let added = &weft.added["p50_us"];
+    assert_eq!((added.verdict.as_str(), added.difference), ("worse", 100.0), "{added:?}");
+    assert!(added.low.unwrap() > 0.0 && added.high.unwrap() >= added.difference);
+    assert!(weft.figures.contains_key("proxy_rss_peak_bytes") && !weft.figures.contains_key("control_rss_peak_bytes"));
+    let base = r.cells.iter().find(|c| c.variant == "baseline").unwrap();
+    assert!(base.added.is_empty() && !base.figures.contains_key("proxy_cpu_per_krps"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    reports::io::write_report_json(&r, &path).unwrap();
+    let json = std::fs::read_to_string(&path).unwrap();
+    assert!(json.contains("\"verdict\": \"worse\""), "{json}");
+    assert_eq!(reports::io::read_report(&path).unwrap().cells, r.cells);
+}

@@ -172,7 +172,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         };
         // Kills what is left of the run's processes and removes the dir.
         drop(work);
-        let (report, failures) = outcome.map_err(|e| match e {
+        let (mut report, failures) = outcome.map_err(|e| match e {
             Ok(sig) => {
                 eprintln!("\nbench: {sig} received, stopping");
                 RunError::Interrupted(sig)
@@ -180,6 +180,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             Err(e) => e,
         })?;
         let report_dir = staging.path().to_path_buf();
+        // Each cell's spread and noise verdicts, for readers of report.json alone.
+        reports::compare::summarise_into(&mut report);
         reports::io::write_report_json(&report, &report_dir.join("report.json")).map_err(
             io_err(format!(
                 "write {}",

@@ -167,6 +167,18 @@ fn run_writes_a_complete_record_for_every_variant() {
         );
     }
     assert!(r.env.cores >= 1 && !r.env.git_rev.is_empty());
+
+    // The derived cells: each figure with its spread, each added percentile
+    // with its verdict; one repetition here, so no verdict, and the report says so.
+    let cells = report_json(&out)["cells"].as_array().cloned().unwrap_or_default();
+    assert_eq!(cells.len(), variants.len(), "{cells:#?}");
+    let weft = cells.iter().find(|c| c["variant"] == "weft").unwrap();
+    let p50 = &weft["figures"]["p50_us"];
+    assert_eq!((p50["n"].as_u64(), p50["min"].as_f64()), (Some(1), p50["value"].as_f64()), "{weft:#}");
+    assert_eq!(weft["added"]["p99_us"]["verdict"], "too-few-repetitions", "{weft:#}");
+    assert_eq!(cells.iter().find(|c| c["variant"] == "baseline").unwrap()["added"], serde_json::json!({}));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(" ms (1 run: no spread; "), "{md}");
 }
 
 #[test]

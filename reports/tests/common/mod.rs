@@ -117,6 +117,7 @@ pub fn report(runs: Vec<Run>) -> Report {
         hostile: None,
         hardening: Default::default(),
         capacity: vec![],
+        cells: vec![],
     }
 }
 
