@@ -235,7 +235,9 @@ impl Upstream {
     /// handed to another request.
     pub async fn send(self: &Arc<Self>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ProxyError> {
         if upgrade::is_upgrade_request(&req) {
-            return self.send_upgrade(req).await;
+            // Rare, and its future (a dial, TLS, an HTTP/1 handshake) is
+            // large: boxed, so every other request's future stays small.
+            return Box::pin(self.send_upgrade(req)).await;
         }
         if let Some(peer) = &self.meshed {
             // The `peer` of the request's metrics: whom we verified (the
@@ -282,7 +284,9 @@ impl Upstream {
                         },
                     }
                 }
-                Checkout::Dial(slot) => self.dial_h1(slot).await?,
+                // Boxed: a dial's future is large and rare; inline, every
+                // request's future (spawned per stream) would carry it.
+                Checkout::Dial(slot) => Box::pin(self.dial_h1(slot)).await?,
             };
             conn.sender.ready().await.map_err(|e| self.http_error(e))?;
             return match conn.sender.try_send_request(req).await {
@@ -376,15 +380,21 @@ impl Upstream {
                 Err(p) => p,
             }
         };
+        // Boxed: a dial's future (TCP, TLS, the HTTP/2 handshake) is
+        // large and rare; inline, every request's future would carry it.
+        let sender = Box::pin(self.dial_h2()).await?;
+        Ok(self.h2.add(sender, permit))
+    }
+
+    async fn dial_h2(&self) -> Result<H2Sender, ProxyError> {
         let tcp = self.connect().await?;
-        let sender = match &self.meshed {
-            None => self.h2_handshake(tcp).await?,
+        match &self.meshed {
+            None => self.h2_handshake(tcp).await,
             Some(peer) => {
                 let tls = self.tls_connect(peer, tcp.into_inner()).await?;
-                self.h2_handshake(TokioIo::new(tls)).await?
+                self.h2_handshake(TokioIo::new(tls)).await
             }
-        };
-        Ok(self.h2.add(sender, permit))
+        }
     }
 
     fn h2_full(&self, full: Full) -> ProxyError {

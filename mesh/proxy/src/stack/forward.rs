@@ -180,12 +180,18 @@ impl super::Service<Request<Incoming>> for Forward {
 
     fn call(&self, req: Request<Incoming>) -> impl Future<Output = Self::Response> + Send {
         let client_id = self.client_id.as_ref();
-        async move {
+        // Boxed: forwarding's future (routing, discovery, retries, the
+        // upstream's pools) is most of the request path's size, and each
+        // layer above moves its inner future into place when first polled,
+        // and the server copies the whole into the stream's task. Boxed
+        // here, only admitted requests build it, once; a request the
+        // admission layers shed costs a small future.
+        Box::pin(async move {
             match &self.via {
                 None => self.forwarder.forward(req, client_id).await,
                 Some(via) => self.forwarder.forward_via(req, via, client_id).await,
             }
-        }
+        })
     }
 }
 
