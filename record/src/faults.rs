@@ -125,6 +125,9 @@ pub struct OverloadRun {
     /// overload, recovery): near 0 means the limit was not what saturated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_throttled: Option<f64>,
+    /// As in `Run`: the mesh-proxy flags the scenario added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_args: Vec<String>,
     /// What the Weft proxies counted over the overload phase, beside
     /// loadgen's count of what it actually sent (its own `overflow` left
     /// out); absent without a Weft proxy and from older records.

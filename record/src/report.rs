@@ -143,6 +143,10 @@ pub struct Run {
     /// unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_cpu: Option<f64>,
+    /// mesh-proxy flags the scenario added to each Weft proxy
+    /// (`proxy_args`); absent: the proxy's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_args: Vec<String>,
 }
 
 /// Resource use of one process during the measured window.

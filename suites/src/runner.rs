@@ -440,7 +440,7 @@ async fn execute<S: Substrate>(
                 let throttled = limits.as_ref().map(cpu_limit::CpuLimits::throttled_share);
                 substrate.teardown(dep).await;
                 drop(limits);
-                match done.map(|s| s.with_proxy_cpu(scenario.proxy_cpu, throttled)) {
+                match done.map(|s| s.with_proxy_cpu(scenario.proxy_cpu, throttled).with_proxy_args(&scenario.proxy_args)) {
                     Ok(section) => {
                         say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), section.one_line()));
                         section.file(&mut runs, &mut hardening);
@@ -485,6 +485,7 @@ async fn execute<S: Substrate>(
             match measured {
                 Ok(mut run) => {
                     run.proxy_cpu = scenario.proxy_cpu;
+                    run.proxy_args.clone_from(&scenario.proxy_args);
                     say(format!(
                         "[{}/{}] {label}: {}",
                         i + 1,

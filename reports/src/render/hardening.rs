@@ -215,12 +215,17 @@ pub(super) fn soak_keys(s: &Soak) -> Vec<(String, RGBColor)> {
 /// The overload's CPU limit, when it had one: what made the proxy the
 /// saturated part, and whether it was.
 fn limited(o: &record::OverloadRun) -> String {
-    match (o.proxy_cpu, o.proxy_throttled) {
+    let flags = match o.proxy_args.is_empty() {
+        true => String::new(),
+        false => format!(" Proxy flags: `{}`.", o.proxy_args.join(" ")),
+    };
+    let cpu = match (o.proxy_cpu, o.proxy_throttled) {
         (None, _) => String::new(),
         (Some(cpu), Some(t)) => format!(
             " Each proxy limited to {cpu} CPU (a CFS quota, like a pod's CPU limit): throttled in {:.0} % of its 10 ms periods over the cell.",
             t * 100.0
         ),
         (Some(cpu), None) => format!(" Each proxy limited to {cpu} CPU (a CFS quota, like a pod's CPU limit)."),
-    }
+    };
+    cpu + &flags
 }

@@ -91,6 +91,15 @@ impl Section {
         self
     }
 
+    /// Notes the mesh-proxy flags the scenario added (overload only: the
+    /// soak and fault records run on the defaults' figures).
+    pub fn with_proxy_args(mut self, args: &[String]) -> Self {
+        if let Section::Overload(o) = &mut self {
+            o.proxy_args = args.to_vec();
+        }
+        self
+    }
+
     /// Put the section where the report keeps it.
     pub fn file(self, runs: &mut Vec<Run>, into: &mut record::Hardening) {
         match self {

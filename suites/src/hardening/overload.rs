@@ -107,6 +107,7 @@ pub(super) async fn run(
         recovery: phase_of(&recovery),
         slices: slices(&timeline),
         proxy_cpu: None,
+        proxy_args: Vec::new(),
         proxy_throttled: None,
         proxy_counts,
     })

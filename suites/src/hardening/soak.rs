@@ -79,6 +79,7 @@ pub(super) async fn run(
         resources,
         proxy_counts,
         proxy_cpu: None,
+        proxy_args: Vec::new(),
     };
     Ok((run, soak))
 }

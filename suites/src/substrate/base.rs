@@ -59,6 +59,8 @@ pub struct ScenarioTopology {
     /// Lifetime of the certificates the control plane issues (`None`: long
     /// enough that no renewal shows); short for the cert-rotation fault.
     pub cert_lifetime: Option<Duration>,
+    /// mesh-proxy flags added to each Weft proxy (the scenario's `proxy_args`).
+    pub proxy_args: Vec<String>,
 }
 
 impl ScenarioTopology {
@@ -76,6 +78,7 @@ impl ScenarioTopology {
                 Some(crate::suite::Hardening::Fault(f)) => f.cert_lifetime(),
                 _ => None,
             },
+            proxy_args: s.proxy_args.clone(),
         }
     }
 }

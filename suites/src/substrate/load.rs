@@ -111,6 +111,7 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
         proxy_counts,
         // The runner knows the cell's limits and notes them.
         proxy_cpu: None,
+        proxy_args: Vec::new(),
     })
 }
 

@@ -100,6 +100,11 @@ impl Variant {
         Variant::ALL.map(Variant::as_str).join(", ")
     }
 
+    /// Whether the variant runs Weft's own proxies (what `proxy_args` tunes).
+    pub fn has_weft_proxy(self) -> bool {
+        matches!(self, Variant::Weft | Variant::WeftPlaintext | Variant::WeftClientOnly | Variant::WeftServerOnly)
+    }
+
     /// Whether the variant's sidecars get their identities from
     /// `mesh-control` (so the substrate must run one for its scenario).
     pub fn needs_control_plane(self) -> bool {
@@ -195,6 +200,10 @@ pub struct Scenario {
     /// Each proxy of a variant held to this many CPUs once deployed, as a
     /// pod's CPU limit holds a sidecar (`None`: unlimited; see `cpu_limit`).
     pub proxy_cpu: Option<f64>,
+    /// mesh-proxy flags added to every Weft proxy of the scenario (e.g.
+    /// `["--max-concurrent-requests", "256"]`); the flags a substrate sets
+    /// itself are refused when the suite is read.
+    pub proxy_args: Vec<String>,
     pub timeout: Duration,
     pub variants: Vec<Variant>,
     /// Soak, fault or overload: what the runner does around the load
@@ -628,6 +637,27 @@ warmup = "soon"
         assert_eq!(resolve("quick").unwrap().scenarios[0].proxy_cpu, None);
         let p = problems("name = \"c\"\n[defaults]\nrates = [1]\n[[scenario]]\nname = \"a\"\nproxy_cpu = 0\n");
         assert_eq!(p, vec!["6:13 `proxy_cpu` must be between 0.1 and 64, got 0".to_string()], "{p:?}");
+    }
+
+    #[test]
+    fn proxy_args_are_tuning_flags_only() {
+        let s = parse(
+            "name = \"c\"\n[defaults]\nrates = [1]\n[[scenario]]\nname = \"a\"\nproxy_args = [\"--max-concurrent-requests\", \"256\", \"--max-queued-requests=0\"]\n[[scenario]]\nname = \"b\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(s.scenarios[0].proxy_args, ["--max-concurrent-requests", "256", "--max-queued-requests=0"]);
+        assert!(s.scenarios[1].proxy_args.is_empty());
+        let p = problems("name = \"c\"\n[defaults]\nrates = [1]\n[[scenario]]\nname = \"a\"\nproxy_args = [\"--threads\", \"4\", \"256\", \"--app=1.2.3.4:5\"]\n");
+        assert_eq!(
+            p,
+            vec![
+                "6:15 `proxy_args`: `--threads` is set by the substrate for each proxy; only tuning flags may be given (see `mesh-proxy --help`)".to_string(),
+                "6:33 `proxy_args`: `256` is neither a `--flag` nor the value after one".to_string(),
+                "6:40 `proxy_args`: `--app` is set by the substrate for each proxy; only tuning flags may be given (see `mesh-proxy --help`)".to_string(),
+            ],
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ struct RawSettings {
     replicas: Option<Spanned<i64>>,
     slow_replica_delay: Option<Spanned<String>>,
     proxy_cpu: Option<Spanned<f64>>,
+    proxy_args: Option<Spanned<Vec<Spanned<String>>>>,
     services: Option<Spanned<i64>>,
     endpoints: Option<Spanned<i64>>,
     changes: Option<Spanned<i64>>,
@@ -260,6 +261,7 @@ impl Validator<'_> {
         }
         // 64: more than any machine this runs on gives one process.
         let proxy_cpu = self.fraction(pick(&s.proxy_cpu, &d.proxy_cpu), "proxy_cpu", 0.1, 64.0);
+        let proxy_args = self.proxy_args(pick(&s.proxy_args, &d.proxy_args));
         let body_size = match pick(&s.body_size, &d.body_size) {
             Some(b) if *b.get_ref() < 0 || *b.get_ref() > 64 * 1024 * 1024 => {
                 self.problem(
@@ -366,6 +368,7 @@ impl Validator<'_> {
             replicas,
             slow_replica_delay,
             proxy_cpu,
+            proxy_args,
             timeout,
             variants,
             hardening,
@@ -493,6 +496,37 @@ impl Validator<'_> {
                 self.problem(at, "a fault scenario runs once (`repetitions = 1`): the fault changes the scenario's servers");
             }
         }
+    }
+
+    /// `proxy_args`: mesh-proxy flags (`--name` or `--name=value`, a
+    /// value as the next element) added to every Weft proxy of the
+    /// scenario. The flags the substrate sets itself are refused: they
+    /// would break the deployment rather than tune it.
+    fn proxy_args(&mut self, v: Option<&Spanned<Vec<Spanned<String>>>>) -> Vec<String> {
+        const OWN: [&str; 15] = [
+            "--outbound-listen", "--inbound-listen", "--admin-listen", "--identity", "--control",
+            "--control-identity", "--token-file", "--trust-anchor", "--trust-anchor-pem", "--destination",
+            "--policy", "--app", "--route", "--transparent", "--threads",
+        ];
+        let Some(list) = v else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut value_next = false;
+        for a in list.get_ref() {
+            let arg = a.get_ref();
+            let flag = arg.split('=').next().unwrap_or_default();
+            if arg.starts_with("--") {
+                if OWN.contains(&flag) {
+                    self.problem(a.span(), format!("`proxy_args`: `{flag}` is set by the substrate for each proxy; only tuning flags may be given (see `mesh-proxy --help`)"));
+                }
+                value_next = !arg.contains('=');
+            } else if !value_next {
+                self.problem(a.span(), format!("`proxy_args`: `{arg}` is neither a `--flag` nor the value after one"));
+            } else {
+                value_next = false;
+            }
+            out.push(arg.clone());
+        }
+        out
     }
 
     pub(super) fn fraction(&mut self, v: Option<&Spanned<f64>>, field: &str, min: f64, max: f64) -> Option<f64> {

@@ -283,6 +283,15 @@ impl Substrate for Kube {
     }
 
     async fn deploy(&mut self, variant: Variant, topo: &ScenarioTopology) -> Result<Deployment, DeployError> {
+        if !topo.proxy_args.is_empty() && variant.has_weft_proxy() {
+            return Err(DeployError::Unavailable {
+                reason: format!(
+                    "`proxy_args` ({}) is not applied on {}: the injector writes each sidecar's flags; run the scenario on local or netns",
+                    topo.proxy_args.join(" "),
+                    self.name
+                ),
+            });
+        }
         let plan = self.plan().map_err(|reason| DeployError::Unavailable { reason })?;
         meshes::variant(variant).map_err(|reason| DeployError::Unavailable { reason })?;
         let (g, v) = variant_run(&plan, variant).ok_or_else(|| DeployError::Unavailable {
@@ -387,6 +396,7 @@ impl Substrate for Kube {
             resources,
             proxy_counts,
             proxy_cpu: None,
+            proxy_args: Vec::new(),
         })
     }
 

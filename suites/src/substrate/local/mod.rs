@@ -67,6 +67,8 @@ pub struct Local {
     control: Option<Result<ControlPlane, DeployError>>,
     /// What the fault scenarios act on (see `faults`).
     mesh: MeshState,
+    /// The scenario's `proxy_args`, given to every proxy this deploys.
+    proxy_args: Vec<String>,
 }
 
 /// The last deployment's mesh, as the fault scenarios need it.
@@ -88,6 +90,7 @@ impl Local {
             servers: Vec::new(),
             control: None,
             mesh: MeshState::default(),
+            proxy_args: Vec::new(),
         }
     }
 
@@ -152,8 +155,9 @@ impl Local {
     /// gets ready has the control plane's stderr added to the error.
     async fn mesh_proxy(
         &mut self,
-        s: Sidecar<'_>,
+        mut s: Sidecar<'_>,
     ) -> Result<(Proc, SocketAddr, Option<SocketAddr>), DeployError> {
+        s.extra_args.clone_from(&self.proxy_args);
         let meshed = s.identity.is_some();
         let name = s.name.to_string();
         let started = {
@@ -252,6 +256,7 @@ impl Substrate for Local {
         self.ws.available(variant)?;
         let servers = self.server_addrs()?;
         self.mesh = MeshState::default();
+        self.proxy_args.clone_from(&topo.proxy_args);
         // Replica 0: where the single-address variants go.
         let server = servers[0];
         let mut components = server_components(self.servers.iter().map(|(p, _)| p));

@@ -43,6 +43,8 @@ pub(crate) struct Sidecar<'a> {
     /// Opaque TCP listeners on 127.0.0.1:0, one per authority
     /// (`--tcp-service`), in order.
     pub(crate) tcp_services: Vec<String>,
+    /// More mesh-proxy flags, last (the scenario's `proxy_args`).
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl<'a> Sidecar<'a> {
@@ -60,6 +62,7 @@ impl<'a> Sidecar<'a> {
             disable: None,
             inbound_listen: None,
             tcp_services: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -76,6 +79,7 @@ impl<'a> Sidecar<'a> {
             disable: None,
             inbound_listen: None,
             tcp_services: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -92,6 +96,7 @@ impl<'a> Sidecar<'a> {
             disable: None,
             inbound_listen: None,
             tcp_services: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -150,7 +155,7 @@ pub(crate) async fn start_proxy(
         cmd.arg("--tcp-service").arg(format!("127.0.0.1:0={authority}"));
     }
     // Same budget as each peer proxy: one worker thread.
-    cmd.args(["--threads", "1"]);
+    cmd.args(["--threads", "1"]).args(&s.extra_args);
     let mut p = Proc::spawn(s.name, cmd, pids_file)?;
     let outbound = addr(&mut p, "listening outbound ").await?;
     let inbound = match s.app {

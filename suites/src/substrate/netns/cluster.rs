@@ -129,6 +129,7 @@ impl Netns {
                     identity: Some(&id),
                     inbound_plaintext: false,
                     disable: mode.disabled().map(|f| f.as_str()),
+                    extra_args: &[],
                 },
                 // Discovery without identity: endpoints are reached in
                 // plaintext and the inbound side accepts plaintext.
@@ -137,6 +138,7 @@ impl Netns {
                     identity: None,
                     inbound_plaintext: true,
                     disable: mode.disabled().map(|f| f.as_str()),
+                    extra_args: &[],
                 },
             };
             let (p, ports) = sidecar::start(&self.ws.bins, &self.ws.pids_file, pod, opts).await?;

@@ -69,6 +69,8 @@ pub struct Netns {
     control: Option<Result<(ControlPlane, Pod), DeployError>>,
     /// The deployed variant's pod and rules (one at a time).
     active: Option<Cell>,
+    /// The scenario's `proxy_args`, given to every sidecar this deploys.
+    proxy_args: Vec<String>,
 }
 
 /// One deployed variant's own pod and what to undo at teardown.
@@ -107,6 +109,7 @@ impl Netns {
             servers: Vec::new(),
             control: None,
             active: None,
+            proxy_args: Vec::new(),
         })
     }
 
@@ -283,6 +286,7 @@ impl Netns {
             identity,
             inbound_plaintext,
             disable: None,
+            extra_args: &self.proxy_args,
         };
         let (p, ports) = sidecar::start(&self.ws.bins, &self.ws.pids_file, pod, opts).await?;
         keep(components, procs, p, Role::Proxy);
@@ -363,6 +367,7 @@ impl Substrate for Netns {
         if self.servers.is_empty() {
             return Err(no_servers());
         }
+        self.proxy_args.clone_from(&topo.proxy_args);
         let n = self.ws.number();
         let client = self.add_pod(&format!("client-{n}"))?;
         let mut cell = Cell {

@@ -50,6 +50,8 @@ pub struct Options<'a> {
     pub inbound_plaintext: bool,
     /// Testing only: mesh features it must not apply (`mesh-proxy --disable`).
     pub disable: Option<&'a str>,
+    /// More mesh-proxy flags, last (the scenario's `proxy_args`).
+    pub extra_args: &'a [String],
 }
 
 /// Start a transparent sidecar in `pod` as [`PROXY_UID`] on ephemeral
@@ -81,7 +83,7 @@ pub async fn start(
     if let Some(features) = opts.disable {
         cmd.arg("--disable").arg(features);
     }
-    cmd.uid(PROXY_UID).gid(PROXY_UID);
+    cmd.args(opts.extra_args).uid(PROXY_UID).gid(PROXY_UID);
     let name = format!("proxy-{}", pod.name);
     let mut p = Proc::spawn_in(&name, cmd, pids_file, Some(&pod.ns_path()))?;
     let outbound = addr(&mut p, "listening outbound ").await?.port();
