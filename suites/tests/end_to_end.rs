@@ -361,6 +361,30 @@ fn the_proxies_count_what_loadgen_sent() {
     assert!(!md.contains("Cross-check failed"), "{md}");
 }
 
+/// A scenario's `proxy_args` reach the deployed proxies: one request in
+/// flight and no queue make every other concurrent request a shed 503.
+#[test]
+fn proxy_args_tune_every_weft_proxy_of_the_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(
+        dir.path(),
+        "args.toml",
+        "name = \"args\"\n[defaults]\nduration = \"1s\"\nwarmup = \"0s\"\nconnections = 8\ntimeout = \"5s\"\nserver_delay = \"50ms\"\nvariants = [\"weft-plaintext\"]\n[[scenario]]\nname = \"tight\"\nrates = [100]\nproxy_args = [\"--max-concurrent-requests\", \"1\", \"--max-queued-requests=0\"]\n[[scenario]]\nname = \"default\"\nrates = [100]\n",
+    );
+    let out = dir.path().join("results");
+    let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+    // Whatever bench's exit status says of the shed cell, the record holds both.
+    let r = reports::io::read_report(&out.join("report.json")).unwrap_or_else(|e| panic!("{e}\n{}\n{}", text(&o.stdout), text(&o.stderr)));
+    let cell = |name: &str| r.runs.iter().find(|c| c.scenario == name).unwrap_or_else(|| panic!("{name}: {:?}", r.runs));
+    let (tight, default) = (cell("tight"), cell("default"));
+    assert_eq!(tight.proxy_args, ["--max-concurrent-requests", "1", "--max-queued-requests=0"]);
+    assert!(default.proxy_args.is_empty());
+    // 100 rps of 50 ms requests: about 5 in flight, so most find the one slot taken.
+    let shed = tight.load.errors_by_class.get("shed").copied().unwrap_or(0);
+    assert!(shed > tight.load.requests / 2, "{:?} of {}", tight.load.errors_by_class, tight.load.requests);
+    assert_eq!(default.load.errors, 0, "{:?}", default.load.errors_by_class);
+}
+
 /// A capacity search through the real binaries: a generous SLO that every
 /// probe holds (ramp to `max_rate`, then its validation), and a server
 /// slower than the SLO (the start rate fails: capacity 0, nothing validated).
