@@ -354,7 +354,7 @@ fn a_difference_inside_the_noise_is_rendered_as_such_never_as_a_signed_number() 
         assert!(!added.contains('+') && !added.contains('-'), "no signed number: {added}");
     }
     let page = html(&r);
-    assert!(page.contains("<td class=\"noise\">within noise (±0."), "{page}");
+    assert!(page.contains("<td class=\"noise\">within noise<br><span class=\"spread\">±0."), "{page}");
     assert!(page.contains("0.240<br><span class=\"spread\">0.210..0.250</span>"), "{page}");
     // The notation and the test are explained once, in the legend.
     assert_eq!(md.matches("- **Noise**: `0.531 (0.498..0.580)`").count(), 1, "{md}");

@@ -14,7 +14,7 @@ use crate::Status;
 
 const CSS: &str = r#"
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 auto;
-       max-width: 1180px; padding: 1.5rem 2rem 3rem; color: #1d1d1f; line-height: 1.45; }
+       max-width: 1360px; padding: 1.5rem 2rem 3rem; color: #1d1d1f; line-height: 1.45; }
 h1 { font-size: 1.7rem; margin-bottom: .4rem; }
 h2 { margin-top: 2.4rem; border-bottom: 2px solid #d9dde3; padding-bottom: .25rem; }
 h3 { margin: 1.6rem 0 .3rem; font-size: 1.1rem; }
@@ -41,7 +41,8 @@ table.conformance td { text-align: center; } table.conformance td:nth-child(2) {
 td.pass { background: #e6f4ea; color: #1e6b34; } td.fail { background: #fdecea; color: #b71c1c; font-weight: 700; }
 td.na { background: #f1f3f4; color: #5f6670; } td.skipped { background: #fff4e0; color: #8a5300; }
 td.none { color: #9aa0a6; }
-.spread { color: #5f6670; font-size: .8rem; }
+.spread { color: #5f6670; font-size: .78rem; }
+.wide { overflow-x: auto; }
 td.noise { color: #5f6670; font-style: italic; }
 "#;
 
@@ -335,7 +336,9 @@ fn strip_xml_decl(svg: &str) -> &str {
 
 fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
     let columns = Columns::of(group);
-    out.push_str("<table>\n<thead><tr><th>variant</th>");
+    // With a spread under every figure the table can outgrow the page: it
+    // scrolls on its own instead of being cut off.
+    out.push_str("<div class=\"wide\"><table>\n<thead><tr><th>variant</th>");
     for (name, unit) in columns.headers() {
         match unit {
             Some(unit) => {
@@ -368,7 +371,7 @@ fn table(out: &mut String, group: &[&Cell], palette: &Palette) {
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</tbody>\n</table>\n");
+    out.push_str("</tbody>\n</table></div>\n");
 }
 
 /// Escape text for HTML element content and attribute values.

@@ -279,8 +279,8 @@ fn added(j: Option<&Judgement>, ratio: Option<f64>) -> Figure {
     let signed = |us: f64| format!("{:+.3}", us / 1000.0);
     match (j.verdict, j.interval) {
         (Verdict::WithinNoise, Some((lo, hi))) => Figure {
-            text: format!("within noise (±{:.3} ms)", lo.abs().max(hi.abs()) / 1000.0),
-            sub: None,
+            text: "within noise".to_owned(),
+            sub: Some(format!("±{:.3} ms", lo.abs().max(hi.abs()) / 1000.0)),
             noise: true,
         },
         (Verdict::Better | Verdict::Worse, Some((lo, hi))) => Figure {
