@@ -119,7 +119,7 @@ fn html_is_self_contained_with_tables_and_charts() {
     assert_eq!(page.matches("<svg").count(), 6, "{page}");
     assert!(!page.contains("Chart unavailable"), "{page}");
     assert!(page.contains("99.9%"), "nines axis labels");
-    assert!(page.contains("added p50 vs rate"));
+    assert!(page.contains("added p50 vs rate (bars: 95% CI)"), "3 repetitions: each point with its interval");
     assert!(page.contains("proxy peak RSS at 1000 rps"));
     assert!(page.contains("<td>+0."), "added latency cells");
     assert!(page.contains("haproxy binary not found on PATH"));

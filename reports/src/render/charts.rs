@@ -368,16 +368,45 @@ pub(super) fn added_vs_rate_svg(
     };
     let p50 = pick(|c| c.added_p50_us);
     let p99 = pick(|c| c.added_p99_us);
+    // Each point's noise: the bootstrap interval of the difference (none
+    // with too few repetitions), so a line inside the noise is seen as such.
+    let bars = |f: fn(&crate::compare::AddedVerdicts) -> &crate::noise::Judgement| -> Vec<ErrorBar> {
+        scenario_groups
+            .iter()
+            .flat_map(|(_, g)| g.iter())
+            .filter_map(|c| {
+                let (lo, hi) = f(c.added.as_ref()?).interval?;
+                Some(ErrorBar { color: palette.color(&c.variant), x: c.rate?, low: lo / 1000.0, high: hi / 1000.0 })
+            })
+            .collect()
+    };
+    let (bars50, bars99) = (bars(|a| &a.p50), bars(|a| &a.p99));
+    let title = |p: &str, b: &[ErrorBar]| {
+        if b.is_empty() {
+            format!("added {p} vs rate")
+        } else {
+            format!("added {p} vs rate (bars: 95% CI)")
+        }
+    };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 380)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_err)?;
         let (left, right) = root.split_horizontally(480);
-        draw_xy(&left, "added p50 vs rate", "target rate, requests/s", "added latency, ms", &p50)?;
-        draw_xy(&right, "added p99 vs rate", "target rate, requests/s", "added latency, ms", &p99)?;
+        let (x, y) = ("target rate, requests/s", "added latency, ms");
+        draw_xy_with_bars(&left, &title("p50", &bars50), x, y, &p50, &bars50)?;
+        draw_xy_with_bars(&right, &title("p99", &bars99), x, y, &p99, &bars99)?;
         root.present().map_err(chart_err)?;
     }
     Ok(Some((svg, variants.into_iter().map(str::to_owned).collect())))
+}
+
+/// A vertical interval drawn at `x`, from `low` to `high`.
+pub(super) struct ErrorBar {
+    pub color: RGBColor,
+    pub x: f64,
+    pub low: f64,
+    pub high: f64,
 }
 
 /// A line-and-marker chart of (x, y) series on linear axes.
@@ -388,8 +417,20 @@ pub(super) fn draw_xy<DB: DrawingBackend>(
     y_desc: &str,
     series: &[Series],
 ) -> Result<(), RenderError> {
+    draw_xy_with_bars(area, title, x_desc, y_desc, series, &[])
+}
+
+/// [`draw_xy`] with an interval per point (the axes take them in).
+pub(super) fn draw_xy_with_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    bars: &[ErrorBar],
+) -> Result<(), RenderError> {
     let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(bars.iter().flat_map(|b| [b.low, b.high]));
     if xs().next().is_none() {
         return draw_message(area, title, "nothing to plot");
     }
@@ -426,6 +467,18 @@ pub(super) fn draw_xy<DB: DrawingBackend>(
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(chart_err)?;
+    for b in bars {
+        // Caps a few pixels wide whatever the x scale: 0.8 % of the x range.
+        let cap = (x1 - x0) * 0.008;
+        let style = b.color.mix(0.7).stroke_width(1);
+        for path in [
+            vec![(b.x, b.low), (b.x, b.high)],
+            vec![(b.x - cap, b.low), (b.x + cap, b.low)],
+            vec![(b.x - cap, b.high), (b.x + cap, b.high)],
+        ] {
+            chart.draw_series(std::iter::once(PathElement::new(path, style))).map_err(chart_err)?;
+        }
+    }
     for s in series {
         let color = s.color;
         chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(chart_err)?;
