@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::destination::{pod_identity, port_protocol};
-use crate::model::{Clients, DefaultPolicy, Kind, ObjectKey, PolicyTarget, PortRef, Protocol};
+use crate::model::{Clients, DefaultPolicy, EndpointSlice, Kind, ObjectKey, PolicyTarget, PortRef, Protocol};
 use crate::store::Store;
 use crate::target::canonical_authority;
 use crate::views::{spiffe_namespace, Authorization, InboundPolicy, Meta, Workload};
@@ -17,7 +17,18 @@ pub(crate) fn view(store: &Store, config: &Config, workload: &Workload, port: u1
         Workload::Identity(id) => spiffe_namespace(id, &config.trust_domain).map(str::to_owned),
         Workload::Ip(_) => None,
     };
-    for (key, slice) in &store.slices {
+    // By identity: only the slices naming pods of its service account
+    // (a pod's identity is its namespace and service account); by IP, all.
+    let candidates: Box<dyn Iterator<Item = (&ObjectKey, &EndpointSlice)>> = match workload {
+        Workload::Identity(id) => {
+            let account = spiffe_account(id, &config.trust_domain);
+            let pods = account.and_then(|a| store.pods_by_account.get(&a)).into_iter().flatten();
+            let keys: BTreeSet<&ObjectKey> = pods.filter_map(|p| store.slices_by_pod.get(p)).flatten().collect();
+            Box::new(keys.into_iter().filter_map(|k| Some((k, store.slices.get(k)?))))
+        }
+        Workload::Ip(_) => Box::new(store.slices.iter()),
+    };
+    for (key, slice) in candidates {
         let svc_key = ObjectKey::new(&key.namespace, &slice.service);
         let Some(svc) = store.services.get(&svc_key) else { continue };
         for slice_port in slice.ports.iter().filter(|p| port == 0 || p.port == port) {
@@ -92,6 +103,13 @@ pub(crate) fn view(store: &Store, config: &Config, workload: &Workload, port: u1
         protocol,
         services: backed.keys().map(|(k, p)| canonical_authority(k, *p, &config.cluster_domain)).collect(),
     }
+}
+
+/// `spiffe://<td>/ns/<ns>/sa/<sa>` -> (ns, sa).
+fn spiffe_account(id: &str, trust_domain: &str) -> Option<(String, String)> {
+    let ns = spiffe_namespace(id, trust_domain)?;
+    let sa = id.rsplit_once("/sa/")?.1;
+    Some((ns.to_owned(), sa.to_owned()))
 }
 
 fn default_authorizations(default: DefaultPolicy, namespace: &str) -> Vec<Authorization> {

@@ -21,6 +21,9 @@ pub(crate) struct Store {
     /// Pod -> the EndpointSlices naming it (its changes reach their Services).
     pub slices_by_pod: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     pub pods: HashMap<ObjectKey, Pod>,
+    /// (namespace, service account) -> its pods: an identity's inbound
+    /// policy reads only the slices naming them.
+    pub pods_by_account: HashMap<(String, String), BTreeSet<ObjectKey>>,
     pub http_routes: HashMap<ObjectKey, HttpRoute>,
     pub grpc_routes: HashMap<ObjectKey, GrpcRoute>,
     /// Parent Service -> routes attached to it.
@@ -94,6 +97,7 @@ impl Store {
                 self.slices.insert(key, slice);
             }
             Resource::Pod(pod) => {
+                self.pods_by_account.entry(account(&pod)).or_default().insert(key.clone());
                 self.pods.insert(key, pod);
             }
             Resource::HttpRoute(route) => {
@@ -150,7 +154,19 @@ impl Store {
                 }
                 None => false,
             },
-            Kind::Pod => self.pods.remove(key).is_some(),
+            Kind::Pod => match self.pods.remove(key) {
+                Some(pod) => {
+                    let account = account(&pod);
+                    if let Some(pods) = self.pods_by_account.get_mut(&account) {
+                        pods.remove(key);
+                        if pods.is_empty() {
+                            self.pods_by_account.remove(&account);
+                        }
+                    }
+                    true
+                }
+                None => false,
+            },
             Kind::HttpRoute => match self.http_routes.remove(key) {
                 Some(route) => {
                     unlink(&mut self.http_routes_by_parent, route.parents.iter().map(|p| &p.service), key);
@@ -170,6 +186,12 @@ impl Store {
             Kind::AuthorizationPolicy => self.authorization_policies.remove(key).is_some(),
         }
     }
+}
+
+/// A pod's (namespace, service account), `default` when unset (as its identity).
+pub(crate) fn account(pod: &Pod) -> (String, String) {
+    let sa = if pod.service_account.is_empty() { "default" } else { &pod.service_account };
+    (pod.key.namespace.clone(), sa.to_owned())
 }
 
 fn http_backends(route: &HttpRoute) -> impl Iterator<Item = &ObjectKey> {
