@@ -158,6 +158,17 @@ pub(super) fn keys(report: &Report, key: &(String, String)) -> Vec<(String, RGBC
     vs.iter().map(|v| (v.to_string(), color(&vs, v))).collect()
 }
 
+/// 1, 2, 5 x powers of ten within `[lo, hi]`.
+fn one_two_five(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        out.extend([1.0, 2.0, 5.0].map(|m| m * decade).into_iter().filter(|v| *v >= lo && *v <= hi));
+        decade *= 10.0;
+    }
+    out
+}
+
 /// The measured percentile (ms, log scale) against the offered rate of
 /// every probe, a line per variant through its probes in rate order, failed
 /// probes as crosses, the SLO as a dashed red line.
@@ -192,7 +203,9 @@ pub(super) fn chart_svg(report: &Report, key: &(String, String)) -> Result<Strin
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(64)
-            .build_cartesian_2d(0.0..x1, (y0..y1).log_scale())
+            // 1-2-5 ticks: plotters' log axis labels powers of ten only,
+            // often a single label over a few milliseconds.
+            .build_cartesian_2d(0.0..x1, (y0..y1).log_scale().with_key_points(one_two_five(y0, y1)))
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -301,6 +314,7 @@ mod tests {
         let r = report();
         let svg = chart_svg(&r, &scenarios(&r)[0]).unwrap();
         assert!(svg.contains("SLO: p99 ≤ 5 ms"), "{svg}");
+        assert_eq!(one_two_five(0.6, 13.5), [1.0, 2.0, 5.0, 10.0]);
         for v in ["baseline: 10000 rps", "weft: 4000 rps", "nginx: 9800 rps"] {
             assert!(svg.contains(v), "{v}");
         }
