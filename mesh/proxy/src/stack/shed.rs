@@ -65,6 +65,17 @@
 //! of a forward on the outbound side (inferred from the rates, not
 //! profiled). Pushing back stays the default.
 //!
+//! Profiled in the seventh session: most of a 503's cost was copying the
+//! request path's 16 KiB future (each layer moves its inner future into
+//! place, and the server copies the whole into each stream's task). With
+//! the forwarding part boxed (`stack::forward`) the future is 3 KiB and a
+//! shed costs half what it did; with the same CPU limit the answered
+//! excess is then answered in tens of milliseconds in most runs, and
+//! `suites/hardening.toml` measures both configurations side by side
+//! (`overload` pushes back, `overload-shed` answers; docs/FIGURES.md
+//! "Overload after the boxing"). Pushing back still keeps more goodput,
+//! so it stays the default.
+//!
 //! HTTP/1 requests carry no queue time of their own: hyper reads and
 //! admits them in their connection's task, so their wait is in the socket,
 //! before the head is parsed. They are neither measured (a zero would hide
