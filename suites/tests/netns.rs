@@ -60,6 +60,7 @@ fn topology(control_plane: bool) -> ScenarioTopology {
         slow_replica_delay: None,
         control_plane,
         cert_lifetime: None,
+        proxy_args: Vec::new(),
     }
 }
 
