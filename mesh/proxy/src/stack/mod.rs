@@ -23,11 +23,11 @@
 //! [`Service`] rather than `tower::Service`: tower's trait needs a nameable
 //! future, so every layer would need a hand-written future type or a box
 //! per request; with `async` in the trait each layer reads as straight-line
-//! code and the assembled stack is one future. Its one allocation is
-//! `forward`'s: that future is most of the stack's size, and each layer
+//! code and the assembled stack is one future. Its one allocation per
+//! request is `forward`'s (a new upstream connection boxes its dial too): that future is most of the stack's size, and each layer
 //! moves its inner future into place when first polled, so boxing it keeps
 //! what the admission layers build, move and the server copies into each
-//! stream's task small (3 KiB against 10 KiB; a shed costs half the CPU,
+//! stream's task small (3 KiB against 16 KiB; a shed costs half the CPU,
 //! see docs/FIGURES.md). Every layer is always ready (a full limit answers at once instead
 //! of holding back readiness), so `poll_ready` has nothing to say here.
 
