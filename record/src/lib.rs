@@ -28,6 +28,7 @@ pub mod propagation;
 pub mod report;
 pub mod soak;
 pub mod summary;
+pub mod sweep;
 
 pub use capacity::CapacityRun;
 pub use conformance::{Status, TestResult};
@@ -35,6 +36,7 @@ pub use crosscheck::{CrossCheck, ProxyWindow, Sent};
 pub use faults::{FaultRun, Hardening, OverloadRun};
 pub use soak::Soak;
 pub use summary::CellSummary;
+pub use sweep::{SweepPoint, SweepRun};
 pub use hist::HistogramError;
 pub use hostile::HostileRun;
 pub use load::{Load, Percentiles};

@@ -56,6 +56,10 @@ pub struct Report {
     /// (scenario, variant, repetition); absent when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capacity: Vec<crate::CapacityRun>,
+    /// Scale sweeps (`mode = "sweep"`), one per (scenario, variant,
+    /// repetition); absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweeps: Vec<crate::SweepRun>,
     /// Derived from `runs` when the record is written (`crate::summary`):
     /// every load cell's figures with their spread and noise verdicts.
     /// Absent when empty; never an input to Weft's own readers.
@@ -81,6 +85,7 @@ impl Report {
             hostile: None,
             hardening: crate::Hardening::default(),
             capacity: Vec::new(),
+            sweeps: Vec::new(),
             cells: Vec::new(),
         }
     }

@@ -58,6 +58,9 @@ pub mod runner;
 pub mod sampler;
 #[cfg(feature = "bench")]
 pub mod substrate;
+#[cfg(feature = "bench")]
+#[forbid(unsafe_code)]
+pub mod sweep;
 #[forbid(unsafe_code)]
 pub mod suite;
 

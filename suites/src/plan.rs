@@ -53,7 +53,7 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
         let points: Vec<Option<f64>> = match &sc.load {
             LoadShape::Open { rates } => rates.iter().map(|r| Some(*r)).collect(),
             // A capacity cell's rates are the search's: one cell per variant.
-            LoadShape::Closed { .. } | LoadShape::Propagation(_) | LoadShape::Capacity(_) => vec![None],
+            LoadShape::Closed { .. } | LoadShape::Propagation(_) | LoadShape::Capacity(_) | LoadShape::Sweep(_) => vec![None],
         };
         for rate in points {
             for repetition in 0..sc.repetitions {
@@ -76,7 +76,7 @@ pub fn cells(suite: &Suite) -> Vec<Cell> {
 /// Estimated wall time of running the whole plan.
 pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
     let servers = suite.scenarios.iter().fold(Duration::ZERO, |acc, sc| {
-        if matches!(sc.load, LoadShape::Propagation(_)) {
+        if matches!(sc.load, LoadShape::Propagation(_)) || matches!(&sc.load, LoadShape::Sweep(w) if !w.dimension.is_load()) {
             return acc;
         }
         let control = sc.variants.iter().any(|v| v.needs_control_plane());
@@ -96,6 +96,7 @@ pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
             }
             // The most probes the search can take: an upper bound.
             LoadShape::Capacity(c) => acc + DEPLOY_OVERHEAD + (sc.warmup + sc.duration) * c.max_probes(),
+            LoadShape::Sweep(w) => acc + sweep_estimate(sc, w),
             _ => {
                 let sidecars = match c.variant {
                     Variant::Weft => REPLICA_OVERHEAD * (sc.replicas as u32 - 1),
@@ -124,6 +125,10 @@ pub fn measuring(suite: &Suite, cells: &[Cell]) -> Duration {
         acc + match &sc.load {
             LoadShape::Propagation(p) => PROPAGATION_OVERHEAD + PROPAGATION_PER_CHANGE * p.changes as u32,
             LoadShape::Capacity(k) => sc.duration * k.max_probes(),
+            LoadShape::Sweep(w) => match w.dimension.is_load() {
+                true => sc.duration * w.sizes.len() as u32,
+                false => (PROPAGATION_OVERHEAD + PROPAGATION_PER_CHANGE * w.changes as u32) * w.sizes.len() as u32,
+            },
             _ => match &sc.hardening {
                 // Capacity, quiet, overload, recovery.
                 Some(Hardening::Overload(o)) => o.capacity_duration + sc.duration * 3,
@@ -132,6 +137,20 @@ pub fn measuring(suite: &Suite, cells: &[Cell]) -> Duration {
         }
     })
 }
+
+/// A sweep's wall time: per size a deployment, its scaling and one load run
+/// (load dimensions), or one propagation measurement (`services`).
+fn sweep_estimate(sc: &crate::suite::Scenario, w: &crate::suite::SweepShape) -> Duration {
+    let n = w.sizes.len() as u32;
+    match w.dimension.is_load() {
+        true => (DEPLOY_OVERHEAD + sc.warmup + sc.duration) * n + SWEEP_SETUP_PER_K * (w.sizes.iter().sum::<usize>() / 1000) as u32,
+        false => (PROPAGATION_OVERHEAD + PROPAGATION_PER_CHANGE * w.changes as u32) * n,
+    }
+}
+
+/// Rough cost of scaling a sweep's deployment by 1,000 (endpoints written
+/// and loaded, connections opened, authorities sent once).
+const SWEEP_SETUP_PER_K: Duration = Duration::from_millis(1000);
 
 /// Human label of a cell, also used as the progress-bar message.
 pub fn label(suite: &Suite, cell: &Cell) -> String {
@@ -157,6 +176,14 @@ pub fn label(suite: &Suite, cell: &Cell) -> String {
             );
         }
         (LoadShape::Capacity(c), None) => format!("capacity at p{}<={}", c.percentile, humantime::format_duration(c.slo)),
+        (LoadShape::Sweep(w), None) => {
+            let sizes = w.sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            match w.rate {
+                Some(r) => format!("sweep {} {sizes} at {} rps", w.dimension, fmt_rate(r)),
+                // The control plane alone: no variant in the label.
+                None => return format!("{} sweep services {sizes} x{} rep {}/{}", sc.name, w.changes, cell.repetition + 1, sc.repetitions),
+            }
+        }
         (LoadShape::Open { .. }, None) => "-".to_string(),
     };
     format!(
@@ -208,6 +235,17 @@ pub fn describe(suite: &Suite, cells: &[Cell]) -> String {
                 c.tolerance * 100.0,
                 if c.validation { "then a validation run at the found rate" } else { "no validation run" }
             ),
+            LoadShape::Sweep(w) => {
+                let sizes = w.sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+                match w.rate {
+                    Some(r) => format!(
+                        "sweep of {} over {sizes}: a fresh deployment per size, scaled, then open loop at {} rps",
+                        w.dimension,
+                        fmt_rate(r)
+                    ),
+                    None => format!("sweep of services over {sizes}: the propagation harness, {} edits per size", w.changes),
+                }
+            }
             LoadShape::Propagation(p) => {
                 let _ = writeln!(
                     s,

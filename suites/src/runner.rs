@@ -301,6 +301,7 @@ async fn execute<S: Substrate>(
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut hardening = record::Hardening::default();
     let mut capacity: Vec<record::CapacityRun> = Vec::new();
+    let mut sweeps: Vec<record::SweepRun> = Vec::new();
     let mut failures = 0;
     // Variants a scenario cannot run here (skipped once, recorded once).
     let mut gone: BTreeSet<(usize, Variant)> = BTreeSet::new();
@@ -371,6 +372,40 @@ async fn execute<S: Substrate>(
                 }
                 overall.inc(1);
             }
+            continue;
+        }
+        if let LoadShape::Sweep(shape) = &scenario.load {
+            // Deploys per size itself; a `services` sweep needs no server.
+            let topo = ScenarioTopology::of(scenario);
+            let started = match shape.dimension.is_load() {
+                true => substrate.start_scenario(&topo).await.map_err(|e| format!("the target server did not start: {e}")),
+                false => Ok(()),
+            };
+            let dirs = crate::sweep::HarnessDirs { mesh_control: &harness.mesh_control, work: &harness.work };
+            for (i, cell) in mine {
+                let label = plan::label(suite, cell);
+                let done = match &started {
+                    Ok(()) => crate::sweep::run(shape, scenario, cell, i, &label, substrate, &dirs, &mp, &say).await,
+                    Err(e) => Err(crate::sweep::SweepError::Failed(e.clone())),
+                };
+                match done {
+                    Ok(s) => {
+                        say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), crate::sweep::summary(&s)));
+                        sweeps.push(s);
+                    }
+                    Err(crate::sweep::SweepError::Unavailable(reason)) => {
+                        say(format!("WARNING: skipping {} in scenario {}: {reason}", cell.variant, scenario.name));
+                        skipped.push(skip(scenario, cell.variant, reason));
+                    }
+                    Err(e) => {
+                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
+                        failures += 1;
+                        record_failure(&mut skipped, scenario, cell.variant, &e.to_string());
+                    }
+                }
+                overall.inc(1);
+            }
+            substrate.end_scenario().await;
             continue;
         }
         let topo = ScenarioTopology::of(scenario);
@@ -521,6 +556,7 @@ async fn execute<S: Substrate>(
     report.propagation = propagation;
     report.hardening = hardening;
     report.capacity = capacity;
+    report.sweeps = sweeps;
     (report, failures)
 }
 

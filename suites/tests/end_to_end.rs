@@ -450,6 +450,71 @@ slo = { percentile = 50.0, max = "5ms" }
     assert!(out.join("capacity.svg").metadata().is_ok_and(|m| m.len() > 0));
 }
 
+/// Every sweep dimension through the real binaries at tiny sizes: each
+/// size really held (endpoints in the client proxy's balancer, Services
+/// answering by Host, connections opened, Services in mesh-control), a load
+/// window sampled per size, and the chart and table rendered.
+#[test]
+fn sweeps_grow_each_dimension_through_the_real_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(
+        dir.path(),
+        "sw.toml",
+        r#"name = "sw"
+[defaults]
+duration = "500ms"
+warmup = "100ms"
+connections = 2
+mode = "sweep"
+rates = [40]
+[[scenario]]
+name = "ep"
+sweep = { dimension = "endpoints", sizes = [1, 10] }
+[[scenario]]
+name = "conn"
+sweep = { dimension = "connections", sizes = [1, 10] }
+[[scenario]]
+name = "auth"
+sweep = { dimension = "authorities", sizes = [1, 10] }
+[[scenario]]
+name = "svc"
+sweep = { dimension = "services", sizes = [2, 10] }
+changes = 2
+"#,
+    );
+    let out = dir.path().join("results");
+    let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let r = reports::io::read_report(&out.join("report.json")).expect("record parses");
+    assert!(r.runs.is_empty() && r.skipped.is_empty(), "{:?}", r.skipped);
+    let dims: Vec<(&str, &str, Vec<usize>)> =
+        r.sweeps.iter().map(|s| (s.scenario.as_str(), s.dimension.as_str(), s.points.iter().map(|p| p.size).collect())).collect();
+    assert_eq!(dims, [("ep", "endpoints", vec![1, 10]), ("conn", "connections", vec![1, 10]), ("auth", "authorities", vec![1, 10]), ("svc", "services", vec![2, 10])]);
+    for s in &r.sweeps[..3] {
+        assert!(s.nofile_limit.is_some_and(|n| n > 0), "{}", s.scenario);
+        for p in &s.points {
+            let run = p.run.as_ref().expect("a load run per size");
+            assert!(run.load.requests > 0 && run.load.errors == 0, "{} {}: {:?}", s.scenario, p.size, run.load.errors_by_class);
+            assert!(p.proxy_rss_peak_bytes.is_some_and(|b| b > 0) && p.proxy_cpu_seconds.is_some(), "{} {}", s.scenario, p.size);
+        }
+    }
+    let ep = &r.sweeps[0].points[1];
+    assert!(ep.setup.starts_with("10 endpoints (relays to the one server sidecar) ready in proxy-outbound's balancer"), "{}", ep.setup);
+    let conn = &r.sweeps[1].points[1];
+    assert_eq!(conn.run.as_ref().unwrap().load.connections, 10);
+    assert!(r.sweeps[2].points[1].setup.contains("10 answered 2xx"), "{}", r.sweeps[2].points[1].setup);
+    for p in &r.sweeps[3].points {
+        let pr = p.propagation.as_ref().expect("the harness per size");
+        assert_eq!((pr.services, pr.changes), (p.size, 2));
+        assert!(pr.control_rss_bytes > 0 && pr.p99_ms > 0.0);
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Sweep of endpoints: `ep` (local)") && md.contains("## Sweep of services: `svc` (local)"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("Cost against ").count(), 4, "a chart per sweep in the page");
+    assert!(out.join("sweep-ep.svg").metadata().is_ok_and(|m| m.len() > 0));
+}
+
 /// A child process killed (and reaped) when the test ends, however it ends.
 struct Killed(std::process::Child);
 

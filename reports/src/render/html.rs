@@ -87,7 +87,7 @@ pub fn html(cmp: &Comparison<'_>) -> String {
         }
         out.push_str("</ul></div>\n");
     }
-    if groups.is_empty() && report.capacity.is_empty() {
+    if groups.is_empty() && report.capacity.is_empty() && report.sweeps.is_empty() {
         let _ = writeln!(out, "<p class=\"warn\">{}</p>", esc(NO_LOAD_RUNS));
     }
 
@@ -123,6 +123,7 @@ pub fn html(cmp: &Comparison<'_>) -> String {
 
     hardening_sections(&mut out, report);
     capacity_sections(&mut out, report);
+    sweep_sections(&mut out, report);
 
     if !cmp.conformance.is_empty() {
         conformance(&mut out, &cmp.conformance);
@@ -175,6 +176,14 @@ fn capacity_sections(out: &mut String, report: &crate::Report) {
     for (t, key) in super::capacity::tables(report).iter().zip(super::capacity::scenarios(report)) {
         let drawn = super::capacity::chart_svg(report, &key).map(|svg| Some(("Capacity: percentile against offered rate", svg)));
         section_table(out, t, &super::capacity::keys(report, &key), drawn);
+    }
+}
+
+/// Scale sweeps: a table and a cost-against-size chart per scenario.
+fn sweep_sections(out: &mut String, report: &crate::Report) {
+    for (t, key) in super::sweeps::tables(report).iter().zip(super::sweeps::scenarios(report)) {
+        let drawn = super::sweeps::chart_svg(report, &key).map(|svg| Some(("Sweep: cost against size", svg)));
+        section_table(out, t, &super::sweeps::keys(report, &key), drawn);
     }
 }
 

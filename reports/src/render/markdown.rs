@@ -36,7 +36,7 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
         }
         out.push('\n');
     }
-    if groups.is_empty() && report.capacity.is_empty() {
+    if groups.is_empty() && report.capacity.is_empty() && report.sweeps.is_empty() {
         let _ = writeln!(out, "**{NO_LOAD_RUNS}**\n");
     }
 
@@ -75,7 +75,8 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
     }
 
     let capacity = super::capacity::tables(report);
-    for t in super::hardening::tables(report).into_iter().chain(capacity) {
+    let sweeps = super::sweeps::tables(report);
+    for t in super::hardening::tables(report).into_iter().chain(capacity).chain(sweeps) {
         let _ = writeln!(out, "## {}\n\n{}\n", t.title, t.note);
         let _ = writeln!(out, "| {} |", t.headers.join(" | "));
         let align: Vec<&str> = (0..t.headers.len()).map(|i| if i == 0 { "---" } else { "---:" }).collect();

@@ -7,6 +7,7 @@
 
 mod bitmap_text;
 mod capacity;
+mod sweeps;
 mod charts;
 mod hardening;
 mod hostile;
@@ -112,6 +113,10 @@ pub fn write_compared(cmp: &Comparison<'_>, dir: &Path) -> Result<Written, Rende
     if let Some(key) = capacity::scenarios(cmp.report).first() {
         write(CAPACITY_SVG, &capacity::chart_svg(cmp.report, key)?)?;
     }
+    // Each sweep's chart beside the page too (sweep-<scenario>.svg).
+    for key in sweeps::scenarios(cmp.report) {
+        write(&sweep_svg_name(&key.1), &sweeps::chart_svg(cmp.report, &key)?)?;
+    }
     let png = dir.join(LATENCY_PNG);
     let latency_png = if cmp.cells.is_empty() {
         match std::fs::remove_file(&png) {
@@ -127,6 +132,12 @@ pub fn write_compared(cmp: &Comparison<'_>, dir: &Path) -> Result<Written, Rende
 
 /// The first capacity scenario's chart beside the page, for notes and docs.
 pub const CAPACITY_SVG: &str = "capacity.svg";
+
+/// The file a sweep scenario's chart is written to beside the page.
+pub fn sweep_svg_name(scenario: &str) -> String {
+    let safe: String = scenario.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("sweep-{safe}.svg")
+}
 
 /// File name of the README chart in a results directory.
 pub const LATENCY_PNG: &str = "latency.png";

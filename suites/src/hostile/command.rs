@@ -129,7 +129,7 @@ pub async fn run(opts: Options) -> Result<Finished, HostileError> {
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit (logged if it cannot).
-fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => {

@@ -210,6 +210,15 @@ pub enum DeployError {
     },
 }
 
+/// A deployment grown by [`Substrate::scale`].
+pub struct Scaled {
+    /// What it holds now, for the record (e.g. `10000 endpoints ready in proxy-outbound's balancer`).
+    pub detail: String,
+    /// Kept until the sweep point's measurement ends (e.g. the relays the
+    /// endpoints are); dropping it undoes what it holds.
+    pub guard: Option<Box<dyn std::any::Any + Send>>,
+}
+
 /// A moment of a fault: its start, one periodic repetition, its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultStep {
@@ -294,6 +303,20 @@ pub trait Substrate {
                 self.name(),
                 fault.as_str()
             ),
+        })
+    }
+    /// Grow a deployed variant to `size` along a sweep's dimension
+    /// (`mode = "sweep"`) and return once it holds them (e.g. the client
+    /// proxy's balancer lists every endpoint). What must live as long as
+    /// the measurement is in [`Scaled::guard`]. Substrates that cannot say so.
+    async fn scale(
+        &mut self,
+        _dep: &Deployment,
+        dimension: crate::suite::SweepDimension,
+        _size: usize,
+    ) -> Result<Scaled, DeployError> {
+        Err(DeployError::Unavailable {
+            reason: format!("the {} substrate cannot grow a deployment's {dimension} (only `local` can)", self.name()),
         })
     }
     /// Deploy a conformance topology and wait until it is ready; the

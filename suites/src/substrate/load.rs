@@ -32,6 +32,7 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
         (LoadShape::Open { .. }, None) => unreachable!("plan gives every open-loop cell a rate"),
         (LoadShape::Propagation(_), _) => unreachable!("propagation cells are not load cells"),
         (LoadShape::Capacity(_), None) => unreachable!("every capacity probe carries its rate"),
+        (LoadShape::Sweep(_), None) => unreachable!("every sweep point carries its rate"),
     };
     if let Target::InCluster(_) = &dep.target {
         return Err(MeasureError::InCluster(format!(

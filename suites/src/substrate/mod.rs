@@ -62,7 +62,7 @@ pub mod shared;
 
 pub use base::{
     Component, DeployError, Deployment, FaultStep, LoadCell, MeasureError, ProxyAdmin, Role,
-    ScenarioTopology, Substrate, Target,
+    Scaled, ScenarioTopology, Substrate, Target,
 };
 pub use local::Local;
 pub use netns::Netns;

@@ -180,6 +180,15 @@ impl Substrate for AnySubstrate {
         each!(self, s => s.fault(dep, fault, step).await)
     }
 
+    async fn scale(
+        &mut self,
+        dep: &Deployment,
+        dimension: crate::suite::SweepDimension,
+        size: usize,
+    ) -> Result<super::Scaled, DeployError> {
+        each!(self, s => s.scale(dep, dimension, size).await)
+    }
+
     async fn deploy_cluster(
         &mut self,
         spec: &ClusterSpec,

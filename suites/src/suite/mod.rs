@@ -6,9 +6,11 @@
 //! `suites/README.md` documents every field; keep the two in step.
 
 mod capacity;
+mod sweep;
 mod validate;
 
 pub use capacity::CapacityShape;
+pub use sweep::{SweepDimension, SweepShape};
 
 use validate::{RawSuite, Validator};
 
@@ -166,6 +168,8 @@ pub enum LoadShape {
     Propagation(PropagationShape),
     /// Open loop at rates a search picks: the highest rate within an SLO.
     Capacity(CapacityShape),
+    /// One dimension grown over sizes, a cost measured at each.
+    Sweep(SweepShape),
 }
 
 /// The scale of a propagation measurement.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::capacity::{RawCapacity, RawSlo};
+use super::sweep::{RawSweep, RawSweepKeys};
 use super::{
     line_col, Fault, FaultShape, Hardening, LoadShape, OverloadShape, Problem, PropagationShape,
     Protocol, Scenario, SoakShape, Suite, Variant,
@@ -75,6 +76,8 @@ struct RawSettings {
     ramp_factor: Option<Spanned<f64>>,
     bisect_tolerance: Option<Spanned<f64>>,
     validation: Option<Spanned<bool>>,
+    // mode = "sweep"
+    sweep: Option<Spanned<RawSweep>>,
 }
 
 impl RawSettings {
@@ -342,6 +345,8 @@ impl Validator<'_> {
                     self.problem(span, format!("`{key}` has no meaning for mode = \"propagation\" (it measures the control plane alone)"));
                 }
             }
+        } else if pick(&s.mode, &d.mode).is_some_and(|m| m.get_ref() == "sweep") {
+            self.sweep_replicas(s.replicas.as_ref().map(|r| r.span()));
         } else if replicas > 1 && hardening.is_none() {
             self.static_variants_over_replicas(&s, d, &variants);
         }
@@ -352,6 +357,16 @@ impl Validator<'_> {
         let variants = match propagation {
             true => vec![Variant::Weft],
             false => variants,
+        };
+        let variants = match &load {
+            Some(LoadShape::Sweep(sw)) => {
+                let v = self.sweep_variants(sw.dimension, s.variants.as_ref(), variants);
+                if self.problems.len() > before {
+                    return None;
+                }
+                v
+            }
+            _ => variants,
         };
         Some(Scenario {
             name,
@@ -593,6 +608,9 @@ impl Validator<'_> {
         span: Range<usize>,
     ) -> Option<LoadShape> {
         let mode = pick(&s.mode, &d.mode);
+        if mode.is_none_or(|m| m.get_ref() != "sweep") {
+            self.stray_sweep_key(s.sweep.as_ref());
+        }
         let (closed, propagation) = match mode {
             None => (false, false),
             Some(m) => match m.get_ref().as_str() {
@@ -607,8 +625,22 @@ impl Validator<'_> {
                     }
                     return self.capacity_shape(&s.capacity(d), span);
                 }
+                "sweep" => {
+                    self.stray_capacity_keys(&s.capacity(&RawSettings::default()));
+                    let keys = RawSweepKeys {
+                        sweep: pick(&s.sweep, &d.sweep),
+                        rates: pick(&s.rates, &d.rates),
+                        changes: pick(&s.changes, &d.changes),
+                        own_concurrency: s.concurrency.as_ref().map(|v| v.span()),
+                        own_rates: s.rates.as_ref().map(|v| v.span()),
+                        own_services: s.services.as_ref().map(|v| v.span()),
+                        own_endpoints: s.endpoints.as_ref().map(|v| v.span()),
+                        own_changes: s.changes.as_ref().map(|v| v.span()),
+                    };
+                    return self.sweep_shape(&keys, span);
+                }
                 other => {
-                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency), `propagation` (control plane discovery latency), `capacity` (the highest rate within an SLO), `soak`, `fault` or `overload`"));
+                    self.problem(m.span(), format!("unknown mode `{other}`: expected `open` (fixed rate), `closed` (fixed concurrency), `propagation` (control plane discovery latency), `capacity` (the highest rate within an SLO), `sweep` (a cost against a growing size), `soak`, `fault` or `overload`"));
                     return None;
                 }
             },

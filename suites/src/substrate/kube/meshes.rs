@@ -273,6 +273,9 @@ pub fn scenario_unsupported(s: &Scenario) -> Option<String> {
     if matches!(s.load, LoadShape::Propagation(_)) {
         return Some("discovery propagation measures mesh-control alone on this machine; run it with --substrate local".into());
     }
+    if matches!(s.load, LoadShape::Sweep(_)) {
+        return Some("scale sweeps grow the deployment on this machine (endpoints, connections, authorities, Services); run them with --substrate local".into());
+    }
     s.hardening.as_ref().map(|h| {
         let what = match h {
             Hardening::Soak(_) => "soak",

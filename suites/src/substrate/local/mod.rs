@@ -27,6 +27,8 @@ mod cluster;
 mod faults;
 pub mod hostile;
 mod proxy;
+mod sweep;
+pub use sweep::authority as sweep_authority;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -402,6 +404,15 @@ impl Substrate for Local {
         step: FaultStep,
     ) -> Result<String, DeployError> {
         self.fault_step(dep, fault, step).await
+    }
+
+    async fn scale(
+        &mut self,
+        dep: &Deployment,
+        dimension: crate::suite::SweepDimension,
+        size: usize,
+    ) -> Result<super::Scaled, DeployError> {
+        self.scale_to(dep, dimension, size).await
     }
 
     async fn deploy_cluster(
