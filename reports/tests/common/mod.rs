@@ -118,6 +118,7 @@ pub fn report(runs: Vec<Run>) -> Report {
         hostile: None,
         hardening: Default::default(),
         capacity: vec![],
+        sweeps: vec![],
         cells: vec![],
     }
 }
