@@ -39,6 +39,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A send more than 1 ms after its slot means the machine did not run the generator when
+/// it should have: an attempt with more late sends than this share measured the machine, not
+/// the tool, and its latency is not judged.
+const MAX_LATE_SHARE: f64 = 0.01;
+
 /// 1. A 5 ms target comes back as 5 ms (corrected p50 within +10 %) at exactly the asked rate.
 #[test]
 fn fixed_delay_comes_back_as_that_delay() {
@@ -50,10 +55,13 @@ fn fixed_delay_comes_back_as_that_delay() {
     // record change alike: 5.28-5.48 ms; a tool that adds 0.5 ms still fails); the workspace's dev profile
     // optimizes loadgen, hyper and tokio so debug test builds can hold it too.
     // Other work on a shared 2-core machine can only add latency, never take
-    // it away, so up to three measurements are taken and the best one must
-    // hold the bound: a tool that adds > 10 % fails all three.
+    // it away, so up to three measurements are taken and only those in which
+    // the generator kept its schedule are judged: the best of them must hold
+    // the bound. On a saturated machine (p50 8.8-9.8 ms with 461 of 1000
+    // sends late) no attempt qualifies and the test says so instead.
     let limit = 5_500.0;
-    let mut p50s = Vec::new();
+    let mut attempts = Vec::new();
+    let mut judged = 0;
     for _attempt in 0..3 {
         let s = run_binary(&[
             "--target",
@@ -67,6 +75,7 @@ fn fixed_delay_comes_back_as_that_delay() {
             "--connections",
             "4",
         ]);
+        // Behaviour, whatever the machine does.
         assert_eq!(s.errors, 0, "{:?}", s.errors_by_class);
         assert_eq!(s.requests, 1000);
         let p50 = s.latency_us.p50;
@@ -74,18 +83,38 @@ fn fixed_delay_comes_back_as_that_delay() {
             p50 >= 5_000.0,
             "corrected p50 {p50} µs is below the injected 5 ms"
         );
+        assert!(s.service_time_us.p50 >= 5_000.0 && s.service_time_us.p50 <= s.latency_us.p50);
+        attempts.push(format!(
+            "p50 {p50} µs with {} of {} sends late",
+            s.late_sends, s.requests
+        ));
+        if s.late_sends as f64 > MAX_LATE_SHARE * s.requests as f64 {
+            continue;
+        }
+        // Timings, only where the generator kept its schedule.
+        judged += 1;
         assert!(
             (s.achieved_rps - 200.0).abs() <= 2.0,
-            "achieved {} rps, asked 200",
-            s.achieved_rps
+            "achieved {} rps, asked 200 ({})",
+            s.achieved_rps,
+            attempts.last().unwrap()
         );
-        assert!(s.service_time_us.p50 >= 5_000.0 && s.service_time_us.p50 <= s.latency_us.p50);
-        p50s.push(p50);
         if p50 <= limit {
             return;
         }
     }
-    panic!("corrected p50 above {limit} µs in every attempt: {p50s:?} µs");
+    assert!(
+        judged > 0,
+        "not judged: the generator lost its schedule in every attempt (more than {} % of \
+         sends > 1 ms late: {attempts:?}); the machine is too busy to measure the tool's \
+         latency, run this test again when it is quieter",
+        MAX_LATE_SHARE * 100.0
+    );
+    panic!(
+        "corrected p50 above {limit} µs in every attempt that kept its schedule ({judged} of \
+         {}): {attempts:?}",
+        attempts.len()
+    );
 }
 
 /// 2. A stalled target shows in the corrected latency, not in the service time, and the
