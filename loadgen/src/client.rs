@@ -2,19 +2,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{self, Either};
-use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error_class;
+use crate::h1::{self, Chunked, Framing, WireError};
 use crate::recorder::Outcome;
 use crate::{LoadConfig, LoadError};
 
@@ -27,12 +27,12 @@ pub(crate) struct Target {
     /// For error messages.
     pub display: String,
     method: Method,
-    /// Origin-form for HTTP/1, absolute-form (scheme + authority) for HTTP/2.
+    /// HTTP/2: absolute-form (scheme + authority, which becomes `:authority`).
     uri: Uri,
-    /// HTTP/1 only: HTTP/2 carries it in `:authority` via the absolute URI.
-    host: Option<HeaderValue>,
     /// Built once; each request clones a reference, not the bytes.
     body: Bytes,
+    /// HTTP/1: the whole request as it goes on the wire, encoded once.
+    h1_request: Bytes,
     timeout: Duration,
 }
 
@@ -55,39 +55,36 @@ impl Target {
             })?;
         let path = cfg.target.path_and_query().map_or("/", |p| p.as_str());
         let authority_value = cfg.host.clone().unwrap_or_else(|| authority.to_string());
-        let uri: Uri = if cfg.http2 {
-            format!("http://{authority_value}{path}")
+        let (method, body) = if cfg.body_size == 0 {
+            (Method::GET, Bytes::new())
+        } else {
+            (Method::POST, Bytes::from(vec![b'x'; cfg.body_size]))
+        };
+        let (uri, h1_request) = if cfg.http2 {
+            let uri = format!("http://{authority_value}{path}")
                 .parse()
                 .map_err(|e| {
                     LoadError::Config(vec![format!(
                         "host {authority_value:?}: cannot form a request URI: {e}"
                     )])
-                })?
+                })?;
+            (uri, Bytes::new())
         } else {
-            path.parse()
-                .expect("a path taken from a valid URI is valid")
-        };
-        let host = if cfg.http2 {
-            None
-        } else {
-            Some(HeaderValue::from_str(&authority_value).map_err(|e| {
+            HeaderValue::from_str(&authority_value).map_err(|e| {
                 LoadError::Config(vec![format!(
                     "host {authority_value:?}: not a valid header value: {e}"
                 )])
-            })?)
-        };
-        let (method, body) = if cfg.body_size == 0 {
-            (Method::GET, Bytes::new())
-        } else {
-            (Method::POST, Bytes::from(vec![b'x'; cfg.body_size]))
+            })?;
+            let request = h1::encode_request(method.as_str(), path, &authority_value, &body);
+            (Uri::default(), request)
         };
         Ok(Target {
             addr,
             display: cfg.target.to_string(),
             method,
             uri,
-            host,
             body,
+            h1_request,
             timeout: cfg.timeout,
         })
     }
@@ -96,21 +93,24 @@ impl Target {
         self.timeout
     }
 
+    /// An HTTP/2 request.
     pub fn request(&self) -> Request<ReqBody> {
         let mut req = Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
-        if let Some(host) = &self.host {
-            req.headers_mut().insert(header::HOST, host.clone());
-        }
         req
     }
 
-    async fn tcp(&self) -> std::io::Result<TokioIo<TcpStream>> {
+    /// The HTTP/1 request's bytes.
+    pub fn h1_request(&self) -> &[u8] {
+        &self.h1_request
+    }
+
+    async fn tcp(&self) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect(self.addr).await?;
         // Requests are small writes that must leave at once, not wait for Nagle.
         stream.set_nodelay(true)?;
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 }
 
@@ -134,80 +134,142 @@ async fn with_timeout<T>(
         .unwrap_or(Err(ConnectError::Timeout(limit)))
 }
 
-type H1Driver = http1::Connection<TokioIo<TcpStream>, ReqBody>;
+/// Bytes read per `read` call; a response head must fit in [`h1::MAX_HEAD`].
+const READ_BUF: usize = 16 * 1024;
 
-/// An HTTP/1 connection whose driver is polled by the task that uses it, so a request and its
-/// response never cross threads on the client side.
+/// An HTTP/1.1 connection with one request in flight at a time (see [`crate::h1`]).
 pub(crate) struct H1Conn {
-    sender: http1::SendRequest<ReqBody>,
-    driver: Pin<Box<H1Driver>>,
+    io: TcpStream,
+    buf: Vec<u8>,
+    /// Unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
 }
 
 impl H1Conn {
     pub async fn connect(target: &Target) -> Result<H1Conn, ConnectError> {
         with_timeout(target.timeout, async {
-            let io = target.tcp().await?;
-            // One flat write per request instead of writev: fewer, cheaper syscalls for the
-            // small requests a benchmark sends.
-            let (sender, driver) = http1::Builder::new().writev(false).handshake(io).await?;
             Ok(H1Conn {
-                sender,
-                driver: Box::pin(driver),
+                io: target.tcp().await?,
+                buf: vec![0; READ_BUF],
+                start: 0,
+                end: 0,
             })
         })
         .await
     }
 
-    /// Resolves when the server closes the idle connection (or it fails); drop it then.
+    /// Resolves when the server closes the idle connection, fails it or sends bytes nobody
+    /// asked for; drop it then. Cancel-safe: used in a `select!` with the next slot.
     pub async fn closed(&mut self) {
-        let _ = self.driver.as_mut().await;
-    }
-
-    /// Waits until the connection can take a request, driving it meanwhile. False when it
-    /// cannot (the server closed it, e.g. after `Connection: close`): reconnect, nothing was
-    /// sent, so nothing failed.
-    pub async fn ready(&mut self) -> bool {
-        let H1Conn { sender, driver } = self;
-        let ready = pin!(sender.ready());
-        matches!(
-            future::select(ready, driver.as_mut()).await,
-            Either::Left((Ok(()), _))
-        )
+        loop {
+            if self.io.readable().await.is_err() {
+                return;
+            }
+            match self.io.try_read(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
+        }
     }
 
     /// Sends one request and reads its whole response. Returns the connection if it is still
     /// usable. The caller applies the timeout (dropping the connection with it).
-    pub async fn exchange(self, req: Request<ReqBody>) -> (Option<H1Conn>, Outcome) {
-        let H1Conn { sender, mut driver } = self;
-        let mut exchange = pin!(h1_exchange(sender, req));
-        match future::select(exchange.as_mut(), driver.as_mut()).await {
-            Either::Left(((sender, outcome), _)) => {
-                let reusable = matches!(outcome, Outcome::Response(_) | Outcome::Shed(_))
-                    && !sender.is_closed();
-                (reusable.then_some(H1Conn { sender, driver }), outcome)
-            }
-            Either::Right(_) => {
-                // The connection ended first; the response may still be complete in the
-                // buffer. Dropping the driver makes a pending exchange fail instead of hang.
-                drop(driver);
-                let (_, outcome) = exchange.await;
-                (None, outcome)
+    pub async fn exchange(mut self, req: &[u8]) -> (Option<H1Conn>, Outcome) {
+        match self.round_trip(req).await {
+            Ok((outcome, reusable)) => (reusable.then_some(self), outcome),
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP/1 exchange failed");
+                (None, Outcome::Failed(error_class::IO))
             }
         }
     }
-}
 
-async fn h1_exchange(
-    mut sender: http1::SendRequest<ReqBody>,
-    req: Request<ReqBody>,
-) -> (http1::SendRequest<ReqBody>, Outcome) {
-    // hyper's HTTP/1 sender is ready again only after the driver has seen the end of the
-    // previous response; waiting here (the driver is polled alongside) avoids "not ready".
-    if sender.ready().await.is_err() {
-        return (sender, Outcome::Failed(error_class::IO));
+    async fn round_trip(&mut self, req: &[u8]) -> Result<(Outcome, bool), WireError> {
+        // Nothing is pipelined, and a response followed by stray bytes ends the connection:
+        // the buffer is empty here.
+        self.start = 0;
+        self.end = 0;
+        self.io.write_all(req).await?;
+        let head = loop {
+            let head = loop {
+                if let Some(head) = h1::parse_head(&self.buf[self.start..self.end])? {
+                    break head;
+                }
+                self.fill().await?;
+            };
+            self.start += head.len;
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(WireError::Upgrade);
+            }
+            // Interim responses (100 Continue, 103 Early Hints) precede the real one.
+            if !head.status.is_informational() {
+                break head;
+            }
+        };
+        match head.framing {
+            Framing::Length(mut left) => {
+                while left > 0 {
+                    if self.start == self.end {
+                        self.fill().await?;
+                    }
+                    let take = left.min((self.end - self.start) as u64);
+                    self.start += take as usize;
+                    left -= take;
+                }
+            }
+            Framing::Chunked => {
+                let mut chunked = Chunked::new();
+                while chunked != Chunked::Done {
+                    if self.start == self.end {
+                        self.fill().await?;
+                    }
+                    self.start += chunked.skip(&self.buf[self.start..self.end])?;
+                }
+            }
+            Framing::UntilClose => loop {
+                self.start = 0;
+                self.end = 0;
+                match self.fill().await {
+                    Ok(()) => {}
+                    Err(WireError::Eof) => break,
+                    Err(e) => return Err(e),
+                }
+            },
+        }
+        let outcome = if head.shed {
+            Outcome::Shed(head.status)
+        } else {
+            Outcome::Response(head.status)
+        };
+        Ok((outcome, head.keep_alive && self.start == self.end))
     }
-    let outcome = response_outcome(sender.send_request(req).await).await;
-    (sender, outcome)
+
+    /// Reads more into the buffer (making room first): at least one byte, or `Eof`.
+    async fn fill(&mut self) -> Result<(), WireError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() <= h1::MAX_HEAD {
+                // Only a head bigger than the buffer gets here (bodies are consumed as read).
+                self.buf.resize(self.buf.len() * 2, 0);
+            } else {
+                return Err(WireError::HeadTooLarge);
+            }
+        }
+        match self.io.read(&mut self.buf[self.end..]).await? {
+            0 => Err(WireError::Eof),
+            n => {
+                self.end += n;
+                Ok(())
+            }
+        }
+    }
 }
 
 async fn response_outcome(res: hyper::Result<http::Response<Incoming>>) -> Outcome {
@@ -244,7 +306,7 @@ pub(crate) struct H2Conn {
 impl H2Conn {
     pub async fn connect(target: &Target) -> Result<H2Conn, ConnectError> {
         with_timeout(target.timeout, async {
-            let io = target.tcp().await?;
+            let io = TokioIo::new(target.tcp().await?);
             let (sender, driver) = http2::Builder::new(TokioExecutor::new())
                 // Large windows: a benchmark should not be throttled by flow control.
                 .initial_stream_window_size(1 << 20)

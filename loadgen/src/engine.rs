@@ -1,19 +1,20 @@
 //! Wires a run together: connections, sequencer (open loop), connection tasks, recorders.
 
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio::sync::Mutex;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 
 use crate::client::{H1Conn, H2Conn, Target};
 use crate::error_class;
 use crate::recorder::{merge, Outcome, Recorder};
-use crate::sequencer::{self, Sink, Slot};
+use crate::sequencer::{self, Sink, Slot, SlotQueue};
 use crate::timing::Window;
 use crate::{LoadConfig, LoadError, Mode, Progress};
 
@@ -101,8 +102,7 @@ pub(crate) async fn run(
                     progress.clone(),
                 ));
             } else {
-                let (tx, rx) = unbounded_channel();
-                let queue = Arc::new(Mutex::new(rx));
+                let queue = Arc::new(SlotQueue::new(window.start, rate));
                 for conn in conns {
                     let Some(Conn::H1(conn)) = conn else {
                         unreachable!("opened as HTTP/1")
@@ -116,7 +116,7 @@ pub(crate) async fn run(
                 sequencer = Some(sequencer::spawn(
                     rate,
                     window,
-                    Sink::Shared(tx),
+                    Sink::Shared(queue),
                     progress.clone(),
                 ));
             }
@@ -178,7 +178,7 @@ enum Conn {
 enum H1Source {
     /// Open loop: slots from the sequencer, first free connection takes the oldest.
     Shared {
-        queue: Arc<Mutex<UnboundedReceiver<Slot>>>,
+        queue: Arc<SlotQueue>,
         drain_deadline: Instant,
     },
     /// Closed loop: a new request as soon as the previous one is done, until the window ends.
@@ -188,7 +188,7 @@ enum H1Source {
 impl H1Source {
     async fn next(&self) -> Option<Slot> {
         match self {
-            H1Source::Shared { queue, .. } => queue.lock().await.recv().await,
+            H1Source::Shared { queue, .. } => queue.next().await,
             H1Source::Closed {
                 active: true,
                 window,
@@ -212,6 +212,7 @@ impl H1Source {
 /// One HTTP/1 connection: one request in flight, reconnecting after failures.
 async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Recorder) -> Recorder {
     let mut conn = Some(conn);
+    let mut timer = pin!(tokio::time::sleep(target.timeout()));
     loop {
         // While idle, keep polling the connection so a close by the server is noticed now,
         // not as a failed request later.
@@ -233,11 +234,7 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
             );
             continue;
         }
-        let usable = match conn.take() {
-            Some(mut c) => c.ready().await.then_some(c),
-            None => None,
-        };
-        let c = match usable {
+        let c = match conn.take() {
             Some(c) => c,
             None => match H1Conn::connect(&target).await {
                 Ok(c) => {
@@ -259,7 +256,6 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
                 }
             },
         };
-        let req = target.request();
         let sent = Instant::now();
         // In the closed loop there is no schedule: the send is the start.
         let scheduled = if src.is_closed_loop() {
@@ -267,15 +263,42 @@ async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Reco
         } else {
             slot.scheduled
         };
-        let (next, outcome) = match tokio::time::timeout(target.timeout(), c.exchange(req)).await {
-            Ok(r) => r,
+        let exchange = c.exchange(target.h1_request());
+        let (next, outcome) = match within(timer.as_mut(), sent + target.timeout(), exchange).await
+        {
+            Some(r) => r,
             // The connection's state is unknown after a timeout: drop it.
-            Err(_) => (None, Outcome::Failed(error_class::TIMEOUT)),
+            None => (None, Outcome::Failed(error_class::TIMEOUT)),
         };
         rec.record(scheduled, Some(sent), Instant::now(), outcome);
         conn = next;
     }
     rec
+}
+
+/// `fut`, or `None` at `deadline`. `timer` is the task's one timer, re-armed lazily: it is
+/// only ever armed for an earlier request's deadline, which cannot be later than this one, so
+/// when it fires too early it is moved to `deadline` and otherwise left alone. That is one
+/// timer-wheel update per timeout period instead of one per request (`tokio::time::timeout`),
+/// and a request still times out at `deadline`.
+async fn within<T>(
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let mut fut = pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline.into());
+            }
+        }
+    }
 }
 
 enum H2Source {

@@ -19,6 +19,7 @@
 mod client;
 pub mod echo;
 mod engine;
+mod h1;
 mod recorder;
 mod sequencer;
 pub mod serve;

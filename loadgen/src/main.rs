@@ -74,7 +74,8 @@ struct RunArgs {
     /// stdout after the table (how the kind substrate reads it from the pod's log).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Runtime worker threads [default: min(cores, 2)].
+    /// Runtime worker threads [default: min(cores, 2)]; 1 runs everything on one thread
+    /// (the open loop's sequencer keeps its own).
     #[arg(long)]
     threads: Option<usize>,
     /// Wait this long after printing the record before exiting: a pod's
@@ -198,8 +199,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     cfg.validate()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load = runtime(args.threads.unwrap_or(cores.min(2)))?
-        .block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
+    let threads = args.threads.unwrap_or(cores.min(2));
+    let rt = if threads == 1 {
+        // Every task on the thread that blocks on the run: nothing is handed between a
+        // parked main thread and one worker, and no work-stealing bookkeeping.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+    } else {
+        runtime(threads)?
+    };
+    let load = rt.block_on(loadgen::run(cfg, Arc::new(Progress::default())))?;
     print!("{}", loadgen::table(&load));
     match &args.json {
         Some(path) if path.as_os_str() == "-" => println!("{}", loadgen::record_line(&load)),

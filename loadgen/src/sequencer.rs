@@ -3,14 +3,21 @@
 //! It never waits for the senders: a slot that finds no free sender waits in a queue and that
 //! wait shows up in the corrected latency, which is the point of an open loop.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 
-use crate::timing::{precise_timer_slack, slot_offset, wait_until, Window};
+use crate::timing::{precise_timer_slack, slot_offset, wait_until, wait_until_coarse, Window};
 use crate::Progress;
+
+/// Above this rate the sequencer no longer spins out the last [`crate::timing::SPIN`] of each
+/// wait (that would take more than a quarter of a core): it sleeps to each slot and releases
+/// every slot that is due when it wakes. A sleep overshoots by tens of µs, so slots then go
+/// out up to that much after their time, which their corrected latency shows.
+pub(crate) const SPIN_MAX_RATE: f64 = 4_000.0;
 
 /// A unit of work: send one request, whose latency counts from `scheduled`.
 #[derive(Debug, Clone, Copy)]
@@ -18,61 +25,163 @@ pub(crate) struct Slot {
     pub scheduled: Instant,
 }
 
+/// HTTP/1's one FIFO shared by all connections: slot `i` is due at `start + i / rate`, and
+/// the queue only counts how many slots were released and how many taken, so a release is
+/// one atomic store and a free connection takes the oldest slot with one compare-and-swap.
+pub(crate) struct SlotQueue {
+    start: Instant,
+    rate: f64,
+    released: AtomicU64,
+    taken: AtomicU64,
+    /// The sequencer is done: nothing more will be released.
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl SlotQueue {
+    pub fn new(start: Instant, rate: f64) -> Self {
+        Self {
+            start,
+            rate,
+            released: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
+    /// The oldest released slot not yet taken, waiting for one; `None` once the sequencer is
+    /// done and every slot is taken. Cancel-safe (a slot is taken only in the poll that
+    /// returns it).
+    pub async fn next(&self) -> Option<Slot> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a release or the close in between is not missed.
+            notified.as_mut().enable();
+            let closed = self.closed.load(Ordering::Acquire);
+            if let Some(slot) = self.try_take() {
+                return Some(slot);
+            }
+            if closed {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    fn try_take(&self) -> Option<Slot> {
+        let mut i = self.taken.load(Ordering::Relaxed);
+        loop {
+            let released = self.released.load(Ordering::Acquire);
+            if i >= released {
+                return None;
+            }
+            match self.taken.compare_exchange_weak(i, i + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    // A batch wakes one waiter; each taker passes the wake on while slots
+                    // are left, so no released slot waits for the next release.
+                    if i + 1 < released {
+                        self.notify.notify_one();
+                    }
+                    return Some(Slot {
+                        scheduled: self.start + slot_offset(i, self.rate),
+                    });
+                }
+                Err(now) => i = now,
+            }
+        }
+    }
+
+    fn release_through(&self, count: u64) {
+        self.released.store(count, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
 /// Where released slots go.
 pub(crate) enum Sink {
-    /// HTTP/1: one FIFO shared by all connections.
-    Shared(UnboundedSender<Slot>),
+    /// HTTP/1: one queue shared by all connections.
+    Shared(Arc<SlotQueue>),
     /// HTTP/2: one queue per connection, filled round robin.
     RoundRobin(Vec<UnboundedSender<Slot>>),
 }
 
 impl Sink {
-    /// False once nobody listens any more (the run was dropped).
-    fn release(&mut self, i: u64, slot: Slot) -> bool {
+    /// Releases slots `from..to`. False once nobody listens any more (the run was dropped).
+    fn release(&mut self, from: u64, to: u64, slot: impl Fn(u64) -> Slot) -> bool {
         match self {
-            Sink::Shared(tx) => tx.send(slot).is_ok(),
+            Sink::Shared(queue) => {
+                queue.release_through(to);
+                Arc::strong_count(queue) > 1
+            }
             Sink::RoundRobin(txs) => {
                 let n = txs.len() as u64;
-                txs[(i % n) as usize].send(slot).is_ok()
+                (from..to).all(|i| txs[(i % n) as usize].send(slot(i)).is_ok())
             }
         }
     }
 }
 
-/// Starts the sequencer thread. It ends after the last slot before `window.end` (dropping the
-/// senders, which tells the connection tasks that no more work comes) or when the receivers
-/// are gone.
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Sink::Shared(queue) = self {
+            queue.close();
+        }
+    }
+}
+
+/// Starts the sequencer thread. It ends after the last slot before `window.end` (closing the
+/// queues, which tells the connection tasks that no more work comes) or when the receivers
+/// are gone. Slot `i` is released at `window.start + i / rate`, never before.
 pub(crate) fn spawn(
     rate: f64,
     window: Window,
     mut sink: Sink,
     progress: Arc<Progress>,
 ) -> std::io::Result<std::thread::JoinHandle<u64>> {
+    let precise = rate <= SPIN_MAX_RATE;
     std::thread::Builder::new()
         .name("loadgen-sequencer".into())
         .spawn(move || {
             precise_timer_slack();
+            let at = |i: u64| window.start + slot_offset(i, rate);
+            let slot = |i: u64| Slot { scheduled: at(i) };
             let mut warm = window.warm_end > window.start;
             let mut released = 0;
-            for i in 0u64.. {
-                let scheduled = window.start + slot_offset(i, rate);
-                if scheduled >= window.end {
-                    break;
-                }
+            while at(released) < window.end {
+                let scheduled = at(released);
                 if warm && scheduled >= window.warm_end {
                     wait_until(window.warm_end);
                     progress.in_warmup.store(false, Ordering::Relaxed);
                     warm = false;
                 }
-                // Overdue slots (the thread was descheduled) go out at once, keeping their
-                // scheduled time: the delay is measured, never skipped.
-                wait_until(scheduled);
-                if !sink.release(i, Slot { scheduled }) {
+                if precise {
+                    wait_until(scheduled);
+                } else {
+                    wait_until_coarse(scheduled);
+                }
+                // Every slot whose time has come goes now: overdue ones (the thread slept
+                // long, or was descheduled) keep their scheduled time, so the delay is
+                // measured, never skipped. A batch stops at the warm-up's end so the flag
+                // above flips before the first measured slot goes out.
+                let now = Instant::now();
+                let mut to = released + 1;
+                while at(to) <= now && at(to) < window.end && !(warm && at(to) >= window.warm_end) {
+                    to += 1;
+                }
+                if !sink.release(released, to, slot) {
                     break;
                 }
-                released += 1;
+                released = to;
             }
             progress.in_warmup.store(false, Ordering::Relaxed);
+            drop(sink);
             released
         })
 }
@@ -82,23 +191,74 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Takes slots as fast as it can on its own thread until the queue closes, noting when.
+    fn drain(queue: Arc<SlotQueue>) -> std::thread::JoinHandle<Vec<(Instant, Instant)>> {
+        std::thread::spawn(move || {
+            let mut taken = Vec::new();
+            loop {
+                let closed = queue.closed.load(Ordering::Acquire);
+                match queue.try_take() {
+                    Some(slot) => taken.push((slot.scheduled, Instant::now())),
+                    None if closed => return taken,
+                    None => std::thread::yield_now(),
+                }
+            }
+        })
+    }
+
     #[test]
-    fn releases_every_slot_on_time_and_in_order() {
-        let start = Instant::now() + Duration::from_millis(5);
-        let window = Window::new(start, Duration::from_millis(50), Duration::from_millis(200));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let progress = Arc::new(Progress::default());
-        progress.in_warmup.store(true, Ordering::Relaxed);
-        let h = spawn(1000.0, window, Sink::Shared(tx), progress.clone()).unwrap();
-        let released = h.join().unwrap();
-        assert_eq!(released, 250);
-        assert!(!progress.in_warmup.load(Ordering::Relaxed));
-        let mut i = 0;
-        while let Ok(slot) = rx.try_recv() {
-            assert_eq!(slot.scheduled, start + slot_offset(i, 1000.0));
-            i += 1;
+    fn releases_every_slot_in_order_and_never_early() {
+        // One rate that spins (exact releases) and one that sleeps and releases in batches.
+        for rate in [1_000.0, 50_000.0] {
+            let start = Instant::now() + Duration::from_millis(5);
+            let window = Window::new(start, Duration::from_millis(50), Duration::from_millis(200));
+            let queue = Arc::new(SlotQueue::new(start, rate));
+            let taker = drain(queue.clone());
+            let progress = Arc::new(Progress::default());
+            progress.in_warmup.store(true, Ordering::Relaxed);
+            let h = spawn(rate, window, Sink::Shared(queue), progress.clone()).unwrap();
+            let released = h.join().unwrap();
+            let expected = (rate * 0.25) as u64;
+            assert_eq!(released, expected, "rate {rate}");
+            assert!(!progress.in_warmup.load(Ordering::Relaxed));
+            let taken = taker.join().unwrap();
+            assert_eq!(taken.len() as u64, expected, "rate {rate}");
+            for (i, (scheduled, at)) in taken.into_iter().enumerate() {
+                assert_eq!(scheduled, start + slot_offset(i as u64, rate), "rate {rate}");
+                assert!(at >= scheduled, "rate {rate}: slot {i} taken before its time");
+            }
         }
-        assert_eq!(i, 250);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn queue_wakes_a_waiter_per_slot_and_ends_when_closed() {
+        let queue = Arc::new(SlotQueue::new(Instant::now(), 1_000.0));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let q = queue.clone();
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while q.next().await.is_some() {
+                        n += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    n
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // One batch of five while all three wait: every slot is taken, none waits for more.
+        queue.release_through(5);
+        weft_testkit::eventually_async("five slots taken", || async {
+            (queue.taken.load(Ordering::Relaxed) == 5).then_some(())
+        })
+        .await;
+        queue.close();
+        let mut total = 0;
+        for w in waiters {
+            total += w.await.unwrap();
+        }
+        assert_eq!(total, 5);
     }
 
     #[test]
@@ -123,16 +283,15 @@ mod tests {
             }
             assert_eq!(n, 10);
         }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        drop(rx);
+        let queue = Arc::new(SlotQueue::new(Instant::now(), 1000.0));
         let window = Window::new(Instant::now(), Duration::ZERO, Duration::from_secs(3600));
         let h = spawn(
             1000.0,
             window,
-            Sink::Shared(tx),
+            Sink::Shared(queue),
             Arc::new(Progress::default()),
         )
         .unwrap();
-        assert_eq!(h.join().unwrap(), 0);
+        assert_eq!(h.join().unwrap(), 0, "stops at the first release once nobody takes slots");
     }
 }

@@ -43,6 +43,18 @@ pub(crate) fn wait_until(deadline: Instant) {
     }
 }
 
+/// Blocks the calling OS thread until `deadline` by sleeping only (never returns early). With
+/// the 1 µs timer slack it overshoots by tens of µs (see [`SPIN`]) and costs no CPU meanwhile.
+pub(crate) fn wait_until_coarse(deadline: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep(deadline - now);
+    }
+}
+
 /// Offset of slot `i` from the start of an open-loop schedule at `rate` requests per second.
 /// Computed from `i` each time (never accumulated) so rounding cannot drift the rate.
 pub(crate) fn slot_offset(i: u64, rate: f64) -> Duration {

@@ -162,6 +162,51 @@ fn stall_shows_in_corrected_latency_not_service_time() {
     assert!(s.late_sends >= 150, "late sends {}", s.late_sends);
 }
 
+/// 2b. The same above the rate where the sequencer stops spinning and releases due slots in
+///     batches: a stall's slots are still sent late and counted as late sends, and their
+///     latency still counts from their scheduled time.
+#[test]
+fn stall_at_a_batched_rate_is_still_late_and_timed_from_the_schedule() {
+    let _x = exclusive();
+    let server = Server::start(&[]);
+    let progress = Arc::new(Progress::default());
+    let cfg = config(
+        &server,
+        Mode::Open { rate: 5_000.0 },
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        16,
+    );
+    let rt = runtime();
+    let run = rt.spawn(loadgen::run(cfg, progress.clone()));
+    eventually("the warm-up to end", || {
+        (!progress.in_warmup.load(Ordering::Relaxed)).then_some(())
+    });
+    eventually("2,500 measured requests before the stall", || {
+        (progress.completed.load(Ordering::Relaxed) >= 2_500).then_some(())
+    });
+    // The experiment: the target stalls for 500 ms (2,500 slots).
+    kill(server.pid(), Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    kill(server.pid(), Signal::SIGCONT).unwrap();
+    let s = rt.block_on(run).unwrap().unwrap();
+    println!("{}", loadgen::table(&s));
+    assert_eq!(s.errors, 0, "{:?}", s.errors_by_class);
+    assert_eq!(s.requests, 10_000);
+    assert!(s.late_sends >= 2_000, "late sends {}", s.late_sends);
+    assert!(
+        s.latency_us.p99 >= 250_000.0,
+        "corrected p99 {} µs does not show the 500 ms stall",
+        s.latency_us.p99
+    );
+    assert!(
+        s.service_time_us.p99 < s.latency_us.p99 / 2.0,
+        "service p99 {} µs should not show the stall (corrected p99 {} µs)",
+        s.service_time_us.p99,
+        s.latency_us.p99
+    );
+}
+
 /// 3. Closed loop: no schedule, so latency and service time are the same distribution.
 #[test]
 fn closed_loop_latency_equals_service_time() {
