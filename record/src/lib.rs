@@ -35,7 +35,7 @@ pub use conformance::{Status, TestResult};
 pub use crosscheck::{CrossCheck, ProxyWindow, Sent};
 pub use faults::{FaultRun, Hardening, OverloadRun};
 pub use soak::Soak;
-pub use summary::CellSummary;
+pub use summary::{CellId, CellSummary};
 pub use sweep::{SweepPoint, SweepRun};
 pub use hist::HistogramError;
 pub use hostile::HostileRun;

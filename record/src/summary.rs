@@ -8,16 +8,55 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One variant under one load, summarised over its repetitions.
+/// Which cell: one variant under one load. Every type that names a cell
+/// (this summary, `bench compare`'s per-cell diff, a stored-baseline
+/// regression) holds one, flattened in JSON, so the seven fields are
+/// spelled and ordered in one place.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CellSummary {
+pub struct CellId {
     pub substrate: String,
     pub scenario: String,
     pub variant: String,
+    /// The load's protocol (`http1`, `http2`, ...).
     pub protocol: String,
+    /// `open` or `closed`.
     pub mode: String,
+    /// Open loop: requests/s asked for; `null` for closed loop.
     pub rate: Option<f64>,
+    /// Closed loop: requests in flight; `null` for open loop.
     pub concurrency: Option<u32>,
+}
+
+impl CellId {
+    /// The cell a load run belongs to.
+    pub fn of(run: &crate::Run) -> CellId {
+        CellId {
+            substrate: run.substrate.clone(),
+            scenario: run.scenario.clone(),
+            variant: run.variant.clone(),
+            protocol: run.load.protocol.clone(),
+            mode: run.load.mode.clone(),
+            rate: run.load.rate,
+            concurrency: run.load.concurrency,
+        }
+    }
+
+    /// Whether `other` is the same load (everything but the variant).
+    pub fn same_load(&self, other: &CellId) -> bool {
+        self.substrate == other.substrate
+            && self.scenario == other.scenario
+            && self.protocol == other.protocol
+            && self.mode == other.mode
+            && self.rate == other.rate
+            && self.concurrency == other.concurrency
+    }
+}
+
+/// One variant under one load, summarised over its repetitions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellSummary {
+    #[serde(flatten)]
+    pub id: CellId,
     pub repetitions: usize,
     /// By figure name (`p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us`,
     /// `achieved_rps`, `proxy_cpu_per_krps`, `proxy_rss_peak_bytes`,

@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::conformance::Matrix;
 use crate::noise::{Bootstrap, Direction, Judgement};
 use crate::{Percentiles, Report, Run};
+use record::CellId;
 
 /// Everything derived from one report, computed once: the cells, their
 /// groups, the conformance matrix, and the report itself for what is shown
@@ -88,18 +89,11 @@ impl<'r> Comparison<'r> {
                 let o = stored.cells.iter().find(|o| o.variant == c.variant && o.group() == key)?;
                 let both = |a: Option<f64>, b: Option<f64>| Some(Change { stored: a?, current: b? });
                 Some(Regression {
-                    subject: c.subject(),
+                    id: c.id(),
                     p50_us: Change { stored: o.latency_us.p50, current: c.latency_us.p50 },
                     p99_us: Change { stored: o.latency_us.p99, current: c.latency_us.p99 },
                     proxy_rss_bytes: both(o.proxy_rss_peak.map(|b| b as f64), c.proxy_rss_peak.map(|b| b as f64)),
                     proxy_cpu_per_krps: both(o.proxy_cpu_per_krps, c.proxy_cpu_per_krps),
-                    substrate: c.substrate.clone(),
-                    scenario: c.scenario.clone(),
-                    variant: c.variant.clone(),
-                    protocol: c.protocol.clone(),
-                    mode: c.mode.clone(),
-                    rate: c.rate,
-                    concurrency: c.concurrency,
                 })
             })
             .collect()
@@ -151,13 +145,7 @@ impl Comparison<'_> {
                     })
                     .collect();
                 record::CellSummary {
-                    substrate: c.substrate.clone(),
-                    scenario: c.scenario.clone(),
-                    variant: c.variant.clone(),
-                    protocol: c.protocol.clone(),
-                    mode: c.mode.clone(),
-                    rate: c.rate,
-                    concurrency: c.concurrency,
+                    id: c.id(),
                     repetitions: c.repetitions,
                     figures,
                     added,
@@ -182,6 +170,24 @@ fn verdict_key(v: crate::noise::Verdict) -> &'static str {
         Verdict::WithinNoise => "within-noise",
         Verdict::TooFewRepetitions => "too-few-repetitions",
     }
+}
+
+/// The Debian/Ubuntu package of each peer a run can compare against.
+const PEER_PACKAGES: [(&str, &str); 4] = [("nginx", "nginx"), ("haproxy", "haproxy"), ("wrk", "wrk"), ("h2load", "nghttp2-client")];
+
+/// One command that installs every peer the record skipped because it was
+/// not installed (`None` when none was), for the reports to print beside
+/// the skipped variants.
+pub fn install_missing_peers(report: &Report) -> Option<String> {
+    let mut packages: Vec<&str> = Vec::new();
+    for s in report.skipped.iter().filter(|s| s.reason.contains("not found")) {
+        if let Some((_, pkg)) = PEER_PACKAGES.iter().find(|(peer, _)| s.variant == *peer || s.reason.starts_with(&format!("{peer} not found"))) {
+            if !packages.contains(pkg) {
+                packages.push(pkg);
+            }
+        }
+    }
+    (!packages.is_empty()).then(|| format!("sudo apt-get install -y {}", packages.join(" ")))
 }
 
 /// Name of the variant that has nothing between load generator and server.
@@ -350,11 +356,12 @@ impl Cell {
         self.variant == BASELINE
     }
 
-    /// The group this cell belongs to.
-    pub fn group(&self) -> GroupKey {
-        GroupKey {
+    /// Which cell this is, as the record and `bench compare` name it.
+    pub fn id(&self) -> CellId {
+        CellId {
             substrate: self.substrate.clone(),
             scenario: self.scenario.clone(),
+            variant: self.variant.clone(),
             protocol: self.protocol.clone(),
             mode: self.mode.clone(),
             rate: self.rate,
@@ -362,10 +369,20 @@ impl Cell {
         }
     }
 
+    /// The group this cell belongs to.
+    pub fn group(&self) -> GroupKey {
+        GroupKey::from(&self.id())
+    }
+
     /// `scenario/variant/load`, the way gates and regressions name a cell.
     pub fn subject(&self) -> String {
-        format!("{}/{}/{}", self.scenario, self.variant, load_label(self.rate, self.concurrency))
+        subject(&self.id())
     }
+}
+
+/// `scenario/variant/load`: how gates, regressions and `bench compare` name a cell.
+pub fn subject(id: &CellId) -> String {
+    format!("{}/{}/{}", id.scenario, id.variant, load_label(id.rate, id.concurrency))
 }
 
 /// `1000 rps` for open loop, `c=32` for closed loop.
@@ -386,7 +403,8 @@ pub fn trim_float(v: f64) -> String {
     }
 }
 
-/// What was held constant across the variants of a group.
+/// What was held constant across the variants of a group: a [`CellId`]
+/// without its variant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupKey {
     pub substrate: String,
@@ -397,16 +415,22 @@ pub struct GroupKey {
     pub concurrency: Option<u32>,
 }
 
+impl From<&CellId> for GroupKey {
+    fn from(id: &CellId) -> Self {
+        GroupKey {
+            substrate: id.substrate.clone(),
+            scenario: id.scenario.clone(),
+            protocol: id.protocol.clone(),
+            mode: id.mode.clone(),
+            rate: id.rate,
+            concurrency: id.concurrency,
+        }
+    }
+}
+
 impl GroupKey {
     fn of(run: &Run) -> Self {
-        GroupKey {
-            substrate: run.substrate.clone(),
-            scenario: run.scenario.clone(),
-            protocol: run.load.protocol.clone(),
-            mode: run.load.mode.clone(),
-            rate: run.load.rate,
-            concurrency: run.load.concurrency,
-        }
+        GroupKey::from(&CellId::of(run))
     }
 
     /// Open loop before closed loop, then by rising load.
@@ -432,7 +456,7 @@ impl GroupKey {
 fn variant_class(variant: &str) -> u8 {
     if variant == BASELINE {
         0
-    } else if variant == "weft" || variant.starts_with("weft-") {
+    } else if variant == "weft" || variant.starts_with("weft-") || variant.starts_with("weft@") {
         1
     } else {
         2
@@ -581,15 +605,7 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
 /// Percentages are `(current - stored) / stored * 100`: positive is worse.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Regression {
-    pub substrate: String,
-    pub scenario: String,
-    pub variant: String,
-    pub protocol: String,
-    pub mode: String,
-    pub rate: Option<f64>,
-    pub concurrency: Option<u32>,
-    /// `scenario/variant/load`.
-    pub subject: String,
+    pub id: CellId,
     pub p50_us: Change,
     pub p99_us: Change,
     pub proxy_rss_bytes: Option<Change>,

@@ -74,7 +74,7 @@ impl Metric {
     }
 
     /// A signed difference in the same unit.
-    fn format_signed(self, v: f64) -> String {
+    pub fn format_signed(self, v: f64) -> String {
         let s = self.format(v.abs());
         if v > 0.0 {
             format!("+{s}")
@@ -115,13 +115,8 @@ impl MetricDiff {
 /// One cell measured in both records.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CellDiff {
-    pub substrate: String,
-    pub scenario: String,
-    pub variant: String,
-    pub protocol: String,
-    pub mode: String,
-    pub rate: Option<f64>,
-    pub concurrency: Option<u32>,
+    #[serde(flatten)]
+    pub id: record::CellId,
     /// `scenario/variant/load`.
     pub subject: String,
     pub metrics: Vec<MetricDiff>,
@@ -183,13 +178,7 @@ impl RecordDiff {
                 })
                 .collect();
             cells.push(CellDiff {
-                substrate: cc.substrate.clone(),
-                scenario: cc.scenario.clone(),
-                variant: cc.variant.clone(),
-                protocol: cc.protocol.clone(),
-                mode: cc.mode.clone(),
-                rate: cc.rate,
-                concurrency: cc.concurrency,
+                id: cc.id(),
                 subject: cc.subject(),
                 metrics,
             });
@@ -223,7 +212,7 @@ impl RecordDiff {
             "verdict".to_owned(),
         ]];
         for c in &self.cells {
-            let cell = format!("{} {} {}", c.substrate, c.subject, c.protocol);
+            let cell = format!("{} {} {}", c.id.substrate, c.subject, c.id.protocol);
             for m in &c.metrics {
                 let (a, b, d, n) = match &m.judgement {
                     Some(j) => {

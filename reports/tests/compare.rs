@@ -77,7 +77,7 @@ fn versus_stored_reports_percent_changes_for_matching_cells() {
     let regs = Comparison::of(&current).versus(&Comparison::of(&stored));
     assert_eq!(regs.len(), 1, "only weft@1000 is in both records");
     let r = &regs[0];
-    assert_eq!(r.subject, "s/weft/1000 rps");
+    assert_eq!(reports::compare::subject(&r.id), "s/weft/1000 rps");
     let p50 = r.p50_us.pct().unwrap();
     assert!(p50 > 40.0 && p50 < 60.0, "p50 change {p50}");
     assert!((r.proxy_rss_bytes.unwrap().pct().unwrap() - 50.0).abs() < 1e-9);
@@ -118,7 +118,7 @@ fn record_diff_flags_only_the_slowed_cell() {
         for m in &c.metrics {
             match &m.judgement {
                 Some(j) => assert_eq!(j.verdict, Verdict::WithinNoise, "{} {:?}", c.subject, m.metric),
-                None => assert!(c.variant == "baseline" && matches!(m.metric, Metric::ProxyCpuPerKrps | Metric::ProxyRssBytes)),
+                None => assert!(c.id.variant == "baseline" && matches!(m.metric, Metric::ProxyCpuPerKrps | Metric::ProxyRssBytes)),
             }
         }
     }
@@ -163,7 +163,7 @@ fn the_records_cells_section_carries_spread_and_verdicts_and_round_trips() {
     let mut r = common::report(runs);
     reports::compare::summarise_into(&mut r);
     assert_eq!(r.cells.len(), 2);
-    let weft = r.cells.iter().find(|c| c.variant == "weft").unwrap();
+    let weft = r.cells.iter().find(|c| c.id.variant == "weft").unwrap();
     let p50 = weft.figures["p50_us"];
     assert_eq!((p50.n, p50.min, p50.max), (3, 300.0, 310.0), "{p50:?}");
     assert_eq!(p50.value, 305.0);
@@ -171,7 +171,7 @@ fn the_records_cells_section_carries_spread_and_verdicts_and_round_trips() {
     assert_eq!((added.verdict.as_str(), added.difference), ("worse", 100.0), "{added:?}");
     assert!(added.low.unwrap() > 0.0 && added.high.unwrap() >= added.difference);
     assert!(weft.figures.contains_key("proxy_rss_peak_bytes") && !weft.figures.contains_key("control_rss_peak_bytes"));
-    let base = r.cells.iter().find(|c| c.variant == "baseline").unwrap();
+    let base = r.cells.iter().find(|c| c.id.variant == "baseline").unwrap();
     assert!(base.added.is_empty() && !base.figures.contains_key("proxy_cpu_per_krps"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -180,4 +180,24 @@ fn the_records_cells_section_carries_spread_and_verdicts_and_round_trips() {
     let json = std::fs::read_to_string(&path).unwrap();
     assert!(json.contains("\"verdict\": \"worse\""), "{json}");
     assert_eq!(reports::io::read_report(&path).unwrap().cells, r.cells);
+}
+
+/// `bench compare --json` and its table, byte for byte as `bench` printed
+/// them before the cell identity became one `record::CellId` (flattened):
+/// tests/data/compare-a-b.{json,txt} were written by that build from
+/// compare-a.json and compare-b.json.
+#[test]
+fn compare_output_is_byte_identical_to_the_stored_one() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let read = |name: &str| reports::io::read_report(&data.join(name)).unwrap();
+    let (a, b) = (read("compare-a.json"), read("compare-b.json"));
+    let diff = reports::diff::RecordDiff::of(&a, &b, &reports::noise::Bootstrap::default()).unwrap();
+    let stored = std::fs::read_to_string(data.join("compare-a-b.json")).unwrap();
+    // As suites::commands::compare prints it: the diff plus the two paths.
+    let mut v = serde_json::to_value(&diff).unwrap();
+    v["base"] = "compare-a.json".into();
+    v["candidate"] = "compare-b.json".into();
+    assert_eq!(serde_json::to_string_pretty(&v).unwrap() + "\n", stored);
+    let text = std::fs::read_to_string(data.join("compare-a-b.txt")).unwrap();
+    assert_eq!(diff.text("compare-a.json", "compare-b.json"), text);
 }

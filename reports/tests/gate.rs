@@ -209,3 +209,68 @@ fn load_reports_a_missing_file() {
     let err = Policy::load(Path::new("/nonexistent/gates.toml")).unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent/gates.toml: cannot read"), "{err}");
 }
+
+mod same_run {
+    use super::common::{report, run};
+    use reports::gate::same_run::{judge, GateVerdict, SameRunError, SameRunTest};
+    use reports::Report;
+
+    /// Six alternating rounds of `weft@base` and `weft@candidate` with these p50s.
+    fn rounds(base: [u64; 6], candidate: [u64; 6]) -> Report {
+        let mut runs = Vec::new();
+        for (r, (b, c)) in base.into_iter().zip(candidate).enumerate() {
+            let (b, c) = (run("h1", "weft@base", 500.0, r as u32, b), run("h1", "weft@candidate", 500.0, r as u32, c));
+            if r % 2 == 0 {
+                runs.extend([b, c]);
+            } else {
+                runs.extend([c, b]);
+            }
+        }
+        report(runs)
+    }
+
+    #[test]
+    fn builds_within_each_others_noise_pass() {
+        let r = rounds([300, 310, 305, 298, 302, 307], [303, 299, 309, 301, 300, 306]);
+        let o = judge(&r, &SameRunTest::default()).unwrap();
+        assert!(o.passed, "{}", o.text());
+        let p50 = o.rows.iter().find(|r| r.metric == reports::diff::Metric::P50Us).unwrap();
+        assert_eq!((p50.id.variant.as_str(), p50.verdict), ("weft", GateVerdict::WithinNoise));
+        assert!(o.text().contains("PASSED"), "{}", o.text());
+    }
+
+    #[test]
+    fn a_clearly_slower_candidate_fails_and_a_small_sure_one_does_not() {
+        // +100 us on ~300 us in every round: beyond the noise and the 5 % margin.
+        let slow = rounds([300, 310, 305, 298, 302, 307], [400, 412, 405, 399, 404, 408]);
+        let o = judge(&slow, &SameRunTest::default()).unwrap();
+        assert!(!o.passed, "{}", o.text());
+        let p50 = o.rows.iter().find(|r| r.metric == reports::diff::Metric::P50Us).unwrap();
+        assert_eq!(p50.verdict, GateVerdict::Regression, "{}", o.text());
+        let (low, _) = p50.judgement.as_ref().unwrap().interval.unwrap();
+        assert!(low > p50.margin.unwrap());
+        assert!(o.text().contains("REGRESSION") && o.text().contains("FAILED"), "{}", o.text());
+        // +3 % in every round: surely worse, but under the 5 % (20 us) margin.
+        let small = rounds([300, 301, 302, 300, 301, 302], [309, 310, 311, 309, 310, 311]);
+        let o = judge(&small, &SameRunTest::default()).unwrap();
+        assert!(o.passed, "{}", o.text());
+        assert_eq!(o.rows[0].verdict, GateVerdict::WorseUnderMargin, "{}", o.text());
+    }
+
+    #[test]
+    fn a_failed_or_unpaired_candidate_fails_and_a_record_without_builds_is_bad_input() {
+        let mut r = rounds([300; 6], [300; 6]);
+        r.skipped.push(reports::Skipped { scenario: "h1".into(), variant: "weft@candidate".into(), reason: "failed: proxy exited".into() });
+        let o = judge(&r, &SameRunTest::default()).unwrap();
+        assert!(!o.passed && o.failed.len() == 1, "{}", o.text());
+
+        let mut r = rounds([300; 6], [300; 6]);
+        r.runs.extend((0..3).map(|i| run("h1", "weft@base", 1000.0, i, 300)));
+        let o = judge(&r, &SameRunTest::default()).unwrap();
+        assert!(!o.passed && o.unpaired.len() == 1, "{}", o.text());
+
+        assert!(matches!(judge(&super::common::healthy(), &SameRunTest::default()), Err(SameRunError::NoPairs)));
+        let two = report((0..2).flat_map(|i| [run("h1", "weft@base", 500.0, i, 300), run("h1", "weft@candidate", 500.0, i, 300)]).collect());
+        assert!(matches!(judge(&two, &SameRunTest::default()), Err(SameRunError::NothingJudged { .. })));
+    }
+}

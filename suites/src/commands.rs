@@ -48,6 +48,23 @@ pub fn rerender(dir: &Path) -> Result<String, ReportError> {
     Ok(written.markdown)
 }
 
+/// Judge a same-run gate's record again (`bench gate --results DIR` without
+/// `--policy`): the verdict `bench gate --base --candidate` printed.
+pub fn judge_same_run(results: &Path) -> Result<reports::gate::same_run::SameRunOutcome, SameRunInputError> {
+    let report = reports::io::read_report(&report_path(results))?;
+    let test = reports::gate::same_run::SameRunTest::default();
+    Ok(reports::gate::same_run::judge(&report, &test)?)
+}
+
+/// Bad input to `bench gate --results` without `--policy` (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SameRunInputError {
+    #[error(transparent)]
+    Results(#[from] ReadError),
+    #[error("{0} (or give --policy FILE to check the record against a gate policy)")]
+    Judge(#[from] reports::gate::same_run::SameRunError),
+}
+
 /// Bad input to `bench gate` (exit 2): never a pass or a fail.
 #[derive(Debug, thiserror::Error)]
 pub enum GateInputError {

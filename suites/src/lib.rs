@@ -40,6 +40,9 @@ pub mod crosscheck;
 pub mod env;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]
+pub mod gate;
+#[cfg(feature = "bench")]
+#[forbid(unsafe_code)]
 pub mod hardening;
 #[cfg(feature = "bench")]
 #[forbid(unsafe_code)]

@@ -28,20 +28,35 @@ enum Command {
         /// A results directory (or a report.json)
         dir: PathBuf,
     },
-    /// Check a record against a gate policy: exit 0 pass, 1 a rule failed, 2 bad input
+    /// Check a record against a gate policy (--policy), or measure two builds alternately in
+    /// one run and fail on a regression beyond their noise (--base DIR --candidate DIR):
+    /// exit 0 pass, 1 a rule failed or a regression, 2 bad input
     Gate {
-        /// A results directory or a report.json
-        #[arg(long, value_name = "DIR|FILE", required_unless_present = "results_arg")]
+        /// A results directory or a report.json (without --policy: a same-run gate's
+        /// record, judged again)
+        #[arg(long, value_name = "DIR|FILE", required_unless_present_any = ["results_arg", "base"], conflicts_with = "base")]
         results: Option<PathBuf>,
         /// The same as --results, given positionally
-        #[arg(value_name = "RESULTS", conflicts_with = "results")]
+        #[arg(value_name = "RESULTS", conflicts_with_all = ["results", "base"])]
         results_arg: Option<PathBuf>,
         /// Policy file, e.g. ci/gates.toml
-        #[arg(long, value_name = "FILE")]
-        policy: PathBuf,
+        #[arg(long, value_name = "FILE", conflicts_with = "base")]
+        policy: Option<PathBuf>,
         /// A stored record to compare against (regression rules)
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", requires = "policy")]
         baseline: Option<PathBuf>,
+        /// Same-run gate: the base build's binaries (mesh-proxy, mesh-control, weft, loadgen)
+        #[arg(long, value_name = "DIR", requires = "candidate")]
+        base: Option<PathBuf>,
+        /// Same-run gate: the candidate build's binaries
+        #[arg(long, value_name = "DIR", requires = "base")]
+        candidate: Option<PathBuf>,
+        /// Same-run gate: the suite measured (gate, or ./suites/NAME.toml)
+        #[arg(long, default_value = "gate", value_name = "NAME|PATH")]
+        suite: String,
+        /// Same-run gate: where the record and gate.txt go [default: reports/out/<UTC timestamp>-gate]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Compare two records cell by cell (p50, p99, proxy CPU, RSS, rps) with a noise-aware
     /// verdict per metric: exit 0, or 1 with --fail-on-regression when one is worse; 2 bad input
@@ -314,10 +329,38 @@ fn main() -> ExitCode {
             }
         },
         Command::Gate {
+            base: Some(base),
+            candidate: Some(candidate),
+            suite,
+            out,
+            ..
+        } => gate_same_run(suites::gate::Options {
+            base,
+            candidate,
+            suite,
+            out,
+        }),
+        Command::Gate {
             results,
             results_arg,
-            policy,
+            policy: None,
+            ..
+        } => match commands::judge_same_run(&results.or(results_arg).expect("clap requires one")) {
+            Ok(outcome) => {
+                stdout(&outcome.text());
+                code(if outcome.passed { 0 } else { 1 })
+            }
+            Err(e) => {
+                eprintln!("bench gate: {e}");
+                code(2)
+            }
+        },
+        Command::Gate {
+            results,
+            results_arg,
+            policy: Some(policy),
             baseline,
+            ..
         } => match commands::gate(
             &results.or(results_arg).expect("clap requires one"),
             &policy,
@@ -411,6 +454,30 @@ fn propagation(args: PropagationArgs) -> ExitCode {
         Err(e) => {
             eprintln!("bench __propagation: {e}");
             code(1)
+        }
+    }
+}
+
+fn gate_same_run(opts: suites::gate::Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench gate: cannot start the async runtime: {e}");
+            return code(2);
+        }
+    };
+    let test = reports::gate::same_run::SameRunTest::default();
+    match runtime.block_on(suites::gate::run(opts, &test)) {
+        Ok(done) => {
+            stdout(&format!("{}results: {}\n", done.outcome.text(), done.out.display()));
+            code(if done.outcome.passed { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("bench gate: {e}");
+            code(e.exit_code())
         }
     }
 }

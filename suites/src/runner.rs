@@ -298,11 +298,10 @@ async fn execute<S: Substrate>(
 
     let mut runs = Vec::new();
     let mut propagation: Vec<Propagation> = Vec::new();
-    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut failed = Failed { count: 0, total: cells.len(), skipped: Vec::new() };
     let mut hardening = record::Hardening::default();
     let mut capacity: Vec<record::CapacityRun> = Vec::new();
     let mut sweeps: Vec<record::SweepRun> = Vec::new();
-    let mut failures = 0;
     // Variants a scenario cannot run here (skipped once, recorded once).
     let mut gone: BTreeSet<(usize, Variant)> = BTreeSet::new();
     for mine in segments(cells, &substrate.order(cells)) {
@@ -317,7 +316,7 @@ async fn execute<S: Substrate>(
                         scenario.name,
                         substrate.name()
                     ));
-                    skipped.push(skip(scenario, cell.variant, reason.clone()));
+                    failed.skipped.push(skip(scenario, cell.variant, reason.clone()));
                 }
             }
             overall.inc(mine.len() as u64);
@@ -364,11 +363,7 @@ async fn execute<S: Substrate>(
                         ));
                         propagation.push(r);
                     }
-                    Err(e) => {
-                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
-                        failures += 1;
-                        record_failure(&mut skipped, scenario, cell.variant, &e.to_string());
-                    }
+                    Err(e) => failed.cell(&say, i, &label, scenario, cell.variant, &e.to_string()),
                 }
                 overall.inc(1);
             }
@@ -395,13 +390,9 @@ async fn execute<S: Substrate>(
                     }
                     Err(crate::sweep::SweepError::Unavailable(reason)) => {
                         say(format!("WARNING: skipping {} in scenario {}: {reason}", cell.variant, scenario.name));
-                        skipped.push(skip(scenario, cell.variant, reason));
+                        failed.skipped.push(skip(scenario, cell.variant, reason));
                     }
-                    Err(e) => {
-                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
-                        failures += 1;
-                        record_failure(&mut skipped, scenario, cell.variant, &e.to_string());
-                    }
+                    Err(e) => failed.cell(&say, i, &label, scenario, cell.variant, &e.to_string()),
                 }
                 overall.inc(1);
             }
@@ -414,9 +405,9 @@ async fn execute<S: Substrate>(
                 "ERROR: scenario {}: the target server did not start: {e}",
                 scenario.name
             ));
-            failures += mine.len();
+            failed.count += mine.len();
             for v in &scenario.variants {
-                skipped.push(skip(
+                failed.skipped.push(skip(
                     scenario,
                     *v,
                     format!("failed: target server did not start: {e}"),
@@ -438,15 +429,13 @@ async fn execute<S: Substrate>(
                         "WARNING: skipping {} in scenario {}: {reason}",
                         cell.variant, scenario.name
                     ));
-                    skipped.push(skip(scenario, cell.variant, reason));
+                    failed.skipped.push(skip(scenario, cell.variant, reason));
                     gone.insert((si, cell.variant));
                     overall.inc(1);
                     continue;
                 }
                 Err(e) => {
-                    say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
-                    failures += 1;
-                    record_failure(&mut skipped, scenario, cell.variant, &e.to_string());
+                    failed.cell(&say, i, &label, scenario, cell.variant, &e.to_string());
                     overall.inc(1);
                     continue;
                 }
@@ -458,10 +447,8 @@ async fn execute<S: Substrate>(
             let limits = match cpu_limit::for_cell(scenario.proxy_cpu, &dep, substrate.name()) {
                 Ok(l) => l,
                 Err(e) => {
-                    say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
                     substrate.teardown(dep).await;
-                    failures += 1;
-                    record_failure(&mut skipped, scenario, cell.variant, &e);
+                    failed.cell(&say, i, &label, scenario, cell.variant, &e);
                     overall.inc(1);
                     continue;
                 }
@@ -480,11 +467,7 @@ async fn execute<S: Substrate>(
                         say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), section.one_line()));
                         section.file(&mut runs, &mut hardening);
                     }
-                    Err(e) => {
-                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
-                        failures += 1;
-                        record_failure(&mut skipped, scenario, cell.variant, &e);
-                    }
+                    Err(e) => failed.cell(&say, i, &label, scenario, cell.variant, &e),
                 }
                 overall.inc(1);
                 continue;
@@ -498,11 +481,7 @@ async fn execute<S: Substrate>(
                         say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), crate::capacity::one_line(&c)));
                         capacity.push(c);
                     }
-                    Err(e) => {
-                        say(format!("ERROR: [{}/{}] {label}: {e}", i + 1, cells.len()));
-                        failures += 1;
-                        record_failure(&mut skipped, scenario, cell.variant, &e);
-                    }
+                    Err(e) => failed.cell(&say, i, &label, scenario, cell.variant, &e),
                 }
                 overall.inc(1);
                 continue;
@@ -529,20 +508,14 @@ async fn execute<S: Substrate>(
                     ));
                     runs.push(run);
                 }
-                Err(e) => {
-                    say(format!(
-                        "ERROR: [{}/{}] {label}: load generator failed: {e}",
-                        i + 1,
-                        cells.len()
-                    ));
-                    failures += 1;
-                    record_failure(
-                        &mut skipped,
-                        scenario,
-                        cell.variant,
-                        &format!("load generator failed: {e}"),
-                    );
-                }
+                Err(e) => failed.cell(
+                    &say,
+                    i,
+                    &label,
+                    scenario,
+                    cell.variant,
+                    &format!("load generator failed: {e}"),
+                ),
             }
             overall.inc(1);
         }
@@ -552,12 +525,30 @@ async fn execute<S: Substrate>(
     let mut report = Report::new(&suite.name, started_at, env::gather(substrate.versions()));
     report.finished_at = env::now_rfc3339();
     report.runs = runs;
-    report.skipped = skipped;
+    report.skipped = failed.skipped;
     report.propagation = propagation;
     report.hardening = hardening;
     report.capacity = capacity;
     report.sweeps = sweeps;
-    (report, failures)
+    (report, failed.count)
+}
+
+/// The cells that failed so far, and the record's `skipped` list that
+/// names them beside the variants that could not run here.
+struct Failed {
+    count: usize,
+    /// Cells in the run, for the `[i/total]` of the messages.
+    total: usize,
+    skipped: Vec<Skipped>,
+}
+
+impl Failed {
+    /// Cell `i` failed: said on the terminal, counted, and listed in the record.
+    fn cell(&mut self, say: &impl Fn(String), i: usize, label: &str, s: &Scenario, v: Variant, why: &str) {
+        say(format!("ERROR: [{}/{}] {label}: {why}", i + 1, self.total));
+        self.count += 1;
+        record_failure(&mut self.skipped, s, v, why);
+    }
 }
 
 /// `order` cut into runs of consecutive cells of one scenario, each cell
@@ -649,14 +640,14 @@ pub fn default_out_root() -> PathBuf {
 /// A hidden sibling of the output dir that becomes it on [`Staging::commit`]
 /// and is removed if dropped before that (error, Ctrl-C, panic). If bench is
 /// killed outright, the watchdog removes it.
-struct Staging {
+pub(crate) struct Staging {
     dir: PathBuf,
     target: PathBuf,
     committed: bool,
 }
 
 impl Staging {
-    fn create(target: &Path) -> Result<Staging, RunError> {
+    pub(crate) fn create(target: &Path) -> Result<Staging, RunError> {
         // Absolute, because the watchdog may have to remove it.
         let target = &std::path::absolute(target)
             .map_err(io_err(format!("resolve {}", target.display())))?;
@@ -679,11 +670,11 @@ impl Staging {
         })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 
-    fn commit(mut self) -> Result<(), RunError> {
+    pub(crate) fn commit(mut self) -> Result<(), RunError> {
         // An empty target dir (e.g. made by the caller) is replaced.
         let _ = std::fs::remove_dir(&self.target);
         std::fs::rename(&self.dir, &self.target).map_err(io_err(format!(

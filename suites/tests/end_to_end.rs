@@ -902,3 +902,56 @@ fn independent_reader_agrees(log: &Path, runs: &[&reports::Run]) {
         }
     }
 }
+
+const GATE: &str = r#"
+name = "gate-test"
+description = "bench gate --base --candidate end to end"
+[defaults]
+duration = "500ms"
+warmup = "200ms"
+repetitions = 5
+connections = 2
+timeout = "5s"
+variants = ["weft"]
+[[scenario]]
+name = "h1"
+rates = [200]
+"#;
+
+/// The same-run gate through the real binaries: two identical builds (the
+/// candidate is the same binaries in a directory of their own) measured in
+/// alternating rounds pass, the record re-judged from disk says the same,
+/// and a directory without a build is bad input (exit 2). The failing side
+/// is reports' tests/gate.rs (a doctored record: timings are not asserted).
+#[test]
+fn the_same_run_gate_passes_two_identical_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(dir.path(), "gate.toml", GATE);
+    let candidate = dir.path().join("candidate");
+    std::fs::create_dir(&candidate).unwrap();
+    for name in ["mesh-proxy", "mesh-control", "weft", "loadgen"] {
+        std::os::unix::fs::symlink(bin_dir().join(name), candidate.join(name)).unwrap();
+    }
+    let out = dir.path().join("gate");
+    let o = run(bench().arg("gate").arg("--base").arg(bin_dir()).arg("--candidate").arg(&candidate).arg("--suite").arg(&suite).arg("--out").arg(&out));
+    let said = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{said}\n{}", text(&o.stderr));
+    assert!(said.contains("Same-run gate PASSED") && said.contains("95% CI") && said.contains("p50"), "{said}");
+    let record = reports::io::read_report(&out.join("report.json")).unwrap();
+    let order: Vec<&str> = record.runs.iter().map(|r| r.variant.as_str()).collect();
+    let (b, c) = ("weft@base", "weft@candidate");
+    assert_eq!(order, [b, c, c, b, b, c, c, b, b, c], "rounds alternate which build goes first");
+    assert!(record.env.versions.contains_key("weft@candidate"), "{:?}", record.env.versions);
+    assert_eq!(std::fs::read_to_string(out.join("gate.txt")).unwrap(), said.split("results: ").next().unwrap());
+
+    // Judged again from the record alone.
+    let o = run(bench().arg("gate").arg("--results").arg(&out));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), std::fs::read_to_string(out.join("gate.txt")).unwrap());
+
+    let nope = dir.path().join("nope");
+    let o = run(bench().arg("gate").arg("--base").arg(&nope).arg("--candidate").arg(&candidate).arg("--suite").arg(&suite));
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(err.contains("--base") && err.contains("nope") && err.contains("mesh-proxy"), "{err}");
+}

@@ -1,5 +1,7 @@
 //! Release gates: a policy of rules (`ci/gates.toml`) checked against a
-//! record, optionally against a stored baseline record too.
+//! record, optionally against a stored baseline record too; and the
+//! same-run gate ([`same_run`]), which judges two builds measured
+//! alternately in one record against their own noise.
 //!
 //! A gate must never pass by checking nothing: a rule that matches no cell
 //! is a failing row, rules that need a stored baseline are reported as
@@ -7,6 +9,7 @@
 //! skipped fails.
 
 mod policy;
+pub mod same_run;
 
 pub use policy::{Metric, Policy, PolicyError, Problem, Rule};
 
@@ -133,9 +136,8 @@ pub fn evaluate(policy: &Policy, current: &Comparison<'_>, stored_baseline: Opti
             let before = rows.len();
             let mut compared = 0;
             for c in &matched {
-                let found = regs.iter().find(|r| {
-                    r.subject == c.subject() && r.protocol == c.protocol && r.substrate == c.substrate && r.mode == c.mode
-                });
+                let id = c.id();
+                let found = regs.iter().find(|r| r.id == id);
                 match found.and_then(|r| regression_value(rule.metric, r)) {
                     Some(v) => {
                         compared += 1;

@@ -77,7 +77,11 @@ pub fn html(cmp: &Comparison<'_>) -> String {
                 esc(&s.reason)
             );
         }
-        out.push_str("</ul></div>\n");
+        out.push_str("</ul>");
+        if let Some(cmd) = crate::compare::install_missing_peers(report) {
+            let _ = write!(out, "Install the missing peers in one line (Debian, Ubuntu): <code>{}</code>", esc(&cmd));
+        }
+        out.push_str("</div>\n");
     }
     let disagree = super::disagreements(report);
     if !disagree.is_empty() {

@@ -26,6 +26,9 @@ pub fn markdown(cmp: &Comparison<'_>) -> String {
         for s in &report.skipped {
             let _ = writeln!(out, "> - `{}` in scenario `{}`: {}", s.variant, s.scenario, md(&s.reason));
         }
+        if let Some(cmd) = crate::compare::install_missing_peers(report) {
+            let _ = writeln!(out, ">\n> Install the missing peers in one line (Debian, Ubuntu): `{cmd}`");
+        }
         out.push('\n');
     }
     let disagree = disagreements(report);

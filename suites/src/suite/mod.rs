@@ -27,6 +27,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("soak", include_str!("../../soak.toml")),
     ("kind", include_str!("../../kind.toml")),
     ("capacity", include_str!("../../capacity.toml")),
+    ("gate", include_str!("../../gate.toml")),
 ];
 
 /// What sits between the load generator and the target server.
@@ -460,12 +461,14 @@ mod tests {
             assert!(!s.scenarios.is_empty());
             // `weft` vs `weft-plaintext` is the cost of mTLS: never one without
             // the other where both can run (one replica; a load scenario; not
-            // a cluster suite, where Weft always runs with mTLS).
+            // a cluster suite, where Weft always runs with mTLS; not the
+            // same-run gate's, which compares two builds of one variant).
             for sc in s
                 .scenarios
                 .iter()
                 .filter(|sc| {
-                    sc.replicas == 1
+                    *name != "gate"
+                        && sc.replicas == 1
                         && sc.hardening.is_none()
                         && !matches!(sc.load, LoadShape::Propagation(_))
                         && !sc.variants.iter().any(|v| v.cluster_only())
