@@ -379,20 +379,25 @@ async fn execute<S: Substrate>(
             let dirs = crate::sweep::HarnessDirs { mesh_control: &harness.mesh_control, work: &harness.work };
             for (i, cell) in mine {
                 let label = plan::label(suite, cell);
-                let done = match &started {
-                    Ok(()) => crate::sweep::run(shape, scenario, cell, i, &label, substrate, &dirs, &mp, &say).await,
-                    Err(e) => Err(crate::sweep::SweepError::Failed(e.clone())),
-                };
-                match done {
-                    Ok(s) => {
-                        say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), crate::sweep::summary(&s)));
-                        sweeps.push(s);
+                let outcome = match &started {
+                    Ok(()) => {
+                        let (s, error) = crate::sweep::run(shape, scenario, cell, i, &label, substrate, &dirs, &mp, &say).await;
+                        // The sizes measured before a failure are kept.
+                        if !s.points.is_empty() {
+                            say(format!("[{}/{}] {label}: {}", i + 1, cells.len(), crate::sweep::summary(&s)));
+                            sweeps.push(s);
+                        }
+                        error
                     }
-                    Err(crate::sweep::SweepError::Unavailable(reason)) => {
+                    Err(e) => Some(crate::sweep::SweepError::Failed(e.clone())),
+                };
+                match outcome {
+                    None => {}
+                    Some(crate::sweep::SweepError::Unavailable(reason)) => {
                         say(format!("WARNING: skipping {} in scenario {}: {reason}", cell.variant, scenario.name));
                         failed.skipped.push(skip(scenario, cell.variant, reason));
                     }
-                    Err(e) => failed.cell(&say, i, &label, scenario, cell.variant, &e.to_string()),
+                    Some(e) => failed.cell(&say, i, &label, scenario, cell.variant, &e.to_string()),
                 }
                 overall.inc(1);
             }

@@ -56,7 +56,8 @@ pub struct HarnessDirs<'a> {
     pub work: &'a Path,
 }
 
-/// Run one sweep cell: every size in order.
+/// Run one sweep cell: every size in order. A size that fails ends the
+/// sweep; the sizes measured before it are kept (`SweepRun::points`).
 #[allow(clippy::too_many_arguments)]
 pub async fn run<S: Substrate>(
     shape: &SweepShape,
@@ -68,7 +69,7 @@ pub async fn run<S: Substrate>(
     harness: &HarnessDirs<'_>,
     progress: &MultiProgress,
     say: &dyn Fn(String),
-) -> Result<SweepRun, SweepError> {
+) -> (SweepRun, Option<SweepError>) {
     let mut sweep = SweepRun {
         scenario: scenario.name.clone(),
         variant: cell.variant.as_str().to_string(),
@@ -79,13 +80,30 @@ pub async fn run<S: Substrate>(
         nofile_limit: None,
         points: Vec::new(),
     };
+    let failed = sizes(&mut sweep, shape, scenario, cell, index, label, substrate, harness, progress, say).await.err();
+    (sweep, failed)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sizes<S: Substrate>(
+    sweep: &mut SweepRun,
+    shape: &SweepShape,
+    scenario: &Scenario,
+    cell: &Cell,
+    index: usize,
+    label: &str,
+    substrate: &mut S,
+    harness: &HarnessDirs<'_>,
+    progress: &MultiProgress,
+    say: &dyn Fn(String),
+) -> Result<(), SweepError> {
     if !shape.dimension.is_load() {
         for &size in &shape.sizes {
             let p = services_point(shape, size, index, harness).await?;
             say(format!("  {label} {size}: {}", one_line(&p)));
             sweep.points.push(p);
         }
-        return Ok(sweep);
+        return Ok(());
     }
     let nofile = nofile_limit();
     sweep.nofile_limit = nofile;
@@ -105,7 +123,7 @@ pub async fn run<S: Substrate>(
         say(format!("  {label} {size}: {}", one_line(&p)));
         sweep.points.push(p);
     }
-    Ok(sweep)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
