@@ -42,7 +42,7 @@ pub struct SweepRun {
 pub struct SweepPoint {
     pub size: usize,
     /// How the deployment was brought to `size` and what it held then
-    /// (e.g. `10000 endpoints ready in the client proxy's balancer after 3.2 s`).
+    /// (e.g. `10000 ready in proxy-outbound's balancer after 3.2 s`).
     #[serde(default)]
     pub setup: String,
     /// Setup time, seconds (writing manifests until the proxy held them all,

@@ -33,6 +33,14 @@ const LINE: &str = "propagation ";
 pub const POLL: Duration = Duration::from_millis(250);
 /// Longest the harness waits for any one step.
 const STEP_PATIENCE: Duration = Duration::from_secs(30);
+/// More per Service: a debug build's mesh-control takes about 4 ms per
+/// Service to load its manifests and start (40 s at 10,000, a sweep's size).
+const PATIENCE_PER_SERVICE: Duration = Duration::from_millis(5);
+
+/// The patience of one step at `services` Services.
+fn step_patience(services: usize) -> Duration {
+    STEP_PATIENCE.max(PATIENCE_PER_SERVICE * services as u32)
+}
 
 /// What `bench __propagation` is asked to measure.
 #[derive(Clone, Debug)]
@@ -64,7 +72,7 @@ pub async fn child_main(args: ChildArgs) -> Result<(), PropagationError> {
     if args.kubernetes {
         cfg.backend = mesh_control::propagation::Backend::Kubernetes;
     }
-    cfg.patience = STEP_PATIENCE;
+    cfg.patience = step_patience(args.services);
     let r = mesh_control::propagation::measure(&cfg).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let result = Propagation {
@@ -114,7 +122,7 @@ pub async fn measure_in_child(
     let mut p = Proc::spawn("propagation", cmd, pids_file)
         .map_err(|e| PropagationError::Child(e.to_string()))?;
     // Generous: writing the manifests, start-up, one patience per edit at worst.
-    let patience = STEP_PATIENCE * 2 + POLL * 4 * shape.changes as u32;
+    let patience = step_patience(shape.services) * 2 + POLL * 4 * shape.changes as u32;
     let line = p
         .wait_line(LINE, patience)
         .await

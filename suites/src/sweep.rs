@@ -286,7 +286,7 @@ async fn send_each_authority(target: SocketAddr, n: usize) -> Result<String, Str
     if ok == 0 {
         return Err(format!("no authority answered ({})", first.unwrap_or_default()));
     }
-    let mut s = format!("each sent once through proxy-outbound in {:.1} s: {ok} answered 2xx", started.elapsed().as_secs_f64());
+    let mut s = format!("{ok} of {n} answered 2xx in {:.1} s", started.elapsed().as_secs_f64());
     if failed > 0 {
         s.push_str(&format!(", {failed} failed (first: {})", first.unwrap_or_default()));
     }

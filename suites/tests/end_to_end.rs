@@ -500,10 +500,10 @@ changes = 2
         }
     }
     let ep = &r.sweeps[0].points[1];
-    assert!(ep.setup.starts_with("10 endpoints (relays to the one server sidecar) ready in proxy-outbound's balancer"), "{}", ep.setup);
+    assert!(ep.setup.starts_with("10 ready in proxy-outbound's balancer after "), "{}", ep.setup);
     let conn = &r.sweeps[1].points[0];
     assert_eq!(conn.run.as_ref().unwrap().load.connections, 10);
-    assert!(r.sweeps[2].points[0].setup.contains("10 answered 2xx"), "{}", r.sweeps[2].points[0].setup);
+    assert!(r.sweeps[2].points[0].setup.contains("10 of 10 answered 2xx"), "{}", r.sweeps[2].points[0].setup);
     for p in &r.sweeps[3].points {
         let pr = p.propagation.as_ref().expect("the harness per size");
         assert_eq!((pr.services, pr.changes), (p.size, 2));

@@ -200,7 +200,8 @@ pub(super) fn chart_svg(report: &Report, key: &(String, String)) -> Result<Strin
     let hi = sizes.iter().copied().fold(1.0, f64::max);
     let (x0, x1) = (lo / 1.6, hi * 1.6);
     let top = |f: fn(&(f64, Option<f64>, Option<f64>)) -> Option<f64>| {
-        lines.iter().flat_map(|(_, l)| l.iter().filter_map(f)).fold(0.0f64, f64::max) * 1.15 + 1e-3
+        // Headroom above the highest point: the legend sits in the top left.
+        lines.iter().flat_map(|(_, l)| l.iter().filter_map(f)).fold(0.0f64, f64::max) * 1.45 + 1e-3
     };
     let (y1, z1) = (top(|p| p.1), top(|p| p.2));
     fn err<E: std::fmt::Debug>(e: E) -> RenderError {

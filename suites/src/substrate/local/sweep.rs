@@ -87,7 +87,7 @@ impl Local {
                     let ready = ready_endpoints(&String::from_utf8_lossy(&body), manifests::AUTHORITY);
                     if ready == size {
                         return Ok(Scaled {
-                            detail: format!("{size} endpoints (relays to the one server sidecar) ready in proxy-outbound's balancer after {:.1} s", started.elapsed().as_secs_f64()),
+                            detail: format!("{size} ready in proxy-outbound's balancer after {:.1} s", started.elapsed().as_secs_f64()),
                             guard: Some(Box::new(relays)),
                         });
                     }
@@ -124,7 +124,7 @@ impl Local {
             .await
             .map_err(|e| DeployError::Ready { component: "proxy-outbound".into(), detail: format!("GET /healthz with Host {last}: {e}") })?;
         Ok(Scaled {
-            detail: format!("{size} Services a0..a{} served by mesh-control after {:.1} s", size - 1, started.elapsed().as_secs_f64()),
+            detail: format!("{size} Services served after {:.1} s", started.elapsed().as_secs_f64()),
             guard: None,
         })
     }
