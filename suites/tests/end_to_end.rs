@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -514,6 +515,153 @@ changes = 2
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("Cost against ").count(), 4, "a chart per sweep in the page");
     assert!(out.join("sweep-ep.svg").metadata().is_ok_and(|m| m.len() > 0));
+}
+
+/// The peer chains and the mesh through the real binaries, with the wire
+/// between their proxies captured: bench and `tcpdump -i lo` run in a
+/// network namespace of the test's own (its loopback carries only this
+/// run), bench says where its proxies meet (`RUST_LOG=suites=info`), and
+/// every connection to that port must be TLS (a handshake record 0x16 0x03
+/// first, application data 0x17 after it, no plaintext HTTP) except bench's
+/// own readiness probe, which must have been refused. The same by hand:
+/// suites/README.md, "Seeing the wire".
+#[test]
+fn peer_chains_and_the_mesh_carry_only_tls_between_their_proxies() {
+    for tool in ["nginx", "haproxy", "tcpdump"] {
+        assert!(
+            suites::substrate::peers::find_binary(tool).is_some(),
+            "{tool} not found in PATH or /usr/sbin: ci/test installs it (apt-get install {})",
+            if tool == "nginx" { "nginx-light" } else { tool }
+        );
+    }
+    let ns = wire::Netns::new("chains");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("lo.pcap");
+    let mut dump = ns
+        .exec("tcpdump")
+        .args(["-i", "lo", "-n", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .arg("tcp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump starts");
+    let listening = {
+        use std::io::BufRead;
+        let stderr = dump.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx.recv_timeout(patience()).unwrap_or_default()
+    };
+    let dump = Killed(dump);
+    assert!(listening.contains("listening on lo"), "tcpdump did not start capturing: {listening:?}");
+    let suite = write(
+        dir.path(),
+        "chains.toml",
+        r#"name = "chains-wire"
+[defaults]
+duration = "1s"
+warmup = "300ms"
+connections = 2
+variants = ["weft", "nginx-mtls", "haproxy-mtls"]
+[[scenario]]
+name = "h1"
+rates = [100]
+"#,
+    );
+    let out = dir.path().join("results");
+    let o = ns
+        .exec(bench_exe())
+        .env("WEFT_BIN_DIR", bin_dir())
+        .env("RUST_LOG", "suites=info")
+        .env("NO_COLOR", "1")
+        .args(["run", "--suite"])
+        .arg(&suite)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("bench runs");
+    // tcpdump writes out what it holds on SIGINT.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dump.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut dump = dump;
+    let status = dump.0.wait().unwrap();
+    let stderr = text(&o.stderr);
+    assert!(o.status.success(), "{}\n{stderr}", text(&o.stdout));
+    assert!(status.success(), "tcpdump: {status}");
+
+    // Both proxies of each chain carried the load and were sampled.
+    let r = reports::io::read_report(&out.join("report.json")).expect("record parses");
+    for run in &r.runs {
+        assert_eq!(run.load.errors, 0, "{}: {:?}", run.variant, run.load.errors_by_class);
+        assert!(run.load.requests > 0, "{}", run.variant);
+        let mut proxies: Vec<&str> =
+            run.resources.iter().filter(|x| x.role == "proxy" && x.rss_peak_bytes > 0 && x.samples > 0).map(|x| x.component.as_str()).collect();
+        proxies.sort_unstable();
+        let want: &[&str] = match run.variant.as_str() {
+            "nginx-mtls" => &["nginx-inbound", "nginx-outbound"],
+            "haproxy-mtls" => &["haproxy-inbound", "haproxy-outbound"],
+            _ => &["proxy-inbound", "proxy-outbound"],
+        };
+        assert_eq!(proxies, want, "{}: {:?}", run.variant, run.resources);
+    }
+
+    // Where each variant's proxies meet, as bench logged it.
+    let mut meet: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for line in stderr.lines().filter(|l| l.contains("mTLS between the proxies")) {
+        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+        let (Some(v), Some(addrs)) = (field("variant="), field("inter_proxy=")) else { panic!("{line}") };
+        let ports = addrs.split(',').map(|a| a.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+        meet.entry(v).or_default().extend(ports);
+    }
+    assert_eq!(meet.keys().map(String::as_str).collect::<Vec<_>>(), ["haproxy-mtls", "nginx-mtls", "weft"], "{stderr}");
+
+    let streams = wire::read(&pcap);
+    let inter: Vec<u16> = meet.values().flatten().copied().collect();
+    for (variant, ports) in &meet {
+        let mut app_records = 0;
+        let mut tls_conns = 0;
+        for &port in ports {
+            for ((src, dst), sent) in streams.iter().filter(|((_, d), _)| *d == port) {
+                let answer = streams.get(&(*dst, *src)).map(Vec::as_slice).unwrap_or_default();
+                let first_line = sent.split(|b| *b == b'\n').next().unwrap_or_default();
+                if first_line.starts_with(b"GET ") && wire::contains(first_line, b"/healthz HTTP/1.1") {
+                    // bench's readiness probe of the server side: must be refused.
+                    assert!(!answer.starts_with(b"HTTP/1.1 2") && !answer.starts_with(b"HTTP/1.0 2"), "{variant}: a plaintext request to {port} was served: {:?}", text(answer));
+                    continue;
+                }
+                assert_eq!(&sent[..2], [0x16, 0x03], "{variant}: connection {src}->{port} does not open with a TLS handshake record: {}", wire::head(sent, 16));
+                let up = wire::tls_records(sent).unwrap_or_else(|e| panic!("{variant} {src}->{port}: {e}"));
+                let down = wire::tls_records(answer).unwrap_or_else(|e| panic!("{variant} {port}->{src}: {e}"));
+                assert_eq!(down.first(), Some(&0x16), "{variant}: the answer opens with the server's handshake");
+                for (what, bytes) in [("sent", sent.as_slice()), ("answer", answer)] {
+                    for plain in [&b"HTTP/1."[..], b"GET /", b"PRI * HTTP/2"] {
+                        assert!(!wire::contains(bytes, plain), "{variant}: plaintext {:?} in the {what} of {src}->{port}", text(plain));
+                    }
+                }
+                eprintln!(
+                    "wire {variant} {src}->{port}: {} bytes, first {}; records {:02x?}...; answer first {}",
+                    sent.len(),
+                    wire::head(sent, 6),
+                    &up[..up.len().min(6)],
+                    wire::head(answer, 6)
+                );
+                app_records += up.iter().filter(|t| **t == 0x17).count();
+                tls_conns += 1;
+            }
+        }
+        assert!(tls_conns > 0, "{variant}: no connection to {ports:?} captured");
+        // 130 requests went through each chain (100 rps, 1.3 s).
+        assert!(app_records >= 20, "{variant}: only {app_records} application data records between the proxies");
+    }
+    // The capture does see plaintext where there is some: loadgen's requests to the first hops.
+    assert!(
+        streams.iter().any(|((_, d), s)| !inter.contains(d) && wire::contains(s, b"GET / HTTP/1.1")),
+        "no plaintext request anywhere in the capture: it cannot tell TLS from plaintext"
+    );
 }
 
 /// A child process killed (and reaped) when the test ends, however it ends.

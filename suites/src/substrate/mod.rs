@@ -11,7 +11,8 @@
 //!                                      kube/run.rs for kind and kube (a Job, its log's record)
 //!
 //!  shared by the implementations     shared.rs (work area, readiness), process.rs (Proc), control.rs
-//!                                    (mesh-control), manifests.rs, peers.rs (nginx, HAProxy), probe.rs,
+//!                                    (mesh-control), manifests.rs, peers.rs (nginx, HAProxy), peers_mtls.rs
+//!                                    (their chains with mTLS), probe.rs,
 //!                                    enter.rs (work inside a network namespace), cluster/ (conformance model)
 //!  cleanup/                          the registry every substrate registers into + the watchdog
 //!  proc_guard.rs                     starting children (the one `unsafe` module of the crate)
@@ -48,6 +49,8 @@ pub mod manifests;
 pub mod netns;
 #[forbid(unsafe_code)]
 pub mod peers;
+#[forbid(unsafe_code)]
+pub mod peers_mtls;
 #[forbid(unsafe_code)]
 pub mod probe;
 pub mod proc_guard;

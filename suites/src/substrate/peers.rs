@@ -35,10 +35,10 @@ impl Peers {
             v if v.cluster_only() => Err(format!(
                 "{v} runs on --substrate kind or kube only: its CLI installs it in a Kubernetes cluster"
             )),
-            Variant::Nginx if self.nginx.is_none() => {
+            Variant::Nginx | Variant::NginxMtls if self.nginx.is_none() => {
                 Err("nginx not found in PATH or /usr/sbin; install it (apt-get install nginx) to compare against it".into())
             }
-            Variant::Haproxy if self.haproxy.is_none() => {
+            Variant::Haproxy | Variant::HaproxyMtls if self.haproxy.is_none() => {
                 Err("haproxy not found in PATH or /usr/sbin; install it (apt-get install haproxy) to compare against it".into())
             }
             _ => Ok(()),

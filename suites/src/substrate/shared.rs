@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::peers::Peers;
+use super::peers_mtls::ChainPki;
 use super::probe;
 use super::process::Proc;
 use super::{Component, DeployError, Role, ScenarioTopology};
@@ -29,6 +30,8 @@ pub struct Workspace {
     pub pids_file: PathBuf,
     pub peers: Peers,
     counter: usize,
+    /// The peer chains' certificates, made at the first chain of the run.
+    chain_pki: Option<ChainPki>,
 }
 
 impl Workspace {
@@ -40,7 +43,19 @@ impl Workspace {
             pids_file: work.join("pids"),
             peers: Peers::find(),
             counter: 0,
+            chain_pki: None,
         }
+    }
+
+    /// The run's certificates for the peer chains (`nginx-mtls`,
+    /// `haproxy-mtls`), made into the work dir the first time.
+    pub fn chain_pki(&mut self) -> Result<ChainPki, DeployError> {
+        if let Some(pki) = &self.chain_pki {
+            return Ok(pki.clone());
+        }
+        let pki = ChainPki::generate(&self.dir("peer-pki")?)?;
+        self.chain_pki = Some(pki.clone());
+        Ok(pki)
     }
 
     /// A number not handed out before in this workspace (names of dirs,

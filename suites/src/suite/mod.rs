@@ -50,6 +50,13 @@ pub enum Variant {
     Nginx,
     /// One HAProxy reverse-proxy hop.
     Haproxy,
+    /// Two nginx in a chain like `weft`'s sidecars: the client-side one
+    /// originates TLS with a client certificate, the server-side one (one
+    /// per replica) requires and verifies it; certificates from one CA made
+    /// per run (`substrate::peers_mtls`).
+    NginxMtls,
+    /// The same chain of two HAProxy.
+    HaproxyMtls,
     /// Linkerd, installed by its CLI: a peer mesh on the kind/kube substrate only.
     Linkerd,
     /// Istio (sidecar mode, `profile=minimal`): a peer mesh on the kind/kube substrate only.
@@ -57,7 +64,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Baseline,
         Variant::Weft,
         Variant::WeftPlaintext,
@@ -65,14 +72,26 @@ impl Variant {
         Variant::WeftServerOnly,
         Variant::Nginx,
         Variant::Haproxy,
+        Variant::NginxMtls,
+        Variant::HaproxyMtls,
         Variant::Linkerd,
         Variant::Istio,
     ];
 
     /// A scenario's variants when it lists none: everything that runs on
-    /// this machine (the cluster peers only where a suite asks for them).
+    /// this machine (the cluster peers, and the two-proxy peer chains,
+    /// only where a suite asks for them: a chain is two more processes per
+    /// cell, which suites written before it did not budget for).
     pub fn defaults() -> Vec<Variant> {
-        Variant::ALL.into_iter().filter(|v| !v.cluster_only()).collect()
+        Variant::ALL
+            .into_iter()
+            .filter(|v| !v.cluster_only() && !v.is_peer_chain())
+            .collect()
+    }
+
+    /// The two-proxy peer chains with mTLS between them (`nginx-mtls`, `haproxy-mtls`).
+    pub fn is_peer_chain(self) -> bool {
+        matches!(self, Variant::NginxMtls | Variant::HaproxyMtls)
     }
 
     /// Meshes that only a cluster runs (their own CLIs install them).
@@ -89,6 +108,8 @@ impl Variant {
             Variant::WeftServerOnly => "weft-server-only",
             Variant::Nginx => "nginx",
             Variant::Haproxy => "haproxy",
+            Variant::NginxMtls => "nginx-mtls",
+            Variant::HaproxyMtls => "haproxy-mtls",
             Variant::Linkerd => "linkerd",
             Variant::Istio => "istio",
         }
@@ -127,6 +148,8 @@ impl Variant {
                 | Variant::Weft
                 | Variant::Nginx
                 | Variant::Haproxy
+                | Variant::NginxMtls
+                | Variant::HaproxyMtls
                 | Variant::Linkerd
                 | Variant::Istio
         )

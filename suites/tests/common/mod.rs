@@ -1,6 +1,8 @@
 //! Helpers shared by the `bench` integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod wire;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

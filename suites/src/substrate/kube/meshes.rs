@@ -265,6 +265,9 @@ pub fn variant(v: Variant) -> Result<(Mesh, Sides), String> {
         Variant::Nginx | Variant::Haproxy => Err(format!(
             "{v} is a peer of the local and netns substrates only; on a cluster the peers are linkerd and istio (suites/kind.toml)"
         )),
+        Variant::NginxMtls | Variant::HaproxyMtls => Err(format!(
+            "{v} is a chain of two peer proxies that bench starts as processes with certificates it makes per run; it runs on the local and netns substrates only (on a cluster the peer meshes are linkerd and istio, suites/kind.toml)"
+        )),
     }
 }
 

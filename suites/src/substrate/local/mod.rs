@@ -10,6 +10,8 @@
 //! weft-client-only  loadgen ─> outbound ─(svc.weft.local)──────────────────> server
 //! weft-server-only  loadgen ─────────────────────────────────────> inbound ─> server
 //! nginx | haproxy   loadgen ─> peer (1 worker, round robin) ────────────────> server i
+//! nginx-mtls |      loadgen ─> outbound peer ══(TLS 1.3, client cert)══> inbound peer i ─> server i
+//!   haproxy-mtls                      (round robin, pooled)               (one per replica)
 //! ```
 //!
 //! `weft` finds the replicas the way it would in a cluster: the substrate
@@ -38,6 +40,7 @@ use std::time::Duration;
 use super::cluster::{Cluster, ClusterSpec, MeshMode};
 use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
 use super::manifests;
+use super::peers_mtls::{self, Hop, Side};
 use super::probe;
 use super::process::Proc;
 use super::shared::{
@@ -192,7 +195,57 @@ impl Local {
         topo: &ScenarioTopology,
     ) -> Result<(Proc, SocketAddr), DeployError> {
         let upstreams = self.server_addrs()?;
-        let name = variant.as_str();
+        let peers = self.ws.peers.clone();
+        self.spawn_peer(variant.as_str(), |dir, listen| {
+            peers.command(variant, dir, listen, &upstreams, topo.protocol)
+        })
+        .await
+    }
+
+    /// `nginx-mtls` / `haproxy-mtls`: an inbound peer per replica (TLS in,
+    /// client certificate required), then the outbound peer balancing over
+    /// them. Returns the outbound's address and the inbounds' (where the
+    /// chain carries TLS).
+    async fn peer_chain(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+        components: &mut Vec<super::Component>,
+        procs: &mut Vec<Proc>,
+    ) -> Result<(SocketAddr, Vec<SocketAddr>), DeployError> {
+        let pki = self.ws.chain_pki()?;
+        let servers = self.server_addrs()?;
+        let peers = self.ws.peers.clone();
+        let mut inbounds = Vec::new();
+        for (i, app) in servers.iter().enumerate() {
+            let name = Side::Inbound.component(variant, (servers.len() > 1).then_some(i));
+            let (p, listen) = self
+                .spawn_peer(&name, |dir, listen| {
+                    let hop = Hop { side: Side::Inbound, listen, upstreams: &[*app] };
+                    peers_mtls::command(&peers, variant, &pki, dir, hop, topo.protocol)
+                })
+                .await?;
+            keep(components, procs, p, Role::Proxy);
+            inbounds.push(listen);
+        }
+        let name = Side::Outbound.component(variant, None);
+        let (p, listen) = self
+            .spawn_peer(&name, |dir, listen| {
+                let hop = Hop { side: Side::Outbound, listen, upstreams: &inbounds };
+                peers_mtls::command(&peers, variant, &pki, dir, hop, topo.protocol)
+            })
+            .await?;
+        keep(components, procs, p, Role::Proxy);
+        Ok((listen, inbounds))
+    }
+
+    /// Start the peer `make` writes the config and command of (given its
+    /// dir and listen address) on a port we pick.
+    async fn spawn_peer(
+        &mut self,
+        name: &str,
+        make: impl Fn(&Path, SocketAddr) -> Result<std::process::Command, DeployError>,
+    ) -> Result<(Proc, SocketAddr), DeployError> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port().map_err(|source| DeployError::Io {
@@ -201,10 +254,7 @@ impl Local {
             })?;
             let listen = SocketAddr::from(([127, 0, 0, 1], port));
             let dir = self.ws.dir(name)?;
-            let cmd = self
-                .ws
-                .peers
-                .command(variant, &dir, listen, &upstreams, topo.protocol)?;
+            let cmd = make(&dir, listen)?;
             let mut p = self.ws.spawn(name, cmd, None)?;
             match wait_listening(&mut p, listen).await {
                 Ok(()) => return Ok((p, listen)),
@@ -265,6 +315,8 @@ impl Substrate for Local {
         let mut procs = Vec::new();
         // Meshed server sidecars' inbounds, which must refuse plaintext.
         let mut strict_inbound = Vec::new();
+        // The peer chain's inbounds, which must not serve plaintext.
+        let mut tls_inbound = Vec::new();
         let (target, host) = match variant {
             Variant::Baseline => (server, None),
             Variant::Weft => {
@@ -321,6 +373,13 @@ impl Substrate for Local {
                 keep(&mut components, &mut procs, p, Role::Proxy);
                 (listen, None)
             }
+            Variant::NginxMtls | Variant::HaproxyMtls => {
+                let (listen, inbounds) = self
+                    .peer_chain(variant, topo, &mut components, &mut procs)
+                    .await?;
+                tls_inbound = inbounds;
+                (listen, None)
+            }
         };
         // Ready means a real request through the whole chain succeeds.
         if let Err(e) = probe::until_ok(
@@ -340,6 +399,21 @@ impl Substrate for Local {
         }
         // The chain answered; make sure it answered over mTLS, not because
         // the server side silently took plaintext.
+        for &inbound in &tls_inbound {
+            if let Ok(status @ 200..=299) = probe::get(inbound, None, "/healthz", Protocol::Http1).await {
+                return Err(DeployError::Ready {
+                    component: Side::Inbound.component(variant, None),
+                    detail: format!(
+                        "a plaintext GET /healthz to the {variant} chain's inbound peer {inbound} got {status}: the cell would not measure mTLS"
+                    ),
+                });
+            }
+        }
+        let wire: Vec<String> = strict_inbound.iter().chain(&tls_inbound).map(ToString::to_string).collect();
+        if !wire.is_empty() {
+            // What to capture to see the chain's TLS (suites/README.md, "Seeing the wire").
+            tracing::info!(variant = %variant, inter_proxy = %wire.join(","), "mTLS between the proxies");
+        }
         for inbound in strict_inbound {
             match probe::get(inbound, None, "/healthz", Protocol::Http1).await {
                 Ok(403) => {}

@@ -14,6 +14,9 @@
 //!  identity; unknown to Destination, traffic keeps its original destination
 //!  (the VIP), so the node's DNAT balances it as in `baseline`.
 //!  nginx | haproxy: in the client pod on 127.0.0.1:8000, upstreams the pod IPs
+//!  nginx-mtls | haproxy-mtls: the outbound peer there, TLS with a client
+//!  certificate to an inbound peer in each server pod on <pod IP>:8443,
+//!  which forwards to its pod's :8080
 //!  control pod: mesh-control on <pod IP>:8086, manifests written by bench
 //! ```
 //!
@@ -34,6 +37,7 @@ use super::cluster::{Cluster, ClusterSpec, MeshMode};
 use super::control::{ControlOptions, ControlPlane, CLIENT_ID, SERVER_ID};
 use super::enter;
 use super::manifests;
+use super::peers_mtls::{self, Hop, Side};
 use super::probe;
 use super::process::Proc;
 use super::shared::{
@@ -59,6 +63,8 @@ pub const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 pub const CONTROL_PORT: u16 = 8086;
 /// Where a peer proxy listens inside the client pod.
 const PEER_PORT: u16 = 8000;
+/// Where a peer chain's inbound peer listens in its server pod (TLS).
+const PEER_TLS_PORT: u16 = 8443;
 
 /// Pods in network namespaces on one node.
 pub struct Netns {
@@ -191,8 +197,61 @@ impl Netns {
             .ws
             .peers
             .command(variant, &dir, listen, &upstreams, topo.protocol)?;
-        let mut p = self.ws.spawn(name, cmd, Some(&client.ns_path()))?;
-        let waited = enter::run_in(&client.ns_path(), 1, move || async move {
+        let p = self.start_in_pod(name, cmd, client, listen, &dir).await?;
+        Ok((p, listen))
+    }
+
+    /// `nginx-mtls` / `haproxy-mtls`: an inbound peer in each server pod on
+    /// `<pod IP>:`[`PEER_TLS_PORT`] (TLS in, client certificate required),
+    /// then the outbound peer in the client pod on 127.0.0.1:[`PEER_PORT`]
+    /// balancing over them. Returns the outbound's address.
+    async fn peer_chain(
+        &mut self,
+        variant: Variant,
+        topo: &ScenarioTopology,
+        client: &Pod,
+        components: &mut Vec<Component>,
+        procs: &mut Vec<Proc>,
+    ) -> Result<SocketAddr, DeployError> {
+        let pki = self.ws.chain_pki()?;
+        let peers = self.ws.peers.clone();
+        let servers = self.server_pods();
+        let mut inbounds = Vec::new();
+        for (i, pod) in servers.iter().enumerate() {
+            let name = Side::Inbound.component(variant, (servers.len() > 1).then_some(i));
+            let listen = pod.addr(PEER_TLS_PORT);
+            let dir = self.ws.dir(&name)?;
+            let app = [pod.addr(APP_PORT)];
+            let hop = Hop { side: Side::Inbound, listen, upstreams: &app };
+            let cmd = peers_mtls::command(&peers, variant, &pki, &dir, hop, topo.protocol)?;
+            let p = self.start_in_pod(&name, cmd, pod, listen, &dir).await?;
+            keep(components, procs, p, Role::Proxy);
+            inbounds.push(listen);
+        }
+        let name = Side::Outbound.component(variant, None);
+        let listen = SocketAddr::from(([127, 0, 0, 1], PEER_PORT));
+        let dir = self.ws.dir(&name)?;
+        let hop = Hop { side: Side::Outbound, listen, upstreams: &inbounds };
+        let cmd = peers_mtls::command(&peers, variant, &pki, &dir, hop, topo.protocol)?;
+        let p = self.start_in_pod(&name, cmd, client, listen, &dir).await?;
+        keep(components, procs, p, Role::Proxy);
+        let wire: Vec<String> = inbounds.iter().map(ToString::to_string).collect();
+        tracing::info!(variant = %variant, inter_proxy = %wire.join(","), "mTLS between the proxies");
+        Ok(listen)
+    }
+
+    /// Run a peer's `cmd` in `pod` and wait until it accepts connections
+    /// on `listen` there (its `dir/error.log` in the error if it does not).
+    async fn start_in_pod(
+        &mut self,
+        name: &str,
+        cmd: std::process::Command,
+        pod: &Pod,
+        listen: SocketAddr,
+        dir: &Path,
+    ) -> Result<Proc, DeployError> {
+        let mut p = self.ws.spawn(name, cmd, Some(&pod.ns_path()))?;
+        let waited = enter::run_in(&pod.ns_path(), 1, move || async move {
             let deadline = tokio::time::Instant::now() + READY_PATIENCE;
             while tokio::time::Instant::now() < deadline {
                 if tokio::net::TcpStream::connect(listen).await.is_ok() {
@@ -207,11 +266,11 @@ impl Netns {
             let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
             return Err(p.failure(&format!(
                 "not listening on {listen} in pod {} after {READY_PATIENCE:?}; error.log: {}",
-                client.name,
+                pod.name,
                 log.trim()
             )));
         }
-        Ok((p, listen))
+        Ok(p)
     }
 
     /// Deploy `variant` into `cell` (the client pod is already there).
@@ -238,6 +297,11 @@ impl Netns {
                 let client = cell.client.clone();
                 let (p, listen) = self.peer(variant, topo, &client).await?;
                 keep(components, procs, p, Role::Proxy);
+                return Ok((listen, None));
+            }
+            Variant::NginxMtls | Variant::HaproxyMtls => {
+                let client = cell.client.clone();
+                let listen = self.peer_chain(variant, topo, &client, components, procs).await?;
                 return Ok((listen, None));
             }
         };
