@@ -99,7 +99,10 @@ pub fn estimate(suite: &Suite, cells: &[Cell]) -> Duration {
             LoadShape::Sweep(w) => acc + sweep_estimate(sc, w),
             _ => {
                 let sidecars = match c.variant {
-                    Variant::Weft => REPLICA_OVERHEAD * (sc.replicas as u32 - 1),
+                    // One server-side proxy per replica.
+                    v if v == Variant::Weft || v.is_peer_chain() => {
+                        REPLICA_OVERHEAD * (sc.replicas as u32 - 1)
+                    }
                     _ => Duration::ZERO,
                 };
                 // Capacity (1 s warm-up), quiet, overload, recovery.
