@@ -12,6 +12,9 @@
 //!                     service time from the actual send) ──> merged ──> record::Load
 //! ```
 //!
+//! `proto` adds gRPC, opaque TCP (steady and churn) and WebSocket load on the same
+//! sequencer, recorders and record, and what `serve` answers them with.
+//!
 //! A request belongs to the warm-up or the measured window by its scheduled time; warm-up
 //! requests are sent at the same rate but recorded nowhere.
 #![forbid(unsafe_code)]
@@ -20,6 +23,7 @@ mod client;
 pub mod echo;
 mod engine;
 mod h1;
+pub mod proto;
 mod recorder;
 mod sequencer;
 pub mod serve;
@@ -73,6 +77,9 @@ pub mod error_class {
     /// A proxy on the way shed the request: a response carrying
     /// `weft-proxy-error-kind: overloaded` (counted here, not as `status_5xx`).
     pub const SHED: &str = "shed";
+    /// gRPC: the call ended with a non-OK `grpc-status` (sent by the server or a proxy
+    /// answering for it). Not timed, like a failure.
+    pub const GRPC_STATUS: &str = "grpc_status";
 }
 
 /// What to load, how hard and for how long.
@@ -90,6 +97,9 @@ pub struct LoadConfig {
     pub connections: usize,
     /// h2c with prior knowledge; many streams per connection.
     pub http2: bool,
+    /// A protocol other than plain HTTP requests (gRPC, TCP, WebSocket); `None`: HTTP/1.1,
+    /// or h2c with `http2`.
+    pub proto: Option<proto::Proto>,
     /// 0 = GET without a body; otherwise POST with this many bytes.
     pub body_size: usize,
     /// Per request (and per connect); expiry counts as error class `timeout`.
@@ -106,6 +116,7 @@ impl Default for LoadConfig {
             warmup: Duration::from_secs(1),
             connections: 16,
             http2: false,
+            proto: None,
             body_size: 0,
             timeout: Duration::from_secs(5),
         }
@@ -160,10 +171,24 @@ impl LoadConfig {
         if self.timeout.is_zero() {
             problems.push("timeout 0s: must be longer than zero".into());
         }
+        if let Some(p) = self.proto {
+            problems.extend(p.problems(self.http2, self.body_size));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(LoadError::Config(problems))
+        }
+    }
+}
+
+impl LoadConfig {
+    /// The record's `protocol`: `http1`, `http2`, or the [`proto::Proto`]'s name.
+    pub fn protocol_name(&self) -> &'static str {
+        match (self.proto, self.http2) {
+            (Some(p), _) => p.name(),
+            (None, true) => "http2",
+            (None, false) => "http1",
         }
     }
 }
@@ -215,7 +240,7 @@ pub enum LoadError {
 /// All connections are opened before the clock starts; if the target cannot be reached then,
 /// this fails with [`LoadError::Unreachable`] instead of reporting a run full of errors.
 pub async fn run(cfg: LoadConfig, progress: Arc<Progress>) -> Result<Load, LoadError> {
-    Ok(engine::run(cfg, progress, None).await?.0)
+    Ok(dispatch(cfg, progress, None).await?.0)
 }
 
 /// [`run`], and the measured window cut into slices of `slice` (by
@@ -230,7 +255,7 @@ pub async fn run_with_timeline(
     if slice.is_zero() {
         return Err(LoadError::Config(vec!["timeline slice 0s: must be longer than zero".into()]));
     }
-    let (load, timeline) = engine::run(cfg, progress, Some(slice)).await?;
+    let (load, timeline) = dispatch(cfg, progress, Some(slice)).await?;
     let timeline = timeline.unwrap_or_else(|| Timeline {
         slice,
         slices: Vec::new(),
@@ -238,4 +263,16 @@ pub async fn run_with_timeline(
         admitted_latency: new_histogram(),
     });
     Ok((load, timeline))
+}
+
+/// HTTP goes to `engine`, every other protocol to `proto`'s engine.
+async fn dispatch(
+    cfg: LoadConfig,
+    progress: Arc<Progress>,
+    slice: Option<Duration>,
+) -> Result<(Load, Option<Timeline>), LoadError> {
+    match cfg.proto {
+        Some(p) => proto::run(cfg, p, progress, slice).await,
+        None => engine::run(cfg, progress, slice).await,
+    }
 }

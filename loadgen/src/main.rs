@@ -21,7 +21,7 @@ const EXIT_CONFIG: u8 = 64;
 #[command(
     name = "loadgen",
     version,
-    about = "Open-loop HTTP load generator and calibrated target server"
+    about = "Open-loop HTTP, gRPC, TCP and WebSocket load generator and calibrated target server"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,12 +57,21 @@ struct RunArgs {
     /// Run at the same rate first, excluded from all statistics.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     warmup: Duration,
-    /// TCP connections [default: HTTP/2: 1; HTTP/1: --concurrency in closed loop, 16 in open loop].
+    /// TCP connections [default: HTTP/2 and gRPC: 1; otherwise --concurrency in closed loop, 16 in open loop].
     #[arg(long)]
     connections: Option<usize>,
     /// h2c with prior knowledge, many streams per connection.
     #[arg(long)]
     http2: bool,
+    /// Another protocol than HTTP requests: grpc (unary calls, h2c), grpc-stream
+    /// (server streaming, one sample per stream), tcp (echo of --body-size bytes over
+    /// long-lived connections), tcp-churn (a new connection per echo), websocket (upgrade,
+    /// then echoed messages of --body-size bytes). http1 / http2 are the HTTP defaults.
+    #[arg(long, value_name = "PROTOCOL")]
+    protocol: Option<String>,
+    /// grpc-stream: messages the server sends per stream.
+    #[arg(long, default_value_t = loadgen::proto::DEFAULT_STREAM_MESSAGES)]
+    stream_messages: u32,
     /// Request body bytes: 0 sends GET, more sends POST.
     #[arg(long, default_value_t = 0)]
     body_size: usize,
@@ -116,6 +125,12 @@ struct ServeArgs {
     /// Echo mode: its pod name [default: NAME].
     #[arg(long, value_name = "POD")]
     pod: Option<String>,
+    /// Also accept WebSocket upgrades (any path) and echo their messages.
+    #[arg(long)]
+    websocket: bool,
+    /// Serve opaque TCP instead of HTTP: echo every byte back (`loadgen run --protocol tcp`).
+    #[arg(long)]
+    tcp_echo: bool,
 }
 
 /// A problem with what the user asked for: exit 64.
@@ -181,7 +196,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(concurrency)) => Mode::Closed { concurrency },
         _ => unreachable!("clap enforces exactly one of --rate and --concurrency"),
     };
-    let connections = args.connections.unwrap_or(match (args.http2, mode) {
+    let (http2, proto) = match args.protocol.as_deref() {
+        None | Some("http1") => (args.http2, None),
+        Some("http2") => (true, None),
+        Some(other) => {
+            let p = other
+                .parse::<loadgen::proto::Proto>()
+                .map_err(|e| ConfigError(e.to_string()))?;
+            let p = match p {
+                loadgen::proto::Proto::GrpcStream { .. } => loadgen::proto::Proto::GrpcStream {
+                    messages: args.stream_messages,
+                },
+                p => p,
+            };
+            (args.http2, Some(p))
+        }
+    };
+    let multiplexed = http2
+        || matches!(
+            proto,
+            Some(loadgen::proto::Proto::Grpc | loadgen::proto::Proto::GrpcStream { .. })
+        );
+    let connections = args.connections.unwrap_or(match (multiplexed, mode) {
         (true, _) => 1,
         (false, Mode::Closed { concurrency }) => concurrency.max(1),
         (false, Mode::Open { .. }) => 16,
@@ -193,7 +229,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: args.duration,
         warmup: args.warmup,
         connections,
-        http2: args.http2,
+        http2,
+        proto,
         body_size: args.body_size,
         timeout: args.timeout,
     };
@@ -234,6 +271,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             name: args.name.clone().unwrap_or_default(),
             namespace: args.namespace.clone(),
         }),
+        websocket: args.websocket,
+        tcp_echo: args.tcp_echo,
     };
     cfg.validate()
         .map_err(|problems| ConfigError(problems.join("; ")))?;

@@ -336,7 +336,7 @@ impl Merged {
             Mode::Closed { concurrency } => ("closed", None, Some(u32::try_from(concurrency).unwrap_or(u32::MAX))),
         };
         let mut load = record::Load {
-            protocol: if cfg.http2 { "http2" } else { "http1" }.into(),
+            protocol: cfg.protocol_name().into(),
             mode: mode.into(),
             rate,
             concurrency,

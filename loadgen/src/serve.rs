@@ -9,6 +9,12 @@
 //! is answered by [`crate::echo`] instead: a JSON account of what arrived and which replica
 //! answered, with per-request status, delay and response-header knobs.
 //!
+//! gRPC requests (`content-type: application/grpc*`) are answered by `weft.bench.v1.Bench`
+//! ([`crate::proto::grpc`]), paced the same way. With [`ServeConfig::websocket`] connections
+//! also take WebSocket upgrades, whose messages are echoed ([`crate::proto::ws`]); with
+//! [`ServeConfig::tcp_echo`] the port is no HTTP server at all but an opaque TCP echo
+//! ([`crate::proto::tcp`]).
+//!
 //! Error spread: request n (counting from 1, per server) is answered 503 exactly when
 //! `floor(n·P) > floor((n−1)·P)`. With P = 0.1 that is every 10th request; any run of N
 //! consecutive requests holds floor(N·P) or ceil(N·P) errors — no randomness to average out.
@@ -23,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -55,6 +61,12 @@ pub struct ServeConfig {
     /// Echo mode: answer with what arrived (see [`crate::echo`]), naming this replica;
     /// `delay`, `body_size` and `error_rate` then do not apply.
     pub echo: Option<Replica>,
+    /// Also accept WebSocket upgrades (any path): each message is echoed back. Upgraded
+    /// connections are not part of the graceful shutdown (hyper's graceful watch does not
+    /// take upgradeable connections): open WebSockets are cut at exit.
+    pub websocket: bool,
+    /// Serve opaque TCP instead of HTTP: every byte of every connection is echoed back.
+    pub tcp_echo: bool,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +77,8 @@ impl Default for ServeConfig {
             error_rate: 0.0,
             threads: 1,
             echo: None,
+            websocket: false,
+            tcp_echo: false,
         }
     }
 }
@@ -82,6 +96,20 @@ impl ServeConfig {
         if self.threads == 0 {
             problems.push("threads 0: must be at least 1".into());
         }
+        if self.tcp_echo {
+            let http_only = [
+                (!self.delay.is_zero(), "--delay"),
+                (self.body_size != 0, "--body-size"),
+                (self.error_rate != 0.0, "--error-rate"),
+                (self.echo.is_some(), "--echo"),
+                (self.websocket, "--websocket"),
+            ];
+            for (_, flag) in http_only.iter().filter(|(set, _)| *set) {
+                problems.push(format!(
+                    "--tcp-echo with {flag}: a TCP echo answers with the client's own bytes at once; drop {flag}"
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -95,7 +123,8 @@ pub fn is_injected_error(n: u64, rate: f64) -> bool {
     n > 0 && (n as f64 * rate).floor() > ((n - 1) as f64 * rate).floor()
 }
 
-struct State {
+/// What every protocol of the server answers with, and how fast.
+pub(crate) struct State {
     body: Bytes,
     delay: Duration,
     error_rate: f64,
@@ -117,6 +146,9 @@ pub async fn serve(
             problems.join("; "),
         ));
     }
+    if cfg.tcp_echo {
+        return crate::proto::tcp::serve_echo(listener, shutdown).await;
+    }
     let state = Arc::new(State {
         body: Bytes::from(vec![b'x'; cfg.body_size]),
         delay: cfg.delay,
@@ -132,6 +164,7 @@ pub async fn serve(
         .http2()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let graceful = GracefulShutdown::new();
+    let websocket = cfg.websocket;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -151,6 +184,17 @@ pub async fn serve(
         }
         let state = state.clone();
         let service = service_fn(move |req| handle(req, state.clone()));
+        if websocket {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        }
         let conn = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -172,19 +216,29 @@ pub async fn serve(
     Ok(())
 }
 
-fn whole(body: Bytes) -> Response<EchoBody> {
-    Response::new(EchoBody::Left(Full::new(body)))
+/// Every answer's body: HTTP and echo answers, or tonic's for gRPC.
+type ServeBody = Either<EchoBody, tonic::body::Body>;
+
+fn whole(body: Bytes) -> Response<ServeBody> {
+    Response::new(Either::Left(EchoBody::Left(Full::new(body))))
 }
 
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
-) -> Result<Response<EchoBody>, Infallible> {
+) -> Result<Response<ServeBody>, Infallible> {
     if req.uri().path() == "/healthz" {
         return Ok(whole(Bytes::from_static(b"ok\n")));
     }
     if let Some(replica) = &state.echo {
-        return Ok(echo::respond(req, replica).await);
+        return Ok(echo::respond(req, replica).await.map(Either::Left));
+    }
+    if crate::proto::ws::is_upgrade(&req) {
+        return Ok(crate::proto::ws::accept(req).map(|()| Either::Left(EchoBody::Left(Full::default()))));
+    }
+    if is_grpc(&req) {
+        let arrived = Instant::now();
+        return Ok(crate::proto::grpc::Service::call(state, req, arrived).await.map(Either::Right));
     }
     if req.uri().path() == "/headers" {
         return Ok(whole(echo_headers(&req)));
@@ -206,6 +260,29 @@ async fn handle(
         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
     Ok(resp)
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl State {
+    /// Counts one request and waits out the delay from `arrived`; true when it is one of
+    /// the injected errors (as `handle` does for HTTP).
+    pub(crate) async fn pace(&self, arrived: Instant) -> bool {
+        let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(timer) = &self.timer {
+            timer.sleep_until(arrived + self.delay).await;
+        }
+        is_injected_error(n, self.error_rate)
+    }
+
+    /// The response body every answer carries.
+    pub(crate) fn body(&self) -> Bytes {
+        self.body.clone()
+    }
 }
 
 /// The request's headers as `name: value` lines: what reached the app

@@ -53,6 +53,15 @@ fn config_errors_exit_64_naming_the_value() {
             "soon",
         ),
         (vec!["serve", "--error-rate", "1.5"], "1.5"),
+        (
+            vec!["run", "--target", "http://127.0.0.1:1/", "--rate", "5", "--protocol", "tcp"],
+            "body size 0",
+        ),
+        (
+            vec!["run", "--target", "http://127.0.0.1:1/", "--rate", "5", "--protocol", "quic"],
+            "\"quic\"",
+        ),
+        (vec!["serve", "--tcp-echo", "--delay", "1ms"], "--delay"),
         (vec!["run", "--target", "http://127.0.0.1:1/"], "--rate"),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
@@ -230,4 +239,62 @@ fn json_dash_prints_the_record_as_one_stdout_line() {
     let load = loadgen::find_record_line(&stdout).unwrap().unwrap();
     assert_eq!((load.requests, load.errors), (20, 0), "{load:?}");
     assert!(loadgen::find_record_line("a table\nno record\n").is_none());
+}
+
+/// gRPC (unary and server streaming), opaque TCP (steady and churn) and WebSocket through
+/// the real binaries, open and closed loop: the record names the protocol, every exchange
+/// is answered, and only TCP churn opens a connection per exchange.
+#[test]
+fn grpc_tcp_and_websocket_through_the_binaries() {
+    let _x = common::exclusive();
+    let http = Server::start(&["--websocket", "--body-size", "48"]);
+    let tcp = Server::spawn(&["--tcp-echo"]);
+    let (http_url, tcp_url) = (http.url("/"), tcp.url("/"));
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("grpc", &http_url, &[]),
+        ("grpc-stream", &http_url, &["--stream-messages", "5"]),
+        ("websocket", &http_url, &[]),
+        ("tcp", &tcp_url, &[]),
+        ("tcp-churn", &tcp_url, &[]),
+    ];
+    for (proto, url, extra) in cases {
+        for load in [["--rate", "200"], ["--concurrency", "3"]] {
+            let mut args = vec![
+                "--target", url, "--protocol", proto, "--duration", "500ms", "--warmup",
+                "100ms", "--body-size", "32", "--connections", "3",
+            ];
+            args.extend(load);
+            args.extend(extra);
+            let rec = common::run_binary(&args);
+            let what = format!("{proto} {load:?}");
+            assert_eq!(rec.protocol, proto, "{what}");
+            assert_eq!(rec.errors, 0, "{what}: {:?}", rec.errors_by_class);
+            if load[0] == "--rate" {
+                assert_eq!(rec.requests, 100, "{what}: 200/s for 0.5 s");
+            } else {
+                assert!(rec.requests > 0, "{what}");
+            }
+            if proto == "tcp-churn" {
+                assert!(rec.connections_opened >= rec.requests, "{what}: {rec:?}");
+            } else {
+                assert_eq!(rec.connections_opened, 3, "{what}");
+            }
+            assert_eq!(rec.latency_histogram().unwrap().len(), rec.requests, "{what}: every exchange timed");
+        }
+    }
+}
+
+/// A gRPC call the server fails ends with its status: class `grpc_status`, not `io`.
+#[test]
+fn grpc_errors_are_counted_by_status() {
+    let _x = common::exclusive();
+    let server = Server::start(&["--error-rate", "0.5"]);
+    let url = server.url("/");
+    let rec = common::run_binary(&[
+        "--target", &url, "--protocol", "grpc", "--rate", "200", "--duration", "500ms",
+        "--warmup", "0s", "--connections", "1",
+    ]);
+    assert_eq!(rec.requests, 100);
+    assert_eq!(rec.errors, 50, "every other call: {:?}", rec.errors_by_class);
+    assert_eq!(rec.errors_by_class.get("grpc_status"), Some(&50));
 }

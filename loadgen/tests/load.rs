@@ -26,6 +26,7 @@ fn config(
         warmup,
         connections,
         http2: false,
+        proto: None,
         body_size: 0,
         timeout: Duration::from_secs(10),
     }

@@ -29,6 +29,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        let server = Server::spawn(args);
+        eventually("/healthz", || server.healthz().then_some(()));
+        server
+    }
+
+    /// A server that is no HTTP server (`--tcp-echo`): it accepts once it has printed its
+    /// address, which is all `spawn` waits for.
+    pub fn spawn(args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -45,9 +53,7 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("an ip:port");
-        let server = Server { child, addr };
-        eventually("/healthz", || server.healthz().then_some(()));
-        server
+        Server { child, addr }
     }
 
     pub fn url(&self, path: &str) -> String {
