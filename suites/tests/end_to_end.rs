@@ -1103,4 +1103,70 @@ fn the_same_run_gate_passes_two_identical_builds() {
     assert_eq!(o.status.code(), Some(2));
     let err = text(&o.stderr);
     assert!(err.contains("--base") && err.contains("nope") && err.contains("mesh-proxy"), "{err}");
+/// gRPC, TCP (steady and churn) and WebSocket cells through the real
+/// binaries: weft (mTLS between the sidecars) for gRPC, TCP churn and
+/// WebSocket, the static plaintext pair and HAProxy for steady TCP. Every
+/// exchange answered, and the record names each cell's protocol.
+#[test]
+fn protocols_run_through_the_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write(
+        dir.path(),
+        "protocols.toml",
+        r#"name = "protocols"
+[defaults]
+duration = "1s"
+warmup = "0s"
+connections = 2
+body_size = 64
+variants = ["weft"]
+[[scenario]]
+name = "g"
+protocol = "grpc"
+rates = [100]
+[[scenario]]
+name = "churn"
+protocol = "tcp-churn"
+rates = [100]
+[[scenario]]
+name = "ws"
+protocol = "websocket"
+rates = [100]
+[[scenario]]
+name = "tcp"
+protocol = "tcp"
+rates = [100]
+variants = ["weft-plaintext", "haproxy"]
+"#,
+    );
+    let out = dir.path().join("results");
+    let o = run(bench().args(["run", "--suite"]).arg(&suite).arg("--out").arg(&out));
+    let r = reports::io::read_report(&out.join("report.json"))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", text(&o.stdout), text(&o.stderr)));
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let mut seen = Vec::new();
+    for c in &r.runs {
+        let what = format!("{}/{}", c.scenario, c.variant);
+        assert_eq!(c.load.errors, 0, "{what}: {:?}", c.load.errors_by_class);
+        assert_eq!(c.load.requests, 100, "{what}");
+        if c.load.protocol == "tcp-churn" {
+            assert!(c.load.connections_opened >= 100, "{what}: a connection per echo");
+        }
+        seen.push((c.scenario.as_str(), c.variant.as_str(), c.load.protocol.as_str()));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("churn", "weft", "tcp-churn"),
+            ("g", "weft", "grpc"),
+            ("tcp", "haproxy", "tcp"),
+            ("tcp", "weft-plaintext", "tcp"),
+            ("ws", "weft", "websocket"),
+        ]
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for p in ["grpc", "tcp-churn", "websocket"] {
+        assert!(md.contains(p), "report.md names {p}");
+    }
 }

@@ -135,3 +135,43 @@ fn capacity_suites_are_planned_and_their_errors_located() {
 fn bench_exe_cmd() -> std::process::Command {
     std::process::Command::new(bench_exe())
 }
+
+/// The protocols' own settings are checked with file:line too: an echo
+/// needs bytes, a TCP echo has no delay to give, the hardening modes take
+/// HTTP only, and an unknown protocol lists them all.
+#[test]
+fn protocol_problems_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "protocols.toml",
+        r#"name = "p"
+[[scenario]]
+name = "t"
+protocol = "tcp"
+server_delay = "1ms"
+rates = [10]
+[[scenario]]
+name = "q"
+protocol = "quic"
+rates = [10]
+[[scenario]]
+name = "o"
+mode = "overload"
+protocol = "grpc"
+concurrency = 4
+"#,
+    );
+    let p = path.display().to_string();
+    let out = run(bench_exe_cmd().args(["plan", "--suite", &p]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    for want in [
+        format!("{p}:4:12: protocol `tcp` echoes `body_size` bytes per exchange"),
+        format!("{p}:5:16: `server_delay` does not apply to protocol `tcp`"),
+        format!("{p}:9:12: unknown protocol `quic`: expected one of http1, http2, grpc, grpc-stream, tcp, tcp-churn, websocket"),
+        format!("{p}:14:12: protocol `grpc` with mode = \"overload\""),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in:\n{err}");
+    }
+}

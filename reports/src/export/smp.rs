@@ -91,7 +91,13 @@ pub fn cell_document(cmp: &Comparison<'_>, cell: &Cell, id: &str, hdr_log: Optio
     let mut client = Map::new();
     client.insert("internal".into(), json!(true));
     client.insert("load_generator".into(), json!("weft-loadgen"));
-    client.insert("protocol".into(), json!("PROTOCOL_HTTP"));
+    // SMP's protocol enum knows HTTP, TCP, UDP and gRPC; a WebSocket starts as HTTP.
+    let smp_protocol = match cell.protocol.as_str() {
+        "grpc" | "grpc-stream" => "PROTOCOL_GRPC",
+        "tcp" | "tcp-churn" => "PROTOCOL_TCP",
+        _ => "PROTOCOL_HTTP",
+    };
+    client.insert("protocol".into(), json!(smp_protocol));
     if let Some(load) = first {
         client.insert("connections".into(), json!(load.connections));
     }

@@ -154,6 +154,7 @@ pub(crate) fn load_config(
         warmup: scenario.warmup,
         connections: scenario.connections,
         http2: scenario.protocol == Protocol::Http2,
+        proto: scenario.protocol.load(),
         body_size: scenario.body_size,
         timeout: scenario.timeout,
     }

@@ -1,6 +1,8 @@
 //! Readiness probes: one real HTTP request, HTTP/1.1 or h2c, over a fresh
 //! connection, so "ready" means the whole chain answers, not just that a port
-//! is open.
+//! is open. For gRPC, TCP and WebSocket the probe is one exchange of that
+//! protocol (loadgen's own, `loadgen::proto::probe`): a chain that carries
+//! HTTP but not, say, opaque TCP is not ready for a TCP cell.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -41,6 +43,7 @@ pub async fn fetch(
             .parse()
             .map_err(|e| format!("bad uri: {e}"))?;
         let mut req = http::Request::get(uri);
+        let protocol = protocol.http();
         if protocol == Protocol::Http1 {
             req = req.header(http::header::HOST, &authority);
         }
@@ -55,7 +58,7 @@ pub async fn fetch(
                     .await
                     .map_err(|e| format!("HTTP/1 request: {e}"))?
             }
-            Protocol::Http2 => {
+            _ => {
                 let (mut send, conn) =
                     hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                         .await
@@ -94,16 +97,38 @@ pub async fn until_ok(
     let deadline = tokio::time::Instant::now() + patience;
     let mut last;
     loop {
-        last = match get(addr, host, path, protocol).await {
-            Ok(200) => return Ok(()),
-            Ok(code) => format!("GET {path} via {addr} answered {code}"),
-            Err(e) => e,
+        last = match protocol.load() {
+            Some(proto) => match exchange(addr, host, proto).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+            None => match get(addr, host, path, protocol).await {
+                Ok(200) => return Ok(()),
+                Ok(code) => format!("GET {path} via {addr} answered {code}"),
+                Err(e) => e,
+            },
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(format!("{last} (gave up after {patience:?})"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One exchange of `proto` with `addr` (Host / `:authority` `host`), 2 s at
+/// most: a gRPC call, an echo of 16 bytes, a WebSocket message.
+async fn exchange(addr: SocketAddr, host: Option<&str>, proto: loadgen::proto::Proto) -> Result<(), String> {
+    let cfg = loadgen::LoadConfig {
+        target: format!("http://{addr}/healthz").parse().map_err(|e| format!("bad uri: {e}"))?,
+        host: host.map(str::to_string),
+        proto: Some(proto),
+        body_size: 16,
+        timeout: Duration::from_secs(2),
+        ..loadgen::LoadConfig::default()
+    };
+    loadgen::proto::probe(&cfg)
+        .await
+        .map_err(|e| format!("{proto} via {addr}: {e}"))
 }
 
 /// [`until_ok`] from inside the network namespace `netns` (a

@@ -178,8 +178,16 @@ fn server_command(loadgen: &Path, topo: &ScenarioTopology, i: usize, listen: &st
         _ => topo.server_delay,
     };
     let mut cmd = Command::new(loadgen);
-    cmd.args(["serve", "--listen", listen])
-        .arg("--delay")
+    cmd.args(["serve", "--listen", listen]);
+    if topo.protocol.is_tcp() {
+        // An echo: no delay or body of its own (validation refuses them).
+        cmd.arg("--tcp-echo").arg("--threads").arg(topo.server_threads.to_string());
+        return cmd;
+    }
+    if topo.protocol == crate::suite::Protocol::WebSocket {
+        cmd.arg("--websocket");
+    }
+    cmd.arg("--delay")
         .arg(humantime::format_duration(delay).to_string())
         .arg("--body-size")
         .arg(topo.body_size.to_string())

@@ -168,14 +168,77 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge (h2c).
     Http2,
+    /// gRPC unary calls over h2c (`weft.bench.v1.Bench/Unary`).
+    Grpc,
+    /// gRPC server streaming over h2c: one sample per stream of this many messages.
+    GrpcStream { messages: u32 },
+    /// Opaque TCP: `body_size` bytes echoed over long-lived connections.
+    Tcp,
+    /// Opaque TCP with a new connection per echo (the per-connection cost).
+    TcpChurn,
+    /// WebSocket: one upgrade per connection, then echoed messages of `body_size` bytes.
+    WebSocket,
 }
 
 impl Protocol {
+    /// Every value a suite file's `protocol` takes, in the order errors list them.
+    pub const NAMES: [&'static str; 7] =
+        ["http1", "http2", "grpc", "grpc-stream", "tcp", "tcp-churn", "websocket"];
+
+    /// A suite file's `protocol` value (`grpc-stream` with loadgen's
+    /// default messages per stream).
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Some(match name {
+            "http1" => Protocol::Http1,
+            "http2" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "grpc-stream" => Protocol::GrpcStream {
+                messages: loadgen::proto::DEFAULT_STREAM_MESSAGES,
+            },
+            "tcp" => Protocol::Tcp,
+            "tcp-churn" => Protocol::TcpChurn,
+            "websocket" => Protocol::WebSocket,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcStream { .. } => "grpc-stream",
+            Protocol::Tcp => "tcp",
+            Protocol::TcpChurn => "tcp-churn",
+            Protocol::WebSocket => "websocket",
         }
+    }
+
+    /// The HTTP version a readiness GET (`/healthz`) uses where this
+    /// protocol's own exchange is not the probe: h2c for gRPC.
+    pub fn http(self) -> Protocol {
+        match self {
+            Protocol::Http2 | Protocol::Grpc | Protocol::GrpcStream { .. } => Protocol::Http2,
+            _ => Protocol::Http1,
+        }
+    }
+
+    /// loadgen's protocol for this one (`None`: plain HTTP requests).
+    pub fn load(self) -> Option<loadgen::proto::Proto> {
+        use loadgen::proto::Proto;
+        match self {
+            Protocol::Http1 | Protocol::Http2 => None,
+            Protocol::Grpc => Some(Proto::Grpc),
+            Protocol::GrpcStream { messages } => Some(Proto::GrpcStream { messages }),
+            Protocol::Tcp => Some(Proto::Tcp),
+            Protocol::TcpChurn => Some(Proto::TcpChurn),
+            Protocol::WebSocket => Some(Proto::WebSocket),
+        }
+    }
+
+    /// Opaque TCP: no HTTP anywhere on the path (the target is an echo).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::TcpChurn)
     }
 }
 

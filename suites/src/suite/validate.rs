@@ -281,18 +281,22 @@ impl Validator<'_> {
         };
         let protocol = match pick(&s.protocol, &d.protocol) {
             None => Protocol::Http1,
-            Some(p) => match p.get_ref().as_str() {
-                "http1" => Protocol::Http1,
-                "http2" => Protocol::Http2,
-                other => {
+            Some(p) => match Protocol::parse(p.get_ref()) {
+                Some(protocol) => protocol,
+                None => {
+                    let other = p.get_ref();
                     self.problem(
                         p.span(),
-                        format!("unknown protocol `{other}`: expected `http1` or `http2`"),
+                        format!(
+                            "unknown protocol `{other}`: expected one of {}",
+                            Protocol::NAMES.join(", ")
+                        ),
                     );
                     Protocol::Http1
                 }
             },
         };
+        self.protocol_settings(&s, d, protocol, body_size, server_delay, slow_replica_delay);
         let variants = match pick(&s.variants, &d.variants) {
             None => Variant::defaults(),
             Some(list) => {
@@ -388,6 +392,42 @@ impl Validator<'_> {
             variants,
             hardening,
         })
+    }
+
+    /// What a protocol other than HTTP needs from the rest of the scenario:
+    /// the echo protocols echo `body_size` bytes (so at least 1), and the
+    /// TCP echo answers at once (no server delay to give it); the hardening
+    /// modes judge HTTP answers (5xx, shed responses), so they take HTTP only.
+    fn protocol_settings(
+        &mut self,
+        s: &RawSettings,
+        d: &RawSettings,
+        protocol: Protocol,
+        body_size: usize,
+        server_delay: Duration,
+        slow_replica_delay: Option<Duration>,
+    ) {
+        let Some(at) = pick(&s.protocol, &d.protocol).map(|p| p.span()) else { return };
+        let name = protocol.as_str();
+        let echoes = matches!(protocol, Protocol::Tcp | Protocol::TcpChurn | Protocol::WebSocket);
+        if echoes && body_size == 0 {
+            let at = pick(&s.body_size, &d.body_size).map_or(at.clone(), |b| b.span());
+            self.problem(at, format!("protocol `{name}` echoes `body_size` bytes per exchange: set `body_size` to at least 1"));
+        }
+        if protocol.is_tcp() {
+            for (key, set, own) in [
+                ("server_delay", !server_delay.is_zero(), pick(&s.server_delay, &d.server_delay).map(|v| v.span())),
+                ("slow_replica_delay", slow_replica_delay.is_some(), pick(&s.slow_replica_delay, &d.slow_replica_delay).map(|v| v.span())),
+            ] {
+                if set {
+                    self.problem(own.unwrap_or(at.clone()), format!("`{key}` does not apply to protocol `{name}`: the target is a TCP echo, which answers at once"));
+                }
+            }
+        }
+        let mode = pick(&s.mode, &d.mode).map(|m| m.get_ref().as_str()).unwrap_or("open");
+        if protocol.load().is_some() && matches!(mode, "soak" | "fault" | "overload" | "propagation") {
+            self.problem(at, format!("protocol `{name}` with mode = \"{mode}\": that mode judges HTTP answers (or sends no load); use `http1` or `http2`"));
+        }
     }
 
     /// The hardening settings of a `soak`, `fault` or `overload` scenario;

@@ -264,9 +264,11 @@ pub fn server(
                 port: SERVER_PORT as i32,
                 target_port: Some(IntOrString::Int(SERVER_PORT as i32)),
                 // Meshes pick the protocol from it (Istio reads nothing else for h2c).
-                app_protocol: Some(match s.protocol {
-                    Protocol::Http1 => "http".into(),
+                app_protocol: Some(match s.protocol.http() {
+                    // The other protocols are refused before any manifest
+                    // (`meshes::scenario_unsupported`).
                     Protocol::Http2 => "kubernetes.io/h2c".into(),
+                    _ => "http".into(),
                 }),
                 ..ServicePort::default()
             }]),

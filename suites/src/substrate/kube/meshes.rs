@@ -279,6 +279,14 @@ pub fn scenario_unsupported(s: &Scenario) -> Option<String> {
     if matches!(s.load, LoadShape::Sweep(_)) {
         return Some("scale sweeps grow the deployment on this machine (endpoints, connections, authorities, Services); run them with --substrate local".into());
     }
+    if s.protocol.load().is_some() {
+        // The server Deployment's readiness probe and Service are HTTP's;
+        // nothing here is wired for gRPC / TCP / WebSocket targets yet.
+        return Some(format!(
+            "protocol {} runs on the local substrate only (the cluster's server and its probes are HTTP's)",
+            s.protocol.as_str()
+        ));
+    }
     s.hardening.as_ref().map(|h| {
         let what = match h {
             Hardening::Soak(_) => "soak",

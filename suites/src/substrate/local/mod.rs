@@ -24,6 +24,13 @@
 //!
 //! One sidecar alone cannot do mTLS (its peer is not meshed), so the one-hop
 //! variants are plaintext; they are what compares with nginx and HAProxy.
+//!
+//! Opaque TCP scenarios (`tcp`, `tcp-churn`) send to a client sidecar's TCP
+//! listener instead of its HTTP outbound: `--tcp-service` to the Service
+//! (resolved through Destination, mTLS to each endpoint) for `weft`,
+//! `--tcp-forward` to the next hop for the static variants; the server
+//! sidecar tells the bytes from HTTP by detection. nginx relays them in its
+//! `stream {}` module, HAProxy in `mode tcp`.
 
 mod cluster;
 mod faults;
@@ -157,7 +164,9 @@ impl Local {
     }
 
     /// Start one mesh-proxy (see [`start_proxy`]); a meshed one that never
-    /// gets ready has the control plane's stderr added to the error.
+    /// gets ready has the control plane's stderr added to the error. The
+    /// second address is where a client of it sends: its outbound listener,
+    /// or its TCP listener when the sidecar has one.
     async fn mesh_proxy(
         &mut self,
         mut s: Sidecar<'_>,
@@ -182,7 +191,8 @@ impl Local {
             Err(e) => Err(e),
             Ok(st) => {
                 self.mesh.admins.push((name, st.admin));
-                Ok((st.proc, st.outbound, st.inbound))
+                let client_side = st.tcp_forward.or(st.tcp_services.first().copied());
+                Ok((st.proc, client_side.unwrap_or(st.outbound), st.inbound))
             }
         }
     }
@@ -311,6 +321,7 @@ impl Substrate for Local {
         self.proxy_args.clone_from(&topo.proxy_args);
         // Replica 0: where the single-address variants go.
         let server = servers[0];
+        let tcp = topo.protocol.is_tcp();
         let mut components = server_components(self.servers.iter().map(|(p, _)| p));
         let mut procs = Vec::new();
         // Meshed server sidecars' inbounds, which must refuse plaintext.
@@ -335,9 +346,11 @@ impl Substrate for Local {
                 }
                 self.control_plane()?.publish_endpoints(&strict_inbound)?;
                 self.mesh.published = strict_inbound.clone();
-                let (outb, outbound, _) = self
-                    .mesh_proxy(Sidecar::meshed("proxy-outbound", CLIENT_ID, None))
-                    .await?;
+                let mut client = Sidecar::meshed("proxy-outbound", CLIENT_ID, None);
+                if tcp {
+                    client.tcp_services = vec![format!("{}:{}", manifests::AUTHORITY, manifests::SERVICE_PORT)];
+                }
+                let (outb, outbound, _) = self.mesh_proxy(client).await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
                 components.push(super::Component {
                     name: "control".into(),
@@ -351,14 +364,15 @@ impl Substrate for Local {
                 let inbound = inbound.expect("inbound requested");
                 keep(&mut components, &mut procs, inb, Role::Proxy);
                 let (outb, outbound, _) = self
-                    .mesh_proxy(Sidecar::plaintext_outbound(inbound))
+                    .mesh_proxy(Sidecar::plaintext_outbound(inbound).tcp_to(tcp, inbound))
                     .await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }
             Variant::WeftClientOnly => {
-                let (outb, outbound, _) =
-                    self.mesh_proxy(Sidecar::plaintext_outbound(server)).await?;
+                let (outb, outbound, _) = self
+                    .mesh_proxy(Sidecar::plaintext_outbound(server).tcp_to(tcp, server))
+                    .await?;
                 keep(&mut components, &mut procs, outb, Role::Proxy);
                 (outbound, Some(MESH_AUTHORITY.to_string()))
             }

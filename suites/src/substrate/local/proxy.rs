@@ -43,6 +43,9 @@ pub(crate) struct Sidecar<'a> {
     /// Opaque TCP listeners on 127.0.0.1:0, one per authority
     /// (`--tcp-service`), in order.
     pub(crate) tcp_services: Vec<String>,
+    /// An opaque TCP listener on 127.0.0.1:0 relaying in plaintext to this
+    /// address (`--tcp-forward`).
+    pub(crate) tcp_forward: Option<SocketAddr>,
     /// More mesh-proxy flags, last (the scenario's `proxy_args`).
     pub(crate) extra_args: Vec<String>,
 }
@@ -62,6 +65,7 @@ impl<'a> Sidecar<'a> {
             disable: None,
             inbound_listen: None,
             tcp_services: Vec::new(),
+            tcp_forward: None,
             extra_args: Vec::new(),
         }
     }
@@ -79,7 +83,16 @@ impl<'a> Sidecar<'a> {
             disable: None,
             inbound_listen: None,
             tcp_services: Vec::new(),
+            tcp_forward: None,
             extra_args: Vec::new(),
+        }
+    }
+
+    /// With `tcp`, also an opaque TCP listener relaying to `to` in plaintext.
+    pub(crate) fn tcp_to(self, tcp: bool, to: SocketAddr) -> Sidecar<'a> {
+        Sidecar {
+            tcp_forward: tcp.then_some(to),
+            ..self
         }
     }
 
@@ -96,6 +109,7 @@ impl<'a> Sidecar<'a> {
             disable: None,
             inbound_listen: None,
             tcp_services: Vec::new(),
+            tcp_forward: None,
             extra_args: Vec::new(),
         }
     }
@@ -154,6 +168,9 @@ pub(crate) async fn start_proxy(
     for authority in &s.tcp_services {
         cmd.arg("--tcp-service").arg(format!("127.0.0.1:0={authority}"));
     }
+    if let Some(to) = s.tcp_forward {
+        cmd.arg("--tcp-forward").arg(format!("127.0.0.1:0={to}"));
+    }
     // Same budget as each peer proxy: one worker thread.
     cmd.args(["--threads", "1"]).args(&s.extra_args);
     let mut p = Proc::spawn(s.name, cmd, pids_file)?;
@@ -178,12 +195,19 @@ pub(crate) async fn start_proxy(
             }
         }
     }
+    let tcp_forward = match p.seen_lines("listening tcp ").first() {
+        Some(text) => Some(text.parse().map_err(|_| {
+            p.failure(&format!("printed `listening tcp {text}`, which is not an ip:port"))
+        })?),
+        None => None,
+    };
     Ok(Started {
         proc: p,
         outbound,
         inbound,
         admin,
         tcp_services,
+        tcp_forward,
     })
 }
 
@@ -195,5 +219,7 @@ pub(crate) struct Started {
     pub(crate) admin: SocketAddr,
     /// One per `--tcp-service`, in order.
     pub(crate) tcp_services: Vec<SocketAddr>,
+    /// The `--tcp-forward` listener.
+    pub(crate) tcp_forward: Option<SocketAddr>,
 }
 
