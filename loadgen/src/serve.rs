@@ -131,6 +131,8 @@ pub(crate) struct State {
     served: AtomicU64,
     timer: Option<DelayTimer>,
     echo: Option<Replica>,
+    /// Connections are served with upgrades: WebSocket requests are accepted.
+    websocket: bool,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and gives open connections
@@ -158,13 +160,14 @@ pub async fn serve(
             .then(DelayTimer::start)
             .transpose()?,
         echo: cfg.echo,
+        websocket: cfg.websocket,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let graceful = GracefulShutdown::new();
-    let websocket = cfg.websocket;
+    let websocket = state.websocket;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -227,14 +230,15 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<ServeBody>, Infallible> {
+    // Any path: a WebSocket client's readiness check may well ask for /healthz.
+    if state.websocket && crate::proto::ws::is_upgrade(&req) {
+        return Ok(crate::proto::ws::accept(req).map(|()| Either::Left(EchoBody::Left(Full::default()))));
+    }
     if req.uri().path() == "/healthz" {
         return Ok(whole(Bytes::from_static(b"ok\n")));
     }
     if let Some(replica) = &state.echo {
         return Ok(echo::respond(req, replica).await.map(Either::Left));
-    }
-    if crate::proto::ws::is_upgrade(&req) {
-        return Ok(crate::proto::ws::accept(req).map(|()| Either::Left(EchoBody::Left(Full::default()))));
     }
     if is_grpc(&req) {
         let arrived = Instant::now();

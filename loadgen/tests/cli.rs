@@ -250,10 +250,12 @@ fn grpc_tcp_and_websocket_through_the_binaries() {
     let http = Server::start(&["--websocket", "--body-size", "48"]);
     let tcp = Server::spawn(&["--tcp-echo"]);
     let (http_url, tcp_url) = (http.url("/"), tcp.url("/"));
+    // An upgrade is accepted on any path, /healthz too (what a readiness check asks for).
+    let ws_url = http.url("/healthz");
     let cases: [(&str, &str, &[&str]); 5] = [
         ("grpc", &http_url, &[]),
         ("grpc-stream", &http_url, &["--stream-messages", "5"]),
-        ("websocket", &http_url, &[]),
+        ("websocket", &ws_url, &[]),
         ("tcp", &tcp_url, &[]),
         ("tcp-churn", &tcp_url, &[]),
     ];

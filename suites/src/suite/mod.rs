@@ -236,6 +236,14 @@ impl Protocol {
         }
     }
 
+    /// Whether each exchange is one HTTP request a proxy counts (HTTP,
+    /// gRPC calls): what the cross-check compares. An opaque relay counts
+    /// no requests, and a WebSocket is one request (the upgrade) carrying
+    /// every message of its connection.
+    pub fn one_request_per_exchange(self) -> bool {
+        !matches!(self, Protocol::Tcp | Protocol::TcpChurn | Protocol::WebSocket)
+    }
+
     /// Opaque TCP: no HTTP anywhere on the path (the target is an echo).
     pub fn is_tcp(self) -> bool {
         matches!(self, Protocol::Tcp | Protocol::TcpChurn)
