@@ -1103,6 +1103,8 @@ fn the_same_run_gate_passes_two_identical_builds() {
     assert_eq!(o.status.code(), Some(2));
     let err = text(&o.stderr);
     assert!(err.contains("--base") && err.contains("nope") && err.contains("mesh-proxy"), "{err}");
+}
+
 /// gRPC, TCP (steady and churn) and WebSocket cells through the real
 /// binaries: weft (mTLS between the sidecars) for gRPC, TCP churn and
 /// WebSocket, the static plaintext pair and HAProxy for steady TCP. Every
