@@ -167,6 +167,17 @@ pub fn command(
     peers
         .check(variant)
         .map_err(|reason| DeployError::Unavailable { reason })?;
+    // The chains are configured for HTTP only (HTTP/1.1 between the peers):
+    // a gRPC, TCP or WebSocket cell through them would measure a
+    // misconfigured chain, so it is skipped with the reason instead.
+    if !matches!(protocol, Protocol::Http1 | Protocol::Http2) {
+        return Err(DeployError::Unavailable {
+            reason: format!(
+                "{variant} is configured for http1 and http2 only (HTTP/1.1 between its peers); protocol {} is not carried by it yet",
+                protocol.as_str()
+            ),
+        });
+    }
     let nginx = match variant {
         Variant::NginxMtls => true,
         Variant::HaproxyMtls => false,
