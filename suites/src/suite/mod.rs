@@ -180,6 +180,14 @@ pub enum Protocol {
     WebSocket,
 }
 
+/// Messages per `grpc-stream` exchange: loadgen's default (the suite model
+/// builds without loadgen, for the fuzz targets; the assertion below keeps
+/// the two equal).
+pub const GRPC_STREAM_MESSAGES: u32 = 10;
+
+#[cfg(feature = "bench")]
+const _: () = assert!(GRPC_STREAM_MESSAGES == loadgen::proto::DEFAULT_STREAM_MESSAGES);
+
 impl Protocol {
     /// Every value a suite file's `protocol` takes, in the order errors list them.
     pub const NAMES: [&'static str; 7] =
@@ -193,7 +201,7 @@ impl Protocol {
             "http2" => Protocol::Http2,
             "grpc" => Protocol::Grpc,
             "grpc-stream" => Protocol::GrpcStream {
-                messages: loadgen::proto::DEFAULT_STREAM_MESSAGES,
+                messages: GRPC_STREAM_MESSAGES,
             },
             "tcp" => Protocol::Tcp,
             "tcp-churn" => Protocol::TcpChurn,
@@ -223,7 +231,14 @@ impl Protocol {
         }
     }
 
+    /// Plain HTTP requests (http1, http2), as opposed to the protocols
+    /// loadgen drives with their own exchange (gRPC, TCP, WebSocket).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http1 | Protocol::Http2)
+    }
+
     /// loadgen's protocol for this one (`None`: plain HTTP requests).
+    #[cfg(feature = "bench")]
     pub fn load(self) -> Option<loadgen::proto::Proto> {
         use loadgen::proto::Proto;
         match self {

@@ -425,7 +425,7 @@ impl Validator<'_> {
             }
         }
         let mode = pick(&s.mode, &d.mode).map(|m| m.get_ref().as_str()).unwrap_or("open");
-        if protocol.load().is_some() && matches!(mode, "soak" | "fault" | "overload" | "propagation" | "sweep") {
+        if !protocol.is_http() && matches!(mode, "soak" | "fault" | "overload" | "propagation" | "sweep") {
             self.problem(at, format!("protocol `{name}` with mode = \"{mode}\": that mode judges HTTP answers (or sends no load); use `http1` or `http2`"));
         }
     }

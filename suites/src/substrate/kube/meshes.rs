@@ -279,7 +279,7 @@ pub fn scenario_unsupported(s: &Scenario) -> Option<String> {
     if matches!(s.load, LoadShape::Sweep(_)) {
         return Some("scale sweeps grow the deployment on this machine (endpoints, connections, authorities, Services); run them with --substrate local".into());
     }
-    if s.protocol.load().is_some() {
+    if !s.protocol.is_http() {
         // The server Deployment's readiness probe and Service are HTTP's;
         // nothing here is wired for gRPC / TCP / WebSocket targets yet.
         return Some(format!(
