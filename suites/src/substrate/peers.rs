@@ -109,7 +109,7 @@ impl Peers {
     ) -> Result<Command, DeployError> {
         self.check(variant)
             .map_err(|reason| DeployError::Unavailable { reason })?;
-        let (bin, conf_name, conf) = match variant {
+        let (bin, conf) = match variant {
             Variant::Nginx if protocol.is_tcp() => {
                 let module = match &self.nginx_stream {
                     Some(NginxStream::Builtin) => None,
@@ -122,18 +122,10 @@ impl Peers {
                         ),
                     }),
                 };
-                (&self.nginx, "nginx.conf", nginx_stream_conf(dir, listen, upstreams, module))
+                (&self.nginx, nginx_stream_conf(dir, listen, upstreams, module))
             }
-            Variant::Nginx => (
-                &self.nginx,
-                "nginx.conf",
-                nginx_conf(dir, listen, upstreams, protocol),
-            ),
-            Variant::Haproxy => (
-                &self.haproxy,
-                "haproxy.cfg",
-                haproxy_conf(listen, upstreams, protocol),
-            ),
+            Variant::Nginx => (&self.nginx, nginx_conf(dir, listen, upstreams, protocol)),
+            Variant::Haproxy => (&self.haproxy, haproxy_conf(listen, upstreams, protocol)),
             other => {
                 return Err(DeployError::Start {
                     component: other.as_str().into(),
@@ -141,23 +133,7 @@ impl Peers {
                 })
             }
         };
-        let conf_path = dir.join(conf_name);
-        std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
-            what: format!("write {}", conf_path.display()),
-            source,
-        })?;
-        let mut cmd = Command::new(bin.as_ref().expect("checked above"));
-        if variant == Variant::Nginx {
-            cmd.arg("-p")
-                .arg(dir)
-                .arg("-e")
-                .arg(dir.join("error.log"))
-                .arg("-c")
-                .arg(&conf_path);
-        } else {
-            cmd.arg("-db").arg("-f").arg(&conf_path);
-        }
-        Ok(cmd)
+        peer_command(bin.as_ref().expect("checked above"), variant == Variant::Nginx, dir, conf)
     }
 }
 
@@ -201,6 +177,85 @@ pub fn haproxy_version(bin: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The top of every nginx config bench writes: `title` as a comment, the
+/// `load` line (a dynamic module, or empty), one worker in the foreground,
+/// errors and pid in `dir`.
+pub(crate) fn nginx_main(title: &str, load: &str, dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"# {title}
+{load}daemon off;
+master_process on;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+
+events {{
+    worker_connections 16384;
+}}
+"#
+    )
+}
+
+/// The `http {}` settings every nginx hop shares: no access log, temp
+/// paths in `dir`, and connections kept open for a whole run.
+pub(crate) fn nginx_http_settings(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 64m;
+    # The default (1000) would make nginx alone close client and upstream
+    # connections every few seconds at benchmark rates.
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+"#
+    )
+}
+
+/// An nginx `upstream {}` block's servers and its idle connection pool.
+pub(crate) fn nginx_upstream(name: &str, upstreams: &[SocketAddr]) -> String {
+    let servers: String = upstreams.iter().map(|u| format!("        server {u};\n")).collect();
+    format!(
+        "    upstream {name} {{\n{servers}        keepalive 64;\n        keepalive_requests 10000000;\n        keepalive_timeout 300s;\n    }}\n"
+    )
+}
+
+/// HAProxy's `global` section for every config bench writes, after `title`.
+pub(crate) fn haproxy_global(title: &str) -> String {
+    format!(
+        r#"# {title}
+global
+    nbthread 1
+    # HAProxy needs ~2 fds per connection and refuses to start if it cannot
+    # raise RLIMIT_NOFILE that far; 4000 is plenty for any suite's connections.
+    maxconn 4000
+"#
+    )
+}
+
+/// Writes `conf` into `dir` and returns the command running that peer in
+/// the foreground: nginx (`nginx` true) with its prefix and error log in
+/// `dir`, HAProxy with `-db`.
+pub(crate) fn peer_command(bin: &Path, nginx: bool, dir: &Path, conf: String) -> Result<Command, DeployError> {
+    let conf_path = dir.join(if nginx { "nginx.conf" } else { "haproxy.cfg" });
+    std::fs::write(&conf_path, conf).map_err(|source| DeployError::Io {
+        what: format!("write {}", conf_path.display()),
+        source,
+    })?;
+    let mut cmd = Command::new(bin);
+    if nginx {
+        cmd.arg("-p").arg(dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
+    } else {
+        cmd.arg("-db").arg("-f").arg(&conf_path);
+    }
+    Ok(cmd)
+}
+
 /// An nginx config for one reverse-proxy hop to `upstreams` (round robin);
 /// all paths inside `dir`.
 pub fn nginx_conf(
@@ -209,11 +264,6 @@ pub fn nginx_conf(
     upstreams: &[SocketAddr],
     protocol: Protocol,
 ) -> String {
-    let d = dir.display();
-    let servers: String = upstreams
-        .iter()
-        .map(|u| format!("        server {u};\n"))
-        .collect();
     let http2 = if protocol.http() == Protocol::Http2 {
         " http2"
     } else {
@@ -233,37 +283,14 @@ pub fn nginx_conf(
             format!("            proxy_pass http://backend;\n            proxy_http_version 1.1;\n{upgrade}            proxy_set_header Host $host;\n")
         }
     };
+    let main = nginx_main("Generated by bench for one measured cell; one worker like every proxy measured.", "", dir);
+    let settings = nginx_http_settings(dir);
+    let upstream = nginx_upstream("backend", upstreams);
     format!(
-        r#"# Generated by bench for one measured cell; one worker like every proxy measured.
-daemon off;
-master_process on;
-worker_processes 1;
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-
-events {{
-    worker_connections 16384;
-}}
-
+        r#"{main}
 http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    client_max_body_size 64m;
-    # The default (1000) would make nginx alone close client and upstream
-    # connections every few seconds at benchmark rates.
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-
-    upstream backend {{
-{servers}        keepalive 64;
-        keepalive_requests 10000000;
-        keepalive_timeout 300s;
-    }}
-
+{settings}
+{upstream}
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         '' '';
@@ -283,21 +310,11 @@ http {{
 /// robin) in its `stream {}` module, loaded from `module` when it is not
 /// compiled in.
 pub fn nginx_stream_conf(dir: &Path, listen: SocketAddr, upstreams: &[SocketAddr], module: Option<&Path>) -> String {
-    let d = dir.display();
     let load = module.map_or(String::new(), |m| format!("load_module {};\n", m.display()));
+    let main = nginx_main("Generated by bench for one measured cell; one worker like every proxy measured.", &load, dir);
     let servers: String = upstreams.iter().map(|u| format!("        server {u};\n")).collect();
     format!(
-        r#"# Generated by bench for one measured cell; one worker like every proxy measured.
-{load}daemon off;
-master_process on;
-worker_processes 1;
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-
-events {{
-    worker_connections 16384;
-}}
-
+        r#"{main}
 stream {{
     upstream backend {{
 {servers}    }}
@@ -333,14 +350,9 @@ pub fn haproxy_conf(listen: SocketAddr, upstreams: &[SocketAddr], protocol: Prot
         true => "mode tcp",
         false => "mode http\n    timeout http-keep-alive 300s\n    http-reuse always",
     };
+    let global = haproxy_global("Generated by bench for one measured cell; one thread like every proxy measured.");
     format!(
-        r#"# Generated by bench for one measured cell; one thread like every proxy measured.
-global
-    nbthread 1
-    # HAProxy needs ~2 fds per connection and refuses to start if it cannot
-    # raise RLIMIT_NOFILE that far; 4000 is plenty for any suite's connections.
-    maxconn 4000
-
+        r#"{global}
 defaults
     {mode}
     timeout connect 5s
