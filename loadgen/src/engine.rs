@@ -24,10 +24,10 @@ use crate::{LoadConfig, LoadError, Mode, Progress};
 pub(crate) const H2_MAX_IN_FLIGHT: usize = 16_384;
 
 /// Lead time between opening the connections and the first slot, so every task is waiting.
-const START_LEAD: Duration = Duration::from_millis(10);
+pub(crate) const START_LEAD: Duration = Duration::from_millis(10);
 
 /// Closed loop only: pause after a failed connect so a dead target is not hammered in a spin.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
+pub(crate) const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 
 pub(crate) async fn run(
     cfg: LoadConfig,
@@ -88,7 +88,7 @@ pub(crate) async fn run(
                     let Some(Conn::H2(conn)) = conn else {
                         unreachable!("opened as HTTP/2")
                     };
-                    let src = H2Source::Open {
+                    let src = MuxSource::Open {
                         rx,
                         cap,
                         drain_deadline,
@@ -107,7 +107,7 @@ pub(crate) async fn run(
                     let Some(Conn::H1(conn)) = conn else {
                         unreachable!("opened as HTTP/1")
                     };
-                    let src = H1Source::Shared {
+                    let src = LaneSource::Shared {
                         queue: queue.clone(),
                         drain_deadline,
                     };
@@ -136,14 +136,14 @@ pub(crate) async fn run(
                     Conn::H1(conn) => {
                         // HTTP/1 carries one request at a time: a connection with any share
                         // of the concurrency just runs back to back.
-                        let src = H1Source::Closed {
+                        let src = LaneSource::Closed {
                             active: depth > 0,
-                            window,
+                            end: window.end,
                         };
                         tasks.spawn(h1_task(target.clone(), conn, src, new_recorder()));
                     }
                     Conn::H2(conn) => {
-                        let src = H2Source::Closed { depth, window };
+                        let src = MuxSource::Closed { depth, end: window.end };
                         tasks.spawn(h2_task(target.clone(), conn, src, new_recorder()));
                     }
                 }
@@ -175,42 +175,42 @@ enum Conn {
     H2(H2Conn),
 }
 
-enum H1Source {
+/// Where a one-at-a-time connection (HTTP/1, and the protocol lanes of
+/// [`crate::proto`]) gets its next slot.
+pub(crate) enum LaneSource {
     /// Open loop: slots from the sequencer, first free connection takes the oldest.
     Shared {
         queue: Arc<SlotQueue>,
         drain_deadline: Instant,
     },
-    /// Closed loop: a new request as soon as the previous one is done, until the window ends.
-    Closed { active: bool, window: Window },
+    /// Closed loop: a new exchange as soon as the previous one is done, until `end` (the
+    /// window's end).
+    Closed { active: bool, end: Instant },
 }
 
-impl H1Source {
-    async fn next(&self) -> Option<Slot> {
+impl LaneSource {
+    pub(crate) async fn next(&self) -> Option<Slot> {
         match self {
-            H1Source::Shared { queue, .. } => queue.next().await,
-            H1Source::Closed {
-                active: true,
-                window,
-            } => {
+            LaneSource::Shared { queue, .. } => queue.next().await,
+            LaneSource::Closed { active, end } => {
                 let now = Instant::now();
-                (now < window.end).then_some(Slot { scheduled: now })
+                (*active && now < *end).then_some(Slot { scheduled: now })
             }
-            H1Source::Closed { active: false, .. } => None,
         }
     }
 
-    fn expired(&self, now: Instant) -> bool {
-        matches!(self, H1Source::Shared { drain_deadline, .. } if now > *drain_deadline)
+    /// An open-loop slot taken past the drain deadline: counted as a timeout, not sent.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        matches!(self, LaneSource::Shared { drain_deadline, .. } if now > *drain_deadline)
     }
 
-    fn is_closed_loop(&self) -> bool {
-        matches!(self, H1Source::Closed { .. })
+    pub(crate) fn is_closed_loop(&self) -> bool {
+        matches!(self, LaneSource::Closed { .. })
     }
 }
 
 /// One HTTP/1 connection: one request in flight, reconnecting after failures.
-async fn h1_task(target: Arc<Target>, conn: H1Conn, src: H1Source, mut rec: Recorder) -> Recorder {
+async fn h1_task(target: Arc<Target>, conn: H1Conn, src: LaneSource, mut rec: Recorder) -> Recorder {
     let mut conn = Some(conn);
     let mut timer = pin!(tokio::time::sleep(target.timeout()));
     loop {
@@ -301,23 +301,23 @@ async fn within<T>(
     }
 }
 
-enum H2Source {
+/// Where a multiplexed connection (HTTP/2, and gRPC in [`crate::proto`]) gets its slots.
+pub(crate) enum MuxSource {
+    /// Open loop: this connection's share of the sequencer's slots, at most `cap` in flight.
     Open {
         rx: UnboundedReceiver<Slot>,
         cap: usize,
         drain_deadline: Instant,
     },
-    Closed {
-        depth: usize,
-        window: Window,
-    },
+    /// Closed loop: `depth` exchanges in flight until `end` (the window's end).
+    Closed { depth: usize, end: Instant },
 }
 
 /// One HTTP/2 connection: every slot becomes a stream at once.
 async fn h2_task(
     target: Arc<Target>,
     conn: H2Conn,
-    mut src: H2Source,
+    mut src: MuxSource,
     mut rec: Recorder,
 ) -> Recorder {
     let mut conn = Some(conn);
@@ -325,7 +325,7 @@ async fn h2_task(
     let mut open = true;
     loop {
         let slot = match &mut src {
-            H2Source::Open { rx, .. } => tokio::select! {
+            MuxSource::Open { rx, .. } => tokio::select! {
                 slot = rx.recv(), if open => match slot {
                     Some(slot) => slot,
                     None => { open = false; continue; }
@@ -336,8 +336,8 @@ async fn h2_task(
                 }
                 else => break,
             },
-            H2Source::Closed { depth, window } => {
-                if in_flight.len() < *depth && Instant::now() < window.end {
+            MuxSource::Closed { depth, end } => {
+                if in_flight.len() < *depth && Instant::now() < *end {
                     Slot {
                         scheduled: Instant::now(),
                     }
@@ -350,7 +350,7 @@ async fn h2_task(
             }
         };
         let now = Instant::now();
-        if let H2Source::Open {
+        if let MuxSource::Open {
             cap,
             drain_deadline,
             ..
@@ -390,7 +390,7 @@ async fn h2_task(
                         Instant::now(),
                         Outcome::Failed(error_class::CONNECT),
                     );
-                    if matches!(src, H2Source::Closed { .. }) {
+                    if matches!(src, MuxSource::Closed { .. }) {
                         tokio::time::sleep(RECONNECT_PAUSE).await;
                     }
                     continue;
@@ -400,7 +400,7 @@ async fn h2_task(
         let c = conn.as_mut().expect("connected above");
         let req = target.request();
         let sent = Instant::now();
-        let scheduled = if matches!(src, H2Source::Closed { .. }) {
+        let scheduled = if matches!(src, MuxSource::Closed { .. }) {
             sent
         } else {
             slot.scheduled

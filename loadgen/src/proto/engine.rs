@@ -17,23 +17,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::StatusCode;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::unbounded_channel;
 use tokio::task::JoinSet;
 
 use super::{grpc, tcp, ws, Proto};
 use crate::client::Target;
-use crate::engine::H2_MAX_IN_FLIGHT;
+use crate::engine::{LaneSource, MuxSource, H2_MAX_IN_FLIGHT, RECONNECT_PAUSE, START_LEAD};
 use crate::error_class;
 use crate::recorder::{merge, Outcome, Recorder};
 use crate::sequencer::{self, Sink, Slot, SlotQueue};
 use crate::timing::Window;
 use crate::{LoadConfig, LoadError, Mode, Progress, Timeline};
-
-/// Lead time between opening the connections and the first slot, so every task is waiting.
-const START_LEAD: Duration = Duration::from_millis(10);
-
-/// Closed loop only: pause after a failed connect so a dead target is not hammered in a spin.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 
 /// Where and what to send, prepared once for every connection of a run.
 #[derive(Debug)]
@@ -247,28 +241,6 @@ async fn finish(
     Ok(recorders)
 }
 
-enum LaneSource {
-    /// Open loop: slots from the sequencer, the first free lane takes the oldest.
-    Shared {
-        queue: Arc<SlotQueue>,
-        drain_deadline: Instant,
-    },
-    /// Closed loop: the next exchange as soon as the previous one is done, until the end.
-    Closed { active: bool, end: Instant },
-}
-
-impl LaneSource {
-    async fn next(&self) -> Option<Slot> {
-        match self {
-            LaneSource::Shared { queue, .. } => queue.next().await,
-            LaneSource::Closed { active, end } => {
-                let now = Instant::now();
-                (*active && now < *end).then_some(Slot { scheduled: now })
-            }
-        }
-    }
-}
-
 async fn lanes<C: Lane>(
     cfg: &LoadConfig,
     peer: Arc<Peer>,
@@ -314,11 +286,11 @@ async fn lanes<C: Lane>(
 
 /// One lane: one exchange in flight, reopening its connection after a failure.
 async fn lane<C: Lane>(peer: Arc<Peer>, first: C, src: LaneSource, mut rec: Recorder) -> Recorder {
-    let closed_loop = matches!(src, LaneSource::Closed { .. });
+    let closed_loop = src.is_closed_loop();
     let mut conn = Some(first);
     while let Some(slot) = src.next().await {
         let now = Instant::now();
-        if matches!(src, LaneSource::Shared { drain_deadline, .. } if now > drain_deadline) {
+        if src.expired(now) {
             rec.record(slot.scheduled, None, now, Outcome::Failed(error_class::TIMEOUT));
             continue;
         }
@@ -375,18 +347,6 @@ async fn lane<C: Lane>(peer: Arc<Peer>, first: C, src: LaneSource, mut rec: Reco
         }
     }
     rec
-}
-
-enum MuxSource {
-    Open {
-        rx: UnboundedReceiver<Slot>,
-        cap: usize,
-        drain_deadline: Instant,
-    },
-    Closed {
-        depth: usize,
-        end: Instant,
-    },
 }
 
 async fn multiplexed(
