@@ -20,6 +20,10 @@
 //! the other side of zero), so two sets drawn from one distribution are
 //! called different about 1 time in 10 (2 of the 20 equally likely orderings);
 //! more repetitions lower that.
+//!
+//! Two builds measured round by round in one run (the same-run gate) are
+//! judged by [`Bootstrap::judge_paired`] instead: the interval of the median
+//! of the per-round differences, which cancels what moves a whole round.
 
 use serde::Serialize;
 
@@ -131,16 +135,67 @@ impl Bootstrap {
         }
         let (low, high) = self.interval(&base, &candidate);
         j.interval = Some((low, high));
-        j.verdict = if low > 0.0 || high < 0.0 {
-            let larger = low > 0.0;
-            match (larger, direction) {
-                (true, Direction::LowerIsBetter) | (false, Direction::HigherIsBetter) => Verdict::Worse,
-                _ => Verdict::Better,
-            }
-        } else {
-            Verdict::WithinNoise
-        };
+        j.verdict = verdict(low, high, direction);
         j
+    }
+
+    /// The paired test, for two builds measured in the same rounds (the
+    /// same-run gate): `pairs` holds each round's `(base, candidate)`. The
+    /// interval is the bootstrap interval of the **median of the per-round
+    /// differences** (candidate − base), each round resampled as a whole.
+    /// Whatever moves a whole round (the machine warming up, a neighbour's
+    /// burst, page cache) moves both of its values and cancels in the
+    /// difference, where the unpaired test counts it as noise on both sides;
+    /// rounds alternate which build goes first, so going first or second
+    /// cancels across rounds. `difference` is that median of differences;
+    /// `base_median` and `candidate_median` are each side's own median;
+    /// `base_n` = `candidate_n` = the pairs with both values finite.
+    pub fn judge_paired(&self, pairs: &[(f64, f64)], direction: Direction) -> Judgement {
+        let pairs: Vec<(f64, f64)> = pairs.iter().copied().filter(|(b, c)| b.is_finite() && c.is_finite()).collect();
+        let base_median = median(&mut pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+        let candidate_median = median(&mut pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+        let diffs: Vec<f64> = pairs.iter().map(|(b, c)| c - b).collect();
+        let difference = median(&mut diffs.clone());
+        let mut j = Judgement {
+            verdict: Verdict::TooFewRepetitions,
+            base_median,
+            candidate_median,
+            difference,
+            relative: (base_median != 0.0).then(|| difference / base_median),
+            interval: None,
+            base_n: pairs.len(),
+            candidate_n: pairs.len(),
+        };
+        if pairs.len() < self.min_repetitions.max(1) || self.resamples == 0 {
+            return j;
+        }
+        let mut rng = SplitMix64(self.seed);
+        let mut sample = vec![0.0; diffs.len()];
+        let medians = (0..self.resamples)
+            .map(|_| {
+                for slot in sample.iter_mut() {
+                    *slot = diffs[rng.below(diffs.len())];
+                }
+                median(&mut sample)
+            })
+            .collect();
+        let (low, high) = self.central(medians);
+        j.interval = Some((low, high));
+        j.verdict = verdict(low, high, direction);
+        j
+    }
+
+    /// [`Self::judge_paired`]'s test in words.
+    pub fn describe_paired(&self) -> String {
+        format!(
+            "bootstrap {}% confidence interval of the median of the per-round differences (candidate − base, \
+             the two builds of a round paired; {} resamples, seed {:#x}; within noise when it contains 0; \
+             no verdict under {} rounds)",
+            trim(self.confidence * 100.0),
+            self.resamples,
+            self.seed,
+            self.min_repetitions
+        )
     }
 
     fn interval(&self, base: &[f64], candidate: &[f64]) -> (f64, f64) {
@@ -156,12 +211,29 @@ impl Bootstrap {
             }
             diffs.push(median(&mut b) - median(&mut a));
         }
+        self.central(diffs)
+    }
+
+    /// The central [`Self::confidence`] share of resampled statistics.
+    fn central(&self, mut diffs: Vec<f64>) -> (f64, f64) {
         diffs.sort_by(f64::total_cmp);
         let tail = (1.0 - self.confidence.clamp(0.0, 1.0)) / 2.0;
         let n = diffs.len();
         let lo = ((tail * n as f64).floor() as usize).min(n - 1);
         let hi = (((1.0 - tail) * n as f64).ceil() as usize).clamp(1, n) - 1;
         (diffs[lo], diffs[hi])
+    }
+}
+
+/// Worse or better when the interval lies wholly on one side of 0.
+fn verdict(low: f64, high: f64, direction: Direction) -> Verdict {
+    if low > 0.0 || high < 0.0 {
+        match (low > 0.0, direction) {
+            (true, Direction::LowerIsBetter) | (false, Direction::HigherIsBetter) => Verdict::Worse,
+            _ => Verdict::Better,
+        }
+    } else {
+        Verdict::WithinNoise
     }
 }
 
@@ -258,6 +330,39 @@ mod tests {
         assert_eq!((j.verdict, j.base_n), (Verdict::TooFewRepetitions, 2));
         // The median still says what was measured.
         assert_eq!(t.judge(&[4.0], &[6.0, 8.0], LOWER).difference, 3.0);
+    }
+
+    #[test]
+    fn pairing_by_round_cancels_what_moves_whole_rounds() {
+        let t = Bootstrap::default();
+        // Each round slower than the last (the machine drifting), the
+        // candidate 30 us behind the base in every round.
+        let base = [300.0, 350.0, 400.0, 450.0, 500.0, 550.0];
+        let pairs: Vec<(f64, f64)> = base.iter().map(|b| (*b, b + 30.0)).collect();
+        let candidate: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+        assert_eq!(t.judge(&base, &candidate, LOWER).verdict, Verdict::WithinNoise);
+        let j = t.judge_paired(&pairs, LOWER);
+        assert_eq!((j.verdict, j.difference, j.interval), (Verdict::Worse, 30.0, Some((30.0, 30.0))), "{j:?}");
+        assert_eq!((j.base_median, j.candidate_median, j.base_n), (425.0, 455.0, 6));
+        // The same drift with the builds swapped in half the rounds' values: within noise.
+        let mixed: Vec<(f64, f64)> = base.iter().enumerate().map(|(i, b)| if i % 2 == 0 { (*b, b + 30.0) } else { (b + 30.0, *b) }).collect();
+        assert_eq!(t.judge_paired(&mixed, LOWER).verdict, Verdict::WithinNoise);
+        // Identical rounds: exactly [0, 0].
+        let same: Vec<(f64, f64)> = base.iter().map(|b| (*b, *b)).collect();
+        assert_eq!(t.judge_paired(&same, LOWER).interval, Some((0.0, 0.0)));
+        // Faster in every round is better, and higher-is-better flips it.
+        let fast: Vec<(f64, f64)> = pairs.iter().map(|(b, c)| (*c, *b)).collect();
+        assert_eq!(t.judge_paired(&fast, LOWER).verdict, Verdict::Better);
+        assert_eq!(t.judge_paired(&pairs, Direction::HigherIsBetter).verdict, Verdict::Better);
+    }
+
+    #[test]
+    fn too_few_rounds_get_no_paired_verdict() {
+        let t = Bootstrap::default();
+        let j = t.judge_paired(&[(1.0, 9.0), (2.0, 9.0), (f64::NAN, 9.0)], LOWER);
+        assert_eq!((j.verdict, j.interval, j.base_n), (Verdict::TooFewRepetitions, None, 2));
+        assert_eq!(j.difference, 7.5);
+        assert!(t.describe_paired().contains("median of the per-round differences"), "{}", t.describe_paired());
     }
 
     #[test]

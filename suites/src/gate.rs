@@ -2,9 +2,10 @@
 //! run and judged against their own noise ([`reports::gate::same_run`]).
 //!
 //! ```text
-//!  for scenario:                       both builds' target server and control plane start once
+//!  for scenario:
 //!    for point (rate | concurrency):
-//!      for round r:                    references (baseline, peers) once, then
+//!      for round r:                    both builds' target server and control plane start afresh;
+//!                                      references (baseline, peers) once, then
 //!        r even: weft@base, weft@candidate
 //!        r odd:  weft@candidate, weft@base   <- alternating, so drift hits both alike
 //! ```
@@ -12,7 +13,8 @@
 //! Each build runs in its own local substrate (its own work dir) with its
 //! own `mesh-proxy`, `mesh-control` and `weft`; the measuring instrument is
 //! one for both: bench's in-process load generator, and the base build's
-//! `loadgen` as the target server. The record keeps every repetition, so
+//! `loadgen` binary as the target server (a process per build, started per
+//! round). The record keeps every repetition, so
 //! the verdict can be re-read from `report.json` alone.
 
 use std::path::{Path, PathBuf};
@@ -224,27 +226,34 @@ async fn measure(suite: &Suite, mut subs: [&mut AnySubstrate; 2]) -> (Vec<record
     };
     for (si, scenario) in suite.scenarios.iter().enumerate() {
         let topo = ScenarioTopology::of(scenario);
-        let mut started = true;
-        for (k, s) in subs.iter_mut().enumerate() {
-            if let Err(e) = s.start_scenario(&topo).await {
-                for v in scenario.variants.iter().filter(|v| v.has_weft_proxy() || k == 0) {
-                    fail(&scenario.name, name(*v, k), format!("the target server or control plane did not start: {e}"), &mut skipped);
-                }
-                started = false;
-            }
-        }
-        if !started {
-            for s in subs.iter_mut() {
-                s.end_scenario().await;
-            }
-            continue;
-        }
         let points: Vec<Option<f64>> = match &scenario.load {
             LoadShape::Open { rates } => rates.iter().map(|r| Some(*r)).collect(),
             _ => vec![None],
         };
         for rate in points {
             for round in 0..scenario.repetitions {
+                // Each round starts both builds' target server and control
+                // plane afresh: kept for the whole run, one build's server
+                // process (its CPU, its memory layout) stayed the same for
+                // every round, and two identical builds once differed at p99
+                // in all 6 rounds, a false alarm (docs/FIGURES.md, "Same-run
+                // gate: 10 + 10 runs"). Fresh each round, that luck is drawn
+                // again per round and pairs as noise.
+                let mut started = true;
+                for (k, s) in subs.iter_mut().enumerate() {
+                    if let Err(e) = s.start_scenario(&topo).await {
+                        for v in scenario.variants.iter().filter(|v| v.has_weft_proxy() || k == 0) {
+                            fail(&scenario.name, name(*v, k), format!("the target server or control plane did not start: {e}"), &mut skipped);
+                        }
+                        started = false;
+                    }
+                }
+                if !started {
+                    for s in subs.iter_mut() {
+                        s.end_scenario().await;
+                    }
+                    continue;
+                }
                 let first = (round % 2) as usize;
                 let mut order: Vec<(usize, Variant)> = scenario.variants.iter().filter(|v| !v.has_weft_proxy()).map(|v| (0, *v)).collect();
                 for k in [first, 1 - first] {
@@ -277,10 +286,10 @@ async fn measure(suite: &Suite, mut subs: [&mut AnySubstrate; 2]) -> (Vec<record
                         Err(e) => fail(&scenario.name, name(variant, k), format!("load generator failed: {e}"), &mut skipped),
                     }
                 }
+                for s in subs.iter_mut() {
+                    s.end_scenario().await;
+                }
             }
-        }
-        for s in subs.iter_mut() {
-            s.end_scenario().await;
         }
     }
     (runs, skipped)

@@ -4,8 +4,13 @@
 //! rounds that alternate which build goes first.
 //!
 //! The test, per cell and gated metric: the bootstrap 95 % confidence
-//! interval of the difference of medians (candidate − base) over the
-//! rounds ([`crate::noise`], 10,000 resamples, fixed seed). A metric is a
+//! interval of the median of the per-round differences (candidate − base,
+//! the two builds of a round paired: [`Bootstrap::judge_paired`], 10,000
+//! resamples, fixed seed). Pairing cancels what moves a whole round: on a
+//! 2-core VM a build's CPU per 1000 rps drifted 0.43 → 0.57 s per round
+//! within one run, which the unpaired interval of the difference of medians
+//! counted as noise and so missed a 50 µs-per-request slowdown in 1 run of 5
+//! (docs/FIGURES.md, "Same-run gate: 10 + 10 runs"). A metric is a
 //! **regression** only when that whole interval lies above a minimum
 //! practical effect (the metric's *margin*: a share of the base's median,
 //! at least an absolute floor), i.e. the data say with 95 % confidence that
@@ -16,12 +21,16 @@
 //! base's by more than [`SameRunTest::error_rate_margin`], or when a
 //! candidate cell has no base to compare with.
 //!
-//! Why a margin and not the interval against 0: with 3 against 3 the
-//! interval alone calls two identical builds different about 1 time in 10
-//! per metric (see [`crate::noise`]), and a gate reads several metrics of
-//! several cells; asking the interval to clear a margin makes a false alarm
-//! need every candidate round to be worse than the base's by about the
-//! margin, which identical builds measured alternately do not do.
+//! Why a margin and not the interval against 0: with 6 rounds the interval
+//! alone calls two identical builds different about 1 time in 16 per metric
+//! (a simulation of 2,000 gates with normal per-round differences: 6 %;
+//! it happens when 5 or 6 of the 6 differences share a sign), and a gate
+//! reads several metrics of several cells; asking the interval to clear a
+//! margin makes a false alarm need nearly every round's candidate to be
+//! worse than its base by about the margin, which identical builds measured
+//! alternately do not do.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -90,7 +99,7 @@ impl SameRunTest {
             .collect();
         format!(
             "regression when the {} lies wholly above the margin: {}; and when the candidate's error rate exceeds the base's by more than {} points",
-            self.bootstrap.describe(),
+            self.bootstrap.describe_paired(),
             margins.join(", "),
             trim(self.error_rate_margin * 100.0)
         )
@@ -191,13 +200,15 @@ pub fn judge(report: &Report, test: &SameRunTest) -> Result<SameRunOutcome, Same
         pairs += 1;
         let id = CellId { variant: name.to_owned(), ..cand.id() };
         for margin in &test.margins {
-            let values = |c: &Cell| cmp.runs_of(c).filter_map(|r| margin.metric.of(r)).collect::<Vec<f64>>();
-            let (b, c) = (values(base), values(cand));
-            if b.is_empty() || c.is_empty() {
+            // Round -> value; a round either build lacks is left out.
+            let by_round = |c: &Cell| cmp.runs_of(c).filter_map(|r| Some((r.repetition, margin.metric.of(r)?))).collect::<BTreeMap<u32, f64>>();
+            let (b, c) = (by_round(base), by_round(cand));
+            let pairs: Vec<(f64, f64)> = b.iter().filter_map(|(round, bv)| Some((*bv, *c.get(round)?))).collect();
+            if pairs.is_empty() {
                 rows.push(SameRunRow { id: id.clone(), metric: margin.metric, judgement: None, margin: None, verdict: GateVerdict::NotMeasured });
                 continue;
             }
-            let j = test.bootstrap.judge(&b, &c, Direction::LowerIsBetter);
+            let j = test.bootstrap.judge_paired(&pairs, Direction::LowerIsBetter);
             let m = margin.at(j.base_median);
             let verdict = match (j.verdict, j.interval) {
                 (Verdict::TooFewRepetitions, _) | (_, None) => GateVerdict::TooFewRepetitions,
