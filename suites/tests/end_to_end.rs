@@ -1069,11 +1069,15 @@ rates = [200]
 
 /// The same-run gate through the real binaries: two identical builds (the
 /// candidate is the same binaries in a directory of their own) measured in
-/// alternating rounds pass, the record re-judged from disk says the same,
-/// and a directory without a build is bad input (exit 2). The failing side
-/// is reports' tests/gate.rs (a doctored record: timings are not asserted).
+/// alternating rounds get a verdict, the record re-judged from disk says
+/// the same, and a directory without a build is bad input (exit 2). Which
+/// verdict is not asserted: identical builds pass about 9 runs in 10 on a
+/// quiet machine (docs/FIGURES.md, "Same-run gate: 10 + 10 runs"), so
+/// asserting a pass would be a timing assertion that fails now and then.
+/// The verdict's logic is tested on doctored records in reports'
+/// tests/gate.rs.
 #[test]
-fn the_same_run_gate_passes_two_identical_builds() {
+fn the_same_run_gate_judges_two_identical_builds() {
     let dir = tempfile::tempdir().unwrap();
     let suite = write(dir.path(), "gate.toml", GATE);
     let candidate = dir.path().join("candidate");
@@ -1084,8 +1088,11 @@ fn the_same_run_gate_passes_two_identical_builds() {
     let out = dir.path().join("gate");
     let o = run(bench().arg("gate").arg("--base").arg(bin_dir()).arg("--candidate").arg(&candidate).arg("--suite").arg(&suite).arg("--out").arg(&out));
     let said = text(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{said}\n{}", text(&o.stderr));
-    assert!(said.contains("Same-run gate PASSED") && said.contains("95% CI") && said.contains("p50"), "{said}");
+    let code = o.status.code();
+    assert!(matches!(code, Some(0 | 1)), "exit {code:?}, want a verdict (0 or 1)\n{said}\n{}", text(&o.stderr));
+    let verdict = if code == Some(0) { "Same-run gate PASSED" } else { "Same-run gate FAILED" };
+    assert!(said.contains(verdict) && said.contains("95% CI") && said.contains("p50"), "{said}");
+    eprintln!("identical builds: {}", said.lines().next().unwrap_or(""));
     let record = reports::io::read_report(&out.join("report.json")).unwrap();
     let order: Vec<&str> = record.runs.iter().map(|r| r.variant.as_str()).collect();
     let (b, c) = ("weft@base", "weft@candidate");
@@ -1093,9 +1100,9 @@ fn the_same_run_gate_passes_two_identical_builds() {
     assert!(record.env.versions.contains_key("weft@candidate"), "{:?}", record.env.versions);
     assert_eq!(std::fs::read_to_string(out.join("gate.txt")).unwrap(), said.split("results: ").next().unwrap());
 
-    // Judged again from the record alone.
+    // Judged again from the record alone: the same verdict.
     let o = run(bench().arg("gate").arg("--results").arg(&out));
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), code, "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), std::fs::read_to_string(out.join("gate.txt")).unwrap());
 
     let nope = dir.path().join("nope");
