@@ -98,6 +98,28 @@ pub struct Judgement {
     pub candidate_n: usize,
 }
 
+impl Judgement {
+    /// Medians and difference, no verdict yet (too few repetitions until
+    /// [`Judgement::with_interval`]).
+    fn unjudged(base_median: f64, candidate_median: f64, difference: f64, base_n: usize, candidate_n: usize) -> Judgement {
+        Judgement {
+            verdict: Verdict::TooFewRepetitions,
+            base_median,
+            candidate_median,
+            difference,
+            relative: (base_median != 0.0).then(|| difference / base_median),
+            interval: None,
+            base_n,
+            candidate_n,
+        }
+    }
+
+    /// The verdict of a bootstrap interval of the difference.
+    fn with_interval(self, (low, high): (f64, f64), direction: Direction) -> Judgement {
+        Judgement { interval: Some((low, high)), verdict: verdict(low, high, direction), ..self }
+    }
+}
+
 impl Bootstrap {
     /// The test in words, for reports: `bootstrap 95% CI of the difference of
     /// medians (10000 resamples, seed 0x..., >= 3 repetitions per side)`.
@@ -118,25 +140,12 @@ impl Bootstrap {
         let candidate: Vec<f64> = candidate.iter().copied().filter(|v| v.is_finite()).collect();
         let base_median = median(&mut base.clone());
         let candidate_median = median(&mut candidate.clone());
-        let difference = candidate_median - base_median;
-        let mut j = Judgement {
-            verdict: Verdict::TooFewRepetitions,
-            base_median,
-            candidate_median,
-            difference,
-            relative: (base_median != 0.0).then(|| difference / base_median),
-            interval: None,
-            base_n: base.len(),
-            candidate_n: candidate.len(),
-        };
+        let j = Judgement::unjudged(base_median, candidate_median, candidate_median - base_median, base.len(), candidate.len());
         let min = self.min_repetitions.max(1);
         if base.len() < min || candidate.len() < min || self.resamples == 0 {
             return j;
         }
-        let (low, high) = self.interval(&base, &candidate);
-        j.interval = Some((low, high));
-        j.verdict = verdict(low, high, direction);
-        j
+        j.with_interval(self.interval(&base, &candidate), direction)
     }
 
     /// The paired test, for two builds measured in the same rounds (the
@@ -155,17 +164,7 @@ impl Bootstrap {
         let base_median = median(&mut pairs.iter().map(|p| p.0).collect::<Vec<_>>());
         let candidate_median = median(&mut pairs.iter().map(|p| p.1).collect::<Vec<_>>());
         let diffs: Vec<f64> = pairs.iter().map(|(b, c)| c - b).collect();
-        let difference = median(&mut diffs.clone());
-        let mut j = Judgement {
-            verdict: Verdict::TooFewRepetitions,
-            base_median,
-            candidate_median,
-            difference,
-            relative: (base_median != 0.0).then(|| difference / base_median),
-            interval: None,
-            base_n: pairs.len(),
-            candidate_n: pairs.len(),
-        };
+        let j = Judgement::unjudged(base_median, candidate_median, median(&mut diffs.clone()), pairs.len(), pairs.len());
         if pairs.len() < self.min_repetitions.max(1) || self.resamples == 0 {
             return j;
         }
@@ -179,10 +178,7 @@ impl Bootstrap {
                 median(&mut sample)
             })
             .collect();
-        let (low, high) = self.central(medians);
-        j.interval = Some((low, high));
-        j.verdict = verdict(low, high, direction);
-        j
+        j.with_interval(self.central(medians), direction)
     }
 
     /// [`Self::judge_paired`]'s test in words.

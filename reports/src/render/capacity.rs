@@ -64,7 +64,7 @@ fn table(report: &Report, key: &(String, String)) -> Table {
                     v.load.errors,
                     match c.validations().count() {
                         1 => String::new(),
-                        n => format!(" ({n} attempts)"),
+                        n => format!(" ({n} validation probes)"),
                     }
                 ),
             };
@@ -88,7 +88,7 @@ fn table(report: &Report, key: &(String, String)) -> Table {
     Table {
         title: format!("Capacity at p{} ≤ {} ms: `{}` ({})", first.percentile, ms(first.slo_us), key.1, key.0),
         note: format!(
-            "The highest open-loop rate whose p{} (corrected, from the scheduled send) stays ≤ {} ms with 0 errors: a ramp from {:.0} rps ×{} (up to {:.0} rps), a bisection to {:.0} %, then a validation run at the found rate (stepping down by the tolerance when it fails). A probe over the bound whose service time (from the actual send) was within it, with late sends, is the load generator's limit, not the system's (`generator`). The no-mesh `baseline` is the generator and app's own ceiling: a variant within the tolerance of it is marked, its capacity is a lower bound.",
+            "The highest open-loop rate whose p{} (corrected, from the scheduled send) stays ≤ {} ms with 0 errors: a ramp from {:.0} rps ×{} (up to {:.0} rps), a bisection to {:.0} %, then a validation run at the found rate (stepping down by the tolerance when it fails); a probe that fails is probed again, and a rate fails only when 2 of its probes do (a third decides a disagreement). A probe over the bound whose service time (from the actual send) was within it, with late sends, is the load generator's limit, not the system's (`generator`). The no-mesh `baseline` is the generator and app's own ceiling: a variant within the tolerance of it is marked, its capacity is a lower bound.",
             first.percentile,
             ms(first.slo_us),
             first.start_rate,

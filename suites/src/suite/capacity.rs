@@ -44,15 +44,20 @@ impl CapacityShape {
     pub const DEFAULT_RAMP_FACTOR: f64 = 2.0;
     pub const DEFAULT_TOLERANCE: f64 = 0.05;
 
-    /// The most probes a search can take: the whole ramp, a bisection of
-    /// one ramp step down to the tolerance, and every validation attempt
-    /// (for `bench plan`'s estimate).
+    /// The most probes a search takes when its probes do not contradict
+    /// each other: the whole ramp, a bisection of one ramp step down to the
+    /// tolerance, every validation attempt, and a second probe confirming
+    /// each failure that can occur on the way (the ramp's last step, every
+    /// bisection step, every validation attempt). Where a failure's
+    /// confirmation passes, a third probe decides, beyond this count
+    /// (`crate::capacity`'s search). For `bench plan`'s estimate.
     pub fn max_probes(&self) -> u32 {
         // Less a hair: 500 x 2^7 is 64000 exactly, not one more step.
         let ramp = ((self.max_rate / self.start_rate).ln() / self.ramp_factor.ln() - 1e-9).ceil().max(0.0) as u32 + 1;
         let bisect = ((self.ramp_factor - 1.0) / self.tolerance).log2().ceil().max(0.0) as u32;
         let validate = if self.validation { Self::VALIDATION_ATTEMPTS } else { 0 };
-        ramp + bisect + validate
+        let confirmations = 1 + bisect + validate;
+        ramp + bisect + validate + confirmations
     }
 }
 
@@ -286,7 +291,8 @@ validation = false
             tolerance: 0.05,
             validation: true,
         };
-        // 500 .. 64000 is 8 ramp probes, 5 halvings of a factor-2 bracket to 5 %, 3 validations.
-        assert_eq!(c.max_probes(), 8 + 5 + 3);
+        // 500 .. 64000 is 8 ramp probes, 5 halvings of a factor-2 bracket to 5 %,
+        // 3 validations, and a confirming probe for each of the 1 + 5 + 3 that can fail.
+        assert_eq!(c.max_probes(), 8 + 5 + 3 + (1 + 5 + 3));
     }
 }
