@@ -242,11 +242,14 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
         "kubectl --context fake apply -f - # Job ".into(),
         format!("kubectl --context fake delete job load-6 -n {ns} --ignore-not-found --cascade=foreground"),
         format!("kubectl --context fake delete deployment,service -n {ns} -l weft.dev/run="),
-        // The capacity search: its one probe (the canned record has errors) as a Job of its own.
+        // The capacity search: its start rate fails (the canned record has
+        // errors) and is probed again to confirm it, each probe a Job of its own.
         "kubectl --context fake apply -f - # Deployment Service ".into(),
         format!("kubectl --context fake rollout status deployment/server -n {ns} --timeout=300s"),
         "kubectl --context fake apply -f - # Job ".into(),
         format!("kubectl --context fake delete job load-7-p1 -n {ns} --ignore-not-found --cascade=foreground"),
+        "kubectl --context fake apply -f - # Job ".into(),
+        format!("kubectl --context fake delete job load-7-p2 -n {ns} --ignore-not-found --cascade=foreground"),
         format!("kubectl --context fake delete deployment,service -n {ns} -l weft.dev/run="),
         format!("kubectl --context fake delete namespace {ns} --ignore-not-found --wait=true --timeout=300s"),
     ];
@@ -255,7 +258,7 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
         assert!(got.starts_with(want.as_str()), "`{got}` is not `{want}...`; calls:\n{calls}");
     }
     // Each Job: applied, its pod found, sampled, its log read, then deleted.
-    for job in ["load-1", "load-4", "load-5", "load-6", "load-7-p1"] {
+    for job in ["load-1", "load-4", "load-5", "load-6", "load-7-p1", "load-7-p2"] {
         let delete = lines.iter().position(|l| l.contains(&format!("delete job {job} "))).unwrap();
         let apply = lines[..delete].iter().rposition(|l| l.ends_with("# Job ")).unwrap();
         let between = &lines[apply..delete];
@@ -292,8 +295,11 @@ fn a_kube_run_goes_through_the_runners_cell_loop_and_records_the_jobs_figures() 
     let cap = report["capacity"].as_array().unwrap();
     assert_eq!(cap.len(), 1, "{report:#}");
     assert_eq!((cap[0]["substrate"].as_str(), cap[0]["capacity_rps"].as_f64(), cap[0]["limited_by"].as_str()), (Some("kube"), Some(0.0), Some("start-rate")));
-    let probe = &cap[0]["probes"][0];
-    assert_eq!((probe["rate"].as_f64(), probe["verdict"].as_str(), probe["errors"].as_u64()), (Some(100.0), Some("errors"), Some(5)), "{probe:#}");
+    let probes = cap[0]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2, "the start rate's failure confirmed: {report:#}");
+    for probe in probes {
+        assert_eq!((probe["rate"].as_f64(), probe["verdict"].as_str(), probe["errors"].as_u64()), (Some(100.0), Some("errors"), Some(5)), "{probe:#}");
+    }
     let skipped = report["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{report:#}");
     assert_eq!((skipped[0]["scenario"].as_str(), skipped[0]["variant"].as_str()), (Some("one"), Some("nginx")));
