@@ -168,6 +168,13 @@ pub struct Resource {
     pub rss_peak_bytes: u64,
     /// Mean resident set size over the samples, bytes.
     pub rss_mean_bytes: u64,
+    /// Largest anonymous resident memory seen (`RssAnon`: heap, stacks and
+    /// the process's own data), bytes, summed like `rss_peak_bytes`. The
+    /// rest of the RSS is file-backed pages, mostly the executable's and
+    /// its libraries' code, which every process of the same binary shares.
+    /// Absent where the substrate cannot tell the two apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_anon_peak_bytes: Option<u64>,
     /// CPU seconds (user + system) used during the measured window.
     pub cpu_seconds: f64,
     /// Number of samples taken (every 250 ms).
@@ -206,6 +213,14 @@ impl Run {
     /// Peak RSS summed over `proxy` resources, bytes; `None` if there are none.
     pub fn proxy_rss_peak(&self) -> Option<u64> {
         self.rss_peak_of("proxy")
+    }
+
+    /// Peak anonymous (private) memory summed over `proxy` resources,
+    /// bytes; `None` if there are none or one of them lacks the figure.
+    pub fn proxy_rss_anon_peak(&self) -> Option<u64> {
+        let mut proxies = self.resources.iter().filter(|r| r.role == "proxy").peekable();
+        proxies.peek()?;
+        proxies.map(|r| r.rss_anon_peak_bytes).sum()
     }
 
     fn rss_peak_of(&self, role: &str) -> Option<u64> {

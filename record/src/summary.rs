@@ -60,7 +60,8 @@ pub struct CellSummary {
     pub repetitions: usize,
     /// By figure name (`p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us`,
     /// `achieved_rps`, `proxy_cpu_per_krps`, `proxy_rss_peak_bytes`,
-    /// `control_rss_peak_bytes`); figures a cell did not measure are absent.
+    /// `proxy_rss_anon_peak_bytes`, `control_rss_peak_bytes`); figures a
+    /// cell did not measure are absent.
     pub figures: std::collections::BTreeMap<String, Figure>,
     /// Variant minus the group's `baseline`, by percentile (`p50_us`,
     /// `p99_us`, `p999_us`); empty for the baseline and groups without one.

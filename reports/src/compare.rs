@@ -120,6 +120,11 @@ impl Comparison<'_> {
                     ("achieved_rps", Some(c.achieved_rps), sp.achieved_rps),
                     ("proxy_cpu_per_krps", c.proxy_cpu_per_krps, sp.proxy_cpu_per_krps),
                     ("proxy_rss_peak_bytes", c.proxy_rss_peak.map(|b| b as f64), sp.proxy_rss_peak_bytes),
+                    (
+                        "proxy_rss_anon_peak_bytes",
+                        c.proxy_rss_anon_peak.map(|b| b as f64),
+                        sp.proxy_rss_anon_peak_bytes,
+                    ),
                     ("control_rss_peak_bytes", c.control_rss_peak.map(|b| b as f64), sp.control_rss_peak_bytes),
                 ]
                 .into_iter()
@@ -219,6 +224,9 @@ pub struct Cell {
     pub late_sends: u64,
     /// Largest proxy peak RSS of any repetition, bytes.
     pub proxy_rss_peak: Option<u64>,
+    /// Largest anonymous (private) part of the proxies' RSS of any
+    /// repetition, bytes (`None` where the substrate does not tell it apart).
+    pub proxy_rss_anon_peak: Option<u64>,
     /// Largest control-plane peak RSS of any repetition, bytes (`None` without one).
     pub control_rss_peak: Option<u64>,
     /// Median proxy cores per 1000 rps.
@@ -276,6 +284,7 @@ pub struct Spreads {
     pub achieved_rps: Option<Spread>,
     pub proxy_cpu_per_krps: Option<Spread>,
     pub proxy_rss_peak_bytes: Option<Spread>,
+    pub proxy_rss_anon_peak_bytes: Option<Spread>,
     pub control_rss_peak_bytes: Option<Spread>,
 }
 
@@ -291,6 +300,7 @@ impl Spreads {
             achieved_rps: Spread::of(runs.iter().map(|r| r.load.achieved_rps)),
             proxy_cpu_per_krps: Spread::of(runs.iter().filter_map(|r| r.proxy_cpu_per_krps())),
             proxy_rss_peak_bytes: Spread::of(runs.iter().filter_map(|r| r.proxy_rss_peak()).map(|b| b as f64)),
+            proxy_rss_anon_peak_bytes: Spread::of(runs.iter().filter_map(|r| r.proxy_rss_anon_peak()).map(|b| b as f64)),
             control_rss_peak_bytes: Spread::of(runs.iter().filter_map(|r| r.control_rss_peak()).map(|b| b as f64)),
         }
     }
@@ -587,6 +597,7 @@ fn summarise(report: &Report, key: GroupKey, variant: String, idx: Vec<usize>) -
         errors: runs.iter().map(|r| r.load.errors).sum(),
         late_sends: runs.iter().map(|r| r.load.late_sends).sum(),
         proxy_rss_peak: runs.iter().filter_map(|r| r.proxy_rss_peak()).max(),
+        proxy_rss_anon_peak: runs.iter().filter_map(|r| r.proxy_rss_anon_peak()).max(),
         control_rss_peak: runs.iter().filter_map(|r| r.control_rss_peak()).max(),
         proxy_cpu_per_krps: if cpu.is_empty() { None } else { Some(median(&mut cpu.clone())) },
         added_p50_us: None,

@@ -181,6 +181,7 @@ fn exports_write_an_smp_document_and_an_interval_log_per_cell() {
             role: "control".into(),
             rss_peak_bytes: 20 * common::MIB,
             rss_mean_bytes: 19 * common::MIB,
+            rss_anon_peak_bytes: None,
             cpu_seconds: 0.5,
             samples: 40,
         });

@@ -49,7 +49,7 @@ fn markdown_has_tables_in_order_with_added_latency() {
     let fig = |us: f64| format!("{0:.3} ({0:.3}..{0:.3})", us / 1000.0);
     let l = &weft.latency_us;
     let expected_row = format!(
-        "| `weft` | {} | {} | {} | {} | {} | +{a50:.3} ms (CI +{a50:.3}..+{a50:.3}; {r50:.2}x) | +{a99:.3} ms (CI +{a99:.3}..+{a99:.3}; {r99:.2}x) | 999 (999..999) | 0 | 10.0 (10.0..10.0) | 0.200 (0.200..0.200) |",
+        "| `weft` | {} | {} | {} | {} | {} | +{a50:.3} ms (CI +{a50:.3}..+{a50:.3}; {r50:.2}x) | +{a99:.3} ms (CI +{a99:.3}..+{a99:.3}; {r99:.2}x) | 999 (999..999) | 0 | 10.0 (10.0..10.0) | 2.0 (2.0..2.0) | 0.200 (0.200..0.200) |",
         fig(l.p50),
         fig(l.p90),
         fig(l.p99),
@@ -62,7 +62,10 @@ fn markdown_has_tables_in_order_with_added_latency() {
     );
     assert!(md.contains(&expected_row), "missing row {expected_row}\n{md}");
     assert!(md.contains("| `baseline` | 0.2"), "{md}");
-    assert!(md.contains("| — | — | 999 (999..999) | 0 | — | — |"), "baseline has no added latency or proxy: {md}");
+    assert!(md.contains("| — | — | 999 (999..999) | 0 | — | — | — |"), "baseline has no added latency or proxy: {md}");
+    // The proxies' private (anonymous) memory beside their RSS.
+    assert!(md.contains("| proxy peak RSS (MiB) | of it private (MiB) | proxy CPU"), "{md}");
+    assert!(md.contains("**Of it private**"), "explained under How to read this: {md}");
 
     // Variant order inside a table: baseline, weft variants, peers.
     let table = &md[md.find("1000 rps —").unwrap()..];
@@ -207,6 +210,7 @@ fn control_plane_memory_gets_its_own_column_only_where_it_ran() {
             role: "control".into(),
             rss_peak_bytes: 12 * 1024 * 1024,
             rss_mean_bytes: 12 * 1024 * 1024,
+            rss_anon_peak_bytes: None,
             cpu_seconds: 0.0,
             samples: 4,
         });
@@ -397,4 +401,20 @@ fn one_repetition_says_it_has_no_spread() {
     let cells: Vec<String> = weft_row(&md).split(" | ").map(str::to_owned).collect();
     assert_eq!(cells[1], "0.255 (0.250..0.260)", "{md}");
     assert!(cells[6].starts_with("+0.050 ms (2 runs: no verdict; "), "{md}");
+}
+
+#[test]
+fn private_memory_column_only_where_the_substrate_split_rss() {
+    let mut r = healthy();
+    for run in &mut r.runs {
+        for res in &mut run.resources {
+            res.rss_anon_peak_bytes = None; // as a kind run records them
+        }
+    }
+    let md = markdown(&r);
+    assert!(md.contains("| proxy peak RSS (MiB) | proxy CPU"), "{md}");
+    assert!(!md.contains("of it private (MiB)"), "no split, no column: {md}");
+    let cells = Comparison::of(&r).summary();
+    assert!(cells.iter().all(|c| !c.figures.contains_key("proxy_rss_anon_peak_bytes")));
+    assert!(cells.iter().any(|c| c.figures.contains_key("proxy_rss_peak_bytes")));
 }

@@ -1,10 +1,12 @@
 //! Resource sampler: CPU and RSS of each component over the measured window.
 //!
 //! Every 250 ms it reads `/proc/<pid>/stat` (utime + stime) and
-//! `/proc/<pid>/status` (VmRSS) for each component's whole process tree, so
-//! a master/worker peer (nginx) counts its workers. CPU seconds are the
-//! difference between the last and the first sample; RSS is the peak and the
-//! mean of the per-sample tree sums.
+//! `/proc/<pid>/status` (VmRSS, RssAnon) for each component's whole process
+//! tree, so a master/worker peer (nginx) counts its workers. CPU seconds are
+//! the difference between the last and the first sample; RSS is the peak and
+//! the mean of the per-sample tree sums, and the anonymous part of it (the
+//! memory the process allocated, not the binary's code pages it shares with
+//! every process of the same executable) its peak.
 //!
 //! For soak runs ([`Sampler::start_series`]) it also keeps every sample's
 //! RSS and open fds (the entries of `/proc/<pid>/fd`, summed over the tree)
@@ -27,6 +29,8 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 struct Sample {
     ticks: u64,
     rss: u64,
+    /// `RssAnon`: heap, stacks, the process's own data.
+    rss_anon: u64,
     fds: u64,
 }
 
@@ -35,6 +39,7 @@ struct Acc {
     first: Option<Sample>,
     last: Sample,
     peak: u64,
+    peak_anon: u64,
     rss_sum: u128,
     samples: u32,
     series: ProcessSeries,
@@ -127,6 +132,7 @@ fn resource(c: &Component, a: &Acc, hz: f64) -> Resource {
         component: c.name.clone(),
         role: c.role.as_str().to_string(),
         rss_peak_bytes: a.peak,
+        rss_anon_peak_bytes: (a.samples > 0).then_some(a.peak_anon),
         rss_mean_bytes: if a.samples == 0 {
             0
         } else {
@@ -151,6 +157,7 @@ fn sample_all(components: &[Component], accs: &mut [Acc], origin: Option<Instant
         acc.first.get_or_insert(s);
         acc.last = s;
         acc.peak = acc.peak.max(s.rss);
+        acc.peak_anon = acc.peak_anon.max(s.rss_anon);
         acc.rss_sum += s.rss as u128;
         acc.samples += 1;
     }
@@ -177,6 +184,7 @@ fn sample_tree(root: u32, tree: &HashMap<i32, Vec<i32>>, fds: bool) -> Option<Sa
         if let Some(s) = sample_one(pid, fds) {
             total.ticks += s.ticks;
             total.rss += s.rss;
+            total.rss_anon += s.rss_anon;
             total.fds += s.fds;
         }
         if let Some(kids) = tree.get(&pid) {
@@ -190,7 +198,9 @@ fn sample_one(pid: i32, fds: bool) -> Option<Sample> {
     let p = procfs::process::Process::new(pid).ok()?;
     let stat = p.stat().ok()?;
     // VmRSS is in kB; absent for zombies, which hold no memory.
-    let rss_kb = p.status().ok().and_then(|s| s.vmrss).unwrap_or(0);
+    let status = p.status().ok();
+    let rss_kb = status.as_ref().and_then(|s| s.vmrss).unwrap_or(0);
+    let rss_anon_kb = status.as_ref().and_then(|s| s.rssanon).unwrap_or(0);
     // Counting /proc/<pid>/fd costs a directory read: only when asked.
     let fds = match fds {
         true => std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
@@ -199,6 +209,7 @@ fn sample_one(pid: i32, fds: bool) -> Option<Sample> {
     Some(Sample {
         ticks: stat.utime + stat.stime,
         rss: rss_kb * 1024,
+        rss_anon: rss_anon_kb * 1024,
         fds,
     })
 }
@@ -237,6 +248,10 @@ mod tests {
             r[0]
         );
         assert!(r[0].cpu_seconds > 0.0, "{:?}", r[0]);
+        // The test binary's heap is anonymous, its code file-backed: the
+        // anonymous part is there and smaller than the whole.
+        let anon = r[0].rss_anon_peak_bytes.expect("sampled, so RssAnon is known");
+        assert!(anon > 0 && anon < r[0].rss_peak_bytes, "{:?}", r[0]);
     }
 
     #[tokio::test]

@@ -131,6 +131,10 @@ fn run_writes_a_complete_record_for_every_variant() {
                 run.variant
             );
             assert!(p.rss_mean_bytes <= p.rss_peak_bytes, "{p:?}");
+            // A real process's RSS holds its code pages too: the private
+            // (anonymous) part is there and smaller.
+            let anon = p.rss_anon_peak_bytes.unwrap_or_else(|| panic!("no RssAnon: {p:?}"));
+            assert!(anon > 0 && anon < p.rss_peak_bytes, "{p:?}");
         }
         // Every Weft proxy is scraped around the window; the peers are not Weft.
         match (run.variant.as_str(), &run.proxy_counts) {

@@ -169,6 +169,7 @@ fn most_demanding(groups: &[(GroupKey, Vec<&Cell>)]) -> Option<usize> {
 struct Columns {
     late: bool,
     control: bool,
+    anon: bool,
     mixed_reps: bool,
     proxy_counts: bool,
 }
@@ -178,6 +179,7 @@ impl Columns {
         Columns {
             late: group.iter().any(|c| c.late_sends > 0),
             control: group.iter().any(|c| c.control_rss_peak.is_some()),
+            anon: group.iter().any(|c| c.proxy_rss_anon_peak.is_some()),
             mixed_reps: group.iter().any(|c| c.repetitions != group[0].repetitions),
             proxy_counts: group.iter().any(|c| c.proxy_counts.is_some()),
         }
@@ -199,7 +201,11 @@ impl Columns {
         if self.late {
             h.push(("late sends", None));
         }
-        h.extend([("proxy peak RSS", Some("MiB")), ("proxy CPU", Some("cores / 1000 rps"))]);
+        h.push(("proxy peak RSS", Some("MiB")));
+        if self.anon {
+            h.push(("of it private", Some("MiB")));
+        }
+        h.push(("proxy CPU", Some("cores / 1000 rps")));
         if self.control {
             h.push(("control plane RSS", Some("MiB")));
         }
@@ -230,10 +236,11 @@ impl Columns {
         if self.late {
             row.push(Figure::plain(c.late_sends.to_string()));
         }
-        row.extend([
-            Figure::spread(rss(c.proxy_rss_peak), sp.proxy_rss_peak_bytes, |b| mib(b)),
-            Figure::spread(cpu(c), sp.proxy_cpu_per_krps, |v| format!("{v:.3}")),
-        ]);
+        row.push(Figure::spread(rss(c.proxy_rss_peak), sp.proxy_rss_peak_bytes, |b| mib(b)));
+        if self.anon {
+            row.push(Figure::spread(rss(c.proxy_rss_anon_peak), sp.proxy_rss_anon_peak_bytes, |b| mib(b)));
+        }
+        row.push(Figure::spread(cpu(c), sp.proxy_cpu_per_krps, |v| format!("{v:.3}")));
         if self.control {
             row.push(Figure::spread(rss(c.control_rss_peak), sp.control_rss_peak_bytes, |b| mib(b)));
         }
@@ -588,7 +595,7 @@ fn conformance_notes(m: &crate::conformance::Matrix<'_>) -> Vec<(&'static str, V
 }
 
 /// The load legend, as (term, explanation) pairs.
-const LOAD_LEGEND: [(&str, &str); 7] = [
+const LOAD_LEGEND: [(&str, &str); 8] = [
     (
         "Latency",
         "measured from each request's *scheduled* send time to the end of its response. When the \
@@ -613,6 +620,12 @@ const LOAD_LEGEND: [(&str, &str); 7] = [
          no free connection or CPU; their latency still counts from the scheduled time.",
     ),
     ("Proxy peak RSS", "resident memory of all proxy processes of the variant added up, at its highest sample (MiB)."),
+    (
+        "Of it private",
+        "the anonymous part of that RSS (heap, stacks: what the proxies allocated), at its highest \
+         sample; the rest is file-backed pages, mostly the executables' code, which every process of \
+         the same binary on a machine shares. Shown where the substrate reads /proc (not on kind).",
+    ),
     (
         "Control plane RSS",
         "peak resident memory of the control plane (mesh-control) in cells whose variant runs one (`weft`, \

@@ -294,6 +294,7 @@ mod tests {
                 role: "proxy".into(),
                 rss_peak_bytes: rss_mib << 20,
                 rss_mean_bytes: rss_mib << 20,
+                rss_anon_peak_bytes: None,
                 cpu_seconds: cpu,
                 samples: 8,
             }],

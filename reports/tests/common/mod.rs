@@ -51,6 +51,7 @@ pub fn run(scenario: &str, variant: &str, rate: f64, repetition: u32, p50_us: u6
         role: "server".into(),
         rss_peak_bytes: 5 * MIB,
         rss_mean_bytes: 4 * MIB,
+        rss_anon_peak_bytes: Some(3 * MIB),
         cpu_seconds: 1.0,
         samples: 40,
     }];
@@ -60,6 +61,7 @@ pub fn run(scenario: &str, variant: &str, rate: f64, repetition: u32, p50_us: u6
             role: "proxy".into(),
             rss_peak_bytes: 10 * MIB,
             rss_mean_bytes: 9 * MIB,
+            rss_anon_peak_bytes: Some(2 * MIB),
             cpu_seconds: 0.2 * duration_s * achieved / 1000.0,
             samples: 40,
         });

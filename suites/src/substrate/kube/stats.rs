@@ -221,6 +221,9 @@ impl Accumulator {
                 } else {
                     (a.mem_sum / a.rounds as u128) as u64
                 },
+                // The kubelet's figures do not split file-backed pages from
+                // anonymous ones the way /proc's RssAnon does.
+                rss_anon_peak_bytes: None,
                 cpu_seconds: a.cpu.values().map(|c| cpu_seconds(c, window)).sum(),
                 samples: a.rounds,
             })
