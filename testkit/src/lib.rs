@@ -6,6 +6,31 @@
 mod wait;
 pub use wait::{eventually, eventually_async, eventually_for, patience};
 
+/// What the criterion benches share.
+#[cfg(feature = "bench")]
+pub mod bench {
+    use criterion::Criterion;
+
+    /// `calibrate/sort_1000`: fixed work (sorting 1,000 pseudo-random
+    /// `u64`s) that `ci/microbench` divides every other figure of the same
+    /// bench executable by, so a stored baseline holds across machines of
+    /// different speed and across a busy or quiet moment.
+    pub fn calibrate(c: &mut Criterion) {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u64> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect();
+        c.bench_function("calibrate/sort_1000", |b| {
+            b.iter_batched_ref(|| data.clone(), |v| v.sort_unstable(), criterion::BatchSize::SmallInput)
+        });
+    }
+}
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,8 @@
-//! The proxy's own per-request work, without sockets: routing a request by
-//! authority, stripping hop-by-hop headers, and recording metrics.
+//! The proxy's own per-request work, without sockets: detecting a
+//! connection's protocol, routing a request by authority, picking an
+//! endpoint, stripping hop-by-hop headers, and recording metrics.
+//! `calibrate/sort_1000` is fixed work that `ci/microbench` divides the
+//! others by, so its stored baseline holds across machines of different speed.
 #![forbid(unsafe_code)]
 
 use std::{hint::black_box, time::Duration};
@@ -7,11 +10,14 @@ use std::{hint::black_box, time::Duration};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use mesh_proxy::{
+    discovery::{balance::Balancer, Endpoint},
     http::{
         headers::strip_hop_by_hop,
         router::{request_authority, Router},
     },
+    http::upstream::Upstream,
     metrics::{Direction, Metrics},
+    tcp::detect::classify,
     Route,
 };
 
@@ -64,6 +70,28 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(|| clean.clone(), |h| strip_hop_by_hop(black_box(h)), criterion::BatchSize::SmallInput)
     });
 
+    let requests: &[(&str, &[u8])] = &[
+        ("http1", b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: svc-17.ns.svc.cluster.local:8080\r\n\r\n"),
+        ("h2_preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x12\x04\0\0\0\0\0"),
+        ("tls", b"\x16\x03\x01\x02\0\x01\0\x01\xfc\x03\x03"),
+        ("opaque", b"\0\x01binary protocol frame that is not HTTP at all"),
+    ];
+    for (name, bytes) in requests {
+        c.bench_function(&format!("detect/{name}"), |b| b.iter(|| black_box(classify(black_box(bytes), 16 * 1024))));
+    }
+
+    for n in [1u16, 100] {
+        let balancer = Balancer::new();
+        let eps: Vec<Endpoint> = (1..=n).map(|p| Endpoint::plain(([127, 0, 0, 1], 10_000 + p).into())).collect();
+        balancer.update(&eps, |e| Some(Upstream::new(e.addr)));
+        c.bench_function(&format!("balance/p2c_pick_{n}_endpoints"), |b| {
+            b.iter(|| {
+                let pick = balancer.pick(black_box(None)).expect("endpoints");
+                balancer.finish(pick, Some(Duration::from_micros(250)), true)
+            })
+        });
+    }
+
     let metrics = Metrics::new();
     let out = metrics.direction(Direction::Outbound).clone();
     c.bench_function("metrics/record_response", |b| {
@@ -71,5 +99,5 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, weft_testkit::bench::calibrate, bench);
 criterion_main!(benches);
