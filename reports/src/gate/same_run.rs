@@ -15,7 +15,7 @@
 //! practical effect (the metric's *margin*: a share of the base's median,
 //! at least an absolute floor), i.e. the data say with 95 % confidence that
 //! the candidate is worse by more than the margin. Worse beyond the noise
-//! but not surely by the margin is said ("worse, under the margin") and
+//! but not surely by the margin is said ("worse, not surely by the margin") and
 //! passes. Across metrics and cells: the gate fails when any gated metric
 //! of any cell is a regression, when the candidate's error rate exceeds the
 //! base's by more than [`SameRunTest::error_rate_margin`], or when a
@@ -126,7 +126,7 @@ impl GateVerdict {
     pub fn as_str(self) -> &'static str {
         match self {
             GateVerdict::Regression => "REGRESSION",
-            GateVerdict::WorseUnderMargin => "worse, under the margin",
+            GateVerdict::WorseUnderMargin => "worse, not surely by the margin",
             GateVerdict::WithinNoise => "within noise",
             GateVerdict::Better => "better",
             GateVerdict::TooFewRepetitions => "too few repetitions",
