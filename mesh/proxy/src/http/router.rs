@@ -2,7 +2,9 @@
 //!
 //! The authority is HTTP/2's `:authority` (or an HTTP/1 absolute-form target)
 //! and otherwise the `Host` header. An exact `host:port` route wins; failing
-//! that, a route for the bare host. Matching is ASCII case-insensitive, done
+//! that, a route for the bare host; an authority without a port also
+//! matches its host's `:80` route (HTTP's default port, RFC 9110 §4.2.1:
+//! `Host: svc` is `svc:80`). Matching is ASCII case-insensitive, done
 //! without allocating: routes are stored lower-case and a request authority
 //! with upper-case letters is lowered into a stack buffer.
 
@@ -85,7 +87,8 @@ impl Router {
             })
     }
 
-    /// Looks up an authority: exact `host:port` first, then the bare host.
+    /// Looks up an authority: exact `host:port` first, then the bare host,
+    /// or for a port-less authority its `host:80`.
     pub fn lookup(&self, authority: &str) -> Option<&Arc<Upstream>> {
         if let Some(all) = &self.all {
             return Some(all);
@@ -110,7 +113,20 @@ impl Router {
         if let Some(up) = self.routes.get(authority) {
             return Some(up);
         }
-        strip_port(authority).and_then(|host| self.routes.get(host))
+        match strip_port(authority) {
+            Some(host) => self.routes.get(host),
+            None => {
+                let n = authority.len();
+                let mut with_port = [0u8; MAX_AUTHORITY_LEN + 3];
+                if n > MAX_AUTHORITY_LEN {
+                    return None;
+                }
+                with_port[..n].copy_from_slice(authority.as_bytes());
+                with_port[n..n + 3].copy_from_slice(b":80");
+                // An ASCII suffix keeps valid UTF-8 valid.
+                self.routes.get(std::str::from_utf8(&with_port[..n + 3]).ok()?)
+            }
+        }
     }
 }
 
@@ -157,6 +173,22 @@ mod tests {
         assert_eq!(addr_of(&r, "web"), Some(2));
         assert_eq!(addr_of(&r, "other"), None);
         assert_eq!(addr_of(&r, "other:8080"), None);
+    }
+
+    #[test]
+    fn a_port_less_authority_is_port_80() {
+        let r = router(&["web:80=127.0.0.1:1", "api:8080=127.0.0.1:2", "[::1]:80=127.0.0.1:3"]);
+        assert_eq!(addr_of(&r, "web"), Some(1));
+        assert_eq!(addr_of(&r, "WEB"), Some(1));
+        assert_eq!(addr_of(&r, "u@web"), Some(1));
+        assert_eq!(addr_of(&r, "[::1]"), Some(3));
+        assert_eq!(addr_of(&r, "api"), None, "only the default port is implied");
+        assert_eq!(addr_of(&r, "web:8080"), None);
+        assert_eq!(addr_of(&r, &"a".repeat(MAX_AUTHORITY_LEN + 1)), None);
+        // A bare-host route still wins over nothing, and an exact one over it.
+        let r = router(&["web=127.0.0.1:4", "web:80=127.0.0.1:1"]);
+        assert_eq!(addr_of(&r, "web"), Some(4));
+        assert_eq!(addr_of(&r, "web:80"), Some(1));
     }
 
     #[test]

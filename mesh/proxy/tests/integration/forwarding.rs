@@ -121,10 +121,18 @@ async fn no_route_dead_upstream_and_timeout() {
         &format!("dead.test={dead}"),
         "--route",
         &format!("slow.test={}", app.addr),
+        "--route",
+        &format!("port80.test:80={}", app.addr),
         "--request-timeout",
         "300ms",
     ]))
     .await;
+
+    // A port-less Host is port 80: the `:80` route answers it, no other port's does.
+    let resp = send_h1(p.outbound, get("/", "port80.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", proxy_error(&resp));
+    let resp = send_h1(p.outbound, get("/", "port80.test:81")).await.unwrap();
+    assert_eq!(proxy_error(&resp).as_deref(), Some("no route for port80.test:81"));
 
     let resp = send_h1(p.outbound, get("/", "nowhere.test:81")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
