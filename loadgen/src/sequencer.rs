@@ -14,9 +14,10 @@ use crate::timing::{precise_timer_slack, slot_offset, wait_until, wait_until_coa
 use crate::Progress;
 
 /// Above this rate the sequencer no longer spins out the last [`crate::timing::SPIN`] of each
-/// wait (that would take more than a quarter of a core): it sleeps to each slot and releases
-/// every slot that is due when it wakes. A sleep overshoots by tens of µs, so slots then go
-/// out up to that much after their time, which their corrected latency shows.
+/// wait (that would take more than a quarter of a core): it sleeps, at most once per
+/// [`BATCH_GAP`], and releases every slot that is due when it wakes. Slots then go out up to
+/// that gap plus a sleep's overshoot (tens of µs) after their time, which their corrected
+/// latency shows.
 pub(crate) const SPIN_MAX_RATE: f64 = 4_000.0;
 
 /// Above [`SPIN_MAX_RATE`] the sequencer wakes at most once per this gap and releases every
