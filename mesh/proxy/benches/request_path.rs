@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use mesh_proxy::{
     discovery::{balance::Balancer, Endpoint},
     http::{
+        authority::normalize,
         headers::strip_hop_by_hop,
         router::{request_authority, Router},
     },
@@ -57,6 +58,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("route/mixed_case_host_fallback", |b| {
         b.iter(|| black_box(router.lookup(request_authority(black_box(&mixed_case)).unwrap()).is_some()))
     });
+
+    // The discovered path's and the metrics' key: port-less and mixed case
+    // build it in a stack buffer, an exact key is borrowed.
+    for (name, authority) in [("portless", "svc-17.ns.svc.cluster.local"), ("mixed_case", "SVC-17.ns.svc.cluster.local:8080"), ("exact", "svc-17.ns.svc.cluster.local:8080")] {
+        c.bench_function(&format!("authority/key_{name}"), |b| b.iter(|| normalize(black_box(authority)).len()));
+    }
 
     let headers = typical_headers();
     c.bench_function("headers/strip_hop_by_hop_typical", |b| {

@@ -1,7 +1,7 @@
 //! The HTTP core: what every request goes through on either listener,
 //! whatever decided its upstream.
 //!
-//! [`headers`] (hop-by-hop removal), [`body`] (body limit, pooled response
+//! [`authority`] (an authority's key: lower-case `host:port`, no allocation), [`headers`] (hop-by-hop removal), [`body`] (body limit, pooled response
 //! bodies), [`upstream`] (connections to one upstream), [`pool`] (its
 //! HTTP/1 connections: reuse, idle expiry, the cap), [`error`] (proxy-generated
 //! responses), [`upgrade`] (HTTP/1.1 Upgrade, spliced after a 101),
@@ -12,6 +12,7 @@
 //! that do nothing).
 
 pub mod admit;
+pub mod authority;
 pub mod body;
 pub mod error;
 pub mod headers;

@@ -2,11 +2,9 @@
 //!
 //! The authority is HTTP/2's `:authority` (or an HTTP/1 absolute-form target)
 //! and otherwise the `Host` header. An exact `host:port` route wins; failing
-//! that, a route for the bare host; an authority without a port also
-//! matches its host's `:80` route (HTTP's default port, RFC 9110 §4.2.1:
-//! `Host: svc` is `svc:80`). Matching is ASCII case-insensitive, done
-//! without allocating: routes are stored lower-case and a request authority
-//! with upper-case letters is lowered into a stack buffer.
+//! that, a route for the bare host. The request's authority is first made
+//! a key ([`crate::http::authority`]: lower-case, no userinfo, port 80 when
+//! it named none), without allocating; routes are stored lower-case.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -16,14 +14,12 @@ use mesh_identity::SpiffeId;
 
 use crate::{
     config::Route,
+    http::authority::{normalize, strip_port},
     http::error::ProxyError,
     identity::{MeshError, MeshTls},
     metrics::DirectionMetrics,
     http::upstream::{MeshedPeer, Upstream},
 };
-
-/// DNS names are at most 253 bytes; with a port and brackets this is ample.
-const MAX_AUTHORITY_LEN: usize = 320;
 
 /// Authority -> upstream table, or a single upstream for everything.
 #[derive(Debug)]
@@ -87,46 +83,15 @@ impl Router {
             })
     }
 
-    /// Looks up an authority: exact `host:port` first, then the bare host,
-    /// or for a port-less authority its `host:80`.
+    /// Looks up an authority: its key (`host:port`, port 80 when it named
+    /// none) first, then the bare host.
     pub fn lookup(&self, authority: &str) -> Option<&Arc<Upstream>> {
         if let Some(all) = &self.all {
             return Some(all);
         }
-        // Userinfo is never part of routing (and never in a Host header).
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-        // Initialised only on the rare upper-case path.
-        let mut buf: [u8; MAX_AUTHORITY_LEN];
-        let authority = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
-            let n = authority.len();
-            if n > MAX_AUTHORITY_LEN {
-                return None;
-            }
-            buf = [0u8; MAX_AUTHORITY_LEN];
-            buf[..n].copy_from_slice(authority.as_bytes());
-            buf[..n].make_ascii_lowercase();
-            // Lower-casing ASCII bytes keeps valid UTF-8 valid.
-            std::str::from_utf8(&buf[..n]).ok()?
-        } else {
-            authority
-        };
-        if let Some(up) = self.routes.get(authority) {
-            return Some(up);
-        }
-        match strip_port(authority) {
-            Some(host) => self.routes.get(host),
-            None => {
-                let n = authority.len();
-                let mut with_port = [0u8; MAX_AUTHORITY_LEN + 3];
-                if n > MAX_AUTHORITY_LEN {
-                    return None;
-                }
-                with_port[..n].copy_from_slice(authority.as_bytes());
-                with_port[n..n + 3].copy_from_slice(b":80");
-                // An ASCII suffix keeps valid UTF-8 valid.
-                self.routes.get(std::str::from_utf8(&with_port[..n + 3]).ok()?)
-            }
-        }
+        // Userinfo, case and an implied port 80 never decide a route.
+        let key = normalize(authority);
+        self.routes.get(&*key).or_else(|| strip_port(&key).and_then(|host| self.routes.get(host)))
     }
 }
 
@@ -137,19 +102,6 @@ pub fn request_authority<B>(req: &Request<B>) -> Option<&str> {
         return Some(a.as_str());
     }
     req.headers().get(header::HOST)?.to_str().ok()
-}
-
-/// `host:port` -> `host`; `[::1]:80` -> `[::1]`; no port -> `None`.
-fn strip_port(authority: &str) -> Option<&str> {
-    let (host, port) = authority.rsplit_once(':')?;
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // An unbracketed IPv6 literal has colons but no port.
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return None;
-    }
-    Some(host)
 }
 
 #[cfg(test)]
@@ -184,11 +136,11 @@ mod tests {
         assert_eq!(addr_of(&r, "[::1]"), Some(3));
         assert_eq!(addr_of(&r, "api"), None, "only the default port is implied");
         assert_eq!(addr_of(&r, "web:8080"), None);
-        assert_eq!(addr_of(&r, &"a".repeat(MAX_AUTHORITY_LEN + 1)), None);
-        // A bare-host route still wins over nothing, and an exact one over it.
+        // `Host: web` is web:80: its exact route wins over the bare host's.
         let r = router(&["web=127.0.0.1:4", "web:80=127.0.0.1:1"]);
-        assert_eq!(addr_of(&r, "web"), Some(4));
+        assert_eq!(addr_of(&r, "web"), Some(1));
         assert_eq!(addr_of(&r, "web:80"), Some(1));
+        assert_eq!(addr_of(&r, "web:81"), Some(4));
     }
 
     #[test]

@@ -549,25 +549,9 @@ fn redirect(status: StatusCode, location: &str) -> Response<ResponseBody> {
     resp
 }
 
-/// The Destination key of an authority: lower-case `host:port` (port 80
-/// when the request named none), without userinfo. Borrowed when already so.
-pub fn normalize(authority: &str) -> Cow<'_, str> {
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let has_port = match authority.rsplit_once(':') {
-        Some((host, port)) => {
-            !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
-        }
-        None => false,
-    };
-    let lower = !authority.bytes().any(|b| b.is_ascii_uppercase());
-    match (has_port, lower) {
-        (true, true) => Cow::Borrowed(authority),
-        (true, false) => Cow::Owned(authority.to_ascii_lowercase()),
-        (false, _) => Cow::Owned(format!("{}:80", authority.to_ascii_lowercase())),
-    }
-}
+/// The Destination key of an authority (lower-case `host:port`, port 80
+/// when the request named none, no userinfo), without allocating.
+pub use crate::http::authority::normalize;
 
 mod attempt;
 

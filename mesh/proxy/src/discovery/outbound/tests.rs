@@ -220,16 +220,6 @@ async fn removed_endpoints_get_nothing_and_unknown_authorities_fail() {
     assert_eq!(get(&o, &direct, "/").await.unwrap().status(), StatusCode::OK);
 }
 
-#[test]
-fn authorities_are_normalized() {
-    assert_eq!(normalize("web.ns:80"), "web.ns:80");
-    assert!(matches!(normalize("web.ns:80"), Cow::Borrowed(_)));
-    assert_eq!(normalize("Web.NS"), "web.ns:80");
-    assert_eq!(normalize("u@web:8080"), "web:8080");
-    assert_eq!(normalize("[::1]:81"), "[::1]:81");
-    assert_eq!(normalize("[::1]"), "[::1]:80");
-}
-
 #[tokio::test]
 async fn disabled_routes_send_everything_to_the_service() {
     let (web, a) = (server().await, server().await);
