@@ -23,9 +23,9 @@ pub(crate) const SPIN_MAX_RATE: f64 = 4_000.0;
 /// Above [`SPIN_MAX_RATE`] the sequencer wakes at most once per this gap and releases every
 /// slot due by then. Each wake costs the load thread a context switch (the sequencer shares
 /// its core); at 50k rps, waking for each slot spent ~44 % of a core switching. A slot then
-/// goes out up to this much (plus a sleep's overshoot) after its time, which its corrected
-/// latency shows: cells above 4k rps carry up to ~0.25 ms of the generator's own batching,
-/// the same for every variant of a run. Measured at 50k rps, one thread, 3 alternating
+/// goes out up to this much (plus a sleep's overshoot) after its time when every connection
+/// is idle, which its corrected latency shows; a connection that comes free takes due slots
+/// without waiting for a release ([`SlotQueue`]). Measured at 50k rps, one thread, 3 alternating
 /// rounds (docs/FIGURES.md): waking per slot achieved 79-93 % of the rate with every send
 /// late; a 100 µs gap 97-100 % with 11-70 % late; 250 µs 100 % with 1.7-8 % late.
 pub(crate) const BATCH_GAP: std::time::Duration = std::time::Duration::from_micros(250);
@@ -39,10 +39,20 @@ pub(crate) struct Slot {
 /// HTTP/1's one FIFO shared by all connections: slot `i` is due at `start + i / rate`, and
 /// the queue only counts how many slots were released and how many taken, so a release is
 /// one atomic store and a free connection takes the oldest slot with one compare-and-swap.
+///
+/// A connection that comes free does not wait for the sequencer either: it takes the oldest
+/// slot whose time has come even if the sequencer has not released it yet (up to the bound
+/// the sequencer allows, [`SlotQueue::allow_through`]). The sequencer's wakes are then only
+/// needed for idle connections; a busy load thread, which is when the sequencer thread (on
+/// the same core) is woken late, takes due slots as its connections free up. Measured at
+/// 50k rps on one thread: docs/FIGURES.md, "Connections take due slots themselves".
 pub(crate) struct SlotQueue {
     start: Instant,
     rate: f64,
     released: AtomicU64,
+    /// Slots below this may be taken once due without waiting to be released: the warm-up's
+    /// slots first, then the whole window's (the sequencer flips the warm-up flag between).
+    pullable: AtomicU64,
     taken: AtomicU64,
     /// The sequencer is done: nothing more will be released.
     closed: AtomicBool,
@@ -55,6 +65,7 @@ impl SlotQueue {
             start,
             rate,
             released: AtomicU64::new(0),
+            pullable: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             notify: Notify::new(),
@@ -83,25 +94,37 @@ impl SlotQueue {
 
     fn try_take(&self) -> Option<Slot> {
         let mut i = self.taken.load(Ordering::Relaxed);
+        // Read once, and only when a slot is not released yet: a due slot counts as released.
+        let mut now = None;
+        let mut due = |j: u64| {
+            j < self.pullable.load(Ordering::Acquire) && self.at(j) <= *now.get_or_insert_with(Instant::now)
+        };
         loop {
             let released = self.released.load(Ordering::Acquire);
-            if i >= released {
+            if i >= released && !due(i) {
                 return None;
             }
             match self.taken.compare_exchange_weak(i, i + 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     // A batch wakes one waiter; each taker passes the wake on while slots
-                    // are left, so no released slot waits for the next release.
-                    if i + 1 < released {
+                    // are left, so no due slot waits for the next release.
+                    if i + 1 < released || due(i + 1) {
                         self.notify.notify_one();
                     }
-                    return Some(Slot {
-                        scheduled: self.start + slot_offset(i, self.rate),
-                    });
+                    return Some(Slot { scheduled: self.at(i) });
                 }
-                Err(now) => i = now,
+                Err(taken) => i = taken,
             }
         }
+    }
+
+    fn at(&self, i: u64) -> Instant {
+        self.start + slot_offset(i, self.rate)
+    }
+
+    /// Lets connections take slots below `count` as soon as each is due.
+    fn allow_through(&self, count: u64) {
+        self.pullable.store(count, Ordering::Release);
     }
 
     fn release_through(&self, count: u64) {
@@ -124,6 +147,14 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
+    /// Lets the takers take slots below `count` once due, without a release (HTTP/1's queue;
+    /// the per-connection channels of HTTP/2 only get what is released).
+    fn allow_through(&self, count: u64) {
+        if let Sink::Shared(queue) = self {
+            queue.allow_through(count);
+        }
+    }
+
     /// Releases slots `from..to`. False once nobody listens any more (the run was dropped).
     fn release(&mut self, from: u64, to: u64, slot: impl Fn(u64) -> Slot) -> bool {
         match self {
@@ -164,6 +195,18 @@ pub(crate) fn spawn(
             let at = |i: u64| window.start + slot_offset(i, rate);
             let slot = |i: u64| Slot { scheduled: at(i) };
             let mut warm = window.warm_end > window.start;
+            // The number of slots due before `t`.
+            let before = |t: Instant| {
+                let mut n = ((t - window.start).as_secs_f64() * rate).ceil() as u64;
+                while n > 0 && at(n - 1) >= t {
+                    n -= 1;
+                }
+                while at(n) < t {
+                    n += 1;
+                }
+                n
+            };
+            sink.allow_through(before(if warm { window.warm_end } else { window.end }));
             let mut released = 0;
             let mut woke = window.start;
             while at(released) < window.end {
@@ -171,6 +214,7 @@ pub(crate) fn spawn(
                 if warm && scheduled >= window.warm_end {
                     wait_until(window.warm_end);
                     progress.in_warmup.store(false, Ordering::Relaxed);
+                    sink.allow_through(before(window.end));
                     warm = false;
                 }
                 if precise {
@@ -272,6 +316,32 @@ mod tests {
             total += w.await.unwrap();
         }
         assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn a_free_taker_takes_due_slots_unreleased_but_never_early_nor_past_the_bound() {
+        let start = Instant::now() + Duration::from_millis(2);
+        let queue = SlotQueue::new(start, 2_000.0);
+        // Nothing allowed yet: a due slot still waits for its release.
+        std::thread::sleep(Duration::from_millis(4));
+        assert!(queue.try_take().is_none());
+        queue.allow_through(20);
+        let mut taken = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while taken.len() < 20 && Instant::now() < deadline {
+            match queue.try_take() {
+                Some(slot) => taken.push((slot.scheduled, Instant::now())),
+                None => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(taken.len(), 20, "every allowed slot is taken once due");
+        for (i, (scheduled, at)) in taken.iter().enumerate() {
+            assert_eq!(*scheduled, start + slot_offset(i as u64, 2_000.0));
+            assert!(at >= scheduled, "slot {i} taken before its time");
+        }
+        // The bound holds even long after the next slot's time.
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(queue.try_take().is_none());
     }
 
     #[test]
