@@ -31,8 +31,11 @@ pub struct CapacityRun {
     pub validated: bool,
     /// What stopped the search above `capacity_rps`: `slo` (the percentile
     /// went over the bound), `errors`, `generator` (the load generator could
-    /// not send on time: not the system's limit), `max-rate` (the highest
-    /// rate tried passed), `start-rate` (the first rate failed already).
+    /// not send on time: not the system's limit), `disturbed` (failing
+    /// probes kept coming with the hypervisor taking more than
+    /// `HostCpu::DISTURBED_STEAL` of the machine, beyond the re-probes a
+    /// search allows), `max-rate` (the highest rate tried passed),
+    /// `start-rate` (the first rate failed already).
     pub limited_by: String,
     /// Every probe in run order: ramp, bisection, validation.
     pub probes: Vec<Probe>,
@@ -43,7 +46,8 @@ pub struct CapacityRun {
 pub struct Probe {
     /// `ramp`, `bisect` or `validate`.
     pub phase: String,
-    /// `pass`, `slo`, `errors` or `generator` (see [`CapacityRun::limited_by`]).
+    /// `pass`, `slo`, `errors`, `generator` or `disturbed` (see
+    /// [`CapacityRun::limited_by`]).
     pub verdict: String,
     /// The SLO's percentile of the corrected latency (from the scheduled
     /// send), µs.
@@ -57,6 +61,9 @@ pub struct Probe {
     /// Processes sampled during the probe's window.
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// The machine during the probe's window (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<crate::HostCpu>,
 }
 
 impl CapacityRun {
@@ -79,7 +86,7 @@ mod tests {
             r#"{"protocol":"http1","mode":"open","rate":250,"connections":2,"body_size":0,"duration_s":1,"requests":250,"errors":0,"late_sends":3,"achieved_rps":250,"latency_us":{"p50":1,"p90":2,"p99":3,"p999":4,"p9999":5,"max":6,"mean":1},"service_time_us":{"p50":1,"p90":2,"p99":3,"p999":4,"p9999":5,"max":6,"mean":1},"histogram":""}"#,
         )
         .unwrap();
-        let probe = Probe { phase: "ramp".into(), verdict: "pass".into(), percentile_us: 3.0, service_percentile_us: 2.0, load, resources: vec![] };
+        let probe = Probe { phase: "ramp".into(), verdict: "pass".into(), percentile_us: 3.0, service_percentile_us: 2.0, load, resources: vec![], host: Some(crate::HostCpu { steal: 0.25, busy: 0.5 }) };
         r.capacity.push(CapacityRun {
             scenario: "s".into(),
             variant: "weft".into(),
@@ -102,5 +109,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let p = &v["capacity"][0]["probes"][0];
         assert_eq!((p["rate"].as_f64(), p["late_sends"].as_u64(), p["percentile_us"].as_f64()), (Some(250.0), Some(3), Some(3.0)), "flat: {p}");
+        assert_eq!(p["host"]["steal"].as_f64(), Some(0.25), "{p}");
     }
 }

@@ -41,4 +41,4 @@ pub use hist::HistogramError;
 pub use hostile::HostileRun;
 pub use load::{Load, Percentiles};
 pub use propagation::Propagation;
-pub use report::{Env, Report, Resource, Run, Skipped, SCHEMA_VERSION};
+pub use report::{Env, HostCpu, Report, Resource, Run, Skipped, SCHEMA_VERSION};

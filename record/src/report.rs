@@ -152,6 +152,37 @@ pub struct Run {
     /// (`proxy_args`); absent: the proxy's defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_args: Vec<String>,
+    /// How busy the machine was during the measured window, and how much
+    /// of its CPU time the hypervisor gave to other guests; absent where
+    /// the load ran elsewhere (kind) and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostCpu>,
+}
+
+/// The whole machine's CPU time over a window, from `/proc/stat` (all
+/// CPUs together), as shares of the window's CPU time.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostCpu {
+    /// Share the hypervisor gave to other guests while this one had work
+    /// (`steal`): time every process here waited for, unseen by its own
+    /// CPU accounting. A virtual machine under a busy host shows it as
+    /// stalls in the latency tails of every variant alike.
+    pub steal: f64,
+    /// Share spent running anything (user, system, interrupts), 0..1.
+    pub busy: f64,
+}
+
+impl HostCpu {
+    /// Above this share of stolen CPU time a window is disturbed: on the
+    /// project's 2-core VM, a capacity probe's failure at such a window was
+    /// the host's, not the system's (docs/FIGURES.md, "CPU stolen by the
+    /// hypervisor").
+    pub const DISTURBED_STEAL: f64 = 0.05;
+
+    /// The hypervisor took more than [`HostCpu::DISTURBED_STEAL`].
+    pub fn disturbed(&self) -> bool {
+        self.steal > Self::DISTURBED_STEAL
+    }
 }
 
 /// Resource use of one process during the measured window.

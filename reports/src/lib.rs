@@ -38,4 +38,4 @@ pub mod render;
 /// The record types, as `reports::record::...` for callers that name the module.
 pub use ::record;
 pub use record::hist;
-pub use record::{Env, Load, Percentiles, Propagation, Report, Resource, Run, Skipped, Status, TestResult, SCHEMA_VERSION};
+pub use record::{Env, HostCpu, Load, Percentiles, Propagation, Report, Resource, Run, Skipped, Status, TestResult, SCHEMA_VERSION};

@@ -418,3 +418,22 @@ fn private_memory_column_only_where_the_substrate_split_rss() {
     assert!(cells.iter().all(|c| !c.figures.contains_key("proxy_rss_anon_peak_bytes")));
     assert!(cells.iter().any(|c| c.figures.contains_key("proxy_rss_peak_bytes")));
 }
+
+#[test]
+fn the_header_says_how_much_cpu_the_hypervisor_took_when_the_runs_know() {
+    let mut r = healthy();
+    assert!(!markdown(&r).contains("CPU stolen"), "older records: no line");
+    for (i, run) in r.runs.iter_mut().enumerate() {
+        // 0.1 %, 0.2 %, ... and one window at 20 %.
+        let steal = if i == 0 { 0.20 } else { i as f64 / 1000.0 };
+        run.host = Some(reports::HostCpu { steal, busy: 0.5 });
+    }
+    let n = r.runs.len();
+    let md = markdown(&r);
+    let line = md.lines().find(|l| l.contains("CPU stolen")).unwrap_or_else(|| panic!("{md}"));
+    assert!(line.contains("max 20.0 %"), "{line}");
+    assert!(n > 2 && n < 50, "the others stay under 5 %: {n}");
+    assert!(line.contains(&format!("(1 of {n} windows above 5 %")), "{line}");
+    let html = html(&r);
+    assert!(html.contains("CPU stolen") && html.contains("max 20.0 %"), "both formats");
+}

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use record::soak::ProcessSeries;
+use record::HostCpu;
 use reports::Resource;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -214,10 +215,62 @@ fn sample_one(pid: i32, fds: bool) -> Option<Sample> {
     })
 }
 
+/// The whole machine's CPU time so far (all CPUs, `/proc/stat`); two of
+/// them bracket a window ([`HostClock::since`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HostClock {
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+impl HostClock {
+    /// Now; `None` where `/proc/stat` cannot be read.
+    pub fn now() -> Option<HostClock> {
+        use procfs::CurrentSI;
+        let t = procfs::KernelStats::current().ok()?.total;
+        let (irq, softirq, steal) = (t.irq.unwrap_or(0), t.softirq.unwrap_or(0), t.steal.unwrap_or(0));
+        // Guest time is already inside `user`.
+        let busy = t.user + t.nice + t.system + irq + softirq;
+        Some(HostClock { busy, steal, total: busy + t.idle + t.iowait.unwrap_or(0) + steal })
+    }
+
+    /// The window from `from` (a clock read at its start, if it could be)
+    /// until now.
+    pub fn window_since(from: Option<HostClock>) -> Option<HostCpu> {
+        HostClock::now()?.since(&from?)
+    }
+
+    /// The window from `earlier` to this one; `None` when no time passed.
+    pub fn since(&self, earlier: &HostClock) -> Option<HostCpu> {
+        let total = self.total.checked_sub(earlier.total).filter(|t| *t > 0)? as f64;
+        Some(HostCpu {
+            steal: self.steal.saturating_sub(earlier.steal) as f64 / total,
+            busy: self.busy.saturating_sub(earlier.busy) as f64 / total,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::substrate::Role;
+
+    #[test]
+    fn host_clock_shares_are_of_the_window_only() {
+        let a = HostClock { busy: 1000, steal: 50, total: 5000 };
+        let b = HostClock { busy: 1150, steal: 70, total: 5200 };
+        let w = b.since(&a).expect("time passed");
+        assert!((w.busy - 0.75).abs() < 1e-9 && (w.steal - 0.10).abs() < 1e-9, "{w:?}");
+        assert!(w.disturbed());
+        assert!(a.since(&a).is_none(), "an empty window has no shares");
+        // The real one reads, and its shares are shares.
+        let start = HostClock::now().expect("/proc/stat");
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(100) {}
+        let w = HostClock::now().unwrap().since(&start).expect("ticks passed");
+        assert!((0.0..=1.0).contains(&w.steal) && w.busy > 0.0 && w.busy <= 1.0, "{w:?}");
+    }
 
     #[tokio::test]
     async fn samples_own_process_cpu_and_rss() {

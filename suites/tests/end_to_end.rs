@@ -136,6 +136,9 @@ fn run_writes_a_complete_record_for_every_variant() {
             let anon = p.rss_anon_peak_bytes.unwrap_or_else(|| panic!("no RssAnon: {p:?}"));
             assert!(anon > 0 && anon < p.rss_peak_bytes, "{p:?}");
         }
+        // The machine over the same window: how busy, how much stolen.
+        let h = run.host.unwrap_or_else(|| panic!("{}: no host figures", run.variant));
+        assert!((0.0..=1.0).contains(&h.steal) && h.busy > 0.0 && h.busy <= 1.0, "{}: {h:?}", run.variant);
         // Every Weft proxy is scraped around the window; the peers are not Weft.
         match (run.variant.as_str(), &run.proxy_counts) {
             ("baseline" | "nginx" | "haproxy", c) => assert!(c.is_none(), "{}: {c:?}", run.variant),
@@ -445,9 +448,22 @@ slo = { percentile = 50.0, max = "5ms" }
         let proxies = c.probes[0].resources.iter().filter(|x| x.role == "proxy").count();
         assert_eq!(proxies, if c.variant == "baseline" { 0 } else { 2 }, "each probe samples the variant's processes");
     }
+    // Every probe knows how much of the machine the hypervisor took.
+    for p in r.capacity.iter().flat_map(|c| &c.probes) {
+        let h = p.host.unwrap_or_else(|| panic!("no host figures: {p:?}"));
+        assert!((0.0..=1.0).contains(&h.steal) && h.busy > 0.0 && h.busy <= 1.0, "{h:?}");
+    }
     let slow = &r.capacity[2].probes;
-    assert_eq!(slow.len(), 2, "the start rate's failure is confirmed by a second probe");
-    assert!(slow.iter().all(|p| p.verdict == "slo" && p.percentile_us >= 20_000.0 && p.load.rate == Some(50.0)), "{slow:?}");
+    // A failure under stolen CPU is run again without counting (a busy CI host may do that).
+    let counted = slow.iter().filter(|p| p.verdict != "disturbed").count();
+    assert_eq!(counted, 2, "the start rate's failure is confirmed by a second probe: {slow:?}");
+    assert!(
+        slow.iter().all(|p| {
+            let stolen = p.host.is_some_and(|h| h.disturbed());
+            (p.verdict == "slo" && !stolen || p.verdict == "disturbed" && stolen) && p.percentile_us >= 20_000.0 && p.load.rate == Some(50.0)
+        }),
+        "{slow:?}"
+    );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## Capacity at p99 ≤ 2000 ms: `fits` (local)"), "{md}");
     assert!(md.contains("| `weft-plaintext` | 0 | 100 | pass at 100 rps"), "{md}");

@@ -81,20 +81,24 @@ fn table(report: &Report, key: &(String, String)) -> Table {
                 ratio,
                 limit_text(c),
                 ceiling(c, base),
-                c.probes.len().to_string(),
+                match c.probes.iter().filter(|p| p.verdict == "disturbed").count() {
+                    0 => c.probes.len().to_string(),
+                    d => format!("{} ({d} disturbed)", c.probes.len()),
+                },
             ]
         })
         .collect();
     Table {
         title: format!("Capacity at p{} ≤ {} ms: `{}` ({})", first.percentile, ms(first.slo_us), key.1, key.0),
         note: format!(
-            "The highest open-loop rate whose p{} (corrected, from the scheduled send) stays ≤ {} ms with 0 errors: a ramp from {:.0} rps ×{} (up to {:.0} rps), a bisection to {:.0} %, then a validation run at the found rate (stepping down by the tolerance when it fails); a probe that fails is probed again, and a rate fails only when 2 of its probes do (a third decides a disagreement). A probe over the bound whose service time (from the actual send) was within it, with late sends, is the load generator's limit, not the system's (`generator`). The no-mesh `baseline` is the generator and app's own ceiling: a variant within the tolerance of it is marked, its capacity is a lower bound.",
+            "The highest open-loop rate whose p{} (corrected, from the scheduled send) stays ≤ {} ms with 0 errors: a ramp from {:.0} rps ×{} (up to {:.0} rps), a bisection to {:.0} %, then a validation run at the found rate (stepping down by the tolerance when it fails); a probe that fails is probed again, and a rate fails only when 2 of its probes do (a third decides a disagreement). A probe over the bound whose service time (from the actual send) was within it, with late sends, is the load generator's limit, not the system's (`generator`). A probe that fails (not by errors) while the hypervisor took more than {:.0} % of the machine's CPU time is `disturbed` and run again without counting, a few times per search. The no-mesh `baseline` is the generator and app's own ceiling: a variant within the tolerance of it is marked, its capacity is a lower bound.",
             first.percentile,
             ms(first.slo_us),
             first.start_rate,
             first.ramp_factor,
             first.max_rate,
-            first.tolerance * 100.0
+            first.tolerance * 100.0,
+            record::HostCpu::DISTURBED_STEAL * 100.0
         ),
         headers: vec!["variant", "rep", "capacity (rps)", "validation", "vs no-mesh", "limited by", "ceiling", "probes"],
         rows,
@@ -106,6 +110,7 @@ fn limit_text(c: &CapacityRun) -> String {
         "slo" => format!("p{} over {} ms", c.percentile, ms(c.slo_us)),
         "errors" => "errors".into(),
         "generator" => "the load generator (late sends)".into(),
+        "disturbed" => "the host (CPU stolen by the hypervisor, past the re-probes)".into(),
         "max-rate" => format!("max_rate passed ({:.0} rps)", c.max_rate),
         "start-rate" => format!("start_rate failed ({:.0} rps)", c.start_rate),
         other => other.into(),
@@ -262,7 +267,7 @@ mod tests {
         )
         .expect("a minimal load");
         load.rate = Some(rate);
-        Probe { phase: phase.into(), verdict: verdict.into(), percentile_us: p99_us, service_percentile_us: p99_us, load, resources: vec![] }
+        Probe { phase: phase.into(), verdict: verdict.into(), percentile_us: p99_us, service_percentile_us: p99_us, load, resources: vec![], host: None }
     }
 
     fn search(variant: &str, capacity: f64, limited_by: &str) -> CapacityRun {

@@ -470,7 +470,29 @@ fn env_lines(report: &Report) -> Vec<(&'static str, String)> {
     if !substrates.is_empty() {
         lines.push(("Substrate", substrates.join(", ")));
     }
+    if let Some(stolen) = stolen_line(report) {
+        lines.push(("CPU stolen", stolen));
+    }
     lines
+}
+
+/// How much of the machine the hypervisor took over the measured windows
+/// of load cells and capacity probes that recorded it: `None` when none did.
+fn stolen_line(report: &Report) -> Option<String> {
+    let probes = report.capacity.iter().flat_map(|c| &c.probes).filter_map(|p| p.host);
+    let mut steal: Vec<f64> = report.runs.iter().filter_map(|r| r.host).chain(probes).map(|h| h.steal).collect();
+    if steal.is_empty() {
+        return None;
+    }
+    steal.sort_by(f64::total_cmp);
+    let disturbed = steal.iter().filter(|s| **s > record::HostCpu::DISTURBED_STEAL).count();
+    Some(format!(
+        "by the hypervisor during the measured windows: median {:.1} %, max {:.1} % ({disturbed} of {} windows above {:.0} %, where every variant's tail latency suffers alike)",
+        steal[steal.len() / 2] * 100.0,
+        steal[steal.len() - 1] * 100.0,
+        steal.len(),
+        record::HostCpu::DISTURBED_STEAL * 100.0
+    ))
 }
 
 /// Title of the propagation section, in both formats.

@@ -301,6 +301,7 @@ mod tests {
             proxy_counts: None,
             proxy_cpu: None,
             proxy_args: vec![],
+            host: None,
         }
     }
 

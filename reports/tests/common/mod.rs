@@ -97,6 +97,7 @@ pub fn run(scenario: &str, variant: &str, rate: f64, repetition: u32, p50_us: u6
         proxy_counts: None,
         proxy_cpu: None,
         proxy_args: Vec::new(),
+        host: None,
     }
 }
 

@@ -55,9 +55,10 @@ pub async fn run<S: Substrate>(
             (Err(e), _) | (_, Err(e)) => break Err(format!("probe {n} at {rate:.0} rps: {e}")),
         };
         let l = &run.load;
-        let verdict = Verdict::judge(slo_us, latency_us, service_us, l.requests, l.errors, l.late_sends);
+        let verdict = Verdict::judge(slo_us, latency_us, service_us, l.requests, l.errors, l.late_sends).under(run.host.as_ref());
+        let steal = run.host.map_or(String::new(), |h| format!(", {:.0} % stolen", h.steal * 100.0));
         say(format!(
-            "  probe {n} {} {rate:.0} rps: p{} {:.2} ms (service {:.2} ms), {} req, {} err, {} late -> {}",
+            "  probe {n} {} {rate:.0} rps: p{} {:.2} ms (service {:.2} ms), {} req, {} err, {} late{steal} -> {}",
             phase.as_str(),
             shape.percentile,
             latency_us / 1000.0,
@@ -75,6 +76,7 @@ pub async fn run<S: Substrate>(
             service_percentile_us: service_us,
             load: run.load,
             resources: run.resources,
+            host: run.host,
         });
     };
     bar.finish_and_clear();

@@ -12,7 +12,7 @@ use record::Run;
 
 use super::{load_config, phase};
 use crate::plan::Cell;
-use crate::sampler::Sampler;
+use crate::sampler::{HostClock, Sampler};
 use crate::substrate::Deployment;
 use crate::suite::{Scenario, SoakShape};
 
@@ -34,6 +34,8 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut sampler: Option<(Sampler, Instant)> = None;
     let mut finished = None;
+    // The machine over the same window as the sampler.
+    let (mut host_from, mut host) = (None, None);
     let label = format!("soak {rate} rps");
     let result = loop {
         tokio::select! {
@@ -54,9 +56,11 @@ pub(super) async fn run(
                 if sampler.is_none() && finished.is_none() && !warm {
                     let origin = Instant::now();
                     sampler = Some((Sampler::start_series(dep.components.clone(), shape.interval, origin), origin));
+                    host_from = HostClock::now();
                 }
                 if sampler.as_ref().is_some_and(|(_, t0)| t0.elapsed() >= scenario.duration) {
                     let (s, _) = sampler.take().expect("checked");
+                    host = HostClock::window_since(host_from);
                     finished = Some(s.finish_series().await);
                 }
             }
@@ -65,7 +69,10 @@ pub(super) async fn run(
     let load = result.map_err(|e| format!("load generator failed: {e}"))?;
     let (resources, processes) = match (finished, sampler) {
         (Some(f), _) => f,
-        (None, Some((s, _))) => s.finish_series().await,
+        (None, Some((s, _))) => {
+            host = HostClock::window_since(host_from);
+            s.finish_series().await
+        }
         (None, None) => (Vec::new(), Vec::new()),
     };
     let proxy_counts = crate::crosscheck::close(xcheck, &label, &load).await;
@@ -80,6 +87,7 @@ pub(super) async fn run(
         proxy_counts,
         proxy_cpu: None,
         proxy_args: Vec::new(),
+        host,
     };
     Ok((run, soak))
 }

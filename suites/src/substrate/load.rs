@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use record::{Resource, Run};
 
 use super::{enter, Deployment, LoadCell, MeasureError, Target};
-use crate::sampler::Sampler;
+use crate::sampler::{HostClock, Sampler};
 use crate::suite::LoadShape;
 
 /// Threads of the load generator's runtime inside a pod (bench's own
@@ -75,6 +75,8 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut sampler: Option<(Sampler, Instant)> = None;
     let mut resources: Option<Vec<Resource>> = None;
+    // The machine over the same window as the sampler.
+    let (mut host_from, mut host) = (None, None);
     let result = loop {
         tokio::select! {
             biased;
@@ -90,9 +92,11 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
                 // Sample the measured window only: after warm-up, for `duration`.
                 if sampler.is_none() && resources.is_none() && !in_warmup && started.elapsed() >= scenario.warmup {
                     sampler = Some((Sampler::start(dep.components.clone()), Instant::now()));
+                    host_from = HostClock::now();
                 }
                 if sampler.as_ref().is_some_and(|(_, t)| t.elapsed() >= scenario.duration) {
                     let (s, _) = sampler.take().expect("checked");
+                    host = HostClock::window_since(host_from);
                     resources = Some(s.finish().await);
                 }
             }
@@ -103,7 +107,10 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
     let result = result?;
     let resources = match (resources, sampler) {
         (Some(r), _) => r,
-        (None, Some((s, _))) => s.finish().await,
+        (None, Some((s, _))) => {
+            host = HostClock::window_since(host_from);
+            s.finish().await
+        }
         (None, None) => Vec::new(),
     };
     let proxy_counts = crate::crosscheck::close(xcheck, label, &result).await;
@@ -118,6 +125,7 @@ pub async fn in_process(substrate: &str, dep: &Deployment, lc: &LoadCell<'_>) ->
         // The runner knows the cell's limits and notes them.
         proxy_cpu: None,
         proxy_args: Vec::new(),
+        host,
     })
 }
 

@@ -39,6 +39,10 @@ pub struct CapacityShape {
 
 impl CapacityShape {
     pub const VALIDATION_ATTEMPTS: u32 = 3;
+    /// Probes a search runs again, without counting them, because they
+    /// failed while the hypervisor took too much of the machine
+    /// (`crate::capacity`'s search).
+    pub const DISTURBED_REPROBES: u32 = 6;
     pub const DEFAULT_START_RATE: f64 = 500.0;
     pub const DEFAULT_MAX_RATE: f64 = 100_000.0;
     pub const DEFAULT_RAMP_FACTOR: f64 = 2.0;
@@ -50,14 +54,16 @@ impl CapacityShape {
     /// each failure that can occur on the way (the ramp's last step, every
     /// bisection step, every validation attempt). Where a failure's
     /// confirmation passes, a third probe decides, beyond this count
-    /// (`crate::capacity`'s search). For `bench plan`'s estimate.
+    /// (`crate::capacity`'s search); so do the disturbed probes run again,
+    /// at most [`CapacityShape::DISTURBED_REPROBES`]. For `bench plan`'s
+    /// estimate.
     pub fn max_probes(&self) -> u32 {
         // Less a hair: 500 x 2^7 is 64000 exactly, not one more step.
         let ramp = ((self.max_rate / self.start_rate).ln() / self.ramp_factor.ln() - 1e-9).ceil().max(0.0) as u32 + 1;
         let bisect = ((self.ramp_factor - 1.0) / self.tolerance).log2().ceil().max(0.0) as u32;
         let validate = if self.validation { Self::VALIDATION_ATTEMPTS } else { 0 };
         let confirmations = 1 + bisect + validate;
-        ramp + bisect + validate + confirmations
+        ramp + bisect + validate + confirmations + Self::DISTURBED_REPROBES
     }
 }
 
@@ -292,7 +298,8 @@ validation = false
             validation: true,
         };
         // 500 .. 64000 is 8 ramp probes, 5 halvings of a factor-2 bracket to 5 %,
-        // 3 validations, and a confirming probe for each of the 1 + 5 + 3 that can fail.
-        assert_eq!(c.max_probes(), 8 + 5 + 3 + (1 + 5 + 3));
+        // 3 validations, a confirming probe for each of the 1 + 5 + 3 that can fail,
+        // and the disturbed probes run again.
+        assert_eq!(c.max_probes(), 8 + 5 + 3 + (1 + 5 + 3) + 6);
     }
 }

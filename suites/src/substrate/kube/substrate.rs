@@ -397,6 +397,8 @@ impl Substrate for Kube {
             proxy_counts,
             proxy_cpu: None,
             proxy_args: Vec::new(),
+            // The load ran inside the cluster, on its own clock: bench does not know its window.
+            host: None,
         })
     }
 
